@@ -1,0 +1,89 @@
+# GNU Make build for the `megatron` binary and its tests.
+#   make            builds ./megatron (CPU backend always; CUDA backend when nvcc is found)
+#   make CUDA=0     CPU-only build
+#   make test       the whole test suite (unit, CLI, parity), installing test dependencies first
+#   make fuzz       builds the fuzz targets (clang + libFuzzer); make fuzz-run runs each briefly
+
+CC      ?= gcc
+NVCC    ?= $(shell command -v nvcc 2>/dev/null || ls /usr/local/cuda/bin/nvcc 2>/dev/null)
+CUDA    ?= $(if $(NVCC),1,0)
+BUILD   ?= build
+FIXTURES ?= $(or $(MEGATRON_FIXTURES),../shared/fixtures)
+
+CFLAGS_BASE = -std=c11 -D_GNU_SOURCE -I. -Wall -Wextra -Werror -fopenmp -g
+CFLAGS  ?= -O2 -march=x86-64-v2
+ALL_CFLAGS = $(CFLAGS_BASE) $(CFLAGS)
+LDLIBS  = -fopenmp -lm -lpthread
+
+# Everything but main.c and the CUDA kernels goes into one library that tests link against.
+LIB_DIRS = util kernels kernels/cpu models parallel data optim ckpt
+LIB_SRC  = $(wildcard $(addsuffix /*.c,$(LIB_DIRS))) args.c $(wildcard train.c)
+LIB_OBJ  = $(LIB_SRC:%.c=$(BUILD)/%.o)
+
+CUDA_SRC = $(wildcard kernels/cuda/*.cu)
+ifeq ($(CUDA),1)
+CUDA_HOME ?= $(patsubst %/bin/nvcc,%,$(NVCC))
+NVCCFLAGS ?= -O3 -std=c++17 -gencode arch=compute_90a,code=sm_90a -gencode arch=compute_90,code=sm_90
+ALL_CFLAGS += -DMEGATRON_CUDA -I$(CUDA_HOME)/include
+CUDA_OBJ = $(CUDA_SRC:%.cu=$(BUILD)/%.o)
+LDLIBS  += -L$(CUDA_HOME)/lib64 -lcudnn -lcublasLt -lcublas -lcudart -lnccl -lstdc++
+endif
+
+TEST_SRC = $(wildcard tests/test_*.c)
+TEST_BIN = $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
+TEST_LIBS = -lcmocka
+
+.PHONY: all test test-unit test-cli test-parity deps clean fuzz fuzz-run format
+all: megatron
+
+megatron: $(BUILD)/main.o $(BUILD)/libmegatron.a
+	$(CC) -o $@ $^ $(LDLIBS)
+
+$(BUILD)/libmegatron.a: $(LIB_OBJ) $(CUDA_OBJ)
+	@rm -f $@
+	ar rcs $@ $^
+
+$(BUILD)/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -MMD -MP -c $< -o $@
+
+$(BUILD)/%.o: %.cu
+	@mkdir -p $(dir $@)
+	$(NVCC) $(NVCCFLAGS) -I. -MMD -MP -c $< -o $@
+
+$(BUILD)/tests/%: tests/%.c $(BUILD)/libmegatron.a
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -o $@ $< $(BUILD)/libmegatron.a $(TEST_LIBS) $(LDLIBS)
+
+# Installs (as root) or names what a fresh Debian/Ubuntu machine lacks for building and testing.
+deps:
+	@scripts/install_deps.sh --check >/dev/null 2>&1 || scripts/install_deps.sh
+
+test: deps
+	@$(MAKE) --no-print-directory megatron $(TEST_BIN)
+	@FIXTURES=$(FIXTURES) BUILD=$(BUILD) tests/run_all.sh
+
+# Parity of the GPT family with a Hugging Face fixture directory (see tests/test_parity.c).
+FIXTURE ?= $(FIXTURES)/gpt2_tiny
+test-parity: deps
+	@$(MAKE) --no-print-directory $(BUILD)/tests/test_parity
+	$(BUILD)/tests/test_parity $(FIXTURE)
+
+FUZZ_SRC = $(wildcard fuzz/fuzz_*.c)
+FUZZ_BIN = $(FUZZ_SRC:fuzz/%.c=$(BUILD)/fuzz/%)
+FUZZ_LIB_SRC = $(filter-out train.c,$(LIB_SRC))
+fuzz: $(FUZZ_BIN)
+$(BUILD)/fuzz/%: fuzz/%.c $(FUZZ_LIB_SRC)
+	@mkdir -p $(dir $@)
+	clang -std=c11 -D_GNU_SOURCE -I. -g -O1 -fsanitize=fuzzer,address,undefined -fopenmp=libgomp \
+	    -o $@ $< $(FUZZ_LIB_SRC) -lm -lpthread -lgomp
+fuzz-run: fuzz
+	@for f in $(FUZZ_BIN); do echo "== $$f"; $$f -max_total_time=$${FUZZ_SECONDS:-20} -timeout=5 fuzz/corpus/$$(basename $$f) || exit 1; done
+
+format:
+	clang-format -i $$(git ls-files '*.c' '*.h' '*.cu')
+
+clean:
+	rm -rf $(BUILD) megatron
+
+-include $(LIB_OBJ:.o=.d) $(BUILD)/main.d

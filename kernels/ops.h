@@ -1,0 +1,129 @@
+/* The op interface (ARCHITECTURE.md principle 3): every computation a model does goes through
+ * these functions. Each op dispatches on the device of its tensors to the CPU backend
+ * (kernels/cpu/, C11 + OpenMP, fp32 math: the reference) or the CUDA backend (kernels/cuda/).
+ *
+ * Conventions, for every op:
+ *  - Rows: activations are 2-D [N, C] with N = micro batch x sequence tokens (row n = b*T + t).
+ *  - Linear weights are [out, in] as in torch.nn.Linear and Megatron.
+ *  - Backward ops OVERWRITE input gradients (dx) and ACCUMULATE (+=) parameter gradients
+ *    (dw, db: Megatron's main_grad). Any gradient argument may be absent (tensor_none()) and is
+ *    then not computed.
+ *  - An absent optional input (bias, position table) means "not used".
+ *  - CPU results do not depend on the number of OpenMP threads: every reduction runs in a fixed
+ *    order inside one thread.
+ *  - Dropout masks are keyed by struct dropout_key, so forward and backward (and every backend
+ *    and layout) see the same mask for the same element without storing it. */
+#ifndef MEGATRON_KERNELS_OPS_H
+#define MEGATRON_KERNELS_OPS_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "kernels/tensor.h"
+
+/* Element e of a dropout site is kept iff rng_uniform(seed, stream, offset + e) >= p. */
+struct dropout_key {
+    float p;          /* drop probability; 0 disables dropout (the op is then a copy) */
+    uint64_t seed;
+    uint64_t stream;  /* which site, iteration and micro batch (see models/) */
+    uint64_t offset;  /* counter of element 0, so a shard of a batch draws its own slice */
+};
+
+/* ---- dense layers ---- */
+
+/* y[N,out] = x[N,in] . w[out,in]^T + b[out] */
+void op_linear_forward(struct tensor y, struct tensor x, struct tensor w, struct tensor b);
+/* dx[N,in] = dy . w;  dw[out,in] += dy^T . x;  db[out] += sum_n dy[n,:] */
+void op_linear_backward(struct tensor dx, struct tensor dw, struct tensor db, struct tensor dy,
+                        struct tensor x, struct tensor w);
+
+/* ---- embeddings ---- */
+
+/* y[N,H] = wte[tokens[n], :] + wpe[positions[n], :] (wpe optional). tokens, positions: int32 [N].
+ * A token id outside [0, V) is a bug in the caller (the data pipeline validates ids). */
+void op_embedding_forward(struct tensor y, struct tensor tokens, struct tensor wte,
+                          struct tensor wpe, struct tensor positions);
+/* dwte[tokens[n], :] += dy[n, :];  dwpe[positions[n], :] += dy[n, :] */
+void op_embedding_backward(struct tensor dwte, struct tensor dwpe, struct tensor dy,
+                           struct tensor tokens, struct tensor positions);
+
+/* ---- normalisation ---- */
+
+/* y = (x - mean) * rstd * w + b per row; saves mean[N], rstd[N] (fp32) for the backward. */
+void op_layernorm_forward(struct tensor y, struct tensor mean, struct tensor rstd, struct tensor x,
+                          struct tensor w, struct tensor b, float eps);
+void op_layernorm_backward(struct tensor dx, struct tensor dw, struct tensor db, struct tensor dy,
+                           struct tensor x, struct tensor w, struct tensor mean, struct tensor rstd);
+/* y = x * rstd * w with rstd = 1/sqrt(mean(x^2) + eps); saves rstd[N]. */
+void op_rmsnorm_forward(struct tensor y, struct tensor rstd, struct tensor x, struct tensor w, float eps);
+void op_rmsnorm_backward(struct tensor dx, struct tensor dw, struct tensor dy, struct tensor x,
+                         struct tensor w, struct tensor rstd);
+
+/* ---- activations ---- */
+
+/* GeLU: exact erf form, or the tanh approximation (--openai-gelu, HF gelu_new) when tanh_approx. */
+void op_gelu_forward(struct tensor y, struct tensor x, bool tanh_approx);
+void op_gelu_backward(struct tensor dx, struct tensor dy, struct tensor x, bool tanh_approx);
+/* SwiGLU as Megatron's fc1 output is laid out: x[N, 2F] = [gate | up] along columns,
+ * y[N, F] = silu(x[:, :F]) * x[:, F:]. */
+void op_swiglu_forward(struct tensor y, struct tensor x);
+void op_swiglu_backward(struct tensor dx, struct tensor dy, struct tensor x);
+
+/* ---- attention ---- */
+
+struct attention_shape {
+    int64_t batch, seq;   /* B, T: rows are n = b*T + t */
+    int heads;            /* n: query heads */
+    int groups;           /* g: key/value heads (query groups); heads % groups == 0 */
+    int head_dim;         /* d */
+};
+
+/* Rotary position embedding in Megatron's rotate-half form, in place on the q and k parts of a
+ * fused qkv [N, g*(n/g + 2)*d] (Megatron's layout: for each query group, its n/g query heads,
+ * then its key head, then its value head). Only the first rotary_dim dims of each head rotate
+ * (rotary_dim = d * --rotary-percent, even): with half = rotary_dim/2,
+ * inv_freq[i] = base^(-2i/rotary_dim), angle = positions[n] * inv_freq[i mod half],
+ * x'[i] = x[i]*cos - x[i+half]*sin, x'[i+half] = x[i+half]*cos + x[i]*sin (i < half).
+ * The backward is the same rotation by -angle, applied in place to the gradient dqkv. */
+void op_rope_forward(struct tensor qkv, struct tensor positions, struct attention_shape s,
+                     int rotary_dim, float base);
+void op_rope_backward(struct tensor dqkv, struct tensor positions, struct attention_shape s,
+                      int rotary_dim, float base);
+
+/* Causal self-attention on the fused qkv above: for query head h in group h / (n/g),
+ * P = softmax(q k^T / sqrt(d)) over keys t' <= t, out[N, n*d] = dropout(P) v.
+ * probs [B, n, T, T] keeps P (before dropout) for the backward on the CPU backend; the CUDA
+ * backend keeps the log-sum-exp [B, n, T] instead (fp32 in both cases). */
+void op_attention_forward(struct tensor out, struct tensor probs, struct tensor qkv,
+                          struct attention_shape s, struct dropout_key drop);
+/* dqkv[N, g*(n/g+2)*d] (overwritten) from dout[N, n*d]. */
+void op_attention_backward(struct tensor dqkv, struct tensor dout, struct tensor qkv,
+                           struct tensor probs, struct tensor out, struct attention_shape s,
+                           struct dropout_key drop);
+
+/* ---- elementwise ---- */
+
+/* y = dropout(x + b) + residual, b [C] broadcast over rows (optional), residual optional:
+ * Megatron's bias-dropout-add. y may alias residual. */
+void op_bias_dropout_add_forward(struct tensor y, struct tensor x, struct tensor b,
+                                 struct tensor residual, struct dropout_key drop);
+/* dx = dropout_backward(dy) (same mask, same 1/(1-p) scale); db += sum over rows of dx.
+ * The residual's gradient is dy itself, so the caller keeps dy. */
+void op_bias_dropout_add_backward(struct tensor dx, struct tensor db, struct tensor dy,
+                                  struct dropout_key drop);
+/* y = a + b, y may alias a or b. */
+void op_add(struct tensor y, struct tensor a, struct tensor b);
+/* x = 0 */
+void op_zero(struct tensor x);
+
+/* ---- loss ---- */
+
+/* losses[n] = logsumexp(logits[n, :]) - logits[n, targets[n]] over all V columns of logits
+ * (a padded vocabulary included, as Megatron's vocab-parallel cross-entropy does). */
+void op_cross_entropy_forward(struct tensor losses, struct tensor logits, struct tensor targets);
+/* dlogits[n, :] = (softmax(logits[n, :]) - onehot(targets[n])) * dlosses[n].
+ * dlogits may alias logits. */
+void op_cross_entropy_backward(struct tensor dlogits, struct tensor logits, struct tensor targets,
+                               struct tensor dlosses);
+
+#endif
