@@ -104,11 +104,11 @@ void op_attention_backward(struct tensor dqkv, struct tensor dout, struct tensor
 /* ---- elementwise ---- */
 
 /* y = dropout(x + b) + residual, b [C] broadcast over rows (optional), residual optional:
- * Megatron's bias-dropout-add. y may alias residual. */
+ * Megatron's bias-dropout-add. y may alias x or residual (all elementwise). */
 void op_bias_dropout_add_forward(struct tensor y, struct tensor x, struct tensor b,
                                  struct tensor residual, struct dropout_key drop);
 /* dx = dropout_backward(dy) (same mask, same 1/(1-p) scale); db += sum over rows of dx.
- * The residual's gradient is dy itself, so the caller keeps dy. */
+ * The residual's gradient is dy itself, so the caller keeps dy. dx may alias dy. */
 void op_bias_dropout_add_backward(struct tensor dx, struct tensor db, struct tensor dy,
                                   struct dropout_key drop);
 /* y = a + b, y may alias a or b. */

@@ -1,0 +1,30 @@
+/* A bump allocator for activations: sized once by a measuring pass, allocated once, never
+ * allocates inside a training step (ARCHITECTURE.md principle 4). */
+#ifndef MEGATRON_KERNELS_ARENA_H
+#define MEGATRON_KERNELS_ARENA_H
+
+#include <stddef.h>
+
+#include "kernels/tensor.h"
+
+struct arena {
+    enum device device;
+    char *base;     /* NULL while measuring */
+    size_t capacity;
+    size_t used;
+};
+
+/* A measuring arena hands out tensors with data == NULL and only counts bytes. */
+void arena_init_measure(struct arena *a, enum device dev);
+/* Allocates `bytes` (a measuring arena's `used`) on the device; tensors handed out next are real. */
+void arena_init_alloc(struct arena *a, enum device dev, size_t bytes);
+void arena_free(struct arena *a);
+
+/* 2-D tensor of the arena's device, 64-byte aligned. */
+struct tensor arena_tensor(struct arena *a, enum dtype dt, int64_t rows, int64_t cols);
+
+/* Device memory in one place: host memory for DEV_CPU, device memory for DEV_CUDA. */
+void *device_alloc(enum device dev, size_t bytes);
+void device_free(enum device dev, void *p);
+
+#endif

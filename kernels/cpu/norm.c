@@ -1,0 +1,164 @@
+/* CPU LayerNorm and RMSNorm, forward and backward. Row statistics are computed in double (two
+ * passes for the variance); parameter gradients are column sums over rows, split over column
+ * blocks so each sum runs in row order inside one thread. */
+#include <math.h>
+
+#include "kernels/cpu/cpu_ops.h"
+
+/* Columns per task of a parameter-gradient reduction. */
+enum { NORM_COLS = 64 };
+
+static int64_t col_blocks(int64_t C) { return (C + NORM_COLS - 1) / NORM_COLS; }
+static int64_t block_width(int64_t C, int64_t blk)
+{
+    int64_t c0 = blk * NORM_COLS;
+    return C - c0 < NORM_COLS ? C - c0 : NORM_COLS;
+}
+
+void cpu_layernorm_forward(struct tensor y, struct tensor mean, struct tensor rstd, struct tensor x,
+                           struct tensor w, struct tensor b, float eps)
+{
+    int64_t N = x.shape[0], C = x.shape[1];
+    const float *xs = x.data, *ws = w.data, *bs = tensor_present(b) ? b.data : NULL;
+    float *ys = y.data, *ms = mean.data, *rs = rstd.data;
+#pragma omp parallel for schedule(static) if (N * C >= CPU_PARALLEL_MIN_WORK)
+    for (int64_t n = 0; n < N; n++) {
+        const float *row = xs + n * C;
+        double sum = 0.0, sq = 0.0;
+        for (int64_t c = 0; c < C; c++) sum += row[c];
+        double mu = sum / (double)C;
+        for (int64_t c = 0; c < C; c++) sq += (row[c] - mu) * (row[c] - mu);
+        /* biased variance, as torch.nn.functional.layer_norm */
+        float m = (float)mu, r = (float)(1.0 / sqrt(sq / (double)C + (double)eps));
+        ms[n] = m;
+        rs[n] = r;
+        float *out = ys + n * C;
+        for (int64_t c = 0; c < C; c++) {
+            float v = (row[c] - m) * r * ws[c];
+            out[c] = bs ? v + bs[c] : v;
+        }
+    }
+}
+
+/* dx = rstd * (g - mean(g) - xhat * mean(g * xhat)) with g = dy * w, xhat = (x - mean) * rstd:
+ * the derivative of the normalisation (e.g. the LayerNorm paper's appendix, or llm.c). */
+static void layernorm_dx(struct tensor dx, struct tensor dy, struct tensor x, struct tensor w,
+                         struct tensor mean, struct tensor rstd)
+{
+    int64_t N = x.shape[0], C = x.shape[1];
+    const float *xs = x.data, *ws = w.data, *dys = dy.data, *ms = mean.data, *rs = rstd.data;
+    float *dxs = dx.data;
+#pragma omp parallel for schedule(static) if (N * C >= CPU_PARALLEL_MIN_WORK)
+    for (int64_t n = 0; n < N; n++) {
+        const float *xr = xs + n * C, *dyr = dys + n * C;
+        float m = ms[n], r = rs[n];
+        double sg = 0.0, sgx = 0.0;
+        for (int64_t c = 0; c < C; c++) {
+            float g = dyr[c] * ws[c];
+            sg += g;
+            sgx += (double)g * ((xr[c] - m) * r);
+        }
+        float mg = (float)(sg / (double)C), mgx = (float)(sgx / (double)C);
+        float *dxr = dxs + n * C;
+        for (int64_t c = 0; c < C; c++) {
+            float xhat = (xr[c] - m) * r;
+            dxr[c] = r * (dyr[c] * ws[c] - mg - xhat * mgx);
+        }
+    }
+}
+
+/* dw += sum_n dy * xhat, db += sum_n dy. */
+static void layernorm_dw_db(struct tensor dw, struct tensor db, struct tensor dy, struct tensor x,
+                            struct tensor mean, struct tensor rstd)
+{
+    int64_t N = x.shape[0], C = x.shape[1], blocks = col_blocks(C);
+    const float *xs = x.data, *dys = dy.data, *ms = mean.data, *rs = rstd.data;
+    float *dws = tensor_present(dw) ? dw.data : NULL, *dbs = tensor_present(db) ? db.data : NULL;
+#pragma omp parallel for schedule(static) if (blocks > 1 && N * C >= CPU_PARALLEL_MIN_WORK)
+    for (int64_t blk = 0; blk < blocks; blk++) {
+        int64_t c0 = blk * NORM_COLS, nc = block_width(C, blk);
+        double aw[NORM_COLS] = {0}, ab[NORM_COLS] = {0};
+        for (int64_t n = 0; n < N; n++) {
+            const float *xr = xs + n * C + c0, *dyr = dys + n * C + c0;
+            float m = ms[n], r = rs[n];
+            for (int64_t c = 0; c < nc; c++) {
+                aw[c] += dyr[c] * ((xr[c] - m) * r);
+                ab[c] += dyr[c];
+            }
+        }
+        for (int64_t c = 0; c < nc; c++) {
+            if (dws) dws[c0 + c] += (float)aw[c];
+            if (dbs) dbs[c0 + c] += (float)ab[c];
+        }
+    }
+}
+
+void cpu_layernorm_backward(struct tensor dx, struct tensor dw, struct tensor db, struct tensor dy,
+                            struct tensor x, struct tensor w, struct tensor mean, struct tensor rstd)
+{
+    if (tensor_present(dx)) layernorm_dx(dx, dy, x, w, mean, rstd);
+    if (tensor_present(dw) || tensor_present(db)) layernorm_dw_db(dw, db, dy, x, mean, rstd);
+}
+
+void cpu_rmsnorm_forward(struct tensor y, struct tensor rstd, struct tensor x, struct tensor w,
+                         float eps)
+{
+    int64_t N = x.shape[0], C = x.shape[1];
+    const float *xs = x.data, *ws = w.data;
+    float *ys = y.data, *rs = rstd.data;
+#pragma omp parallel for schedule(static) if (N * C >= CPU_PARALLEL_MIN_WORK)
+    for (int64_t n = 0; n < N; n++) {
+        const float *row = xs + n * C;
+        double sq = 0.0;
+        for (int64_t c = 0; c < C; c++) sq += (double)row[c] * row[c];
+        float r = (float)(1.0 / sqrt(sq / (double)C + (double)eps));
+        rs[n] = r;
+        float *out = ys + n * C;
+        for (int64_t c = 0; c < C; c++) out[c] = row[c] * r * ws[c];
+    }
+}
+
+/* dx = rstd * g - x * rstd^3 * mean(g * x) with g = dy * w (the derivative of x / rms(x)). */
+static void rmsnorm_dx(struct tensor dx, struct tensor dy, struct tensor x, struct tensor w,
+                       struct tensor rstd)
+{
+    int64_t N = x.shape[0], C = x.shape[1];
+    const float *xs = x.data, *ws = w.data, *dys = dy.data, *rs = rstd.data;
+    float *dxs = dx.data;
+#pragma omp parallel for schedule(static) if (N * C >= CPU_PARALLEL_MIN_WORK)
+    for (int64_t n = 0; n < N; n++) {
+        const float *xr = xs + n * C, *dyr = dys + n * C;
+        float r = rs[n];
+        double sgx = 0.0;
+        for (int64_t c = 0; c < C; c++) sgx += (double)(dyr[c] * ws[c]) * xr[c];
+        float k = (float)(sgx / (double)C * (double)r * (double)r * (double)r);
+        float *dxr = dxs + n * C;
+        for (int64_t c = 0; c < C; c++) dxr[c] = r * dyr[c] * ws[c] - xr[c] * k;
+    }
+}
+
+/* dw += sum_n dy * x * rstd */
+static void rmsnorm_dw(struct tensor dw, struct tensor dy, struct tensor x, struct tensor rstd)
+{
+    int64_t N = x.shape[0], C = x.shape[1], blocks = col_blocks(C);
+    const float *xs = x.data, *dys = dy.data, *rs = rstd.data;
+    float *dws = dw.data;
+#pragma omp parallel for schedule(static) if (blocks > 1 && N * C >= CPU_PARALLEL_MIN_WORK)
+    for (int64_t blk = 0; blk < blocks; blk++) {
+        int64_t c0 = blk * NORM_COLS, nc = block_width(C, blk);
+        double aw[NORM_COLS] = {0};
+        for (int64_t n = 0; n < N; n++) {
+            const float *xr = xs + n * C + c0, *dyr = dys + n * C + c0;
+            float r = rs[n];
+            for (int64_t c = 0; c < nc; c++) aw[c] += dyr[c] * (xr[c] * r);
+        }
+        for (int64_t c = 0; c < nc; c++) dws[c0 + c] += (float)aw[c];
+    }
+}
+
+void cpu_rmsnorm_backward(struct tensor dx, struct tensor dw, struct tensor dy, struct tensor x,
+                          struct tensor w, struct tensor rstd)
+{
+    if (tensor_present(dx)) rmsnorm_dx(dx, dy, x, w, rstd);
+    if (tensor_present(dw)) rmsnorm_dw(dw, dy, x, rstd);
+}

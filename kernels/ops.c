@@ -1,0 +1,586 @@
+/* The op interface's front door: each op_* checks its arguments (shapes agree, float tensors are
+ * fp32, ids are int32, all on one device) and dispatches to the backend of that device. A bad
+ * argument is a bug in the caller and ends the program with the op's name and every shape. */
+#include "kernels/ops.h"
+
+#include <stdio.h>
+#include <string.h>
+
+#include "kernels/cpu/cpu_ops.h"
+#include "util/error.h"
+
+/* The arguments of one op call, kept so a failed check can print all of them. */
+struct args {
+    const char *op;
+    int n;
+    const char *names[8];
+    struct tensor ts[8];
+};
+
+static void add_arg(struct args *a, const char *name, struct tensor t)
+{
+    CHECK(a->n < 8);
+    a->names[a->n] = name;
+    a->ts[a->n] = t;
+    a->n++;
+}
+
+/* "float32[4, 8]", or "absent". */
+static void format_tensor(char *buf, size_t len, struct tensor t)
+{
+    if (!tensor_present(t)) {
+        snprintf(buf, len, "absent");
+        return;
+    }
+    int k = snprintf(buf, len, "%s%s[", dtype_name(t.dtype), t.device == DEV_CUDA ? "@cuda" : "");
+    for (int i = 0; i < t.ndim && k > 0 && (size_t)k < len; i++)
+        k += snprintf(buf + k, len - (size_t)k, i ? ", %lld" : "%lld", (long long)t.shape[i]);
+    if (k > 0 && (size_t)k < len) snprintf(buf + k, len - (size_t)k, "]");
+}
+
+static _Noreturn void fail(const struct args *a, const char *why)
+{
+    char shapes[640] = "", one[80];
+    for (int i = 0; i < a->n; i++) {
+        format_tensor(one, sizeof one, a->ts[i]);
+        size_t used = strlen(shapes);
+        snprintf(shapes + used, sizeof shapes - used, "%s%s %s", i ? ", " : "", a->names[i], one);
+    }
+    BUG("%s: %s (%s)", a->op, why, shapes);
+}
+
+static void need(const struct args *a, bool cond, const char *why)
+{
+    if (!cond) fail(a, why);
+}
+
+/* t is present, of dtype dt, with ndim dims. */
+static void need_tensor(const struct args *a, const char *name, struct tensor t, enum dtype dt,
+                        int ndim)
+{
+    char why[160];
+    if (!tensor_present(t)) {
+        snprintf(why, sizeof why, "%s is absent", name);
+        fail(a, why);
+    }
+    if (t.dtype != dt || t.ndim != ndim) {
+        snprintf(why, sizeof why, "%s must be a %d-D %s tensor", name, ndim, dtype_name(dt));
+        fail(a, why);
+    }
+}
+
+/* Like need_tensor, for an argument that may be absent. */
+static void maybe_tensor(const struct args *a, const char *name, struct tensor t, enum dtype dt,
+                         int ndim)
+{
+    if (tensor_present(t)) need_tensor(a, name, t, dt, ndim);
+}
+
+static bool dims_are(struct tensor t, int64_t d0, int64_t d1)
+{
+    return t.shape[0] == d0 && (t.ndim < 2 || t.shape[1] == d1);
+}
+
+/* The device every present argument lives on. */
+static enum device common_device(const struct args *a)
+{
+    int first = -1;
+    for (int i = 0; i < a->n; i++) {
+        if (!tensor_present(a->ts[i])) continue;
+        if (first < 0) first = i;
+        need(a, a->ts[i].device == a->ts[first].device, "arguments are on different devices");
+    }
+    need(a, first >= 0, "no tensor argument");
+    return a->ts[first].device;
+}
+
+static void need_dropout(const struct args *a, struct dropout_key d)
+{
+    need(a, d.p >= 0.0f && d.p < 1.0f, "dropout probability must be in [0, 1)");
+}
+
+/* The CUDA backend plugs in here: with MEGATRON_CUDA, each op's DEV_CUDA branch will call its
+ * cuda_<op> from kernels/cuda/cuda_ops.h. Until that exists, a CUDA tensor reaching an op is a bug. */
+static _Noreturn void no_cuda(const char *op) { BUG("%s: no CUDA implementation yet", op); }
+
+/* ---- dense layers ---- */
+
+void op_linear_forward(struct tensor y, struct tensor x, struct tensor w, struct tensor b)
+{
+    struct args a = {.op = "op_linear_forward"};
+    add_arg(&a, "y", y), add_arg(&a, "x", x), add_arg(&a, "w", w), add_arg(&a, "b", b);
+    need_tensor(&a, "y", y, DT_F32, 2);
+    need_tensor(&a, "x", x, DT_F32, 2);
+    need_tensor(&a, "w", w, DT_F32, 2);
+    maybe_tensor(&a, "b", b, DT_F32, 1);
+    need(&a, x.shape[1] == w.shape[1], "x and w disagree on the input size");
+    need(&a, dims_are(y, x.shape[0], w.shape[0]), "y must be [rows of x, rows of w]");
+    need(&a, !tensor_present(b) || b.shape[0] == w.shape[0], "b must have one entry per row of w");
+    switch (common_device(&a)) {
+    case DEV_CPU: cpu_linear_forward(y, x, w, b); return;
+    case DEV_CUDA: no_cuda(a.op);
+    }
+}
+
+void op_linear_backward(struct tensor dx, struct tensor dw, struct tensor db, struct tensor dy,
+                        struct tensor x, struct tensor w)
+{
+    struct args a = {.op = "op_linear_backward"};
+    add_arg(&a, "dx", dx), add_arg(&a, "dw", dw), add_arg(&a, "db", db), add_arg(&a, "dy", dy);
+    add_arg(&a, "x", x), add_arg(&a, "w", w);
+    need_tensor(&a, "dy", dy, DT_F32, 2);
+    int64_t N = dy.shape[0], out = dy.shape[1];
+    if (tensor_present(dx)) {
+        need_tensor(&a, "dx", dx, DT_F32, 2);
+        need_tensor(&a, "w", w, DT_F32, 2);
+        need(&a, dims_are(w, out, dx.shape[1]), "w must be [columns of dy, columns of dx]");
+        need(&a, dx.shape[0] == N, "dx and dy disagree on the rows");
+    }
+    if (tensor_present(dw)) {
+        need_tensor(&a, "dw", dw, DT_F32, 2);
+        need_tensor(&a, "x", x, DT_F32, 2);
+        need(&a, dims_are(x, N, dw.shape[1]), "x must be [rows of dy, columns of dw]");
+        need(&a, dw.shape[0] == out, "dw must have one row per column of dy");
+    }
+    maybe_tensor(&a, "db", db, DT_F32, 1);
+    need(&a, !tensor_present(db) || db.shape[0] == out, "db must have one entry per column of dy");
+    switch (common_device(&a)) {
+    case DEV_CPU: cpu_linear_backward(dx, dw, db, dy, x, w); return;
+    case DEV_CUDA: no_cuda(a.op);
+    }
+}
+
+/* ---- embeddings ---- */
+
+void op_embedding_forward(struct tensor y, struct tensor tokens, struct tensor wte,
+                          struct tensor wpe, struct tensor positions)
+{
+    struct args a = {.op = "op_embedding_forward"};
+    add_arg(&a, "y", y), add_arg(&a, "tokens", tokens), add_arg(&a, "wte", wte);
+    add_arg(&a, "wpe", wpe), add_arg(&a, "positions", positions);
+    need_tensor(&a, "y", y, DT_F32, 2);
+    need_tensor(&a, "tokens", tokens, DT_I32, 1);
+    need_tensor(&a, "wte", wte, DT_F32, 2);
+    need(&a, tokens.shape[0] == y.shape[0], "tokens and y disagree on the rows");
+    need(&a, wte.shape[1] == y.shape[1], "wte and y disagree on the hidden size");
+    if (tensor_present(wpe)) {
+        need_tensor(&a, "wpe", wpe, DT_F32, 2);
+        need_tensor(&a, "positions", positions, DT_I32, 1);
+        need(&a, positions.shape[0] == y.shape[0], "positions and y disagree on the rows");
+        need(&a, wpe.shape[1] == y.shape[1], "wpe and y disagree on the hidden size");
+    }
+    switch (common_device(&a)) {
+    case DEV_CPU: cpu_embedding_forward(y, tokens, wte, wpe, positions); return;
+    case DEV_CUDA: no_cuda(a.op);
+    }
+}
+
+void op_embedding_backward(struct tensor dwte, struct tensor dwpe, struct tensor dy,
+                           struct tensor tokens, struct tensor positions)
+{
+    struct args a = {.op = "op_embedding_backward"};
+    add_arg(&a, "dwte", dwte), add_arg(&a, "dwpe", dwpe), add_arg(&a, "dy", dy);
+    add_arg(&a, "tokens", tokens), add_arg(&a, "positions", positions);
+    need_tensor(&a, "dy", dy, DT_F32, 2);
+    if (tensor_present(dwte)) {
+        need_tensor(&a, "dwte", dwte, DT_F32, 2);
+        need_tensor(&a, "tokens", tokens, DT_I32, 1);
+        need(&a, tokens.shape[0] == dy.shape[0], "tokens and dy disagree on the rows");
+        need(&a, dwte.shape[1] == dy.shape[1], "dwte and dy disagree on the hidden size");
+    }
+    if (tensor_present(dwpe)) {
+        need_tensor(&a, "dwpe", dwpe, DT_F32, 2);
+        need_tensor(&a, "positions", positions, DT_I32, 1);
+        need(&a, positions.shape[0] == dy.shape[0], "positions and dy disagree on the rows");
+        need(&a, dwpe.shape[1] == dy.shape[1], "dwpe and dy disagree on the hidden size");
+    }
+    switch (common_device(&a)) {
+    case DEV_CPU: cpu_embedding_backward(dwte, dwpe, dy, tokens, positions); return;
+    case DEV_CUDA: no_cuda(a.op);
+    }
+}
+
+/* ---- normalisation ---- */
+
+/* x [N, C], w [C], optional b [C], per-row statistics [N] (each may be absent when not used). */
+static void need_norm_args(const struct args *a, struct tensor x, struct tensor w, struct tensor b,
+                           struct tensor stat1, struct tensor stat2)
+{
+    need_tensor(a, "x", x, DT_F32, 2);
+    need_tensor(a, "w", w, DT_F32, 1);
+    need(a, w.shape[0] == x.shape[1], "w must have one entry per column of x");
+    maybe_tensor(a, "b", b, DT_F32, 1);
+    need(a, !tensor_present(b) || b.shape[0] == x.shape[1], "b must have one entry per column of x");
+    const struct tensor stats[2] = {stat1, stat2};
+    for (int i = 0; i < 2; i++) {
+        if (!tensor_present(stats[i])) continue;
+        need(a, stats[i].dtype == DT_F32 && stats[i].ndim == 1 && stats[i].shape[0] == x.shape[0],
+             "the saved statistics must be float32 [rows of x]");
+    }
+}
+
+/* y (or dy, dx) has x's shape. */
+static void need_like_x(const struct args *a, const char *name, struct tensor t, struct tensor x)
+{
+    char why[96];
+    need_tensor(a, name, t, DT_F32, 2);
+    snprintf(why, sizeof why, "%s and x disagree in shape", name);
+    need(a, dims_are(t, x.shape[0], x.shape[1]), why);
+}
+
+void op_layernorm_forward(struct tensor y, struct tensor mean, struct tensor rstd, struct tensor x,
+                          struct tensor w, struct tensor b, float eps)
+{
+    struct args a = {.op = "op_layernorm_forward"};
+    add_arg(&a, "y", y), add_arg(&a, "mean", mean), add_arg(&a, "rstd", rstd), add_arg(&a, "x", x);
+    add_arg(&a, "w", w), add_arg(&a, "b", b);
+    need(&a, tensor_present(mean) && tensor_present(rstd), "mean and rstd are required");
+    need_norm_args(&a, x, w, b, mean, rstd);
+    need_like_x(&a, "y", y, x);
+    need(&a, eps >= 0.0f, "eps must not be negative");
+    switch (common_device(&a)) {
+    case DEV_CPU: cpu_layernorm_forward(y, mean, rstd, x, w, b, eps); return;
+    case DEV_CUDA: no_cuda(a.op);
+    }
+}
+
+void op_layernorm_backward(struct tensor dx, struct tensor dw, struct tensor db, struct tensor dy,
+                           struct tensor x, struct tensor w, struct tensor mean, struct tensor rstd)
+{
+    struct args a = {.op = "op_layernorm_backward"};
+    add_arg(&a, "dx", dx), add_arg(&a, "dw", dw), add_arg(&a, "db", db), add_arg(&a, "dy", dy);
+    add_arg(&a, "x", x), add_arg(&a, "w", w), add_arg(&a, "mean", mean), add_arg(&a, "rstd", rstd);
+    need(&a, tensor_present(mean) && tensor_present(rstd), "mean and rstd are required");
+    need_norm_args(&a, x, w, tensor_none(), mean, rstd);
+    need_like_x(&a, "dy", dy, x);
+    if (tensor_present(dx)) need_like_x(&a, "dx", dx, x);
+    maybe_tensor(&a, "dw", dw, DT_F32, 1);
+    maybe_tensor(&a, "db", db, DT_F32, 1);
+    need(&a, !tensor_present(dw) || dw.shape[0] == x.shape[1], "dw must be like w");
+    need(&a, !tensor_present(db) || db.shape[0] == x.shape[1], "db must be like w");
+    switch (common_device(&a)) {
+    case DEV_CPU: cpu_layernorm_backward(dx, dw, db, dy, x, w, mean, rstd); return;
+    case DEV_CUDA: no_cuda(a.op);
+    }
+}
+
+void op_rmsnorm_forward(struct tensor y, struct tensor rstd, struct tensor x, struct tensor w, float eps)
+{
+    struct args a = {.op = "op_rmsnorm_forward"};
+    add_arg(&a, "y", y), add_arg(&a, "rstd", rstd), add_arg(&a, "x", x), add_arg(&a, "w", w);
+    need(&a, tensor_present(rstd), "rstd is required");
+    need_norm_args(&a, x, w, tensor_none(), rstd, tensor_none());
+    need_like_x(&a, "y", y, x);
+    need(&a, eps >= 0.0f, "eps must not be negative");
+    switch (common_device(&a)) {
+    case DEV_CPU: cpu_rmsnorm_forward(y, rstd, x, w, eps); return;
+    case DEV_CUDA: no_cuda(a.op);
+    }
+}
+
+void op_rmsnorm_backward(struct tensor dx, struct tensor dw, struct tensor dy, struct tensor x,
+                         struct tensor w, struct tensor rstd)
+{
+    struct args a = {.op = "op_rmsnorm_backward"};
+    add_arg(&a, "dx", dx), add_arg(&a, "dw", dw), add_arg(&a, "dy", dy), add_arg(&a, "x", x);
+    add_arg(&a, "w", w), add_arg(&a, "rstd", rstd);
+    need(&a, tensor_present(rstd), "rstd is required");
+    need_norm_args(&a, x, w, tensor_none(), rstd, tensor_none());
+    need_like_x(&a, "dy", dy, x);
+    if (tensor_present(dx)) need_like_x(&a, "dx", dx, x);
+    maybe_tensor(&a, "dw", dw, DT_F32, 1);
+    need(&a, !tensor_present(dw) || dw.shape[0] == x.shape[1], "dw must be like w");
+    switch (common_device(&a)) {
+    case DEV_CPU: cpu_rmsnorm_backward(dx, dw, dy, x, w, rstd); return;
+    case DEV_CUDA: no_cuda(a.op);
+    }
+}
+
+/* ---- activations ---- */
+
+void op_gelu_forward(struct tensor y, struct tensor x, bool tanh_approx)
+{
+    struct args a = {.op = "op_gelu_forward"};
+    add_arg(&a, "y", y), add_arg(&a, "x", x);
+    need_tensor(&a, "x", x, DT_F32, 2);
+    need_like_x(&a, "y", y, x);
+    switch (common_device(&a)) {
+    case DEV_CPU: cpu_gelu_forward(y, x, tanh_approx); return;
+    case DEV_CUDA: no_cuda(a.op);
+    }
+}
+
+void op_gelu_backward(struct tensor dx, struct tensor dy, struct tensor x, bool tanh_approx)
+{
+    struct args a = {.op = "op_gelu_backward"};
+    add_arg(&a, "dx", dx), add_arg(&a, "dy", dy), add_arg(&a, "x", x);
+    need_tensor(&a, "x", x, DT_F32, 2);
+    need_like_x(&a, "dy", dy, x);
+    if (tensor_present(dx)) need_like_x(&a, "dx", dx, x);
+    enum device dev = common_device(&a);
+    if (!tensor_present(dx)) return; /* the only output is absent */
+    switch (dev) {
+    case DEV_CPU: cpu_gelu_backward(dx, dy, x, tanh_approx); return;
+    case DEV_CUDA: no_cuda(a.op);
+    }
+}
+
+/* x [N, 2F] = [gate | up], y or dy [N, F]. */
+static void need_swiglu_args(const struct args *a, const char *yname, struct tensor y, struct tensor x)
+{
+    need_tensor(a, "x", x, DT_F32, 2);
+    need_tensor(a, yname, y, DT_F32, 2);
+    need(a, dims_are(x, y.shape[0], 2 * y.shape[1]), "x must be [rows, 2 x the columns of the output]");
+}
+
+void op_swiglu_forward(struct tensor y, struct tensor x)
+{
+    struct args a = {.op = "op_swiglu_forward"};
+    add_arg(&a, "y", y), add_arg(&a, "x", x);
+    need_swiglu_args(&a, "y", y, x);
+    switch (common_device(&a)) {
+    case DEV_CPU: cpu_swiglu_forward(y, x); return;
+    case DEV_CUDA: no_cuda(a.op);
+    }
+}
+
+void op_swiglu_backward(struct tensor dx, struct tensor dy, struct tensor x)
+{
+    struct args a = {.op = "op_swiglu_backward"};
+    add_arg(&a, "dx", dx), add_arg(&a, "dy", dy), add_arg(&a, "x", x);
+    need_swiglu_args(&a, "dy", dy, x);
+    if (tensor_present(dx)) need_like_x(&a, "dx", dx, x);
+    enum device dev = common_device(&a);
+    if (!tensor_present(dx)) return; /* the only output is absent */
+    switch (dev) {
+    case DEV_CPU: cpu_swiglu_backward(dx, dy, x); return;
+    case DEV_CUDA: no_cuda(a.op);
+    }
+}
+
+/* ---- attention ---- */
+
+/* The attention shape is consistent and qkv (or dqkv) is its fused [B*T, g*(n/g+2)*d]. */
+static void need_attention_shape(const struct args *a, const char *name, struct tensor qkv,
+                                 struct attention_shape s)
+{
+    char why[224];
+    snprintf(why, sizeof why,
+             "attention shape B=%lld T=%lld heads=%d groups=%d head_dim=%d is inconsistent",
+             (long long)s.batch, (long long)s.seq, s.heads, s.groups, s.head_dim);
+    need(a, s.batch >= 0 && s.seq >= 0 && s.heads > 0 && s.groups > 0 && s.head_dim > 0, why);
+    need(a, s.heads % s.groups == 0, why);
+    need_tensor(a, name, qkv, DT_F32, 2);
+    int64_t width = (int64_t)s.groups * (s.heads / s.groups + 2) * s.head_dim;
+    snprintf(why, sizeof why, "%s must be [B*T = %lld, g*(n/g+2)*d = %lld]", name,
+             (long long)(s.batch * s.seq), (long long)width);
+    need(a, dims_are(qkv, s.batch * s.seq, width), why);
+}
+
+/* out (or dout) is [B*T, n*d]. */
+static void need_attention_out(const struct args *a, const char *name, struct tensor out,
+                               struct attention_shape s)
+{
+    char why[128];
+    need_tensor(a, name, out, DT_F32, 2);
+    snprintf(why, sizeof why, "%s must be [B*T, heads*head_dim]", name);
+    need(a, dims_are(out, s.batch * s.seq, (int64_t)s.heads * s.head_dim), why);
+}
+
+/* probs is [B, n, T, T] on the CPU backend (P itself) and [B, n, T] on CUDA (log-sum-exp). */
+static void need_attention_probs(const struct args *a, struct tensor probs, struct attention_shape s,
+                                 enum device dev)
+{
+    int ndim = dev == DEV_CPU ? 4 : 3;
+    need_tensor(a, "probs", probs, DT_F32, ndim);
+    bool ok = probs.shape[0] == s.batch && probs.shape[1] == s.heads && probs.shape[2] == s.seq &&
+              (ndim == 3 || probs.shape[3] == s.seq);
+    need(a, ok, dev == DEV_CPU ? "probs must be [B, heads, T, T]" : "probs must be [B, heads, T]");
+}
+
+static void need_rope_args(const struct args *a, struct tensor qkv, struct tensor positions,
+                           struct attention_shape s, int rotary_dim, float base)
+{
+    need_attention_shape(a, "qkv", qkv, s);
+    need_tensor(a, "positions", positions, DT_I32, 1);
+    need(a, positions.shape[0] == qkv.shape[0], "positions must have one entry per row of qkv");
+    need(a, rotary_dim >= 0 && rotary_dim <= s.head_dim && rotary_dim % 2 == 0,
+         "rotary_dim must be even and at most head_dim");
+    need(a, base > 0.0f, "the rotary base must be positive");
+}
+
+void op_rope_forward(struct tensor qkv, struct tensor positions, struct attention_shape s,
+                     int rotary_dim, float base)
+{
+    struct args a = {.op = "op_rope_forward"};
+    add_arg(&a, "qkv", qkv), add_arg(&a, "positions", positions);
+    need_rope_args(&a, qkv, positions, s, rotary_dim, base);
+    switch (common_device(&a)) {
+    case DEV_CPU: cpu_rope_forward(qkv, positions, s, rotary_dim, base); return;
+    case DEV_CUDA: no_cuda(a.op);
+    }
+}
+
+void op_rope_backward(struct tensor dqkv, struct tensor positions, struct attention_shape s,
+                      int rotary_dim, float base)
+{
+    struct args a = {.op = "op_rope_backward"};
+    add_arg(&a, "dqkv", dqkv), add_arg(&a, "positions", positions);
+    need_rope_args(&a, dqkv, positions, s, rotary_dim, base);
+    switch (common_device(&a)) {
+    case DEV_CPU: cpu_rope_backward(dqkv, positions, s, rotary_dim, base); return;
+    case DEV_CUDA: no_cuda(a.op);
+    }
+}
+
+void op_attention_forward(struct tensor out, struct tensor probs, struct tensor qkv,
+                          struct attention_shape s, struct dropout_key drop)
+{
+    struct args a = {.op = "op_attention_forward"};
+    add_arg(&a, "out", out), add_arg(&a, "probs", probs), add_arg(&a, "qkv", qkv);
+    need_attention_shape(&a, "qkv", qkv, s);
+    need_attention_out(&a, "out", out, s);
+    need_dropout(&a, drop);
+    enum device dev = common_device(&a);
+    need_attention_probs(&a, probs, s, dev);
+    switch (dev) {
+    case DEV_CPU: cpu_attention_forward(out, probs, qkv, s, drop); return;
+    case DEV_CUDA: no_cuda(a.op);
+    }
+}
+
+void op_attention_backward(struct tensor dqkv, struct tensor dout, struct tensor qkv,
+                           struct tensor probs, struct tensor out, struct attention_shape s,
+                           struct dropout_key drop)
+{
+    struct args a = {.op = "op_attention_backward"};
+    add_arg(&a, "dqkv", dqkv), add_arg(&a, "dout", dout), add_arg(&a, "qkv", qkv);
+    add_arg(&a, "probs", probs), add_arg(&a, "out", out);
+    need_attention_shape(&a, "qkv", qkv, s);
+    need_attention_shape(&a, "dqkv", dqkv, s);
+    need_attention_out(&a, "dout", dout, s);
+    need_attention_out(&a, "out", out, s);
+    need_dropout(&a, drop);
+    enum device dev = common_device(&a);
+    need_attention_probs(&a, probs, s, dev);
+    switch (dev) {
+    case DEV_CPU: cpu_attention_backward(dqkv, dout, qkv, probs, out, s, drop); return;
+    case DEV_CUDA: no_cuda(a.op);
+    }
+}
+
+/* ---- elementwise ---- */
+
+void op_bias_dropout_add_forward(struct tensor y, struct tensor x, struct tensor b,
+                                 struct tensor residual, struct dropout_key drop)
+{
+    struct args a = {.op = "op_bias_dropout_add_forward"};
+    add_arg(&a, "y", y), add_arg(&a, "x", x), add_arg(&a, "b", b), add_arg(&a, "residual", residual);
+    need_tensor(&a, "x", x, DT_F32, 2);
+    need_like_x(&a, "y", y, x);
+    maybe_tensor(&a, "b", b, DT_F32, 1);
+    need(&a, !tensor_present(b) || b.shape[0] == x.shape[1], "b must have one entry per column of x");
+    if (tensor_present(residual)) need_like_x(&a, "residual", residual, x);
+    need_dropout(&a, drop);
+    switch (common_device(&a)) {
+    case DEV_CPU: cpu_bias_dropout_add_forward(y, x, b, residual, drop); return;
+    case DEV_CUDA: no_cuda(a.op);
+    }
+}
+
+void op_bias_dropout_add_backward(struct tensor dx, struct tensor db, struct tensor dy,
+                                  struct dropout_key drop)
+{
+    struct args a = {.op = "op_bias_dropout_add_backward"};
+    add_arg(&a, "dx", dx), add_arg(&a, "db", db), add_arg(&a, "dy", dy);
+    need_tensor(&a, "dy", dy, DT_F32, 2);
+    if (tensor_present(dx)) {
+        need_tensor(&a, "dx", dx, DT_F32, 2);
+        need(&a, dims_are(dx, dy.shape[0], dy.shape[1]), "dx and dy disagree in shape");
+    }
+    maybe_tensor(&a, "db", db, DT_F32, 1);
+    need(&a, !tensor_present(db) || db.shape[0] == dy.shape[1], "db must have one entry per column of dy");
+    need_dropout(&a, drop);
+    switch (common_device(&a)) {
+    case DEV_CPU: cpu_bias_dropout_add_backward(dx, db, dy, drop); return;
+    case DEV_CUDA: no_cuda(a.op);
+    }
+}
+
+static bool same_shape(struct tensor a, struct tensor b)
+{
+    if (a.ndim != b.ndim) return false;
+    for (int i = 0; i < a.ndim; i++)
+        if (a.shape[i] != b.shape[i]) return false;
+    return true;
+}
+
+void op_add(struct tensor y, struct tensor a_, struct tensor b)
+{
+    struct args a = {.op = "op_add"};
+    add_arg(&a, "y", y), add_arg(&a, "a", a_), add_arg(&a, "b", b);
+    need(&a, tensor_present(y) && tensor_present(a_) && tensor_present(b), "an argument is absent");
+    need(&a, y.dtype == DT_F32 && a_.dtype == DT_F32 && b.dtype == DT_F32, "all must be float32");
+    need(&a, same_shape(y, a_) && same_shape(y, b), "the shapes differ");
+    switch (common_device(&a)) {
+    case DEV_CPU: cpu_add(y, a_, b); return;
+    case DEV_CUDA: no_cuda(a.op);
+    }
+}
+
+/* Any dtype: zero bits are zero in all of them. */
+void op_zero(struct tensor x)
+{
+    struct args a = {.op = "op_zero"};
+    add_arg(&a, "x", x);
+    need(&a, tensor_present(x), "x is absent");
+    switch (common_device(&a)) {
+    case DEV_CPU: cpu_zero(x); return;
+    case DEV_CUDA: no_cuda(a.op);
+    }
+}
+
+/* ---- loss ---- */
+
+/* logits [N, V], targets int32 [N], a per-row float32 [N] (losses or dlosses). */
+static void need_loss_args(const struct args *a, struct tensor logits, struct tensor targets,
+                           const char *rname, struct tensor per_row)
+{
+    char why[96];
+    need_tensor(a, "logits", logits, DT_F32, 2);
+    need_tensor(a, "targets", targets, DT_I32, 1);
+    need_tensor(a, rname, per_row, DT_F32, 1);
+    need(a, targets.shape[0] == logits.shape[0], "targets must have one entry per row of logits");
+    snprintf(why, sizeof why, "%s must have one entry per row of logits", rname);
+    need(a, per_row.shape[0] == logits.shape[0], why);
+}
+
+void op_cross_entropy_forward(struct tensor losses, struct tensor logits, struct tensor targets)
+{
+    struct args a = {.op = "op_cross_entropy_forward"};
+    add_arg(&a, "losses", losses), add_arg(&a, "logits", logits), add_arg(&a, "targets", targets);
+    need_loss_args(&a, logits, targets, "losses", losses);
+    switch (common_device(&a)) {
+    case DEV_CPU: cpu_cross_entropy_forward(losses, logits, targets); return;
+    case DEV_CUDA: no_cuda(a.op);
+    }
+}
+
+void op_cross_entropy_backward(struct tensor dlogits, struct tensor logits, struct tensor targets,
+                               struct tensor dlosses)
+{
+    struct args a = {.op = "op_cross_entropy_backward"};
+    add_arg(&a, "dlogits", dlogits), add_arg(&a, "logits", logits), add_arg(&a, "targets", targets);
+    add_arg(&a, "dlosses", dlosses);
+    need_loss_args(&a, logits, targets, "dlosses", dlosses);
+    if (tensor_present(dlogits)) {
+        need_tensor(&a, "dlogits", dlogits, DT_F32, 2);
+        need(&a, dims_are(dlogits, logits.shape[0], logits.shape[1]), "dlogits and logits disagree in shape");
+    }
+    enum device dev = common_device(&a);
+    if (!tensor_present(dlogits)) return; /* the only output is absent */
+    switch (dev) {
+    case DEV_CPU: cpu_cross_entropy_backward(dlogits, logits, targets, dlosses); return;
+    case DEV_CUDA: no_cuda(a.op);
+    }
+}

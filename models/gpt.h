@@ -1,0 +1,85 @@
+/* The GPT family (GPT-2/GPT-3 and LLaMA-style by flags): parameters as named views into one flat
+ * buffer, an activation arena for one micro batch, and the explicit forward and backward that
+ * compose the layers of models/ (ARCHITECTURE.md principles 2 and 4). */
+#ifndef MEGATRON_MODELS_GPT_H
+#define MEGATRON_MODELS_GPT_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "kernels/tensor.h"
+#include "models/layers.h"
+#include "models/model_config.h"
+
+/* One named parameter: Megatron-Core's name, shape, place in the flat buffers, how it starts. */
+enum param_init { INIT_NORMAL, INIT_NORMAL_SCALED, INIT_ZEROS, INIT_ONES };
+
+struct gpt_param {
+    char name[96];        /* e.g. "decoder.layers.0.self_attention.linear_qkv.weight" */
+    int ndim;
+    int64_t shape[2];
+    int64_t offset;       /* first element in the flat buffers */
+    int64_t numel;
+    enum param_init init;
+    bool no_weight_decay; /* biases and 1-D tensors (Megatron's rule) */
+};
+
+struct gpt_model {
+    struct model_config cfg;
+    enum device device;
+
+    int num_params;
+    struct gpt_param *params;
+    int64_t numel;            /* total parameter elements */
+    float *weights;           /* what forward reads (fp32 on the CPU backend) */
+    float *grads;             /* main grads, fp32, accumulated over micro batches */
+
+    /* views into weights / grads */
+    struct embedding_params embedding, embedding_grad;
+    struct layer_params *layers, *layer_grads;
+    struct norm_params final_norm, final_norm_grad;
+    struct tensor output_weight, output_weight_grad; /* = word embeddings when tied */
+
+    /* activations of one micro batch */
+    int64_t batch;            /* micro batch size the arena was sized for */
+    struct gpt_activations *acts;
+};
+
+/* Builds the parameter table and allocates weights, grads and activations for micro batches of
+ * `micro_batch` sequences. Weights are initialised by gpt_init_weights. */
+struct gpt_model *gpt_create(const struct model_config *cfg, int64_t micro_batch, enum device dev);
+void gpt_free(struct gpt_model *m);
+
+/* Megatron's init from the counter-based RNG keyed by (seed, parameter name, element):
+ * normal(0, std) for weights, std/sqrt(2 x layers) for the layers' output projections,
+ * zeros for biases, ones for norm weights. */
+void gpt_init_weights(struct gpt_model *m);
+
+const struct gpt_param *gpt_find_param(const struct gpt_model *m, const char *name);
+
+/* One micro batch. tokens, labels, positions: int32 [B*T] (B <= the arena's micro batch);
+ * loss_mask: fp32 [B*T]. dropout_stream identifies the (iteration, micro batch) and
+ * sample_offset is the index of the batch's first sequence within the global batch, so dropout
+ * masks do not depend on how the batch is split. Returns the sum of loss_mask-weighted token
+ * losses; *num_tokens receives sum(loss_mask). */
+struct gpt_batch {
+    int64_t batch;
+    const int32_t *tokens;
+    const int32_t *labels;
+    const int32_t *positions;
+    const float *loss_mask;
+    uint64_t dropout_stream;
+    int64_t sample_offset;
+    bool training;            /* false: no dropout (evaluation) */
+};
+
+double gpt_forward(struct gpt_model *m, const struct gpt_batch *b, double *num_tokens);
+
+/* Backward of the last forward with loss = loss_scale x sum(loss_mask x token loss): accumulates
+ * parameter gradients into m->grads. */
+void gpt_backward(struct gpt_model *m, const struct gpt_batch *b, float loss_scale);
+
+/* Logits of the last forward, [B*T, padded_vocab] (valid until the next backward). */
+struct tensor gpt_logits(const struct gpt_model *m);
+
+#endif

@@ -1,0 +1,143 @@
+/* The layers a GPT-family model is built from, each with its forward beside its backward:
+ * embedding.c, norm.c, attention.c, mlp.c, transformer_layer.c, lm_head.c. A layer reads its
+ * parameters through views (struct *_params), saves what its backward needs in its activations
+ * (struct *_acts) and calls kernels/ops.h only. Backward functions overwrite input gradients and
+ * accumulate parameter gradients, as the ops do. */
+#ifndef MEGATRON_MODELS_LAYERS_H
+#define MEGATRON_MODELS_LAYERS_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "kernels/ops.h"
+#include "kernels/tensor.h"
+#include "models/model_config.h"
+
+/* What every layer call needs besides its tensors. */
+struct layer_ctx {
+    const struct model_config *cfg;
+    int64_t batch, seq;       /* B, T: activations are [B*T, C] */
+    int layer;                /* transformer layer index (-1 outside the decoder) */
+    uint64_t dropout_stream;  /* (iteration, micro batch) */
+    int64_t sample_offset;    /* first sequence of this micro batch within the global batch */
+    bool training;
+};
+
+/* Dropout sites, so each draws its own stream. */
+enum dropout_site { SITE_EMBEDDING, SITE_ATTENTION_PROBS, SITE_ATTENTION_OUT, SITE_MLP_OUT };
+
+/* The key of a dropout site: masks depend on (seed, iteration, micro batch, layer, site) and on the
+ * element's place in the global batch; p is 0 when not training. */
+struct dropout_key layer_dropout_key(const struct layer_ctx *ctx, enum dropout_site site, float p,
+                                     int64_t elems_per_sample);
+
+/* ---- embedding (embedding.c): word + learned position embeddings, then dropout ---- */
+struct embedding_params {
+    struct tensor word;       /* [padded_vocab, H] */
+    struct tensor position;   /* [max_position_embeddings, H], absent with RoPE */
+};
+void embedding_forward(const struct layer_ctx *ctx, const struct embedding_params *p,
+                       struct tensor out, struct tensor tokens, struct tensor positions);
+/* dout is consumed (dropout's backward runs in place). */
+void embedding_backward(const struct layer_ctx *ctx, const struct embedding_params *grad,
+                        struct tensor dout, struct tensor tokens, struct tensor positions);
+
+/* ---- norm (norm.c): LayerNorm or RMSNorm by config ---- */
+struct norm_params {
+    struct tensor weight;     /* [H] */
+    struct tensor bias;       /* [H], absent for RMSNorm */
+};
+struct norm_acts {
+    struct tensor out;        /* [N, H] */
+    struct tensor mean, rstd; /* [N]; mean unused for RMSNorm */
+};
+void norm_forward(const struct layer_ctx *ctx, const struct norm_params *p, struct norm_acts *a,
+                  struct tensor x);
+void norm_backward(const struct layer_ctx *ctx, const struct norm_params *p,
+                   const struct norm_params *grad, const struct norm_acts *a, struct tensor dx,
+                   struct tensor dout, struct tensor x);
+
+/* ---- self-attention (attention.c): linear_qkv, RoPE, core attention, linear_proj ---- */
+struct attention_params {
+    struct tensor qkv_weight; /* [g*(n/g+2)*d, H], Megatron's grouped layout */
+    struct tensor qkv_bias;
+    struct tensor proj_weight; /* [H, n*d] */
+    struct tensor proj_bias;   /* added in the bias-dropout-add of the layer */
+};
+struct attention_acts {
+    struct tensor qkv;        /* after RoPE */
+    struct tensor probs;      /* saved by the core attention for its backward */
+    struct tensor context;    /* [N, n*d] */
+};
+struct attention_scratch {
+    struct tensor dqkv, dcontext;
+};
+/* out [N, H] = linear_proj(attention(linear_qkv(x))), without linear_proj's bias. */
+void attention_forward(const struct layer_ctx *ctx, const struct attention_params *p,
+                       struct attention_acts *a, struct tensor out, struct tensor x,
+                       struct tensor positions);
+void attention_backward(const struct layer_ctx *ctx, const struct attention_params *p,
+                        const struct attention_params *grad, const struct attention_acts *a,
+                        struct attention_scratch *s, struct tensor dx, struct tensor dout,
+                        struct tensor x, struct tensor positions);
+
+/* ---- MLP (mlp.c): linear_fc1, GeLU or SwiGLU, linear_fc2 ---- */
+struct mlp_params {
+    struct tensor fc1_weight; /* [F or 2F, H] ([gate; up] with SwiGLU) */
+    struct tensor fc1_bias;
+    struct tensor fc2_weight; /* [H, F] */
+    struct tensor fc2_bias;   /* added in the bias-dropout-add of the layer */
+};
+struct mlp_acts {
+    struct tensor fc1;        /* [N, F or 2F] */
+    struct tensor act;        /* [N, F] */
+};
+struct mlp_scratch {
+    struct tensor dfc1, dact;
+};
+void mlp_forward(const struct layer_ctx *ctx, const struct mlp_params *p, struct mlp_acts *a,
+                 struct tensor out, struct tensor x);
+void mlp_backward(const struct layer_ctx *ctx, const struct mlp_params *p,
+                  const struct mlp_params *grad, const struct mlp_acts *a, struct mlp_scratch *s,
+                  struct tensor dx, struct tensor dout, struct tensor x);
+
+/* ---- transformer layer (transformer_layer.c): pre-norm attention and MLP with residuals ---- */
+struct layer_params {
+    struct norm_params input_norm;
+    struct attention_params attention;
+    struct norm_params pre_mlp_norm;
+    struct mlp_params mlp;
+};
+struct layer_acts {
+    struct norm_acts input_norm;
+    struct attention_acts attention;
+    struct tensor mid;        /* residual stream after attention */
+    struct norm_acts pre_mlp_norm;
+    struct mlp_acts mlp;
+};
+struct layer_scratch {
+    struct tensor tmp;        /* [N, H]: a sublayer's output before bias-dropout-add */
+    struct tensor dmid, dnorm, dsub; /* [N, H] */
+    struct attention_scratch attention;
+    struct mlp_scratch mlp;
+};
+/* out = layer(x); out must not alias x (x is kept for the backward). */
+void transformer_layer_forward(const struct layer_ctx *ctx, const struct layer_params *p,
+                               struct layer_acts *a, struct layer_scratch *s, struct tensor out,
+                               struct tensor x, struct tensor positions);
+/* dx = d layer / d x given dout; dx may alias dout. */
+void transformer_layer_backward(const struct layer_ctx *ctx, const struct layer_params *p,
+                                const struct layer_params *grad, const struct layer_acts *a,
+                                struct layer_scratch *s, struct tensor dx, struct tensor dout,
+                                struct tensor x, struct tensor positions);
+
+/* ---- output layer and loss (lm_head.c) ---- */
+/* logits [N, V] = x . weight^T; losses [N] = cross-entropy against labels. */
+void lm_head_forward(const struct layer_ctx *ctx, struct tensor weight, struct tensor logits,
+                     struct tensor losses, struct tensor x, struct tensor labels);
+/* dlosses [N] holds d loss / d token loss; logits are overwritten by their gradient. */
+void lm_head_backward(const struct layer_ctx *ctx, struct tensor weight, struct tensor dweight,
+                      struct tensor logits, struct tensor dlosses, struct tensor dx, struct tensor x,
+                      struct tensor labels);
+
+#endif

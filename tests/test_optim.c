@@ -1,0 +1,358 @@
+/* Unit tests for optim/adam, optim/sgd and optim/clip: updates against straightforward
+ * double-precision references and closed forms, Megatron's clipping rule, and a global norm that
+ * depends neither on the split into ranges nor on the thread count. */
+#include <math.h>
+#include <omp.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+
+#include <cmocka.h>
+
+#include "optim/adam.h"
+#include "optim/clip.h"
+#include "optim/sgd.h"
+
+#define N_ELEMS 257 /* odd, so nothing lines up with a vector width */
+
+/* Deterministic values in [-1, 1) from a 64-bit LCG (Knuth's MMIX constants). */
+static float lcg_uniform(uint64_t *state)
+{
+    *state = *state * 6364136223846793005ULL + 1442695040888963407ULL;
+    return (float)((double)(*state >> 11) / 9007199254740992.0 * 2.0 - 1.0);
+}
+
+static void fill_uniform(float *x, int64_t n, uint64_t seed)
+{
+    for (int64_t i = 0; i < n; i++) x[i] = lcg_uniform(&seed);
+}
+
+/* ---- Adam ---- */
+
+/* Adam as the papers write it (Kingma & Ba; Loshchilov & Hutter for the decoupled decay), in
+ * double. Hyperparameters enter as the fused kernel receives them, rounded to float. */
+struct adam_ref {
+    double p[N_ELEMS], m[N_ELEMS], v[N_ELEMS];
+};
+
+static void adam_ref_step(struct adam_ref *r, const float *grad, double lr, double wd,
+                          struct adam_params ap, int t)
+{
+    const double b1 = (float)ap.beta1, b2 = (float)ap.beta2, eps = (float)ap.eps;
+    lr = (float)lr;
+    wd = (float)wd;
+    for (int i = 0; i < N_ELEMS; i++) {
+        double g = grad[i];
+        if (!ap.decoupled_weight_decay) g += wd * r->p[i];
+        r->m[i] = b1 * r->m[i] + (1.0 - b1) * g;
+        r->v[i] = b2 * r->v[i] + (1.0 - b2) * g * g;
+        const double mhat = r->m[i] / (1.0 - pow(b1, t));
+        const double vhat = r->v[i] / (1.0 - pow(b2, t));
+        double update = mhat / (sqrt(vhat) + eps);
+        if (ap.decoupled_weight_decay) update += wd * r->p[i];
+        r->p[i] -= lr * update;
+    }
+}
+
+/* Runs `steps` Adam updates with fresh gradients each step on both implementations and compares.
+ * Tolerances: every fp32 operation rounds by at most 2^-24 relative; the ~10 operations of a step,
+ * over 10 steps, keep params (|p| < 1.2) within 1e-6 and the moments within 1e-5 relative. */
+static void check_adam_against_reference(double lr, double wd, struct adam_params ap)
+{
+    enum { STEPS = 10 };
+    float p[N_ELEMS], g[N_ELEMS], m[N_ELEMS] = {0}, v[N_ELEMS] = {0};
+    struct adam_ref *r = calloc(1, sizeof(*r));
+    assert_non_null(r);
+    fill_uniform(p, N_ELEMS, 11);
+    for (int i = 0; i < N_ELEMS; i++) r->p[i] = p[i];
+
+    for (int t = 1; t <= STEPS; t++) {
+        fill_uniform(g, N_ELEMS, 100 + (uint64_t)t);
+        adam_update(p, g, m, v, N_ELEMS, lr, wd, ap, t);
+        adam_ref_step(r, g, lr, wd, ap, t);
+    }
+    for (int i = 0; i < N_ELEMS; i++) {
+        assert_true(fabs(p[i] - r->p[i]) <= 1e-6);
+        assert_true(fabs(m[i] - r->m[i]) <= 1e-5 * fabs(r->m[i]) + 1e-12);
+        assert_true(fabs(v[i] - r->v[i]) <= 1e-5 * fabs(r->v[i]) + 1e-12);
+    }
+    free(r);
+}
+
+static void test_adam_matches_double_reference_without_weight_decay(void **state)
+{
+    (void)state;
+    check_adam_against_reference(1e-2, 0.0, adam_params_default());
+}
+
+static void test_adamw_matches_double_reference_with_weight_decay(void **state)
+{
+    (void)state;
+    struct adam_params ap = {.beta1 = 0.9, .beta2 = 0.95, .eps = 1e-8,
+                             .decoupled_weight_decay = true};
+    check_adam_against_reference(3e-3, 0.1, ap);
+}
+
+static void test_adam_l2_mode_matches_double_reference(void **state)
+{
+    (void)state;
+    struct adam_params ap = adam_params_default();
+    ap.decoupled_weight_decay = false;
+    check_adam_against_reference(1e-2, 0.1, ap);
+}
+
+/* With bias correction the first step moves every parameter by lr * g / (|g| + eps), i.e. by lr
+ * against the sign of its gradient; without it the move would be (1-b1)/sqrt(1-b2) = 3.16 times
+ * larger. The moments hold (1-b1) g and (1-b2) g^2. */
+static void test_adam_first_step_moves_each_param_by_lr(void **state)
+{
+    (void)state;
+    float p[4] = {0.5f, 0.5f, -2.0f, 0.0f};
+    const float g[4] = {0.3f, -0.3f, 1e-3f, -7.0f};
+    float m[4] = {0}, v[4] = {0};
+    const double lr = 0.01;
+    adam_update(p, g, m, v, 4, lr, 0.0, adam_params_default(), 1);
+    const double expected[4] = {0.49, 0.51, -2.01, 0.01};
+    /* 1 - beta as the kernel sees it: the float beta, subtracted exactly. */
+    const double omb1 = 1.0 - (double)(float)0.9, omb2 = 1.0 - (double)(float)0.999;
+    for (int i = 0; i < 4; i++) {
+        /* |g|/(|g|+eps) differs from 1 by at most 1e-5 here (g = 1e-3), scaled by lr; the result
+         * rounds to float (half an ulp at |p| < 2.02 is 1.2e-7). */
+        assert_true(fabs(p[i] - expected[i]) <= 1.5e-7 + 1e-5 * lr);
+        const double g2 = (double)g[i] * g[i];
+        assert_true(fabs(m[i] - omb1 * g[i]) <= 1e-6 * fabs(omb1 * g[i]));
+        assert_true(fabs(v[i] - omb2 * g2) <= 1e-6 * omb2 * g2);
+    }
+}
+
+/* A zero gradient with weight decay 0.1: AdamW shrinks p by lr * wd * p; the L2 form feeds wd * p
+ * through the normalisation and moves p by a full lr. */
+static void test_adam_decoupled_and_l2_weight_decay_differ_as_upstream(void **state)
+{
+    (void)state;
+    const float g[1] = {0.0f};
+    struct adam_params ap = adam_params_default();
+
+    float p[1] = {1.0f}, m[1] = {0}, v[1] = {0};
+    adam_update(p, g, m, v, 1, 0.01, 0.1, ap, 1);
+    assert_true(fabs(p[0] - 0.999) <= 1e-7);
+
+    ap.decoupled_weight_decay = false;
+    float q[1] = {1.0f}, m2[1] = {0}, v2[1] = {0};
+    adam_update(q, g, m2, v2, 1, 0.01, 0.1, ap, 1);
+    assert_true(fabs(q[0] - 0.99) <= 1e-6);
+}
+
+/* ---- SGD ---- */
+
+/* Constant gradient g, momentum mu, no decay: buf_t = g (1 + mu + ... + mu^(t-1)). */
+static void test_sgd_momentum_matches_closed_form(void **state)
+{
+    (void)state;
+    float p[1] = {1.0f}, buf[1] = {123.0f}; /* the buffer's prior contents must be ignored */
+    const float g[1] = {0.5f};
+    for (int t = 1; t <= 3; t++) sgd_update(p, g, buf, 1, 0.1, 0.0, 0.9, t == 1);
+    /* sum of buf_t = 0.5 * (1 + 1.9 + 2.71) = 2.805 */
+    assert_true(fabs(buf[0] - 0.5 * 2.71) <= 1e-6);
+    assert_true(fabs(p[0] - (1.0 - 0.1 * 2.805)) <= 1e-6);
+}
+
+/* torch.optim.SGD in double: d = g + wd p; buf = first ? d : mu buf + d; p -= lr buf. */
+static void test_sgd_weight_decay_and_momentum_match_reference(void **state)
+{
+    (void)state;
+    enum { STEPS = 5 };
+    float p[N_ELEMS], g[N_ELEMS], buf[N_ELEMS];
+    double rp[N_ELEMS], rbuf[N_ELEMS];
+    const double lr = 0.05, wd = 0.01, mu = 0.9;
+    fill_uniform(p, N_ELEMS, 7);
+    for (int i = 0; i < N_ELEMS; i++) rp[i] = p[i];
+    for (int t = 1; t <= STEPS; t++) {
+        fill_uniform(g, N_ELEMS, 200 + (uint64_t)t);
+        sgd_update(p, g, buf, N_ELEMS, lr, wd, mu, t == 1);
+        for (int i = 0; i < N_ELEMS; i++) {
+            const double d = g[i] + (double)(float)wd * rp[i];
+            rbuf[i] = t == 1 ? d : (double)(float)mu * rbuf[i] + d;
+            rp[i] -= (double)(float)lr * rbuf[i];
+        }
+    }
+    /* fp32 rounding, a few operations a step over 5 steps, |p| and |buf| below 5. */
+    for (int i = 0; i < N_ELEMS; i++) {
+        assert_true(fabs(p[i] - rp[i]) <= 2e-6);
+        assert_true(fabs(buf[i] - rbuf[i]) <= 5e-6);
+    }
+}
+
+static void test_sgd_without_momentum_needs_no_buffer(void **state)
+{
+    (void)state;
+    float p[2] = {1.0f, -1.0f};
+    const float g[2] = {0.25f, 0.5f};
+    sgd_update(p, g, NULL, 2, 0.5, 0.0, 0.0, true);
+    sgd_update(p, g, NULL, 2, 0.5, 0.0, 0.0, false);
+    assert_true(p[0] == 0.75f);
+    assert_true(p[1] == -1.5f);
+}
+
+/* ---- clipping ---- */
+
+static void test_global_norm_sq_of_known_values(void **state)
+{
+    (void)state;
+    const float a[1] = {3.0f}, b[1] = {4.0f};
+    const float *bufs[3] = {a, NULL, b};
+    const int64_t lens[3] = {1, 0, 1};
+    assert_true(clip_global_norm_sq(bufs, lens, 3) == 25.0);
+    assert_true(clip_global_norm_sq(bufs, lens, 0) == 0.0);
+}
+
+/* Split at uneven points (and with an empty range) the norm is bit-identical to the norm of the
+ * concatenation. */
+static void test_global_norm_over_ranges_matches_concatenated_buffer(void **state)
+{
+    (void)state;
+    const int64_t lens[4] = {100003, 7, 0, 54321};
+    const int64_t total = lens[0] + lens[1] + lens[2] + lens[3];
+    float *all = malloc((size_t)total * sizeof(float));
+    assert_non_null(all);
+    fill_uniform(all, total, 42);
+    const float *bufs[4] = {all, all + lens[0], all + lens[0] + lens[1],
+                            all + lens[0] + lens[1] + lens[2]};
+    const float *one[1] = {all};
+    const int64_t one_len[1] = {total};
+    const double split = clip_global_norm_sq(bufs, lens, 4);
+    const double whole = clip_global_norm_sq(one, one_len, 1);
+    assert_true(split == whole);
+    /* and it is the sum of squares: a plain double loop agrees to double rounding */
+    double plain = 0.0;
+    for (int64_t i = 0; i < total; i++) plain += (double)all[i] * all[i];
+    assert_true(fabs(split - plain) <= 1e-12 * plain);
+    free(all);
+}
+
+static void test_global_norm_independent_of_thread_count(void **state)
+{
+    (void)state;
+    const int64_t n = 300001;
+    float *x = malloc((size_t)n * sizeof(float));
+    assert_non_null(x);
+    fill_uniform(x, n, 5);
+    const float *bufs[1] = {x};
+    const int64_t lens[1] = {n};
+    const int saved = omp_get_max_threads();
+    omp_set_num_threads(1);
+    const double one = clip_global_norm_sq(bufs, lens, 1);
+    omp_set_num_threads(4);
+    const double four = clip_global_norm_sq(bufs, lens, 1);
+    omp_set_num_threads(3);
+    const double three = clip_global_norm_sq(bufs, lens, 1);
+    omp_set_num_threads(saved);
+    assert_true(one == four);
+    assert_true(one == three);
+    free(x);
+}
+
+static void test_clip_below_max_norm_leaves_grads_unchanged(void **state)
+{
+    (void)state;
+    float a[2] = {0.3f, 0.4f};
+    float *bufs[1] = {a};
+    const int64_t lens[1] = {2};
+    const double norm = clip_grad_by_total_norm(bufs, lens, 1, 1.0);
+    assert_true(norm == sqrt((double)0.3f * 0.3f + (double)0.4f * 0.4f));
+    assert_true(a[0] == 0.3f && a[1] == 0.4f);
+}
+
+/* Norm 5 over two ranges, max 1: every grad scales by 1 / (5 + 1e-6); the norm before clipping is
+ * returned. */
+static void test_clip_above_max_norm_scales_by_megatron_coefficient(void **state)
+{
+    (void)state;
+    float a[1] = {3.0f}, b[1] = {-4.0f};
+    float *bufs[2] = {a, b};
+    const int64_t lens[2] = {1, 1};
+    const double norm = clip_grad_by_total_norm(bufs, lens, 2, 1.0);
+    assert_true(norm == 5.0);
+    const double c = 1.0 / (5.0 + 1e-6);
+    assert_true(fabs(a[0] - 3.0 * c) <= 1e-7);
+    assert_true(fabs(b[0] + 4.0 * c) <= 1e-7);
+    const double after = sqrt((double)a[0] * a[0] + (double)b[0] * b[0]);
+    assert_true(after < 1.0 && after > 1.0 - 1e-6);
+}
+
+static void test_clip_coeff_follows_megatron_rule(void **state)
+{
+    (void)state;
+    double c = -1.0;
+    assert_true(clip_coeff(5.0, 1.0, &c));
+    assert_true(c == 1.0 / (5.0 + 1e-6));
+    /* at exactly max_norm the 1e-6 margin still scales, as upstream */
+    assert_true(clip_coeff(1.0, 1.0, &c));
+    assert_true(!clip_coeff(0.5, 1.0, &c));
+    assert_true(!clip_coeff(5.0, 0.0, &c));
+    assert_true(!clip_coeff(NAN, 1.0, &c));
+    assert_true(!clip_coeff(INFINITY, 1.0, &c));
+}
+
+static void test_clip_nonfinite_norm_leaves_grads_untouched(void **state)
+{
+    (void)state;
+    float a[2] = {NAN, 2.0f};
+    float *bufs[1] = {a};
+    const int64_t lens[1] = {2};
+    assert_true(isnan(clip_grad_by_total_norm(bufs, lens, 1, 1.0)));
+    assert_true(isnan(a[0]) && a[1] == 2.0f);
+
+    float b[2] = {INFINITY, 2.0f};
+    bufs[0] = b;
+    assert_true(isinf(clip_grad_by_total_norm(bufs, lens, 1, 1.0)));
+    assert_true(isinf(b[0]) && b[1] == 2.0f);
+}
+
+static void test_clip_grad_zero_only_measures(void **state)
+{
+    (void)state;
+    float a[2] = {30.0f, 40.0f};
+    float *bufs[1] = {a};
+    const int64_t lens[1] = {2};
+    assert_true(clip_grad_by_total_norm(bufs, lens, 1, 0.0) == 50.0);
+    assert_true(a[0] == 30.0f && a[1] == 40.0f);
+}
+
+static void test_clip_scale_multiplies_every_range(void **state)
+{
+    (void)state;
+    float a[3] = {1.0f, -2.0f, 4.0f}, b[1] = {8.0f};
+    float *bufs[2] = {a, b};
+    const int64_t lens[2] = {3, 1};
+    clip_scale(bufs, lens, 2, 0.25);
+    assert_true(a[0] == 0.25f && a[1] == -0.5f && a[2] == 1.0f && b[0] == 2.0f);
+}
+
+int main(int argc, char **argv)
+{
+    (void)argc;
+    (void)argv;
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_adam_matches_double_reference_without_weight_decay),
+        cmocka_unit_test(test_adamw_matches_double_reference_with_weight_decay),
+        cmocka_unit_test(test_adam_l2_mode_matches_double_reference),
+        cmocka_unit_test(test_adam_first_step_moves_each_param_by_lr),
+        cmocka_unit_test(test_adam_decoupled_and_l2_weight_decay_differ_as_upstream),
+        cmocka_unit_test(test_sgd_momentum_matches_closed_form),
+        cmocka_unit_test(test_sgd_weight_decay_and_momentum_match_reference),
+        cmocka_unit_test(test_sgd_without_momentum_needs_no_buffer),
+        cmocka_unit_test(test_global_norm_sq_of_known_values),
+        cmocka_unit_test(test_global_norm_over_ranges_matches_concatenated_buffer),
+        cmocka_unit_test(test_global_norm_independent_of_thread_count),
+        cmocka_unit_test(test_clip_below_max_norm_leaves_grads_unchanged),
+        cmocka_unit_test(test_clip_above_max_norm_scales_by_megatron_coefficient),
+        cmocka_unit_test(test_clip_coeff_follows_megatron_rule),
+        cmocka_unit_test(test_clip_nonfinite_norm_leaves_grads_untouched),
+        cmocka_unit_test(test_clip_grad_zero_only_measures),
+        cmocka_unit_test(test_clip_scale_multiplies_every_range),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
