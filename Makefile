@@ -1,6 +1,7 @@
 # GNU Make build for the `megatron` binary and its tests.
 #   make            builds ./megatron (CPU backend always; CUDA backend when nvcc is found)
 #   make CUDA=0     CPU-only build
+#   make demo       a short CPU pretraining run on mock data
 #   make test       the whole test suite (unit, CLI, parity), installing test dependencies first
 #   make fuzz       builds the fuzz targets (clang + libFuzzer); make fuzz-run runs each briefly
 
@@ -26,14 +27,14 @@ CUDA_HOME ?= $(patsubst %/bin/nvcc,%,$(NVCC))
 NVCCFLAGS ?= -O3 -std=c++17 -gencode arch=compute_90a,code=sm_90a -gencode arch=compute_90,code=sm_90
 ALL_CFLAGS += -DMEGATRON_CUDA -I$(CUDA_HOME)/include
 CUDA_OBJ = $(CUDA_SRC:%.cu=$(BUILD)/%.o)
-LDLIBS  += -L$(CUDA_HOME)/lib64 -lcudnn -lcublasLt -lcublas -lcudart -lnccl -lstdc++
+LDLIBS  += -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -lcudnn -lcublasLt -lcublas -lcudart -lnccl -lstdc++
 endif
 
 TEST_SRC = $(wildcard tests/test_*.c)
 TEST_BIN = $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
 TEST_LIBS = -lcmocka
 
-.PHONY: all test test-unit test-cli test-parity deps clean fuzz fuzz-run format
+.PHONY: all demo test test-parity deps clean fuzz fuzz-run format
 all: megatron
 
 megatron: $(BUILD)/main.o $(BUILD)/libmegatron.a
@@ -54,6 +55,10 @@ $(BUILD)/%.o: %.cu
 $(BUILD)/tests/%: tests/%.c $(BUILD)/libmegatron.a
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) -o $@ $< $(BUILD)/libmegatron.a $(TEST_LIBS) $(LDLIBS)
+
+# A first training run on the CPU with Megatron's mock data (no download needed).
+demo: deps megatron
+	scripts/demo.sh
 
 # Installs (as root) or names what a fresh Debian/Ubuntu machine lacks for building and testing.
 deps:

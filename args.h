@@ -35,7 +35,7 @@ struct config {
     bool group_query_attention;
     int64_t num_query_groups; /* after finalize: num_attention_heads when GQA is off */
     int64_t max_position_embeddings;
-    const char *position_embedding_type; /* learned_absolute | rope */
+    const char *position_embedding_type; /* learned_absolute | rope | none */
     bool use_rotary_position_embeddings; /* deprecated spelling of --position-embedding-type rope */
     int64_t rotary_base;
     double rotary_percent;

@@ -27,7 +27,7 @@ struct st_file {
     char *name;          /* path, or "<memory>", for messages */
     void *map;           /* the file's mapping, or NULL */
     size_t map_len;
-    void *data_copy;     /* aligned copy of the data section when the file's is misaligned */
+    void *data_copy;     /* aligned copies of the tensors when the file's bytes are misaligned */
     struct json_doc *header;
     const struct json_value *metadata; /* "__metadata__" object, or NULL */
     struct st_tensor *tensors;         /* in data order */
@@ -245,34 +245,34 @@ static bool check_tiling(const struct st_file *f, struct span *spans, uint64_t d
     return true;
 }
 
-/* Puts the tensors in data order and points them at their bytes. */
+static size_t align_of(enum st_dtype dt) { return dt == ST_C64 ? 4 : st_dtype_size(dt); }
+
+/* Puts the tensors in data order and points them at their bytes. Element data must be aligned
+ * for the callers that cast it; when the file's is not (a header length that is not a multiple
+ * of 8, or a writer that did not order tensors by decreasing element size), the tensors are
+ * copied one by one into an aligned buffer. */
 static void place_tensors(struct st_file *f, const struct span *spans, const unsigned char *data)
 {
     struct st_tensor *sorted = xcalloc(f->n ? f->n : 1, sizeof(*sorted));
+    bool aligned = true;
+    size_t copy_bytes = 0;
     for (size_t k = 0; k < f->n; k++) {
         sorted[k] = f->tensors[spans[k].entry];
         sorted[k].data = data + spans[k].begin;
+        aligned = aligned && (uintptr_t)sorted[k].data % align_of(sorted[k].dtype) == 0;
+        copy_bytes += (sorted[k].nbytes + ST_DATA_ALIGN - 1) / ST_DATA_ALIGN * ST_DATA_ALIGN;
     }
     free(f->tensors);
     f->tensors = sorted;
-}
-
-/* Element data must be aligned for the callers that cast it; a header whose length is not a
- * multiple of 8 (the reference writer always pads) gets its data copied to an aligned buffer. */
-static const unsigned char *aligned_data(struct st_file *f, const struct span *spans, const unsigned char *data,
-                                         uint64_t data_len)
-{
-    bool aligned = true;
-    for (size_t k = 0; k < f->n && aligned; k++) {
-        size_t align = f->tensors[spans[k].entry].dtype == ST_C64 ? 4 : st_dtype_size(f->tensors[spans[k].entry].dtype);
-        aligned = (uintptr_t)(data + spans[k].begin) % align == 0;
+    if (aligned || copy_bytes == 0) return;
+    unsigned char *copy = aligned_alloc(ST_DATA_ALIGN, copy_bytes);
+    if (!copy) die_user("out of memory copying %zu bytes of %s to aligned memory", copy_bytes, f->name);
+    f->data_copy = copy;
+    for (size_t k = 0; k < f->n; k++) {
+        memcpy(copy, sorted[k].data, sorted[k].nbytes);
+        sorted[k].data = copy;
+        copy += (sorted[k].nbytes + ST_DATA_ALIGN - 1) / ST_DATA_ALIGN * ST_DATA_ALIGN;
     }
-    if (aligned || data_len == 0) return data;
-    size_t cap = ((size_t)data_len + ST_DATA_ALIGN - 1) / ST_DATA_ALIGN * ST_DATA_ALIGN;
-    f->data_copy = aligned_alloc(ST_DATA_ALIGN, cap);
-    if (!f->data_copy) die_user("out of memory copying %" PRIu64 " bytes of %s", data_len, f->name);
-    memcpy(f->data_copy, data, (size_t)data_len);
-    return f->data_copy;
 }
 
 static int cmp_name(const void *a, const void *b, void *ctx)
@@ -315,7 +315,7 @@ static bool st_parse(struct st_file *f, const unsigned char *buf, size_t len, ch
     uint64_t data_len = len - 8 - n;
     struct span *spans = NULL;
     bool ok = parse_entries(f, data_len, &spans, err, errlen) && check_tiling(f, spans, data_len, err, errlen);
-    if (ok) place_tensors(f, spans, aligned_data(f, spans, buf + 8 + n, data_len));
+    if (ok) place_tensors(f, spans, buf + 8 + n);
     free(spans);
     return ok && index_names(f, err, errlen);
 }

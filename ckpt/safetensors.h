@@ -43,8 +43,9 @@ struct st_tensor {
     enum st_dtype dtype;
     int ndim; /* 0 for a scalar (one element) */
     int64_t shape[ST_MAX_DIMS];
-    /* Little-endian element data, aligned to the element size. Borrowed from the file (or from
-     * the st_write caller); valid until st_close. */
+    /* Little-endian element data. From st_open/st_open_memory: aligned to the element size
+     * (copied when the file's bytes are not), valid until st_close. For st_write: any
+     * alignment, owned by the caller. */
     const void *data;
     size_t nbytes;
 };
@@ -71,7 +72,10 @@ int st_to_f32(const struct st_tensor *t, float *out, char *err, size_t errlen);
 /* Writes tensors[0..n) to path atomically (path.tmp, fsync, rename): tensors in the given order
  * with contiguous offsets, "__metadata__" first when metadata_kv (NULL-terminated key, value,
  * key, value, ..., NULL array) is given, header padded with spaces to a multiple of 8 bytes as the
- * reference writer does. Returns 0, or -1 with a reason in err and no file left behind. */
+ * reference writer does. Every tensor lies aligned in the file when they are given in order of
+ * decreasing element size (the reference writer's order); any order reads back correctly. Names
+ * must be valid UTF-8, unique and not "__metadata__"; nbytes must match dtype and shape.
+ * Returns 0, or -1 with a reason in err and no file (and no .tmp) left behind. */
 int st_write(const char *path, const struct st_tensor *tensors, size_t n, const char *const *metadata_kv,
              char *err, size_t errlen);
 

@@ -67,7 +67,7 @@ static unsigned char *read_whole(const char *path, size_t *len, int *missing, ch
     *missing = 0;
     FILE *f = fopen(path, "rb");
     if (!f) {
-        if (errno == ENOENT) *missing = 1;
+        if (errno == ENOENT || errno == ENOTDIR) *missing = 1;
         set_err(err, errlen, "%s: cannot open: %s", path, strerror(errno));
         return NULL;
     }

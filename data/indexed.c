@@ -82,12 +82,15 @@ static int parse_header(const unsigned char *p, size_t len, const char *name, st
                         size_t errlen)
 {
     if (len < IDX_HEADER_LEN) {
-        set_err(err, errlen, "%s: header: file has %zu bytes, fewer than the %d-byte header; the file is truncated, " REDO,
+        set_err(err, errlen,
+                "%s: header: file has %zu bytes, fewer than the %d-byte header; the file is truncated, " REDO,
                 name, len, IDX_HEADER_LEN);
         return -1;
     }
     if (memcmp(p, IDX_MAGIC, IDX_MAGIC_LEN) != 0) {
-        set_err(err, errlen, "%s: magic: not a Megatron .idx file (expected \"MMIDIDX\\0\\0\"); pass the prefix of a preprocessed dataset",
+        set_err(err, errlen,
+                "%s: magic: not a Megatron .idx file (expected \"MMIDIDX\\0\\0\"); pass the prefix of a preprocessed "
+                "dataset",
                 name);
         return -1;
     }
@@ -105,27 +108,36 @@ static int parse_header(const unsigned char *p, size_t len, const char *name, st
     /* every sequence costs 12 bytes (length + pointer), every document entry 8: bound before multiplying */
     uint64_t room = len - IDX_HEADER_LEN;
     if (s > room / 12) {
-        set_err(err, errlen, "%s: sequence_count: %" PRIu64 " sequences do not fit in a %zu-byte file; the file is truncated or corrupt, " REDO,
+        set_err(err, errlen,
+                "%s: sequence_count: %" PRIu64 " sequences do not fit in a %zu-byte file; the file is truncated or "
+                "corrupt, " REDO,
                 name, s, len);
         return -1;
     }
     if (s > INT32_MAX) {
-        set_err(err, errlen, "%s: sequence_count: %" PRIu64 " exceeds 2147483647 (Megatron indexes sequences with int32); split the data into several prefixes",
+        set_err(err, errlen,
+                "%s: sequence_count: %" PRIu64 " exceeds 2147483647 (Megatron indexes sequences with int32); split "
+                "the data into several prefixes",
                 name, s);
         return -1;
     }
     if (d > (room - 12 * s) / 8) {
-        set_err(err, errlen, "%s: document_count: %" PRIu64 " documents do not fit in a %zu-byte file; the file is truncated or corrupt, " REDO,
+        set_err(err, errlen,
+                "%s: document_count: %" PRIu64 " documents do not fit in a %zu-byte file; the file is truncated or "
+                "corrupt, " REDO,
                 name, d, len);
         return -1;
     }
     if (d < 1) {
-        set_err(err, errlen, "%s: document_count: 0, but the document indices hold at least the leading 0; " REDO, name);
+        set_err(err, errlen,
+                "%s: document_count: 0, but the document indices hold at least the leading 0; " REDO,name);
         return -1;
     }
     uint64_t need = IDX_HEADER_LEN + 12 * s + 8 * d;
     if (len != need && len != need + s) {
-        set_err(err, errlen, "%s: size: file has %zu bytes but its header describes %" PRIu64 " (or %" PRIu64 " with sequence modes); the file is truncated or corrupt, " REDO,
+        set_err(err, errlen,
+                "%s: size: file has %zu bytes but its header describes %" PRIu64 " (or %" PRIu64 " with sequence "
+                "modes); the file is truncated or corrupt, " REDO,
                 name, len, need, need + s);
         return -1;
     }
@@ -151,7 +163,9 @@ static int check_sequences(struct idx_index *ix, const char *name, char *err, si
             return -1;
         }
         if (ptr != expect) {
-            set_err(err, errlen, "%s: sequence_pointers[%" PRId64 "]: %" PRId64 " but the lengths before it place it at byte %" PRId64 "; " REDO,
+            set_err(err, errlen,
+                    "%s: sequence_pointers[%" PRId64 "]: %" PRId64 " but the lengths before it place it at byte %"
+                    PRId64 "; " REDO,
                     name, i, ptr, expect);
             return -1;
         }
@@ -178,14 +192,18 @@ static int check_documents(const struct idx_index *ix, const char *name, char *e
     for (int64_t i = 1; i < d; i++) {
         int64_t v = idx_index_document(ix, i);
         if (v < prev) {
-            set_err(err, errlen, "%s: document_indices[%" PRId64 "]: %" PRId64 " is below the previous entry %" PRId64 " (must not decrease); " REDO,
+            set_err(err, errlen,
+                    "%s: document_indices[%" PRId64 "]: %" PRId64 " is below the previous entry %" PRId64 " (must "
+                    "not decrease); " REDO,
                     name, i, v, prev);
             return -1;
         }
         prev = v;
     }
     if (prev != ix->sequence_count) {
-        set_err(err, errlen, "%s: document_indices[%" PRId64 "]: last entry %" PRId64 " must equal the sequence count %" PRId64 "; " REDO,
+        set_err(err, errlen,
+                "%s: document_indices[%" PRId64 "]: last entry %" PRId64 " must equal the sequence count %" PRId64
+                "; " REDO,
                 name, d - 1, prev, ix->sequence_count);
         return -1;
     }
@@ -201,7 +219,9 @@ int idx_parse(const void *buf, size_t len, uint64_t bin_size, const char *name, 
         check_documents(&ix, name, err, errlen))
         return -1;
     if (bin_size != IDX_BIN_SIZE_UNKNOWN && bin_size != ix.bin_bytes) {
-        set_err(err, errlen, "%s: sequence_pointers: the index describes %" PRIu64 " bytes of .bin data but the .bin has %" PRIu64 "; the .bin and .idx do not belong together, " REDO,
+        set_err(err, errlen,
+                "%s: sequence_pointers: the index describes %" PRIu64 " bytes of .bin data but the .bin has %" PRIu64 "; the .bin and .idx do not belong together, "
+                "" REDO,
                 name, ix.bin_bytes, bin_size);
         return -1;
     }
@@ -344,13 +364,17 @@ int idx_read_tokens(const struct idx_dataset *ds, int64_t i, int64_t offset, int
                     char *err, size_t errlen)
 {
     if (i < 0 || i >= ds->index.sequence_count) {
-        set_err(err, errlen, "%s: sequence %" PRId64 " does not exist (%" PRId64 " sequences); the dataset indices do not match this dataset, delete the index cache",
+        set_err(err, errlen,
+                "%s: sequence %" PRId64 " does not exist (%" PRId64 " sequences); the dataset indices do not match "
+                "this dataset, delete the index cache",
                 ds->bin_path, i, ds->index.sequence_count);
         return -1;
     }
     struct idx_sequence s = idx_get(ds, i);
     if (offset < 0 || len < 0 || offset > s.length || len > s.length - offset) {
-        set_err(err, errlen, "%s: tokens [%" PRId64 ", %" PRId64 ") of sequence %" PRId64 " lie outside its %" PRId64 " tokens; the dataset indices do not match this dataset, delete the index cache",
+        set_err(err, errlen,
+                "%s: tokens [%" PRId64 ", %" PRId64 ") of sequence %" PRId64 " lie outside its %" PRId64 " tokens; "
+                "the dataset indices do not match this dataset, delete the index cache",
                 ds->bin_path, offset, offset + len, i, s.length);
         return -1;
     }
@@ -366,7 +390,8 @@ int idx_read_tokens(const struct idx_dataset *ds, int64_t i, int64_t offset, int
     }
     for (int64_t k = 0; k < len; k++) {
         if (convert_item(p + (size_t)k * ds->index.itemsize, ds->index.dtype, &out[k])) {
-            set_err(err, errlen, "%s: token %" PRId64 " of sequence %" PRId64 " (%s) is not an integer in int32 range; " REDO,
+            set_err(err, errlen,
+                    "%s: token %" PRId64 " of sequence %" PRId64 " (%s) is not an integer in int32 range; " REDO,
                     ds->bin_path, offset + k, i, idx_dtype_name(ds->index.dtype));
             return -1;
         }

@@ -91,7 +91,8 @@ void op_rope_backward(struct tensor dqkv, struct tensor positions, struct attent
                       int rotary_dim, float base);
 
 /* Causal self-attention on the fused qkv above: for query head h in group h / (n/g),
- * P = softmax(q k^T / sqrt(d)) over keys t' <= t, out[N, n*d] = dropout(P) v.
+ * P = softmax(q k^T / sqrt(d)) over keys t' <= t, out[N, n*d] = dropout(P) v; the dropout
+ * element of P[b, h, t, t'] is its index in [B, n, T, T], e = ((b*n + h)*T + t)*T + t'.
  * probs [B, n, T, T] keeps P (before dropout) for the backward on the CPU backend; the CUDA
  * backend keeps the log-sum-exp [B, n, T] instead (fp32 in both cases). */
 void op_attention_forward(struct tensor out, struct tensor probs, struct tensor qkv,

@@ -77,7 +77,7 @@ void clip_scale(float *const *bufs, const int64_t *lens, int count, double coeff
 
 bool clip_coeff(double total_norm, double max_norm, double *coeff)
 {
-    /* clip_grad_by_total_norm_fp32: clip_coeff = max_norm / (total_norm + 1.0e-6), applied if < 1. */
+    /* clip_grads.py:clip_grad_by_total_norm_fp32: max_norm / (total_norm + 1.0e-6), if < 1. */
     if (!(max_norm > 0.0) || !isfinite(total_norm)) return false;
     const double c = max_norm / (total_norm + 1.0e-6);
     if (!(c < 1.0)) return false;

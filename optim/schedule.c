@@ -156,8 +156,8 @@ static bool check_wd(double start_wd, double end_wd, int64_t wd_incr_steps,
                     start_wd, end_wd);
     if (wd_style != WD_INCR_CONSTANT && wd_incr_steps <= 0)
         return fail(err, errlen,
-                    "--weight-decay-incr-style %s: the increase spans %lld samples; give a positive "
-                    "training length",
+                    "--weight-decay-incr-style %s: the increase spans %lld samples; give a "
+                    "positive training length",
                     lr_schedule_wd_style_name(wd_style), (long long)wd_incr_steps);
     return true;
 }
@@ -359,7 +359,8 @@ static bool check_iteration_based(const struct lr_schedule_flags *f, char *err, 
                     "(--train-iters); use --lr-wsd-decay-iters");
     if (!isnan(f->lr_warmup_fraction) && f->lr_warmup_iters != 0)
         return fail(err, errlen,
-                    "--lr-warmup-fraction and --lr-warmup-iters: both given; give only one of them");
+                    "--lr-warmup-fraction and --lr-warmup-iters: both given; give only one of "
+                    "them");
     return true;
 }
 
@@ -407,8 +408,11 @@ static bool steps_from_iterations(const struct lr_schedule_flags *f, struct sche
                                   char *err, size_t errlen)
 {
     const int64_t gbs = f->global_batch_size;
-    const int64_t decay_iters = f->lr_decay_iters != -1 ? f->lr_decay_iters : f->train_iters;
-    if (!samples_of("--lr-decay-iters", decay_iters, gbs, &st->decay, err, errlen)) return false;
+    const bool own_decay = f->lr_decay_iters != -1;
+    const int64_t decay_iters = own_decay ? f->lr_decay_iters : f->train_iters;
+    if (!samples_of(own_decay ? "--lr-decay-iters" : "--train-iters", decay_iters, gbs, &st->decay,
+                    err, errlen))
+        return false;
     if (!samples_of("--train-iters", f->train_iters, gbs, &st->wd_incr, err, errlen)) return false;
     st->wsd_decay = -1;
     if (f->lr_wsd_decay_iters != -1 &&

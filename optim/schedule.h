@@ -49,7 +49,7 @@ enum wd_incr_style {
 
 struct lr_schedule {
     double init_lr, max_lr, min_lr;
-    double warmup_steps; /* samples; fractional when it comes from --lr-warmup-fraction, as upstream */
+    double warmup_steps; /* samples; fractional from --lr-warmup-fraction, as upstream */
     int64_t decay_steps; /* samples */
     enum lr_decay_style decay_style;
     int64_t wsd_decay_steps; /* samples of the WSD anneal; -1 when unset (only WSD needs it) */

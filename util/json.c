@@ -448,9 +448,7 @@ static bool parse_value(struct parser *p, struct json_value *out, int depth);
 static bool after_element(struct parser *p, char close, size_t opened_at, bool *more)
 {
     skip_ws(p);
-    if (p->pos >= p->len)
-        return fail(p, p->pos, "unexpected end of input in the %s opened at byte %zu",
-                    close == ']' ? "array" : "object", opened_at);
+    if (p->pos >= p->len) return fail(p, opened_at, "unterminated %s", close == ']' ? "array" : "object");
     unsigned char c = p->text[p->pos];
     if (c != ',' && c != (unsigned char)close) return fail(p, p->pos, "expected ',' or '%c'", close);
     p->pos++;
@@ -462,7 +460,8 @@ static bool parse_array(struct parser *p, struct json_value *out, int depth)
 {
     size_t opened_at = p->pos++, base = p->top;
     skip_ws(p);
-    bool more = !(p->pos < p->len && p->text[p->pos] == ']');
+    if (p->pos >= p->len) return fail(p, opened_at, "unterminated array");
+    bool more = p->text[p->pos] != ']';
     if (!more) p->pos++;
     while (more) {
         struct json_value v;
@@ -506,7 +505,8 @@ static bool parse_object(struct parser *p, struct json_value *out, int depth)
 {
     size_t opened_at = p->pos++, base = p->top;
     skip_ws(p);
-    bool more = !(p->pos < p->len && p->text[p->pos] == '}');
+    if (p->pos >= p->len) return fail(p, opened_at, "unterminated object");
+    bool more = p->text[p->pos] != '}';
     if (!more) p->pos++;
     while (more) {
         if (!parse_member(p, depth)) return false;
@@ -691,7 +691,7 @@ static size_t escape_pass(unsigned char *out, const unsigned char *s, size_t len
 size_t json_escape(char *out, size_t cap, const char *s, size_t len)
 {
     size_t need = escape_pass(NULL, (const unsigned char *)s, len);
-    if (need > cap) return need;
+    if (need > cap || !out) return need;
     escape_pass((unsigned char *)out, (const unsigned char *)s, len);
     if (need < cap) out[need] = '\0';
     return need;

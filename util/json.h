@@ -9,7 +9,8 @@
  * U+FFFD, so every string handed out is valid UTF-8. Duplicate keys are kept; json_get finds the
  * first. A number whose magnitude overflows a double ("1e400") is an error.
  *
- * Cost: one pass, nodes and strings bump-allocated in a few doubling blocks (no per-node malloc).
+ * Cost: linear time; nodes and strings are bump-allocated in a few doubling blocks (no per-node
+ * malloc); GPT-2's 1 MB vocab.json parses in a few milliseconds.
  * A document is immutable once parsed and may be read from several threads; separate documents
  * may be parsed concurrently (no global state; numbers are read in the "C" locale whatever
  * setlocale says). */
@@ -47,7 +48,8 @@ const struct json_value *json_at(const struct json_value *arr, size_t i); /* NUL
 /* Object members keep file order. json_key returns the i-th key (NUL-terminated, len optional). */
 const char *json_key(const struct json_value *obj, size_t i, size_t *len);
 const struct json_value *json_member(const struct json_value *obj, size_t i);
-/* Looks a key up (first match); NULL when absent or obj is not an object. */
+/* Looks a key up (first match); NULL when absent or obj is not an object. A linear scan: to visit
+ * a big object (a 50k-entry vocab) iterate with json_key/json_member, which are O(1). */
 const struct json_value *json_get(const struct json_value *obj, const char *key);
 
 /* Writes s (len bytes) to out as a JSON string literal with quotes: '"', '\\' and control

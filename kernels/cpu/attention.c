@@ -226,11 +226,11 @@ void cpu_attention_backward(struct tensor dqkv, struct tensor dout, struct tenso
     int n = s.heads, d = s.head_dim;
     const float *x = qkv.data, *go = dout.data, *ps = probs.data;
     float *dx = dqkv.data;
-    double *D = xmalloc((size_t)(rows > 0 ? rows : 1) * sizeof(double));
+    double *D = xmalloc((size_t)rows * sizeof(double));
     bool parallel = rows * T * d >= CPU_PARALLEL_MIN_WORK;
 #pragma omp parallel if (parallel)
     {
-        float *dp = xmalloc((size_t)(T > 0 ? T : 1) * sizeof(float));
+        float *dp = xmalloc((size_t)T * sizeof(float));
 #pragma omp for schedule(dynamic, 16)
         for (int64_t r = 0; r < rows; r++) {
             int64_t b = r / (n * T), t = r % T;

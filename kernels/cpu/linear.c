@@ -129,10 +129,14 @@ static void gemm_run(const struct gemm *g)
     int64_t tiles_m = (g->M + MC - 1) / MC, tiles_n = (g->N + NC - 1) / NC;
     int64_t tiles = tiles_m * tiles_n;
     bool parallel = tiles > 1 && g->M * g->N * g->K >= 64 * CPU_PARALLEL_MIN_WORK;
+    /* the largest panel a tile packs, rounded to whole strips and to the 64-byte alignment */
+    size_t panel = (size_t)min64(KC, g->K) * (size_t)((min64(NC, g->N) + NR - 1) / NR * NR);
+    size_t bytes = (panel * sizeof(float) + 63) / 64 * 64;
 #pragma omp parallel if (parallel)
     {
-        float *bp = aligned_alloc(64, (size_t)KC * NC * sizeof(float));
-        if (!bp) BUG("linear: out of memory for a %d x %d packing buffer", KC, NC);
+        float *bp = aligned_alloc(64, bytes > 0 ? bytes : 64);
+        if (!bp) die_user("out of memory: allocating a %zu-byte GEMM packing buffer failed; use a "
+                          "smaller model or batch", bytes);
 #pragma omp for schedule(dynamic)
         for (int64_t t = 0; t < tiles; t++) gemm_tile(g, (t / tiles_n) * MC, (t % tiles_n) * NC, bp);
         free(bp);

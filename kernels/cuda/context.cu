@@ -1,0 +1,183 @@
+/* The CUDA backend's context (device, stream, cuBLASLt and cuDNN handles, workspaces), created once
+ * by cuda_init; device memory and copies; error reporting for every checked call; the shared
+ * column-sum finish kernel. */
+#include <stdio.h>
+
+#include "kernels/cuda/cuda_common.h"
+
+/* cuBLASLt's workspace: 32 MiB is what NVIDIA recommends for Hopper. */
+#define LT_WORKSPACE_BYTES ((size_t)32 << 20)
+
+/* The process's one backend context (set once by cuda_init, like the process grid). */
+static struct cuda_context g_ctx;
+
+/* ---- errors ---- */
+
+void cuda_fail_runtime(cudaError_t e, const char *call, const char *file, int line)
+{
+    if (e == cudaErrorMemoryAllocation)
+        die_user("GPU memory: %s ran out of device memory; use a smaller micro batch or model, or "
+                 "more model parallelism", call);
+    die_internal(file, line, "CUDA: %s failed: %s (%s)", call, cudaGetErrorName(e),
+                 cudaGetErrorString(e));
+}
+
+void cuda_fail_cublas(cublasStatus_t s, const char *call, const char *file, int line)
+{
+    die_internal(file, line, "cuBLASLt: %s failed: %s (%s)", call, cublasLtGetStatusName(s),
+                 cublasLtGetStatusString(s));
+}
+
+void cuda_fail_cudnn(cudnnStatus_t s, const char *call, const char *file, int line)
+{
+    char last[512] = "";
+    cudnnGetLastErrorString(last, sizeof last);
+    die_internal(file, line, "cuDNN: %s failed: %s%s%s", call, cudnnGetErrorString(s),
+                 last[0] ? ": " : "", last);
+}
+
+/* ---- context ---- */
+
+int cuda_device_count(void)
+{
+    int n = 0;
+    if (cudaGetDeviceCount(&n) != cudaSuccess) {
+        (void)cudaGetLastError(); /* no driver or no GPU: clear the sticky error, report none */
+        return 0;
+    }
+    return n;
+}
+
+void cuda_init(int device_index)
+{
+    if (g_ctx.ready) {
+        if (device_index != g_ctx.device)
+            BUG("cuda_init(%d) after cuda_init(%d): one process drives one GPU", device_index,
+                g_ctx.device);
+        return;
+    }
+    int count = cuda_device_count();
+    if (device_index < 0 || device_index >= count)
+        die_user("GPU %d: this machine has %d usable GPU(s); run one process per GPU, or run "
+                 "without a GPU to use the CPU backend", device_index, count);
+    CUDA_CHECK(cudaSetDevice(device_index));
+    CUDA_CHECK(cudaDeviceGetAttribute(&g_ctx.sm_count, cudaDevAttrMultiProcessorCount,
+                                      device_index));
+    /* A blocking stream: legacy default-stream work (e.g. another library's copy) orders with it. */
+    CUDA_CHECK(cudaStreamCreate(&g_ctx.stream));
+    CUBLAS_CHECK(cublasLtCreate(&g_ctx.lt));
+    CUDNN_CHECK(cudnnCreate(&g_ctx.dnn));
+    CUDNN_CHECK(cudnnSetStream(g_ctx.dnn, g_ctx.stream));
+    CUDA_CHECK(cudaMalloc(&g_ctx.lt_workspace, LT_WORKSPACE_BYTES));
+    g_ctx.lt_workspace_bytes = LT_WORKSPACE_BYTES;
+    g_ctx.device = device_index;
+    g_ctx.ready = true;
+}
+
+struct cuda_context *cuda_ctx(void)
+{
+    if (!g_ctx.ready) BUG("a CUDA op ran before cuda_init");
+    return &g_ctx;
+}
+
+void *cuda_scratch(size_t bytes)
+{
+    struct cuda_context *c = cuda_ctx();
+    if (bytes <= c->scratch_bytes) return c->scratch;
+    /* Earlier kernels may still read the old buffer: drain the stream before freeing it. */
+    CUDA_CHECK(cudaStreamSynchronize(c->stream));
+    CUDA_CHECK(cudaFree(c->scratch));
+    size_t grown = cuda_align256(bytes + bytes / 4);
+    c->scratch = NULL;
+    c->scratch_bytes = 0;
+    CUDA_CHECK(cudaMalloc(&c->scratch, grown));
+    c->scratch_bytes = grown;
+    return c->scratch;
+}
+
+void cuda_need(const char *op, const char *name, struct tensor t, enum dtype dt)
+{
+    if (!tensor_present(t)) BUG("%s: %s is absent", op, name);
+    if (t.device != DEV_CUDA || t.dtype != dt)
+        BUG("%s: %s must be a %s tensor on the GPU (got %s%s)", op, name, dtype_name(dt),
+            dtype_name(t.dtype), t.device == DEV_CUDA ? " on the GPU" : " on the CPU");
+}
+
+void cuda_maybe(const char *op, const char *name, struct tensor t, enum dtype dt)
+{
+    if (tensor_present(t)) cuda_need(op, name, t, dt);
+}
+
+/* ---- memory ---- */
+
+void *cuda_alloc(size_t bytes)
+{
+    cuda_ctx();
+    if (bytes == 0) return NULL;
+    void *p = NULL;
+    cudaError_t e = cudaMalloc(&p, bytes);
+    if (e == cudaErrorMemoryAllocation) {
+        (void)cudaGetLastError();
+        size_t free_b = 0, total_b = 0;
+        cudaMemGetInfo(&free_b, &total_b);
+        die_user("GPU memory: allocating %.2f GiB failed with %.2f GiB free of %.2f GiB; use a "
+                 "smaller micro batch or model, or more model parallelism",
+                 bytes / 1073741824.0, free_b / 1073741824.0, total_b / 1073741824.0);
+    }
+    CUDA_CHECK(e);
+    return p;
+}
+
+void cuda_free(void *p)
+{
+    if (p) CUDA_CHECK(cudaFree(p));
+}
+
+void cuda_memcpy_h2d(void *dst, const void *src, size_t bytes)
+{
+    struct cuda_context *c = cuda_ctx();
+    if (bytes == 0) return;
+    CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, c->stream));
+    CUDA_CHECK(cudaStreamSynchronize(c->stream));
+}
+
+void cuda_memcpy_d2h(void *dst, const void *src, size_t bytes)
+{
+    struct cuda_context *c = cuda_ctx();
+    if (bytes == 0) return;
+    CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToHost, c->stream));
+    CUDA_CHECK(cudaStreamSynchronize(c->stream));
+}
+
+void cuda_memset_zero(void *dst, size_t bytes)
+{
+    struct cuda_context *c = cuda_ctx();
+    if (bytes == 0) return;
+    CUDA_CHECK(cudaMemsetAsync(dst, 0, bytes, c->stream));
+}
+
+void cuda_synchronize(void) { CUDA_CHECK(cudaStreamSynchronize(cuda_ctx()->stream)); }
+
+/* ---- column sums: the finishing pass (the partial pass is a template in cuda_common.h) ---- */
+
+static __global__ void colsum_finish_kernel(float *dst0, float *dst1, const float *partials,
+                                            int chunks, int64_t C)
+{
+    for (int64_t c = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; c < C;
+         c += (int64_t)gridDim.x * blockDim.x) {
+        double s0 = 0.0, s1 = 0.0;
+        for (int k = 0; k < chunks; k++) {
+            s0 += partials[(int64_t)k * C + c];
+            if (dst1) s1 += partials[((int64_t)chunks + k) * C + c];
+        }
+        if (dst0) dst0[c] += (float)s0;
+        if (dst1) dst1[c] += (float)s1;
+    }
+}
+
+void cuda_colsum_finish(float *dst0, float *dst1, const float *partials, int chunks, int64_t C)
+{
+    colsum_finish_kernel<<<cuda_blocks(C, 256), 256, 0, cuda_ctx()->stream>>>(dst0, dst1, partials,
+                                                                             chunks, C);
+    CUDA_CHECK_LAUNCH("colsum_finish_kernel");
+}

@@ -1,0 +1,234 @@
+/* Shared by the CUDA backend's .cu files (never included from C): checked CUDA, cuBLASLt and cuDNN
+ * calls, the backend context that cuda_init creates once (stream, library handles, workspaces,
+ * plan caches), argument checks, bf16 vector helpers and the deterministic column sum that every
+ * bias / norm-weight gradient uses. */
+#ifndef MEGATRON_KERNELS_CUDA_CUDA_COMMON_H
+#define MEGATRON_KERNELS_CUDA_CUDA_COMMON_H
+
+#include <cublasLt.h>
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+#include <cudnn.h>
+#include <stdint.h>
+
+#include "kernels/cuda/cuda_ops.h"
+
+/* util/error.h is C11 (_Noreturn); its declarations are the same functions seen from C++. */
+#define _Noreturn [[noreturn]]
+extern "C" {
+#include "util/error.h"
+}
+#undef _Noreturn
+
+typedef __nv_bfloat16 bf16;
+
+/* ---- checked calls: a failure names the call, the file and line, and the library's reason ---- */
+
+[[noreturn]] void cuda_fail_runtime(cudaError_t e, const char *call, const char *file, int line);
+[[noreturn]] void cuda_fail_cublas(cublasStatus_t s, const char *call, const char *file, int line);
+[[noreturn]] void cuda_fail_cudnn(cudnnStatus_t s, const char *call, const char *file, int line);
+
+#define CUDA_CHECK(call)                                                                           \
+    do {                                                                                           \
+        cudaError_t e_ = (call);                                                                   \
+        if (e_ != cudaSuccess) cuda_fail_runtime(e_, #call, __FILE__, __LINE__);                   \
+    } while (0)
+#define CUBLAS_CHECK(call)                                                                         \
+    do {                                                                                           \
+        cublasStatus_t s_ = (call);                                                                \
+        if (s_ != CUBLAS_STATUS_SUCCESS) cuda_fail_cublas(s_, #call, __FILE__, __LINE__);          \
+    } while (0)
+#define CUDNN_CHECK(call)                                                                          \
+    do {                                                                                           \
+        cudnnStatus_t s_ = (call);                                                                 \
+        if (s_ != CUDNN_STATUS_SUCCESS) cuda_fail_cudnn(s_, #call, __FILE__, __LINE__);            \
+    } while (0)
+/* After every kernel launch: a bad launch configuration shows up here, not at the next sync. */
+#define CUDA_CHECK_LAUNCH(what) CUDA_CHECK(cudaPeekAtLastError())
+
+/* ---- the backend context ---- */
+
+/* One cuBLASLt algorithm chosen for a GEMM shape (linear.cu keeps them). */
+struct cuda_gemm_plan {
+    uint64_t key[4];
+    bool used;
+    cublasLtMatmulDesc_t desc;
+    cublasLtMatrixLayout_t a, b, c;
+    cublasLtMatmulAlgo_t algo;
+};
+enum { CUDA_GEMM_CACHE = 128 };
+
+/* One cuDNN SDPA execution plan built for an attention shape (attention.cu keeps them). */
+struct cuda_sdpa_plan;
+enum { CUDA_SDPA_CACHE = 32 };
+
+struct cuda_context {
+    bool ready;
+    int device;
+    int sm_count;
+    cudaStream_t stream;     /* every kernel and library call of the backend runs on it */
+    cublasLtHandle_t lt;
+    cudnnHandle_t dnn;
+    void *lt_workspace;      /* cuBLASLt's one workspace */
+    size_t lt_workspace_bytes;
+    void *scratch;           /* grow-only temporaries of one op (partial sums, sort buffers, ...) */
+    size_t scratch_bytes;
+    struct cuda_gemm_plan gemm[CUDA_GEMM_CACHE];
+    int gemm_next_victim;
+    struct cuda_sdpa_plan *sdpa[CUDA_SDPA_CACHE];
+};
+
+/* The context; a bug (exit 1) if cuda_init was not called. */
+struct cuda_context *cuda_ctx(void);
+
+/* Device scratch of at least bytes, valid until the next call of cuda_scratch. It grows (after a
+ * stream sync) and never shrinks, so steady-state steps allocate nothing. */
+void *cuda_scratch(size_t bytes);
+
+/* Carves consecutive 256-byte aligned pieces out of one scratch request. */
+static inline size_t cuda_align256(size_t n) { return (n + 255) & ~(size_t)255; }
+
+/* ---- argument checks (the op interface checks shapes; the backend checks its dtype contract) ---- */
+
+/* t is present, on the GPU and of dtype dt; otherwise a bug naming the op and argument. */
+void cuda_need(const char *op, const char *name, struct tensor t, enum dtype dt);
+/* Like cuda_need for an argument that may be absent. */
+void cuda_maybe(const char *op, const char *name, struct tensor t, enum dtype dt);
+/* True when every present pointer is 16-byte aligned (for 8-wide bf16 loads). */
+static inline bool cuda_aligned16(const void *p) { return ((uintptr_t)p & 15u) == 0; }
+
+/* Blocks for n work items of `threads` each, capped to keep grid-stride loops cheap. */
+static inline unsigned cuda_blocks(int64_t n, int threads)
+{
+    int64_t b = (n + threads - 1) / threads;
+    if (b < 1) b = 1;
+    if (b > 65535LL * 32) b = 65535LL * 32;
+    return (unsigned)b;
+}
+
+/* ---- bf16 vectors: 8 values in one 16-byte access ---- */
+
+__device__ __forceinline__ void bf16x8_load(const bf16 *p, float out[8])
+{
+    uint4 u = *reinterpret_cast<const uint4 *>(p);
+    const __nv_bfloat162 *h = reinterpret_cast<const __nv_bfloat162 *>(&u);
+#pragma unroll
+    for (int i = 0; i < 4; i++) {
+        float2 f = __bfloat1622float2(h[i]);
+        out[2 * i] = f.x;
+        out[2 * i + 1] = f.y;
+    }
+}
+
+__device__ __forceinline__ void bf16x8_store(bf16 *p, const float in[8])
+{
+    uint4 u;
+    __nv_bfloat162 *h = reinterpret_cast<__nv_bfloat162 *>(&u);
+#pragma unroll
+    for (int i = 0; i < 4; i++) h[i] = __floats2bfloat162_rn(in[2 * i], in[2 * i + 1]);
+    *reinterpret_cast<uint4 *>(p) = u;
+}
+
+/* Loads elements [e, e+8) of p (fewer past n, the rest 0): one 16-byte access when vec allows. */
+__device__ __forceinline__ void bf16_load8(const bf16 *p, int64_t e, int64_t n, bool vec,
+                                           float out[8])
+{
+    if (vec && e + 8 <= n) {
+        bf16x8_load(p + e, out);
+        return;
+    }
+#pragma unroll
+    for (int i = 0; i < 8; i++) out[i] = e + i < n ? __bfloat162float(p[e + i]) : 0.0f;
+}
+
+__device__ __forceinline__ void bf16_store8(bf16 *p, int64_t e, int64_t n, bool vec,
+                                            const float in[8])
+{
+    if (vec && e + 8 <= n) {
+        bf16x8_store(p + e, in);
+        return;
+    }
+#pragma unroll
+    for (int i = 0; i < 8; i++)
+        if (e + i < n) p[e + i] = __float2bfloat16_rn(in[i]);
+}
+
+/* ---- deterministic column sums: dst[c] += sum over rows n of value(n, c) ----
+ * Bias and norm-weight gradients. Rows are cut into chunks of COLSUM_ROWS; a block sums one chunk
+ * of 256 columns (8 per thread, 8 row lanes) in a fixed order into a partial row, and a second
+ * kernel adds the partial rows in chunk order in double. The order depends only on the shape, so
+ * the result is the same on every run and every GPU (no float atomics). */
+enum { COLSUM_ROWS = 256, COLSUM_LANES = 8, COLSUM_COLS = 256 };
+
+/* Load is a functor with  __device__ void operator()(int64_t n, int64_t c0, float out[NOUT][8])
+ * giving value(n, c0 + i) of each of its NOUT sums for i < 8 (columns past C are ignored). */
+template <class Load, int NOUT>
+__global__ void colsum_partial_kernel(Load load, float *partials, int64_t N, int64_t C)
+{
+    __shared__ float red[NOUT][COLSUM_LANES][COLSUM_COLS / 8][9];
+    const int tx = threadIdx.x, ty = threadIdx.y;
+    const int64_t c0 = (int64_t)blockIdx.x * COLSUM_COLS + (int64_t)tx * 8;
+    const int64_t chunk = blockIdx.y, n0 = chunk * COLSUM_ROWS;
+    const int64_t n1 = n0 + COLSUM_ROWS < N ? n0 + COLSUM_ROWS : N;
+    float acc[NOUT][8];
+#pragma unroll
+    for (int k = 0; k < NOUT; k++)
+#pragma unroll
+        for (int i = 0; i < 8; i++) acc[k][i] = 0.0f;
+    if (c0 < C) {
+        for (int64_t n = n0 + ty; n < n1; n += COLSUM_LANES) {
+            float v[NOUT][8];
+            load(n, c0, v);
+#pragma unroll
+            for (int k = 0; k < NOUT; k++)
+#pragma unroll
+                for (int i = 0; i < 8; i++) acc[k][i] += v[k][i];
+        }
+    }
+#pragma unroll
+    for (int k = 0; k < NOUT; k++)
+#pragma unroll
+        for (int i = 0; i < 8; i++) red[k][ty][tx][i] = acc[k][i];
+    __syncthreads();
+    if (ty == 0 && c0 < C) {
+#pragma unroll
+        for (int k = 0; k < NOUT; k++) {
+#pragma unroll
+            for (int i = 0; i < 8; i++) {
+                float s = red[k][0][tx][i];
+                for (int l = 1; l < COLSUM_LANES; l++) s += red[k][l][tx][i];
+                if (c0 + i < C) partials[((int64_t)k * gridDim.y + chunk) * C + c0 + i] = s;
+            }
+        }
+    }
+}
+
+/* dst_k[c] += sum over chunks of partials[k][chunk][c], in chunk order, in double (context.cu). */
+void cuda_colsum_finish(float *dst0, float *dst1, const float *partials, int chunks, int64_t C);
+
+/* Runs both kernels on the backend stream; dst1 may be NULL when NOUT is 1 (then it is ignored). */
+template <class Load, int NOUT>
+void cuda_colsum_acc(Load load, float *dst0, float *dst1, int64_t N, int64_t C)
+{
+    if (N == 0 || C == 0) return;
+    struct cuda_context *ctx = cuda_ctx();
+    int chunks = (int)((N + COLSUM_ROWS - 1) / COLSUM_ROWS);
+    CHECK(chunks <= 65535);
+    float *partials = (float *)cuda_scratch((size_t)NOUT * chunks * C * sizeof(float));
+    dim3 grid((unsigned)((C + COLSUM_COLS - 1) / COLSUM_COLS), (unsigned)chunks);
+    dim3 block(COLSUM_COLS / 8, COLSUM_LANES);
+    colsum_partial_kernel<Load, NOUT><<<grid, block, 0, ctx->stream>>>(load, partials, N, C);
+    CUDA_CHECK_LAUNCH("colsum_partial_kernel");
+    cuda_colsum_finish(dst0, NOUT > 1 ? dst1 : NULL, partials, chunks, C);
+}
+
+/* ---- warp and block reductions in a fixed order ---- */
+
+__device__ __forceinline__ float warp_sum(float v)
+{
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+    return v;
+}
+
+#endif

@@ -1,0 +1,121 @@
+/* The CUDA backend of the op interface (kernels/ops.h): each cuda_<op> has the signature and the
+ * semantics of op_<op>, and kernels/ops.c calls it for tensors on DEV_CUDA after checking shapes.
+ * Callable from C. Everything runs on one stream per process, asynchronously: only the functions
+ * that return host values (cuda_sum_squares) or say so (memcpy, cuda_synchronize) wait.
+ *
+ * dtype contract (what the GPU training step uses; a mismatch is a bug, exit 1):
+ *  - activations and weights DT_BF16 (biases and norm weights too);
+ *  - parameter gradients dw, db, embedding and norm weight grads DT_F32, accumulated (+=);
+ *  - saved statistics DT_F32: norm mean/rstd [N], attention log-sum-exp [B, n, T] (the `probs`
+ *    argument of attention is the natural-log LSE on this backend, not P);
+ *  - tokens, targets, positions DT_I32; losses and dlosses DT_F32.
+ * Math inside every kernel is fp32. Dropout masks come from kernels/rng.h with the same keys as the
+ * CPU backend, so both draw the same mask; attention dropout (p > 0) is not supported yet (cuDNN
+ * cannot draw our counter-based mask) and ends the program with a user error.
+ * Reductions run in an order fixed by the shape (no float atomics): results repeat bitwise. */
+#ifndef MEGATRON_KERNELS_CUDA_CUDA_OPS_H
+#define MEGATRON_KERNELS_CUDA_CUDA_OPS_H
+
+/* System headers first, outside the C-linkage block (C++ math headers hold templates). */
+#include <math.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#include "kernels/ops.h"
+#include "kernels/tensor.h"
+#include "optim/adam.h"
+
+/* ---- device, memory, streams ---- */
+
+/* Number of usable GPUs; 0 when there is no GPU or no driver (never fails). */
+int cuda_device_count(void);
+/* Selects the GPU and creates the stream, cuBLASLt and cuDNN handles and workspaces, once per
+ * process. A second call with the same index does nothing; another index is a bug. */
+void cuda_init(int device_index);
+/* Device memory (NULL for 0 bytes). Running out is a user error naming the size. */
+void *cuda_alloc(size_t bytes);
+void cuda_free(void *p);
+/* Copies that return once the data has arrived (the host buffer can be reused at once). */
+void cuda_memcpy_h2d(void *dst, const void *src, size_t bytes);
+void cuda_memcpy_d2h(void *dst, const void *src, size_t bytes);
+/* Zeroes device memory, ordered on the backend stream. */
+void cuda_memset_zero(void *dst, size_t bytes);
+/* Waits for everything queued on the backend stream; reports any asynchronous error. */
+void cuda_synchronize(void);
+
+/* ---- ops: exactly op_<op> of ops.h ---- */
+
+void cuda_linear_forward(struct tensor y, struct tensor x, struct tensor w, struct tensor b);
+void cuda_linear_backward(struct tensor dx, struct tensor dw, struct tensor db, struct tensor dy,
+                          struct tensor x, struct tensor w);
+
+void cuda_embedding_forward(struct tensor y, struct tensor tokens, struct tensor wte,
+                            struct tensor wpe, struct tensor positions);
+void cuda_embedding_backward(struct tensor dwte, struct tensor dwpe, struct tensor dy,
+                             struct tensor tokens, struct tensor positions);
+
+void cuda_layernorm_forward(struct tensor y, struct tensor mean, struct tensor rstd,
+                            struct tensor x, struct tensor w, struct tensor b, float eps);
+void cuda_layernorm_backward(struct tensor dx, struct tensor dw, struct tensor db,
+                             struct tensor dy, struct tensor x, struct tensor w,
+                             struct tensor mean, struct tensor rstd);
+void cuda_rmsnorm_forward(struct tensor y, struct tensor rstd, struct tensor x, struct tensor w,
+                          float eps);
+void cuda_rmsnorm_backward(struct tensor dx, struct tensor dw, struct tensor dy, struct tensor x,
+                           struct tensor w, struct tensor rstd);
+
+void cuda_gelu_forward(struct tensor y, struct tensor x, bool tanh_approx);
+void cuda_gelu_backward(struct tensor dx, struct tensor dy, struct tensor x, bool tanh_approx);
+void cuda_swiglu_forward(struct tensor y, struct tensor x);
+void cuda_swiglu_backward(struct tensor dx, struct tensor dy, struct tensor x);
+
+void cuda_rope_forward(struct tensor qkv, struct tensor positions, struct attention_shape s,
+                       int rotary_dim, float base);
+void cuda_rope_backward(struct tensor dqkv, struct tensor positions, struct attention_shape s,
+                        int rotary_dim, float base);
+void cuda_attention_forward(struct tensor out, struct tensor probs, struct tensor qkv,
+                            struct attention_shape s, struct dropout_key drop);
+void cuda_attention_backward(struct tensor dqkv, struct tensor dout, struct tensor qkv,
+                             struct tensor probs, struct tensor out, struct attention_shape s,
+                             struct dropout_key drop);
+
+void cuda_bias_dropout_add_forward(struct tensor y, struct tensor x, struct tensor b,
+                                   struct tensor residual, struct dropout_key drop);
+void cuda_bias_dropout_add_backward(struct tensor dx, struct tensor db, struct tensor dy,
+                                    struct dropout_key drop);
+void cuda_add(struct tensor y, struct tensor a, struct tensor b);
+void cuda_zero(struct tensor x);
+
+void cuda_cross_entropy_forward(struct tensor losses, struct tensor logits, struct tensor targets);
+void cuda_cross_entropy_backward(struct tensor dlogits, struct tensor logits,
+                                 struct tensor targets, struct tensor dlosses);
+
+/* ---- optimizer ---- */
+
+/* adam_update (optim/adam.h) on device pointers, bitwise equal to the CPU version: the same fp32
+ * expressions in the same order, each rounded (no fused multiply-add). */
+void cuda_adam_update(float *param, const float *grad, float *exp_avg, float *exp_avg_sq,
+                      int64_t n, double lr, double weight_decay, struct adam_params ap,
+                      int64_t step);
+/* Sum of squares of x[0..n) in double, reduced in an order fixed by n alone (deterministic);
+ * waits for the result. */
+double cuda_sum_squares(const float *x, int64_t n);
+
+/* ---- checks that need no GPU ---- */
+
+/* Builds and finalizes the cuDNN operation graphs (forward and backward) of attention shape s
+ * without executing them: every descriptor is validated by the cuDNN library alone. Returns true,
+ * or false with the reason in err. */
+bool cuda_attention_dry_run(struct attention_shape s, char *err, size_t errlen);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

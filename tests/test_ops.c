@@ -1,0 +1,882 @@
+/* Tests of the op interface on the CPU backend: every forward against a naive double-precision
+ * reference written here from ops.h, every backward against central finite differences of
+ * L = sum(y * r) through that reference, plus dropout masks, gradient accumulation conventions,
+ * thread-count independence and argument checking. */
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <setjmp.h>
+#include <cmocka.h>
+
+#include <math.h>
+#include <omp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "kernels/ops.h"
+#include "kernels/rng.h"
+
+/* Finite differences run on the double reference with step 1e-3: the truncation error
+ * eps^2 f'''/6 is ~1e-7 relative for these smooth ops (dropout masks and the softmax max shift do
+ * not depend on the inputs), and double rounding adds ~1e-13. What remains is the fp32 rounding
+ * of the op under test, ~1e-6 relative, so 1e-4 (norm-wise, see max_rel_err) has a wide margin
+ * while a wrong or missing term of a gradient shows up as an O(1) error. */
+#define FD_EPS 1e-3
+#define FD_TOL 1e-4
+/* Forward ops against the double reference: fp32 sums of up to ~300 terms of size O(1) carry
+ * errors of ~sqrt(K) 2^-24 ~ 1e-6 relative to the largest output; 1e-5 leaves a 10x margin. */
+#define FWD_TOL 1e-5
+
+/* ---- helpers ---- */
+
+static float *frand(int64_t n, uint64_t stream)
+{
+    float *x = malloc((size_t)(n > 0 ? n : 1) * sizeof(float));
+    for (int64_t i = 0; i < n; i++) x[i] = 2.0f * rng_uniform(1234, stream, (uint64_t)i) - 1.0f;
+    return x;
+}
+
+static float *ffill(int64_t n, float v)
+{
+    float *x = malloc((size_t)(n > 0 ? n : 1) * sizeof(float));
+    for (int64_t i = 0; i < n; i++) x[i] = v;
+    return x;
+}
+
+static double *to_double(const float *x, int64_t n)
+{
+    double *d = malloc((size_t)(n > 0 ? n : 1) * sizeof(double));
+    for (int64_t i = 0; i < n; i++) d[i] = x[i];
+    return d;
+}
+
+static struct tensor f1(float *p, int64_t n) { return tensor_1d(p, DT_F32, DEV_CPU, n); }
+static struct tensor f2(float *p, int64_t r, int64_t c) { return tensor_2d(p, DT_F32, DEV_CPU, r, c); }
+static struct tensor i1(int32_t *p, int64_t n) { return tensor_1d(p, DT_I32, DEV_CPU, n); }
+
+/* max |got - want| / max |want|: relative to the tensor's scale, so entries near zero do not
+ * dominate as they would in an elementwise relative error. */
+static double max_rel_err(const float *got, const double *want, int64_t n, double offset)
+{
+    double err = 0.0, scale = 1e-30;
+    for (int64_t i = 0; i < n; i++) {
+        double e = fabs((double)got[i] - offset - want[i]);
+        err = e > err ? e : err;
+        scale = fabs(want[i]) > scale ? fabs(want[i]) : scale;
+    }
+    return err / scale;
+}
+
+/* A reference problem: double copies of the inputs, a forward in double writing y, and the fixed
+ * weights r of the scalar loss L = sum(y * r). */
+struct ref {
+    double *in[4];
+    const int32_t *ids[2];
+    int64_t dim[6];
+    double p[2]; /* op parameters: eps, base, rotary dim, ... */
+    struct dropout_key drop;
+    double *y, *r;
+    int64_t ny;
+    void (*forward)(struct ref *c);
+};
+
+static double ref_loss(struct ref *c)
+{
+    c->forward(c);
+    double l = 0.0;
+    for (int64_t i = 0; i < c->ny; i++) l += c->y[i] * c->r[i];
+    return l;
+}
+
+/* Central differences of L with respect to c->in[k] (n entries), compared with the op's gradient
+ * got (minus offset: parameter gradients were pre-filled with it to check accumulation). */
+static void check_grad(struct ref *c, int k, int64_t n, const float *got, double offset, const char *what)
+{
+    double *g = malloc((size_t)n * sizeof(double));
+    double *x = c->in[k];
+    for (int64_t i = 0; i < n; i++) {
+        double save = x[i];
+        x[i] = save + FD_EPS;
+        double lp = ref_loss(c);
+        x[i] = save - FD_EPS;
+        double lm = ref_loss(c);
+        x[i] = save;
+        g[i] = (lp - lm) / (2 * FD_EPS);
+    }
+    double err = max_rel_err(got, g, n, offset);
+    if (err > FD_TOL) fail_msg("%s: relative error %.3g against finite differences", what, err);
+    free(g);
+}
+
+static void check_forward(struct ref *c, const float *got, const char *what)
+{
+    c->forward(c);
+    double err = max_rel_err(got, c->y, c->ny, 0.0);
+    if (err > FWD_TOL) fail_msg("%s: relative error %.3g against the double reference", what, err);
+}
+
+static struct dropout_key dropout(float p, uint64_t stream, uint64_t offset)
+{
+    return (struct dropout_key){.p = p, .seed = 42, .stream = stream, .offset = offset};
+}
+
+/* The mask of ops.h: element e kept iff rng_uniform(seed, stream, offset + e) >= p. */
+static double ref_mask(struct dropout_key d, uint64_t e)
+{
+    if (d.p == 0.0f) return 1.0;
+    return rng_uniform(d.seed, d.stream, d.offset + e) >= d.p ? 1.0 / (1.0 - d.p) : 0.0;
+}
+
+static struct ref new_ref(void (*forward)(struct ref *), int64_t ny)
+{
+    struct ref c;
+    memset(&c, 0, sizeof c);
+    c.forward = forward;
+    c.ny = ny;
+    c.y = malloc((size_t)(ny > 0 ? ny : 1) * sizeof(double));
+    return c;
+}
+
+static void free_ref(struct ref *c)
+{
+    for (int i = 0; i < 4; i++) free(c->in[i]);
+    free(c->y);
+    free(c->r);
+}
+
+/* ---- linear ---- */
+
+/* y[n,o] = sum_k x[n,k] w[o,k] + b[o]; in = {x, w, b}, dim = {N, K, O} */
+static void ref_linear(struct ref *c)
+{
+    int64_t N = c->dim[0], K = c->dim[1], O = c->dim[2];
+    const double *x = c->in[0], *w = c->in[1], *b = c->in[2];
+    for (int64_t n = 0; n < N; n++) {
+        for (int64_t o = 0; o < O; o++) {
+            double s = b ? b[o] : 0.0;
+            for (int64_t k = 0; k < K; k++) s += x[n * K + k] * w[o * K + k];
+            c->y[n * O + o] = s;
+        }
+    }
+}
+
+static void test_linear_forward_matches_reference(void **state)
+{
+    (void)state;
+    /* 70 x 300 x 140 crosses every block edge of the GEMM (64 rows, 128 columns, 256 deep) */
+    int64_t N = 70, K = 300, O = 140;
+    float *x = frand(N * K, 1), *w = frand(O * K, 2), *b = frand(O, 3), *y = ffill(N * O, NAN);
+    struct ref c = new_ref(ref_linear, N * O);
+    c.in[0] = to_double(x, N * K), c.in[1] = to_double(w, O * K), c.in[2] = to_double(b, O);
+    c.dim[0] = N, c.dim[1] = K, c.dim[2] = O;
+    op_linear_forward(f2(y, N, O), f2(x, N, K), f2(w, O, K), f1(b, O));
+    check_forward(&c, y, "linear with bias");
+    free(c.in[2]);
+    c.in[2] = NULL;
+    op_linear_forward(f2(y, N, O), f2(x, N, K), f2(w, O, K), tensor_none());
+    check_forward(&c, y, "linear without bias");
+    free_ref(&c);
+    free(x), free(w), free(b), free(y);
+}
+
+static void test_linear_backward_matches_finite_differences(void **state)
+{
+    (void)state;
+    int64_t N = 5, K = 7, O = 6;
+    float *x = frand(N * K, 11), *w = frand(O * K, 12), *b = frand(O, 13), *r = frand(N * O, 14);
+    /* dx is overwritten; dw and db accumulate onto the ones already there */
+    float *dx = ffill(N * K, 123.0f), *dw = ffill(O * K, 1.0f), *db = ffill(O, 1.0f);
+    op_linear_backward(f2(dx, N, K), f2(dw, O, K), f1(db, O), f2(r, N, O), f2(x, N, K), f2(w, O, K));
+    struct ref c = new_ref(ref_linear, N * O);
+    c.in[0] = to_double(x, N * K), c.in[1] = to_double(w, O * K), c.in[2] = to_double(b, O);
+    c.dim[0] = N, c.dim[1] = K, c.dim[2] = O;
+    c.r = to_double(r, N * O);
+    check_grad(&c, 0, N * K, dx, 0.0, "linear dx");
+    check_grad(&c, 1, O * K, dw, 1.0, "linear dw");
+    check_grad(&c, 2, O, db, 1.0, "linear db");
+    free_ref(&c);
+    free(x), free(w), free(b), free(r), free(dx), free(dw), free(db);
+}
+
+/* The blocked GEMM in its two backward layouts, at sizes that cross every block edge. */
+static void test_linear_backward_matches_reference_across_blocks(void **state)
+{
+    (void)state;
+    int64_t N = 260, K = 150, O = 270;
+    float *x = frand(N * K, 21), *w = frand(O * K, 22), *dy = frand(N * O, 23);
+    float *dx = ffill(N * K, NAN), *dw = ffill(O * K, 1.0f);
+    op_linear_backward(f2(dx, N, K), f2(dw, O, K), tensor_none(), f2(dy, N, O), f2(x, N, K),
+                       f2(w, O, K));
+    double *want_dx = calloc((size_t)(N * K), sizeof(double)), *want_dw = calloc((size_t)(O * K), sizeof(double));
+    for (int64_t n = 0; n < N; n++)
+        for (int64_t o = 0; o < O; o++)
+            for (int64_t k = 0; k < K; k++) {
+                want_dx[n * K + k] += (double)dy[n * O + o] * w[o * K + k];
+                want_dw[o * K + k] += (double)dy[n * O + o] * x[n * K + k];
+            }
+    assert_true(max_rel_err(dx, want_dx, N * K, 0.0) < FWD_TOL);
+    assert_true(max_rel_err(dw, want_dw, O * K, 1.0) < FWD_TOL);
+    free(x), free(w), free(dy), free(dx), free(dw), free(want_dx), free(want_dw);
+}
+
+/* Backward ops overwrite dx and add to dw/db (Megatron's main_grad); absent grads are skipped. */
+static void test_linear_backward_overwrites_dx_and_accumulates_dw(void **state)
+{
+    (void)state;
+    int64_t N = 9, K = 12, O = 10;
+    float *x = frand(N * K, 31), *w = frand(O * K, 32), *dy = frand(N * O, 33);
+    float *dx1 = ffill(N * K, 0.0f), *dx2 = ffill(N * K, -7.0f);
+    float *dw0 = ffill(O * K, 0.0f), *dw1 = ffill(O * K, 1.0f), *db0 = ffill(O, 0.0f), *db1 = ffill(O, 1.0f);
+    op_linear_backward(f2(dx1, N, K), f2(dw0, O, K), f1(db0, O), f2(dy, N, O), f2(x, N, K), f2(w, O, K));
+    op_linear_backward(f2(dx2, N, K), f2(dw1, O, K), f1(db1, O), f2(dy, N, O), f2(x, N, K), f2(w, O, K));
+    assert_memory_equal(dx1, dx2, (size_t)(N * K) * sizeof(float));
+    for (int64_t i = 0; i < O * K; i++) assert_true(dw1[i] == 1.0f + dw0[i]);
+    for (int64_t i = 0; i < O; i++) assert_true(db1[i] == 1.0f + db0[i]);
+    /* only dw: x is needed, w and dx are not */
+    float *dw2 = ffill(O * K, 0.0f);
+    op_linear_backward(tensor_none(), f2(dw2, O, K), tensor_none(), f2(dy, N, O), f2(x, N, K), tensor_none());
+    assert_memory_equal(dw0, dw2, (size_t)(O * K) * sizeof(float));
+    free(x), free(w), free(dy), free(dx1), free(dx2), free(dw0), free(dw1), free(db0), free(db1), free(dw2);
+}
+
+/* ---- embedding ---- */
+
+/* y[n] = wte[tokens[n]] + wpe[positions[n]]; in = {wte, wpe}, ids = {tokens, positions}, dim = {N, H} */
+static void ref_embedding(struct ref *c)
+{
+    int64_t N = c->dim[0], H = c->dim[1];
+    for (int64_t n = 0; n < N; n++)
+        for (int64_t h = 0; h < H; h++) {
+            double v = c->in[0][c->ids[0][n] * H + h];
+            if (c->in[1]) v += c->in[1][c->ids[1][n] * H + h];
+            c->y[n * H + h] = v;
+        }
+}
+
+static void test_embedding_forward_and_backward_match_reference(void **state)
+{
+    (void)state;
+    int64_t N = 8, H = 6, V = 5, P = 10;
+    int32_t tokens[8] = {3, 1, 3, 0, 4, 3, 1, 2}; /* repeated ids sum their gradients */
+    int32_t positions[8] = {0, 1, 2, 3, 0, 1, 2, 9};
+    float *wte = frand(V * H, 41), *wpe = frand(P * H, 42), *y = ffill(N * H, NAN), *r = frand(N * H, 43);
+    struct ref c = new_ref(ref_embedding, N * H);
+    c.in[0] = to_double(wte, V * H), c.in[1] = to_double(wpe, P * H);
+    c.ids[0] = tokens, c.ids[1] = positions, c.dim[0] = N, c.dim[1] = H;
+    c.r = to_double(r, N * H);
+    op_embedding_forward(f2(y, N, H), i1(tokens, N), f2(wte, V, H), f2(wpe, P, H), i1(positions, N));
+    check_forward(&c, y, "embedding with positions");
+
+    float *dwte = ffill(V * H, 1.0f), *dwpe = ffill(P * H, 1.0f);
+    op_embedding_backward(f2(dwte, V, H), f2(dwpe, P, H), f2(r, N, H), i1(tokens, N), i1(positions, N));
+    check_grad(&c, 0, V * H, dwte, 1.0, "embedding dwte");
+    check_grad(&c, 1, P * H, dwpe, 1.0, "embedding dwpe");
+
+    free(c.in[1]);
+    c.in[1] = NULL;
+    op_embedding_forward(f2(y, N, H), i1(tokens, N), f2(wte, V, H), tensor_none(), tensor_none());
+    check_forward(&c, y, "embedding without positions");
+    free_ref(&c);
+    free(wte), free(wpe), free(y), free(r), free(dwte), free(dwpe);
+}
+
+/* ---- normalisation ---- */
+
+/* in = {x, w, b}, dim = {N, C}, p[0] = eps; rms selects RMSNorm (no mean, no bias) */
+static void ref_norm(struct ref *c, int rms)
+{
+    int64_t N = c->dim[0], C = c->dim[1];
+    const double *x = c->in[0], *w = c->in[1], *b = c->in[2];
+    for (int64_t n = 0; n < N; n++) {
+        double mu = 0.0, var = 0.0;
+        if (!rms) {
+            for (int64_t i = 0; i < C; i++) mu += x[n * C + i];
+            mu /= (double)C;
+        }
+        for (int64_t i = 0; i < C; i++) var += (x[n * C + i] - mu) * (x[n * C + i] - mu);
+        double rstd = 1.0 / sqrt(var / (double)C + c->p[0]);
+        for (int64_t i = 0; i < C; i++)
+            c->y[n * C + i] = (x[n * C + i] - mu) * rstd * w[i] + (b ? b[i] : 0.0);
+    }
+}
+static void ref_layernorm(struct ref *c) { ref_norm(c, 0); }
+static void ref_rmsnorm(struct ref *c) { ref_norm(c, 1); }
+
+static void test_layernorm_matches_reference_and_finite_differences(void **state)
+{
+    (void)state;
+    int64_t N = 9, C = 37;
+    float eps = 1e-5f;
+    float *x = frand(N * C, 51), *w = frand(C, 52), *b = frand(C, 53), *r = frand(N * C, 54);
+    for (int64_t i = 0; i < N * C; i++) x[i] = 3.0f + 2.0f * x[i]; /* a mean far from zero */
+    float *y = ffill(N * C, NAN), *mean = ffill(N, NAN), *rstd = ffill(N, NAN);
+    op_layernorm_forward(f2(y, N, C), f1(mean, N), f1(rstd, N), f2(x, N, C), f1(w, C), f1(b, C), eps);
+    struct ref c = new_ref(ref_layernorm, N * C);
+    c.in[0] = to_double(x, N * C), c.in[1] = to_double(w, C), c.in[2] = to_double(b, C);
+    c.dim[0] = N, c.dim[1] = C, c.p[0] = eps, c.r = to_double(r, N * C);
+    check_forward(&c, y, "layernorm y");
+    for (int64_t n = 0; n < N; n++) {
+        double mu = 0.0, var = 0.0;
+        for (int64_t i = 0; i < C; i++) mu += c.in[0][n * C + i] / (double)C;
+        for (int64_t i = 0; i < C; i++) var += pow(c.in[0][n * C + i] - mu, 2) / (double)C;
+        assert_true(fabs(mean[n] - mu) <= 1e-6 * fabs(mu));
+        assert_true(fabs(rstd[n] - 1.0 / sqrt(var + eps)) <= 1e-6 / sqrt(var + eps));
+    }
+    float *dx = ffill(N * C, 123.0f), *dw = ffill(C, 1.0f), *db = ffill(C, 1.0f);
+    op_layernorm_backward(f2(dx, N, C), f1(dw, C), f1(db, C), f2(r, N, C), f2(x, N, C), f1(w, C),
+                          f1(mean, N), f1(rstd, N));
+    check_grad(&c, 0, N * C, dx, 0.0, "layernorm dx");
+    check_grad(&c, 1, C, dw, 1.0, "layernorm dw");
+    check_grad(&c, 2, C, db, 1.0, "layernorm db");
+    free_ref(&c);
+    free(x), free(w), free(b), free(r), free(y), free(mean), free(rstd), free(dx), free(dw), free(db);
+}
+
+static void test_rmsnorm_matches_reference_and_finite_differences(void **state)
+{
+    (void)state;
+    int64_t N = 7, C = 41;
+    float eps = 1e-6f;
+    float *x = frand(N * C, 61), *w = frand(C, 62), *r = frand(N * C, 63);
+    float *y = ffill(N * C, NAN), *rstd = ffill(N, NAN);
+    op_rmsnorm_forward(f2(y, N, C), f1(rstd, N), f2(x, N, C), f1(w, C), eps);
+    struct ref c = new_ref(ref_rmsnorm, N * C);
+    c.in[0] = to_double(x, N * C), c.in[1] = to_double(w, C);
+    c.dim[0] = N, c.dim[1] = C, c.p[0] = eps, c.r = to_double(r, N * C);
+    check_forward(&c, y, "rmsnorm y");
+    float *dx = ffill(N * C, 123.0f), *dw = ffill(C, 1.0f);
+    op_rmsnorm_backward(f2(dx, N, C), f1(dw, C), f2(r, N, C), f2(x, N, C), f1(w, C), f1(rstd, N));
+    check_grad(&c, 0, N * C, dx, 0.0, "rmsnorm dx");
+    check_grad(&c, 1, C, dw, 1.0, "rmsnorm dw");
+    free_ref(&c);
+    free(x), free(w), free(r), free(y), free(rstd), free(dx), free(dw);
+}
+
+/* ---- activations ---- */
+
+/* in = {x}, dim = {numel}, p[0] = 1 for the tanh approximation */
+static void ref_gelu(struct ref *c)
+{
+    for (int64_t i = 0; i < c->dim[0]; i++) {
+        double x = c->in[0][i];
+        c->y[i] = c->p[0] != 0.0
+                      ? 0.5 * x * (1.0 + tanh(sqrt(2.0 / M_PI) * (x + 0.044715 * x * x * x)))
+                      : 0.5 * x * (1.0 + erf(x / sqrt(2.0)));
+    }
+}
+
+static void test_gelu_both_forms_match_reference_and_finite_differences(void **state)
+{
+    (void)state;
+    int64_t N = 6, C = 20;
+    float *x = frand(N * C, 71), *r = frand(N * C, 72), *y = ffill(N * C, NAN), *dx = ffill(N * C, NAN);
+    for (int64_t i = 0; i < N * C; i++) x[i] *= 4.0f; /* reach both tails */
+    for (int tanh_form = 0; tanh_form < 2; tanh_form++) {
+        struct ref c = new_ref(ref_gelu, N * C);
+        c.in[0] = to_double(x, N * C), c.dim[0] = N * C, c.p[0] = tanh_form, c.r = to_double(r, N * C);
+        op_gelu_forward(f2(y, N, C), f2(x, N, C), tanh_form);
+        check_forward(&c, y, tanh_form ? "gelu tanh" : "gelu erf");
+        op_gelu_backward(f2(dx, N, C), f2(r, N, C), f2(x, N, C), tanh_form);
+        check_grad(&c, 0, N * C, dx, 0.0, tanh_form ? "gelu tanh dx" : "gelu erf dx");
+        free_ref(&c);
+    }
+    /* the two forms differ (by up to ~1e-3 near |x| ~ 2), so the flag is honoured */
+    float *y2 = ffill(N * C, NAN);
+    op_gelu_forward(f2(y2, N, C), f2(x, N, C), false);
+    assert_memory_not_equal(y, y2, (size_t)(N * C) * sizeof(float));
+    free(x), free(r), free(y), free(dx), free(y2);
+}
+
+/* y = silu(gate) * up with x = [gate | up]; in = {x}, dim = {N, F} */
+static void ref_swiglu(struct ref *c)
+{
+    int64_t N = c->dim[0], F = c->dim[1];
+    for (int64_t n = 0; n < N; n++)
+        for (int64_t f = 0; f < F; f++) {
+            double g = c->in[0][n * 2 * F + f], u = c->in[0][n * 2 * F + F + f];
+            c->y[n * F + f] = g / (1.0 + exp(-g)) * u;
+        }
+}
+
+static void test_swiglu_matches_reference_and_finite_differences(void **state)
+{
+    (void)state;
+    int64_t N = 5, F = 9;
+    float *x = frand(N * 2 * F, 81), *r = frand(N * F, 82), *y = ffill(N * F, NAN), *dx = ffill(N * 2 * F, NAN);
+    for (int64_t i = 0; i < N * 2 * F; i++) x[i] *= 3.0f;
+    struct ref c = new_ref(ref_swiglu, N * F);
+    c.in[0] = to_double(x, N * 2 * F), c.dim[0] = N, c.dim[1] = F, c.r = to_double(r, N * F);
+    op_swiglu_forward(f2(y, N, F), f2(x, N, 2 * F));
+    check_forward(&c, y, "swiglu");
+    op_swiglu_backward(f2(dx, N, 2 * F), f2(r, N, F), f2(x, N, 2 * F));
+    check_grad(&c, 0, N * 2 * F, dx, 0.0, "swiglu dx");
+    free_ref(&c);
+    free(x), free(r), free(y), free(dx);
+}
+
+/* ---- rotary embedding and attention ---- */
+
+/* Column offsets in Megatron's fused qkv row: per group, n/g query heads, its key, its value. */
+static int64_t ref_q_col(int n, int g, int d, int h) { return ((h / (n / g)) * (n / g + 2) + h % (n / g)) * (int64_t)d; }
+static int64_t ref_k_col(int n, int g, int d, int j) { return (j * (n / g + 2) + n / g) * (int64_t)d; }
+
+/* in = {qkv}, ids = {positions}, dim = {N, n, g, d}, p = {rotary_dim, base}; y = rotated qkv */
+static void ref_rope(struct ref *c)
+{
+    int64_t N = c->dim[0];
+    int n = (int)c->dim[1], g = (int)c->dim[2], d = (int)c->dim[3], rd = (int)c->p[0], half = rd / 2;
+    int64_t W = (int64_t)g * (n / g + 2) * d;
+    memcpy(c->y, c->in[0], (size_t)(N * W) * sizeof(double));
+    for (int64_t r = 0; r < N; r++)
+        for (int head = 0; head < n + g; head++) { /* the n query heads, then the g key heads */
+            int64_t col = head < n ? ref_q_col(n, g, d, head) : ref_k_col(n, g, d, head - n);
+            const double *x = c->in[0] + r * W + col;
+            double *y = c->y + r * W + col;
+            for (int i = 0; i < half; i++) {
+                double angle = c->ids[0][r] * pow(c->p[1], -2.0 * i / rd);
+                y[i] = x[i] * cos(angle) - x[i + half] * sin(angle);
+                y[i + half] = x[i + half] * cos(angle) + x[i] * sin(angle);
+            }
+        }
+}
+
+static void test_rope_rotates_first_rotary_dims_of_q_and_k_only(void **state)
+{
+    (void)state;
+    /* GQA n=4, g=2, d=8 with --rotary-percent 0.5: rotary_dim 4 */
+    struct attention_shape s = {.batch = 2, .seq = 3, .heads = 4, .groups = 2, .head_dim = 8};
+    int rd = 4;
+    float base = 10000.0f;
+    int64_t N = s.batch * s.seq, W = 2 * (2 + 2) * 8;
+    int32_t positions[6] = {0, 1, 2, 7, 8, 9};
+    float *x = frand(N * W, 91), *y = malloc((size_t)(N * W) * sizeof(float)), *r = frand(N * W, 92);
+    memcpy(y, x, (size_t)(N * W) * sizeof(float));
+    op_rope_forward(f2(y, N, W), i1(positions, N), s, rd, base);
+    struct ref c = new_ref(ref_rope, N * W);
+    c.in[0] = to_double(x, N * W), c.ids[0] = positions;
+    c.dim[0] = N, c.dim[1] = 4, c.dim[2] = 2, c.dim[3] = 8, c.p[0] = rd, c.p[1] = base;
+    c.r = to_double(r, N * W);
+    check_forward(&c, y, "rope");
+    /* v heads and the dims past rotary_dim are left bit for bit */
+    for (int64_t row = 0; row < N; row++)
+        for (int64_t col = 0; col < W; col++) {
+            int64_t in_head = col % 8, head_slot = col / 8 % 4; /* slot 3 of each group is v */
+            if (head_slot == 3 || in_head >= rd) assert_true(x[row * W + col] == y[row * W + col]);
+        }
+    /* the rotation moved rows with a nonzero position */
+    assert_memory_not_equal(x + W, y + W, (size_t)W * sizeof(float));
+    float *dqkv = malloc((size_t)(N * W) * sizeof(float));
+    memcpy(dqkv, r, (size_t)(N * W) * sizeof(float));
+    op_rope_backward(f2(dqkv, N, W), i1(positions, N), s, rd, base);
+    check_grad(&c, 0, N * W, dqkv, 0.0, "rope backward");
+    free_ref(&c);
+    free(x), free(y), free(r), free(dqkv);
+}
+
+/* P[b,h,t,u] = softmax_u(q.k / sqrt d) over u <= t, 0 above the diagonal; dim = {B, T, n, g, d} */
+static void ref_attention_probs(const struct ref *c, double *P)
+{
+    int64_t B = c->dim[0], T = c->dim[1];
+    int n = (int)c->dim[2], g = (int)c->dim[3], d = (int)c->dim[4];
+    int64_t W = (int64_t)g * (n / g + 2) * d;
+    const double *x = c->in[0];
+    for (int64_t b = 0; b < B; b++)
+        for (int h = 0; h < n; h++)
+            for (int64_t t = 0; t < T; t++) {
+                double *row = P + ((b * n + h) * T + t) * T, mx = -INFINITY, sum = 0.0;
+                const double *q = x + (b * T + t) * W + ref_q_col(n, g, d, h);
+                for (int64_t u = 0; u < T; u++) {
+                    const double *k = x + (b * T + u) * W + ref_k_col(n, g, d, h / (n / g));
+                    double sc = 0.0;
+                    for (int i = 0; i < d; i++) sc += q[i] * k[i];
+                    row[u] = sc / sqrt((double)d);
+                    if (u <= t && row[u] > mx) mx = row[u];
+                }
+                for (int64_t u = 0; u < T; u++) {
+                    row[u] = u <= t ? exp(row[u] - mx) : 0.0;
+                    sum += row[u];
+                }
+                for (int64_t u = 0; u < T; u++) row[u] /= sum;
+            }
+}
+
+/* out[b*T+t, h*d+i] = sum_u P * mask * v[u, i], mask counter ((b*n + h)*T + t)*T + u */
+static void ref_attention(struct ref *c)
+{
+    int64_t B = c->dim[0], T = c->dim[1];
+    int n = (int)c->dim[2], g = (int)c->dim[3], d = (int)c->dim[4];
+    int64_t W = (int64_t)g * (n / g + 2) * d;
+    double *P = malloc((size_t)(B * n * T * T) * sizeof(double));
+    ref_attention_probs(c, P);
+    for (int64_t b = 0; b < B; b++)
+        for (int h = 0; h < n; h++)
+            for (int64_t t = 0; t < T; t++)
+                for (int i = 0; i < d; i++) {
+                    double s = 0.0;
+                    for (int64_t u = 0; u <= t; u++) {
+                        int64_t e = ((b * n + h) * T + t) * T + u;
+                        const double *v = c->in[0] + (b * T + u) * W + ref_k_col(n, g, d, h / (n / g)) + d;
+                        s += P[e] * ref_mask(c->drop, (uint64_t)e) * v[i];
+                    }
+                    c->y[(b * T + t) * n * d + h * d + i] = s;
+                }
+    free(P);
+}
+
+/* GQA attention (n=4 query heads on g=2 key/value heads) at one dropout probability. */
+static void check_attention(float p)
+{
+    struct attention_shape s = {.batch = 2, .seq = 5, .heads = 4, .groups = 2, .head_dim = 4};
+    int64_t B = 2, T = 5, n = 4, d = 4, N = B * T, W = 2 * (2 + 2) * 4;
+    struct dropout_key drop = dropout(p, 7, 1000);
+    float *qkv = frand(N * W, 101), *r = frand(N * n * d, 102);
+    for (int64_t i = 0; i < N * W; i++) qkv[i] *= 2.0f; /* peaked enough softmax rows */
+    float *out = ffill(N * n * d, NAN), *probs = ffill(B * n * T * T, NAN), *dqkv = ffill(N * W, 123.0f);
+    int64_t pshape[4] = {B, n, T, T};
+    struct tensor tprobs = tensor_make(probs, DT_F32, DEV_CPU, 4, pshape);
+    op_attention_forward(f2(out, N, n * d), tprobs, f2(qkv, N, W), s, drop);
+    struct ref c = new_ref(ref_attention, N * n * d);
+    c.in[0] = to_double(qkv, N * W), c.drop = drop, c.r = to_double(r, N * n * d);
+    c.dim[0] = B, c.dim[1] = T, c.dim[2] = n, c.dim[3] = 2, c.dim[4] = d;
+    check_forward(&c, out, p > 0 ? "attention out with dropout" : "attention out");
+    /* probs hold P before dropout, exactly zero above the diagonal */
+    double *P = malloc((size_t)(B * n * T * T) * sizeof(double));
+    ref_attention_probs(&c, P);
+    assert_true(max_rel_err(probs, P, B * n * T * T, 0.0) < FWD_TOL);
+    for (int64_t row = 0; row < B * n * T; row++)
+        for (int64_t u = row % T + 1; u < T; u++) assert_true(probs[row * T + u] == 0.0f);
+    op_attention_backward(f2(dqkv, N, W), f2(r, N, n * d), f2(qkv, N, W), tprobs, f2(out, N, n * d), s, drop);
+    check_grad(&c, 0, N * W, dqkv, 0.0, p > 0 ? "attention dqkv with dropout" : "attention dqkv");
+    free_ref(&c);
+    free(qkv), free(r), free(out), free(probs), free(dqkv), free(P);
+}
+
+static void test_attention_gqa_matches_reference_and_finite_differences(void **state)
+{
+    (void)state;
+    check_attention(0.0f);
+}
+
+static void test_attention_dropout_matches_reference_and_finite_differences(void **state)
+{
+    (void)state;
+    check_attention(0.3f);
+}
+
+/* ---- bias-dropout-add and dropout masks ---- */
+
+/* y = (x + b) * mask + residual; in = {x, b, residual}, dim = {N, C} */
+static void ref_bias_dropout_add(struct ref *c)
+{
+    int64_t N = c->dim[0], C = c->dim[1];
+    for (int64_t e = 0; e < N * C; e++) {
+        double v = c->in[0][e] + (c->in[1] ? c->in[1][e % C] : 0.0);
+        c->y[e] = v * ref_mask(c->drop, (uint64_t)e) + (c->in[2] ? c->in[2][e] : 0.0);
+    }
+}
+
+static void test_bias_dropout_add_matches_reference_and_finite_differences(void **state)
+{
+    (void)state;
+    int64_t N = 6, C = 11;
+    struct dropout_key drop = dropout(0.4f, 3, 50);
+    float *x = frand(N * C, 111), *b = frand(C, 112), *res = frand(N * C, 113), *r = frand(N * C, 114);
+    float *y = malloc((size_t)(N * C) * sizeof(float));
+    memcpy(y, res, (size_t)(N * C) * sizeof(float)); /* y aliases the residual */
+    op_bias_dropout_add_forward(f2(y, N, C), f2(x, N, C), f1(b, C), f2(y, N, C), drop);
+    struct ref c = new_ref(ref_bias_dropout_add, N * C);
+    c.in[0] = to_double(x, N * C), c.in[1] = to_double(b, C), c.in[2] = to_double(res, N * C);
+    c.dim[0] = N, c.dim[1] = C, c.drop = drop, c.r = to_double(r, N * C);
+    check_forward(&c, y, "bias-dropout-add");
+    float *dx = ffill(N * C, 123.0f), *db = ffill(C, 1.0f), *db_only = ffill(C, 1.0f);
+    op_bias_dropout_add_backward(f2(dx, N, C), f1(db, C), f2(r, N, C), drop);
+    check_grad(&c, 0, N * C, dx, 0.0, "bias-dropout-add dx");
+    check_grad(&c, 1, C, db, 1.0, "bias-dropout-add db");
+    /* db without dx takes another path and must agree */
+    op_bias_dropout_add_backward(tensor_none(), f1(db_only, C), f2(r, N, C), drop);
+    assert_memory_equal(db, db_only, (size_t)C * sizeof(float));
+    /* in place: dx aliasing dy, and y aliasing x, give the same results */
+    float *inplace = malloc((size_t)(N * C) * sizeof(float));
+    memcpy(inplace, r, (size_t)(N * C) * sizeof(float));
+    op_bias_dropout_add_backward(f2(inplace, N, C), tensor_none(), f2(inplace, N, C), drop);
+    assert_memory_equal(inplace, dx, (size_t)(N * C) * sizeof(float));
+    memcpy(inplace, x, (size_t)(N * C) * sizeof(float));
+    op_bias_dropout_add_forward(f2(inplace, N, C), f2(inplace, N, C), f1(b, C), f2(res, N, C), drop);
+    assert_memory_equal(inplace, y, (size_t)(N * C) * sizeof(float));
+    free(inplace);
+    free_ref(&c);
+    free(x), free(b), free(res), free(r), free(y), free(dx), free(db), free(db_only);
+}
+
+static void test_dropout_drops_fraction_p_and_scales_kept_by_one_over_one_minus_p(void **state)
+{
+    (void)state;
+    int64_t N = 200, C = 500;
+    float p = 0.3f, scale = 1.0f / (1.0f - p);
+    float *x = ffill(N * C, 1.0f), *y = ffill(N * C, NAN), *dy = ffill(N * C, 1.0f), *dx = ffill(N * C, NAN);
+    op_bias_dropout_add_forward(f2(y, N, C), f2(x, N, C), tensor_none(), tensor_none(), dropout(p, 9, 0));
+    int64_t dropped = 0;
+    for (int64_t i = 0; i < N * C; i++) {
+        assert_true(y[i] == 0.0f || y[i] == scale);
+        dropped += y[i] == 0.0f;
+    }
+    /* binomial: 5 standard deviations of the dropped fraction is 0.0072 */
+    double frac = (double)dropped / (double)(N * C);
+    assert_true(fabs(frac - p) < 5.0 * sqrt(p * (1.0 - p) / (double)(N * C)));
+    /* the backward recomputes the same mask: dx of dy = 1 is y */
+    op_bias_dropout_add_backward(f2(dx, N, C), tensor_none(), f2(dy, N, C), dropout(p, 9, 0));
+    assert_memory_equal(dx, y, (size_t)(N * C) * sizeof(float));
+    /* another stream draws another mask */
+    op_bias_dropout_add_forward(f2(dx, N, C), f2(x, N, C), tensor_none(), tensor_none(), dropout(p, 10, 0));
+    assert_memory_not_equal(dx, y, (size_t)(N * C) * sizeof(float));
+    free(x), free(y), free(dy), free(dx);
+}
+
+static void test_dropout_with_p_zero_is_the_identity(void **state)
+{
+    (void)state;
+    int64_t N = 7, C = 13;
+    float *x = frand(N * C, 121), *b = frand(C, 122), *res = frand(N * C, 123), *y = ffill(N * C, NAN);
+    op_bias_dropout_add_forward(f2(y, N, C), f2(x, N, C), f1(b, C), f2(res, N, C), dropout(0.0f, 1, 0));
+    for (int64_t i = 0; i < N * C; i++) assert_true(y[i] == (x[i] + b[i % C]) + res[i]);
+    float *dx = ffill(N * C, NAN);
+    op_bias_dropout_add_backward(f2(dx, N, C), tensor_none(), f2(x, N, C), dropout(0.0f, 1, 0));
+    assert_memory_equal(dx, x, (size_t)(N * C) * sizeof(float));
+    free(x), free(b), free(res), free(y), free(dx);
+}
+
+/* A shard of the batch (here rows 4..9) with offset = its first element draws the slice of the
+ * whole batch's mask: what makes dropout layout-invariant. */
+static void test_dropout_mask_of_a_shard_is_the_slice_of_the_full_mask(void **state)
+{
+    (void)state;
+    int64_t N = 12, C = 16, r0 = 4, rows = 6;
+    float *x = frand(N * C, 131), *full = ffill(N * C, NAN), *part = ffill(rows * C, NAN);
+    op_bias_dropout_add_forward(f2(full, N, C), f2(x, N, C), tensor_none(), tensor_none(), dropout(0.5f, 5, 100));
+    op_bias_dropout_add_forward(f2(part, rows, C), f2(x + r0 * C, rows, C), tensor_none(), tensor_none(),
+                                dropout(0.5f, 5, 100 + (uint64_t)(r0 * C)));
+    assert_memory_equal(part, full + r0 * C, (size_t)(rows * C) * sizeof(float));
+    free(x), free(full), free(part);
+}
+
+static void test_add_allows_aliasing_and_zero_clears(void **state)
+{
+    (void)state;
+    int64_t n = 33;
+    float *a = frand(n, 141), *b = frand(n, 142), *y = ffill(n, NAN), *a2 = malloc((size_t)n * sizeof(float));
+    memcpy(a2, a, (size_t)n * sizeof(float));
+    op_add(f1(y, n), f1(a, n), f1(b, n));
+    for (int64_t i = 0; i < n; i++) assert_true(y[i] == a[i] + b[i]);
+    op_add(f1(a2, n), f1(a2, n), f1(b, n)); /* y aliases a */
+    assert_memory_equal(a2, y, (size_t)n * sizeof(float));
+    op_zero(f1(y, n));
+    for (int64_t i = 0; i < n; i++) assert_true(y[i] == 0.0f && !signbit(y[i]));
+    free(a), free(b), free(y), free(a2);
+}
+
+/* ---- cross-entropy ---- */
+
+/* losses[n] = logsumexp(logits[n]) - logits[n, target]; in = {logits}, ids = {targets}, dim = {N, V} */
+static void ref_cross_entropy(struct ref *c)
+{
+    int64_t N = c->dim[0], V = c->dim[1];
+    for (int64_t n = 0; n < N; n++) {
+        const double *l = c->in[0] + n * V;
+        double mx = -INFINITY, s = 0.0;
+        for (int64_t v = 0; v < V; v++) mx = l[v] > mx ? l[v] : mx;
+        for (int64_t v = 0; v < V; v++) s += exp(l[v] - mx);
+        c->y[n] = mx + log(s) - l[c->ids[0][n]];
+    }
+}
+
+static void test_cross_entropy_matches_reference_and_finite_differences(void **state)
+{
+    (void)state;
+    int64_t N = 6, V = 23;
+    int32_t targets[6] = {0, 22, 5, 5, 17, 9};
+    float *logits = frand(N * V, 151), *r = frand(N, 152), *losses = ffill(N, NAN);
+    /* rows far from zero need the max shift: exp(1000) overflows even in double */
+    for (int64_t i = 0; i < N * V; i++) logits[i] = 4.0f * logits[i] + (i / V == 2 ? 1000.0f : 0.0f);
+    op_cross_entropy_forward(f1(losses, N), f2(logits, N, V), i1(targets, N));
+    struct ref c = new_ref(ref_cross_entropy, N);
+    c.in[0] = to_double(logits, N * V), c.ids[0] = targets, c.dim[0] = N, c.dim[1] = V;
+    c.r = to_double(r, N);
+    check_forward(&c, losses, "cross-entropy");
+    float *dlogits = ffill(N * V, 123.0f);
+    op_cross_entropy_backward(f2(dlogits, N, V), f2(logits, N, V), i1(targets, N), f1(r, N));
+    check_grad(&c, 0, N * V, dlogits, 0.0, "cross-entropy dlogits");
+    /* in place: dlogits aliasing logits gives the same gradient */
+    op_cross_entropy_backward(f2(logits, N, V), f2(logits, N, V), i1(targets, N), f1(r, N));
+    assert_memory_equal(logits, dlogits, (size_t)(N * V) * sizeof(float));
+    free_ref(&c);
+    free(logits), free(r), free(losses), free(dlogits);
+}
+
+/* ---- properties across ops ---- */
+
+/* Slices of one output buffer, so a whole run of ops can be compared with memcmp. */
+struct outbuf {
+    float *data;
+    int64_t used, cap;
+};
+
+static float *take(struct outbuf *o, int64_t n)
+{
+    assert_true(o->used + n <= o->cap);
+    float *p = o->data + o->used;
+    o->used += n;
+    return p;
+}
+
+static void run_linear_and_norms(struct outbuf *o)
+{
+    int64_t N = 128, K = 96, O = 200, C = 300, R = 64;
+    float *x = frand(N * K, 201), *w = frand(O * K, 202), *b = frand(O, 203), *dy = frand(N * O, 204);
+    op_linear_forward(f2(take(o, N * O), N, O), f2(x, N, K), f2(w, O, K), f1(b, O));
+    op_linear_backward(f2(take(o, N * K), N, K), f2(take(o, O * K), O, K), f1(take(o, O), O),
+                       f2(dy, N, O), f2(x, N, K), f2(w, O, K));
+    float *xn = frand(R * C, 205), *wn = frand(C, 206), *dyn = frand(R * C, 207);
+    float *mean = take(o, R), *rstd = take(o, R);
+    op_layernorm_forward(f2(take(o, R * C), R, C), f1(mean, R), f1(rstd, R), f2(xn, R, C), f1(wn, C),
+                         f1(wn, C), 1e-5f);
+    op_layernorm_backward(f2(take(o, R * C), R, C), f1(take(o, C), C), f1(take(o, C), C), f2(dyn, R, C),
+                          f2(xn, R, C), f1(wn, C), f1(mean, R), f1(rstd, R));
+    op_rmsnorm_forward(f2(take(o, R * C), R, C), f1(rstd, R), f2(xn, R, C), f1(wn, C), 1e-5f);
+    op_rmsnorm_backward(f2(take(o, R * C), R, C), f1(take(o, C), C), f2(dyn, R, C), f2(xn, R, C),
+                        f1(wn, C), f1(rstd, R));
+    free(x), free(w), free(b), free(dy), free(xn), free(wn), free(dyn);
+}
+
+static void run_attention_embedding_loss(struct outbuf *o)
+{
+    struct attention_shape s = {.batch = 2, .seq = 64, .heads = 4, .groups = 2, .head_dim = 16};
+    int64_t N = 128, W = 2 * 4 * 16, D = 4 * 16, V = 500, H = 600;
+    struct dropout_key drop = dropout(0.1f, 11, 0);
+    int32_t *pos = malloc((size_t)N * sizeof(int32_t)), *tok = malloc((size_t)N * sizeof(int32_t));
+    for (int64_t n = 0; n < N; n++) pos[n] = (int32_t)(n % 64), tok[n] = (int32_t)(n * 7 % 50);
+    float *qkv = take(o, N * W), *dout = frand(N * D, 211), *out = take(o, N * D);
+    float *src = frand(N * W, 212);
+    memcpy(qkv, src, (size_t)(N * W) * sizeof(float));
+    int64_t pshape[4] = {2, 4, 64, 64};
+    struct tensor probs = tensor_make(take(o, 2 * 4 * 64 * 64), DT_F32, DEV_CPU, 4, pshape);
+    op_rope_forward(f2(qkv, N, W), i1(pos, N), s, 8, 10000.0f);
+    op_attention_forward(f2(out, N, D), probs, f2(qkv, N, W), s, drop);
+    op_attention_backward(f2(take(o, N * W), N, W), f2(dout, N, D), f2(qkv, N, W), probs, f2(out, N, D), s, drop);
+    float *dy = frand(N * H, 213), *logits = frand(N * V, 214);
+    op_embedding_backward(f2(take(o, 50 * H), 50, H), tensor_none(), f2(dy, N, H), i1(tok, N), tensor_none());
+    op_cross_entropy_forward(f1(take(o, N), N), f2(logits, N, V), i1(tok, N));
+    op_cross_entropy_backward(f2(take(o, N * V), N, V), f2(logits, N, V), i1(tok, N), f1(dout, N));
+    op_bias_dropout_add_backward(f2(take(o, N * H), N, H), f1(take(o, H), H), f2(dy, N, H), drop);
+    op_bias_dropout_add_backward(tensor_none(), f1(take(o, H), H), f2(dy, N, H), drop);
+    free(pos), free(tok), free(dout), free(src), free(dy), free(logits);
+}
+
+/* Every op reduces in a fixed order inside one thread, so 1, 2 or 3 threads agree bit for bit
+ * (sizes are past the thresholds below which an op stays on one thread). */
+static void test_results_do_not_depend_on_thread_count(void **state)
+{
+    (void)state;
+    int saved = omp_get_max_threads();
+    struct outbuf runs[3];
+    for (int i = 0; i < 3; i++) {
+        runs[i] = (struct outbuf){.data = calloc(1 << 21, sizeof(float)), .cap = 1 << 21};
+        omp_set_num_threads(i + 1);
+        run_linear_and_norms(&runs[i]);
+        run_attention_embedding_loss(&runs[i]);
+    }
+    omp_set_num_threads(saved);
+    for (int i = 1; i < 3; i++) {
+        assert_int_equal(runs[i].used, runs[0].used);
+        assert_memory_equal(runs[i].data, runs[0].data, (size_t)runs[0].used * sizeof(float));
+    }
+    for (int i = 0; i < 3; i++) free(runs[i].data);
+}
+
+/* Runs fn in a child process; returns its exit code and what it wrote to stderr. */
+static int run_child(void (*fn)(void), char *err, size_t len)
+{
+    int fds[2];
+    assert_int_equal(pipe(fds), 0);
+    fflush(stdout);
+    fflush(stderr);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        dup2(fds[1], 2);
+        close(fds[0]);
+        fn();
+        _exit(0);
+    }
+    close(fds[1]);
+    size_t got = 0;
+    ssize_t k;
+    while (got + 1 < len && (k = read(fds[0], err + got, len - 1 - got)) > 0) got += (size_t)k;
+    err[got] = '\0';
+    close(fds[0]);
+    int status;
+    waitpid(pid, &status, 0);
+    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+/* The checks fire before any data is read, so one small buffer stands in for every tensor. */
+static void linear_with_mismatched_w(void)
+{
+    float dummy[16];
+    op_linear_forward(f2(dummy, 4, 16), f2(dummy, 4, 8), f2(dummy, 16, 9), tensor_none());
+}
+
+static void embedding_with_float_tokens(void)
+{
+    float dummy[16];
+    op_embedding_forward(f2(dummy, 4, 8), f1(dummy, 4), f2(dummy, 10, 8), tensor_none(), tensor_none());
+}
+
+static void linear_on_cuda(void)
+{
+    float dummy[16];
+    struct tensor x = tensor_2d(dummy, DT_F32, DEV_CUDA, 2, 2);
+    op_linear_forward(x, x, x, tensor_none());
+}
+
+static void test_bad_arguments_are_bugs_naming_the_op_and_shapes(void **state)
+{
+    (void)state;
+    char err[1024];
+    assert_int_equal(run_child(linear_with_mismatched_w, err, sizeof err), 1);
+    assert_non_null(strstr(err, "op_linear_forward: x and w disagree"));
+    assert_non_null(strstr(err, "x float32[4, 8], w float32[16, 9]"));
+    assert_int_equal(run_child(embedding_with_float_tokens, err, sizeof err), 1);
+    assert_non_null(strstr(err, "op_embedding_forward: tokens must be a 1-D int32 tensor"));
+    assert_int_equal(run_child(linear_on_cuda, err, sizeof err), 1);
+    assert_non_null(strstr(err, "op_linear_forward: no CUDA implementation yet"));
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_linear_forward_matches_reference),
+        cmocka_unit_test(test_linear_backward_matches_finite_differences),
+        cmocka_unit_test(test_linear_backward_matches_reference_across_blocks),
+        cmocka_unit_test(test_linear_backward_overwrites_dx_and_accumulates_dw),
+        cmocka_unit_test(test_embedding_forward_and_backward_match_reference),
+        cmocka_unit_test(test_layernorm_matches_reference_and_finite_differences),
+        cmocka_unit_test(test_rmsnorm_matches_reference_and_finite_differences),
+        cmocka_unit_test(test_gelu_both_forms_match_reference_and_finite_differences),
+        cmocka_unit_test(test_swiglu_matches_reference_and_finite_differences),
+        cmocka_unit_test(test_rope_rotates_first_rotary_dims_of_q_and_k_only),
+        cmocka_unit_test(test_attention_gqa_matches_reference_and_finite_differences),
+        cmocka_unit_test(test_attention_dropout_matches_reference_and_finite_differences),
+        cmocka_unit_test(test_bias_dropout_add_matches_reference_and_finite_differences),
+        cmocka_unit_test(test_dropout_drops_fraction_p_and_scales_kept_by_one_over_one_minus_p),
+        cmocka_unit_test(test_dropout_with_p_zero_is_the_identity),
+        cmocka_unit_test(test_dropout_mask_of_a_shard_is_the_slice_of_the_full_mask),
+        cmocka_unit_test(test_add_allows_aliasing_and_zero_clears),
+        cmocka_unit_test(test_cross_entropy_matches_reference_and_finite_differences),
+        cmocka_unit_test(test_results_do_not_depend_on_thread_count),
+        cmocka_unit_test(test_bad_arguments_are_bugs_naming_the_op_and_shapes),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

@@ -1,0 +1,360 @@
+/* The training loop of `megatron pretrain`, after Megatron's megatron/training/training.py:
+ * pretrain -> train -> train_step / training_log / evaluate_and_print_results. */
+#include "train.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "data/loader.h"
+#include "data/tokenizer.h"
+#include "kernels/rng.h"
+#include "models/gpt.h"
+#include "optim/optimizer.h"
+#include "util/error.h"
+
+/* One micro batch's host buffers. */
+struct batch_buffers {
+    int64_t batch, seq;
+    int32_t *tokens, *labels, *positions;
+    float *loss_mask;
+};
+
+/* Totals between two log lines, as training_log keeps them in total_loss_dict. */
+struct log_interval_totals {
+    double loss_sum;       /* sum of per-iteration lm loss over advanced iterations */
+    int64_t advanced;
+    int64_t skipped;
+    int64_t nan;
+    double seconds;
+};
+
+struct trainer {
+    const struct config *cfg;
+    FILE *out;
+    struct gpt_model *model;
+    struct optimizer *optimizer;
+    struct loader *loader;
+    struct batch_buffers buf;
+    int64_t iteration;
+    int64_t consumed_train_samples;
+    int64_t consumed_valid_samples;
+    double flops_per_batch;
+};
+
+static double now_seconds(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+/* " [YYYY-MM-DD HH:MM:SS.ffffff]" as Python's datetime.now() prints it. */
+static void print_timestamp(FILE *out)
+{
+    struct timespec ts;
+    struct tm tm;
+    char text[32];
+    clock_gettime(CLOCK_REALTIME, &ts);
+    localtime_r(&ts.tv_sec, &tm);
+    strftime(text, sizeof text, "%Y-%m-%d %H:%M:%S", &tm);
+    fprintf(out, " [%s.%06ld]", text, ts.tv_nsec / 1000);
+}
+
+void train_model_config(const struct config *cfg, int64_t vocab_size, struct model_config *mc)
+{
+    memset(mc, 0, sizeof *mc);
+    mc->num_layers = (int)cfg->num_layers;
+    mc->hidden_size = (int)cfg->hidden_size;
+    mc->ffn_hidden_size = (int)cfg->ffn_hidden_size;
+    mc->num_attention_heads = (int)cfg->num_attention_heads;
+    mc->num_query_groups = (int)cfg->num_query_groups;
+    mc->kv_channels = (int)cfg->kv_channels;
+    mc->seq_length = (int)cfg->seq_length;
+    mc->max_position_embeddings = (int)cfg->max_position_embeddings;
+    mc->vocab_size = vocab_size;
+    mc->padded_vocab_size = model_padded_vocab_size(vocab_size, cfg->make_vocab_size_divisible_by,
+                                                    cfg->tensor_model_parallel_size);
+    mc->normalization = strcmp(cfg->normalization, "RMSNorm") == 0 ? NORM_RMSNORM : NORM_LAYERNORM;
+    mc->position_embedding = strcmp(cfg->position_embedding_type, "rope") == 0 ? POS_ROPE
+                             : strcmp(cfg->position_embedding_type, "none") == 0 ? POS_NONE
+                                                                                 : POS_LEARNED_ABSOLUTE;
+    mc->activation = cfg->swiglu ? ACT_SWIGLU : cfg->openai_gelu ? ACT_GELU_TANH : ACT_GELU;
+    mc->add_bias_linear = cfg->add_bias_linear;
+    mc->untie_embeddings_and_output_weights = cfg->untie_embeddings_and_output_weights;
+    mc->norm_epsilon = (float)cfg->norm_epsilon;
+    mc->rotary_base = (float)cfg->rotary_base;
+    mc->rotary_percent = (float)cfg->rotary_percent;
+    mc->hidden_dropout = (float)cfg->hidden_dropout;
+    mc->attention_dropout = (float)cfg->attention_dropout;
+    mc->init_method_std = (float)cfg->init_method_std;
+    mc->seed = (uint64_t)cfg->seed;
+}
+
+static struct tokenizer *build_tokenizer(const struct config *cfg)
+{
+    struct tokenizer_options o = {cfg->tokenizer_type, cfg->vocab_file, cfg->merge_file, cfg->vocab_size};
+    char err[512];
+    struct tokenizer *t = tokenizer_create(&o, err, sizeof err);
+    if (!t) die_user("%s", err);
+    return t;
+}
+
+static void build_optimizer(struct trainer *t)
+{
+    const struct config *cfg = t->cfg;
+    struct optimizer_options o;
+    struct lr_schedule_flags f;
+    memset(&o, 0, sizeof o);
+    o.type = strcmp(cfg->optimizer, "sgd") == 0 ? OPTIMIZER_SGD : OPTIMIZER_ADAM;
+    o.adam = adam_params_default();
+    o.adam.beta1 = cfg->adam_beta1;
+    o.adam.beta2 = cfg->adam_beta2;
+    o.adam.eps = cfg->adam_eps;
+    o.sgd_momentum = cfg->sgd_momentum;
+    o.clip_grad = cfg->clip_grad;
+    o.params_dtype = cfg->params_dtype;
+    if (cfg->fp16 && isnan(cfg->loss_scale))
+        scaler_init_dynamic(&o.scaler, cfg->initial_loss_scale, cfg->min_loss_scale,
+                            (int64_t)cfg->loss_scale_window, cfg->hysteresis);
+    else
+        scaler_init_constant(&o.scaler, cfg->fp16 ? cfg->loss_scale : 1.0);
+
+    lr_schedule_flags_default(&f);
+    f.lr = cfg->lr;
+    f.min_lr = cfg->min_lr;
+    f.lr_warmup_init = cfg->lr_warmup_init;
+    f.lr_decay_style = cfg->lr_decay_style;
+    f.lr_wsd_decay_style = cfg->lr_wsd_decay_style;
+    f.train_iters = cfg->train_iters;
+    f.train_samples = cfg->train_samples;
+    f.global_batch_size = cfg->global_batch_size;
+    f.lr_decay_iters = cfg->lr_decay_iters;
+    f.lr_decay_samples = cfg->lr_decay_samples;
+    f.lr_warmup_fraction = cfg->lr_warmup_fraction;
+    f.lr_warmup_iters = cfg->lr_warmup_iters;
+    f.lr_warmup_samples = cfg->lr_warmup_samples;
+    f.lr_wsd_decay_iters = cfg->lr_wsd_decay_iters;
+    f.lr_wsd_decay_samples = cfg->lr_wsd_decay_samples;
+    f.weight_decay = cfg->weight_decay;
+    if (strcmp(cfg->weight_decay_incr_style, "constant") != 0) { /* finalize fills them for constant */
+        f.start_weight_decay = cfg->start_weight_decay;
+        f.end_weight_decay = cfg->end_weight_decay;
+    }
+    f.weight_decay_incr_style = cfg->weight_decay_incr_style;
+    lr_schedule_from_flags_or_die(&o.schedule, &f);
+    t->optimizer = optimizer_create(t->model, &o);
+}
+
+static void alloc_buffers(struct batch_buffers *b, int64_t batch, int64_t seq)
+{
+    size_t n = (size_t)(batch * seq);
+    b->batch = batch;
+    b->seq = seq;
+    b->tokens = xmalloc(n * sizeof(int32_t));
+    b->labels = xmalloc(n * sizeof(int32_t));
+    b->positions = xmalloc(n * sizeof(int32_t));
+    b->loss_mask = xmalloc(n * sizeof(float));
+}
+
+static void free_buffers(struct batch_buffers *b)
+{
+    free(b->tokens);
+    free(b->labels);
+    free(b->positions);
+    free(b->loss_mask);
+}
+
+/* Reads samples [first, first + batch) of a split into the host buffers; samples past the end of
+ * the split wrap around, as Megatron's cyclic validation iterator does. */
+static void load_batch(struct trainer *t, enum data_split split, int64_t first)
+{
+    struct batch_buffers *b = &t->buf;
+    int64_t total = loader_num_samples(t->loader, split);
+    for (int64_t i = 0; i < b->batch; i++) {
+        int64_t at = i * b->seq;
+        loader_get(t->loader, split, (first + i) % total, b->tokens + at, b->labels + at, b->positions + at,
+                   b->loss_mask + at);
+    }
+}
+
+static struct gpt_batch gpt_batch_of(const struct trainer *t, uint64_t stream, int64_t offset, bool training)
+{
+    struct gpt_batch g;
+    g.batch = t->buf.batch;
+    g.tokens = t->buf.tokens;
+    g.labels = t->buf.labels;
+    g.positions = t->buf.positions;
+    g.loss_mask = t->buf.loss_mask;
+    g.dropout_stream = stream;
+    g.sample_offset = offset;
+    g.training = training;
+    return g;
+}
+
+/* train_step: every micro batch's forward and backward, then the optimizer step.
+ * Megatron divides each micro batch's summed loss by its token count and by the number of micro
+ * batches (schedules.py:forward_step) and reports sum(losses) / sum(tokens). */
+static struct step_result train_step(struct trainer *t, double *lm_loss)
+{
+    const struct config *cfg = t->cfg;
+    int64_t micro = cfg->micro_batch_size, num_micro = cfg->num_micro_batches;
+    uint64_t stream = rng_mix64((uint64_t)t->iteration * 2 + 1);
+    double loss_sum = 0.0, tokens_sum = 0.0, scale = optimizer_loss_scale(t->optimizer);
+    for (int64_t mb = 0; mb < num_micro; mb++) {
+        int64_t offset = mb * micro; /* position of this micro batch within the global batch */
+        load_batch(t, SPLIT_TRAIN, t->consumed_train_samples + offset);
+        struct gpt_batch g = gpt_batch_of(t, stream, offset, true);
+        double tokens, sum = gpt_forward(t->model, &g, &tokens);
+        loss_sum += sum;
+        tokens_sum += tokens;
+        double denom = (tokens > 0 ? tokens : 1.0) * (double)num_micro;
+        gpt_backward(t->model, &g, (float)(scale / denom));
+    }
+    *lm_loss = loss_sum / tokens_sum;
+    t->consumed_train_samples += cfg->global_batch_size;
+    return optimizer_step(t->optimizer, cfg->global_batch_size);
+}
+
+/* evaluate: --eval-iters global batches of the split, token-weighted mean loss, no dropout. */
+static double evaluate(struct trainer *t, enum data_split split, int64_t *consumed)
+{
+    const struct config *cfg = t->cfg;
+    double loss_sum = 0.0, tokens_sum = 0.0;
+    for (int64_t it = 0; it < cfg->eval_iters; it++) {
+        for (int64_t mb = 0; mb < cfg->num_micro_batches; mb++) {
+            load_batch(t, split, *consumed + mb * cfg->micro_batch_size);
+            struct gpt_batch g = gpt_batch_of(t, 0, 0, false);
+            double tokens;
+            loss_sum += gpt_forward(t->model, &g, &tokens);
+            tokens_sum += tokens;
+        }
+        *consumed += cfg->global_batch_size;
+    }
+    return loss_sum / tokens_sum;
+}
+
+static void evaluate_and_print(struct trainer *t, enum data_split split, const char *prefix)
+{
+    int64_t test_consumed = 0;
+    int64_t *consumed = split == SPLIT_VALID ? &t->consumed_valid_samples : &test_consumed;
+    double loss = evaluate(t, split, consumed);
+    char line[512];
+    int len = snprintf(line, sizeof line, " validation loss at %s | lm loss value: %.6E | lm loss PPL: %.6E | ",
+                       prefix, loss, exp(loss < 20.0 ? loss : 20.0));
+    char dashes[512];
+    int n = len + 1 < (int)sizeof dashes ? len + 1 : (int)sizeof dashes - 1;
+    memset(dashes, '-', (size_t)n);
+    dashes[n] = 0;
+    fprintf(t->out, "%s\n%s\n%s\n", dashes, line, dashes);
+    fflush(t->out);
+}
+
+static void print_log_line(struct trainer *t, const struct step_result *r, struct log_interval_totals *tot)
+{
+    const struct config *cfg = t->cfg;
+    double per_iter = tot->seconds / (double)cfg->log_interval;
+    FILE *out = t->out;
+    print_timestamp(out);
+    fprintf(out, " iteration %8lld/%8lld |", (long long)t->iteration, (long long)cfg->train_iters);
+    fprintf(out, " consumed samples: %12lld |", (long long)t->consumed_train_samples);
+    fprintf(out, " elapsed time per iteration (ms): %.1f |", per_iter * 1000.0);
+    if (cfg->log_throughput)
+        fprintf(out, " throughput per GPU (TFLOP/s/GPU): %.1f |",
+                t->flops_per_batch / (per_iter * 1e12 * (double)cfg->world_size));
+    fprintf(out, " learning rate: %.6E |", r->lr);
+    fprintf(out, " global batch size: %5lld |", (long long)cfg->global_batch_size);
+    if (tot->advanced > 0) fprintf(out, " lm loss: %.6E |", tot->loss_sum / (double)tot->advanced);
+    fprintf(out, " loss scale: %.1f |", optimizer_loss_scale(t->optimizer));
+    fprintf(out, " grad norm: %.3f |", r->grad_norm);
+    fprintf(out, " number of skipped iterations: %3lld |", (long long)tot->skipped);
+    fprintf(out, " number of nan iterations: %3lld |\n", (long long)tot->nan);
+    fflush(out);
+    memset(tot, 0, sizeof *tot);
+}
+
+static void train(struct trainer *t)
+{
+    const struct config *cfg = t->cfg;
+    struct log_interval_totals tot = {0};
+    bool do_valid = loader_num_samples(t->loader, SPLIT_VALID) > 0;
+    double start = now_seconds();
+    while (t->iteration < cfg->train_iters) {
+        double lm_loss;
+        struct step_result r = train_step(t, &lm_loss);
+        t->iteration++;
+        if (r.skipped) {
+            tot.skipped++;
+            if (!isfinite(lm_loss)) tot.nan++;
+        } else {
+            tot.loss_sum += lm_loss;
+            tot.advanced++;
+        }
+        if (t->iteration % cfg->log_interval == 0) {
+            double now = now_seconds();
+            tot.seconds = now - start;
+            print_log_line(t, &r, &tot);
+            start = now;
+        }
+        if (cfg->eval_interval > 0 && t->iteration % cfg->eval_interval == 0 && do_valid) {
+            double paused = now_seconds();
+            char prefix[64];
+            snprintf(prefix, sizeof prefix, "iteration %lld", (long long)t->iteration);
+            evaluate_and_print(t, SPLIT_VALID, prefix);
+            start += now_seconds() - paused; /* evaluation is not training time */
+        }
+        if (cfg->exit_interval > 0 && t->iteration % cfg->exit_interval == 0) {
+            fprintf(t->out, "exiting program at iteration %lld\n", (long long)t->iteration);
+            break;
+        }
+    }
+}
+
+int pretrain_main(const struct config *cfg, FILE *out)
+{
+    struct trainer t;
+    struct model_config mc;
+    memset(&t, 0, sizeof t);
+    t.cfg = cfg;
+    t.out = out;
+
+    struct tokenizer *tok = build_tokenizer(cfg);
+    int64_t vocab = tokenizer_vocab_size(tok), eod = tokenizer_eod(tok);
+    tokenizer_free(tok);
+    train_model_config(cfg, vocab, &mc);
+    fprintf(out, " > padded vocab (size: %lld) with %lld dummy tokens (new size: %lld)\n", (long long)vocab,
+            (long long)(mc.padded_vocab_size - vocab), (long long)mc.padded_vocab_size);
+    fprintf(out, "building GPT model ...\n");
+    t.model = gpt_create(&mc, cfg->micro_batch_size, DEV_CPU);
+    gpt_init_weights(t.model);
+    fprintf(out, " > number of parameters on (tensor, pipeline) model parallel rank (0, 0): %lld\n",
+            (long long)t.model->numel);
+    build_optimizer(&t);
+    t.loader = loader_create(cfg, vocab, eod);
+    t.flops_per_batch = model_flops_per_batch(&mc, cfg->global_batch_size);
+    alloc_buffers(&t.buf, cfg->micro_batch_size, cfg->seq_length);
+    fflush(out);
+
+    if (cfg->skip_train) {
+        fprintf(out, "skipping training (--skip-train is on) ...\n");
+    } else {
+        fprintf(out, "training ...\n");
+        train(&t);
+    }
+    char prefix[96];
+    if (loader_num_samples(t.loader, SPLIT_VALID) > 0 && cfg->eval_iters > 0) {
+        snprintf(prefix, sizeof prefix, "iteration %lld on validation set", (long long)t.iteration);
+        evaluate_and_print(&t, SPLIT_VALID, prefix);
+    }
+    if (loader_num_samples(t.loader, SPLIT_TEST) > 0 && cfg->eval_iters > 0) {
+        snprintf(prefix, sizeof prefix, "iteration %lld on test set", (long long)t.iteration);
+        evaluate_and_print(&t, SPLIT_TEST, prefix);
+    }
+
+    free_buffers(&t.buf);
+    loader_free(t.loader);
+    optimizer_free(t.optimizer);
+    gpt_free(t.model);
+    return 0;
+}
