@@ -1192,8 +1192,8 @@ static int finalize_data(struct config *c, enum subcommand cmd, char *err, size_
         return fail(err, errlen, "no training data: megatron %s needs --data-path PREFIX [PREFIX ...] or --mock-data; "
                     "add one of them", args_subcommand_name(cmd));
     if (!c->split) {
-        c->split = "969, 30, 1"; /* Megatron's legacy default, with a warning */
-        c->split_defaulted = true;
+        c->split = "969, 30, 1"; /* Megatron's legacy default, with a warning for --data-path */
+        c->split_defaulted = c->data_path_count > 0;
     }
     if (parse_split(c, err, errlen)) return -1;
     return finalize_tokenizer(c, cmd, err, errlen);

@@ -130,7 +130,7 @@ static int parse_header(const unsigned char *p, size_t len, const char *name, st
     }
     if (d < 1) {
         set_err(err, errlen,
-                "%s: document_count: 0, but the document indices hold at least the leading 0; " REDO,name);
+                "%s: document_count: 0, but the document indices hold at least the leading 0; " REDO, name);
         return -1;
     }
     uint64_t need = IDX_HEADER_LEN + 12 * s + 8 * d;
@@ -220,8 +220,8 @@ int idx_parse(const void *buf, size_t len, uint64_t bin_size, const char *name, 
         return -1;
     if (bin_size != IDX_BIN_SIZE_UNKNOWN && bin_size != ix.bin_bytes) {
         set_err(err, errlen,
-                "%s: sequence_pointers: the index describes %" PRIu64 " bytes of .bin data but the .bin has %" PRIu64 "; the .bin and .idx do not belong together, "
-                "" REDO,
+                "%s: sequence_pointers: the index describes %" PRIu64 " bytes of .bin data but the .bin has "
+                "%" PRIu64 "; the .bin and .idx do not belong together, " REDO,
                 name, ix.bin_bytes, bin_size);
         return -1;
     }

@@ -14,7 +14,7 @@ struct mock_dataset *mock_dataset_create(int32_t vocab_size, int32_t eod_id, cha
         if (err && errlen)
             snprintf(err, errlen,
                     "--mock-data: vocabulary size %" PRId32 " must be positive; set --vocab-size or a tokenizer",
-                     vocab_size);
+                    vocab_size);
         return NULL;
     }
     struct mock_dataset *m = xcalloc(1, sizeof(*m));
@@ -43,7 +43,7 @@ static int mock_read(const void *ctx, int64_t seq, int64_t offset, int64_t len, 
         if (err && errlen)
             snprintf(err, errlen,
                     "mock data: tokens [%" PRId64 ", %" PRId64 ") of sequence %" PRId64 " do not exist; report this",
-                     offset, offset + len, seq);
+                    offset, offset + len, seq);
         return -1;
     }
     for (int64_t k = 0; k < len; k++) {

@@ -141,13 +141,14 @@ static int open_inputs(struct job *job, const char *input, char *err, size_t err
 {
     struct stat st;
     glob_t g = {0};
-    char **paths;
+    const char *single[1] = {input};
+    const char **paths;
     size_t n;
     if (stat(input, &st) == 0) {
-        paths = (char **)&input;
+        paths = single;
         n = 1;
     } else if (glob(input, 0, NULL, &g) == 0 && g.gl_pathc > 0) {
-        paths = g.gl_pathv;
+        paths = (const char **)g.gl_pathv;
         n = g.gl_pathc;
     } else {
         globfree(&g);

@@ -23,8 +23,8 @@ grep -Eq '^ \[[0-9]{4}-[0-9]{2}-[0-9]{2} [0-9:]{8}\.[0-9]{6}\] iteration +10/ +6
 grep -q ' validation loss at iteration 30 | lm loss value: ' "$log" || { echo "no validation line at 30"; exit 1; }
 grep -q ' validation loss at iteration 60 on test set | lm loss value: ' "$log" || { echo "no test line"; exit 1; }
 
-first=$(grep ' iteration ' "$log" | head -1 | sed 's/.*lm loss: \([^ ]*\) .*/\1/')
-last=$(grep ' iteration ' "$log" | tail -1 | sed 's/.*lm loss: \([^ ]*\) .*/\1/')
+first=$(grep ' iteration .* consumed samples' "$log" | head -1 | sed 's/.*lm loss: \([^ ]*\) .*/\1/')
+last=$(grep ' iteration .* consumed samples' "$log" | tail -1 | sed 's/.*lm loss: \([^ ]*\) .*/\1/')
 awk -v f="$first" -v l="$last" 'BEGIN { if (!(l < 0.8 * f)) { printf "loss fell from %s to %s: not below 80%%\n", f, l; exit 1 } }'
 echo "example run: lm loss $first -> $last in ${elapsed}s"
 [ "$elapsed" -lt 45 ] || { echo "took ${elapsed}s: expected well under a minute"; exit 1; }

@@ -1,0 +1,330 @@
+/* CUDA elementwise ops on bf16: GeLU and SwiGLU forward/backward, Megatron's bias-dropout-add and
+ * its backward, add, zero. Each thread handles 8 consecutive elements (one 16-byte access when the
+ * pointers and row width allow). Dropout draws kernels/rng.h with the CPU's keys, element e of a
+ * site being kept iff rng_uniform(seed, stream, offset + e) >= p, so both backends drop the same
+ * elements; the math follows kernels/cpu/activation.c and elementwise.c. */
+#include "kernels/cuda/cuda_common.h"
+#include "kernels/rng.h"
+
+enum { EW_THREADS = 256 };
+
+#define SQRT_HALF 0.70710678118654752f      /* 1/sqrt(2) */
+#define INV_SQRT_2PI 0.39894228040143268f   /* 1/sqrt(2 pi) */
+#define SQRT_2_OVER_PI 0.79788456080286536f /* sqrt(2/pi) */
+#define GELU_CUBIC 0.044715f                /* Hendrycks & Gimpel 2016, the tanh form */
+
+/* gelu(x) = x Phi(x), or its tanh approximation (Hendrycks & Gimpel, "GELUs", 2016). */
+__device__ __forceinline__ float gelu(float x, bool tanh_approx)
+{
+    if (tanh_approx) return 0.5f * x * (1.0f + tanhf(SQRT_2_OVER_PI * (x + GELU_CUBIC * x * x * x)));
+    return 0.5f * x * (1.0f + erff(x * SQRT_HALF));
+}
+
+__device__ __forceinline__ float gelu_grad(float x, bool tanh_approx)
+{
+    if (tanh_approx) {
+        float u = SQRT_2_OVER_PI * (x + GELU_CUBIC * x * x * x);
+        float t = tanhf(u);
+        float du = SQRT_2_OVER_PI * (1.0f + 3.0f * GELU_CUBIC * x * x);
+        return 0.5f * (1.0f + t) + 0.5f * x * (1.0f - t * t) * du;
+    }
+    return 0.5f * (1.0f + erff(x * SQRT_HALF)) + x * INV_SQRT_2PI * expf(-0.5f * x * x);
+}
+
+__device__ __forceinline__ float sigmoid(float x) { return 1.0f / (1.0f + expf(-x)); }
+
+/* The dropout factor of element e: 0 if dropped, else scale (1 when dropout is off). */
+__device__ __forceinline__ float dropout_factor(struct dropout_key d, float scale, int64_t e)
+{
+    if (d.p == 0.0f) return 1.0f;
+    return rng_uniform(d.seed, d.stream, d.offset + (uint64_t)e) >= d.p ? scale : 0.0f;
+}
+
+/* The dropout scale 1/(1-p) in fp32, as the CPU backend computes it. */
+static float dropout_scale(float p) { return 1.0f / (1.0f - p); }
+
+static bool all_aligned16(const void *a, const void *b, const void *c, const void *d)
+{
+    return cuda_aligned16(a) && cuda_aligned16(b) && cuda_aligned16(c) && cuda_aligned16(d);
+}
+
+/* Grid-stride loop over the 8-element pieces of n elements. */
+#define FOR_EACH_PIECE(e, n)                                                                       \
+    for (int64_t e = (blockIdx.x * (int64_t)blockDim.x + threadIdx.x) * 8; e < (n);                \
+         e += (int64_t)gridDim.x * blockDim.x * 8)
+
+static unsigned pieces_blocks(int64_t n) { return cuda_blocks((n + 7) / 8, EW_THREADS); }
+
+/* ---- GeLU ---- */
+
+static __global__ void gelu_forward_kernel(bf16 *y, const bf16 *x, int64_t n, bool tanh_approx,
+                                           bool vec)
+{
+    FOR_EACH_PIECE(e, n)
+    {
+        float v[8];
+        bf16_load8(x, e, n, vec, v);
+        for (int i = 0; i < 8; i++) v[i] = gelu(v[i], tanh_approx);
+        bf16_store8(y, e, n, vec, v);
+    }
+}
+
+static __global__ void gelu_backward_kernel(bf16 *dx, const bf16 *dy, const bf16 *x, int64_t n,
+                                            bool tanh_approx, bool vec)
+{
+    FOR_EACH_PIECE(e, n)
+    {
+        float v[8], g[8];
+        bf16_load8(x, e, n, vec, v);
+        bf16_load8(dy, e, n, vec, g);
+        for (int i = 0; i < 8; i++) g[i] = g[i] * gelu_grad(v[i], tanh_approx);
+        bf16_store8(dx, e, n, vec, g);
+    }
+}
+
+void cuda_gelu_forward(struct tensor y, struct tensor x, bool tanh_approx)
+{
+    cuda_need("cuda_gelu_forward", "y", y, DT_BF16);
+    cuda_need("cuda_gelu_forward", "x", x, DT_BF16);
+    int64_t n = tensor_numel(x);
+    if (n == 0) return;
+    gelu_forward_kernel<<<pieces_blocks(n), EW_THREADS, 0, cuda_ctx()->stream>>>(
+        (bf16 *)y.data, (const bf16 *)x.data, n, tanh_approx,
+        all_aligned16(y.data, x.data, x.data, x.data));
+    CUDA_CHECK_LAUNCH("gelu_forward_kernel");
+}
+
+void cuda_gelu_backward(struct tensor dx, struct tensor dy, struct tensor x, bool tanh_approx)
+{
+    cuda_need("cuda_gelu_backward", "dx", dx, DT_BF16);
+    cuda_need("cuda_gelu_backward", "dy", dy, DT_BF16);
+    cuda_need("cuda_gelu_backward", "x", x, DT_BF16);
+    int64_t n = tensor_numel(x);
+    if (n == 0) return;
+    gelu_backward_kernel<<<pieces_blocks(n), EW_THREADS, 0, cuda_ctx()->stream>>>(
+        (bf16 *)dx.data, (const bf16 *)dy.data, (const bf16 *)x.data, n, tanh_approx,
+        all_aligned16(dx.data, dy.data, x.data, x.data));
+    CUDA_CHECK_LAUNCH("gelu_backward_kernel");
+}
+
+/* ---- SwiGLU: x[N, 2F] = [gate | up], y[N, F] = silu(gate) * up ---- */
+
+/* Pieces run over y's N*F elements; a piece never straddles a row when F % 8 == 0 (vec), and
+ * falls back to per-element indexing otherwise. */
+static __global__ void swiglu_forward_kernel(bf16 *y, const bf16 *x, int64_t N, int64_t F,
+                                             bool vec)
+{
+    int64_t n_all = N * F;
+    FOR_EACH_PIECE(e, n_all)
+    {
+        float o[8];
+        if (vec) {
+            int64_t n = e / F, f = e % F;
+            float g[8], u[8];
+            bf16x8_load(x + n * 2 * F + f, g);
+            bf16x8_load(x + n * 2 * F + F + f, u);
+            for (int i = 0; i < 8; i++) o[i] = g[i] * sigmoid(g[i]) * u[i];
+        } else {
+            for (int i = 0; i < 8 && e + i < n_all; i++) {
+                int64_t n = (e + i) / F, f = (e + i) % F;
+                float g = __bfloat162float(x[n * 2 * F + f]), u = __bfloat162float(x[n * 2 * F + F + f]);
+                o[i] = g * sigmoid(g) * u;
+            }
+        }
+        bf16_store8(y, e, n_all, vec, o);
+    }
+}
+
+/* d silu(g) / dg = s (1 + g (1 - s)) with s = sigmoid(g). */
+__device__ __forceinline__ void swiglu_grad(float dy, float g, float u, float *dg, float *du)
+{
+    float s = sigmoid(g);
+    *dg = dy * u * s * (1.0f + g * (1.0f - s));
+    *du = dy * g * s;
+}
+
+static __global__ void swiglu_backward_kernel(bf16 *dx, const bf16 *dy, const bf16 *x, int64_t N,
+                                              int64_t F, bool vec)
+{
+    int64_t n_all = N * F;
+    FOR_EACH_PIECE(e, n_all)
+    {
+        if (vec) {
+            int64_t n = e / F, f = e % F;
+            float g[8], u[8], d[8], dg[8], du[8];
+            bf16x8_load(x + n * 2 * F + f, g);
+            bf16x8_load(x + n * 2 * F + F + f, u);
+            bf16x8_load(dy + e, d);
+            for (int i = 0; i < 8; i++) swiglu_grad(d[i], g[i], u[i], &dg[i], &du[i]);
+            bf16x8_store(dx + n * 2 * F + f, dg);
+            bf16x8_store(dx + n * 2 * F + F + f, du);
+        } else {
+            for (int i = 0; i < 8 && e + i < n_all; i++) {
+                int64_t n = (e + i) / F, f = (e + i) % F;
+                float dg, du;
+                swiglu_grad(__bfloat162float(dy[e + i]), __bfloat162float(x[n * 2 * F + f]),
+                            __bfloat162float(x[n * 2 * F + F + f]), &dg, &du);
+                dx[n * 2 * F + f] = __float2bfloat16_rn(dg);
+                dx[n * 2 * F + F + f] = __float2bfloat16_rn(du);
+            }
+        }
+    }
+}
+
+void cuda_swiglu_forward(struct tensor y, struct tensor x)
+{
+    cuda_need("cuda_swiglu_forward", "y", y, DT_BF16);
+    cuda_need("cuda_swiglu_forward", "x", x, DT_BF16);
+    int64_t N = y.shape[0], F = y.shape[1];
+    if (N * F == 0) return;
+    swiglu_forward_kernel<<<pieces_blocks(N * F), EW_THREADS, 0, cuda_ctx()->stream>>>(
+        (bf16 *)y.data, (const bf16 *)x.data, N, F,
+        F % 8 == 0 && all_aligned16(y.data, x.data, x.data, x.data));
+    CUDA_CHECK_LAUNCH("swiglu_forward_kernel");
+}
+
+void cuda_swiglu_backward(struct tensor dx, struct tensor dy, struct tensor x)
+{
+    cuda_need("cuda_swiglu_backward", "dx", dx, DT_BF16);
+    cuda_need("cuda_swiglu_backward", "dy", dy, DT_BF16);
+    cuda_need("cuda_swiglu_backward", "x", x, DT_BF16);
+    int64_t N = dy.shape[0], F = dy.shape[1];
+    if (N * F == 0) return;
+    swiglu_backward_kernel<<<pieces_blocks(N * F), EW_THREADS, 0, cuda_ctx()->stream>>>(
+        (bf16 *)dx.data, (const bf16 *)dy.data, (const bf16 *)x.data, N, F,
+        F % 8 == 0 && all_aligned16(dx.data, dy.data, x.data, x.data));
+    CUDA_CHECK_LAUNCH("swiglu_backward_kernel");
+}
+
+/* ---- bias-dropout-add: y = dropout(x + b) + residual ---- */
+
+/* Pieces of 8 stay inside one row when C % 8 == 0 (vec); otherwise the bias is indexed per element.
+ * y may alias x or residual: every element is read before it is written, by the same thread. */
+static __global__ void bias_dropout_add_kernel(bf16 *y, const bf16 *x, const bf16 *b,
+                                               const bf16 *res, struct dropout_key drop,
+                                               float scale, int64_t N, int64_t C, bool vec)
+{
+    int64_t n_all = N * C;
+    FOR_EACH_PIECE(e, n_all)
+    {
+        float v[8], bv[8], rv[8];
+        bf16_load8(x, e, n_all, vec, v);
+        if (res) bf16_load8(res, e, n_all, vec, rv);
+        if (b) {
+            if (vec) {
+                bf16x8_load(b + e % C, bv);
+            } else {
+                for (int i = 0; i < 8; i++)
+                    bv[i] = e + i < n_all ? __bfloat162float(b[(e + i) % C]) : 0.0f;
+            }
+        }
+        for (int i = 0; i < 8; i++) {
+            float t = b ? v[i] + bv[i] : v[i];
+            t *= dropout_factor(drop, scale, e + i);
+            v[i] = res ? t + rv[i] : t;
+        }
+        bf16_store8(y, e, n_all, vec, v);
+    }
+}
+
+void cuda_bias_dropout_add_forward(struct tensor y, struct tensor x, struct tensor b,
+                                   struct tensor residual, struct dropout_key drop)
+{
+    const char *op = "cuda_bias_dropout_add_forward";
+    cuda_need(op, "y", y, DT_BF16);
+    cuda_need(op, "x", x, DT_BF16);
+    cuda_maybe(op, "b", b, DT_BF16);
+    cuda_maybe(op, "residual", residual, DT_BF16);
+    int64_t N = x.shape[0], C = x.shape[1];
+    if (N * C == 0) return;
+    const bf16 *bp = tensor_present(b) ? (const bf16 *)b.data : NULL;
+    const bf16 *rp = tensor_present(residual) ? (const bf16 *)residual.data : NULL;
+    bool vec = C % 8 == 0 && all_aligned16(y.data, x.data, bp, rp);
+    bias_dropout_add_kernel<<<pieces_blocks(N * C), EW_THREADS, 0, cuda_ctx()->stream>>>(
+        (bf16 *)y.data, (const bf16 *)x.data, bp, rp, drop, dropout_scale(drop.p), N, C, vec);
+    CUDA_CHECK_LAUNCH("bias_dropout_add_kernel");
+}
+
+static __global__ void dropout_backward_kernel(bf16 *dx, const bf16 *dy, struct dropout_key drop,
+                                               float scale, int64_t n, bool vec)
+{
+    FOR_EACH_PIECE(e, n)
+    {
+        float g[8];
+        bf16_load8(dy, e, n, vec, g);
+        for (int i = 0; i < 8; i++) g[i] *= dropout_factor(drop, scale, e + i);
+        bf16_store8(dx, e, n, vec, g);
+    }
+}
+
+/* db += sum_n dy[n, c] * dropout factor: from the fp32 products, not from the rounded dx. */
+struct load_dropout_rows {
+    const bf16 *dy;
+    struct dropout_key drop;
+    float scale;
+    int64_t C;
+    bool vec;
+    __device__ void operator()(int64_t n, int64_t c0, float out[1][8]) const
+    {
+        bf16_load8(dy + n * C, c0, C, vec, out[0]);
+        for (int i = 0; i < 8; i++) out[0][i] *= dropout_factor(drop, scale, n * C + c0 + i);
+    }
+};
+
+void cuda_bias_dropout_add_backward(struct tensor dx, struct tensor db, struct tensor dy,
+                                    struct dropout_key drop)
+{
+    const char *op = "cuda_bias_dropout_add_backward";
+    cuda_need(op, "dy", dy, DT_BF16);
+    cuda_maybe(op, "dx", dx, DT_BF16);
+    cuda_maybe(op, "db", db, DT_F32);
+    int64_t N = dy.shape[0], C = dy.shape[1];
+    if (N * C == 0) return;
+    float scale = dropout_scale(drop.p);
+    /* db first: dx may alias dy, and db needs the unmasked dy */
+    if (tensor_present(db)) {
+        struct load_dropout_rows ld = {(const bf16 *)dy.data, drop, scale, C,
+                                       C % 8 == 0 && cuda_aligned16(dy.data)};
+        cuda_colsum_acc<load_dropout_rows, 1>(ld, (float *)db.data, NULL, N, C);
+    }
+    if (tensor_present(dx)) {
+        dropout_backward_kernel<<<pieces_blocks(N * C), EW_THREADS, 0, cuda_ctx()->stream>>>(
+            (bf16 *)dx.data, (const bf16 *)dy.data, drop, scale, N * C,
+            all_aligned16(dx.data, dy.data, dy.data, dy.data));
+        CUDA_CHECK_LAUNCH("dropout_backward_kernel");
+    }
+}
+
+/* ---- add, zero ---- */
+
+static __global__ void add_kernel(bf16 *y, const bf16 *a, const bf16 *b, int64_t n, bool vec)
+{
+    FOR_EACH_PIECE(e, n)
+    {
+        float u[8], v[8];
+        bf16_load8(a, e, n, vec, u);
+        bf16_load8(b, e, n, vec, v);
+        for (int i = 0; i < 8; i++) u[i] += v[i];
+        bf16_store8(y, e, n, vec, u);
+    }
+}
+
+void cuda_add(struct tensor y, struct tensor a, struct tensor b)
+{
+    cuda_need("cuda_add", "y", y, DT_BF16);
+    cuda_need("cuda_add", "a", a, DT_BF16);
+    cuda_need("cuda_add", "b", b, DT_BF16);
+    int64_t n = tensor_numel(y);
+    if (n == 0) return;
+    add_kernel<<<pieces_blocks(n), EW_THREADS, 0, cuda_ctx()->stream>>>(
+        (bf16 *)y.data, (const bf16 *)a.data, (const bf16 *)b.data, n,
+        all_aligned16(y.data, a.data, b.data, b.data));
+    CUDA_CHECK_LAUNCH("add_kernel");
+}
+
+/* Any dtype: gradients (fp32) are zeroed as often as activations. */
+void cuda_zero(struct tensor x)
+{
+    if (!tensor_present(x) || x.device != DEV_CUDA) BUG("cuda_zero: x must be a GPU tensor");
+    cuda_memset_zero(x.data, tensor_bytes(x));
+}
