@@ -34,7 +34,7 @@ TEST_SRC = $(wildcard tests/test_*.c)
 TEST_BIN = $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
 TEST_LIBS = -lcmocka
 
-.PHONY: all demo test test-parity deps clean fuzz fuzz-run format
+.PHONY: all demo test test-parity deps clean fuzz fuzz-deps fuzz-run format
 all: megatron
 
 megatron: $(BUILD)/main.o $(BUILD)/libmegatron.a
@@ -78,12 +78,17 @@ FUZZ_SRC = $(wildcard fuzz/fuzz_*.c)
 FUZZ_BIN = $(FUZZ_SRC:fuzz/%.c=$(BUILD)/fuzz/%)
 FUZZ_LIB_SRC = $(filter-out train.c,$(LIB_SRC))
 fuzz: $(FUZZ_BIN)
+$(FUZZ_BIN): | fuzz-deps
+fuzz-deps:
+	@scripts/install_deps.sh --fuzz
 $(BUILD)/fuzz/%: fuzz/%.c $(FUZZ_LIB_SRC)
 	@mkdir -p $(dir $@)
 	clang -std=c11 -D_GNU_SOURCE -I. -g -O1 -fsanitize=fuzzer,address,undefined -fopenmp=libgomp \
 	    -o $@ $< $(FUZZ_LIB_SRC) -lm -lpthread -lgomp
+# New inputs go to a scratch corpus under $(BUILD); the committed seeds in fuzz/corpus stay as they are.
 fuzz-run: fuzz
-	@for f in $(FUZZ_BIN); do echo "== $$f"; $$f -max_total_time=$${FUZZ_SECONDS:-20} -timeout=5 fuzz/corpus/$$(basename $$f) || exit 1; done
+	@for f in $(FUZZ_BIN); do n=$$(basename $$f); echo "== $$n"; mkdir -p $(BUILD)/fuzz/corpus-$$n; \
+	    $$f -max_total_time=$${FUZZ_SECONDS:-60} -timeout=5 $(BUILD)/fuzz/corpus-$$n fuzz/corpus/$$n || exit 1; done
 
 format:
 	clang-format -i $$(git ls-files '*.c' '*.h' '*.cu')

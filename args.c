@@ -838,12 +838,14 @@ static int parse_one(struct config *cfg, enum subcommand cmd, int argc, char **a
 
 int args_parse(struct config *cfg, enum subcommand cmd, int argc, char **argv, char *err, size_t errlen)
 {
-    for (int i = 0; i < argc; i++) {
-        const char *tok = argv[i];
-        if (strcmp(tok, "-h") == 0 || strcmp(tok, "--help") == 0) {
+    /* As with argparse, -h anywhere wins over mistakes elsewhere on the line. */
+    for (int i = 0; i < argc; i++)
+        if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0) {
             cfg->help_requested = true;
             return 0;
         }
+    for (int i = 0; i < argc; i++) {
+        const char *tok = argv[i];
         if (!looks_like_flag(tok)) return unexpected_argument(tok, cmd, err, errlen);
         if (parse_one(cfg, cmd, argc, argv, &i, err, errlen)) return -1;
     }
@@ -1017,6 +1019,7 @@ static int finalize_model(struct config *c, enum subcommand cmd, char *err, size
     if (c->num_layers < 1) return missing("--num-layers", cmd, "NUM_LAYERS", err, errlen);
     if (c->hidden_size < 1) return missing("--hidden-size", cmd, "HIDDEN_SIZE", err, errlen);
     if (c->num_attention_heads < 1) return missing("--num-attention-heads", cmd, "NUM_ATTENTION_HEADS", err, errlen);
+    if (c->seq_length < 1) return missing("--seq-length", cmd, "SEQ_LENGTH", err, errlen);
     if (c->hidden_size > ((int64_t)1 << 40))
         return fail(err, errlen, "--hidden-size %" PRI ": too large; give a realistic model size", c->hidden_size);
     if (c->swiglu && c->openai_gelu)
@@ -1288,7 +1291,6 @@ int args_finalize(struct config *c, enum subcommand cmd, int world_size, char *e
     if (cmd == CMD_CONVERT) return finalize_convert(c, err, errlen);
     if (cmd != CMD_PLAN) c->world_size = world_size;
     if (finalize_parallel(c, err, errlen)) return -1;
-    if (cmd != CMD_SAMPLES && c->seq_length < 1) return missing("--seq-length", cmd, "SEQ_LENGTH", err, errlen);
     if (cmd != CMD_SAMPLES && finalize_model(c, cmd, err, errlen)) return -1;
     if (finalize_batch(c, cmd, err, errlen) || finalize_precision(c, err, errlen)) return -1;
     if (cmd != CMD_PLAN && (finalize_iterations(c, cmd, err, errlen) || finalize_data(c, cmd, err, errlen))) return -1;

@@ -98,7 +98,7 @@ struct config {
     int data_path_count;
     const char *split;       /* after finalize: "969, 30, 1" if unset (Megatron's legacy default) */
     double split_weights[3]; /* --split parsed and normalised to sum 1 (train, valid, test) */
-    bool split_defaulted;    /* finalize filled --split; args_parse_or_die warns */
+    bool split_defaulted;    /* finalize filled --split for --data-path; args_parse_or_die warns */
     const char *data_cache_path;
     int64_t seq_length, num_workers;
     bool eod_mask_loss, reset_position_ids, reset_attention_mask;
@@ -147,7 +147,7 @@ struct config {
 void args_defaults(struct config *cfg, enum subcommand cmd);
 
 /* argv excludes the program name and the subcommand. 0 on success; -1 with a one-line message
- * "<what>: <why>; <what to do>" in err (no exit). Stops with 0 at -h/--help (help_requested). */
+ * "<what>: <why>; <what to do>" in err (no exit). -h/--help anywhere: 0 with help_requested set. */
 int args_parse(struct config *cfg, enum subcommand cmd, int argc, char **argv, char *err, size_t errlen);
 
 /* Validates as Megatron's validate_args does and fills the derived fields. world_size is the

@@ -387,6 +387,13 @@ int gpt_dataset_build(const struct gpt_dataset_config *cfg, const struct gpt_low
                 name, gpt_split_name(split), tokens_per_epoch, beg, end);
         return -1;
     }
+    if (num_samples > 0 && (num_samples > INT64_MAX / cfg->seq_length - 1 ||
+                            (num_samples * cfg->seq_length) / tokens_per_epoch >= INT32_MAX)) {
+        set_err(err, errlen, "%s: %" PRId64 " samples of the %s split would need over 2^31 epochs of its %" PRId64
+                " tokens; request fewer samples or give the split more data",
+                name, num_samples, gpt_split_name(split), tokens_per_epoch);
+        return -1;
+    }
     struct gpt_dataset *ds = xcalloc(1, sizeof(*ds));
     ds->low = *low;
     ds->split = split;

@@ -40,7 +40,10 @@ struct gpt_dataset_config {
     bool drop_last_partial_validation; /* drop_last_partial_validation_sequence (default true) */
     double mid_level_dataset_surplus;  /* --mid-level-dataset-surplus (default 0.005) */
 
-    const char *cache_dir; /* --data-cache-path; NULL: <dir of prefix>/cache/GPTDataset_indices */
+    /* --data-cache-path; NULL: <directory of the prefix>/cache/GPTDataset_indices (Megatron uses
+     * <prefix>/cache/GPTDataset_indices, a directory named after the prefix). An unwritable cache
+     * directory only costs a warning: the indices are then kept in memory. */
+    const char *cache_dir;
     bool no_cache;         /* build the indices in memory only */
 };
 

@@ -5,6 +5,8 @@
 
 #include <string.h>
 
+#include "util/error.h"
+
 /* ---- MT19937 (Matsumoto & Nishimura 1998), as numpy's legacy RandomState seeds and reloads it ---- */
 
 #define MT_M 397
@@ -140,7 +142,7 @@ int64_t nprs_randint(struct nprs *rs, int64_t low, int64_t high)
 void nprs_shuffle(struct nprs *rs, void *data, int64_t n, size_t itemsize)
 {
     unsigned char *p = data, tmp[16];
-    if (itemsize > sizeof(tmp)) return;
+    CHECK(itemsize <= sizeof(tmp));
     for (int64_t i = n - 1; i >= 1; i--) {
         uint64_t j = nprs_interval(rs, (uint64_t)i);
         memcpy(tmp, p + j * itemsize, itemsize);

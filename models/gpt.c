@@ -45,6 +45,11 @@ static void add_param(struct table *t, const char *name, int64_t d0, int64_t d1,
     p->shape[0] = d0;
     p->shape[1] = d1 > 0 ? d1 : 0;
     p->numel = d1 > 0 ? d0 * d1 : d0;
+    p->full_shape[0] = p->shape[0];
+    p->full_shape[1] = p->shape[1];
+    p->shard_dim = -1; /* no tensor parallelism yet: every parameter is whole */
+    p->num_pieces = 1;
+    p->pieces[0].length = d0;
     p->offset = t->numel;
     p->init = init;
     p->no_weight_decay = p->ndim == 1;

@@ -14,10 +14,22 @@
 /* One named parameter: Megatron-Core's name, shape, place in the flat buffers, how it starts. */
 enum param_init { INIT_NORMAL, INIT_NORMAL_SCALED, INIT_ZEROS, INIT_ONES };
 
+/* Where a run's local rows (or columns) of a parameter sit in the full logical tensor: tensor
+ * parallelism gives each rank a slice, SwiGLU's fc1 two of them (its gate and up halves). */
+struct param_piece {
+    int64_t local_start;  /* first local index along shard_dim */
+    int64_t full_start;   /* the same element's index in the full tensor */
+    int64_t length;
+};
+
 struct gpt_param {
     char name[96];        /* e.g. "decoder.layers.0.self_attention.linear_qkv.weight" */
     int ndim;
-    int64_t shape[2];
+    int64_t shape[2];     /* local shape on this rank */
+    int64_t full_shape[2]; /* logical shape of the whole tensor (what checkpoints store) */
+    int shard_dim;        /* -1: every rank holds it whole; 0: rows split; 1: columns split */
+    int num_pieces;       /* pieces along shard_dim (1 or 2) */
+    struct param_piece pieces[2];
     int64_t offset;       /* first element in the flat buffers */
     int64_t numel;
     enum param_init init;

@@ -4,6 +4,7 @@
 # The CUDA toolkit is optional and not installed here.
 #   scripts/install_deps.sh          install what is missing (needs root or sudo)
 #   scripts/install_deps.sh --check  exit 0 if nothing is missing, else list it and exit 1
+#   scripts/install_deps.sh --fuzz   also clang and its libFuzzer runtime (make fuzz)
 set -euo pipefail
 
 missing=()
@@ -11,6 +12,11 @@ missing=()
 command -v mpicc >/dev/null 2>&1 || missing+=(libopenmpi-dev)
 command -v mpirun >/dev/null 2>&1 || missing+=(openmpi-bin)
 [ -f /usr/share/unicode/UnicodeData.txt ] || missing+=(unicode-data)
+if [ "${1:-}" = "--fuzz" ]; then
+    command -v clang >/dev/null 2>&1 || missing+=(clang)
+    ls /usr/lib/llvm-*/lib/clang/*/lib/linux/libclang_rt.fuzzer-x86_64.a >/dev/null 2>&1 || missing+=(libclang-rt-dev)
+    shift
+fi
 
 if [ ${#missing[@]} -eq 0 ]; then
     exit 0

@@ -572,8 +572,13 @@ static void test_split_defaults_to_megatron_legacy_value_and_is_normalised(void 
     assert_int_equal(run(&r, CMD_PRETRAIN, 1, MODEL "--mock-data --tokenizer-type NullTokenizer --vocab-size 8 "
                                               "--micro-batch-size 2 --train-iters 10 --lr 1"), 0);
     assert_string_equal(r.cfg.split, "969, 30, 1");
-    assert_true(r.cfg.split_defaulted);
+    assert_false(r.cfg.split_defaulted); /* Megatron warns only with --data-path */
     assert_true(fabs(r.cfg.split_weights[0] - 0.969) < 1e-12 && fabs(r.cfg.split_weights[2] - 0.001) < 1e-12);
+    done(&r);
+    assert_int_equal(run(&r, CMD_PRETRAIN, 1, MODEL "--data-path p --tokenizer-type NullTokenizer --vocab-size 8 "
+                                              "--micro-batch-size 2 --train-iters 10 --lr 1"), 0);
+    assert_string_equal(r.cfg.split, "969, 30, 1");
+    assert_true(r.cfg.split_defaulted);
     done(&r);
     assert_int_equal(run(&r, CMD_PRETRAIN, 1, BASE "--split 90,10"), 0);
     assert_true(r.cfg.split_weights[0] == 0.9 && r.cfg.split_weights[1] == 0.1 && r.cfg.split_weights[2] == 0.0);
@@ -630,11 +635,14 @@ static void test_help_shows_defaults_and_unsupported_marks(void **state)
     free(text);
 }
 
-static void test_help_flag_stops_parsing(void **state)
+static void test_help_flag_wins_over_other_arguments(void **state)
 {
     (void)state;
     struct run r;
     assert_int_equal(parse(&r, CMD_PRETRAIN, "--seed 3 --help --bogus"), 0);
+    assert_true(r.cfg.help_requested);
+    done(&r);
+    assert_int_equal(parse(&r, CMD_PRETRAIN, "--bogus --help"), 0);
     assert_true(r.cfg.help_requested);
     done(&r);
     assert_int_equal(parse(&r, CMD_PREPROCESS, "-h"), 0);
@@ -797,7 +805,7 @@ int main(void)
         cmocka_unit_test(test_split_defaults_to_megatron_legacy_value_and_is_normalised),
         cmocka_unit_test(test_help_lists_every_group_title_and_flag),
         cmocka_unit_test(test_help_shows_defaults_and_unsupported_marks),
-        cmocka_unit_test(test_help_flag_stops_parsing),
+        cmocka_unit_test(test_help_flag_wins_over_other_arguments),
         cmocka_unit_test(test_print_config_matches_megatron_dump_format),
         cmocka_unit_test(test_preprocess_required_flags_and_partitions),
         cmocka_unit_test(test_samples_takes_pretrain_data_flags),

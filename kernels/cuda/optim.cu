@@ -1,0 +1,119 @@
+/* CUDA optimizer kernels over flat fp32 buffers: the Adam/AdamW step with the exact per-element
+ * expressions of optim/adam.h (each rounded on its own through the _rn intrinsics, so no fused
+ * multiply-add changes a bit and the result equals the CPU's), and the deterministic sum of
+ * squares that gradient clipping needs. */
+#include <math.h>
+
+#include "kernels/cuda/cuda_common.h"
+
+/* ---- Adam ---- */
+
+struct adam_consts {
+    float b1, b2, one_minus_b1, one_minus_b2, eps, lr, wd, bc1, bc2;
+    bool decoupled;
+};
+
+/* optim/adam.h's contract, line by line. */
+static __global__ void adam_kernel(float *param, const float *grad, float *exp_avg,
+                                   float *exp_avg_sq, int64_t n, struct adam_consts k)
+{
+    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n;
+         i += (int64_t)gridDim.x * blockDim.x) {
+        float p = param[i], g = grad[i];
+        if (!k.decoupled) g = __fadd_rn(g, __fmul_rn(k.wd, p));
+        const float m = __fadd_rn(__fmul_rn(k.b1, exp_avg[i]), __fmul_rn(k.one_minus_b1, g));
+        const float v = __fadd_rn(__fmul_rn(k.b2, exp_avg_sq[i]),
+                                  __fmul_rn(__fmul_rn(k.one_minus_b2, g), g));
+        exp_avg[i] = m;
+        exp_avg_sq[i] = v;
+        const float denom = __fadd_rn(__fsqrt_rn(__fdiv_rn(v, k.bc2)), k.eps);
+        float update = __fdiv_rn(__fdiv_rn(m, k.bc1), denom);
+        if (k.decoupled) update = __fadd_rn(update, __fmul_rn(k.wd, p));
+        param[i] = __fsub_rn(p, __fmul_rn(k.lr, update));
+    }
+}
+
+/* The bias correction as apex and the CPU compute it: float beta raised in double, rounded once. */
+static float adam_bias_correction(float beta, int64_t step)
+{
+    return (float)(1.0 - pow((double)beta, (double)step));
+}
+
+void cuda_adam_update(float *param, const float *grad, float *exp_avg, float *exp_avg_sq,
+                      int64_t n, double lr, double weight_decay, struct adam_params ap,
+                      int64_t step)
+{
+    CHECK(step >= 1);
+    CHECK(n >= 0);
+    if (n == 0) return;
+    struct adam_consts k;
+    k.b1 = (float)ap.beta1;
+    k.b2 = (float)ap.beta2;
+    k.one_minus_b1 = 1.0f - k.b1;
+    k.one_minus_b2 = 1.0f - k.b2;
+    k.eps = (float)ap.eps;
+    k.lr = (float)lr;
+    k.wd = (float)weight_decay;
+    k.bc1 = adam_bias_correction(k.b1, step);
+    k.bc2 = adam_bias_correction(k.b2, step);
+    k.decoupled = ap.decoupled_weight_decay;
+    struct cuda_context *ctx = cuda_ctx();
+    adam_kernel<<<cuda_blocks(n, 256), 256, 0, ctx->stream>>>(param, grad, exp_avg, exp_avg_sq, n,
+                                                               k);
+    CUDA_CHECK_LAUNCH("adam_kernel");
+}
+
+/* ---- sum of squares ---- */
+
+/* A fixed number of partial sums, so the reduction order depends on n only, never on the GPU. */
+enum { SS_BLOCKS = 1024, SS_THREADS = 256 };
+
+/* Block-wide sum of one double per thread in a fixed tree order; thread 0 gets the total. */
+__device__ double block_sum_double(double v)
+{
+    __shared__ double sh[1024];
+    sh[threadIdx.x] = v;
+    __syncthreads();
+    for (unsigned half = blockDim.x / 2; half > 0; half /= 2) {
+        if (threadIdx.x < half) sh[threadIdx.x] += sh[threadIdx.x + half];
+        __syncthreads();
+    }
+    return sh[0];
+}
+
+/* Block b sums the squares of its contiguous span [n*b/B, n*(b+1)/B), thread t taking every
+ * SS_THREADS-th element from t, each square exact in double. */
+static __global__ void sum_squares_partial_kernel(double *partials, const float *x, int64_t n)
+{
+    int64_t lo = n / SS_BLOCKS * blockIdx.x + n % SS_BLOCKS * blockIdx.x / SS_BLOCKS;
+    int64_t b1 = blockIdx.x + 1;
+    int64_t hi = n / SS_BLOCKS * b1 + n % SS_BLOCKS * b1 / SS_BLOCKS;
+    double s = 0.0;
+    for (int64_t i = lo + threadIdx.x; i < hi; i += SS_THREADS) {
+        double v = x[i];
+        s += v * v;
+    }
+    double total = block_sum_double(s);
+    if (threadIdx.x == 0) partials[blockIdx.x] = total;
+}
+
+static __global__ void sum_squares_finish_kernel(double *out, const double *partials)
+{
+    double total = block_sum_double(partials[threadIdx.x]);
+    if (threadIdx.x == 0) *out = total;
+}
+
+double cuda_sum_squares(const float *x, int64_t n)
+{
+    CHECK(n >= 0);
+    if (n == 0) return 0.0;
+    struct cuda_context *ctx = cuda_ctx();
+    double *partials = (double *)cuda_scratch((SS_BLOCKS + 1) * sizeof(double));
+    sum_squares_partial_kernel<<<SS_BLOCKS, SS_THREADS, 0, ctx->stream>>>(partials, x, n);
+    CUDA_CHECK_LAUNCH("sum_squares_partial_kernel");
+    sum_squares_finish_kernel<<<1, SS_BLOCKS, 0, ctx->stream>>>(partials + SS_BLOCKS, partials);
+    CUDA_CHECK_LAUNCH("sum_squares_finish_kernel");
+    double total = 0.0;
+    cuda_memcpy_d2h(&total, partials + SS_BLOCKS, sizeof total);
+    return total;
+}
