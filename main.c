@@ -5,6 +5,7 @@
 
 #include "args.h"
 #include "data/preprocess.h"
+#include "data/samples.h"
 #include "train.h"
 #include "util/error.h"
 
@@ -16,7 +17,7 @@ static const struct {
 } commands[] = {
     {"pretrain", "train a GPT-family model with Megatron-LM's flags"},
     {"preprocess", "tokenize JSONL into Megatron's .bin/.idx (tools/preprocess_data.py)"},
-    {"samples", "print or dump the samples the trainer would see"},
+    {"samples", "print or dump the samples the trainer would see for the same flags"},
     {"convert", "convert checkpoints to and from Hugging Face (not available yet)"},
     {"generate", "generate text from a checkpoint (not available yet)"},
     {"plan", "show layout, memory and FLOPs per rank without running (not available yet)"},
@@ -67,6 +68,15 @@ static int run_preprocess(int argc, char **argv)
     return rc;
 }
 
+static int run_samples(int argc, char **argv)
+{
+    struct config cfg;
+    args_parse_or_die(&cfg, CMD_SAMPLES, argc, argv, 1);
+    int rc = samples_main(&cfg);
+    args_free(&cfg);
+    return rc;
+}
+
 int main(int argc, char **argv)
 {
     if (argc < 2 || strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "help") == 0) {
@@ -80,6 +90,7 @@ int main(int argc, char **argv)
     const char *cmd = argv[1];
     if (strcmp(cmd, "pretrain") == 0) return run_pretrain(argc - 2, argv + 2);
     if (strcmp(cmd, "preprocess") == 0) return run_preprocess(argc - 2, argv + 2);
+    if (strcmp(cmd, "samples") == 0) return run_samples(argc - 2, argv + 2);
     for (size_t i = 0; i < NUM_COMMANDS; i++)
         if (strcmp(cmd, commands[i].name) == 0)
             die_user("megatron %s: not supported yet; see megatron --help for the commands available now", cmd);
