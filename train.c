@@ -14,9 +14,10 @@
 #include "optim/optimizer.h"
 #include "util/error.h"
 
-/* One micro batch's host buffers. */
+/* Host buffers for the samples of one iteration on this rank (all its micro batches). */
 struct batch_buffers {
-    int64_t batch, seq;
+    int64_t samples, seq;
+    int64_t *indices;
     int32_t *tokens, *labels, *positions;
     float *loss_mask;
 };
@@ -147,11 +148,12 @@ static void build_optimizer(struct trainer *t)
     t->optimizer = optimizer_create(t->model, &o);
 }
 
-static void alloc_buffers(struct batch_buffers *b, int64_t batch, int64_t seq)
+static void alloc_buffers(struct batch_buffers *b, int64_t samples, int64_t seq)
 {
-    size_t n = (size_t)(batch * seq);
-    b->batch = batch;
+    size_t n = (size_t)(samples * seq);
+    b->samples = samples;
     b->seq = seq;
+    b->indices = xmalloc((size_t)samples * sizeof(int64_t));
     b->tokens = xmalloc(n * sizeof(int32_t));
     b->labels = xmalloc(n * sizeof(int32_t));
     b->positions = xmalloc(n * sizeof(int32_t));
@@ -160,33 +162,49 @@ static void alloc_buffers(struct batch_buffers *b, int64_t batch, int64_t seq)
 
 static void free_buffers(struct batch_buffers *b)
 {
+    free(b->indices);
     free(b->tokens);
     free(b->labels);
     free(b->positions);
     free(b->loss_mask);
 }
 
-/* Reads samples [first, first + batch) of a split into the host buffers; samples past the end of
- * the split wrap around, as Megatron's cyclic validation iterator does. */
-static void load_batch(struct trainer *t, enum data_split split, int64_t first)
+/* The samples of one global batch starting at `consumed` that this rank reads: Megatron's
+ * MegatronPretrainingSampler hands micro batch m to data-parallel rank r as the samples
+ * consumed + m x mbs x dp + r x mbs + [0, mbs). */
+static void batch_indices(const struct config *cfg, int64_t consumed, int64_t *indices)
 {
-    struct batch_buffers *b = &t->buf;
-    int64_t total = loader_num_samples(t->loader, split);
-    for (int64_t i = 0; i < b->batch; i++) {
-        int64_t at = i * b->seq;
-        loader_get(t->loader, split, (first + i) % total, b->tokens + at, b->labels + at, b->positions + at,
-                   b->loss_mask + at);
-    }
+    int64_t mbs = cfg->micro_batch_size, dp = cfg->data_parallel_size, rank = 0;
+    for (int64_t m = 0; m < cfg->num_micro_batches; m++)
+        for (int64_t i = 0; i < mbs; i++) indices[m * mbs + i] = consumed + m * mbs * dp + rank * mbs + i;
 }
 
-static struct gpt_batch gpt_batch_of(const struct trainer *t, uint64_t stream, int64_t offset, bool training)
+static void load_batch(struct trainer *t, enum data_split split, int64_t consumed)
+{
+    struct batch_buffers *b = &t->buf;
+    batch_indices(t->cfg, consumed, b->indices);
+    loader_batch(t->loader, split, b->indices, b->samples, b->tokens, b->labels, b->positions, b->loss_mask);
+}
+
+static void prefetch_batch(struct trainer *t, enum data_split split, int64_t consumed)
+{
+    int64_t *indices = xmalloc((size_t)t->buf.samples * sizeof(int64_t));
+    batch_indices(t->cfg, consumed, indices);
+    loader_prefetch(t->loader, split, indices, t->buf.samples);
+    free(indices);
+}
+
+/* Micro batch m of the loaded iteration. */
+static struct gpt_batch gpt_batch_of(const struct trainer *t, int64_t m, uint64_t stream, int64_t offset,
+                                     bool training)
 {
     struct gpt_batch g;
-    g.batch = t->buf.batch;
-    g.tokens = t->buf.tokens;
-    g.labels = t->buf.labels;
-    g.positions = t->buf.positions;
-    g.loss_mask = t->buf.loss_mask;
+    int64_t at = m * t->cfg->micro_batch_size * t->buf.seq;
+    g.batch = t->cfg->micro_batch_size;
+    g.tokens = t->buf.tokens + at;
+    g.labels = t->buf.labels + at;
+    g.positions = t->buf.positions + at;
+    g.loss_mask = t->buf.loss_mask + at;
     g.dropout_stream = stream;
     g.sample_offset = offset;
     g.training = training;
@@ -202,10 +220,12 @@ static struct step_result train_step(struct trainer *t, double *lm_loss)
     int64_t micro = cfg->micro_batch_size, num_micro = cfg->num_micro_batches;
     uint64_t stream = rng_mix64((uint64_t)t->iteration * 2 + 1);
     double loss_sum = 0.0, tokens_sum = 0.0, scale = optimizer_loss_scale(t->optimizer);
+    load_batch(t, SPLIT_TRAIN, t->consumed_train_samples);
+    if (t->iteration + 1 < cfg->train_iters)
+        prefetch_batch(t, SPLIT_TRAIN, t->consumed_train_samples + cfg->global_batch_size);
     for (int64_t mb = 0; mb < num_micro; mb++) {
-        int64_t offset = mb * micro; /* position of this micro batch within the global batch */
-        load_batch(t, SPLIT_TRAIN, t->consumed_train_samples + offset);
-        struct gpt_batch g = gpt_batch_of(t, stream, offset, true);
+        int64_t offset = mb * micro * cfg->data_parallel_size; /* first sample within the global batch */
+        struct gpt_batch g = gpt_batch_of(t, mb, stream, offset, true);
         double tokens, sum = gpt_forward(t->model, &g, &tokens);
         loss_sum += sum;
         tokens_sum += tokens;
@@ -223,9 +243,9 @@ static double evaluate(struct trainer *t, enum data_split split, int64_t *consum
     const struct config *cfg = t->cfg;
     double loss_sum = 0.0, tokens_sum = 0.0;
     for (int64_t it = 0; it < cfg->eval_iters; it++) {
+        load_batch(t, split, *consumed);
         for (int64_t mb = 0; mb < cfg->num_micro_batches; mb++) {
-            load_batch(t, split, *consumed + mb * cfg->micro_batch_size);
-            struct gpt_batch g = gpt_batch_of(t, 0, 0, false);
+            struct gpt_batch g = gpt_batch_of(t, mb, 0, 0, false);
             double tokens;
             loss_sum += gpt_forward(t->model, &g, &tokens);
             tokens_sum += tokens;
@@ -333,7 +353,7 @@ int pretrain_main(const struct config *cfg, FILE *out)
     build_optimizer(&t);
     t.loader = loader_create(cfg, vocab, eod);
     t.flops_per_batch = model_flops_per_batch(&mc, cfg->global_batch_size);
-    alloc_buffers(&t.buf, cfg->micro_batch_size, cfg->seq_length);
+    alloc_buffers(&t.buf, cfg->num_micro_batches * cfg->micro_batch_size, cfg->seq_length);
     fflush(out);
 
     if (cfg->skip_train) {

@@ -27,4 +27,12 @@ void loader_get(struct loader *l, enum data_split split, int64_t index, int32_t 
 
 const char *loader_split_name(enum data_split split);
 
+/* Batches: `count` samples of a split by index (indices[i] wraps around the split's size, as
+ * Megatron's cyclic validation iterator does), each array count x seq-length long. A background
+ * thread reads the batch announced by loader_prefetch while the trainer computes; loader_batch
+ * takes it when the indices match and reads synchronously otherwise. */
+void loader_prefetch(struct loader *l, enum data_split split, const int64_t *indices, int64_t count);
+void loader_batch(struct loader *l, enum data_split split, const int64_t *indices, int64_t count,
+                  int32_t *tokens, int32_t *labels, int32_t *positions, float *loss_mask);
+
 #endif
