@@ -18,7 +18,7 @@ LDLIBS  = -fopenmp -lm -lpthread
 
 # Everything but main.c and the CUDA kernels goes into one library that tests link against.
 LIB_DIRS = util kernels kernels/cpu models parallel data optim ckpt
-LIB_SRC  = $(wildcard $(addsuffix /*.c,$(LIB_DIRS))) args.c $(wildcard train.c)
+LIB_SRC  = $(wildcard $(addsuffix /*.c,$(LIB_DIRS))) $(wildcard args*.c) $(wildcard train*.c)
 LIB_OBJ  = $(LIB_SRC:%.c=$(BUILD)/%.o)
 
 CUDA_SRC = $(wildcard kernels/cuda/*.cu)

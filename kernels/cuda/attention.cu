@@ -1,0 +1,715 @@
+/* CUDA causal self-attention through cuDNN's fused flash-attention engine, built from plain
+ * backend-API calls (/work/shared/reference/cudnn_sdpa.md). On cuDNN 9.14 the engine is reached
+ * through the "composite" graph: matmuls, pointwise ops, reductions and reshapes in exactly the
+ * pattern cudnn-frontend's CompositeSDPANode / CompositeSDPABackwardNode lower to, which the
+ * engine recognises; this file mirrors those lowerings (ops, dims, strides, dtypes, order).
+ *
+ * Layout: our fused qkv row holds, per query group, its n/g query heads, its key head and its
+ * value head. K and V (and dK, dV) are strided 4-D views straight into qkv / dqkv. So is Q when
+ * each group has one query head (n = g); otherwise the query heads of a row are not equally
+ * spaced, and a small kernel packs Q into [N, n, d] (and unpacks dQ) around the cuDNN call.
+ * The saved statistic is the natural-log LSE [B, n, T] (fp32), the op's `probs` argument.
+ * Each (shape, direction) builds its execution plan once and keeps it in the context. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "kernels/cuda/cuda_common.h"
+
+/* Unique ids of the non-virtual tensors (variant-pack keys); virtual ones count from UID_VIRTUAL. */
+enum {
+    UID_Q = 1, UID_K, UID_V, UID_O, UID_STATS, UID_SCALE, UID_NEG_INF, UID_NEG_INF_PAD, UID_ONE,
+    UID_DO, UID_DQ, UID_DK, UID_DV, UID_SOFTMAX_SUM, UID_DQ_ACCUM, UID_SEQ_Q, UID_SEQ_KV,
+    UID_VIRTUAL = 100
+};
+
+enum { GB_MAX_DESCS = 256, GB_MAX_OPS = 64 };
+
+/* The attention problem a graph is built for; also the plan cache key. */
+struct sdpa_dims {
+    int64_t B, T, H, G, D; /* batch, sequence, query heads, key/value heads, head dim */
+    bool q_packed;         /* Q (and dQ) in a packed [N, H, D] buffer rather than inside qkv */
+    bool backward;
+    bool pad_workaround;   /* backward with T % 128 != 0 on cuDNN <= 9.15: frontend's padding mask */
+};
+
+/* Collects descriptors (all kept alive as long as the plan) and the first error. */
+struct graph_builder {
+    cudnnHandle_t handle; /* NULL in a dry run */
+    cudnnBackendDescriptor_t descs[GB_MAX_DESCS];
+    int ndescs;
+    cudnnBackendDescriptor_t ops[GB_MAX_OPS];
+    int nops;
+    int64_t next_uid;
+    bool failed;
+    char err[512];
+};
+
+struct cuda_sdpa_plan {
+    struct sdpa_dims dims;
+    struct graph_builder *gb;
+    cudnnBackendDescriptor_t plan;
+    int64_t workspace;
+};
+
+/* ---- the builder: every call checked, the first failure remembered with the cuDNN reason ---- */
+
+static bool gb_ok(struct graph_builder *gb, cudnnStatus_t st, const char *what)
+{
+    if (gb->failed) return false;
+    if (st == CUDNN_STATUS_SUCCESS) return true;
+    char last[320] = "";
+    cudnnGetLastErrorString(last, sizeof last);
+    snprintf(gb->err, sizeof gb->err, "%s: %s%s%s", what, cudnnGetErrorString(st),
+             last[0] ? ": " : "", last);
+    gb->failed = true;
+    return false;
+}
+
+static cudnnBackendDescriptor_t gb_new(struct graph_builder *gb, cudnnBackendDescriptorType_t t,
+                                       const char *what)
+{
+    cudnnBackendDescriptor_t d = NULL;
+    if (gb->failed) return NULL;
+    if (gb->ndescs == GB_MAX_DESCS) {
+        snprintf(gb->err, sizeof gb->err, "%s: too many descriptors", what);
+        gb->failed = true;
+        return NULL;
+    }
+    if (!gb_ok(gb, cudnnBackendCreateDescriptor(t, &d), what)) return NULL;
+    gb->descs[gb->ndescs++] = d;
+    return d;
+}
+
+static void gb_set(struct graph_builder *gb, cudnnBackendDescriptor_t d,
+                   cudnnBackendAttributeName_t name, cudnnBackendAttributeType_t type,
+                   int64_t count, const void *value, const char *what)
+{
+    if (gb->failed) return;
+    gb_ok(gb, cudnnBackendSetAttribute(d, name, type, count, value), what);
+}
+
+static void gb_finalize(struct graph_builder *gb, cudnnBackendDescriptor_t d, const char *what)
+{
+    if (gb->failed) return;
+    gb_ok(gb, cudnnBackendFinalize(d), what);
+}
+
+/* A 4-D tensor; uid 0 means a fresh virtual one. */
+static cudnnBackendDescriptor_t gb_tensor(struct graph_builder *gb, cudnnDataType_t dt,
+                                          const int64_t dims[4], const int64_t strides[4],
+                                          int64_t uid, bool by_value)
+{
+    bool is_virtual = uid == 0;
+    if (is_virtual) uid = gb->next_uid++;
+    int64_t align = 16;
+    cudnnBackendDescriptor_t t = gb_new(gb, CUDNN_BACKEND_TENSOR_DESCRIPTOR, "tensor");
+    gb_set(gb, t, CUDNN_ATTR_TENSOR_DATA_TYPE, CUDNN_TYPE_DATA_TYPE, 1, &dt, "tensor data type");
+    gb_set(gb, t, CUDNN_ATTR_TENSOR_DIMENSIONS, CUDNN_TYPE_INT64, 4, dims, "tensor dims");
+    gb_set(gb, t, CUDNN_ATTR_TENSOR_STRIDES, CUDNN_TYPE_INT64, 4, strides, "tensor strides");
+    gb_set(gb, t, CUDNN_ATTR_TENSOR_UNIQUE_ID, CUDNN_TYPE_INT64, 1, &uid, "tensor uid");
+    gb_set(gb, t, CUDNN_ATTR_TENSOR_BYTE_ALIGNMENT, CUDNN_TYPE_INT64, 1, &align, "tensor align");
+    gb_set(gb, t, CUDNN_ATTR_TENSOR_IS_VIRTUAL, CUDNN_TYPE_BOOLEAN, 1, &is_virtual, "virtual");
+    if (by_value)
+        gb_set(gb, t, CUDNN_ATTR_TENSOR_IS_BY_VALUE, CUDNN_TYPE_BOOLEAN, 1, &by_value, "by value");
+    gb_finalize(gb, t, "tensor");
+    return t;
+}
+
+/* An fp32 scalar passed by value (a host pointer in the variant pack): 4-D [1,1,1,1] as cuDNN
+ * wants for broadcasting against 4-D operands. */
+static cudnnBackendDescriptor_t gb_scalar(struct graph_builder *gb, int64_t uid)
+{
+    const int64_t one[4] = {1, 1, 1, 1};
+    return gb_tensor(gb, CUDNN_DATA_FLOAT, one, one, uid, true);
+}
+
+static void gb_op(struct graph_builder *gb, cudnnBackendDescriptor_t op)
+{
+    if (gb->failed) return;
+    if (gb->nops == GB_MAX_OPS) {
+        snprintf(gb->err, sizeof gb->err, "too many operations");
+        gb->failed = true;
+        return;
+    }
+    gb->ops[gb->nops++] = op;
+}
+
+/* y = mode(x [, b] [, t]); axis >= 0 for GEN_INDEX. */
+static void gb_pointwise(struct graph_builder *gb, cudnnPointwiseMode_t mode, cudnnDataType_t prec,
+                         cudnnBackendDescriptor_t x, cudnnBackendDescriptor_t b,
+                         cudnnBackendDescriptor_t t, cudnnBackendDescriptor_t y, int64_t axis)
+{
+    cudnnBackendDescriptor_t pw = gb_new(gb, CUDNN_BACKEND_POINTWISE_DESCRIPTOR, "pointwise");
+    gb_set(gb, pw, CUDNN_ATTR_POINTWISE_MODE, CUDNN_TYPE_POINTWISE_MODE, 1, &mode, "pw mode");
+    gb_set(gb, pw, CUDNN_ATTR_POINTWISE_MATH_PREC, CUDNN_TYPE_DATA_TYPE, 1, &prec, "pw prec");
+    if (axis >= 0) gb_set(gb, pw, CUDNN_ATTR_POINTWISE_AXIS, CUDNN_TYPE_INT64, 1, &axis, "pw axis");
+    gb_finalize(gb, pw, "pointwise descriptor");
+    cudnnBackendDescriptor_t op =
+        gb_new(gb, CUDNN_BACKEND_OPERATION_POINTWISE_DESCRIPTOR, "pointwise op");
+    const float one = 1.0f;
+    gb_set(gb, op, CUDNN_ATTR_OPERATION_POINTWISE_PW_DESCRIPTOR, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1,
+           &pw, "pw op desc");
+    gb_set(gb, op, CUDNN_ATTR_OPERATION_POINTWISE_XDESC, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &x,
+           "pw x");
+    if (b)
+        gb_set(gb, op, CUDNN_ATTR_OPERATION_POINTWISE_BDESC, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &b,
+               "pw b");
+    if (t)
+        gb_set(gb, op, CUDNN_ATTR_OPERATION_POINTWISE_TDESC, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &t,
+               "pw t");
+    gb_set(gb, op, CUDNN_ATTR_OPERATION_POINTWISE_YDESC, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &y,
+           "pw y");
+    gb_set(gb, op, CUDNN_ATTR_OPERATION_POINTWISE_ALPHA1, CUDNN_TYPE_FLOAT, 1, &one, "pw alpha1");
+    gb_set(gb, op, CUDNN_ATTR_OPERATION_POINTWISE_ALPHA2, CUDNN_TYPE_FLOAT, 1, &one, "pw alpha2");
+    gb_finalize(gb, op, "pointwise op");
+    gb_op(gb, op);
+}
+
+/* y = reduce(x) over the axes where y has size 1. */
+static void gb_reduction(struct graph_builder *gb, cudnnReduceTensorOp_t mode,
+                         cudnnBackendDescriptor_t x, cudnnBackendDescriptor_t y)
+{
+    cudnnDataType_t f32 = CUDNN_DATA_FLOAT;
+    cudnnBackendDescriptor_t r = gb_new(gb, CUDNN_BACKEND_REDUCTION_DESCRIPTOR, "reduction");
+    gb_set(gb, r, CUDNN_ATTR_REDUCTION_OPERATOR, CUDNN_TYPE_REDUCTION_OPERATOR_TYPE, 1, &mode,
+           "reduction operator");
+    gb_set(gb, r, CUDNN_ATTR_REDUCTION_COMP_TYPE, CUDNN_TYPE_DATA_TYPE, 1, &f32, "reduction type");
+    gb_finalize(gb, r, "reduction descriptor");
+    cudnnBackendDescriptor_t op =
+        gb_new(gb, CUDNN_BACKEND_OPERATION_REDUCTION_DESCRIPTOR, "reduction op");
+    gb_set(gb, op, CUDNN_ATTR_OPERATION_REDUCTION_XDESC, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &x,
+           "reduction x");
+    gb_set(gb, op, CUDNN_ATTR_OPERATION_REDUCTION_YDESC, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &y,
+           "reduction y");
+    gb_set(gb, op, CUDNN_ATTR_OPERATION_REDUCTION_DESC, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &r,
+           "reduction desc");
+    gb_finalize(gb, op, "reduction op");
+    gb_op(gb, op);
+}
+
+/* c = a . b (batched over the first two dims, broadcasting heads for GQA), fp32 accumulation. */
+static void gb_matmul(struct graph_builder *gb, cudnnBackendDescriptor_t a,
+                      cudnnBackendDescriptor_t b, cudnnBackendDescriptor_t c)
+{
+    cudnnDataType_t f32 = CUDNN_DATA_FLOAT;
+    cudnnBackendDescriptor_t m = gb_new(gb, CUDNN_BACKEND_MATMUL_DESCRIPTOR, "matmul");
+    gb_set(gb, m, CUDNN_ATTR_MATMUL_COMP_TYPE, CUDNN_TYPE_DATA_TYPE, 1, &f32, "matmul type");
+    gb_finalize(gb, m, "matmul descriptor");
+    cudnnBackendDescriptor_t op = gb_new(gb, CUDNN_BACKEND_OPERATION_MATMUL_DESCRIPTOR, "matmul op");
+    gb_set(gb, op, CUDNN_ATTR_OPERATION_MATMUL_ADESC, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &a, "mm a");
+    gb_set(gb, op, CUDNN_ATTR_OPERATION_MATMUL_BDESC, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &b, "mm b");
+    gb_set(gb, op, CUDNN_ATTR_OPERATION_MATMUL_CDESC, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &c, "mm c");
+    gb_set(gb, op, CUDNN_ATTR_OPERATION_MATMUL_DESC, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &m,
+           "mm desc");
+    gb_finalize(gb, op, "matmul op");
+    gb_op(gb, op);
+}
+
+/* y = x viewed with y's dims and strides (a transpose, here). */
+static void gb_reshape(struct graph_builder *gb, cudnnBackendDescriptor_t x,
+                       cudnnBackendDescriptor_t y)
+{
+    cudnnBackendDescriptor_t op =
+        gb_new(gb, CUDNN_BACKEND_OPERATION_RESHAPE_DESCRIPTOR, "reshape op");
+    gb_set(gb, op, CUDNN_ATTR_OPERATION_RESHAPE_XDESC, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &x,
+           "reshape x");
+    gb_set(gb, op, CUDNN_ATTR_OPERATION_RESHAPE_YDESC, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &y,
+           "reshape y");
+    gb_finalize(gb, op, "reshape op");
+    gb_op(gb, op);
+}
+
+/* ---- the SDPA graphs ---- */
+
+/* Element strides of the [B, heads, T, D] views into our buffers. */
+struct sdpa_strides {
+    int64_t q[4], k[4], v[4], o[4];
+};
+
+static struct sdpa_strides sdpa_strides_of(const struct sdpa_dims *m)
+{
+    int64_t per = m->H / m->G, W = m->G * (per + 2) * m->D, T = m->T, D = m->D;
+    struct sdpa_strides s;
+    const int64_t kv[4] = {T * W, (per + 2) * D, W, 1};
+    const int64_t o[4] = {T * m->H * D, D, m->H * D, 1};
+    memcpy(s.k, kv, sizeof kv);
+    memcpy(s.v, kv, sizeof kv);
+    memcpy(s.o, o, sizeof o);
+    if (m->q_packed) {
+        memcpy(s.q, o, sizeof o);
+    } else { /* one query head per group: head h at column h * (per + 2) * D */
+        memcpy(s.q, kv, sizeof kv);
+    }
+    return s;
+}
+
+/* The transposed view [B, G, D, T] of a [B, G, T, D] tensor: dims 2 and 3 swapped. */
+static void transposed(const int64_t s[4], int64_t out[4])
+{
+    out[0] = s[0], out[1] = s[1], out[2] = s[3], out[3] = s[2];
+}
+
+/* Causal mask as the frontend lowers it (right bound 0, top-left diagonal): keep row >= col,
+ * else -inf. */
+static cudnnBackendDescriptor_t gb_causal_mask(struct graph_builder *gb,
+                                               cudnnBackendDescriptor_t x,
+                                               cudnnBackendDescriptor_t neg_inf,
+                                               const int64_t sd[4], const int64_t ss[4])
+{
+    cudnnBackendDescriptor_t row = gb_tensor(gb, CUDNN_DATA_INT32, sd, ss, 0, false);
+    cudnnBackendDescriptor_t col = gb_tensor(gb, CUDNN_DATA_INT32, sd, ss, 0, false);
+    cudnnBackendDescriptor_t keep = gb_tensor(gb, CUDNN_DATA_BOOLEAN, sd, ss, 0, false);
+    cudnnBackendDescriptor_t y = gb_tensor(gb, CUDNN_DATA_FLOAT, sd, ss, 0, false);
+    gb_pointwise(gb, CUDNN_POINTWISE_GEN_INDEX, CUDNN_DATA_FLOAT, x, NULL, NULL, row, 2);
+    gb_pointwise(gb, CUDNN_POINTWISE_GEN_INDEX, CUDNN_DATA_FLOAT, x, NULL, NULL, col, 3);
+    gb_pointwise(gb, CUDNN_POINTWISE_CMP_GE, CUDNN_DATA_BOOLEAN, row, col, NULL, keep, -1);
+    gb_pointwise(gb, CUDNN_POINTWISE_BINARY_SELECT, CUDNN_DATA_FLOAT, x, neg_inf, keep, y, -1);
+    return y;
+}
+
+/* The padding mask the frontend adds to the backward when T % 128 != 0 on cuDNN <= 9.15 (a
+ * workaround for the engine): keep row < seq_q[b] and col < seq_kv[b] (both T here). */
+static cudnnBackendDescriptor_t gb_padding_mask(struct graph_builder *gb,
+                                                cudnnBackendDescriptor_t x, int64_t B,
+                                                const int64_t sd[4], const int64_t ss[4])
+{
+    const int64_t bd[4] = {B, 1, 1, 1}, bs[4] = {1, 1, 1, 1};
+    cudnnBackendDescriptor_t seq_q = gb_tensor(gb, CUDNN_DATA_INT32, bd, bs, UID_SEQ_Q, false);
+    cudnnBackendDescriptor_t seq_kv = gb_tensor(gb, CUDNN_DATA_INT32, bd, bs, UID_SEQ_KV, false);
+    cudnnBackendDescriptor_t neg_inf = gb_scalar(gb, UID_NEG_INF_PAD);
+    cudnnBackendDescriptor_t row = gb_tensor(gb, CUDNN_DATA_INT32, sd, ss, 0, false);
+    cudnnBackendDescriptor_t col = gb_tensor(gb, CUDNN_DATA_INT32, sd, ss, 0, false);
+    cudnnBackendDescriptor_t row_ok = gb_tensor(gb, CUDNN_DATA_BOOLEAN, sd, ss, 0, false);
+    cudnnBackendDescriptor_t col_ok = gb_tensor(gb, CUDNN_DATA_BOOLEAN, sd, ss, 0, false);
+    cudnnBackendDescriptor_t keep = gb_tensor(gb, CUDNN_DATA_BOOLEAN, sd, ss, 0, false);
+    cudnnBackendDescriptor_t y = gb_tensor(gb, CUDNN_DATA_FLOAT, sd, ss, 0, false);
+    gb_pointwise(gb, CUDNN_POINTWISE_GEN_INDEX, CUDNN_DATA_INT32, x, NULL, NULL, row, 2);
+    gb_pointwise(gb, CUDNN_POINTWISE_GEN_INDEX, CUDNN_DATA_INT32, x, NULL, NULL, col, 3);
+    gb_pointwise(gb, CUDNN_POINTWISE_CMP_LT, CUDNN_DATA_BOOLEAN, row, seq_q, NULL, row_ok, -1);
+    gb_pointwise(gb, CUDNN_POINTWISE_CMP_LT, CUDNN_DATA_BOOLEAN, col, seq_kv, NULL, col_ok, -1);
+    gb_pointwise(gb, CUDNN_POINTWISE_LOGICAL_AND, CUDNN_DATA_BOOLEAN, row_ok, col_ok, NULL, keep,
+                 -1);
+    gb_pointwise(gb, CUDNN_POINTWISE_BINARY_SELECT, CUDNN_DATA_FLOAT, x, neg_inf, keep, y, -1);
+    return y;
+}
+
+/* Forward: S = Q K^T * scale, causal mask, softmax with Stats = max + log(sum exp), O = P V. */
+static void build_forward(struct graph_builder *gb, const struct sdpa_dims *m)
+{
+    const int64_t B = m->B, H = m->H, G = m->G, S = m->T, D = m->D;
+    struct sdpa_strides st = sdpa_strides_of(m);
+    const int64_t qd[4] = {B, H, S, D}, kvd[4] = {B, G, S, D}, ktd[4] = {B, G, D, S};
+    const int64_t sd[4] = {B, H, S, S}, ss[4] = {H * S * S, S * S, S, 1};
+    const int64_t rd[4] = {B, H, S, 1}, rs[4] = {H * S, S, 1, 1};
+    int64_t kts[4];
+    transposed(st.k, kts);
+    cudnnBackendDescriptor_t q = gb_tensor(gb, CUDNN_DATA_BFLOAT16, qd, st.q, UID_Q, false);
+    cudnnBackendDescriptor_t kt = gb_tensor(gb, CUDNN_DATA_BFLOAT16, ktd, kts, UID_K, false);
+    cudnnBackendDescriptor_t v = gb_tensor(gb, CUDNN_DATA_BFLOAT16, kvd, st.v, UID_V, false);
+    cudnnBackendDescriptor_t o = gb_tensor(gb, CUDNN_DATA_BFLOAT16, qd, st.o, UID_O, false);
+    cudnnBackendDescriptor_t stats = gb_tensor(gb, CUDNN_DATA_FLOAT, rd, rs, UID_STATS, false);
+    cudnnBackendDescriptor_t scale = gb_scalar(gb, UID_SCALE);
+    cudnnBackendDescriptor_t neg_inf = gb_scalar(gb, UID_NEG_INF);
+
+    cudnnBackendDescriptor_t s1 = gb_tensor(gb, CUDNN_DATA_FLOAT, sd, ss, 0, false);
+    gb_matmul(gb, q, kt, s1);
+    cudnnBackendDescriptor_t s2 = gb_tensor(gb, CUDNN_DATA_FLOAT, sd, ss, 0, false);
+    gb_pointwise(gb, CUDNN_POINTWISE_MUL, CUDNN_DATA_FLOAT, s1, scale, NULL, s2, -1);
+    cudnnBackendDescriptor_t s3 = gb_causal_mask(gb, s2, neg_inf, sd, ss);
+    cudnnBackendDescriptor_t mx = gb_tensor(gb, CUDNN_DATA_FLOAT, rd, rs, 0, false);
+    gb_reduction(gb, CUDNN_REDUCE_TENSOR_MAX, s3, mx);
+    cudnnBackendDescriptor_t s4 = gb_tensor(gb, CUDNN_DATA_FLOAT, sd, ss, 0, false);
+    gb_pointwise(gb, CUDNN_POINTWISE_SUB, CUDNN_DATA_FLOAT, s3, mx, NULL, s4, -1);
+    cudnnBackendDescriptor_t e = gb_tensor(gb, CUDNN_DATA_FLOAT, sd, ss, 0, false);
+    gb_pointwise(gb, CUDNN_POINTWISE_EXP, CUDNN_DATA_FLOAT, s4, NULL, NULL, e, -1);
+    cudnnBackendDescriptor_t z = gb_tensor(gb, CUDNN_DATA_FLOAT, rd, rs, 0, false);
+    gb_reduction(gb, CUDNN_REDUCE_TENSOR_ADD, e, z);
+    cudnnBackendDescriptor_t logz = gb_tensor(gb, CUDNN_DATA_FLOAT, rd, rs, 0, false);
+    gb_pointwise(gb, CUDNN_POINTWISE_LOG, CUDNN_DATA_FLOAT, z, NULL, NULL, logz, -1);
+    gb_pointwise(gb, CUDNN_POINTWISE_ADD, CUDNN_DATA_FLOAT, mx, logz, NULL, stats, -1);
+    cudnnBackendDescriptor_t p = gb_tensor(gb, CUDNN_DATA_BFLOAT16, sd, ss, 0, false);
+    gb_pointwise(gb, CUDNN_POINTWISE_DIV, CUDNN_DATA_FLOAT, e, z, NULL, p, -1);
+    gb_matmul(gb, p, v, o);
+}
+
+/* dX[B, G, T, D] = reduce over each group's heads of full[B, H, T, D] (GQA), or direct (MHA). */
+static void gb_matmul_to_kv(struct graph_builder *gb, cudnnBackendDescriptor_t a,
+                            cudnnBackendDescriptor_t b, cudnnBackendDescriptor_t out,
+                            const struct sdpa_dims *m)
+{
+    if (m->H == m->G) {
+        gb_matmul(gb, a, b, out);
+        return;
+    }
+    const int64_t H = m->H, S = m->T, D = m->D;
+    const int64_t fd[4] = {m->B, H, S, D}, fs[4] = {H * S * D, S * D, D, 1};
+    cudnnBackendDescriptor_t full = gb_tensor(gb, CUDNN_DATA_BFLOAT16, fd, fs, 0, false);
+    gb_matmul(gb, a, b, full);
+    gb_reduction(gb, CUDNN_REDUCE_TENSOR_ADD, full, out);
+}
+
+/* Backward (the frontend's default, non-deterministic dQ accumulation in fp32):
+ * softmax_sum = rowsum(dO * O); P = exp(S * scale - Stats) masked; dV = P^T dO;
+ * dS = P (dO V^T - softmax_sum) * scale; dK = dS^T Q; dQ = dS K. */
+static void build_backward(struct graph_builder *gb, const struct sdpa_dims *m)
+{
+    const int64_t B = m->B, H = m->H, G = m->G, S = m->T, D = m->D;
+    struct sdpa_strides st = sdpa_strides_of(m);
+    const int64_t qd[4] = {B, H, S, D}, kvd[4] = {B, G, S, D}, ktd[4] = {B, G, D, S};
+    const int64_t sd[4] = {B, H, S, S}, ss[4] = {H * S * S, S * S, S, 1};
+    const int64_t sts[4] = {H * S * S, S * S, 1, S}; /* the transposed [kv, q] view */
+    const int64_t rd[4] = {B, H, S, 1}, rs[4] = {H * S, S, 1, 1};
+    const int64_t dod_s[4] = {H * S * D, S * D, H * D, 1}, acc_s[4] = {H * S * D, S * D, D, 1};
+    int64_t kts[4], vts[4];
+    transposed(st.k, kts);
+    transposed(st.v, vts);
+    cudnnBackendDescriptor_t q = gb_tensor(gb, CUDNN_DATA_BFLOAT16, qd, st.q, UID_Q, false);
+    cudnnBackendDescriptor_t kt = gb_tensor(gb, CUDNN_DATA_BFLOAT16, ktd, kts, UID_K, false);
+    cudnnBackendDescriptor_t vt = gb_tensor(gb, CUDNN_DATA_BFLOAT16, ktd, vts, UID_V, false);
+    cudnnBackendDescriptor_t o = gb_tensor(gb, CUDNN_DATA_BFLOAT16, qd, st.o, UID_O, false);
+    cudnnBackendDescriptor_t dout = gb_tensor(gb, CUDNN_DATA_BFLOAT16, qd, st.o, UID_DO, false);
+    cudnnBackendDescriptor_t stats = gb_tensor(gb, CUDNN_DATA_FLOAT, rd, rs, UID_STATS, false);
+    cudnnBackendDescriptor_t dq = gb_tensor(gb, CUDNN_DATA_BFLOAT16, qd, st.q, UID_DQ, false);
+    cudnnBackendDescriptor_t dk = gb_tensor(gb, CUDNN_DATA_BFLOAT16, kvd, st.k, UID_DK, false);
+    cudnnBackendDescriptor_t dv = gb_tensor(gb, CUDNN_DATA_BFLOAT16, kvd, st.v, UID_DV, false);
+    cudnnBackendDescriptor_t scale = gb_scalar(gb, UID_SCALE);
+    cudnnBackendDescriptor_t one = gb_scalar(gb, UID_ONE);
+    cudnnBackendDescriptor_t neg_inf = gb_scalar(gb, UID_NEG_INF);
+    cudnnBackendDescriptor_t softmax_sum =
+        gb_tensor(gb, CUDNN_DATA_FLOAT, rd, rs, UID_SOFTMAX_SUM, false);
+    cudnnBackendDescriptor_t dq_accum =
+        gb_tensor(gb, CUDNN_DATA_FLOAT, qd, acc_s, UID_DQ_ACCUM, false);
+
+    cudnnBackendDescriptor_t t1 = gb_tensor(gb, CUDNN_DATA_FLOAT, qd, dod_s, 0, false);
+    gb_pointwise(gb, CUDNN_POINTWISE_MUL, CUDNN_DATA_FLOAT, dout, o, NULL, t1, -1);
+    cudnnBackendDescriptor_t t2 = gb_tensor(gb, CUDNN_DATA_FLOAT, rd, rs, 0, false);
+    gb_reduction(gb, CUDNN_REDUCE_TENSOR_ADD, t1, t2);
+    gb_pointwise(gb, CUDNN_POINTWISE_MUL, CUDNN_DATA_FLOAT, t2, one, NULL, softmax_sum, -1);
+
+    cudnnBackendDescriptor_t s1 = gb_tensor(gb, CUDNN_DATA_FLOAT, sd, ss, 0, false);
+    gb_matmul(gb, q, kt, s1);
+    cudnnBackendDescriptor_t s2 = gb_tensor(gb, CUDNN_DATA_FLOAT, sd, ss, 0, false);
+    gb_pointwise(gb, CUDNN_POINTWISE_MUL, CUDNN_DATA_FLOAT, s1, scale, NULL, s2, -1);
+    cudnnBackendDescriptor_t s3 = gb_tensor(gb, CUDNN_DATA_FLOAT, sd, ss, 0, false);
+    gb_pointwise(gb, CUDNN_POINTWISE_SUB, CUDNN_DATA_FLOAT, s2, stats, NULL, s3, -1);
+    if (m->pad_workaround) s3 = gb_padding_mask(gb, s3, B, sd, ss);
+    cudnnBackendDescriptor_t s4 = gb_causal_mask(gb, s3, neg_inf, sd, ss);
+    cudnnBackendDescriptor_t p = gb_tensor(gb, CUDNN_DATA_FLOAT, sd, ss, 0, false);
+    gb_pointwise(gb, CUDNN_POINTWISE_EXP, CUDNN_DATA_FLOAT, s4, NULL, NULL, p, -1);
+    cudnnBackendDescriptor_t pt = gb_tensor(gb, CUDNN_DATA_BFLOAT16, sd, sts, 0, false);
+    gb_reshape(gb, p, pt);
+    gb_matmul_to_kv(gb, pt, dout, dv, m);
+
+    cudnnBackendDescriptor_t dp = gb_tensor(gb, CUDNN_DATA_FLOAT, sd, ss, 0, false);
+    gb_matmul(gb, dout, vt, dp);
+    cudnnBackendDescriptor_t t3 = gb_tensor(gb, CUDNN_DATA_FLOAT, sd, ss, 0, false);
+    gb_pointwise(gb, CUDNN_POINTWISE_SUB, CUDNN_DATA_FLOAT, dp, softmax_sum, NULL, t3, -1);
+    cudnnBackendDescriptor_t t4 = gb_tensor(gb, CUDNN_DATA_FLOAT, sd, ss, 0, false);
+    gb_pointwise(gb, CUDNN_POINTWISE_MUL, CUDNN_DATA_FLOAT, t3, p, NULL, t4, -1);
+    cudnnBackendDescriptor_t ds = gb_tensor(gb, CUDNN_DATA_FLOAT, sd, ss, 0, false);
+    gb_pointwise(gb, CUDNN_POINTWISE_MUL, CUDNN_DATA_FLOAT, t4, scale, NULL, ds, -1);
+    cudnnBackendDescriptor_t dst = gb_tensor(gb, CUDNN_DATA_BFLOAT16, sd, sts, 0, false);
+    gb_reshape(gb, ds, dst);
+    gb_matmul_to_kv(gb, dst, q, dk, m);
+
+    cudnnBackendDescriptor_t k = gb_tensor(gb, CUDNN_DATA_FLOAT, kvd, st.k, 0, false);
+    gb_reshape(gb, kt, k);
+    gb_matmul(gb, ds, k, dq_accum);
+    gb_pointwise(gb, CUDNN_POINTWISE_IDENTITY, CUDNN_DATA_FLOAT, dq_accum, NULL, NULL, dq, -1);
+}
+
+/* The operation graph of m, finalized (validated by cuDNN); NULL on failure (reason in gb). */
+static cudnnBackendDescriptor_t gb_graph(struct graph_builder *gb, const struct sdpa_dims *m)
+{
+    gb->next_uid = UID_VIRTUAL;
+    if (m->backward) {
+        build_backward(gb, m);
+    } else {
+        build_forward(gb, m);
+    }
+    cudnnBackendDescriptor_t g = gb_new(gb, CUDNN_BACKEND_OPERATIONGRAPH_DESCRIPTOR, "graph");
+    gb_set(gb, g, CUDNN_ATTR_OPERATIONGRAPH_OPS, CUDNN_TYPE_BACKEND_DESCRIPTOR, gb->nops, gb->ops,
+           "graph ops");
+    if (gb->handle)
+        gb_set(gb, g, CUDNN_ATTR_OPERATIONGRAPH_HANDLE, CUDNN_TYPE_HANDLE, 1, &gb->handle,
+               "graph handle");
+    gb_finalize(gb, g, "operation graph");
+    return gb->failed ? NULL : g;
+}
+
+static void gb_destroy(struct graph_builder *gb)
+{
+    for (int i = gb->ndescs - 1; i >= 0; i--) cudnnBackendDestroyDescriptor(gb->descs[i]);
+    free(gb);
+}
+
+/* Engine configs from heuristics mode A (else the fallback list), tried in order; the first that
+ * finalizes into a plan wins, as the frontend's default policy does. */
+static bool gb_plan(struct graph_builder *gb, cudnnBackendDescriptor_t graph,
+                    cudnnBackendDescriptor_t *plan, int64_t *workspace)
+{
+    const cudnnBackendHeurMode_t modes[2] = {CUDNN_HEUR_MODE_A, CUDNN_HEUR_MODE_FALLBACK};
+    for (int mi = 0; mi < 2 && !gb->failed; mi++) {
+        cudnnBackendDescriptor_t heur = gb_new(gb, CUDNN_BACKEND_ENGINEHEUR_DESCRIPTOR, "heur");
+        gb_set(gb, heur, CUDNN_ATTR_ENGINEHEUR_OPERATION_GRAPH, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1,
+               &graph, "heur graph");
+        gb_set(gb, heur, CUDNN_ATTR_ENGINEHEUR_MODE, CUDNN_TYPE_HEUR_MODE, 1, &modes[mi],
+               "heur mode");
+        gb_finalize(gb, heur, "heuristics");
+        int64_t count = 0;
+        if (gb->failed || !gb_ok(gb, cudnnBackendGetAttribute(heur, CUDNN_ATTR_ENGINEHEUR_RESULTS,
+                                                              CUDNN_TYPE_BACKEND_DESCRIPTOR, 0,
+                                                              &count, NULL),
+                                 "heuristics count"))
+            return false;
+        if (count > 16) count = 16;
+        cudnnBackendDescriptor_t cfgs[16];
+        for (int64_t i = 0; i < count; i++)
+            cfgs[i] = gb_new(gb, CUDNN_BACKEND_ENGINECFG_DESCRIPTOR, "engine config");
+        int64_t got = 0;
+        if (count == 0 || gb->failed ||
+            !gb_ok(gb, cudnnBackendGetAttribute(heur, CUDNN_ATTR_ENGINEHEUR_RESULTS,
+                                                CUDNN_TYPE_BACKEND_DESCRIPTOR, count, &got, cfgs),
+                   "heuristics results"))
+            continue;
+        for (int64_t i = 0; i < got; i++) {
+            cudnnBackendDescriptor_t p = NULL;
+            if (cudnnBackendCreateDescriptor(CUDNN_BACKEND_EXECUTION_PLAN_DESCRIPTOR, &p) !=
+                CUDNN_STATUS_SUCCESS)
+                continue;
+            bool ok = cudnnBackendSetAttribute(p, CUDNN_ATTR_EXECUTION_PLAN_HANDLE,
+                                               CUDNN_TYPE_HANDLE, 1, &gb->handle) ==
+                          CUDNN_STATUS_SUCCESS &&
+                      cudnnBackendSetAttribute(p, CUDNN_ATTR_EXECUTION_PLAN_ENGINE_CONFIG,
+                                               CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &cfgs[i]) ==
+                          CUDNN_STATUS_SUCCESS &&
+                      cudnnBackendFinalize(p) == CUDNN_STATUS_SUCCESS;
+            int64_t n = 0;
+            if (ok && cudnnBackendGetAttribute(p, CUDNN_ATTR_EXECUTION_PLAN_WORKSPACE_SIZE,
+                                               CUDNN_TYPE_INT64, 1, &n, workspace) ==
+                          CUDNN_STATUS_SUCCESS) {
+                *plan = p;
+                CHECK(gb->ndescs < GB_MAX_DESCS);
+                gb->descs[gb->ndescs++] = p;
+                return true;
+            }
+            cudnnBackendDestroyDescriptor(p);
+        }
+    }
+    if (!gb->failed) {
+        char last[320] = "";
+        cudnnGetLastErrorString(last, sizeof last);
+        snprintf(gb->err, sizeof gb->err, "no engine config of the fused attention graph "
+                 "finalized%s%s", last[0] ? ": " : "", last);
+        gb->failed = true;
+    }
+    return false;
+}
+
+/* The plan for m, built on first use and kept in the context. */
+static struct cuda_sdpa_plan *sdpa_plan(const struct sdpa_dims *m)
+{
+    struct cuda_context *ctx = cuda_ctx();
+    int free_slot = -1;
+    for (int i = 0; i < CUDA_SDPA_CACHE; i++) {
+        struct cuda_sdpa_plan *p = ctx->sdpa[i];
+        if (!p) {
+            if (free_slot < 0) free_slot = i;
+            continue;
+        }
+        if (!memcmp(&p->dims, m, sizeof *m)) return p;
+    }
+    if (free_slot < 0)
+        BUG("more than %d attention shapes: raise CUDA_SDPA_CACHE", (int)CUDA_SDPA_CACHE);
+    struct graph_builder *gb = (struct graph_builder *)xcalloc(1, sizeof *gb);
+    gb->handle = ctx->dnn;
+    cudnnBackendDescriptor_t graph = gb_graph(gb, m);
+    struct cuda_sdpa_plan *p = (struct cuda_sdpa_plan *)xcalloc(1, sizeof *p);
+    if (!graph || !gb_plan(gb, graph, &p->plan, &p->workspace))
+        BUG("cuDNN attention %s (B=%lld T=%lld heads=%lld groups=%lld d=%lld): %s",
+            m->backward ? "backward" : "forward", (long long)m->B, (long long)m->T,
+            (long long)m->H, (long long)m->G, (long long)m->D, gb->err);
+    p->dims = *m;
+    p->gb = gb;
+    ctx->sdpa[free_slot] = p;
+    return p;
+}
+
+/* Runs plan p with the (uid, pointer) pairs given. */
+static void sdpa_execute(struct cuda_sdpa_plan *p, const int64_t *uids, void *const *ptrs, int n,
+                         void *workspace)
+{
+    struct cuda_context *ctx = cuda_ctx();
+    cudnnBackendDescriptor_t pack;
+    CUDNN_CHECK(cudnnBackendCreateDescriptor(CUDNN_BACKEND_VARIANT_PACK_DESCRIPTOR, &pack));
+    CUDNN_CHECK(cudnnBackendSetAttribute(pack, CUDNN_ATTR_VARIANT_PACK_UNIQUE_IDS,
+                                         CUDNN_TYPE_INT64, n, uids));
+    CUDNN_CHECK(cudnnBackendSetAttribute(pack, CUDNN_ATTR_VARIANT_PACK_DATA_POINTERS,
+                                         CUDNN_TYPE_VOID_PTR, n, ptrs));
+    CUDNN_CHECK(cudnnBackendSetAttribute(pack, CUDNN_ATTR_VARIANT_PACK_WORKSPACE,
+                                         CUDNN_TYPE_VOID_PTR, 1, &workspace));
+    CUDNN_CHECK(cudnnBackendFinalize(pack));
+    CUDNN_CHECK(cudnnBackendExecute(ctx->dnn, p->plan, pack));
+    CUDNN_CHECK(cudnnBackendDestroyDescriptor(pack));
+}
+
+/* ---- Q packing for grouped-query attention ---- */
+
+/* dst[n, h, :] = qkv[n, q_col(h) :] (pack) or the reverse (unpack), 8 values per thread. */
+static __global__ void q_pack_kernel(bf16 *packed, bf16 *qkv, int64_t N, int H, int per, int D,
+                                     bool unpack)
+{
+    int64_t W = (int64_t)(H / per) * (per + 2) * D, pieces = N * H * (D / 8);
+    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < pieces;
+         i += (int64_t)gridDim.x * blockDim.x) {
+        int64_t n = i / (H * (D / 8));
+        int h = (int)(i / (D / 8) % H), c = (int)(i % (D / 8)) * 8;
+        uint4 *a = reinterpret_cast<uint4 *>(packed + (n * H + h) * D + c);
+        uint4 *b = reinterpret_cast<uint4 *>(qkv + n * W + ((int64_t)(h / per) * (per + 2) + h % per) * D + c);
+        if (unpack) {
+            *b = *a;
+        } else {
+            *a = *b;
+        }
+    }
+}
+
+static void q_pack(bf16 *packed, bf16 *qkv, int64_t N, struct attention_shape s, bool unpack)
+{
+    int64_t pieces = N * s.heads * (s.head_dim / 8);
+    q_pack_kernel<<<cuda_blocks(pieces, 256), 256, 0, cuda_ctx()->stream>>>(
+        packed, qkv, N, s.heads, s.heads / s.groups, s.head_dim, unpack);
+    CUDA_CHECK_LAUNCH("q_pack_kernel");
+}
+
+static __global__ void fill_int_kernel(int32_t *v, int n, int32_t value)
+{
+    if ((int)threadIdx.x < n) v[threadIdx.x] = value;
+}
+
+/* ---- the ops ---- */
+
+static struct sdpa_dims sdpa_dims_of(struct attention_shape s, bool backward)
+{
+    struct sdpa_dims m;
+    memset(&m, 0, sizeof m); /* the struct is compared bytewise as a cache key */
+    m.B = s.batch, m.T = s.seq, m.H = s.heads, m.G = s.groups, m.D = s.head_dim;
+    m.q_packed = s.heads != s.groups;
+    m.backward = backward;
+    m.pad_workaround = backward && s.seq % 128 != 0 && cudnnGetVersion() <= 91500;
+    return m;
+}
+
+static void check_attention(const char *op, struct attention_shape s, struct dropout_key drop,
+                            struct tensor qkv)
+{
+    if (drop.p > 0.0f)
+        die_user("--attention-dropout %g: not supported yet on the CUDA backend; use 0",
+                 (double)drop.p);
+    if (s.head_dim % 8 != 0 || s.head_dim > 256)
+        die_user("attention head dimension %d: the CUDA backend's fused attention needs a multiple "
+                 "of 8 up to 256; change --kv-channels or the hidden size and heads", s.head_dim);
+    if (s.groups <= 0 || s.heads % s.groups != 0) BUG("%s: heads %% groups != 0", op);
+    if (!cuda_aligned16(qkv.data)) BUG("%s: qkv must be 16-byte aligned", op);
+}
+
+void cuda_attention_forward(struct tensor out, struct tensor probs, struct tensor qkv,
+                            struct attention_shape s, struct dropout_key drop)
+{
+    const char *op = "cuda_attention_forward";
+    cuda_need(op, "out", out, DT_BF16);
+    cuda_need(op, "probs", probs, DT_F32);
+    cuda_need(op, "qkv", qkv, DT_BF16);
+    check_attention(op, s, drop, qkv);
+    if (tensor_numel(probs) != s.batch * s.heads * s.seq)
+        BUG("%s: probs must hold the log-sum-exp [B, n, T] on the CUDA backend", op);
+    int64_t N = s.batch * s.seq;
+    if (N == 0) return;
+    struct sdpa_dims m = sdpa_dims_of(s, false);
+    struct cuda_sdpa_plan *p = sdpa_plan(&m);
+    size_t ws = cuda_align256((size_t)p->workspace);
+    size_t qbytes = m.q_packed ? cuda_align256((size_t)N * s.heads * s.head_dim * 2) : 0;
+    char *scratch = (char *)cuda_scratch(ws + qbytes + 256);
+    bf16 *base = (bf16 *)qkv.data, *q = base;
+    if (m.q_packed) {
+        q = (bf16 *)(scratch + ws);
+        q_pack(q, base, N, s, false);
+    }
+    int per = s.heads / s.groups;
+    float scale = (float)(1.0 / sqrt((double)s.head_dim)), neg_inf = -INFINITY;
+    const int64_t uids[7] = {UID_Q, UID_K, UID_V, UID_O, UID_STATS, UID_SCALE, UID_NEG_INF};
+    void *ptrs[7] = {q, base + (int64_t)per * s.head_dim, base + (int64_t)(per + 1) * s.head_dim,
+                     out.data, probs.data, &scale, &neg_inf};
+    sdpa_execute(p, uids, ptrs, 7, scratch);
+}
+
+void cuda_attention_backward(struct tensor dqkv, struct tensor dout, struct tensor qkv,
+                             struct tensor probs, struct tensor out, struct attention_shape s,
+                             struct dropout_key drop)
+{
+    const char *op = "cuda_attention_backward";
+    cuda_need(op, "dqkv", dqkv, DT_BF16);
+    cuda_need(op, "dout", dout, DT_BF16);
+    cuda_need(op, "qkv", qkv, DT_BF16);
+    cuda_need(op, "probs", probs, DT_F32);
+    cuda_need(op, "out", out, DT_BF16);
+    check_attention(op, s, drop, qkv);
+    if (!cuda_aligned16(dqkv.data)) BUG("%s: dqkv must be 16-byte aligned", op);
+    int64_t N = s.batch * s.seq, H = s.heads, D = s.head_dim;
+    if (N == 0) return;
+    struct sdpa_dims m = sdpa_dims_of(s, true);
+    struct cuda_sdpa_plan *p = sdpa_plan(&m);
+    size_t ws = cuda_align256((size_t)p->workspace);
+    size_t sum_bytes = cuda_align256((size_t)s.batch * H * s.seq * sizeof(float));
+    size_t acc_bytes = cuda_align256((size_t)N * H * D * sizeof(float));
+    size_t qbytes = m.q_packed ? cuda_align256((size_t)N * H * D * 2) : 0;
+    size_t seq_bytes = cuda_align256((size_t)s.batch * sizeof(int32_t));
+    char *scratch =
+        (char *)cuda_scratch(ws + sum_bytes + acc_bytes + 2 * qbytes + 2 * seq_bytes + 256);
+    char *at = scratch + ws;
+    float *softmax_sum = (float *)at;
+    float *dq_accum = (float *)(at += sum_bytes);
+    bf16 *q = (bf16 *)qkv.data, *dq = (bf16 *)dqkv.data;
+    at += acc_bytes;
+    if (m.q_packed) {
+        q = (bf16 *)at;
+        dq = (bf16 *)(at + qbytes);
+        q_pack(q, (bf16 *)qkv.data, N, s, false);
+        at += 2 * qbytes;
+    }
+    int32_t *seq_q = (int32_t *)at, *seq_kv = (int32_t *)(at + seq_bytes);
+    if (m.pad_workaround) {
+        CHECK(s.batch <= 1024);
+        fill_int_kernel<<<1, 1024, 0, cuda_ctx()->stream>>>(seq_q, (int)s.batch, (int32_t)s.seq);
+        fill_int_kernel<<<1, 1024, 0, cuda_ctx()->stream>>>(seq_kv, (int)s.batch, (int32_t)s.seq);
+        CUDA_CHECK_LAUNCH("fill_int_kernel");
+    }
+    int per = s.heads / s.groups;
+    bf16 *x = (bf16 *)qkv.data, *dx = (bf16 *)dqkv.data;
+    float scale = (float)(1.0 / sqrt((double)D)), neg_inf = -INFINITY, one = 1.0f;
+    const int64_t uids[17] = {UID_Q,     UID_K,           UID_V,    UID_O,     UID_DO,
+                              UID_STATS, UID_DQ,          UID_DK,   UID_DV,    UID_SCALE,
+                              UID_ONE,   UID_NEG_INF,     UID_SOFTMAX_SUM,     UID_DQ_ACCUM,
+                              UID_SEQ_Q, UID_SEQ_KV,      UID_NEG_INF_PAD};
+    void *ptrs[17] = {q, x + per * D, x + (per + 1) * D, out.data, dout.data, probs.data, dq,
+                      dx + per * D, dx + (per + 1) * D, &scale, &one, &neg_inf, softmax_sum,
+                      dq_accum, seq_q, seq_kv, &neg_inf};
+    sdpa_execute(p, uids, ptrs, m.pad_workaround ? 17 : 14, scratch);
+    if (m.q_packed) q_pack(dq, dx, N, s, true);
+}
+
+bool cuda_attention_dry_run(struct attention_shape s, char *err, size_t errlen)
+{
+    for (int backward = 0; backward < 2; backward++) {
+        struct sdpa_dims m = sdpa_dims_of(s, backward);
+        m.pad_workaround = backward && s.seq % 128 != 0; /* check the workaround graph too */
+        struct graph_builder *gb = (struct graph_builder *)xcalloc(1, sizeof *gb);
+        bool ok = gb_graph(gb, &m) != NULL;
+        if (!ok)
+            snprintf(err, errlen, "%s graph: %s", backward ? "backward" : "forward", gb->err);
+        gb_destroy(gb);
+        if (!ok) return false;
+    }
+    return true;
+}
