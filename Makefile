@@ -97,3 +97,20 @@ clean:
 	rm -rf $(BUILD) megatron
 
 -include $(LIB_OBJ:.o=.d) $(BUILD)/main.d
+
+# GPU checks, on a machine with a GPU (not part of `make test`): every CUDA op against the CPU op
+# (tests/gpu/test_cuda_ops.c), and timings of the GEMMs and attention (scripts/bench/bench_ops.c).
+GPU_TEST  = $(BUILD)/tests/gpu/test_cuda_ops
+GPU_BENCH = $(BUILD)/scripts/bench/bench_ops
+$(GPU_TEST): tests/gpu/test_cuda_ops.c $(BUILD)/libmegatron.a
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -o $@ $< $(BUILD)/libmegatron.a $(LDLIBS)
+$(GPU_BENCH): scripts/bench/bench_ops.c $(BUILD)/libmegatron.a
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -o $@ $< $(BUILD)/libmegatron.a $(LDLIBS)
+.PHONY: test-gpu bench-gpu
+test-gpu: $(GPU_TEST)
+	$(GPU_TEST)
+bench-gpu: $(GPU_BENCH)
+	$(GPU_BENCH)
+-include $(CUDA_OBJ:.o=.d)

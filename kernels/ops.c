@@ -153,7 +153,7 @@ void op_linear_backward(struct tensor dx, struct tensor dw, struct tensor db, st
 /* ---- embeddings ---- */
 
 void op_embedding_forward(struct tensor y, struct tensor tokens, struct tensor wte,
-                          struct tensor wpe, struct tensor positions)
+                          int64_t vocab_start, struct tensor wpe, struct tensor positions)
 {
     struct args a = {.op = "op_embedding_forward"};
     add_arg(&a, "y", y), add_arg(&a, "tokens", tokens), add_arg(&a, "wte", wte);
@@ -170,13 +170,13 @@ void op_embedding_forward(struct tensor y, struct tensor tokens, struct tensor w
         need(&a, wpe.shape[1] == y.shape[1], "wpe and y disagree on the hidden size");
     }
     switch (common_device(&a)) {
-    case DEV_CPU: cpu_embedding_forward(y, tokens, wte, wpe, positions); return;
+    case DEV_CPU: cpu_embedding_forward(y, tokens, wte, vocab_start, wpe, positions); return;
     case DEV_CUDA: no_cuda(a.op);
     }
 }
 
-void op_embedding_backward(struct tensor dwte, struct tensor dwpe, struct tensor dy,
-                           struct tensor tokens, struct tensor positions)
+void op_embedding_backward(struct tensor dwte, int64_t vocab_start, struct tensor dwpe,
+                           struct tensor dy, struct tensor tokens, struct tensor positions)
 {
     struct args a = {.op = "op_embedding_backward"};
     add_arg(&a, "dwte", dwte), add_arg(&a, "dwpe", dwpe), add_arg(&a, "dy", dy);
@@ -195,7 +195,7 @@ void op_embedding_backward(struct tensor dwte, struct tensor dwpe, struct tensor
         need(&a, dwpe.shape[1] == dy.shape[1], "dwpe and dy disagree on the hidden size");
     }
     switch (common_device(&a)) {
-    case DEV_CPU: cpu_embedding_backward(dwte, dwpe, dy, tokens, positions); return;
+    case DEV_CPU: cpu_embedding_backward(dwte, vocab_start, dwpe, dy, tokens, positions); return;
     case DEV_CUDA: no_cuda(a.op);
     }
 }
@@ -581,6 +581,81 @@ void op_cross_entropy_backward(struct tensor dlogits, struct tensor logits, stru
     if (!tensor_present(dlogits)) return; /* the only output is absent */
     switch (dev) {
     case DEV_CPU: cpu_cross_entropy_backward(dlogits, logits, targets, dlosses); return;
+    case DEV_CUDA: no_cuda(a.op);
+    }
+}
+
+/* ---- vocab-parallel cross-entropy ---- */
+
+static void need_rows(const struct args *a, const char *name, struct tensor t, int64_t rows)
+{
+    char why[96];
+    need_tensor(a, name, t, DT_F32, 1);
+    snprintf(why, sizeof why, "%s must have one entry per row", name);
+    need(a, t.shape[0] == rows, why);
+}
+
+void op_vocab_parallel_ce_stats(struct tensor row_max, struct tensor sum_exp, struct tensor target_logit,
+                                struct tensor logits, struct tensor targets, int64_t vocab_start)
+{
+    struct args a = {.op = "op_vocab_parallel_ce_stats"};
+    add_arg(&a, "row_max", row_max), add_arg(&a, "sum_exp", sum_exp), add_arg(&a, "target_logit", target_logit);
+    add_arg(&a, "logits", logits), add_arg(&a, "targets", targets);
+    need_tensor(&a, "logits", logits, DT_F32, 2);
+    need_tensor(&a, "targets", targets, DT_I32, 1);
+    int64_t n = logits.shape[0];
+    need(&a, targets.shape[0] == n, "targets must have one entry per row of logits");
+    need_rows(&a, "row_max", row_max, n), need_rows(&a, "sum_exp", sum_exp, n);
+    need_rows(&a, "target_logit", target_logit, n);
+    switch (common_device(&a)) {
+    case DEV_CPU: cpu_vocab_parallel_ce_stats(row_max, sum_exp, target_logit, logits, targets, vocab_start); return;
+    case DEV_CUDA: no_cuda(a.op);
+    }
+}
+
+void op_vocab_parallel_ce_rescale(struct tensor sum_exp, struct tensor row_max, struct tensor global_max)
+{
+    struct args a = {.op = "op_vocab_parallel_ce_rescale"};
+    add_arg(&a, "sum_exp", sum_exp), add_arg(&a, "row_max", row_max), add_arg(&a, "global_max", global_max);
+    int64_t n = sum_exp.shape[0];
+    need_rows(&a, "sum_exp", sum_exp, n), need_rows(&a, "row_max", row_max, n);
+    need_rows(&a, "global_max", global_max, n);
+    switch (common_device(&a)) {
+    case DEV_CPU: cpu_vocab_parallel_ce_rescale(sum_exp, row_max, global_max); return;
+    case DEV_CUDA: no_cuda(a.op);
+    }
+}
+
+void op_vocab_parallel_ce_loss(struct tensor losses, struct tensor lse, struct tensor global_max,
+                               struct tensor sum_exp, struct tensor target_logit)
+{
+    struct args a = {.op = "op_vocab_parallel_ce_loss"};
+    add_arg(&a, "losses", losses), add_arg(&a, "lse", lse), add_arg(&a, "global_max", global_max);
+    add_arg(&a, "sum_exp", sum_exp), add_arg(&a, "target_logit", target_logit);
+    int64_t n = losses.shape[0];
+    need_rows(&a, "losses", losses, n), need_rows(&a, "lse", lse, n), need_rows(&a, "global_max", global_max, n);
+    need_rows(&a, "sum_exp", sum_exp, n), need_rows(&a, "target_logit", target_logit, n);
+    switch (common_device(&a)) {
+    case DEV_CPU: cpu_vocab_parallel_ce_loss(losses, lse, global_max, sum_exp, target_logit); return;
+    case DEV_CUDA: no_cuda(a.op);
+    }
+}
+
+void op_vocab_parallel_ce_backward(struct tensor dlogits, struct tensor logits, struct tensor targets,
+                                   int64_t vocab_start, struct tensor lse, struct tensor dlosses)
+{
+    struct args a = {.op = "op_vocab_parallel_ce_backward"};
+    add_arg(&a, "dlogits", dlogits), add_arg(&a, "logits", logits), add_arg(&a, "targets", targets);
+    add_arg(&a, "lse", lse), add_arg(&a, "dlosses", dlosses);
+    need_tensor(&a, "logits", logits, DT_F32, 2);
+    need_tensor(&a, "dlogits", dlogits, DT_F32, 2);
+    need_tensor(&a, "targets", targets, DT_I32, 1);
+    int64_t n = logits.shape[0];
+    need(&a, dims_are(dlogits, n, logits.shape[1]), "dlogits and logits disagree in shape");
+    need(&a, targets.shape[0] == n, "targets must have one entry per row of logits");
+    need_rows(&a, "lse", lse, n), need_rows(&a, "dlosses", dlosses, n);
+    switch (common_device(&a)) {
+    case DEV_CPU: cpu_vocab_parallel_ce_backward(dlogits, logits, targets, vocab_start, lse, dlosses); return;
     case DEV_CUDA: no_cuda(a.op);
     }
 }

@@ -39,13 +39,17 @@ void op_linear_backward(struct tensor dx, struct tensor dw, struct tensor db, st
 
 /* ---- embeddings ---- */
 
-/* y[N,H] = wte[tokens[n], :] + wpe[positions[n], :] (wpe optional). tokens, positions: int32 [N].
- * A token id outside [0, V) is a bug in the caller (the data pipeline validates ids). */
+/* y[N,H] = wte[tokens[n] - vocab_start, :] + wpe[positions[n], :] (wpe optional).
+ * tokens, positions: int32 [N]. wte holds the vocabulary rows [vocab_start, vocab_start + V) (a
+ * tensor-parallel shard, Megatron's VocabParallelEmbedding; vocab_start 0 and V the whole padded
+ * vocabulary otherwise): a token outside them contributes a zero row (the data pipeline and the
+ * cross-entropy's target check catch ids beyond the vocabulary). */
 void op_embedding_forward(struct tensor y, struct tensor tokens, struct tensor wte,
-                          struct tensor wpe, struct tensor positions);
-/* dwte[tokens[n], :] += dy[n, :];  dwpe[positions[n], :] += dy[n, :] */
-void op_embedding_backward(struct tensor dwte, struct tensor dwpe, struct tensor dy,
-                           struct tensor tokens, struct tensor positions);
+                          int64_t vocab_start, struct tensor wpe, struct tensor positions);
+/* dwte[tokens[n] - vocab_start, :] += dy[n, :] (tokens in the shard only);
+ * dwpe[positions[n], :] += dy[n, :] */
+void op_embedding_backward(struct tensor dwte, int64_t vocab_start, struct tensor dwpe,
+                           struct tensor dy, struct tensor tokens, struct tensor positions);
 
 /* ---- normalisation ---- */
 
@@ -73,9 +77,13 @@ void op_swiglu_backward(struct tensor dx, struct tensor dy, struct tensor x);
 
 struct attention_shape {
     int64_t batch, seq;   /* B, T: rows are n = b*T + t */
-    int heads;            /* n: query heads */
+    int heads;            /* n: query heads (of this rank, under tensor parallelism) */
     int groups;           /* g: key/value heads (query groups); heads % groups == 0 */
     int head_dim;         /* d */
+    /* Under tensor parallelism a rank holds heads [head_offset, head_offset + heads) of
+     * total_heads; attention dropout keys use the global head index so masks do not depend on
+     * the layout. 0 and 0 mean "all heads" (head_offset 0, total_heads = heads). */
+    int head_offset, total_heads;
 };
 
 /* Rotary position embedding in Megatron's rotate-half form, in place on the q and k parts of a
@@ -126,5 +134,24 @@ void op_cross_entropy_forward(struct tensor losses, struct tensor logits, struct
  * dlogits may alias logits. */
 void op_cross_entropy_backward(struct tensor dlogits, struct tensor logits, struct tensor targets,
                                struct tensor dlosses);
+
+/* Megatron's vocab-parallel cross-entropy, for logits [N, V] holding the vocabulary columns
+ * [vocab_start, vocab_start + V) of a tensor-parallel rank; the caller combines ranks:
+ *   1. stats: row_max[n] = max_v logits[n, v]; sum_exp[n] = sum_v exp(logits[n, v] - row_max[n]);
+ *      target_logit[n] = logits[n, targets[n] - vocab_start] when the target is in the shard, else 0
+ *   2. the caller all-reduces row_max with max into global_max, then
+ *      op_vocab_parallel_ce_rescale: sum_exp[n] *= exp(row_max[n] - global_max[n]),
+ *      then all-reduces sum_exp and target_logit with sum
+ *   3. op_vocab_parallel_ce_loss: lse[n] = global_max[n] + log(sum_exp[n]),
+ *      losses[n] = lse[n] - target_logit[n]
+ *   backward: dlogits[n, v] = (exp(logits[n, v] - lse[n]) - [v + vocab_start == targets[n]]) * dlosses[n]
+ * All per-row tensors are fp32 [N]; dlogits may alias logits. */
+void op_vocab_parallel_ce_stats(struct tensor row_max, struct tensor sum_exp, struct tensor target_logit,
+                                struct tensor logits, struct tensor targets, int64_t vocab_start);
+void op_vocab_parallel_ce_rescale(struct tensor sum_exp, struct tensor row_max, struct tensor global_max);
+void op_vocab_parallel_ce_loss(struct tensor losses, struct tensor lse, struct tensor global_max,
+                               struct tensor sum_exp, struct tensor target_logit);
+void op_vocab_parallel_ce_backward(struct tensor dlogits, struct tensor logits, struct tensor targets,
+                                   int64_t vocab_start, struct tensor lse, struct tensor dlosses);
 
 #endif

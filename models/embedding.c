@@ -23,7 +23,7 @@ static struct dropout_key embedding_dropout(const struct layer_ctx *ctx)
 void embedding_forward(const struct layer_ctx *ctx, const struct embedding_params *p,
                        struct tensor out, struct tensor tokens, struct tensor positions)
 {
-    op_embedding_forward(out, tokens, p->word, p->position, positions);
+    op_embedding_forward(out, tokens, p->word, 0, p->position, positions);
     op_bias_dropout_add_forward(out, out, tensor_none(), tensor_none(), embedding_dropout(ctx));
 }
 
@@ -31,5 +31,5 @@ void embedding_backward(const struct layer_ctx *ctx, const struct embedding_para
                         struct tensor dout, struct tensor tokens, struct tensor positions)
 {
     op_bias_dropout_add_backward(dout, tensor_none(), dout, embedding_dropout(ctx));
-    op_embedding_backward(grad->word, grad->position, dout, tokens, positions);
+    op_embedding_backward(grad->word, 0, grad->position, dout, tokens, positions);
 }

@@ -267,17 +267,17 @@ static void test_embedding_forward_and_backward_match_reference(void **state)
     c.in[0] = to_double(wte, V * H), c.in[1] = to_double(wpe, P * H);
     c.ids[0] = tokens, c.ids[1] = positions, c.dim[0] = N, c.dim[1] = H;
     c.r = to_double(r, N * H);
-    op_embedding_forward(f2(y, N, H), i1(tokens, N), f2(wte, V, H), f2(wpe, P, H), i1(positions, N));
+    op_embedding_forward(f2(y, N, H), i1(tokens, N), f2(wte, V, H), 0, f2(wpe, P, H), i1(positions, N));
     check_forward(&c, y, "embedding with positions");
 
     float *dwte = ffill(V * H, 1.0f), *dwpe = ffill(P * H, 1.0f);
-    op_embedding_backward(f2(dwte, V, H), f2(dwpe, P, H), f2(r, N, H), i1(tokens, N), i1(positions, N));
+    op_embedding_backward(f2(dwte, V, H), 0, f2(dwpe, P, H), f2(r, N, H), i1(tokens, N), i1(positions, N));
     check_grad(&c, 0, V * H, dwte, 1.0, "embedding dwte");
     check_grad(&c, 1, P * H, dwpe, 1.0, "embedding dwpe");
 
     free(c.in[1]);
     c.in[1] = NULL;
-    op_embedding_forward(f2(y, N, H), i1(tokens, N), f2(wte, V, H), tensor_none(), tensor_none());
+    op_embedding_forward(f2(y, N, H), i1(tokens, N), f2(wte, V, H), 0, tensor_none(), tensor_none());
     check_forward(&c, y, "embedding without positions");
     free_ref(&c);
     free(wte), free(wpe), free(y), free(r), free(dwte), free(dwpe);
@@ -766,7 +766,7 @@ static void run_attention_embedding_loss(struct outbuf *o)
     op_attention_forward(f2(out, N, D), probs, f2(qkv, N, W), s, drop);
     op_attention_backward(f2(take(o, N * W), N, W), f2(dout, N, D), f2(qkv, N, W), probs, f2(out, N, D), s, drop);
     float *dy = frand(N * H, 213), *logits = frand(N * V, 214);
-    op_embedding_backward(f2(take(o, 50 * H), 50, H), tensor_none(), f2(dy, N, H), i1(tok, N), tensor_none());
+    op_embedding_backward(f2(take(o, 50 * H), 50, H), 0, tensor_none(), f2(dy, N, H), i1(tok, N), tensor_none());
     op_cross_entropy_forward(f1(take(o, N), N), f2(logits, N, V), i1(tok, N));
     op_cross_entropy_backward(f2(take(o, N * V), N, V), f2(logits, N, V), i1(tok, N), f1(dout, N));
     op_bias_dropout_add_backward(f2(take(o, N * H), N, H), f1(take(o, H), H), f2(dy, N, H), drop);
@@ -831,7 +831,7 @@ static void linear_with_mismatched_w(void)
 static void embedding_with_float_tokens(void)
 {
     float dummy[16];
-    op_embedding_forward(f2(dummy, 4, 8), f1(dummy, 4), f2(dummy, 10, 8), tensor_none(), tensor_none());
+    op_embedding_forward(f2(dummy, 4, 8), f1(dummy, 4), f2(dummy, 10, 8), 0, tensor_none(), tensor_none());
 }
 
 static void linear_on_cuda(void)

@@ -105,12 +105,14 @@ static void axpy(float *restrict y, float a, const float *restrict x, int d)
 }
 
 /* The dropout factor of probability (b, h, t, t'): its counter is offset + the element's index
- * in probs [B, n, T, T]; 0 if dropped, else 1/(1-p). */
+ * in the probabilities of all heads [B, total_heads, T, T] (h counted from head_offset, so a
+ * tensor-parallel rank draws the slice the whole model would); 0 if dropped, else 1/(1-p). */
 static inline float attn_dropout(struct dropout_key d, float scale, struct attention_shape s,
                                  int64_t b, int h, int64_t t, int64_t u)
 {
     if (d.p == 0.0f) return 1.0f;
-    uint64_t e = (uint64_t)(((b * s.heads + h) * s.seq + t) * s.seq + u);
+    int64_t total = s.total_heads > 0 ? s.total_heads : s.heads;
+    uint64_t e = (uint64_t)(((b * total + s.head_offset + h) * s.seq + t) * s.seq + u);
     return rng_uniform(d.seed, d.stream, d.offset + e) >= d.p ? scale : 0.0f;
 }
 

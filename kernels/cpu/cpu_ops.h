@@ -19,9 +19,9 @@ void cpu_linear_backward(struct tensor dx, struct tensor dw, struct tensor db, s
 
 /* embedding.c */
 void cpu_embedding_forward(struct tensor y, struct tensor tokens, struct tensor wte,
-                           struct tensor wpe, struct tensor positions);
-void cpu_embedding_backward(struct tensor dwte, struct tensor dwpe, struct tensor dy,
-                            struct tensor tokens, struct tensor positions);
+                           int64_t vocab_start, struct tensor wpe, struct tensor positions);
+void cpu_embedding_backward(struct tensor dwte, int64_t vocab_start, struct tensor dwpe,
+                            struct tensor dy, struct tensor tokens, struct tensor positions);
 
 /* norm.c */
 void cpu_layernorm_forward(struct tensor y, struct tensor mean, struct tensor rstd, struct tensor x,
@@ -62,6 +62,13 @@ void cpu_zero(struct tensor x);
 void cpu_cross_entropy_forward(struct tensor losses, struct tensor logits, struct tensor targets);
 void cpu_cross_entropy_backward(struct tensor dlogits, struct tensor logits, struct tensor targets,
                                 struct tensor dlosses);
+void cpu_vocab_parallel_ce_stats(struct tensor row_max, struct tensor sum_exp, struct tensor target_logit,
+                                 struct tensor logits, struct tensor targets, int64_t vocab_start);
+void cpu_vocab_parallel_ce_rescale(struct tensor sum_exp, struct tensor row_max, struct tensor global_max);
+void cpu_vocab_parallel_ce_loss(struct tensor losses, struct tensor lse, struct tensor global_max,
+                                struct tensor sum_exp, struct tensor target_logit);
+void cpu_vocab_parallel_ce_backward(struct tensor dlogits, struct tensor logits, struct tensor targets,
+                                    int64_t vocab_start, struct tensor lse, struct tensor dlosses);
 
 /* ---- helpers shared by the CPU kernels ---- */
 

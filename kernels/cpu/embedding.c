@@ -1,6 +1,7 @@
 /* CPU embedding lookup (word + optional learned position table) and its backward, a scatter-add
  * that each thread does for its own block of columns, rows in order, so repeated ids sum
- * deterministically. */
+ * deterministically. A tensor-parallel shard of the word table holds the vocabulary rows
+ * [vocab_start, vocab_start + rows); other tokens contribute zero rows. */
 #include <string.h>
 
 #include "kernels/cpu/cpu_ops.h"
@@ -22,19 +23,24 @@ static void check_ids(const char *op, const char *what, struct tensor ids, int64
 }
 
 void cpu_embedding_forward(struct tensor y, struct tensor tokens, struct tensor wte,
-                           struct tensor wpe, struct tensor positions)
+                           int64_t vocab_start, struct tensor wpe, struct tensor positions)
 {
-    int64_t N = y.shape[0], H = y.shape[1];
+    int64_t N = y.shape[0], H = y.shape[1], V = wte.shape[0];
     bool use_wpe = tensor_present(wpe);
-    check_ids("op_embedding_forward", "tokens", tokens, wte.shape[0]);
     if (use_wpe) check_ids("op_embedding_forward", "positions", positions, wpe.shape[0]);
     const int32_t *tok = tokens.data, *pos = use_wpe ? positions.data : NULL;
     const float *te = wte.data, *pe = use_wpe ? wpe.data : NULL;
     float *ys = y.data;
 #pragma omp parallel for schedule(static) if (N * H >= CPU_PARALLEL_MIN_WORK)
     for (int64_t n = 0; n < N; n++) {
-        const float *wt = te + (int64_t)tok[n] * H;
+        int64_t row = (int64_t)tok[n] - vocab_start;
         float *out = ys + n * H;
+        if (row < 0 || row >= V) { /* another rank's shard of the vocabulary */
+            if (pe) memcpy(out, pe + (int64_t)pos[n] * H, (size_t)H * sizeof(float));
+            else memset(out, 0, (size_t)H * sizeof(float));
+            continue;
+        }
+        const float *wt = te + row * H;
         if (pe) {
             const float *wp = pe + (int64_t)pos[n] * H;
             for (int64_t h = 0; h < H; h++) out[h] = wt[h] + wp[h];
@@ -44,8 +50,10 @@ void cpu_embedding_forward(struct tensor y, struct tensor tokens, struct tensor 
     }
 }
 
-/* table[ids[n], c0:c0+nc] += dy[n, c0:c0+nc] for every n in order, for every column block. */
-static void scatter_add(float *table, struct tensor ids, const float *dy, int64_t N, int64_t H)
+/* table[ids[n] - start, c0:c0+nc] += dy[n, c0:c0+nc] for every n in order whose row is in the
+ * table's [0, rows), for every column block. */
+static void scatter_add(float *table, int64_t start, int64_t rows, struct tensor ids, const float *dy,
+                        int64_t N, int64_t H)
 {
     const int32_t *id = ids.data;
     int64_t blocks = (H + EMB_COLS - 1) / EMB_COLS;
@@ -53,23 +61,24 @@ static void scatter_add(float *table, struct tensor ids, const float *dy, int64_
     for (int64_t blk = 0; blk < blocks; blk++) {
         int64_t c0 = blk * EMB_COLS, nc = H - c0 < EMB_COLS ? H - c0 : EMB_COLS;
         for (int64_t n = 0; n < N; n++) {
-            float *dst = table + (int64_t)id[n] * H + c0;
+            int64_t row = (int64_t)id[n] - start;
+            if (row < 0 || row >= rows) continue;
+            float *dst = table + row * H + c0;
             const float *src = dy + n * H + c0;
             for (int64_t c = 0; c < nc; c++) dst[c] += src[c];
         }
     }
 }
 
-void cpu_embedding_backward(struct tensor dwte, struct tensor dwpe, struct tensor dy,
-                            struct tensor tokens, struct tensor positions)
+void cpu_embedding_backward(struct tensor dwte, int64_t vocab_start, struct tensor dwpe,
+                            struct tensor dy, struct tensor tokens, struct tensor positions)
 {
     int64_t N = dy.shape[0], H = dy.shape[1];
     if (tensor_present(dwte)) {
-        check_ids("op_embedding_backward", "tokens", tokens, dwte.shape[0]);
-        scatter_add(dwte.data, tokens, dy.data, N, H);
+        scatter_add(dwte.data, vocab_start, dwte.shape[0], tokens, dy.data, N, H);
     }
     if (tensor_present(dwpe)) {
         check_ids("op_embedding_backward", "positions", positions, dwpe.shape[0]);
-        scatter_add(dwpe.data, positions, dy.data, N, H);
+        scatter_add(dwpe.data, 0, dwpe.shape[0], positions, dy.data, N, H);
     }
 }

@@ -59,3 +59,65 @@ void cpu_cross_entropy_backward(struct tensor dlogits, struct tensor logits, str
         }
     }
 }
+
+/* ---- vocab-parallel cross-entropy (ops.h): per-rank statistics, combined by the caller ---- */
+
+void cpu_vocab_parallel_ce_stats(struct tensor row_max, struct tensor sum_exp, struct tensor target_logit,
+                                 struct tensor logits, struct tensor targets, int64_t vocab_start)
+{
+    int64_t N = logits.shape[0], V = logits.shape[1];
+    const float *ls = logits.data;
+    const int32_t *tg = targets.data;
+    float *mx = row_max.data, *se = sum_exp.data, *tl = target_logit.data;
+#pragma omp parallel for schedule(static) if (N * V >= CPU_PARALLEL_MIN_WORK)
+    for (int64_t n = 0; n < N; n++) {
+        const float *row = ls + n * V;
+        float m = -INFINITY;
+        for (int64_t v = 0; v < V; v++) m = row[v] > m ? row[v] : m;
+        double sum = 0.0;
+        for (int64_t v = 0; v < V; v++) sum += exp((double)row[v] - (double)m);
+        int64_t t = (int64_t)tg[n] - vocab_start;
+        mx[n] = m;
+        se[n] = (float)sum;
+        tl[n] = t >= 0 && t < V ? row[t] : 0.0f;
+    }
+}
+
+void cpu_vocab_parallel_ce_rescale(struct tensor sum_exp, struct tensor row_max, struct tensor global_max)
+{
+    float *se = sum_exp.data;
+    const float *m = row_max.data, *g = global_max.data;
+    for (int64_t n = 0; n < sum_exp.shape[0]; n++) se[n] = (float)((double)se[n] * exp((double)m[n] - (double)g[n]));
+}
+
+void cpu_vocab_parallel_ce_loss(struct tensor losses, struct tensor lse, struct tensor global_max,
+                                struct tensor sum_exp, struct tensor target_logit)
+{
+    float *out = losses.data, *l = lse.data;
+    const float *g = global_max.data, *se = sum_exp.data, *tl = target_logit.data;
+    for (int64_t n = 0; n < losses.shape[0]; n++) {
+        double v = (double)g[n] + log((double)se[n]);
+        l[n] = (float)v;
+        out[n] = (float)(v - (double)tl[n]);
+    }
+}
+
+void cpu_vocab_parallel_ce_backward(struct tensor dlogits, struct tensor logits, struct tensor targets,
+                                    int64_t vocab_start, struct tensor lse, struct tensor dlosses)
+{
+    int64_t N = logits.shape[0], V = logits.shape[1];
+    const float *ls = logits.data, *dl = dlosses.data, *lz = lse.data;
+    const int32_t *tg = targets.data;
+    float *dls = dlogits.data;
+#pragma omp parallel for schedule(static) if (N * V >= CPU_PARALLEL_MIN_WORK)
+    for (int64_t n = 0; n < N; n++) {
+        const float *row = ls + n * V;
+        float *drow = dls + n * V;
+        double g = dl[n], z = lz[n];
+        int64_t t = (int64_t)tg[n] - vocab_start;
+        for (int64_t v = 0; v < V; v++) {
+            double p = exp((double)row[v] - z);
+            drow[v] = (float)((p - (v == t ? 1.0 : 0.0)) * g);
+        }
+    }
+}

@@ -8,7 +8,8 @@
  *  - parameter gradients dw, db, embedding and norm weight grads DT_F32, accumulated (+=);
  *  - saved statistics DT_F32: norm mean/rstd [N], attention log-sum-exp [B, n, T] (the `probs`
  *    argument of attention is the natural-log LSE on this backend, not P);
- *  - tokens, targets, positions DT_I32; losses and dlosses DT_F32.
+ *  - tokens, targets, positions DT_I32; losses, dlosses and the per-row statistics of the
+ *    vocab-parallel cross-entropy (row_max, sum_exp, target_logit, global_max, lse) DT_F32.
  * Math inside every kernel is fp32. Dropout masks come from kernels/rng.h with the same keys as the
  * CPU backend, so both draw the same mask; attention dropout (p > 0) is not supported yet (cuDNN
  * cannot draw our counter-based mask) and ends the program with a user error.
@@ -56,9 +57,9 @@ void cuda_linear_backward(struct tensor dx, struct tensor dw, struct tensor db, 
                           struct tensor x, struct tensor w);
 
 void cuda_embedding_forward(struct tensor y, struct tensor tokens, struct tensor wte,
-                            struct tensor wpe, struct tensor positions);
-void cuda_embedding_backward(struct tensor dwte, struct tensor dwpe, struct tensor dy,
-                             struct tensor tokens, struct tensor positions);
+                            int64_t vocab_start, struct tensor wpe, struct tensor positions);
+void cuda_embedding_backward(struct tensor dwte, int64_t vocab_start, struct tensor dwpe,
+                             struct tensor dy, struct tensor tokens, struct tensor positions);
 
 void cuda_layernorm_forward(struct tensor y, struct tensor mean, struct tensor rstd,
                             struct tensor x, struct tensor w, struct tensor b, float eps);
@@ -95,6 +96,16 @@ void cuda_zero(struct tensor x);
 void cuda_cross_entropy_forward(struct tensor losses, struct tensor logits, struct tensor targets);
 void cuda_cross_entropy_backward(struct tensor dlogits, struct tensor logits,
                                  struct tensor targets, struct tensor dlosses);
+void cuda_vocab_parallel_ce_stats(struct tensor row_max, struct tensor sum_exp,
+                                  struct tensor target_logit, struct tensor logits,
+                                  struct tensor targets, int64_t vocab_start);
+void cuda_vocab_parallel_ce_rescale(struct tensor sum_exp, struct tensor row_max,
+                                    struct tensor global_max);
+void cuda_vocab_parallel_ce_loss(struct tensor losses, struct tensor lse, struct tensor global_max,
+                                 struct tensor sum_exp, struct tensor target_logit);
+void cuda_vocab_parallel_ce_backward(struct tensor dlogits, struct tensor logits,
+                                     struct tensor targets, int64_t vocab_start, struct tensor lse,
+                                     struct tensor dlosses);
 
 /* ---- optimizer ---- */
 

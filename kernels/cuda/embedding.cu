@@ -1,38 +1,45 @@
 /* CUDA embedding lookup (word table plus optional learned positions) and its deterministic
- * backward. The backward sorts the row ids with a stable radix sort (CUB) so that each table row
- * is owned by one block, which adds that row's dy rows in increasing n: the same fp32 additions in
- * the same order as the CPU's scatter-add, hence bitwise the same gradient, and no atomics. */
+ * backward. The word table may be a tensor-parallel shard holding vocabulary rows
+ * [vocab_start, vocab_start + V): other tokens contribute a zero word row and no gradient.
+ * The backward sorts the row ids with a stable radix sort (CUB) so that each table row is owned
+ * by one block, which adds that row's dy rows in increasing n: the same fp32 additions in the same
+ * order as the CPU's scatter-add, hence bitwise the same gradient, and no atomics. */
 #include <cub/cub.cuh>
 
 #include "kernels/cuda/cuda_common.h"
 
 enum { EMB_THREADS = 128 }; /* x 8 columns per thread = 1024 columns per block */
 
-/* y[n, :] = wte[tok[n], :] + wpe[pos[n], :]. An id outside its table is a caller bug: the row is
- * filled with NaN rather than read out of bounds, so the bug cannot pass silently. */
+/* y[n, :] = wte[tok[n] - start, :] (zero outside the shard) + wpe[pos[n], :]. A position outside
+ * its table is a caller bug: the row is filled with NaN rather than read out of bounds, so the
+ * bug cannot pass silently. */
 static __global__ void embedding_forward_kernel(bf16 *y, const int32_t *tok, const bf16 *wte,
-                                                int64_t V, const int32_t *pos, const bf16 *wpe,
-                                                int64_t P, int64_t H, bool vec)
+                                                int64_t start, int64_t V, const int32_t *pos,
+                                                const bf16 *wpe, int64_t P, int64_t H, bool vec)
 {
     int64_t n = blockIdx.x;
     int64_t c = ((int64_t)blockIdx.y * blockDim.x + threadIdx.x) * 8;
     if (c >= H) return;
-    int64_t t = tok[n], p = wpe ? pos[n] : 0;
+    int64_t t = (int64_t)tok[n] - start, p = wpe ? pos[n] : 0;
     float v[8], w[8];
-    if (t < 0 || t >= V || p < 0 || (wpe && p >= P)) {
-        for (int i = 0; i < 8; i++) v[i] = __int_as_float(0x7fc00000);
-    } else {
+    if (t >= 0 && t < V) {
         bf16_load8(wte + t * H, c, H, vec, v);
-        if (wpe) {
+    } else { /* another rank's shard of the vocabulary */
+        for (int i = 0; i < 8; i++) v[i] = 0.0f;
+    }
+    if (wpe) {
+        if (p >= 0 && p < P) {
             bf16_load8(wpe + p * H, c, H, vec, w);
-            for (int i = 0; i < 8; i++) v[i] += w[i];
+        } else {
+            for (int i = 0; i < 8; i++) w[i] = __int_as_float(0x7fc00000);
         }
+        for (int i = 0; i < 8; i++) v[i] += w[i];
     }
     bf16_store8(y + n * H, c, H, vec, v);
 }
 
 void cuda_embedding_forward(struct tensor y, struct tensor tokens, struct tensor wte,
-                            struct tensor wpe, struct tensor positions)
+                            int64_t vocab_start, struct tensor wpe, struct tensor positions)
 {
     const char *op = "cuda_embedding_forward";
     cuda_need(op, "y", y, DT_BF16);
@@ -48,22 +55,28 @@ void cuda_embedding_forward(struct tensor y, struct tensor tokens, struct tensor
     dim3 grid((unsigned)N, (unsigned)((H + EMB_THREADS * 8 - 1) / (EMB_THREADS * 8)));
     CHECK(N <= 0x7fffffff);
     embedding_forward_kernel<<<grid, EMB_THREADS, 0, cuda_ctx()->stream>>>(
-        (bf16 *)y.data, (const int32_t *)tokens.data, (const bf16 *)wte.data, wte.shape[0],
-        use_wpe ? (const int32_t *)positions.data : NULL,
+        (bf16 *)y.data, (const int32_t *)tokens.data, (const bf16 *)wte.data, vocab_start,
+        wte.shape[0], use_wpe ? (const int32_t *)positions.data : NULL,
         use_wpe ? (const bf16 *)wpe.data : NULL, use_wpe ? wpe.shape[0] : 0, H, vec);
     CUDA_CHECK_LAUNCH("embedding_forward_kernel");
 }
 
-static __global__ void iota_kernel(int32_t *v, int64_t n)
+/* Sort input: key[n] = ids[n] - start, or `rows` (past every table row) for ids outside the
+ * table; value[n] = n. */
+static __global__ void sort_keys_kernel(int32_t *key, int32_t *value, const int32_t *ids,
+                                        int64_t start, int64_t rows, int64_t n)
 {
     for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n;
-         i += (int64_t)gridDim.x * blockDim.x)
-        v[i] = (int32_t)i;
+         i += (int64_t)gridDim.x * blockDim.x) {
+        int64_t r = (int64_t)ids[i] - start;
+        key[i] = (int32_t)(r >= 0 && r < rows ? r : rows);
+        value[i] = (int32_t)i;
+    }
 }
 
-/* Block (i, column block): if sorted position i starts a run of equal ids, adds the run's dy rows
- * to table[id] in run order (increasing n, the sort being stable); other positions do nothing.
- * Ids outside the table are skipped (the forward already marked them). */
+/* Block (i, column block): if sorted position i starts a run of equal rows, adds the run's dy rows
+ * to table[row] in run order (increasing n, the sort being stable); other positions do nothing,
+ * and so does the run of ids outside the table (key = rows). */
 static __global__ void scatter_runs_kernel(float *table, int64_t rows, const int32_t *ids,
                                            const int32_t *order, const bf16 *dy, int64_t N,
                                            int64_t H)
@@ -71,47 +84,48 @@ static __global__ void scatter_runs_kernel(float *table, int64_t rows, const int
     int64_t i = blockIdx.x;
     int64_t c = (int64_t)blockIdx.y * blockDim.x + threadIdx.x;
     int32_t id = ids[i];
-    if (c >= H || (i > 0 && ids[i - 1] == id) || id < 0 || id >= rows) return;
+    if (c >= H || (i > 0 && ids[i - 1] == id) || id >= rows) return;
     float *dst = table + (int64_t)id * H + c;
     float acc = *dst;
     for (int64_t j = i; j < N && ids[j] == id; j++) acc += __bfloat162float(dy[order[j] * H + c]);
     *dst = acc;
 }
 
-/* Bits a radix sort needs for ids in [0, rows). */
-static int id_bits(int64_t rows)
+/* Bits a radix sort needs for keys in [0, rows]. */
+static int key_bits(int64_t rows)
 {
     int b = 1;
-    while (b < 31 && ((int64_t)1 << b) < rows) b++;
+    while (b < 31 && ((int64_t)1 << b) <= rows) b++;
     return b;
 }
 
-/* table[ids[n], :] += dy[n, :] for all n, deterministically. */
-static void scatter_add_sorted(float *table, int64_t rows, const int32_t *ids, const bf16 *dy,
-                               int64_t N, int64_t H)
+/* table[ids[n] - start, :] += dy[n, :] for all n whose row is in [0, rows), deterministically. */
+static void scatter_add_sorted(float *table, int64_t start, int64_t rows, const int32_t *ids,
+                               const bf16 *dy, int64_t N, int64_t H)
 {
     struct cuda_context *ctx = cuda_ctx();
     size_t sort_bytes = 0;
     CUDA_CHECK(cub::DeviceRadixSort::SortPairs(NULL, sort_bytes, (const int32_t *)NULL,
                                                (int32_t *)NULL, (const int32_t *)NULL,
-                                               (int32_t *)NULL, (int)N, 0, id_bits(rows),
+                                               (int32_t *)NULL, (int)N, 0, key_bits(rows),
                                                ctx->stream));
     size_t vec_bytes = cuda_align256((size_t)N * sizeof(int32_t));
-    char *base = (char *)cuda_scratch(3 * vec_bytes + sort_bytes);
-    int32_t *iota = (int32_t *)base, *keys = (int32_t *)(base + vec_bytes);
-    int32_t *order = (int32_t *)(base + 2 * vec_bytes);
-    void *sort_tmp = base + 3 * vec_bytes;
-    iota_kernel<<<cuda_blocks(N, 256), 256, 0, ctx->stream>>>(iota, N);
-    CUDA_CHECK_LAUNCH("iota_kernel");
-    CUDA_CHECK(cub::DeviceRadixSort::SortPairs(sort_tmp, sort_bytes, ids, keys, iota, order,
-                                               (int)N, 0, id_bits(rows), ctx->stream));
+    char *base = (char *)cuda_scratch(4 * vec_bytes + sort_bytes);
+    int32_t *keys_in = (int32_t *)base, *iota = (int32_t *)(base + vec_bytes);
+    int32_t *keys = (int32_t *)(base + 2 * vec_bytes), *order = (int32_t *)(base + 3 * vec_bytes);
+    void *sort_tmp = base + 4 * vec_bytes;
+    sort_keys_kernel<<<cuda_blocks(N, 256), 256, 0, ctx->stream>>>(keys_in, iota, ids, start,
+                                                                    rows, N);
+    CUDA_CHECK_LAUNCH("sort_keys_kernel");
+    CUDA_CHECK(cub::DeviceRadixSort::SortPairs(sort_tmp, sort_bytes, keys_in, keys, iota, order,
+                                               (int)N, 0, key_bits(rows), ctx->stream));
     dim3 grid((unsigned)N, (unsigned)((H + 255) / 256));
     scatter_runs_kernel<<<grid, 256, 0, ctx->stream>>>(table, rows, keys, order, dy, N, H);
     CUDA_CHECK_LAUNCH("scatter_runs_kernel");
 }
 
-void cuda_embedding_backward(struct tensor dwte, struct tensor dwpe, struct tensor dy,
-                             struct tensor tokens, struct tensor positions)
+void cuda_embedding_backward(struct tensor dwte, int64_t vocab_start, struct tensor dwpe,
+                             struct tensor dy, struct tensor tokens, struct tensor positions)
 {
     const char *op = "cuda_embedding_backward";
     cuda_need(op, "dy", dy, DT_BF16);
@@ -121,13 +135,14 @@ void cuda_embedding_backward(struct tensor dwte, struct tensor dwpe, struct tens
     if (tensor_present(dwte)) {
         cuda_need(op, "dwte", dwte, DT_F32);
         cuda_need(op, "tokens", tokens, DT_I32);
-        scatter_add_sorted((float *)dwte.data, dwte.shape[0], (const int32_t *)tokens.data,
+        scatter_add_sorted((float *)dwte.data, vocab_start, dwte.shape[0],
+                           (const int32_t *)tokens.data,
                            (const bf16 *)dy.data, N, H);
     }
     if (tensor_present(dwpe)) {
         cuda_need(op, "dwpe", dwpe, DT_F32);
         cuda_need(op, "positions", positions, DT_I32);
-        scatter_add_sorted((float *)dwpe.data, dwpe.shape[0], (const int32_t *)positions.data,
+        scatter_add_sorted((float *)dwpe.data, 0, dwpe.shape[0], (const int32_t *)positions.data,
                            (const bf16 *)dy.data, N, H);
     }
 }

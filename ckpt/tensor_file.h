@@ -1,0 +1,62 @@
+/* Full-shape tensors in a safetensors file that several ranks write together. Every rank builds
+ * the same plan from the same tensor list (names, dtypes, full shapes -> header and byte offsets);
+ * the first writer creates the file, writes the header and sizes it; then every rank pwrite()s
+ * the blocks it owns (rows x columns of a tensor), converting from fp32 to the stored dtype and
+ * adding each block's sum64 (ckpt/checksum.h). Blocks of different ranks never overlap, so no
+ * locking is needed. The result is an ordinary safetensors file: any safetensors reader loads it.
+ * Reading goes through st_open (mmap + validation) and tfile_read_block. */
+#ifndef MEGATRON_CKPT_TENSOR_FILE_H
+#define MEGATRON_CKPT_TENSOR_FILE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "ckpt/safetensors.h"
+
+struct tfile_entry {
+    const char *name;        /* owned by the caller */
+    enum st_dtype dtype;     /* F32, BF16 or F16 */
+    int ndim;                /* 1 or 2 */
+    int64_t shape[2];        /* full logical shape */
+    uint64_t offset;         /* first byte from the start of the file (filled by tfile_plan_init) */
+    uint64_t nbytes;
+};
+
+struct tfile_plan {
+    struct tfile_entry *entries; /* the caller's array; offsets are filled in */
+    size_t n;
+    char *header;                /* 8-byte length + JSON header padded to a multiple of 8 */
+    size_t header_len;
+    uint64_t file_size;
+};
+
+/* Lays the tensors out in the given order (the caller orders them by decreasing element size so
+ * every tensor is aligned). Names must be unique valid UTF-8. */
+void tfile_plan_init(struct tfile_plan *p, struct tfile_entry *entries, size_t n);
+void tfile_plan_free(struct tfile_plan *p);
+
+/* The (rows, cols) view of an entry: [r, c] as is, a 1-D [n] as one row of n columns. */
+void tfile_rows_cols(int ndim, const int64_t *shape, int64_t *rows, int64_t *cols);
+
+/* Opens path for writing. first_writer creates (truncating) it, writes the header and sizes the
+ * file; the other ranks open it after the first writer is done (a barrier between). Returns an
+ * fd or -1 with err. */
+int tfile_open_write(const char *path, const struct tfile_plan *p, bool first_writer, char *err, size_t errlen);
+
+/* Writes rows [row0, row0 + nrows) x columns [col0, col0 + ncols) of entry e (in its rows/cols
+ * view) from fp32 src, whose block row r starts at src + r * src_stride; adds the block's sum64
+ * to *sum. 0, or -1 with err. */
+int tfile_write_block(int fd, const struct tfile_entry *e, int64_t row0, int64_t nrows, int64_t col0,
+                      int64_t ncols, const float *src, int64_t src_stride, uint64_t *sum, char *err,
+                      size_t errlen);
+
+/* fsync and close; 0, or -1 with err. */
+int tfile_close_write(int fd, const char *path, char *err, size_t errlen);
+
+/* Reads rows [row0, row0 + nrows) x columns [col0, col0 + ncols) of a stored F32/BF16/F16 tensor
+ * whose rows/cols view has `cols` columns into fp32 dst (block row r at dst + r * dst_stride). */
+void tfile_read_block(const struct st_tensor *t, int64_t cols, int64_t row0, int64_t nrows, int64_t col0,
+                      int64_t ncols, float *dst, int64_t dst_stride);
+
+#endif

@@ -1,0 +1,728 @@
+/* GPU checks of the CUDA backend (kernels/cuda/): every CUDA op against the CPU op (the reference)
+ * on fresh random inputs, AdamW bitwise, the sum of squares, dropout masks, determinism.
+ * Needs a GPU; `make test-gpu` builds and runs it. `--dry-run` needs none: it builds and validates
+ * the cuDNN attention graphs through the cuDNN library alone. Each test runs in its own process,
+ * so one crash cannot hide the others' results; output follows cmocka's summary lines.
+ *
+ * Method: inputs are drawn in fp32 and rounded to bf16 (the GPU's storage); the CPU op runs in fp32
+ * on exactly those values; outputs are compared by relative L2 error ||gpu - cpu|| / ||cpu||.
+ * Tolerances: a bf16 output carries its own rounding, a relative error up to 2^-9 per element,
+ * about 1.1e-3 in L2 for uniform rounding; the GPU also rounds a few intermediates to bf16
+ * (attention's P and dS, as cuDNN does), which adds a few 1e-3. So bf16 outputs must agree to
+ * TOL_BF16 = 1e-2. fp32 outputs (parameter gradients, statistics, losses) come from the same bf16
+ * inputs with fp32 arithmetic in another order: TOL_F32 = 1e-4 (observed errors are near 1e-6).
+ * Outputs are poisoned with NaN before every run and a NaN anywhere fails the check. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "kernels/cpu/cpu_ops.h"
+#include "kernels/cuda/cuda_ops.h"
+#include "kernels/rng.h"
+#include "optim/adam.h"
+#include "optim/clip.h"
+
+#define TOL_BF16 1e-2
+#define TOL_F32 1e-4
+
+/* ---- per-test allocations, freed together when the test ends ---- */
+
+enum { MAX_ALLOCS = 256 };
+struct allocs {
+    void *host[MAX_ALLOCS], *dev[MAX_ALLOCS];
+    int nhost, ndev;
+    uint64_t seed, counter; /* random stream of this test */
+};
+static struct allocs A;
+
+static void *halloc(size_t bytes)
+{
+    CHECK(A.nhost < MAX_ALLOCS);
+    return A.host[A.nhost++] = xcalloc(1, bytes ? bytes : 1);
+}
+
+static void *dalloc(size_t bytes)
+{
+    CHECK(A.ndev < MAX_ALLOCS);
+    return A.dev[A.ndev++] = cuda_alloc(bytes);
+}
+
+static void free_all(void)
+{
+    for (int i = 0; i < A.nhost; i++) free(A.host[i]);
+    for (int i = 0; i < A.ndev; i++) cuda_free(A.dev[i]);
+    A.nhost = A.ndev = 0;
+}
+
+/* ---- data ---- */
+
+/* n normal values times scale, rounded to bf16 (what the GPU will hold). */
+static float *randn(int64_t n, float scale)
+{
+    float *x = halloc((size_t)n * sizeof(float));
+    for (int64_t i = 0; i < n; i++) x[i] = (float)rng_normal(A.seed, 1, A.counter++) * scale;
+    round_to_dtype(x, n, DT_BF16);
+    return x;
+}
+
+static int32_t *rand_ids(int64_t n, int64_t bound)
+{
+    int32_t *x = halloc((size_t)n * sizeof(int32_t));
+    for (int64_t i = 0; i < n; i++) x[i] = (int32_t)(rng_bits(A.seed, 2, A.counter++) % bound);
+    return x;
+}
+
+static float *copy_f(const float *x, int64_t n)
+{
+    float *y = halloc((size_t)n * sizeof(float));
+    memcpy(y, x, (size_t)n * sizeof(float));
+    return y;
+}
+
+static void *to_dev_bf16(const float *x, int64_t n)
+{
+    uint16_t *h = halloc((size_t)n * 2);
+    for (int64_t i = 0; i < n; i++) h[i] = f32_to_bf16(x[i]);
+    void *d = dalloc((size_t)n * 2);
+    cuda_memcpy_h2d(d, h, (size_t)n * 2);
+    return d;
+}
+
+static void *to_dev(const void *x, size_t bytes)
+{
+    void *d = dalloc(bytes);
+    cuda_memcpy_h2d(d, x, bytes);
+    return d;
+}
+
+/* Fills device memory with NaN so an unwritten output cannot pass. */
+static void poison(void *d, int64_t n, enum dtype dt)
+{
+    size_t es = dtype_size(dt);
+    unsigned char *h = halloc((size_t)n * es);
+    for (int64_t i = 0; i < n; i++) {
+        if (dt == DT_BF16) {
+            uint16_t v = 0x7fc0;
+            memcpy(h + i * es, &v, 2);
+        } else {
+            float v = NAN;
+            memcpy(h + i * es, &v, 4);
+        }
+    }
+    cuda_memcpy_h2d(d, h, (size_t)n * es);
+}
+
+static float *from_dev_bf16(const void *d, int64_t n)
+{
+    uint16_t *h = halloc((size_t)n * 2);
+    cuda_memcpy_d2h(h, d, (size_t)n * 2);
+    float *x = halloc((size_t)n * sizeof(float));
+    for (int64_t i = 0; i < n; i++) x[i] = bf16_to_f32(h[i]);
+    return x;
+}
+
+static float *from_dev_f32(const void *d, int64_t n)
+{
+    float *x = halloc((size_t)n * sizeof(float));
+    cuda_memcpy_d2h(x, d, (size_t)n * sizeof(float));
+    return x;
+}
+
+static struct tensor H2(float *p, int64_t a, int64_t b) { return tensor_2d(p, DT_F32, DEV_CPU, a, b); }
+static struct tensor H1(void *p, enum dtype dt, int64_t a) { return tensor_1d(p, dt, DEV_CPU, a); }
+static struct tensor D2(void *p, enum dtype dt, int64_t a, int64_t b)
+{
+    return tensor_2d(p, dt, DEV_CUDA, a, b);
+}
+static struct tensor D1(void *p, enum dtype dt, int64_t a) { return tensor_1d(p, dt, DEV_CUDA, a); }
+
+/* ---- comparison ---- */
+
+static double rel_l2(const float *got, const float *want, int64_t n)
+{
+    double num = 0.0, den = 0.0;
+    for (int64_t i = 0; i < n; i++) {
+        if (isnan(got[i]) || isnan(want[i])) return INFINITY;
+        double d = (double)got[i] - want[i];
+        num += d * d;
+        den += (double)want[i] * want[i];
+    }
+    return den > 0 ? sqrt(num / den) : sqrt(num);
+}
+
+static bool close_to(const char *what, const float *got, const float *want, int64_t n, double tol)
+{
+    double e = rel_l2(got, want, n);
+    bool ok = e <= tol;
+    printf("    %-34s rel L2 %.2e (tol %.0e) %s\n", what, e, tol, ok ? "ok" : "FAIL");
+    return ok;
+}
+
+static bool bitwise(const char *what, const float *got, const float *want, int64_t n)
+{
+    int64_t bad = 0;
+    for (int64_t i = 0; i < n; i++) bad += memcmp(&got[i], &want[i], sizeof(float)) != 0;
+    printf("    %-34s %lld of %lld differ bitwise %s\n", what, (long long)bad, (long long)n,
+           bad ? "FAIL" : "ok");
+    return bad == 0;
+}
+
+/* ---- dense layers ---- */
+
+static bool linear_case(int64_t N, int64_t in, int64_t out, bool bias)
+{
+    float *x = randn(N * in, 1.0f), *w = randn(out * in, 0.05f), *b = randn(out, 0.1f);
+    float *dy = randn(N * out, 1.0f), *dw0 = randn(out * in, 0.01f), *db0 = randn(out, 0.01f);
+    float *y = halloc(N * out * 4), *dx = halloc(N * in * 4), *dw = copy_f(dw0, out * in);
+    float *db = copy_f(db0, out);
+    struct tensor hb = bias ? H1(b, DT_F32, out) : tensor_none();
+    cpu_linear_forward(H2(y, N, out), H2(x, N, in), H2(w, out, in), hb);
+    cpu_linear_backward(H2(dx, N, in), H2(dw, out, in), H1(db, DT_F32, out), H2(dy, N, out),
+                        H2(x, N, in), H2(w, out, in));
+
+    void *gx = to_dev_bf16(x, N * in), *gw = to_dev_bf16(w, out * in), *gb = to_dev_bf16(b, out);
+    void *gdy = to_dev_bf16(dy, N * out), *gy = dalloc(N * out * 2), *gdx = dalloc(N * in * 2);
+    void *gdw = to_dev(dw0, out * in * 4), *gdb = to_dev(db0, out * 4);
+    poison(gy, N * out, DT_BF16);
+    poison(gdx, N * in, DT_BF16);
+    cuda_linear_forward(D2(gy, DT_BF16, N, out), D2(gx, DT_BF16, N, in),
+                        D2(gw, DT_BF16, out, in), bias ? D1(gb, DT_BF16, out) : tensor_none());
+    cuda_linear_backward(D2(gdx, DT_BF16, N, in), D2(gdw, DT_F32, out, in), D1(gdb, DT_F32, out),
+                         D2(gdy, DT_BF16, N, out), D2(gx, DT_BF16, N, in),
+                         D2(gw, DT_BF16, out, in));
+    printf("   N=%lld in=%lld out=%lld bias=%d\n", (long long)N, (long long)in, (long long)out,
+           bias);
+    bool ok = close_to("y", from_dev_bf16(gy, N * out), y, N * out, TOL_BF16);
+    ok &= close_to("dx", from_dev_bf16(gdx, N * in), dx, N * in, TOL_BF16);
+    ok &= close_to("dw (+=, fp32)", from_dev_f32(gdw, out * in), dw, out * in, TOL_F32);
+    ok &= close_to("db (+=, fp32)", from_dev_f32(gdb, out), db, out, TOL_F32);
+    return ok;
+}
+
+static bool test_linear_matches_cpu(void)
+{
+    return linear_case(256, 512, 768, true) & linear_case(100, 72, 200, false) &
+           linear_case(33, 40, 24, true);
+}
+
+/* ---- embeddings ---- */
+
+static bool test_embedding_matches_cpu_and_backward_is_bitwise(void)
+{
+    const int64_t N = 512, H = 96, V = 37, P = 64; /* few ids: many repeats */
+    float *wte = randn(V * H, 0.1f), *wpe = randn(P * H, 0.1f), *dy = randn(N * H, 1.0f);
+    float *dwte0 = randn(V * H, 0.01f), *dwpe0 = randn(P * H, 0.01f);
+    int32_t *tok = rand_ids(N, V), *pos = rand_ids(N, P);
+    float *y = halloc(N * H * 4), *dwte = copy_f(dwte0, V * H), *dwpe = copy_f(dwpe0, P * H);
+    cpu_embedding_forward(H2(y, N, H), H1(tok, DT_I32, N), H2(wte, V, H), H2(wpe, P, H),
+                          H1(pos, DT_I32, N));
+    cpu_embedding_backward(H2(dwte, V, H), H2(dwpe, P, H), H2(dy, N, H), H1(tok, DT_I32, N),
+                           H1(pos, DT_I32, N));
+    void *gy = dalloc(N * H * 2), *gtok = to_dev(tok, N * 4), *gpos = to_dev(pos, N * 4);
+    void *gwte = to_dev_bf16(wte, V * H), *gwpe = to_dev_bf16(wpe, P * H);
+    void *gdy = to_dev_bf16(dy, N * H), *gdwte = to_dev(dwte0, V * H * 4);
+    void *gdwpe = to_dev(dwpe0, P * H * 4);
+    poison(gy, N * H, DT_BF16);
+    cuda_embedding_forward(D2(gy, DT_BF16, N, H), D1(gtok, DT_I32, N), D2(gwte, DT_BF16, V, H),
+                           D2(gwpe, DT_BF16, P, H), D1(gpos, DT_I32, N));
+    cuda_embedding_backward(D2(gdwte, DT_F32, V, H), D2(gdwpe, DT_F32, P, H),
+                            D2(gdy, DT_BF16, N, H), D1(gtok, DT_I32, N), D1(gpos, DT_I32, N));
+    bool ok = close_to("y", from_dev_bf16(gy, N * H), y, N * H, TOL_BF16);
+    ok &= bitwise("dwte (same adds, same order)", from_dev_f32(gdwte, V * H), dwte, V * H);
+    ok &= bitwise("dwpe", from_dev_f32(gdwpe, P * H), dwpe, P * H);
+    return ok;
+}
+
+/* ---- norms ---- */
+
+static bool layernorm_case(int64_t N, int64_t C)
+{
+    float *x = randn(N * C, 2.0f), *w = randn(C, 1.0f), *b = randn(C, 0.5f), *dy = randn(N * C, 1.0f);
+    float *dw0 = randn(C, 0.1f), *db0 = randn(C, 0.1f);
+    for (int64_t i = 0; i < N * C; i++) x[i] += 0.5f; /* a nonzero mean */
+    round_to_dtype(x, N * C, DT_BF16);
+    float *y = halloc(N * C * 4), *mean = halloc(N * 4), *rstd = halloc(N * 4);
+    float *dx = halloc(N * C * 4), *dw = copy_f(dw0, C), *db = copy_f(db0, C);
+    cpu_layernorm_forward(H2(y, N, C), H1(mean, DT_F32, N), H1(rstd, DT_F32, N), H2(x, N, C),
+                          H1(w, DT_F32, C), H1(b, DT_F32, C), 1e-5f);
+    cpu_layernorm_backward(H2(dx, N, C), H1(dw, DT_F32, C), H1(db, DT_F32, C), H2(dy, N, C),
+                           H2(x, N, C), H1(w, DT_F32, C), H1(mean, DT_F32, N),
+                           H1(rstd, DT_F32, N));
+    void *gx = to_dev_bf16(x, N * C), *gw = to_dev_bf16(w, C), *gb = to_dev_bf16(b, C);
+    void *gdy = to_dev_bf16(dy, N * C), *gy = dalloc(N * C * 2), *gdx = dalloc(N * C * 2);
+    void *gm = dalloc(N * 4), *gr = dalloc(N * 4), *gdw = to_dev(dw0, C * 4), *gdb = to_dev(db0, C * 4);
+    poison(gy, N * C, DT_BF16), poison(gdx, N * C, DT_BF16);
+    poison(gm, N, DT_F32), poison(gr, N, DT_F32);
+    cuda_layernorm_forward(D2(gy, DT_BF16, N, C), D1(gm, DT_F32, N), D1(gr, DT_F32, N),
+                           D2(gx, DT_BF16, N, C), D1(gw, DT_BF16, C), D1(gb, DT_BF16, C), 1e-5f);
+    cuda_layernorm_backward(D2(gdx, DT_BF16, N, C), D1(gdw, DT_F32, C), D1(gdb, DT_F32, C),
+                            D2(gdy, DT_BF16, N, C), D2(gx, DT_BF16, N, C), D1(gw, DT_BF16, C),
+                            D1(gm, DT_F32, N), D1(gr, DT_F32, N));
+    printf("   layernorm N=%lld C=%lld\n", (long long)N, (long long)C);
+    bool ok = close_to("y", from_dev_bf16(gy, N * C), y, N * C, TOL_BF16);
+    ok &= close_to("mean", from_dev_f32(gm, N), mean, N, TOL_F32);
+    ok &= close_to("rstd", from_dev_f32(gr, N), rstd, N, TOL_F32);
+    ok &= close_to("dx", from_dev_bf16(gdx, N * C), dx, N * C, TOL_BF16);
+    ok &= close_to("dw (+=)", from_dev_f32(gdw, C), dw, C, TOL_F32);
+    ok &= close_to("db (+=)", from_dev_f32(gdb, C), db, C, TOL_F32);
+    return ok;
+}
+
+static bool rmsnorm_case(int64_t N, int64_t C)
+{
+    float *x = randn(N * C, 2.0f), *w = randn(C, 1.0f), *dy = randn(N * C, 1.0f);
+    float *dw0 = randn(C, 0.1f);
+    float *y = halloc(N * C * 4), *rstd = halloc(N * 4), *dx = halloc(N * C * 4);
+    float *dw = copy_f(dw0, C);
+    cpu_rmsnorm_forward(H2(y, N, C), H1(rstd, DT_F32, N), H2(x, N, C), H1(w, DT_F32, C), 1e-6f);
+    cpu_rmsnorm_backward(H2(dx, N, C), H1(dw, DT_F32, C), H2(dy, N, C), H2(x, N, C),
+                         H1(w, DT_F32, C), H1(rstd, DT_F32, N));
+    void *gx = to_dev_bf16(x, N * C), *gw = to_dev_bf16(w, C), *gdy = to_dev_bf16(dy, N * C);
+    void *gy = dalloc(N * C * 2), *gdx = dalloc(N * C * 2), *gr = dalloc(N * 4);
+    void *gdw = to_dev(dw0, C * 4);
+    poison(gy, N * C, DT_BF16), poison(gdx, N * C, DT_BF16), poison(gr, N, DT_F32);
+    cuda_rmsnorm_forward(D2(gy, DT_BF16, N, C), D1(gr, DT_F32, N), D2(gx, DT_BF16, N, C),
+                         D1(gw, DT_BF16, C), 1e-6f);
+    cuda_rmsnorm_backward(D2(gdx, DT_BF16, N, C), D1(gdw, DT_F32, C), D2(gdy, DT_BF16, N, C),
+                          D2(gx, DT_BF16, N, C), D1(gw, DT_BF16, C), D1(gr, DT_F32, N));
+    printf("   rmsnorm N=%lld C=%lld\n", (long long)N, (long long)C);
+    bool ok = close_to("y", from_dev_bf16(gy, N * C), y, N * C, TOL_BF16);
+    ok &= close_to("rstd", from_dev_f32(gr, N), rstd, N, TOL_F32);
+    ok &= close_to("dx", from_dev_bf16(gdx, N * C), dx, N * C, TOL_BF16);
+    ok &= close_to("dw (+=)", from_dev_f32(gdw, C), dw, C, TOL_F32);
+    return ok;
+}
+
+static bool test_norms_match_cpu(void)
+{
+    return layernorm_case(300, 768) & layernorm_case(37, 100) & rmsnorm_case(300, 1024) &
+           rmsnorm_case(37, 100);
+}
+
+/* ---- activations ---- */
+
+static bool gelu_case(int64_t n, bool tanh_approx)
+{
+    float *x = randn(n, 2.0f), *dy = randn(n, 1.0f), *y = halloc(n * 4), *dx = halloc(n * 4);
+    cpu_gelu_forward(H1(y, DT_F32, n), H1(x, DT_F32, n), tanh_approx);
+    cpu_gelu_backward(H1(dx, DT_F32, n), H1(dy, DT_F32, n), H1(x, DT_F32, n), tanh_approx);
+    void *gx = to_dev_bf16(x, n), *gdy = to_dev_bf16(dy, n), *gy = dalloc(n * 2), *gdx = dalloc(n * 2);
+    poison(gy, n, DT_BF16), poison(gdx, n, DT_BF16);
+    cuda_gelu_forward(D1(gy, DT_BF16, n), D1(gx, DT_BF16, n), tanh_approx);
+    cuda_gelu_backward(D1(gdx, DT_BF16, n), D1(gdy, DT_BF16, n), D1(gx, DT_BF16, n), tanh_approx);
+    printf("   gelu n=%lld tanh=%d\n", (long long)n, tanh_approx);
+    return close_to("y", from_dev_bf16(gy, n), y, n, TOL_BF16) &
+           close_to("dx", from_dev_bf16(gdx, n), dx, n, TOL_BF16);
+}
+
+static bool swiglu_case(int64_t N, int64_t F)
+{
+    float *x = randn(N * 2 * F, 2.0f), *dy = randn(N * F, 1.0f);
+    float *y = halloc(N * F * 4), *dx = halloc(N * 2 * F * 4);
+    cpu_swiglu_forward(H2(y, N, F), H2(x, N, 2 * F));
+    cpu_swiglu_backward(H2(dx, N, 2 * F), H2(dy, N, F), H2(x, N, 2 * F));
+    void *gx = to_dev_bf16(x, N * 2 * F), *gdy = to_dev_bf16(dy, N * F);
+    void *gy = dalloc(N * F * 2), *gdx = dalloc(N * 2 * F * 2);
+    poison(gy, N * F, DT_BF16), poison(gdx, N * 2 * F, DT_BF16);
+    cuda_swiglu_forward(D2(gy, DT_BF16, N, F), D2(gx, DT_BF16, N, 2 * F));
+    cuda_swiglu_backward(D2(gdx, DT_BF16, N, 2 * F), D2(gdy, DT_BF16, N, F),
+                         D2(gx, DT_BF16, N, 2 * F));
+    printf("   swiglu N=%lld F=%lld\n", (long long)N, (long long)F);
+    return close_to("y", from_dev_bf16(gy, N * F), y, N * F, TOL_BF16) &
+           close_to("dx", from_dev_bf16(gdx, N * 2 * F), dx, N * 2 * F, TOL_BF16);
+}
+
+static bool test_activations_match_cpu(void)
+{
+    return gelu_case(100000, false) & gelu_case(1001, true) & swiglu_case(64, 256) &
+           swiglu_case(9, 100);
+}
+
+/* ---- attention ---- */
+
+static int64_t qkv_width(struct attention_shape s)
+{
+    return (int64_t)s.groups * (s.heads / s.groups + 2) * s.head_dim;
+}
+
+static bool rope_case(struct attention_shape s, int rotary_dim)
+{
+    int64_t N = s.batch * s.seq, W = qkv_width(s);
+    float *qkv = randn(N * W, 1.0f), *dqkv = randn(N * W, 1.0f);
+    int32_t *pos = rand_ids(N, 4096);
+    void *gq = to_dev_bf16(qkv, N * W), *gd = to_dev_bf16(dqkv, N * W), *gp = to_dev(pos, N * 4);
+    cpu_rope_forward(H2(qkv, N, W), H1(pos, DT_I32, N), s, rotary_dim, 10000.0f);
+    cpu_rope_backward(H2(dqkv, N, W), H1(pos, DT_I32, N), s, rotary_dim, 10000.0f);
+    cuda_rope_forward(D2(gq, DT_BF16, N, W), D1(gp, DT_I32, N), s, rotary_dim, 10000.0f);
+    cuda_rope_backward(D2(gd, DT_BF16, N, W), D1(gp, DT_I32, N), s, rotary_dim, 10000.0f);
+    printf("   rope n=%d g=%d d=%d rotary_dim=%d\n", s.heads, s.groups, s.head_dim, rotary_dim);
+    return close_to("qkv (in place)", from_dev_bf16(gq, N * W), qkv, N * W, TOL_BF16) &
+           close_to("dqkv (in place)", from_dev_bf16(gd, N * W), dqkv, N * W, TOL_BF16);
+}
+
+static bool test_rope_matches_cpu(void)
+{
+    struct attention_shape a = {2, 64, 8, 2, 64}, b = {1, 32, 4, 4, 128};
+    return rope_case(a, 64) & rope_case(b, 32);
+}
+
+/* The natural-log LSE of every causal score row, in double: the CUDA backend's saved statistic. */
+static float *reference_lse(const float *qkv, struct attention_shape s)
+{
+    int64_t T = s.seq, W = qkv_width(s);
+    int per = s.heads / s.groups, d = s.head_dim;
+    double scale = (float)(1.0 / sqrt((double)d));
+    float *lse = halloc((size_t)s.batch * s.heads * T * 4);
+    for (int64_t b = 0; b < s.batch; b++)
+        for (int h = 0; h < s.heads; h++)
+            for (int64_t t = 0; t < T; t++) {
+                const float *q = qkv + (b * T + t) * W + ((int64_t)(h / per) * (per + 2) + h % per) * d;
+                double mx = -INFINITY, sum = 0.0, sc[4096];
+                CHECK(T <= 4096);
+                for (int64_t u = 0; u <= t; u++) {
+                    const float *k = qkv + (b * T + u) * W + ((int64_t)(h / per) * (per + 2) + per) * d;
+                    double dot = 0.0;
+                    for (int i = 0; i < d; i++) dot += (double)q[i] * k[i];
+                    sc[u] = dot * scale;
+                    mx = sc[u] > mx ? sc[u] : mx;
+                }
+                for (int64_t u = 0; u <= t; u++) sum += exp(sc[u] - mx);
+                lse[(b * s.heads + h) * T + t] = (float)(mx + log(sum));
+            }
+    return lse;
+}
+
+static bool attention_case(struct attention_shape s)
+{
+    int64_t N = s.batch * s.seq, W = qkv_width(s), C = (int64_t)s.heads * s.head_dim;
+    int64_t rows = s.batch * s.heads * s.seq;
+    struct dropout_key nodrop = {0};
+    float *qkv = randn(N * W, 1.0f), *dout = randn(N * C, 1.0f);
+    float *out = halloc(N * C * 4), *probs = halloc(rows * s.seq * 4), *dqkv = halloc(N * W * 4);
+    cpu_attention_forward(H2(out, N, C), tensor_make(probs, DT_F32, DEV_CPU, 1, (int64_t[]){rows * s.seq}),
+                          H2(qkv, N, W), s, nodrop);
+    round_to_dtype(out, N * C, DT_BF16); /* the backward reads O as the GPU stores it */
+    cpu_attention_backward(H2(dqkv, N, W), H2(dout, N, C), H2(qkv, N, W),
+                           tensor_make(probs, DT_F32, DEV_CPU, 1, (int64_t[]){rows * s.seq}),
+                           H2(out, N, C), s, nodrop);
+    float *lse = reference_lse(qkv, s);
+
+    void *gq = to_dev_bf16(qkv, N * W), *gdo = to_dev_bf16(dout, N * C);
+    void *go = dalloc(N * C * 2), *gl = dalloc(rows * 4), *gd = dalloc(N * W * 2);
+    poison(go, N * C, DT_BF16), poison(gl, rows, DT_F32), poison(gd, N * W, DT_BF16);
+    int64_t ldims[3] = {s.batch, s.heads, s.seq};
+    struct tensor glse = tensor_make(gl, DT_F32, DEV_CUDA, 3, ldims);
+    cuda_attention_forward(D2(go, DT_BF16, N, C), glse, D2(gq, DT_BF16, N, W), s, nodrop);
+    cuda_attention_backward(D2(gd, DT_BF16, N, W), D2(gdo, DT_BF16, N, C), D2(gq, DT_BF16, N, W),
+                            glse, D2(go, DT_BF16, N, C), s, nodrop);
+    printf("   attention B=%lld T=%lld n=%d g=%d d=%d\n", (long long)s.batch, (long long)s.seq,
+           s.heads, s.groups, s.head_dim);
+    bool ok = close_to("out", from_dev_bf16(go, N * C), out, N * C, TOL_BF16);
+    ok &= close_to("log-sum-exp (vs double)", from_dev_f32(gl, rows), lse, rows, TOL_F32);
+    ok &= close_to("dqkv", from_dev_bf16(gd, N * W), dqkv, N * W, TOL_BF16);
+    return ok;
+}
+
+static bool test_attention_mha_matches_cpu(void)
+{
+    struct attention_shape s = {2, 256, 4, 4, 64};
+    return attention_case(s);
+}
+
+static bool test_attention_gqa_matches_cpu(void)
+{
+    struct attention_shape s = {2, 128, 8, 2, 128};
+    return attention_case(s);
+}
+
+static bool test_attention_seq_not_multiple_of_128_matches_cpu(void)
+{
+    struct attention_shape s = {2, 96, 4, 1, 64};
+    return attention_case(s);
+}
+
+/* ---- elementwise ---- */
+
+/* Element e of a site is kept iff rng_uniform(seed, stream, offset + e) >= p (ops.h). */
+static bool kept(struct dropout_key d, int64_t e)
+{
+    return rng_uniform(d.seed, d.stream, d.offset + (uint64_t)e) >= d.p;
+}
+
+static bool test_bias_dropout_add_matches_cpu_and_cpu_mask(void)
+{
+    const int64_t N = 200, C = 264;
+    struct dropout_key drop = {0.1f, A.seed, 77, 12345};
+    float *x = randn(N * C, 1.0f), *b = randn(C, 0.5f), *r = randn(N * C, 1.0f);
+    float *dy = randn(N * C, 1.0f), *db0 = randn(C, 0.1f);
+    float *y = halloc(N * C * 4), *y2 = halloc(N * C * 4), *dx = halloc(N * C * 4);
+    float *db = copy_f(db0, C);
+    cpu_bias_dropout_add_forward(H2(y, N, C), H2(x, N, C), H1(b, DT_F32, C), H2(r, N, C), drop);
+    cpu_bias_dropout_add_forward(H2(y2, N, C), H2(x, N, C), H1(b, DT_F32, C), tensor_none(), drop);
+    cpu_bias_dropout_add_backward(H2(dx, N, C), H1(db, DT_F32, C), H2(dy, N, C), drop);
+
+    void *gx = to_dev_bf16(x, N * C), *gb = to_dev_bf16(b, C), *gr = to_dev_bf16(r, N * C);
+    void *gx2 = to_dev_bf16(x, N * C), *gdy = to_dev_bf16(dy, N * C), *gdb = to_dev(db0, C * 4);
+    /* y aliases x (in place), y2 has no residual; dx aliases dy */
+    cuda_bias_dropout_add_forward(D2(gx, DT_BF16, N, C), D2(gx, DT_BF16, N, C), D1(gb, DT_BF16, C),
+                                  D2(gr, DT_BF16, N, C), drop);
+    cuda_bias_dropout_add_forward(D2(gx2, DT_BF16, N, C), D2(gx2, DT_BF16, N, C),
+                                  D1(gb, DT_BF16, C), tensor_none(), drop);
+    cuda_bias_dropout_add_backward(D2(gdy, DT_BF16, N, C), D1(gdb, DT_F32, C),
+                                   D2(gdy, DT_BF16, N, C), drop);
+    float *gy2 = from_dev_bf16(gx2, N * C), *gdx = from_dev_bf16(gdy, N * C);
+    int64_t wrong = 0, dropped = 0;
+    for (int64_t e = 0; e < N * C; e++) {
+        bool keep = kept(drop, e);
+        dropped += !keep;
+        if (x[e] + b[e % C] != 0.0f && (gy2[e] != 0.0f) != keep) wrong++;
+        if (dy[e] != 0.0f && (gdx[e] != 0.0f) != keep) wrong++;
+    }
+    printf("    %-34s %lld dropped of %lld, %lld disagree with rng.h %s\n", "masks", (long long)dropped,
+           (long long)(N * C), (long long)wrong, wrong ? "FAIL" : "ok");
+    bool ok = wrong == 0 && dropped > 0;
+    ok &= close_to("y = dropout(x + b) + r", from_dev_bf16(gx, N * C), y, N * C, TOL_BF16);
+    ok &= close_to("y = dropout(x + b)", gy2, y2, N * C, TOL_BF16);
+    ok &= close_to("dx", gdx, dx, N * C, TOL_BF16);
+    ok &= close_to("db (+=)", from_dev_f32(gdb, C), db, C, TOL_F32);
+    return ok;
+}
+
+static bool test_add_and_zero(void)
+{
+    const int64_t n = 10007;
+    float *a = randn(n, 1.0f), *b = randn(n, 1.0f), *y = halloc(n * 4), *z = halloc(n * 4);
+    cpu_add(H1(y, DT_F32, n), H1(a, DT_F32, n), H1(b, DT_F32, n));
+    void *ga = to_dev_bf16(a, n), *gb = to_dev_bf16(b, n), *gy = dalloc(n * 2), *gz = dalloc(n * 4);
+    poison(gy, n, DT_BF16), poison(gz, n, DT_F32);
+    cuda_add(D1(gy, DT_BF16, n), D1(ga, DT_BF16, n), D1(gb, DT_BF16, n));
+    cuda_add(D1(ga, DT_BF16, n), D1(ga, DT_BF16, n), D1(gb, DT_BF16, n)); /* y aliases a */
+    cuda_zero(D1(gz, DT_F32, n));
+    bool ok = close_to("y = a + b", from_dev_bf16(gy, n), y, n, TOL_BF16);
+    ok &= close_to("a += b (aliased)", from_dev_bf16(ga, n), y, n, TOL_BF16);
+    ok &= bitwise("zero", from_dev_f32(gz, n), z, n);
+    return ok;
+}
+
+/* ---- loss ---- */
+
+static bool cross_entropy_case(int64_t N, int64_t V)
+{
+    float *logits = randn(N * V, 3.0f), *dl = randn(N, 1.0f), *loss = halloc(N * 4);
+    float *dlogits = halloc(N * V * 4);
+    int32_t *t = rand_ids(N, V);
+    cpu_cross_entropy_forward(H1(loss, DT_F32, N), H2(logits, N, V), H1(t, DT_I32, N));
+    cpu_cross_entropy_backward(H2(dlogits, N, V), H2(logits, N, V), H1(t, DT_I32, N),
+                               H1(dl, DT_F32, N));
+    void *gl = to_dev_bf16(logits, N * V), *gt = to_dev(t, N * 4), *gdl = to_dev(dl, N * 4);
+    void *gloss = dalloc(N * 4);
+    poison(gloss, N, DT_F32);
+    cuda_cross_entropy_forward(D1(gloss, DT_F32, N), D2(gl, DT_BF16, N, V), D1(gt, DT_I32, N));
+    cuda_cross_entropy_backward(D2(gl, DT_BF16, N, V), D2(gl, DT_BF16, N, V), D1(gt, DT_I32, N),
+                                D1(gdl, DT_F32, N)); /* in place, as the LM head does */
+    printf("   cross-entropy N=%lld V=%lld\n", (long long)N, (long long)V);
+    return close_to("losses (fp32)", from_dev_f32(gloss, N), loss, N, TOL_F32) &
+           close_to("dlogits (in place)", from_dev_bf16(gl, N * V), dlogits, N * V, TOL_BF16);
+}
+
+static bool test_cross_entropy_matches_cpu(void)
+{
+    return cross_entropy_case(64, 50304) & cross_entropy_case(33, 1003);
+}
+
+/* ---- optimizer ---- */
+
+static bool adam_case(bool decoupled)
+{
+    const int64_t n = 100003;
+    struct adam_params ap = adam_params_default();
+    ap.decoupled_weight_decay = decoupled;
+    float *p = randn(n, 1.0f), *m = halloc(n * 4), *v = halloc(n * 4);
+    float *gp = to_dev(p, n * 4), *gm = to_dev(m, n * 4), *gv = to_dev(v, n * 4);
+    void *gg = dalloc(n * 4);
+    for (int64_t step = 1; step <= 3; step++) {
+        float *g = randn(n, 0.01f);
+        for (int64_t i = 0; i < n; i++) g[i] *= 1.0f + 1e-3f * (float)i / n; /* not bf16 values */
+        cuda_memcpy_h2d(gg, g, n * 4);
+        adam_update(p, g, m, v, n, 3e-4 * step, 0.1, ap, step);
+        cuda_adam_update(gp, gg, gm, gv, n, 3e-4 * step, 0.1, ap, step);
+    }
+    printf("   adam decoupled=%d, 3 steps\n", decoupled);
+    return bitwise("param", from_dev_f32(gp, n), p, n) &
+           bitwise("exp_avg", from_dev_f32(gm, n), m, n) &
+           bitwise("exp_avg_sq", from_dev_f32(gv, n), v, n);
+}
+
+static bool test_adam_is_bitwise_the_cpu(void) { return adam_case(true) & adam_case(false); }
+
+static bool test_sum_squares_matches_clip_norm(void)
+{
+    bool ok = true;
+    const int64_t sizes[3] = {1, 1000, 3000017};
+    for (int i = 0; i < 3; i++) {
+        int64_t n = sizes[i];
+        float *x = halloc(n * 4);
+        for (int64_t k = 0; k < n; k++) x[k] = (float)rng_normal(A.seed, 3, A.counter++);
+        const float *bufs[1] = {x};
+        double want = clip_global_norm_sq(bufs, &n, 1);
+        void *gx = to_dev(x, n * 4);
+        double got = cuda_sum_squares(gx, n), again = cuda_sum_squares(gx, n);
+        double rel = fabs(got - want) / want;
+        bool good = rel <= 1e-12 && memcmp(&got, &again, sizeof got) == 0;
+        printf("    n=%-10lld rel diff %.1e (tol 1e-12), repeat %s %s\n", (long long)n, rel,
+               memcmp(&got, &again, sizeof got) ? "differs" : "bitwise equal", good ? "ok" : "FAIL");
+        ok &= good;
+    }
+    return ok;
+}
+
+/* ---- determinism ---- */
+
+static bool test_gradient_reductions_repeat_bitwise(void)
+{
+    const int64_t N = 4096, C = 768, V = 50;
+    float *dy = randn(N * C, 1.0f), *x = randn(N * C, 1.0f);
+    int32_t *tok = rand_ids(N, V);
+    void *gdy = to_dev_bf16(dy, N * C), *gx = to_dev_bf16(x, N * C), *gt = to_dev(tok, N * 4);
+    void *gw = to_dev_bf16(randn(C * C, 0.05f), C * C);
+    float *first[3] = {0};
+    bool ok = true;
+    for (int run = 0; run < 2; run++) {
+        void *db = dalloc(C * 4), *dw = dalloc(C * C * 4), *dwte = dalloc(V * C * 4);
+        cuda_memset_zero(db, C * 4), cuda_memset_zero(dw, C * C * 4), cuda_memset_zero(dwte, V * C * 4);
+        cuda_linear_backward(tensor_none(), D2(dw, DT_F32, C, C), D1(db, DT_F32, C),
+                             D2(gdy, DT_BF16, N, C), D2(gx, DT_BF16, N, C), D2(gw, DT_BF16, C, C));
+        cuda_embedding_backward(D2(dwte, DT_F32, V, C), tensor_none(), D2(gdy, DT_BF16, N, C),
+                                D1(gt, DT_I32, N), tensor_none());
+        float *now[3] = {from_dev_f32(db, C), from_dev_f32(dw, C * C), from_dev_f32(dwte, V * C)};
+        if (run == 0) {
+            memcpy(first, now, sizeof now);
+            continue;
+        }
+        ok &= bitwise("linear db, second run", now[0], first[0], C);
+        ok &= bitwise("linear dw, second run", now[1], first[1], C * C);
+        ok &= bitwise("embedding dwte, second run", now[2], first[2], V * C);
+    }
+    return ok;
+}
+
+/* ---- user errors ---- */
+
+/* Runs in its own process: must end with exit code 2 and the one-line message. */
+static bool test_attention_dropout_is_rejected(void)
+{
+    struct attention_shape s = {1, 128, 2, 2, 64};
+    int64_t N = 128, W = qkv_width(s);
+    void *q = dalloc(N * W * 2), *o = dalloc(N * 128 * 2), *l = dalloc(2 * 128 * 4);
+    struct dropout_key drop = {0.1f, 1, 2, 0};
+    cuda_attention_forward(D2(o, DT_BF16, N, 128), D1(l, DT_F32, 256), D2(q, DT_BF16, N, W), s,
+                           drop);
+    printf("    attention dropout was accepted FAIL\n");
+    return false;
+}
+
+/* ---- runner ---- */
+
+struct test {
+    const char *name;
+    bool (*fn)(void);
+    int expect_exit; /* 0, or the exit code the test must end with */
+};
+
+#define T(fn) {#fn, fn, 0}
+static const struct test TESTS[] = {
+    T(test_linear_matches_cpu),
+    T(test_embedding_matches_cpu_and_backward_is_bitwise),
+    T(test_norms_match_cpu),
+    T(test_activations_match_cpu),
+    T(test_rope_matches_cpu),
+    T(test_attention_mha_matches_cpu),
+    T(test_attention_gqa_matches_cpu),
+    T(test_attention_seq_not_multiple_of_128_matches_cpu),
+    T(test_bias_dropout_add_matches_cpu_and_cpu_mask),
+    T(test_add_and_zero),
+    T(test_cross_entropy_matches_cpu),
+    T(test_adam_is_bitwise_the_cpu),
+    T(test_sum_squares_matches_clip_norm),
+    T(test_gradient_reductions_repeat_bitwise),
+    {"test_attention_dropout_is_rejected", test_attention_dropout_is_rejected, 2},
+};
+#undef T
+
+/* One test in a child process: exit 0 when it passed. */
+static int run_child(const struct test *t, uint64_t seed)
+{
+    alarm(300);
+    A.seed = seed;
+    cuda_init(0);
+    bool ok = t->fn();
+    cuda_synchronize();
+    free_all();
+    fflush(stdout);
+    return ok ? 0 : 1;
+}
+
+static int dry_run(void)
+{
+    const struct attention_shape shapes[] = {
+        {2, 256, 4, 4, 64}, {2, 128, 8, 2, 128}, {2, 96, 4, 1, 64}, {64, 1024, 12, 12, 64}};
+    int failed = 0;
+    printf("cuda_device_count() = %d\n", cuda_device_count());
+    for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++) {
+        char err[600];
+        bool ok = cuda_attention_dry_run(shapes[i], err, sizeof err);
+        printf("attention graphs B=%lld T=%lld n=%d g=%d d=%d: %s\n", (long long)shapes[i].batch,
+               (long long)shapes[i].seq, shapes[i].heads, shapes[i].groups, shapes[i].head_dim,
+               ok ? "finalized" : err);
+        failed += !ok;
+    }
+    return failed ? 1 : 0;
+}
+
+int main(int argc, char **argv)
+{
+    uint64_t seed = (uint64_t)time(NULL) ^ ((uint64_t)getpid() << 32);
+    const char *only = NULL;
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--dry-run")) return dry_run();
+        if (!strcmp(argv[i], "--seed") && i + 1 < argc) {
+            seed = strtoull(argv[++i], NULL, 0);
+        } else {
+            only = argv[i]; /* run the tests whose name contains this */
+        }
+    }
+    if (cuda_device_count() == 0) {
+        printf("no GPU: nothing to test (use --dry-run to check the cuDNN graphs)\n");
+        return 1;
+    }
+    printf("[==========] CUDA ops vs CPU ops, seed %llu (--seed to repeat)\n",
+           (unsigned long long)seed);
+    int passed = 0, failed = 0;
+    for (size_t i = 0; i < sizeof TESTS / sizeof TESTS[0]; i++) {
+        const struct test *t = &TESTS[i];
+        if (only && !strstr(t->name, only)) continue;
+        printf("[ RUN      ] %s\n", t->name);
+        fflush(stdout);
+        struct timespec t0, t1;
+        clock_gettime(CLOCK_MONOTONIC, &t0);
+        pid_t pid = fork();
+        if (pid == 0) _exit(run_child(t, seed + i));
+        int status = 0;
+        waitpid(pid, &status, 0);
+        clock_gettime(CLOCK_MONOTONIC, &t1);
+        int code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+        bool ok = code == t->expect_exit;
+        double ms = (t1.tv_sec - t0.tv_sec) * 1e3 + (t1.tv_nsec - t0.tv_nsec) / 1e6;
+        printf("[ %s ] %s (%.0f ms)\n", ok ? "      OK" : " FAILED ", t->name, ms);
+        passed += ok;
+        failed += !ok;
+    }
+    printf("[==========] %d test(s) run.\n", passed + failed);
+    printf("[  PASSED  ] %d test(s).\n", passed);
+    if (failed) printf("[  FAILED  ] %d test(s).\n", failed);
+    return failed ? 1 : 0;
+}
