@@ -303,6 +303,10 @@ static const struct arg_spec TABLE[] = {
     NOT_YET("--use-torch-fsdp2", T_BOOL, M_TRAIN, G_DIST, "Use the torch FSDP2 implementation."),
     NOT_YET("--use-megatron-fsdp", T_BOOL, M_TRAIN, G_DIST, "Use the Megatron FSDP code path in DDP."),
     INT("--context-parallel-size", context_parallel_size, "1", M_TRAIN, G_DIST, 1, NO, "Degree of context parallelism."),
+    BOOL("--use-tp-pp-dp-mapping", use_tp_pp_dp_mapping, M_TRAIN, G_DIST,
+         "If set, distributed ranks are ordered tp-cp-ep-pp-dp instead of the default tp-cp-ep-dp-pp."),
+    INT("--distributed-timeout-minutes", distributed_timeout_minutes, "10", M_TRAIN, G_DIST, 1, NO,
+        "Timeout minutes for collectives: a rank that stops answering ends the job with an error naming the group."),
     NOT_YET("--cp-comm-type", T_LIST, M_TRAIN, G_DIST, "Inter-gpu communication type for context parallelism."),
 
     /* validation (_add_validation_args; eval-interval's default is None since ValidationConfig) */
@@ -1241,22 +1245,14 @@ static int finalize_convert(struct config *c, char *err, size_t errlen)
 static int reject_not_yet_supported(const struct config *c, enum subcommand cmd, char *err, size_t errlen)
 {
     const struct { const char *flag; int64_t v; const char *what; } sizes[] = {
-        {"--tensor-model-parallel-size", c->tensor_model_parallel_size, "tensor"},
         {"--pipeline-model-parallel-size", c->pipeline_model_parallel_size, "pipeline"},
         {"--context-parallel-size", c->context_parallel_size, "context"},
         {"--expert-model-parallel-size", c->expert_model_parallel_size, "expert"},
     };
     const struct { const char *flag; bool on; } flags[] = {
-        {"--sequence-parallel", c->sequence_parallel},
-        {"--use-distributed-optimizer", c->use_distributed_optimizer},
-        {"--overlap-grad-reduce", c->overlap_grad_reduce},
         {"--overlap-param-gather", c->overlap_param_gather},
         {"--num-layers-per-virtual-pipeline-stage", c->num_layers_per_virtual_pipeline_stage > 0},
         {"--num-virtual-stages-per-pipeline-rank", c->num_virtual_stages_per_pipeline_rank > 0},
-        {"--save", c->save != NULL}, {"--load", c->load != NULL}, {"--save-interval", c->save_interval > 0},
-        {"--finetune", c->finetune}, {"--no-load-optim", c->no_load_optim}, {"--no-load-rng", c->no_load_rng},
-        {"--no-save-optim", c->no_save_optim}, {"--no-save-rng", c->no_save_rng},
-        {"--exit-signal-handler", c->exit_signal_handler},
     };
     if (cmd == CMD_PRETRAIN) {
         for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++)
@@ -1299,6 +1295,10 @@ int args_finalize(struct config *c, enum subcommand cmd, int world_size, char *e
         return -1;
     if (reject_not_yet_supported(c, cmd, err, errlen)) return -1;
     if (c->tensor_model_parallel_size == 1) c->sequence_parallel = false; /* Megatron: needs TP > 1 */
+    if (c->sequence_parallel && c->seq_length % c->tensor_model_parallel_size != 0)
+        return fail(err, errlen, "--sequence-parallel: --seq-length %" PRI " must be divisible by "
+                    "--tensor-model-parallel-size = %" PRI "; change one of them", c->seq_length,
+                    c->tensor_model_parallel_size);
     return 0;
 }
 

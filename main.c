@@ -6,6 +6,8 @@
 #include "args.h"
 #include "data/preprocess.h"
 #include "data/samples.h"
+#include "parallel/plan.h"
+#include "parallel/comm.h"
 #include "train.h"
 #include "util/error.h"
 
@@ -20,7 +22,7 @@ static const struct {
     {"samples", "print or dump the samples the trainer would see for the same flags"},
     {"convert", "convert checkpoints to and from Hugging Face (not available yet)"},
     {"generate", "generate text from a checkpoint (not available yet)"},
-    {"plan", "show layout, memory and FLOPs per rank without running (not available yet)"},
+    {"plan", "show layout, groups, memory and FLOPs per rank for --world-size N, without running"},
 };
 #define NUM_COMMANDS (sizeof commands / sizeof commands[0])
 
@@ -31,15 +33,19 @@ static void usage(FILE *f)
     fprintf(f, "\nmulti-rank runs: mpirun -np N ./megatron pretrain ... (or srun inside a SLURM allocation)\n");
 }
 
+/* One process per rank under mpirun or srun (or a single process): MPI starts first so the
+ * flags are validated against the world size. */
 static int run_pretrain(int argc, char **argv)
 {
     struct config cfg;
-    args_parse_or_die(&cfg, CMD_PRETRAIN, argc, argv, 1);
+    comm_init(&argc, &argv);
+    args_parse_or_die(&cfg, CMD_PRETRAIN, argc, argv, comm_world_size());
     if (strcmp(cfg.device, "cuda") == 0)
         die_user("--device cuda: this build has no CUDA backend yet; use --device cpu (or auto)");
-    args_print_config(stdout, &cfg);
+    if (comm_world_rank() == 0) args_print_config(stdout, &cfg);
     int rc = pretrain_main(&cfg, stdout);
     args_free(&cfg);
+    comm_finalize();
     return rc;
 }
 
@@ -77,6 +83,15 @@ static int run_samples(int argc, char **argv)
     return rc;
 }
 
+static int run_plan(int argc, char **argv)
+{
+    struct config cfg;
+    args_parse_or_die(&cfg, CMD_PLAN, argc, argv, 1);
+    int rc = plan_main(&cfg);
+    args_free(&cfg);
+    return rc;
+}
+
 int main(int argc, char **argv)
 {
     if (argc < 2 || strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "help") == 0) {
@@ -91,6 +106,7 @@ int main(int argc, char **argv)
     if (strcmp(cmd, "pretrain") == 0) return run_pretrain(argc - 2, argv + 2);
     if (strcmp(cmd, "preprocess") == 0) return run_preprocess(argc - 2, argv + 2);
     if (strcmp(cmd, "samples") == 0) return run_samples(argc - 2, argv + 2);
+    if (strcmp(cmd, "plan") == 0) return run_plan(argc - 2, argv + 2);
     for (size_t i = 0; i < NUM_COMMANDS; i++)
         if (strcmp(cmd, commands[i].name) == 0)
             die_user("megatron %s: not supported yet; see megatron --help for the commands available now", cmd);

@@ -7,11 +7,16 @@
 #include <string.h>
 #include <time.h>
 
+#include "ckpt/ckpt.h"
+#include "ckpt/exit_signal.h"
 #include "data/loader.h"
 #include "data/tokenizer.h"
 #include "kernels/rng.h"
 #include "models/gpt.h"
 #include "optim/optimizer.h"
+#include "parallel/comm.h"
+#include "parallel/ddp.h"
+#include "parallel/grid.h"
 #include "util/error.h"
 
 /* Host buffers for the samples of one iteration on this rank (all its micro batches). */
@@ -33,8 +38,11 @@ struct log_interval_totals {
 
 struct trainer {
     const struct config *cfg;
-    FILE *out;
+    FILE *out;                /* Megatron's training_log prints on the last rank: NULL elsewhere */
+    struct grid grid;
+    struct comm_group *dp;    /* data-parallel group (NULL with one data-parallel rank) */
     struct gpt_model *model;
+    struct ddp *ddp;
     struct optimizer *optimizer;
     struct loader *loader;
     struct batch_buffers buf;
@@ -42,6 +50,7 @@ struct trainer {
     int64_t consumed_train_samples;
     int64_t consumed_valid_samples;
     double flops_per_batch;
+    double start_seconds;     /* when pretrain began (--exit-duration-in-mins) */
 };
 
 static double now_seconds(void)
@@ -116,6 +125,8 @@ static void build_optimizer(struct trainer *t)
     o.sgd_momentum = cfg->sgd_momentum;
     o.clip_grad = cfg->clip_grad;
     o.params_dtype = cfg->params_dtype;
+    o.norm_tp_group = t->model->tp.comm;
+    o.norm_dp_group = cfg->use_distributed_optimizer ? t->dp : NULL;
     if (cfg->fp16 && isnan(cfg->loss_scale))
         scaler_init_dynamic(&o.scaler, cfg->initial_loss_scale, cfg->min_loss_scale,
                             (int64_t)cfg->loss_scale_window, cfg->hysteresis);
@@ -145,7 +156,9 @@ static void build_optimizer(struct trainer *t)
     }
     f.weight_decay_incr_style = cfg->weight_decay_incr_style;
     lr_schedule_from_flags_or_die(&o.schedule, &f);
-    t->optimizer = optimizer_create(t->model, &o);
+    struct buffer_range ranges[4];
+    int n = ddp_owned_ranges(t->ddp, ranges, 4);
+    t->optimizer = optimizer_create(t->model, &o, ranges, n);
 }
 
 static void alloc_buffers(struct batch_buffers *b, int64_t samples, int64_t seq)
@@ -172,9 +185,9 @@ static void free_buffers(struct batch_buffers *b)
 /* The samples of one global batch starting at `consumed` that this rank reads: Megatron's
  * MegatronPretrainingSampler hands micro batch m to data-parallel rank r as the samples
  * consumed + m x mbs x dp + r x mbs + [0, mbs). */
-static void batch_indices(const struct config *cfg, int64_t consumed, int64_t *indices)
+static void batch_indices(const struct config *cfg, int rank, int64_t consumed, int64_t *indices)
 {
-    int64_t mbs = cfg->micro_batch_size, dp = cfg->data_parallel_size, rank = 0;
+    int64_t mbs = cfg->micro_batch_size, dp = cfg->data_parallel_size;
     for (int64_t m = 0; m < cfg->num_micro_batches; m++)
         for (int64_t i = 0; i < mbs; i++) indices[m * mbs + i] = consumed + m * mbs * dp + rank * mbs + i;
 }
@@ -182,14 +195,14 @@ static void batch_indices(const struct config *cfg, int64_t consumed, int64_t *i
 static void load_batch(struct trainer *t, enum data_split split, int64_t consumed)
 {
     struct batch_buffers *b = &t->buf;
-    batch_indices(t->cfg, consumed, b->indices);
+    batch_indices(t->cfg, t->grid.dp_rank, consumed, b->indices);
     loader_batch(t->loader, split, b->indices, b->samples, b->tokens, b->labels, b->positions, b->loss_mask);
 }
 
 static void prefetch_batch(struct trainer *t, enum data_split split, int64_t consumed)
 {
     int64_t *indices = xmalloc((size_t)t->buf.samples * sizeof(int64_t));
-    batch_indices(t->cfg, consumed, indices);
+    batch_indices(t->cfg, t->grid.dp_rank, consumed, indices);
     loader_prefetch(t->loader, split, indices, t->buf.samples);
     free(indices);
 }
@@ -208,33 +221,70 @@ static struct gpt_batch gpt_batch_of(const struct trainer *t, int64_t m, uint64_
     g.dropout_stream = stream;
     g.sample_offset = offset;
     g.training = training;
+    g.on_grads_ready = NULL;
+    g.hook_ctx = NULL;
     return g;
+}
+
+/* Loss sum and token count summed over the data-parallel group (fp64, rank order). */
+static void reduce_loss(const struct trainer *t, double *loss_sum, double *tokens)
+{
+    double v[2] = {*loss_sum, *tokens};
+    if (t->dp) comm_all_reduce_sum(t->dp, v, 2, COMM_F64);
+    *loss_sum = v[0];
+    *tokens = v[1];
+}
+
+/* finalize_model_grads: the data-parallel reduction, then with sequence parallelism the sum over
+ * the tensor-parallel group of the gradients of parameters every rank holds whole (each rank
+ * applied them to its rows only). */
+static void finalize_grads(struct trainer *t)
+{
+    struct gpt_model *m = t->model;
+    ddp_finish_grad_sync(t->ddp);
+    if (!m->tp.sequence_parallel) return;
+    for (int i = 0; i < m->num_params; i++)
+        if (m->params[i].shard_dim < 0) tp_all_reduce_buffer(&m->tp, m->grads + m->params[i].offset, m->params[i].numel);
 }
 
 /* train_step: every micro batch's forward and backward, then the optimizer step.
  * Megatron divides each micro batch's summed loss by its token count and by the number of micro
- * batches (schedules.py:forward_step) and reports sum(losses) / sum(tokens). */
+ * batches (schedules.py:forward_step), averages gradients over data-parallel ranks, and reports
+ * sum(losses) / sum(tokens) over the global batch. */
 static struct step_result train_step(struct trainer *t, double *lm_loss)
 {
     const struct config *cfg = t->cfg;
-    int64_t micro = cfg->micro_batch_size, num_micro = cfg->num_micro_batches;
+    int64_t micro = cfg->micro_batch_size, num_micro = cfg->num_micro_batches, dp = cfg->data_parallel_size;
     uint64_t stream = rng_mix64((uint64_t)t->iteration * 2 + 1);
     double loss_sum = 0.0, tokens_sum = 0.0, scale = optimizer_loss_scale(t->optimizer);
     load_batch(t, SPLIT_TRAIN, t->consumed_train_samples);
     if (t->iteration + 1 < cfg->train_iters)
         prefetch_batch(t, SPLIT_TRAIN, t->consumed_train_samples + cfg->global_batch_size);
     for (int64_t mb = 0; mb < num_micro; mb++) {
-        int64_t offset = mb * micro * cfg->data_parallel_size; /* first sample within the global batch */
+        /* the first sample of this micro batch within the global batch (the sampler's order) */
+        int64_t offset = mb * micro * dp + t->grid.dp_rank * micro;
         struct gpt_batch g = gpt_batch_of(t, mb, stream, offset, true);
         double tokens, sum = gpt_forward(t->model, &g, &tokens);
         loss_sum += sum;
         tokens_sum += tokens;
-        double denom = (tokens > 0 ? tokens : 1.0) * (double)num_micro;
+        if (mb == num_micro - 1) { /* the last backward reduces gradients as they become final */
+            ddp_start_grad_sync(t->ddp);
+            if (cfg->overlap_grad_reduce) {
+                g.on_grads_ready = ddp_grads_ready;
+                g.hook_ctx = t->ddp;
+            }
+        }
+        double denom = (tokens > 0 ? tokens : 1.0) * (double)num_micro * (double)dp;
         gpt_backward(t->model, &g, (float)(scale / denom));
     }
+    finalize_grads(t);
+    reduce_loss(t, &loss_sum, &tokens_sum);
     *lm_loss = loss_sum / tokens_sum;
     t->consumed_train_samples += cfg->global_batch_size;
-    return optimizer_step(t->optimizer, cfg->global_batch_size);
+    struct step_result r = optimizer_step(t->optimizer, cfg->global_batch_size);
+    if (!r.skipped) ddp_gather_params(t->ddp);
+    memset(t->model->grads, 0, (size_t)t->model->buffer_numel * sizeof(float));
+    return r;
 }
 
 /* evaluate: --eval-iters global batches of the split, token-weighted mean loss, no dropout. */
@@ -252,6 +302,7 @@ static double evaluate(struct trainer *t, enum data_split split, int64_t *consum
         }
         *consumed += cfg->global_batch_size;
     }
+    reduce_loss(t, &loss_sum, &tokens_sum);
     return loss_sum / tokens_sum;
 }
 
@@ -267,6 +318,7 @@ static void evaluate_and_print(struct trainer *t, enum data_split split, const c
     int n = len + 1 < (int)sizeof dashes ? len + 1 : (int)sizeof dashes - 1;
     memset(dashes, '-', (size_t)n);
     dashes[n] = 0;
+    if (!t->out) return;
     fprintf(t->out, "%s\n%s\n%s\n", dashes, line, dashes);
     fflush(t->out);
 }
@@ -276,6 +328,10 @@ static void print_log_line(struct trainer *t, const struct step_result *r, struc
     const struct config *cfg = t->cfg;
     double per_iter = tot->seconds / (double)cfg->log_interval;
     FILE *out = t->out;
+    if (!out) {
+        memset(tot, 0, sizeof *tot);
+        return;
+    }
     print_timestamp(out);
     fprintf(out, " iteration %8lld/%8lld |", (long long)t->iteration, (long long)cfg->train_iters);
     fprintf(out, " consumed samples: %12lld |", (long long)t->consumed_train_samples);
@@ -294,12 +350,32 @@ static void print_log_line(struct trainer *t, const struct step_result *r, struc
     memset(tot, 0, sizeof *tot);
 }
 
-static void train(struct trainer *t)
+/* What a checkpoint saves of the trainer, and what a load restores. */
+static struct ckpt_state ckpt_state_of(const struct trainer *t)
+{
+    struct ckpt_state s = {t->model, t->optimizer, t->cfg->params_dtype, t->iteration, t->consumed_train_samples,
+                           t->consumed_valid_samples, t->cfg, NULL};
+    return s;
+}
+
+static void load_checkpoint(struct trainer *t)
+{
+    struct ckpt_state s = ckpt_state_of(t);
+    ckpt_load_for_training(t->cfg, &s, stdout);
+    t->iteration = s.iteration;
+    t->consumed_train_samples = s.consumed_train_samples;
+    t->consumed_valid_samples = s.consumed_valid_samples;
+}
+
+/* Returns true when an exit condition (--exit-interval, --exit-duration-in-mins, a signal with
+ * --exit-signal-handler) ended training: the program then stops as Megatron's sys.exit does. */
+static bool train(struct trainer *t)
 {
     const struct config *cfg = t->cfg;
     struct log_interval_totals tot = {0};
     bool do_valid = loader_num_samples(t->loader, SPLIT_VALID) > 0;
     double start = now_seconds();
+    if (cfg->exit_signal_handler) exit_signal_install();
     while (t->iteration < cfg->train_iters) {
         double lm_loss;
         struct step_result r = train_step(t, &lm_loss);
@@ -324,50 +400,100 @@ static void train(struct trainer *t)
             evaluate_and_print(t, SPLIT_VALID, prefix);
             start += now_seconds() - paused; /* evaluation is not training time */
         }
-        if (cfg->exit_interval > 0 && t->iteration % cfg->exit_interval == 0) {
-            fprintf(t->out, "exiting program at iteration %lld\n", (long long)t->iteration);
-            break;
-        }
+        struct ckpt_state s = ckpt_state_of(t);
+        if (ckpt_and_decide_exit(cfg, &s, (now_seconds() - t->start_seconds) / 60.0, stdout)) return true;
     }
+    return false;
+}
+
+/* Megatron's memory formula for weights, grads and optimizer state per parameter
+ * (docs/user-guide/features/dist_optimizer.md): fp32 main weights and Adam moments (12 bytes)
+ * are divided over data-parallel ranks by the distributed optimizer. */
+static double bytes_per_parameter(const struct config *cfg)
+{
+    double dp = cfg->use_distributed_optimizer ? (double)cfg->data_parallel_size : 1.0;
+    if (cfg->params_dtype == DT_F32) return 4.0 + 12.0 / dp; /* fp32 weights double as main weights */
+    return 6.0 + 12.0 / dp;                                  /* bf16/fp16 weights, fp32 grads */
+}
+
+/* The process grid and the groups this rank belongs to. */
+static void setup_parallel(struct trainer *t, struct tp_group *tp)
+{
+    const struct config *cfg = t->cfg;
+    char err[512];
+    if (grid_init(&t->grid, comm_world_size(), comm_world_rank(), (int)cfg->tensor_model_parallel_size,
+                  (int)cfg->pipeline_model_parallel_size, (int)cfg->context_parallel_size,
+                  (int)cfg->expert_model_parallel_size, cfg->use_tp_pp_dp_mapping, err, sizeof err))
+        die_user("%s", err);
+    grid_set_current(&t->grid);
+    comm_set_timeout(60.0 * (double)cfg->distributed_timeout_minutes);
+    comm_groups_create();
+    *tp = tp_group_single();
+    tp->size = t->grid.tp;
+    tp->rank = t->grid.tp_rank;
+    tp->sequence_parallel = cfg->sequence_parallel;
+    tp->comm = t->grid.tp > 1 ? comm_group_get(GRID_TP) : NULL;
+    t->dp = t->grid.dp > 1 ? comm_group_get(GRID_DP_CP) : NULL;
 }
 
 int pretrain_main(const struct config *cfg, FILE *out)
 {
     struct trainer t;
     struct model_config mc;
+    struct tp_group tp;
     memset(&t, 0, sizeof t);
     t.cfg = cfg;
-    t.out = out;
+    t.start_seconds = now_seconds();
+    setup_parallel(&t, &tp);
+    bool first = t.grid.rank == 0;
+    t.out = t.grid.rank == t.grid.world_size - 1 ? out : NULL; /* print_rank_last */
 
     struct tokenizer *tok = build_tokenizer(cfg);
     int64_t vocab = tokenizer_vocab_size(tok), eod = tokenizer_eod(tok);
     tokenizer_free(tok);
     train_model_config(cfg, vocab, &mc);
-    fprintf(out, " > padded vocab (size: %lld) with %lld dummy tokens (new size: %lld)\n", (long long)vocab,
-            (long long)(mc.padded_vocab_size - vocab), (long long)mc.padded_vocab_size);
-    fprintf(out, "building GPT model ...\n");
-    t.model = gpt_create(&mc, cfg->micro_batch_size, DEV_CPU);
+    if (first) {
+        fprintf(out, " > padded vocab (size: %lld) with %lld dummy tokens (new size: %lld)\n", (long long)vocab,
+                (long long)(mc.padded_vocab_size - vocab), (long long)mc.padded_vocab_size);
+        fprintf(out, "building GPT model ...\n");
+    }
+    t.model = gpt_create(&mc, cfg->micro_batch_size, DEV_CPU, &tp, t.grid.dp);
     gpt_init_weights(t.model);
-    fprintf(out, " > number of parameters on (tensor, pipeline) model parallel rank (0, 0): %lld\n",
-            (long long)t.model->numel);
+    if (t.grid.dp_rank == 0)
+        printf(" > number of parameters on (tensor, pipeline) model parallel rank (%d, %d): %lld\n", t.grid.tp_rank,
+               t.grid.pp_rank, (long long)t.model->numel);
+    if (first)
+        printf(" > weights, grads and optimizer state: %.1f bytes/parameter (Megatron's formula) = %.3f GiB per rank\n",
+               bytes_per_parameter(cfg), bytes_per_parameter(cfg) * (double)t.model->numel / 1073741824.0);
+    /* Megatron's default bucket: max(40M, 1M x dp) parameters */
+    int64_t bucket = cfg->ddp_bucket_size > 0 ? cfg->ddp_bucket_size
+                                              : (t.grid.dp > 40 ? 1000000LL * t.grid.dp : 40000000LL);
+    t.ddp = ddp_create(t.model, t.dp, bucket, cfg->use_distributed_optimizer, cfg->overlap_grad_reduce);
     build_optimizer(&t);
+    if (cfg->load) load_checkpoint(&t);
     t.loader = loader_create(cfg, vocab, eod);
     t.flops_per_batch = model_flops_per_batch(&mc, cfg->global_batch_size);
     alloc_buffers(&t.buf, cfg->num_micro_batches * cfg->micro_batch_size, cfg->seq_length);
-    fflush(out);
+    fflush(stdout);
 
+    bool exited = false;
     if (cfg->skip_train) {
-        fprintf(out, "skipping training (--skip-train is on) ...\n");
+        if (first) printf("skipping training (--skip-train is on) ...\n");
     } else {
-        fprintf(out, "training ...\n");
-        train(&t);
+        if (first) printf("training ...\n");
+        fflush(stdout);
+        exited = train(&t);
+        if (!exited && cfg->save && t.iteration != 0 && t.iteration % cfg->save_interval != 0) {
+            struct ckpt_state s = ckpt_state_of(&t);
+            ckpt_save_for_training(cfg, &s, stdout);
+        }
     }
     char prefix[96];
-    if (loader_num_samples(t.loader, SPLIT_VALID) > 0 && cfg->eval_iters > 0) {
+    if (!exited && loader_num_samples(t.loader, SPLIT_VALID) > 0 && cfg->eval_iters > 0) {
         snprintf(prefix, sizeof prefix, "iteration %lld on validation set", (long long)t.iteration);
         evaluate_and_print(&t, SPLIT_VALID, prefix);
     }
-    if (loader_num_samples(t.loader, SPLIT_TEST) > 0 && cfg->eval_iters > 0) {
+    if (!exited && loader_num_samples(t.loader, SPLIT_TEST) > 0 && cfg->eval_iters > 0) {
         snprintf(prefix, sizeof prefix, "iteration %lld on test set", (long long)t.iteration);
         evaluate_and_print(&t, SPLIT_TEST, prefix);
     }
@@ -375,6 +501,8 @@ int pretrain_main(const struct config *cfg, FILE *out)
     free_buffers(&t.buf);
     loader_free(t.loader);
     optimizer_free(t.optimizer);
+    ddp_free(t.ddp);
     gpt_free(t.model);
+    comm_groups_free();
     return 0;
 }

@@ -528,6 +528,18 @@ void op_add(struct tensor y, struct tensor a_, struct tensor b)
     }
 }
 
+void op_copy(struct tensor y, struct tensor x)
+{
+    struct args a = {.op = "op_copy"};
+    add_arg(&a, "y", y), add_arg(&a, "x", x);
+    need(&a, tensor_present(y) && tensor_present(x), "an argument is absent");
+    need(&a, y.dtype == x.dtype && same_shape(y, x), "y and x differ in dtype or shape");
+    switch (common_device(&a)) {
+    case DEV_CPU: cpu_copy(y, x); return;
+    case DEV_CUDA: no_cuda(a.op);
+    }
+}
+
 /* Any dtype: zero bits are zero in all of them. */
 void op_zero(struct tensor x)
 {

@@ -124,6 +124,8 @@ void op_bias_dropout_add_backward(struct tensor dx, struct tensor db, struct ten
 void op_add(struct tensor y, struct tensor a, struct tensor b);
 /* x = 0 */
 void op_zero(struct tensor x);
+/* y = x (same shape and dtype); y must not overlap x. */
+void op_copy(struct tensor y, struct tensor x);
 
 /* ---- loss ---- */
 

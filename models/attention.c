@@ -1,16 +1,22 @@
 /* Megatron's SelfAttention: linear_qkv (fused, grouped per query group), rotary embeddings on q
  * and k, causal core attention (grouped-query when num_query_groups < heads), linear_proj. The
- * projection's bias is added by the transformer layer's bias-dropout-add, as in Megatron. */
+ * projection's bias is added by the transformer layer's bias-dropout-add, as in Megatron. Under
+ * tensor parallelism linear_qkv is column-parallel (this rank's query groups) and linear_proj
+ * row-parallel: its output is a partial sum the layer reduces. */
 #include "models/layers.h"
 
+/* This rank's heads and query groups (all of them without tensor parallelism). */
 static struct attention_shape shape_of(const struct layer_ctx *ctx)
 {
+    const struct model_config *c = ctx->cfg;
     struct attention_shape s;
     s.batch = ctx->batch;
     s.seq = ctx->seq;
-    s.heads = ctx->cfg->num_attention_heads;
-    s.groups = ctx->cfg->num_query_groups;
-    s.head_dim = ctx->cfg->kv_channels;
+    s.heads = c->num_attention_heads / ctx->tp->size;
+    s.groups = c->num_query_groups / ctx->tp->size;
+    s.head_dim = c->kv_channels;
+    s.head_offset = ctx->tp->rank * s.heads;
+    s.total_heads = c->num_attention_heads;
     return s;
 }
 

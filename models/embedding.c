@@ -1,5 +1,7 @@
-/* Megatron's LanguageModelEmbedding: word embeddings (+ learned absolute positions), then the
- * embedding dropout (--hidden-dropout). Also the dropout key shared by all layers. */
+/* Megatron's LanguageModelEmbedding: vocab-parallel word embeddings (each tensor-parallel rank
+ * looks up the tokens of its vocabulary rows and the ranks' rows are summed, or reduce-scattered
+ * with sequence parallelism), plus learned absolute positions, then the embedding dropout
+ * (--hidden-dropout). Also the dropout keys shared by all layers. */
 #include "kernels/rng.h"
 #include "models/layers.h"
 
@@ -14,22 +16,35 @@ struct dropout_key layer_dropout_key(const struct layer_ctx *ctx, enum dropout_s
     return k;
 }
 
-static struct dropout_key embedding_dropout(const struct layer_ctx *ctx)
+struct dropout_key layer_hidden_dropout_key(const struct layer_ctx *ctx, enum dropout_site site)
 {
-    return layer_dropout_key(ctx, SITE_EMBEDDING, ctx->cfg->hidden_dropout,
-                             ctx->seq * ctx->cfg->hidden_size);
+    int64_t h = ctx->cfg->hidden_size;
+    struct dropout_key k = layer_dropout_key(ctx, site, ctx->cfg->hidden_dropout, ctx->seq * h);
+    k.offset += (uint64_t)(ctx->row_offset * h); /* a sequence-parallel rank's rows */
+    return k;
 }
 
 void embedding_forward(const struct layer_ctx *ctx, const struct embedding_params *p,
-                       struct tensor out, struct tensor tokens, struct tensor positions)
+                       struct tensor out, struct tensor out_full, struct tensor scratch,
+                       struct tensor tokens, struct tensor positions_local)
 {
-    op_embedding_forward(out, tokens, p->word, 0, p->position, positions);
-    op_bias_dropout_add_forward(out, out, tensor_none(), tensor_none(), embedding_dropout(ctx));
+    op_embedding_forward(out_full, tokens, p->word, p->vocab_start, tensor_none(), tensor_none());
+    tp_reduce_to_rows(ctx->tp, out_full, out);
+    if (tensor_present(p->position)) { /* the position table looked up like a vocabulary, then added */
+        op_embedding_forward(scratch, positions_local, p->position, 0, tensor_none(), tensor_none());
+        op_add(out, out, scratch);
+    }
+    op_bias_dropout_add_forward(out, out, tensor_none(), tensor_none(),
+                                layer_hidden_dropout_key(ctx, SITE_EMBEDDING));
 }
 
 void embedding_backward(const struct layer_ctx *ctx, const struct embedding_params *grad,
-                        struct tensor dout, struct tensor tokens, struct tensor positions)
+                        struct tensor dout, struct tensor dout_full, struct tensor tokens,
+                        struct tensor positions_local)
 {
-    op_bias_dropout_add_backward(dout, tensor_none(), dout, embedding_dropout(ctx));
-    op_embedding_backward(grad->word, 0, grad->position, dout, tokens, positions);
+    op_bias_dropout_add_backward(dout, tensor_none(), dout, layer_hidden_dropout_key(ctx, SITE_EMBEDDING));
+    if (tensor_present(grad->position))
+        op_embedding_backward(grad->position, 0, tensor_none(), dout, positions_local, tensor_none());
+    tp_gather_rows(ctx->tp, dout, dout_full);
+    op_embedding_backward(grad->word, grad->vocab_start, tensor_none(), dout_full, tokens, tensor_none());
 }

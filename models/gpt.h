@@ -10,6 +10,7 @@
 #include "kernels/tensor.h"
 #include "models/layers.h"
 #include "models/model_config.h"
+#include "parallel/tensor_parallel.h"
 
 /* One named parameter: Megatron-Core's name, shape, place in the flat buffers, how it starts. */
 enum param_init { INIT_NORMAL, INIT_NORMAL_SCALED, INIT_ZEROS, INIT_ONES };
@@ -32,6 +33,7 @@ struct gpt_param {
     struct param_piece pieces[2];
     int64_t offset;       /* first element in the flat buffers */
     int64_t numel;
+    int stage;            /* backward stage after which its gradient is final (gpt_batch) */
     enum param_init init;
     bool no_weight_decay; /* biases and 1-D tensors (Megatron's rule) */
 };
@@ -39,10 +41,12 @@ struct gpt_param {
 struct gpt_model {
     struct model_config cfg;
     enum device device;
+    struct tp_group tp;       /* tensor-parallel group: size 1 without tensor parallelism */
 
     int num_params;
     struct gpt_param *params;
     int64_t numel;            /* total parameter elements */
+    int64_t buffer_numel;     /* length of the flat buffers: numel padded (data-parallel shards) */
     float *weights;           /* what forward reads (fp32 on the CPU backend) */
     float *grads;             /* main grads, fp32, accumulated over micro batches */
 
@@ -57,9 +61,12 @@ struct gpt_model {
     struct gpt_activations *acts;
 };
 
-/* Builds the parameter table and allocates weights, grads and activations for micro batches of
- * `micro_batch` sequences. Weights are initialised by gpt_init_weights. */
-struct gpt_model *gpt_create(const struct model_config *cfg, int64_t micro_batch, enum device dev);
+/* Builds the parameter table (this tensor-parallel rank's shards) and allocates weights, grads
+ * and activations for micro batches of `micro_batch` sequences. Weights are initialised by
+ * gpt_init_weights. tp may be NULL (one process). The flat buffers are zero-padded to a multiple
+ * of buffer_multiple elements (the data-parallel size, so distributed-optimizer shards are equal). */
+struct gpt_model *gpt_create(const struct model_config *cfg, int64_t micro_batch, enum device dev,
+                             const struct tp_group *tp, int64_t buffer_multiple);
 void gpt_free(struct gpt_model *m);
 
 /* Megatron's init from the counter-based RNG keyed by (seed, parameter name, element):
@@ -68,6 +75,9 @@ void gpt_free(struct gpt_model *m);
 void gpt_init_weights(struct gpt_model *m);
 
 const struct gpt_param *gpt_find_param(const struct gpt_model *m, const char *name);
+
+/* The index in the full logical tensor (row-major over full_shape) of local element `local`. */
+int64_t gpt_param_full_index(const struct gpt_param *p, int64_t local);
 
 /* One micro batch. tokens, labels, positions: int32 [B*T] (B <= the arena's micro batch);
  * loss_mask: fp32 [B*T]. dropout_stream identifies the (iteration, micro batch) and
@@ -83,6 +93,10 @@ struct gpt_batch {
     uint64_t dropout_stream;
     int64_t sample_offset;
     bool training;            /* false: no dropout (evaluation) */
+    /* Called during gpt_backward when every gradient of a stage is final: stage num_layers after
+     * the output layer and final norm, then l after layer l, then -1 after the embeddings. */
+    void (*on_grads_ready)(void *ctx, int stage);
+    void *hook_ctx;
 };
 
 double gpt_forward(struct gpt_model *m, const struct gpt_batch *b, double *num_tokens);

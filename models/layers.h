@@ -12,11 +12,17 @@
 #include "kernels/ops.h"
 #include "kernels/tensor.h"
 #include "models/model_config.h"
+#include "parallel/tensor_parallel.h"
 
-/* What every layer call needs besides its tensors. */
+/* What every layer call needs besides its tensors. Under tensor parallelism the layers hold
+ * this rank's heads, ffn columns and vocabulary rows; with sequence parallelism the residual
+ * stream holds rows [row_offset, row_offset + rows) of the micro batch's B*T. */
 struct layer_ctx {
     const struct model_config *cfg;
+    const struct tp_group *tp;
     int64_t batch, seq;       /* B, T: activations are [B*T, C] */
+    int64_t rows;             /* rows of the residual stream on this rank */
+    int64_t row_offset;       /* first of them within the micro batch */
     int layer;                /* transformer layer index (-1 outside the decoder) */
     uint64_t dropout_stream;  /* (iteration, micro batch) */
     int64_t sample_offset;    /* first sequence of this micro batch within the global batch */
@@ -26,21 +32,28 @@ struct layer_ctx {
 /* Dropout sites, so each draws its own stream. */
 enum dropout_site { SITE_EMBEDDING, SITE_ATTENTION_PROBS, SITE_ATTENTION_OUT, SITE_MLP_OUT };
 
-/* The key of a dropout site: masks depend on (seed, iteration, micro batch, layer, site) and on the
- * element's place in the global batch; p is 0 when not training. */
+/* The key of a dropout site: masks depend on (seed, iteration, layer, site) and on the element's
+ * place in the global batch; p is 0 when not training. */
 struct dropout_key layer_dropout_key(const struct layer_ctx *ctx, enum dropout_site site, float p,
                                      int64_t elems_per_sample);
+/* The key of a hidden-size dropout on the residual stream ([rows, H] from row_offset). */
+struct dropout_key layer_hidden_dropout_key(const struct layer_ctx *ctx, enum dropout_site site);
 
-/* ---- embedding (embedding.c): word + learned position embeddings, then dropout ---- */
+/* ---- embedding (embedding.c): word (vocab-parallel) + learned position embeddings, dropout ---- */
 struct embedding_params {
-    struct tensor word;       /* [padded_vocab, H] */
+    struct tensor word;       /* [padded_vocab / TP, H]: rows from vocab_start */
     struct tensor position;   /* [max_position_embeddings, H], absent with RoPE */
+    int64_t vocab_start;
 };
+/* out [rows, H]; out_full [B*T, H] (out itself without sequence parallelism); scratch [rows, H];
+ * positions_local: the positions of this rank's rows. */
 void embedding_forward(const struct layer_ctx *ctx, const struct embedding_params *p,
-                       struct tensor out, struct tensor tokens, struct tensor positions);
-/* dout is consumed (dropout's backward runs in place). */
+                       struct tensor out, struct tensor out_full, struct tensor scratch,
+                       struct tensor tokens, struct tensor positions_local);
+/* dout [rows, H] is consumed (dropout's backward runs in place); dout_full as out_full. */
 void embedding_backward(const struct layer_ctx *ctx, const struct embedding_params *grad,
-                        struct tensor dout, struct tensor tokens, struct tensor positions);
+                        struct tensor dout, struct tensor dout_full, struct tensor tokens,
+                        struct tensor positions_local);
 
 /* ---- norm (norm.c): LayerNorm or RMSNorm by config ---- */
 struct norm_params {
@@ -110,14 +123,19 @@ struct layer_params {
 };
 struct layer_acts {
     struct norm_acts input_norm;
+    struct tensor attention_input;  /* [B*T, H]: input_norm.out gathered (the same tensor without
+                                       sequence parallelism) */
     struct attention_acts attention;
     struct tensor mid;        /* residual stream after attention */
     struct norm_acts pre_mlp_norm;
+    struct tensor mlp_input;  /* pre_mlp_norm.out gathered, likewise */
     struct mlp_acts mlp;
 };
 struct layer_scratch {
-    struct tensor tmp;        /* [N, H]: a sublayer's output before bias-dropout-add */
-    struct tensor dmid, dnorm, dsub; /* [N, H] */
+    struct tensor tmp;        /* [rows, H]: a sublayer's output before bias-dropout-add */
+    struct tensor tmp_full;   /* [B*T, H]: its partial sums before the tensor-parallel reduction */
+    struct tensor dmid, dnorm, dsub;    /* [rows, H] */
+    struct tensor dnorm_full, dsub_full; /* [B*T, H] (aliases without sequence parallelism) */
     struct attention_scratch attention;
     struct mlp_scratch mlp;
 };
@@ -132,12 +150,20 @@ void transformer_layer_backward(const struct layer_ctx *ctx, const struct layer_
                                 struct tensor x, struct tensor positions);
 
 /* ---- output layer and loss (lm_head.c) ---- */
-/* logits [N, V] = x . weight^T; losses [N] = cross-entropy against labels. */
-void lm_head_forward(const struct layer_ctx *ctx, struct tensor weight, struct tensor logits,
-                     struct tensor losses, struct tensor x, struct tensor labels);
-/* dlosses [N] holds d loss / d token loss; logits are overwritten by their gradient. */
+struct lm_head_acts {
+    struct tensor input;      /* [B*T, H]: the final norm's output gathered */
+    struct tensor logits;     /* [B*T, V / TP]: this rank's vocabulary columns */
+    struct tensor losses;     /* [B*T] per-token cross-entropy (whole vocabulary) */
+    struct tensor lse;        /* [B*T] log-sum-exp over the whole vocabulary */
+    struct tensor row_max, sum_exp, target_logit, global_max; /* [B*T] vocab-parallel statistics */
+};
+/* logits = input . weight^T over this rank's vocabulary rows (from vocab_start); losses. */
+void lm_head_forward(const struct layer_ctx *ctx, struct tensor weight, int64_t vocab_start,
+                     struct lm_head_acts *a, struct tensor labels);
+/* dlosses [B*T] holds d loss / d token loss; logits are overwritten by their gradient;
+ * dx_full [B*T, H] receives this rank's partial input gradient (not yet reduced). */
 void lm_head_backward(const struct layer_ctx *ctx, struct tensor weight, struct tensor dweight,
-                      struct tensor logits, struct tensor dlosses, struct tensor dx, struct tensor x,
-                      struct tensor labels);
+                      int64_t vocab_start, struct lm_head_acts *a, struct tensor dlosses,
+                      struct tensor dx_full, struct tensor labels);
 
 #endif

@@ -1,4 +1,4 @@
-/* The optimizer step over flat buffers: see optimizer.h. */
+/* The optimizer step over ranges of flat buffers: see optimizer.h. */
 #include "optim/optimizer.h"
 
 #include <math.h>
@@ -7,30 +7,39 @@
 
 #include "optim/clip.h"
 #include "optim/sgd.h"
+#include "parallel/comm.h"
 #include "util/error.h"
 
-struct optimizer *optimizer_create(struct gpt_model *m, const struct optimizer_options *opt)
+struct optimizer *optimizer_create(struct gpt_model *m, const struct optimizer_options *opt,
+                                   const struct buffer_range *ranges, int num_ranges)
 {
     struct optimizer *o = xcalloc(1, sizeof *o);
-    size_t bytes = (size_t)m->numel * sizeof(float);
     o->opt = *opt;
     o->model = m;
-    if (opt->params_dtype == DT_F32) {
-        o->main_params = m->weights;
-    } else {
-        o->main_params = xmalloc(bytes);
-        memcpy(o->main_params, m->weights, bytes);
+    o->num_ranges = num_ranges;
+    o->ranges = xmalloc((size_t)num_ranges * sizeof *ranges);
+    memcpy(o->ranges, ranges, (size_t)num_ranges * sizeof *ranges);
+    for (int r = 0; r < num_ranges; r++) o->owned += ranges[r].hi - ranges[r].lo;
+    if (opt->params_dtype != DT_F32) {
+        int64_t at = 0;
+        o->main_params = xmalloc((size_t)o->owned * sizeof(float));
+        for (int r = 0; r < num_ranges; r++) {
+            int64_t len = ranges[r].hi - ranges[r].lo;
+            memcpy(o->main_params + at, m->weights + ranges[r].lo, (size_t)len * sizeof(float));
+            at += len;
+        }
         round_to_dtype(m->weights, m->numel, opt->params_dtype);
     }
-    o->exp_avg = xcalloc((size_t)m->numel, sizeof(float));
-    if (opt->type == OPTIMIZER_ADAM) o->exp_avg_sq = xcalloc((size_t)m->numel, sizeof(float));
+    o->exp_avg = xcalloc((size_t)o->owned, sizeof(float));
+    if (opt->type == OPTIMIZER_ADAM) o->exp_avg_sq = xcalloc((size_t)o->owned, sizeof(float));
     return o;
 }
 
 void optimizer_free(struct optimizer *o)
 {
     if (!o) return;
-    if (o->main_params != o->model->weights) free(o->main_params);
+    free(o->ranges);
+    free(o->main_params);
     free(o->exp_avg);
     free(o->exp_avg_sq);
     free(o);
@@ -38,49 +47,100 @@ void optimizer_free(struct optimizer *o)
 
 double optimizer_loss_scale(const struct optimizer *o) { return o->opt.scaler.scale; }
 
-static void update_params(struct optimizer *o, double lr, double wd)
+/* Calls fn on every piece where a parameter meets an owned range: flat position, length, the
+ * position in the compact state arrays, and the parameter. */
+typedef void (*piece_fn)(struct optimizer *o, int64_t at, int64_t len, int64_t state, const struct gpt_param *p,
+                         void *arg);
+
+static void for_each_piece(struct optimizer *o, piece_fn fn, void *arg)
 {
     const struct gpt_model *m = o->model;
-    for (int i = 0; i < m->num_params; i++) {
-        const struct gpt_param *p = &m->params[i];
-        double p_wd = p->no_weight_decay ? 0.0 : wd;
-        float *w = o->main_params + p->offset;
-        const float *g = m->grads + p->offset;
-        if (o->opt.type == OPTIMIZER_ADAM)
-            adam_update(w, g, o->exp_avg + p->offset, o->exp_avg_sq + p->offset, p->numel, lr, p_wd,
-                        o->opt.adam, o->step);
-        else
-            sgd_update(w, g, o->exp_avg + p->offset, p->numel, lr, p_wd, o->opt.sgd_momentum, o->step == 1);
+    int64_t state = 0;
+    for (int r = 0; r < o->num_ranges; r++) {
+        struct buffer_range rg = o->ranges[r];
+        for (int i = 0; i < m->num_params; i++) {
+            const struct gpt_param *p = &m->params[i];
+            int64_t lo = p->offset > rg.lo ? p->offset : rg.lo;
+            int64_t hi = p->offset + p->numel < rg.hi ? p->offset + p->numel : rg.hi;
+            if (lo < hi) fn(o, lo, hi - lo, state + (lo - rg.lo), p, arg);
+        }
+        state += rg.hi - rg.lo;
     }
+}
+
+static void scale_piece(struct optimizer *o, int64_t at, int64_t len, int64_t state, const struct gpt_param *p,
+                        void *arg)
+{
+    (void)state, (void)p;
+    float *g = o->model->grads + at;
+    float c = (float)*(double *)arg;
+    for (int64_t i = 0; i < len; i++) g[i] *= c;
+}
+
+/* Sum of squares of the owned grads; parameters every tensor-parallel rank holds whole count on
+ * tp rank 0 only. */
+static void norm_piece(struct optimizer *o, int64_t at, int64_t len, int64_t state, const struct gpt_param *p,
+                       void *arg)
+{
+    (void)state;
+    if (p->shard_dim < 0 && o->model->tp.rank != 0) return;
+    const float *g = o->model->grads + at;
+    *(double *)arg += clip_global_norm_sq(&g, &len, 1);
+}
+
+struct update_args {
+    double lr, wd;
+};
+
+static void update_piece(struct optimizer *o, int64_t at, int64_t len, int64_t state, const struct gpt_param *p,
+                         void *arg)
+{
+    const struct update_args *u = arg;
+    struct gpt_model *m = o->model;
+    double wd = p->no_weight_decay ? 0.0 : u->wd;
+    float *w = o->main_params ? o->main_params + state : m->weights + at;
+    const float *g = m->grads + at;
+    if (o->opt.type == OPTIMIZER_ADAM)
+        adam_update(w, g, o->exp_avg + state, o->exp_avg_sq + state, len, u->lr, wd, o->opt.adam, o->step);
+    else
+        sgd_update(w, g, o->exp_avg + state, len, u->lr, wd, o->opt.sgd_momentum, o->step == 1);
+    if (o->main_params) { /* the model's storage precision */
+        memcpy(m->weights + at, w, (size_t)len * sizeof(float));
+        round_to_dtype(m->weights + at, len, o->opt.params_dtype);
+    }
+}
+
+static double global_norm(struct optimizer *o)
+{
+    double sq = 0.0;
+    for_each_piece(o, norm_piece, &sq);
+    if (o->opt.norm_tp_group) comm_all_reduce_sum(o->opt.norm_tp_group, &sq, 1, COMM_F64);
+    if (o->opt.norm_dp_group) comm_all_reduce_sum(o->opt.norm_dp_group, &sq, 1, COMM_F64);
+    return sqrt(sq);
 }
 
 struct step_result optimizer_step(struct optimizer *o, int64_t global_batch)
 {
-    struct gpt_model *m = o->model;
     struct step_result r;
-    float *bufs[1] = {m->grads};
-    int64_t lens[1] = {m->numel};
     r.loss_scale = o->opt.scaler.scale;
-    if (r.loss_scale != 1.0) clip_scale(bufs, lens, 1, 1.0 / r.loss_scale);
-
-    double norm = sqrt(clip_global_norm_sq((const float *const *)bufs, lens, 1));
+    if (r.loss_scale != 1.0) {
+        double inv = 1.0 / r.loss_scale;
+        for_each_piece(o, scale_piece, &inv);
+    }
+    double norm = global_norm(o);
     bool found_inf = !isfinite(norm);
     scaler_update(&o->opt.scaler, found_inf);
     r.grad_norm = norm;
     r.skipped = found_inf;
     if (!found_inf) {
         double coeff;
-        if (clip_coeff(norm, o->opt.clip_grad, &coeff)) clip_scale(bufs, lens, 1, coeff);
+        if (clip_coeff(norm, o->opt.clip_grad, &coeff)) for_each_piece(o, scale_piece, &coeff);
         o->step++;
-        update_params(o, lr_schedule_lr(&o->opt.schedule, o->schedule_samples),
-                      lr_schedule_wd(&o->opt.schedule, o->schedule_samples));
-        if (o->main_params != m->weights) {
-            memcpy(m->weights, o->main_params, (size_t)m->numel * sizeof(float));
-            round_to_dtype(m->weights, m->numel, o->opt.params_dtype);
-        }
+        struct update_args u = {lr_schedule_lr(&o->opt.schedule, o->schedule_samples),
+                                lr_schedule_wd(&o->opt.schedule, o->schedule_samples)};
+        for_each_piece(o, update_piece, &u);
         o->schedule_samples += global_batch;
     }
     r.lr = lr_schedule_lr(&o->opt.schedule, o->schedule_samples);
-    memset(m->grads, 0, (size_t)m->numel * sizeof(float));
     return r;
 }

@@ -1,7 +1,13 @@
 /* Megatron's mixed-precision optimizer over a model's flat buffers: fp32 main parameters (a copy
  * when the model stores bf16 or fp16, the model's own buffer in fp32), fp32 main grads, loss-scale
  * handling, global-norm clipping, Adam or SGD with per-parameter weight decay (none on biases and
- * 1-D tensors), the LR/WD schedule, and the skip of a step whose gradients are not finite. */
+ * 1-D tensors), the LR/WD schedule, and the skip of a step whose gradients are not finite.
+ *
+ * The optimizer updates the ranges of the flat buffers it owns: all of them, or with the
+ * distributed optimizer (--use-distributed-optimizer) this data-parallel rank's shard, holding
+ * main parameters and moments for those ranges only. The gradient norm is summed over what each
+ * rank owns (a parameter every tensor-parallel rank holds whole is counted on tp rank 0 only) and
+ * all-reduced, as Megatron's get_grad_norm_fp32 does. */
 #ifndef MEGATRON_OPTIM_OPTIMIZER_H
 #define MEGATRON_OPTIM_OPTIMIZER_H
 
@@ -14,6 +20,8 @@
 #include "optim/scaler.h"
 #include "optim/schedule.h"
 
+struct comm_group;
+
 enum optimizer_type { OPTIMIZER_ADAM, OPTIMIZER_SGD };
 
 struct optimizer_options {
@@ -24,14 +32,25 @@ struct optimizer_options {
     enum dtype params_dtype;   /* DT_F32, DT_BF16 or DT_F16: how the model stores its weights */
     struct loss_scaler scaler;
     struct lr_schedule schedule;
+    /* Groups the gradient norm is summed over (NULL: one rank): tensor parallel always, data
+     * parallel when each data-parallel rank owns a different shard. */
+    struct comm_group *norm_tp_group, *norm_dp_group;
+};
+
+/* A range [lo, hi) of the flat buffers. */
+struct buffer_range {
+    int64_t lo, hi;
 };
 
 struct optimizer {
     struct optimizer_options opt;
     struct gpt_model *model;
-    float *main_params;        /* == model->weights when params_dtype is fp32 */
-    float *exp_avg;            /* Adam's first moment, or SGD's momentum buffer */
-    float *exp_avg_sq;         /* Adam only */
+    int num_ranges;
+    struct buffer_range *ranges; /* what this rank updates */
+    int64_t owned;             /* elements in the ranges */
+    float *main_params;        /* [owned] fp32 copy, or NULL when the model's weights are fp32 */
+    float *exp_avg;            /* [owned] Adam's first moment, or SGD's momentum buffer */
+    float *exp_avg_sq;         /* [owned] Adam only */
     int64_t step;              /* successful updates so far (Adam's bias-correction count) */
     int64_t schedule_samples;  /* the scheduler's count: advances by the global batch on each
                                   successful step only, as OptimizerParamScheduler.step is called */
@@ -44,16 +63,19 @@ struct step_result {
     bool skipped;
 };
 
-/* Takes the model's current weights as the fp32 main parameters. */
-struct optimizer *optimizer_create(struct gpt_model *m, const struct optimizer_options *o);
+/* Takes the model's current weights in the given ranges as the fp32 main parameters. */
+struct optimizer *optimizer_create(struct gpt_model *m, const struct optimizer_options *o,
+                                   const struct buffer_range *ranges, int num_ranges);
 void optimizer_free(struct optimizer *o);
 
 /* The scale the next backward multiplies the loss by. */
 double optimizer_loss_scale(const struct optimizer *o);
 
-/* One optimizer step on the model's accumulated grads (scaled by optimizer_loss_scale()):
- * unscale, clip, update with the schedule's values before this step, advance the schedule by
- * global_batch samples, copy main parameters into the model's storage precision, zero grads. */
+/* One optimizer step on the model's accumulated (and already data-parallel reduced) grads,
+ * scaled by optimizer_loss_scale(): unscale, clip, update with the schedule's values before this
+ * step, advance the schedule by global_batch samples, copy main parameters into the model's
+ * storage precision. The caller zeroes the grads and, with the distributed optimizer, gathers
+ * the updated shards. */
 struct step_result optimizer_step(struct optimizer *o, int64_t global_batch);
 
 #endif

@@ -57,6 +57,7 @@ void cpu_bias_dropout_add_backward(struct tensor dx, struct tensor db, struct te
                                    struct dropout_key drop);
 void cpu_add(struct tensor y, struct tensor a, struct tensor b);
 void cpu_zero(struct tensor x);
+void cpu_copy(struct tensor y, struct tensor x);
 
 /* loss.c */
 void cpu_cross_entropy_forward(struct tensor losses, struct tensor logits, struct tensor targets);

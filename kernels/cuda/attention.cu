@@ -16,7 +16,8 @@
 
 #include "kernels/cuda/cuda_common.h"
 
-/* Unique ids of the non-virtual tensors (variant-pack keys); virtual ones count from UID_VIRTUAL. */
+/* Unique ids of the non-virtual tensors (the variant pack's keys); virtual ones count from
+ * UID_VIRTUAL. */
 enum {
     UID_Q = 1, UID_K, UID_V, UID_O, UID_STATS, UID_SCALE, UID_NEG_INF, UID_NEG_INF_PAD, UID_ONE,
     UID_DO, UID_DQ, UID_DK, UID_DV, UID_SOFTMAX_SUM, UID_DQ_ACCUM, UID_SEQ_Q, UID_SEQ_KV,
@@ -30,7 +31,7 @@ struct sdpa_dims {
     int64_t B, T, H, G, D; /* batch, sequence, query heads, key/value heads, head dim */
     bool q_packed;         /* Q (and dQ) in a packed [N, H, D] buffer rather than inside qkv */
     bool backward;
-    bool pad_workaround;   /* backward with T % 128 != 0 on cuDNN <= 9.15: frontend's padding mask */
+    bool pad_workaround;   /* backward, T % 128 != 0, cuDNN <= 9.15: the frontend's padding mask */
 };
 
 /* Collects descriptors (all kept alive as long as the plan) and the first error. */
@@ -196,7 +197,8 @@ static void gb_matmul(struct graph_builder *gb, cudnnBackendDescriptor_t a,
     cudnnBackendDescriptor_t m = gb_new(gb, CUDNN_BACKEND_MATMUL_DESCRIPTOR, "matmul");
     gb_set(gb, m, CUDNN_ATTR_MATMUL_COMP_TYPE, CUDNN_TYPE_DATA_TYPE, 1, &f32, "matmul type");
     gb_finalize(gb, m, "matmul descriptor");
-    cudnnBackendDescriptor_t op = gb_new(gb, CUDNN_BACKEND_OPERATION_MATMUL_DESCRIPTOR, "matmul op");
+    cudnnBackendDescriptor_t op =
+        gb_new(gb, CUDNN_BACKEND_OPERATION_MATMUL_DESCRIPTOR, "matmul op");
     gb_set(gb, op, CUDNN_ATTR_OPERATION_MATMUL_ADESC, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &a, "mm a");
     gb_set(gb, op, CUDNN_ATTR_OPERATION_MATMUL_BDESC, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &b, "mm b");
     gb_set(gb, op, CUDNN_ATTR_OPERATION_MATMUL_CDESC, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &c, "mm c");
@@ -440,7 +442,8 @@ static cudnnBackendDescriptor_t gb_graph(struct graph_builder *gb, const struct 
 
 static void gb_destroy(struct graph_builder *gb)
 {
-    for (int i = gb->ndescs - 1; i >= 0; i--) cudnnBackendDestroyDescriptor(gb->descs[i]);
+    for (int i = gb->ndescs - 1; i >= 0; i--)
+        CUDNN_CHECK(cudnnBackendDestroyDescriptor(gb->descs[i]));
     free(gb);
 }
 
@@ -530,7 +533,7 @@ static struct cuda_sdpa_plan *sdpa_plan(const struct sdpa_dims *m)
         BUG("cuDNN attention %s (B=%lld T=%lld heads=%lld groups=%lld d=%lld): %s",
             m->backward ? "backward" : "forward", (long long)m->B, (long long)m->T,
             (long long)m->H, (long long)m->G, (long long)m->D, gb->err);
-    p->dims = *m;
+    memcpy(&p->dims, m, sizeof *m); /* padding bytes too: the cache compares bytewise */
     p->gb = gb;
     ctx->sdpa[free_slot] = p;
     return p;
@@ -566,7 +569,8 @@ static __global__ void q_pack_kernel(bf16 *packed, bf16 *qkv, int64_t N, int H, 
         int64_t n = i / (H * (D / 8));
         int h = (int)(i / (D / 8) % H), c = (int)(i % (D / 8)) * 8;
         uint4 *a = reinterpret_cast<uint4 *>(packed + (n * H + h) * D + c);
-        uint4 *b = reinterpret_cast<uint4 *>(qkv + n * W + ((int64_t)(h / per) * (per + 2) + h % per) * D + c);
+        int64_t col = ((int64_t)(h / per) * (per + 2) + h % per) * D + c;
+        uint4 *b = reinterpret_cast<uint4 *>(qkv + n * W + col);
         if (unpack) {
             *b = *a;
         } else {

@@ -63,7 +63,7 @@ void cuda_init(int device_index)
     CUDA_CHECK(cudaSetDevice(device_index));
     CUDA_CHECK(cudaDeviceGetAttribute(&g_ctx.sm_count, cudaDevAttrMultiProcessorCount,
                                       device_index));
-    /* A blocking stream: legacy default-stream work (e.g. another library's copy) orders with it. */
+    /* A blocking stream: legacy default-stream work (another library's copy) orders with it. */
     CUDA_CHECK(cudaStreamCreate(&g_ctx.stream));
     CUBLAS_CHECK(cublasLtCreate(&g_ctx.lt));
     CUDNN_CHECK(cudnnCreate(&g_ctx.dnn));

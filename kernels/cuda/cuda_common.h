@@ -88,7 +88,7 @@ void *cuda_scratch(size_t bytes);
 /* Carves consecutive 256-byte aligned pieces out of one scratch request. */
 static inline size_t cuda_align256(size_t n) { return (n + 255) & ~(size_t)255; }
 
-/* ---- argument checks (the op interface checks shapes; the backend checks its dtype contract) ---- */
+/* ---- argument checks (ops.c checks shapes; the backend checks its dtype contract) ---- */
 
 /* t is present, on the GPU and of dtype dt; otherwise a bug naming the op and argument. */
 void cuda_need(const char *op, const char *name, struct tensor t, enum dtype dt);

@@ -16,7 +16,8 @@ enum { EW_THREADS = 256 };
 /* gelu(x) = x Phi(x), or its tanh approximation (Hendrycks & Gimpel, "GELUs", 2016). */
 __device__ __forceinline__ float gelu(float x, bool tanh_approx)
 {
-    if (tanh_approx) return 0.5f * x * (1.0f + tanhf(SQRT_2_OVER_PI * (x + GELU_CUBIC * x * x * x)));
+    if (tanh_approx)
+        return 0.5f * x * (1.0f + tanhf(SQRT_2_OVER_PI * (x + GELU_CUBIC * x * x * x)));
     return 0.5f * x * (1.0f + erff(x * SQRT_HALF));
 }
 
@@ -127,7 +128,8 @@ static __global__ void swiglu_forward_kernel(bf16 *y, const bf16 *x, int64_t N, 
         } else {
             for (int i = 0; i < 8 && e + i < n_all; i++) {
                 int64_t n = (e + i) / F, f = (e + i) % F;
-                float g = __bfloat162float(x[n * 2 * F + f]), u = __bfloat162float(x[n * 2 * F + F + f]);
+                float g = __bfloat162float(x[n * 2 * F + f]);
+                float u = __bfloat162float(x[n * 2 * F + F + f]);
                 o[i] = g * sigmoid(g) * u;
             }
         }

@@ -69,7 +69,7 @@ static void gemm_plan_build(struct cuda_gemm_plan *p, const struct gemm_call *g)
         CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER,
                                                     &g->bias, sizeof g->bias));
     }
-    /* Stored (not transposed) shapes: A is m x k unless transposed, B is k x n unless transposed. */
+    /* Stored shapes: A is m x k unless transposed, B is k x n unless transposed. */
     int64_t ar = g->ta == CUBLAS_OP_N ? g->m : g->k, ac = g->ta == CUBLAS_OP_N ? g->k : g->m;
     int64_t br = g->tb == CUBLAS_OP_N ? g->k : g->n, bc = g->tb == CUBLAS_OP_N ? g->n : g->k;
     CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&p->a, g->ab_type, ar, ac, g->lda));

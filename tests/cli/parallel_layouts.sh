@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# Layout invariance (ARCHITECTURE.md principle 5): the same flags under tensor parallelism, data
+# parallelism, both, and each with the distributed optimizer, overlapped gradient reduction and
+# sequence parallelism, print the same lm loss and grad norm as the single-rank run at every logged
+# iteration of a 30-iteration fp32 CPU run (relative difference below 1e-5), for a GPT-2-style and
+# a LLaMA-style model, dropout on.
+set -euo pipefail
+MEGATRON=${MEGATRON:-./megatron}
+export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMP_NUM_THREADS=1
+dir=$(mktemp -d)
+trap 'rm -rf "$dir"' EXIT
+
+gpt="--num-layers 2 --hidden-size 32 --num-attention-heads 4 --seq-length 16 --max-position-embeddings 16"
+llama="$gpt --swiglu --normalization RMSNorm --position-embedding-type rope --group-query-attention \
+    --num-query-groups 2 --disable-bias-linear --untie-embeddings-and-output-weights"
+common="--micro-batch-size 2 --global-batch-size 8 --train-iters 30 --lr 3e-3 --lr-decay-style cosine \
+    --lr-warmup-iters 3 --mock-data --tokenizer-type NullTokenizer --vocab-size 256 --log-interval 5 \
+    --eval-interval 15 --eval-iters 1"
+
+# lm loss and grad norm of every log line, and every validation loss, one number per line
+numbers() {
+    grep -E ' iteration .*lm loss| validation loss at ' "$1" \
+        | sed -E 's/.*lm loss: ([^ ]+) .*grad norm: ([^ ]+) .*/\1\n\2/; s/.*lm loss value: ([^ ]+) .*/\1/'
+}
+
+run() { # name ranks flags...
+    local name=$1 np=$2
+    shift 2
+    if [ "$np" -eq 1 ]; then
+        "$MEGATRON" pretrain "$@" >"$dir/$name.log" 2>&1
+    else
+        mpirun --oversubscribe --mca pml ob1 --mca btl self,vader -np "$np" "$MEGATRON" pretrain "$@" \
+            >"$dir/$name.log" 2>&1
+    fi || { echo "$name failed:"; tail -5 "$dir/$name.log"; exit 1; }
+    numbers "$dir/$name.log" >"$dir/$name.txt"
+}
+
+compare() { # reference name
+    [ "$(wc -l <"$dir/$1.txt")" -ge 12 ] || { echo "$1: too few numbers"; cat "$dir/$1.log"; exit 1; }
+    paste "$dir/$1.txt" "$dir/$2.txt" | awk -v n="$2" '
+        { d = $1 - $2; if (d < 0) d = -d; r = d / ($1 < 0 ? -$1 : $1);
+          if (!($2 != "") || r >= 1e-5) { printf "%s: %s vs %s (relative %.2e)\n", n, $2, $1, r; bad = 1 } }
+        END { exit bad }' || exit 1
+    [ "$(wc -l <"$dir/$1.txt")" -eq "$(wc -l <"$dir/$2.txt")" ] || { echo "$2: line count differs"; exit 1; }
+}
+
+for family in gpt llama; do
+    model=${!family}
+    run "$family-single" 1 $model $common
+    run "$family-tp2" 2 $model $common --tensor-model-parallel-size 2
+    run "$family-dp2" 2 $model $common
+    run "$family-tp2-dp2" 4 $model $common --tensor-model-parallel-size 2
+    run "$family-tp2-sp" 2 $model $common --tensor-model-parallel-size 2 --sequence-parallel
+    run "$family-dp2-distopt" 2 $model $common --use-distributed-optimizer --overlap-grad-reduce
+    run "$family-tp2-dp2-all" 4 $model $common --tensor-model-parallel-size 2 --sequence-parallel \
+        --use-distributed-optimizer --overlap-grad-reduce
+    for layout in tp2 dp2 tp2-dp2 tp2-sp dp2-distopt tp2-dp2-all; do
+        compare "$family-single" "$family-$layout"
+    done
+    echo "$family: 6 layouts match the single-rank run"
+done
