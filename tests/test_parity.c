@@ -113,7 +113,7 @@ static int teardown(void **state)
 static struct gpt_model *load_model(struct fixture *fx)
 {
     char err[512];
-    struct gpt_model *m = gpt_create(&fx->cfg, fx->batch, DEV_CPU, NULL);
+    struct gpt_model *m = gpt_create(&fx->cfg, fx->batch, DEV_CPU, NULL, 1);
     if (hf_load_into(m, fx->family, fx->model_file, "", m->weights, err, sizeof err)) fail_msg("%s", err);
     return m;
 }
