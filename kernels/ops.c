@@ -1,5 +1,6 @@
 /* The op interface's front door: each op_* checks its arguments (shapes agree, float tensors are
- * fp32, ids are int32, all on one device) and dispatches to the backend of that device. A bad
+ * fp32 (or bf16 on the GPU), ids are int32, all on one device) and dispatches to the backend of
+ * that device. A bad
  * argument is a bug in the caller and ends the program with the op's name and every shape. */
 #include "kernels/ops.h"
 
@@ -7,6 +8,9 @@
 #include <string.h>
 
 #include "kernels/cpu/cpu_ops.h"
+#ifdef MEGATRON_CUDA
+#include "kernels/cuda/cuda_ops.h"
+#endif
 #include "util/error.h"
 
 /* The arguments of one op call, kept so a failed check can print all of them. */
@@ -63,7 +67,9 @@ static void need_tensor(const struct args *a, const char *name, struct tensor t,
         snprintf(why, sizeof why, "%s is absent", name);
         fail(a, why);
     }
-    if (t.dtype != dt || t.ndim != ndim) {
+    /* a float argument on the GPU may be bf16 (activations, weights) or fp32 */
+    bool cuda_float = t.device == DEV_CUDA && dt == DT_F32 && t.dtype == DT_BF16;
+    if ((t.dtype != dt && !cuda_float) || t.ndim != ndim) {
         snprintf(why, sizeof why, "%s must be a %d-D %s tensor", name, ndim, dtype_name(dt));
         fail(a, why);
     }
@@ -99,9 +105,14 @@ static void need_dropout(const struct args *a, struct dropout_key d)
     need(a, d.p >= 0.0f && d.p < 1.0f, "dropout probability must be in [0, 1)");
 }
 
-/* The CUDA backend plugs in here: with MEGATRON_CUDA, each op's DEV_CUDA branch will call its
- * cuda_<op> from kernels/cuda/cuda_ops.h. Until that exists, a CUDA tensor reaching an op is a bug. */
-static _Noreturn void no_cuda(const char *op) { BUG("%s: no CUDA implementation yet", op); }
+/* The CUDA backend plugs in here: with MEGATRON_CUDA each op's DEV_CUDA branch calls its cuda_<op>
+ * from kernels/cuda/cuda_ops.h (which checks the CUDA dtype contract: bf16 activations and
+ * weights, fp32 gradients and statistics); a build without CUDA never makes CUDA tensors. */
+#ifdef MEGATRON_CUDA
+#define ON_CUDA(call) call
+#else
+#define ON_CUDA(call) BUG("%s: this build has no CUDA backend", a.op)
+#endif
 
 /* ---- dense layers ---- */
 
@@ -118,7 +129,7 @@ void op_linear_forward(struct tensor y, struct tensor x, struct tensor w, struct
     need(&a, !tensor_present(b) || b.shape[0] == w.shape[0], "b must have one entry per row of w");
     switch (common_device(&a)) {
     case DEV_CPU: cpu_linear_forward(y, x, w, b); return;
-    case DEV_CUDA: no_cuda(a.op);
+    case DEV_CUDA: ON_CUDA(cuda_linear_forward(y, x, w, b)); return;
     }
 }
 
@@ -146,7 +157,7 @@ void op_linear_backward(struct tensor dx, struct tensor dw, struct tensor db, st
     need(&a, !tensor_present(db) || db.shape[0] == out, "db must have one entry per column of dy");
     switch (common_device(&a)) {
     case DEV_CPU: cpu_linear_backward(dx, dw, db, dy, x, w); return;
-    case DEV_CUDA: no_cuda(a.op);
+    case DEV_CUDA: ON_CUDA(cuda_linear_backward(dx, dw, db, dy, x, w)); return;
     }
 }
 
@@ -171,7 +182,7 @@ void op_embedding_forward(struct tensor y, struct tensor tokens, struct tensor w
     }
     switch (common_device(&a)) {
     case DEV_CPU: cpu_embedding_forward(y, tokens, wte, vocab_start, wpe, positions); return;
-    case DEV_CUDA: no_cuda(a.op);
+    case DEV_CUDA: ON_CUDA(cuda_embedding_forward(y, tokens, wte, vocab_start, wpe, positions)); return;
     }
 }
 
@@ -196,7 +207,7 @@ void op_embedding_backward(struct tensor dwte, int64_t vocab_start, struct tenso
     }
     switch (common_device(&a)) {
     case DEV_CPU: cpu_embedding_backward(dwte, vocab_start, dwpe, dy, tokens, positions); return;
-    case DEV_CUDA: no_cuda(a.op);
+    case DEV_CUDA: ON_CUDA(cuda_embedding_backward(dwte, vocab_start, dwpe, dy, tokens, positions)); return;
     }
 }
 
@@ -240,7 +251,7 @@ void op_layernorm_forward(struct tensor y, struct tensor mean, struct tensor rst
     need(&a, eps >= 0.0f, "eps must not be negative");
     switch (common_device(&a)) {
     case DEV_CPU: cpu_layernorm_forward(y, mean, rstd, x, w, b, eps); return;
-    case DEV_CUDA: no_cuda(a.op);
+    case DEV_CUDA: ON_CUDA(cuda_layernorm_forward(y, mean, rstd, x, w, b, eps)); return;
     }
 }
 
@@ -260,7 +271,7 @@ void op_layernorm_backward(struct tensor dx, struct tensor dw, struct tensor db,
     need(&a, !tensor_present(db) || db.shape[0] == x.shape[1], "db must be like w");
     switch (common_device(&a)) {
     case DEV_CPU: cpu_layernorm_backward(dx, dw, db, dy, x, w, mean, rstd); return;
-    case DEV_CUDA: no_cuda(a.op);
+    case DEV_CUDA: ON_CUDA(cuda_layernorm_backward(dx, dw, db, dy, x, w, mean, rstd)); return;
     }
 }
 
@@ -274,7 +285,7 @@ void op_rmsnorm_forward(struct tensor y, struct tensor rstd, struct tensor x, st
     need(&a, eps >= 0.0f, "eps must not be negative");
     switch (common_device(&a)) {
     case DEV_CPU: cpu_rmsnorm_forward(y, rstd, x, w, eps); return;
-    case DEV_CUDA: no_cuda(a.op);
+    case DEV_CUDA: ON_CUDA(cuda_rmsnorm_forward(y, rstd, x, w, eps)); return;
     }
 }
 
@@ -292,7 +303,7 @@ void op_rmsnorm_backward(struct tensor dx, struct tensor dw, struct tensor dy, s
     need(&a, !tensor_present(dw) || dw.shape[0] == x.shape[1], "dw must be like w");
     switch (common_device(&a)) {
     case DEV_CPU: cpu_rmsnorm_backward(dx, dw, dy, x, w, rstd); return;
-    case DEV_CUDA: no_cuda(a.op);
+    case DEV_CUDA: ON_CUDA(cuda_rmsnorm_backward(dx, dw, dy, x, w, rstd)); return;
     }
 }
 
@@ -306,7 +317,7 @@ void op_gelu_forward(struct tensor y, struct tensor x, bool tanh_approx)
     need_like_x(&a, "y", y, x);
     switch (common_device(&a)) {
     case DEV_CPU: cpu_gelu_forward(y, x, tanh_approx); return;
-    case DEV_CUDA: no_cuda(a.op);
+    case DEV_CUDA: ON_CUDA(cuda_gelu_forward(y, x, tanh_approx)); return;
     }
 }
 
@@ -321,7 +332,7 @@ void op_gelu_backward(struct tensor dx, struct tensor dy, struct tensor x, bool 
     if (!tensor_present(dx)) return; /* the only output is absent */
     switch (dev) {
     case DEV_CPU: cpu_gelu_backward(dx, dy, x, tanh_approx); return;
-    case DEV_CUDA: no_cuda(a.op);
+    case DEV_CUDA: ON_CUDA(cuda_gelu_backward(dx, dy, x, tanh_approx)); return;
     }
 }
 
@@ -340,7 +351,7 @@ void op_swiglu_forward(struct tensor y, struct tensor x)
     need_swiglu_args(&a, "y", y, x);
     switch (common_device(&a)) {
     case DEV_CPU: cpu_swiglu_forward(y, x); return;
-    case DEV_CUDA: no_cuda(a.op);
+    case DEV_CUDA: ON_CUDA(cuda_swiglu_forward(y, x)); return;
     }
 }
 
@@ -354,7 +365,7 @@ void op_swiglu_backward(struct tensor dx, struct tensor dy, struct tensor x)
     if (!tensor_present(dx)) return; /* the only output is absent */
     switch (dev) {
     case DEV_CPU: cpu_swiglu_backward(dx, dy, x); return;
-    case DEV_CUDA: no_cuda(a.op);
+    case DEV_CUDA: ON_CUDA(cuda_swiglu_backward(dx, dy, x)); return;
     }
 }
 
@@ -417,7 +428,7 @@ void op_rope_forward(struct tensor qkv, struct tensor positions, struct attentio
     need_rope_args(&a, qkv, positions, s, rotary_dim, base);
     switch (common_device(&a)) {
     case DEV_CPU: cpu_rope_forward(qkv, positions, s, rotary_dim, base); return;
-    case DEV_CUDA: no_cuda(a.op);
+    case DEV_CUDA: ON_CUDA(cuda_rope_forward(qkv, positions, s, rotary_dim, base)); return;
     }
 }
 
@@ -429,7 +440,7 @@ void op_rope_backward(struct tensor dqkv, struct tensor positions, struct attent
     need_rope_args(&a, dqkv, positions, s, rotary_dim, base);
     switch (common_device(&a)) {
     case DEV_CPU: cpu_rope_backward(dqkv, positions, s, rotary_dim, base); return;
-    case DEV_CUDA: no_cuda(a.op);
+    case DEV_CUDA: ON_CUDA(cuda_rope_backward(dqkv, positions, s, rotary_dim, base)); return;
     }
 }
 
@@ -445,7 +456,7 @@ void op_attention_forward(struct tensor out, struct tensor probs, struct tensor 
     need_attention_probs(&a, probs, s, dev);
     switch (dev) {
     case DEV_CPU: cpu_attention_forward(out, probs, qkv, s, drop); return;
-    case DEV_CUDA: no_cuda(a.op);
+    case DEV_CUDA: ON_CUDA(cuda_attention_forward(out, probs, qkv, s, drop)); return;
     }
 }
 
@@ -465,7 +476,7 @@ void op_attention_backward(struct tensor dqkv, struct tensor dout, struct tensor
     need_attention_probs(&a, probs, s, dev);
     switch (dev) {
     case DEV_CPU: cpu_attention_backward(dqkv, dout, qkv, probs, out, s, drop); return;
-    case DEV_CUDA: no_cuda(a.op);
+    case DEV_CUDA: ON_CUDA(cuda_attention_backward(dqkv, dout, qkv, probs, out, s, drop)); return;
     }
 }
 
@@ -484,7 +495,7 @@ void op_bias_dropout_add_forward(struct tensor y, struct tensor x, struct tensor
     need_dropout(&a, drop);
     switch (common_device(&a)) {
     case DEV_CPU: cpu_bias_dropout_add_forward(y, x, b, residual, drop); return;
-    case DEV_CUDA: no_cuda(a.op);
+    case DEV_CUDA: ON_CUDA(cuda_bias_dropout_add_forward(y, x, b, residual, drop)); return;
     }
 }
 
@@ -503,7 +514,7 @@ void op_bias_dropout_add_backward(struct tensor dx, struct tensor db, struct ten
     need_dropout(&a, drop);
     switch (common_device(&a)) {
     case DEV_CPU: cpu_bias_dropout_add_backward(dx, db, dy, drop); return;
-    case DEV_CUDA: no_cuda(a.op);
+    case DEV_CUDA: ON_CUDA(cuda_bias_dropout_add_backward(dx, db, dy, drop)); return;
     }
 }
 
@@ -524,7 +535,7 @@ void op_add(struct tensor y, struct tensor a_, struct tensor b)
     need(&a, same_shape(y, a_) && same_shape(y, b), "the shapes differ");
     switch (common_device(&a)) {
     case DEV_CPU: cpu_add(y, a_, b); return;
-    case DEV_CUDA: no_cuda(a.op);
+    case DEV_CUDA: ON_CUDA(cuda_add(y, a_, b)); return;
     }
 }
 
@@ -536,7 +547,7 @@ void op_copy(struct tensor y, struct tensor x)
     need(&a, y.dtype == x.dtype && same_shape(y, x), "y and x differ in dtype or shape");
     switch (common_device(&a)) {
     case DEV_CPU: cpu_copy(y, x); return;
-    case DEV_CUDA: no_cuda(a.op);
+    case DEV_CUDA: ON_CUDA(cuda_copy(y, x)); return;
     }
 }
 
@@ -548,7 +559,7 @@ void op_zero(struct tensor x)
     need(&a, tensor_present(x), "x is absent");
     switch (common_device(&a)) {
     case DEV_CPU: cpu_zero(x); return;
-    case DEV_CUDA: no_cuda(a.op);
+    case DEV_CUDA: ON_CUDA(cuda_zero(x)); return;
     }
 }
 
@@ -574,7 +585,7 @@ void op_cross_entropy_forward(struct tensor losses, struct tensor logits, struct
     need_loss_args(&a, logits, targets, "losses", losses);
     switch (common_device(&a)) {
     case DEV_CPU: cpu_cross_entropy_forward(losses, logits, targets); return;
-    case DEV_CUDA: no_cuda(a.op);
+    case DEV_CUDA: ON_CUDA(cuda_cross_entropy_forward(losses, logits, targets)); return;
     }
 }
 
@@ -593,7 +604,7 @@ void op_cross_entropy_backward(struct tensor dlogits, struct tensor logits, stru
     if (!tensor_present(dlogits)) return; /* the only output is absent */
     switch (dev) {
     case DEV_CPU: cpu_cross_entropy_backward(dlogits, logits, targets, dlosses); return;
-    case DEV_CUDA: no_cuda(a.op);
+    case DEV_CUDA: ON_CUDA(cuda_cross_entropy_backward(dlogits, logits, targets, dlosses)); return;
     }
 }
 
@@ -621,7 +632,7 @@ void op_vocab_parallel_ce_stats(struct tensor row_max, struct tensor sum_exp, st
     need_rows(&a, "target_logit", target_logit, n);
     switch (common_device(&a)) {
     case DEV_CPU: cpu_vocab_parallel_ce_stats(row_max, sum_exp, target_logit, logits, targets, vocab_start); return;
-    case DEV_CUDA: no_cuda(a.op);
+    case DEV_CUDA: ON_CUDA(cuda_vocab_parallel_ce_stats(row_max, sum_exp, target_logit, logits, targets, vocab_start)); return;
     }
 }
 
@@ -634,7 +645,7 @@ void op_vocab_parallel_ce_rescale(struct tensor sum_exp, struct tensor row_max, 
     need_rows(&a, "global_max", global_max, n);
     switch (common_device(&a)) {
     case DEV_CPU: cpu_vocab_parallel_ce_rescale(sum_exp, row_max, global_max); return;
-    case DEV_CUDA: no_cuda(a.op);
+    case DEV_CUDA: ON_CUDA(cuda_vocab_parallel_ce_rescale(sum_exp, row_max, global_max)); return;
     }
 }
 
@@ -649,7 +660,7 @@ void op_vocab_parallel_ce_loss(struct tensor losses, struct tensor lse, struct t
     need_rows(&a, "sum_exp", sum_exp, n), need_rows(&a, "target_logit", target_logit, n);
     switch (common_device(&a)) {
     case DEV_CPU: cpu_vocab_parallel_ce_loss(losses, lse, global_max, sum_exp, target_logit); return;
-    case DEV_CUDA: no_cuda(a.op);
+    case DEV_CUDA: ON_CUDA(cuda_vocab_parallel_ce_loss(losses, lse, global_max, sum_exp, target_logit)); return;
     }
 }
 
@@ -668,6 +679,6 @@ void op_vocab_parallel_ce_backward(struct tensor dlogits, struct tensor logits, 
     need_rows(&a, "lse", lse, n), need_rows(&a, "dlosses", dlosses, n);
     switch (common_device(&a)) {
     case DEV_CPU: cpu_vocab_parallel_ce_backward(dlogits, logits, targets, vocab_start, lse, dlosses); return;
-    case DEV_CUDA: no_cuda(a.op);
+    case DEV_CUDA: ON_CUDA(cuda_vocab_parallel_ce_backward(dlogits, logits, targets, vocab_start, lse, dlosses)); return;
     }
 }

@@ -92,6 +92,7 @@ void cuda_bias_dropout_add_backward(struct tensor dx, struct tensor db, struct t
                                     struct dropout_key drop);
 void cuda_add(struct tensor y, struct tensor a, struct tensor b);
 void cuda_zero(struct tensor x);
+void cuda_copy(struct tensor y, struct tensor x);
 
 void cuda_cross_entropy_forward(struct tensor losses, struct tensor logits, struct tensor targets);
 void cuda_cross_entropy_backward(struct tensor dlogits, struct tensor logits,

@@ -1,5 +1,5 @@
 /* CUDA elementwise ops on bf16: GeLU and SwiGLU forward/backward, Megatron's bias-dropout-add and
- * its backward, add, zero. Each thread handles 8 consecutive elements (one 16-byte access when the
+ * its backward, add, zero, copy. Each thread handles 8 consecutive elements (one 16-byte access when the
  * pointers and row width allow). Dropout draws kernels/rng.h with the CPU's keys, element e of a
  * site being kept iff rng_uniform(seed, stream, offset + e) >= p, so both backends drop the same
  * elements; the math follows kernels/cpu/activation.c and elementwise.c. */
@@ -329,4 +329,15 @@ void cuda_zero(struct tensor x)
 {
     if (!tensor_present(x) || x.device != DEV_CUDA) BUG("cuda_zero: x must be a GPU tensor");
     cuda_memset_zero(x.data, tensor_bytes(x));
+}
+
+/* Any dtype, y and x alike; a device-to-device copy ordered on the backend stream. */
+void cuda_copy(struct tensor y, struct tensor x)
+{
+    cuda_need("cuda_copy", "x", x, x.dtype);
+    cuda_need("cuda_copy", "y", y, x.dtype);
+    if (tensor_bytes(y) != tensor_bytes(x)) BUG("cuda_copy: y and x differ in size");
+    if (tensor_bytes(x) == 0) return;
+    CUDA_CHECK(cudaMemcpyAsync(y.data, x.data, tensor_bytes(x), cudaMemcpyDeviceToDevice,
+                               cuda_ctx()->stream));
 }

@@ -29,7 +29,7 @@ static int cmp_double(const void *a, const void *b)
 }
 
 /* Device bf16 buffer of n normal values times scale (never zeros: they run faster). A block of
- * 2^20 values is drawn on the host and repeated: drawing gigabytes on the host would take minutes. */
+ * 2^20 values is drawn on the host and repeated: drawing gigabytes there would take minutes. */
 static void *dev_randn(int64_t n, float scale, uint64_t stream)
 {
     const int64_t block = n < (1 << 20) ? n : (1 << 20);
@@ -122,10 +122,15 @@ struct att {
     float *lse;
 };
 
+static int64_t qkv_width(struct attention_shape s)
+{
+    return (int64_t)s.groups * (s.heads / s.groups + 2) * s.head_dim;
+}
+
 static void att_fwd(void *a)
 {
     struct att *t = a;
-    int64_t N = t->s.batch * t->s.seq, W = (int64_t)t->s.groups * (t->s.heads / t->s.groups + 2) * t->s.head_dim;
+    int64_t N = t->s.batch * t->s.seq, W = qkv_width(t->s);
     int64_t C = (int64_t)t->s.heads * t->s.head_dim, ld[3] = {t->s.batch, t->s.heads, t->s.seq};
     struct dropout_key nodrop = {0};
     cuda_attention_forward(tensor_2d(t->out, DT_BF16, DEV_CUDA, N, C),
@@ -136,7 +141,7 @@ static void att_fwd(void *a)
 static void att_bwd(void *a)
 {
     struct att *t = a;
-    int64_t N = t->s.batch * t->s.seq, W = (int64_t)t->s.groups * (t->s.heads / t->s.groups + 2) * t->s.head_dim;
+    int64_t N = t->s.batch * t->s.seq, W = qkv_width(t->s);
     int64_t C = (int64_t)t->s.heads * t->s.head_dim, ld[3] = {t->s.batch, t->s.heads, t->s.seq};
     struct dropout_key nodrop = {0};
     cuda_attention_backward(tensor_2d(t->dqkv, DT_BF16, DEV_CUDA, N, W),
@@ -148,7 +153,7 @@ static void att_bwd(void *a)
 
 static void bench_attention(struct attention_shape s)
 {
-    int64_t N = s.batch * s.seq, W = (int64_t)s.groups * (s.heads / s.groups + 2) * s.head_dim;
+    int64_t N = s.batch * s.seq, W = qkv_width(s);
     int64_t C = (int64_t)s.heads * s.head_dim;
     struct att t = {s, dev_randn(N * W, 1.0f, 5), cuda_alloc((size_t)(N * C * 2)),
                     dev_randn(N * C, 1.0f, 6), cuda_alloc((size_t)(N * W * 2)),
@@ -159,10 +164,11 @@ static void bench_attention(struct attention_shape s)
     /* causal: half of the 2 (fwd) or 5 (bwd) T x T x d products per head */
     double fwd_flop = 2.0 * 2.0 * s.batch * s.heads * (double)s.seq * s.seq * s.head_dim / 2.0;
     double bwd_flop = 2.5 * fwd_flop;
-    printf("attention B=%lld T=%lld n=%d g=%d d=%d: fwd %.3f ms %.0f TF/s | bwd %.3f ms %.0f TF/s | "
-           "fwd+bwd %.3f ms %.0f TF/s\n",
+    printf("attention B=%lld T=%lld n=%d g=%d d=%d: fwd %.3f ms %.0f TF/s | bwd %.3f ms %.0f TF/s"
+           " | fwd+bwd %.3f ms %.0f TF/s\n",
            (long long)s.batch, (long long)s.seq, s.heads, s.groups, s.head_dim, tf,
-           fwd_flop / tf / 1e9, tb, bwd_flop / tb / 1e9, tf + tb, (fwd_flop + bwd_flop) / (tf + tb) / 1e9);
+           fwd_flop / tf / 1e9, tb, bwd_flop / tb / 1e9, tf + tb,
+           (fwd_flop + bwd_flop) / (tf + tb) / 1e9);
     cuda_free(t.qkv), cuda_free(t.out), cuda_free(t.dout), cuda_free(t.dqkv), cuda_free(t.lse);
 }
 
@@ -184,7 +190,10 @@ int main(int argc, char **argv)
     double flop = 3 * 2.0 * rows * (12.0 * 768 * 768 * 12 + 768.0 * 50304); /* fwd + 2 bwd GEMMs */
     printf("gpt2 124M all linear layers (12 layers + head), fwd+bwd: %.1f ms, %.0f TF/s\n",
            12 * layer + head, flop / (12 * layer + head) / 1e9);
-    struct attention_shape gpt2 = {64, 1024, 12, 12, 64}, gqa = {8, 4096, 32, 8, 128};
+    struct attention_shape gpt2 = {.batch = 64, .seq = 1024, .heads = 12, .groups = 12,
+                                   .head_dim = 64};
+    struct attention_shape gqa = {.batch = 8, .seq = 4096, .heads = 32, .groups = 8,
+                                  .head_dim = 128};
     bench_attention(gpt2);
     bench_attention(gqa);
     return 0;

@@ -2,7 +2,9 @@
  * on fresh random inputs, AdamW bitwise, the sum of squares, dropout masks, determinism.
  * Needs a GPU; `make test-gpu` builds and runs it. `--dry-run` needs none: it builds and validates
  * the cuDNN attention graphs through the cuDNN library alone. Each test runs in its own process,
- * so one crash cannot hide the others' results; output follows cmocka's summary lines.
+ * so one crash cannot hide the others' results (the parent never initializes CUDA: a CUDA context
+ * does not survive fork); `--in-process` runs them in this process instead, for compute-sanitizer,
+ * which did not instrument the forked children. Output follows cmocka's summary lines.
  *
  * Method: inputs are drawn in fp32 and rounded to bf16 (the GPU's storage); the CPU op runs in fp32
  * on exactly those values; outputs are compared by relative L2 error ||gpu - cpu|| / ||cpu||.
@@ -25,6 +27,7 @@
 #include "kernels/rng.h"
 #include "optim/adam.h"
 #include "optim/clip.h"
+#include "util/error.h"
 
 #define TOL_BF16 1e-2
 #define TOL_F32 1e-4
@@ -132,7 +135,10 @@ static float *from_dev_f32(const void *d, int64_t n)
     return x;
 }
 
-static struct tensor H2(float *p, int64_t a, int64_t b) { return tensor_2d(p, DT_F32, DEV_CPU, a, b); }
+static struct tensor H2(float *p, int64_t a, int64_t b)
+{
+    return tensor_2d(p, DT_F32, DEV_CPU, a, b);
+}
 static struct tensor H1(void *p, enum dtype dt, int64_t a) { return tensor_1d(p, dt, DEV_CPU, a); }
 static struct tensor D2(void *p, enum dtype dt, int64_t a, int64_t b)
 {
@@ -211,37 +217,47 @@ static bool test_linear_matches_cpu(void)
 
 /* ---- embeddings ---- */
 
-static bool test_embedding_matches_cpu_and_backward_is_bitwise(void)
+/* vocab_start > 0: the word table is a shard [vocab_start, vocab_start + V) of a larger
+ * vocabulary, and tokens outside it give zero rows and no gradient. */
+static bool embedding_case(int64_t vocab_start, int64_t vocab_total)
 {
     const int64_t N = 512, H = 96, V = 37, P = 64; /* few ids: many repeats */
     float *wte = randn(V * H, 0.1f), *wpe = randn(P * H, 0.1f), *dy = randn(N * H, 1.0f);
     float *dwte0 = randn(V * H, 0.01f), *dwpe0 = randn(P * H, 0.01f);
-    int32_t *tok = rand_ids(N, V), *pos = rand_ids(N, P);
+    int32_t *tok = rand_ids(N, vocab_total), *pos = rand_ids(N, P);
     float *y = halloc(N * H * 4), *dwte = copy_f(dwte0, V * H), *dwpe = copy_f(dwpe0, P * H);
-    cpu_embedding_forward(H2(y, N, H), H1(tok, DT_I32, N), H2(wte, V, H), H2(wpe, P, H),
-                          H1(pos, DT_I32, N));
-    cpu_embedding_backward(H2(dwte, V, H), H2(dwpe, P, H), H2(dy, N, H), H1(tok, DT_I32, N),
-                           H1(pos, DT_I32, N));
+    cpu_embedding_forward(H2(y, N, H), H1(tok, DT_I32, N), H2(wte, V, H), vocab_start,
+                          H2(wpe, P, H), H1(pos, DT_I32, N));
+    cpu_embedding_backward(H2(dwte, V, H), vocab_start, H2(dwpe, P, H), H2(dy, N, H),
+                           H1(tok, DT_I32, N), H1(pos, DT_I32, N));
     void *gy = dalloc(N * H * 2), *gtok = to_dev(tok, N * 4), *gpos = to_dev(pos, N * 4);
     void *gwte = to_dev_bf16(wte, V * H), *gwpe = to_dev_bf16(wpe, P * H);
     void *gdy = to_dev_bf16(dy, N * H), *gdwte = to_dev(dwte0, V * H * 4);
     void *gdwpe = to_dev(dwpe0, P * H * 4);
     poison(gy, N * H, DT_BF16);
     cuda_embedding_forward(D2(gy, DT_BF16, N, H), D1(gtok, DT_I32, N), D2(gwte, DT_BF16, V, H),
-                           D2(gwpe, DT_BF16, P, H), D1(gpos, DT_I32, N));
-    cuda_embedding_backward(D2(gdwte, DT_F32, V, H), D2(gdwpe, DT_F32, P, H),
+                           vocab_start, D2(gwpe, DT_BF16, P, H), D1(gpos, DT_I32, N));
+    cuda_embedding_backward(D2(gdwte, DT_F32, V, H), vocab_start, D2(gdwpe, DT_F32, P, H),
                             D2(gdy, DT_BF16, N, H), D1(gtok, DT_I32, N), D1(gpos, DT_I32, N));
+    printf("   embedding rows [%lld, %lld) of a vocabulary of %lld\n", (long long)vocab_start,
+           (long long)(vocab_start + V), (long long)vocab_total);
     bool ok = close_to("y", from_dev_bf16(gy, N * H), y, N * H, TOL_BF16);
     ok &= bitwise("dwte (same adds, same order)", from_dev_f32(gdwte, V * H), dwte, V * H);
     ok &= bitwise("dwpe", from_dev_f32(gdwpe, P * H), dwpe, P * H);
     return ok;
 }
 
+static bool test_embedding_matches_cpu_and_backward_is_bitwise(void)
+{
+    return embedding_case(0, 37) & embedding_case(20, 90);
+}
+
 /* ---- norms ---- */
 
 static bool layernorm_case(int64_t N, int64_t C)
 {
-    float *x = randn(N * C, 2.0f), *w = randn(C, 1.0f), *b = randn(C, 0.5f), *dy = randn(N * C, 1.0f);
+    float *x = randn(N * C, 2.0f), *w = randn(C, 1.0f), *b = randn(C, 0.5f);
+    float *dy = randn(N * C, 1.0f);
     float *dw0 = randn(C, 0.1f), *db0 = randn(C, 0.1f);
     for (int64_t i = 0; i < N * C; i++) x[i] += 0.5f; /* a nonzero mean */
     round_to_dtype(x, N * C, DT_BF16);
@@ -254,7 +270,8 @@ static bool layernorm_case(int64_t N, int64_t C)
                            H1(rstd, DT_F32, N));
     void *gx = to_dev_bf16(x, N * C), *gw = to_dev_bf16(w, C), *gb = to_dev_bf16(b, C);
     void *gdy = to_dev_bf16(dy, N * C), *gy = dalloc(N * C * 2), *gdx = dalloc(N * C * 2);
-    void *gm = dalloc(N * 4), *gr = dalloc(N * 4), *gdw = to_dev(dw0, C * 4), *gdb = to_dev(db0, C * 4);
+    void *gm = dalloc(N * 4), *gr = dalloc(N * 4);
+    void *gdw = to_dev(dw0, C * 4), *gdb = to_dev(db0, C * 4);
     poison(gy, N * C, DT_BF16), poison(gdx, N * C, DT_BF16);
     poison(gm, N, DT_F32), poison(gr, N, DT_F32);
     cuda_layernorm_forward(D2(gy, DT_BF16, N, C), D1(gm, DT_F32, N), D1(gr, DT_F32, N),
@@ -310,7 +327,8 @@ static bool gelu_case(int64_t n, bool tanh_approx)
     float *x = randn(n, 2.0f), *dy = randn(n, 1.0f), *y = halloc(n * 4), *dx = halloc(n * 4);
     cpu_gelu_forward(H1(y, DT_F32, n), H1(x, DT_F32, n), tanh_approx);
     cpu_gelu_backward(H1(dx, DT_F32, n), H1(dy, DT_F32, n), H1(x, DT_F32, n), tanh_approx);
-    void *gx = to_dev_bf16(x, n), *gdy = to_dev_bf16(dy, n), *gy = dalloc(n * 2), *gdx = dalloc(n * 2);
+    void *gx = to_dev_bf16(x, n), *gdy = to_dev_bf16(dy, n);
+    void *gy = dalloc(n * 2), *gdx = dalloc(n * 2);
     poison(gy, n, DT_BF16), poison(gdx, n, DT_BF16);
     cuda_gelu_forward(D1(gy, DT_BF16, n), D1(gx, DT_BF16, n), tanh_approx);
     cuda_gelu_backward(D1(gdx, DT_BF16, n), D1(gdy, DT_BF16, n), D1(gx, DT_BF16, n), tanh_approx);
@@ -344,6 +362,13 @@ static bool test_activations_match_cpu(void)
 
 /* ---- attention ---- */
 
+/* B, T, heads, groups, head dim; all heads on this rank. */
+static struct attention_shape shape(int64_t B, int64_t T, int n, int g, int d)
+{
+    struct attention_shape s = {.batch = B, .seq = T, .heads = n, .groups = g, .head_dim = d};
+    return s;
+}
+
 static int64_t qkv_width(struct attention_shape s)
 {
     return (int64_t)s.groups * (s.heads / s.groups + 2) * s.head_dim;
@@ -366,7 +391,7 @@ static bool rope_case(struct attention_shape s, int rotary_dim)
 
 static bool test_rope_matches_cpu(void)
 {
-    struct attention_shape a = {2, 64, 8, 2, 64}, b = {1, 32, 4, 4, 128};
+    struct attention_shape a = shape(2, 64, 8, 2, 64), b = shape(1, 32, 4, 4, 128);
     return rope_case(a, 64) & rope_case(b, 32);
 }
 
@@ -380,11 +405,12 @@ static float *reference_lse(const float *qkv, struct attention_shape s)
     for (int64_t b = 0; b < s.batch; b++)
         for (int h = 0; h < s.heads; h++)
             for (int64_t t = 0; t < T; t++) {
-                const float *q = qkv + (b * T + t) * W + ((int64_t)(h / per) * (per + 2) + h % per) * d;
+                int64_t group = (int64_t)(h / per) * (per + 2) * d;
+                const float *q = qkv + (b * T + t) * W + group + (int64_t)(h % per) * d;
                 double mx = -INFINITY, sum = 0.0, sc[4096];
                 CHECK(T <= 4096);
                 for (int64_t u = 0; u <= t; u++) {
-                    const float *k = qkv + (b * T + u) * W + ((int64_t)(h / per) * (per + 2) + per) * d;
+                    const float *k = qkv + (b * T + u) * W + group + (int64_t)per * d;
                     double dot = 0.0;
                     for (int i = 0; i < d; i++) dot += (double)q[i] * k[i];
                     sc[u] = dot * scale;
@@ -403,12 +429,11 @@ static bool attention_case(struct attention_shape s)
     struct dropout_key nodrop = {0};
     float *qkv = randn(N * W, 1.0f), *dout = randn(N * C, 1.0f);
     float *out = halloc(N * C * 4), *probs = halloc(rows * s.seq * 4), *dqkv = halloc(N * W * 4);
-    cpu_attention_forward(H2(out, N, C), tensor_make(probs, DT_F32, DEV_CPU, 1, (int64_t[]){rows * s.seq}),
-                          H2(qkv, N, W), s, nodrop);
+    struct tensor hprobs = H1(probs, DT_F32, rows * s.seq);
+    cpu_attention_forward(H2(out, N, C), hprobs, H2(qkv, N, W), s, nodrop);
     round_to_dtype(out, N * C, DT_BF16); /* the backward reads O as the GPU stores it */
     cpu_attention_backward(H2(dqkv, N, W), H2(dout, N, C), H2(qkv, N, W),
-                           tensor_make(probs, DT_F32, DEV_CPU, 1, (int64_t[]){rows * s.seq}),
-                           H2(out, N, C), s, nodrop);
+                           hprobs, H2(out, N, C), s, nodrop);
     float *lse = reference_lse(qkv, s);
 
     void *gq = to_dev_bf16(qkv, N * W), *gdo = to_dev_bf16(dout, N * C);
@@ -429,19 +454,19 @@ static bool attention_case(struct attention_shape s)
 
 static bool test_attention_mha_matches_cpu(void)
 {
-    struct attention_shape s = {2, 256, 4, 4, 64};
+    struct attention_shape s = shape(2, 256, 4, 4, 64);
     return attention_case(s);
 }
 
 static bool test_attention_gqa_matches_cpu(void)
 {
-    struct attention_shape s = {2, 128, 8, 2, 128};
+    struct attention_shape s = shape(2, 128, 8, 2, 128);
     return attention_case(s);
 }
 
 static bool test_attention_seq_not_multiple_of_128_matches_cpu(void)
 {
-    struct attention_shape s = {2, 96, 4, 1, 64};
+    struct attention_shape s = shape(2, 96, 4, 1, 64);
     return attention_case(s);
 }
 
@@ -482,8 +507,8 @@ static bool test_bias_dropout_add_matches_cpu_and_cpu_mask(void)
         if (x[e] + b[e % C] != 0.0f && (gy2[e] != 0.0f) != keep) wrong++;
         if (dy[e] != 0.0f && (gdx[e] != 0.0f) != keep) wrong++;
     }
-    printf("    %-34s %lld dropped of %lld, %lld disagree with rng.h %s\n", "masks", (long long)dropped,
-           (long long)(N * C), (long long)wrong, wrong ? "FAIL" : "ok");
+    printf("    %-34s %lld dropped of %lld, %lld disagree with rng.h %s\n", "masks",
+           (long long)dropped, (long long)(N * C), (long long)wrong, wrong ? "FAIL" : "ok");
     bool ok = wrong == 0 && dropped > 0;
     ok &= close_to("y = dropout(x + b) + r", from_dev_bf16(gx, N * C), y, N * C, TOL_BF16);
     ok &= close_to("y = dropout(x + b)", gy2, y2, N * C, TOL_BF16);
@@ -492,19 +517,22 @@ static bool test_bias_dropout_add_matches_cpu_and_cpu_mask(void)
     return ok;
 }
 
-static bool test_add_and_zero(void)
+static bool test_add_zero_and_copy(void)
 {
     const int64_t n = 10007;
     float *a = randn(n, 1.0f), *b = randn(n, 1.0f), *y = halloc(n * 4), *z = halloc(n * 4);
     cpu_add(H1(y, DT_F32, n), H1(a, DT_F32, n), H1(b, DT_F32, n));
     void *ga = to_dev_bf16(a, n), *gb = to_dev_bf16(b, n), *gy = dalloc(n * 2), *gz = dalloc(n * 4);
-    poison(gy, n, DT_BF16), poison(gz, n, DT_F32);
+    void *gc = dalloc(n * 2);
+    poison(gy, n, DT_BF16), poison(gz, n, DT_F32), poison(gc, n, DT_BF16);
+    cuda_copy(D1(gc, DT_BF16, n), D1(ga, DT_BF16, n)); /* before a changes below */
     cuda_add(D1(gy, DT_BF16, n), D1(ga, DT_BF16, n), D1(gb, DT_BF16, n));
     cuda_add(D1(ga, DT_BF16, n), D1(ga, DT_BF16, n), D1(gb, DT_BF16, n)); /* y aliases a */
     cuda_zero(D1(gz, DT_F32, n));
     bool ok = close_to("y = a + b", from_dev_bf16(gy, n), y, n, TOL_BF16);
     ok &= close_to("a += b (aliased)", from_dev_bf16(ga, n), y, n, TOL_BF16);
     ok &= bitwise("zero", from_dev_f32(gz, n), z, n);
+    ok &= bitwise("copy", from_dev_bf16(gc, n), a, n);
     return ok;
 }
 
@@ -532,6 +560,46 @@ static bool cross_entropy_case(int64_t N, int64_t V)
 static bool test_cross_entropy_matches_cpu(void)
 {
     return cross_entropy_case(64, 50304) & cross_entropy_case(33, 1003);
+}
+
+/* One rank's shard [start, start + V) of a vocabulary of 3V; the other ranks' statistics are
+ * stood in for by a global max above the local one, which the rescale must apply. */
+static bool test_vocab_parallel_cross_entropy_matches_cpu(void)
+{
+    const int64_t N = 48, V = 1000, start = 1000;
+    float *logits = randn(N * V, 3.0f), *dl = randn(N, 1.0f);
+    int32_t *t = rand_ids(N, 3 * V);
+    float *mx = halloc(N * 4), *se = halloc(N * 4), *tl = halloc(N * 4), *gmax = halloc(N * 4);
+    float *loss = halloc(N * 4), *lse = halloc(N * 4), *dlogits = halloc(N * V * 4);
+    cpu_vocab_parallel_ce_stats(H1(mx, DT_F32, N), H1(se, DT_F32, N), H1(tl, DT_F32, N),
+                                H2(logits, N, V), H1(t, DT_I32, N), start);
+    for (int64_t n = 0; n < N; n++) gmax[n] = mx[n] + 0.25f * (float)(n % 3);
+    void *gl = to_dev_bf16(logits, N * V), *gt = to_dev(t, N * 4), *gdl = to_dev(dl, N * 4);
+    void *ggm = to_dev(gmax, N * 4), *gmx = dalloc(N * 4), *gse = dalloc(N * 4);
+    void *gtl = dalloc(N * 4), *gloss = dalloc(N * 4), *glse = dalloc(N * 4);
+    poison(gmx, N, DT_F32), poison(gse, N, DT_F32), poison(gtl, N, DT_F32);
+    poison(gloss, N, DT_F32), poison(glse, N, DT_F32);
+    cuda_vocab_parallel_ce_stats(D1(gmx, DT_F32, N), D1(gse, DT_F32, N), D1(gtl, DT_F32, N),
+                                 D2(gl, DT_BF16, N, V), D1(gt, DT_I32, N), start);
+    bool ok = bitwise("row_max", from_dev_f32(gmx, N), mx, N);
+    ok &= close_to("sum_exp", from_dev_f32(gse, N), se, N, TOL_F32);
+    ok &= bitwise("target_logit", from_dev_f32(gtl, N), tl, N);
+    cpu_vocab_parallel_ce_rescale(H1(se, DT_F32, N), H1(mx, DT_F32, N), H1(gmax, DT_F32, N));
+    cpu_vocab_parallel_ce_loss(H1(loss, DT_F32, N), H1(lse, DT_F32, N), H1(gmax, DT_F32, N),
+                               H1(se, DT_F32, N), H1(tl, DT_F32, N));
+    cpu_vocab_parallel_ce_backward(H2(dlogits, N, V), H2(logits, N, V), H1(t, DT_I32, N), start,
+                                   H1(lse, DT_F32, N), H1(dl, DT_F32, N));
+    cuda_vocab_parallel_ce_rescale(D1(gse, DT_F32, N), D1(gmx, DT_F32, N), D1(ggm, DT_F32, N));
+    cuda_vocab_parallel_ce_loss(D1(gloss, DT_F32, N), D1(glse, DT_F32, N), D1(ggm, DT_F32, N),
+                                D1(gse, DT_F32, N), D1(gtl, DT_F32, N));
+    cuda_vocab_parallel_ce_backward(D2(gl, DT_BF16, N, V), D2(gl, DT_BF16, N, V),
+                                    D1(gt, DT_I32, N), start, D1(glse, DT_F32, N),
+                                    D1(gdl, DT_F32, N));
+    ok &= close_to("sum_exp rescaled", from_dev_f32(gse, N), se, N, TOL_F32);
+    ok &= close_to("lse", from_dev_f32(glse, N), lse, N, TOL_F32);
+    ok &= close_to("losses", from_dev_f32(gloss, N), loss, N, TOL_F32);
+    ok &= close_to("dlogits (in place)", from_dev_bf16(gl, N * V), dlogits, N * V, TOL_BF16);
+    return ok;
 }
 
 /* ---- optimizer ---- */
@@ -574,7 +642,8 @@ static bool test_sum_squares_matches_clip_norm(void)
         double rel = fabs(got - want) / want;
         bool good = rel <= 1e-12 && memcmp(&got, &again, sizeof got) == 0;
         printf("    n=%-10lld rel diff %.1e (tol 1e-12), repeat %s %s\n", (long long)n, rel,
-               memcmp(&got, &again, sizeof got) ? "differs" : "bitwise equal", good ? "ok" : "FAIL");
+               memcmp(&got, &again, sizeof got) ? "differs" : "bitwise equal",
+               good ? "ok" : "FAIL");
         ok &= good;
     }
     return ok;
@@ -593,11 +662,12 @@ static bool test_gradient_reductions_repeat_bitwise(void)
     bool ok = true;
     for (int run = 0; run < 2; run++) {
         void *db = dalloc(C * 4), *dw = dalloc(C * C * 4), *dwte = dalloc(V * C * 4);
-        cuda_memset_zero(db, C * 4), cuda_memset_zero(dw, C * C * 4), cuda_memset_zero(dwte, V * C * 4);
+        cuda_memset_zero(db, C * 4), cuda_memset_zero(dw, C * C * 4);
+        cuda_memset_zero(dwte, V * C * 4);
         cuda_linear_backward(tensor_none(), D2(dw, DT_F32, C, C), D1(db, DT_F32, C),
                              D2(gdy, DT_BF16, N, C), D2(gx, DT_BF16, N, C), D2(gw, DT_BF16, C, C));
-        cuda_embedding_backward(D2(dwte, DT_F32, V, C), tensor_none(), D2(gdy, DT_BF16, N, C),
-                                D1(gt, DT_I32, N), tensor_none());
+        cuda_embedding_backward(D2(dwte, DT_F32, V, C), 0, tensor_none(),
+                                D2(gdy, DT_BF16, N, C), D1(gt, DT_I32, N), tensor_none());
         float *now[3] = {from_dev_f32(db, C), from_dev_f32(dw, C * C), from_dev_f32(dwte, V * C)};
         if (run == 0) {
             memcpy(first, now, sizeof now);
@@ -615,7 +685,7 @@ static bool test_gradient_reductions_repeat_bitwise(void)
 /* Runs in its own process: must end with exit code 2 and the one-line message. */
 static bool test_attention_dropout_is_rejected(void)
 {
-    struct attention_shape s = {1, 128, 2, 2, 64};
+    struct attention_shape s = shape(1, 128, 2, 2, 64);
     int64_t N = 128, W = qkv_width(s);
     void *q = dalloc(N * W * 2), *o = dalloc(N * 128 * 2), *l = dalloc(2 * 128 * 4);
     struct dropout_key drop = {0.1f, 1, 2, 0};
@@ -644,8 +714,9 @@ static const struct test TESTS[] = {
     T(test_attention_gqa_matches_cpu),
     T(test_attention_seq_not_multiple_of_128_matches_cpu),
     T(test_bias_dropout_add_matches_cpu_and_cpu_mask),
-    T(test_add_and_zero),
+    T(test_add_zero_and_copy),
     T(test_cross_entropy_matches_cpu),
+    T(test_vocab_parallel_cross_entropy_matches_cpu),
     T(test_adam_is_bitwise_the_cpu),
     T(test_sum_squares_matches_clip_norm),
     T(test_gradient_reductions_repeat_bitwise),
@@ -653,7 +724,7 @@ static const struct test TESTS[] = {
 };
 #undef T
 
-/* One test in a child process: exit 0 when it passed. */
+/* One test (in a child process unless --in-process): 0 when it passed. */
 static int run_child(const struct test *t, uint64_t seed)
 {
     alarm(300);
@@ -666,10 +737,20 @@ static int run_child(const struct test *t, uint64_t seed)
     return ok ? 0 : 1;
 }
 
+/* Asks in a child process: CUDA initialized in this process would not survive the forks. */
+static bool gpu_present(void)
+{
+    pid_t pid = fork();
+    if (pid == 0) _exit(cuda_device_count() > 0 ? 0 : 1);
+    int status = 0;
+    waitpid(pid, &status, 0);
+    return WIFEXITED(status) && WEXITSTATUS(status) == 0;
+}
+
 static int dry_run(void)
 {
-    const struct attention_shape shapes[] = {
-        {2, 256, 4, 4, 64}, {2, 128, 8, 2, 128}, {2, 96, 4, 1, 64}, {64, 1024, 12, 12, 64}};
+    const struct attention_shape shapes[] = {shape(2, 256, 4, 4, 64), shape(2, 128, 8, 2, 128),
+                                             shape(2, 96, 4, 1, 64), shape(64, 1024, 12, 12, 64)};
     int failed = 0;
     printf("cuda_device_count() = %d\n", cuda_device_count());
     for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++) {
@@ -685,17 +766,24 @@ static int dry_run(void)
 
 int main(int argc, char **argv)
 {
+    setvbuf(stdout, NULL, _IOLBF, 0); /* lines in order when piped, children included */
     uint64_t seed = (uint64_t)time(NULL) ^ ((uint64_t)getpid() << 32);
-    const char *only = NULL;
+    const char *only[16]; /* run the tests whose name contains one of these (all if none) */
+    int nonly = 0;
+    bool in_process = false;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--dry-run")) return dry_run();
+        if (!strcmp(argv[i], "--in-process")) {
+            in_process = true;
+            continue;
+        }
         if (!strcmp(argv[i], "--seed") && i + 1 < argc) {
             seed = strtoull(argv[++i], NULL, 0);
-        } else {
-            only = argv[i]; /* run the tests whose name contains this */
+        } else if (nonly < 16) {
+            only[nonly++] = argv[i];
         }
     }
-    if (cuda_device_count() == 0) {
+    if (!gpu_present()) {
         printf("no GPU: nothing to test (use --dry-run to check the cuDNN graphs)\n");
         return 1;
     }
@@ -704,17 +792,24 @@ int main(int argc, char **argv)
     int passed = 0, failed = 0;
     for (size_t i = 0; i < sizeof TESTS / sizeof TESTS[0]; i++) {
         const struct test *t = &TESTS[i];
-        if (only && !strstr(t->name, only)) continue;
+        bool wanted = nonly == 0;
+        for (int k = 0; k < nonly; k++) wanted |= strstr(t->name, only[k]) != NULL;
+        if (!wanted || (in_process && t->expect_exit)) continue; /* that one must exit */
         printf("[ RUN      ] %s\n", t->name);
         fflush(stdout);
         struct timespec t0, t1;
         clock_gettime(CLOCK_MONOTONIC, &t0);
-        pid_t pid = fork();
-        if (pid == 0) _exit(run_child(t, seed + i));
-        int status = 0;
-        waitpid(pid, &status, 0);
+        int code;
+        if (in_process) {
+            code = run_child(t, seed + i);
+        } else {
+            pid_t pid = fork();
+            if (pid == 0) _exit(run_child(t, seed + i));
+            int status = 0;
+            waitpid(pid, &status, 0);
+            code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+        }
         clock_gettime(CLOCK_MONOTONIC, &t1);
-        int code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
         bool ok = code == t->expect_exit;
         double ms = (t1.tv_sec - t0.tv_sec) * 1e3 + (t1.tv_nsec - t0.tv_nsec) / 1e6;
         printf("[ %s ] %s (%.0f ms)\n", ok ? "      OK" : " FAILED ", t->name, ms);
