@@ -30,7 +30,18 @@ CUDA_OBJ = $(CUDA_SRC:%.cu=$(BUILD)/%.o)
 LDLIBS  += -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -lcudnn -lcublasLt -lcublas -lcudart -lnccl -lstdc++
 endif
 
-TEST_SRC = $(wildcard tests/test_*.c)
+# Open MPI: everything compiles and links with it (multi-rank runs talk over MPI; CI tests them
+# under mpirun). Without it, building says how to install it.
+MPI_CFLAGS := $(shell mpicc --showme:compile 2>/dev/null)
+MPI_LIBS   := $(shell mpicc --showme:link 2>/dev/null)
+ALL_CFLAGS += $(MPI_CFLAGS)
+LDLIBS  += $(MPI_LIBS)
+ifeq ($(strip $(MPI_LIBS)),)
+MPI_MISSING = $(error Open MPI not found (no mpicc): run scripts/install_deps.sh, which installs libopenmpi-dev and openmpi-bin)
+endif
+
+# tests/test_*.c are cmocka binaries; tests/mpi_test_*.c too, run under mpirun by tests/run_all.sh.
+TEST_SRC = $(wildcard tests/test_*.c) $(wildcard tests/mpi_test_*.c)
 TEST_BIN = $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
 TEST_LIBS = -lcmocka
 
@@ -45,7 +56,7 @@ $(BUILD)/libmegatron.a: $(LIB_OBJ) $(CUDA_OBJ)
 	ar rcs $@ $^
 
 $(BUILD)/%.o: %.c
-	@mkdir -p $(dir $@)
+	@mkdir -p $(dir $@) $(MPI_MISSING)
 	$(CC) $(ALL_CFLAGS) -MMD -MP -c $< -o $@
 
 $(BUILD)/%.o: %.cu
@@ -76,7 +87,8 @@ test-parity: deps
 
 FUZZ_SRC = $(wildcard fuzz/fuzz_*.c)
 FUZZ_BIN = $(FUZZ_SRC:fuzz/%.c=$(BUILD)/fuzz/%)
-FUZZ_LIB_SRC = $(filter-out train.c,$(LIB_SRC))
+# train.c and plan.c (which reads train.c's model config) stay out: fuzz targets have no main program.
+FUZZ_LIB_SRC = $(filter-out train.c parallel/plan.c,$(LIB_SRC))
 fuzz: $(FUZZ_BIN)
 $(FUZZ_BIN): | fuzz-deps
 fuzz-deps:
@@ -84,7 +96,7 @@ fuzz-deps:
 $(BUILD)/fuzz/%: fuzz/%.c $(FUZZ_LIB_SRC)
 	@mkdir -p $(dir $@)
 	clang -std=c11 -D_GNU_SOURCE -I. -g -O1 -fsanitize=fuzzer,address,undefined -fopenmp=libgomp \
-	    -o $@ $< $(FUZZ_LIB_SRC) -lm -lpthread -lgomp
+	    $(MPI_CFLAGS) -o $@ $< $(FUZZ_LIB_SRC) -lm -lpthread -lgomp $(MPI_LIBS)
 # New inputs go to a scratch corpus under $(BUILD); the committed seeds in fuzz/corpus stay as they are.
 fuzz-run: fuzz
 	@for f in $(FUZZ_BIN); do n=$$(basename $$f); echo "== $$n"; mkdir -p $(BUILD)/fuzz/corpus-$$n; \

@@ -86,6 +86,8 @@ struct config {
     int64_t num_layers_per_virtual_pipeline_stage, num_virtual_stages_per_pipeline_rank;
     bool use_distributed_optimizer, overlap_grad_reduce, overlap_param_gather;
     int64_t ddp_bucket_size;
+    bool use_tp_pp_dp_mapping;           /* rank order tp-cp-ep-pp-dp instead of tp-cp-ep-dp-pp */
+    int64_t distributed_timeout_minutes; /* a collective waiting longer ends the job */
 
     /* validation */
     int64_t eval_iters;

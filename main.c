@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "args.h"
+#include "ckpt/convert.h"
 #include "data/preprocess.h"
 #include "data/samples.h"
 #include "parallel/plan.h"
@@ -20,7 +21,7 @@ static const struct {
     {"pretrain", "train a GPT-family model with Megatron-LM's flags"},
     {"preprocess", "tokenize JSONL into Megatron's .bin/.idx (tools/preprocess_data.py)"},
     {"samples", "print or dump the samples the trainer would see for the same flags"},
-    {"convert", "convert checkpoints to and from Hugging Face (not available yet)"},
+    {"convert", "convert checkpoints to and from Hugging Face (--load-hf DIR --save CKPT | --load CKPT --save-hf DIR)"},
     {"generate", "generate text from a checkpoint (not available yet)"},
     {"plan", "show layout, groups, memory and FLOPs per rank for --world-size N, without running"},
 };
@@ -83,6 +84,15 @@ static int run_samples(int argc, char **argv)
     return rc;
 }
 
+static int run_convert(int argc, char **argv)
+{
+    struct config cfg;
+    args_parse_or_die(&cfg, CMD_CONVERT, argc, argv, 1);
+    int rc = convert_main(&cfg);
+    args_free(&cfg);
+    return rc;
+}
+
 static int run_plan(int argc, char **argv)
 {
     struct config cfg;
@@ -107,6 +117,7 @@ int main(int argc, char **argv)
     if (strcmp(cmd, "preprocess") == 0) return run_preprocess(argc - 2, argv + 2);
     if (strcmp(cmd, "samples") == 0) return run_samples(argc - 2, argv + 2);
     if (strcmp(cmd, "plan") == 0) return run_plan(argc - 2, argv + 2);
+    if (strcmp(cmd, "convert") == 0) return run_convert(argc - 2, argv + 2);
     for (size_t i = 0; i < NUM_COMMANDS; i++)
         if (strcmp(cmd, commands[i].name) == 0)
             die_user("megatron %s: not supported yet; see megatron --help for the commands available now", cmd);

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs the whole suite: every cmocka binary in $BUILD/tests (given the fixture directory as its
-# argument), the parity test once per Hugging Face fixture, and every CLI script in tests/cli.
+# argument), the parity test once per Hugging Face fixture, the MPI test binaries under mpirun,
+# and every CLI script in tests/cli.
 # Prints each suite's output and ends with one line "N passed, N failed".
 set -uo pipefail
 BUILD=${BUILD:-build}
@@ -44,6 +45,21 @@ for t in "$BUILD"/tests/test_*; do
         echo "== $name"
         run_cmocka "$name" "$t" "$FIXTURES"
     fi
+done
+
+# MPI tests: each binary as a plain process and under mpirun with 2, 4 and 8 ranks. Rank 0 prints
+# the cmocka report of the job (the ranks agree on every verdict before asserting), so each run
+# counts once; a job that fails to start or crashes counts as a failure.
+MPIRUN=(mpirun --oversubscribe --mca pml ob1 --mca btl self,vader)
+for t in "$BUILD"/tests/mpi_test_*; do
+    [ -x "$t" ] || continue
+    name=$(basename "$t")
+    echo "== $name (1 process)"
+    run_cmocka "$name" "$t" "$FIXTURES"
+    for np in 2 4 8; do
+        echo "== $name (mpirun -np $np)"
+        run_cmocka "$name -np $np" "${MPIRUN[@]}" -np "$np" "$t" "$FIXTURES"
+    done
 done
 
 for s in tests/cli/*.sh; do

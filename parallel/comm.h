@@ -1,0 +1,86 @@
+/* Communication between ranks (ARCHITECTURE.md principle 8): one communicator per group of the
+ * process grid, and deterministic collectives on host memory over MPI. Device buffers will go
+ * over NCCL on the same groups (the CUDA backend adds it; see comm.c's struct comm_group).
+ *
+ * Contract:
+ *  - comm_init starts MPI (under mpirun, srun, or as a plain single process) before the flags are
+ *    parsed; comm_finalize ends it. Every MPI call is checked; a failure ends the program.
+ *  - After grid_set_current, comm_groups_create builds the communicator of every group kind of
+ *    this rank. It is collective over all ranks. comm_group_get returns NULL for a kind this rank
+ *    has no group of (the embedding groups of middle pipeline stages).
+ *  - Determinism: every sum is taken in the order of the ranks within the group,
+ *    ((x0 + x1) + x2) + ..., whatever the timing, so the same inputs give bitwise the same result
+ *    on every rank and in every run. All-reduce is a reduce-scatter (chunk c summed by group
+ *    rank c) followed by an all-gather, so an element's all-reduced value equals its
+ *    reduce-scattered value bit for bit. MPI_Allreduce is not used: its order is up to the library.
+ *  - Collectives must be called by every member of the group in the same order. Counts are in
+ *    elements; sums and maxima take COMM_F32, COMM_F64, COMM_I32 or COMM_I64; the data movers
+ *    (all-gather, broadcast, send/recv) take any type. A maximum propagates NaN.
+ *  - Non-blocking variants run on one communication thread in the order they were issued, on a
+ *    second communicator of the group (so they never mix with blocking calls); issue them in the
+ *    same order on every rank. Buffers stay untouched until comm_wait returns.
+ *  - Timeout: a collective (or send/recv) that waits longer than comm_set_timeout's limit
+ *    (--distributed-timeout-minutes, default 10) prints one line naming the rank, the operation
+ *    and the group, and ends the whole job with MPI_Abort (exit code 2). */
+#ifndef MEGATRON_PARALLEL_COMM_H
+#define MEGATRON_PARALLEL_COMM_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "parallel/grid.h"
+
+enum comm_dtype { COMM_F32, COMM_F64, COMM_I32, COMM_I64, COMM_U16 /* bf16/fp16 bits: movers only */ };
+
+struct comm_group;
+struct comm_request;
+
+/* MPI_Init (thread level MPI_THREAD_MULTIPLE when the library has it); 0 on success. */
+int comm_init(int *argc, char ***argv);
+void comm_finalize(void);
+int comm_world_size(void);
+int comm_world_rank(void);
+
+/* The limit a blocking operation may wait; seconds <= 0 turns the watchdog off. */
+void comm_set_timeout(double seconds);
+/* For tests: called with the one-line message instead of printing it and aborting; the wait
+ * then goes on. NULL restores the default. */
+void comm_set_timeout_handler(void (*handler)(const char *message));
+
+/* Communicators for grid_current()'s groups (collective over all ranks); free before a new grid. */
+void comm_groups_create(void);
+void comm_groups_free(void);
+struct comm_group *comm_group_get(enum grid_group_kind kind);
+
+int comm_size(const struct comm_group *g);
+int comm_rank(const struct comm_group *g);
+/* Global rank of member i (0 <= i < comm_size). */
+int comm_member(const struct comm_group *g, int i);
+enum grid_group_kind comm_group_kind(const struct comm_group *g);
+
+/* In place over buf[n]. */
+void comm_all_reduce_sum(struct comm_group *g, void *buf, size_t n, enum comm_dtype dt);
+void comm_all_reduce_max(struct comm_group *g, void *buf, size_t n, enum comm_dtype dt);
+/* send[n * size] -> recv[n]: group rank r receives the sum of every rank's send[r*n, (r+1)*n). */
+void comm_reduce_scatter_sum(struct comm_group *g, const void *send, void *recv, size_t n, enum comm_dtype dt);
+/* send[n] -> recv[n * size], rank r's part at recv[r*n]. */
+void comm_all_gather(struct comm_group *g, const void *send, void *recv, size_t n, enum comm_dtype dt);
+/* root is a rank within the group. */
+void comm_broadcast(struct comm_group *g, void *buf, size_t n, enum comm_dtype dt, int root);
+/* Point to point within the group (pipeline stages); a peer of -1 means none (a no-op side). */
+void comm_send(struct comm_group *g, const void *buf, size_t n, enum comm_dtype dt, int dst);
+void comm_recv(struct comm_group *g, void *buf, size_t n, enum comm_dtype dt, int src);
+void comm_sendrecv(struct comm_group *g, const void *send, size_t send_n, int dst, void *recv, size_t recv_n,
+                   int src, enum comm_dtype dt);
+void comm_barrier(struct comm_group *g);
+
+/* Non-blocking: same results, bit for bit, as the blocking calls. */
+struct comm_request *comm_iall_reduce_sum(struct comm_group *g, void *buf, size_t n, enum comm_dtype dt);
+struct comm_request *comm_ireduce_scatter_sum(struct comm_group *g, const void *send, void *recv, size_t n,
+                                              enum comm_dtype dt);
+struct comm_request *comm_iall_gather(struct comm_group *g, const void *send, void *recv, size_t n,
+                                      enum comm_dtype dt);
+/* Waits for the operation and frees the request. */
+void comm_wait(struct comm_request *r);
+
+#endif
