@@ -438,10 +438,12 @@ static void test_tokenizer_needs_its_vocabulary(void **state)
 static void test_parallel_sizes_are_validated_then_not_supported_yet(void **state)
 {
     (void)state;
+    struct run r;
     expect_error(CMD_PRETRAIN, 3, BASE "--tensor-model-parallel-size 2",
                  "world size 3: not divisible by tensor x pipeline x context parallel size = 2 x 1 x 1 = 2");
-    expect_error(CMD_PRETRAIN, 2, BASE "--tensor-model-parallel-size 2",
-                 "--tensor-model-parallel-size 2: tensor parallelism is not supported yet; use --tensor-model-parallel-size 1");
+    assert_int_equal(run(&r, CMD_PRETRAIN, 4, BASE "--tensor-model-parallel-size 2"), 0);
+    assert_int_equal(r.cfg.data_parallel_size, 2);
+    done(&r);
     expect_error(CMD_PRETRAIN, 2, BASE "--pipeline-model-parallel-size 2", "pipeline parallelism is not supported yet");
     expect_error(CMD_PRETRAIN, 2, BASE "--context-parallel-size 2", "context parallelism is not supported yet");
     expect_error(CMD_PRETRAIN, 2, BASE "--expert-model-parallel-size 2", "expert parallelism is not supported yet");
@@ -456,9 +458,16 @@ static void test_parallel_sizes_are_validated_then_not_supported_yet(void **stat
 static void test_distributed_features_are_not_supported_yet(void **state)
 {
     (void)state;
-    expect_error(CMD_PRETRAIN, 1, BASE "--sequence-parallel", "--sequence-parallel: not supported yet; remove it");
-    expect_error(CMD_PRETRAIN, 2, BASE "--use-distributed-optimizer", "--use-distributed-optimizer: not supported yet");
-    expect_error(CMD_PRETRAIN, 2, BASE "--overlap-grad-reduce", "--overlap-grad-reduce: not supported yet");
+    struct run r;
+    /* sequence parallelism needs TP > 1 (Megatron turns it off otherwise) and a divisible sequence */
+    assert_int_equal(run(&r, CMD_PRETRAIN, 1, BASE "--sequence-parallel"), 0);
+    assert_false(r.cfg.sequence_parallel);
+    done(&r);
+    expect_error(CMD_PRETRAIN, 3, BASE "--tensor-model-parallel-size 3 --num-attention-heads 3 --hidden-size 96 "
+                 "--sequence-parallel", "--sequence-parallel: --seq-length 32 must be divisible by "
+                 "--tensor-model-parallel-size = 3");
+    assert_int_equal(run(&r, CMD_PRETRAIN, 2, BASE "--use-distributed-optimizer --overlap-grad-reduce"), 0);
+    done(&r);
     expect_error(CMD_PRETRAIN, 2, BASE "--overlap-param-gather",
                  "--overlap-param-gather: only supported with the distributed optimizer");
     expect_error(CMD_PRETRAIN, 2, BASE "--overlap-param-gather --use-distributed-optimizer",
