@@ -46,7 +46,8 @@ expect_error "--num-experts: a Megatron-LM flag that is not supported yet" pretr
 expect_error "--recompute-activations: a Megatron-LM flag that is not supported yet" pretrain --recompute-activations
 expect_error "--fp16: cannot be combined with --bf16" pretrain "${BASE[@]}" --fp16 --bf16
 expect_error "--input: not a flag of megatron pretrain (it belongs to megatron preprocess)" pretrain --input x.jsonl
-expect_error "--save: not supported yet" pretrain "${BASE[@]}" --save "$tmp/ckpt" --save-interval 5
+expect_error "world size 1: not divisible by tensor x pipeline x context parallel size = 2 x 1 x 1 = 2" \
+    pretrain "${BASE[@]}" --tensor-model-parallel-size 2
 expect_error "--num-layers: missing" pretrain --hidden-size 64
 expect_error "no training data" pretrain "${BASE[@]/--mock-data/--eod-mask-loss}"
 expect_error "--workers: missing" preprocess --input x.jsonl --output-prefix "$tmp/o" --tokenizer-type NullTokenizer \
