@@ -41,8 +41,6 @@ static int run_pretrain(int argc, char **argv)
     struct config cfg;
     comm_init(&argc, &argv);
     args_parse_or_die(&cfg, CMD_PRETRAIN, argc, argv, comm_world_size());
-    if (strcmp(cfg.device, "cuda") == 0)
-        die_user("--device cuda: this build has no CUDA backend yet; use --device cpu (or auto)");
     if (comm_world_rank() == 0) args_print_config(stdout, &cfg);
     int rc = pretrain_main(&cfg, stdout);
     args_free(&cfg);

@@ -17,6 +17,10 @@
 #include "parallel/comm.h"
 #include "parallel/ddp.h"
 #include "parallel/grid.h"
+#include "kernels/arena.h"
+#ifdef MEGATRON_CUDA
+#include "kernels/cuda/cuda_ops.h"
+#endif
 #include "util/error.h"
 
 /* Host buffers for the samples of one iteration on this rank (all its micro batches). */
@@ -283,7 +287,7 @@ static struct step_result train_step(struct trainer *t, double *lm_loss)
     t->consumed_train_samples += cfg->global_batch_size;
     struct step_result r = optimizer_step(t->optimizer, cfg->global_batch_size);
     if (!r.skipped) ddp_gather_params(t->ddp);
-    memset(t->model->grads, 0, (size_t)t->model->buffer_numel * sizeof(float));
+    device_zero(t->model->device, t->model->grads, (size_t)t->model->buffer_numel * sizeof(float));
     return r;
 }
 
@@ -416,6 +420,35 @@ static double bytes_per_parameter(const struct config *cfg)
     return 6.0 + 12.0 / dp;                                  /* bf16/fp16 weights, fp32 grads */
 }
 
+/* --device auto|cpu|cuda: the GPU when this build has the CUDA backend and the machine a GPU.
+ * The CUDA path trains in bf16 on one GPU so far (NCCL for several ranks is the next step). */
+static enum device select_device(const struct config *cfg, const struct grid *g)
+{
+    bool want = strcmp(cfg->device, "cuda") == 0, maybe = strcmp(cfg->device, "auto") == 0;
+    int gpus = 0;
+#ifdef MEGATRON_CUDA
+    if (want || maybe) gpus = cuda_device_count();
+#endif
+    if (want && gpus == 0)
+        die_user("--device cuda: no GPU found, or this build has no CUDA backend; use --device cpu");
+    if (!want && !(maybe && gpus > 0)) return DEV_CPU;
+    if (g->world_size > 1) {
+        if (want) die_user("--device cuda with %d ranks: multi-GPU runs (NCCL) are not supported yet; use one rank "
+                           "or --device cpu", g->world_size);
+        return DEV_CPU;
+    }
+    if (!cfg->bf16) {
+        if (want) die_user("--device cuda: the CUDA backend trains in bf16; add --bf16 (or use --device cpu)");
+        return DEV_CPU;
+    }
+    if (cfg->save || cfg->load)
+        die_user("--save/--load on the CUDA backend: not supported yet; train on --device cpu to checkpoint");
+#ifdef MEGATRON_CUDA
+    cuda_init(0);
+#endif
+    return DEV_CUDA;
+}
+
 /* The process grid and the groups this rank belongs to. */
 static void setup_parallel(struct trainer *t, struct tp_group *tp)
 {
@@ -457,7 +490,7 @@ int pretrain_main(const struct config *cfg, FILE *out)
                 (long long)(mc.padded_vocab_size - vocab), (long long)mc.padded_vocab_size);
         fprintf(out, "building GPT model ...\n");
     }
-    t.model = gpt_create(&mc, cfg->micro_batch_size, DEV_CPU, &tp, t.grid.dp);
+    t.model = gpt_create(&mc, cfg->micro_batch_size, select_device(cfg, &t.grid), &tp, t.grid.dp);
     gpt_init_weights(t.model);
     if (t.grid.dp_rank == 0)
         printf(" > number of parameters on (tensor, pipeline) model parallel rank (%d, %d): %lld\n", t.grid.tp_rank,

@@ -5,12 +5,23 @@
 #include <string.h>
 
 #include "util/error.h"
+#ifdef MEGATRON_CUDA
+#include "kernels/cuda/cuda_ops.h"
+#endif
 
 #define ARENA_ALIGN 64
 
 void *device_alloc(enum device dev, size_t bytes)
 {
-    if (dev != DEV_CPU) BUG("device_alloc: no CUDA allocator in this build yet");
+    if (dev == DEV_CUDA) {
+#ifdef MEGATRON_CUDA
+        void *d = cuda_alloc(bytes ? bytes : ARENA_ALIGN);
+        cuda_memset_zero(d, bytes ? bytes : ARENA_ALIGN);
+        return d;
+#else
+        BUG("device_alloc: this build has no CUDA backend");
+#endif
+    }
     size_t rounded = (bytes + ARENA_ALIGN - 1) / ARENA_ALIGN * ARENA_ALIGN;
     void *p = aligned_alloc(ARENA_ALIGN, rounded ? rounded : ARENA_ALIGN);
     if (!p) die_user("out of memory: allocating %zu bytes failed; use a smaller model or micro batch", bytes);
@@ -20,8 +31,54 @@ void *device_alloc(enum device dev, size_t bytes)
 
 void device_free(enum device dev, void *p)
 {
-    if (dev != DEV_CPU) BUG("device_free: no CUDA allocator in this build yet");
+    if (dev == DEV_CUDA) {
+#ifdef MEGATRON_CUDA
+        cuda_free(p);
+        return;
+#else
+        BUG("device_free: this build has no CUDA backend");
+#endif
+    }
     free(p);
+}
+
+void device_copy_to(enum device dev, void *dst, const void *src, size_t bytes)
+{
+    if (dev == DEV_CPU) {
+        memcpy(dst, src, bytes);
+        return;
+    }
+#ifdef MEGATRON_CUDA
+    cuda_memcpy_h2d(dst, src, bytes);
+#else
+    BUG("device_copy_to: this build has no CUDA backend");
+#endif
+}
+
+void device_copy_from(enum device dev, void *dst, const void *src, size_t bytes)
+{
+    if (dev == DEV_CPU) {
+        memcpy(dst, src, bytes);
+        return;
+    }
+#ifdef MEGATRON_CUDA
+    cuda_memcpy_d2h(dst, src, bytes);
+#else
+    BUG("device_copy_from: this build has no CUDA backend");
+#endif
+}
+
+void device_zero(enum device dev, void *p, size_t bytes)
+{
+    if (dev == DEV_CPU) {
+        memset(p, 0, bytes);
+        return;
+    }
+#ifdef MEGATRON_CUDA
+    cuda_memset_zero(p, bytes);
+#else
+    BUG("device_zero: this build has no CUDA backend");
+#endif
 }
 
 void arena_init_measure(struct arena *a, enum device dev)

@@ -23,8 +23,12 @@ void arena_free(struct arena *a);
 /* 2-D tensor of the arena's device, 64-byte aligned. */
 struct tensor arena_tensor(struct arena *a, enum dtype dt, int64_t rows, int64_t cols);
 
-/* Device memory in one place: host memory for DEV_CPU, device memory for DEV_CUDA. */
+/* Device memory in one place: host memory for DEV_CPU, device memory for DEV_CUDA (zeroed). */
 void *device_alloc(enum device dev, size_t bytes);
 void device_free(enum device dev, void *p);
+/* Host -> device (copy_to), device -> host (copy_from), and zeroing, for either device. */
+void device_copy_to(enum device dev, void *dst, const void *src, size_t bytes);
+void device_copy_from(enum device dev, void *dst, const void *src, size_t bytes);
+void device_zero(enum device dev, void *p, size_t bytes);
 
 #endif

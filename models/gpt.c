@@ -10,6 +10,9 @@
 #include <string.h>
 
 #include "kernels/arena.h"
+#ifdef MEGATRON_CUDA
+#include "kernels/cuda/cuda_ops.h"
+#endif
 #include "models/gpt_internal.h"
 #include "util/error.h"
 
@@ -57,12 +60,12 @@ static struct tensor attention_saved(struct arena *ar, int64_t batch, int64_t he
 /* A [n, h] tensor that is `local` itself unless sequence parallelism needs a separate one. */
 static struct tensor full_or_same(struct arena *ar, bool sp, struct tensor local, int64_t n, int64_t h)
 {
-    return sp ? arena_tensor(ar, DT_F32, n, h) : local;
+    return sp ? arena_tensor(ar, local.dtype, n, h) : local;
 }
 
-static void layout_norm(struct arena *ar, struct norm_acts *a, int64_t rows, int64_t h)
+static void layout_norm(struct arena *ar, struct norm_acts *a, enum dtype dt, int64_t rows, int64_t h)
 {
-    a->out = arena_tensor(ar, DT_F32, rows, h);
+    a->out = arena_tensor(ar, dt, rows, h);
     a->mean = vec(ar, DT_F32, rows);
     a->rstd = vec(ar, DT_F32, rows);
 }
@@ -71,6 +74,7 @@ static void layout_activations(struct gpt_activations *a, const struct model_con
                                const struct tp_group *tp, int64_t batch, enum device dev)
 {
     struct arena *ar = &a->arena;
+    enum dtype A = dev == DEV_CUDA ? DT_BF16 : DT_F32; /* activations; statistics stay fp32 */
     bool sp = tp->sequence_parallel;
     int64_t n = batch * c->seq_length, h = c->hidden_size, rows = sp ? n / tp->size : n;
     int64_t heads = c->num_attention_heads / tp->size, qkv = gpt_qkv_width(c) / tp->size;
@@ -83,25 +87,25 @@ static void layout_activations(struct gpt_activations *a, const struct model_con
     a->positions_local = a->positions;
     a->positions_local.shape[0] = rows;
     if (a->positions.data) a->positions_local.data = (int32_t *)a->positions.data + (sp ? tp->rank * rows : 0);
-    for (int l = 0; l <= c->num_layers; l++) a->hidden[l] = arena_tensor(ar, DT_F32, rows, h);
+    for (int l = 0; l <= c->num_layers; l++) a->hidden[l] = arena_tensor(ar, A, rows, h);
     a->embedding_full = full_or_same(ar, sp, a->hidden[0], n, h);
     for (int l = 0; l < c->num_layers; l++) {
         struct layer_acts *la = &a->layers[l];
-        layout_norm(ar, &la->input_norm, rows, h);
+        layout_norm(ar, &la->input_norm, A, rows, h);
         la->attention_input = full_or_same(ar, sp, la->input_norm.out, n, h);
-        la->attention.qkv = arena_tensor(ar, DT_F32, n, qkv);
+        la->attention.qkv = arena_tensor(ar, A, n, qkv);
         la->attention.probs = attention_saved(ar, batch, heads, c->seq_length, dev);
-        la->attention.context = arena_tensor(ar, DT_F32, n, heads * c->kv_channels);
-        la->mid = arena_tensor(ar, DT_F32, rows, h);
-        layout_norm(ar, &la->pre_mlp_norm, rows, h);
+        la->attention.context = arena_tensor(ar, A, n, heads * c->kv_channels);
+        la->mid = arena_tensor(ar, A, rows, h);
+        layout_norm(ar, &la->pre_mlp_norm, A, rows, h);
         la->mlp_input = full_or_same(ar, sp, la->pre_mlp_norm.out, n, h);
-        la->mlp.fc1 = arena_tensor(ar, DT_F32, n, fc1);
-        la->mlp.act = arena_tensor(ar, DT_F32, n, ffn);
+        la->mlp.fc1 = arena_tensor(ar, A, n, fc1);
+        la->mlp.act = arena_tensor(ar, A, n, ffn);
     }
-    layout_norm(ar, &a->final_norm, rows, h);
+    layout_norm(ar, &a->final_norm, A, rows, h);
     struct lm_head_acts *hd = &a->head;
     hd->input = full_or_same(ar, sp, a->final_norm.out, n, h);
-    hd->logits = arena_tensor(ar, DT_F32, n, vocab);
+    hd->logits = arena_tensor(ar, A, n, vocab);
     hd->losses = vec(ar, DT_F32, n);
     hd->lse = vec(ar, DT_F32, n);
     hd->row_max = vec(ar, DT_F32, n);
@@ -110,20 +114,20 @@ static void layout_activations(struct gpt_activations *a, const struct model_con
     hd->global_max = vec(ar, DT_F32, n);
     a->dlosses = vec(ar, DT_F32, n);
     struct layer_scratch *s = &a->scratch;
-    s->tmp = arena_tensor(ar, DT_F32, rows, h);
+    s->tmp = arena_tensor(ar, A, rows, h);
     s->tmp_full = full_or_same(ar, sp, s->tmp, n, h);
-    s->dmid = arena_tensor(ar, DT_F32, rows, h);
-    s->dnorm = arena_tensor(ar, DT_F32, rows, h);
+    s->dmid = arena_tensor(ar, A, rows, h);
+    s->dnorm = arena_tensor(ar, A, rows, h);
     s->dnorm_full = full_or_same(ar, sp, s->dnorm, n, h);
-    s->dsub = arena_tensor(ar, DT_F32, rows, h);
+    s->dsub = arena_tensor(ar, A, rows, h);
     s->dsub_full = full_or_same(ar, sp, s->dsub, n, h);
-    s->attention.dqkv = arena_tensor(ar, DT_F32, n, qkv);
-    s->attention.dcontext = arena_tensor(ar, DT_F32, n, heads * c->kv_channels);
-    s->mlp.dfc1 = arena_tensor(ar, DT_F32, n, fc1);
-    s->mlp.dact = arena_tensor(ar, DT_F32, n, ffn);
-    a->dhidden = arena_tensor(ar, DT_F32, rows, h);
+    s->attention.dqkv = arena_tensor(ar, A, n, qkv);
+    s->attention.dcontext = arena_tensor(ar, A, n, heads * c->kv_channels);
+    s->mlp.dfc1 = arena_tensor(ar, A, n, fc1);
+    s->mlp.dact = arena_tensor(ar, A, n, ffn);
+    a->dhidden = arena_tensor(ar, A, rows, h);
     a->dhidden_full = full_or_same(ar, sp, a->dhidden, n, h);
-    a->dfinal = arena_tensor(ar, DT_F32, rows, h);
+    a->dfinal = arena_tensor(ar, A, rows, h);
     a->dfinal_full = full_or_same(ar, sp, a->dfinal, n, h);
 }
 
@@ -163,10 +167,18 @@ struct gpt_model *gpt_create(const struct model_config *cfg, int64_t micro_batch
     m->buffer_numel = (m->numel + buffer_multiple - 1) / buffer_multiple * buffer_multiple;
     m->weights = device_alloc(dev, (size_t)m->buffer_numel * sizeof(float));
     m->grads = device_alloc(dev, (size_t)m->buffer_numel * sizeof(float));
+    m->activation_dtype = dev == DEV_CUDA ? DT_BF16 : DT_F32;
+    if (dev == DEV_CUDA) m->weights_lp = device_alloc(dev, (size_t)m->buffer_numel * dtype_size(DT_BF16));
     m->layers = xcalloc((size_t)cfg->num_layers, sizeof *m->layers);
     m->layer_grads = xcalloc((size_t)cfg->num_layers, sizeof *m->layer_grads);
-    gpt_bind_views(m, m->weights, &m->embedding, m->layers, &m->final_norm, &m->output_weight);
-    gpt_bind_views(m, m->grads, &m->embedding_grad, m->layer_grads, &m->final_norm_grad, &m->output_weight_grad);
+    if (m->weights_lp)
+        gpt_bind_views(m, m->weights_lp, DT_BF16, &m->embedding, m->layers, &m->final_norm, &m->output_weight);
+    else
+        gpt_bind_views(m, m->weights, DT_F32, &m->embedding, m->layers, &m->final_norm, &m->output_weight);
+    gpt_bind_views(m, m->grads, DT_F32, &m->embedding_grad, m->layer_grads, &m->final_norm_grad,
+                   &m->output_weight_grad);
+    m->host_losses = xmalloc((size_t)(micro_batch * cfg->seq_length) * sizeof(float));
+    m->host_dlosses = xmalloc((size_t)(micro_batch * cfg->seq_length) * sizeof(float));
     m->batch = micro_batch;
     m->acts = create_activations(cfg, &m->tp, micro_batch, dev);
     return m;
@@ -178,6 +190,9 @@ void gpt_free(struct gpt_model *m)
     free_activations(m->acts);
     device_free(m->device, m->weights);
     device_free(m->device, m->grads);
+    if (m->weights_lp) device_free(m->device, m->weights_lp);
+    free(m->host_losses);
+    free(m->host_dlosses);
     free(m->layers);
     free(m->layer_grads);
     free(m->params);
@@ -201,14 +216,27 @@ static struct layer_ctx make_ctx(const struct gpt_model *m, const struct gpt_bat
     return ctx;
 }
 
+void gpt_set_weights(struct gpt_model *m, const float *host)
+{
+    device_copy_to(m->device, m->weights, host, (size_t)m->buffer_numel * sizeof(float));
+    gpt_weights_changed(m, 0, m->buffer_numel);
+}
+
+void gpt_weights_changed(struct gpt_model *m, int64_t lo, int64_t hi)
+{
+    if (!m->weights_lp || hi <= lo) return;
+#ifdef MEGATRON_CUDA
+    cuda_f32_to_bf16((uint16_t *)m->weights_lp + lo, m->weights + lo, hi - lo);
+#endif
+}
+
 static void stage_batch(struct gpt_model *m, const struct gpt_batch *b, int64_t n)
 {
     struct gpt_activations *a = m->acts;
-    if (m->device != DEV_CPU) BUG("stage_batch: host-to-device copies not built yet");
-    memcpy(a->tokens.data, b->tokens, (size_t)n * sizeof(int32_t));
-    memcpy(a->labels.data, b->labels, (size_t)n * sizeof(int32_t));
-    memcpy(a->positions.data, b->positions, (size_t)n * sizeof(int32_t));
-    memcpy(a->loss_mask.data, b->loss_mask, (size_t)n * sizeof(float));
+    device_copy_to(m->device, a->tokens.data, b->tokens, (size_t)n * sizeof(int32_t));
+    device_copy_to(m->device, a->labels.data, b->labels, (size_t)n * sizeof(int32_t));
+    device_copy_to(m->device, a->positions.data, b->positions, (size_t)n * sizeof(int32_t));
+    device_copy_to(m->device, a->loss_mask.data, b->loss_mask, (size_t)n * sizeof(float));
 }
 
 double gpt_forward(struct gpt_model *m, const struct gpt_batch *b, double *num_tokens)
@@ -233,7 +261,9 @@ double gpt_forward(struct gpt_model *m, const struct gpt_batch *b, double *num_t
     tp_gather_rows(&m->tp, a->final_norm.out, a->head.input);
     lm_head_forward(&ctx, m->output_weight, m->embedding.vocab_start, &a->head, a->labels);
 
-    const float *losses = a->head.losses.data, *mask = b->loss_mask;
+    /* the one host synchronisation of a step: the logged loss */
+    device_copy_from(m->device, m->host_losses, a->head.losses.data, (size_t)n * sizeof(float));
+    const float *losses = m->host_losses, *mask = b->loss_mask;
     double sum = 0.0, count = 0.0;
     for (int64_t i = 0; i < n; i++) {
         sum += (double)mask[i] * losses[i];
@@ -249,8 +279,9 @@ void gpt_backward(struct gpt_model *m, const struct gpt_batch *b, float loss_sca
     struct gpt_activations *a = m->acts;
     struct layer_ctx ctx = make_ctx(m, b);
     int64_t n = b->batch * c->seq_length;
-    float *dl = a->dlosses.data;
+    float *dl = m->host_dlosses;
     for (int64_t i = 0; i < n; i++) dl[i] = loss_scale * b->loss_mask[i];
+    device_copy_to(m->device, a->dlosses.data, dl, (size_t)n * sizeof(float));
 
     lm_head_backward(&ctx, m->output_weight, m->output_weight_grad, m->embedding.vocab_start, &a->head,
                      a->dlosses, a->dfinal_full, a->labels);

@@ -47,8 +47,14 @@ struct gpt_model {
     struct gpt_param *params;
     int64_t numel;            /* total parameter elements */
     int64_t buffer_numel;     /* length of the flat buffers: numel padded (data-parallel shards) */
-    float *weights;           /* what forward reads (fp32 on the CPU backend) */
+    float *weights;           /* fp32 weights on the model's device: what the CPU backend's forward
+                                 reads (bf16/fp16 values kept as rounded fp32), and the fp32 main
+                                 weights on the CUDA backend */
+    void *weights_lp;         /* CUDA backend: the bf16 copy forward and backward read; else NULL */
+    enum dtype activation_dtype; /* DT_F32 on the CPU backend, DT_BF16 on the CUDA backend */
     float *grads;             /* main grads, fp32, accumulated over micro batches */
+    float *host_losses;       /* [B*T] per-token losses read back from the device */
+    float *host_dlosses;      /* [B*T] loss gradients staged for the device */
 
     /* views into weights / grads */
     struct embedding_params embedding, embedding_grad;
@@ -68,6 +74,12 @@ struct gpt_model {
 struct gpt_model *gpt_create(const struct model_config *cfg, int64_t micro_batch, enum device dev,
                              const struct tp_group *tp, int64_t buffer_multiple);
 void gpt_free(struct gpt_model *m);
+
+/* Replaces every weight by host[0 .. buffer_numel) (fp32, the flat layout): copied to the device
+ * and, on the CUDA backend, converted into the bf16 compute copy too. */
+void gpt_set_weights(struct gpt_model *m, const float *host);
+/* After the fp32 weights in [lo, hi) changed on the device: refresh the bf16 compute copy. */
+void gpt_weights_changed(struct gpt_model *m, int64_t lo, int64_t hi);
 
 /* Megatron's init from the counter-based RNG keyed by (seed, parameter name, element):
  * normal(0, std) for weights, std/sqrt(2 x layers) for the layers' output projections,

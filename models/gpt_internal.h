@@ -9,8 +9,8 @@ int64_t gpt_qkv_width(const struct model_config *c);
 int64_t gpt_fc1_width(const struct model_config *c);
 /* Fills m->params, m->num_params and m->numel for m->cfg and m->tp. */
 void gpt_build_params(struct gpt_model *m);
-/* Binds the layers' views of buffer buf (weights or grads). */
-void gpt_bind_views(struct gpt_model *m, float *buf, struct embedding_params *emb, struct layer_params *layers,
-                    struct norm_params *final, struct tensor *out);
+/* Binds the layers' views of buffer buf (weights or grads) whose elements are of dtype dt. */
+void gpt_bind_views(struct gpt_model *m, void *buf, enum dtype dt, struct embedding_params *emb,
+                    struct layer_params *layers, struct norm_params *final, struct tensor *out);
 
 #endif

@@ -4,6 +4,7 @@
  * element's index in the FULL tensor, so every layout initialises the same model. */
 #include <math.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "kernels/rng.h"
@@ -146,15 +147,21 @@ int64_t gpt_param_full_index(const struct gpt_param *p, int64_t local)
     return i * full_cols + j;
 }
 
-/* A view of parameter `name` in `buf`, or an absent tensor when the model has no such parameter. */
-static struct tensor view(const struct gpt_model *m, float *buf, const char *name)
+/* A buffer and its element type: the model's fp32 weights or grads, or the bf16 compute copy. */
+struct buffer {
+    char *base;
+    enum dtype dt;
+};
+
+/* A view of parameter `name` in the buffer, or an absent tensor when the model has no such parameter. */
+static struct tensor view(const struct gpt_model *m, struct buffer b, const char *name)
 {
     const struct gpt_param *p = gpt_find_param(m, name);
     if (!p) return tensor_none();
-    return tensor_make(buf + p->offset, DT_F32, m->device, p->ndim, p->shape);
+    return tensor_make(b.base + (size_t)p->offset * dtype_size(b.dt), b.dt, m->device, p->ndim, p->shape);
 }
 
-static void norm_views(const struct gpt_model *m, float *buf, const char *prefix, struct norm_params *n)
+static void norm_views(const struct gpt_model *m, struct buffer buf, const char *prefix, struct norm_params *n)
 {
     char name[96];
     snprintf(name, sizeof name, "%s.weight", prefix);
@@ -163,7 +170,7 @@ static void norm_views(const struct gpt_model *m, float *buf, const char *prefix
     n->bias = view(m, buf, name);
 }
 
-static void linear_views(const struct gpt_model *m, float *buf, const char *prefix, struct tensor *w,
+static void linear_views(const struct gpt_model *m, struct buffer buf, const char *prefix, struct tensor *w,
                          struct tensor *b)
 {
     char name[96];
@@ -173,10 +180,11 @@ static void linear_views(const struct gpt_model *m, float *buf, const char *pref
     *b = view(m, buf, name);
 }
 
-void gpt_bind_views(struct gpt_model *m, float *buf, struct embedding_params *emb, struct layer_params *layers,
-                    struct norm_params *final, struct tensor *out)
+void gpt_bind_views(struct gpt_model *m, void *base, enum dtype dt, struct embedding_params *emb,
+                    struct layer_params *layers, struct norm_params *final, struct tensor *out)
 {
     char prefix[96];
+    struct buffer buf = {base, dt};
     emb->word = view(m, buf, "embedding.word_embeddings.weight");
     emb->position = view(m, buf, "embedding.position_embeddings.weight");
     emb->vocab_start = gpt_find_param(m, "embedding.word_embeddings.weight")->pieces[0].full_start;
@@ -200,10 +208,10 @@ void gpt_init_weights(struct gpt_model *m)
     const struct model_config *c = &m->cfg;
     double std = c->init_method_std;
     double scaled = std / sqrt(2.0 * c->num_layers); /* Megatron's output_layer_init_method */
-    if (m->device != DEV_CPU) BUG("gpt_init_weights: initialise on the host and copy");
+    float *host = m->device == DEV_CPU ? m->weights : xcalloc((size_t)m->buffer_numel, sizeof(float));
     for (int i = 0; i < m->num_params; i++) {
         const struct gpt_param *p = &m->params[i];
-        float *w = m->weights + p->offset;
+        float *w = host + p->offset;
         uint64_t stream = rng_stream_of(p->name);
         double sd = p->init == INIT_NORMAL ? std : scaled;
         for (int64_t e = 0; e < p->numel; e++) {
@@ -216,5 +224,9 @@ void gpt_init_weights(struct gpt_model *m)
             case INIT_ONES: w[e] = 1.0f; break;
             }
         }
+    }
+    if (m->device != DEV_CPU) {
+        gpt_set_weights(m, host);
+        free(host);
     }
 }

@@ -5,10 +5,18 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "kernels/arena.h"
 #include "optim/clip.h"
 #include "optim/sgd.h"
 #include "parallel/comm.h"
 #include "util/error.h"
+#ifdef MEGATRON_CUDA
+#include "kernels/cuda/cuda_ops.h"
+#endif
+
+/* On the CUDA backend the model's fp32 weights are the main weights and every buffer here lives
+ * on the GPU; the CPU backend keeps a main copy when the model stores bf16/fp16 values. */
+static bool on_gpu(const struct optimizer *o) { return o->model->device == DEV_CUDA; }
 
 struct optimizer *optimizer_create(struct gpt_model *m, const struct optimizer_options *opt,
                                    const struct buffer_range *ranges, int num_ranges)
@@ -20,7 +28,9 @@ struct optimizer *optimizer_create(struct gpt_model *m, const struct optimizer_o
     o->ranges = xmalloc((size_t)num_ranges * sizeof *ranges);
     memcpy(o->ranges, ranges, (size_t)num_ranges * sizeof *ranges);
     for (int r = 0; r < num_ranges; r++) o->owned += ranges[r].hi - ranges[r].lo;
-    if (opt->params_dtype != DT_F32) {
+    if (on_gpu(o) && opt->type != OPTIMIZER_ADAM)
+        die_user("--optimizer sgd: not supported yet on the CUDA backend; use adam or --device cpu");
+    if (opt->params_dtype != DT_F32 && !on_gpu(o)) {
         int64_t at = 0;
         o->main_params = xmalloc((size_t)o->owned * sizeof(float));
         for (int r = 0; r < num_ranges; r++) {
@@ -30,8 +40,8 @@ struct optimizer *optimizer_create(struct gpt_model *m, const struct optimizer_o
         }
         round_to_dtype(m->weights, m->numel, opt->params_dtype);
     }
-    o->exp_avg = xcalloc((size_t)o->owned, sizeof(float));
-    if (opt->type == OPTIMIZER_ADAM) o->exp_avg_sq = xcalloc((size_t)o->owned, sizeof(float));
+    o->exp_avg = device_alloc(m->device, (size_t)o->owned * sizeof(float));
+    if (opt->type == OPTIMIZER_ADAM) o->exp_avg_sq = device_alloc(m->device, (size_t)o->owned * sizeof(float));
     return o;
 }
 
@@ -40,8 +50,8 @@ void optimizer_free(struct optimizer *o)
     if (!o) return;
     free(o->ranges);
     free(o->main_params);
-    free(o->exp_avg);
-    free(o->exp_avg_sq);
+    device_free(o->model->device, o->exp_avg);
+    if (o->exp_avg_sq) device_free(o->model->device, o->exp_avg_sq);
     free(o);
 }
 
@@ -74,6 +84,12 @@ static void scale_piece(struct optimizer *o, int64_t at, int64_t len, int64_t st
     (void)state, (void)p;
     float *g = o->model->grads + at;
     float c = (float)*(double *)arg;
+#ifdef MEGATRON_CUDA
+    if (on_gpu(o)) {
+        cuda_scale_f32(g, len, c);
+        return;
+    }
+#endif
     for (int64_t i = 0; i < len; i++) g[i] *= c;
 }
 
@@ -85,6 +101,12 @@ static void norm_piece(struct optimizer *o, int64_t at, int64_t len, int64_t sta
     (void)state;
     if (p->shard_dim < 0 && o->model->tp.rank != 0) return;
     const float *g = o->model->grads + at;
+#ifdef MEGATRON_CUDA
+    if (on_gpu(o)) {
+        *(double *)arg += cuda_sum_squares(g, len);
+        return;
+    }
+#endif
     *(double *)arg += clip_global_norm_sq(&g, &len, 1);
 }
 
@@ -100,6 +122,13 @@ static void update_piece(struct optimizer *o, int64_t at, int64_t len, int64_t s
     double wd = p->no_weight_decay ? 0.0 : u->wd;
     float *w = o->main_params ? o->main_params + state : m->weights + at;
     const float *g = m->grads + at;
+#ifdef MEGATRON_CUDA
+    if (on_gpu(o)) { /* fp32 main weights in place, then their bf16 copy */
+        cuda_adam_update(w, g, o->exp_avg + state, o->exp_avg_sq + state, len, u->lr, wd, o->opt.adam, o->step);
+        gpt_weights_changed(m, at, at + len);
+        return;
+    }
+#endif
     if (o->opt.type == OPTIMIZER_ADAM)
         adam_update(w, g, o->exp_avg + state, o->exp_avg_sq + state, len, u->lr, wd, o->opt.adam, o->step);
     else

@@ -118,6 +118,10 @@ void cuda_adam_update(float *param, const float *grad, float *exp_avg, float *ex
 /* Sum of squares of x[0..n) in double, reduced in an order fixed by n alone (deterministic);
  * waits for the result. */
 double cuda_sum_squares(const float *x, int64_t n);
+/* x *= c in fp32 (gradient unscaling and clipping, as clip_scale does on the CPU). */
+void cuda_scale_f32(float *x, int64_t n, float c);
+/* dst (bf16) = src rounded to nearest even: the model's bf16 weights from fp32 main weights. */
+void cuda_f32_to_bf16(void *dst, const float *src, int64_t n);
 
 /* ---- checks that need no GPU ---- */
 

@@ -117,3 +117,36 @@ double cuda_sum_squares(const float *x, int64_t n)
     cuda_memcpy_d2h(&total, partials + SS_BLOCKS, sizeof total);
     return total;
 }
+
+/* ---- the mixed-precision step's glue ---- */
+
+static __global__ void scale_kernel(float *x, int64_t n, float c)
+{
+    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x)
+        x[i] = __fmul_rn(x[i], c);
+}
+
+void cuda_scale_f32(float *x, int64_t n, float c)
+{
+    if (n <= 0) return;
+    struct cuda_context *ctx = cuda_ctx();
+    int blocks = (int)((n + 255) / 256 < 4096 ? (n + 255) / 256 : 4096);
+    scale_kernel<<<blocks, 256, 0, ctx->stream>>>(x, n, c);
+    CUDA_CHECK(cudaGetLastError());
+}
+
+/* Round to nearest even, as the CPU's f32_to_bf16 (kernels/tensor.h). */
+static __global__ void f32_to_bf16_kernel(bf16 *dst, const float *src, int64_t n)
+{
+    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x)
+        dst[i] = __float2bfloat16_rn(src[i]);
+}
+
+void cuda_f32_to_bf16(void *dst, const float *src, int64_t n)
+{
+    if (n <= 0) return;
+    struct cuda_context *ctx = cuda_ctx();
+    int blocks = (int)((n + 255) / 256 < 4096 ? (n + 255) / 256 : 4096);
+    f32_to_bf16_kernel<<<blocks, 256, 0, ctx->stream>>>((bf16 *)dst, src, n);
+    CUDA_CHECK(cudaGetLastError());
+}

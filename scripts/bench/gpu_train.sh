@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# On the GPU machine: build, check the CUDA training step against the CPU, and time GPT-2 124M
+# beside the PyTorch baseline in the same call.
+#   scripts/bench/gpu_train.sh [TORCH_SCRIPT]    (logs under $OUT when set)
+# 1. correctness: 20 bf16 iterations of a small GPT on the GPU follow the fp32 CPU run's losses
+#    within 2% (issue 5, part 6)
+# 2. speed: GPT-2 124M (12 x 768, seq 1024, vocab 50304) at a given micro batch: tokens/s and
+#    TFLOP/s by Megatron's formula, MFU against 989 TFLOP/s; then torch_gpt.py on the same GPU.
+set -uo pipefail
+cd "$(dirname "$0")/../.."
+OUT=${OUT:-/tmp/gpu_train_out}
+mkdir -p "$OUT"
+TORCH=${1:-}
+MBS=${MBS:-16}
+nvidia-smi --query-gpu=name,driver_version --format=csv,noheader | tee "$OUT/gpu.txt"
+make -j16 CUDA=1 megatron >"$OUT/build.log" 2>&1 || { tail -30 "$OUT/build.log"; exit 1; }
+
+small="--num-layers 2 --hidden-size 128 --num-attention-heads 4 --seq-length 128 --max-position-embeddings 128
+    --micro-batch-size 4 --global-batch-size 8 --train-iters 20 --lr 1e-3 --lr-decay-style constant
+    --mock-data --tokenizer-type NullTokenizer --vocab-size 1024 --log-interval 1 --eval-iters 0
+    --hidden-dropout 0 --attention-dropout 0 --split 1,1,1"
+./megatron pretrain $small --device cpu >"$OUT/small_cpu.log" 2>&1
+./megatron pretrain $small --device cuda --bf16 >"$OUT/small_gpu.log" 2>&1
+loss() { grep ' iteration .*lm loss' "$1" | sed 's/.*lm loss: \([^ ]*\) .*/\1/'; }
+paste <(loss "$OUT/small_cpu.log") <(loss "$OUT/small_gpu.log") | awk '
+    { r = ($2 - $1) / $1; if (r < 0) r = -r; if (r > worst) worst = r; n++ }
+    END { printf "small GPT, %d iterations: worst relative difference GPU bf16 vs CPU fp32 = %.4f (%s)\n",
+          n, worst, (n == 20 && worst < 0.02) ? "within 2%" : "FAILED" }' | tee "$OUT/small_compare.txt"
+tail -3 "$OUT/small_gpu.log"
+
+gpt2="--num-layers 12 --hidden-size 768 --num-attention-heads 12 --seq-length 1024 --max-position-embeddings 1024
+    --micro-batch-size $MBS --global-batch-size $MBS --train-iters 30 --lr 6e-4 --lr-decay-style constant
+    --mock-data --tokenizer-type NullTokenizer --vocab-size 50257 --log-interval 10 --log-throughput
+    --eval-iters 0 --hidden-dropout 0 --attention-dropout 0 --split 1,1,1 --bf16 --device cuda"
+start=$(date +%s.%N)
+./megatron pretrain $gpt2 >"$OUT/gpt2_124m.log" 2>&1
+echo "megatron: $(grep -c ' iteration ' "$OUT/gpt2_124m.log") log lines, wall $(echo "$(date +%s.%N) - $start" | bc) s"
+grep ' iteration ' "$OUT/gpt2_124m.log" | tail -2 | sed 's/.*elapsed time per iteration (ms): \([^ ]*\) | throughput per GPU (TFLOP\/s\/GPU): \([^ ]*\) .*lm loss: \([^ ]*\) .*/ms\/iter \1  TFLOP\/s \2  loss \3/' \
+    | awk -v tok=$((MBS * 1024)) '{ printf "%s  tokens/s %.0f  MFU %.1f%%\n", $0, tok / ($2 / 1000), $4 / 989 * 100 }' | tee "$OUT/gpt2_summary.txt"
+grep -i "error" "$OUT/gpt2_124m.log" | head -3
+if [ -n "$TORCH" ]; then
+    PYTHONUNBUFFERED=1 python3 "$TORCH" --layers 12 --hidden 768 --heads 12 --mbs "$MBS" 2>&1 | tail -4 | tee "$OUT/torch.txt"
+fi
