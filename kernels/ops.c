@@ -75,6 +75,12 @@ static void need_tensor(const struct args *a, const char *name, struct tensor t,
     }
 }
 
+/* fp32, or bf16 on the GPU. */
+static bool is_float(struct tensor t)
+{
+    return t.dtype == DT_F32 || (t.device == DEV_CUDA && t.dtype == DT_BF16);
+}
+
 /* Like need_tensor, for an argument that may be absent. */
 static void maybe_tensor(const struct args *a, const char *name, struct tensor t, enum dtype dt,
                          int ndim)
@@ -531,7 +537,7 @@ void op_add(struct tensor y, struct tensor a_, struct tensor b)
     struct args a = {.op = "op_add"};
     add_arg(&a, "y", y), add_arg(&a, "a", a_), add_arg(&a, "b", b);
     need(&a, tensor_present(y) && tensor_present(a_) && tensor_present(b), "an argument is absent");
-    need(&a, y.dtype == DT_F32 && a_.dtype == DT_F32 && b.dtype == DT_F32, "all must be float32");
+    need(&a, y.dtype == a_.dtype && y.dtype == b.dtype && is_float(y), "all must be float32 (or bf16 on the GPU)");
     need(&a, same_shape(y, a_) && same_shape(y, b), "the shapes differ");
     switch (common_device(&a)) {
     case DEV_CPU: cpu_add(y, a_, b); return;

@@ -32,9 +32,9 @@ gpt2="--num-layers 12 --hidden-size 768 --num-attention-heads 12 --seq-length 10
     --micro-batch-size $MBS --global-batch-size $MBS --train-iters 30 --lr 6e-4 --lr-decay-style constant
     --mock-data --tokenizer-type NullTokenizer --vocab-size 50257 --log-interval 10 --log-throughput
     --eval-iters 0 --hidden-dropout 0 --attention-dropout 0 --split 1,1,1 --bf16 --device cuda"
-start=$(date +%s.%N)
+start=$(date +%s)
 ./megatron pretrain $gpt2 >"$OUT/gpt2_124m.log" 2>&1
-echo "megatron: $(grep -c ' iteration ' "$OUT/gpt2_124m.log") log lines, wall $(echo "$(date +%s.%N) - $start" | bc) s"
+echo "megatron: $(grep -c ' iteration ' "$OUT/gpt2_124m.log") log lines, wall $(( $(date +%s) - start )) s"
 grep ' iteration ' "$OUT/gpt2_124m.log" | tail -2 | sed 's/.*elapsed time per iteration (ms): \([^ ]*\) | throughput per GPU (TFLOP\/s\/GPU): \([^ ]*\) .*lm loss: \([^ ]*\) .*/ms\/iter \1  TFLOP\/s \2  loss \3/' \
     | awk -v tok=$((MBS * 1024)) '{ printf "%s  tokens/s %.0f  MFU %.1f%%\n", $0, tok / ($2 / 1000), $4 / 989 * 100 }' | tee "$OUT/gpt2_summary.txt"
 grep -i "error" "$OUT/gpt2_124m.log" | head -3
