@@ -78,21 +78,6 @@ static void for_each_piece(struct optimizer *o, piece_fn fn, void *arg)
     }
 }
 
-static void scale_piece(struct optimizer *o, int64_t at, int64_t len, int64_t state, const struct gpt_param *p,
-                        void *arg)
-{
-    (void)state, (void)p;
-    float *g = o->model->grads + at;
-    float c = (float)*(double *)arg;
-#ifdef MEGATRON_CUDA
-    if (on_gpu(o)) {
-        cuda_scale_f32(g, len, c);
-        return;
-    }
-#endif
-    for (int64_t i = 0; i < len; i++) g[i] *= c;
-}
-
 /* Sum of squares of the owned grads; parameters every tensor-parallel rank holds whole count on
  * tp rank 0 only. */
 static void norm_piece(struct optimizer *o, int64_t at, int64_t len, int64_t state, const struct gpt_param *p,
@@ -139,10 +124,48 @@ static void update_piece(struct optimizer *o, int64_t at, int64_t len, int64_t s
     }
 }
 
-static double global_norm(struct optimizer *o)
+/* Without tensor parallelism every owned element counts, so whole ranges are summed at once (one
+ * device reduction per range instead of one per parameter). */
+static double owned_sum_squares(struct optimizer *o)
 {
     double sq = 0.0;
-    for_each_piece(o, norm_piece, &sq);
+    if (o->model->tp.size > 1) {
+        for_each_piece(o, norm_piece, &sq);
+        return sq;
+    }
+    for (int r = 0; r < o->num_ranges; r++) {
+        const float *g = o->model->grads + o->ranges[r].lo;
+        int64_t len = o->ranges[r].hi - o->ranges[r].lo;
+#ifdef MEGATRON_CUDA
+        if (on_gpu(o)) {
+            sq += cuda_sum_squares(g, len);
+            continue;
+        }
+#endif
+        sq += clip_global_norm_sq(&g, &len, 1);
+    }
+    return sq;
+}
+
+/* grads *= c over the owned ranges. */
+static void scale_owned(struct optimizer *o, double c)
+{
+    for (int r = 0; r < o->num_ranges; r++) {
+        float *g = o->model->grads + o->ranges[r].lo;
+        int64_t len = o->ranges[r].hi - o->ranges[r].lo;
+#ifdef MEGATRON_CUDA
+        if (on_gpu(o)) {
+            cuda_scale_f32(g, len, (float)c);
+            continue;
+        }
+#endif
+        clip_scale(&g, &len, 1, c);
+    }
+}
+
+static double global_norm(struct optimizer *o)
+{
+    double sq = owned_sum_squares(o);
     if (o->opt.norm_tp_group) comm_all_reduce_sum(o->opt.norm_tp_group, &sq, 1, COMM_F64);
     if (o->opt.norm_dp_group) comm_all_reduce_sum(o->opt.norm_dp_group, &sq, 1, COMM_F64);
     return sqrt(sq);
@@ -152,10 +175,7 @@ struct step_result optimizer_step(struct optimizer *o, int64_t global_batch)
 {
     struct step_result r;
     r.loss_scale = o->opt.scaler.scale;
-    if (r.loss_scale != 1.0) {
-        double inv = 1.0 / r.loss_scale;
-        for_each_piece(o, scale_piece, &inv);
-    }
+    if (r.loss_scale != 1.0) scale_owned(o, 1.0 / r.loss_scale);
     double norm = global_norm(o);
     bool found_inf = !isfinite(norm);
     scaler_update(&o->opt.scaler, found_inf);
@@ -163,7 +183,7 @@ struct step_result optimizer_step(struct optimizer *o, int64_t global_batch)
     r.skipped = found_inf;
     if (!found_inf) {
         double coeff;
-        if (clip_coeff(norm, o->opt.clip_grad, &coeff)) for_each_piece(o, scale_piece, &coeff);
+        if (clip_coeff(norm, o->opt.clip_grad, &coeff)) scale_owned(o, coeff);
         o->step++;
         struct update_args u = {lr_schedule_lr(&o->opt.schedule, o->schedule_samples),
                                 lr_schedule_wd(&o->opt.schedule, o->schedule_samples)};
