@@ -7,6 +7,7 @@ set -uo pipefail
 BUILD=${BUILD:-build}
 FIXTURES=${FIXTURES:-../shared/fixtures}
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
+export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-passive} # idle OpenMP threads sleep rather than spin
 export MEGATRON=${MEGATRON:-$PWD/megatron} FIXTURES BUILD
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 
