@@ -14,15 +14,6 @@
 #include "data/mock.h"
 #include "util/error.h"
 
-static void set_err(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-static void set_err(char *err, size_t errlen, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    if (err && errlen) vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-}
-
 /* ---- parsing and arithmetic ---- */
 
 /* Python's float(): the whole token (spaces around allowed) must be a number. */
@@ -42,14 +33,14 @@ int blend_parse(const char *flag, int argc, const char *const *argv, struct blen
 {
     memset(out, 0, sizeof(*out));
     if (argc < 1) {
-        set_err(err, errlen, "%s: no dataset prefix given; give PREFIX or W1 PREFIX1 W2 PREFIX2 ...", flag);
+        error_set(err, errlen, "%s: no dataset prefix given; give PREFIX or W1 PREFIX1 W2 PREFIX2 ...", flag);
         return -1;
     }
     int pairs = argc % 2 == 0, numbers = 0;
     double *w = xcalloc((size_t)argc, sizeof(double));
     for (int i = 0; pairs && i < argc; i += 2) numbers += parse_float(argv[i], &w[i / 2]) == 0;
     if (pairs && numbers > 0 && numbers < argc / 2) {
-        set_err(err, errlen,
+        error_set(err, errlen,
                 "%s: some weights are numbers and some are not; give W1 PREFIX1 W2 PREFIX2 ... or only prefixes",
                 flag);
         free(w);
@@ -59,14 +50,14 @@ int blend_parse(const char *flag, int argc, const char *const *argv, struct blen
     double sum = 0.0;
     for (int i = 0; weighted && i < argc / 2; i++) {
         if (!isfinite(w[i]) || w[i] < 0.0) {
-            set_err(err, errlen, "%s: weight '%s' must be a finite number >= 0", flag, argv[2 * i]);
+            error_set(err, errlen, "%s: weight '%s' must be a finite number >= 0", flag, argv[2 * i]);
             free(w);
             return -1;
         }
         sum += w[i];
     }
     if (weighted && !(sum > 0.0)) {
-        set_err(err, errlen, "%s: the weights sum to 0; give at least one positive weight", flag);
+        error_set(err, errlen, "%s: the weights sum to 0; give at least one positive weight", flag);
         free(w);
         return -1;
     }
@@ -188,7 +179,7 @@ int blend_dataset_get(const struct blend_dataset *b, int64_t idx, struct gpt_sam
                       char *err, size_t errlen)
 {
     if (idx < 0 || idx >= b->size) {
-        set_err(err, errlen, "blended dataset: sample %" PRId64 " out of range (%" PRId64 " samples); report this", idx,
+        error_set(err, errlen, "blended dataset: sample %" PRId64 " out of range (%" PRId64 " samples); report this", idx,
                 b->size);
         return -1;
     }
@@ -290,7 +281,7 @@ static struct blend_dataset *make_blend(struct gpt_dataset **ds, int n, const do
     for (int64_t s = 0; s < size; s++) {
         const struct gpt_dataset *d = ds[b->dataset_index[s]];
         if (b->dataset_sample_index[s] >= gpt_dataset_len(d)) {
-            set_err(err, errlen,
+            error_set(err, errlen,
                     "%s blend: dataset %s would be drawn beyond its %" PRId64 " samples; raise "
                     "--mid-level-dataset-surplus",
                     what, d->low.path ? d->low.path : "(mock)", gpt_dataset_len(d));
@@ -317,7 +308,7 @@ static int build_blends(struct owned *o, struct blend_data *bd, const struct gpt
     if (w) blend_normalize(spec->weights, n, w);
     for (int i = 0; i < GPT_NUM_SPLITS; i++) {
         if (w && present[i] && sizes[i] < 0) {
-            set_err(err, errlen,
+            error_set(err, errlen,
                     "%s: weighted blends need a requested sample count for the %s split; give only prefixes",
                     flag, gpt_split_name(i));
             goto out;
@@ -373,7 +364,7 @@ static int build_distribution(struct owned *o, struct blend_data *bd, const stru
         for (int i = 0; rc == 0 && i < GPT_NUM_SPLITS; i++)
             if (present[i]) bd->split[i] = pass_through(ds[i]);
     } else if (spec.count >= 32767) {
-        set_err(err, errlen, "%s: %d datasets; a blend holds at most 32766", flag, spec.count);
+        error_set(err, errlen, "%s: %d datasets; a blend holds at most 32766", flag, spec.count);
         rc = -1;
     } else {
         rc = build_blends(o, bd, cfg, &spec, bookend, present, sizes, flag, err, errlen);
@@ -433,7 +424,7 @@ int blend_data_build(const struct gpt_dataset_config *cfg, const int64_t num_sam
         double bookend[GPT_NUM_SPLITS][2];
         bool present[GPT_NUM_SPLITS];
         if (!cfg->split) {
-            set_err(err, errlen, "--data-path: no --split given; give e.g. --split 949,50,1");
+            error_set(err, errlen, "--data-path: no --split given; give e.g. --split 949,50,1");
             rc = -1;
         } else {
             rc = gpt_split_parse(cfg->split, bookend, present, err, errlen) ||
@@ -445,7 +436,7 @@ int blend_data_build(const struct gpt_dataset_config *cfg, const int64_t num_sam
     } else if (cfg->mock) {
         rc = build_mock(o, bd, cfg, num_samples, err, errlen);
     } else {
-        set_err(err, errlen,
+        error_set(err, errlen,
                 "no training data: give --data-path, --train-data-path/--valid-data-path/--test-data-path, or "
                 "--mock-data");
         rc = -1;

@@ -14,15 +14,6 @@
 #include "data/numpy_random.h"
 #include "util/error.h"
 
-static void set_err(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-static void set_err(char *err, size_t errlen, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    if (err && errlen) vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-}
-
 const char *gpt_split_name(int split)
 {
     static const char *const names[] = {"train", "valid", "test"};
@@ -68,7 +59,7 @@ int gpt_split_parse(const char *split, double bookend[GPT_NUM_SPLITS][2], bool p
     int count = 0;
     for (const char *p = split; *p;) {
         if (*p == '-') {
-            set_err(err, errlen, "--split %s: weights must not be negative; give e.g. 949,50,1", split);
+            error_set(err, errlen, "--split %s: weights must not be negative; give e.g. 949,50,1", split);
             return -1;
         }
         size_t n = strspn(p, ".0123456789");
@@ -77,11 +68,11 @@ int gpt_split_parse(const char *split, double bookend[GPT_NUM_SPLITS][2], bool p
             continue;
         }
         if (count == GPT_NUM_SPLITS) {
-            set_err(err, errlen, "--split %s: more than 3 numbers; give train,valid,test weights e.g. 949,50,1", split);
+            error_set(err, errlen, "--split %s: more than 3 numbers; give train,valid,test weights e.g. 949,50,1", split);
             return -1;
         }
         if (parse_split_number(p, n, &v[count])) {
-            set_err(err, errlen, "--split %s: '%.*s' is not a number; give e.g. 949,50,1", split, (int)n, p);
+            error_set(err, errlen, "--split %s: '%.*s' is not a number; give e.g. 949,50,1", split, (int)n, p);
             return -1;
         }
         count++;
@@ -91,7 +82,7 @@ int gpt_split_parse(const char *split, double bookend[GPT_NUM_SPLITS][2], bool p
     double sum = 0.0;
     for (int i = 0; i < GPT_NUM_SPLITS; i++) sum += v[i];
     if (!(sum > 0.0) || !isfinite(sum)) {
-        set_err(err, errlen, "--split %s: the weights must have a positive, finite sum; give e.g. 949,50,1", split);
+        error_set(err, errlen, "--split %s: the weights must have a positive, finite sum; give e.g. 949,50,1", split);
         return -1;
     }
     double e = 0.0; /* the running bookend, as convert_split_vector_to_split_matrix sums it */
@@ -215,7 +206,7 @@ static int final_epoch_plan(const struct gpt_dataset *ds, int64_t tokens_per_epo
     int64_t from_final = ds->num_samples - sans;
     int64_t per_epoch = (tokens_per_epoch - ds->add_extra_token) / ds->seq_length;
     if (from_final < 0 || from_final > per_epoch + 1) {
-        set_err(err, errlen,
+        error_set(err, errlen,
                 "GPT dataset %s split: inconsistent epoch plan (%" PRId64 " samples from the final epoch); report "
                 "this",
                 gpt_split_name(ds->split), from_final);
@@ -359,11 +350,11 @@ static int check_config(const struct gpt_dataset_config *cfg, const struct gpt_l
                         int64_t end, char *err, size_t errlen)
 {
     if (cfg->seq_length < 2) {
-        set_err(err, errlen, "--seq-length %" PRId32 ": must be at least 2 for a GPT dataset", cfg->seq_length);
+        error_set(err, errlen, "--seq-length %" PRId32 ": must be at least 2 for a GPT dataset", cfg->seq_length);
         return -1;
     }
     if (beg < 0 || end > low->num_sequences || beg > end || end > INT32_MAX) {
-        set_err(err, errlen,
+        error_set(err, errlen,
                 "GPT dataset: sequence range [%" PRId64 ", %" PRId64 ") outside the %" PRId64 " sequences; report "
                 "this",
                 beg, end, low->num_sequences);
@@ -381,7 +372,7 @@ int gpt_dataset_build(const struct gpt_dataset_config *cfg, const struct gpt_low
     for (int64_t i = beg; i < end; i++) tokens_per_epoch += low->sequence_lengths[i];
     const char *name = low->path ? low->path : "mock data";
     if (tokens_per_epoch <= cfg->add_extra_token) {
-        set_err(err, errlen,
+        error_set(err, errlen,
                 "%s: the %s split holds %" PRId64 " tokens (sequences %" PRId64 "..%" PRId64 "), too few to draw "
                 "samples; give this split a larger --split share or more data",
                 name, gpt_split_name(split), tokens_per_epoch, beg, end);
@@ -389,7 +380,7 @@ int gpt_dataset_build(const struct gpt_dataset_config *cfg, const struct gpt_low
     }
     if (num_samples > 0 && (num_samples > INT64_MAX / cfg->seq_length - 1 ||
                             (num_samples * cfg->seq_length) / tokens_per_epoch >= INT32_MAX)) {
-        set_err(err, errlen, "%s: %" PRId64 " samples of the %s split would need over 2^31 epochs of its %" PRId64
+        error_set(err, errlen, "%s: %" PRId64 " samples of the %s split would need over 2^31 epochs of its %" PRId64
                 " tokens; request fewer samples or give the split more data",
                 name, num_samples, gpt_split_name(split), tokens_per_epoch);
         return -1;
@@ -466,7 +457,7 @@ static int read_text(const struct gpt_dataset *ds, int64_t idx, int32_t *text, c
         int64_t off = i > db ? 0 : ob;
         int64_t len = i < de ? ds->low.sequence_lengths[seq] - off : oe + ds->add_extra_token - off;
         if (len < 0 || len > want - have) {
-            set_err(err, errlen,
+            error_set(err, errlen,
                     "%s: sample %" PRId64 " of the %s split does not fit its index; delete the index cache and retry",
                     ds->low.path ? ds->low.path : "mock data", idx, gpt_split_name(ds->split));
             return -1;
@@ -504,7 +495,7 @@ static void fill_masks(const struct gpt_dataset *ds, const int32_t *text, struct
 int gpt_dataset_get(const struct gpt_dataset *ds, int64_t idx, struct gpt_sample *out, char *err, size_t errlen)
 {
     if (idx < 0 || idx >= ds->length) {
-        set_err(err, errlen, "GPT dataset %s split: sample %" PRId64 " out of range (%" PRId64 " samples); report this",
+        error_set(err, errlen, "GPT dataset %s split: sample %" PRId64 " out of range (%" PRId64 " samples); report this",
                 gpt_split_name(ds->split), idx, ds->length);
         return -1;
     }

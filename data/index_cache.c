@@ -18,15 +18,6 @@
 #define CACHE_MAGIC "MGTIDXC1"
 #define CACHE_HEADER 40
 
-static void set_err(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-static void set_err(char *err, size_t errlen, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    if (err && errlen) vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-}
-
 uint64_t index_cache_fnv1a(uint64_t h, const void *data, size_t n)
 {
     const unsigned char *p = data;
@@ -68,19 +59,19 @@ static unsigned char *read_whole(const char *path, size_t *len, int *missing, ch
     FILE *f = fopen(path, "rb");
     if (!f) {
         if (errno == ENOENT || errno == ENOTDIR) *missing = 1;
-        set_err(err, errlen, "%s: cannot open: %s", path, strerror(errno));
+        error_set(err, errlen, "%s: cannot open: %s", path, strerror(errno));
         return NULL;
     }
     struct stat st;
     if (fstat(fileno(f), &st) != 0 || !S_ISREG(st.st_mode)) {
-        set_err(err, errlen, "%s: not a regular file", path);
+        error_set(err, errlen, "%s: not a regular file", path);
         fclose(f);
         return NULL;
     }
     *len = (size_t)st.st_size;
     unsigned char *buf = xmalloc(*len ? *len : 1);
     if (fread(buf, 1, *len, f) != *len) {
-        set_err(err, errlen, "%s: short read", path);
+        error_set(err, errlen, "%s: short read", path);
         free(buf);
         fclose(f);
         return NULL;
@@ -94,7 +85,7 @@ static int check_layout(const unsigned char *buf, size_t len, const char *descri
                         const char *path, char *err, size_t errlen)
 {
     if (len < CACHE_HEADER + 8 || memcmp(buf, CACHE_MAGIC, 8) != 0) {
-        set_err(err, errlen, "%s: not an index cache file", path);
+        error_set(err, errlen, "%s: not an index cache file", path);
         return -1;
     }
     for (int i = 0; i < 4; i++) n[i] = get_u64(buf + 8 + 8 * i);
@@ -102,16 +93,16 @@ static int check_layout(const unsigned char *buf, size_t len, const char *descri
     if (n[0] != strlen(description) || n[0] > room || n[1] > (room - n[0]) / 4 ||
         n[2] > (room - n[0] - 4 * n[1]) / 16 || n[3] > (room - n[0] - 4 * n[1] - 16 * n[2]) / 8 ||
         n[0] + 4 * n[1] + 16 * n[2] + 8 * n[3] != room) {
-        set_err(err, errlen, "%s: sizes in the header do not match the file (truncated or for another dataset)",
+        error_set(err, errlen, "%s: sizes in the header do not match the file (truncated or for another dataset)",
                 path);
         return -1;
     }
     if (memcmp(buf + CACHE_HEADER, description, n[0]) != 0) {
-        set_err(err, errlen, "%s: written for a different dataset description", path);
+        error_set(err, errlen, "%s: written for a different dataset description", path);
         return -1;
     }
     if (index_cache_fnv1a(INDEX_CACHE_FNV_BASIS, buf, len - 8) != get_u64(buf + len - 8)) {
-        set_err(err, errlen, "%s: checksum mismatch (corrupt file)", path);
+        error_set(err, errlen, "%s: checksum mismatch (corrupt file)", path);
         return -1;
     }
     return 0;
@@ -155,7 +146,7 @@ static int make_dirs(const char *dir, char *err, size_t errlen)
         if (c == '/' || c == '\0') {
             *s = '\0';
             if (mkdir(p, 0777) != 0 && errno != EEXIST) {
-                set_err(err, errlen, "cannot create directory %s: %s", p, strerror(errno));
+                error_set(err, errlen, "cannot create directory %s: %s", p, strerror(errno));
                 free(p);
                 return -1;
             }
@@ -194,7 +185,7 @@ static int write_atomic(const char *path, const struct chunk *chunks, int n, cha
     snprintf(tmp, tn, "%s.tmp.%ld", path, (long)getpid());
     int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0666);
     if (fd < 0) {
-        set_err(err, errlen, "cannot write %s: %s", tmp, strerror(errno));
+        error_set(err, errlen, "cannot write %s: %s", tmp, strerror(errno));
         free(tmp);
         return -1;
     }
@@ -217,7 +208,7 @@ static int write_atomic(const char *path, const struct chunk *chunks, int n, cha
     if (close(fd) != 0) ok = 0;
     if (ok && rename(tmp, path) != 0) ok = 0;
     if (!ok) {
-        set_err(err, errlen, "cannot write %s: %s", path, strerror(errno));
+        error_set(err, errlen, "cannot write %s: %s", path, strerror(errno));
         unlink(tmp);
     }
     free(tmp);

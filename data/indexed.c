@@ -44,15 +44,6 @@ const char *idx_dtype_name(int code)
     return code >= 1 && code <= 8 ? names[code] : names[0];
 }
 
-static void set_err(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-static void set_err(char *err, size_t errlen, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    if (err && errlen) vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-}
-
 static uint64_t load_u64(const unsigned char *p)
 {
     uint64_t v;
@@ -82,13 +73,13 @@ static int parse_header(const unsigned char *p, size_t len, const char *name, st
                         size_t errlen)
 {
     if (len < IDX_HEADER_LEN) {
-        set_err(err, errlen,
+        error_set(err, errlen,
                 "%s: header: file has %zu bytes, fewer than the %d-byte header; the file is truncated, " REDO,
                 name, len, IDX_HEADER_LEN);
         return -1;
     }
     if (memcmp(p, IDX_MAGIC, IDX_MAGIC_LEN) != 0) {
-        set_err(err, errlen,
+        error_set(err, errlen,
                 "%s: magic: not a Megatron .idx file (expected \"MMIDIDX\\0\\0\"); pass the prefix of a preprocessed "
                 "dataset",
                 name);
@@ -96,46 +87,46 @@ static int parse_header(const unsigned char *p, size_t len, const char *name, st
     }
     uint64_t version = load_u64(p + 9);
     if (version != 1) {
-        set_err(err, errlen, "%s: version: %" PRIu64 " is not supported (only version 1); " REDO, name, version);
+        error_set(err, errlen, "%s: version: %" PRIu64 " is not supported (only version 1); " REDO, name, version);
         return -1;
     }
     int code = p[17];
     if (idx_dtype_size(code) == 0) {
-        set_err(err, errlen, "%s: dtype: unknown dtype code %d (valid codes are 1..8); " REDO, name, code);
+        error_set(err, errlen, "%s: dtype: unknown dtype code %d (valid codes are 1..8); " REDO, name, code);
         return -1;
     }
     uint64_t s = load_u64(p + 18), d = load_u64(p + 26);
     /* every sequence costs 12 bytes (length + pointer), every document entry 8: bound before multiplying */
     uint64_t room = len - IDX_HEADER_LEN;
     if (s > room / 12) {
-        set_err(err, errlen,
+        error_set(err, errlen,
                 "%s: sequence_count: %" PRIu64 " sequences do not fit in a %zu-byte file; the file is truncated or "
                 "corrupt, " REDO,
                 name, s, len);
         return -1;
     }
     if (s > INT32_MAX) {
-        set_err(err, errlen,
+        error_set(err, errlen,
                 "%s: sequence_count: %" PRIu64 " exceeds 2147483647 (Megatron indexes sequences with int32); split "
                 "the data into several prefixes",
                 name, s);
         return -1;
     }
     if (d > (room - 12 * s) / 8) {
-        set_err(err, errlen,
+        error_set(err, errlen,
                 "%s: document_count: %" PRIu64 " documents do not fit in a %zu-byte file; the file is truncated or "
                 "corrupt, " REDO,
                 name, d, len);
         return -1;
     }
     if (d < 1) {
-        set_err(err, errlen,
+        error_set(err, errlen,
                 "%s: document_count: 0, but the document indices hold at least the leading 0; " REDO, name);
         return -1;
     }
     uint64_t need = IDX_HEADER_LEN + 12 * s + 8 * d;
     if (len != need && len != need + s) {
-        set_err(err, errlen,
+        error_set(err, errlen,
                 "%s: size: file has %zu bytes but its header describes %" PRIu64 " (or %" PRIu64 " with sequence "
                 "modes); the file is truncated or corrupt, " REDO,
                 name, len, need, need + s);
@@ -159,11 +150,11 @@ static int check_sequences(struct idx_index *ix, const char *name, char *err, si
         int32_t n = idx_index_length(ix, i);
         int64_t ptr = idx_index_pointer(ix, i);
         if (n < 0) {
-            set_err(err, errlen, "%s: sequence_lengths[%" PRId64 "]: %" PRId32 " is negative; " REDO, name, i, n);
+            error_set(err, errlen, "%s: sequence_lengths[%" PRId64 "]: %" PRId32 " is negative; " REDO, name, i, n);
             return -1;
         }
         if (ptr != expect) {
-            set_err(err, errlen,
+            error_set(err, errlen,
                     "%s: sequence_pointers[%" PRId64 "]: %" PRId64 " but the lengths before it place it at byte %"
                     PRId64 "; " REDO,
                     name, i, ptr, expect);
@@ -171,7 +162,7 @@ static int check_sequences(struct idx_index *ix, const char *name, char *err, si
         }
         int64_t bytes = (int64_t)n * (int64_t)ix->itemsize; /* < 2^34, no overflow */
         if (expect > INT64_MAX - bytes) {
-            set_err(err, errlen, "%s: sequence_lengths[%" PRId64 "]: the total size overflows 64 bits; " REDO, name, i);
+            error_set(err, errlen, "%s: sequence_lengths[%" PRId64 "]: the total size overflows 64 bits; " REDO, name, i);
             return -1;
         }
         expect += bytes;
@@ -185,14 +176,14 @@ static int check_documents(const struct idx_index *ix, const char *name, char *e
     int64_t d = ix->document_count;
     int64_t first = idx_index_document(ix, 0);
     if (first != 0) {
-        set_err(err, errlen, "%s: document_indices[0]: %" PRId64 ", expected 0; " REDO, name, first);
+        error_set(err, errlen, "%s: document_indices[0]: %" PRId64 ", expected 0; " REDO, name, first);
         return -1;
     }
     int64_t prev = 0;
     for (int64_t i = 1; i < d; i++) {
         int64_t v = idx_index_document(ix, i);
         if (v < prev) {
-            set_err(err, errlen,
+            error_set(err, errlen,
                     "%s: document_indices[%" PRId64 "]: %" PRId64 " is below the previous entry %" PRId64 " (must "
                     "not decrease); " REDO,
                     name, i, v, prev);
@@ -201,7 +192,7 @@ static int check_documents(const struct idx_index *ix, const char *name, char *e
         prev = v;
     }
     if (prev != ix->sequence_count) {
-        set_err(err, errlen,
+        error_set(err, errlen,
                 "%s: document_indices[%" PRId64 "]: last entry %" PRId64 " must equal the sequence count %" PRId64
                 "; " REDO,
                 name, d - 1, prev, ix->sequence_count);
@@ -219,7 +210,7 @@ int idx_parse(const void *buf, size_t len, uint64_t bin_size, const char *name, 
         check_documents(&ix, name, err, errlen))
         return -1;
     if (bin_size != IDX_BIN_SIZE_UNKNOWN && bin_size != ix.bin_bytes) {
-        set_err(err, errlen,
+        error_set(err, errlen,
                 "%s: sequence_pointers: the index describes %" PRIu64 " bytes of .bin data but the .bin has "
                 "%" PRIu64 "; the .bin and .idx do not belong together, " REDO,
                 name, ix.bin_bytes, bin_size);
@@ -234,13 +225,13 @@ static int map_file(const char *path, void **map, size_t *len, char *err, size_t
 {
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0) {
-        set_err(err, errlen, "%s: cannot open: %s; check the --data-path prefix (files <prefix>.bin and <prefix>.idx)",
+        error_set(err, errlen, "%s: cannot open: %s; check the --data-path prefix (files <prefix>.bin and <prefix>.idx)",
                 path, strerror(errno));
         return -1;
     }
     struct stat st;
     if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-        set_err(err, errlen, "%s: not a regular file; check the --data-path prefix", path);
+        error_set(err, errlen, "%s: not a regular file; check the --data-path prefix", path);
         close(fd);
         return -1;
     }
@@ -249,7 +240,7 @@ static int map_file(const char *path, void **map, size_t *len, char *err, size_t
     if (*len > 0) {
         void *m = mmap(NULL, *len, PROT_READ, MAP_SHARED, fd, 0);
         if (m == MAP_FAILED) {
-            set_err(err, errlen, "%s: cannot map: %s; check that the file is readable", path, strerror(errno));
+            error_set(err, errlen, "%s: cannot map: %s; check that the file is readable", path, strerror(errno));
             close(fd);
             return -1;
         }
@@ -364,7 +355,7 @@ int idx_read_tokens(const struct idx_dataset *ds, int64_t i, int64_t offset, int
                     char *err, size_t errlen)
 {
     if (i < 0 || i >= ds->index.sequence_count) {
-        set_err(err, errlen,
+        error_set(err, errlen,
                 "%s: sequence %" PRId64 " does not exist (%" PRId64 " sequences); the dataset indices do not match "
                 "this dataset, delete the index cache",
                 ds->bin_path, i, ds->index.sequence_count);
@@ -372,7 +363,7 @@ int idx_read_tokens(const struct idx_dataset *ds, int64_t i, int64_t offset, int
     }
     struct idx_sequence s = idx_get(ds, i);
     if (offset < 0 || len < 0 || offset > s.length || len > s.length - offset) {
-        set_err(err, errlen,
+        error_set(err, errlen,
                 "%s: tokens [%" PRId64 ", %" PRId64 ") of sequence %" PRId64 " lie outside its %" PRId64 " tokens; "
                 "the dataset indices do not match this dataset, delete the index cache",
                 ds->bin_path, offset, offset + len, i, s.length);
@@ -390,7 +381,7 @@ int idx_read_tokens(const struct idx_dataset *ds, int64_t i, int64_t offset, int
     }
     for (int64_t k = 0; k < len; k++) {
         if (convert_item(p + (size_t)k * ds->index.itemsize, ds->index.dtype, &out[k])) {
-            set_err(err, errlen,
+            error_set(err, errlen,
                     "%s: token %" PRId64 " of sequence %" PRId64 " (%s) is not an integer in int32 range; " REDO,
                     ds->bin_path, offset + k, i, idx_dtype_name(ds->index.dtype));
             return -1;

@@ -26,15 +26,6 @@ struct indexed_writer {
     int finished;
 };
 
-static void set_err(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-static void set_err(char *err, size_t errlen, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    if (err && errlen) vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-}
-
 enum idx_dtype indexed_writer_optimal_dtype(int64_t vocab_size)
 {
     return vocab_size < 65500 ? IDX_UINT16 : IDX_INT32;
@@ -77,7 +68,7 @@ struct indexed_writer *indexed_writer_open(const char *prefix, enum idx_dtype dt
     w->idx_tmp = temp_name(w->idx_path);
     w->bin = fopen(w->bin_tmp, "wb");
     if (!w->bin) {
-        set_err(err, errlen, "%s: cannot create: %s", w->bin_path, strerror(errno));
+        error_set(err, errlen, "%s: cannot create: %s", w->bin_path, strerror(errno));
         indexed_writer_abort(w);
         return NULL;
     }
@@ -97,7 +88,7 @@ int indexed_writer_add_document(struct indexed_writer *w, const int32_t *ids, si
     for (size_t i = 0; i < n; i++) {
         if (w->dtype == IDX_UINT16) {
             if (ids[i] < 0 || ids[i] > UINT16_MAX) {
-                set_err(err, errlen, "%s: token id %d does not fit the file's uint16 dtype", w->bin_path, ids[i]);
+                error_set(err, errlen, "%s: token id %d does not fit the file's uint16 dtype", w->bin_path, ids[i]);
                 return -1;
             }
             uint16_t v = (uint16_t)ids[i];
@@ -107,7 +98,7 @@ int indexed_writer_add_document(struct indexed_writer *w, const int32_t *ids, si
         }
     }
     if (n && fwrite(w->buf, item, n, w->bin) != n) {
-        set_err(err, errlen, "%s: write failed: %s", w->bin_path, strerror(errno));
+        error_set(err, errlen, "%s: write failed: %s", w->bin_path, strerror(errno));
         return -1;
     }
     size_t total = 0;
@@ -149,18 +140,18 @@ int indexed_writer_finish(struct indexed_writer *w, char *err, size_t errlen)
     int rc = fclose(w->bin);
     w->bin = NULL;
     if (rc != 0) {
-        set_err(err, errlen, "%s: write failed: %s", w->bin_path, strerror(errno));
+        error_set(err, errlen, "%s: write failed: %s", w->bin_path, strerror(errno));
         return -1;
     }
     FILE *f = fopen(w->idx_tmp, "wb");
     if (!f) {
-        set_err(err, errlen, "%s: cannot create: %s", w->idx_path, strerror(errno));
+        error_set(err, errlen, "%s: cannot create: %s", w->idx_path, strerror(errno));
         return -1;
     }
     bool ok = write_index(w, f);
     if (fclose(f) != 0) ok = false;
     if (!ok) {
-        set_err(err, errlen, "%s: write failed: %s", w->idx_path, strerror(errno));
+        error_set(err, errlen, "%s: write failed: %s", w->idx_path, strerror(errno));
         return -1;
     }
     w->finished = 1;
@@ -183,12 +174,12 @@ int indexed_writer_commit(struct indexed_writer *w, char *err, size_t errlen)
 {
     CHECK(w->finished);
     if (rename(w->bin_tmp, w->bin_path) != 0) {
-        set_err(err, errlen, "%s: cannot move into place: %s", w->bin_path, strerror(errno));
+        error_set(err, errlen, "%s: cannot move into place: %s", w->bin_path, strerror(errno));
         indexed_writer_abort(w);
         return -1;
     }
     if (rename(w->idx_tmp, w->idx_path) != 0) {
-        set_err(err, errlen, "%s: cannot move into place: %s", w->idx_path, strerror(errno));
+        error_set(err, errlen, "%s: cannot move into place: %s", w->idx_path, strerror(errno));
         unlink(w->bin_path); /* a .bin without its .idx is no dataset */
         indexed_writer_abort(w);
         return -1;

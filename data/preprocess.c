@@ -82,15 +82,6 @@ struct worker {
     struct tokenizer_scratch *scratch;
 };
 
-static void set_err(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-static void set_err(char *err, size_t errlen, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    if (err && errlen) vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-}
-
 static double seconds_since(const struct timespec *t0)
 {
     struct timespec t;
@@ -105,12 +96,12 @@ static int map_file(struct input_file *f, char *err, size_t errlen)
     int fd = open(f->path, O_RDONLY);
     struct stat st;
     if (fd < 0 || fstat(fd, &st) != 0) {
-        set_err(err, errlen, "--input %s: %s; check the path", f->path, strerror(errno));
+        error_set(err, errlen, "--input %s: %s; check the path", f->path, strerror(errno));
         if (fd >= 0) close(fd);
         return -1;
     }
     if (!S_ISREG(st.st_mode)) {
-        set_err(err, errlen, "--input %s: not a regular file; pass a JSONL file or a glob of them", f->path);
+        error_set(err, errlen, "--input %s: not a regular file; pass a JSONL file or a glob of them", f->path);
         close(fd);
         return -1;
     }
@@ -118,7 +109,7 @@ static int map_file(struct input_file *f, char *err, size_t errlen)
     if (f->len > 0) {
         void *p = mmap(NULL, f->len, PROT_READ, MAP_PRIVATE, fd, 0);
         if (p == MAP_FAILED) {
-            set_err(err, errlen, "--input %s: cannot map: %s", f->path, strerror(errno));
+            error_set(err, errlen, "--input %s: cannot map: %s", f->path, strerror(errno));
             close(fd);
             return -1;
         }
@@ -152,7 +143,7 @@ static int open_inputs(struct job *job, const char *input, char *err, size_t err
         n = g.gl_pathc;
     } else {
         globfree(&g);
-        set_err(err, errlen, "--input %s: no such file, and no file matches it as a glob; check the path", input);
+        error_set(err, errlen, "--input %s: no such file, and no file matches it as a glob; check the path", input);
         return -1;
     }
     job->files = xcalloc(n, sizeof(*job->files));
@@ -161,7 +152,7 @@ static int open_inputs(struct job *job, const char *input, char *err, size_t err
     for (size_t i = 0; i < n && rc == 0; i++) {
         job->files[i].path = xstrdup(paths[i]);
         if (has_suffix(paths[i], ".gz")) {
-            set_err(err, errlen, "--input %s: gzip input is not supported yet; decompress it first", paths[i]);
+            error_set(err, errlen, "--input %s: gzip input is not supported yet; decompress it first", paths[i]);
             rc = -1;
         } else {
             rc = map_file(&job->files[i], err, errlen);
@@ -216,13 +207,13 @@ static enum line_status encode_value(const struct job *job, struct tokenizer_scr
         size_t len;
         const char *text = json_string(s, &len);
         if (!text) {
-            set_err(why, whylen, "the value of \"%s\" is not a string or a list of strings", key);
+            error_set(why, whylen, "the value of \"%s\" is not a string or a list of strings", key);
             return LINE_FATAL;
         }
         size_t before = out->ids.len;
         char terr[256];
         if (tokenizer_encode(job->tok, scratch, text, len, &out->ids, terr, sizeof(terr)) != 0) {
-            set_err(why, whylen, "\"%s\": %s", key, terr);
+            error_set(why, whylen, "\"%s\": %s", key, terr);
             return LINE_INVALID;
         }
         if (out->ids.len > before) {
@@ -242,25 +233,25 @@ static enum line_status encode_line(const struct job *job, struct tokenizer_scra
                                     size_t len, struct chunk *c, char *why, size_t whylen)
 {
     if (is_blank(line, len)) {
-        set_err(why, whylen, "empty line");
+        error_set(why, whylen, "empty line");
         return LINE_INVALID;
     }
     char jerr[200];
     struct json_doc *doc = json_parse(line, len, jerr, sizeof(jerr));
     if (!doc) {
-        set_err(why, whylen, "invalid JSON: %s", jerr);
+        error_set(why, whylen, "invalid JSON: %s", jerr);
         return LINE_INVALID;
     }
     enum line_status st = LINE_OK;
     const struct json_value *root = json_root(doc);
     if (json_type(root) != JSON_OBJECT) {
-        set_err(why, whylen, "not a JSON object; each line must be one {\"key\": \"text\", ...} document");
+        error_set(why, whylen, "not a JSON object; each line must be one {\"key\": \"text\", ...} document");
         st = LINE_FATAL;
     }
     for (int k = 0; k < job->nkeys && st == LINE_OK; k++) {
         const struct json_value *v = member_last(root, job->keys[k]);
         if (!v) {
-            set_err(why, whylen, "no key \"%s\"; pass --json-keys with the keys that hold the text", job->keys[k]);
+            error_set(why, whylen, "no key \"%s\"; pass --json-keys with the keys that hold the text", job->keys[k]);
             st = LINE_FATAL;
         } else {
             st = encode_value(job, scratch, v, job->keys[k], &c->keys[k], why, whylen);
@@ -388,7 +379,7 @@ static int write_next(struct job *job, char *err, size_t errlen)
         const char *fix = c->status == LINE_INVALID ? "; fix or remove the line, or pass --on-invalid skip to skip "
                                                       "such lines"
                                                     : "";
-        set_err(err, errlen, "%s line %llu: %s%s", job->files[c->file].path, (unsigned long long)c->bad_line, c->why,
+        error_set(err, errlen, "%s line %llu: %s%s", job->files[c->file].path, (unsigned long long)c->bad_line, c->why,
                 fix);
         return -1;
     }
@@ -467,7 +458,7 @@ static int open_outputs(struct job *job, char *err, size_t errlen)
         job->writers[k] = indexed_writer_open(prefix, dtype, why, sizeof(why));
         free(prefix);
         if (!job->writers[k]) {
-            set_err(err, errlen, "--output-prefix %s: %s; check that its directory exists and is writable",
+            error_set(err, errlen, "--output-prefix %s: %s; check that its directory exists and is writable",
                     job->o->output_prefix, why);
             return -1;
         }
@@ -493,23 +484,23 @@ static int finish_outputs(struct job *job, char *err, size_t errlen)
 static int check_options(const struct preprocess_options *o, char *err, size_t errlen)
 {
     if (!o->input || !o->output_prefix) {
-        set_err(err, errlen, "preprocess needs --input and --output-prefix");
+        error_set(err, errlen, "preprocess needs --input and --output-prefix");
         return -1;
     }
     if (o->workers < 1 || o->workers > 1024) {
-        set_err(err, errlen, "--workers %lld: must be between 1 and 1024", (long long)o->workers);
+        error_set(err, errlen, "--workers %lld: must be between 1 and 1024", (long long)o->workers);
         return -1;
     }
     if (o->partitions < 1) {
-        set_err(err, errlen, "--partitions %lld: must be at least 1", (long long)o->partitions);
+        error_set(err, errlen, "--partitions %lld: must be at least 1", (long long)o->partitions);
         return -1;
     }
     if (o->on_invalid && strcmp(o->on_invalid, "stop") != 0 && strcmp(o->on_invalid, "skip") != 0) {
-        set_err(err, errlen, "--on-invalid %s: unknown choice; use stop or skip", o->on_invalid);
+        error_set(err, errlen, "--on-invalid %s: unknown choice; use stop or skip", o->on_invalid);
         return -1;
     }
     if (o->json_keys_count > 16) {
-        set_err(err, errlen, "--json-keys: %d keys given; at most 16 are supported", o->json_keys_count);
+        error_set(err, errlen, "--json-keys: %d keys given; at most 16 are supported", o->json_keys_count);
         return -1;
     }
     return 0;
@@ -527,7 +518,7 @@ static int setup_job(struct job *job, const struct preprocess_options *o, char *
     char why[600];
     job->tok = tokenizer_create(&to, why, sizeof(why));
     if (!job->tok) {
-        set_err(err, errlen, "%s", why);
+        error_set(err, errlen, "%s", why);
         return -1;
     }
     if (open_inputs(job, o->input, err, errlen) != 0) return -1;
@@ -575,7 +566,7 @@ static int run_workers(struct job *job, char *err, size_t errlen)
         w[started].scratch = tokenizer_scratch_create(job->tok);
         if (pthread_create(&w[started].thread, NULL, worker_main, &w[started]) != 0) {
             tokenizer_scratch_free(w[started].scratch);
-            set_err(err, errlen, "--workers %zu: cannot start thread %zu: out of resources; use fewer workers", n,
+            error_set(err, errlen, "--workers %zu: cannot start thread %zu: out of resources; use fewer workers", n,
                     started);
             rc = -1;
             break;

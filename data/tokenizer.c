@@ -21,15 +21,6 @@ struct tokenizer_scratch {
     struct gpt2_bpe_scratch *bpe;
 };
 
-static void set_err(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-static void set_err(char *err, size_t errlen, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    if (err && errlen) vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-}
-
 void token_ids_push(struct token_ids *t, int32_t id)
 {
     if (t->len == t->cap) {
@@ -48,17 +39,17 @@ void token_ids_free(struct token_ids *t)
 static struct tokenizer *create_gpt2(const struct tokenizer_options *o, char *err, size_t errlen)
 {
     if (!o->vocab_file || !o->merge_file) {
-        set_err(err, errlen, "GPT2BPETokenizer needs --vocab-file (vocab.json) and --merge-file (merges.txt)");
+        error_set(err, errlen, "GPT2BPETokenizer needs --vocab-file (vocab.json) and --merge-file (merges.txt)");
         return NULL;
     }
     char why[512];
     struct gpt2_bpe *bpe = gpt2_bpe_load(o->vocab_file, o->merge_file, why, sizeof(why));
     if (!bpe) {
-        set_err(err, errlen, "GPT2BPETokenizer: %s", why);
+        error_set(err, errlen, "GPT2BPETokenizer: %s", why);
         return NULL;
     }
     if (gpt2_bpe_eod(bpe) < 0) {
-        set_err(err, errlen, "GPT2BPETokenizer: %s has no \"%s\" token, which GPT-2 uses as end of document",
+        error_set(err, errlen, "GPT2BPETokenizer: %s has no \"%s\" token, which GPT-2 uses as end of document",
                 o->vocab_file, GPT2_EOD_TEXT);
         gpt2_bpe_free(bpe);
         return NULL;
@@ -72,13 +63,13 @@ static struct tokenizer *create_gpt2(const struct tokenizer_options *o, char *er
 struct tokenizer *tokenizer_create(const struct tokenizer_options *o, char *err, size_t errlen)
 {
     if (!o->type) {
-        set_err(err, errlen, "no tokenizer type given; pass --tokenizer-type GPT2BPETokenizer or NullTokenizer");
+        error_set(err, errlen, "no tokenizer type given; pass --tokenizer-type GPT2BPETokenizer or NullTokenizer");
         return NULL;
     }
     if (strcmp(o->type, "GPT2BPETokenizer") == 0) return create_gpt2(o, err, errlen);
     if (strcmp(o->type, "NullTokenizer") == 0) {
         if (o->vocab_size < 1 || o->vocab_size > INT32_MAX) {
-            set_err(err, errlen, "NullTokenizer needs --vocab-size N with 1 <= N <= %d (got %lld)", INT32_MAX,
+            error_set(err, errlen, "NullTokenizer needs --vocab-size N with 1 <= N <= %d (got %lld)", INT32_MAX,
                     (long long)o->vocab_size);
             return NULL;
         }
@@ -87,7 +78,7 @@ struct tokenizer *tokenizer_create(const struct tokenizer_options *o, char *err,
         t->null_vocab = o->vocab_size;
         return t;
     }
-    set_err(err, errlen, "tokenizer type '%s' is not supported yet; use GPT2BPETokenizer or NullTokenizer", o->type);
+    error_set(err, errlen, "tokenizer type '%s' is not supported yet; use GPT2BPETokenizer or NullTokenizer", o->type);
     return NULL;
 }
 
@@ -158,7 +149,7 @@ static int null_encode(const struct tokenizer *t, const char *text, size_t len, 
         int32_t id;
         if (!null_parse_id(text + pos, end - pos, t->null_vocab, &id)) {
             size_t n = end - pos < 40 ? end - pos : 40;
-            set_err(err, errlen, "NullTokenizer: \"%.*s\" at byte %zu is not a token id in [0, %lld)", (int)n,
+            error_set(err, errlen, "NullTokenizer: \"%.*s\" at byte %zu is not a token id in [0, %lld)", (int)n,
                     text + pos, pos, (long long)t->null_vocab);
             return -1;
         }
@@ -195,7 +186,7 @@ char *tokenizer_decode(const struct tokenizer *t, const int32_t *ids, size_t n, 
     append(&buf, len, &cap, "", 0);
     for (size_t i = 0; i < n; i++) {
         if (ids[i] < 0 || ids[i] >= tokenizer_vocab_size(t)) {
-            set_err(err, errlen, "token id %d (position %zu) is outside the vocabulary [0, %lld)", ids[i], i,
+            error_set(err, errlen, "token id %d (position %zu) is outside the vocabulary [0, %lld)", ids[i], i,
                     (long long)tokenizer_vocab_size(t));
             free(buf);
             return NULL;

@@ -56,15 +56,6 @@ struct gpt2_bpe_scratch {
     size_t cap;
 };
 
-static void set_err(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-static void set_err(char *err, size_t errlen, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    if (err && errlen) vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-}
-
 /* ---- bytes_to_unicode (OpenAI encoder.py) ---- */
 
 /* Bytes that stand for themselves: '!'..'~', U+00A1..U+00AC, U+00AE..U+00FF. */
@@ -288,7 +279,7 @@ static bool load_vocab(struct gpt2_bpe *bpe, const struct json_value *root, stru
 {
     size_t count = json_count(root);
     if (json_type(root) != JSON_OBJECT || count == 0 || count > INT32_MAX / 2) {
-        set_err(err, errlen, "not a JSON object of token -> id");
+        error_set(err, errlen, "not a JSON object of token -> id");
         return false;
     }
     int16_t unicode_to_byte[324];
@@ -305,10 +296,10 @@ static bool load_vocab(struct gpt2_bpe *bpe, const struct json_value *root, stru
         size_t klen;
         const char *k = json_key(root, i, &klen);
         if (!json_int64(json_member(root, i), &id) || id < 0 || id >= (int64_t)count) {
-            set_err(err, errlen, "token %zu (\"%.40s\"): id is not an integer in [0, %zu)", i, k, count);
+            error_set(err, errlen, "token %zu (\"%.40s\"): id is not an integer in [0, %zu)", i, k, count);
             ok = false;
         } else if (key[id]) {
-            set_err(err, errlen, "id %lld is given to two tokens; ids must be distinct", (long long)id);
+            error_set(err, errlen, "id %lld is given to two tokens; ids must be distinct", (long long)id);
             ok = false;
         } else {
             key[id] = k;
@@ -328,7 +319,7 @@ static bool load_vocab(struct gpt2_bpe *bpe, const struct json_value *root, stru
             size_t n = 0;
             bpe->offset[id] = off;
             if (!token_to_bytes(key[id], len[id], unicode_to_byte, bpe->bytes + off, &n)) {
-                set_err(err, errlen, "token %zu (\"%.40s\") has a character outside GPT-2's byte alphabet", id,
+                error_set(err, errlen, "token %zu (\"%.40s\") has a character outside GPT-2's byte alphabet", id,
                         key[id]);
                 ok = false;
             }
@@ -361,7 +352,7 @@ static bool find_byte_tokens(struct gpt2_bpe *bpe, const struct vocab_map *map, 
         }
         bpe->byte_id[b] = vocab_map_get(map, u, n);
         if (bpe->byte_id[b] < 0) {
-            set_err(err, errlen, "no token for byte 0x%02x (\"%.*s\"); a byte-level BPE vocabulary has all 256", b,
+            error_set(err, errlen, "no token for byte 0x%02x (\"%.*s\"); a byte-level BPE vocabulary has all 256", b,
                     (int)n, u);
             return false;
         }
@@ -376,7 +367,7 @@ static bool load_merge_line(struct gpt2_bpe *bpe, const struct vocab_map *map, c
 {
     const char *sp = memchr(line, ' ', n);
     if (!sp || sp == line || sp + 1 == line + n || memchr(sp + 1, ' ', (size_t)(line + n - sp - 1))) {
-        set_err(err, errlen, "line %zu: \"%.*s\" is not two tokens separated by one space", lineno,
+        error_set(err, errlen, "line %zu: \"%.*s\" is not two tokens separated by one space", lineno,
                 (int)(n < 60 ? n : 60), line);
         return false;
     }
@@ -390,7 +381,7 @@ static bool load_merge_line(struct gpt2_bpe *bpe, const struct vocab_map *map, c
     int32_t left = vocab_map_get(map, line, ln), right = vocab_map_get(map, sp + 1, rn);
     int32_t merged = vocab_map_get(map, *buf, ln + rn);
     if (left < 0 || right < 0 || merged < 0) {
-        set_err(err, errlen, "line %zu: \"%.*s\": %s is not in the vocabulary", lineno, (int)(n < 60 ? n : 60), line,
+        error_set(err, errlen, "line %zu: \"%.*s\": %s is not in the vocabulary", lineno, (int)(n < 60 ? n : 60), line,
                 left < 0 ? "the left token" : right < 0 ? "the right token" : "the merged token");
         return false;
     }
@@ -430,16 +421,16 @@ struct gpt2_bpe *gpt2_bpe_create(const char *vocab_json, size_t vocab_len, const
     char why[256];
     struct json_doc *doc = json_parse(vocab_json, vocab_len, why, sizeof(why));
     if (!doc) {
-        set_err(err, errlen, "vocabulary: %s", why);
+        error_set(err, errlen, "vocabulary: %s", why);
         return NULL;
     }
     struct gpt2_bpe *bpe = xcalloc(1, sizeof(*bpe));
     struct vocab_map map = {0};
     bool ok = load_vocab(bpe, json_root(doc), &map, why, sizeof(why));
-    if (!ok) set_err(err, errlen, "vocabulary: %s", why);
-    if (ok && !(ok = find_byte_tokens(bpe, &map, why, sizeof(why)))) set_err(err, errlen, "vocabulary: %s", why);
+    if (!ok) error_set(err, errlen, "vocabulary: %s", why);
+    if (ok && !(ok = find_byte_tokens(bpe, &map, why, sizeof(why)))) error_set(err, errlen, "vocabulary: %s", why);
     if (ok && !(ok = load_merges(bpe, &map, merges, merges_len, why, sizeof(why))))
-        set_err(err, errlen, "merges: %s", why);
+        error_set(err, errlen, "merges: %s", why);
     free(map.str);
     free(map.len);
     free(map.id);
@@ -456,7 +447,7 @@ static char *read_whole_file(const char *path, size_t *len, char *err, size_t er
 {
     FILE *f = fopen(path, "rb");
     if (!f) {
-        set_err(err, errlen, "%s: %s", path, strerror(errno));
+        error_set(err, errlen, "%s: %s", path, strerror(errno));
         return NULL;
     }
     size_t cap = 1 << 20, n = 0;
@@ -469,7 +460,7 @@ static char *read_whole_file(const char *path, size_t *len, char *err, size_t er
     bool failed = ferror(f);
     fclose(f);
     if (failed) {
-        set_err(err, errlen, "%s: read error", path);
+        error_set(err, errlen, "%s: read error", path);
         free(buf);
         return NULL;
     }
@@ -489,7 +480,7 @@ struct gpt2_bpe *gpt2_bpe_load(const char *vocab_path, const char *merges_path, 
     }
     char why[512];
     struct gpt2_bpe *bpe = gpt2_bpe_create(vocab, vlen, merges, mlen, why, sizeof(why));
-    if (!bpe) set_err(err, errlen, "%s", why);
+    if (!bpe) error_set(err, errlen, "%s", why);
     free(vocab);
     free(merges);
     return bpe;
@@ -669,7 +660,7 @@ int gpt2_bpe_encode(const struct gpt2_bpe *bpe, struct gpt2_bpe_scratch *scratch
 {
     size_t valid = utf8_valid_prefix((const unsigned char *)text, len);
     if (valid != len) {
-        set_err(err, errlen, "invalid UTF-8 at byte %zu", valid);
+        error_set(err, errlen, "invalid UTF-8 at byte %zu", valid);
         return -1;
     }
     struct gpt2_bpe_scratch local = {0};

@@ -70,6 +70,14 @@ void die_internal(const char *file, int line, const char *fmt, ...)
     exit(1);
 }
 
+void error_set(char *err, size_t errlen, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    if (err && errlen) vsnprintf(err, errlen, fmt, ap);
+    va_end(ap);
+}
+
 void warn_user(const char *fmt, ...)
 {
     va_list ap;

@@ -21,6 +21,10 @@ _Noreturn void die_internal(const char *file, int line, const char *fmt, ...)
         if (!(cond)) BUG("check failed: %s", #cond);                                               \
     } while (0)
 
+/* How parsers and loaders report a failure without exiting: the formatted one-line reason
+ * "<what>: <why>; <what to do>" into err (nothing when err is NULL or errlen 0). */
+void error_set(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
 /* `megatron: warning: ...` on stderr; training goes on. */
 void warn_user(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
