@@ -12,6 +12,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "parallel/pipeline.h"
 #include "util/error.h"
 
 enum arg_type {
@@ -288,13 +289,21 @@ static const struct arg_spec TABLE[] = {
         "Degree of tensor model parallelism."),
     INT("--pipeline-model-parallel-size", pipeline_model_parallel_size, "1", M_TRAIN, G_DIST, 1, NO,
         "Degree of pipeline model parallelism."),
-    NOT_YET("--decoder-first-pipeline-num-layers", T_INT, M_TRAIN, G_DIST, "The number of transformer layers on the first pipeline stage."),
-    NOT_YET("--decoder-last-pipeline-num-layers", T_INT, M_TRAIN, G_DIST, "The number of transformer layers on the last pipeline stage."),
+    INT("--decoder-first-pipeline-num-layers", decoder_first_pipeline_num_layers, NULL, M_TRAIN, G_DIST, 1, NO,
+        "The number of transformer layers on the first pipeline stage of the decoder. Default None is even split of "
+        "transformer layers across all pipeline stages"),
+    INT("--decoder-last-pipeline-num-layers", decoder_last_pipeline_num_layers, NULL, M_TRAIN, G_DIST, 1, NO,
+        "The number of transformer layers on the last pipeline stage of the decoder. Default None is even split of "
+        "transformer layers across all pipeline stages"),
     NOT_YET("--pipeline-model-parallel-layout", T_STR, M_TRAIN, G_DIST, "A string that describes a custom pipeline model parallel layout."),
     INT("--num-layers-per-virtual-pipeline-stage", num_layers_per_virtual_pipeline_stage, NULL, M_TRAIN, G_DIST, 1,
         NO, "Number of layers per virtual pipeline stage"),
     INT("--num-virtual-stages-per-pipeline-rank", num_virtual_stages_per_pipeline_rank, NULL, M_TRAIN, G_DIST, 1,
         NO, "Number of virtual pipeline stages per pipeline parallelism rank"),
+    INT("--microbatch-group-size-per-virtual-pipeline-stage", microbatch_group_size_per_vp_stage, NULL, M_TRAIN,
+        G_DIST, 1, NO, "Number of contiguous microbatches per virtual pipeline stage (default: the pipeline size)"),
+    {"--no-overlap-p2p-communication", NULL, "overlap_p2p_comm", T_BOOL_FALSE, NULL, M_TRAIN, G_DIST, NO, NO, 0, NULL,
+     OFF(overlap_p2p_comm), 0, "overlap pipeline parallel communication with forward and backward chunks in 1F1B"},
     BOOL("--overlap-grad-reduce", overlap_grad_reduce, M_TRAIN, G_DIST, "If set, overlap DDP grad reduce."),
     INT("--ddp-bucket-size", ddp_bucket_size, NULL, M_TRAIN, G_DIST, 1, NO, "Bucket size for data-parallel communication"),
     BOOL("--overlap-param-gather", overlap_param_gather, M_TRAIN, G_DIST,
@@ -431,6 +440,7 @@ static const struct arg_spec TABLE[] = {
     {NULL, NULL, "world_size", T_INT, NULL, M_PRETRAIN | M_SAMPLES, NULL, NO, NO, 0, NULL, OFF(world_size), 0, NULL},
     DERIVED(data_parallel_size, T_INT),
     DERIVED(num_micro_batches, T_INT),
+    DERIVED(virtual_pipeline_model_parallel_size, T_INT),
     DERIVED(params_dtype, T_DTYPE),
     DERIVED(lr_decay_steps, T_INT),
     DERIVED(lr_warmup_steps, T_FLOAT),
@@ -927,11 +937,6 @@ static int finalize_parallel(struct config *c, char *err, size_t errlen)
     if (c->num_layers_per_virtual_pipeline_stage > 0 && c->num_virtual_stages_per_pipeline_rank > 0)
         return fail(err, errlen, "--num-layers-per-virtual-pipeline-stage: cannot be combined with "
                     "--num-virtual-stages-per-pipeline-rank; give only one of them");
-    if ((c->num_layers_per_virtual_pipeline_stage > 0 || c->num_virtual_stages_per_pipeline_rank > 0) &&
-        c->pipeline_model_parallel_size < 2)
-        return fail(err, errlen, "%s: the interleaved schedule needs --pipeline-model-parallel-size > 1; raise it or "
-                    "remove the flag", c->num_layers_per_virtual_pipeline_stage > 0
-                    ? "--num-layers-per-virtual-pipeline-stage" : "--num-virtual-stages-per-pipeline-rank");
     if (c->overlap_param_gather && !c->use_distributed_optimizer)
         return fail(err, errlen, "--overlap-param-gather: only supported with the distributed optimizer; add "
                     "--use-distributed-optimizer");
@@ -940,17 +945,15 @@ static int finalize_parallel(struct config *c, char *err, size_t errlen)
     return 0;
 }
 
-static int finalize_layers(struct config *c, char *err, size_t errlen)
+/* Stages, virtual stages and micro-batch groups: parallel/pipeline.c holds Megatron's rules
+ * (arguments.py, TransformerConfig, the interleaved schedule's checks) and explains each failure. */
+static int finalize_pipeline(struct config *c, char *err, size_t errlen)
 {
-    int64_t pp = c->pipeline_model_parallel_size;
-    if (c->num_layers % pp != 0)
-        return fail(err, errlen, "--num-layers %" PRI ": must be divisible by --pipeline-model-parallel-size = %" PRI
-                    "; use a multiple of %" PRI, c->num_layers, pp, pp);
-    int64_t per_stage = c->num_layers / pp;
-    if (c->num_layers_per_virtual_pipeline_stage > 0 && per_stage % c->num_layers_per_virtual_pipeline_stage != 0)
-        return fail(err, errlen, "--num-layers-per-virtual-pipeline-stage %" PRI ": must divide the layers per "
-                    "pipeline stage = %" PRI "; use one of its divisors", c->num_layers_per_virtual_pipeline_stage,
-                    per_stage);
+    struct pipeline_spec s;
+    if (pipeline_spec_from_config(c, &s, err, errlen)) return -1;
+    c->virtual_pipeline_model_parallel_size = s.vp > 1 ? s.vp : -1;
+    if (c->microbatch_group_size_per_vp_stage < 1) c->microbatch_group_size_per_vp_stage = c->pipeline_model_parallel_size;
+    if (s.vp == 1) c->overlap_p2p_comm = false; /* Megatron: only the interleaved schedule overlaps p2p */
     return 0;
 }
 
@@ -1028,8 +1031,7 @@ static int finalize_model(struct config *c, enum subcommand cmd, char *err, size
         return fail(err, errlen, "--hidden-size %" PRI ": too large; give a realistic model size", c->hidden_size);
     if (c->swiglu && c->openai_gelu)
         return fail(err, errlen, "--openai-gelu: cannot be combined with --swiglu; choose one activation");
-    if (finalize_layers(c, err, errlen) || finalize_ffn(c, err, errlen) || finalize_attention(c, err, errlen) ||
-        finalize_positions(c, err, errlen))
+    if (finalize_ffn(c, err, errlen) || finalize_attention(c, err, errlen) || finalize_positions(c, err, errlen))
         return -1;
     return 0;
 }
@@ -1289,6 +1291,8 @@ int args_finalize(struct config *c, enum subcommand cmd, int world_size, char *e
     if (finalize_parallel(c, err, errlen)) return -1;
     if (cmd != CMD_SAMPLES && finalize_model(c, cmd, err, errlen)) return -1;
     if (finalize_batch(c, cmd, err, errlen) || finalize_precision(c, err, errlen)) return -1;
+    /* samples reads no model, but checks the pipeline flags when it is told the layers */
+    if ((cmd != CMD_SAMPLES || c->num_layers > 0) && finalize_pipeline(c, err, errlen)) return -1;
     if (cmd != CMD_PLAN && (finalize_iterations(c, cmd, err, errlen) || finalize_data(c, cmd, err, errlen))) return -1;
     if (cmd == CMD_PRETRAIN && (finalize_schedule(c, err, errlen) || finalize_weight_decay(c, err, errlen) ||
                                 finalize_checkpointing(c, err, errlen)))

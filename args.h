@@ -84,6 +84,9 @@ struct config {
     int64_t tensor_model_parallel_size, pipeline_model_parallel_size, context_parallel_size;
     int64_t expert_model_parallel_size;
     int64_t num_layers_per_virtual_pipeline_stage, num_virtual_stages_per_pipeline_rank;
+    int64_t decoder_first_pipeline_num_layers, decoder_last_pipeline_num_layers; /* -1: even split */
+    int64_t microbatch_group_size_per_vp_stage; /* after finalize: PP when unset */
+    bool overlap_p2p_comm;                      /* false with --no-overlap-p2p-communication */
     bool use_distributed_optimizer, overlap_grad_reduce, overlap_param_gather;
     int64_t ddp_bucket_size;
     bool use_tp_pp_dp_mapping;           /* rank order tp-cp-ep-pp-dp instead of tp-cp-ep-dp-pp */
@@ -140,6 +143,7 @@ struct config {
     /* derived by args_finalize (Megatron's validate_args and scheduler set-up) */
     int64_t world_size; /* for plan: the --world-size flag */
     int64_t data_parallel_size, num_micro_batches;
+    int64_t virtual_pipeline_model_parallel_size; /* model chunks per pipeline rank; -1 (None): no interleaving */
     enum dtype params_dtype; /* DT_F32, DT_BF16 or DT_F16 */
     int64_t lr_decay_steps, wd_incr_steps, wsd_decay_steps; /* in samples; wsd: -1 if unset */
     double lr_warmup_steps;                                 /* in samples */

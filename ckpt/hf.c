@@ -1,9 +1,9 @@
-/* Hugging Face config.json reading and the HF <-> Megatron-Core tensor map for GPT-2 and LLaMA.
- * A map is a list of pieces: "rows [r, r+n) of our parameter P come from rows [s, s+n) of HF
- * tensor T (transposed first when T is a GPT-2 Conv1D weight)". */
+/* Hugging Face config.json reading and writing, and the Megatron flags that build the same model.
+ * The tensor map is in hf_map.c; the contract of both in hf.h. */
 #include "ckpt/hf.h"
 
 #include <math.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -11,7 +11,7 @@
 #include "util/error.h"
 #include "util/json.h"
 
-/* ---- config.json ---- */
+/* ---- config.json -> model_config ---- */
 
 static char *read_file(const char *path, size_t *len, char *err, size_t errlen)
 {
@@ -40,8 +40,8 @@ static int get_int(const struct json_value *root, const char *key, int64_t *out,
         snprintf(err, errlen, "%s: missing \"%s\"; a GPT-2 or LLaMA config.json has it", path, key);
         return -1;
     }
-    if (!json_int64(v, out)) {
-        snprintf(err, errlen, "%s: \"%s\" is not an integer; fix the file", path, key);
+    if (!json_int64(v, out) || *out < 0 || *out > INT32_MAX) {
+        snprintf(err, errlen, "%s: \"%s\" is not an integer in [0, %d]; fix the file", path, key, INT32_MAX);
         return -1;
     }
     return 0;
@@ -130,16 +130,11 @@ static int fill_llama(const struct json_value *r, struct model_config *c, const 
     return 0;
 }
 
-int hf_read_config(const char *dir, struct model_config *c, enum hf_family *family, char *err,
-                   size_t errlen)
+int hf_parse_config(const char *text, size_t len, const char *path, struct model_config *c,
+                    enum hf_family *family, char *err, size_t errlen)
 {
-    char path[4096], jerr[256];
-    size_t len;
-    snprintf(path, sizeof path, "%s/config.json", dir);
-    char *text = read_file(path, &len, err, errlen);
-    if (!text) return -1;
+    char jerr[256];
     struct json_doc *doc = json_parse(text, len, jerr, sizeof jerr);
-    free(text);
     if (!doc) {
         snprintf(err, errlen, "%s: not valid JSON (%s); fix or re-download the file", path, jerr);
         return -1;
@@ -152,7 +147,10 @@ int hf_read_config(const char *dir, struct model_config *c, enum hf_family *fami
     c->rotary_percent = 1.0f;
     c->init_method_std = (float)get_num(root, "initializer_range", 0.02);
     int rc;
-    if (name && strcmp(name, "gpt2") == 0) {
+    if (json_type(root) != JSON_OBJECT) {
+        snprintf(err, errlen, "%s: not a JSON object; fix or re-download the file", path);
+        rc = -1;
+    } else if (name && strcmp(name, "gpt2") == 0) {
         *family = HF_GPT2;
         rc = fill_gpt2(root, c, path, err, errlen);
     } else if (name && (strcmp(name, "llama") == 0 || strcmp(name, "mistral") == 0)) {
@@ -164,6 +162,13 @@ int hf_read_config(const char *dir, struct model_config *c, enum hf_family *fami
         rc = -1;
     }
     json_free(doc);
+    if (rc == 0 && (c->num_layers < 1 || c->hidden_size < 1 || c->num_attention_heads < 1 || c->num_query_groups < 1 ||
+                    c->kv_channels < 1 || c->ffn_hidden_size < 1 || c->max_position_embeddings < 1 ||
+                    c->vocab_size < 1 || c->num_attention_heads % c->num_query_groups != 0)) {
+        snprintf(err, errlen, "%s: the model sizes are not positive or the heads do not divide into the key/value "
+                 "groups; fix the file", path);
+        rc = -1;
+    }
     if (rc == 0) {
         c->seq_length = c->max_position_embeddings;
         c->padded_vocab_size = c->vocab_size;
@@ -171,167 +176,131 @@ int hf_read_config(const char *dir, struct model_config *c, enum hf_family *fami
     return rc;
 }
 
-/* ---- tensor map ---- */
-
-struct loader {
-    const struct gpt_model *m;
-    const struct st_file *f;
-    const char *prefix;
-    float *dst;
-    char *err;
-    size_t errlen;
-};
-
-/* Reads HF tensor `name` as fp32 [rows, cols] (rows x cols must equal its size); GPT-2 Conv1D
- * weights ([in, out]) come back transposed to [out, in]. Returns a malloc'd buffer or NULL. */
-static float *read_hf(struct loader *l, const char *name, int64_t rows, int64_t cols, bool conv1d)
+int hf_read_config(const char *dir, struct model_config *c, enum hf_family *family, char *err,
+                   size_t errlen)
 {
-    char full[256];
-    snprintf(full, sizeof full, "%s%s", l->prefix, name);
-    const struct st_tensor *t = st_find(l->f, full);
-    if (!t) {
-        snprintf(l->err, l->errlen, "tensor %s: missing from the safetensors file; the checkpoint does not match config.json", full);
-        return NULL;
-    }
-    int64_t numel = st_numel(t);
-    if (numel != rows * cols) {
-        snprintf(l->err, l->errlen, "tensor %s: has %lld elements, the model needs [%lld, %lld]; the checkpoint does not match config.json",
-                 full, (long long)numel, (long long)rows, (long long)cols);
-        return NULL;
-    }
-    float *raw = xmalloc((size_t)numel * sizeof(float));
-    if (st_to_f32(t, raw, l->err, l->errlen)) {
-        free(raw);
-        return NULL;
-    }
-    if (!conv1d) return raw;
-    float *tr = xmalloc((size_t)numel * sizeof(float));
-    for (int64_t i = 0; i < cols; i++)     /* raw is [cols(in), rows(out)] */
-        for (int64_t o = 0; o < rows; o++) tr[o * cols + i] = raw[i * rows + o];
-    free(raw);
-    return tr;
+    char path[4200];
+    size_t len;
+    snprintf(path, sizeof path, "%.4096s/config.json", dir);
+    char *text = read_file(path, &len, err, errlen);
+    if (!text) return -1;
+    int rc = hf_parse_config(text, len, path, c, family, err, errlen);
+    free(text);
+    return rc;
 }
 
-/* Copies rows [src_row, src_row + n) of src (width cols) into rows [dst_row, ...) of our param. */
-static int put_rows(struct loader *l, const char *param, int64_t dst_row, const float *src,
-                    int64_t src_row, int64_t n, int64_t cols)
-{
-    const struct gpt_param *p = gpt_find_param(l->m, param);
-    if (!p) BUG("hf map names unknown parameter %s", param);
-    int64_t pcols = p->ndim == 2 ? p->shape[1] : 1;
-    if (pcols != cols || dst_row + n > p->shape[0]) BUG("hf map: %s rows %lld+%lld", param, (long long)dst_row, (long long)n);
-    memcpy(l->dst + p->offset + dst_row * cols, src + src_row * cols, (size_t)(n * cols) * sizeof(float));
-    return 0;
-}
+/* ---- model_config -> config.json and flags ---- */
 
-/* A whole HF tensor into a whole parameter of the same number of rows. */
-static int copy_whole(struct loader *l, const char *param, const char *hf, int64_t rows, int64_t cols,
-                      bool conv1d)
+int hf_family_of(const struct model_config *c, enum hf_family *family, char *err, size_t errlen)
 {
-    float *src = read_hf(l, hf, rows, cols, conv1d);
-    if (!src) return -1;
-    put_rows(l, param, 0, src, 0, rows, cols);
-    free(src);
-    return 0;
-}
-
-static int load_gpt2(struct loader *l)
-{
-    const struct model_config *c = &l->m->cfg;
-    int64_t h = c->hidden_size, d = c->kv_channels, n = c->num_attention_heads, f = c->ffn_hidden_size;
-    char ours[128], hf[128];
-    if (copy_whole(l, "embedding.word_embeddings.weight", "transformer.wte.weight", c->vocab_size, h, false) ||
-        copy_whole(l, "embedding.position_embeddings.weight", "transformer.wpe.weight", c->max_position_embeddings, h, false) ||
-        copy_whole(l, "decoder.final_layernorm.weight", "transformer.ln_f.weight", h, 1, false) ||
-        copy_whole(l, "decoder.final_layernorm.bias", "transformer.ln_f.bias", h, 1, false))
-        return -1;
-    for (int i = 0; i < c->num_layers; i++) {
-#define OURS(s) (snprintf(ours, sizeof ours, "decoder.layers.%d.%s", i, s), ours)
-#define HF(s) (snprintf(hf, sizeof hf, "transformer.h.%d.%s", i, s), hf)
-        if (copy_whole(l, OURS("input_layernorm.weight"), HF("ln_1.weight"), h, 1, false) ||
-            copy_whole(l, OURS("input_layernorm.bias"), HF("ln_1.bias"), h, 1, false) ||
-            copy_whole(l, OURS("pre_mlp_layernorm.weight"), HF("ln_2.weight"), h, 1, false) ||
-            copy_whole(l, OURS("pre_mlp_layernorm.bias"), HF("ln_2.bias"), h, 1, false) ||
-            copy_whole(l, OURS("self_attention.linear_proj.weight"), HF("attn.c_proj.weight"), h, h, true) ||
-            copy_whole(l, OURS("self_attention.linear_proj.bias"), HF("attn.c_proj.bias"), h, 1, false) ||
-            copy_whole(l, OURS("mlp.linear_fc1.weight"), HF("mlp.c_fc.weight"), f, h, true) ||
-            copy_whole(l, OURS("mlp.linear_fc1.bias"), HF("mlp.c_fc.bias"), f, 1, false) ||
-            copy_whole(l, OURS("mlp.linear_fc2.weight"), HF("mlp.c_proj.weight"), h, f, true) ||
-            copy_whole(l, OURS("mlp.linear_fc2.bias"), HF("mlp.c_proj.bias"), h, 1, false))
-            return -1;
-        /* c_attn packs [q | k | v] along its output; ours groups q_h, k_h, v_h per head */
-        for (int bias = 0; bias < 2; bias++) {
-            int64_t cols = bias ? 1 : h;
-            HF(bias ? "attn.c_attn.bias" : "attn.c_attn.weight");
-            OURS(bias ? "self_attention.linear_qkv.bias" : "self_attention.linear_qkv.weight");
-            float *src = read_hf(l, hf, 3 * h, cols, !bias);
-            if (!src) return -1;
-            for (int64_t head = 0; head < n; head++)
-                for (int part = 0; part < 3; part++)
-                    put_rows(l, ours, (head * 3 + part) * d, src, part * h + head * d, d, cols);
-            free(src);
-        }
-#undef OURS
-#undef HF
+    if (c->normalization == NORM_LAYERNORM && c->position_embedding == POS_LEARNED_ABSOLUTE &&
+        c->activation != ACT_SWIGLU && c->add_bias_linear && !c->untie_embeddings_and_output_weights &&
+        c->num_query_groups == c->num_attention_heads && (int64_t)c->num_attention_heads * c->kv_channels == c->hidden_size) {
+        *family = HF_GPT2;
+        return 0;
     }
-    return 0;
-}
-
-static int load_llama(struct loader *l)
-{
-    const struct model_config *c = &l->m->cfg;
-    int64_t h = c->hidden_size, d = c->kv_channels, n = c->num_attention_heads, g = c->num_query_groups;
-    int64_t f = c->ffn_hidden_size, per_group = n / g;
-    char ours[128], hf[128];
-    if (copy_whole(l, "embedding.word_embeddings.weight", "model.embed_tokens.weight", c->vocab_size, h, false) ||
-        copy_whole(l, "decoder.final_layernorm.weight", "model.norm.weight", h, 1, false))
-        return -1;
-    if (c->untie_embeddings_and_output_weights &&
-        copy_whole(l, "output_layer.weight", "lm_head.weight", c->vocab_size, h, false))
-        return -1;
-    for (int i = 0; i < c->num_layers; i++) {
-#define OURS(s) (snprintf(ours, sizeof ours, "decoder.layers.%d.%s", i, s), ours)
-#define HF(s) (snprintf(hf, sizeof hf, "model.layers.%d.%s", i, s), hf)
-        if (copy_whole(l, OURS("input_layernorm.weight"), HF("input_layernorm.weight"), h, 1, false) ||
-            copy_whole(l, OURS("pre_mlp_layernorm.weight"), HF("post_attention_layernorm.weight"), h, 1, false) ||
-            copy_whole(l, OURS("self_attention.linear_proj.weight"), HF("self_attn.o_proj.weight"), h, n * d, false) ||
-            copy_whole(l, OURS("mlp.linear_fc2.weight"), HF("mlp.down_proj.weight"), h, f, false))
-            return -1;
-        float *q = read_hf(l, HF("self_attn.q_proj.weight"), n * d, h, false);
-        float *k = q ? read_hf(l, HF("self_attn.k_proj.weight"), g * d, h, false) : NULL;
-        float *v = k ? read_hf(l, HF("self_attn.v_proj.weight"), g * d, h, false) : NULL;
-        if (v) {
-            OURS("self_attention.linear_qkv.weight");
-            for (int64_t j = 0; j < g; j++) {
-                int64_t base = j * (per_group + 2) * d;
-                put_rows(l, ours, base, q, j * per_group * d, per_group * d, h);
-                put_rows(l, ours, base + per_group * d, k, j * d, d, h);
-                put_rows(l, ours, base + (per_group + 1) * d, v, j * d, d, h);
-            }
-        }
-        free(q);
-        free(k);
-        free(v);
-        if (!v) return -1;
-        float *gate = read_hf(l, HF("mlp.gate_proj.weight"), f, h, false);
-        float *up = gate ? read_hf(l, HF("mlp.up_proj.weight"), f, h, false) : NULL;
-        if (up) {
-            put_rows(l, OURS("mlp.linear_fc1.weight"), 0, gate, 0, f, h);
-            put_rows(l, ours, f, up, 0, f, h);
-        }
-        free(gate);
-        free(up);
-        if (!up) return -1;
-#undef OURS
-#undef HF
+    if (c->normalization == NORM_RMSNORM && c->position_embedding == POS_ROPE && c->activation == ACT_SWIGLU &&
+        !c->add_bias_linear && c->rotary_percent == 1.0f) {
+        *family = HF_LLAMA;
+        return 0;
     }
-    return 0;
+    snprintf(err, errlen, "the model (%s, %s positions, %s, %s) is neither GPT-2 (LayerNorm, learned_absolute, "
+             "gelu, biases, tied output, no GQA) nor LLaMA (RMSNorm, rope, swiglu, no biases) as Hugging Face "
+             "defines them",
+             c->normalization == NORM_RMSNORM ? "RMSNorm" : "LayerNorm",
+             c->position_embedding == POS_ROPE ? "rope" : c->position_embedding == POS_NONE ? "no" : "learned_absolute",
+             c->activation == ACT_SWIGLU ? "swiglu" : "gelu", c->add_bias_linear ? "biases" : "no biases");
+    return -1;
 }
 
-int hf_load_into(const struct gpt_model *m, enum hf_family family, const struct st_file *f,
-                 const char *prefix, float *dst, char *err, size_t errlen)
+static const char *torch_dtype(enum st_dtype dt)
 {
-    struct loader l = {m, f, prefix, dst, err, errlen};
-    if (m->device != DEV_CPU) BUG("hf_load_into: load on the host and copy");
-    return family == HF_GPT2 ? load_gpt2(&l) : load_llama(&l);
+    return dt == ST_BF16 ? "bfloat16" : dt == ST_F16 ? "float16" : "float32";
+}
+
+/* The shortest %g that reads back as the same float, as Python prints a float32 config value. */
+static void float_text(float v, char *out, size_t n)
+{
+    for (int digits = 6; digits <= 9; digits++) {
+        snprintf(out, n, "%.*g", digits, (double)v);
+        if (strtof(out, NULL) == v) break;
+    }
+    if (!strpbrk(out, ".eEn")) strncat(out, ".0", n - strlen(out) - 1); /* 10000 -> 10000.0 */
+}
+
+char *hf_config_json(const struct model_config *c, enum hf_family family, enum st_dtype dtype)
+{
+    char *text = NULL, eps[32], std[32], theta[32];
+    size_t len = 0;
+    FILE *f = open_memstream(&text, &len);
+    if (!f) die_user("out of memory writing config.json");
+    float_text(c->norm_epsilon, eps, sizeof eps);
+    float_text(c->init_method_std, std, sizeof std);
+    float_text(c->rotary_base, theta, sizeof theta);
+    if (family == HF_GPT2) {
+        fprintf(f, "{\n  \"architectures\": [\"GPT2LMHeadModel\"],\n  \"model_type\": \"gpt2\",\n");
+        fprintf(f, "  \"activation_function\": \"%s\",\n", c->activation == ACT_GELU ? "gelu" : "gelu_new");
+        fprintf(f, "  \"n_layer\": %d,\n  \"n_embd\": %d,\n  \"n_head\": %d,\n", c->num_layers, c->hidden_size,
+                c->num_attention_heads);
+        if (c->ffn_hidden_size == 4 * c->hidden_size) fprintf(f, "  \"n_inner\": null,\n");
+        else fprintf(f, "  \"n_inner\": %d,\n", c->ffn_hidden_size);
+        fprintf(f, "  \"n_positions\": %d,\n  \"layer_norm_epsilon\": %s,\n", c->max_position_embeddings, eps);
+        fprintf(f, "  \"attn_pdrop\": 0.0,\n  \"embd_pdrop\": 0.0,\n  \"resid_pdrop\": 0.0,\n");
+    } else {
+        fprintf(f, "{\n  \"architectures\": [\"LlamaForCausalLM\"],\n  \"model_type\": \"llama\",\n");
+        fprintf(f, "  \"hidden_act\": \"silu\",\n  \"attention_bias\": false,\n  \"mlp_bias\": false,\n");
+        fprintf(f, "  \"num_hidden_layers\": %d,\n  \"hidden_size\": %d,\n  \"intermediate_size\": %d,\n",
+                c->num_layers, c->hidden_size, c->ffn_hidden_size);
+        fprintf(f, "  \"num_attention_heads\": %d,\n  \"num_key_value_heads\": %d,\n  \"head_dim\": %d,\n",
+                c->num_attention_heads, c->num_query_groups, c->kv_channels);
+        fprintf(f, "  \"max_position_embeddings\": %d,\n  \"rms_norm_eps\": %s,\n  \"rope_theta\": %s,\n",
+                c->max_position_embeddings, eps, theta);
+        fprintf(f, "  \"attention_dropout\": 0.0,\n");
+    }
+    fprintf(f, "  \"tie_word_embeddings\": %s,\n", c->untie_embeddings_and_output_weights ? "false" : "true");
+    fprintf(f, "  \"initializer_range\": %s,\n  \"vocab_size\": %lld,\n  \"torch_dtype\": \"%s\"\n}\n", std,
+            (long long)c->vocab_size, torch_dtype(dtype));
+    fclose(f);
+    return text;
+}
+
+/* A dropout probability from config.json text, or dflt. */
+static double config_number(const char *text, const char *key, double dflt)
+{
+    if (!text) return dflt;
+    struct json_doc *doc = json_parse(text, strlen(text), NULL, 0);
+    double v = doc ? get_num(json_root(doc), key, dflt) : dflt;
+    json_free(doc);
+    return v;
+}
+
+void hf_print_flags(FILE *f, const struct model_config *c, enum hf_family family, const char *config_text)
+{
+    char eps[32], std[32];
+    float_text(c->norm_epsilon, eps, sizeof eps);
+    float_text(c->init_method_std, std, sizeof std);
+    fprintf(f, "--num-layers %d --hidden-size %d --ffn-hidden-size %d --num-attention-heads %d", c->num_layers,
+            c->hidden_size, c->ffn_hidden_size, c->num_attention_heads);
+    if (c->num_query_groups != c->num_attention_heads)
+        fprintf(f, " --group-query-attention --num-query-groups %d", c->num_query_groups);
+    if ((int64_t)c->kv_channels * c->num_attention_heads != c->hidden_size) fprintf(f, " --kv-channels %d", c->kv_channels);
+    fprintf(f, " --seq-length %d --max-position-embeddings %d", c->max_position_embeddings, c->max_position_embeddings);
+    double attn, hidden;
+    if (family == HF_GPT2) {
+        fprintf(f, " --position-embedding-type learned_absolute --normalization LayerNorm --norm-epsilon %s", eps);
+        if (c->activation == ACT_GELU_TANH) fprintf(f, " --openai-gelu");
+        attn = config_number(config_text, "attn_pdrop", 0.1);
+        hidden = config_number(config_text, "resid_pdrop", 0.1);
+    } else {
+        /* Megatron's --rotary-base is an integer */
+        fprintf(f, " --position-embedding-type rope --rotary-base %lld --normalization RMSNorm --norm-epsilon %s --swiglu "
+                "--disable-bias-linear", (long long)llroundf(c->rotary_base), eps);
+        if (c->untie_embeddings_and_output_weights) fprintf(f, " --untie-embeddings-and-output-weights");
+        attn = config_number(config_text, "attention_dropout", 0.0);
+        hidden = 0.0;
+    }
+    fprintf(f, " --attention-dropout %g --hidden-dropout %g --init-method-std %s\n", attn, hidden, std);
+    fprintf(f, "# vocabulary: %lld tokens; add the tokenizer it was trained with (GPT-2's: --tokenizer-type "
+            "GPT2BPETokenizer --vocab-file ... --merge-file ...), or --tokenizer-type NullTokenizer --vocab-size %lld\n",
+            (long long)c->vocab_size, (long long)c->vocab_size);
 }

@@ -93,6 +93,14 @@ static int pwrite_all(int fd, const void *buf, size_t len, uint64_t at)
     return 0;
 }
 
+/* Starts writing a large range to disk now (without waiting), so the disk works while the next
+ * tensors are converted and checksummed; the final fsync then has little left to wait for.
+ * Small ranges are left to the page cache. */
+static void start_writeback(int fd, uint64_t at, uint64_t len)
+{
+    if (len >= (1u << 20)) (void)sync_file_range(fd, (off_t)at, (off_t)len, SYNC_FILE_RANGE_WRITE);
+}
+
 int tfile_open_write(const char *path, const struct tfile_plan *p, bool first_writer, char *err, size_t errlen)
 {
     int fd = open(path, O_WRONLY | O_CLOEXEC | (first_writer ? O_CREAT | O_TRUNC : 0), 0644);
@@ -134,46 +142,27 @@ static void from_dtype(float *out, const void *in, int64_t n, enum st_dtype dt)
     }
 }
 
-/* A whole contiguous fp32 block goes to the file without staging. */
-static int write_direct(int fd, const struct tfile_entry *e, int64_t first, int64_t n, const float *src,
-                        uint64_t *sum)
-{
-    *sum += checksum_sum64(src, 4, first, n);
-    return pwrite_all(fd, src, (size_t)n * 4, e->offset + (uint64_t)first * 4);
-}
-
-int tfile_write_block(int fd, const struct tfile_entry *e, int64_t row0, int64_t nrows, int64_t col0,
-                      int64_t ncols, const float *src, int64_t src_stride, uint64_t *sum, char *err,
-                      size_t errlen)
+int tfile_write_run(int fd, const struct tfile_entry *e, int64_t first, int64_t n, const float *src, uint64_t *sum,
+                    char *err, size_t errlen)
 {
     int64_t rows, cols;
     tfile_rows_cols(e->ndim, e->shape, &rows, &cols);
-    if (row0 < 0 || col0 < 0 || row0 + nrows > rows || col0 + ncols > cols) BUG("block outside %s", e->name);
-    if (nrows <= 0 || ncols <= 0) return 0;
+    if (first < 0 || n < 0 || first + n > rows * cols) BUG("run outside %s", e->name);
     size_t isz = st_dtype_size(e->dtype);
-    bool whole_rows = ncols == cols;
     int rc = 0;
-    if (whole_rows && src_stride == ncols && e->dtype == ST_F32) {
-        rc = write_direct(fd, e, row0 * cols, nrows * cols, src, sum);
+    if (e->dtype == ST_F32) { /* as stored: no staging; the checksum runs while the disk writes */
+        rc = pwrite_all(fd, src, (size_t)n * 4, e->offset + (uint64_t)first * 4);
+        if (rc == 0) start_writeback(fd, e->offset + (uint64_t)first * 4, (uint64_t)n * 4);
+        *sum += checksum_sum64(src, 4, first, n);
     } else {
-        size_t row_bytes = (size_t)ncols * isz;
-        int64_t per_chunk = row_bytes >= STAGING_BYTES ? 1 : (int64_t)(STAGING_BYTES / row_bytes);
-        unsigned char *stage = xmalloc(row_bytes * (size_t)(per_chunk < nrows ? per_chunk : nrows));
-        for (int64_t r = 0; r < nrows && rc == 0; r += per_chunk) {
-            int64_t k = nrows - r < per_chunk ? nrows - r : per_chunk;
-#pragma omp parallel for schedule(static) if (k * ncols >= (1 << 16))
-            for (int64_t j = 0; j < k; j++)
-                to_dtype(stage + (size_t)j * row_bytes, src + (r + j) * src_stride, ncols, e->dtype);
-            if (whole_rows) {
-                *sum += checksum_sum64(stage, isz, (row0 + r) * cols, k * cols);
-                rc = pwrite_all(fd, stage, row_bytes * (size_t)k, e->offset + (uint64_t)((row0 + r) * cols) * isz);
-                continue;
-            }
-            for (int64_t j = 0; j < k && rc == 0; j++) {
-                int64_t first = (row0 + r + j) * cols + col0;
-                *sum += checksum_sum64(stage + (size_t)j * row_bytes, isz, first, ncols);
-                rc = pwrite_all(fd, stage + (size_t)j * row_bytes, row_bytes, e->offset + (uint64_t)first * isz);
-            }
+        int64_t chunk = (int64_t)(STAGING_BYTES / isz);
+        unsigned char *stage = xmalloc((size_t)(n < chunk ? n : chunk) * isz);
+        for (int64_t at = 0; at < n && rc == 0; at += chunk) {
+            int64_t k = n - at < chunk ? n - at : chunk;
+            to_dtype(stage, src + at, k, e->dtype);
+            *sum += checksum_sum64(stage, isz, first + at, k);
+            rc = pwrite_all(fd, stage, (size_t)k * isz, e->offset + (uint64_t)(first + at) * isz);
+            if (rc == 0) start_writeback(fd, e->offset + (uint64_t)(first + at) * isz, (uint64_t)k * isz);
         }
         free(stage);
     }
@@ -193,13 +182,11 @@ int tfile_close_write(int fd, const char *path, char *err, size_t errlen)
     return rc;
 }
 
-void tfile_read_block(const struct st_tensor *t, int64_t cols, int64_t row0, int64_t nrows, int64_t col0,
-                      int64_t ncols, float *dst, int64_t dst_stride)
+void tfile_read_run(const struct st_tensor *t, int64_t first, int64_t n, float *dst)
 {
-    size_t isz = st_dtype_size(t->dtype);
-    const unsigned char *base = t->data;
-#pragma omp parallel for schedule(static) if (nrows * ncols >= (1 << 16))
-    for (int64_t r = 0; r < nrows; r++)
-        from_dtype(dst + r * dst_stride, base + ((size_t)(row0 + r) * (size_t)cols + (size_t)col0) * isz, ncols,
-                   t->dtype);
+    const unsigned char *base = (const unsigned char *)t->data + (size_t)first * st_dtype_size(t->dtype);
+    int64_t chunk = 1 << 16;
+#pragma omp parallel for schedule(static) if (n >= 4 * chunk)
+    for (int64_t at = 0; at < n; at += chunk)
+        from_dtype(dst + at, base + (size_t)at * st_dtype_size(t->dtype), n - at < chunk ? n - at : chunk, t->dtype);
 }

@@ -1,10 +1,10 @@
 /* Full-shape tensors in a safetensors file that several ranks write together. Every rank builds
  * the same plan from the same tensor list (names, dtypes, full shapes -> header and byte offsets);
  * the first writer creates the file, writes the header and sizes it; then every rank pwrite()s
- * the blocks it owns (rows x columns of a tensor), converting from fp32 to the stored dtype and
- * adding each block's sum64 (ckpt/checksum.h). Blocks of different ranks never overlap, so no
+ * the runs of elements it owns, converting from fp32 to the stored dtype and
+ * adding each run's sum64 (ckpt/checksum.h). Runs of different ranks never overlap, so no
  * locking is needed. The result is an ordinary safetensors file: any safetensors reader loads it.
- * Reading goes through st_open (mmap + validation) and tfile_read_block. */
+ * Reading goes through st_open (mmap + validation) and tfile_read_run. */
 #ifndef MEGATRON_CKPT_TENSOR_FILE_H
 #define MEGATRON_CKPT_TENSOR_FILE_H
 
@@ -44,19 +44,15 @@ void tfile_rows_cols(int ndim, const int64_t *shape, int64_t *rows, int64_t *col
  * fd or -1 with err. */
 int tfile_open_write(const char *path, const struct tfile_plan *p, bool first_writer, char *err, size_t errlen);
 
-/* Writes rows [row0, row0 + nrows) x columns [col0, col0 + ncols) of entry e (in its rows/cols
- * view) from fp32 src, whose block row r starts at src + r * src_stride; adds the block's sum64
- * to *sum. 0, or -1 with err. */
-int tfile_write_block(int fd, const struct tfile_entry *e, int64_t row0, int64_t nrows, int64_t col0,
-                      int64_t ncols, const float *src, int64_t src_stride, uint64_t *sum, char *err,
-                      size_t errlen);
+/* Writes n elements of entry e starting at element `first` of the full tensor (row-major) from
+ * fp32 src, converted to e->dtype; adds their sum64 to *sum. 0, or -1 with err. */
+int tfile_write_run(int fd, const struct tfile_entry *e, int64_t first, int64_t n, const float *src, uint64_t *sum,
+                    char *err, size_t errlen);
 
 /* fsync and close; 0, or -1 with err. */
 int tfile_close_write(int fd, const char *path, char *err, size_t errlen);
 
-/* Reads rows [row0, row0 + nrows) x columns [col0, col0 + ncols) of a stored F32/BF16/F16 tensor
- * whose rows/cols view has `cols` columns into fp32 dst (block row r at dst + r * dst_stride). */
-void tfile_read_block(const struct st_tensor *t, int64_t cols, int64_t row0, int64_t nrows, int64_t col0,
-                      int64_t ncols, float *dst, int64_t dst_stride);
+/* Reads n elements from element `first` (row-major) of a stored F32/BF16/F16 tensor into fp32 dst. */
+void tfile_read_run(const struct st_tensor *t, int64_t first, int64_t n, float *dst);
 
 #endif

@@ -476,14 +476,9 @@ static void test_distributed_features_are_not_supported_yet(void **state)
                  "not supported yet");
 }
 
-static void test_checkpoint_flags_are_parsed_but_not_supported_yet(void **state)
+static void test_unsupported_optimizers_and_positions_are_refused_by_name(void **state)
 {
     (void)state;
-    expect_error(CMD_PRETRAIN, 1, BASE "--save ckpt", "--save: needs --save-interval");
-    expect_error(CMD_PRETRAIN, 1, BASE "--save ckpt --save-interval 5", "--save: not supported yet; remove it");
-    expect_error(CMD_PRETRAIN, 1, BASE "--load ckpt", "--load: not supported yet");
-    expect_error(CMD_PRETRAIN, 1, BASE "--finetune", "--finetune: not supported yet");
-    expect_error(CMD_PRETRAIN, 1, BASE "--no-load-optim", "--no-load-optim: not supported yet");
     expect_error(CMD_PRETRAIN, 1, BASE "--optimizer muon", "--optimizer muon: not supported yet; use adam or sgd");
     expect_error(CMD_PRETRAIN, 1, BASE "--position-embedding-type yarn", "--position-embedding-type yarn: not supported yet");
 }
@@ -805,7 +800,7 @@ int main(void)
         cmocka_unit_test(test_tokenizer_needs_its_vocabulary),
         cmocka_unit_test(test_parallel_sizes_are_validated_then_not_supported_yet),
         cmocka_unit_test(test_distributed_features_are_not_supported_yet),
-        cmocka_unit_test(test_checkpoint_flags_are_parsed_but_not_supported_yet),
+        cmocka_unit_test(test_unsupported_optimizers_and_positions_are_refused_by_name),
         cmocka_unit_test(test_ffn_hidden_size_defaults_as_megatron),
         cmocka_unit_test(test_kv_channels_and_query_groups_default_from_heads),
         cmocka_unit_test(test_global_batch_defaults_to_micro_batch_times_dp),
