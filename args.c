@@ -337,9 +337,13 @@ static const struct arg_spec TABLE[] = {
     STR("--split", split, M_TRAIN, G_DATA,
         "Comma-separated list of proportions for training, validation, and test split. For example the "
         "split `90,5,5` will use 90% of data for training, 5% for validation and 5% for test."),
-    NOT_YET("--train-data-path", T_LIST, M_TRAIN, G_DATA, "The weight and prefix list for an independent train dataset."),
-    NOT_YET("--valid-data-path", T_LIST, M_TRAIN, G_DATA, "The weight and prefix list for an independent validation dataset."),
-    NOT_YET("--test-data-path", T_LIST, M_TRAIN, G_DATA, "The weight and prefix list for an independent test dataset."),
+    {"--train-data-path", NULL, "train_data_path", T_LIST, NULL, M_TRAIN, G_DATA, NO, NO, 0, NULL,
+     OFF(train_data_path), OFF(train_data_path_count), "The weight and prefix list for an independent train dataset."},
+    {"--valid-data-path", NULL, "valid_data_path", T_LIST, NULL, M_TRAIN, G_DATA, NO, NO, 0, NULL,
+     OFF(valid_data_path), OFF(valid_data_path_count),
+     "The weight and prefix list for an independent validation dataset."},
+    {"--test-data-path", NULL, "test_data_path", T_LIST, NULL, M_TRAIN, G_DATA, NO, NO, 0, NULL,
+     OFF(test_data_path), OFF(test_data_path_count), "The weight and prefix list for an independent test dataset."},
     NOT_YET("--data-args-path", T_STR, M_TRAIN, G_DATA, "Path to data-args."),
     STR("--data-cache-path", data_cache_path, M_TRAIN, G_DATA, "Path to a directory to hold cached index files."),
     BOOL("--mock-data", mock_data, M_TRAIN, G_DATA,
@@ -733,8 +737,12 @@ void args_free(struct config *cfg)
 {
     free(cfg->data_path);
     free(cfg->json_keys);
-    cfg->data_path = cfg->json_keys = NULL;
+    free(cfg->train_data_path);
+    free(cfg->valid_data_path);
+    free(cfg->test_data_path);
+    cfg->data_path = cfg->json_keys = cfg->train_data_path = cfg->valid_data_path = cfg->test_data_path = NULL;
     cfg->data_path_count = cfg->json_keys_count = 0;
+    cfg->train_data_path_count = cfg->valid_data_path_count = cfg->test_data_path_count = 0;
 }
 
 /* ---------------------------------------------------------------- parsing */
@@ -1194,12 +1202,19 @@ static int finalize_tokenizer(struct config *c, enum subcommand cmd, char *err, 
 static int finalize_data(struct config *c, enum subcommand cmd, char *err, size_t errlen)
 {
     if (c->seq_length < 1) return missing("--seq-length", cmd, "SEQ_LENGTH", err, errlen);
-    if (c->mock_data && c->data_path_count > 0)
-        return fail(err, errlen, "--mock-data: cannot be combined with --data-path (a single data source must be "
-                    "provided); remove one of them");
-    if (!c->mock_data && c->data_path_count == 0)
-        return fail(err, errlen, "no training data: megatron %s needs --data-path PREFIX [PREFIX ...] or --mock-data; "
-                    "add one of them", args_subcommand_name(cmd));
+    int per_split = c->train_data_path_count + c->valid_data_path_count + c->test_data_path_count;
+    if ((c->mock_data ? 1 : 0) + (c->data_path_count > 0 ? 1 : 0) + (per_split > 0 ? 1 : 0) > 1)
+        return fail(err, errlen, "%s: cannot be combined with %s (a single data source must be provided); remove one "
+                    "of them", c->mock_data ? "--mock-data" : "--data-path",
+                    c->mock_data && c->data_path_count > 0 ? "--data-path" : "--train/valid/test-data-path");
+    if (!c->mock_data && c->data_path_count == 0 && per_split == 0)
+        return fail(err, errlen, "no training data: megatron %s needs --data-path PREFIX [PREFIX ...], "
+                    "--train-data-path ... or --mock-data; add one of them", args_subcommand_name(cmd));
+    if (per_split > 0 && c->train_data_path_count == 0 && cmd == CMD_PRETRAIN)
+        return fail(err, errlen, "--valid-data-path/--test-data-path: need --train-data-path too; add it");
+    if (cmd == CMD_PRETRAIN && c->reset_attention_mask)
+        return fail(err, errlen, "--reset-attention-mask: not supported yet by the model (megatron samples shows the "
+                    "document boundaries); remove it or use --reset-position-ids");
     if (!c->split) {
         c->split = "969, 30, 1"; /* Megatron's legacy default, with a warning for --data-path */
         c->split_defaulted = c->data_path_count > 0;

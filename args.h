@@ -101,6 +101,8 @@ struct config {
     bool mock_data;
     char **data_path;
     int data_path_count;
+    char **train_data_path, **valid_data_path, **test_data_path; /* independent split datasets */
+    int train_data_path_count, valid_data_path_count, test_data_path_count;
     const char *split;       /* after finalize: "969, 30, 1" if unset (Megatron's legacy default) */
     double split_weights[3]; /* --split parsed and normalised to sum 1 (train, valid, test) */
     bool split_defaulted;    /* finalize filled --split for --data-path; args_parse_or_die warns */

@@ -310,14 +310,27 @@ static double evaluate(struct trainer *t, enum data_split split, int64_t *consum
     return loss_sum / tokens_sum;
 }
 
+/* Python's format of a float with a C format: "nan", "inf" ("NAN", "INF" for E formats) where C
+ * would print "-nan". */
+static const char *py_format(char *buf, size_t n, const char *fmt, double v, bool upper)
+{
+    if (isnan(v)) return upper ? "NAN" : "nan";
+    if (isinf(v)) return v > 0 ? (upper ? "INF" : "inf") : (upper ? "-INF" : "-inf");
+    snprintf(buf, n, fmt, v);
+    return buf;
+}
+
 static void evaluate_and_print(struct trainer *t, enum data_split split, const char *prefix)
 {
     int64_t test_consumed = 0;
     int64_t *consumed = split == SPLIT_VALID ? &t->consumed_valid_samples : &test_consumed;
     double loss = evaluate(t, split, consumed);
     char line[512];
-    int len = snprintf(line, sizeof line, " validation loss at %s | lm loss value: %.6E | lm loss PPL: %.6E | ",
-                       prefix, loss, exp(loss < 20.0 ? loss : 20.0));
+    char value[32], ppl[32];
+    /* math.exp(min(20, loss)): Python's min keeps 20 when loss is NaN */
+    int len = snprintf(line, sizeof line, " validation loss at %s | lm loss value: %s | lm loss PPL: %s | ", prefix,
+                       py_format(value, sizeof value, "%.6E", loss, true),
+                       py_format(ppl, sizeof ppl, "%.6E", exp(loss < 20.0 ? loss : 20.0), true));
     char dashes[512];
     int n = len + 1 < (int)sizeof dashes ? len + 1 : (int)sizeof dashes - 1;
     memset(dashes, '-', (size_t)n);
@@ -345,9 +358,11 @@ static void print_log_line(struct trainer *t, const struct step_result *r, struc
                 t->flops_per_batch / (per_iter * 1e12 * (double)cfg->world_size));
     fprintf(out, " learning rate: %.6E |", r->lr);
     fprintf(out, " global batch size: %5lld |", (long long)cfg->global_batch_size);
-    if (tot->advanced > 0) fprintf(out, " lm loss: %.6E |", tot->loss_sum / (double)tot->advanced);
+    char num[32];
+    if (tot->advanced > 0)
+        fprintf(out, " lm loss: %s |", py_format(num, sizeof num, "%.6E", tot->loss_sum / (double)tot->advanced, true));
     fprintf(out, " loss scale: %.1f |", optimizer_loss_scale(t->optimizer));
-    fprintf(out, " grad norm: %.3f |", r->grad_norm);
+    fprintf(out, " grad norm: %s |", py_format(num, sizeof num, "%.3f", r->grad_norm, false));
     fprintf(out, " number of skipped iterations: %3lld |", (long long)tot->skipped);
     fprintf(out, " number of nan iterations: %3lld |\n", (long long)tot->nan);
     fflush(out);

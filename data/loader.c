@@ -43,6 +43,12 @@ struct loader *loader_create(const struct config *cfg, int64_t vocab_size, int64
     dc.split = cfg->split;
     dc.data_path_count = cfg->data_path_count;
     dc.data_path = (const char *const *)cfg->data_path;
+    dc.split_data_path_count[GPT_SPLIT_TRAIN] = cfg->train_data_path_count;
+    dc.split_data_path[GPT_SPLIT_TRAIN] = (const char *const *)cfg->train_data_path;
+    dc.split_data_path_count[GPT_SPLIT_VALID] = cfg->valid_data_path_count;
+    dc.split_data_path[GPT_SPLIT_VALID] = (const char *const *)cfg->valid_data_path;
+    dc.split_data_path_count[GPT_SPLIT_TEST] = cfg->test_data_path_count;
+    dc.split_data_path[GPT_SPLIT_TEST] = (const char *const *)cfg->test_data_path;
     dc.mock = cfg->mock_data;
     dc.vocab_size = (int32_t)vocab_size;
     dc.eod_id = (int32_t)eod_id;

@@ -410,12 +410,15 @@ static void test_exactly_one_data_source(void **state)
     expect_error(CMD_PRETRAIN, 1, BASE "--data-path corpus_text_document",
                  "--mock-data: cannot be combined with --data-path");
     expect_error(CMD_PRETRAIN, 1, MODEL "--tokenizer-type NullTokenizer --vocab-size 8 --micro-batch-size 2 "
-                 "--train-iters 10 --lr 1", "no training data: megatron pretrain needs --data-path PREFIX [PREFIX ...] or --mock-data");
+                 "--train-iters 10 --lr 1", "no training data: megatron pretrain needs --data-path PREFIX [PREFIX ...], --train-data-path ... or --mock-data");
     struct run r;
     assert_int_equal(run(&r, CMD_PRETRAIN, 1, MODEL "--tokenizer-type NullTokenizer --vocab-size 8 "
                                               "--micro-batch-size 2 --train-iters 10 --lr 1 --data-path 0.7 a 0.3 b"), 0);
     assert_int_equal(r.cfg.data_path_count, 4);
     done(&r);
+    expect_error(CMD_PRETRAIN, 1, BASE "--train-data-path a --mock-data",
+                 "--mock-data: cannot be combined with --train/valid/test-data-path");
+    expect_error(CMD_PRETRAIN, 1, BASE "--reset-attention-mask", "--reset-attention-mask: not supported yet by the model");
 }
 
 static void test_tokenizer_needs_its_vocabulary(void **state)
