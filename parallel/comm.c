@@ -15,22 +15,11 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "parallel/comm_internal.h"
 #include "util/error.h"
 
 enum { TAG_REDUCE = 101, TAG_P2P = 102 };
 
-struct comm_group {
-    enum grid_group_kind kind;
-    int size, rank;
-    int *members;        /* global ranks, by group rank (ascending) */
-    MPI_Comm comm;       /* blocking operations, from the caller's thread */
-    MPI_Comm comm_async; /* operations run by the communication thread */
-    /* NCCL, for device buffers (added with the CUDA backend, issue 6 part 2): an ncclComm_t made
-     * from an ncclUniqueId that group rank 0 broadcasts over `comm`, and the cudaStream_t its
-     * collectives run on so they overlap compute. NULL until then. */
-    void *nccl_comm;
-    void *nccl_stream;
-};
 
 static struct {
     bool started;       /* comm_init ran */
@@ -276,6 +265,7 @@ void comm_groups_free(void)
     for (int k = 0; k < GRID_NUM_KINDS; k++) {
         struct comm_group *g = state.groups[k];
         if (!g) continue;
+        comm_nccl_free(g);
         MPI_CALL(MPI_Comm_free(&g->comm_async));
         MPI_CALL(MPI_Comm_free(&g->comm));
         free(g->members);

@@ -75,6 +75,20 @@ void comm_sendrecv(struct comm_group *g, const void *send, size_t send_n, int ds
 void comm_barrier(struct comm_group *g);
 
 /* Non-blocking: same results, bit for bit, as the blocking calls. */
+/* ---- device memory (NCCL), with the CUDA backend ----
+ * comm_nccl_init creates an NCCL communicator for every group of this rank (group rank 0's
+ * ncclUniqueId broadcast over MPI); collective over all ranks, after cuda_init. The device
+ * collectives run on the CUDA backend's stream, in order with the compute around them; sums take
+ * COMM_F32 (and bf16 bits as COMM_U16, summed as bf16). Without MEGATRON_CUDA they end the program. */
+void comm_nccl_init(void);
+void comm_nccl_free(struct comm_group *g);
+bool comm_has_nccl(const struct comm_group *g);
+void comm_device_all_reduce_sum(struct comm_group *g, void *buf, size_t n, enum comm_dtype dt);
+void comm_device_all_reduce_max(struct comm_group *g, void *buf, size_t n, enum comm_dtype dt);
+void comm_device_reduce_scatter_sum(struct comm_group *g, const void *send, void *recv, size_t n,
+                                    enum comm_dtype dt);
+void comm_device_all_gather(struct comm_group *g, const void *send, void *recv, size_t n, enum comm_dtype dt);
+
 struct comm_request *comm_iall_reduce_sum(struct comm_group *g, void *buf, size_t n, enum comm_dtype dt);
 struct comm_request *comm_ireduce_scatter_sum(struct comm_group *g, const void *send, void *recv, size_t n,
                                               enum comm_dtype dt);

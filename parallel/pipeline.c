@@ -7,7 +7,6 @@
 
 #include <inttypes.h>
 #include <limits.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -15,16 +14,6 @@
 #include "util/error.h"
 
 #define PRI PRId64
-
-static int fail(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-static int fail(char *err, size_t errlen, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    if (err && errlen) vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-    return -1;
-}
 
 /* "1, 2, 4 or 8": the divisors of v (the first dozen). */
 static void divisors_text(int64_t v, char *buf, size_t n)
@@ -44,8 +33,9 @@ static void divisors_text(int64_t v, char *buf, size_t n)
 /* "8 or 12": the multiples of unit just below (if positive) and above v. */
 static void multiples_text(int64_t v, int64_t unit, char *buf, size_t n)
 {
-    int64_t lo = v - v % unit, hi = lo + unit;
-    if (lo > 0 && lo != v) snprintf(buf, n, "%" PRI " or %" PRI, lo, hi);
+    int64_t lo = v - v % unit, hi;
+    if (__builtin_add_overflow(lo, unit, &hi)) snprintf(buf, n, "%" PRI, lo);
+    else if (lo > 0 && lo != v) snprintf(buf, n, "%" PRI " or %" PRI, lo, hi);
     else snprintf(buf, n, "%" PRI, hi);
 }
 
@@ -105,11 +95,12 @@ static int check_even_split(const struct pipeline_spec *s, char *err, size_t err
     if (s->num_layers % s->pp == 0) return 0;
     multiples_text(s->num_layers, s->pp, m, sizeof m);
     divisors_text(s->num_layers, d, sizeof d);
-    return fail(err, errlen,
+    error_set(err, errlen,
                 "--num-layers %" PRI ": must be divisible by --pipeline-model-parallel-size = %d (every stage holds "
                 "the same number of layers); use --num-layers %s, a --pipeline-model-parallel-size of %s, or "
                 "--decoder-first-pipeline-num-layers / --decoder-last-pipeline-num-layers for an uneven split",
                 s->num_layers, s->pp, m, d);
+    return -1;
 }
 
 /* The middle stages' share: a layer count the edge flags leave, divisible by the middle stages
@@ -125,22 +116,27 @@ static int check_middle_layers(const struct pipeline_spec *s, char *err, size_t 
     else
         snprintf(sum, sizeof sum, "%s %" PRI, f >= 0 ? "--decoder-first-pipeline-num-layers"
                  : "--decoder-last-pipeline-num-layers", f >= 0 ? f : l);
-    if (ms == 0 && mid != 0)
-        return fail(err, errlen, "%s: with --pipeline-model-parallel-size %d there are no middle stages, so the first "
+    if (ms == 0 && mid != 0) {
+        error_set(err, errlen, "%s: with --pipeline-model-parallel-size %d there are no middle stages, so the first "
                     "and last stage must hold all --num-layers = %" PRI "; use --decoder-last-pipeline-num-layers %" PRI,
                     sum, s->pp, s->num_layers, s->num_layers - f);
-    if (ms > 0 && mid <= 0)
-        return fail(err, errlen, "%s: leaves %s for the %d middle pipeline stage%s (--num-layers = %" PRI "); lower the "
+        return -1;
+    }
+    if (ms > 0 && mid <= 0) {
+        error_set(err, errlen, "%s: leaves %s for the %d middle pipeline stage%s (--num-layers = %" PRI "); lower the "
                     "edge stages' layers by at least %" PRI, sum, mid == 0 ? "no layers" : "fewer than zero layers", ms,
                     ms == 1 ? "" : "s", s->num_layers, (int64_t)ms - mid);
+        return -1;
+    }
     if (ms > 0 && mid % ms != 0) {
         const char *flag = f >= 0 ? "--decoder-first-pipeline-num-layers" : "--decoder-last-pipeline-num-layers";
         int64_t edge = f >= 0 ? f : l, down = mid % ms, up = ms - down;
         char alt[64] = "";
         if (edge - up >= 1) snprintf(alt, sizeof alt, " or %" PRI, edge - up);
-        return fail(err, errlen, "%s: leaves %" PRI " layers (--num-layers %" PRI " minus the edge stages) for %d "
+        error_set(err, errlen, "%s: leaves %" PRI " layers (--num-layers %" PRI " minus the edge stages) for %d "
                     "middle pipeline stages, not divisible by %d; use %s %" PRI "%s", sum, mid, s->num_layers, ms, ms,
                     flag, edge + down, alt);
+        return -1;
     }
     return 0;
 }
@@ -150,13 +146,17 @@ static int check_uneven_split(const struct pipeline_spec *s, char *err, size_t e
     const char *flag = s->first_stage_layers >= 0 ? "--decoder-first-pipeline-num-layers"
                                                   : "--decoder-last-pipeline-num-layers";
     int64_t v = s->first_stage_layers >= 0 ? s->first_stage_layers : s->last_stage_layers;
-    if (s->pp < 2)
-        return fail(err, errlen, "%s %" PRI ": an uneven split needs --pipeline-model-parallel-size > 1; raise it or "
+    if (s->pp < 2) {
+        error_set(err, errlen, "%s %" PRI ": an uneven split needs --pipeline-model-parallel-size > 1; raise it or "
                     "remove the flag", flag, v);
-    if (s->first_stage_layers == 0 || s->last_stage_layers == 0)
-        return fail(err, errlen, "%s 0: every pipeline stage needs at least 1 layer; give 1 or more",
+        return -1;
+    }
+    if (s->first_stage_layers == 0 || s->last_stage_layers == 0) {
+        error_set(err, errlen, "%s 0: every pipeline stage needs at least 1 layer; give 1 or more",
                     s->first_stage_layers == 0 ? "--decoder-first-pipeline-num-layers"
                                                : "--decoder-last-pipeline-num-layers");
+        return -1;
+    }
     return check_middle_layers(s, err, errlen);
 }
 
@@ -169,9 +169,10 @@ static int check_stage_chunks(int64_t layers, const char *what, const char *fix_
     divisors_text(layers, d, sizeof d);
     multiples_text(layers, vp, m, sizeof m);
     if (fix_flag) snprintf(fix, sizeof fix, ", or %s %s", fix_flag, m);
-    return fail(err, errlen, "%s: %d virtual stages must divide the %" PRI " layers of %s (every model chunk of a "
+    error_set(err, errlen, "%s: %d virtual stages must divide the %" PRI " layers of %s (every model chunk of a "
                 "stage holds the same number of layers); use a virtual stage count of %s%s", vflag, vp, layers, what,
                 d, fix);
+    return -1;
 }
 
 static int check_chunks(const struct pipeline_spec *s, const char *vflag, char *err, size_t errlen)
@@ -204,14 +205,18 @@ static int check_chunks(const struct pipeline_spec *s, const char *vflag, char *
  * receives between the same two ranks). */
 static int check_interleaving_stages(const struct pipeline_spec *s, const char *vflag, char *err, size_t errlen)
 {
-    if (s->pp < 2)
-        return fail(err, errlen, "%s: the interleaved schedule needs --pipeline-model-parallel-size > 1; raise it or "
+    if (s->pp < 2) {
+        error_set(err, errlen, "%s: the interleaved schedule needs --pipeline-model-parallel-size > 1; raise it or "
                     "remove the flag", vflag);
-    if (s->pp < 3 && !s->overlap_p2p)
-        return fail(err, errlen, "--no-overlap-p2p-communication: the interleaved schedule without overlapped p2p "
+        return -1;
+    }
+    if (s->pp < 3 && !s->overlap_p2p) {
+        error_set(err, errlen, "--no-overlap-p2p-communication: the interleaved schedule without overlapped p2p "
                     "communication needs --pipeline-model-parallel-size > 2 (with 2 stages both neighbours are the "
                     "same rank and one batch would hold two sends and two receives between them); use "
                     "--pipeline-model-parallel-size 3 or more, or drop --no-overlap-p2p-communication");
+        return -1;
+    }
     return 0;
 }
 
@@ -229,11 +234,12 @@ static void valid_micro_batches_text(int64_t m, int64_t g, int pp, int64_t mbdp,
             break;
         }
     while (!group_fits(hi, g, pp)) hi++;
+    int64_t gbs_hi;
     int used = lo ? snprintf(buf, n, "%" PRI " or %" PRI " micro batches", lo, hi)
                   : snprintf(buf, n, "%" PRI " micro batches", hi);
-    if (mbdp > 0 && used > 0 && (size_t)used < n) {
-        if (lo) snprintf(buf + used, n - (size_t)used, " (--global-batch-size %" PRI " or %" PRI ")", lo * mbdp, hi * mbdp);
-        else snprintf(buf + used, n - (size_t)used, " (--global-batch-size %" PRI ")", hi * mbdp);
+    if (mbdp > 0 && !__builtin_mul_overflow(hi, mbdp, &gbs_hi) && used > 0 && (size_t)used < n) {
+        if (lo) snprintf(buf + used, n - (size_t)used, " (--global-batch-size %" PRI " or %" PRI ")", lo * mbdp, gbs_hi);
+        else snprintf(buf + used, n - (size_t)used, " (--global-batch-size %" PRI ")", gbs_hi);
     }
 }
 
@@ -261,23 +267,30 @@ static int check_micro_batch_groups(const struct pipeline_spec *s, bool group_gi
                  "(--micro-batch-size x data-parallel size = %" PRI "))", m, m * mbdp, mbdp);
     else
         snprintf(mtext, sizeof mtext, "%" PRI " micro batches per iteration", m);
-    if (group_given && g < s->pp)
-        return fail(err, errlen, "--microbatch-group-size-per-virtual-pipeline-stage %" PRI ": must be at least "
+    if (group_given && g < s->pp) {
+        error_set(err, errlen, "--microbatch-group-size-per-virtual-pipeline-stage %" PRI ": must be at least "
                     "--pipeline-model-parallel-size = %d (a group keeps every stage busy while it passes); use %d or "
                     "more", g, s->pp, s->pp);
+        return -1;
+    }
     valid_micro_batches_text(m, g, s->pp, mbdp, vm, sizeof vm);
-    if (!group_given && m < g)
-        return fail(err, errlen, "%s: the interleaved schedule needs at least --pipeline-model-parallel-size = %d "
+    if (!group_given && m < g) {
+        error_set(err, errlen, "%s: the interleaved schedule needs at least --pipeline-model-parallel-size = %d "
                     "micro batches; use %s, or no virtual stages", mtext, s->pp, vm);
-    if (m < g)
-        return fail(err, errlen, "--microbatch-group-size-per-virtual-pipeline-stage %" PRI ": more than the %s; use "
+        return -1;
+    }
+    if (m < g) {
+        error_set(err, errlen, "--microbatch-group-size-per-virtual-pipeline-stage %" PRI ": more than the %s; use "
                     "%" PRI " or less%s, or %s", g, mtext, m, m >= s->pp ? "" : " (after raising the batch)", vm);
+        return -1;
+    }
     if (!group_fits(m, g, s->pp)) {
         valid_group_text(m, g, s->pp, vg, sizeof vg);
-        return fail(err, errlen, "%s: the interleaved schedule runs them in groups of %" PRI " (--microbatch-group-"
+        error_set(err, errlen, "%s: the interleaved schedule runs them in groups of %" PRI " (--microbatch-group-"
                     "size-per-virtual-pipeline-stage%s) and the last group, %" PRI " %% %" PRI " = %" PRI ", is smaller "
                     "than --pipeline-model-parallel-size = %d, so stages would wait on each other; use %s%s", mtext, g,
                     group_given ? "" : ", default --pipeline-model-parallel-size", m, g, m % g, s->pp, vm, vg);
+        return -1;
     }
     return 0;
 }
@@ -287,12 +300,16 @@ static int check_micro_batch_groups(const struct pipeline_spec *s, bool group_gi
 
 static int check_basics(const struct pipeline_spec *s, char *err, size_t errlen)
 {
-    if (s->pp < 1 || s->vp < 1 || s->num_layers < 1 || s->num_micro_batches < 1)
-        return fail(err, errlen, "pipeline: needs at least 1 stage, 1 virtual stage, 1 layer and 1 micro batch (got %d, "
+    if (s->pp < 1 || s->vp < 1 || s->num_layers < 1 || s->num_micro_batches < 1) {
+        error_set(err, errlen, "pipeline: needs at least 1 stage, 1 virtual stage, 1 layer and 1 micro batch (got %d, "
                     "%d, %" PRI ", %d); fix the flags", s->pp, s->vp, s->num_layers, s->num_micro_batches);
-    if ((int64_t)s->num_micro_batches * s->vp > MAX_VIRTUAL_MICRO_BATCHES)
-        return fail(err, errlen, "pipeline: %d micro batches x %d virtual stages are too many to schedule; use fewer "
+        return -1;
+    }
+    if ((int64_t)s->num_micro_batches * s->vp > MAX_VIRTUAL_MICRO_BATCHES) {
+        error_set(err, errlen, "pipeline: %d micro batches x %d virtual stages are too many to schedule; use fewer "
                     "micro batches (a larger --micro-batch-size) or fewer virtual stages", s->num_micro_batches, s->vp);
+        return -1;
+    }
     return 0;
 }
 
@@ -323,26 +340,34 @@ static int virtual_stages_from_config(const struct config *c, struct pipeline_sp
     s->vp = 1;
     if (k > 0) {
         snprintf(vflag, n, "--num-layers-per-virtual-pipeline-stage %" PRI, k);
-        if (is_uneven(s))
-            return fail(err, errlen, "%s: cannot be combined with --decoder-first-pipeline-num-layers / "
+        if (is_uneven(s)) {
+            error_set(err, errlen, "%s: cannot be combined with --decoder-first-pipeline-num-layers / "
                         "--decoder-last-pipeline-num-layers; give --num-virtual-stages-per-pipeline-rank instead",
                         vflag);
+            return -1;
+        }
         int64_t per = s->num_layers / s->pp;
         divisors_text(per, d, sizeof d);
-        if (per % k != 0)
-            return fail(err, errlen, "%s: must divide the layers per pipeline stage = %" PRI " (--num-layers %" PRI
+        if (per % k != 0) {
+            error_set(err, errlen, "%s: must divide the layers per pipeline stage = %" PRI " (--num-layers %" PRI
                         " / --pipeline-model-parallel-size %d); use %s", vflag, per, s->num_layers, s->pp, d);
+            return -1;
+        }
         v = per / k;
     } else if (v > 0) {
         snprintf(vflag, n, "--num-virtual-stages-per-pipeline-rank %" PRI, v);
-        if (v > s->num_layers)
-            return fail(err, errlen, "%s: more virtual stages than --num-layers = %" PRI "; use a divisor of each "
+        if (v > s->num_layers) {
+            error_set(err, errlen, "%s: more virtual stages than --num-layers = %" PRI "; use a divisor of each "
                         "stage's layers", vflag, s->num_layers);
+            return -1;
+        }
     } else {
         return 0;
     }
-    if (v > MAX_VIRTUAL_MICRO_BATCHES)
-        return fail(err, errlen, "%s: %" PRI " virtual stages per rank are too many to schedule; use fewer", vflag, v);
+    if (v > MAX_VIRTUAL_MICRO_BATCHES) {
+        error_set(err, errlen, "%s: %" PRI " virtual stages per rank are too many to schedule; use fewer", vflag, v);
+        return -1;
+    }
     s->vp = (int)v;
     return 0;
 }
@@ -351,13 +376,17 @@ int pipeline_spec_from_config(const struct config *c, struct pipeline_spec *s, c
 {
     char vflag[96] = "";
     memset(s, 0, sizeof *s);
-    if (c->pipeline_model_parallel_size > INT_MAX / 2)
-        return fail(err, errlen, "--pipeline-model-parallel-size %" PRI ": too large; use fewer stages",
+    if (c->pipeline_model_parallel_size > INT_MAX / 2) {
+        error_set(err, errlen, "--pipeline-model-parallel-size %" PRI ": too large; use fewer stages",
                     c->pipeline_model_parallel_size);
-    if (c->num_micro_batches > INT_MAX / 64)
-        return fail(err, errlen, "--global-batch-size %" PRI ": %" PRI " micro batches per iteration are too many to "
+        return -1;
+    }
+    if (c->num_micro_batches > INT_MAX / 64) {
+        error_set(err, errlen, "--global-batch-size %" PRI ": %" PRI " micro batches per iteration are too many to "
                     "schedule; use a larger --micro-batch-size or a smaller --global-batch-size",
                     c->global_batch_size, c->num_micro_batches);
+        return -1;
+    }
     s->pp = (int)c->pipeline_model_parallel_size;
     s->num_layers = c->num_layers;
     s->first_stage_layers = c->decoder_first_pipeline_num_layers;

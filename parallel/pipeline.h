@@ -71,8 +71,8 @@ enum pipeline_op {
     PIPE_RECV_BACKWARD, /* the gradient of (mb, chunk)'s output from the next stage */
 };
 
-/* Megatron's three parts of a 1F1B schedule (compute actions; communication takes its
- * neighbour's). Without pipelining every action is PIPE_STEADY. */
+/* Megatron's three parts of a 1F1B schedule: of a compute action, or for a send / receive of the
+ * compute that produced the tensor. Without pipelining every action is PIPE_STEADY. */
 enum pipeline_phase { PIPE_WARMUP, PIPE_STEADY, PIPE_COOLDOWN };
 
 struct pipeline_action {

@@ -3,23 +3,12 @@
  * data dependencies in time and gives each rank's busy and idle time. */
 #include "parallel/pipeline_check.h"
 
-#include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "util/error.h"
-
-static int fail(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-static int fail(char *err, size_t errlen, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    if (err && errlen) vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-    return -1;
-}
 
 static bool is_compute(enum pipeline_op op) { return op == PIPE_FORWARD || op == PIPE_BACKWARD; }
 static bool is_send(enum pipeline_op op) { return op == PIPE_SEND_FORWARD || op == PIPE_SEND_BACKWARD; }
@@ -83,25 +72,37 @@ static int check_shape(const struct checker *k, char *err, size_t errlen)
     for (int r = 0; r < s->pp; r++) {
         const struct pipeline_table *t = &s->tables[r];
         bool open = false;
-        if (t->pp_rank != r) return fail(err, errlen, "pipeline table %d: says it is rank %d", r, t->pp_rank);
+        if (t->pp_rank != r) {
+            error_set(err, errlen, "pipeline table %d: says it is rank %d", r, t->pp_rank);
+            return -1;
+        }
         for (int i = 0; i < t->n; i++) {
             const struct pipeline_action *a = &t->actions[i];
             if ((unsigned)a->op > PIPE_RECV_BACKWARD || a->mb < 0 || a->mb >= s->num_micro_batches || a->chunk < 0 ||
-                a->chunk >= s->vp)
-                return fail(err, errlen, "rank %d, action %d: op %d, micro batch %d or chunk %d out of range", r, i,
+                a->chunk >= s->vp) {
+                error_set(err, errlen, "rank %d, action %d: op %d, micro batch %d or chunk %d out of range", r, i,
                             (int)a->op, a->mb, a->chunk);
-            if (is_compute(a->op) && open)
-                return fail(err, errlen, "rank %d, action %d (%s): comes inside an unfinished batch of sends and "
+                return -1;
+            }
+            if (is_compute(a->op) && open) {
+                error_set(err, errlen, "rank %d, action %d (%s): comes inside an unfinished batch of sends and "
                             "receives (no action before it has wait set)", r, i, describe(a, d, sizeof d));
+                return -1;
+            }
             if (is_compute(a->op)) continue;
             int peer = expected_peer(k, r, a);
-            if (peer < 0 || a->peer != peer)
-                return fail(err, errlen, "rank %d, action %d (%s): the %s goes to rank %d", r, i,
+            if (peer < 0 || a->peer != peer) {
+                error_set(err, errlen, "rank %d, action %d (%s): the %s goes to rank %d", r, i,
                             describe(a, d, sizeof d), peer < 0 ? "stage has no such neighbour; nothing" : "message",
                             peer);
+                return -1;
+            }
             open = !a->wait;
         }
-        if (open) return fail(err, errlen, "rank %d: its last batch of sends and receives never waits", r);
+        if (open) {
+            error_set(err, errlen, "rank %d: its last batch of sends and receives never waits", r);
+            return -1;
+        }
     }
     return 0;
 }
@@ -119,18 +120,23 @@ static int check_coverage(const struct checker *k, char *err, size_t errlen)
             const struct pipeline_action *a = &t->actions[i];
             if (!is_compute(a->op)) continue;
             int *pos = a->op == PIPE_FORWARD ? fpos : bpos, p = a->mb * s->vp + a->chunk;
-            if (pos[p] >= 0)
-                rc = fail(err, errlen, "rank %d: runs the %s of micro batch %d, chunk %d twice (actions %d and %d)", r,
+            if (pos[p] >= 0) {
+                error_set(err, errlen, "rank %d: runs the %s of micro batch %d, chunk %d twice (actions %d and %d)", r,
                           a->op == PIPE_FORWARD ? "forward" : "backward", a->mb, a->chunk, pos[p], i);
-            else if (a->op == PIPE_BACKWARD && fpos[p] < 0)
-                rc = fail(err, errlen, "rank %d, action %d: the backward of micro batch %d, chunk %d comes before its "
+                rc = -1;
+            } else if (a->op == PIPE_BACKWARD && fpos[p] < 0) {
+                error_set(err, errlen, "rank %d, action %d: the backward of micro batch %d, chunk %d comes before its "
                           "forward", r, i, a->mb, a->chunk);
+                rc = -1;
+            }
             pos[p] = i;
         }
         for (int p = 0; p < k->pairs && rc == 0; p++)
-            if (fpos[p] < 0 || bpos[p] < 0)
-                rc = fail(err, errlen, "rank %d: never runs the %s of micro batch %d, chunk %d", r,
+            if (fpos[p] < 0 || bpos[p] < 0) {
+                error_set(err, errlen, "rank %d: never runs the %s of micro batch %d, chunk %d", r,
                           fpos[p] < 0 ? "forward" : "backward", p / s->vp, p % s->vp);
+                rc = -1;
+            }
     }
     free(fpos);
     free(bpos);
@@ -152,9 +158,11 @@ static int match_messages(struct checker *k, char *err, size_t errlen)
             k->partner[r][i] = -1;
             if (!is_send(a->op)) continue;
             long key = message_key(k, r, a);
-            if (send_rank[key] >= 0)
-                rc = fail(err, errlen, "rank %d, action %d (%s): the same tensor is sent twice (also action %d)", r, i,
+            if (send_rank[key] >= 0) {
+                error_set(err, errlen, "rank %d, action %d (%s): the same tensor is sent twice (also action %d)", r, i,
                           describe(a, d, sizeof d), send_idx[key]);
+                rc = -1;
+            }
             send_rank[key] = r;
             send_idx[key] = i;
         }
@@ -163,23 +171,27 @@ static int match_messages(struct checker *k, char *err, size_t errlen)
             const struct pipeline_action *a = &s->tables[r].actions[i];
             if (is_compute(a->op) || is_send(a->op)) continue;
             long key = message_key(k, r, a);
-            if (send_rank[key] < 0)
-                rc = fail(err, errlen, "rank %d, action %d (%s): rank %d never sends it, so rank %d would wait "
+            if (send_rank[key] < 0) {
+                error_set(err, errlen, "rank %d, action %d (%s): rank %d never sends it, so rank %d would wait "
                           "forever", r, i, describe(a, d, sizeof d), a->peer, r);
-            else if (k->partner[send_rank[key]][send_idx[key]] >= 0)
-                rc = fail(err, errlen, "rank %d, action %d (%s): received twice (also action %d)", r, i,
+                rc = -1;
+            } else if (k->partner[send_rank[key]][send_idx[key]] >= 0) {
+                error_set(err, errlen, "rank %d, action %d (%s): received twice (also action %d)", r, i,
                           describe(a, d, sizeof d), k->partner[send_rank[key]][send_idx[key]]);
-            else {
+                rc = -1;
+            } else {
                 k->partner[r][i] = send_idx[key];
                 k->partner[send_rank[key]][send_idx[key]] = i;
             }
         }
     for (int r = 0; r < s->pp && rc == 0; r++)
         for (int i = 0; i < s->tables[r].n && rc == 0; i++)
-            if (is_send(s->tables[r].actions[i].op) && k->partner[r][i] < 0)
-                rc = fail(err, errlen, "rank %d, action %d (%s): rank %d never receives it, so rank %d would wait "
+            if (is_send(s->tables[r].actions[i].op) && k->partner[r][i] < 0) {
+                error_set(err, errlen, "rank %d, action %d (%s): rank %d never receives it, so rank %d would wait "
                           "forever", r, i, describe(&s->tables[r].actions[i], d, sizeof d),
                           s->tables[r].actions[i].peer, r);
+                rc = -1;
+            }
     free(send_rank);
     free(send_idx);
     return rc;
@@ -212,12 +224,16 @@ static int check_compute_messages(const struct checker *k, char *err, size_t err
                                                                                          : stage > 0;
             enum pipeline_op in = fwd ? PIPE_RECV_FORWARD : PIPE_RECV_BACKWARD;
             enum pipeline_op out = fwd ? PIPE_SEND_FORWARD : PIPE_SEND_BACKWARD;
-            if (needs_input && !find_action(t, in, a->mb, a->chunk, i - 1, -1, -1))
-                return fail(err, errlen, "rank %d, action %d (%s): its input is never received before it (no %s)", r,
+            if (needs_input && !find_action(t, in, a->mb, a->chunk, i - 1, -1, -1)) {
+                error_set(err, errlen, "rank %d, action %d (%s): its input is never received before it (no %s)", r,
                             i, describe(a, d, sizeof d), op_name(in));
-            if (has_output && !find_action(t, out, a->mb, a->chunk, i + 1, t->n, 1))
-                return fail(err, errlen, "rank %d, action %d (%s): its output is never sent after it (no %s)", r, i,
+                return -1;
+            }
+            if (has_output && !find_action(t, out, a->mb, a->chunk, i + 1, t->n, 1)) {
+                error_set(err, errlen, "rank %d, action %d (%s): its output is never sent after it (no %s)", r, i,
                             describe(a, d, sizeof d), op_name(out));
+                return -1;
+            }
         }
     }
     return 0;
@@ -237,10 +253,12 @@ static int check_message_order(const struct checker *k, char *err, size_t errlen
             const struct pipeline_action *a = &s->tables[r].actions[i];
             if (!is_send(a->op)) continue;
             int *l = &last[a->peer * 2 + (a->op == PIPE_SEND_FORWARD ? 0 : 1)];
-            if (k->partner[r][i] < *l)
-                rc = fail(err, errlen, "rank %d, action %d (%s): rank %d receives it before an earlier message of "
+            if (k->partner[r][i] < *l) {
+                error_set(err, errlen, "rank %d, action %d (%s): rank %d receives it before an earlier message of "
                           "the same direction; keep the receive order equal to the send order", r, i,
                           describe(a, d, sizeof d), a->peer);
+                rc = -1;
+            }
             *l = k->partner[r][i];
         }
     }
@@ -334,15 +352,19 @@ static int report_deadlock(const struct sim *m, char *err, size_t errlen)
         for (int i = m->pc[r]; i <= m->batch_end[r]; i++) {
             if (m->match_time[r][i] >= 0) continue;
             int p = t->actions[i].peer;
-            if (m->pc[p] >= s->tables[p].n)
-                return fail(err, errlen, "deadlock: rank %d waits at action %d (%s), but rank %d has finished", r, i,
+            if (m->pc[p] >= s->tables[p].n) {
+                error_set(err, errlen, "deadlock: rank %d waits at action %d (%s), but rank %d has finished", r, i,
                             describe(&t->actions[i], d, sizeof d), p);
-            return fail(err, errlen, "deadlock: rank %d waits at action %d (%s) while rank %d waits at action %d (%s)",
+                return -1;
+            }
+            error_set(err, errlen, "deadlock: rank %d waits at action %d (%s) while rank %d waits at action %d (%s)",
                         r, i, describe(&t->actions[i], d, sizeof d), p, m->pc[p],
                         describe(&s->tables[p].actions[m->pc[p]], e, sizeof e));
+            return -1;
         }
     }
-    return fail(err, errlen, "deadlock: no rank can move");
+    error_set(err, errlen, "deadlock: no rank can move");
+    return -1;
 }
 
 /* The order in time the tables promise: forward after the previous stage's forward, backward
@@ -358,9 +380,11 @@ static int check_dependencies(const struct sim *m, char *err, size_t errlen)
             else if (m->bwd_start[i] < m->fwd_end[i]) what = "backward starts before its forward";
             else if (st < k->stages - 1 && m->bwd_start[i] < m->bwd_end[i + 1])
                 what = "backward starts before the next stage's backward";
-            if (what)
-                return fail(err, errlen, "micro batch %d, stage %d (rank %d, chunk %d): the %s ended", mb, st,
+            if (what) {
+                error_set(err, errlen, "micro batch %d, stage %d (rank %d, chunk %d): the %s ended", mb, st,
                             st % k->s->pp, st / k->s->pp, what);
+                return -1;
+            }
         }
     return 0;
 }

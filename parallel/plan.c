@@ -12,6 +12,8 @@
 #include "data/tokenizer.h"
 #include "models/model_config.h"
 #include "parallel/grid.h"
+#include "parallel/pipeline.h"
+#include "parallel/pipeline_check.h"
 #include "train.h"
 #include "util/error.h"
 
@@ -27,7 +29,8 @@ struct rank_params {
  * fc2) split their weight and keep the bias whole; norms and position embeddings are whole on
  * every TP rank; the word embedding and output layer are split by vocabulary (Megatron-Core's
  * tensor_parallel/layers.py). Mirrors models/model_config.c:model_num_parameters. */
-static struct rank_params params_on_rank(const struct model_config *c, const struct grid *g, int pp_rank)
+static struct rank_params params_on_rank(const struct model_config *c, const struct grid *g,
+                                         const struct pipeline_spec *ps, int pp_rank)
 {
     struct rank_params p;
     int64_t h = c->hidden_size, tp = g->tp, nd = (int64_t)c->num_attention_heads * c->kv_channels;
@@ -36,7 +39,7 @@ static struct rank_params params_on_rank(const struct model_config *c, const str
     int64_t norm = c->normalization == NORM_LAYERNORM ? 2 * h : h;
     int64_t bias = c->add_bias_linear ? 1 : 0;
     memset(&p, 0, sizeof p);
-    p.layers = c->num_layers / g->pp;
+    p.layers = pipeline_rank_layers(ps, pp_rank);
     p.split = p.layers * (qkv * h + bias * qkv + h * nd + f1 * h + bias * f1 + h * f) / tp;
     p.whole = p.layers * (2 * norm + bias * h + bias * h);
     if (pp_rank == 0) {
@@ -55,11 +58,11 @@ static struct rank_params params_on_rank(const struct model_config *c, const str
 
 /* One model replica's ranks hold every parameter once (whole parts once per TP group), plus the
  * tied embedding's copy on the last stage: a model change this plan does not know is a bug here. */
-static void check_params_add_up(const struct model_config *c, const struct grid *g)
+static void check_params_add_up(const struct model_config *c, const struct grid *g, const struct pipeline_spec *ps)
 {
     int64_t sum = 0;
     for (int s = 0; s < g->pp; s++) {
-        struct rank_params p = params_on_rank(c, g, s);
+        struct rank_params p = params_on_rank(c, g, ps, s);
         sum += p.split * g->tp + p.whole;
     }
     if (!c->untie_embeddings_and_output_weights && g->pp > 1) sum -= c->padded_vocab_size * c->hidden_size;
@@ -85,32 +88,18 @@ static double bytes_per_param(const struct config *cfg, const struct grid *g, ch
     return weight + grad + (main_weight + state) / shards;
 }
 
-/* Layers of a rank: with virtual stages, chunk v holds layers v*(L/vp) + pp_rank*(L/PP/vp) + ...
- * (get_transformer_layer_offset). */
-static void format_layers(const struct config *cfg, const struct grid *g, int pp_rank, int vp, char *buf, size_t n)
+/* Layers of a rank, chunk by chunk: "0-3,8-11" (pipeline_layers: Megatron's
+ * get_transformer_layer_offset). */
+static void format_layers(const struct pipeline_spec *ps, int pp_rank, char *buf, size_t n)
 {
-    int64_t per_chunk = cfg->num_layers / g->pp / vp;
     size_t used = 0;
     buf[0] = '\0';
-    for (int v = 0; v < vp && used + 32 < n; v++) {
-        int64_t first = v * (cfg->num_layers / vp) + pp_rank * per_chunk;
-        if (per_chunk == 1) used += (size_t)snprintf(buf + used, n - used, "%s%" PRId64, v ? "," : "", first);
+    for (int v = 0; v < ps->vp && used + 48 < n; v++) {
+        int64_t first, count = pipeline_layers(ps, pp_rank, v, &first);
+        if (count == 1) used += (size_t)snprintf(buf + used, n - used, "%s%" PRId64, v ? "," : "", first);
         else used += (size_t)snprintf(buf + used, n - used, "%s%" PRId64 "-%" PRId64, v ? "," : "", first,
-                                      first + per_chunk - 1);
+                                      first + count - 1);
     }
-}
-
-static int virtual_stages(const struct config *cfg, const struct grid *g)
-{
-    int64_t per_stage = cfg->num_layers / g->pp;
-    if (cfg->num_layers_per_virtual_pipeline_stage > 0) return (int)(per_stage / cfg->num_layers_per_virtual_pipeline_stage);
-    if (cfg->num_virtual_stages_per_pipeline_rank > 0) {
-        if (per_stage % cfg->num_virtual_stages_per_pipeline_rank != 0)
-            die_user("--num-virtual-stages-per-pipeline-rank %" PRId64 ": must divide the layers per pipeline stage "
-                     "= %" PRId64 "; use one of its divisors", cfg->num_virtual_stages_per_pipeline_rank, per_stage);
-        return (int)cfg->num_virtual_stages_per_pipeline_rank;
-    }
-    return 1;
 }
 
 /* The tokenizer's vocabulary (read from its files as pretrain does), or --vocab-size. */
@@ -151,9 +140,9 @@ static void print_groups(FILE *f, const struct grid *g)
     free(members);
 }
 
-static void print_ranks(FILE *f, const struct config *cfg, const struct grid *g, const struct model_config *mc)
+static void print_ranks(FILE *f, const struct config *cfg, const struct grid *g, const struct model_config *mc,
+                        const struct pipeline_spec *ps)
 {
-    int vp = virtual_stages(cfg, g);
     char formula[160];
     double bpp = bytes_per_param(cfg, g, formula, sizeof formula);
     double flops = model_flops_per_batch(mc, cfg->global_batch_size) / g->world_size;
@@ -167,28 +156,103 @@ static void print_ranks(FILE *f, const struct config *cfg, const struct grid *g,
             "memory (MB)", "FLOPs/iter");
     for (int r = 0; r < g->world_size; r++) {
         struct grid_coords c = grid_coords_of(g, r);
-        struct rank_params p = params_on_rank(mc, g, c.pp);
-        format_layers(cfg, g, c.pp, vp, layers, sizeof layers);
+        struct rank_params p = params_on_rank(mc, g, ps, c.pp);
+        format_layers(ps, c.pp, layers, sizeof layers);
         fprintf(f, "  %5d %3d %3d %3d %3d  %-16s %15" PRId64 " %14.2f %14.4e\n", r, c.tp, c.cp, c.dp, c.pp, layers,
                 p.total, (double)p.total * bpp / (1024.0 * 1024.0), flops);
     }
 }
 
-/* The pipeline schedule of each rank (1F1B warm-up / steady / cool-down micro batches, the
- * interleaved order) is printed here once pipeline parallelism lands (a later issue). */
-static void print_pipeline_schedule(FILE *f, const struct config *cfg, const struct grid *g)
+/* Tables larger than this many compute actions (all ranks) are described, not built. */
+#define PLAN_MAX_COMPUTE_ACTIONS 2000000
+/* Compute actions printed per rank before the middle of the list is elided. */
+#define PLAN_SHOWN_ACTIONS 64
+
+/* Forward time of each (rank, chunk) for the simulation: 1 for a chunk of L / (PP x vp) layers,
+ * in proportion otherwise (an uneven split). */
+static double *chunk_costs(const struct pipeline_spec *ps)
 {
-    if (g->pp == 1)
-        fprintf(f, "\npipeline schedule: none (PP 1): every rank runs forward_backward_no_pipelining over %" PRId64
-                   " micro batches per iteration\n", cfg->num_micro_batches);
-    else
-        fprintf(f, "\npipeline schedule: not planned yet (pipeline parallelism is a later issue)\n");
+    double *cost = xmalloc((size_t)ps->pp * (size_t)ps->vp * sizeof *cost);
+    double mean = (double)ps->num_layers / ((double)ps->pp * ps->vp);
+    for (int r = 0; r < ps->pp; r++)
+        for (int v = 0; v < ps->vp; v++) cost[r * ps->vp + v] = (double)pipeline_layers(ps, r, v, NULL) / mean;
+    return cost;
+}
+
+/* "0-3 (chunk 0, embedding), 8-11 (chunk 1)" */
+static void print_stage_layers(FILE *f, const struct pipeline_spec *ps, int r)
+{
+    for (int v = 0; v < ps->vp; v++) {
+        int64_t first, count = pipeline_layers(ps, r, v, &first);
+        bool emb = pipeline_holds_embedding(ps, r, v), loss = pipeline_holds_loss(ps, r, v);
+        char chunk[24] = "";
+        if (ps->vp > 1) snprintf(chunk, sizeof chunk, "chunk %d%s", v, emb || loss ? ", " : "");
+        fprintf(f, "%s", v ? ", " : "");
+        if (count == 1) fprintf(f, "%" PRId64, first);
+        else fprintf(f, "%" PRId64 "-%" PRId64, first, first + count - 1);
+        if (ps->vp > 1 || emb || loss)
+            fprintf(f, " (%s%s%s%s)", chunk, emb ? "embedding" : "", emb && loss ? ", " : "",
+                    loss ? "output layer and loss" : "");
+    }
+}
+
+static void print_schedule_header(FILE *f, const struct pipeline_schedule *sc, const struct pipeline_spec *ps,
+                                  bool uneven)
+{
+    double textbook = (double)(ps->pp - 1) / ((double)ps->vp * ps->num_micro_batches);
+    fprintf(f, "\npipeline schedule: %s, PP %d", pipeline_kind_name(sc->kind), ps->pp);
+    if (ps->vp > 1) fprintf(f, " x %d virtual stages (micro batches in groups of %d)", ps->vp, ps->group_size);
+    fprintf(f, ", %d micro batches per iteration\n", ps->num_micro_batches);
+    fprintf(f, "  F<m>.<c> / B<m>.<c>: forward / backward of micro batch m on the rank's model chunk c; '|' separates "
+               "warm-up, steady 1F1B and cool-down\n");
+    fprintf(f, "  bubble: idle / total time of the tables run together with a chunk's forward taking %s and its "
+               "backward twice that, communication free; the textbook (PP - 1) / (vp x M) = %.4g of the compute is "
+               "%.1f%% of the time\n", uneven ? "time in proportion to its layers" : "1 time unit", textbook,
+            100.0 * textbook / (1.0 + textbook));
+}
+
+/* Each pp rank's layers, its table of compute actions and the bubble the tables predict. */
+static void print_pipeline_schedule(FILE *f, const struct pipeline_spec *ps)
+{
+    if (ps->pp == 1) {
+        fprintf(f, "\npipeline schedule: none (PP 1): every rank runs forward_backward_no_pipelining over %d micro "
+                   "batches per iteration\n", ps->num_micro_batches);
+        return;
+    }
+    if ((double)ps->num_micro_batches * ps->vp * ps->pp * 2 > PLAN_MAX_COMPUTE_ACTIONS) {
+        fprintf(f, "\npipeline schedule: %d micro batches x %d model chunks per rank x %d ranks are too many to "
+                   "tabulate here; "
+                   "textbook bubble (PP - 1) / (vp x M) = %.4g of the compute\n", ps->num_micro_batches, ps->vp, ps->pp,
+                (double)(ps->pp - 1) / ((double)ps->vp * ps->num_micro_batches));
+        return;
+    }
+    struct pipeline_schedule sc;
+    struct pipeline_rank_stats *stats = xcalloc((size_t)ps->pp, sizeof *stats);
+    bool uneven = ps->first_stage_layers >= 0 || ps->last_stage_layers >= 0;
+    double *cost = chunk_costs(ps), makespan;
+    char err[512];
+    pipeline_schedule_build(&sc, ps);
+    if (pipeline_simulate(&sc, cost, stats, &makespan, err, sizeof err)) BUG("plan: schedule table: %s", err);
+    print_schedule_header(f, &sc, ps, uneven);
+    for (int r = 0; r < ps->pp; r++) {
+        fprintf(f, "  pp rank %d: layers ", r);
+        print_stage_layers(f, ps, r);
+        fprintf(f, "; warm-up %d forward%s, at most %d micro-batch chunk%s alive, bubble %.1f%%\n    ",
+                sc.tables[r].num_warmup, sc.tables[r].num_warmup == 1 ? "" : "s", stats[r].peak_alive,
+                stats[r].peak_alive == 1 ? "" : "s", 100.0 * stats[r].bubble);
+        pipeline_table_format(&sc.tables[r], PLAN_SHOWN_ACTIONS, f);
+        fputc('\n', f);
+    }
+    pipeline_schedule_free(&sc);
+    free(stats);
+    free(cost);
 }
 
 int plan_main(const struct config *cfg)
 {
     struct grid g;
     struct model_config mc;
+    struct pipeline_spec ps;
     char err[512];
     if (cfg->world_size > INT_MAX)
         die_user("--world-size %" PRId64 ": too large; plan at most %d ranks", cfg->world_size, INT_MAX);
@@ -196,8 +260,9 @@ int plan_main(const struct config *cfg)
                   (int)cfg->pipeline_model_parallel_size, (int)cfg->context_parallel_size,
                   (int)cfg->expert_model_parallel_size, cfg->use_tp_pp_dp_mapping, err, sizeof err))
         die_user("%s", err);
+    if (pipeline_spec_from_config(cfg, &ps, err, sizeof err)) die_user("%s", err);
     train_model_config(cfg, plan_vocab_size(cfg), &mc);
-    check_params_add_up(&mc, &g);
+    check_params_add_up(&mc, &g, &ps);
     FILE *f = stdout;
     fprintf(f, "megatron plan: %d ranks; GPT with %d layers, hidden %d, %d heads (%d query groups), ffn %d, seq %d, "
                "padded vocabulary %" PRId64 "; %" PRId64 " parameters\n",
@@ -211,7 +276,7 @@ int plan_main(const struct config *cfg)
     fprintf(f, "precision: %s weights, fp32 grads; optimizer %s%s\n", dtype_name(cfg->params_dtype), cfg->optimizer,
             cfg->use_distributed_optimizer ? ", distributed over DP x CP" : "");
     print_groups(f, &g);
-    print_ranks(f, cfg, &g, &mc);
-    print_pipeline_schedule(f, cfg, &g);
+    print_ranks(f, cfg, &g, &mc, &ps);
+    print_pipeline_schedule(f, &ps);
     return 0;
 }

@@ -181,3 +181,5 @@ void cuda_colsum_finish(float *dst0, float *dst1, const float *partials, int chu
                                                                              chunks, C);
     CUDA_CHECK_LAUNCH("colsum_finish_kernel");
 }
+
+void *cuda_stream(void) { return cuda_ctx()->stream; }

@@ -49,6 +49,8 @@ void cuda_memcpy_d2h(void *dst, const void *src, size_t bytes);
 void cuda_memset_zero(void *dst, size_t bytes);
 /* Waits for everything queued on the backend stream; reports any asynchronous error. */
 void cuda_synchronize(void);
+/* The backend's stream (a cudaStream_t): where NCCL collectives run, in order with the kernels. */
+void *cuda_stream(void);
 
 /* ---- ops: exactly op_<op> of ops.h ---- */
 

@@ -1,0 +1,23 @@
+/* The inside of a communication group, shared by comm.c (MPI, host memory) and comm_nccl.c
+ * (NCCL, device memory); not part of the communication interface. */
+#ifndef MEGATRON_PARALLEL_COMM_INTERNAL_H
+#define MEGATRON_PARALLEL_COMM_INTERNAL_H
+
+#include <mpi.h>
+
+#include "parallel/grid.h"
+
+struct comm_group {
+    enum grid_group_kind kind;
+    int size, rank;
+    int *members;        /* global ranks, by group rank (ascending) */
+    MPI_Comm comm;       /* blocking operations, from the caller's thread */
+    MPI_Comm comm_async; /* operations run by the communication thread */
+    /* NCCL, for device buffers (added with the CUDA backend, issue 6 part 2): an ncclComm_t made
+     * from an ncclUniqueId that group rank 0 broadcasts over `comm`, and the cudaStream_t its
+     * collectives run on so they overlap compute. NULL until then. */
+    void *nccl_comm;
+    void *nccl_stream;
+};
+
+#endif

@@ -1,0 +1,117 @@
+/* Collectives on device memory over NCCL, on the same groups as the MPI ones (comm.c): one
+ * ncclComm per group, made from an ncclUniqueId that group rank 0 broadcasts over the group's
+ * MPI communicator. They run on the CUDA backend's stream, so they are ordered with the kernels
+ * before and after them without host synchronisation. */
+#include "parallel/comm.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "parallel/comm_internal.h"
+#include "util/error.h"
+
+#ifdef MEGATRON_CUDA
+#include <cuda_runtime.h>
+#include <nccl.h>
+
+#include "kernels/cuda/cuda_ops.h"
+
+#define NCCL_CALL(call)                                                                             \
+    do {                                                                                            \
+        ncclResult_t r_ = (call);                                                                   \
+        if (r_ != ncclSuccess)                                                                      \
+            die_user("NCCL: %s failed: %s; check NCCL_DEBUG=INFO output and the GPUs' links", #call, \
+                     ncclGetErrorString(r_));                                                       \
+    } while (0)
+
+static ncclDataType_t nccl_type(enum comm_dtype dt)
+{
+    switch (dt) {
+    case COMM_F32: return ncclFloat32;
+    case COMM_F64: return ncclFloat64;
+    case COMM_I32: return ncclInt32;
+    case COMM_I64: return ncclInt64;
+    case COMM_U16: return ncclBfloat16;
+    }
+    BUG("nccl_type: %d", (int)dt);
+}
+
+void comm_nccl_init(void)
+{
+    for (int k = 0; k < GRID_NUM_KINDS; k++) {
+        struct comm_group *g = comm_group_get((enum grid_group_kind)k);
+        if (!g || g->nccl_comm || g->size < 2) continue;
+        ncclUniqueId id;
+        if (g->rank == 0) NCCL_CALL(ncclGetUniqueId(&id));
+        if (MPI_Bcast(&id, (int)sizeof id, MPI_BYTE, 0, g->comm) != MPI_SUCCESS)
+            die_user("NCCL set-up: broadcasting the communicator id over MPI failed; check the MPI launch");
+        ncclComm_t c;
+        NCCL_CALL(ncclCommInitRank(&c, g->size, id, g->rank));
+        g->nccl_comm = c;
+    }
+}
+
+void comm_nccl_free(struct comm_group *g)
+{
+    if (!g->nccl_comm) return;
+    ncclCommDestroy((ncclComm_t)g->nccl_comm);
+    g->nccl_comm = NULL;
+}
+
+bool comm_has_nccl(const struct comm_group *g) { return g && g->nccl_comm; }
+
+static ncclComm_t need_nccl(const struct comm_group *g, const char *op)
+{
+    if (!g->nccl_comm) BUG("%s on the %s group: comm_nccl_init was not called", op, grid_group_name(g->kind));
+    return (ncclComm_t)g->nccl_comm;
+}
+
+void comm_device_all_reduce_sum(struct comm_group *g, void *buf, size_t n, enum comm_dtype dt)
+{
+    NCCL_CALL(ncclAllReduce(buf, buf, n, nccl_type(dt), ncclSum, need_nccl(g, "all-reduce"), (cudaStream_t)cuda_stream()));
+}
+
+void comm_device_all_reduce_max(struct comm_group *g, void *buf, size_t n, enum comm_dtype dt)
+{
+    NCCL_CALL(ncclAllReduce(buf, buf, n, nccl_type(dt), ncclMax, need_nccl(g, "all-reduce"), (cudaStream_t)cuda_stream()));
+}
+
+void comm_device_reduce_scatter_sum(struct comm_group *g, const void *send, void *recv, size_t n, enum comm_dtype dt)
+{
+    NCCL_CALL(ncclReduceScatter(send, recv, n, nccl_type(dt), ncclSum, need_nccl(g, "reduce-scatter"),
+                                (cudaStream_t)cuda_stream()));
+}
+
+void comm_device_all_gather(struct comm_group *g, const void *send, void *recv, size_t n, enum comm_dtype dt)
+{
+    NCCL_CALL(ncclAllGather(send, recv, n, nccl_type(dt), need_nccl(g, "all-gather"), (cudaStream_t)cuda_stream()));
+}
+
+#else /* a build without the CUDA backend has no device buffers to move */
+
+void comm_nccl_init(void) { die_user("NCCL: this build has no CUDA backend; rebuild with nvcc available"); }
+void comm_nccl_free(struct comm_group *g) { (void)g; }
+bool comm_has_nccl(const struct comm_group *g) { (void)g; return false; }
+
+static _Noreturn void no_nccl(void) { BUG("device collective in a build without the CUDA backend"); }
+void comm_device_all_reduce_sum(struct comm_group *g, void *buf, size_t n, enum comm_dtype dt)
+{
+    (void)g, (void)buf, (void)n, (void)dt;
+    no_nccl();
+}
+void comm_device_all_reduce_max(struct comm_group *g, void *buf, size_t n, enum comm_dtype dt)
+{
+    (void)g, (void)buf, (void)n, (void)dt;
+    no_nccl();
+}
+void comm_device_reduce_scatter_sum(struct comm_group *g, const void *send, void *recv, size_t n, enum comm_dtype dt)
+{
+    (void)g, (void)send, (void)recv, (void)n, (void)dt;
+    no_nccl();
+}
+void comm_device_all_gather(struct comm_group *g, const void *send, void *recv, size_t n, enum comm_dtype dt)
+{
+    (void)g, (void)send, (void)recv, (void)n, (void)dt;
+    no_nccl();
+}
+#endif
