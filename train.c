@@ -248,7 +248,8 @@ static void finalize_grads(struct trainer *t)
     ddp_finish_grad_sync(t->ddp);
     if (!m->tp.sequence_parallel) return;
     for (int i = 0; i < m->num_params; i++)
-        if (m->params[i].shard_dim < 0) tp_all_reduce_buffer(&m->tp, m->grads + m->params[i].offset, m->params[i].numel);
+        if (m->params[i].shard_dim < 0)
+            tp_all_reduce_buffer(&m->tp, m->device, m->grads + m->params[i].offset, m->params[i].numel);
 }
 
 /* train_step: every micro batch's forward and backward, then the optimizer step.
@@ -435,8 +436,20 @@ static double bytes_per_parameter(const struct config *cfg)
     return 6.0 + 12.0 / dp;                                  /* bf16/fp16 weights, fp32 grads */
 }
 
-/* --device auto|cpu|cuda: the GPU when this build has the CUDA backend and the machine a GPU.
- * The CUDA path trains in bf16 on one GPU so far (NCCL for several ranks is the next step). */
+/* This rank's index among the ranks of its node, from the launcher (Open MPI, SLURM, MPICH), so
+ * each rank takes its own GPU; the world rank when no launcher says. */
+static int local_rank(const struct grid *g)
+{
+    const char *names[] = {"OMPI_COMM_WORLD_LOCAL_RANK", "SLURM_LOCALID", "MPI_LOCALRANKID"};
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
+        const char *v = getenv(names[i]);
+        if (v && *v) return atoi(v);
+    }
+    return g->rank;
+}
+
+/* --device auto|cpu|cuda: the GPU when this build has the CUDA backend and the machine a GPU;
+ * one GPU per rank, trained in bf16, ranks talking over NCCL. */
 static enum device select_device(const struct config *cfg, const struct grid *g)
 {
     bool want = strcmp(cfg->device, "cuda") == 0, maybe = strcmp(cfg->device, "auto") == 0;
@@ -447,20 +460,20 @@ static enum device select_device(const struct config *cfg, const struct grid *g)
     if (want && gpus == 0)
         die_user("--device cuda: no GPU found, or this build has no CUDA backend; use --device cpu");
     if (!want && !(maybe && gpus > 0)) return DEV_CPU;
-    if (g->world_size > 1) {
-        if (want) die_user("--device cuda with %d ranks: multi-GPU runs (NCCL) are not supported yet; use one rank "
-                           "or --device cpu", g->world_size);
-        return DEV_CPU;
-    }
     if (!cfg->bf16) {
         if (want) die_user("--device cuda: the CUDA backend trains in bf16; add --bf16 (or use --device cpu)");
         return DEV_CPU;
     }
     if (cfg->save || cfg->load)
         die_user("--save/--load on the CUDA backend: not supported yet; train on --device cpu to checkpoint");
+    int local = local_rank(g);
+    if (local >= gpus)
+        die_user("rank %d is local rank %d of its node, which has %d GPU(s): launch at most %d ranks per node "
+                 "(or use --device cpu)", g->rank, local, gpus, gpus);
 #ifdef MEGATRON_CUDA
-    cuda_init(0);
+    cuda_init(local);
 #endif
+    if (g->world_size > 1) comm_nccl_init(); /* after the device is chosen: NCCL binds to it */
     return DEV_CUDA;
 }
 

@@ -88,6 +88,14 @@ void comm_device_all_reduce_max(struct comm_group *g, void *buf, size_t n, enum 
 void comm_device_reduce_scatter_sum(struct comm_group *g, const void *send, void *recv, size_t n,
                                     enum comm_dtype dt);
 void comm_device_all_gather(struct comm_group *g, const void *send, void *recv, size_t n, enum comm_dtype dt);
+/* The same sum and reduce-scatter on the group's own communication stream, after everything the
+ * compute stream has queued so far: they overlap the compute queued after them. comm_device_join
+ * makes the compute stream wait for everything issued on the group's communication stream. The
+ * in-place forms of NCCL apply: a reduce-scatter's recv may be send + rank * n. */
+void comm_device_iall_reduce_sum(struct comm_group *g, void *buf, size_t n, enum comm_dtype dt);
+void comm_device_ireduce_scatter_sum(struct comm_group *g, const void *send, void *recv, size_t n,
+                                     enum comm_dtype dt);
+void comm_device_join(struct comm_group *g);
 
 struct comm_request *comm_iall_reduce_sum(struct comm_group *g, void *buf, size_t n, enum comm_dtype dt);
 struct comm_request *comm_ireduce_scatter_sum(struct comm_group *g, const void *send, void *recv, size_t n,

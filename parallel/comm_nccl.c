@@ -51,20 +51,66 @@ void comm_nccl_init(void)
     }
 }
 
-void comm_nccl_free(struct comm_group *g)
-{
-    if (!g->nccl_comm) return;
-    ncclCommDestroy((ncclComm_t)g->nccl_comm);
-    g->nccl_comm = NULL;
-}
-
-bool comm_has_nccl(const struct comm_group *g) { return g && g->nccl_comm; }
-
 static ncclComm_t need_nccl(const struct comm_group *g, const char *op)
 {
     if (!g->nccl_comm) BUG("%s on the %s group: comm_nccl_init was not called", op, grid_group_name(g->kind));
     return (ncclComm_t)g->nccl_comm;
 }
+
+void comm_nccl_free(struct comm_group *g)
+{
+    if (!g->nccl_comm) return;
+    ncclCommDestroy((ncclComm_t)g->nccl_comm);
+    g->nccl_comm = NULL;
+    if (g->nccl_stream) cudaStreamDestroy((cudaStream_t)g->nccl_stream);
+    g->nccl_stream = NULL;
+}
+
+static void cuda_call(cudaError_t e, const char *what)
+{
+    if (e != cudaSuccess) die_user("CUDA: %s failed: %s; check the GPU and driver", what, cudaGetErrorString(e));
+}
+
+/* The group's communication stream, made to wait for what the compute stream queued so far. */
+static cudaStream_t comm_stream_after_compute(struct comm_group *g)
+{
+    if (!g->nccl_stream) {
+        cudaStream_t s;
+        cuda_call(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking), "cudaStreamCreate");
+        g->nccl_stream = s;
+    }
+    cudaEvent_t ev;
+    cuda_call(cudaEventCreateWithFlags(&ev, cudaEventDisableTiming), "cudaEventCreate");
+    cuda_call(cudaEventRecord(ev, (cudaStream_t)cuda_stream()), "cudaEventRecord");
+    cuda_call(cudaStreamWaitEvent((cudaStream_t)g->nccl_stream, ev, 0), "cudaStreamWaitEvent");
+    cuda_call(cudaEventDestroy(ev), "cudaEventDestroy"); /* released once the wait is satisfied */
+    return (cudaStream_t)g->nccl_stream;
+}
+
+void comm_device_iall_reduce_sum(struct comm_group *g, void *buf, size_t n, enum comm_dtype dt)
+{
+    ncclComm_t c = need_nccl(g, "all-reduce");
+    NCCL_CALL(ncclAllReduce(buf, buf, n, nccl_type(dt), ncclSum, c, comm_stream_after_compute(g)));
+}
+
+void comm_device_ireduce_scatter_sum(struct comm_group *g, const void *send, void *recv, size_t n, enum comm_dtype dt)
+{
+    ncclComm_t c = need_nccl(g, "reduce-scatter");
+    NCCL_CALL(ncclReduceScatter(send, recv, n, nccl_type(dt), ncclSum, c, comm_stream_after_compute(g)));
+}
+
+void comm_device_join(struct comm_group *g)
+{
+    if (!g->nccl_stream) return;
+    cudaEvent_t ev;
+    cuda_call(cudaEventCreateWithFlags(&ev, cudaEventDisableTiming), "cudaEventCreate");
+    cuda_call(cudaEventRecord(ev, (cudaStream_t)g->nccl_stream), "cudaEventRecord");
+    cuda_call(cudaStreamWaitEvent((cudaStream_t)cuda_stream(), ev, 0), "cudaStreamWaitEvent");
+    cuda_call(cudaEventDestroy(ev), "cudaEventDestroy");
+}
+
+bool comm_has_nccl(const struct comm_group *g) { return g && g->nccl_comm; }
+
 
 void comm_device_all_reduce_sum(struct comm_group *g, void *buf, size_t n, enum comm_dtype dt)
 {
@@ -114,4 +160,15 @@ void comm_device_all_gather(struct comm_group *g, const void *send, void *recv, 
     (void)g, (void)send, (void)recv, (void)n, (void)dt;
     no_nccl();
 }
+void comm_device_iall_reduce_sum(struct comm_group *g, void *buf, size_t n, enum comm_dtype dt)
+{
+    (void)g, (void)buf, (void)n, (void)dt;
+    no_nccl();
+}
+void comm_device_ireduce_scatter_sum(struct comm_group *g, const void *send, void *recv, size_t n, enum comm_dtype dt)
+{
+    (void)g, (void)send, (void)recv, (void)n, (void)dt;
+    no_nccl();
+}
+void comm_device_join(struct comm_group *g) { (void)g; }
 #endif

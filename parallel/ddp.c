@@ -62,7 +62,7 @@ struct ddp *ddp_create(struct gpt_model *m, struct comm_group *dp, int64_t bucke
     d->overlap = overlap && d->size > 1;
     if (m->buffer_numel % d->size) BUG("ddp: buffer of %lld not a multiple of %d", (long long)m->buffer_numel, d->size);
     make_buckets(d, bucket_size > 0 ? bucket_size : m->buffer_numel);
-    if (d->distributed) d->shard = xmalloc((size_t)(m->buffer_numel / d->size) * sizeof(float));
+    if (d->distributed && m->device == DEV_CPU) d->shard = xmalloc((size_t)(m->buffer_numel / d->size) * sizeof(float));
     return d;
 }
 
@@ -86,10 +86,27 @@ int ddp_owned_ranges(const struct ddp *d, struct buffer_range *ranges, int max)
     return 1;
 }
 
+/* On the GPU the reductions run in place over NCCL on the group's communication stream, so they
+ * overlap the backward still queued on the compute stream. */
+static void launch_device(struct ddp *d, struct ddp_bucket *b)
+{
+    float *g = d->model->grads;
+    if (d->distributed) {
+        size_t len = (size_t)((b->hi - b->lo) / d->size);
+        comm_device_ireduce_scatter_sum(d->dp, g, g + (size_t)d->rank * len, len, COMM_F32);
+        return;
+    }
+    comm_device_iall_reduce_sum(d->dp, g + b->lo, (size_t)(b->hi - b->lo), COMM_F32);
+}
+
 static void launch(struct ddp *d, struct ddp_bucket *b)
 {
     float *g = d->model->grads;
     b->launched = true;
+    if (d->model->device == DEV_CUDA) {
+        launch_device(d, b);
+        return;
+    }
     if (d->distributed) { /* one bucket: the whole buffer */
         b->req = comm_ireduce_scatter_sum(d->dp, g, d->shard, (size_t)((b->hi - b->lo) / d->size), COMM_F32);
         return;
@@ -117,13 +134,18 @@ void ddp_grads_ready(void *ctx, int stage)
 void ddp_finish_grad_sync(struct ddp *d)
 {
     if (d->size == 1) return;
+    bool device = d->model->device == DEV_CUDA;
     for (int i = 0; i < d->num_buckets; i++) {
         struct ddp_bucket *b = &d->buckets[i];
         if (!b->launched) launch(d, b);
-        comm_wait(b->req);
+        if (!device) comm_wait(b->req);
         b->req = NULL;
     }
     d->syncing = false;
+    if (device) { /* reduced in place; the compute stream waits for the communication stream */
+        comm_device_join(d->dp);
+        return;
+    }
     if (d->distributed) { /* the reduced shard into its place; the rest of the buffer is stale */
         int64_t len = d->model->buffer_numel / d->size;
         memcpy(d->model->grads + d->rank * len, d->shard, (size_t)len * sizeof(float));
@@ -134,6 +156,11 @@ void ddp_gather_params(struct ddp *d)
 {
     if (!d->distributed) return;
     int64_t len = d->model->buffer_numel / d->size;
+    if (d->model->device == DEV_CUDA) { /* in place, then the bf16 copy of every shard */
+        comm_device_all_gather(d->dp, d->model->weights + d->rank * len, d->model->weights, (size_t)len, COMM_F32);
+        gpt_weights_changed(d->model, 0, d->model->buffer_numel);
+        return;
+    }
     memcpy(d->shard, d->model->weights + d->rank * len, (size_t)len * sizeof(float));
     comm_all_gather(d->dp, d->shard, d->model->weights, (size_t)len, COMM_F32);
 }

@@ -14,23 +14,28 @@ struct tp_group tp_group_single(void)
     return g;
 }
 
-static void need_host(const char *op, struct tensor t)
+/* Host fp32 goes over MPI; device fp32 or bf16 over NCCL. */
+static enum comm_dtype comm_type(const char *op, struct tensor t)
 {
-    if (t.device != DEV_CPU || t.dtype != DT_F32) BUG("%s: host fp32 tensors only so far", op);
+    if (t.dtype == DT_F32) return COMM_F32;
+    if (t.device == DEV_CUDA && t.dtype == DT_BF16) return COMM_U16;
+    BUG("%s: %s tensors cannot be reduced", op, dtype_name(t.dtype));
 }
 
 void tp_all_reduce(const struct tp_group *tp, struct tensor t)
 {
     if (tp->size == 1) return;
-    need_host("tp_all_reduce", t);
-    comm_all_reduce_sum(tp->comm, t.data, (size_t)tensor_numel(t), COMM_F32);
+    enum comm_dtype dt = comm_type("tp_all_reduce", t);
+    if (t.device == DEV_CUDA) comm_device_all_reduce_sum(tp->comm, t.data, (size_t)tensor_numel(t), dt);
+    else comm_all_reduce_sum(tp->comm, t.data, (size_t)tensor_numel(t), dt);
 }
 
 void tp_all_reduce_max(const struct tp_group *tp, struct tensor t)
 {
     if (tp->size == 1) return;
-    need_host("tp_all_reduce_max", t);
-    comm_all_reduce_max(tp->comm, t.data, (size_t)tensor_numel(t), COMM_F32);
+    enum comm_dtype dt = comm_type("tp_all_reduce_max", t);
+    if (t.device == DEV_CUDA) comm_device_all_reduce_max(tp->comm, t.data, (size_t)tensor_numel(t), dt);
+    else comm_all_reduce_max(tp->comm, t.data, (size_t)tensor_numel(t), dt);
 }
 
 void tp_reduce_scatter_rows(const struct tp_group *tp, struct tensor full, struct tensor shard)
@@ -40,8 +45,9 @@ void tp_reduce_scatter_rows(const struct tp_group *tp, struct tensor full, struc
         if (full.data != shard.data) memcpy(shard.data, full.data, tensor_bytes(full));
         return;
     }
-    need_host("tp_reduce_scatter_rows", full);
-    comm_reduce_scatter_sum(tp->comm, full.data, shard.data, (size_t)tensor_numel(shard), COMM_F32);
+    enum comm_dtype dt = comm_type("tp_reduce_scatter_rows", full);
+    if (full.device == DEV_CUDA) comm_device_reduce_scatter_sum(tp->comm, full.data, shard.data, (size_t)tensor_numel(shard), dt);
+    else comm_reduce_scatter_sum(tp->comm, full.data, shard.data, (size_t)tensor_numel(shard), dt);
 }
 
 void tp_all_gather_rows(const struct tp_group *tp, struct tensor shard, struct tensor full)
@@ -51,8 +57,9 @@ void tp_all_gather_rows(const struct tp_group *tp, struct tensor shard, struct t
         if (full.data != shard.data) memcpy(full.data, shard.data, tensor_bytes(full));
         return;
     }
-    need_host("tp_all_gather_rows", full);
-    comm_all_gather(tp->comm, shard.data, full.data, (size_t)tensor_numel(shard), COMM_F32);
+    enum comm_dtype dt = comm_type("tp_all_gather_rows", full);
+    if (full.device == DEV_CUDA) comm_device_all_gather(tp->comm, shard.data, full.data, (size_t)tensor_numel(shard), dt);
+    else comm_all_gather(tp->comm, shard.data, full.data, (size_t)tensor_numel(shard), dt);
 }
 
 void tp_reduce_to_rows(const struct tp_group *tp, struct tensor full, struct tensor local)
@@ -74,8 +81,9 @@ void tp_gather_rows(const struct tp_group *tp, struct tensor local, struct tenso
     if (full.data != local.data) BUG("tp_gather_rows: without sequence parallelism full is local");
 }
 
-void tp_all_reduce_buffer(const struct tp_group *tp, float *buf, int64_t n)
+void tp_all_reduce_buffer(const struct tp_group *tp, enum device dev, float *buf, int64_t n)
 {
     if (tp->size == 1 || n == 0) return;
-    comm_all_reduce_sum(tp->comm, buf, (size_t)n, COMM_F32);
+    if (dev == DEV_CUDA) comm_device_all_reduce_sum(tp->comm, buf, (size_t)n, COMM_F32);
+    else comm_all_reduce_sum(tp->comm, buf, (size_t)n, COMM_F32);
 }

@@ -53,6 +53,6 @@ void tp_gather_rows(const struct tp_group *tp, struct tensor local, struct tenso
  * sequence parallelism the gradients of parameters every rank holds whole but applies to its row
  * shard only (norms, row-parallel biases, position embeddings), as Megatron's
  * _allreduce_layernorm_grads does. */
-void tp_all_reduce_buffer(const struct tp_group *tp, float *buf, int64_t n);
+void tp_all_reduce_buffer(const struct tp_group *tp, enum device dev, float *buf, int64_t n);
 
 #endif

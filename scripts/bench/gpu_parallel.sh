@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# On the two-GPU machine: data and tensor parallelism over NCCL.
+# 1. correctness: a small GPT in bf16 on 1 GPU, DP=2, TP=2 with sequence parallelism, and DP=2 with
+#    the distributed optimizer and overlapped reduction follow the 1-GPU losses (bf16: within 2%)
+# 2. speed: the 1.5B GPT-2 (48 x 1600, 25 heads, seq 1024) on 1 GPU, DP=2 (same micro batch per GPU,
+#    weak scaling) and TP=2: tokens/s per GPU by the log line.
+set -uo pipefail
+cd "$(dirname "$0")/../.."
+OUT=${OUT:-/tmp/gpu_parallel_out}
+mkdir -p "$OUT"
+export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 NCCL_NVLS_ENABLE=0
+nvidia-smi --query-gpu=name --format=csv,noheader | tee "$OUT/gpu.txt"
+make -j32 CUDA=1 megatron >"$OUT/build.log" 2>&1 || { tail -30 "$OUT/build.log"; exit 1; }
+run() { # name ranks flags...
+    local name=$1 np=$2
+    shift 2
+    if [ "$np" -eq 1 ]; then ./megatron pretrain "$@" >"$OUT/$name.log" 2>&1
+    else mpirun -np "$np" --bind-to none ./megatron pretrain "$@" >"$OUT/$name.log" 2>&1; fi
+    grep -m2 -i "error" "$OUT/$name.log"
+}
+loss() { grep ' iteration .*lm loss' "$1" | sed 's/.*lm loss: \([^ ]*\) .*/\1/'; }
+
+small="--num-layers 4 --hidden-size 256 --num-attention-heads 8 --seq-length 256 --max-position-embeddings 256
+    --micro-batch-size 4 --global-batch-size 16 --train-iters 30 --lr 1e-3 --lr-decay-style constant
+    --mock-data --tokenizer-type NullTokenizer --vocab-size 4096 --log-interval 5 --eval-iters 0
+    --hidden-dropout 0 --attention-dropout 0 --split 1,1,1 --bf16 --device cuda"
+run small_1gpu 1 $small
+run small_dp2 2 $small
+run small_tp2_sp 2 $small --tensor-model-parallel-size 2 --sequence-parallel
+run small_dp2_distopt 2 $small --use-distributed-optimizer --overlap-grad-reduce
+for n in small_dp2 small_tp2_sp small_dp2_distopt; do
+    paste <(loss "$OUT/small_1gpu.log") <(loss "$OUT/$n.log") | awk -v n=$n '
+        { r = ($2 - $1) / $1; if (r < 0) r = -r; if (r > w) w = r; c++ }
+        END { printf "%s vs 1 GPU: %d logged losses, worst relative difference %.4f (%s)\n", n, c, w,
+              (c == 6 && w < 0.02) ? "within 2%" : "FAILED" }' | tee -a "$OUT/compare.txt"
+done
+
+big="--num-layers 48 --hidden-size 1600 --num-attention-heads 25 --seq-length 1024 --max-position-embeddings 1024
+    --micro-batch-size ${MBS:-8} --train-iters 20 --lr 1e-4 --lr-decay-style constant --mock-data
+    --tokenizer-type NullTokenizer --vocab-size 50257 --log-interval 10 --log-throughput --eval-iters 0
+    --hidden-dropout 0 --attention-dropout 0 --split 1,1,1 --bf16 --device cuda"
+mbs=${MBS:-8}
+run big_1gpu 1 $big --global-batch-size $mbs
+run big_dp2 2 $big --global-batch-size $((2 * mbs)) --overlap-grad-reduce
+run big_dp2_distopt 2 $big --global-batch-size $((2 * mbs)) --use-distributed-optimizer --overlap-grad-reduce
+run big_tp2 2 $big --global-batch-size $mbs --tensor-model-parallel-size 2 --sequence-parallel
+for n in big_1gpu big_dp2 big_dp2_distopt big_tp2; do
+    grep ' iteration ' "$OUT/$n.log" | tail -1 | sed 's/.*global batch size: *\([0-9]*\).*/\1/' >"$OUT/gbs"
+    grep ' iteration ' "$OUT/$n.log" | tail -1 \
+        | sed 's/.*elapsed time per iteration (ms): \([^ ]*\) | throughput per GPU (TFLOP\/s\/GPU): \([^ ]*\) .*/\1 \2/' \
+        | awk -v n=$n -v gbs="$(cat "$OUT/gbs")" -v g=$([ $n = big_1gpu ] && echo 1 || echo 2) \
+            '{ printf "%s: %.1f ms/iter, %.0f tokens/s per GPU, %.1f TFLOP/s/GPU\n", n, $1, gbs * 1024 / ($1 / 1000) / g, $2 }' \
+        | tee -a "$OUT/summary.txt"
+done
