@@ -521,10 +521,10 @@ int pretrain_main(const struct config *cfg, FILE *out)
     t.model = gpt_create(&mc, cfg->micro_batch_size, select_device(cfg, &t.grid), &tp, t.grid.dp);
     gpt_init_weights(t.model);
     if (t.grid.dp_rank == 0)
-        printf(" > number of parameters on (tensor, pipeline) model parallel rank (%d, %d): %lld\n", t.grid.tp_rank,
+        fprintf(out, " > number of parameters on (tensor, pipeline) model parallel rank (%d, %d): %lld\n", t.grid.tp_rank,
                t.grid.pp_rank, (long long)t.model->numel);
     if (first)
-        printf(" > weights, grads and optimizer state: %.1f bytes/parameter (Megatron's formula) = %.3f GiB per rank\n",
+        fprintf(out, " > weights, grads and optimizer state: %.1f bytes/parameter (Megatron's formula) = %.3f GiB per rank\n",
                bytes_per_parameter(cfg), bytes_per_parameter(cfg) * (double)t.model->numel / 1073741824.0);
     /* Megatron's default bucket: max(40M, 1M x dp) parameters */
     int64_t bucket = cfg->ddp_bucket_size > 0 ? cfg->ddp_bucket_size
@@ -535,14 +535,14 @@ int pretrain_main(const struct config *cfg, FILE *out)
     t.loader = loader_create(cfg, vocab, eod);
     t.flops_per_batch = model_flops_per_batch(&mc, cfg->global_batch_size);
     alloc_buffers(&t.buf, cfg->num_micro_batches * cfg->micro_batch_size, cfg->seq_length);
-    fflush(stdout);
+    fflush(out);
 
     bool exited = false;
     if (cfg->skip_train) {
-        if (first) printf("skipping training (--skip-train is on) ...\n");
+        if (first) fprintf(out, "skipping training (--skip-train is on) ...\n");
     } else {
-        if (first) printf("training ...\n");
-        fflush(stdout);
+        if (first) fprintf(out, "training ...\n");
+        fflush(out);
         exited = train(&t);
         if (!exited && cfg->save && t.iteration != 0 && t.iteration % cfg->save_interval != 0) {
             struct ckpt_state s = ckpt_state_of(&t);
