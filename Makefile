@@ -71,6 +71,12 @@ $(BUILD)/tests/%: tests/%.c $(BUILD)/libmegatron.a
 demo: deps megatron
 	scripts/demo.sh
 
+# A few minutes of CPU pretraining on a real corpus (fetches GPT-2's tokenizer and the Jargon File
+# when they are missing; scripts/demo_data.sh --corpus kjv for the King James Bible).
+.PHONY: demo-data
+demo-data: deps megatron
+	scripts/demo_data.sh
+
 # Installs (as root) or names what a fresh Debian/Ubuntu machine lacks for building and testing.
 deps:
 	@scripts/install_deps.sh --check >/dev/null 2>&1 || scripts/install_deps.sh
