@@ -11,12 +11,12 @@ die() {
     exit 2
 }
 
-[ $# -ge 1 ] && [ $# -le 2 ] || die "usage: scripts/unigram_entropy.sh PREFIX [SPLIT]; give the prefix of a .bin/.idx pair"
+{ [ $# -ge 1 ] && [ $# -le 2 ]; } || die "usage: scripts/unigram_entropy.sh PREFIX [SPLIT]; give the prefix of a .bin/.idx pair"
 prefix=$1
 split=${2:-949,50,1}
 idx=$prefix.idx
 bin=$prefix.bin
-[ -r "$idx" ] && [ -r "$bin" ] || die "$prefix: no readable .idx/.bin pair; run megatron preprocess first"
+{ [ -r "$idx" ] && [ -r "$bin" ]; } || die "$prefix: no readable .idx/.bin pair; run megatron preprocess first"
 
 # Megatron's .idx: magic "MMIDIDX\0\0", u64 version 1, u8 dtype code, u64 sequence count,
 # u64 document count, i32 sizes[sequences], i64 pointers[sequences], i64 document_indices[...].
@@ -46,7 +46,7 @@ end=$(printf '%s\n' "$split" | grep -oE '[.0-9]+' |
 
 # Its tokens are the first sum(sizes[0..end)) tokens of the .bin (sequences are stored in order).
 tokens=$(od -An -v -t d4 -j 34 -N $((4 * end)) "$idx" | awk '{ for (i = 1; i <= NF; i++) s += $i } END { printf "%d\n", s }')
-[ $(((tokens * width))) -le "$(stat -c %s "$bin")" ] || die "$bin: shorter than its .idx says; re-run megatron preprocess"
+[ $((tokens * width)) -le "$(stat -c %s "$bin")" ] || die "$bin: shorter than its .idx says; re-run megatron preprocess"
 
 head -c $((tokens * width)) "$bin" | od -An -v -t "$fmt" |
     awk -v prefix="$prefix" -v end="$end" -v nseq="$nseq" '
