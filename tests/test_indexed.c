@@ -19,34 +19,7 @@
 
 static const char *fixtures = "../shared/fixtures";
 
-struct tmp {
-    char dir[64];
-};
-
-static int rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
-{
-    (void)st;
-    (void)flag;
-    (void)ftw;
-    return remove(path);
-}
-
-static int tmp_setup(void **state)
-{
-    struct tmp *t = calloc(1, sizeof(*t));
-    snprintf(t->dir, sizeof(t->dir), "/tmp/megatron_test_indexed_XXXXXX");
-    assert_non_null(mkdtemp(t->dir));
-    *state = t;
-    return 0;
-}
-
-static int tmp_teardown(void **state)
-{
-    struct tmp *t = *state;
-    nftw(t->dir, rm_entry, 8, FTW_DEPTH | FTW_PHYS);
-    free(t);
-    return 0;
-}
+#include "tests/tmpdir.h"
 
 static void jargon_prefix(char *buf, size_t n)
 {
