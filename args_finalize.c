@@ -380,19 +380,16 @@ static int finalize_convert(struct config *c, char *err, size_t errlen)
 }
 
 /* Everything that Megatron-LM accepts and this program does not do YET: each check here goes away
- * when its feature lands (tensor/pipeline/context/expert parallelism, sequence parallelism, the
+ * when its feature lands (context/expert parallelism, the
  * distributed optimizer and overlaps, checkpoints, more tokenizers, positions and optimizers). */
 static int reject_not_yet_supported(const struct config *c, enum subcommand cmd, char *err, size_t errlen)
 {
     const struct { const char *flag; int64_t v; const char *what; } sizes[] = {
-        {"--pipeline-model-parallel-size", c->pipeline_model_parallel_size, "pipeline"},
         {"--context-parallel-size", c->context_parallel_size, "context"},
         {"--expert-model-parallel-size", c->expert_model_parallel_size, "expert"},
     };
     const struct { const char *flag; bool on; } flags[] = {
         {"--overlap-param-gather", c->overlap_param_gather},
-        {"--num-layers-per-virtual-pipeline-stage", c->num_layers_per_virtual_pipeline_stage > 0},
-        {"--num-virtual-stages-per-pipeline-rank", c->num_virtual_stages_per_pipeline_rank > 0},
     };
     if (cmd == CMD_PRETRAIN) {
         for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++)

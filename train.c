@@ -17,6 +17,8 @@
 #include "parallel/comm.h"
 #include "parallel/ddp.h"
 #include "parallel/grid.h"
+#include "parallel/pipeline.h"
+#include "parallel/schedules.h"
 #include "kernels/arena.h"
 #ifdef MEGATRON_CUDA
 #include "kernels/cuda/cuda_ops.h"
@@ -45,6 +47,12 @@ struct trainer {
     FILE *out;                /* Megatron's training_log prints on the last rank: NULL elsewhere */
     struct grid grid;
     struct comm_group *dp;    /* data-parallel group (NULL with one data-parallel rank) */
+    struct comm_group *pp;    /* pipeline group (NULL with one stage) */
+    struct comm_group *embedding; /* first and last stage, with tied embeddings split over them */
+    struct pipeline_spec pipeline;
+    struct pipeline_schedule schedule;
+    struct schedule *runner;  /* this rank's table bound to the model */
+    bool last_stage;          /* holds the loss */
     struct gpt_model *model;
     struct ddp *ddp;
     struct optimizer *optimizer;
@@ -131,6 +139,7 @@ static void build_optimizer(struct trainer *t)
     o.params_dtype = cfg->params_dtype;
     o.norm_tp_group = t->model->tp.comm;
     o.norm_dp_group = cfg->use_distributed_optimizer ? t->dp : NULL;
+    o.norm_pp_group = t->pp;
     if (cfg->fp16 && isnan(cfg->loss_scale))
         scaler_init_dynamic(&o.scaler, cfg->initial_loss_scale, cfg->min_loss_scale,
                             (int64_t)cfg->loss_scale_window, cfg->hysteresis);
@@ -230,6 +239,17 @@ static struct gpt_batch gpt_batch_of(const struct trainer *t, int64_t m, uint64_
     return g;
 }
 
+/* Every micro batch of the loaded iteration. */
+static void gpt_batches_of(const struct trainer *t, struct gpt_batch *out, uint64_t stream, bool training)
+{
+    int64_t micro = t->cfg->micro_batch_size, dp = t->cfg->data_parallel_size;
+    for (int64_t mb = 0; mb < t->cfg->num_micro_batches; mb++) {
+        /* the first sample of this micro batch within the global batch (the sampler's order) */
+        int64_t offset = training ? mb * micro * dp + t->grid.dp_rank * micro : 0;
+        out[mb] = gpt_batch_of(t, mb, training ? stream : 0, offset, training);
+    }
+}
+
 /* Loss sum and token count summed over the data-parallel group (fp64, rank order). */
 static void reduce_loss(const struct trainer *t, double *loss_sum, double *tokens)
 {
@@ -239,12 +259,22 @@ static void reduce_loss(const struct trainer *t, double *loss_sum, double *token
     *tokens = v[1];
 }
 
-/* finalize_model_grads: the data-parallel reduction, then with sequence parallelism the sum over
- * the tensor-parallel group of the gradients of parameters every rank holds whole (each rank
- * applied them to its rows only). */
+/* finalize_model_grads: with tied embeddings split over the first and last stage, their
+ * gradients summed over the embedding group (before the data-parallel reduction, which holds the
+ * buckets containing them back until now); the data-parallel reduction; then with sequence
+ * parallelism the sum over the tensor-parallel group of the gradients of parameters every rank
+ * holds whole (each rank applied them to its rows only). */
 static void finalize_grads(struct trainer *t)
 {
     struct gpt_model *m = t->model;
+    for (int i = 0; i < m->num_params && t->embedding; i++) {
+        const struct gpt_param *p = &m->params[i];
+        if (!p->shared_embedding) continue;
+        if (m->device == DEV_CUDA)
+            comm_device_all_reduce_sum(t->embedding, m->grads + p->offset, (size_t)p->numel, COMM_F32);
+        else
+            comm_all_reduce_sum(t->embedding, m->grads + p->offset, (size_t)p->numel, COMM_F32);
+    }
     ddp_finish_grad_sync(t->ddp);
     if (!m->tp.sequence_parallel) return;
     for (int i = 0; i < m->num_params; i++)
@@ -252,39 +282,34 @@ static void finalize_grads(struct trainer *t)
             tp_all_reduce_buffer(&m->tp, m->device, m->grads + m->params[i].offset, m->params[i].numel);
 }
 
-/* train_step: every micro batch's forward and backward, then the optimizer step.
- * Megatron divides each micro batch's summed loss by its token count and by the number of micro
- * batches (schedules.py:forward_step), averages gradients over data-parallel ranks, and reports
- * sum(losses) / sum(tokens) over the global batch. */
+/* train_step: every micro batch's forward and backward through this rank's pipeline schedule,
+ * then the optimizer step. Megatron divides each micro batch's summed loss by its token count and
+ * by the number of micro batches (schedules.py:forward_step), averages gradients over
+ * data-parallel ranks, and reports sum(losses) / sum(tokens) over the global batch (known on the
+ * last pipeline stage). */
 static struct step_result train_step(struct trainer *t, double *lm_loss)
 {
     const struct config *cfg = t->cfg;
-    int64_t micro = cfg->micro_batch_size, num_micro = cfg->num_micro_batches, dp = cfg->data_parallel_size;
+    int64_t num_micro = cfg->num_micro_batches, dp = cfg->data_parallel_size;
     uint64_t stream = rng_mix64((uint64_t)t->iteration * 2 + 1);
-    double loss_sum = 0.0, tokens_sum = 0.0, scale = optimizer_loss_scale(t->optimizer);
+    struct gpt_batch *batches = xmalloc((size_t)num_micro * sizeof *batches);
     load_batch(t, SPLIT_TRAIN, t->consumed_train_samples);
     if (t->iteration + 1 < cfg->train_iters)
         prefetch_batch(t, SPLIT_TRAIN, t->consumed_train_samples + cfg->global_batch_size);
-    for (int64_t mb = 0; mb < num_micro; mb++) {
-        /* the first sample of this micro batch within the global batch (the sampler's order) */
-        int64_t offset = mb * micro * dp + t->grid.dp_rank * micro;
-        struct gpt_batch g = gpt_batch_of(t, mb, stream, offset, true);
-        double tokens, sum = gpt_forward(t->model, &g, &tokens);
-        loss_sum += sum;
-        tokens_sum += tokens;
-        if (mb == num_micro - 1) { /* the last backward reduces gradients as they become final */
-            ddp_start_grad_sync(t->ddp);
-            if (cfg->overlap_grad_reduce) {
-                g.on_grads_ready = ddp_grads_ready;
-                g.hook_ctx = t->ddp;
-            }
-        }
-        double denom = (tokens > 0 ? tokens : 1.0) * (double)num_micro * (double)dp;
-        gpt_backward(t->model, &g, (float)(scale / denom));
-    }
+    gpt_batches_of(t, batches, stream, true);
+    struct schedule_step step = {
+        .batches = batches,
+        .loss_scale = optimizer_loss_scale(t->optimizer),
+        .loss_divisor = (double)num_micro * (double)dp,
+        .ddp = t->ddp,
+        .overlap_grad_reduce = cfg->overlap_grad_reduce,
+    };
+    schedule_run(t->runner, &step);
+    free(batches);
     finalize_grads(t);
+    double loss_sum = step.loss_sum, tokens_sum = step.num_tokens;
     reduce_loss(t, &loss_sum, &tokens_sum);
-    *lm_loss = loss_sum / tokens_sum;
+    *lm_loss = t->last_stage ? loss_sum / tokens_sum : 0.0;
     t->consumed_train_samples += cfg->global_batch_size;
     struct step_result r = optimizer_step(t->optimizer, cfg->global_batch_size);
     if (!r.skipped) ddp_gather_params(t->ddp);
@@ -297,18 +322,19 @@ static double evaluate(struct trainer *t, enum data_split split, int64_t *consum
 {
     const struct config *cfg = t->cfg;
     double loss_sum = 0.0, tokens_sum = 0.0;
+    struct gpt_batch *batches = xmalloc((size_t)cfg->num_micro_batches * sizeof *batches);
     for (int64_t it = 0; it < cfg->eval_iters; it++) {
         load_batch(t, split, *consumed);
-        for (int64_t mb = 0; mb < cfg->num_micro_batches; mb++) {
-            struct gpt_batch g = gpt_batch_of(t, mb, 0, 0, false);
-            double tokens;
-            loss_sum += gpt_forward(t->model, &g, &tokens);
-            tokens_sum += tokens;
-        }
+        gpt_batches_of(t, batches, 0, false);
+        struct schedule_step step = {.batches = batches, .forward_only = true};
+        schedule_run(t->runner, &step);
+        loss_sum += step.loss_sum;
+        tokens_sum += step.num_tokens;
         *consumed += cfg->global_batch_size;
     }
+    free(batches);
     reduce_loss(t, &loss_sum, &tokens_sum);
-    return loss_sum / tokens_sum;
+    return t->last_stage ? loss_sum / tokens_sum : 0.0;
 }
 
 /* Python's format of a float with a C format: "nan", "inf" ("NAN", "INF" for E formats) where C
@@ -495,6 +521,32 @@ static void setup_parallel(struct trainer *t, struct tp_group *tp)
     tp->sequence_parallel = cfg->sequence_parallel;
     tp->comm = t->grid.tp > 1 ? comm_group_get(GRID_TP) : NULL;
     t->dp = t->grid.dp > 1 ? comm_group_get(GRID_DP_CP) : NULL;
+    t->pp = t->grid.pp > 1 ? comm_group_get(GRID_PP) : NULL;
+    /* tied embeddings live on the first and the last stage: their gradients meet over this group */
+    t->embedding = t->grid.pp > 1 && !cfg->untie_embeddings_and_output_weights ? comm_group_get(GRID_EMBEDDING) : NULL;
+    if (pipeline_spec_from_config(cfg, &t->pipeline, err, sizeof err)) die_user("%s", err);
+    pipeline_schedule_build(&t->schedule, &t->pipeline);
+    t->last_stage = t->grid.pp_rank == t->grid.pp - 1;
+}
+
+/* The chunks of this pipeline rank: their layers, which ends of the model they hold, and how many
+ * micro batches' activations the schedule keeps on each. */
+static struct gpt_chunk_spec *stage_chunks(const struct trainer *t)
+{
+    const struct pipeline_spec *p = &t->pipeline;
+    int r = t->grid.pp_rank;
+    struct pipeline_memory *mem = xcalloc((size_t)p->vp, sizeof *mem);
+    struct gpt_chunk_spec *chunks = xcalloc((size_t)p->vp, sizeof *chunks);
+    pipeline_table_memory(&t->schedule.tables[r], p->vp, p->num_micro_batches, mem);
+    for (int v = 0; v < p->vp; v++) {
+        struct gpt_chunk_spec *c = &chunks[v];
+        c->num_layers = pipeline_layers(p, r, v, &c->first_layer);
+        c->pre_process = pipeline_holds_embedding(p, r, v);
+        c->post_process = pipeline_holds_loss(p, r, v);
+        c->num_slots = mem[v].activations > 0 ? mem[v].activations : 1;
+    }
+    free(mem);
+    return chunks;
 }
 
 int pretrain_main(const struct config *cfg, FILE *out)
@@ -518,7 +570,14 @@ int pretrain_main(const struct config *cfg, FILE *out)
                 (long long)(mc.padded_vocab_size - vocab), (long long)mc.padded_vocab_size);
         fprintf(out, "building GPT model ...\n");
     }
-    t.model = gpt_create(&mc, cfg->micro_batch_size, select_device(cfg, &t.grid), &tp, t.grid.dp);
+    struct gpt_chunk_spec *chunks = stage_chunks(&t);
+    if (t.grid.pp > 1 && (cfg->save || cfg->load))
+        die_user("--save/--load with --pipeline-model-parallel-size %d: pipeline-parallel checkpoints are not "
+                 "supported yet; checkpoint a run with --pipeline-model-parallel-size 1", t.grid.pp);
+    t.model = gpt_create_stage(&mc, cfg->micro_batch_size, select_device(cfg, &t.grid), &tp, t.grid.dp, chunks,
+                               t.pipeline.vp);
+    free(chunks);
+    t.runner = schedule_create(t.model, &t.schedule, t.grid.pp_rank, t.pp);
     gpt_init_weights(t.model);
     if (t.grid.dp_rank == 0)
         fprintf(out, " > number of parameters on (tensor, pipeline) model parallel rank (%d, %d): %lld\n", t.grid.tp_rank,
@@ -563,7 +622,9 @@ int pretrain_main(const struct config *cfg, FILE *out)
     loader_free(t.loader);
     optimizer_free(t.optimizer);
     ddp_free(t.ddp);
+    schedule_free(t.runner);
     gpt_free(t.model);
+    pipeline_schedule_free(&t.schedule);
     comm_groups_free();
     return 0;
 }

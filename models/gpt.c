@@ -16,21 +16,30 @@
 #include "models/gpt_internal.h"
 #include "util/error.h"
 
-/* Activations and scratch of one micro batch, all views into one arena. Tensors named *_full
+/* Activations of one micro batch on one chunk, all views into one arena. Tensors named *_full
  * span the whole micro batch [B*T, ...]; the residual stream spans this rank's rows. Without
- * sequence parallelism the two are the same tensor. */
+ * sequence parallelism the two are the same tensor. hidden[0] is the chunk's input (the
+ * embeddings on the first stage), hidden[num_layers] its output; dhidden carries the gradient
+ * backwards through the chunk's layers, in place. */
 struct gpt_activations {
     struct arena arena;
     struct tensor tokens, labels, positions, loss_mask; /* device copies of the batch [B*T] */
     struct tensor positions_local;                      /* this rank's rows of positions */
-    struct tensor embedding_full;
-    struct tensor *hidden;      /* [L + 1] residual stream: hidden[0] = embeddings */
-    struct layer_acts *layers;  /* [L] */
-    struct norm_acts final_norm;
+    struct tensor embedding_full;                       /* pre_process */
+    struct tensor *hidden;      /* [num_layers + 1] residual stream */
+    struct layer_acts *layers;  /* [num_layers] */
+    struct norm_acts final_norm; /* post_process */
     struct lm_head_acts head;
     struct tensor dlosses;
+    struct tensor dhidden, dhidden_full;
+};
+
+/* What every backward uses only while it runs: one arena for all chunks and slots. */
+struct gpt_shared_scratch {
+    struct arena arena;
     struct layer_scratch scratch;
-    struct tensor dhidden, dhidden_full, dfinal, dfinal_full;
+    struct tensor dhidden_full; /* sequence parallelism only */
+    struct tensor dfinal, dfinal_full;
 };
 
 /* ---- activations ---- */
@@ -70,82 +79,124 @@ static void layout_norm(struct arena *ar, struct norm_acts *a, enum dtype dt, in
     a->rstd = vec(ar, DT_F32, rows);
 }
 
-static void layout_activations(struct gpt_activations *a, const struct model_config *c,
-                               const struct tp_group *tp, int64_t batch, enum device dev)
+/* The sizes every layout below shares. */
+struct dims {
+    enum dtype act;  /* activations; statistics stay fp32 */
+    bool sp;
+    int64_t n, h, rows;
+};
+
+static struct dims dims_of(const struct model_config *c, const struct tp_group *tp, int64_t batch, enum device dev)
+{
+    struct dims d;
+    d.act = dev == DEV_CUDA ? DT_BF16 : DT_F32;
+    d.sp = tp->sequence_parallel;
+    d.n = batch * c->seq_length;
+    d.h = c->hidden_size;
+    d.rows = d.sp ? d.n / tp->size : d.n;
+    return d;
+}
+
+static void layout_shared(struct gpt_shared_scratch *s, const struct model_config *c, const struct tp_group *tp,
+                          int64_t batch, enum device dev)
+{
+    struct arena *ar = &s->arena;
+    struct dims d = dims_of(c, tp, batch, dev);
+    int64_t heads = c->num_attention_heads / tp->size, qkv = gpt_qkv_width(c) / tp->size;
+    int64_t ffn = c->ffn_hidden_size / tp->size, fc1 = gpt_fc1_width(c) / tp->size;
+    struct layer_scratch *ls = &s->scratch;
+    ls->tmp = arena_tensor(ar, d.act, d.rows, d.h);
+    ls->tmp_full = full_or_same(ar, d.sp, ls->tmp, d.n, d.h);
+    ls->dmid = arena_tensor(ar, d.act, d.rows, d.h);
+    ls->dnorm = arena_tensor(ar, d.act, d.rows, d.h);
+    ls->dnorm_full = full_or_same(ar, d.sp, ls->dnorm, d.n, d.h);
+    ls->dsub = arena_tensor(ar, d.act, d.rows, d.h);
+    ls->dsub_full = full_or_same(ar, d.sp, ls->dsub, d.n, d.h);
+    ls->attention.dqkv = arena_tensor(ar, d.act, d.n, qkv);
+    ls->attention.dcontext = arena_tensor(ar, d.act, d.n, heads * c->kv_channels);
+    ls->mlp.dfc1 = arena_tensor(ar, d.act, d.n, fc1);
+    ls->mlp.dact = arena_tensor(ar, d.act, d.n, ffn);
+    s->dhidden_full = d.sp ? arena_tensor(ar, d.act, d.n, d.h) : tensor_none();
+    s->dfinal = arena_tensor(ar, d.act, d.rows, d.h);
+    s->dfinal_full = full_or_same(ar, d.sp, s->dfinal, d.n, d.h);
+}
+
+static void layout_slot(struct gpt_activations *a, const struct gpt_shared_scratch *shared,
+                        const struct model_config *c, const struct tp_group *tp, int64_t batch, enum device dev,
+                        const struct gpt_chunk_spec *chunk)
 {
     struct arena *ar = &a->arena;
-    enum dtype A = dev == DEV_CUDA ? DT_BF16 : DT_F32; /* activations; statistics stay fp32 */
-    bool sp = tp->sequence_parallel;
-    int64_t n = batch * c->seq_length, h = c->hidden_size, rows = sp ? n / tp->size : n;
+    struct dims d = dims_of(c, tp, batch, dev);
     int64_t heads = c->num_attention_heads / tp->size, qkv = gpt_qkv_width(c) / tp->size;
     int64_t ffn = c->ffn_hidden_size / tp->size, fc1 = gpt_fc1_width(c) / tp->size;
     int64_t vocab = c->padded_vocab_size / tp->size;
-    a->tokens = vec(ar, DT_I32, n);
-    a->labels = vec(ar, DT_I32, n);
-    a->positions = vec(ar, DT_I32, n);
-    a->loss_mask = vec(ar, DT_F32, n);
+    a->tokens = vec(ar, DT_I32, d.n);
+    a->labels = vec(ar, DT_I32, d.n);
+    a->positions = vec(ar, DT_I32, d.n);
+    a->loss_mask = vec(ar, DT_F32, d.n);
     a->positions_local = a->positions;
-    a->positions_local.shape[0] = rows;
-    if (a->positions.data) a->positions_local.data = (int32_t *)a->positions.data + (sp ? tp->rank * rows : 0);
-    for (int l = 0; l <= c->num_layers; l++) a->hidden[l] = arena_tensor(ar, A, rows, h);
-    a->embedding_full = full_or_same(ar, sp, a->hidden[0], n, h);
-    for (int l = 0; l < c->num_layers; l++) {
+    a->positions_local.shape[0] = d.rows;
+    if (a->positions.data) a->positions_local.data = (int32_t *)a->positions.data + (d.sp ? tp->rank * d.rows : 0);
+    for (int64_t l = 0; l <= chunk->num_layers; l++) a->hidden[l] = arena_tensor(ar, d.act, d.rows, d.h);
+    if (chunk->pre_process) a->embedding_full = full_or_same(ar, d.sp, a->hidden[0], d.n, d.h);
+    for (int64_t l = 0; l < chunk->num_layers; l++) {
         struct layer_acts *la = &a->layers[l];
-        layout_norm(ar, &la->input_norm, A, rows, h);
-        la->attention_input = full_or_same(ar, sp, la->input_norm.out, n, h);
-        la->attention.qkv = arena_tensor(ar, A, n, qkv);
+        layout_norm(ar, &la->input_norm, d.act, d.rows, d.h);
+        la->attention_input = full_or_same(ar, d.sp, la->input_norm.out, d.n, d.h);
+        la->attention.qkv = arena_tensor(ar, d.act, d.n, qkv);
         la->attention.probs = attention_saved(ar, batch, heads, c->seq_length, dev);
-        la->attention.context = arena_tensor(ar, A, n, heads * c->kv_channels);
-        la->mid = arena_tensor(ar, A, rows, h);
-        layout_norm(ar, &la->pre_mlp_norm, A, rows, h);
-        la->mlp_input = full_or_same(ar, sp, la->pre_mlp_norm.out, n, h);
-        la->mlp.fc1 = arena_tensor(ar, A, n, fc1);
-        la->mlp.act = arena_tensor(ar, A, n, ffn);
+        la->attention.context = arena_tensor(ar, d.act, d.n, heads * c->kv_channels);
+        la->mid = arena_tensor(ar, d.act, d.rows, d.h);
+        layout_norm(ar, &la->pre_mlp_norm, d.act, d.rows, d.h);
+        la->mlp_input = full_or_same(ar, d.sp, la->pre_mlp_norm.out, d.n, d.h);
+        la->mlp.fc1 = arena_tensor(ar, d.act, d.n, fc1);
+        la->mlp.act = arena_tensor(ar, d.act, d.n, ffn);
     }
-    layout_norm(ar, &a->final_norm, A, rows, h);
-    struct lm_head_acts *hd = &a->head;
-    hd->input = full_or_same(ar, sp, a->final_norm.out, n, h);
-    hd->logits = arena_tensor(ar, A, n, vocab);
-    hd->losses = vec(ar, DT_F32, n);
-    hd->lse = vec(ar, DT_F32, n);
-    hd->row_max = vec(ar, DT_F32, n);
-    hd->sum_exp = vec(ar, DT_F32, n);
-    hd->target_logit = vec(ar, DT_F32, n);
-    hd->global_max = vec(ar, DT_F32, n);
-    a->dlosses = vec(ar, DT_F32, n);
-    struct layer_scratch *s = &a->scratch;
-    s->tmp = arena_tensor(ar, A, rows, h);
-    s->tmp_full = full_or_same(ar, sp, s->tmp, n, h);
-    s->dmid = arena_tensor(ar, A, rows, h);
-    s->dnorm = arena_tensor(ar, A, rows, h);
-    s->dnorm_full = full_or_same(ar, sp, s->dnorm, n, h);
-    s->dsub = arena_tensor(ar, A, rows, h);
-    s->dsub_full = full_or_same(ar, sp, s->dsub, n, h);
-    s->attention.dqkv = arena_tensor(ar, A, n, qkv);
-    s->attention.dcontext = arena_tensor(ar, A, n, heads * c->kv_channels);
-    s->mlp.dfc1 = arena_tensor(ar, A, n, fc1);
-    s->mlp.dact = arena_tensor(ar, A, n, ffn);
-    a->dhidden = arena_tensor(ar, A, rows, h);
-    a->dhidden_full = full_or_same(ar, sp, a->dhidden, n, h);
-    a->dfinal = arena_tensor(ar, A, rows, h);
-    a->dfinal_full = full_or_same(ar, sp, a->dfinal, n, h);
+    if (chunk->post_process) {
+        layout_norm(ar, &a->final_norm, d.act, d.rows, d.h);
+        struct lm_head_acts *hd = &a->head;
+        hd->input = full_or_same(ar, d.sp, a->final_norm.out, d.n, d.h);
+        hd->logits = arena_tensor(ar, d.act, d.n, vocab);
+        hd->losses = vec(ar, DT_F32, d.n);
+        hd->lse = vec(ar, DT_F32, d.n);
+        hd->row_max = vec(ar, DT_F32, d.n);
+        hd->sum_exp = vec(ar, DT_F32, d.n);
+        hd->target_logit = vec(ar, DT_F32, d.n);
+        hd->global_max = vec(ar, DT_F32, d.n);
+        a->dlosses = vec(ar, DT_F32, d.n);
+    }
+    a->dhidden = arena_tensor(ar, d.act, d.rows, d.h);
+    a->dhidden_full = d.sp ? shared->dhidden_full : a->dhidden;
 }
 
-static struct gpt_activations *create_activations(const struct model_config *c, const struct tp_group *tp,
-                                                  int64_t batch, enum device dev)
+static struct gpt_shared_scratch *create_shared(const struct model_config *c, const struct tp_group *tp,
+                                                int64_t batch, enum device dev)
+{
+    struct gpt_shared_scratch *s = xcalloc(1, sizeof *s);
+    arena_init_measure(&s->arena, dev);
+    layout_shared(s, c, tp, batch, dev);
+    size_t bytes = s->arena.used;
+    arena_init_alloc(&s->arena, dev, bytes);
+    layout_shared(s, c, tp, batch, dev);
+    return s;
+}
+
+static struct gpt_activations *create_slot(const struct gpt_shared_scratch *shared, const struct model_config *c,
+                                           const struct tp_group *tp, int64_t batch, enum device dev,
+                                           const struct gpt_chunk_spec *chunk)
 {
     struct gpt_activations *a = xcalloc(1, sizeof *a);
-    a->hidden = xcalloc((size_t)c->num_layers + 1, sizeof *a->hidden);
-    a->layers = xcalloc((size_t)c->num_layers, sizeof *a->layers);
+    a->hidden = xcalloc((size_t)chunk->num_layers + 1, sizeof *a->hidden);
+    a->layers = xcalloc((size_t)chunk->num_layers + 1, sizeof *a->layers);
     arena_init_measure(&a->arena, dev);
-    layout_activations(a, c, tp, batch, dev);
+    layout_slot(a, shared, c, tp, batch, dev, chunk);
     size_t bytes = a->arena.used;
     arena_init_alloc(&a->arena, dev, bytes);
-    layout_activations(a, c, tp, batch, dev);
+    layout_slot(a, shared, c, tp, batch, dev, chunk);
     return a;
 }
 
-static void free_activations(struct gpt_activations *a)
+static void free_slot(struct gpt_activations *a)
 {
     arena_free(&a->arena);
     free(a->hidden);
@@ -155,13 +206,18 @@ static void free_activations(struct gpt_activations *a)
 
 /* ---- model ---- */
 
-struct gpt_model *gpt_create(const struct model_config *cfg, int64_t micro_batch, enum device dev,
-                             const struct tp_group *tp, int64_t buffer_multiple)
+struct gpt_model *gpt_create_stage(const struct model_config *cfg, int64_t micro_batch, enum device dev,
+                                   const struct tp_group *tp, int64_t buffer_multiple,
+                                   const struct gpt_chunk_spec *chunks, int num_chunks)
 {
+    if (num_chunks < 1) BUG("gpt_create_stage: %d chunks", num_chunks);
     struct gpt_model *m = xcalloc(1, sizeof *m);
     m->cfg = *cfg;
     m->device = dev;
     m->tp = tp ? *tp : tp_group_single();
+    m->num_chunks = num_chunks;
+    m->chunks = xcalloc((size_t)num_chunks, sizeof *m->chunks);
+    for (int c = 0; c < num_chunks; c++) m->chunks[c].spec = chunks[c];
     gpt_build_params(m);
     if (buffer_multiple < 1) buffer_multiple = 1;
     m->buffer_numel = (m->numel + buffer_multiple - 1) / buffer_multiple * buffer_multiple;
@@ -180,14 +236,34 @@ struct gpt_model *gpt_create(const struct model_config *cfg, int64_t micro_batch
     m->host_losses = xmalloc((size_t)(micro_batch * cfg->seq_length) * sizeof(float));
     m->host_dlosses = xmalloc((size_t)(micro_batch * cfg->seq_length) * sizeof(float));
     m->batch = micro_batch;
-    m->acts = create_activations(cfg, &m->tp, micro_batch, dev);
+    m->scratch = create_shared(cfg, &m->tp, micro_batch, dev);
+    for (int c = 0; c < num_chunks; c++) {
+        struct gpt_chunk *ch = &m->chunks[c];
+        if (ch->spec.num_slots < 1) BUG("gpt_create_stage: chunk %d has %d slots", c, ch->spec.num_slots);
+        ch->slots = xcalloc((size_t)ch->spec.num_slots, sizeof *ch->slots);
+        for (int k = 0; k < ch->spec.num_slots; k++)
+            ch->slots[k] = create_slot(m->scratch, cfg, &m->tp, micro_batch, dev, &ch->spec);
+    }
     return m;
+}
+
+struct gpt_model *gpt_create(const struct model_config *cfg, int64_t micro_batch, enum device dev,
+                             const struct tp_group *tp, int64_t buffer_multiple)
+{
+    struct gpt_chunk_spec whole = {0, cfg->num_layers, true, true, 1};
+    return gpt_create_stage(cfg, micro_batch, dev, tp, buffer_multiple, &whole, 1);
 }
 
 void gpt_free(struct gpt_model *m)
 {
     if (!m) return;
-    free_activations(m->acts);
+    for (int c = 0; c < m->num_chunks; c++) {
+        for (int k = 0; k < m->chunks[c].spec.num_slots; k++) free_slot(m->chunks[c].slots[k]);
+        free(m->chunks[c].slots);
+    }
+    free(m->chunks);
+    arena_free(&m->scratch->arena);
+    free(m->scratch);
     device_free(m->device, m->weights);
     device_free(m->device, m->grads);
     if (m->weights_lp) device_free(m->device, m->weights_lp);
@@ -230,76 +306,124 @@ void gpt_weights_changed(struct gpt_model *m, int64_t lo, int64_t hi)
 #endif
 }
 
-static void stage_batch(struct gpt_model *m, const struct gpt_batch *b, int64_t n)
+static void stage_batch(struct gpt_model *m, struct gpt_activations *a, const struct gpt_batch *b, int64_t n)
 {
-    struct gpt_activations *a = m->acts;
     device_copy_to(m->device, a->tokens.data, b->tokens, (size_t)n * sizeof(int32_t));
     device_copy_to(m->device, a->labels.data, b->labels, (size_t)n * sizeof(int32_t));
     device_copy_to(m->device, a->positions.data, b->positions, (size_t)n * sizeof(int32_t));
     device_copy_to(m->device, a->loss_mask.data, b->loss_mask, (size_t)n * sizeof(float));
 }
 
-double gpt_forward(struct gpt_model *m, const struct gpt_batch *b, double *num_tokens)
+static struct gpt_activations *slot_of(const struct gpt_model *m, int chunk, int slot)
+{
+    if (chunk < 0 || chunk >= m->num_chunks || slot < 0 || slot >= m->chunks[chunk].spec.num_slots)
+        BUG("gpt: no chunk %d slot %d", chunk, slot);
+    return m->chunks[chunk].slots[slot];
+}
+
+double gpt_forward_chunk(struct gpt_model *m, int chunk, int slot, const struct gpt_batch *b, double *num_tokens)
 {
     const struct model_config *c = &m->cfg;
-    struct gpt_activations *a = m->acts;
+    const struct gpt_chunk_spec *spec = &m->chunks[chunk].spec;
+    struct gpt_activations *a = slot_of(m, chunk, slot);
+    struct layer_scratch *scratch = &m->scratch->scratch;
     struct layer_ctx ctx = make_ctx(m, b);
-    int64_t n = b->batch * c->seq_length;
-    /* Megatron's micro batch size is fixed for a run; the arena is sized for it */
+    int64_t n = b->batch * c->seq_length, count = spec->num_layers;
+    /* Megatron's micro batch size is fixed for a run; the arenas are sized for it */
     if (b->batch != m->batch) BUG("micro batch %lld != %lld", (long long)b->batch, (long long)m->batch);
-    stage_batch(m, b, n);
+    stage_batch(m, a, b, n);
 
-    embedding_forward(&ctx, &m->embedding, a->hidden[0], a->embedding_full, a->scratch.tmp, a->tokens,
-                      a->positions_local);
-    for (int l = 0; l < c->num_layers; l++) {
-        ctx.layer = l;
-        transformer_layer_forward(&ctx, &m->layers[l], &a->layers[l], &a->scratch, a->hidden[l + 1],
-                                  a->hidden[l], a->positions);
+    if (spec->pre_process)
+        embedding_forward(&ctx, &m->embedding, a->hidden[0], a->embedding_full, scratch->tmp, a->tokens,
+                          a->positions_local);
+    for (int64_t i = 0; i < count; i++) {
+        ctx.layer = (int)(spec->first_layer + i); /* the whole model's index: dropout masks key on it */
+        transformer_layer_forward(&ctx, &m->layers[ctx.layer], &a->layers[i], scratch, a->hidden[i + 1],
+                                  a->hidden[i], a->positions);
     }
+    *num_tokens = 0.0;
+    if (!spec->post_process) return 0.0;
     ctx.layer = -1;
-    norm_forward(&ctx, &m->final_norm, &a->final_norm, a->hidden[c->num_layers]);
+    norm_forward(&ctx, &m->final_norm, &a->final_norm, a->hidden[count]);
     tp_gather_rows(&m->tp, a->final_norm.out, a->head.input);
     lm_head_forward(&ctx, m->output_weight, m->embedding.vocab_start, &a->head, a->labels);
 
     /* the one host synchronisation of a step: the logged loss */
     device_copy_from(m->device, m->host_losses, a->head.losses.data, (size_t)n * sizeof(float));
     const float *losses = m->host_losses, *mask = b->loss_mask;
-    double sum = 0.0, count = 0.0;
+    double sum = 0.0, count_tokens = 0.0;
     for (int64_t i = 0; i < n; i++) {
         sum += (double)mask[i] * losses[i];
-        count += mask[i];
+        count_tokens += mask[i];
     }
-    *num_tokens = count;
+    *num_tokens = count_tokens;
     return sum;
 }
 
-void gpt_backward(struct gpt_model *m, const struct gpt_batch *b, float loss_scale)
+void gpt_backward_chunk(struct gpt_model *m, int chunk, int slot, const struct gpt_batch *b, float loss_scale)
 {
     const struct model_config *c = &m->cfg;
-    struct gpt_activations *a = m->acts;
+    const struct gpt_chunk_spec *spec = &m->chunks[chunk].spec;
+    struct gpt_activations *a = slot_of(m, chunk, slot);
+    struct gpt_shared_scratch *sh = m->scratch;
     struct layer_ctx ctx = make_ctx(m, b);
-    int64_t n = b->batch * c->seq_length;
-    float *dl = m->host_dlosses;
-    for (int64_t i = 0; i < n; i++) dl[i] = loss_scale * b->loss_mask[i];
-    device_copy_to(m->device, a->dlosses.data, dl, (size_t)n * sizeof(float));
-
-    lm_head_backward(&ctx, m->output_weight, m->output_weight_grad, m->embedding.vocab_start, &a->head,
-                     a->dlosses, a->dfinal_full, a->labels);
+    int64_t n = b->batch * c->seq_length, count = spec->num_layers;
     bool hook = b->on_grads_ready != NULL;
-    /* the final norm's output fed every rank's vocabulary shard: sum their input gradients */
-    tp_reduce_to_rows(&m->tp, a->dfinal_full, a->dfinal);
-    norm_backward(&ctx, &m->final_norm, &m->final_norm_grad, &a->final_norm, a->dhidden, a->dfinal,
-                  a->hidden[c->num_layers]);
-    if (hook) b->on_grads_ready(b->hook_ctx, c->num_layers);
-    for (int l = c->num_layers - 1; l >= 0; l--) {
-        ctx.layer = l;
-        transformer_layer_backward(&ctx, &m->layers[l], &m->layer_grads[l], &a->layers[l], &a->scratch,
-                                   a->dhidden, a->dhidden, a->hidden[l], a->positions);
-        if (hook) b->on_grads_ready(b->hook_ctx, l);
+    if (spec->post_process) {
+        float *dl = m->host_dlosses;
+        for (int64_t i = 0; i < n; i++) dl[i] = loss_scale * b->loss_mask[i];
+        device_copy_to(m->device, a->dlosses.data, dl, (size_t)n * sizeof(float));
+        lm_head_backward(&ctx, m->output_weight, m->output_weight_grad, m->embedding.vocab_start, &a->head,
+                         a->dlosses, sh->dfinal_full, a->labels);
+        /* the final norm's output fed every rank's vocabulary shard: sum their input gradients */
+        tp_reduce_to_rows(&m->tp, sh->dfinal_full, sh->dfinal);
+        norm_backward(&ctx, &m->final_norm, &m->final_norm_grad, &a->final_norm, a->dhidden, sh->dfinal,
+                      a->hidden[count]);
+        if (hook) b->on_grads_ready(b->hook_ctx, c->num_layers);
     }
+    for (int64_t i = count - 1; i >= 0; i--) {
+        ctx.layer = (int)(spec->first_layer + i);
+        transformer_layer_backward(&ctx, &m->layers[ctx.layer], &m->layer_grads[ctx.layer], &a->layers[i],
+                                   &sh->scratch, a->dhidden, a->dhidden, a->hidden[i], a->positions);
+        if (hook) b->on_grads_ready(b->hook_ctx, ctx.layer);
+    }
+    if (!spec->pre_process) return;
     ctx.layer = -1;
     embedding_backward(&ctx, &m->embedding_grad, a->dhidden, a->dhidden_full, a->tokens, a->positions_local);
     if (hook) b->on_grads_ready(b->hook_ctx, -1);
 }
 
-struct tensor gpt_logits(const struct gpt_model *m) { return m->acts->head.logits; }
+/* The whole model is one chunk that starts and ends it. */
+static void require_whole(const struct gpt_model *m, const char *what)
+{
+    if (m->num_chunks != 1 || !m->chunks[0].spec.pre_process || !m->chunks[0].spec.post_process)
+        BUG("%s: the model is split into pipeline stages", what);
+}
+
+double gpt_forward(struct gpt_model *m, const struct gpt_batch *b, double *num_tokens)
+{
+    require_whole(m, "gpt_forward");
+    return gpt_forward_chunk(m, 0, 0, b, num_tokens);
+}
+
+void gpt_backward(struct gpt_model *m, const struct gpt_batch *b, float loss_scale)
+{
+    require_whole(m, "gpt_backward");
+    gpt_backward_chunk(m, 0, 0, b, loss_scale);
+}
+
+struct tensor gpt_logits(const struct gpt_model *m)
+{
+    for (int c = 0; c < m->num_chunks; c++)
+        if (m->chunks[c].spec.post_process) return slot_of(m, c, 0)->head.logits;
+    BUG("gpt_logits: this rank holds no output layer");
+}
+
+struct tensor gpt_chunk_input(const struct gpt_model *m, int chunk, int slot) { return slot_of(m, chunk, slot)->hidden[0]; }
+
+struct tensor gpt_chunk_output(const struct gpt_model *m, int chunk, int slot)
+{
+    return slot_of(m, chunk, slot)->hidden[m->chunks[chunk].spec.num_layers];
+}
+
+struct tensor gpt_chunk_grad(const struct gpt_model *m, int chunk, int slot) { return slot_of(m, chunk, slot)->dhidden; }

@@ -36,6 +36,31 @@ struct gpt_param {
     int stage;            /* backward stage after which its gradient is final (gpt_batch) */
     enum param_init init;
     bool no_weight_decay; /* biases and 1-D tensors (Megatron's rule) */
+    /* Tied word embeddings split over pipeline stages (Megatron's `shared_embedding`): the first
+     * stage's word embeddings and the last stage's copy, whose gradients are summed over the
+     * embedding group before the data-parallel reduction. */
+    bool shared_embedding;
+    /* The last stage's copy (Megatron's `shared`): it starts and stays equal to the first stage's
+     * tensor, so the gradient norm does not count it and checkpoints do not store it. */
+    bool replica;
+};
+
+/* The model chunks a pipeline rank holds (Megatron's virtual pipeline stages), each a run of
+ * consecutive transformer layers of the whole model, see parallel/pipeline.h. pre_process: the
+ * chunk starts the model (embeddings); post_process: it ends it (final norm, output layer, loss).
+ * num_slots: how many micro batches' activations the chunk keeps at once (what the schedule has
+ * in flight). */
+struct gpt_chunk_spec {
+    int64_t first_layer, num_layers;
+    bool pre_process, post_process;
+    int num_slots;
+};
+
+struct gpt_activations;
+
+struct gpt_chunk {
+    struct gpt_chunk_spec spec;
+    struct gpt_activations **slots; /* [spec.num_slots] */
 };
 
 struct gpt_model {
@@ -56,15 +81,19 @@ struct gpt_model {
     float *host_losses;       /* [B*T] per-token losses read back from the device */
     float *host_dlosses;      /* [B*T] loss gradients staged for the device */
 
-    /* views into weights / grads */
+    /* views into weights / grads; layers are indexed by their index in the whole model, and only
+       this rank's are bound */
     struct embedding_params embedding, embedding_grad;
     struct layer_params *layers, *layer_grads;
     struct norm_params final_norm, final_norm_grad;
     struct tensor output_weight, output_weight_grad; /* = word embeddings when tied */
 
-    /* activations of one micro batch */
-    int64_t batch;            /* micro batch size the arena was sized for */
-    struct gpt_activations *acts;
+    /* the chunks of this rank with their activations, one arena per micro batch in flight, and
+       the scratch every backward shares */
+    int64_t batch;            /* micro batch size the arenas were sized for */
+    int num_chunks;
+    struct gpt_chunk *chunks;
+    struct gpt_shared_scratch *scratch;
 };
 
 /* Builds the parameter table (this tensor-parallel rank's shards) and allocates weights, grads
@@ -73,6 +102,12 @@ struct gpt_model {
  * of buffer_multiple elements (the data-parallel size, so distributed-optimizer shards are equal). */
 struct gpt_model *gpt_create(const struct model_config *cfg, int64_t micro_batch, enum device dev,
                              const struct tp_group *tp, int64_t buffer_multiple);
+/* The same for a pipeline rank: only the layers, embeddings and output layer of its chunks
+ * (num_chunks >= 1, in the order of their layers). With tied embeddings a last stage without the
+ * embeddings holds a replica of the word embeddings as "output_layer.weight". */
+struct gpt_model *gpt_create_stage(const struct model_config *cfg, int64_t micro_batch, enum device dev,
+                                   const struct tp_group *tp, int64_t buffer_multiple,
+                                   const struct gpt_chunk_spec *chunks, int num_chunks);
 void gpt_free(struct gpt_model *m);
 
 /* Replaces every weight by host[0 .. buffer_numel) (fp32, the flat layout): copied to the device
@@ -111,6 +146,7 @@ struct gpt_batch {
     void *hook_ctx;
 };
 
+/* The whole model (one chunk holding every layer, one slot). */
 double gpt_forward(struct gpt_model *m, const struct gpt_batch *b, double *num_tokens);
 
 /* Backward of the last forward with loss = loss_scale x sum(loss_mask x token loss): accumulates
@@ -119,5 +155,21 @@ void gpt_backward(struct gpt_model *m, const struct gpt_batch *b, float loss_sca
 
 /* Logits of the last forward, [B*T, padded_vocab] (valid until the next backward). */
 struct tensor gpt_logits(const struct gpt_model *m);
+
+/* One pipeline stage: the forward of micro batch b through chunk `chunk`, keeping its activations
+ * in slot `slot` until the backward of the same (chunk, slot). A chunk without pre_process reads
+ * its input from gpt_chunk_input (received there before); one with post_process returns the
+ * masked loss sum and its token count, others return 0. */
+double gpt_forward_chunk(struct gpt_model *m, int chunk, int slot, const struct gpt_batch *b, double *num_tokens);
+/* Its backward: a chunk with post_process starts from the loss (scaled by loss_scale), others
+ * from the gradient of their output, received in gpt_chunk_grad before. A chunk without
+ * pre_process leaves the gradient of its input in gpt_chunk_grad. */
+void gpt_backward_chunk(struct gpt_model *m, int chunk, int slot, const struct gpt_batch *b, float loss_scale);
+/* The hidden states [rows, hidden] crossing stage boundaries (rows: this rank's rows of the micro
+ * batch, B*T / TP with sequence parallelism): the chunk's input, its output, and the gradient
+ * buffer (the output's gradient before the backward, the input's after it). */
+struct tensor gpt_chunk_input(const struct gpt_model *m, int chunk, int slot);
+struct tensor gpt_chunk_output(const struct gpt_model *m, int chunk, int slot);
+struct tensor gpt_chunk_grad(const struct gpt_model *m, int chunk, int slot);
 
 #endif

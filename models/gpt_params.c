@@ -93,31 +93,53 @@ int64_t gpt_fc1_width(const struct model_config *c)
     return c->activation == ACT_SWIGLU ? 2 * (int64_t)c->ffn_hidden_size : c->ffn_hidden_size;
 }
 
+static void add_layer(struct table *t, const struct model_config *c, int l)
+{
+    char prefix[96];
+    int64_t h = c->hidden_size, nd = (int64_t)c->num_attention_heads * c->kv_channels;
+    enum split fc1 = c->activation == ACT_SWIGLU ? GATE_UP_ROWS : ROWS;
+    t->stage = l;
+#define LAYER(fmt) (snprintf(prefix, sizeof prefix, "decoder.layers.%d." fmt, l), prefix)
+    add_norm(t, c, LAYER("input_layernorm"));
+    add_linear(t, c, LAYER("self_attention.linear_qkv"), gpt_qkv_width(c), h, ROWS, INIT_NORMAL);
+    add_linear(t, c, LAYER("self_attention.linear_proj"), h, nd, COLUMNS, INIT_NORMAL_SCALED);
+    add_norm(t, c, LAYER("pre_mlp_layernorm"));
+    add_linear(t, c, LAYER("mlp.linear_fc1"), gpt_fc1_width(c), h, fc1, INIT_NORMAL);
+    add_linear(t, c, LAYER("mlp.linear_fc2"), h, c->ffn_hidden_size, COLUMNS, INIT_NORMAL_SCALED);
+#undef LAYER
+}
+
+/* The parameters of m's chunks, in the order of the whole model (embeddings, layers, final norm,
+ * output layer), so the backward reaches the end of the buffer first. */
 void gpt_build_params(struct gpt_model *m)
 {
     const struct model_config *c = &m->cfg;
     struct table t = {.tp = m->tp.size, .rank = m->tp.rank, .stage = -1};
-    char prefix[96];
-    int64_t h = c->hidden_size, nd = (int64_t)c->num_attention_heads * c->kv_channels;
-    enum split fc1 = c->activation == ACT_SWIGLU ? GATE_UP_ROWS : ROWS;
-    add_param(&t, "embedding.word_embeddings.weight", c->padded_vocab_size, h, ROWS, INIT_NORMAL);
-    if (c->position_embedding == POS_LEARNED_ABSOLUTE)
-        add_param(&t, "embedding.position_embeddings.weight", c->max_position_embeddings, h, WHOLE, INIT_NORMAL);
-    for (int l = 0; l < c->num_layers; l++) {
-        t.stage = l;
-#define LAYER(fmt) (snprintf(prefix, sizeof prefix, "decoder.layers.%d." fmt, l), prefix)
-        add_norm(&t, c, LAYER("input_layernorm"));
-        add_linear(&t, c, LAYER("self_attention.linear_qkv"), gpt_qkv_width(c), h, ROWS, INIT_NORMAL);
-        add_linear(&t, c, LAYER("self_attention.linear_proj"), h, nd, COLUMNS, INIT_NORMAL_SCALED);
-        add_norm(&t, c, LAYER("pre_mlp_layernorm"));
-        add_linear(&t, c, LAYER("mlp.linear_fc1"), gpt_fc1_width(c), h, fc1, INIT_NORMAL);
-        add_linear(&t, c, LAYER("mlp.linear_fc2"), h, c->ffn_hidden_size, COLUMNS, INIT_NORMAL_SCALED);
-#undef LAYER
+    int64_t h = c->hidden_size;
+    bool pre = false, post = false;
+    for (int k = 0; k < m->num_chunks; k++) {
+        pre |= m->chunks[k].spec.pre_process;
+        post |= m->chunks[k].spec.post_process;
     }
-    t.stage = c->num_layers;
-    add_norm(&t, c, "decoder.final_layernorm");
-    if (c->untie_embeddings_and_output_weights)
-        add_param(&t, "output_layer.weight", c->padded_vocab_size, h, ROWS, INIT_NORMAL);
+    bool tied = !c->untie_embeddings_and_output_weights, split = tied && pre != post;
+    if (pre) {
+        add_param(&t, "embedding.word_embeddings.weight", c->padded_vocab_size, h, ROWS, INIT_NORMAL);
+        t.p[t.count - 1].shared_embedding = split;
+        if (c->position_embedding == POS_LEARNED_ABSOLUTE)
+            add_param(&t, "embedding.position_embeddings.weight", c->max_position_embeddings, h, WHOLE, INIT_NORMAL);
+    }
+    for (int k = 0; k < m->num_chunks; k++) {
+        const struct gpt_chunk_spec *ch = &m->chunks[k].spec;
+        for (int64_t l = ch->first_layer; l < ch->first_layer + ch->num_layers; l++) add_layer(&t, c, (int)l);
+    }
+    if (post) {
+        t.stage = c->num_layers;
+        add_norm(&t, c, "decoder.final_layernorm");
+        if (!tied || split) {
+            add_param(&t, "output_layer.weight", c->padded_vocab_size, h, ROWS, INIT_NORMAL);
+            t.p[t.count - 1].shared_embedding = t.p[t.count - 1].replica = split;
+        }
+    }
     m->params = t.p;
     m->num_params = t.count;
     m->numel = t.numel;
@@ -187,7 +209,7 @@ void gpt_bind_views(struct gpt_model *m, void *base, enum dtype dt, struct embed
     struct buffer buf = {base, dt};
     emb->word = view(m, buf, "embedding.word_embeddings.weight");
     emb->position = view(m, buf, "embedding.position_embeddings.weight");
-    emb->vocab_start = gpt_find_param(m, "embedding.word_embeddings.weight")->pieces[0].full_start;
+    emb->vocab_start = (int64_t)m->tp.rank * (m->cfg.padded_vocab_size / m->tp.size);
     for (int l = 0; l < m->cfg.num_layers; l++) {
         struct layer_params *lp = &layers[l];
 #define LAYER(fmt) (snprintf(prefix, sizeof prefix, "decoder.layers.%d." fmt, l), prefix)
@@ -200,7 +222,7 @@ void gpt_bind_views(struct gpt_model *m, void *base, enum dtype dt, struct embed
 #undef LAYER
     }
     norm_views(m, buf, "decoder.final_layernorm", final);
-    *out = m->cfg.untie_embeddings_and_output_weights ? view(m, buf, "output_layer.weight") : emb->word;
+    *out = gpt_find_param(m, "output_layer.weight") ? view(m, buf, "output_layer.weight") : emb->word;
 }
 
 void gpt_init_weights(struct gpt_model *m)
@@ -212,7 +234,8 @@ void gpt_init_weights(struct gpt_model *m)
     for (int i = 0; i < m->num_params; i++) {
         const struct gpt_param *p = &m->params[i];
         float *w = host + p->offset;
-        uint64_t stream = rng_stream_of(p->name);
+        /* a replica of the word embeddings starts as the tensor it copies */
+        uint64_t stream = rng_stream_of(p->replica ? "embedding.word_embeddings.weight" : p->name);
         double sd = p->init == INIT_NORMAL ? std : scaled;
         for (int64_t e = 0; e < p->numel; e++) {
             switch (p->init) {

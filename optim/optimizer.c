@@ -79,12 +79,12 @@ static void for_each_piece(struct optimizer *o, piece_fn fn, void *arg)
 }
 
 /* Sum of squares of the owned grads; parameters every tensor-parallel rank holds whole count on
- * tp rank 0 only. */
+ * tp rank 0 only, replicas of another stage's parameter not at all. */
 static void norm_piece(struct optimizer *o, int64_t at, int64_t len, int64_t state, const struct gpt_param *p,
                        void *arg)
 {
     (void)state;
-    if (p->shard_dim < 0 && o->model->tp.rank != 0) return;
+    if ((p->shard_dim < 0 && o->model->tp.rank != 0) || p->replica) return;
     const float *g = o->model->grads + at;
 #ifdef MEGATRON_CUDA
     if (on_gpu(o)) {
@@ -124,12 +124,14 @@ static void update_piece(struct optimizer *o, int64_t at, int64_t len, int64_t s
     }
 }
 
-/* Without tensor parallelism every owned element counts, so whole ranges are summed at once (one
- * device reduction per range instead of one per parameter). */
+/* Without tensor parallelism or replicas every owned element counts, so whole ranges are summed
+ * at once (one device reduction per range instead of one per parameter). */
 static double owned_sum_squares(struct optimizer *o)
 {
     double sq = 0.0;
-    if (o->model->tp.size > 1) {
+    bool replicas = false;
+    for (int i = 0; i < o->model->num_params; i++) replicas |= o->model->params[i].replica;
+    if (o->model->tp.size > 1 || replicas) {
         for_each_piece(o, norm_piece, &sq);
         return sq;
     }
@@ -168,6 +170,7 @@ static double global_norm(struct optimizer *o)
     double sq = owned_sum_squares(o);
     if (o->opt.norm_tp_group) comm_all_reduce_sum(o->opt.norm_tp_group, &sq, 1, COMM_F64);
     if (o->opt.norm_dp_group) comm_all_reduce_sum(o->opt.norm_dp_group, &sq, 1, COMM_F64);
+    if (o->opt.norm_pp_group) comm_all_reduce_sum(o->opt.norm_pp_group, &sq, 1, COMM_F64);
     return sqrt(sq);
 }
 

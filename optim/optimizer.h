@@ -6,8 +6,9 @@
  * The optimizer updates the ranges of the flat buffers it owns: all of them, or with the
  * distributed optimizer (--use-distributed-optimizer) this data-parallel rank's shard, holding
  * main parameters and moments for those ranges only. The gradient norm is summed over what each
- * rank owns (a parameter every tensor-parallel rank holds whole is counted on tp rank 0 only) and
- * all-reduced, as Megatron's get_grad_norm_fp32 does. */
+ * rank owns (a parameter every tensor-parallel rank holds whole is counted on tp rank 0 only, the
+ * last pipeline stage's replica of tied embeddings not at all) and all-reduced, as Megatron's
+ * get_grad_norm_fp32 does. */
 #ifndef MEGATRON_OPTIM_OPTIMIZER_H
 #define MEGATRON_OPTIM_OPTIMIZER_H
 
@@ -32,9 +33,9 @@ struct optimizer_options {
     enum dtype params_dtype;   /* DT_F32, DT_BF16 or DT_F16: how the model stores its weights */
     struct loss_scaler scaler;
     struct lr_schedule schedule;
-    /* Groups the gradient norm is summed over (NULL: one rank): tensor parallel always, data
-     * parallel when each data-parallel rank owns a different shard. */
-    struct comm_group *norm_tp_group, *norm_dp_group;
+    /* Groups the gradient norm is summed over (NULL: one rank): tensor and pipeline parallel
+     * always, data parallel when each data-parallel rank owns a different shard. */
+    struct comm_group *norm_tp_group, *norm_dp_group, *norm_pp_group;
 };
 
 /* A range [lo, hi) of the flat buffers. */

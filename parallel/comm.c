@@ -520,6 +520,25 @@ void comm_sendrecv(struct comm_group *g, const void *send, size_t send_n, int ds
     watch_end();
 }
 
+void comm_p2p_batch(struct comm_group *g, const struct comm_p2p *ops, int n, enum comm_dtype dt)
+{
+    check_group(g, "comm_p2p_batch");
+    if (n <= 0) return;
+    MPI_Request *req = xmalloc((size_t)n * sizeof *req);
+    watch_begin("comm_p2p_batch", g);
+    for (int i = 0; i < n; i++) {
+        const struct comm_p2p *o = &ops[i];
+        int other = peer(g, o->peer, "comm_p2p_batch"), tag = TAG_P2P + 1 + (o->tag & 1);
+        if (o->send)
+            MPI_CALL(MPI_Isend(o->buf, mpi_count(o->n), mpi_type(dt), other, tag, g->comm, &req[i]));
+        else
+            MPI_CALL(MPI_Irecv(o->buf, mpi_count(o->n), mpi_type(dt), other, tag, g->comm, &req[i]));
+    }
+    MPI_CALL(MPI_Waitall(n, req, MPI_STATUSES_IGNORE));
+    watch_end();
+    free(req);
+}
+
 void comm_barrier(struct comm_group *g)
 {
     check_group(g, "comm_barrier");

@@ -74,6 +74,19 @@ void comm_sendrecv(struct comm_group *g, const void *send, size_t send_n, int ds
                    int src, enum comm_dtype dt);
 void comm_barrier(struct comm_group *g);
 
+/* One send or receive of a batch between pipeline stages. Messages with the same tag between two
+ * ranks arrive in the order they were sent; the pipeline uses one tag per direction. */
+struct comm_p2p {
+    bool send;
+    void *buf;
+    size_t n;
+    int peer; /* rank within the group */
+    int tag;  /* 0 or 1 */
+};
+/* Posts every send and receive of the batch at once, then waits for all of them (Megatron's
+ * batched p2p communication), on host memory. */
+void comm_p2p_batch(struct comm_group *g, const struct comm_p2p *ops, int n, enum comm_dtype dt);
+
 /* Non-blocking: same results, bit for bit, as the blocking calls. */
 /* ---- device memory (NCCL), with the CUDA backend ----
  * comm_nccl_init creates an NCCL communicator for every group of this rank (group rank 0's
@@ -96,6 +109,9 @@ void comm_device_iall_reduce_sum(struct comm_group *g, void *buf, size_t n, enum
 void comm_device_ireduce_scatter_sum(struct comm_group *g, const void *send, void *recv, size_t n,
                                      enum comm_dtype dt);
 void comm_device_join(struct comm_group *g);
+/* The batch of comm_p2p_batch on device buffers: one NCCL group on the compute stream (NCCL keeps
+ * the order of the messages between two ranks; tags are not needed). */
+void comm_device_p2p_batch(struct comm_group *g, const struct comm_p2p *ops, int n, enum comm_dtype dt);
 
 struct comm_request *comm_iall_reduce_sum(struct comm_group *g, void *buf, size_t n, enum comm_dtype dt);
 struct comm_request *comm_ireduce_scatter_sum(struct comm_group *g, const void *send, void *recv, size_t n,

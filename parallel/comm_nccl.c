@@ -111,6 +111,22 @@ void comm_device_join(struct comm_group *g)
 
 bool comm_has_nccl(const struct comm_group *g) { return g && g->nccl_comm; }
 
+void comm_device_p2p_batch(struct comm_group *g, const struct comm_p2p *ops, int n, enum comm_dtype dt)
+{
+    if (n <= 0) return;
+    ncclComm_t c = need_nccl(g, "send/recv");
+    cudaStream_t s = (cudaStream_t)cuda_stream();
+    NCCL_CALL(ncclGroupStart());
+    for (int i = 0; i < n; i++) {
+        const struct comm_p2p *o = &ops[i];
+        if (o->send)
+            NCCL_CALL(ncclSend(o->buf, o->n, nccl_type(dt), o->peer, c, s));
+        else
+            NCCL_CALL(ncclRecv(o->buf, o->n, nccl_type(dt), o->peer, c, s));
+    }
+    NCCL_CALL(ncclGroupEnd());
+}
+
 
 void comm_device_all_reduce_sum(struct comm_group *g, void *buf, size_t n, enum comm_dtype dt)
 {
@@ -171,4 +187,9 @@ void comm_device_ireduce_scatter_sum(struct comm_group *g, const void *send, voi
     no_nccl();
 }
 void comm_device_join(struct comm_group *g) { (void)g; }
+void comm_device_p2p_batch(struct comm_group *g, const struct comm_p2p *ops, int n, enum comm_dtype dt)
+{
+    (void)g, (void)ops, (void)n, (void)dt;
+    no_nccl();
+}
 #endif

@@ -7,6 +7,8 @@
 #include "parallel/comm.h"
 #include "util/error.h"
 
+enum { HELD_BACK = -1000 }; /* a ready_stage no backward stage reaches */
+
 struct ddp_bucket {
     int64_t lo, hi;          /* range of the flat buffers */
     int ready_stage;         /* complete once the backward finished this stage (lowest of its params) */
@@ -37,6 +39,7 @@ static void make_buckets(struct ddp *d, int64_t bucket_size)
     for (int i = m->num_params - 1; i >= 0; i--) {
         const struct gpt_param *p = &m->params[i];
         if (p->stage < stage) stage = p->stage;
+        if (p->shared_embedding) stage = HELD_BACK;
         if (i == 0 || (!one && hi - p->offset >= bucket_size)) {
             struct ddp_bucket *b = &d->buckets[d->num_buckets++];
             b->lo = i == 0 ? 0 : p->offset;
@@ -47,7 +50,9 @@ static void make_buckets(struct ddp *d, int64_t bucket_size)
         }
     }
     /* a parameter whose stage is lower than its position suggests (the tied word embeddings) holds
-     * back every bucket that contains it; nothing more is needed */
+     * back every bucket that contains it; nothing more is needed. Tied embeddings split over
+     * pipeline stages are summed over the embedding group first: their buckets wait for
+     * ddp_finish_grad_sync. */
 }
 
 struct ddp *ddp_create(struct gpt_model *m, struct comm_group *dp, int64_t bucket_size,

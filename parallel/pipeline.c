@@ -651,6 +651,62 @@ void pipeline_schedule_free(struct pipeline_schedule *sched)
     sched->tables = NULL;
 }
 
+/* ------------------------------------------------------------------ activation slots */
+
+/* One kind of buffer of each chunk: how many are in use, and the most at once. */
+struct usage {
+    int *live, *peak;
+};
+
+static void use(struct usage *u, int chunk, int delta)
+{
+    u->live[chunk] += delta;
+    if (u->live[chunk] > u->peak[chunk]) u->peak[chunk] = u->live[chunk];
+}
+
+void pipeline_table_memory(const struct pipeline_table *t, int vp, int num_micro_batches, struct pipeline_memory *chunks)
+{
+    size_t cells = (size_t)num_micro_batches * (size_t)vp;
+    bool *sending = xcalloc(cells, sizeof *sending);
+    struct usage u[3];
+    for (int k = 0; k < 3; k++) {
+        u[k].live = xcalloc((size_t)vp, sizeof(int));
+        u[k].peak = xcalloc((size_t)vp, sizeof(int));
+    }
+    enum { ACTS, INPUTS, GRADS };
+    for (int i = 0; i < t->n; i++) {
+        const struct pipeline_action *a = &t->actions[i];
+        size_t cell = (size_t)a->mb * (size_t)vp + (size_t)a->chunk;
+        switch (a->op) {
+        case PIPE_RECV_FORWARD: use(&u[INPUTS], a->chunk, 1); break;
+        case PIPE_FORWARD:
+            if (t->pp_rank != 0 || a->chunk != 0) use(&u[INPUTS], a->chunk, -1); /* stage 0 reads data */
+            use(&u[ACTS], a->chunk, 1);
+            break;
+        case PIPE_BACKWARD:
+            use(&u[ACTS], a->chunk, -1);
+            if (t->pp_rank != 0 || a->chunk != 0) use(&u[GRADS], a->chunk, 1); /* stage 0 sends nothing back */
+            break;
+        case PIPE_SEND_BACKWARD: sending[cell] = true; break;
+        case PIPE_SEND_FORWARD:
+        case PIPE_RECV_BACKWARD: break;
+        }
+        if (a->op > PIPE_BACKWARD && a->wait)
+            for (size_t c = 0; c < cells; c++)
+                if (sending[c]) {
+                    sending[c] = false;
+                    use(&u[GRADS], (int)(c % (size_t)vp), -1);
+                }
+    }
+    for (int v = 0; v < vp; v++)
+        chunks[v] = (struct pipeline_memory){u[ACTS].peak[v], u[INPUTS].peak[v], u[GRADS].peak[v]};
+    for (int k = 0; k < 3; k++) {
+        free(u[k].live);
+        free(u[k].peak);
+    }
+    free(sending);
+}
+
 /* ------------------------------------------------------------------ printing */
 
 static void format_compute(const struct pipeline_table *t, int i, FILE *f)

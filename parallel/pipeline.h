@@ -111,6 +111,16 @@ void pipeline_schedule_free(struct pipeline_schedule *sched);
 /* Appends an action to a table (for builders and for tests that hand-write tables). */
 void pipeline_table_push(struct pipeline_table *t, struct pipeline_action a);
 
+/* What one chunk of a rank keeps at once under its table: the activations of `activations` micro
+ * batches (from a FORWARD on the chunk to its BACKWARD), `inputs` received hidden states waiting
+ * for their forward (RECV_FORWARD to FORWARD), and `grads` input gradients waiting to be sent
+ * (BACKWARD to the end of the batch of its SEND_BACKWARD). parallel/schedules.c takes and releases
+ * them at exactly these points. */
+struct pipeline_memory {
+    int activations, inputs, grads;
+};
+void pipeline_table_memory(const struct pipeline_table *t, int vp, int num_micro_batches, struct pipeline_memory *chunks);
+
 /* Megatron's warm-up forward steps of an interleaved rank: (pp - rank - 1) * 2 + (vp - 1) * G,
  * at most M * vp (get_pp_rank_microbatches); of a 1F1B rank: min(pp - rank - 1, M). */
 int pipeline_num_warmup(const struct pipeline_spec *s, int pp_rank);

@@ -56,6 +56,43 @@ static void expect_layers(const struct pipeline_spec *s, int rank, int chunk, in
     assert_true(f == first && c == count);
 }
 
+/* Activations in flight: 1F1B keeps warm-up + 1 micro batches on a rank (min(PP - rank, M), as
+ * Megatron), no pipelining one; every stage but the first holds a received input and an outgoing
+ * gradient at most at a time under 1F1B; interleaving keeps more per rank, never more than M per
+ * chunk (each chunk's peak is counted on its own: they need not coincide). */
+static void test_activation_memory_follows_the_schedule(void **state)
+{
+    (void)state;
+    struct pipeline_schedule sc;
+    struct pipeline_memory mem[4];
+    int ms[] = {1, 2, 8};
+    for (int k = 0; k < 3; k++) {
+        struct pipeline_spec s = spec(4, 1, 8, ms[k], 4);
+        pipeline_schedule_build(&sc, &s);
+        for (int r = 0; r < 4; r++) {
+            pipeline_table_memory(&sc.tables[r], 1, ms[k], mem);
+            assert_int_equal(mem[0].activations, 4 - r < ms[k] ? 4 - r : ms[k]);
+            assert_int_equal(mem[0].inputs, r > 0);
+            assert_int_equal(mem[0].grads, r > 0);
+        }
+        pipeline_schedule_free(&sc);
+    }
+    struct pipeline_spec s = spec(1, 1, 8, 8, 1);
+    pipeline_schedule_build(&sc, &s);
+    pipeline_table_memory(&sc.tables[0], 1, 8, mem);
+    assert_int_equal(mem[0].activations, 1);
+    assert_int_equal(mem[0].inputs + mem[0].grads, 0);
+    pipeline_schedule_free(&sc);
+    s = spec(4, 2, 8, 8, 4);
+    pipeline_schedule_build(&sc, &s);
+    for (int r = 0; r < 4; r++) {
+        pipeline_table_memory(&sc.tables[r], 2, 8, mem);
+        for (int v = 0; v < 2; v++) assert_true(mem[v].activations >= 1 && mem[v].activations <= 8);
+        assert_true(mem[0].activations + mem[1].activations >= 4 - r);
+    }
+    pipeline_schedule_free(&sc);
+}
+
 static void test_megatron_example_l16_pp2_vp2_interleaves_layers(void **state)
 {
     (void)state;
@@ -581,6 +618,7 @@ static void test_spec_validate_explains_without_batch_flags(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_activation_memory_follows_the_schedule),
         cmocka_unit_test(test_megatron_example_l16_pp2_vp2_interleaves_layers),
         cmocka_unit_test(test_uneven_first_and_last_stages_follow_megatron_offsets),
         cmocka_unit_test(test_stages_in_order_hold_every_layer_once),

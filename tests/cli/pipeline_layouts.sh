@@ -1,0 +1,71 @@
+#!/usr/bin/env bash
+# Pipeline parallelism is layout-invariant (issue 7 part 5): PP=2, PP=4, PP=2 and PP=4 with two
+# virtual stages per rank (interleaved 1F1B), uneven first/last stages, and TP=2 x PP=2 x DP=2 with
+# the distributed optimizer, overlapped reduction and sequence parallelism each print the same lm
+# loss and grad norm as the single-rank run at every logged iteration of a 30-iteration fp32 CPU
+# run, and the same validation losses (relative difference below 1e-5), for a GPT-2-style model
+# (tied embeddings split over the first and last stage) and a LLaMA-style one, dropout on.
+set -euo pipefail
+MEGATRON=${MEGATRON:-./megatron}
+export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMP_NUM_THREADS=1
+dir=$(mktemp -d)
+trap 'rm -rf "$dir"' EXIT
+
+gpt="--num-layers 8 --hidden-size 32 --num-attention-heads 4 --seq-length 16 --max-position-embeddings 16"
+llama="$gpt --swiglu --normalization RMSNorm --position-embedding-type rope --group-query-attention \
+    --num-query-groups 2 --disable-bias-linear --untie-embeddings-and-output-weights"
+common="--micro-batch-size 2 --global-batch-size 8 --train-iters 30 --lr 3e-3 --lr-decay-style cosine \
+    --lr-warmup-iters 3 --mock-data --tokenizer-type NullTokenizer --vocab-size 256 --log-interval 5 \
+    --eval-interval 15 --eval-iters 1"
+
+# lm loss and grad norm of every log line, and every validation loss, one number per line
+numbers() {
+    grep -E ' iteration .*lm loss| validation loss at ' "$1" \
+        | sed -E 's/.*lm loss: ([^ ]+) .*grad norm: ([^ ]+) .*/\1\n\2/; s/.*lm loss value: ([^ ]+) .*/\1/'
+}
+
+run() { # name ranks flags...
+    local name=$1 np=$2
+    shift 2
+    if [ "$np" -eq 1 ]; then
+        "$MEGATRON" pretrain "$@" >"$dir/$name.log" 2>&1
+    else
+        mpirun --oversubscribe --mca pml ob1 --mca btl self,vader -np "$np" "$MEGATRON" pretrain "$@" \
+            >"$dir/$name.log" 2>&1
+    fi || { echo "$name failed:"; tail -5 "$dir/$name.log"; exit 1; }
+    numbers "$dir/$name.log" >"$dir/$name.txt"
+}
+
+compare() { # reference name
+    [ "$(wc -l <"$dir/$1.txt")" -ge 16 ] || { echo "$1: too few numbers"; cat "$dir/$1.log"; exit 1; }
+    paste "$dir/$1.txt" "$dir/$2.txt" | awk -v n="$2" '
+        { d = $1 - $2; if (d < 0) d = -d; r = d / ($1 < 0 ? -$1 : $1);
+          if (!($2 != "") || r >= 1e-5) { printf "%s: %s vs %s (relative %.2e)\n", n, $2, $1, r; bad = 1 } }
+        END { exit bad }' || exit 1
+    [ "$(wc -l <"$dir/$1.txt")" -eq "$(wc -l <"$dir/$2.txt")" ] || { echo "$2: line count differs"; exit 1; }
+}
+
+# each pipeline rank holds its own share of the layers
+stages() { # name count
+    [ "$(grep -c 'number of parameters on (tensor, pipeline) model parallel rank' "$dir/$1.log")" -eq "$2" ] \
+        || { echo "$1: expected $2 model-parallel ranks to report their parameters"; cat "$dir/$1.log"; exit 1; }
+}
+
+for family in gpt llama; do
+    model=${!family}
+    run "$family-single" 1 $model $common
+    run "$family-pp2" 2 $model $common --pipeline-model-parallel-size 2
+    run "$family-pp4" 4 $model $common --pipeline-model-parallel-size 4
+    run "$family-pp2-vp2" 2 $model $common --pipeline-model-parallel-size 2 --num-layers-per-virtual-pipeline-stage 2
+    run "$family-pp4-vp2" 4 $model $common --pipeline-model-parallel-size 4 --num-virtual-stages-per-pipeline-rank 2
+    run "$family-pp3-uneven" 3 $model $common --pipeline-model-parallel-size 3 --decoder-first-pipeline-num-layers 2 \
+        --decoder-last-pipeline-num-layers 2
+    run "$family-tp2-pp2-dp2" 8 $model $common --tensor-model-parallel-size 2 --pipeline-model-parallel-size 2 \
+        --use-distributed-optimizer --overlap-grad-reduce --sequence-parallel
+    stages "$family-pp4" 4
+    stages "$family-tp2-pp2-dp2" 4
+    for layout in pp2 pp4 pp2-vp2 pp4-vp2 pp3-uneven tp2-pp2-dp2; do
+        compare "$family-single" "$family-$layout"
+    done
+    echo "$family: 6 pipeline layouts match the single-rank run"
+done
