@@ -117,6 +117,7 @@ struct config {
 
     /* logging */
     bool log_throughput;
+    int64_t timing_log_level; /* 0: none; 1 and 2: per-phase and communication times at each log line */
 
     /* Transformer-Engine */
     const char *transformer_impl; /* local and transformer_engine both mean our implementation */

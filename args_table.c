@@ -329,7 +329,9 @@ const struct arg_spec ARGS_TABLE[] = {
     NOT_YET("--log-params-norm", T_BOOL, M_TRAIN, G_LOG, "If set, calculate and log parameters norm."),
     NOT_YET("--log-num-zeros-in-grad", T_BOOL, M_TRAIN, G_LOG, "If set, calculate and log the number of zeros in gradient."),
     BOOL("--log-throughput", log_throughput, M_TRAIN, G_LOG, "If set, calculate and log throughput per GPU."),
-    NOT_YET("--timing-log-level", T_INT, M_TRAIN, G_LOG, "Granularity level to measure and report timing."),
+    INT("--timing-log-level", timing_log_level, "0", M_TRAIN, G_LOG, 0, 2,
+        "Granularity level to measure and report timing. 0: report only iteration time; 1 and 2: also the time of "
+        "forward-backward, gradient reduction and optimizer, and of each group's communication."),
     NOT_YET("--tensorboard-log-interval", T_INT, M_TRAIN, G_LOG, "Report to tensorboard interval."),
     NOT_YET("--log-timers-to-tensorboard", T_BOOL, M_TRAIN, G_LOG, "If set, write timers to tensorboard."),
     NOT_YET("--log-validation-ppl-to-tensorboard", T_BOOL, M_TRAIN, G_LOG, "If set, write validation perplexity to tensorboard."),

@@ -63,7 +63,11 @@ struct trainer {
     int64_t consumed_valid_samples;
     double flops_per_batch;
     double start_seconds;     /* when pretrain began (--exit-duration-in-mins) */
+    double phase_seconds[3];  /* --timing-log-level: forward-backward, all-grads-sync, optimizer since the last log */
 };
+
+/* --timing-log-level: the phases of a step, timed after the device finished them. */
+enum { PHASE_FORWARD_BACKWARD, PHASE_GRADS_SYNC, PHASE_OPTIMIZER };
 
 static double now_seconds(void)
 {
@@ -239,6 +243,16 @@ static struct gpt_batch gpt_batch_of(const struct trainer *t, int64_t m, uint64_
     return g;
 }
 
+/* With --timing-log-level: waits for the device, then the time. */
+static double phase_clock(const struct trainer *t)
+{
+    if (t->cfg->timing_log_level < 1) return 0.0;
+#ifdef MEGATRON_CUDA
+    if (t->model->device == DEV_CUDA) cuda_synchronize();
+#endif
+    return now_seconds();
+}
+
 /* Every micro batch of the loaded iteration. */
 static void gpt_batches_of(const struct trainer *t, struct gpt_batch *out, uint64_t stream, bool training)
 {
@@ -304,9 +318,12 @@ static struct step_result train_step(struct trainer *t, double *lm_loss)
         .ddp = t->ddp,
         .overlap_grad_reduce = cfg->overlap_grad_reduce,
     };
+    double t0 = phase_clock(t);
     schedule_run(t->runner, &step);
     free(batches);
+    double t1 = phase_clock(t);
     finalize_grads(t);
+    double t2 = phase_clock(t);
     double loss_sum = step.loss_sum, tokens_sum = step.num_tokens;
     reduce_loss(t, &loss_sum, &tokens_sum);
     *lm_loss = t->last_stage ? loss_sum / tokens_sum : 0.0;
@@ -314,6 +331,10 @@ static struct step_result train_step(struct trainer *t, double *lm_loss)
     struct step_result r = optimizer_step(t->optimizer, cfg->global_batch_size);
     if (!r.skipped) ddp_gather_params(t->ddp);
     device_zero(t->model->device, t->model->grads, (size_t)t->model->buffer_numel * sizeof(float));
+    double t3 = phase_clock(t);
+    t->phase_seconds[PHASE_FORWARD_BACKWARD] += t1 - t0;
+    t->phase_seconds[PHASE_GRADS_SYNC] += t2 - t1;
+    t->phase_seconds[PHASE_OPTIMIZER] += t3 - t2;
     return r;
 }
 
@@ -396,6 +417,44 @@ static void print_log_line(struct trainer *t, const struct step_result *r, struc
     memset(tot, 0, sizeof *tot);
 }
 
+/* --timing-log-level: Megatron's "(min, max) time across ranks (ms)" block, per iteration over the
+ * last log interval: the step's phases, then the time each group's communication took on this
+ * rank (blocking host operations: their wall time, waiting for the other members included; GPU:
+ * the time the NCCL kernels ran). Every rank takes part in the reduction; the last one prints. */
+static void print_timers(struct trainer *t)
+{
+    static const struct { enum grid_group_kind kind; const char *name; } comm[] = {
+        {GRID_TP, "tensor-parallel-communication"},
+        {GRID_PP, "pipeline-parallel-communication"},
+        {GRID_DP_CP, "data-parallel-communication"},
+        {GRID_EMBEDDING, "embedding-grads-all-reduce"},
+    };
+    enum { PHASES = 3, COMMS = sizeof comm / sizeof comm[0], N = PHASES + COMMS };
+    static const char *const phases[PHASES] = {"forward-backward", "all-grads-sync", "optimizer"};
+    double seconds[GRID_NUM_KINDS] = {0}, v[2 * N];
+    comm_timing_take(seconds);
+    for (int i = 0; i < N; i++) {
+        double x = 1000.0 * (i < PHASES ? t->phase_seconds[i] : seconds[comm[i - PHASES].kind]) /
+                   (double)t->cfg->log_interval;
+        v[i] = x;      /* max */
+        v[N + i] = -x; /* -min */
+    }
+    memset(t->phase_seconds, 0, sizeof t->phase_seconds);
+    struct comm_group *world = comm_group_get(GRID_WORLD);
+    if (world) comm_all_reduce_max(world, v, 2 * N, COMM_F64);
+    if (!t->out) return;
+    fprintf(t->out, "(min, max) time across ranks (ms):\n");
+    for (int i = 0; i < N; i++) {
+        if (i >= PHASES && grid_group_size(&t->grid, comm[i - PHASES].kind) < 2) continue;
+        char name[64];
+        snprintf(name, sizeof name, "%s ", i < PHASES ? phases[i] : comm[i - PHASES].name);
+        fprintf(t->out, "    %s", name);
+        for (size_t k = strlen(name); k < 48; k++) fputc('.', t->out);
+        fprintf(t->out, ": (%.2f, %.2f)\n", -v[N + i], v[i]);
+    }
+    fflush(t->out);
+}
+
 /* What a checkpoint saves of the trainer, and what a load restores. */
 static struct ckpt_state ckpt_state_of(const struct trainer *t)
 {
@@ -437,6 +496,7 @@ static bool train(struct trainer *t)
             double now = now_seconds();
             tot.seconds = now - start;
             print_log_line(t, &r, &tot);
+            if (cfg->timing_log_level >= 1) print_timers(t);
             start = now;
         }
         if (cfg->eval_interval > 0 && t->iteration % cfg->eval_interval == 0 && do_valid) {
@@ -515,6 +575,7 @@ static void setup_parallel(struct trainer *t, struct tp_group *tp)
     grid_set_current(&t->grid);
     comm_set_timeout(60.0 * (double)cfg->distributed_timeout_minutes);
     comm_groups_create();
+    comm_timing_enable(cfg->timing_log_level >= 1);
     *tp = tp_group_single();
     tp->size = t->grid.tp;
     tp->rank = t->grid.tp_rank;

@@ -81,6 +81,8 @@ static struct {
     double timeout; /* seconds; <= 0: off */
     void (*handler)(const char *message);
     struct watch_slot slot[2];
+    bool timing;                        /* --timing-log-level: add up the time per group kind */
+    double seconds[GRID_NUM_KINDS];
 } watch = {.lock = PTHREAD_MUTEX_INITIALIZER, .wake = PTHREAD_COND_INITIALIZER, .timeout = 600.0};
 
 static void watch_begin(const char *op, const struct comm_group *g)
@@ -98,8 +100,36 @@ static void watch_begin(const char *op, const struct comm_group *g)
 static void watch_end(void)
 {
     pthread_mutex_lock(&watch.lock);
-    watch.slot[watch_slot_of_thread].busy = false;
+    struct watch_slot *s = &watch.slot[watch_slot_of_thread];
+    s->busy = false;
+    if (watch.timing && s->g) watch.seconds[s->g->kind] += now_seconds() - s->since;
     pthread_mutex_unlock(&watch.lock);
+}
+
+void comm_timing_enable(bool on)
+{
+    pthread_mutex_lock(&watch.lock);
+    watch.timing = on;
+    pthread_mutex_unlock(&watch.lock);
+}
+
+bool comm_timing_enabled(void)
+{
+    pthread_mutex_lock(&watch.lock);
+    bool on = watch.timing;
+    pthread_mutex_unlock(&watch.lock);
+    return on;
+}
+
+void comm_timing_take(double *seconds)
+{
+    pthread_mutex_lock(&watch.lock);
+    for (int k = 0; k < GRID_NUM_KINDS; k++) {
+        seconds[k] += watch.seconds[k];
+        watch.seconds[k] = 0.0;
+    }
+    pthread_mutex_unlock(&watch.lock);
+    comm_nccl_timing_take(seconds);
 }
 
 /* "0,2,4,6", shortened after 16 ranks. */

@@ -87,6 +87,15 @@ struct comm_p2p {
  * batched p2p communication), on host memory. */
 void comm_p2p_batch(struct comm_group *g, const struct comm_p2p *ops, int n, enum comm_dtype dt);
 
+/* Communication time (--timing-log-level): while on, every collective and send/recv adds the
+ * time it took to its group's kind: the wall time of blocking host operations (the communication
+ * thread's too), and on the GPU the time its NCCL kernels ran on their stream (CUDA events, read
+ * when taken). comm_timing_take adds what accumulated since the last take to seconds[k] for
+ * every grid_group_kind k (GRID_NUM_KINDS entries) and starts again from zero. */
+void comm_timing_enable(bool on);
+bool comm_timing_enabled(void);
+void comm_timing_take(double *seconds);
+
 /* Non-blocking: same results, bit for bit, as the blocking calls. */
 /* ---- device memory (NCCL), with the CUDA backend ----
  * comm_nccl_init creates an NCCL communicator for every group of this rank (group rank 0's

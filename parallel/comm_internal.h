@@ -20,4 +20,7 @@ struct comm_group {
     void *nccl_stream;
 };
 
+/* comm_nccl.c's share of comm_timing_take: adds the device time recorded so far, and resets. */
+void comm_nccl_timing_take(double *seconds);
+
 #endif

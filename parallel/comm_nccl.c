@@ -71,6 +71,58 @@ static void cuda_call(cudaError_t e, const char *what)
     if (e != cudaSuccess) die_user("CUDA: %s failed: %s; check the GPU and driver", what, cudaGetErrorString(e));
 }
 
+/* --timing-log-level: a pair of events around each NCCL call, read when the time is taken. */
+enum { TIMED_MAX = 4096 };
+static struct {
+    cudaEvent_t start[TIMED_MAX], end[TIMED_MAX];
+    int kind[TIMED_MAX];
+    int n, created;
+    double seconds[GRID_NUM_KINDS];
+} timed;
+
+static void timing_fold(void)
+{
+    for (int i = 0; i < timed.n; i++) {
+        float ms = 0.0f;
+        cuda_call(cudaEventSynchronize(timed.end[i]), "cudaEventSynchronize");
+        cuda_call(cudaEventElapsedTime(&ms, timed.start[i], timed.end[i]), "cudaEventElapsedTime");
+        timed.seconds[timed.kind[i]] += ms / 1000.0;
+    }
+    timed.n = 0;
+}
+
+/* The slot of the call about to be queued on stream s, or -1 when timing is off. */
+static int timing_begin(const struct comm_group *g, cudaStream_t s)
+{
+    if (!comm_timing_enabled()) return -1;
+    if (timed.n == TIMED_MAX) timing_fold();
+    int i = timed.n;
+    if (i == timed.created) {
+        cuda_call(cudaEventCreate(&timed.start[i]), "cudaEventCreate");
+        cuda_call(cudaEventCreate(&timed.end[i]), "cudaEventCreate");
+        timed.created++;
+    }
+    timed.kind[i] = (int)g->kind;
+    cuda_call(cudaEventRecord(timed.start[i], s), "cudaEventRecord");
+    return i;
+}
+
+static void timing_end(int i, cudaStream_t s)
+{
+    if (i < 0) return;
+    cuda_call(cudaEventRecord(timed.end[i], s), "cudaEventRecord");
+    timed.n = i + 1;
+}
+
+void comm_nccl_timing_take(double *seconds)
+{
+    timing_fold();
+    for (int k = 0; k < GRID_NUM_KINDS; k++) {
+        seconds[k] += timed.seconds[k];
+        timed.seconds[k] = 0.0;
+    }
+}
+
 /* The group's communication stream, made to wait for what the compute stream queued so far. */
 static cudaStream_t comm_stream_after_compute(struct comm_group *g)
 {
@@ -90,13 +142,19 @@ static cudaStream_t comm_stream_after_compute(struct comm_group *g)
 void comm_device_iall_reduce_sum(struct comm_group *g, void *buf, size_t n, enum comm_dtype dt)
 {
     ncclComm_t c = need_nccl(g, "all-reduce");
-    NCCL_CALL(ncclAllReduce(buf, buf, n, nccl_type(dt), ncclSum, c, comm_stream_after_compute(g)));
+    cudaStream_t s = comm_stream_after_compute(g);
+    int t = timing_begin(g, s);
+    NCCL_CALL(ncclAllReduce(buf, buf, n, nccl_type(dt), ncclSum, c, s));
+    timing_end(t, s);
 }
 
 void comm_device_ireduce_scatter_sum(struct comm_group *g, const void *send, void *recv, size_t n, enum comm_dtype dt)
 {
     ncclComm_t c = need_nccl(g, "reduce-scatter");
-    NCCL_CALL(ncclReduceScatter(send, recv, n, nccl_type(dt), ncclSum, c, comm_stream_after_compute(g)));
+    cudaStream_t s = comm_stream_after_compute(g);
+    int t = timing_begin(g, s);
+    NCCL_CALL(ncclReduceScatter(send, recv, n, nccl_type(dt), ncclSum, c, s));
+    timing_end(t, s);
 }
 
 void comm_device_join(struct comm_group *g)
@@ -116,6 +174,7 @@ void comm_device_p2p_batch(struct comm_group *g, const struct comm_p2p *ops, int
     if (n <= 0) return;
     ncclComm_t c = need_nccl(g, "send/recv");
     cudaStream_t s = (cudaStream_t)cuda_stream();
+    int t = timing_begin(g, s);
     NCCL_CALL(ncclGroupStart());
     for (int i = 0; i < n; i++) {
         const struct comm_p2p *o = &ops[i];
@@ -125,28 +184,37 @@ void comm_device_p2p_batch(struct comm_group *g, const struct comm_p2p *ops, int
             NCCL_CALL(ncclRecv(o->buf, o->n, nccl_type(dt), o->peer, c, s));
     }
     NCCL_CALL(ncclGroupEnd());
+    timing_end(t, s);
 }
 
 
+/* A collective on the compute stream, timed when timing is on. */
+#define ON_COMPUTE(g, call)                            \
+    do {                                               \
+        cudaStream_t s_ = (cudaStream_t)cuda_stream(); \
+        int t_ = timing_begin(g, s_);                  \
+        NCCL_CALL(call);                               \
+        timing_end(t_, s_);                            \
+    } while (0)
+
 void comm_device_all_reduce_sum(struct comm_group *g, void *buf, size_t n, enum comm_dtype dt)
 {
-    NCCL_CALL(ncclAllReduce(buf, buf, n, nccl_type(dt), ncclSum, need_nccl(g, "all-reduce"), (cudaStream_t)cuda_stream()));
+    ON_COMPUTE(g, ncclAllReduce(buf, buf, n, nccl_type(dt), ncclSum, need_nccl(g, "all-reduce"), s_));
 }
 
 void comm_device_all_reduce_max(struct comm_group *g, void *buf, size_t n, enum comm_dtype dt)
 {
-    NCCL_CALL(ncclAllReduce(buf, buf, n, nccl_type(dt), ncclMax, need_nccl(g, "all-reduce"), (cudaStream_t)cuda_stream()));
+    ON_COMPUTE(g, ncclAllReduce(buf, buf, n, nccl_type(dt), ncclMax, need_nccl(g, "all-reduce"), s_));
 }
 
 void comm_device_reduce_scatter_sum(struct comm_group *g, const void *send, void *recv, size_t n, enum comm_dtype dt)
 {
-    NCCL_CALL(ncclReduceScatter(send, recv, n, nccl_type(dt), ncclSum, need_nccl(g, "reduce-scatter"),
-                                (cudaStream_t)cuda_stream()));
+    ON_COMPUTE(g, ncclReduceScatter(send, recv, n, nccl_type(dt), ncclSum, need_nccl(g, "reduce-scatter"), s_));
 }
 
 void comm_device_all_gather(struct comm_group *g, const void *send, void *recv, size_t n, enum comm_dtype dt)
 {
-    NCCL_CALL(ncclAllGather(send, recv, n, nccl_type(dt), need_nccl(g, "all-gather"), (cudaStream_t)cuda_stream()));
+    ON_COMPUTE(g, ncclAllGather(send, recv, n, nccl_type(dt), need_nccl(g, "all-gather"), s_));
 }
 
 #else /* a build without the CUDA backend has no device buffers to move */
@@ -187,6 +255,7 @@ void comm_device_ireduce_scatter_sum(struct comm_group *g, const void *send, voi
     no_nccl();
 }
 void comm_device_join(struct comm_group *g) { (void)g; }
+void comm_nccl_timing_take(double *seconds) { (void)seconds; }
 void comm_device_p2p_batch(struct comm_group *g, const struct comm_p2p *ops, int n, enum comm_dtype dt)
 {
     (void)g, (void)ops, (void)n, (void)dt;

@@ -4,7 +4,8 @@
 # the distributed optimizer, overlapped reduction and sequence parallelism each print the same lm
 # loss and grad norm as the single-rank run at every logged iteration of a 30-iteration fp32 CPU
 # run, and the same validation losses (relative difference below 1e-5), for a GPT-2-style model
-# (tied embeddings split over the first and last stage) and a LLaMA-style one, dropout on.
+# (tied embeddings split over the first and last stage) and a LLaMA-style one, dropout on. The
+# 8-rank run also prints --timing-log-level's timers (which must not change the numbers).
 set -euo pipefail
 MEGATRON=${MEGATRON:-./megatron}
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMP_NUM_THREADS=1
@@ -61,8 +62,12 @@ for family in gpt llama; do
     run "$family-pp3-uneven" 3 $model $common --pipeline-model-parallel-size 3 --decoder-first-pipeline-num-layers 2 \
         --decoder-last-pipeline-num-layers 2
     run "$family-tp2-pp2-dp2" 8 $model $common --tensor-model-parallel-size 2 --pipeline-model-parallel-size 2 \
-        --use-distributed-optimizer --overlap-grad-reduce --sequence-parallel
+        --use-distributed-optimizer --overlap-grad-reduce --sequence-parallel --timing-log-level 1
     stages "$family-pp4" 4
+    # --timing-log-level 1: the phases and every group's communication, after each log line
+    [ "$(grep -c '^(min, max) time across ranks (ms):' "$dir/$family-tp2-pp2-dp2.log")" -eq 6 ] &&
+        [ "$(grep -cE '^    (forward-backward|all-grads-sync|optimizer|tensor-parallel-communication|pipeline-parallel-communication|data-parallel-communication|embedding-grads-all-reduce) \.+: \([0-9.]+, [0-9.]+\)$' \
+            "$dir/$family-tp2-pp2-dp2.log")" -eq 42 ] || { echo "$family: timers missing"; cat "$dir/$family-tp2-pp2-dp2.log"; exit 1; }
     stages "$family-tp2-pp2-dp2" 4
     for layout in pp2 pp4 pp2-vp2 pp4-vp2 pp3-uneven tp2-pp2-dp2; do
         compare "$family-single" "$family-$layout"
