@@ -447,7 +447,9 @@ static void test_parallel_sizes_are_validated_then_not_supported_yet(void **stat
     assert_int_equal(run(&r, CMD_PRETRAIN, 4, BASE "--tensor-model-parallel-size 2"), 0);
     assert_int_equal(r.cfg.data_parallel_size, 2);
     done(&r);
-    expect_error(CMD_PRETRAIN, 2, BASE "--pipeline-model-parallel-size 2", "pipeline parallelism is not supported yet");
+    assert_int_equal(run(&r, CMD_PRETRAIN, 2, BASE "--pipeline-model-parallel-size 2"), 0);
+    assert_int_equal(r.cfg.data_parallel_size, 1);
+    done(&r);
     expect_error(CMD_PRETRAIN, 2, BASE "--context-parallel-size 2", "context parallelism is not supported yet");
     expect_error(CMD_PRETRAIN, 2, BASE "--expert-model-parallel-size 2", "expert parallelism is not supported yet");
     expect_error(CMD_PRETRAIN, 4, BASE "--tensor-model-parallel-size 4 --num-attention-heads 2 --hidden-size 64",
