@@ -639,6 +639,9 @@ int pretrain_main(const struct config *cfg, FILE *out)
                                t.pipeline.vp);
     free(chunks);
     t.runner = schedule_create(t.model, &t.schedule, t.grid.pp_rank, t.pp);
+    if (first && t.grid.pp > 1 && cfg->overlap_p2p_comm)
+        warn_user("--overlap-p2p-communication: pipeline sends and receives are not overlapped with compute yet; "
+                  "each batch of them completes before the next forward or backward");
     gpt_init_weights(t.model);
     if (t.grid.dp_rank == 0)
         fprintf(out, " > number of parameters on (tensor, pipeline) model parallel rank (%d, %d): %lld\n", t.grid.tp_rank,
