@@ -11,6 +11,9 @@
 #include "models/gpt.h"
 #include "models/gpt_internal.h"
 #include "util/error.h"
+#ifdef MEGATRON_CUDA
+#include "kernels/cuda/init.h"
+#endif
 
 struct table {
     struct gpt_param *p;
@@ -225,18 +228,51 @@ void gpt_bind_views(struct gpt_model *m, void *base, enum dtype dt, struct embed
     *out = gpt_find_param(m, "output_layer.weight") ? view(m, buf, "output_layer.weight") : emb->word;
 }
 
+#ifdef MEGATRON_CUDA
+/* The same draws on the GPU, straight into the device's fp32 weights. */
+static void init_on_device(struct gpt_model *m, double std, double scaled)
+{
+    for (int i = 0; i < m->num_params; i++) {
+        const struct gpt_param *p = &m->params[i];
+        float *w = m->weights + p->offset;
+        if (p->init == INIT_ZEROS || p->init == INIT_ONES) {
+            cuda_fill_f32(w, p->numel, p->init == INIT_ONES ? 1.0f : 0.0f);
+            continue;
+        }
+        struct cuda_shard_index x = {p->ndim == 2 ? p->shape[1] : 1, p->ndim == 2 ? p->full_shape[1] : 1,
+                                     p->shard_dim, p->num_pieces, {0, 0}, {0, 0}, {0, 0}};
+        for (int k = 0; k < p->num_pieces; k++) {
+            x.local_start[k] = p->pieces[k].local_start;
+            x.full_start[k] = p->pieces[k].full_start;
+            x.length[k] = p->pieces[k].length;
+        }
+        uint64_t stream = rng_stream_of(p->replica ? "embedding.word_embeddings.weight" : p->name);
+        cuda_init_normal(w, p->numel, p->init == INIT_NORMAL ? std : scaled, m->cfg.seed, stream, &x);
+    }
+    gpt_weights_changed(m, 0, m->buffer_numel);
+}
+#endif
+
 void gpt_init_weights(struct gpt_model *m)
 {
     const struct model_config *c = &m->cfg;
     double std = c->init_method_std;
     double scaled = std / sqrt(2.0 * c->num_layers); /* Megatron's output_layer_init_method */
-    float *host = m->device == DEV_CPU ? m->weights : xcalloc((size_t)m->buffer_numel, sizeof(float));
+#ifdef MEGATRON_CUDA
+    if (m->device == DEV_CUDA) {
+        init_on_device(m, std, scaled);
+        return;
+    }
+#endif
+    float *w0 = m->weights;
     for (int i = 0; i < m->num_params; i++) {
         const struct gpt_param *p = &m->params[i];
-        float *w = host + p->offset;
+        float *w = w0 + p->offset;
         /* a replica of the word embeddings starts as the tensor it copies */
         uint64_t stream = rng_stream_of(p->replica ? "embedding.word_embeddings.weight" : p->name);
         double sd = p->init == INIT_NORMAL ? std : scaled;
+        /* every element is a function of its own index: the threads' split does not matter */
+#pragma omp parallel for schedule(static) if (p->numel >= 65536)
         for (int64_t e = 0; e < p->numel; e++) {
             switch (p->init) {
             case INIT_NORMAL:
@@ -247,9 +283,5 @@ void gpt_init_weights(struct gpt_model *m)
             case INIT_ONES: w[e] = 1.0f; break;
             }
         }
-    }
-    if (m->device != DEV_CPU) {
-        gpt_set_weights(m, host);
-        free(host);
     }
 }
