@@ -17,13 +17,13 @@
 struct args {
     const char *op;
     int n;
-    const char *names[8];
-    struct tensor ts[8];
+    const char *names[10];
+    struct tensor ts[10];
 };
 
 static void add_arg(struct args *a, const char *name, struct tensor t)
 {
-    CHECK(a->n < 8);
+    CHECK(a->n < 10);
     a->names[a->n] = name;
     a->ts[a->n] = t;
     a->n++;
@@ -44,7 +44,7 @@ static void format_tensor(char *buf, size_t len, struct tensor t)
 
 static _Noreturn void fail(const struct args *a, const char *why)
 {
-    char shapes[640] = "", one[80];
+    char shapes[1024] = "", one[80];
     for (int i = 0; i < a->n; i++) {
         format_tensor(one, sizeof one, a->ts[i]);
         size_t used = strlen(shapes);
@@ -164,6 +164,59 @@ void op_linear_backward(struct tensor dx, struct tensor dw, struct tensor db, st
     switch (common_device(&a)) {
     case DEV_CPU: cpu_linear_backward(dx, dw, db, dy, x, w); return;
     case DEV_CUDA: ON_CUDA(cuda_linear_backward(dx, dw, db, dy, x, w)); return;
+    }
+}
+
+void op_linear_gelu_forward(struct tensor y, struct tensor pre, struct tensor x, struct tensor w,
+                            struct tensor b, bool tanh_approx)
+{
+    struct args a = {.op = "op_linear_gelu_forward"};
+    add_arg(&a, "y", y), add_arg(&a, "pre", pre), add_arg(&a, "x", x), add_arg(&a, "w", w);
+    add_arg(&a, "b", b);
+    need_tensor(&a, "y", y, DT_F32, 2);
+    need_tensor(&a, "pre", pre, DT_F32, 2);
+    need_tensor(&a, "x", x, DT_F32, 2);
+    need_tensor(&a, "w", w, DT_F32, 2);
+    maybe_tensor(&a, "b", b, DT_F32, 1);
+    need(&a, x.shape[1] == w.shape[1], "x and w disagree on the input size");
+    need(&a, dims_are(pre, x.shape[0], w.shape[0]), "pre must be [rows of x, rows of w]");
+    need(&a, dims_are(y, x.shape[0], w.shape[0]), "y must be [rows of x, rows of w]");
+    need(&a, !tensor_present(b) || b.shape[0] == w.shape[0], "b must have one entry per row of w");
+    need(&a, y.data != pre.data, "y and pre must be different tensors");
+    switch (common_device(&a)) {
+    case DEV_CPU: cpu_linear_gelu_forward(y, pre, x, w, b, tanh_approx); return;
+    case DEV_CUDA: ON_CUDA(cuda_linear_gelu_forward(y, pre, x, w, b, tanh_approx)); return;
+    }
+}
+
+void op_linear_dgelu_backward(struct tensor dpre, struct tensor dpre_bias, struct tensor dw,
+                              struct tensor dy, struct tensor x, struct tensor w, struct tensor pre,
+                              bool tanh_approx)
+{
+    struct args a = {.op = "op_linear_dgelu_backward"};
+    add_arg(&a, "dpre", dpre), add_arg(&a, "dpre_bias", dpre_bias), add_arg(&a, "dw", dw);
+    add_arg(&a, "dy", dy), add_arg(&a, "x", x), add_arg(&a, "w", w), add_arg(&a, "pre", pre);
+    need_tensor(&a, "dy", dy, DT_F32, 2);
+    need_tensor(&a, "dpre", dpre, DT_F32, 2);
+    need_tensor(&a, "w", w, DT_F32, 2);
+    need_tensor(&a, "pre", pre, DT_F32, 2);
+    int64_t N = dy.shape[0], out = dy.shape[1], in = dpre.shape[1];
+    need(&a, dims_are(w, out, in), "w must be [columns of dy, columns of dpre]");
+    need(&a, dpre.shape[0] == N, "dpre and dy disagree on the rows");
+    need(&a, dims_are(pre, N, in), "pre and dpre disagree in shape");
+    need(&a, dpre.data != pre.data, "dpre must not overwrite pre");
+    maybe_tensor(&a, "dpre_bias", dpre_bias, DT_F32, 1);
+    need(&a, !tensor_present(dpre_bias) || dpre_bias.shape[0] == in,
+         "dpre_bias must have one entry per column of dpre");
+    if (tensor_present(dw)) {
+        need_tensor(&a, "dw", dw, DT_F32, 2);
+        need_tensor(&a, "x", x, DT_F32, 2);
+        need(&a, dims_are(dw, out, in), "dw must be like w");
+        need(&a, dims_are(x, N, in), "x must be like dpre");
+    }
+    switch (common_device(&a)) {
+    case DEV_CPU: cpu_linear_dgelu_backward(dpre, dpre_bias, dw, dy, x, w, pre, tanh_approx); return;
+    case DEV_CUDA: ON_CUDA(cuda_linear_dgelu_backward(dpre, dpre_bias, dw, dy, x, w, pre, tanh_approx)); return;
     }
 }
 
@@ -310,6 +363,109 @@ void op_rmsnorm_backward(struct tensor dx, struct tensor dw, struct tensor dy, s
     switch (common_device(&a)) {
     case DEV_CPU: cpu_rmsnorm_backward(dx, dw, dy, x, w, rstd); return;
     case DEV_CUDA: ON_CUDA(cuda_rmsnorm_backward(dx, dw, dy, x, w, rstd)); return;
+    }
+}
+
+/* The bias-dropout-add half of the fused norms: x like mid, b [C] and residual like x when present. */
+static void need_bias_dropout_add_args(const struct args *a, struct tensor mid, struct tensor x,
+                                       struct tensor b, struct tensor residual,
+                                       struct dropout_key drop)
+{
+    need_tensor(a, "x", x, DT_F32, 2);
+    need_like_x(a, "mid", mid, x);
+    maybe_tensor(a, "b", b, DT_F32, 1);
+    need(a, !tensor_present(b) || b.shape[0] == x.shape[1], "b must have one entry per column of x");
+    if (tensor_present(residual)) need_like_x(a, "residual", residual, x);
+    need_dropout(a, drop);
+}
+
+void op_bias_dropout_add_layernorm_forward(struct tensor mid, struct tensor y, struct tensor mean,
+                                           struct tensor rstd, struct tensor x, struct tensor b,
+                                           struct tensor residual, struct dropout_key drop,
+                                           struct tensor w, struct tensor norm_b, float eps)
+{
+    struct args a = {.op = "op_bias_dropout_add_layernorm_forward"};
+    add_arg(&a, "mid", mid), add_arg(&a, "y", y), add_arg(&a, "mean", mean), add_arg(&a, "rstd", rstd);
+    add_arg(&a, "x", x), add_arg(&a, "b", b), add_arg(&a, "residual", residual), add_arg(&a, "w", w);
+    add_arg(&a, "norm_b", norm_b);
+    need_bias_dropout_add_args(&a, mid, x, b, residual, drop);
+    need(&a, tensor_present(mean) && tensor_present(rstd), "mean and rstd are required");
+    need_norm_args(&a, mid, w, norm_b, mean, rstd);
+    need_like_x(&a, "y", y, mid);
+    need(&a, y.data != mid.data && y.data != x.data && y.data != residual.data,
+         "y must not overlap mid, x or residual");
+    need(&a, eps >= 0.0f, "eps must not be negative");
+    switch (common_device(&a)) {
+    case DEV_CPU: cpu_bias_dropout_add_layernorm_forward(mid, y, mean, rstd, x, b, residual, drop, w, norm_b, eps); return;
+    case DEV_CUDA: ON_CUDA(cuda_bias_dropout_add_layernorm_forward(mid, y, mean, rstd, x, b, residual, drop, w, norm_b, eps)); return;
+    }
+}
+
+void op_bias_dropout_add_rmsnorm_forward(struct tensor mid, struct tensor y, struct tensor rstd,
+                                         struct tensor x, struct tensor b, struct tensor residual,
+                                         struct dropout_key drop, struct tensor w, float eps)
+{
+    struct args a = {.op = "op_bias_dropout_add_rmsnorm_forward"};
+    add_arg(&a, "mid", mid), add_arg(&a, "y", y), add_arg(&a, "rstd", rstd), add_arg(&a, "x", x);
+    add_arg(&a, "b", b), add_arg(&a, "residual", residual), add_arg(&a, "w", w);
+    need_bias_dropout_add_args(&a, mid, x, b, residual, drop);
+    need(&a, tensor_present(rstd), "rstd is required");
+    need_norm_args(&a, mid, w, tensor_none(), rstd, tensor_none());
+    need_like_x(&a, "y", y, mid);
+    need(&a, y.data != mid.data && y.data != x.data && y.data != residual.data,
+         "y must not overlap mid, x or residual");
+    need(&a, eps >= 0.0f, "eps must not be negative");
+    switch (common_device(&a)) {
+    case DEV_CPU: cpu_bias_dropout_add_rmsnorm_forward(mid, y, rstd, x, b, residual, drop, w, eps); return;
+    case DEV_CUDA: ON_CUDA(cuda_bias_dropout_add_rmsnorm_forward(mid, y, rstd, x, b, residual, drop, w, eps)); return;
+    }
+}
+
+/* dx and dresidual are like x; dx overwrites neither dy nor x. */
+static void need_backward_add_args(const struct args *a, struct tensor dx, struct tensor dy,
+                                   struct tensor x, struct tensor dresidual)
+{
+    need_like_x(a, "dy", dy, x);
+    need_like_x(a, "dx", dx, x);
+    need_like_x(a, "dresidual", dresidual, x);
+    need(a, dx.data != dy.data && dx.data != x.data, "dx must not overlap dy or x");
+}
+
+void op_layernorm_backward_add(struct tensor dx, struct tensor dw, struct tensor db,
+                               struct tensor dy, struct tensor x, struct tensor w,
+                               struct tensor mean, struct tensor rstd, struct tensor dresidual)
+{
+    struct args a = {.op = "op_layernorm_backward_add"};
+    add_arg(&a, "dx", dx), add_arg(&a, "dw", dw), add_arg(&a, "db", db), add_arg(&a, "dy", dy);
+    add_arg(&a, "x", x), add_arg(&a, "w", w), add_arg(&a, "mean", mean), add_arg(&a, "rstd", rstd);
+    add_arg(&a, "dresidual", dresidual);
+    need(&a, tensor_present(mean) && tensor_present(rstd), "mean and rstd are required");
+    need_norm_args(&a, x, w, tensor_none(), mean, rstd);
+    need_backward_add_args(&a, dx, dy, x, dresidual);
+    maybe_tensor(&a, "dw", dw, DT_F32, 1);
+    maybe_tensor(&a, "db", db, DT_F32, 1);
+    need(&a, !tensor_present(dw) || dw.shape[0] == x.shape[1], "dw must be like w");
+    need(&a, !tensor_present(db) || db.shape[0] == x.shape[1], "db must be like w");
+    switch (common_device(&a)) {
+    case DEV_CPU: cpu_layernorm_backward_add(dx, dw, db, dy, x, w, mean, rstd, dresidual); return;
+    case DEV_CUDA: ON_CUDA(cuda_layernorm_backward_add(dx, dw, db, dy, x, w, mean, rstd, dresidual)); return;
+    }
+}
+
+void op_rmsnorm_backward_add(struct tensor dx, struct tensor dw, struct tensor dy, struct tensor x,
+                             struct tensor w, struct tensor rstd, struct tensor dresidual)
+{
+    struct args a = {.op = "op_rmsnorm_backward_add"};
+    add_arg(&a, "dx", dx), add_arg(&a, "dw", dw), add_arg(&a, "dy", dy), add_arg(&a, "x", x);
+    add_arg(&a, "w", w), add_arg(&a, "rstd", rstd), add_arg(&a, "dresidual", dresidual);
+    need(&a, tensor_present(rstd), "rstd is required");
+    need_norm_args(&a, x, w, tensor_none(), rstd, tensor_none());
+    need_backward_add_args(&a, dx, dy, x, dresidual);
+    maybe_tensor(&a, "dw", dw, DT_F32, 1);
+    need(&a, !tensor_present(dw) || dw.shape[0] == x.shape[1], "dw must be like w");
+    switch (common_device(&a)) {
+    case DEV_CPU: cpu_rmsnorm_backward_add(dx, dw, dy, x, w, rstd, dresidual); return;
+    case DEV_CUDA: ON_CUDA(cuda_rmsnorm_backward_add(dx, dw, dy, x, w, rstd, dresidual)); return;
     }
 }
 

@@ -37,6 +37,18 @@ void op_linear_forward(struct tensor y, struct tensor x, struct tensor w, struct
 void op_linear_backward(struct tensor dx, struct tensor dw, struct tensor db, struct tensor dy,
                         struct tensor x, struct tensor w);
 
+/* linear_fc1 with the GeLU after it (Megatron's bias-GeLU fusion): pre[N,out] = x . w^T + b, kept
+ * for the backward, and y[N,out] = gelu(pre) (the erf form, or the tanh one when tanh_approx). */
+void op_linear_gelu_forward(struct tensor y, struct tensor pre, struct tensor x, struct tensor w,
+                            struct tensor b, bool tanh_approx);
+/* The backward of a linear layer whose input is x = gelu(pre) (linear_fc2), through the GeLU:
+ * dpre[N,in] = (dy . w) * gelu'(pre);  dw[out,in] += dy^T . x;  dpre_bias[in] += sum_n dpre[n,:]
+ * (the bias gradient of the layer that produced pre, linear_fc1). Equals op_linear_backward into
+ * a dx followed by op_gelu_backward, with dpre_bias the db of op_linear_backward on dpre. */
+void op_linear_dgelu_backward(struct tensor dpre, struct tensor dpre_bias, struct tensor dw,
+                              struct tensor dy, struct tensor x, struct tensor w, struct tensor pre,
+                              bool tanh_approx);
+
 /* ---- embeddings ---- */
 
 /* y[N,H] = wte[tokens[n] - vocab_start, :] + wpe[positions[n], :] (wpe optional).
@@ -62,6 +74,26 @@ void op_layernorm_backward(struct tensor dx, struct tensor dw, struct tensor db,
 void op_rmsnorm_forward(struct tensor y, struct tensor rstd, struct tensor x, struct tensor w, float eps);
 void op_rmsnorm_backward(struct tensor dx, struct tensor dw, struct tensor dy, struct tensor x,
                          struct tensor w, struct tensor rstd);
+
+/* A pre-norm residual stream's two steps in one pass over each row: Megatron's bias-dropout-add
+ * mid = residual + dropout(x + b) (exactly op_bias_dropout_add_forward), then the next norm of mid
+ * (exactly op_layernorm_forward / op_rmsnorm_forward into y, mean, rstd). mid may alias x or
+ * residual; y must not overlap the others. */
+void op_bias_dropout_add_layernorm_forward(struct tensor mid, struct tensor y, struct tensor mean,
+                                           struct tensor rstd, struct tensor x, struct tensor b,
+                                           struct tensor residual, struct dropout_key drop,
+                                           struct tensor w, struct tensor norm_b, float eps);
+void op_bias_dropout_add_rmsnorm_forward(struct tensor mid, struct tensor y, struct tensor rstd,
+                                         struct tensor x, struct tensor b, struct tensor residual,
+                                         struct dropout_key drop, struct tensor w, float eps);
+/* The norm backward with the residual branch's gradient added: dx = (the norm's input gradient)
+ * + dresidual, where a pre-norm layer's residual stream forks. dw, db as op_layernorm_backward /
+ * op_rmsnorm_backward. dx may alias dresidual, not dy or x. */
+void op_layernorm_backward_add(struct tensor dx, struct tensor dw, struct tensor db,
+                               struct tensor dy, struct tensor x, struct tensor w,
+                               struct tensor mean, struct tensor rstd, struct tensor dresidual);
+void op_rmsnorm_backward_add(struct tensor dx, struct tensor dw, struct tensor dy, struct tensor x,
+                             struct tensor w, struct tensor rstd, struct tensor dresidual);
 
 /* ---- activations ---- */
 

@@ -336,15 +336,15 @@ double gpt_forward_chunk(struct gpt_model *m, int chunk, int slot, const struct 
     if (spec->pre_process)
         embedding_forward(&ctx, &m->embedding, a->hidden[0], a->embedding_full, scratch->tmp, a->tokens,
                           a->positions_local);
-    for (int64_t i = 0; i < count; i++) {
-        ctx.layer = (int)(spec->first_layer + i); /* the whole model's index: dropout masks key on it */
-        transformer_layer_forward(&ctx, &m->layers[ctx.layer], &a->layers[i], scratch, a->hidden[i + 1],
-                                  a->hidden[i], a->positions);
-    }
+    /* layers by their index in the whole model (dropout masks key on it), each one's last
+       bias-dropout-add fused with the norm after it */
+    int first = (int)spec->first_layer;
+    transformer_block_forward(&ctx, first, (int)count, &m->layers[first], a->layers, scratch, a->hidden,
+                              spec->post_process ? &m->final_norm : NULL,
+                              spec->post_process ? &a->final_norm : NULL, a->positions);
     *num_tokens = 0.0;
     if (!spec->post_process) return 0.0;
     ctx.layer = -1;
-    norm_forward(&ctx, &m->final_norm, &a->final_norm, a->hidden[count]);
     tp_gather_rows(&m->tp, a->final_norm.out, a->head.input);
     lm_head_forward(&ctx, m->output_weight, m->embedding.vocab_start, &a->head, a->labels);
 

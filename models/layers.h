@@ -69,6 +69,17 @@ void norm_forward(const struct layer_ctx *ctx, const struct norm_params *p, stru
 void norm_backward(const struct layer_ctx *ctx, const struct norm_params *p,
                    const struct norm_params *grad, const struct norm_acts *a, struct tensor dx,
                    struct tensor dout, struct tensor x);
+/* The residual stream entering a pre-norm sublayer, in one op: mid = residual + dropout(x + bias)
+ * (Megatron's bias-dropout-add), then the norm of mid into a. mid may alias x or residual. */
+void bias_dropout_add_norm_forward(const struct layer_ctx *ctx, const struct norm_params *p,
+                                   struct norm_acts *a, struct tensor mid, struct tensor x,
+                                   struct tensor bias, struct tensor residual,
+                                   struct dropout_key drop);
+/* norm_backward with dresidual added into dx: the gradient of a residual stream that feeds both the
+ * norm and the residual connection past it. dx may alias dresidual. */
+void norm_backward_add(const struct layer_ctx *ctx, const struct norm_params *p,
+                       const struct norm_params *grad, const struct norm_acts *a, struct tensor dx,
+                       struct tensor dout, struct tensor x, struct tensor dresidual);
 
 /* ---- self-attention (attention.c): linear_qkv, RoPE, core attention, linear_proj ---- */
 struct attention_params {
@@ -143,6 +154,17 @@ struct layer_scratch {
 void transformer_layer_forward(const struct layer_ctx *ctx, const struct layer_params *p,
                                struct layer_acts *a, struct layer_scratch *s, struct tensor out,
                                struct tensor x, struct tensor positions);
+/* Megatron's TransformerBlock forward: layers first_layer .. first_layer + num_layers - 1 (p[l],
+ * a[l] local to the block, ctx->layer ignored) in turn from hidden[0], layer l writing
+ * hidden[l + 1], then final_p's norm of hidden[num_layers] into final_a (NULL for a block that ends
+ * before the final norm). The same results as transformer_layer_forward for each layer and
+ * norm_forward after them, with each layer's last bias-dropout-add fused with the norm that
+ * follows it. */
+void transformer_block_forward(const struct layer_ctx *ctx, int first_layer, int num_layers,
+                               const struct layer_params *p, struct layer_acts *a,
+                               struct layer_scratch *s, const struct tensor *hidden,
+                               const struct norm_params *final_p, struct norm_acts *final_a,
+                               struct tensor positions);
 /* dx = d layer / d x given dout; dx may alias dout. */
 void transformer_layer_backward(const struct layer_ctx *ctx, const struct layer_params *p,
                                 const struct layer_params *grad, const struct layer_acts *a,

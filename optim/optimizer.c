@@ -78,21 +78,42 @@ static void for_each_piece(struct optimizer *o, piece_fn fn, void *arg)
     }
 }
 
-/* Sum of squares of the owned grads; parameters every tensor-parallel rank holds whole count on
- * tp rank 0 only, replicas of another stage's parameter not at all. */
+/* Whether a parameter's gradient counts in the norm on this rank: parameters every
+ * tensor-parallel rank holds whole count on tp rank 0 only, replicas of another stage's
+ * parameter not at all. */
+static bool counted(const struct optimizer *o, const struct gpt_param *p)
+{
+    return !((p->shard_dim < 0 && o->model->tp.rank != 0) || p->replica);
+}
+
+/* Sum of squares of g[0, len). */
+static double sum_squares(const struct optimizer *o, const float *g, int64_t len)
+{
+#ifdef MEGATRON_CUDA
+    if (on_gpu(o)) return cuda_sum_squares(g, len);
+#endif
+    (void)o;
+    return clip_global_norm_sq(&g, &len, 1);
+}
+
+/* Collects the owned pieces of counted parameters into runs of consecutive elements, so the
+ * device sums a few long ranges instead of every parameter on its own. */
+struct norm_runs {
+    int64_t lo, hi; /* the open run */
+    double sq;
+};
+
 static void norm_piece(struct optimizer *o, int64_t at, int64_t len, int64_t state, const struct gpt_param *p,
                        void *arg)
 {
     (void)state;
-    if ((p->shard_dim < 0 && o->model->tp.rank != 0) || p->replica) return;
-    const float *g = o->model->grads + at;
-#ifdef MEGATRON_CUDA
-    if (on_gpu(o)) {
-        *(double *)arg += cuda_sum_squares(g, len);
-        return;
+    struct norm_runs *r = arg;
+    if (!counted(o, p)) return;
+    if (at != r->hi) {
+        if (r->hi > r->lo) r->sq += sum_squares(o, o->model->grads + r->lo, r->hi - r->lo);
+        r->lo = at;
     }
-#endif
-    *(double *)arg += clip_global_norm_sq(&g, &len, 1);
+    r->hi = at + len;
 }
 
 struct update_args {
@@ -124,28 +145,21 @@ static void update_piece(struct optimizer *o, int64_t at, int64_t len, int64_t s
     }
 }
 
-/* Without tensor parallelism or replicas every owned element counts, so whole ranges are summed
- * at once (one device reduction per range instead of one per parameter). */
+/* The sum of squares of what this rank's norm counts: whole owned ranges unless tensor
+ * parallelism or replicas leave some parameters out. */
 static double owned_sum_squares(struct optimizer *o)
 {
+    bool every = o->model->tp.size == 1;
+    for (int i = 0; i < o->model->num_params; i++) every &= !o->model->params[i].replica;
+    if (!every) {
+        struct norm_runs r = {0, 0, 0.0};
+        for_each_piece(o, norm_piece, &r);
+        if (r.hi > r.lo) r.sq += sum_squares(o, o->model->grads + r.lo, r.hi - r.lo);
+        return r.sq;
+    }
     double sq = 0.0;
-    bool replicas = false;
-    for (int i = 0; i < o->model->num_params; i++) replicas |= o->model->params[i].replica;
-    if (o->model->tp.size > 1 || replicas) {
-        for_each_piece(o, norm_piece, &sq);
-        return sq;
-    }
-    for (int r = 0; r < o->num_ranges; r++) {
-        const float *g = o->model->grads + o->ranges[r].lo;
-        int64_t len = o->ranges[r].hi - o->ranges[r].lo;
-#ifdef MEGATRON_CUDA
-        if (on_gpu(o)) {
-            sq += cuda_sum_squares(g, len);
-            continue;
-        }
-#endif
-        sq += clip_global_norm_sq(&g, &len, 1);
-    }
+    for (int r = 0; r < o->num_ranges; r++)
+        sq += sum_squares(o, o->model->grads + o->ranges[r].lo, o->ranges[r].hi - o->ranges[r].lo);
     return sq;
 }
 

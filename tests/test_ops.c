@@ -390,6 +390,69 @@ static void test_gelu_both_forms_match_reference_and_finite_differences(void **s
     free(x), free(r), free(y), free(dx), free(y2);
 }
 
+/* y[n,o] = sum_k gelu(pre[n,k] + bias[k]) w[o,k]: linear_fc2 on the GeLU of linear_fc1's output,
+ * with fc1's bias as a variable so that its gradient (the column sums of dpre) is checked too;
+ * in = {pre, w, bias}, dim = {N, K, O}, p[0] = 1 for the tanh form */
+static void ref_gelu_linear(struct ref *c)
+{
+    int64_t N = c->dim[0], K = c->dim[1], O = c->dim[2];
+    double *act = malloc((size_t)(N * K) * sizeof(double));
+    for (int64_t i = 0; i < N * K; i++) {
+        double x = c->in[0][i] + c->in[2][i % K];
+        act[i] = c->p[0] != 0.0 ? 0.5 * x * (1.0 + tanh(sqrt(2.0 / M_PI) * (x + 0.044715 * x * x * x)))
+                                : 0.5 * x * (1.0 + erf(x / sqrt(2.0)));
+    }
+    for (int64_t n = 0; n < N; n++)
+        for (int64_t o = 0; o < O; o++) {
+            double s = 0.0;
+            for (int64_t k = 0; k < K; k++) s += act[n * K + k] * c->in[1][o * K + k];
+            c->y[n * O + o] = s;
+        }
+    free(act);
+}
+
+/* The fused ops are the unfused ones in turn on this backend: the same bits. The backward also
+ * matches finite differences of fc2(gelu(pre + bias)) for dpre, dw and the bias gradient. */
+static void test_linear_gelu_ops_equal_unfused_ops_and_finite_differences(void **state)
+{
+    (void)state;
+    int64_t N = 7, K = 12, O = 9; /* fc1: K -> O, then fc2: O -> K */
+    float *x = frand(N * K, 91), *w1 = frand(O * K, 92), *b1 = frand(O, 93);
+    float *w2 = frand(K * O, 94), *dy = frand(N * K, 95);
+    for (int64_t i = 0; i < O * K; i++) w1[i] *= 2.0f; /* pre reaches both tails of the GeLU */
+    for (int tanh_form = 0; tanh_form < 2; tanh_form++) {
+        float *y = ffill(N * O, NAN), *pre = ffill(N * O, NAN), *y2 = ffill(N * O, NAN), *pre2 = ffill(N * O, NAN);
+        op_linear_gelu_forward(f2(y, N, O), f2(pre, N, O), f2(x, N, K), f2(w1, O, K), f1(b1, O), tanh_form);
+        op_linear_forward(f2(pre2, N, O), f2(x, N, K), f2(w1, O, K), f1(b1, O));
+        op_gelu_forward(f2(y2, N, O), f2(pre2, N, O), tanh_form);
+        assert_memory_equal(pre, pre2, (size_t)(N * O) * sizeof(float));
+        assert_memory_equal(y, y2, (size_t)(N * O) * sizeof(float));
+
+        /* dpre is overwritten; dw and the bias gradient accumulate */
+        float *dpre = ffill(N * O, 123.0f), *dw = ffill(K * O, 1.0f), *db = ffill(O, 1.0f);
+        op_linear_dgelu_backward(f2(dpre, N, O), f1(db, O), f2(dw, K, O), f2(dy, N, K), f2(y, N, O),
+                                 f2(w2, K, O), f2(pre, N, O), tanh_form);
+        float *dact = ffill(N * O, NAN), *dpre2 = ffill(N * O, NAN), *dw2 = ffill(K * O, 1.0f), *db2 = ffill(O, 1.0f);
+        op_linear_backward(f2(dact, N, O), f2(dw2, K, O), tensor_none(), f2(dy, N, K), f2(y, N, O), f2(w2, K, O));
+        op_gelu_backward(f2(dpre2, N, O), f2(dact, N, O), f2(pre, N, O), tanh_form);
+        op_linear_backward(tensor_none(), tensor_none(), f1(db2, O), f2(dpre2, N, O), tensor_none(), tensor_none());
+        assert_memory_equal(dpre, dpre2, (size_t)(N * O) * sizeof(float));
+        assert_memory_equal(dw, dw2, (size_t)(K * O) * sizeof(float));
+        assert_memory_equal(db, db2, (size_t)O * sizeof(float));
+
+        struct ref c = new_ref(ref_gelu_linear, N * K);
+        c.in[0] = to_double(pre, N * O), c.in[1] = to_double(w2, K * O), c.in[2] = calloc((size_t)O, sizeof(double));
+        c.dim[0] = N, c.dim[1] = O, c.dim[2] = K, c.p[0] = tanh_form, c.r = to_double(dy, N * K);
+        check_grad(&c, 0, N * O, dpre, 0.0, tanh_form ? "dgelu tanh dpre" : "dgelu erf dpre");
+        check_grad(&c, 1, K * O, dw, 1.0, "dgelu dw");
+        check_grad(&c, 2, O, db, 1.0, "dgelu bias gradient");
+        free_ref(&c);
+        free(y), free(pre), free(y2), free(pre2), free(dpre), free(dw), free(db);
+        free(dact), free(dpre2), free(dw2), free(db2);
+    }
+    free(x), free(w1), free(b1), free(w2), free(dy);
+}
+
 /* y = silu(gate) * up with x = [gate | up]; in = {x}, dim = {N, F} */
 static void ref_swiglu(struct ref *c)
 {
@@ -611,6 +674,76 @@ static void test_bias_dropout_add_matches_reference_and_finite_differences(void 
     free(x), free(b), free(res), free(r), free(y), free(dx), free(db), free(db_only);
 }
 
+/* The fused forwards are the bias-dropout-add and the norm in turn on this backend: the same bits,
+ * also with mid written over the residual as the layer does. */
+static void test_bias_dropout_add_norm_equals_the_two_ops(void **state)
+{
+    (void)state;
+    int64_t N = 6, C = 37;
+    struct dropout_key drop = dropout(0.3f, 7, 90);
+    float *x = frand(N * C, 161), *b = frand(C, 162), *res = frand(N * C, 163), *w = frand(C, 164);
+    float *nb = frand(C, 165);
+    for (int rms = 0; rms < 2; rms++) {
+        float *mid = ffill(N * C, NAN), *y = ffill(N * C, NAN), *mean = ffill(N, NAN), *rstd = ffill(N, NAN);
+        float *mid2 = ffill(N * C, NAN), *y2 = ffill(N * C, NAN), *mean2 = ffill(N, NAN), *rstd2 = ffill(N, NAN);
+        op_bias_dropout_add_forward(f2(mid2, N, C), f2(x, N, C), f1(b, C), f2(res, N, C), drop);
+        if (rms) {
+            op_rmsnorm_forward(f2(y2, N, C), f1(rstd2, N), f2(mid2, N, C), f1(w, C), 1e-5f);
+            memcpy(mid, res, (size_t)(N * C) * sizeof(float)); /* mid aliases the residual */
+            op_bias_dropout_add_rmsnorm_forward(f2(mid, N, C), f2(y, N, C), f1(rstd, N), f2(x, N, C), f1(b, C),
+                                                f2(mid, N, C), drop, f1(w, C), 1e-5f);
+        } else {
+            op_layernorm_forward(f2(y2, N, C), f1(mean2, N), f1(rstd2, N), f2(mid2, N, C), f1(w, C), f1(nb, C), 1e-5f);
+            op_bias_dropout_add_layernorm_forward(f2(mid, N, C), f2(y, N, C), f1(mean, N), f1(rstd, N), f2(x, N, C),
+                                                  f1(b, C), f2(res, N, C), drop, f1(w, C), f1(nb, C), 1e-5f);
+            assert_memory_equal(mean, mean2, (size_t)N * sizeof(float));
+        }
+        assert_memory_equal(mid, mid2, (size_t)(N * C) * sizeof(float));
+        assert_memory_equal(y, y2, (size_t)(N * C) * sizeof(float));
+        assert_memory_equal(rstd, rstd2, (size_t)N * sizeof(float));
+        free(mid), free(y), free(mean), free(rstd), free(mid2), free(y2), free(mean2), free(rstd2);
+    }
+    free(x), free(b), free(res), free(w), free(nb);
+}
+
+/* dx = norm' + dresidual as one op gives the bits of the norm backward followed by op_add, also
+ * with dx written over dresidual; the parameter gradients are the norm backward's. */
+static void test_norm_backward_add_equals_backward_then_add(void **state)
+{
+    (void)state;
+    int64_t N = 5, C = 29;
+    float *x = frand(N * C, 171), *w = frand(C, 172), *dy = frand(N * C, 173), *dres = frand(N * C, 174);
+    float *mean = ffill(N, NAN), *rstd = ffill(N, NAN), *y = ffill(N * C, NAN);
+    op_layernorm_forward(f2(y, N, C), f1(mean, N), f1(rstd, N), f2(x, N, C), f1(w, C), tensor_none(), 1e-5f);
+    for (int rms = 0; rms < 2; rms++) {
+        float *dx = ffill(N * C, NAN), *dw = ffill(C, 1.0f), *db = ffill(C, 1.0f);
+        float *dx2 = ffill(N * C, NAN), *dw2 = ffill(C, 1.0f), *db2 = ffill(C, 1.0f);
+        float *inplace = malloc((size_t)(N * C) * sizeof(float));
+        memcpy(inplace, dres, (size_t)(N * C) * sizeof(float));
+        if (rms) {
+            op_rmsnorm_backward(f2(dx2, N, C), f1(dw2, C), f2(dy, N, C), f2(x, N, C), f1(w, C), f1(rstd, N));
+            op_rmsnorm_backward_add(f2(dx, N, C), f1(dw, C), f2(dy, N, C), f2(x, N, C), f1(w, C), f1(rstd, N),
+                                    f2(dres, N, C));
+            op_rmsnorm_backward_add(f2(inplace, N, C), tensor_none(), f2(dy, N, C), f2(x, N, C), f1(w, C),
+                                    f1(rstd, N), f2(inplace, N, C));
+        } else {
+            op_layernorm_backward(f2(dx2, N, C), f1(dw2, C), f1(db2, C), f2(dy, N, C), f2(x, N, C), f1(w, C),
+                                  f1(mean, N), f1(rstd, N));
+            op_layernorm_backward_add(f2(dx, N, C), f1(dw, C), f1(db, C), f2(dy, N, C), f2(x, N, C), f1(w, C),
+                                      f1(mean, N), f1(rstd, N), f2(dres, N, C));
+            op_layernorm_backward_add(f2(inplace, N, C), tensor_none(), tensor_none(), f2(dy, N, C), f2(x, N, C),
+                                      f1(w, C), f1(mean, N), f1(rstd, N), f2(inplace, N, C));
+        }
+        op_add(f2(dx2, N, C), f2(dx2, N, C), f2(dres, N, C));
+        assert_memory_equal(dx, dx2, (size_t)(N * C) * sizeof(float));
+        assert_memory_equal(inplace, dx2, (size_t)(N * C) * sizeof(float));
+        assert_memory_equal(dw, dw2, (size_t)C * sizeof(float));
+        assert_memory_equal(db, db2, (size_t)C * sizeof(float));
+        free(dx), free(dw), free(db), free(dx2), free(dw2), free(db2), free(inplace);
+    }
+    free(x), free(w), free(dy), free(dres), free(mean), free(rstd), free(y);
+}
+
 static void test_dropout_drops_fraction_p_and_scales_kept_by_one_over_one_minus_p(void **state)
 {
     (void)state;
@@ -645,7 +778,14 @@ static void test_dropout_with_p_zero_is_the_identity(void **state)
     float *dx = ffill(N * C, NAN);
     op_bias_dropout_add_backward(f2(dx, N, C), tensor_none(), f2(x, N, C), dropout(0.0f, 1, 0));
     assert_memory_equal(dx, x, (size_t)(N * C) * sizeof(float));
-    free(x), free(b), free(res), free(y), free(dx);
+    /* in place (what the embedding does), with and without the bias gradient */
+    float *db = ffill(C, 1.0f), *db2 = ffill(C, 1.0f);
+    op_bias_dropout_add_forward(f2(dx, N, C), f2(dx, N, C), tensor_none(), tensor_none(), dropout(0.0f, 1, 0));
+    op_bias_dropout_add_backward(f2(dx, N, C), f1(db, C), f2(dx, N, C), dropout(0.0f, 1, 0));
+    assert_memory_equal(dx, x, (size_t)(N * C) * sizeof(float));
+    op_bias_dropout_add_backward(tensor_none(), f1(db2, C), f2(x, N, C), dropout(0.0f, 1, 0));
+    assert_memory_equal(db, db2, (size_t)C * sizeof(float));
+    free(x), free(b), free(res), free(y), free(dx), free(db), free(db2);
 }
 
 /* A shard of the batch (here rows 4..9) with offset = its first element draws the slice of the
@@ -841,10 +981,20 @@ static void linear_on_cuda(void)
     op_linear_forward(x, x, x, tensor_none());
 }
 
+/* dpre would be overwritten before pre is read */
+static void dgelu_backward_over_its_input(void)
+{
+    float dummy[64];
+    op_linear_dgelu_backward(f2(dummy, 4, 8), tensor_none(), tensor_none(), f2(dummy, 4, 2), tensor_none(),
+                             f2(dummy, 2, 8), f2(dummy, 4, 8), false);
+}
+
 static void test_bad_arguments_are_bugs_naming_the_op_and_shapes(void **state)
 {
     (void)state;
     char err[1024];
+    assert_int_equal(run_child(dgelu_backward_over_its_input, err, sizeof err), 1);
+    assert_non_null(strstr(err, "op_linear_dgelu_backward: dpre must not overwrite pre"));
     assert_int_equal(run_child(linear_with_mismatched_w, err, sizeof err), 1);
     assert_non_null(strstr(err, "op_linear_forward: x and w disagree"));
     assert_non_null(strstr(err, "x float32[4, 8], w float32[16, 9]"));
@@ -869,11 +1019,14 @@ int main(void)
         cmocka_unit_test(test_layernorm_matches_reference_and_finite_differences),
         cmocka_unit_test(test_rmsnorm_matches_reference_and_finite_differences),
         cmocka_unit_test(test_gelu_both_forms_match_reference_and_finite_differences),
+        cmocka_unit_test(test_linear_gelu_ops_equal_unfused_ops_and_finite_differences),
         cmocka_unit_test(test_swiglu_matches_reference_and_finite_differences),
         cmocka_unit_test(test_rope_rotates_first_rotary_dims_of_q_and_k_only),
         cmocka_unit_test(test_attention_gqa_matches_reference_and_finite_differences),
         cmocka_unit_test(test_attention_dropout_matches_reference_and_finite_differences),
         cmocka_unit_test(test_bias_dropout_add_matches_reference_and_finite_differences),
+        cmocka_unit_test(test_bias_dropout_add_norm_equals_the_two_ops),
+        cmocka_unit_test(test_norm_backward_add_equals_backward_then_add),
         cmocka_unit_test(test_dropout_drops_fraction_p_and_scales_kept_by_one_over_one_minus_p),
         cmocka_unit_test(test_dropout_with_p_zero_is_the_identity),
         cmocka_unit_test(test_dropout_mask_of_a_shard_is_the_slice_of_the_full_mask),

@@ -1,5 +1,6 @@
 /* CPU activations: GeLU (exact erf form and the tanh approximation) and SwiGLU, forward and
- * backward, elementwise in fp32. */
+ * backward, elementwise in fp32; and the linear layers fused with a GeLU, which on this backend
+ * are the unfused ops one after the other (the reference the CUDA epilogues are checked against). */
 #include <math.h>
 
 #include "kernels/cpu/cpu_ops.h"
@@ -45,6 +46,23 @@ void cpu_gelu_backward(struct tensor dx, struct tensor dy, struct tensor x, bool
     float *dxs = dx.data;
 #pragma omp parallel for schedule(static) if (n >= CPU_PARALLEL_MIN_WORK)
     for (int64_t i = 0; i < n; i++) dxs[i] = dys[i] * gelu_grad(xs[i], tanh_approx);
+}
+
+void cpu_linear_gelu_forward(struct tensor y, struct tensor pre, struct tensor x, struct tensor w,
+                             struct tensor b, bool tanh_approx)
+{
+    cpu_linear_forward(pre, x, w, b);
+    cpu_gelu_forward(y, pre, tanh_approx);
+}
+
+void cpu_linear_dgelu_backward(struct tensor dpre, struct tensor dpre_bias, struct tensor dw,
+                               struct tensor dy, struct tensor x, struct tensor w, struct tensor pre,
+                               bool tanh_approx)
+{
+    cpu_linear_backward(dpre, dw, tensor_none(), dy, x, w);
+    cpu_gelu_backward(dpre, dpre, pre, tanh_approx); /* elementwise, in place */
+    if (tensor_present(dpre_bias))
+        cpu_sum_rows_acc(dpre_bias.data, dpre.data, dpre.shape[0], dpre.shape[1]);
 }
 
 static inline float sigmoid(float x) { return 1.0f / (1.0f + expf(-x)); }

@@ -32,10 +32,27 @@ void cpu_rmsnorm_forward(struct tensor y, struct tensor rstd, struct tensor x, s
                          float eps);
 void cpu_rmsnorm_backward(struct tensor dx, struct tensor dw, struct tensor dy, struct tensor x,
                           struct tensor w, struct tensor rstd);
+void cpu_bias_dropout_add_layernorm_forward(struct tensor mid, struct tensor y, struct tensor mean,
+                                            struct tensor rstd, struct tensor x, struct tensor b,
+                                            struct tensor residual, struct dropout_key drop,
+                                            struct tensor w, struct tensor norm_b, float eps);
+void cpu_bias_dropout_add_rmsnorm_forward(struct tensor mid, struct tensor y, struct tensor rstd,
+                                          struct tensor x, struct tensor b, struct tensor residual,
+                                          struct dropout_key drop, struct tensor w, float eps);
+void cpu_layernorm_backward_add(struct tensor dx, struct tensor dw, struct tensor db,
+                                struct tensor dy, struct tensor x, struct tensor w,
+                                struct tensor mean, struct tensor rstd, struct tensor dresidual);
+void cpu_rmsnorm_backward_add(struct tensor dx, struct tensor dw, struct tensor dy, struct tensor x,
+                              struct tensor w, struct tensor rstd, struct tensor dresidual);
 
 /* activation.c */
 void cpu_gelu_forward(struct tensor y, struct tensor x, bool tanh_approx);
 void cpu_gelu_backward(struct tensor dx, struct tensor dy, struct tensor x, bool tanh_approx);
+void cpu_linear_gelu_forward(struct tensor y, struct tensor pre, struct tensor x, struct tensor w,
+                             struct tensor b, bool tanh_approx);
+void cpu_linear_dgelu_backward(struct tensor dpre, struct tensor dpre_bias, struct tensor dw,
+                               struct tensor dy, struct tensor x, struct tensor w, struct tensor pre,
+                               bool tanh_approx);
 void cpu_swiglu_forward(struct tensor y, struct tensor x);
 void cpu_swiglu_backward(struct tensor dx, struct tensor dy, struct tensor x);
 

@@ -1,6 +1,8 @@
-/* CPU LayerNorm and RMSNorm, forward and backward. Row statistics are computed in double (two
- * passes for the variance); parameter gradients are column sums over rows, split over column
- * blocks so each sum runs in row order inside one thread. */
+/* CPU LayerNorm and RMSNorm, forward and backward, also fused with the bias-dropout-add before
+ * them and the residual gradient added after their backward (on this backend the fused forwards
+ * are the two ops in turn, and the add happens as each dx element is stored). Row statistics are
+ * computed in double (two passes for the variance); parameter gradients are column sums over
+ * rows, split over column blocks so each sum runs in row order inside one thread. */
 #include <math.h>
 
 #include "kernels/cpu/cpu_ops.h"
@@ -41,9 +43,10 @@ void cpu_layernorm_forward(struct tensor y, struct tensor mean, struct tensor rs
 }
 
 /* dx = rstd * (g - mean(g) - xhat * mean(g * xhat)) with g = dy * w, xhat = (x - mean) * rstd:
- * the derivative of the normalisation (e.g. the LayerNorm paper's appendix, or llm.c). */
+ * the derivative of the normalisation (e.g. the LayerNorm paper's appendix, or llm.c); plus
+ * dres when present (the value is rounded to fp32 first, as a separate add would see it). */
 static void layernorm_dx(struct tensor dx, struct tensor dy, struct tensor x, struct tensor w,
-                         struct tensor mean, struct tensor rstd)
+                         struct tensor mean, struct tensor rstd, const float *dres)
 {
     int64_t N = x.shape[0], C = x.shape[1];
     const float *xs = x.data, *ws = w.data, *dys = dy.data, *ms = mean.data, *rs = rstd.data;
@@ -60,9 +63,11 @@ static void layernorm_dx(struct tensor dx, struct tensor dy, struct tensor x, st
         }
         float mg = (float)(sg / (double)C), mgx = (float)(sgx / (double)C);
         float *dxr = dxs + n * C;
+        const float *dr = dres ? dres + n * C : NULL;
         for (int64_t c = 0; c < C; c++) {
             float xhat = (xr[c] - m) * r;
-            dxr[c] = r * (dyr[c] * ws[c] - mg - xhat * mgx);
+            float v = r * (dyr[c] * ws[c] - mg - xhat * mgx);
+            dxr[c] = dr ? v + dr[c] : v;
         }
     }
 }
@@ -96,8 +101,25 @@ static void layernorm_dw_db(struct tensor dw, struct tensor db, struct tensor dy
 void cpu_layernorm_backward(struct tensor dx, struct tensor dw, struct tensor db, struct tensor dy,
                             struct tensor x, struct tensor w, struct tensor mean, struct tensor rstd)
 {
-    if (tensor_present(dx)) layernorm_dx(dx, dy, x, w, mean, rstd);
+    if (tensor_present(dx)) layernorm_dx(dx, dy, x, w, mean, rstd, NULL);
     if (tensor_present(dw) || tensor_present(db)) layernorm_dw_db(dw, db, dy, x, mean, rstd);
+}
+
+void cpu_layernorm_backward_add(struct tensor dx, struct tensor dw, struct tensor db,
+                                struct tensor dy, struct tensor x, struct tensor w,
+                                struct tensor mean, struct tensor rstd, struct tensor dresidual)
+{
+    layernorm_dx(dx, dy, x, w, mean, rstd, dresidual.data);
+    if (tensor_present(dw) || tensor_present(db)) layernorm_dw_db(dw, db, dy, x, mean, rstd);
+}
+
+void cpu_bias_dropout_add_layernorm_forward(struct tensor mid, struct tensor y, struct tensor mean,
+                                            struct tensor rstd, struct tensor x, struct tensor b,
+                                            struct tensor residual, struct dropout_key drop,
+                                            struct tensor w, struct tensor norm_b, float eps)
+{
+    cpu_bias_dropout_add_forward(mid, x, b, residual, drop);
+    cpu_layernorm_forward(y, mean, rstd, mid, w, norm_b, eps);
 }
 
 void cpu_rmsnorm_forward(struct tensor y, struct tensor rstd, struct tensor x, struct tensor w,
@@ -118,9 +140,10 @@ void cpu_rmsnorm_forward(struct tensor y, struct tensor rstd, struct tensor x, s
     }
 }
 
-/* dx = rstd * g - x * rstd^3 * mean(g * x) with g = dy * w (the derivative of x / rms(x)). */
+/* dx = rstd * g - x * rstd^3 * mean(g * x) with g = dy * w (the derivative of x / rms(x));
+ * plus dres when present, as in layernorm_dx. */
 static void rmsnorm_dx(struct tensor dx, struct tensor dy, struct tensor x, struct tensor w,
-                       struct tensor rstd)
+                       struct tensor rstd, const float *dres)
 {
     int64_t N = x.shape[0], C = x.shape[1];
     const float *xs = x.data, *ws = w.data, *dys = dy.data, *rs = rstd.data;
@@ -133,7 +156,11 @@ static void rmsnorm_dx(struct tensor dx, struct tensor dy, struct tensor x, stru
         for (int64_t c = 0; c < C; c++) sgx += (double)(dyr[c] * ws[c]) * xr[c];
         float k = (float)(sgx / (double)C * (double)r * (double)r * (double)r);
         float *dxr = dxs + n * C;
-        for (int64_t c = 0; c < C; c++) dxr[c] = r * dyr[c] * ws[c] - xr[c] * k;
+        const float *dr = dres ? dres + n * C : NULL;
+        for (int64_t c = 0; c < C; c++) {
+            float v = r * dyr[c] * ws[c] - xr[c] * k;
+            dxr[c] = dr ? v + dr[c] : v;
+        }
     }
 }
 
@@ -159,6 +186,21 @@ static void rmsnorm_dw(struct tensor dw, struct tensor dy, struct tensor x, stru
 void cpu_rmsnorm_backward(struct tensor dx, struct tensor dw, struct tensor dy, struct tensor x,
                           struct tensor w, struct tensor rstd)
 {
-    if (tensor_present(dx)) rmsnorm_dx(dx, dy, x, w, rstd);
+    if (tensor_present(dx)) rmsnorm_dx(dx, dy, x, w, rstd, NULL);
     if (tensor_present(dw)) rmsnorm_dw(dw, dy, x, rstd);
+}
+
+void cpu_rmsnorm_backward_add(struct tensor dx, struct tensor dw, struct tensor dy, struct tensor x,
+                              struct tensor w, struct tensor rstd, struct tensor dresidual)
+{
+    rmsnorm_dx(dx, dy, x, w, rstd, dresidual.data);
+    if (tensor_present(dw)) rmsnorm_dw(dw, dy, x, rstd);
+}
+
+void cpu_bias_dropout_add_rmsnorm_forward(struct tensor mid, struct tensor y, struct tensor rstd,
+                                          struct tensor x, struct tensor b, struct tensor residual,
+                                          struct dropout_key drop, struct tensor w, float eps)
+{
+    cpu_bias_dropout_add_forward(mid, x, b, residual, drop);
+    cpu_rmsnorm_forward(y, rstd, mid, w, eps);
 }

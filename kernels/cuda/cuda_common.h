@@ -1,7 +1,7 @@
 /* Shared by the CUDA backend's .cu files (never included from C): checked CUDA, cuBLASLt and cuDNN
  * calls, the backend context that cuda_init creates once (stream, library handles, workspaces,
- * plan caches), argument checks, bf16 vector helpers and the deterministic column sum that every
- * bias / norm-weight gradient uses. */
+ * plan caches), argument checks, bf16 vector helpers, dropout masks, the deterministic column sum
+ * that every bias / norm-weight gradient uses, and the few kernels one .cu file lends another. */
 #ifndef MEGATRON_KERNELS_CUDA_CUDA_COMMON_H
 #define MEGATRON_KERNELS_CUDA_CUDA_COMMON_H
 
@@ -12,6 +12,7 @@
 #include <stdint.h>
 
 #include "kernels/cuda/cuda_ops.h"
+#include "kernels/rng.h"
 
 /* util/error.h is C11 (_Noreturn); its declarations are the same functions seen from C++. */
 #define _Noreturn [[noreturn]]
@@ -52,6 +53,7 @@ typedef __nv_bfloat16 bf16;
 struct cuda_gemm_plan {
     uint64_t key[4];
     bool used;
+    bool supported; /* cuBLASLt offered an algorithm (fused epilogues may have none) */
     cublasLtMatmulDesc_t desc;
     cublasLtMatrixLayout_t a, b, c;
     cublasLtMatmulAlgo_t algo;
@@ -76,6 +78,7 @@ struct cuda_context {
     struct cuda_gemm_plan gemm[CUDA_GEMM_CACHE];
     int gemm_next_victim;
     struct cuda_sdpa_plan *sdpa[CUDA_SDPA_CACHE];
+    struct cuda_gelu_paths gelu_paths; /* what the GeLU-fused linear ops last did */
 };
 
 /* The context; a bug (exit 1) if cuda_init was not called. */
@@ -153,6 +156,18 @@ __device__ __forceinline__ void bf16_store8(bf16 *p, int64_t e, int64_t n, bool 
         if (e + i < n) p[e + i] = __float2bfloat16_rn(in[i]);
 }
 
+/* ---- dropout: element e of a site is kept iff rng_uniform(seed, stream, offset + e) >= p ---- */
+
+/* The dropout factor of element e: 0 if dropped, else scale (1 when dropout is off). */
+__device__ __forceinline__ float dropout_factor(struct dropout_key d, float scale, int64_t e)
+{
+    if (d.p == 0.0f) return 1.0f;
+    return rng_uniform(d.seed, d.stream, d.offset + (uint64_t)e) >= d.p ? scale : 0.0f;
+}
+
+/* The dropout scale 1/(1-p) in fp32, as the CPU backend computes it. */
+static inline float cuda_dropout_scale(float p) { return 1.0f / (1.0f - p); }
+
 /* ---- deterministic column sums: dst[c] += sum over rows n of value(n, c) ----
  * Bias and norm-weight gradients. Rows are cut into chunks of COLSUM_ROWS; a block sums one chunk
  * of 256 columns (8 per thread, 8 row lanes) in a fixed order into a partial row, and a second
@@ -221,6 +236,13 @@ void cuda_colsum_acc(Load load, float *dst0, float *dst1, int64_t N, int64_t C)
     CUDA_CHECK_LAUNCH("colsum_partial_kernel");
     cuda_colsum_finish(dst0, NOUT > 1 ? dst1 : NULL, partials, chunks, C);
 }
+
+/* ---- kernels one .cu file lends another ---- */
+
+/* dx[N, C] = dy * gelu'(x) elementwise (dx may alias dy); when db is not NULL also
+ * db[c] += sum over n of those fp32 products, in one pass (elementwise.cu). */
+void cuda_gelu_backward_bias_grad(bf16 *dx, float *db, const bf16 *dy, const bf16 *x, int64_t N,
+                                  int64_t C, bool tanh_approx);
 
 /* ---- warp and block reductions in a fixed order ---- */
 

@@ -57,6 +57,11 @@ void *cuda_stream(void);
 void cuda_linear_forward(struct tensor y, struct tensor x, struct tensor w, struct tensor b);
 void cuda_linear_backward(struct tensor dx, struct tensor dw, struct tensor db, struct tensor dy,
                           struct tensor x, struct tensor w);
+void cuda_linear_gelu_forward(struct tensor y, struct tensor pre, struct tensor x, struct tensor w,
+                              struct tensor b, bool tanh_approx);
+void cuda_linear_dgelu_backward(struct tensor dpre, struct tensor dpre_bias, struct tensor dw,
+                                struct tensor dy, struct tensor x, struct tensor w,
+                                struct tensor pre, bool tanh_approx);
 
 void cuda_embedding_forward(struct tensor y, struct tensor tokens, struct tensor wte,
                             int64_t vocab_start, struct tensor wpe, struct tensor positions);
@@ -72,6 +77,20 @@ void cuda_rmsnorm_forward(struct tensor y, struct tensor rstd, struct tensor x, 
                           float eps);
 void cuda_rmsnorm_backward(struct tensor dx, struct tensor dw, struct tensor dy, struct tensor x,
                            struct tensor w, struct tensor rstd);
+void cuda_bias_dropout_add_layernorm_forward(struct tensor mid, struct tensor y, struct tensor mean,
+                                             struct tensor rstd, struct tensor x, struct tensor b,
+                                             struct tensor residual, struct dropout_key drop,
+                                             struct tensor w, struct tensor norm_b, float eps);
+void cuda_bias_dropout_add_rmsnorm_forward(struct tensor mid, struct tensor y, struct tensor rstd,
+                                           struct tensor x, struct tensor b,
+                                           struct tensor residual, struct dropout_key drop,
+                                           struct tensor w, float eps);
+void cuda_layernorm_backward_add(struct tensor dx, struct tensor dw, struct tensor db,
+                                 struct tensor dy, struct tensor x, struct tensor w,
+                                 struct tensor mean, struct tensor rstd, struct tensor dresidual);
+void cuda_rmsnorm_backward_add(struct tensor dx, struct tensor dw, struct tensor dy,
+                               struct tensor x, struct tensor w, struct tensor rstd,
+                               struct tensor dresidual);
 
 void cuda_gelu_forward(struct tensor y, struct tensor x, bool tanh_approx);
 void cuda_gelu_backward(struct tensor dx, struct tensor dy, struct tensor x, bool tanh_approx);
@@ -124,6 +143,17 @@ double cuda_sum_squares(const float *x, int64_t n);
 void cuda_scale_f32(float *x, int64_t n, float c);
 /* dst (bf16) = src rounded to nearest even: the model's bf16 weights from fp32 main weights. */
 void cuda_f32_to_bf16(void *dst, const float *src, int64_t n);
+
+/* ---- which path a fused op took (for the GPU tests and benchmarks) ---- */
+
+/* The GeLU-fused linear ops run as one cuBLASLt GEMM with a GeLU epilogue (the tanh form only,
+ * which is the GeLU cuBLASLt implements, and widths that are multiples of 8) or, when cuBLASLt
+ * offers no such algorithm, as a GEMM and a separate kernel. What the last call of each did: */
+struct cuda_gelu_paths {
+    bool forward_epilogue;  /* cuda_linear_gelu_forward: GELU_AUX(_BIAS) */
+    bool backward_epilogue; /* cuda_linear_dgelu_backward: DGELU(_BGRAD) */
+};
+struct cuda_gelu_paths cuda_linear_gelu_paths(void);
 
 /* ---- checks that need no GPU ---- */
 

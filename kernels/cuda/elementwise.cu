@@ -1,10 +1,10 @@
-/* CUDA elementwise ops on bf16: GeLU and SwiGLU forward/backward, Megatron's bias-dropout-add and
- * its backward, add, zero, copy. Each thread handles 8 consecutive elements (one 16-byte access when the
+/* CUDA elementwise ops on bf16: GeLU and SwiGLU forward/backward (also the GeLU backward fused with
+ * the bias gradient of the layer before it), Megatron's bias-dropout-add and its backward, add,
+ * zero, copy. Each thread handles 8 consecutive elements (one 16-byte access when the
  * pointers and row width allow). Dropout draws kernels/rng.h with the CPU's keys, element e of a
  * site being kept iff rng_uniform(seed, stream, offset + e) >= p, so both backends drop the same
  * elements; the math follows kernels/cpu/activation.c and elementwise.c. */
 #include "kernels/cuda/cuda_common.h"
-#include "kernels/rng.h"
 
 enum { EW_THREADS = 256 };
 
@@ -33,16 +33,6 @@ __device__ __forceinline__ float gelu_grad(float x, bool tanh_approx)
 }
 
 __device__ __forceinline__ float sigmoid(float x) { return 1.0f / (1.0f + expf(-x)); }
-
-/* The dropout factor of element e: 0 if dropped, else scale (1 when dropout is off). */
-__device__ __forceinline__ float dropout_factor(struct dropout_key d, float scale, int64_t e)
-{
-    if (d.p == 0.0f) return 1.0f;
-    return rng_uniform(d.seed, d.stream, d.offset + (uint64_t)e) >= d.p ? scale : 0.0f;
-}
-
-/* The dropout scale 1/(1-p) in fp32, as the CPU backend computes it. */
-static float dropout_scale(float p) { return 1.0f / (1.0f - p); }
 
 static bool all_aligned16(const void *a, const void *b, const void *c, const void *d)
 {
@@ -106,6 +96,39 @@ void cuda_gelu_backward(struct tensor dx, struct tensor dy, struct tensor x, boo
         (bf16 *)dx.data, (const bf16 *)dy.data, (const bf16 *)x.data, n, tanh_approx,
         all_aligned16(dx.data, dy.data, x.data, x.data));
     CUDA_CHECK_LAUNCH("gelu_backward_kernel");
+}
+
+/* dx = dy * gelu'(x) stored as bf16, and the fp32 products handed to the column sum of db: the
+ * GeLU backward and linear_fc1's bias gradient in one read of dy and x. The column-sum kernel
+ * visits every (n, c) exactly once, so storing dx from the load is safe. */
+struct load_dgelu_rows {
+    bf16 *dx;
+    const bf16 *dy, *x;
+    int64_t C;
+    bool tanh_approx, vec;
+    __device__ void operator()(int64_t n, int64_t c0, float out[1][8]) const
+    {
+        float v[8];
+        bf16_load8(dy + n * C, c0, C, vec, out[0]);
+        bf16_load8(x + n * C, c0, C, vec, v);
+        for (int i = 0; i < 8; i++) out[0][i] *= gelu_grad(v[i], tanh_approx);
+        bf16_store8(dx + n * C, c0, C, vec, out[0]);
+    }
+};
+
+void cuda_gelu_backward_bias_grad(bf16 *dx, float *db, const bf16 *dy, const bf16 *x, int64_t N,
+                                  int64_t C, bool tanh_approx)
+{
+    if (N * C == 0) return;
+    if (!db) {
+        gelu_backward_kernel<<<pieces_blocks(N * C), EW_THREADS, 0, cuda_ctx()->stream>>>(
+            dx, dy, x, N * C, tanh_approx, all_aligned16(dx, dy, x, x));
+        CUDA_CHECK_LAUNCH("gelu_backward_kernel");
+        return;
+    }
+    struct load_dgelu_rows ld = {dx, dy, x, C, tanh_approx,
+                                 C % 8 == 0 && all_aligned16(dx, dy, x, x)};
+    cuda_colsum_acc<load_dgelu_rows, 1>(ld, db, NULL, N, C);
 }
 
 /* ---- SwiGLU: x[N, 2F] = [gate | up], y[N, F] = silu(gate) * up ---- */
@@ -241,9 +264,10 @@ void cuda_bias_dropout_add_forward(struct tensor y, struct tensor x, struct tens
     if (N * C == 0) return;
     const bf16 *bp = tensor_present(b) ? (const bf16 *)b.data : NULL;
     const bf16 *rp = tensor_present(residual) ? (const bf16 *)residual.data : NULL;
+    if (drop.p == 0.0f && !bp && !rp && y.data == x.data) return; /* the identity, in place */
     bool vec = C % 8 == 0 && all_aligned16(y.data, x.data, bp, rp);
     bias_dropout_add_kernel<<<pieces_blocks(N * C), EW_THREADS, 0, cuda_ctx()->stream>>>(
-        (bf16 *)y.data, (const bf16 *)x.data, bp, rp, drop, dropout_scale(drop.p), N, C, vec);
+        (bf16 *)y.data, (const bf16 *)x.data, bp, rp, drop, cuda_dropout_scale(drop.p), N, C, vec);
     CUDA_CHECK_LAUNCH("bias_dropout_add_kernel");
 }
 
@@ -259,8 +283,11 @@ static __global__ void dropout_backward_kernel(bf16 *dx, const bf16 *dy, struct 
     }
 }
 
-/* db += sum_n dy[n, c] * dropout factor: from the fp32 products, not from the rounded dx. */
+/* db += sum_n dy[n, c] * dropout factor: from the fp32 products, not from the rounded dx; with dx
+ * not NULL the products are stored there too, so the whole backward is one read of dy (the
+ * column-sum kernel visits every (n, c) once, and dx may alias dy). */
 struct load_dropout_rows {
+    bf16 *dx;
     const bf16 *dy;
     struct dropout_key drop;
     float scale;
@@ -270,6 +297,7 @@ struct load_dropout_rows {
     {
         bf16_load8(dy + n * C, c0, C, vec, out[0]);
         for (int i = 0; i < 8; i++) out[0][i] *= dropout_factor(drop, scale, n * C + c0 + i);
+        if (dx) bf16_store8(dx + n * C, c0, C, vec, out[0]);
     }
 };
 
@@ -282,14 +310,17 @@ void cuda_bias_dropout_add_backward(struct tensor dx, struct tensor db, struct t
     cuda_maybe(op, "db", db, DT_F32);
     int64_t N = dy.shape[0], C = dy.shape[1];
     if (N * C == 0) return;
-    float scale = dropout_scale(drop.p);
-    /* db first: dx may alias dy, and db needs the unmasked dy */
+    float scale = cuda_dropout_scale(drop.p);
+    /* without dropout, dx over dy is the identity: only db is left */
+    bool write_dx = tensor_present(dx) && !(drop.p == 0.0f && dx.data == dy.data);
     if (tensor_present(db)) {
-        struct load_dropout_rows ld = {(const bf16 *)dy.data, drop, scale, C,
-                                       C % 8 == 0 && cuda_aligned16(dy.data)};
+        bf16 *dxp = write_dx ? (bf16 *)dx.data : NULL;
+        struct load_dropout_rows ld = {dxp, (const bf16 *)dy.data, drop, scale, C,
+                                       C % 8 == 0 && all_aligned16(dy.data, dxp, dxp, dxp)};
         cuda_colsum_acc<load_dropout_rows, 1>(ld, (float *)db.data, NULL, N, C);
+        return;
     }
-    if (tensor_present(dx)) {
+    if (write_dx) {
         dropout_backward_kernel<<<pieces_blocks(N * C), EW_THREADS, 0, cuda_ctx()->stream>>>(
             (bf16 *)dx.data, (const bf16 *)dy.data, drop, scale, N * C,
             all_aligned16(dx.data, dy.data, dy.data, dy.data));

@@ -3,13 +3,52 @@
  * a deterministic column sum of dy. Each GEMM shape gets its algorithm from the heuristics once
  * and keeps it (with its descriptors) in the context's cache.
  *
+ * linear_fc1 + GeLU and linear_fc2's backward through the GeLU use cuBLASLt's GeLU epilogues when
+ * they can: GELU_AUX_BIAS writes gelu(x w^T + b) to D and the pre-activation to the aux matrix,
+ * DGELU_BGRAD multiplies dy w by gelu'(aux) and sums its rows into an fp32 bias gradient. cuBLASLt's
+ * GeLU is the tanh approximation (what Megatron's bias_gelu fusion computes too), so the erf form
+ * runs as the GEMM and a separate kernel, as does any shape cuBLASLt declines (the aux leading
+ * dimension must be a multiple of 8).
+ *
  * Row-major [rows, cols] buffers are column-major [cols, rows] to cuBLAS, so with y = x w^T:
  *   forward  y^T[out,N]  = w^T... i.e. D(out x N)  = op(w: in x out, T) . x(in x N)      ("TN")
  *   dx       dx^T[in,N]  = w(in x out) . dy^T(out x N)                                 ("NN")
  *   dw       dw^T[in,out] += x^T(in x N) . op(dy^T: out x N, T)                         ("NT") */
 #include "kernels/cuda/cuda_common.h"
 
-enum gemm_kind { GEMM_FWD, GEMM_FWD_BIAS, GEMM_DX, GEMM_DW };
+enum gemm_kind {
+    GEMM_FWD,
+    GEMM_FWD_BIAS,
+    GEMM_DX,
+    GEMM_DW,
+    GEMM_FWD_GELU,       /* D = gelu(A B), aux = A B */
+    GEMM_FWD_GELU_BIAS,  /* D = gelu(A B + bias), aux = A B + bias */
+    GEMM_DX_DGELU,       /* D = (A B) * gelu'(aux) */
+    GEMM_DX_DGELU_BGRAD, /* the same, and bias = the row sums of D (fp32, overwritten) */
+};
+
+static bool kind_has_bias(enum gemm_kind k)
+{
+    return k == GEMM_FWD_BIAS || k == GEMM_FWD_GELU_BIAS || k == GEMM_DX_DGELU_BGRAD;
+}
+
+static bool kind_has_aux(enum gemm_kind k)
+{
+    return k == GEMM_FWD_GELU || k == GEMM_FWD_GELU_BIAS || k == GEMM_DX_DGELU ||
+           k == GEMM_DX_DGELU_BGRAD;
+}
+
+static cublasLtEpilogue_t kind_epilogue(enum gemm_kind k)
+{
+    switch (k) {
+    case GEMM_FWD_BIAS: return CUBLASLT_EPILOGUE_BIAS;
+    case GEMM_FWD_GELU: return CUBLASLT_EPILOGUE_GELU_AUX;
+    case GEMM_FWD_GELU_BIAS: return CUBLASLT_EPILOGUE_GELU_AUX_BIAS;
+    case GEMM_DX_DGELU: return CUBLASLT_EPILOGUE_DGELU;
+    case GEMM_DX_DGELU_BGRAD: return CUBLASLT_EPILOGUE_DGELU_BGRAD;
+    default: return CUBLASLT_EPILOGUE_DEFAULT;
+    }
+}
 
 /* Largest power of two (up to 256) dividing the address: what the algorithm may assume. */
 static uint64_t ptr_alignment(const void *p)
@@ -27,14 +66,16 @@ struct gemm_call {
     cudaDataType_t ab_type, cd_type;
     const void *a, *b;
     void *c;
-    const void *bias;
+    const void *bias; /* the bias, or for GEMM_DX_DGELU_BGRAD the fp32 bias gradient written */
+    void *aux;        /* the GeLU input, m x n with leading dimension m: written or read */
     float beta;
 };
 
 static void gemm_key(const struct gemm_call *g, uint64_t key[4])
 {
     uint64_t al = ptr_alignment(g->a) | ptr_alignment(g->b) << 9 | ptr_alignment(g->c) << 18;
-    key[0] = (uint64_t)g->kind | (uint64_t)g->ta << 4 | (uint64_t)g->tb << 8 | al << 12;
+    uint64_t epi = ptr_alignment(g->bias) | ptr_alignment(g->aux) << 9;
+    key[0] = (uint64_t)g->kind | (uint64_t)g->ta << 4 | (uint64_t)g->tb << 8 | al << 12 | epi << 39;
     key[1] = (uint64_t)g->m | (uint64_t)g->lda << 32;
     key[2] = (uint64_t)g->n | (uint64_t)g->ldb << 32;
     key[3] = (uint64_t)g->k | (uint64_t)g->ldc << 32;
@@ -50,7 +91,41 @@ static void gemm_plan_destroy(struct cuda_gemm_plan *p)
     p->used = false;
 }
 
-/* Descriptors for g and the heuristic's first algorithm, for the alignments g's pointers have. */
+/* The pointers of the epilogue: they change from call to call, the shape does not. The heuristic
+ * reads their values too (for their alignment). */
+static void gemm_set_epilogue_pointers(cublasLtMatmulDesc_t desc, const struct gemm_call *g)
+{
+    if (kind_has_bias(g->kind))
+        CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER,
+                                                    &g->bias, sizeof g->bias));
+    if (kind_has_aux(g->kind))
+        CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(
+            desc, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_POINTER, &g->aux, sizeof g->aux));
+}
+
+/* The epilogue of g's kind: its function, the bias type (bf16 bias in, fp32 bias gradient out)
+ * and the aux matrix's leading dimension (its type defaults to D's, bf16). */
+static void gemm_set_epilogue(cublasLtMatmulDesc_t desc, const struct gemm_call *g)
+{
+    cublasLtEpilogue_t epi = kind_epilogue(g->kind);
+    if (epi == CUBLASLT_EPILOGUE_DEFAULT) return;
+    CUBLAS_CHECK(
+        cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_EPILOGUE, &epi, sizeof epi));
+    if (kind_has_bias(g->kind)) {
+        cudaDataType_t bias_type = g->kind == GEMM_DX_DGELU_BGRAD ? CUDA_R_32F : CUDA_R_16BF;
+        CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE,
+                                                    &bias_type, sizeof bias_type));
+    }
+    if (kind_has_aux(g->kind)) {
+        int64_t ld = g->m;
+        CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_LD,
+                                                    &ld, sizeof ld));
+    }
+    gemm_set_epilogue_pointers(desc, g);
+}
+
+/* Descriptors for g and the heuristic's first algorithm, for the alignments g's pointers have;
+ * p->supported says whether there was one. */
 static void gemm_plan_build(struct cuda_gemm_plan *p, const struct gemm_call *g)
 {
     struct cuda_context *ctx = cuda_ctx();
@@ -59,16 +134,7 @@ static void gemm_plan_build(struct cuda_gemm_plan *p, const struct gemm_call *g)
                                                 sizeof g->ta));
     CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_TRANSB, &g->tb,
                                                 sizeof g->tb));
-    if (g->kind == GEMM_FWD_BIAS) {
-        cublasLtEpilogue_t epi = CUBLASLT_EPILOGUE_BIAS;
-        cudaDataType_t bias_type = CUDA_R_16BF;
-        CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_EPILOGUE, &epi,
-                                                    sizeof epi));
-        CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(
-            p->desc, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, &bias_type, sizeof bias_type));
-        CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER,
-                                                    &g->bias, sizeof g->bias));
-    }
+    gemm_set_epilogue(p->desc, g);
     /* Stored shapes: A is m x k unless transposed, B is k x n unless transposed. */
     int64_t ar = g->ta == CUBLAS_OP_N ? g->m : g->k, ac = g->ta == CUBLAS_OP_N ? g->k : g->m;
     int64_t br = g->tb == CUBLAS_OP_N ? g->k : g->n, bc = g->tb == CUBLAS_OP_N ? g->n : g->k;
@@ -93,13 +159,13 @@ static void gemm_plan_build(struct cuda_gemm_plan *p, const struct gemm_call *g)
         pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, &al_c, sizeof al_c));
     cublasLtMatmulHeuristicResult_t result;
     int found = 0;
-    CUBLAS_CHECK(cublasLtMatmulAlgoGetHeuristic(ctx->lt, p->desc, p->a, p->b, p->c, p->c, pref, 1,
-                                                &result, &found));
+    /* a fused epilogue cuBLASLt does not offer for these types is "no algorithm", not an error */
+    cublasStatus_t st = cublasLtMatmulAlgoGetHeuristic(ctx->lt, p->desc, p->a, p->b, p->c, p->c,
+                                                       pref, 1, &result, &found);
+    if (!kind_has_aux(g->kind)) CUBLAS_CHECK(st);
     CUBLAS_CHECK(cublasLtMatmulPreferenceDestroy(pref));
-    if (found < 1)
-        BUG("cuBLASLt has no algorithm for the GEMM m=%lld n=%lld k=%lld (kind %d)",
-            (long long)g->m, (long long)g->n, (long long)g->k, (int)g->kind);
-    p->algo = result.algo;
+    p->supported = st == CUBLAS_STATUS_SUCCESS && found >= 1;
+    if (p->supported) p->algo = result.algo;
     p->used = true;
 }
 
@@ -126,19 +192,33 @@ static struct cuda_gemm_plan *gemm_plan(const struct gemm_call *g)
     return p;
 }
 
-static void gemm_run(const struct gemm_call *g)
+/* Runs g; false (and nothing done) when cuBLASLt has no algorithm for it, which only a fused
+ * epilogue may meet: a plain GEMM without one is a bug. A plan cuBLASLt refuses to run is marked
+ * so, and later calls of its shape go straight to the caller's unfused path. */
+static bool gemm_try_run(const struct gemm_call *g)
 {
-    if (g->m == 0 || g->n == 0) return;
+    if (g->m == 0 || g->n == 0) return true;
     struct cuda_context *ctx = cuda_ctx();
     struct cuda_gemm_plan *p = gemm_plan(g);
-    if (g->kind == GEMM_FWD_BIAS) /* the pointer changes from call to call; the shape does not */
-        CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER,
-                                                    &g->bias, sizeof g->bias));
+    bool fused = kind_has_aux(g->kind);
+    if (!p->supported) {
+        if (!fused)
+            BUG("cuBLASLt has no algorithm for the GEMM m=%lld n=%lld k=%lld (kind %d)",
+                (long long)g->m, (long long)g->n, (long long)g->k, (int)g->kind);
+        return false;
+    }
+    gemm_set_epilogue_pointers(p->desc, g);
     const float alpha = 1.0f;
-    CUBLAS_CHECK(cublasLtMatmul(ctx->lt, p->desc, &alpha, g->a, p->a, g->b, p->b, &g->beta, g->c,
-                                p->c, g->c, p->c, &p->algo, ctx->lt_workspace,
-                                ctx->lt_workspace_bytes, ctx->stream));
+    cublasStatus_t st = cublasLtMatmul(ctx->lt, p->desc, &alpha, g->a, p->a, g->b, p->b, &g->beta,
+                                       g->c, p->c, g->c, p->c, &p->algo, ctx->lt_workspace,
+                                       ctx->lt_workspace_bytes, ctx->stream);
+    if (st == CUBLAS_STATUS_SUCCESS) return true;
+    if (!fused) cuda_fail_cublas(st, "cublasLtMatmul", __FILE__, __LINE__);
+    p->supported = false; /* refused before launching anything: the caller's path does the work */
+    return false;
 }
+
+static void gemm_run(const struct gemm_call *g) { (void)gemm_try_run(g); }
 
 void cuda_linear_forward(struct tensor y, struct tensor x, struct tensor w, struct tensor b)
 {
@@ -148,9 +228,11 @@ void cuda_linear_forward(struct tensor y, struct tensor x, struct tensor w, stru
     cuda_need(op, "w", w, DT_BF16);
     cuda_maybe(op, "b", b, DT_BF16);
     int64_t N = x.shape[0], in = x.shape[1], out = w.shape[0];
-    struct gemm_call g = {tensor_present(b) ? GEMM_FWD_BIAS : GEMM_FWD, CUBLAS_OP_T, CUBLAS_OP_N,
-                          out, N, in, in, in, out, CUDA_R_16BF, CUDA_R_16BF, w.data, x.data,
-                          y.data, tensor_present(b) ? b.data : NULL, 0.0f};
+    struct gemm_call g = {.kind = tensor_present(b) ? GEMM_FWD_BIAS : GEMM_FWD,
+                          .ta = CUBLAS_OP_T, .tb = CUBLAS_OP_N, .m = out, .n = N, .k = in,
+                          .lda = in, .ldb = in, .ldc = out, .ab_type = CUDA_R_16BF,
+                          .cd_type = CUDA_R_16BF, .a = w.data, .b = x.data, .c = y.data,
+                          .bias = tensor_present(b) ? b.data : NULL, .aux = NULL, .beta = 0.0f};
     gemm_run(&g);
 }
 
@@ -175,16 +257,20 @@ void cuda_linear_backward(struct tensor dx, struct tensor dw, struct tensor db, 
         cuda_need(op, "dx", dx, DT_BF16);
         cuda_need(op, "w", w, DT_BF16);
         int64_t in = dx.shape[1];
-        struct gemm_call g = {GEMM_DX, CUBLAS_OP_N, CUBLAS_OP_N, in, N, out, in, out, in,
-                              CUDA_R_16BF, CUDA_R_16BF, w.data, dy.data, dx.data, NULL, 0.0f};
+        struct gemm_call g = {.kind = GEMM_DX, .ta = CUBLAS_OP_N, .tb = CUBLAS_OP_N, .m = in,
+                              .n = N, .k = out, .lda = in, .ldb = out, .ldc = in,
+                              .ab_type = CUDA_R_16BF, .cd_type = CUDA_R_16BF, .a = w.data,
+                              .b = dy.data, .c = dx.data, .bias = NULL, .aux = NULL, .beta = 0.0f};
         gemm_run(&g);
     }
     if (tensor_present(dw)) {
         cuda_need(op, "dw", dw, DT_F32);
         cuda_need(op, "x", x, DT_BF16);
         int64_t in = dw.shape[1];
-        struct gemm_call g = {GEMM_DW, CUBLAS_OP_N, CUBLAS_OP_T, in, out, N, in, out, in,
-                              CUDA_R_16BF, CUDA_R_32F, x.data, dy.data, dw.data, NULL, 1.0f};
+        struct gemm_call g = {.kind = GEMM_DW, .ta = CUBLAS_OP_N, .tb = CUBLAS_OP_T, .m = in,
+                              .n = out, .k = N, .lda = in, .ldb = out, .ldc = in,
+                              .ab_type = CUDA_R_16BF, .cd_type = CUDA_R_32F, .a = x.data,
+                              .b = dy.data, .c = dw.data, .bias = NULL, .aux = NULL, .beta = 1.0f};
         if (N > 0) gemm_run(&g);
     }
     if (tensor_present(db)) {
@@ -194,3 +280,78 @@ void cuda_linear_backward(struct tensor dx, struct tensor dw, struct tensor db, 
         cuda_colsum_acc<load_rows_bf16, 1>(ld, (float *)db.data, NULL, N, out);
     }
 }
+
+/* ---- linear layers fused with a GeLU ---- */
+
+/* dst[i] += src[i] (fp32): the bias gradient cuBLASLt overwrites, added to the accumulated one. */
+static __global__ void add_f32_kernel(float *dst, const float *src, int64_t n)
+{
+    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n;
+         i += (int64_t)gridDim.x * blockDim.x)
+        dst[i] += src[i];
+}
+
+void cuda_linear_gelu_forward(struct tensor y, struct tensor pre, struct tensor x, struct tensor w,
+                              struct tensor b, bool tanh_approx)
+{
+    const char *op = "cuda_linear_gelu_forward";
+    cuda_need(op, "y", y, DT_BF16);
+    cuda_need(op, "pre", pre, DT_BF16);
+    cuda_need(op, "x", x, DT_BF16);
+    cuda_need(op, "w", w, DT_BF16);
+    cuda_maybe(op, "b", b, DT_BF16);
+    struct cuda_context *ctx = cuda_ctx();
+    int64_t N = x.shape[0], in = x.shape[1], out = w.shape[0];
+    bool fused = false;
+    if (tanh_approx && out % 8 == 0) {
+        struct gemm_call g = {.kind = tensor_present(b) ? GEMM_FWD_GELU_BIAS : GEMM_FWD_GELU,
+                              .ta = CUBLAS_OP_T, .tb = CUBLAS_OP_N, .m = out, .n = N, .k = in,
+                              .lda = in, .ldb = in, .ldc = out, .ab_type = CUDA_R_16BF,
+                              .cd_type = CUDA_R_16BF, .a = w.data, .b = x.data, .c = y.data,
+                              .bias = tensor_present(b) ? b.data : NULL, .aux = pre.data,
+                              .beta = 0.0f};
+        fused = gemm_try_run(&g);
+    }
+    ctx->gelu_paths.forward_epilogue = fused;
+    if (fused) return;
+    cuda_linear_forward(pre, x, w, b);
+    cuda_gelu_forward(y, pre, tanh_approx);
+}
+
+void cuda_linear_dgelu_backward(struct tensor dpre, struct tensor dpre_bias, struct tensor dw,
+                                struct tensor dy, struct tensor x, struct tensor w,
+                                struct tensor pre, bool tanh_approx)
+{
+    const char *op = "cuda_linear_dgelu_backward";
+    cuda_need(op, "dpre", dpre, DT_BF16);
+    cuda_need(op, "dy", dy, DT_BF16);
+    cuda_need(op, "w", w, DT_BF16);
+    cuda_need(op, "pre", pre, DT_BF16);
+    cuda_maybe(op, "dpre_bias", dpre_bias, DT_F32);
+    struct cuda_context *ctx = cuda_ctx();
+    int64_t N = dy.shape[0], out = dy.shape[1], in = dpre.shape[1];
+    if (tensor_present(dw)) cuda_linear_backward(tensor_none(), dw, tensor_none(), dy, x, w);
+    if (N == 0 || in == 0) return;
+    float *db = tensor_present(dpre_bias) ? (float *)dpre_bias.data : NULL;
+    bool fused = false;
+    if (tanh_approx && in % 8 == 0) {
+        float *bgrad = db ? (float *)cuda_scratch((size_t)in * sizeof(float)) : NULL;
+        struct gemm_call g = {.kind = db ? GEMM_DX_DGELU_BGRAD : GEMM_DX_DGELU,
+                              .ta = CUBLAS_OP_N, .tb = CUBLAS_OP_N, .m = in, .n = N, .k = out,
+                              .lda = in, .ldb = out, .ldc = in, .ab_type = CUDA_R_16BF,
+                              .cd_type = CUDA_R_16BF, .a = w.data, .b = dy.data, .c = dpre.data,
+                              .bias = bgrad, .aux = pre.data, .beta = 0.0f};
+        fused = gemm_try_run(&g);
+        if (fused && db) {
+            add_f32_kernel<<<cuda_blocks(in, 256), 256, 0, ctx->stream>>>(db, bgrad, in);
+            CUDA_CHECK_LAUNCH("add_f32_kernel");
+        }
+    }
+    ctx->gelu_paths.backward_epilogue = fused;
+    if (fused) return;
+    cuda_linear_backward(dpre, tensor_none(), tensor_none(), dy, tensor_none(), w);
+    cuda_gelu_backward_bias_grad((bf16 *)dpre.data, db, (const bf16 *)dpre.data,
+                                 (const bf16 *)pre.data, N, in, tanh_approx);
+}
+
+struct cuda_gelu_paths cuda_linear_gelu_paths(void) { return cuda_ctx()->gelu_paths; }

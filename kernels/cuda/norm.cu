@@ -1,10 +1,17 @@
 /* CUDA LayerNorm and RMSNorm, forward and backward, on bf16 rows with fp32 statistics. One warp
  * per row walks the row in 8-wide (16-byte) pieces; the variance takes a second pass over the row
  * (it stays in L1/L2), as the CPU reference does. Weight and bias gradients are deterministic
- * column sums (cuda_common.h). Formulas as in kernels/cpu/norm.c. */
+ * column sums (cuda_common.h). Formulas as in kernels/cpu/norm.c.
+ *
+ * Fused with their neighbours in a pre-norm residual stream: the forward computes the
+ * bias-dropout-add before the norm (mid = residual + dropout(x + b)) while loading the row, keeps
+ * it in registers (up to NORM_MAX_PIECES pieces per lane) and writes mid once; the backward adds
+ * the residual branch's gradient as it stores dx. Both save a whole pass over [N, C] per use. */
 #include "kernels/cuda/cuda_common.h"
 
-enum { NORM_WARPS = 8 }; /* rows per block */
+enum { NORM_WARPS = 8 };      /* rows per block */
+enum { NORM_MAX_PIECES = 8 }; /* 8-wide pieces per lane the fused forward keeps: C <= 2048 */
+static_assert(NORM_MAX_PIECES == 8, "launch_bias_dropout_add_norm instantiates P = 1..8");
 
 __device__ __forceinline__ int64_t norm_row(void)
 {
@@ -54,10 +61,21 @@ static __global__ void layernorm_forward_kernel(bf16 *y, float *mean, float *rst
     }
 }
 
-/* dx = rstd * (g - mean(g) - xhat * mean(g * xhat)), g = dy * w, xhat = (x - mean) * rstd. */
+/* o[i] += dres[row, c + i] when there is a residual gradient to add (the fused backwards). */
+__device__ __forceinline__ void add_residual_grad(float o[8], const bf16 *dres, int64_t row,
+                                                  int64_t c, int64_t C, bool vec)
+{
+    if (!dres) return;
+    float d[8];
+    bf16_load8(dres + row * C, c, C, vec, d);
+    for (int i = 0; i < 8; i++) o[i] += d[i];
+}
+
+/* dx = rstd * (g - mean(g) - xhat * mean(g * xhat)), g = dy * w, xhat = (x - mean) * rstd;
+ * plus dres when not NULL (dx may alias dres: each piece is read before it is written). */
 static __global__ void layernorm_dx_kernel(bf16 *dx, const bf16 *dy, const bf16 *x, const bf16 *w,
-                                           const float *mean, const float *rstd, int64_t N,
-                                           int64_t C, bool vec)
+                                           const float *mean, const float *rstd, const bf16 *dres,
+                                           int64_t N, int64_t C, bool vec)
 {
     int64_t row = norm_row();
     int lane = threadIdx.x % 32;
@@ -82,6 +100,7 @@ static __global__ void layernorm_dx_kernel(bf16 *dx, const bf16 *dy, const bf16 
         bf16_load8(dyr, c, C, vec, g);
         bf16_load8(w, c, C, vec, wv);
         for (int i = 0; i < 8; i++) o[i] = r * (g[i] * wv[i] - mg - (v[i] - m) * r * mgx);
+        add_residual_grad(o, dres, row, c, C, vec);
         bf16_store8(dx + row * C, c, C, vec, o);
     }
 }
@@ -126,9 +145,10 @@ static __global__ void rmsnorm_forward_kernel(bf16 *y, float *rstd, const bf16 *
     }
 }
 
-/* dx = rstd * g - x * rstd^3 * mean(g * x), g = dy * w. */
+/* dx = rstd * g - x * rstd^3 * mean(g * x), g = dy * w; plus dres when not NULL. */
 static __global__ void rmsnorm_dx_kernel(bf16 *dx, const bf16 *dy, const bf16 *x, const bf16 *w,
-                                         const float *rstd, int64_t N, int64_t C, bool vec)
+                                         const float *rstd, const bf16 *dres, int64_t N, int64_t C,
+                                         bool vec)
 {
     int64_t row = norm_row();
     int lane = threadIdx.x % 32;
@@ -149,6 +169,7 @@ static __global__ void rmsnorm_dx_kernel(bf16 *dx, const bf16 *dy, const bf16 *x
         bf16_load8(dyr, c, C, vec, g);
         bf16_load8(w, c, C, vec, wv);
         for (int i = 0; i < 8; i++) o[i] = r * g[i] * wv[i] - v[i] * k;
+        add_residual_grad(o, dres, row, c, C, vec);
         bf16_store8(dx + row * C, c, C, vec, o);
     }
 }
@@ -198,11 +219,11 @@ void cuda_layernorm_forward(struct tensor y, struct tensor mean, struct tensor r
     CUDA_CHECK_LAUNCH("layernorm_forward_kernel");
 }
 
-void cuda_layernorm_backward(struct tensor dx, struct tensor dw, struct tensor db,
-                             struct tensor dy, struct tensor x, struct tensor w,
-                             struct tensor mean, struct tensor rstd)
+/* The LayerNorm backward, plus dres (NULL for none) in dx. */
+static void layernorm_backward(const char *op, struct tensor dx, struct tensor dw, struct tensor db,
+                               struct tensor dy, struct tensor x, struct tensor w,
+                               struct tensor mean, struct tensor rstd, const bf16 *dres)
 {
-    const char *op = "cuda_layernorm_backward";
     cuda_need(op, "dy", dy, DT_BF16);
     cuda_need(op, "x", x, DT_BF16);
     cuda_need(op, "mean", mean, DT_F32);
@@ -213,12 +234,13 @@ void cuda_layernorm_backward(struct tensor dx, struct tensor dw, struct tensor d
     if (tensor_present(dx)) {
         cuda_need(op, "dx", dx, DT_BF16);
         cuda_need(op, "w", w, DT_BF16);
-        bool vec = rows_vectorizable(C, dx.data, dy.data, x.data, w.data);
+        bool vec = rows_vectorizable(C, dx.data, dy.data, x.data, w.data) &&
+                   cuda_aligned16(dres);
         if (N > 0)
             layernorm_dx_kernel<<<norm_blocks(N), NORM_WARPS * 32, 0, cuda_ctx()->stream>>>(
                 (bf16 *)dx.data, (const bf16 *)dy.data, (const bf16 *)x.data,
-                (const bf16 *)w.data, (const float *)mean.data, (const float *)rstd.data, N, C,
-                vec);
+                (const bf16 *)w.data, (const float *)mean.data, (const float *)rstd.data, dres,
+                N, C, vec);
         CUDA_CHECK_LAUNCH("layernorm_dx_kernel");
     }
     if (tensor_present(dw) || tensor_present(db)) {
@@ -229,6 +251,23 @@ void cuda_layernorm_backward(struct tensor dx, struct tensor dw, struct tensor d
             ld, tensor_present(dw) ? (float *)dw.data : NULL,
             tensor_present(db) ? (float *)db.data : NULL, N, C);
     }
+}
+
+void cuda_layernorm_backward(struct tensor dx, struct tensor dw, struct tensor db,
+                             struct tensor dy, struct tensor x, struct tensor w,
+                             struct tensor mean, struct tensor rstd)
+{
+    layernorm_backward("cuda_layernorm_backward", dx, dw, db, dy, x, w, mean, rstd, NULL);
+}
+
+void cuda_layernorm_backward_add(struct tensor dx, struct tensor dw, struct tensor db,
+                                 struct tensor dy, struct tensor x, struct tensor w,
+                                 struct tensor mean, struct tensor rstd, struct tensor dresidual)
+{
+    const char *op = "cuda_layernorm_backward_add";
+    cuda_need(op, "dx", dx, DT_BF16);
+    cuda_need(op, "dresidual", dresidual, DT_BF16);
+    layernorm_backward(op, dx, dw, db, dy, x, w, mean, rstd, (const bf16 *)dresidual.data);
 }
 
 void cuda_rmsnorm_forward(struct tensor y, struct tensor rstd, struct tensor x, struct tensor w,
@@ -248,10 +287,10 @@ void cuda_rmsnorm_forward(struct tensor y, struct tensor rstd, struct tensor x, 
     CUDA_CHECK_LAUNCH("rmsnorm_forward_kernel");
 }
 
-void cuda_rmsnorm_backward(struct tensor dx, struct tensor dw, struct tensor dy, struct tensor x,
-                           struct tensor w, struct tensor rstd)
+/* The RMSNorm backward, plus dres (NULL for none) in dx. */
+static void rmsnorm_backward(const char *op, struct tensor dx, struct tensor dw, struct tensor dy,
+                             struct tensor x, struct tensor w, struct tensor rstd, const bf16 *dres)
 {
-    const char *op = "cuda_rmsnorm_backward";
     cuda_need(op, "dy", dy, DT_BF16);
     cuda_need(op, "x", x, DT_BF16);
     cuda_need(op, "rstd", rstd, DT_F32);
@@ -259,11 +298,12 @@ void cuda_rmsnorm_backward(struct tensor dx, struct tensor dw, struct tensor dy,
     if (tensor_present(dx)) {
         cuda_need(op, "dx", dx, DT_BF16);
         cuda_need(op, "w", w, DT_BF16);
-        bool vec = rows_vectorizable(C, dx.data, dy.data, x.data, w.data);
+        bool vec = rows_vectorizable(C, dx.data, dy.data, x.data, w.data) &&
+                   cuda_aligned16(dres);
         if (N > 0)
             rmsnorm_dx_kernel<<<norm_blocks(N), NORM_WARPS * 32, 0, cuda_ctx()->stream>>>(
                 (bf16 *)dx.data, (const bf16 *)dy.data, (const bf16 *)x.data,
-                (const bf16 *)w.data, (const float *)rstd.data, N, C, vec);
+                (const bf16 *)w.data, (const float *)rstd.data, dres, N, C, vec);
         CUDA_CHECK_LAUNCH("rmsnorm_dx_kernel");
     }
     if (tensor_present(dw)) {
@@ -273,4 +313,188 @@ void cuda_rmsnorm_backward(struct tensor dx, struct tensor dw, struct tensor dy,
                                      rows_vectorizable(C, dy.data, x.data, x.data, x.data)};
         cuda_colsum_acc<load_rmsnorm_dw, 1>(ld, (float *)dw.data, NULL, N, C);
     }
+}
+
+void cuda_rmsnorm_backward(struct tensor dx, struct tensor dw, struct tensor dy, struct tensor x,
+                           struct tensor w, struct tensor rstd)
+{
+    rmsnorm_backward("cuda_rmsnorm_backward", dx, dw, dy, x, w, rstd, NULL);
+}
+
+void cuda_rmsnorm_backward_add(struct tensor dx, struct tensor dw, struct tensor dy,
+                               struct tensor x, struct tensor w, struct tensor rstd,
+                               struct tensor dresidual)
+{
+    const char *op = "cuda_rmsnorm_backward_add";
+    cuda_need(op, "dx", dx, DT_BF16);
+    cuda_need(op, "dresidual", dresidual, DT_BF16);
+    rmsnorm_backward(op, dx, dw, dy, x, w, rstd, (const bf16 *)dresidual.data);
+}
+
+/* ---- bias-dropout-add fused with the norm after it ---- */
+
+struct bda_norm_args {
+    bf16 *mid, *y;
+    float *mean, *rstd;        /* mean NULL for RMSNorm */
+    const bf16 *x, *b, *res;   /* b, res NULL when absent */
+    struct dropout_key drop;
+    float scale;
+    const bf16 *w, *nb;        /* nb NULL when absent */
+    int64_t N, C;
+    float eps;
+    bool vec;
+};
+
+/* Elements [c, c + 8) of row `row` of mid = res + dropout(x + b), with bias_dropout_add_kernel's
+ * arithmetic, rounded to bf16 as stored (the norm reads the stored values); 0 past the row. */
+__device__ __forceinline__ void bias_dropout_add_piece(const struct bda_norm_args &a, int64_t row,
+                                                       int64_t c, float v[8])
+{
+    float xv[8], bv[8], rv[8];
+    bf16_load8(a.x + row * a.C, c, a.C, a.vec, xv);
+    if (a.b) bf16_load8(a.b, c, a.C, a.vec, bv);
+    if (a.res) bf16_load8(a.res + row * a.C, c, a.C, a.vec, rv);
+    for (int i = 0; i < 8; i++) {
+        float t = a.b ? xv[i] + bv[i] : xv[i];
+        t *= dropout_factor(a.drop, a.scale, row * a.C + c + i);
+        t = a.res ? t + rv[i] : t;
+        v[i] = c + i < a.C ? __bfloat162float(__float2bfloat16_rn(t)) : 0.0f;
+    }
+}
+
+/* One warp per row; lane l holds pieces c = 8 l + 256 k, k < P, in registers (P pieces cover
+ * C <= 256 P). The sums run in the order of layernorm_forward_kernel / rmsnorm_forward_kernel on
+ * the stored mid, so y, mean and rstd are what those kernels would give. mid may alias x or res:
+ * a piece is read before the same thread writes it. */
+template <int P, bool RMS>
+static __global__ void bias_dropout_add_norm_kernel(struct bda_norm_args a)
+{
+    int64_t row = norm_row();
+    int lane = threadIdx.x % 32;
+    if (row >= a.N) return;
+    float v[P][8];
+    float s = 0.0f;
+#pragma unroll
+    for (int k = 0; k < P; k++) {
+        int64_t c = (int64_t)lane * 8 + 256 * k;
+        if (c >= a.C) continue;
+        bias_dropout_add_piece(a, row, c, v[k]);
+        bf16_store8(a.mid + row * a.C, c, a.C, a.vec, v[k]);
+        for (int i = 0; i < 8; i++) s += RMS ? v[k][i] * v[k][i] : v[k][i];
+    }
+    float mu = 0.0f, r;
+    if (RMS) {
+        r = norm_rstd(warp_sum(s) / (float)a.C, a.eps);
+    } else {
+        mu = warp_sum(s) / (float)a.C;
+        float q = 0.0f;
+#pragma unroll
+        for (int k = 0; k < P; k++) {
+            int64_t c = (int64_t)lane * 8 + 256 * k;
+            if (c >= a.C) continue;
+            for (int i = 0; i < 8; i++)
+                if (c + i < a.C) q += (v[k][i] - mu) * (v[k][i] - mu);
+        }
+        r = norm_rstd(warp_sum(q) / (float)a.C, a.eps); /* biased variance, as torch */
+    }
+    if (lane == 0) {
+        if (!RMS) a.mean[row] = mu;
+        a.rstd[row] = r;
+    }
+#pragma unroll
+    for (int k = 0; k < P; k++) {
+        int64_t c = (int64_t)lane * 8 + 256 * k;
+        if (c >= a.C) continue;
+        float wv[8], bv[8], o[8];
+        bf16_load8(a.w, c, a.C, a.vec, wv);
+        if (!RMS && a.nb) bf16_load8(a.nb, c, a.C, a.vec, bv);
+        for (int i = 0; i < 8; i++)
+            o[i] = RMS ? v[k][i] * r * wv[i] : (v[k][i] - mu) * r * wv[i] + (a.nb ? bv[i] : 0.0f);
+        bf16_store8(a.y + row * a.C, c, a.C, a.vec, o);
+    }
+}
+
+/* Launches the kernel that keeps ceil(C / 256) pieces per lane; false when C is too wide. */
+template <bool RMS>
+static bool launch_bias_dropout_add_norm(const struct bda_norm_args &a)
+{
+    dim3 grid(norm_blocks(a.N)), block(NORM_WARPS * 32);
+    cudaStream_t st = cuda_ctx()->stream;
+    switch ((a.C + 255) / 256) {
+    case 1: bias_dropout_add_norm_kernel<1, RMS><<<grid, block, 0, st>>>(a); break;
+    case 2: bias_dropout_add_norm_kernel<2, RMS><<<grid, block, 0, st>>>(a); break;
+    case 3: bias_dropout_add_norm_kernel<3, RMS><<<grid, block, 0, st>>>(a); break;
+    case 4: bias_dropout_add_norm_kernel<4, RMS><<<grid, block, 0, st>>>(a); break;
+    case 5: bias_dropout_add_norm_kernel<5, RMS><<<grid, block, 0, st>>>(a); break;
+    case 6: bias_dropout_add_norm_kernel<6, RMS><<<grid, block, 0, st>>>(a); break;
+    case 7: bias_dropout_add_norm_kernel<7, RMS><<<grid, block, 0, st>>>(a); break;
+    case 8: bias_dropout_add_norm_kernel<8, RMS><<<grid, block, 0, st>>>(a); break;
+    default: return false;
+    }
+    CUDA_CHECK_LAUNCH("bias_dropout_add_norm_kernel");
+    return true;
+}
+
+/* The arguments both fused forwards share, checked. */
+static struct bda_norm_args bda_norm_args(const char *op, struct tensor mid, struct tensor y,
+                                          struct tensor rstd, struct tensor x, struct tensor b,
+                                          struct tensor residual, struct dropout_key drop,
+                                          struct tensor w, float eps)
+{
+    cuda_need(op, "mid", mid, DT_BF16);
+    cuda_need(op, "y", y, DT_BF16);
+    cuda_need(op, "rstd", rstd, DT_F32);
+    cuda_need(op, "x", x, DT_BF16);
+    cuda_maybe(op, "b", b, DT_BF16);
+    cuda_maybe(op, "residual", residual, DT_BF16);
+    cuda_need(op, "w", w, DT_BF16);
+    struct bda_norm_args a;
+    memset(&a, 0, sizeof a);
+    a.mid = (bf16 *)mid.data;
+    a.y = (bf16 *)y.data;
+    a.rstd = (float *)rstd.data;
+    a.x = (const bf16 *)x.data;
+    a.b = tensor_present(b) ? (const bf16 *)b.data : NULL;
+    a.res = tensor_present(residual) ? (const bf16 *)residual.data : NULL;
+    a.drop = drop;
+    a.scale = cuda_dropout_scale(drop.p);
+    a.w = (const bf16 *)w.data;
+    a.N = x.shape[0];
+    a.C = x.shape[1];
+    a.eps = eps;
+    a.vec = rows_vectorizable(a.C, a.mid, a.y, a.x, a.w) && cuda_aligned16(a.b) &&
+            cuda_aligned16(a.res);
+    return a;
+}
+
+void cuda_bias_dropout_add_layernorm_forward(struct tensor mid, struct tensor y, struct tensor mean,
+                                             struct tensor rstd, struct tensor x, struct tensor b,
+                                             struct tensor residual, struct dropout_key drop,
+                                             struct tensor w, struct tensor norm_b, float eps)
+{
+    const char *op = "cuda_bias_dropout_add_layernorm_forward";
+    struct bda_norm_args a = bda_norm_args(op, mid, y, rstd, x, b, residual, drop, w, eps);
+    cuda_need(op, "mean", mean, DT_F32);
+    cuda_maybe(op, "norm_b", norm_b, DT_BF16);
+    a.mean = (float *)mean.data;
+    a.nb = tensor_present(norm_b) ? (const bf16 *)norm_b.data : NULL;
+    a.vec = a.vec && cuda_aligned16(a.nb);
+    if (a.N == 0) return;
+    if (launch_bias_dropout_add_norm<false>(a)) return;
+    /* rows too wide for the registers: the two kernels, mid crossing memory in between */
+    cuda_bias_dropout_add_forward(mid, x, b, residual, drop);
+    cuda_layernorm_forward(y, mean, rstd, mid, w, norm_b, eps);
+}
+
+void cuda_bias_dropout_add_rmsnorm_forward(struct tensor mid, struct tensor y, struct tensor rstd,
+                                           struct tensor x, struct tensor b,
+                                           struct tensor residual, struct dropout_key drop,
+                                           struct tensor w, float eps)
+{
+    const char *op = "cuda_bias_dropout_add_rmsnorm_forward";
+    struct bda_norm_args a = bda_norm_args(op, mid, y, rstd, x, b, residual, drop, w, eps);
+    if (a.N == 0) return;
+    if (launch_bias_dropout_add_norm<true>(a)) return;
+    cuda_bias_dropout_add_forward(mid, x, b, residual, drop);
+    cuda_rmsnorm_forward(y, rstd, mid, w, eps);
 }

@@ -1,5 +1,7 @@
 /* Timings of the CUDA backend's heavy ops on random bf16 data: the linear layer (cuBLASLt) at a
- * square 8192^3 GEMM and at GPT-2 124M's shapes, and cuDNN attention forward + backward.
+ * square 8192^3 GEMM and at GPT-2 124M's shapes, cuDNN attention forward + backward, and each fused
+ * op of a transformer layer beside the unfused ops it replaces (with what one training step of
+ * GPT-2 124M saves).
  * Each figure is the median of REPS timed runs after WARMUP runs, the stream synchronized around
  * each run; FLOPs count 2 per multiply-add, causal attention at half the square (the work done).
  * Usage: bench_ops [rows]   (rows of the GPT-2 GEMMs, default 65536 = micro batch 64 x 1024) */
@@ -172,6 +174,200 @@ static void bench_attention(struct attention_shape s)
     cuda_free(t.qkv), cuda_free(t.out), cuda_free(t.dout), cuda_free(t.dqkv), cuda_free(t.lse);
 }
 
+/* ---- fused ops against the sequences of ops they replace ---- */
+
+/* GPT-2 124M's MLP ([N, H] -> [N, F] -> [N, H]) and residual stream ([N, H]) on one set of
+ * buffers; the dropout key and the GeLU form are set per comparison. */
+struct fused {
+    int64_t N, H, F;
+    void *x, *w1, *b1, *pre, *act, *w2, *dy, *dact, *dpre;
+    float *db1;
+    void *sub, *bias, *res, *mid, *nout, *nw, *nb, *dres, *dx;
+    float *mean, *rstd, *dnw, *dnb;
+    bool tanh_approx;
+    struct dropout_key drop;
+};
+
+static struct tensor B2(void *p, int64_t a, int64_t b) { return tensor_2d(p, DT_BF16, DEV_CUDA, a, b); }
+static struct tensor B1(void *p, int64_t a) { return tensor_1d(p, DT_BF16, DEV_CUDA, a); }
+static struct tensor F1(float *p, int64_t a) { return tensor_1d(p, DT_F32, DEV_CUDA, a); }
+
+static void fc1_gelu_fused(void *a)
+{
+    struct fused *f = a;
+    cuda_linear_gelu_forward(B2(f->act, f->N, f->F), B2(f->pre, f->N, f->F), B2(f->x, f->N, f->H),
+                             B2(f->w1, f->F, f->H), B1(f->b1, f->F), f->tanh_approx);
+}
+
+static void fc1_gelu_unfused(void *a)
+{
+    struct fused *f = a;
+    cuda_linear_forward(B2(f->pre, f->N, f->F), B2(f->x, f->N, f->H), B2(f->w1, f->F, f->H),
+                        B1(f->b1, f->F));
+    cuda_gelu_forward(B2(f->act, f->N, f->F), B2(f->pre, f->N, f->F), f->tanh_approx);
+}
+
+/* fc2's input gradient through the GeLU and fc1's bias gradient (fc2's dW is the same either way) */
+static void fc2_dgelu_fused(void *a)
+{
+    struct fused *f = a;
+    cuda_linear_dgelu_backward(B2(f->dpre, f->N, f->F), F1(f->db1, f->F), tensor_none(),
+                               B2(f->dy, f->N, f->H), tensor_none(), B2(f->w2, f->H, f->F),
+                               B2(f->pre, f->N, f->F), f->tanh_approx);
+}
+
+static void fc2_dgelu_unfused(void *a)
+{
+    struct fused *f = a;
+    cuda_linear_backward(B2(f->dact, f->N, f->F), tensor_none(), tensor_none(), B2(f->dy, f->N, f->H),
+                         tensor_none(), B2(f->w2, f->H, f->F));
+    cuda_gelu_backward(B2(f->dpre, f->N, f->F), B2(f->dact, f->N, f->F), B2(f->pre, f->N, f->F),
+                       f->tanh_approx);
+    cuda_linear_backward(tensor_none(), tensor_none(), F1(f->db1, f->F), B2(f->dpre, f->N, f->F),
+                         tensor_none(), tensor_none());
+}
+
+static void bda_layernorm_fused(void *a)
+{
+    struct fused *f = a;
+    cuda_bias_dropout_add_layernorm_forward(B2(f->mid, f->N, f->H), B2(f->nout, f->N, f->H),
+                                            F1(f->mean, f->N), F1(f->rstd, f->N),
+                                            B2(f->sub, f->N, f->H), B1(f->bias, f->H),
+                                            B2(f->res, f->N, f->H), f->drop, B1(f->nw, f->H),
+                                            B1(f->nb, f->H), 1e-5f);
+}
+
+static void bda_layernorm_unfused(void *a)
+{
+    struct fused *f = a;
+    cuda_bias_dropout_add_forward(B2(f->mid, f->N, f->H), B2(f->sub, f->N, f->H), B1(f->bias, f->H),
+                                  B2(f->res, f->N, f->H), f->drop);
+    cuda_layernorm_forward(B2(f->nout, f->N, f->H), F1(f->mean, f->N), F1(f->rstd, f->N),
+                           B2(f->mid, f->N, f->H), B1(f->nw, f->H), B1(f->nb, f->H), 1e-5f);
+}
+
+static void bda_rmsnorm_fused(void *a)
+{
+    struct fused *f = a;
+    cuda_bias_dropout_add_rmsnorm_forward(B2(f->mid, f->N, f->H), B2(f->nout, f->N, f->H),
+                                          F1(f->rstd, f->N), B2(f->sub, f->N, f->H),
+                                          B1(f->bias, f->H), B2(f->res, f->N, f->H), f->drop,
+                                          B1(f->nw, f->H), 1e-5f);
+}
+
+static void bda_rmsnorm_unfused(void *a)
+{
+    struct fused *f = a;
+    cuda_bias_dropout_add_forward(B2(f->mid, f->N, f->H), B2(f->sub, f->N, f->H), B1(f->bias, f->H),
+                                  B2(f->res, f->N, f->H), f->drop);
+    cuda_rmsnorm_forward(B2(f->nout, f->N, f->H), F1(f->rstd, f->N), B2(f->mid, f->N, f->H),
+                         B1(f->nw, f->H), 1e-5f);
+}
+
+static void layernorm_backward_add_fused(void *a)
+{
+    struct fused *f = a;
+    cuda_layernorm_backward_add(B2(f->dx, f->N, f->H), F1(f->dnw, f->H), F1(f->dnb, f->H),
+                                B2(f->dy, f->N, f->H), B2(f->mid, f->N, f->H), B1(f->nw, f->H),
+                                F1(f->mean, f->N), F1(f->rstd, f->N), B2(f->dres, f->N, f->H));
+}
+
+static void layernorm_backward_add_unfused(void *a)
+{
+    struct fused *f = a;
+    cuda_layernorm_backward(B2(f->dx, f->N, f->H), F1(f->dnw, f->H), F1(f->dnb, f->H),
+                            B2(f->dy, f->N, f->H), B2(f->mid, f->N, f->H), B1(f->nw, f->H),
+                            F1(f->mean, f->N), F1(f->rstd, f->N));
+    cuda_add(B2(f->dx, f->N, f->H), B2(f->dx, f->N, f->H), B2(f->dres, f->N, f->H));
+}
+
+/* The bias-dropout-add backward without dropout: the layer now keeps only the bias gradient. */
+static void bda_backward_p0_fused(void *a)
+{
+    struct fused *f = a;
+    cuda_bias_dropout_add_backward(tensor_none(), F1(f->dnb, f->H), B2(f->dy, f->N, f->H), f->drop);
+}
+
+/* With dropout: the masked gradient and the bias gradient in one pass, or (as before) in two. */
+static void bda_backward_fused(void *a)
+{
+    struct fused *f = a;
+    cuda_bias_dropout_add_backward(B2(f->dx, f->N, f->H), F1(f->dnb, f->H), B2(f->dy, f->N, f->H),
+                                   f->drop);
+}
+
+static void bda_backward_unfused(void *a)
+{
+    struct fused *f = a;
+    cuda_bias_dropout_add_backward(tensor_none(), F1(f->dnb, f->H), B2(f->dy, f->N, f->H), f->drop);
+    cuda_bias_dropout_add_backward(B2(f->dx, f->N, f->H), tensor_none(), B2(f->dy, f->N, f->H),
+                                   f->drop);
+}
+
+/* Prints both timings; returns the milliseconds saved by one call of the fused op. */
+static double compare(const char *name, bench_fn fused, bench_fn unfused, struct fused *f)
+{
+    double tf = time_ms(fused, f), tu = time_ms(unfused, f);
+    printf("%-40s fused %7.3f ms | unfused %7.3f ms | saves %6.3f ms (%.2fx)\n", name, tf, tu,
+           tu - tf, tu / tf);
+    return tu - tf;
+}
+
+static void bench_fused(int64_t rows)
+{
+    const int64_t H = 768, F = 3072;
+    struct fused f = {.N = rows, .H = H, .F = F};
+    f.x = dev_randn(rows * H, 1.0f, 11), f.w1 = dev_randn(F * H, 0.02f, 12);
+    f.b1 = dev_randn(F, 0.1f, 13), f.pre = dev_randn(rows * F, 1.0f, 14);
+    f.act = cuda_alloc((size_t)(rows * F * 2)), f.w2 = dev_randn(H * F, 0.02f, 15);
+    f.dy = dev_randn(rows * H, 1.0f, 16), f.dact = cuda_alloc((size_t)(rows * F * 2));
+    f.dpre = cuda_alloc((size_t)(rows * F * 2)), f.db1 = cuda_alloc((size_t)F * 4);
+    f.sub = dev_randn(rows * H, 1.0f, 17), f.bias = dev_randn(H, 0.1f, 18);
+    f.res = dev_randn(rows * H, 1.0f, 19), f.mid = dev_randn(rows * H, 1.0f, 20);
+    f.nout = cuda_alloc((size_t)(rows * H * 2)), f.nw = dev_randn(H, 1.0f, 21);
+    f.nb = dev_randn(H, 0.1f, 22), f.dres = dev_randn(rows * H, 1.0f, 23);
+    f.dx = cuda_alloc((size_t)(rows * H * 2)), f.mean = cuda_alloc((size_t)rows * 4);
+    f.rstd = cuda_alloc((size_t)rows * 4), f.dnw = cuda_alloc((size_t)H * 4);
+    f.dnb = cuda_alloc((size_t)H * 4);
+    cuda_memset_zero(f.db1, (size_t)F * 4), cuda_memset_zero(f.dnw, (size_t)H * 4);
+    cuda_memset_zero(f.dnb, (size_t)H * 4);
+    printf("fused ops, GPT-2 124M shapes (rows %lld, hidden %lld, ffn %lld):\n", (long long)rows,
+           (long long)H, (long long)F);
+    double step = 0.0; /* per training step, 12 layers, dropout 0, erf GeLU (the benchmark run) */
+    for (int form = 0; form < 2; form++) {
+        f.tanh_approx = form == 1;
+        double a = compare(form ? "fc1 + GeLU (tanh) forward" : "fc1 + GeLU (erf) forward",
+                           fc1_gelu_fused, fc1_gelu_unfused, &f);
+        struct cuda_gelu_paths pf = cuda_linear_gelu_paths();
+        double b = compare(form ? "fc2 dx + dGeLU (tanh) + fc1 db" : "fc2 dx + dGeLU (erf) + fc1 db",
+                           fc2_dgelu_fused, fc2_dgelu_unfused, &f);
+        struct cuda_gelu_paths pb = cuda_linear_gelu_paths();
+        printf("    (forward %s, backward %s)\n", pf.forward_epilogue ? "epilogue" : "GEMM + kernel",
+               pb.backward_epilogue ? "epilogue" : "GEMM + kernel");
+        if (!f.tanh_approx) step += 12 * (a + b);
+    }
+    for (int k = 0; k < 2; k++) {
+        f.drop = (struct dropout_key){.p = k ? 0.1f : 0.0f, .seed = 1, .stream = 2, .offset = 0};
+        char name[64];
+        snprintf(name, sizeof name, "bias-dropout-add + layernorm (p=%.1f)", f.drop.p);
+        double a = compare(name, bda_layernorm_fused, bda_layernorm_unfused, &f);
+        snprintf(name, sizeof name, "bias-dropout-add + rmsnorm (p=%.1f)", f.drop.p);
+        compare(name, bda_rmsnorm_fused, bda_rmsnorm_unfused, &f);
+        if (k == 0) step += 12 * a;
+    }
+    step += 2 * 12 * compare("layernorm backward + residual add", layernorm_backward_add_fused,
+                             layernorm_backward_add_unfused, &f);
+    f.drop = (struct dropout_key){0};
+    step += 2 * 12 * compare("bias-dropout-add backward (p=0)", bda_backward_p0_fused,
+                             bda_backward_unfused, &f);
+    f.drop = (struct dropout_key){.p = 0.1f, .seed = 1, .stream = 2, .offset = 0};
+    compare("bias-dropout-add backward (p=0.1)", bda_backward_fused, bda_backward_unfused, &f);
+    printf("gpt2 124M, one step (12 layers, dropout 0, erf GeLU): the fused ops save %.1f ms\n", step);
+    void *bufs[] = {f.x, f.w1, f.b1, f.pre, f.act, f.w2, f.dy, f.dact, f.dpre, f.db1, f.sub, f.bias,
+                    f.res, f.mid, f.nout, f.nw, f.nb, f.dres, f.dx, f.mean, f.rstd, f.dnw, f.dnb};
+    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) cuda_free(bufs[i]);
+}
+
 int main(int argc, char **argv)
 {
     int64_t rows = argc > 1 ? strtoll(argv[1], NULL, 10) : 65536;
@@ -196,5 +392,6 @@ int main(int argc, char **argv)
                                   .head_dim = 128};
     bench_attention(gpt2);
     bench_attention(gqa);
+    bench_fused(rows);
     return 0;
 }

@@ -1,5 +1,6 @@
 /* GPU checks of the CUDA backend (kernels/cuda/): every CUDA op against the CPU op (the reference)
- * on fresh random inputs, AdamW bitwise, the sum of squares, dropout masks, determinism.
+ * on fresh random inputs, the fused ops included, AdamW bitwise, the sum of squares, dropout
+ * masks, determinism.
  * Needs a GPU; `make test-gpu` builds and runs it. `--dry-run` needs none: it builds and validates
  * the cuDNN attention graphs through the cuDNN library alone. Each test runs in its own process,
  * so one crash cannot hide the others' results (the parent never initializes CUDA: a CUDA context
@@ -215,6 +216,91 @@ static bool test_linear_matches_cpu(void)
            linear_case(33, 40, 24, true);
 }
 
+/* The two GeLU forms differ by less than bf16's rounding per element, but over many elements the
+ * output sits measurably closer (in L2) to the form that computed it (about 1% for y, simulated
+ * with bf16 rounding: never the wrong way in 300 draws of 20000 elements): a check that the right
+ * form ran (cuBLASLt's epilogue, say), which the tolerances alone could not make. */
+static bool closer_to_form(const char *what, const float *got, const float *tanh_form,
+                           const float *erf_form, int64_t n, bool tanh_approx)
+{
+    CHECK(n >= 20000); /* below that, bf16 rounding noise can hide a gap of 0.6% in L2 */
+    double et = rel_l2(got, tanh_form, n), ee = rel_l2(got, erf_form, n);
+    bool ok = tanh_approx ? et < ee : ee < et;
+    printf("    %-34s vs tanh form %.3e, vs erf form %.3e: %s %s\n", what, et, ee,
+           et < ee ? "tanh" : "erf", ok ? "ok" : "FAIL");
+    return ok;
+}
+
+/* linear_fc1 + GeLU forward, and linear_fc2's backward through the GeLU (independent inputs, so
+ * the backward is checked on its own). Which path ran (cuBLASLt epilogue or GEMM + kernel) is
+ * printed: the tanh form with widths that are multiples of 8 should take the epilogue. */
+static bool linear_gelu_case(int64_t N, int64_t in, int64_t F, bool bias, bool tanh_approx)
+{
+    float *x = randn(N * in, 1.0f), *w1 = randn(F * in, 0.05f), *b1 = randn(F, 0.5f);
+    float *y = halloc(N * F * 4), *pre = halloc(N * F * 4);
+    struct tensor hb = bias ? H1(b1, DT_F32, F) : tensor_none();
+    cpu_linear_gelu_forward(H2(y, N, F), H2(pre, N, F), H2(x, N, in), H2(w1, F, in), hb, tanh_approx);
+    void *gx = to_dev_bf16(x, N * in), *gw1 = to_dev_bf16(w1, F * in), *gb1 = to_dev_bf16(b1, F);
+    void *gy = dalloc(N * F * 2), *gpre = dalloc(N * F * 2);
+    poison(gy, N * F, DT_BF16), poison(gpre, N * F, DT_BF16);
+    cuda_linear_gelu_forward(D2(gy, DT_BF16, N, F), D2(gpre, DT_BF16, N, F), D2(gx, DT_BF16, N, in),
+                             D2(gw1, DT_BF16, F, in), bias ? D1(gb1, DT_BF16, F) : tensor_none(),
+                             tanh_approx);
+    bool fwd_epilogue = cuda_linear_gelu_paths().forward_epilogue;
+
+    /* fc2: F -> in; its input act and the saved pre drawn afresh */
+    float *act = randn(N * F, 1.0f), *pre2 = randn(N * F, 2.0f), *w2 = randn(in * F, 0.05f);
+    float *dy = randn(N * in, 1.0f), *dw0 = randn(in * F, 0.01f), *db0 = randn(F, 0.01f);
+    float *dpre = halloc(N * F * 4), *dw = copy_f(dw0, in * F), *db = copy_f(db0, F);
+    cpu_linear_dgelu_backward(H2(dpre, N, F), bias ? H1(db, DT_F32, F) : tensor_none(),
+                              H2(dw, in, F), H2(dy, N, in), H2(act, N, F), H2(w2, in, F),
+                              H2(pre2, N, F), tanh_approx);
+    void *gact = to_dev_bf16(act, N * F), *gpre2 = to_dev_bf16(pre2, N * F);
+    void *gw2 = to_dev_bf16(w2, in * F), *gdy = to_dev_bf16(dy, N * in);
+    void *gdpre = dalloc(N * F * 2), *gdw = to_dev(dw0, in * F * 4), *gdb = to_dev(db0, F * 4);
+    poison(gdpre, N * F, DT_BF16);
+    cuda_linear_dgelu_backward(D2(gdpre, DT_BF16, N, F), bias ? D1(gdb, DT_F32, F) : tensor_none(),
+                               D2(gdw, DT_F32, in, F), D2(gdy, DT_BF16, N, in),
+                               D2(gact, DT_BF16, N, F), D2(gw2, DT_BF16, in, F),
+                               D2(gpre2, DT_BF16, N, F), tanh_approx);
+    bool bwd_epilogue = cuda_linear_gelu_paths().backward_epilogue;
+    printf("   N=%lld in=%lld F=%lld bias=%d tanh=%d: forward %s, backward %s\n", (long long)N,
+           (long long)in, (long long)F, bias, tanh_approx,
+           fwd_epilogue ? "cuBLASLt GELU_AUX epilogue" : "GEMM + kernel",
+           bwd_epilogue ? "cuBLASLt DGELU epilogue" : "GEMM + kernel");
+    float *gpre_h = from_dev_bf16(gpre, N * F), *gy_h = from_dev_bf16(gy, N * F);
+    float *gdpre_h = from_dev_bf16(gdpre, N * F);
+    bool ok = close_to("pre", gpre_h, pre, N * F, TOL_BF16);
+    ok &= close_to("y = gelu(pre)", gy_h, y, N * F, TOL_BF16);
+    ok &= close_to("dpre", gdpre_h, dpre, N * F, TOL_BF16);
+    /* both forms of y on the pre the GPU applied the GeLU to (the epilogue: the fp32 product, as
+     * the CPU's; the kernel: the stored bf16 pre), and of dpre (with a throwaway bias gradient) */
+    float *yt = halloc(N * F * 4), *ye = halloc(N * F * 4), *dpt = halloc(N * F * 4);
+    float *dpe = halloc(N * F * 4), *dbx = halloc(F * 4);
+    float *applied = fwd_epilogue ? pre : gpre_h;
+    cpu_gelu_forward(H1(yt, DT_F32, N * F), H1(applied, DT_F32, N * F), true);
+    cpu_gelu_forward(H1(ye, DT_F32, N * F), H1(applied, DT_F32, N * F), false);
+    for (int form = 0; form < 2; form++)
+        cpu_linear_dgelu_backward(H2(form ? dpt : dpe, N, F), H1(dbx, DT_F32, F), tensor_none(),
+                                  H2(dy, N, in), tensor_none(), H2(w2, in, F), H2(pre2, N, F),
+                                  form == 1);
+    ok &= closer_to_form("y: form computed", gy_h, yt, ye, N * F, tanh_approx);
+    ok &= closer_to_form("dpre: form computed", gdpre_h, dpt, dpe, N * F, tanh_approx);
+    ok &= close_to("dw (+=, fp32)", from_dev_f32(gdw, in * F), dw, in * F, TOL_F32);
+    /* The epilogue sums the fp32 products; the GEMM + kernel path stores dy w as bf16 before the
+     * GeLU's derivative (as the unfused ops did), so its sum carries that rounding (~1e-3). */
+    if (bias)
+        ok &= close_to(bwd_epilogue ? "fc1 db (+=, fp32)" : "fc1 db (+=, from bf16 dy w)",
+                       from_dev_f32(gdb, F), db, F, bwd_epilogue ? TOL_F32 : TOL_BF16);
+    return ok;
+}
+
+static bool test_linear_gelu_matches_cpu(void)
+{
+    return linear_gelu_case(256, 512, 768, true, true) & linear_gelu_case(128, 96, 256, false, true) &
+           linear_gelu_case(100, 72, 200, true, false) & linear_gelu_case(1000, 40, 20, true, true);
+}
+
 /* ---- embeddings ---- */
 
 /* vocab_start > 0: the word table is a shard [vocab_start, vocab_start + V) of a larger
@@ -318,6 +404,120 @@ static bool test_norms_match_cpu(void)
 {
     return layernorm_case(300, 768) & layernorm_case(37, 100) & rmsnorm_case(300, 1024) &
            rmsnorm_case(37, 100);
+}
+
+/* mid = residual + dropout(x + b) then the norm, fused, against the CPU's two ops on the same
+ * inputs with mid rounded to bf16 in between (the GPU normalizes mid as it stores it). C = 2304
+ * is past the kernel's registers and takes the two-kernel path. */
+static bool bias_dropout_add_norm_case(int64_t N, int64_t C, bool rms, float p, bool in_place)
+{
+    struct dropout_key drop = {p, A.seed, 31, 777};
+    float *x = randn(N * C, 1.0f), *b = randn(C, 0.5f), *r = randn(N * C, 1.0f);
+    float *w = randn(C, 1.0f), *nb = randn(C, 0.5f);
+    for (int64_t i = 0; i < N * C; i++) r[i] += 0.5f; /* a nonzero mean */
+    round_to_dtype(r, N * C, DT_BF16);
+    float *mid = halloc(N * C * 4), *y = halloc(N * C * 4), *mean = halloc(N * 4);
+    float *rstd = halloc(N * 4);
+    cpu_bias_dropout_add_forward(H2(mid, N, C), H2(x, N, C), H1(b, DT_F32, C), H2(r, N, C), drop);
+    round_to_dtype(mid, N * C, DT_BF16);
+    if (rms)
+        cpu_rmsnorm_forward(H2(y, N, C), H1(rstd, DT_F32, N), H2(mid, N, C), H1(w, DT_F32, C), 1e-5f);
+    else
+        cpu_layernorm_forward(H2(y, N, C), H1(mean, DT_F32, N), H1(rstd, DT_F32, N), H2(mid, N, C),
+                              H1(w, DT_F32, C), H1(nb, DT_F32, C), 1e-5f);
+
+    void *gx = to_dev_bf16(x, N * C), *gb = to_dev_bf16(b, C), *gr = to_dev_bf16(r, N * C);
+    void *gw = to_dev_bf16(w, C), *gnb = to_dev_bf16(nb, C);
+    void *gmid = in_place ? gr : dalloc(N * C * 2), *gy = dalloc(N * C * 2);
+    void *gm = dalloc(N * 4), *gs = dalloc(N * 4);
+    if (!in_place) poison(gmid, N * C, DT_BF16);
+    poison(gy, N * C, DT_BF16), poison(gm, N, DT_F32), poison(gs, N, DT_F32);
+    if (rms)
+        cuda_bias_dropout_add_rmsnorm_forward(D2(gmid, DT_BF16, N, C), D2(gy, DT_BF16, N, C),
+                                              D1(gs, DT_F32, N), D2(gx, DT_BF16, N, C),
+                                              D1(gb, DT_BF16, C), D2(gr, DT_BF16, N, C), drop,
+                                              D1(gw, DT_BF16, C), 1e-5f);
+    else
+        cuda_bias_dropout_add_layernorm_forward(D2(gmid, DT_BF16, N, C), D2(gy, DT_BF16, N, C),
+                                                D1(gm, DT_F32, N), D1(gs, DT_F32, N),
+                                                D2(gx, DT_BF16, N, C), D1(gb, DT_BF16, C),
+                                                D2(gr, DT_BF16, N, C), drop, D1(gw, DT_BF16, C),
+                                                D1(gnb, DT_BF16, C), 1e-5f);
+    printf("   bias-dropout-add + %s N=%lld C=%lld p=%.1f%s\n", rms ? "rmsnorm" : "layernorm",
+           (long long)N, (long long)C, p, in_place ? " (mid over the residual)" : "");
+    bool ok = close_to("mid", from_dev_bf16(gmid, N * C), mid, N * C, TOL_BF16);
+    ok &= close_to("y", from_dev_bf16(gy, N * C), y, N * C, TOL_BF16);
+    if (!rms) ok &= close_to("mean", from_dev_f32(gm, N), mean, N, TOL_F32);
+    ok &= close_to("rstd", from_dev_f32(gs, N), rstd, N, TOL_F32);
+    return ok;
+}
+
+static bool test_bias_dropout_add_norm_matches_cpu(void)
+{
+    return bias_dropout_add_norm_case(300, 768, false, 0.1f, false) &
+           bias_dropout_add_norm_case(300, 768, false, 0.0f, true) &
+           bias_dropout_add_norm_case(37, 100, false, 0.1f, true) &
+           bias_dropout_add_norm_case(64, 2048, false, 0.1f, false) &
+           bias_dropout_add_norm_case(16, 2304, false, 0.1f, false) &
+           bias_dropout_add_norm_case(300, 1024, true, 0.1f, true) &
+           bias_dropout_add_norm_case(37, 100, true, 0.0f, false);
+}
+
+/* dx = norm' + dresidual, once into its own buffer and once over dresidual. */
+static bool norm_backward_add_case(int64_t N, int64_t C, bool rms)
+{
+    float *x = randn(N * C, 2.0f), *w = randn(C, 1.0f), *dy = randn(N * C, 1.0f);
+    float *dres = randn(N * C, 1.0f), *dw0 = randn(C, 0.1f), *db0 = randn(C, 0.1f);
+    for (int64_t i = 0; i < N * C; i++) x[i] += 0.5f;
+    round_to_dtype(x, N * C, DT_BF16);
+    float *y = halloc(N * C * 4), *mean = halloc(N * 4), *rstd = halloc(N * 4);
+    float *dx = halloc(N * C * 4), *dw = copy_f(dw0, C), *db = copy_f(db0, C);
+    if (rms) {
+        cpu_rmsnorm_forward(H2(y, N, C), H1(rstd, DT_F32, N), H2(x, N, C), H1(w, DT_F32, C), 1e-5f);
+        cpu_rmsnorm_backward_add(H2(dx, N, C), H1(dw, DT_F32, C), H2(dy, N, C), H2(x, N, C),
+                                 H1(w, DT_F32, C), H1(rstd, DT_F32, N), H2(dres, N, C));
+    } else {
+        cpu_layernorm_forward(H2(y, N, C), H1(mean, DT_F32, N), H1(rstd, DT_F32, N), H2(x, N, C),
+                              H1(w, DT_F32, C), tensor_none(), 1e-5f);
+        cpu_layernorm_backward_add(H2(dx, N, C), H1(dw, DT_F32, C), H1(db, DT_F32, C),
+                                   H2(dy, N, C), H2(x, N, C), H1(w, DT_F32, C),
+                                   H1(mean, DT_F32, N), H1(rstd, DT_F32, N), H2(dres, N, C));
+    }
+    void *gx = to_dev_bf16(x, N * C), *gw = to_dev_bf16(w, C), *gdy = to_dev_bf16(dy, N * C);
+    void *gdres = to_dev_bf16(dres, N * C), *gdres2 = to_dev_bf16(dres, N * C);
+    void *gm = to_dev(mean, N * 4), *gs = to_dev(rstd, N * 4), *gdx = dalloc(N * C * 2);
+    void *gdw = to_dev(dw0, C * 4), *gdb = to_dev(db0, C * 4);
+    poison(gdx, N * C, DT_BF16);
+    if (rms) {
+        cuda_rmsnorm_backward_add(D2(gdx, DT_BF16, N, C), D1(gdw, DT_F32, C), D2(gdy, DT_BF16, N, C),
+                                  D2(gx, DT_BF16, N, C), D1(gw, DT_BF16, C), D1(gs, DT_F32, N),
+                                  D2(gdres, DT_BF16, N, C));
+        cuda_rmsnorm_backward_add(D2(gdres2, DT_BF16, N, C), tensor_none(), D2(gdy, DT_BF16, N, C),
+                                  D2(gx, DT_BF16, N, C), D1(gw, DT_BF16, C), D1(gs, DT_F32, N),
+                                  D2(gdres2, DT_BF16, N, C));
+    } else {
+        cuda_layernorm_backward_add(D2(gdx, DT_BF16, N, C), D1(gdw, DT_F32, C), D1(gdb, DT_F32, C),
+                                    D2(gdy, DT_BF16, N, C), D2(gx, DT_BF16, N, C),
+                                    D1(gw, DT_BF16, C), D1(gm, DT_F32, N), D1(gs, DT_F32, N),
+                                    D2(gdres, DT_BF16, N, C));
+        cuda_layernorm_backward_add(D2(gdres2, DT_BF16, N, C), tensor_none(), tensor_none(),
+                                    D2(gdy, DT_BF16, N, C), D2(gx, DT_BF16, N, C),
+                                    D1(gw, DT_BF16, C), D1(gm, DT_F32, N), D1(gs, DT_F32, N),
+                                    D2(gdres2, DT_BF16, N, C));
+    }
+    printf("   %s backward + residual N=%lld C=%lld\n", rms ? "rmsnorm" : "layernorm", (long long)N,
+           (long long)C);
+    bool ok = close_to("dx = norm' + dresidual", from_dev_bf16(gdx, N * C), dx, N * C, TOL_BF16);
+    ok &= close_to("dx over dresidual", from_dev_bf16(gdres2, N * C), dx, N * C, TOL_BF16);
+    ok &= close_to("dw (+=)", from_dev_f32(gdw, C), dw, C, TOL_F32);
+    if (!rms) ok &= close_to("db (+=)", from_dev_f32(gdb, C), db, C, TOL_F32);
+    return ok;
+}
+
+static bool test_norm_backward_add_matches_cpu(void)
+{
+    return norm_backward_add_case(300, 768, false) & norm_backward_add_case(37, 100, false) &
+           norm_backward_add_case(300, 1024, true) & norm_backward_add_case(37, 100, true);
 }
 
 /* ---- activations ---- */
@@ -677,6 +877,23 @@ static bool test_gradient_reductions_repeat_bitwise(void)
         ok &= bitwise("linear dw, second run", now[1], first[1], C * C);
         ok &= bitwise("embedding dwte, second run", now[2], first[2], V * C);
     }
+    /* linear_fc2's backward through the GeLU: the bias gradient of either path, and dpre */
+    for (int form = 0; form < 2; form++) {
+        void *pre = to_dev_bf16(randn(N * C, 2.0f), N * C), *dpre = dalloc(N * C * 2);
+        float *dbs[2], *dpres[2];
+        for (int run = 0; run < 2; run++) {
+            void *db = dalloc(C * 4);
+            cuda_memset_zero(db, C * 4);
+            cuda_linear_dgelu_backward(D2(dpre, DT_BF16, N, C), D1(db, DT_F32, C), tensor_none(),
+                                       D2(gdy, DT_BF16, N, C), tensor_none(),
+                                       D2(gw, DT_BF16, C, C), D2(pre, DT_BF16, N, C), form == 1);
+            dbs[run] = from_dev_f32(db, C);
+            dpres[run] = from_dev_bf16(dpre, N * C);
+        }
+        ok &= bitwise(form ? "dgelu (tanh) fc1 db, second run" : "dgelu (erf) fc1 db, second run",
+                      dbs[1], dbs[0], C);
+        ok &= bitwise("dgelu dpre, second run", dpres[1], dpres[0], N * C);
+    }
     return ok;
 }
 
@@ -706,8 +923,11 @@ struct test {
 #define T(fn) {#fn, fn, 0}
 static const struct test TESTS[] = {
     T(test_linear_matches_cpu),
+    T(test_linear_gelu_matches_cpu),
     T(test_embedding_matches_cpu_and_backward_is_bitwise),
     T(test_norms_match_cpu),
+    T(test_bias_dropout_add_norm_matches_cpu),
+    T(test_norm_backward_add_matches_cpu),
     T(test_activations_match_cpu),
     T(test_rope_matches_cpu),
     T(test_attention_mha_matches_cpu),
