@@ -233,8 +233,7 @@ struct gpt_model *gpt_create_stage(const struct model_config *cfg, int64_t micro
         gpt_bind_views(m, m->weights, DT_F32, &m->embedding, m->layers, &m->final_norm, &m->output_weight);
     gpt_bind_views(m, m->grads, DT_F32, &m->embedding_grad, m->layer_grads, &m->final_norm_grad,
                    &m->output_weight_grad);
-    m->host_losses = xmalloc((size_t)(micro_batch * cfg->seq_length) * sizeof(float));
-    m->host_dlosses = xmalloc((size_t)(micro_batch * cfg->seq_length) * sizeof(float));
+    m->loss_sum = device_alloc(dev, sizeof(double));
     m->batch = micro_batch;
     m->scratch = create_shared(cfg, &m->tp, micro_batch, dev);
     for (int c = 0; c < num_chunks; c++) {
@@ -267,8 +266,7 @@ void gpt_free(struct gpt_model *m)
     device_free(m->device, m->weights);
     device_free(m->device, m->grads);
     if (m->weights_lp) device_free(m->device, m->weights_lp);
-    free(m->host_losses);
-    free(m->host_dlosses);
+    device_free(m->device, m->loss_sum);
     free(m->layers);
     free(m->layer_grads);
     free(m->params);
@@ -321,7 +319,22 @@ static struct gpt_activations *slot_of(const struct gpt_model *m, int chunk, int
     return m->chunks[chunk].slots[slot];
 }
 
-double gpt_forward_chunk(struct gpt_model *m, int chunk, int slot, const struct gpt_batch *b, double *num_tokens)
+/* acc += sum(mask x losses), the partial sum of this micro batch first (on either backend). */
+static void add_masked_sum(struct gpt_model *m, struct tensor losses, struct tensor mask, int64_t n)
+{
+#ifdef MEGATRON_CUDA
+    if (m->device == DEV_CUDA) {
+        cuda_masked_sum_accumulate(m->loss_sum, losses.data, mask.data, n);
+        return;
+    }
+#endif
+    const float *l = losses.data, *w = mask.data;
+    double sum = 0.0;
+    for (int64_t i = 0; i < n; i++) sum += (double)w[i] * l[i];
+    m->loss_sum[0] += sum;
+}
+
+double gpt_forward_chunk(struct gpt_model *m, int chunk, int slot, const struct gpt_batch *b)
 {
     const struct model_config *c = &m->cfg;
     const struct gpt_chunk_spec *spec = &m->chunks[chunk].spec;
@@ -342,21 +355,37 @@ double gpt_forward_chunk(struct gpt_model *m, int chunk, int slot, const struct 
     transformer_block_forward(&ctx, first, (int)count, &m->layers[first], a->layers, scratch, a->hidden,
                               spec->post_process ? &m->final_norm : NULL,
                               spec->post_process ? &a->final_norm : NULL, a->positions);
-    *num_tokens = 0.0;
     if (!spec->post_process) return 0.0;
     ctx.layer = -1;
     tp_gather_rows(&m->tp, a->final_norm.out, a->head.input);
     lm_head_forward(&ctx, m->output_weight, m->embedding.vocab_start, &a->head, a->labels);
+    add_masked_sum(m, a->head.losses, a->loss_mask, n);
+    double tokens = 0.0;
+    for (int64_t i = 0; i < n; i++) tokens += b->loss_mask[i];
+    return tokens;
+}
 
-    /* the one host synchronisation of a step: the logged loss */
-    device_copy_from(m->device, m->host_losses, a->head.losses.data, (size_t)n * sizeof(float));
-    const float *losses = m->host_losses, *mask = b->loss_mask;
-    double sum = 0.0, count_tokens = 0.0;
-    for (int64_t i = 0; i < n; i++) {
-        sum += (double)mask[i] * losses[i];
-        count_tokens += mask[i];
+/* d loss / d token loss = loss_scale x loss_mask, made where the mask's copy is. */
+static void seed_loss_gradient(struct gpt_model *m, struct tensor dlosses, struct tensor mask, float loss_scale,
+                               int64_t n)
+{
+    op_copy(dlosses, mask);
+#ifdef MEGATRON_CUDA
+    if (m->device == DEV_CUDA) {
+        cuda_scale_f32(dlosses.data, n, loss_scale);
+        return;
     }
-    *num_tokens = count_tokens;
+#endif
+    (void)m;
+    float *d = dlosses.data;
+    for (int64_t i = 0; i < n; i++) d[i] = loss_scale * d[i];
+}
+
+double gpt_loss_take(struct gpt_model *m)
+{
+    double sum = 0.0;
+    device_copy_from(m->device, &sum, m->loss_sum, sizeof sum);
+    device_zero(m->device, m->loss_sum, sizeof sum);
     return sum;
 }
 
@@ -370,9 +399,7 @@ void gpt_backward_chunk(struct gpt_model *m, int chunk, int slot, const struct g
     int64_t n = b->batch * c->seq_length, count = spec->num_layers;
     bool hook = b->on_grads_ready != NULL;
     if (spec->post_process) {
-        float *dl = m->host_dlosses;
-        for (int64_t i = 0; i < n; i++) dl[i] = loss_scale * b->loss_mask[i];
-        device_copy_to(m->device, a->dlosses.data, dl, (size_t)n * sizeof(float));
+        seed_loss_gradient(m, a->dlosses, a->loss_mask, loss_scale, n);
         lm_head_backward(&ctx, m->output_weight, m->output_weight_grad, m->embedding.vocab_start, &a->head,
                          a->dlosses, sh->dfinal_full, a->labels);
         /* the final norm's output fed every rank's vocabulary shard: sum their input gradients */
@@ -403,7 +430,9 @@ static void require_whole(const struct gpt_model *m, const char *what)
 double gpt_forward(struct gpt_model *m, const struct gpt_batch *b, double *num_tokens)
 {
     require_whole(m, "gpt_forward");
-    return gpt_forward_chunk(m, 0, 0, b, num_tokens);
+    gpt_loss_take(m);
+    *num_tokens = gpt_forward_chunk(m, 0, 0, b);
+    return gpt_loss_take(m);
 }
 
 void gpt_backward(struct gpt_model *m, const struct gpt_batch *b, float loss_scale)

@@ -78,8 +78,7 @@ struct gpt_model {
     void *weights_lp;         /* CUDA backend: the bf16 copy forward and backward read; else NULL */
     enum dtype activation_dtype; /* DT_F32 on the CPU backend, DT_BF16 on the CUDA backend */
     float *grads;             /* main grads, fp32, accumulated over micro batches */
-    float *host_losses;       /* [B*T] per-token losses read back from the device */
-    float *host_dlosses;      /* [B*T] loss gradients staged for the device */
+    double *loss_sum;         /* on the model's device: masked token losses summed since gpt_loss_take */
 
     /* views into weights / grads; layers are indexed by their index in the whole model, and only
        this rank's are bound */
@@ -158,9 +157,13 @@ struct tensor gpt_logits(const struct gpt_model *m);
 
 /* One pipeline stage: the forward of micro batch b through chunk `chunk`, keeping its activations
  * in slot `slot` until the backward of the same (chunk, slot). A chunk without pre_process reads
- * its input from gpt_chunk_input (received there before); one with post_process returns the
- * masked loss sum and its token count, others return 0. */
-double gpt_forward_chunk(struct gpt_model *m, int chunk, int slot, const struct gpt_batch *b, double *num_tokens);
+ * its input from gpt_chunk_input (received there before). A chunk with post_process adds the
+ * masked sum of its token losses to the model's loss sum, on the device (no host
+ * synchronisation), and returns sum(loss_mask) (the micro batch's tokens); others return 0. */
+double gpt_forward_chunk(struct gpt_model *m, int chunk, int slot, const struct gpt_batch *b);
+/* The masked loss summed by every post_process forward since the last call (one device
+ * synchronisation), and a fresh start. */
+double gpt_loss_take(struct gpt_model *m);
 /* Its backward: a chunk with post_process starts from the loss (scaled by loss_scale), others
  * from the gradient of their output, received in gpt_chunk_grad before. A chunk without
  * pre_process leaves the gradient of its input in gpt_chunk_grad. */

@@ -166,10 +166,8 @@ static void flush(struct schedule *s)
 static void forward_into(struct schedule *s, int mb, int chunk, int slot)
 {
     struct schedule_step *st = s->step;
-    double tokens;
-    double sum = gpt_forward_chunk(s->model, chunk, slot, &st->batches[mb], &tokens);
+    double tokens = gpt_forward_chunk(s->model, chunk, slot, &st->batches[mb]);
     if (!s->model->chunks[chunk].spec.post_process) return;
-    st->loss_sum += sum;
     st->num_tokens += tokens;
     s->tokens[mb] = tokens;
 }
@@ -269,10 +267,14 @@ void schedule_run(struct schedule *s, struct schedule_step *step)
     s->sync_started = false;
     step->loss_sum = step->num_tokens = 0.0;
     for (int mb = 0; mb < s->num_micro_batches; mb++) s->tokens[mb] = 0.0;
+    bool loss = false;
+    for (int v = 0; v < s->vp; v++) loss |= s->model->chunks[v].spec.post_process;
+    if (loss) gpt_loss_take(s->model); /* the loss of these micro batches only */
     if (step->forward_only)
         run_forward_only(s);
     else
         run_table(s);
+    if (loss) step->loss_sum = gpt_loss_take(s->model); /* the step's one wait for the device */
     for (int c = 0; c < cells; c++)
         if (s->act_of[c] >= 0 || s->input_of[c] >= 0 || s->grad_of[c] >= 0)
             BUG("pipeline: micro batch %d still holds buffers on chunk %d after the schedule", c / s->vp, c % s->vp);

@@ -133,6 +133,10 @@ void cuda_vocab_parallel_ce_backward(struct tensor dlogits, struct tensor logits
 
 /* adam_update (optim/adam.h) on device pointers, bitwise equal to the CPU version: the same fp32
  * expressions in the same order, each rounded (no fused multiply-add). */
+/* acc[0] += sum over i < n of mask[i] x x[i], in double and in an order that depends on n only:
+ * a micro batch's loss summed on the device, read once per step. */
+void cuda_masked_sum_accumulate(double *acc, const float *x, const float *mask, int64_t n);
+
 void cuda_adam_update(float *param, const float *grad, float *exp_avg, float *exp_avg_sq,
                       int64_t n, double lr, double weight_decay, struct adam_params ap,
                       int64_t step);

@@ -240,3 +240,31 @@ void cuda_vocab_parallel_ce_backward(struct tensor dlogits, struct tensor logits
     cuda_need(op, "lse", lse, DT_F32);
     ce_backward(op, dlogits, logits, targets, vocab_start, (const float *)lse.data, dlosses);
 }
+
+/* ---- the loss kept on the device ---- */
+
+enum { MASKED_SUM_THREADS = 1024 };
+
+/* One block: each thread sums a strided share in double, then a fixed tree: the order depends on
+ * n only. */
+static __global__ void masked_sum_accumulate_kernel(double *acc, const float *x, const float *mask, int64_t n)
+{
+    __shared__ double part[MASKED_SUM_THREADS];
+    double s = 0.0;
+    for (int64_t i = threadIdx.x; i < n; i += MASKED_SUM_THREADS) s += (double)mask[i] * (double)x[i];
+    part[threadIdx.x] = s;
+    __syncthreads();
+    for (int w = MASKED_SUM_THREADS / 2; w > 0; w /= 2) {
+        if ((int)threadIdx.x < w) part[threadIdx.x] += part[threadIdx.x + w];
+        __syncthreads();
+    }
+    if (threadIdx.x == 0) *acc += part[0];
+}
+
+void cuda_masked_sum_accumulate(double *acc, const float *x, const float *mask, int64_t n)
+{
+    if (n <= 0) return;
+    struct cuda_context *ctx = cuda_ctx();
+    masked_sum_accumulate_kernel<<<1, MASKED_SUM_THREADS, 0, ctx->stream>>>(acc, x, mask, n);
+    CUDA_CHECK_LAUNCH("masked_sum_accumulate_kernel");
+}
