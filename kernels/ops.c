@@ -10,6 +10,7 @@
 #include "kernels/cpu/cpu_ops.h"
 #ifdef MEGATRON_CUDA
 #include "kernels/cuda/cuda_ops.h"
+#include "kernels/cuda/op_timing.h"
 #endif
 #include "util/error.h"
 
@@ -115,7 +116,12 @@ static void need_dropout(const struct args *a, struct dropout_key d)
  * from kernels/cuda/cuda_ops.h (which checks the CUDA dtype contract: bf16 activations and
  * weights, fp32 gradients and statistics); a build without CUDA never makes CUDA tensors. */
 #ifdef MEGATRON_CUDA
-#define ON_CUDA(call) call
+#define ON_CUDA(call)                                    \
+    do {                                                 \
+        int timing_ = cuda_op_timing_begin(a.op);        \
+        call;                                            \
+        cuda_op_timing_end(timing_);                     \
+    } while (0)
 #else
 #define ON_CUDA(call) BUG("%s: this build has no CUDA backend", a.op)
 #endif
