@@ -550,8 +550,6 @@ static enum device select_device(const struct config *cfg, const struct grid *g)
         if (want) die_user("--device cuda: the CUDA backend trains in bf16; add --bf16 (or use --device cpu)");
         return DEV_CPU;
     }
-    if (cfg->save || cfg->load)
-        die_user("--save/--load on the CUDA backend: not supported yet; train on --device cpu to checkpoint");
     int local = local_rank(g);
     if (local >= gpus)
         die_user("rank %d is local rank %d of its node, which has %d GPU(s): launch at most %d ranks per node "
@@ -638,10 +636,7 @@ int pretrain_main(const struct config *cfg, FILE *out)
     t.model = gpt_create_stage(&mc, cfg->micro_batch_size, select_device(cfg, &t.grid), &tp, t.grid.dp, chunks,
                                t.pipeline.vp);
     free(chunks);
-    t.runner = schedule_create(t.model, &t.schedule, t.grid.pp_rank, t.pp);
-    if (first && t.grid.pp > 1 && cfg->overlap_p2p_comm)
-        warn_user("--overlap-p2p-communication: pipeline sends and receives are not overlapped with compute yet; "
-                  "each batch of them completes before the next forward or backward");
+    t.runner = schedule_create(t.model, &t.schedule, t.grid.pp_rank, t.pp, cfg->overlap_p2p_comm);
     gpt_init_weights(t.model);
     if (t.grid.dp_rank == 0)
         fprintf(out, " > number of parameters on (tensor, pipeline) model parallel rank (%d, %d): %lld\n", t.grid.tp_rank,

@@ -550,12 +550,8 @@ void comm_sendrecv(struct comm_group *g, const void *send, size_t send_n, int ds
     watch_end();
 }
 
-void comm_p2p_batch(struct comm_group *g, const struct comm_p2p *ops, int n, enum comm_dtype dt)
+static void post_p2p(struct comm_group *g, const struct comm_p2p *ops, int n, enum comm_dtype dt, MPI_Request *req)
 {
-    check_group(g, "comm_p2p_batch");
-    if (n <= 0) return;
-    MPI_Request *req = xmalloc((size_t)n * sizeof *req);
-    watch_begin("comm_p2p_batch", g);
     for (int i = 0; i < n; i++) {
         const struct comm_p2p *o = &ops[i];
         int other = peer(g, o->peer, "comm_p2p_batch"), tag = TAG_P2P + 1 + (o->tag & 1);
@@ -564,9 +560,57 @@ void comm_p2p_batch(struct comm_group *g, const struct comm_p2p *ops, int n, enu
         else
             MPI_CALL(MPI_Irecv(o->buf, mpi_count(o->n), mpi_type(dt), other, tag, g->comm, &req[i]));
     }
+}
+
+void comm_p2p_batch(struct comm_group *g, const struct comm_p2p *ops, int n, enum comm_dtype dt)
+{
+    check_group(g, "comm_p2p_batch");
+    if (n <= 0) return;
+    MPI_Request *req = xmalloc((size_t)n * sizeof *req);
+    watch_begin("comm_p2p_batch", g);
+    post_p2p(g, ops, n, dt, req);
     MPI_CALL(MPI_Waitall(n, req, MPI_STATUSES_IGNORE));
     watch_end();
     free(req);
+}
+
+struct comm_p2p_handle *comm_p2p_start(struct comm_group *g, const struct comm_p2p *ops, int n, enum comm_dtype dt,
+                                       bool device)
+{
+    check_group(g, "comm_p2p_start");
+    struct comm_p2p_handle *h = xcalloc(1, sizeof *h);
+    h->g = g;
+    h->device = device;
+    h->n = n;
+    if (device) {
+        comm_nccl_p2p_start(h, ops, n, dt);
+        return h;
+    }
+    h->requests = xmalloc((size_t)(n > 0 ? n : 1) * sizeof *h->requests);
+    post_p2p(g, ops, n, dt, h->requests);
+    return h;
+}
+
+void comm_p2p_wait(struct comm_p2p_handle *h)
+{
+    if (!h || h->done) return;
+    if (h->device) {
+        comm_nccl_p2p_wait(h);
+    } else if (h->n > 0) {
+        watch_begin("comm_p2p_wait", h->g);
+        MPI_CALL(MPI_Waitall(h->n, h->requests, MPI_STATUSES_IGNORE));
+        watch_end();
+    }
+    h->done = true;
+}
+
+void comm_p2p_free(struct comm_p2p_handle *h)
+{
+    if (!h) return;
+    comm_p2p_wait(h);
+    if (h->device) comm_nccl_p2p_release(h);
+    free(h->requests);
+    free(h);
 }
 
 void comm_barrier(struct comm_group *g)

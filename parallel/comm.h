@@ -87,6 +87,18 @@ struct comm_p2p {
  * batched p2p communication), on host memory. */
 void comm_p2p_batch(struct comm_group *g, const struct comm_p2p *ops, int n, enum comm_dtype dt);
 
+/* The same batch, started now and waited for later (--overlap-p2p-communication): the buffers
+ * stay untouched until comm_p2p_wait returned for it. On host memory the sends and receives are
+ * posted to MPI; on device memory (device = true) they are queued as one NCCL group on the
+ * group's communication stream after everything the compute stream queued so far, and the wait
+ * makes the compute stream wait for them (the host does not block). Waiting twice is harmless;
+ * comm_p2p_free waits if needed and frees the handle. */
+struct comm_p2p_handle;
+struct comm_p2p_handle *comm_p2p_start(struct comm_group *g, const struct comm_p2p *ops, int n, enum comm_dtype dt,
+                                       bool device);
+void comm_p2p_wait(struct comm_p2p_handle *h);
+void comm_p2p_free(struct comm_p2p_handle *h);
+
 /* Communication time (--timing-log-level): while on, every collective and send/recv adds the
  * time it took to its group's kind: the wall time of blocking host operations (the communication
  * thread's too), and on the GPU the time its NCCL kernels ran on their stream (CUDA events, read

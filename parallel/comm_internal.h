@@ -20,6 +20,21 @@ struct comm_group {
     void *nccl_stream;
 };
 
+/* A started batch of sends and receives (comm_p2p_start): MPI requests on host memory, or the
+ * CUDA event after the NCCL group on device memory. */
+struct comm_p2p_handle {
+    struct comm_group *g;
+    bool device, done;
+    int n;
+    MPI_Request *requests;
+    void *event; /* cudaEvent_t */
+};
+
+/* comm_nccl.c's device side of comm_p2p_start / comm_p2p_wait / comm_p2p_free. */
+void comm_nccl_p2p_start(struct comm_p2p_handle *h, const struct comm_p2p *ops, int n, enum comm_dtype dt);
+void comm_nccl_p2p_wait(struct comm_p2p_handle *h);
+void comm_nccl_p2p_release(struct comm_p2p_handle *h);
+
 /* comm_nccl.c's share of comm_timing_take: adds the device time recorded so far, and resets. */
 void comm_nccl_timing_take(double *seconds);
 

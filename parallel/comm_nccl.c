@@ -169,11 +169,10 @@ void comm_device_join(struct comm_group *g)
 
 bool comm_has_nccl(const struct comm_group *g) { return g && g->nccl_comm; }
 
-void comm_device_p2p_batch(struct comm_group *g, const struct comm_p2p *ops, int n, enum comm_dtype dt)
+/* The ops as one NCCL group on stream s. */
+static void p2p_group(struct comm_group *g, const struct comm_p2p *ops, int n, enum comm_dtype dt, cudaStream_t s)
 {
-    if (n <= 0) return;
     ncclComm_t c = need_nccl(g, "send/recv");
-    cudaStream_t s = (cudaStream_t)cuda_stream();
     int t = timing_begin(g, s);
     NCCL_CALL(ncclGroupStart());
     for (int i = 0; i < n; i++) {
@@ -187,6 +186,32 @@ void comm_device_p2p_batch(struct comm_group *g, const struct comm_p2p *ops, int
     timing_end(t, s);
 }
 
+void comm_device_p2p_batch(struct comm_group *g, const struct comm_p2p *ops, int n, enum comm_dtype dt)
+{
+    if (n <= 0) return;
+    p2p_group(g, ops, n, dt, (cudaStream_t)cuda_stream());
+}
+
+void comm_nccl_p2p_start(struct comm_p2p_handle *h, const struct comm_p2p *ops, int n, enum comm_dtype dt)
+{
+    cudaStream_t s = comm_stream_after_compute(h->g);
+    if (n > 0) p2p_group(h->g, ops, n, dt, s);
+    cudaEvent_t ev;
+    cuda_call(cudaEventCreateWithFlags(&ev, cudaEventDisableTiming), "cudaEventCreate");
+    cuda_call(cudaEventRecord(ev, s), "cudaEventRecord");
+    h->event = ev;
+}
+
+void comm_nccl_p2p_wait(struct comm_p2p_handle *h)
+{
+    cuda_call(cudaStreamWaitEvent((cudaStream_t)cuda_stream(), (cudaEvent_t)h->event, 0), "cudaStreamWaitEvent");
+}
+
+void comm_nccl_p2p_release(struct comm_p2p_handle *h)
+{
+    if (h->event) cuda_call(cudaEventDestroy((cudaEvent_t)h->event), "cudaEventDestroy");
+    h->event = NULL;
+}
 
 /* A collective on the compute stream, timed when timing is on. */
 #define ON_COMPUTE(g, call)                            \
@@ -256,6 +281,17 @@ void comm_device_ireduce_scatter_sum(struct comm_group *g, const void *send, voi
 }
 void comm_device_join(struct comm_group *g) { (void)g; }
 void comm_nccl_timing_take(double *seconds) { (void)seconds; }
+void comm_nccl_p2p_start(struct comm_p2p_handle *h, const struct comm_p2p *ops, int n, enum comm_dtype dt)
+{
+    (void)h, (void)ops, (void)n, (void)dt;
+    no_nccl();
+}
+void comm_nccl_p2p_wait(struct comm_p2p_handle *h)
+{
+    (void)h;
+    no_nccl();
+}
+void comm_nccl_p2p_release(struct comm_p2p_handle *h) { (void)h; }
 void comm_device_p2p_batch(struct comm_group *g, const struct comm_p2p *ops, int n, enum comm_dtype dt)
 {
     (void)g, (void)ops, (void)n, (void)dt;

@@ -17,6 +17,13 @@ struct pool {
     int count;
     struct tensor *bufs; /* NULL for the model's activation slots */
     bool *used;
+    struct comm_p2p_handle **busy; /* a send still reading the entry: wait before writing it */
+};
+
+/* What a communication action of the batch being gathered does with the batch's handle. */
+struct op_mark {
+    enum pipeline_op op;
+    int cell, entry;
 };
 
 struct schedule {
@@ -27,10 +34,15 @@ struct schedule {
     struct pool *acts, *inputs, *grads; /* [vp] */
     /* per (micro batch, chunk): the slot or buffer it holds of each pool, -1 when none */
     int *act_of, *input_of, *grad_of;
-    bool *sending;      /* its input gradient is in the batch being gathered */
+    /* per (micro batch, chunk): the batch that receives its input / its output's gradient */
+    struct comm_p2p_handle **input_ready, **grad_ready;
     double *tokens;     /* [M]: tokens of each micro batch's loss */
     struct comm_p2p *ops;
+    struct op_mark *marks;
     int num_ops;
+    bool overlap;       /* --overlap-p2p-communication: batches are waited for where their data are used */
+    struct comm_p2p_handle **handles; /* the step's batches, freed at its end */
+    int num_handles, cap_handles;
     struct schedule_step *step;
     bool sync_started;
 };
@@ -43,6 +55,8 @@ static int take(struct pool *p, int *held, int mb, int chunk)
     for (int k = 0; k < p->count; k++)
         if (!p->used[k]) {
             p->used[k] = true;
+            if (p->busy[k]) comm_p2p_wait(p->busy[k]); /* its last send has read it */
+            p->busy[k] = NULL;
             return *held = k;
         }
     BUG("pipeline: chunk %d has no free %s (of %d) for micro batch %d", chunk, p->what, p->count, mb);
@@ -65,6 +79,7 @@ static void pool_init(struct pool *p, const char *what, int count, const struct 
     p->what = what;
     p->count = count;
     p->used = xcalloc((size_t)(count > 0 ? count : 1), sizeof *p->used);
+    p->busy = xcalloc((size_t)(count > 0 ? count : 1), sizeof *p->busy);
     if (!like) return;
     p->bufs = xcalloc((size_t)(count > 0 ? count : 1), sizeof *p->bufs);
     for (int k = 0; k < count; k++) {
@@ -78,10 +93,11 @@ static void pool_free(struct pool *p, enum device dev)
     for (int k = 0; p->bufs && k < p->count; k++) device_free(dev, p->bufs[k].data);
     free(p->bufs);
     free(p->used);
+    free(p->busy);
 }
 
 struct schedule *schedule_create(struct gpt_model *m, const struct pipeline_schedule *sched, int pp_rank,
-                                 struct comm_group *pp_group)
+                                 struct comm_group *pp_group, bool overlap_p2p)
 {
     struct schedule *s = xcalloc(1, sizeof *s);
     int vp = sched->vp, cells = sched->num_micro_batches * vp;
@@ -112,9 +128,12 @@ struct schedule *schedule_create(struct gpt_model *m, const struct pipeline_sche
     s->input_of = xmalloc((size_t)cells * sizeof *s->input_of);
     s->grad_of = xmalloc((size_t)cells * sizeof *s->grad_of);
     for (int c = 0; c < cells; c++) s->act_of[c] = s->input_of[c] = s->grad_of[c] = -1;
-    s->sending = xcalloc((size_t)cells, sizeof *s->sending);
+    s->input_ready = xcalloc((size_t)cells, sizeof *s->input_ready);
+    s->grad_ready = xcalloc((size_t)cells, sizeof *s->grad_ready);
     s->tokens = xcalloc((size_t)sched->num_micro_batches, sizeof *s->tokens);
     s->ops = xmalloc((size_t)(2 * cells + 2) * sizeof *s->ops);
+    s->marks = xmalloc((size_t)(2 * cells + 2) * sizeof *s->marks);
+    s->overlap = overlap_p2p;
     return s;
 }
 
@@ -132,34 +151,59 @@ void schedule_free(struct schedule *s)
     free(s->act_of);
     free(s->input_of);
     free(s->grad_of);
-    free(s->sending);
+    free(s->input_ready);
+    free(s->grad_ready);
     free(s->tokens);
     free(s->ops);
+    free(s->marks);
+    free(s->handles);
     free(s);
 }
 
-static void add_op(struct schedule *s, bool send, struct tensor t, int peer, int tag)
+static void add_op(struct schedule *s, bool send, struct tensor t, int peer, int tag, struct op_mark mark)
 {
+    s->marks[s->num_ops] = mark;
     s->ops[s->num_ops++] = (struct comm_p2p){send, t.data, (size_t)tensor_numel(t), peer, tag};
 }
 
-/* Posts the gathered batch and waits for it; then the input gradients that went out are free. */
+/* Starts the gathered batch. Without overlap it is waited for at once; with it, where its data
+ * are used: a received input before its forward, a received gradient before its backward, a
+ * sent buffer before it is written again. An outgoing gradient's buffer is free for the next
+ * take once the batch has read it. */
 static void flush(struct schedule *s)
 {
     struct gpt_model *m = s->model;
     enum comm_dtype dt = m->activation_dtype == DT_F32 ? COMM_F32 : COMM_U16;
-    if (s->num_ops > 0) {
-        if (m->device == DEV_CUDA)
-            comm_device_p2p_batch(s->pp_group, s->ops, s->num_ops, dt);
-        else
-            comm_p2p_batch(s->pp_group, s->ops, s->num_ops, dt);
+    if (s->num_ops == 0) return;
+    struct comm_p2p_handle *h = comm_p2p_start(s->pp_group, s->ops, s->num_ops, dt, m->device == DEV_CUDA);
+    if (s->num_handles == s->cap_handles) {
+        s->cap_handles = s->cap_handles ? 2 * s->cap_handles : 64;
+        s->handles = xrealloc(s->handles, (size_t)s->cap_handles * sizeof *s->handles);
+    }
+    s->handles[s->num_handles++] = h;
+    if (!s->overlap) comm_p2p_wait(h);
+    for (int i = 0; i < s->num_ops; i++) {
+        const struct op_mark *k = &s->marks[i];
+        int chunk = k->cell % s->vp, mb = k->cell / s->vp;
+        switch (k->op) {
+        case PIPE_SEND_FORWARD: s->acts[chunk].busy[k->entry] = h; break;
+        case PIPE_RECV_FORWARD: s->input_ready[k->cell] = h; break;
+        case PIPE_SEND_BACKWARD:
+            s->grads[chunk].busy[k->entry] = h;
+            release(&s->grads[chunk], &s->grad_of[k->cell], mb, chunk);
+            break;
+        case PIPE_RECV_BACKWARD: s->grad_ready[k->cell] = h; break;
+        default: BUG("pipeline: compute action in a batch");
+        }
     }
     s->num_ops = 0;
-    for (int c = 0; c < s->num_micro_batches * s->vp; c++)
-        if (s->sending[c]) {
-            s->sending[c] = false;
-            release(&s->grads[c % s->vp], &s->grad_of[c], c / s->vp, c % s->vp);
-        }
+}
+
+/* Waits (where overlapped) for the batch that delivers what is about to be used. */
+static void ready(struct comm_p2p_handle **h)
+{
+    if (*h) comm_p2p_wait(*h);
+    *h = NULL;
 }
 
 /* The forward of (mb, chunk) into activation slot `slot`, its input already in place. */
@@ -177,6 +221,7 @@ static void forward(struct schedule *s, int mb, int chunk)
     int c = cell(s, mb, chunk), slot = take(&s->acts[chunk], &s->act_of[c], mb, chunk);
     if (!s->model->chunks[chunk].spec.pre_process) { /* the input received earlier */
         struct pool *in = &s->inputs[chunk];
+        ready(&s->input_ready[c]);
         op_copy(gpt_chunk_input(s->model, chunk, slot), in->bufs[holding(in, s->input_of[c], mb, chunk)]);
         release(in, &s->input_of[c], mb, chunk);
     }
@@ -197,6 +242,7 @@ static void backward(struct schedule *s, int mb, int chunk)
             g.hook_ctx = st->ddp;
         }
     }
+    ready(&s->grad_ready[c]);
     double tokens = s->tokens[mb] > 0 ? s->tokens[mb] : 1.0;
     float scale = spec->post_process ? (float)(st->loss_scale / (tokens * st->loss_divisor)) : 0.0f;
     gpt_backward_chunk(s->model, chunk, slot, &g, scale);
@@ -213,26 +259,26 @@ static void run_table(struct schedule *s)
     struct gpt_model *m = s->model;
     for (int i = 0; i < t->n; i++) {
         const struct pipeline_action *a = &t->actions[i];
-        int c = cell(s, a->mb, a->chunk);
+        int c = cell(s, a->mb, a->chunk), k;
+        struct pool *acts = &s->acts[a->chunk], *inputs = &s->inputs[a->chunk], *grads = &s->grads[a->chunk];
         switch (a->op) {
         case PIPE_FORWARD: forward(s, a->mb, a->chunk); break;
         case PIPE_BACKWARD: backward(s, a->mb, a->chunk); break;
         case PIPE_SEND_FORWARD:
-            add_op(s, true, gpt_chunk_output(m, a->chunk, holding(&s->acts[a->chunk], s->act_of[c], a->mb, a->chunk)),
-                   a->peer, TAG_FORWARD);
+            k = holding(acts, s->act_of[c], a->mb, a->chunk);
+            add_op(s, true, gpt_chunk_output(m, a->chunk, k), a->peer, TAG_FORWARD, (struct op_mark){a->op, c, k});
             break;
         case PIPE_RECV_FORWARD:
-            add_op(s, false, s->inputs[a->chunk].bufs[take(&s->inputs[a->chunk], &s->input_of[c], a->mb, a->chunk)],
-                   a->peer, TAG_FORWARD);
+            k = take(inputs, &s->input_of[c], a->mb, a->chunk);
+            add_op(s, false, inputs->bufs[k], a->peer, TAG_FORWARD, (struct op_mark){a->op, c, k});
             break;
         case PIPE_SEND_BACKWARD:
-            add_op(s, true, s->grads[a->chunk].bufs[holding(&s->grads[a->chunk], s->grad_of[c], a->mb, a->chunk)],
-                   a->peer, TAG_BACKWARD);
-            s->sending[c] = true;
+            k = holding(grads, s->grad_of[c], a->mb, a->chunk);
+            add_op(s, true, grads->bufs[k], a->peer, TAG_BACKWARD, (struct op_mark){a->op, c, k});
             break;
         case PIPE_RECV_BACKWARD:
-            add_op(s, false, gpt_chunk_grad(m, a->chunk, holding(&s->acts[a->chunk], s->act_of[c], a->mb, a->chunk)),
-                   a->peer, TAG_BACKWARD);
+            k = holding(acts, s->act_of[c], a->mb, a->chunk);
+            add_op(s, false, gpt_chunk_grad(m, a->chunk, k), a->peer, TAG_BACKWARD, (struct op_mark){a->op, c, k});
             break;
         }
         if (a->op != PIPE_FORWARD && a->op != PIPE_BACKWARD && a->wait) flush(s);
@@ -245,19 +291,26 @@ static void run_table(struct schedule *s)
 static void run_forward_only(struct schedule *s)
 {
     int stages = s->pp * s->vp;
+    bool overlap = s->overlap;
+    s->overlap = false;
     for (int mb = 0; mb < s->num_micro_batches; mb++)
         for (int v = 0; v < s->vp; v++) {
-            int stage = v * s->pp + s->pp_rank;
+            int stage = v * s->pp + s->pp_rank, c = cell(s, mb, v);
             if (stage > 0) {
-                add_op(s, false, gpt_chunk_input(s->model, v, 0), (s->pp_rank + s->pp - 1) % s->pp, TAG_FORWARD);
+                add_op(s, false, gpt_chunk_input(s->model, v, 0), (s->pp_rank + s->pp - 1) % s->pp, TAG_FORWARD,
+                       (struct op_mark){PIPE_RECV_FORWARD, c, 0});
                 flush(s);
+                s->input_ready[c] = NULL;
             }
             forward_into(s, mb, v, 0);
             if (stage < stages - 1) {
-                add_op(s, true, gpt_chunk_output(s->model, v, 0), (s->pp_rank + 1) % s->pp, TAG_FORWARD);
+                add_op(s, true, gpt_chunk_output(s->model, v, 0), (s->pp_rank + 1) % s->pp, TAG_FORWARD,
+                       (struct op_mark){PIPE_SEND_FORWARD, c, 0});
                 flush(s);
+                s->acts[v].busy[0] = NULL;
             }
         }
+    s->overlap = overlap;
 }
 
 void schedule_run(struct schedule *s, struct schedule_step *step)
@@ -276,7 +329,15 @@ void schedule_run(struct schedule *s, struct schedule_step *step)
         run_table(s);
     if (loss) step->loss_sum = gpt_loss_take(s->model); /* the step's one wait for the device */
     for (int c = 0; c < cells; c++)
-        if (s->act_of[c] >= 0 || s->input_of[c] >= 0 || s->grad_of[c] >= 0)
+        if (s->act_of[c] >= 0 || s->input_of[c] >= 0 || s->grad_of[c] >= 0 || s->input_ready[c] || s->grad_ready[c])
             BUG("pipeline: micro batch %d still holds buffers on chunk %d after the schedule", c / s->vp, c % s->vp);
+    /* every batch done before the gradients are reduced and the buffers written again */
+    for (int i = 0; i < s->num_handles; i++) comm_p2p_free(s->handles[i]);
+    s->num_handles = 0;
+    for (int v = 0; v < s->vp; v++) {
+        memset(s->acts[v].busy, 0, (size_t)(s->acts[v].count > 0 ? s->acts[v].count : 1) * sizeof(void *));
+        memset(s->inputs[v].busy, 0, (size_t)(s->inputs[v].count > 0 ? s->inputs[v].count : 1) * sizeof(void *));
+        memset(s->grads[v].busy, 0, (size_t)(s->grads[v].count > 0 ? s->grads[v].count : 1) * sizeof(void *));
+    }
     s->step = NULL;
 }

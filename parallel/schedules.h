@@ -14,7 +14,8 @@
  *    data-parallel ranks; only the stage that computes the loss knows tokens_m.
  *  - With a ddp, the backward of the last micro batch on each chunk reports finished gradients to
  *    it (overlapped reduction); ddp_start_grad_sync is called before the first of them.
- *  - Forward only (evaluation): micro batches pass the stages one after another. */
+ *  - Forward only (evaluation): micro batches pass the stages one after another, each message
+ *    completed before the next compute. */
 #ifndef MEGATRON_PARALLEL_SCHEDULES_H
 #define MEGATRON_PARALLEL_SCHEDULES_H
 
@@ -28,9 +29,13 @@ struct comm_group;
 struct schedule;
 
 /* Binds pp rank `pp_rank`'s table of sched to the model (whose chunks must be that rank's).
- * pp_group is NULL with one stage. */
+ * pp_group is NULL with one stage. overlap_p2p (--overlap-p2p-communication): each batch of
+ * sends and receives is started where the table puts it and waited for only where its data are
+ * used (a received input before its forward, a received gradient before its backward, a sent
+ * buffer before it is written again), so it overlaps the compute in between; on the GPU the host
+ * never blocks on it. Without it every batch completes before the next compute. */
 struct schedule *schedule_create(struct gpt_model *m, const struct pipeline_schedule *sched, int pp_rank,
-                                 struct comm_group *pp_group);
+                                 struct comm_group *pp_group, bool overlap_p2p);
 void schedule_free(struct schedule *s);
 
 struct schedule_step {
