@@ -4,6 +4,8 @@
 #    the distributed optimizer and overlapped reduction follow the 1-GPU losses (bf16: within 2%)
 # 2. speed: the 1.5B GPT-2 (48 x 1600, 25 heads, seq 1024) on 1 GPU, DP=2 (same micro batch per GPU,
 #    weak scaling) and TP=2: tokens/s per GPU by the log line.
+# 3. an even-head 1.4B GPT on 1 GPU, DP=2 and TP=2 with the timers of --timing-log-level 1.
+# PARTS="small big even" (the default) picks the parts.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 OUT=${OUT:-/tmp/gpu_parallel_out}
@@ -19,7 +21,9 @@ run() { # name ranks flags...
     grep -m2 -i "error" "$OUT/$name.log"
 }
 loss() { grep ' iteration .*lm loss' "$1" | sed 's/.*lm loss: \([^ ]*\) .*/\1/'; }
+want() { [[ " ${PARTS:-small big even} " == *" $1 "* ]]; } # PARTS: which of the three parts below run
 
+if want small; then
 small="--num-layers 4 --hidden-size 256 --num-attention-heads 8 --seq-length 256 --max-position-embeddings 256
     --micro-batch-size 4 --global-batch-size 16 --train-iters 30 --lr 1e-3 --lr-decay-style constant
     --mock-data --tokenizer-type NullTokenizer --vocab-size 4096 --log-interval 5 --eval-iters 0
@@ -35,6 +39,9 @@ for n in small_dp2 small_tp2_sp small_dp2_distopt; do
               (c == 6 && w < 0.02) ? "within 2%" : "FAILED" }' | tee -a "$OUT/compare.txt"
 done
 
+fi
+
+if want big; then
 big="--num-layers 48 --hidden-size 1600 --num-attention-heads 25 --seq-length 1024 --max-position-embeddings 1024
     --micro-batch-size ${MBS:-8} --train-iters 20 --lr 1e-4 --lr-decay-style constant --mock-data
     --tokenizer-type NullTokenizer --vocab-size 50257 --log-interval 10 --log-throughput --eval-iters 0
@@ -52,3 +59,23 @@ for n in big_1gpu big_dp2 big_dp2_distopt big_tp2; do
             '{ printf "%s: %.1f ms/iter, %.0f tokens/s per GPU, %.1f TFLOP/s/GPU\n", n, $1, gbs * 1024 / ($1 / 1000) / g, $2 }' \
         | tee -a "$OUT/summary.txt"
 done
+
+fi
+
+# TP=2 needs an even head count: a GPT of 48 x 1536 with 24 heads of 64 (~1.4B), micro batch 8 per
+# GPU, on 1 GPU, DP=2 and TP=2 with sequence parallelism, with --timing-log-level 1 (phases and
+# each group's communication time per iteration)
+if want even; then
+even="--num-layers 48 --hidden-size 1536 --num-attention-heads 24 --seq-length 1024 --max-position-embeddings 1024
+    --micro-batch-size 8 --train-iters 20 --lr 1e-4 --lr-decay-style constant --mock-data
+    --tokenizer-type NullTokenizer --vocab-size 50257 --log-interval 10 --log-throughput --eval-iters 0
+    --hidden-dropout 0 --attention-dropout 0 --split 1,1,1 --bf16 --device cuda --timing-log-level 1"
+run even_1gpu 1 $even --global-batch-size 8
+run even_dp2 2 $even --global-batch-size 16 --overlap-grad-reduce
+run even_tp2 2 $even --global-batch-size 8 --tensor-model-parallel-size 2 --sequence-parallel
+for n in even_1gpu even_dp2 even_tp2; do
+    echo "$n:" | tee -a "$OUT/summary.txt"
+    grep -A7 'iteration       20/' "$OUT/$n.log" | sed 's/.*elapsed time per iteration (ms): \([^ ]*\) .*/  ms\/iter \1/' \
+        | tee -a "$OUT/summary.txt"
+done
+fi

@@ -3,7 +3,8 @@
 # 1. correctness: a small GPT (8 layers) in bf16 on 1 GPU, PP=2 (1F1B) and PP=2 with 2 virtual
 #    stages per rank (interleaved) follow the 1-GPU losses (bf16: within 2%)
 # 2. speed and bubble: the 1.5B GPT-2 (48 x 1600, seq 1024), micro batch $MBS, $M micro batches per
-#    iteration, on 1 GPU (gradient accumulation) and on PP=2 and PP=2 x vp=2. The measured bubble
+#    iteration, on 1 GPU (gradient accumulation) and on PP=2 (with overlapped sends and receives,
+#    and without) and PP=2 x vp=2 (and its --timing-log-level timers). The measured bubble
 #    is 1 - (1-GPU time / 2) / (PP=2 time): the share of a PP=2 step not covered by half the
 #    1-GPU work; the schedule's prediction is (PP-1) / (vp*M + PP-1).
 set -uo pipefail
@@ -43,10 +44,14 @@ big="--num-layers 48 --hidden-size 1600 --num-attention-heads 25 --seq-length 10
     --hidden-dropout 0 --attention-dropout 0 --split 1,1,1 --bf16 --device cuda"
 run big_1gpu 1 $big
 run big_pp2 2 $big --pipeline-model-parallel-size 2
+run big_pp2_blocking 2 $big --pipeline-model-parallel-size 2 --no-overlap-p2p-communication
 run big_pp2_vp2 2 $big --pipeline-model-parallel-size 2 --num-virtual-stages-per-pipeline-rank 2
+run big_pp2_vp2_timers 2 $big --pipeline-model-parallel-size 2 --num-virtual-stages-per-pipeline-rank 2 \
+    --timing-log-level 1
 ms() { grep ' iteration ' "$1" | tail -1 | sed 's/.*elapsed time per iteration (ms): \([^ ]*\) .*/\1/'; }
 one=$(ms "$OUT/big_1gpu.log")
-for n in big_1gpu big_pp2 big_pp2_vp2; do
+grep -A6 'iteration       20/' "$OUT/big_pp2_vp2_timers.log" | tail -6 | tee -a "$OUT/summary.txt"
+for n in big_1gpu big_pp2 big_pp2_blocking big_pp2_vp2; do
     t=$(ms "$OUT/$n.log")
     tf=$(grep ' iteration ' "$OUT/$n.log" | tail -1 | sed 's/.*throughput per GPU (TFLOP\/s\/GPU): \([^ ]*\) .*/\1/')
     g=1 vp=1
