@@ -158,28 +158,4 @@ void cuda_memset_zero(void *dst, size_t bytes)
 
 void cuda_synchronize(void) { CUDA_CHECK(cudaStreamSynchronize(cuda_ctx()->stream)); }
 
-/* ---- column sums: the finishing pass (the partial pass is a template in cuda_common.h) ---- */
-
-static __global__ void colsum_finish_kernel(float *dst0, float *dst1, const float *partials,
-                                            int chunks, int64_t C)
-{
-    for (int64_t c = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; c < C;
-         c += (int64_t)gridDim.x * blockDim.x) {
-        double s0 = 0.0, s1 = 0.0;
-        for (int k = 0; k < chunks; k++) {
-            s0 += partials[(int64_t)k * C + c];
-            if (dst1) s1 += partials[((int64_t)chunks + k) * C + c];
-        }
-        if (dst0) dst0[c] += (float)s0;
-        if (dst1) dst1[c] += (float)s1;
-    }
-}
-
-void cuda_colsum_finish(float *dst0, float *dst1, const float *partials, int chunks, int64_t C)
-{
-    colsum_finish_kernel<<<cuda_blocks(C, 256), 256, 0, cuda_ctx()->stream>>>(dst0, dst1, partials,
-                                                                             chunks, C);
-    CUDA_CHECK_LAUNCH("colsum_finish_kernel");
-}
-
 void *cuda_stream(void) { return cuda_ctx()->stream; }

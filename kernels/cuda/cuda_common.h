@@ -168,17 +168,57 @@ __device__ __forceinline__ float dropout_factor(struct dropout_key d, float scal
 /* The dropout scale 1/(1-p) in fp32, as the CPU backend computes it. */
 static inline float cuda_dropout_scale(float p) { return 1.0f / (1.0f - p); }
 
+/* ---- bf16 vectors kept packed: 8 values in a uint4 until the math needs them ---- */
+
+/* Elements [e, e+8) of p as raw bf16 bits, one 16-byte access when vec allows; elements at or past
+ * n read as `fill` (bf16 bits: 0 for a zero, 0xff80 for -inf). */
+__device__ __forceinline__ uint4 bf16_load8_raw(const bf16 *p, int64_t e, int64_t n, bool vec,
+                                                uint16_t fill)
+{
+    if (vec && e + 8 <= n) return *reinterpret_cast<const uint4 *>(p + e);
+    const uint16_t *h = reinterpret_cast<const uint16_t *>(p);
+    uint32_t w[4];
+#pragma unroll
+    for (int i = 0; i < 4; i++) {
+        uint32_t lo = e + 2 * i < n ? h[e + 2 * i] : fill;
+        uint32_t hi = e + 2 * i + 1 < n ? h[e + 2 * i + 1] : fill;
+        w[i] = lo | (hi << 16);
+    }
+    return make_uint4(w[0], w[1], w[2], w[3]);
+}
+
+/* bf16 to fp32 is a shift: element 2i is the low half of word i (little-endian). */
+__device__ __forceinline__ void bf16x8_unpack(uint4 u, float out[8])
+{
+    const uint32_t w[4] = {u.x, u.y, u.z, u.w};
+#pragma unroll
+    for (int i = 0; i < 4; i++) {
+        out[2 * i] = __uint_as_float(w[i] << 16);
+        out[2 * i + 1] = __uint_as_float(w[i] & 0xffff0000u);
+    }
+}
+
 /* ---- deterministic column sums: dst[c] += sum over rows n of value(n, c) ----
  * Bias and norm-weight gradients. Rows are cut into chunks of COLSUM_ROWS; a block sums one chunk
- * of 256 columns (8 per thread, 8 row lanes) in a fixed order into a partial row, and a second
- * kernel adds the partial rows in chunk order in double. The order depends only on the shape, so
- * the result is the same on every run and every GPU (no float atomics). */
+ * of 256 columns (8 per thread, 8 row lanes) in a fixed order into a partial row, and
+ * cuda_colsum_reduce adds the partial rows in an order fixed by their number, in double. The
+ * order depends only on the shape, so the result is the same on every run and every GPU (no
+ * float atomics). Kernels that make their own partial rows (the fused norm backward) hand them to
+ * cuda_colsum_reduce too. */
 enum { COLSUM_ROWS = 256, COLSUM_LANES = 8, COLSUM_COLS = 256 };
+/* Rows whose loads a thread issues before it does the math of the first: enough bytes in flight
+ * per SM to cover HBM latency at full bandwidth (a functor's stores may alias its loads, so the
+ * compiler cannot hoist the next row's loads above this row's stores by itself). */
+enum { COLSUM_BATCH = 4 };
 
-/* Load is a functor with  __device__ void operator()(int64_t n, int64_t c0, float out[NOUT][8])
- * giving value(n, c0 + i) of each of its NOUT sums for i < 8 (columns past C are ignored). */
+/* Load is a functor giving value(n, c0 + i), i < 8, of each of its NOUT sums in two steps:
+ *   struct raw { ... };                                           what one piece's loads return
+ *   __device__ void fetch(int64_t n, int64_t c0, raw &r) const;   the global loads only
+ *   __device__ void apply(int64_t n, int64_t c0, const raw &r, float out[NOUT][8]) const;
+ * apply may store (a functor that writes dx as it goes); columns past C are ignored. */
 template <class Load, int NOUT>
-__global__ void colsum_partial_kernel(Load load, float *partials, int64_t N, int64_t C)
+__global__ void __launch_bounds__(COLSUM_COLS / 8 * COLSUM_LANES, 3)
+    colsum_partial_kernel(Load load, float *partials, int64_t N, int64_t C)
 {
     __shared__ float red[NOUT][COLSUM_LANES][COLSUM_COLS / 8][9];
     const int tx = threadIdx.x, ty = threadIdx.y;
@@ -191,13 +231,22 @@ __global__ void colsum_partial_kernel(Load load, float *partials, int64_t N, int
 #pragma unroll
         for (int i = 0; i < 8; i++) acc[k][i] = 0.0f;
     if (c0 < C) {
-        for (int64_t n = n0 + ty; n < n1; n += COLSUM_LANES) {
-            float v[NOUT][8];
-            load(n, c0, v);
+        /* rows n0 + ty + 8 j in increasing j: the order of every thread's sum */
+        for (int64_t n = n0 + ty; n < n1; n += COLSUM_LANES * COLSUM_BATCH) {
+            typename Load::raw r[COLSUM_BATCH];
 #pragma unroll
-            for (int k = 0; k < NOUT; k++)
+            for (int j = 0; j < COLSUM_BATCH; j++)
+                if (n + j * COLSUM_LANES < n1) load.fetch(n + j * COLSUM_LANES, c0, r[j]);
 #pragma unroll
-                for (int i = 0; i < 8; i++) acc[k][i] += v[k][i];
+            for (int j = 0; j < COLSUM_BATCH; j++) {
+                if (n + j * COLSUM_LANES >= n1) continue;
+                float v[NOUT][8];
+                load.apply(n + j * COLSUM_LANES, c0, r[j], v);
+#pragma unroll
+                for (int k = 0; k < NOUT; k++)
+#pragma unroll
+                    for (int i = 0; i < 8; i++) acc[k][i] += v[k][i];
+            }
         }
     }
 #pragma unroll
@@ -218,8 +267,9 @@ __global__ void colsum_partial_kernel(Load load, float *partials, int64_t N, int
     }
 }
 
-/* dst_k[c] += sum over chunks of partials[k][chunk][c], in chunk order, in double (context.cu). */
-void cuda_colsum_finish(float *dst0, float *dst1, const float *partials, int chunks, int64_t C);
+/* dst0[c] += sum over chunks of partials[0][chunk][c], and dst1 from partials[1] when dst1 is not
+ * NULL (either may be NULL), in double, in an order fixed by chunks and C (colsum.cu). */
+void cuda_colsum_reduce(float *dst0, float *dst1, const float *partials, int chunks, int64_t C);
 
 /* Runs both kernels on the backend stream; dst1 may be NULL when NOUT is 1 (then it is ignored). */
 template <class Load, int NOUT>
@@ -234,7 +284,7 @@ void cuda_colsum_acc(Load load, float *dst0, float *dst1, int64_t N, int64_t C)
     dim3 block(COLSUM_COLS / 8, COLSUM_LANES);
     colsum_partial_kernel<Load, NOUT><<<grid, block, 0, ctx->stream>>>(load, partials, N, C);
     CUDA_CHECK_LAUNCH("colsum_partial_kernel");
-    cuda_colsum_finish(dst0, NOUT > 1 ? dst1 : NULL, partials, chunks, C);
+    cuda_colsum_reduce(dst0, NOUT > 1 ? dst1 : NULL, partials, chunks, C);
 }
 
 /* ---- kernels one .cu file lends another ---- */
@@ -243,6 +293,19 @@ void cuda_colsum_acc(Load load, float *dst0, float *dst1, int64_t N, int64_t C)
  * db[c] += sum over n of those fp32 products, in one pass (elementwise.cu). */
 void cuda_gelu_backward_bias_grad(bf16 *dx, float *db, const bf16 *dy, const bf16 *x, int64_t N,
                                   int64_t C, bool tanh_approx);
+
+/* ---- the special-function unit ---- */
+
+/* 2^x in one SFU instruction (ex2.approx.ftz: relative error about 2^-22; results below 2^-126
+ * flush to 0, 2^-inf = 0). Where a kernel's exponentials would otherwise rival its memory time. */
+__device__ __forceinline__ float exp2_approx(float x)
+{
+    float y;
+    asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
+    return y;
+}
+
+#define LOG2E_F 1.44269504088896341f /* log2(e): exp(x) = 2^(x log2(e)) */
 
 /* ---- warp and block reductions in a fixed order ---- */
 

@@ -241,9 +241,16 @@ struct load_rows_bf16 {
     const bf16 *src;
     int64_t C;
     bool vec;
-    __device__ void operator()(int64_t n, int64_t c0, float out[1][8]) const
+    struct raw {
+        uint4 v;
+    };
+    __device__ void fetch(int64_t n, int64_t c0, raw &r) const
     {
-        bf16_load8(src + n * C, c0, C, vec, out[0]);
+        r.v = bf16_load8_raw(src + n * C, c0, C, vec, 0);
+    }
+    __device__ void apply(int64_t, int64_t, const raw &r, float out[1][8]) const
+    {
+        bf16x8_unpack(r.v, out[0]);
     }
 };
 

@@ -1,11 +1,35 @@
 /* CUDA softmax cross-entropy over the full (possibly padded) vocabulary, and the per-rank pieces
- * of Megatron's vocab-parallel cross-entropy (ops.h). One block per row keeps an online max and
- * sum of exponentials in fp32 (Milakov & Gimelshein, "Online normalizer calculation for softmax",
- * 2018), reduced in a fixed order; the log-sum-exp of the row gives the loss, and the backward
- * writes (softmax - onehot) * dloss over the bf16 logits, in place when dlogits aliases logits. */
+ * of Megatron's vocab-parallel cross-entropy (ops.h). Each row keeps an online max and sum of
+ * exponentials in fp32 (Milakov & Gimelshein, "Online normalizer calculation for softmax", 2018),
+ * merged in a fixed order; the log-sum-exp of the row gives the loss, and the backward writes
+ * (softmax - onehot) * dloss over the bf16 logits, in place when dlogits aliases logits.
+ *
+ * These kernels move the most bytes of a GPT step (GPT-2's logits are [B*T, 50304] bf16), so each
+ * reads a row once, in 16-byte pieces, with several pieces per thread in flight before their math:
+ *  - the forward and the statistics: one warp per row;
+ *  - the backward given the log-sum-exp (vocab-parallel): one warp per row, one read and one write;
+ *  - the backward without it: one block per row that keeps the row in shared memory while it
+ *    computes the log-sum-exp, so the logits are still read once (rows up to about 57k columns;
+ *    wider rows take the statistics kernel and then the streaming backward).
+ * Exponentials are 2^((x - m) log2 e) on the special-function unit (exp2_approx); 50k of them per
+ * row would otherwise cost about as much time as the row's bytes. */
 #include "kernels/cuda/cuda_common.h"
 
-enum { CE_THREADS = 512 };
+enum { CE_WARPS = 8 };         /* rows per block of the row-per-warp kernels */
+enum { CE_BATCH = 4 };         /* 16-byte pieces a lane loads before their math (2 KB a warp) */
+enum { CE_ROW_THREADS = 512 }; /* threads of the shared-memory backward: one row per block */
+enum { CE_ROW_BATCH = 8 };     /* its pieces per thread in flight (64 KB a block) */
+#define BF16_NEG_INF 0xff80u   /* bf16 bits of -inf: the padding of a row's last piece */
+
+__device__ __forceinline__ float nan_f(void) { return __int_as_float(0x7fc00000); }
+
+/* Piece p (elements [8p, 8p + 8)) of a row of V values as packed bf16; -inf past V. */
+template <bool VEC>
+__device__ __forceinline__ uint4 ce_piece(const bf16 *row, int64_t p, int64_t V)
+{
+    if (VEC) return *reinterpret_cast<const uint4 *>(row + 8 * p);
+    return bf16_load8_raw(row, 8 * p, V, false, BF16_NEG_INF);
+}
 
 /* (max, sum of exp(x - max)) pairs merged: the online-softmax combine. */
 __device__ __forceinline__ void lse_merge(float &m, float &s, float m2, float s2)
@@ -21,86 +45,216 @@ __device__ __forceinline__ void lse_merge(float &m, float &s, float m2, float s2
     m = mx;
 }
 
-/* One element into a thread's running (max, sum): one exponential per element. */
-__device__ __forceinline__ void lse_add(float &m, float &s, float x)
+/* The same merge across the 32 lanes of a warp (butterfly: every lane ends with the result). */
+__device__ __forceinline__ void lse_warp_merge(float &m, float &s)
 {
-    if (x > m) {
-        s = s * expf(m - x) + 1.0f; /* m = -inf at the start: 0 * 0 + 1 */
-        m = x;
-    } else if (x != -INFINITY) {
-        s += expf(x - m);
-    }
-}
-
-/* The row's max m and sum of exp(x - m) over V columns, the same values in every thread. */
-__device__ void row_max_sumexp(const bf16 *row, int64_t V, bool vec, float *m_out, float *s_out)
-{
-    __shared__ float sm[CE_THREADS / 32], ss[CE_THREADS / 32];
-    float m = -INFINITY, s = 0.0f;
-    for (int64_t c = threadIdx.x * 8; c < V; c += (int64_t)blockDim.x * 8) {
-        float v[8];
-        bf16_load8(row, c, V, vec, v);
-        for (int i = 0; i < 8 && c + i < V; i++) lse_add(m, s, v[i]);
-    }
+#pragma unroll
     for (int o = 16; o > 0; o >>= 1) {
         float m2 = __shfl_xor_sync(0xffffffffu, m, o), s2 = __shfl_xor_sync(0xffffffffu, s, o);
         lse_merge(m, s, m2, s2);
     }
-    int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-    if (lane == 0) {
-        sm[warp] = m;
-        ss[warp] = s;
+}
+
+/* Adds B pieces into a running (m, s): the batch max first (on packed bf16 pairs), so the sum is
+ * rescaled at most once per batch and every element costs one exponential. A NaN logit makes s
+ * NaN (the loss shows it); -inf elements (the padding) add 0. */
+template <int B>
+__device__ __forceinline__ void lse_add_pieces(float &m, float &s, const uint4 (&r)[B])
+{
+    __nv_bfloat162 mx2 = __halves2bfloat162(__ushort_as_bfloat16(BF16_NEG_INF),
+                                            __ushort_as_bfloat16(BF16_NEG_INF));
+#pragma unroll
+    for (int b = 0; b < B; b++) {
+        const __nv_bfloat162 *h = reinterpret_cast<const __nv_bfloat162 *>(&r[b]);
+#pragma unroll
+        for (int i = 0; i < 4; i++) mx2 = __hmax2(mx2, h[i]);
     }
-    __syncthreads();
-    m = -INFINITY;
-    s = 0.0f;
-    for (int w = 0; w < (int)(blockDim.x / 32); w++) lse_merge(m, s, sm[w], ss[w]);
-    __syncthreads(); /* the shared slots may be reused */
+    const float bm = fmaxf(__low2float(mx2), __high2float(mx2));
+    if (bm > m) {
+        s *= exp2_approx((m - bm) * LOG2E_F); /* m = -inf at the start: 0 * 0 */
+        m = bm;
+    }
+    const float ms = m == -INFINITY ? 0.0f : m; /* everything -inf so far: each term is 0 */
+#pragma unroll
+    for (int b = 0; b < B; b++) {
+        float v[8], e[8];
+        bf16x8_unpack(r[b], v);
+#pragma unroll
+        for (int i = 0; i < 8; i++) e[i] = exp2_approx((v[i] - ms) * LOG2E_F);
+        s += ((e[0] + e[1]) + (e[2] + e[3])) + ((e[4] + e[5]) + (e[6] + e[7]));
+    }
+}
+
+/* The row's max m and sum of exp(x - m) over V columns, by one warp (the same in every lane). */
+template <bool VEC>
+__device__ void warp_row_max_sumexp(const bf16 *row, int64_t V, float *m_out, float *s_out)
+{
+    const int lane = threadIdx.x % 32;
+    const int64_t pieces = (V + 7) / 8;
+    const uint4 pad = make_uint4(BF16_NEG_INF * 0x10001u, BF16_NEG_INF * 0x10001u,
+                                 BF16_NEG_INF * 0x10001u, BF16_NEG_INF * 0x10001u);
+    float m = -INFINITY, s = 0.0f;
+    for (int64_t p0 = lane; p0 < pieces; p0 += 32 * CE_BATCH) {
+        uint4 r[CE_BATCH];
+#pragma unroll
+        for (int b = 0; b < CE_BATCH; b++) {
+            const int64_t p = p0 + 32 * b;
+            r[b] = p < pieces ? ce_piece<VEC>(row, p, V) : pad;
+        }
+        lse_add_pieces<CE_BATCH>(m, s, r);
+    }
+    lse_warp_merge(m, s);
     *m_out = m;
     *s_out = s;
 }
 
-__device__ __forceinline__ float nan_f(void) { return __int_as_float(0x7fc00000); }
-
-static __global__ void cross_entropy_forward_kernel(float *losses, const bf16 *logits,
-                                                    const int32_t *targets, int64_t V, bool vec)
+__device__ __forceinline__ int64_t ce_warp_row(void)
 {
-    int64_t n = blockIdx.x;
+    return (int64_t)blockIdx.x * CE_WARPS + threadIdx.x / 32;
+}
+
+template <bool VEC>
+static __global__ void __launch_bounds__(CE_WARPS * 32)
+    cross_entropy_forward_kernel(float *losses, const bf16 *logits, const int32_t *targets,
+                                 int64_t N, int64_t V)
+{
+    const int64_t n = ce_warp_row();
+    if (n >= N) return;
     const bf16 *row = logits + n * V;
     float m, s;
-    row_max_sumexp(row, V, vec, &m, &s);
-    if (threadIdx.x == 0) {
+    warp_row_max_sumexp<VEC>(row, V, &m, &s);
+    if (threadIdx.x % 32 == 0) {
         int32_t t = targets[n];
         losses[n] = t >= 0 && t < V ? m + logf(s) - __bfloat162float(row[t]) : nan_f();
     }
 }
 
-/* dlogits[n, v] = (exp(logits[n, v] - lse[n]) - [v + start == targets[n]]) * dlosses[n], with
- * lse[n] from the row itself when lse is NULL. Every read of a row ends before its first write
- * (the block synchronizes in row_max_sumexp), so dlogits may alias logits. */
-static __global__ void cross_entropy_backward_kernel(bf16 *dlogits, const bf16 *logits,
-                                                     const int32_t *targets, int64_t start,
-                                                     const float *lse, const float *dlosses,
-                                                     int64_t V, bool vec)
+/* lse[n] = log-sum-exp of row n: the statistics of a backward whose rows do not fit in shared
+ * memory. */
+template <bool VEC>
+static __global__ void __launch_bounds__(CE_WARPS * 32)
+    row_lse_kernel(float *lse, const bf16 *logits, int64_t N, int64_t V)
 {
-    int64_t n = blockIdx.x;
+    const int64_t n = ce_warp_row();
+    if (n >= N) return;
+    float m, s;
+    warp_row_max_sumexp<VEC>(logits + n * V, V, &m, &s);
+    if (threadIdx.x % 32 == 0) lse[n] = m + logf(s);
+}
+
+/* dlogits[n, v] = (exp(logits[n, v] - lse[n]) - [v + start == targets[n]]) * dlosses[n] for the 8
+ * values of piece p, stored (t: the target's column in this row, or outside it). */
+template <bool VEC>
+__device__ __forceinline__ void ce_grad_piece(bf16 *drow, int64_t p, int64_t V, uint4 raw, float z,
+                                              float g, int64_t t)
+{
+    float v[8];
+    bf16x8_unpack(raw, v);
+#pragma unroll
+    for (int i = 0; i < 8; i++) v[i] = exp2_approx((v[i] - z) * LOG2E_F);
+    const int64_t d = t - 8 * p;
+    if (d >= 0 && d < 8) { /* one piece of the row: the compare stays off the other pieces' path */
+#pragma unroll
+        for (int i = 0; i < 8; i++)
+            if (i == d) v[i] -= 1.0f;
+    }
+#pragma unroll
+    for (int i = 0; i < 8; i++) v[i] *= g;
+    if (VEC)
+        bf16x8_store(drow + 8 * p, v);
+    else
+        bf16_store8(drow, 8 * p, V, false, v);
+}
+
+/* The backward given lse: one warp per row, each piece read and then written by the same lane (so
+ * dlogits may alias logits). */
+template <bool VEC>
+static __global__ void __launch_bounds__(CE_WARPS * 32)
+    cross_entropy_backward_lse_kernel(bf16 *dlogits, const bf16 *logits, const int32_t *targets,
+                                      int64_t start, const float *lse, const float *dlosses,
+                                      int64_t N, int64_t V)
+{
+    const int64_t n = ce_warp_row();
+    if (n >= N) return;
+    const int lane = threadIdx.x % 32;
+    const int64_t pieces = (V + 7) / 8, t = (int64_t)targets[n] - start;
     const bf16 *row = logits + n * V;
-    float z;
-    if (lse) {
-        z = lse[n];
-    } else {
-        float m, s;
-        row_max_sumexp(row, V, vec, &m, &s);
-        z = m + logf(s);
+    bf16 *drow = dlogits + n * V;
+    const float z = lse[n], g = dlosses[n];
+    for (int64_t p0 = lane; p0 < pieces; p0 += 32 * CE_BATCH) {
+        uint4 r[CE_BATCH];
+#pragma unroll
+        for (int b = 0; b < CE_BATCH; b++)
+            if (p0 + 32 * b < pieces) r[b] = ce_piece<VEC>(row, p0 + 32 * b, V);
+#pragma unroll
+        for (int b = 0; b < CE_BATCH; b++)
+            if (p0 + 32 * b < pieces) ce_grad_piece<VEC>(drow, p0 + 32 * b, V, r[b], z, g, t);
     }
-    float g = dlosses[n];
-    int64_t t = (int64_t)targets[n] - start;
-    for (int64_t c = threadIdx.x * 8; c < V; c += (int64_t)blockDim.x * 8) {
-        float v[8];
-        bf16_load8(row, c, V, vec, v);
-        for (int i = 0; i < 8; i++) v[i] = (expf(v[i] - z) - (c + i == t ? 1.0f : 0.0f)) * g;
-        bf16_store8(dlogits + n * V, c, V, vec, v);
+}
+
+/* The backward without a saved lse, reading the logits once: a block loads its row into shared
+ * memory while it sums the row's exponentials, merges its warps' (max, sum) in warp order, then
+ * writes the gradient from shared memory. Two blocks share an SM (about 100 KB each for GPT-2's
+ * vocabulary), so one loads while the other writes. Every read of the row ends before the barrier
+ * that precedes the first write, so dlogits may alias logits. */
+template <bool VEC>
+static __global__ void __launch_bounds__(CE_ROW_THREADS, 2)
+    cross_entropy_backward_row_kernel(bf16 *dlogits, const bf16 *logits, const int32_t *targets,
+                                      const float *dlosses, int64_t V)
+{
+    extern __shared__ uint4 row_pieces[];
+    __shared__ float warp_m[CE_ROW_THREADS / 32], warp_s[CE_ROW_THREADS / 32], row_lse;
+    const int64_t n = blockIdx.x, pieces = (V + 7) / 8;
+    const bf16 *row = logits + n * V;
+    const uint4 pad = make_uint4(BF16_NEG_INF * 0x10001u, BF16_NEG_INF * 0x10001u,
+                                 BF16_NEG_INF * 0x10001u, BF16_NEG_INF * 0x10001u);
+    float m = -INFINITY, s = 0.0f;
+    for (int64_t p0 = threadIdx.x; p0 < pieces; p0 += CE_ROW_THREADS * CE_ROW_BATCH) {
+        uint4 r[CE_ROW_BATCH];
+#pragma unroll
+        for (int b = 0; b < CE_ROW_BATCH; b++) {
+            const int64_t p = p0 + (int64_t)CE_ROW_THREADS * b;
+            r[b] = p < pieces ? ce_piece<VEC>(row, p, V) : pad;
+        }
+#pragma unroll
+        for (int b = 0; b < CE_ROW_BATCH; b++) {
+            const int64_t p = p0 + (int64_t)CE_ROW_THREADS * b;
+            if (p < pieces) row_pieces[p] = r[b];
+        }
+        lse_add_pieces<CE_ROW_BATCH>(m, s, r);
     }
+    lse_warp_merge(m, s);
+    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+    if (lane == 0) {
+        warp_m[warp] = m;
+        warp_s[warp] = s;
+    }
+    __syncthreads();
+    if (warp == 0) {
+        m = lane < CE_ROW_THREADS / 32 ? warp_m[lane] : -INFINITY;
+        s = lane < CE_ROW_THREADS / 32 ? warp_s[lane] : 0.0f;
+        lse_warp_merge(m, s);
+        if (lane == 0) row_lse = m + logf(s);
+    }
+    __syncthreads();
+    const float z = row_lse, g = dlosses[n];
+    const int64_t t = targets[n];
+    bf16 *drow = dlogits + n * V;
+    for (int64_t p = threadIdx.x; p < pieces; p += CE_ROW_THREADS)
+        ce_grad_piece<VEC>(drow, p, V, row_pieces[p], z, g, t);
+}
+
+/* 16-byte pieces for the whole of every row: V % 8 == 0 and aligned rows. */
+static bool ce_vec(int64_t V, const void *a, const void *b)
+{
+    return V % 8 == 0 && cuda_aligned16(a) && cuda_aligned16(b);
+}
+
+static unsigned ce_warp_blocks(int64_t N)
+{
+    int64_t b = (N + CE_WARPS - 1) / CE_WARPS;
+    CHECK(b <= 0x7fffffff);
+    return (unsigned)b;
 }
 
 void cuda_cross_entropy_forward(struct tensor losses, struct tensor logits, struct tensor targets)
@@ -111,17 +265,68 @@ void cuda_cross_entropy_forward(struct tensor losses, struct tensor logits, stru
     cuda_need(op, "targets", targets, DT_I32);
     int64_t N = logits.shape[0], V = logits.shape[1];
     if (N == 0) return;
-    CHECK(N <= 0x7fffffff);
-    cross_entropy_forward_kernel<<<(unsigned)N, CE_THREADS, 0, cuda_ctx()->stream>>>(
-        (float *)losses.data, (const bf16 *)logits.data, (const int32_t *)targets.data, V,
-        V % 8 == 0 && cuda_aligned16(logits.data));
+    cudaStream_t st = cuda_ctx()->stream;
+    float *lp = (float *)losses.data;
+    const bf16 *xp = (const bf16 *)logits.data;
+    const int32_t *tp = (const int32_t *)targets.data;
+    unsigned blocks = ce_warp_blocks(N);
+    if (ce_vec(V, xp, xp))
+        cross_entropy_forward_kernel<true><<<blocks, CE_WARPS * 32, 0, st>>>(lp, xp, tp, N, V);
+    else
+        cross_entropy_forward_kernel<false><<<blocks, CE_WARPS * 32, 0, st>>>(lp, xp, tp, N, V);
     CUDA_CHECK_LAUNCH("cross_entropy_forward_kernel");
 }
 
-static void ce_backward(const char *op, struct tensor dlogits, struct tensor logits,
-                        struct tensor targets, int64_t start, const float *lse,
-                        struct tensor dlosses)
+/* The backward given lse (device fp32 [N]). */
+static void ce_backward_lse(bf16 *dlogits, const bf16 *logits, const int32_t *targets,
+                            int64_t start, const float *lse, const float *dlosses, int64_t N,
+                            int64_t V)
 {
+    cudaStream_t st = cuda_ctx()->stream;
+    if (ce_vec(V, logits, dlogits))
+        cross_entropy_backward_lse_kernel<true><<<ce_warp_blocks(N), CE_WARPS * 32, 0, st>>>(
+            dlogits, logits, targets, start, lse, dlosses, N, V);
+    else
+        cross_entropy_backward_lse_kernel<false><<<ce_warp_blocks(N), CE_WARPS * 32, 0, st>>>(
+            dlogits, logits, targets, start, lse, dlosses, N, V);
+    CUDA_CHECK_LAUNCH("cross_entropy_backward_lse_kernel");
+}
+
+/* Dynamic shared memory a block of cross_entropy_backward_row_kernel may take so that two fit on
+ * an SM, beside their static shared memory and the driver's reserve. */
+static size_t ce_row_smem_limit(void)
+{
+    int dev = cuda_ctx()->device, per_sm = 0, per_block = 0, reserved = 0;
+    CUDA_CHECK(cudaDeviceGetAttribute(&per_sm, cudaDevAttrMaxSharedMemoryPerMultiprocessor, dev));
+    CUDA_CHECK(cudaDeviceGetAttribute(&per_block, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev));
+    CUDA_CHECK(cudaDeviceGetAttribute(&reserved, cudaDevAttrReservedSharedMemoryPerBlock, dev));
+    const int static_bytes = 256; /* warp_m, warp_s, row_lse, rounded up */
+    int two = per_sm / 2 - reserved - static_bytes;
+    return (size_t)(two < per_block ? two : per_block);
+}
+
+/* Launches the shared-memory backward; false when the row does not fit. */
+template <bool VEC>
+static bool ce_backward_row(bf16 *dlogits, const bf16 *logits, const int32_t *targets,
+                            const float *dlosses, int64_t N, int64_t V)
+{
+    const size_t bytes = (size_t)((V + 7) / 8) * 16;
+    if (bytes > ce_row_smem_limit()) return false;
+    auto kernel = cross_entropy_backward_row_kernel<VEC>;
+    CUDA_CHECK(
+        cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)bytes));
+    CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributePreferredSharedMemoryCarveout,
+                                    cudaSharedmemCarveoutMaxShared));
+    kernel<<<(unsigned)N, CE_ROW_THREADS, bytes, cuda_ctx()->stream>>>(dlogits, logits, targets,
+                                                                       dlosses, V);
+    CUDA_CHECK_LAUNCH("cross_entropy_backward_row_kernel");
+    return true;
+}
+
+void cuda_cross_entropy_backward(struct tensor dlogits, struct tensor logits,
+                                 struct tensor targets, struct tensor dlosses)
+{
+    const char *op = "cuda_cross_entropy_backward";
     cuda_need(op, "dlogits", dlogits, DT_BF16);
     cuda_need(op, "logits", logits, DT_BF16);
     cuda_need(op, "targets", targets, DT_I32);
@@ -129,30 +334,37 @@ static void ce_backward(const char *op, struct tensor dlogits, struct tensor log
     int64_t N = logits.shape[0], V = logits.shape[1];
     if (N == 0) return;
     CHECK(N <= 0x7fffffff);
-    cross_entropy_backward_kernel<<<(unsigned)N, CE_THREADS, 0, cuda_ctx()->stream>>>(
-        (bf16 *)dlogits.data, (const bf16 *)logits.data, (const int32_t *)targets.data, start,
-        lse, (const float *)dlosses.data, V,
-        V % 8 == 0 && cuda_aligned16(logits.data) && cuda_aligned16(dlogits.data));
-    CUDA_CHECK_LAUNCH("cross_entropy_backward_kernel");
-}
-
-void cuda_cross_entropy_backward(struct tensor dlogits, struct tensor logits,
-                                 struct tensor targets, struct tensor dlosses)
-{
-    ce_backward("cuda_cross_entropy_backward", dlogits, logits, targets, 0, NULL, dlosses);
+    bf16 *dp = (bf16 *)dlogits.data;
+    const bf16 *xp = (const bf16 *)logits.data;
+    const int32_t *tp = (const int32_t *)targets.data;
+    const float *gp = (const float *)dlosses.data;
+    bool done = ce_vec(V, xp, dp) ? ce_backward_row<true>(dp, xp, tp, gp, N, V)
+                                  : ce_backward_row<false>(dp, xp, tp, gp, N, V);
+    if (done) return;
+    /* rows too wide for shared memory: the log-sum-exp first, then one more read of the logits */
+    float *lse = (float *)cuda_scratch((size_t)N * sizeof(float));
+    cudaStream_t st = cuda_ctx()->stream;
+    if (ce_vec(V, xp, xp))
+        row_lse_kernel<true><<<ce_warp_blocks(N), CE_WARPS * 32, 0, st>>>(lse, xp, N, V);
+    else
+        row_lse_kernel<false><<<ce_warp_blocks(N), CE_WARPS * 32, 0, st>>>(lse, xp, N, V);
+    CUDA_CHECK_LAUNCH("row_lse_kernel");
+    ce_backward_lse(dp, xp, tp, 0, lse, gp, N, V);
 }
 
 /* ---- vocab-parallel cross-entropy (ops.h): per-rank statistics the caller combines ---- */
 
-static __global__ void vp_stats_kernel(float *row_max, float *sum_exp, float *target_logit,
-                                       const bf16 *logits, const int32_t *targets, int64_t start,
-                                       int64_t V, bool vec)
+template <bool VEC>
+static __global__ void __launch_bounds__(CE_WARPS * 32)
+    vp_stats_kernel(float *row_max, float *sum_exp, float *target_logit, const bf16 *logits,
+                    const int32_t *targets, int64_t start, int64_t N, int64_t V)
 {
-    int64_t n = blockIdx.x;
+    const int64_t n = ce_warp_row();
+    if (n >= N) return;
     const bf16 *row = logits + n * V;
     float m, s;
-    row_max_sumexp(row, V, vec, &m, &s);
-    if (threadIdx.x == 0) {
+    warp_row_max_sumexp<VEC>(row, V, &m, &s);
+    if (threadIdx.x % 32 == 0) {
         int64_t t = (int64_t)targets[n] - start;
         row_max[n] = m;
         sum_exp[n] = s;
@@ -172,11 +384,17 @@ void cuda_vocab_parallel_ce_stats(struct tensor row_max, struct tensor sum_exp,
     cuda_need(op, "targets", targets, DT_I32);
     int64_t N = logits.shape[0], V = logits.shape[1];
     if (N == 0) return;
-    CHECK(N <= 0x7fffffff);
-    vp_stats_kernel<<<(unsigned)N, CE_THREADS, 0, cuda_ctx()->stream>>>(
-        (float *)row_max.data, (float *)sum_exp.data, (float *)target_logit.data,
-        (const bf16 *)logits.data, (const int32_t *)targets.data, vocab_start, V,
-        V % 8 == 0 && cuda_aligned16(logits.data));
+    cudaStream_t st = cuda_ctx()->stream;
+    float *mp = (float *)row_max.data, *sp = (float *)sum_exp.data;
+    float *tlp = (float *)target_logit.data;
+    const bf16 *xp = (const bf16 *)logits.data;
+    const int32_t *tp = (const int32_t *)targets.data;
+    if (ce_vec(V, xp, xp))
+        vp_stats_kernel<true><<<ce_warp_blocks(N), CE_WARPS * 32, 0, st>>>(mp, sp, tlp, xp, tp,
+                                                                           vocab_start, N, V);
+    else
+        vp_stats_kernel<false><<<ce_warp_blocks(N), CE_WARPS * 32, 0, st>>>(mp, sp, tlp, xp, tp,
+                                                                            vocab_start, N, V);
     CUDA_CHECK_LAUNCH("vp_stats_kernel");
 }
 
@@ -237,8 +455,15 @@ void cuda_vocab_parallel_ce_backward(struct tensor dlogits, struct tensor logits
                                      struct tensor dlosses)
 {
     const char *op = "cuda_vocab_parallel_ce_backward";
+    cuda_need(op, "dlogits", dlogits, DT_BF16);
+    cuda_need(op, "logits", logits, DT_BF16);
+    cuda_need(op, "targets", targets, DT_I32);
     cuda_need(op, "lse", lse, DT_F32);
-    ce_backward(op, dlogits, logits, targets, vocab_start, (const float *)lse.data, dlosses);
+    cuda_need(op, "dlosses", dlosses, DT_F32);
+    int64_t N = logits.shape[0], V = logits.shape[1];
+    if (N == 0) return;
+    ce_backward_lse((bf16 *)dlogits.data, (const bf16 *)logits.data, (const int32_t *)targets.data,
+                    vocab_start, (const float *)lse.data, (const float *)dlosses.data, N, V);
 }
 
 /* ---- the loss kept on the device ---- */

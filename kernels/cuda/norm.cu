@@ -1,7 +1,12 @@
 /* CUDA LayerNorm and RMSNorm, forward and backward, on bf16 rows with fp32 statistics. One warp
  * per row walks the row in 8-wide (16-byte) pieces; the variance takes a second pass over the row
- * (it stays in L1/L2), as the CPU reference does. Weight and bias gradients are deterministic
- * column sums (cuda_common.h). Formulas as in kernels/cpu/norm.c.
+ * (it stays in L1/L2), as the CPU reference does. Formulas as in kernels/cpu/norm.c.
+ *
+ * The backward is one pass over the rows for widths up to 2048 (norm_backward_kernel): dx from
+ * the row kept in registers, and the weight and bias gradients summed in registers over a block's
+ * rows into partial rows that a second small kernel adds in a fixed order, so x and dy cross
+ * memory once. Wider or unaligned rows take a dx kernel and a separate deterministic column sum
+ * (cuda_common.h).
  *
  * Fused with their neighbours in a pre-norm residual stream: the forward computes the
  * bias-dropout-add before the norm (mid = residual + dropout(x + b)) while loading the row, keeps
@@ -105,19 +110,27 @@ static __global__ void layernorm_dx_kernel(bf16 *dx, const bf16 *dy, const bf16 
     }
 }
 
-/* dw += sum_n dy * xhat, db += sum_n dy */
+/* dw += sum_n dy * xhat, db += sum_n dy (rows too wide for norm_backward_kernel) */
 struct load_layernorm_dw_db {
     const bf16 *dy, *x;
     const float *mean, *rstd;
     int64_t C;
     bool vec;
-    __device__ void operator()(int64_t n, int64_t c0, float out[2][8]) const
+    struct raw {
+        uint4 v, g;
+    };
+    __device__ void fetch(int64_t n, int64_t c0, raw &r) const
+    {
+        r.v = bf16_load8_raw(x + n * C, c0, C, vec, 0);
+        r.g = bf16_load8_raw(dy + n * C, c0, C, vec, 0);
+    }
+    __device__ void apply(int64_t n, int64_t, const raw &r, float out[2][8]) const
     {
         float v[8];
-        bf16_load8(x + n * C, c0, C, vec, v);
-        bf16_load8(dy + n * C, c0, C, vec, out[1]);
-        float m = mean[n], r = rstd[n];
-        for (int i = 0; i < 8; i++) out[0][i] = out[1][i] * ((v[i] - m) * r);
+        bf16x8_unpack(r.v, v);
+        bf16x8_unpack(r.g, out[1]);
+        float m = mean[n], rs = rstd[n];
+        for (int i = 0; i < 8; i++) out[0][i] = out[1][i] * ((v[i] - m) * rs);
     }
 };
 
@@ -174,21 +187,200 @@ static __global__ void rmsnorm_dx_kernel(bf16 *dx, const bf16 *dy, const bf16 *x
     }
 }
 
-/* dw += sum_n dy * x * rstd */
+/* dw += sum_n dy * x * rstd (rows too wide for norm_backward_kernel) */
 struct load_rmsnorm_dw {
     const bf16 *dy, *x;
     const float *rstd;
     int64_t C;
     bool vec;
-    __device__ void operator()(int64_t n, int64_t c0, float out[1][8]) const
+    struct raw {
+        uint4 v, g;
+    };
+    __device__ void fetch(int64_t n, int64_t c0, raw &r) const
+    {
+        r.v = bf16_load8_raw(x + n * C, c0, C, vec, 0);
+        r.g = bf16_load8_raw(dy + n * C, c0, C, vec, 0);
+    }
+    __device__ void apply(int64_t n, int64_t, const raw &r, float out[1][8]) const
     {
         float v[8], g[8];
-        bf16_load8(x + n * C, c0, C, vec, v);
-        bf16_load8(dy + n * C, c0, C, vec, g);
-        float r = rstd[n];
-        for (int i = 0; i < 8; i++) out[0][i] = g[i] * (v[i] * r);
+        bf16x8_unpack(r.v, v);
+        bf16x8_unpack(r.g, g);
+        float rs = rstd[n];
+        for (int i = 0; i < 8; i++) out[0][i] = g[i] * (v[i] * rs);
     }
 };
+
+/* ---- the backward in one pass over the rows: dx, and partial rows of dw (and db) ---- */
+
+/* Rows per block of norm_backward_kernel (one partial row of dw / db each): about NB_BLOCKS blocks,
+ * enough to fill an H100 twice over, but at most NB_MAX_ROWS rows, so the partial rows stay a
+ * percent or so of the traffic. A function of N alone, like every order of the sums. */
+enum { NB_BLOCKS = 512, NB_MAX_ROWS = 128 };
+
+static int64_t norm_backward_rows_per_block(int64_t N)
+{
+    int64_t rows = (N + NB_BLOCKS - 1) / NB_BLOCKS;
+    rows = (rows + NORM_WARPS - 1) / NORM_WARPS * NORM_WARPS;
+    return rows < NORM_WARPS ? NORM_WARPS : rows > NB_MAX_ROWS ? NB_MAX_ROWS : rows;
+}
+
+struct norm_bwd_args {
+    bf16 *dx;                      /* NULL: no input gradient */
+    float *partials;               /* [NOUT][blocks][C], NOUT = 2 (dw, db) or 1; NULL: none */
+    const bf16 *dy, *x, *w, *dres; /* dres NULL: nothing to add to dx */
+    const float *mean, *rstd;      /* mean unused by RMSNorm */
+    int64_t N, C;
+    int64_t rows; /* rows per block: norm_backward_rows_per_block(N) */
+};
+
+/* Blocks per SM norm_backward_kernel asks registers for: two (16 warps) while a lane's pieces and
+ * sums fit in 128 registers without spilling (LayerNorm to 768 columns, RMSNorm to 1024), else
+ * one; wider rows keep more bytes in flight per warp. */
+static constexpr int norm_backward_min_blocks(int pieces, bool rms)
+{
+    return pieces <= 3 || (rms && pieces <= 4) ? 2 : 1;
+}
+
+/* w[c, c + 8) through the read-only cache (every warp reads it for every row: an L1 hit), or
+ * zeros when there is no w (only the weight gradients wanted). */
+__device__ __forceinline__ uint4 norm_weight_piece(const bf16 *w, int64_t c)
+{
+    return w ? __ldg(reinterpret_cast<const uint4 *>(w + c)) : make_uint4(0, 0, 0, 0);
+}
+
+/* A block takes a.rows rows, one warp per row at a time. Lane l keeps pieces c = 8 l + 256 k,
+ * k < P, of the row's x and dy packed in registers between the row's two steps (its sums, then dx)
+ * and adds dy * xhat (and dy) into fp32 registers over the block's rows, so dw and db cost no
+ * second read of x and dy. At the end the block adds its warps' sums in warp order into its
+ * partial row, which cuda_colsum_reduce adds up: every order depends on the shape alone. The
+ * formulas and their order of operations are those of layernorm_dx_kernel / rmsnorm_dx_kernel and
+ * the column-sum loads above. Needs C % 8 == 0 and 16-byte aligned rows; dx may alias dres (each
+ * piece is read before the same lane writes it). */
+template <int P, bool RMS>
+static __global__ void __launch_bounds__(NORM_WARPS * 32, norm_backward_min_blocks(P, RMS))
+    norm_backward_kernel(struct norm_bwd_args a)
+{
+    __shared__ float red[NORM_WARPS][256];
+    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+    const int64_t C = a.C, n0 = (int64_t)blockIdx.x * a.rows;
+    const int64_t n1 = n0 + a.rows < a.N ? n0 + a.rows : a.N;
+    float accw[P][8], accb[P][8];
+#pragma unroll
+    for (int k = 0; k < P; k++)
+#pragma unroll
+        for (int i = 0; i < 8; i++) accw[k][i] = accb[k][i] = 0.0f;
+    for (int64_t n = n0 + warp; n < n1; n += NORM_WARPS) {
+        const bf16 *xr = a.x + n * C, *dyr = a.dy + n * C;
+        uint4 xv[P], gv[P], dv[P];
+        const float r = a.rstd[n], m = RMS ? 0.0f : a.mean[n];
+#pragma unroll
+        for (int k = 0; k < P; k++) { /* every load of the row before any math */
+            const int64_t c = (int64_t)lane * 8 + 256 * k;
+            if (c >= C) continue;
+            xv[k] = *reinterpret_cast<const uint4 *>(xr + c);
+            gv[k] = *reinterpret_cast<const uint4 *>(dyr + c);
+            if (a.dx && a.dres) dv[k] = *reinterpret_cast<const uint4 *>(a.dres + n * C + c);
+        }
+        float sg = 0.0f, sgx = 0.0f;
+#pragma unroll
+        for (int k = 0; k < P; k++) {
+            const int64_t c = (int64_t)lane * 8 + 256 * k;
+            if (c >= C) continue;
+            float v[8], g[8], wv[8];
+            bf16x8_unpack(xv[k], v);
+            bf16x8_unpack(gv[k], g);
+            bf16x8_unpack(norm_weight_piece(a.w, c), wv);
+#pragma unroll
+            for (int i = 0; i < 8; i++) {
+                float xh = RMS ? v[i] * r : (v[i] - m) * r, gi = g[i] * wv[i];
+                sg += gi;
+                sgx += gi * (RMS ? v[i] : xh);
+                accw[k][i] += g[i] * xh;
+                accb[k][i] += g[i];
+            }
+        }
+        if (!a.dx) continue;
+        float mg = 0.0f, mgx = 0.0f, kr = 0.0f;
+        if (RMS) {
+            kr = warp_sum(sgx) / (float)C * r * r * r;
+        } else {
+            mg = warp_sum(sg) / (float)C;
+            mgx = warp_sum(sgx) / (float)C;
+        }
+#pragma unroll
+        for (int k = 0; k < P; k++) {
+            const int64_t c = (int64_t)lane * 8 + 256 * k;
+            if (c >= C) continue;
+            float v[8], g[8], wv[8], o[8];
+            bf16x8_unpack(xv[k], v);
+            bf16x8_unpack(gv[k], g);
+            bf16x8_unpack(norm_weight_piece(a.w, c), wv);
+#pragma unroll
+            for (int i = 0; i < 8; i++)
+                o[i] = RMS ? r * g[i] * wv[i] - v[i] * kr
+                           : r * (g[i] * wv[i] - mg - (v[i] - m) * r * mgx);
+            if (a.dres) {
+                float d[8];
+                bf16x8_unpack(dv[k], d);
+#pragma unroll
+                for (int i = 0; i < 8; i++) o[i] += d[i];
+            }
+            bf16x8_store(a.dx + n * C + c, o);
+        }
+    }
+    if (!a.partials) return; /* the same for the whole block: no barrier below is skipped by some */
+#pragma unroll
+    for (int o = 0; o < (RMS ? 1 : 2); o++) {
+#pragma unroll
+        for (int k = 0; k < P; k++) {
+#pragma unroll
+            for (int i = 0; i < 8; i++) red[warp][lane * 8 + i] = o == 0 ? accw[k][i] : accb[k][i];
+            __syncthreads();
+            const int64_t c = 256 * k + threadIdx.x;
+            if (c < C) {
+                float sum = red[0][threadIdx.x];
+                for (int w = 1; w < NORM_WARPS; w++) sum += red[w][threadIdx.x];
+                a.partials[((int64_t)o * gridDim.x + blockIdx.x) * C + c] = sum;
+            }
+            __syncthreads();
+        }
+    }
+}
+
+/* Runs norm_backward_kernel and the reduction of its partial rows into dw (and db, LayerNorm);
+ * false (nothing done) when the rows are too wide for its registers or not 16-byte vectors. */
+template <bool RMS>
+static bool norm_backward_one_pass(struct norm_bwd_args a, float *dw, float *db)
+{
+    const int64_t pieces = (a.C + 255) / 256;
+    bool vec = a.C % 8 == 0 && cuda_aligned16(a.dx) && cuda_aligned16(a.dy) &&
+               cuda_aligned16(a.x) && cuda_aligned16(a.w) && cuda_aligned16(a.dres);
+    if (!vec || pieces < 1 || pieces > NORM_MAX_PIECES) return false;
+    if (a.N == 0) return true;
+    a.rows = norm_backward_rows_per_block(a.N);
+    const int64_t blocks = (a.N + a.rows - 1) / a.rows;
+    CHECK(blocks <= 0x7fffffff);
+    const int nout = RMS ? 1 : 2;
+    const size_t partial_bytes = (size_t)nout * blocks * a.C * sizeof(float);
+    a.partials = dw || db ? (float *)cuda_scratch(partial_bytes) : NULL;
+    if (!a.dx && !a.partials) return true;
+    dim3 grid((unsigned)blocks), block(NORM_WARPS * 32);
+    cudaStream_t st = cuda_ctx()->stream;
+    switch (pieces) {
+    case 1: norm_backward_kernel<1, RMS><<<grid, block, 0, st>>>(a); break;
+    case 2: norm_backward_kernel<2, RMS><<<grid, block, 0, st>>>(a); break;
+    case 3: norm_backward_kernel<3, RMS><<<grid, block, 0, st>>>(a); break;
+    case 4: norm_backward_kernel<4, RMS><<<grid, block, 0, st>>>(a); break;
+    case 5: norm_backward_kernel<5, RMS><<<grid, block, 0, st>>>(a); break;
+    case 6: norm_backward_kernel<6, RMS><<<grid, block, 0, st>>>(a); break;
+    case 7: norm_backward_kernel<7, RMS><<<grid, block, 0, st>>>(a); break;
+    case 8: norm_backward_kernel<8, RMS><<<grid, block, 0, st>>>(a); break;
+    }
+    CUDA_CHECK_LAUNCH("norm_backward_kernel");
+    if (a.partials) cuda_colsum_reduce(dw, RMS ? NULL : db, a.partials, (int)blocks, a.C);
+    return true;
+}
 
 static unsigned norm_blocks(int64_t N) { return (unsigned)((N + NORM_WARPS - 1) / NORM_WARPS); }
 
@@ -234,6 +426,19 @@ static void layernorm_backward(const char *op, struct tensor dx, struct tensor d
     if (tensor_present(dx)) {
         cuda_need(op, "dx", dx, DT_BF16);
         cuda_need(op, "w", w, DT_BF16);
+    }
+    float *dwp = tensor_present(dw) ? (float *)dw.data : NULL;
+    float *dbp = tensor_present(db) ? (float *)db.data : NULL;
+    struct norm_bwd_args a = {(bf16 *)dx.data, NULL, (const bf16 *)dy.data, (const bf16 *)x.data,
+                              (const bf16 *)w.data, dres, (const float *)mean.data,
+                              (const float *)rstd.data, N, C, 0};
+    if (!tensor_present(dx)) { /* the weight gradients only */
+        a.dx = NULL;
+        a.w = NULL;
+        a.dres = NULL;
+    }
+    if (norm_backward_one_pass<false>(a, dwp, dbp)) return;
+    if (tensor_present(dx)) {
         bool vec = rows_vectorizable(C, dx.data, dy.data, x.data, w.data) &&
                    cuda_aligned16(dres);
         if (N > 0)
@@ -247,9 +452,7 @@ static void layernorm_backward(const char *op, struct tensor dx, struct tensor d
         struct load_layernorm_dw_db ld = {(const bf16 *)dy.data, (const bf16 *)x.data,
                                           (const float *)mean.data, (const float *)rstd.data, C,
                                           rows_vectorizable(C, dy.data, x.data, x.data, x.data)};
-        cuda_colsum_acc<load_layernorm_dw_db, 2>(
-            ld, tensor_present(dw) ? (float *)dw.data : NULL,
-            tensor_present(db) ? (float *)db.data : NULL, N, C);
+        cuda_colsum_acc<load_layernorm_dw_db, 2>(ld, dwp, dbp, N, C);
     }
 }
 
@@ -294,10 +497,22 @@ static void rmsnorm_backward(const char *op, struct tensor dx, struct tensor dw,
     cuda_need(op, "dy", dy, DT_BF16);
     cuda_need(op, "x", x, DT_BF16);
     cuda_need(op, "rstd", rstd, DT_F32);
+    cuda_maybe(op, "dw", dw, DT_F32);
     int64_t N = x.shape[0], C = x.shape[1];
     if (tensor_present(dx)) {
         cuda_need(op, "dx", dx, DT_BF16);
         cuda_need(op, "w", w, DT_BF16);
+    }
+    struct norm_bwd_args a = {(bf16 *)dx.data, NULL, (const bf16 *)dy.data, (const bf16 *)x.data,
+                              (const bf16 *)w.data, dres, NULL, (const float *)rstd.data, N, C, 0};
+    if (!tensor_present(dx)) { /* the weight gradients only */
+        a.dx = NULL;
+        a.w = NULL;
+        a.dres = NULL;
+    }
+    if (norm_backward_one_pass<true>(a, tensor_present(dw) ? (float *)dw.data : NULL, NULL))
+        return;
+    if (tensor_present(dx)) {
         bool vec = rows_vectorizable(C, dx.data, dy.data, x.data, w.data) &&
                    cuda_aligned16(dres);
         if (N > 0)
@@ -307,7 +522,6 @@ static void rmsnorm_backward(const char *op, struct tensor dx, struct tensor dw,
         CUDA_CHECK_LAUNCH("rmsnorm_dx_kernel");
     }
     if (tensor_present(dw)) {
-        cuda_need(op, "dw", dw, DT_F32);
         struct load_rmsnorm_dw ld = {(const bf16 *)dy.data, (const bf16 *)x.data,
                                      (const float *)rstd.data, C,
                                      rows_vectorizable(C, dy.data, x.data, x.data, x.data)};

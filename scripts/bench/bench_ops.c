@@ -2,6 +2,8 @@
  * square 8192^3 GEMM and at GPT-2 124M's shapes, cuDNN attention forward + backward, and each fused
  * op of a transformer layer beside the unfused ops it replaces (with what one training step of
  * GPT-2 124M saves).
+ * Then the memory-bound ops (norm backwards, the GeLU backward, the cross-entropy over GPT-2's
+ * vocabulary) against the floor their bytes set: each op's GB/s beside a device copy's.
  * Each figure is the median of REPS timed runs after WARMUP runs, the stream synchronized around
  * each run; FLOPs count 2 per multiply-add, causal attention at half the square (the work done).
  * Usage: bench_ops [rows]   (rows of the GPT-2 GEMMs, default 65536 = micro batch 64 x 1024) */
@@ -304,6 +306,177 @@ static void bda_backward_unfused(void *a)
                                    f->drop);
 }
 
+/* ---- memory-bound ops against the bandwidth floor ---- */
+
+/* GB/s of a device-to-device copy of 1 GiB (read + written): the floor the ops below meet. */
+static void copy_1gib(void *a)
+{
+    void **p = a;
+    const int64_t n = (int64_t)1 << 29; /* bf16 values */
+    cuda_copy(tensor_1d(p[1], DT_BF16, DEV_CUDA, n), tensor_1d(p[0], DT_BF16, DEV_CUDA, n));
+}
+
+static double copy_bandwidth_gbs(void)
+{
+    void *p[2] = {cuda_alloc((size_t)1 << 30), cuda_alloc((size_t)1 << 30)};
+    cuda_memset_zero(p[0], (size_t)1 << 30);
+    double ms = time_ms(copy_1gib, p);
+    cuda_free(p[0]), cuda_free(p[1]);
+    double gbs = 2.0 * (double)(1 << 30) / 1e6 / ms;
+    printf("device copy of 1 GiB: %.3f ms, %.0f GB/s (read + write): the floor below\n", ms, gbs);
+    return gbs;
+}
+
+/* One line: an op's time, the bytes it must move at least, its GB/s and how far from the floor. */
+static void bandwidth_line(const char *name, double ms, double bytes, double copy_gbs)
+{
+    double gbs = bytes / 1e6 / ms, floor_ms = bytes / 1e6 / copy_gbs;
+    printf("%-44s %8.3f ms | %7.3f GB moved | %5.0f GB/s = %3.0f%% of copy | floor %7.3f ms\n",
+           name, ms, bytes / 1e9, gbs, 100.0 * gbs / copy_gbs, floor_ms);
+}
+
+struct ce {
+    int64_t N, V;
+    void *logits, *dlogits, *targets;
+    float *losses, *dlosses, *row_max, *sum_exp, *target_logit, *lse;
+};
+
+static struct tensor CE2(void *p, const struct ce *c)
+{
+    return tensor_2d(p, DT_BF16, DEV_CUDA, c->N, c->V);
+}
+static struct tensor CEF(float *p, const struct ce *c)
+{
+    return tensor_1d(p, DT_F32, DEV_CUDA, c->N);
+}
+static struct tensor CET(const struct ce *c)
+{
+    return tensor_1d(c->targets, DT_I32, DEV_CUDA, c->N);
+}
+
+static void ce_fwd(void *a)
+{
+    struct ce *c = a;
+    cuda_cross_entropy_forward(CEF(c->losses, c), CE2(c->logits, c), CET(c));
+}
+
+/* Into dlogits, not over the logits, so every run sees the same inputs (in place moves as much). */
+static void ce_bwd(void *a)
+{
+    struct ce *c = a;
+    cuda_cross_entropy_backward(CE2(c->dlogits, c), CE2(c->logits, c), CET(c), CEF(c->dlosses, c));
+}
+
+static void ce_vp_stats(void *a)
+{
+    struct ce *c = a;
+    cuda_vocab_parallel_ce_stats(CEF(c->row_max, c), CEF(c->sum_exp, c), CEF(c->target_logit, c),
+                                 CE2(c->logits, c), CET(c), 0);
+}
+
+static void ce_vp_bwd(void *a)
+{
+    struct ce *c = a;
+    cuda_vocab_parallel_ce_backward(CE2(c->dlogits, c), CE2(c->logits, c), CET(c), 0,
+                                    CEF(c->lse, c), CEF(c->dlosses, c));
+}
+
+/* GPT-2's loss over [rows, 50304] bf16 logits: the forward reads them once, the backward reads
+ * them and writes the gradient (the plain op keeps a row in shared memory while it finds the
+ * row's log-sum-exp; the vocab-parallel one is given it). */
+static void bench_cross_entropy(int64_t rows, double copy_gbs)
+{
+    struct ce c = {.N = rows, .V = 50304};
+    c.logits = dev_randn(c.N * c.V, 3.0f, 31), c.dlogits = cuda_alloc((size_t)(c.N * c.V * 2));
+    int32_t *t = xmalloc((size_t)c.N * 4);
+    float *g = xmalloc((size_t)c.N * 4);
+    for (int64_t n = 0; n < c.N; n++) {
+        t[n] = (int32_t)(rng_bits(7, 32, (uint64_t)n) % 50257);
+        g[n] = 1.0f / (float)c.N;
+    }
+    c.targets = cuda_alloc((size_t)c.N * 4), c.dlosses = cuda_alloc((size_t)c.N * 4);
+    cuda_memcpy_h2d(c.targets, t, (size_t)c.N * 4), cuda_memcpy_h2d(c.dlosses, g, (size_t)c.N * 4);
+    float **f32[] = {&c.losses, &c.row_max, &c.sum_exp, &c.target_logit, &c.lse};
+    for (size_t i = 0; i < sizeof f32 / sizeof f32[0]; i++) *f32[i] = cuda_alloc((size_t)c.N * 4);
+    double logits_bytes = 2.0 * (double)c.N * c.V;
+    ce_vp_stats(&c); /* the lse of one rank holding the whole vocabulary */
+    cuda_vocab_parallel_ce_loss(CEF(c.losses, &c), CEF(c.lse, &c), CEF(c.row_max, &c),
+                                CEF(c.sum_exp, &c), CEF(c.target_logit, &c));
+    printf("cross-entropy over [%lld, %lld] bf16 logits:\n", (long long)c.N, (long long)c.V);
+    bandwidth_line("cross-entropy forward", time_ms(ce_fwd, &c), logits_bytes, copy_gbs);
+    bandwidth_line("cross-entropy backward", time_ms(ce_bwd, &c), 2 * logits_bytes, copy_gbs);
+    bandwidth_line("vocab-parallel CE stats (1 rank)", time_ms(ce_vp_stats, &c), logits_bytes,
+                   copy_gbs);
+    bandwidth_line("vocab-parallel CE backward (given lse)", time_ms(ce_vp_bwd, &c),
+                   2 * logits_bytes, copy_gbs);
+    free(t), free(g);
+    cuda_free(c.logits), cuda_free(c.dlogits), cuda_free(c.targets), cuda_free(c.dlosses);
+    for (size_t i = 0; i < sizeof f32 / sizeof f32[0]; i++) cuda_free(*f32[i]);
+}
+
+/* Norm backwards and the GeLU backward on GPT-2 124M's activations (the fused-ops buffers). */
+static void ln_backward_plain(void *a)
+{
+    struct fused *f = a;
+    cuda_layernorm_backward(B2(f->dx, f->N, f->H), F1(f->dnw, f->H), F1(f->dnb, f->H),
+                            B2(f->dy, f->N, f->H), B2(f->mid, f->N, f->H), B1(f->nw, f->H),
+                            F1(f->mean, f->N), F1(f->rstd, f->N));
+}
+
+static void rms_backward_add(void *a)
+{
+    struct fused *f = a;
+    cuda_rmsnorm_backward_add(B2(f->dx, f->N, f->H), F1(f->dnw, f->H), B2(f->dy, f->N, f->H),
+                              B2(f->mid, f->N, f->H), B1(f->nw, f->H), F1(f->rstd, f->N),
+                              B2(f->dres, f->N, f->H));
+}
+
+static void fc2_dx_gemm(void *a)
+{
+    struct fused *f = a;
+    cuda_linear_backward(B2(f->dact, f->N, f->F), tensor_none(), tensor_none(),
+                         B2(f->dy, f->N, f->H), tensor_none(), B2(f->w2, f->H, f->F));
+}
+
+static void gelu_backward_alone(void *a)
+{
+    struct fused *f = a;
+    cuda_gelu_backward(B2(f->dpre, f->N, f->F), B2(f->dact, f->N, f->F), B2(f->pre, f->N, f->F),
+                       f->tanh_approx);
+}
+
+static void fc1_bias_grad_alone(void *a)
+{
+    struct fused *f = a;
+    cuda_linear_backward(tensor_none(), tensor_none(), F1(f->db1, f->F), B2(f->dpre, f->N, f->F),
+                         tensor_none(), tensor_none());
+}
+
+static void bench_bandwidth(struct fused *f, double copy_gbs)
+{
+    double nh = 2.0 * (double)f->N * f->H, nf = 2.0 * (double)f->N * f->F; /* bytes of one tensor */
+    printf("memory-bound ops of a GPT-2 124M layer (rows %lld, hidden %lld, ffn %lld):\n",
+           (long long)f->N, (long long)f->H, (long long)f->F);
+    /* layernorm statistics (mean, rstd: 8 bytes a row) are counted; dw, db are negligible */
+    f->drop = (struct dropout_key){0};
+    bandwidth_line("layernorm backward + residual (dx, dw, db)",
+                   time_ms(layernorm_backward_add_fused, f), 4 * nh + 8.0 * f->N, copy_gbs);
+    bandwidth_line("layernorm backward (dx, dw, db)", time_ms(ln_backward_plain, f),
+                   3 * nh + 8.0 * f->N, copy_gbs);
+    bandwidth_line("rmsnorm backward + residual (dx, dw)", time_ms(rms_backward_add, f),
+                   4 * nh + 4.0 * f->N, copy_gbs);
+    bandwidth_line("bias-dropout-add + layernorm forward (p=0)", time_ms(bda_layernorm_fused, f),
+                   4 * nh + 8.0 * f->N, copy_gbs);
+    f->tanh_approx = false;
+    double fused = time_ms(fc2_dgelu_fused, f), gemm = time_ms(fc2_dx_gemm, f);
+    printf("%-44s %8.3f ms, of which the dx GEMM alone %.3f ms\n",
+           "fc2 dx + dGeLU (erf) + fc1 db", fused, gemm);
+    bandwidth_line("  dGeLU (erf) + fc1 db kernel (difference)", fused - gemm, 3 * nf, copy_gbs);
+    bandwidth_line("GeLU backward (erf) alone", time_ms(gelu_backward_alone, f), 3 * nf, copy_gbs);
+    bandwidth_line("fc1 bias gradient alone (column sum)", time_ms(fc1_bias_grad_alone, f), nf,
+                   copy_gbs);
+}
+
 /* Prints both timings; returns the milliseconds saved by one call of the fused op. */
 static double compare(const char *name, bench_fn fused, bench_fn unfused, struct fused *f)
 {
@@ -313,7 +486,7 @@ static double compare(const char *name, bench_fn fused, bench_fn unfused, struct
     return tu - tf;
 }
 
-static void bench_fused(int64_t rows)
+static void bench_fused(int64_t rows, double copy_gbs)
 {
     const int64_t H = 768, F = 3072;
     struct fused f = {.N = rows, .H = H, .F = F};
@@ -363,6 +536,7 @@ static void bench_fused(int64_t rows)
     f.drop = (struct dropout_key){.p = 0.1f, .seed = 1, .stream = 2, .offset = 0};
     compare("bias-dropout-add backward (p=0.1)", bda_backward_fused, bda_backward_unfused, &f);
     printf("gpt2 124M, one step (12 layers, dropout 0, erf GeLU): the fused ops save %.1f ms\n", step);
+    bench_bandwidth(&f, copy_gbs);
     void *bufs[] = {f.x, f.w1, f.b1, f.pre, f.act, f.w2, f.dy, f.dact, f.dpre, f.db1, f.sub, f.bias,
                     f.res, f.mid, f.nout, f.nw, f.nb, f.dres, f.dx, f.mean, f.rstd, f.dnw, f.dnb};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) cuda_free(bufs[i]);
@@ -392,6 +566,8 @@ int main(int argc, char **argv)
                                   .head_dim = 128};
     bench_attention(gpt2);
     bench_attention(gqa);
-    bench_fused(rows);
+    double copy_gbs = copy_bandwidth_gbs();
+    bench_fused(rows, copy_gbs);
+    bench_cross_entropy(rows, copy_gbs);
     return 0;
 }

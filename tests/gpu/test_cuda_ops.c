@@ -298,7 +298,9 @@ static bool linear_gelu_case(int64_t N, int64_t in, int64_t F, bool bias, bool t
 static bool test_linear_gelu_matches_cpu(void)
 {
     return linear_gelu_case(256, 512, 768, true, true) & linear_gelu_case(128, 96, 256, false, true) &
-           linear_gelu_case(100, 72, 200, true, false) & linear_gelu_case(1000, 40, 20, true, true);
+           linear_gelu_case(100, 72, 200, true, false) &
+           linear_gelu_case(1000, 40, 20, true, true) &
+           linear_gelu_case(600, 128, 3072, true, false);
 }
 
 /* ---- embeddings ---- */
@@ -400,10 +402,60 @@ static bool rmsnorm_case(int64_t N, int64_t C)
     return ok;
 }
 
+/* Widths: the one-pass backward with 1 to 8 pieces per lane (264: a last piece in lane 0 only;
+ * 2048: the widest), and past it (2304) or unaligned (100): the dx kernel and column sum. Row
+ * counts that leave the backward's last block of rows part full. */
 static bool test_norms_match_cpu(void)
 {
-    return layernorm_case(300, 768) & layernorm_case(37, 100) & rmsnorm_case(300, 1024) &
-           rmsnorm_case(37, 100);
+    return layernorm_case(300, 768) & layernorm_case(37, 100) & layernorm_case(257, 264) &
+           layernorm_case(1000, 2048) & layernorm_case(130, 2304) & rmsnorm_case(300, 1024) &
+           rmsnorm_case(37, 100) & rmsnorm_case(200, 1600) & rmsnorm_case(129, 4096);
+}
+
+/* The backward with no input gradient: dw and db alone, or dw alone. */
+static bool norm_weight_grads_case(int64_t N, int64_t C, bool rms, bool with_db)
+{
+    float *x = randn(N * C, 2.0f), *w = randn(C, 1.0f), *dy = randn(N * C, 1.0f);
+    float *dw0 = randn(C, 0.1f), *db0 = randn(C, 0.1f);
+    float *y = halloc(N * C * 4), *mean = halloc(N * 4), *rstd = halloc(N * 4);
+    float *dw = copy_f(dw0, C), *db = copy_f(db0, C);
+    struct tensor hdb = with_db ? H1(db, DT_F32, C) : tensor_none();
+    if (rms) {
+        cpu_rmsnorm_forward(H2(y, N, C), H1(rstd, DT_F32, N), H2(x, N, C), H1(w, DT_F32, C), 1e-5f);
+        cpu_rmsnorm_backward(tensor_none(), H1(dw, DT_F32, C), H2(dy, N, C), H2(x, N, C),
+                             H1(w, DT_F32, C), H1(rstd, DT_F32, N));
+    } else {
+        cpu_layernorm_forward(H2(y, N, C), H1(mean, DT_F32, N), H1(rstd, DT_F32, N), H2(x, N, C),
+                              H1(w, DT_F32, C), tensor_none(), 1e-5f);
+        cpu_layernorm_backward(tensor_none(), H1(dw, DT_F32, C), hdb, H2(dy, N, C), H2(x, N, C),
+                               H1(w, DT_F32, C), H1(mean, DT_F32, N), H1(rstd, DT_F32, N));
+    }
+    void *gx = to_dev_bf16(x, N * C), *gdy = to_dev_bf16(dy, N * C);
+    void *gm = to_dev(mean, N * 4), *gs = to_dev(rstd, N * 4);
+    void *gdw = to_dev(dw0, C * 4), *gdb = to_dev(db0, C * 4);
+    if (rms)
+        cuda_rmsnorm_backward(tensor_none(), D1(gdw, DT_F32, C), D2(gdy, DT_BF16, N, C),
+                              D2(gx, DT_BF16, N, C), tensor_none(), D1(gs, DT_F32, N));
+    else
+        cuda_layernorm_backward(tensor_none(), D1(gdw, DT_F32, C),
+                                with_db ? D1(gdb, DT_F32, C) : tensor_none(),
+                                D2(gdy, DT_BF16, N, C), D2(gx, DT_BF16, N, C), tensor_none(),
+                                D1(gm, DT_F32, N), D1(gs, DT_F32, N));
+    printf("   %s backward, weight gradients only%s, N=%lld C=%lld\n",
+           rms ? "rmsnorm" : "layernorm", !rms && !with_db ? " (no db)" : "", (long long)N,
+           (long long)C);
+    bool ok = close_to("dw (+=)", from_dev_f32(gdw, C), dw, C, TOL_F32);
+    if (!rms)
+        ok &= close_to(with_db ? "db (+=)" : "db untouched", from_dev_f32(gdb, C), db, C, TOL_F32);
+    return ok;
+}
+
+static bool test_norm_weight_gradients_alone_match_cpu(void)
+{
+    return norm_weight_grads_case(300, 768, false, true) &
+           norm_weight_grads_case(300, 768, false, false) &
+           norm_weight_grads_case(37, 100, false, true) &
+           norm_weight_grads_case(300, 1024, true, true);
 }
 
 /* mid = residual + dropout(x + b) then the norm, fused, against the CPU's two ops on the same
@@ -517,7 +569,9 @@ static bool norm_backward_add_case(int64_t N, int64_t C, bool rms)
 static bool test_norm_backward_add_matches_cpu(void)
 {
     return norm_backward_add_case(300, 768, false) & norm_backward_add_case(37, 100, false) &
-           norm_backward_add_case(300, 1024, true) & norm_backward_add_case(37, 100, true);
+           norm_backward_add_case(1000, 2048, false) & norm_backward_add_case(70, 3072, false) &
+           norm_backward_add_case(300, 1024, true) & norm_backward_add_case(37, 100, true) &
+           norm_backward_add_case(520, 1280, true);
 }
 
 /* ---- activations ---- */
@@ -738,7 +792,10 @@ static bool test_add_zero_and_copy(void)
 
 /* ---- loss ---- */
 
-static bool cross_entropy_case(int64_t N, int64_t V)
+/* In place (as the LM head does) or into its own buffer. V = 50304 takes the backward that keeps
+ * a row in shared memory; V = 128256 (Llama 3's vocabulary) is past it (statistics, then a second
+ * read); V = 1003 has no 16-byte pieces. */
+static bool cross_entropy_case(int64_t N, int64_t V, bool in_place)
 {
     float *logits = randn(N * V, 3.0f), *dl = randn(N, 1.0f), *loss = halloc(N * 4);
     float *dlogits = halloc(N * V * 4);
@@ -747,19 +804,24 @@ static bool cross_entropy_case(int64_t N, int64_t V)
     cpu_cross_entropy_backward(H2(dlogits, N, V), H2(logits, N, V), H1(t, DT_I32, N),
                                H1(dl, DT_F32, N));
     void *gl = to_dev_bf16(logits, N * V), *gt = to_dev(t, N * 4), *gdl = to_dev(dl, N * 4);
-    void *gloss = dalloc(N * 4);
+    void *gloss = dalloc(N * 4), *gd = in_place ? gl : dalloc(N * V * 2);
     poison(gloss, N, DT_F32);
+    if (!in_place) poison(gd, N * V, DT_BF16);
     cuda_cross_entropy_forward(D1(gloss, DT_F32, N), D2(gl, DT_BF16, N, V), D1(gt, DT_I32, N));
-    cuda_cross_entropy_backward(D2(gl, DT_BF16, N, V), D2(gl, DT_BF16, N, V), D1(gt, DT_I32, N),
-                                D1(gdl, DT_F32, N)); /* in place, as the LM head does */
-    printf("   cross-entropy N=%lld V=%lld\n", (long long)N, (long long)V);
+    cuda_cross_entropy_backward(D2(gd, DT_BF16, N, V), D2(gl, DT_BF16, N, V), D1(gt, DT_I32, N),
+                                D1(gdl, DT_F32, N));
+    printf("   cross-entropy N=%lld V=%lld%s\n", (long long)N, (long long)V,
+           in_place ? " (in place)" : "");
     return close_to("losses (fp32)", from_dev_f32(gloss, N), loss, N, TOL_F32) &
-           close_to("dlogits (in place)", from_dev_bf16(gl, N * V), dlogits, N * V, TOL_BF16);
+           close_to(in_place ? "dlogits (in place)" : "dlogits", from_dev_bf16(gd, N * V), dlogits,
+                    N * V, TOL_BF16);
 }
 
 static bool test_cross_entropy_matches_cpu(void)
 {
-    return cross_entropy_case(64, 50304) & cross_entropy_case(33, 1003);
+    return cross_entropy_case(64, 50304, true) & cross_entropy_case(300, 50304, false) &
+           cross_entropy_case(33, 1003, true) & cross_entropy_case(5, 1003, false) &
+           cross_entropy_case(12, 128256, true) & cross_entropy_case(3, 16, true);
 }
 
 /* One rank's shard [start, start + V) of a vocabulary of 3V; the other ranks' statistics are
@@ -894,6 +956,37 @@ static bool test_gradient_reductions_repeat_bitwise(void)
                       dbs[1], dbs[0], C);
         ok &= bitwise("dgelu dpre, second run", dpres[1], dpres[0], N * C);
     }
+    /* the norm backwards with the residual add: dx, dw (and db) of the one-pass kernel */
+    for (int rms = 0; rms < 2; rms++) {
+        void *nw = to_dev_bf16(randn(C, 1.0f), C), *dres = to_dev_bf16(randn(N * C, 1.0f), N * C);
+        float *m = randn(N, 0.1f), *r = randn(N, 0.2f);
+        for (int64_t i = 0; i < N; i++) r[i] = 1.0f + fabsf(r[i]);
+        void *gm = to_dev(m, N * 4), *gr = to_dev(r, N * 4), *dx = dalloc(N * C * 2);
+        float *got[2][3];
+        for (int run = 0; run < 2; run++) {
+            void *dw = dalloc(C * 4), *db = dalloc(C * 4);
+            cuda_memset_zero(dw, C * 4), cuda_memset_zero(db, C * 4);
+            if (rms)
+                cuda_rmsnorm_backward_add(D2(dx, DT_BF16, N, C), D1(dw, DT_F32, C),
+                                          D2(gdy, DT_BF16, N, C), D2(gx, DT_BF16, N, C),
+                                          D1(nw, DT_BF16, C), D1(gr, DT_F32, N),
+                                          D2(dres, DT_BF16, N, C));
+            else
+                cuda_layernorm_backward_add(D2(dx, DT_BF16, N, C), D1(dw, DT_F32, C),
+                                            D1(db, DT_F32, C), D2(gdy, DT_BF16, N, C),
+                                            D2(gx, DT_BF16, N, C), D1(nw, DT_BF16, C),
+                                            D1(gm, DT_F32, N), D1(gr, DT_F32, N),
+                                            D2(dres, DT_BF16, N, C));
+            got[run][0] = from_dev_bf16(dx, N * C);
+            got[run][1] = from_dev_f32(dw, C);
+            got[run][2] = from_dev_f32(db, C);
+        }
+        ok &= bitwise(rms ? "rmsnorm backward dx, second run" : "layernorm backward dx, second run",
+                      got[1][0], got[0][0], N * C);
+        ok &= bitwise(rms ? "rmsnorm dw, second run" : "layernorm dw, second run", got[1][1],
+                      got[0][1], C);
+        if (!rms) ok &= bitwise("layernorm db, second run", got[1][2], got[0][2], C);
+    }
     return ok;
 }
 
@@ -928,6 +1021,7 @@ static const struct test TESTS[] = {
     T(test_norms_match_cpu),
     T(test_bias_dropout_add_norm_matches_cpu),
     T(test_norm_backward_add_matches_cpu),
+    T(test_norm_weight_gradients_alone_match_cpu),
     T(test_activations_match_cpu),
     T(test_rope_matches_cpu),
     T(test_attention_mha_matches_cpu),
