@@ -131,4 +131,8 @@ test-gpu: $(GPU_TEST)
 	$(GPU_TEST)
 bench-gpu: $(GPU_BENCH)
 	$(GPU_BENCH)
+# NCCL all-reduce bus bandwidth through our communicators: mpirun -np N build/scripts/bench/nccl_bw
+$(BUILD)/scripts/bench/nccl_bw: scripts/bench/nccl_bw.c $(BUILD)/libmegatron.a
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -o $@ $< $(BUILD)/libmegatron.a $(LDLIBS)
 -include $(CUDA_OBJ:.o=.d)
