@@ -17,32 +17,8 @@ common="--micro-batch-size 2 --global-batch-size 8 --train-iters 30 --lr 3e-3 --
     --lr-warmup-iters 3 --mock-data --tokenizer-type NullTokenizer --vocab-size 256 --log-interval 5 \
     --eval-interval 15 --eval-iters 1"
 
-# lm loss and grad norm of every log line, and every validation loss, one number per line
-numbers() {
-    grep -E ' iteration .*lm loss| validation loss at ' "$1" \
-        | sed -E 's/.*lm loss: ([^ ]+) .*grad norm: ([^ ]+) .*/\1\n\2/; s/.*lm loss value: ([^ ]+) .*/\1/'
-}
-
-run() { # name ranks flags...
-    local name=$1 np=$2
-    shift 2
-    if [ "$np" -eq 1 ]; then
-        "$MEGATRON" pretrain "$@" >"$dir/$name.log" 2>&1
-    else
-        mpirun --oversubscribe --mca pml ob1 --mca btl self,vader -np "$np" "$MEGATRON" pretrain "$@" \
-            >"$dir/$name.log" 2>&1
-    fi || { echo "$name failed:"; tail -5 "$dir/$name.log"; exit 1; }
-    numbers "$dir/$name.log" >"$dir/$name.txt"
-}
-
-compare() { # reference name
-    [ "$(wc -l <"$dir/$1.txt")" -ge 12 ] || { echo "$1: too few numbers"; cat "$dir/$1.log"; exit 1; }
-    paste "$dir/$1.txt" "$dir/$2.txt" | awk -v n="$2" '
-        { d = $1 - $2; if (d < 0) d = -d; r = d / ($1 < 0 ? -$1 : $1);
-          if (!($2 != "") || r >= 1e-5) { printf "%s: %s vs %s (relative %.2e)\n", n, $2, $1, r; bad = 1 } }
-        END { exit bad }' || exit 1
-    [ "$(wc -l <"$dir/$1.txt")" -eq "$(wc -l <"$dir/$2.txt")" ] || { echo "$2: line count differs"; exit 1; }
-}
+MIN_NUMBERS=12
+source "$(dirname "$0")/lib/layouts.sh"
 
 for family in gpt llama; do
     model=${!family}
