@@ -193,7 +193,7 @@ void ckpt_load_for_training(const struct config *cfg, struct ckpt_state *s, FILE
 {
     struct ckpt_location loc;
     struct ckpt_loaded loaded;
-    struct ckpt_load_options o = {!cfg->no_load_optim, !cfg->no_load_rng, cfg->finetune};
+    struct ckpt_load_options o = {!cfg->no_load_optim, !cfg->no_load_rng, cfg->finetune, 0};
     struct ckpt_rank r = ckpt_rank_current(cfg);
     char err[1024];
     if (r.rank != 0) out = NULL; /* Megatron's print_rank_0 */
@@ -217,7 +217,7 @@ void ckpt_load_for_training(const struct config *cfg, struct ckpt_state *s, FILE
 
 void ckpt_save_for_training(const struct config *cfg, const struct ckpt_state *s, FILE *out)
 {
-    struct ckpt_save_options o = {!cfg->no_save_optim, !cfg->no_save_rng, false};
+    struct ckpt_save_options o = {!cfg->no_save_optim, !cfg->no_save_rng, false, 0};
     struct ckpt_rank r = ckpt_rank_current(cfg);
     char err[1024], ts[64];
     if (r.rank != 0) out = NULL;

@@ -67,10 +67,13 @@ struct ckpt_save_options {
     bool save_optim;  /* not --no-save-optim */
     bool save_rng;    /* not --no-save-rng */
     bool release;     /* <dir>/release and "release" in the tracker (weights for others to start from) */
+    int64_t stage_elements; /* > 0: copy the buffers through a host buffer of this many elements, as
+                               device memory always is (16M elements); tests use it on the CPU */
 };
 
-/* Saves s into dir (created when missing). 0, or -1 with a one-line reason in err; on failure the
- * previous checkpoint and tracker are untouched and no temporary directory is left. */
+/* Saves s into dir (created when missing); the model and optimizer may live in device memory (the
+ * CUDA backend). 0, or -1 with a one-line reason in err; on failure the previous checkpoint and
+ * tracker are untouched and no temporary directory is left. */
 int ckpt_save(const char *dir, const struct ckpt_state *s, const struct ckpt_save_options *o,
               const struct ckpt_rank *r, char *err, size_t errlen);
 
@@ -92,6 +95,7 @@ struct ckpt_load_options {
     bool load_optim; /* not --no-load-optim */
     bool load_rng;   /* not --no-load-rng */
     bool finetune;   /* weights only, iteration and consumed samples 0 */
+    int64_t stage_elements; /* as in ckpt_save_options */
 };
 
 /* What a load did. */
@@ -105,7 +109,8 @@ struct ckpt_loaded {
  * when asked and stored, the RNG seed into s->model->cfg.seed, and iteration / consumed samples
  * (0 with finetune or a release checkpoint). Returns 0 with out->where.found false (s untouched)
  * when there is no checkpoint; -1 with a one-line err (s untouched) when the checkpoint does not
- * fit the model or fails a checksum. */
+ * fit the model or fails a checksum, or (s partly loaded) when the disk fails after every check
+ * passed. The model and optimizer may live in device memory (the CUDA backend). */
 int ckpt_load(const char *dir, struct ckpt_state *s, const struct ckpt_load_options *o,
               const struct ckpt_rank *r, struct ckpt_loaded *out, char *err, size_t errlen);
 

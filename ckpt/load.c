@@ -1,25 +1,50 @@
 /* ckpt_load: everything is checked first (tensors present, shapes that fit the flags, the model
  * settings shapes cannot show, file headers against metadata.json, every checksum), and only then
  * are the weights and optimizer state copied in, so a refused checkpoint changes nothing.
- * Contract in ckpt/ckpt.h. */
+ *
+ * That is two passes over the data. The first (verification) streams every tensor this rank
+ * touches through the checksum; the second (the copy) streams the parts this rank holds into its
+ * buffers. When what the copy reads fits in the free memory, the first pass leaves it in the page
+ * cache and the disk is read once; otherwise both passes let every page go as soon as it is used
+ * (see choose_kept). Buffers in device memory are filled through a host window. Contract in
+ * ckpt/ckpt.h. */
+#include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
-#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
 #include <unistd.h>
 
 #include "ckpt/blocks.h"
 #include "ckpt/checksum.h"
 #include "ckpt/ckpt.h"
+#include "ckpt/stream.h"
 #include "ckpt/tensor_file.h"
+#include "kernels/arena.h"
 #include "util/error.h"
+
+#define WINDOW_ELEMENTS ((int64_t)16 << 20) /* 64 MiB of fp32: the host side of device buffers */
 
 /* The stored tensors each parameter is read from. */
 struct sources {
     const struct meta_tensor *weight, *main, *moment1, *moment2;
+};
+
+/* One piece of the copy: runs of a stored tensor into a destination buffer. */
+struct job {
+    const struct meta_tensor *t;
+    const struct st_tensor *x;
+    int fd, fd_direct;
+    float *dst;               /* where local element lo goes (host or device memory) */
+    int64_t lo;
+    struct param_run *runs;   /* full-tensor runs, in local order */
+    size_t nruns;
+    int64_t first, end;       /* the stored elements [first, end) the runs read */
+    int64_t stored, cols;     /* elements stored; row width */
+    bool moments;             /* padding rows are zeros (optimizer moments) rather than copies */
+    bool kept;                /* left in the page cache by the verification */
 };
 
 struct load {
@@ -27,8 +52,12 @@ struct load {
     const char *path;           /* the checkpoint directory */
     struct ckpt_meta meta;
     bool optim, rng;            /* what this load takes */
+    int64_t stage_elements;     /* > 0: buffers filled through a host window this long (device memory) */
     struct sources *src;        /* per model parameter */
     struct st_file *files[2];   /* model, optimizer */
+    int fds[2], fds_direct[2];  /* the same files, for streaming reads (O_DIRECT: -1 if refused) */
+    struct job *jobs;           /* the copy, in order */
+    size_t njobs, jobs_cap;
     char *err;
     size_t errlen;
 };
@@ -173,18 +202,6 @@ static int check_optimizer(struct load *l)
     return 0;
 }
 
-/* Maps a tensor's pages in one call (Linux 5.14's MADV_POPULATE_READ) instead of one page fault
- * per 4 KiB, which costs more than the checksum itself; older kernels fault as usual. */
-static void populate(const struct st_tensor *x)
-{
-#ifndef MADV_POPULATE_READ
-#define MADV_POPULATE_READ 22
-#endif
-    uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE), lo = (uintptr_t)x->data;
-    lo -= lo % page;
-    if (x->nbytes >= (1u << 20)) (void)madvise((void *)lo, (uintptr_t)x->data + x->nbytes - lo, MADV_POPULATE_READ);
-}
-
 /* Opens a file once; the stored header must agree with metadata.json for t. */
 static const struct st_tensor *stored(struct load *l, const struct meta_tensor *t)
 {
@@ -201,6 +218,12 @@ static const struct st_tensor *stored(struct load *l, const struct meta_tensor *
             fail(l, "%s; the checkpoint is damaged, load an earlier one", why);
             return NULL;
         }
+        l->fds[slot] = open(path, O_RDONLY | O_CLOEXEC);
+        if (l->fds[slot] < 0) {
+            fail(l, "%s: cannot open: %s", path, strerror(errno));
+            return NULL;
+        }
+        l->fds_direct[slot] = stream_open_direct(path);
     }
     const struct st_tensor *x = st_find(l->files[slot], t->name);
     if (!x) {
@@ -217,113 +240,63 @@ static const struct st_tensor *stored(struct load *l, const struct meta_tensor *
     return x;
 }
 
-/* The stored tensors a load reads, in the order they are verified. */
-struct to_verify {
-    const struct st_tensor **stored;
-    const struct meta_tensor **meta;
-    size_t n;
-};
+/* ---- the copy plan: which stored bytes go where ---- */
 
-/* Runs ahead of the checksums, bringing each tensor in from disk, so reading and checksumming
- * overlap instead of taking turns. */
-static void *prefetch_main(void *arg)
+static const struct meta_tensor *pick_weight(const struct sources *s) { return s->weight; }
+static const struct meta_tensor *pick_main(const struct sources *s) { return s->main ? s->main : s->weight; }
+static const struct meta_tensor *pick_moment1(const struct sources *s) { return s->moment1; }
+static const struct meta_tensor *pick_moment2(const struct sources *s) { return s->moment2; }
+
+static void add_run(void *ctx, const struct param_run *run)
 {
-    const struct to_verify *v = arg;
-    for (size_t i = 0; i < v->n; i++) populate(v->stored[i]);
-    return NULL;
+    struct job *j = ctx;
+    j->runs = xrealloc(j->runs, (j->nruns + 1) * sizeof *j->runs);
+    j->runs[j->nruns++] = *run;
 }
 
-static int add_to_verify(struct load *l, struct to_verify *v, const struct meta_tensor *t)
+/* The runs of local elements [lo, hi) of parameter i from its stored tensor t into dst (which
+ * holds local element lo). */
+static void add_job(struct load *l, int i, const struct meta_tensor *t, float *dst, int64_t lo, int64_t hi, bool moments)
 {
-    if (!t) return 0;
-    const struct st_tensor *x = stored(l, t);
-    if (!x) return -1;
-    v->stored[v->n] = x;
-    v->meta[v->n++] = t;
-    return 0;
-}
-
-static int checksum_matches(struct load *l, const struct st_tensor *x, const struct meta_tensor *t)
-{
-    uint64_t sum = checksum_sum64(x->data, st_dtype_size(x->dtype), 0, st_numel(x));
-    if (sum == t->checksum) return 0;
-    char want[23], got[23];
-    checksum_format(t->checksum, want);
-    checksum_format(sum, got);
-    return fail(l, "tensor %s in %s does not match its checksum (%s stored, %s computed); the file is damaged, load an "
-                "earlier checkpoint", t->name, t->file, want, got);
-}
-
-/* Every tensor this rank reads is checked whole against its stored checksum. */
-static int verify_all(struct load *l)
-{
-    const struct gpt_model *m = l->s->model;
-    size_t cap = 4 * (size_t)m->num_params + 1;
-    struct to_verify v = {xcalloc(cap, sizeof *v.stored), xcalloc(cap, sizeof *v.meta), 0};
-    int rc = 0;
-    for (int i = 0; i < m->num_params && rc == 0; i++) {
-        const struct sources *s = &l->src[i];
-        rc = add_to_verify(l, &v, s->weight) || add_to_verify(l, &v, s->main) || add_to_verify(l, &v, s->moment1) ||
-             add_to_verify(l, &v, s->moment2);
+    const struct gpt_param *p = &l->s->model->params[i];
+    if (l->njobs == l->jobs_cap) {
+        l->jobs_cap = l->jobs_cap ? 2 * l->jobs_cap : 64;
+        l->jobs = xrealloc(l->jobs, l->jobs_cap * sizeof *l->jobs);
     }
-    pthread_t prefetcher;
-    bool threaded = rc == 0 && pthread_create(&prefetcher, NULL, prefetch_main, &v) == 0;
-    for (size_t i = 0; i < v.n && rc == 0; i++) rc = checksum_matches(l, v.stored[i], v.meta[i]);
-    if (threaded) pthread_join(prefetcher, NULL);
-    free(v.stored);
-    free(v.meta);
-    return rc ? -1 : 0;
-}
-
-/* ---- copying in: cannot fail ---- */
-
-/* Copies runs of a stored tensor into local memory. Elements of a vocabulary tensor beyond those
- * stored (a larger padding) get the last real token's row for weights, as Megatron's checkpoint
- * converter pads, and zeros for optimizer moments. */
-struct run_reader {
-    const struct st_tensor *x;
-    int64_t stored, cols;  /* elements stored; row width */
-    int64_t fill_row;      /* vocab_size - 1 */
-    float *dst;            /* local element lo is dst[0] */
-    int64_t lo;
-    bool moments;
-};
-
-static void read_run(void *ctx, const struct param_run *run)
-{
-    struct run_reader *r = ctx;
-    float *dst = r->dst + (run->local - r->lo);
-    int64_t have = run->full + run->n <= r->stored ? run->n : run->full < r->stored ? r->stored - run->full : 0;
-    if (have > 0) tfile_read_run(r->x, run->full, have, dst);
-    for (int64_t i = have; i < run->n; i++) {
-        if (r->moments) dst[i] = 0.0f;
-        else tfile_read_run(r->x, r->fill_row * r->cols + (run->full + i) % r->cols, 1, dst + i);
-    }
-}
-
-static struct run_reader reader_of(struct load *l, const struct meta_tensor *t, bool moments)
-{
-    struct run_reader r = {stored(l, t), 0, 0, l->meta.model.vocab_size - 1, NULL, 0, moments};
+    struct job *j = &l->jobs[l->njobs++];
+    memset(j, 0, sizeof *j);
     int64_t rows;
-    tfile_rows_cols(t->ndim, t->shape, &rows, &r.cols);
-    r.stored = rows * r.cols;
-    return r;
+    j->t = t;
+    j->x = stored(l, t); /* opened and checked by the verification already */
+    int slot = strcmp(t->file, CKPT_MODEL_FILE) == 0 ? 0 : 1;
+    j->fd = l->fds[slot];
+    j->fd_direct = l->fds_direct[slot];
+    j->dst = dst;
+    j->lo = lo;
+    j->moments = moments;
+    tfile_rows_cols(t->ndim, t->shape, &rows, &j->cols);
+    j->stored = rows * j->cols;
+    blocks_runs(p, lo, hi, add_run, j);
+    j->first = j->stored;
+    for (size_t k = 0; k < j->nruns; k++) {
+        const struct param_run *r = &j->runs[k];
+        int64_t a = r->full < j->stored ? r->full : j->stored, b = r->full + r->n < j->stored ? r->full + r->n : j->stored;
+        if (a < j->first) j->first = a;
+        if (b > j->end) j->end = b;
+    }
+    if (j->end < j->first) j->first = j->end = 0;
 }
 
 /* Every parameter's whole local copy, into the flat buffer dst. */
-static void read_weights(struct load *l, float *dst, const struct meta_tensor *(*pick)(const struct sources *))
+static void plan_weights(struct load *l, float *dst, const struct meta_tensor *(*pick)(const struct sources *))
 {
     const struct gpt_model *m = l->s->model;
-    for (int i = 0; i < m->num_params; i++) {
-        const struct gpt_param *p = &m->params[i];
-        struct run_reader r = reader_of(l, pick(&l->src[i]), false);
-        r.dst = dst + p->offset;
-        blocks_runs(p, 0, p->numel, read_run, &r);
-    }
+    for (int i = 0; i < m->num_params; i++)
+        add_job(l, i, pick(&l->src[i]), dst + m->params[i].offset, 0, m->params[i].numel, false);
 }
 
 /* The optimizer's owned ranges of every parameter, into its compact array arr. */
-static void read_state(struct load *l, float *arr, const struct meta_tensor *(*pick)(const struct sources *))
+static void plan_state(struct load *l, float *arr, const struct meta_tensor *(*pick)(const struct sources *))
 {
     const struct gpt_model *m = l->s->model;
     const struct optimizer *o = l->s->optimizer;
@@ -333,27 +306,250 @@ static void read_state(struct load *l, float *arr, const struct meta_tensor *(*p
         for (int i = 0; i < m->num_params; i++) {
             const struct gpt_param *p = &m->params[i];
             int64_t lo = p->offset > rg.lo ? p->offset : rg.lo, hi = p->offset + p->numel < rg.hi ? p->offset + p->numel : rg.hi;
-            if (lo >= hi) continue;
-            struct run_reader r = reader_of(l, pick(&l->src[i]), true);
-            r.dst = arr + state + (lo - rg.lo);
-            r.lo = lo - p->offset;
-            blocks_runs(p, lo - p->offset, hi - p->offset, read_run, &r);
+            if (lo < hi) add_job(l, i, pick(&l->src[i]), arr + state + (lo - rg.lo), lo - p->offset, hi - p->offset, true);
         }
         state += rg.hi - rg.lo;
     }
 }
 
-static const struct meta_tensor *pick_weight(const struct sources *s) { return s->weight; }
-static const struct meta_tensor *pick_main(const struct sources *s) { return s->main ? s->main : s->weight; }
-static const struct meta_tensor *pick_moment1(const struct sources *s) { return s->moment1; }
-static const struct meta_tensor *pick_moment2(const struct sources *s) { return s->moment2; }
+/* Weights from the fp32 main params when the optimizer state is loaded and holds them, else from
+ * the stored weights; then the moments. */
+static void plan_copy(struct load *l)
+{
+    struct gpt_model *m = l->s->model;
+    struct optimizer *o = l->s->optimizer;
+    plan_weights(l, m->weights, l->optim ? pick_main : pick_weight);
+    if (!l->optim) return;
+    plan_state(l, o->exp_avg, pick_moment1);
+    if (o->exp_avg_sq) plan_state(l, o->exp_avg_sq, pick_moment2);
+}
+
+/* Bytes of page cache a load may count on between its passes: most of what the kernel reports
+ * available, shared with the other ranks that may run on this machine. 0 when unknown. */
+static uint64_t cache_budget(const struct ckpt_rank *r)
+{
+    FILE *f = fopen("/proc/meminfo", "r");
+    char line[256];
+    unsigned long long kb = 0;
+    while (f && fgets(line, sizeof line, f))
+        if (sscanf(line, "MemAvailable: %llu kB", &kb) == 1) break;
+    if (f) fclose(f);
+    double bytes = 0.7 * (double)kb * 1024.0 - (double)(256u << 20);
+    return bytes > 0 ? (uint64_t)(bytes / (r->world_size > 0 ? r->world_size : 1)) : 0;
+}
+
+/* Whether the verification leaves what the copy reads in the page cache: only when all of it fits
+ * the budget. Keeping a part spares re-reading that part, but those reads go through the page
+ * cache, which must grow into memory the kernel has to find first and costs a copy per page,
+ * where the rest goes straight from the disk into the buffers. On the 2-core development machine
+ * (a virtual machine that hands free memory back to its host, 16 GB of model state beside a
+ * 14.2 GB checkpoint) keeping 5.5 GB made a load take 27.2 s and 26 s of CPU, twice, against
+ * 17-29 s and 12-15 s of CPU keeping none. */
+static void choose_kept(struct load *l, uint64_t budget)
+{
+    uint64_t total = 0;
+    for (size_t k = 0; k < l->njobs; k++) total += l->jobs[k].x->nbytes;
+    for (size_t k = 0; k < l->njobs; k++) l->jobs[k].kept = total <= budget;
+}
+
+/* ---- the verification: every tensor this rank touches, whole, against its checksum ---- */
+
+struct verify_list {
+    const struct meta_tensor **meta;
+    const struct st_tensor **stored;
+    struct stream_range *ranges;
+    size_t n, cap;
+};
+
+static bool listed(const struct verify_list *v, const struct meta_tensor *t)
+{
+    for (size_t i = 0; i < v->n; i++)
+        if (v->meta[i] == t) return true;
+    return false;
+}
+
+static int add_to_verify(struct load *l, struct verify_list *v, const struct meta_tensor *t, bool keep)
+{
+    if (!t || listed(v, t)) return 0;
+    const struct st_tensor *x = stored(l, t);
+    if (!x) return -1;
+    int slot = strcmp(t->file, CKPT_MODEL_FILE) == 0 ? 0 : 1;
+    v->meta[v->n] = t;
+    v->stored[v->n] = x;
+    v->ranges[v->n++] = (struct stream_range){l->fds[slot], l->fds_direct[slot], x->file_offset, x->nbytes, keep, keep};
+    return 0;
+}
+
+static bool copied(const struct load *l, const struct meta_tensor *t)
+{
+    for (size_t k = 0; k < l->njobs; k++)
+        if (l->jobs[k].t == t) return true;
+    return false;
+}
+
+/* Tensors the copy does not read first, then those it reads from the disk again, then those it
+ * finds in the page cache: only the last are left there. */
+static int list_verification(struct load *l, struct verify_list *v)
+{
+    const struct gpt_model *m = l->s->model;
+    v->cap = 4 * (size_t)m->num_params + 1;
+    v->meta = xcalloc(v->cap, sizeof *v->meta);
+    v->stored = xcalloc(v->cap, sizeof *v->stored);
+    v->ranges = xcalloc(v->cap, sizeof *v->ranges);
+    for (int i = 0; i < m->num_params; i++) {
+        const struct sources *s = &l->src[i];
+        const struct meta_tensor *all[4] = {s->weight, s->main, s->moment1, s->moment2};
+        for (int k = 0; k < 4; k++)
+            if (all[k] && !copied(l, all[k]) && add_to_verify(l, v, all[k], false)) return -1;
+    }
+    for (int kept = 0; kept < 2; kept++)
+        for (size_t k = 0; k < l->njobs; k++)
+            if (l->jobs[k].kept == kept && add_to_verify(l, v, l->jobs[k].t, kept)) return -1;
+    return 0;
+}
+
+static int read_failed(struct load *l, const struct meta_tensor *t, const char *why)
+{
+    return fail(l, "tensor %s in %s cannot be read: %s; the file or the disk is damaged, load an earlier checkpoint",
+                t->name, t->file, why);
+}
+
+static int verify_all(struct load *l)
+{
+    struct verify_list v = {0};
+    int rc = list_verification(l, &v);
+    uint64_t *sums = xcalloc(v.n + 1, sizeof *sums);
+    if (rc == 0) {
+        struct stream_reader *r = stream_reader_start(v.ranges, v.n);
+        struct stream_chunk c;
+        while (stream_reader_next(r, &c)) {
+            size_t isz = st_dtype_size(v.stored[c.range]->dtype);
+            sums[c.range] += checksum_sum64(c.data, isz, (int64_t)(c.at / isz), (int64_t)(c.len / isz));
+        }
+        size_t bad;
+        char why[256];
+        if (stream_reader_finish(r, &bad, why, sizeof why)) rc = read_failed(l, v.meta[bad], why);
+    }
+    for (size_t i = 0; i < v.n && rc == 0; i++) {
+        const struct meta_tensor *t = v.meta[i];
+        if (sums[i] == t->checksum) continue;
+        char want[23], got[23];
+        checksum_format(t->checksum, want);
+        checksum_format(sums[i], got);
+        rc = fail(l, "tensor %s in %s does not match its checksum (%s stored, %s computed); the file is damaged, load "
+                  "an earlier checkpoint", t->name, t->file, want, got);
+    }
+    free(sums);
+    free(v.meta);
+    free(v.stored);
+    free(v.ranges);
+    return rc ? -1 : 0;
+}
+
+/* ---- the copy ---- */
+
+/* Where the copy writes: host memory directly, or device memory through a host window that goes
+ * up whenever it is full or the next values do not continue it. */
+struct window {
+    bool on;
+    enum device dev;
+    float *host;
+    int64_t cap, n;
+    float *dst; /* where host[0] goes */
+};
+
+static void window_flush(struct window *w)
+{
+    if (w->n > 0) device_copy_to(w->dev, w->dst, w->host, (size_t)w->n * sizeof(float));
+    w->n = 0;
+}
+
+/* n stored elements at src (dtype dt) into dst[0 .. n), fp32. */
+static void put(struct window *w, float *dst, const unsigned char *src, int64_t n, enum st_dtype dt)
+{
+    if (!w->on) {
+        tfile_from_dtype(dst, src, n, dt);
+        return;
+    }
+    while (n > 0) {
+        if (w->n > 0 && (dst != w->dst + w->n || w->n == w->cap)) window_flush(w);
+        if (w->n == 0) w->dst = dst;
+        int64_t k = n < w->cap - w->n ? n : w->cap - w->n;
+        tfile_from_dtype(w->host + w->n, src, k, dt);
+        w->n += k;
+        dst += k;
+        src += (size_t)k * st_dtype_size(dt);
+        n -= k;
+    }
+}
+
+/* The part of a streamed chunk (stored elements [a, b) of job j) that its runs want. */
+static void copy_chunk(struct window *w, const struct job *j, const unsigned char *data, int64_t a, int64_t b)
+{
+    size_t isz = st_dtype_size(j->x->dtype);
+    for (size_t k = 0; k < j->nruns; k++) {
+        const struct param_run *r = &j->runs[k];
+        int64_t s = r->full > a ? r->full : a, e = r->full + r->n < b ? r->full + r->n : b;
+        if (s < e) put(w, j->dst + (r->local + (s - r->full) - j->lo), data + (size_t)(s - a) * isz, e - s, j->x->dtype);
+    }
+}
+
+/* Rows past those stored (a larger vocabulary padding): the last real token's row for weights, as
+ * Megatron's checkpoint converter pads, zeros for optimizer moments. */
+static void copy_padding(struct window *w, const struct job *j, int64_t fill_row)
+{
+    const unsigned char zero[4] = {0};
+    size_t isz = st_dtype_size(j->x->dtype);
+    for (size_t k = 0; k < j->nruns; k++) {
+        const struct param_run *r = &j->runs[k];
+        for (int64_t i = r->full > j->stored ? r->full : j->stored; i < r->full + r->n; i++) {
+            const unsigned char *v = (const unsigned char *)j->x->data + (size_t)(fill_row * j->cols + i % j->cols) * isz;
+            put(w, j->dst + (r->local + (i - r->full) - j->lo), j->moments ? zero : v, 1, j->x->dtype);
+        }
+    }
+}
+
+/* Streams what the jobs read (kept ones first, from the page cache) into the buffers. */
+static int copy_all(struct load *l)
+{
+    struct job **order = xcalloc(l->njobs + 1, sizeof *order);
+    struct stream_range *ranges = xcalloc(l->njobs + 1, sizeof *ranges);
+    size_t n = 0;
+    for (int kept = 1; kept >= 0; kept--)
+        for (size_t k = 0; k < l->njobs; k++) {
+            struct job *j = &l->jobs[k];
+            if (j->kept != kept) continue;
+            size_t isz = st_dtype_size(j->x->dtype);
+            order[n] = j;
+            ranges[n++] = (struct stream_range){j->fd, j->fd_direct, j->x->file_offset + (uint64_t)j->first * isz,
+                                                (uint64_t)(j->end - j->first) * isz, j->kept, false};
+        }
+    struct window w = {l->stage_elements > 0, l->s->model->device, NULL, l->stage_elements, 0, NULL};
+    if (w.cap > l->s->model->buffer_numel) w.cap = l->s->model->buffer_numel > 0 ? l->s->model->buffer_numel : 1;
+    if (w.on) w.host = xmalloc((size_t)w.cap * sizeof(float));
+    struct stream_reader *r = stream_reader_start(ranges, n);
+    struct stream_chunk c;
+    while (stream_reader_next(r, &c)) {
+        const struct job *j = order[c.range];
+        size_t isz = st_dtype_size(j->x->dtype);
+        int64_t a = j->first + (int64_t)(c.at / isz);
+        copy_chunk(&w, j, c.data, a, a + (int64_t)(c.len / isz));
+    }
+    size_t bad;
+    char why[256];
+    int rc = stream_reader_finish(r, &bad, why, sizeof why) ? read_failed(l, order[bad]->t, why) : 0;
+    for (size_t k = 0; k < n && rc == 0; k++) copy_padding(&w, order[k], l->meta.model.vocab_size - 1);
+    window_flush(&w);
+    free(w.host);
+    free(order);
+    free(ranges);
+    return rc;
+}
 
 static void restore_optimizer(struct load *l)
 {
     struct optimizer *o = l->s->optimizer;
     const struct meta_optimizer *saved = &l->meta.optimizer;
-    read_state(l, o->exp_avg, pick_moment1);
-    if (o->exp_avg_sq) read_state(l, o->exp_avg_sq, pick_moment2);
     o->step = saved->step;
     o->schedule_samples = saved->schedule_samples;
     if (o->opt.scaler.dynamic && saved->scaler_dynamic) {
@@ -374,23 +570,35 @@ static void fill_main_params(struct optimizer *o, const float *weights)
     }
 }
 
-/* Weights: the fp32 main params when the optimizer state is loaded and holds them, else the
- * stored weights; a bf16/fp16 model keeps them as main params and stores them rounded. */
-static void commit(struct load *l)
+/* round_to_dtype on every core: a 1B model's weights take seconds on one. */
+static void round_weights(float *w, int64_t n, enum dtype dt)
+{
+    const int64_t chunk = 1 << 20;
+#pragma omp parallel for schedule(static)
+    for (int64_t at = 0; at < n; at += chunk) round_to_dtype(w + at, n - at < chunk ? n - at : chunk, dt);
+}
+
+/* The buffers, then what follows from them: on the CPU backend a bf16/fp16 model keeps the
+ * weights as main params and stores them rounded; on the CUDA backend the fp32 weights are the
+ * main params and the bf16 copy is refreshed from them. Fails only when the disk fails between
+ * the passes (the buffers are then partly loaded). */
+static int commit(struct load *l)
 {
     struct ckpt_state *s = l->s;
     struct gpt_model *m = s->model;
     struct optimizer *o = s->optimizer;
-    read_weights(l, m->weights, l->optim ? pick_main : pick_weight);
+    if (copy_all(l)) return -1;
     if (o && o->main_params) fill_main_params(o, m->weights);
-    if (s->params_dtype != DT_F32) round_to_dtype(m->weights, m->numel, s->params_dtype);
+    if (m->device == DEV_CPU && s->params_dtype != DT_F32) round_weights(m->weights, m->numel, s->params_dtype);
+    if (m->device != DEV_CPU) gpt_weights_changed(m, 0, m->numel);
     if (l->optim) restore_optimizer(l);
     if (l->rng) m->cfg.seed = l->meta.seed;
+    return 0;
 }
 
 /* ---- the load ---- */
 
-static int check_all(struct load *l, const struct ckpt_load_options *o)
+static int check_all(struct load *l, const struct ckpt_load_options *o, const struct ckpt_rank *r)
 {
     if (ckpt_read_meta(l->path, &l->meta, l->err, l->errlen)) return -1;
     bool weights_only = o->finetune || l->meta.release;
@@ -399,6 +607,14 @@ static int check_all(struct load *l, const struct ckpt_load_options *o)
     if (l->rng && !l->meta.has_rng)
         return fail(l, "it holds no RNG state (saved with --no-save-rng); add --no-load-rng (or --finetune)");
     if (check_weights(l) || check_model_settings(l) || (l->optim && check_optimizer(l))) return -1;
+    for (int i = 0; i < l->s->model->num_params; i++) { /* every file header against metadata.json */
+        const struct sources *src = &l->src[i];
+        const struct meta_tensor *all[4] = {src->weight, src->main, src->moment1, src->moment2};
+        for (int k = 0; k < 4; k++)
+            if (all[k] && !stored(l, all[k])) return -1;
+    }
+    plan_copy(l);
+    choose_kept(l, cache_budget(r));
     return verify_all(l);
 }
 
@@ -415,12 +631,15 @@ int ckpt_load(const char *dir, struct ckpt_state *s, const struct ckpt_load_opti
     l.err = err;
     l.errlen = errlen;
     l.src = xcalloc((size_t)(s->model->num_params > 0 ? s->model->num_params : 1), sizeof *l.src);
-    int failed = check_all(&l, o) ? 1 : 0;
+    l.fds[0] = l.fds[1] = l.fds_direct[0] = l.fds_direct[1] = -1;
+    l.stage_elements = s->model->device != DEV_CPU || o->stage_elements > 0
+                           ? (o->stage_elements > 0 ? o->stage_elements : WINDOW_ELEMENTS) : 0;
+    int failed = check_all(&l, o, r) ? 1 : 0;
     uint64_t any = (uint64_t)failed; /* every rank must agree before anyone changes its buffers */
     if (r->sum_u64) r->sum_u64(&any, 1, r->ctx);
     if (any && !failed) snprintf(err, errlen, "checkpoint %s: another rank refused it", l.path);
+    if (!any && commit(&l) != 0) any = failed = 1;
     if (!any) {
-        commit(&l);
         bool weights_only = o->finetune || l.meta.release;
         s->iteration = weights_only ? 0 : l.meta.iteration;
         s->consumed_train_samples = weights_only ? 0 : l.meta.consumed_train_samples;
@@ -429,8 +648,13 @@ int ckpt_load(const char *dir, struct ckpt_state *s, const struct ckpt_load_opti
         out->rng_loaded = l.rng;
     }
 
-    st_close(l.files[0]);
-    st_close(l.files[1]);
+    for (int f = 0; f < 2; f++) {
+        st_close(l.files[f]);
+        if (l.fds[f] >= 0) close(l.fds[f]);
+        if (l.fds_direct[f] >= 0) close(l.fds_direct[f]);
+    }
+    for (size_t k = 0; k < l.njobs; k++) free(l.jobs[k].runs);
+    free(l.jobs);
     free(l.src);
     meta_free(&l.meta);
     return any ? -1 : 0;

@@ -251,7 +251,7 @@ static size_t align_of(enum st_dtype dt) { return dt == ST_C64 ? 4 : st_dtype_si
  * for the callers that cast it; when the file's is not (a header length that is not a multiple
  * of 8, or a writer that did not order tensors by decreasing element size), the tensors are
  * copied one by one into an aligned buffer. */
-static void place_tensors(struct st_file *f, const struct span *spans, const unsigned char *data)
+static void place_tensors(struct st_file *f, const struct span *spans, const unsigned char *data, uint64_t data_start)
 {
     struct st_tensor *sorted = xcalloc(f->n ? f->n : 1, sizeof(*sorted));
     bool aligned = true;
@@ -259,6 +259,7 @@ static void place_tensors(struct st_file *f, const struct span *spans, const uns
     for (size_t k = 0; k < f->n; k++) {
         sorted[k] = f->tensors[spans[k].entry];
         sorted[k].data = data + spans[k].begin;
+        sorted[k].file_offset = data_start + spans[k].begin;
         aligned = aligned && (uintptr_t)sorted[k].data % align_of(sorted[k].dtype) == 0;
         copy_bytes += (sorted[k].nbytes + ST_DATA_ALIGN - 1) / ST_DATA_ALIGN * ST_DATA_ALIGN;
     }
@@ -315,7 +316,7 @@ static bool st_parse(struct st_file *f, const unsigned char *buf, size_t len, ch
     uint64_t data_len = len - 8 - n;
     struct span *spans = NULL;
     bool ok = parse_entries(f, data_len, &spans, err, errlen) && check_tiling(f, spans, data_len, err, errlen);
-    if (ok) place_tensors(f, spans, buf + 8 + n);
+    if (ok) place_tensors(f, spans, buf + 8 + n, 8 + n);
     free(spans);
     return ok && index_names(f, err, errlen);
 }

@@ -48,6 +48,7 @@ struct st_tensor {
      * alignment, owned by the caller. */
     const void *data;
     size_t nbytes;
+    uint64_t file_offset; /* where the data starts in the file (st_open, st_open_memory) */
 };
 
 struct st_file;

@@ -1,5 +1,6 @@
 /* ckpt_save: metadata, the two tensor files written block by block by every rank, then the atomic
- * publication (temp dir -> fsync -> rename -> tracker). Contract in ckpt/ckpt.h. */
+ * publication (temp dir -> fsync -> rename -> tracker). Buffers in device memory (the CUDA
+ * backend) reach the files through one host buffer, a chunk at a time. Contract in ckpt/ckpt.h. */
 #include <dirent.h>
 #include <errno.h>
 #include <inttypes.h>
@@ -13,8 +14,11 @@
 #include "ckpt/ckpt.h"
 #include "ckpt/dirs.h"
 #include "ckpt/tensor_file.h"
+#include "kernels/arena.h"
 #include "util/error.h"
 #include "util/json.h"
+
+#define STAGING_ELEMENTS ((int64_t)16 << 20) /* 64 MiB of fp32: device memory comes to the host in chunks */
 
 /* ---- what gets saved ---- */
 
@@ -92,13 +96,20 @@ static char *args_json(const struct config *c)
     return text;
 }
 
+/* A bf16/fp16 run keeps fp32 main params: the optimizer's copy on the CPU backend, the model's own
+ * fp32 weights on the CUDA backend (whose bf16 copy is what the forward reads). */
+static bool saves_main_params(const struct ckpt_state *s)
+{
+    return s->optimizer->main_params || (s->params_dtype != DT_F32 && s->model->device != DEV_CPU);
+}
+
 static void add_param_tensors(struct ckpt_meta *m, const struct ckpt_state *s, const struct gpt_param *p,
                               bool optim)
 {
     meta_add_tensor(m, p->name, ROLE_WEIGHT, CKPT_MODEL_FILE, ckpt_st_dtype(s->params_dtype), p->ndim, p->full_shape);
     if (!optim) return;
     const struct optimizer *o = s->optimizer;
-    if (o->main_params) /* a separate fp32 copy exists when the model stores bf16/fp16 */
+    if (saves_main_params(s))
         meta_add_tensor(m, p->name, ROLE_MAIN_PARAM, CKPT_OPTIM_FILE, ST_F32, p->ndim, p->full_shape);
     if (o->opt.type == OPTIMIZER_ADAM) {
         meta_add_tensor(m, p->name, ROLE_EXP_AVG, CKPT_OPTIM_FILE, ST_F32, p->ndim, p->full_shape);
@@ -156,46 +167,70 @@ static bool writes(const struct ckpt_rank *r, const struct gpt_param *p, enum me
     return role == ROLE_WEIGHT || !r->optimizer_sharded ? r->dp_rank == 0 : true;
 }
 
-/* Sends the runs of local elements [lo, hi) of p, whose values are at src[local - lo], to the file. */
+/* Sends the runs of local elements of p, whose values (on the host) start at src for local element
+ * lo, to the file. */
 struct run_writer {
-    int fd;
+    struct stream_writer *w;
     const struct tfile_entry *e;
     const float *src;
     int64_t lo;
     uint64_t *sum;
     bool failed;
-    char *err;
-    size_t errlen;
 };
 
 static void write_run(void *ctx, const struct param_run *run)
 {
     struct run_writer *w = ctx;
-    if (!w->failed)
-        w->failed = tfile_write_run(w->fd, w->e, run->full, run->n, w->src + (run->local - w->lo), w->sum, w->err,
-                                    w->errlen) != 0;
+    if (!w->failed) w->failed = tfile_write_run(w->w, w->e, run->full, run->n, w->src + (run->local - w->lo), w->sum) != 0;
 }
 
-/* Weights: the whole local copy. Optimizer state: where the owned ranges meet the parameter. */
-static bool write_tensor(struct run_writer *w, const struct ckpt_state *s, const struct gpt_param *p,
-                         enum meta_role role)
+/* Device memory (or host memory when a test asks for the device path) is copied to the host a
+ * chunk at a time through one buffer per save. */
+struct staging {
+    bool on;
+    enum device dev;
+    float *host;
+    int64_t cap; /* elements */
+};
+
+/* Local elements [lo, hi) of p, whose values start at src (host or device memory). */
+static void write_local(struct run_writer *w, const struct gpt_param *p, const float *src, int64_t lo, int64_t hi,
+                        struct staging *st)
 {
+    if (!st->on) {
+        w->src = src;
+        w->lo = lo;
+        blocks_runs(p, lo, hi, write_run, w);
+        return;
+    }
+    for (int64_t at = lo; at < hi && !w->failed; at += st->cap) {
+        int64_t k = hi - at < st->cap ? hi - at : st->cap;
+        device_copy_from(st->dev, st->host, src + (at - lo), (size_t)k * sizeof(float));
+        w->src = st->host;
+        w->lo = at;
+        blocks_runs(p, at, at + k, write_run, w);
+    }
+}
+
+/* Weights: the whole local copy. Optimizer state: where the owned ranges meet the parameter (main
+ * params without an optimizer copy are the model's fp32 weights, indexed like them). */
+static bool write_tensor(struct run_writer *w, const struct ckpt_state *s, const struct gpt_param *p,
+                         enum meta_role role, struct staging *st)
+{
+    const struct gpt_model *m = s->model;
     if (role == ROLE_WEIGHT) {
-        w->src = s->model->weights + p->offset;
-        w->lo = 0;
-        blocks_runs(p, 0, p->numel, write_run, w);
+        write_local(w, p, m->weights + p->offset, 0, p->numel, st);
         return !w->failed;
     }
     const struct optimizer *o = s->optimizer;
-    const float *arr = state_array(o, role);
     int64_t state = 0;
     for (int k = 0; k < o->num_ranges && !w->failed; k++) {
         struct buffer_range rg = o->ranges[k];
         int64_t lo = p->offset > rg.lo ? p->offset : rg.lo, hi = p->offset + p->numel < rg.hi ? p->offset + p->numel : rg.hi;
         if (lo < hi) {
-            w->src = arr + state + (lo - rg.lo);
-            w->lo = lo - p->offset;
-            blocks_runs(p, lo - p->offset, hi - p->offset, write_run, w);
+            const float *src = role == ROLE_MAIN_PARAM && !o->main_params ? m->weights + lo
+                                                                          : state_array(o, role) + state + (lo - rg.lo);
+            write_local(w, p, src, lo - p->offset, hi - p->offset, st);
         }
         state += rg.hi - rg.lo;
     }
@@ -214,7 +249,7 @@ static bool any_failed(const struct ckpt_rank *r, bool failed)
 
 /* Writes this rank's blocks of the tensors of meta that live in `file`; adds partial sums. */
 static int write_file(const char *tmp, const char *file, const struct ckpt_state *s, const struct ckpt_meta *m,
-                      const struct ckpt_rank *r, uint64_t *sums, char *err, size_t errlen)
+                      const struct ckpt_rank *r, struct staging *st, uint64_t *sums, char *err, size_t errlen)
 {
     char path[CKPT_PATH_MAX];
     snprintf(path, sizeof path, "%s/%s", tmp, file);
@@ -229,20 +264,20 @@ static int write_file(const char *tmp, const char *file, const struct ckpt_state
     }
     struct tfile_plan plan;
     tfile_plan_init(&plan, entries, n);
-    int fd = r->rank == 0 ? tfile_open_write(path, &plan, true, err, errlen) : -1;
-    bool failed = r->rank == 0 && fd < 0;
+    struct stream_writer *w = r->rank == 0 ? tfile_open_write(path, &plan, true, err, errlen) : NULL;
+    bool failed = r->rank == 0 && !w;
     if (!any_failed(r, failed) && r->rank != 0) {
-        fd = tfile_open_write(path, &plan, false, err, errlen);
-        failed = fd < 0;
+        w = tfile_open_write(path, &plan, false, err, errlen);
+        failed = !w;
     }
-    for (size_t k = 0; k < n && fd >= 0 && !failed; k++) {
+    for (size_t k = 0; k < n && w && !failed; k++) {
         const struct meta_tensor *t = &m->tensors[which[k]];
         const struct gpt_param *p = gpt_find_param(s->model, t->param);
         if (!writes(r, p, t->role)) continue;
-        struct run_writer w = {fd, &entries[k], NULL, 0, &sums[which[k]], false, err, errlen};
-        failed = !write_tensor(&w, s, p, t->role);
+        struct run_writer rw = {w, &entries[k], NULL, 0, &sums[which[k]], false};
+        failed = !write_tensor(&rw, s, p, t->role, st);
     }
-    if (fd >= 0 && tfile_close_write(fd, path, failed ? NULL : err, failed ? 0 : errlen) != 0) failed = true;
+    if (w && tfile_close_write(w, err, errlen) != 0) failed = true;
     tfile_plan_free(&plan);
     free(entries);
     free(which);
@@ -341,8 +376,15 @@ int ckpt_save(const char *dir, const struct ckpt_state *s, const struct ckpt_sav
         return -1;
     }
     uint64_t *sums = xcalloc(m.num_tensors + 1, sizeof *sums);
-    failed = write_file(tmp, CKPT_MODEL_FILE, s, &m, r, sums, err, errlen) != 0;
-    if (!failed && m.has_optimizer) failed = write_file(tmp, CKPT_OPTIM_FILE, s, &m, r, sums, err, errlen) != 0;
+    struct staging st = {s->model->device != DEV_CPU || o->stage_elements > 0, s->model->device, NULL, 0};
+    if (st.on) {
+        st.cap = o->stage_elements > 0 ? o->stage_elements : STAGING_ELEMENTS;
+        if (st.cap > s->model->buffer_numel) st.cap = s->model->buffer_numel > 0 ? s->model->buffer_numel : 1;
+        st.host = xmalloc((size_t)st.cap * sizeof(float));
+    }
+    failed = write_file(tmp, CKPT_MODEL_FILE, s, &m, r, &st, sums, err, errlen) != 0;
+    if (!failed && m.has_optimizer) failed = write_file(tmp, CKPT_OPTIM_FILE, s, &m, r, &st, sums, err, errlen) != 0;
+    free(st.host);
     sums[m.num_tensors] = failed; /* the failure count travels with the checksums */
     if (r->sum_u64) r->sum_u64(sums, m.num_tensors + 1, r->ctx);
     if (sums[m.num_tensors] != 0 && !failed) snprintf(err, errlen, "%s: another rank could not write its part", tmp);

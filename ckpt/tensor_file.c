@@ -10,11 +10,10 @@
 #include <unistd.h>
 
 #include "ckpt/checksum.h"
+#include "ckpt/stream.h"
 #include "kernels/tensor.h"
 #include "util/error.h"
 #include "util/json.h"
-
-#define STAGING_BYTES (8u << 20) /* conversion buffer: large writes, bounded memory */
 
 void tfile_rows_cols(int ndim, const int64_t *shape, int64_t *rows, int64_t *cols)
 {
@@ -82,7 +81,7 @@ static int pwrite_all(int fd, const void *buf, size_t len, uint64_t at)
 {
     const char *c = buf;
     while (len > 0) {
-        ssize_t w = pwrite(fd, c, len < (1u << 30) ? len : (1u << 30), (off_t)at);
+        ssize_t w = pwrite(fd, c, len, (off_t)at);
         if (w < 0 && errno == EINTR) continue;
         if (w == 0) errno = ENOSPC;
         if (w <= 0) return -1;
@@ -93,100 +92,85 @@ static int pwrite_all(int fd, const void *buf, size_t len, uint64_t at)
     return 0;
 }
 
-/* Starts writing a large range to disk now (without waiting), so the disk works while the next
- * tensors are converted and checksummed; the final fsync then has little left to wait for.
- * Small ranges are left to the page cache. */
-static void start_writeback(int fd, uint64_t at, uint64_t len)
+struct stream_writer *tfile_open_write(const char *path, const struct tfile_plan *p, bool first_writer, char *err,
+                                       size_t errlen)
 {
-    if (len >= (1u << 20)) (void)sync_file_range(fd, (off_t)at, (off_t)len, SYNC_FILE_RANGE_WRITE);
-}
-
-int tfile_open_write(const char *path, const struct tfile_plan *p, bool first_writer, char *err, size_t errlen)
-{
-    int fd = open(path, O_WRONLY | O_CLOEXEC | (first_writer ? O_CREAT | O_TRUNC : 0), 0644);
-    if (fd < 0) {
-        snprintf(err, errlen, "%s: cannot create: %s", path, strerror(errno));
-        return -1;
-    }
-    if (first_writer && (pwrite_all(fd, p->header, p->header_len, 0) || ftruncate(fd, (off_t)p->file_size))) {
-        snprintf(err, errlen, "%s: cannot write: %s", path, strerror(errno));
+    if (first_writer) {
+        int fd = open(path, O_WRONLY | O_CLOEXEC | O_CREAT | O_TRUNC, 0644);
+        if (fd < 0) {
+            snprintf(err, errlen, "%s: cannot create: %s", path, strerror(errno));
+            return NULL;
+        }
+        bool ok = pwrite_all(fd, p->header, p->header_len, 0) == 0 && ftruncate(fd, (off_t)p->file_size) == 0;
+        int e = errno;
         close(fd);
-        return -1;
+        if (!ok) {
+            snprintf(err, errlen, "%s: cannot write: %s", path, strerror(e));
+            return NULL;
+        }
     }
-    return fd;
+    return stream_writer_open(path, err, errlen);
 }
 
 static void to_dtype(void *out, const float *in, int64_t n, enum st_dtype dt)
 {
     if (dt == ST_F32) {
         memcpy(out, in, (size_t)n * 4);
-    } else if (dt == ST_BF16) {
-        uint16_t *o = out;
-        for (int64_t i = 0; i < n; i++) o[i] = f32_to_bf16(in[i]);
-    } else {
-        uint16_t *o = out;
-        for (int64_t i = 0; i < n; i++) o[i] = f32_to_f16(in[i]);
+        return;
     }
+    uint16_t *o = out;
+#pragma omp parallel for schedule(static) if (n >= (1 << 18))
+    for (int64_t i = 0; i < n; i++) o[i] = dt == ST_BF16 ? f32_to_bf16(in[i]) : f32_to_f16(in[i]);
 }
 
-static void from_dtype(float *out, const void *in, int64_t n, enum st_dtype dt)
+void tfile_from_dtype(float *out, const void *in, int64_t n, enum st_dtype dt)
 {
-    if (dt == ST_F32) {
-        memcpy(out, in, (size_t)n * 4);
-    } else if (dt == ST_BF16) {
-        const uint16_t *h = in;
-        for (int64_t i = 0; i < n; i++) out[i] = bf16_to_f32(h[i]);
-    } else {
-        const uint16_t *h = in;
-        for (int64_t i = 0; i < n; i++) out[i] = f16_to_f32(h[i]);
+    const unsigned char *bytes = in;
+    size_t isz = st_dtype_size(dt);
+    int64_t chunk = 1 << 16;
+#pragma omp parallel for schedule(static) if (n >= 4 * chunk)
+    for (int64_t at = 0; at < n; at += chunk) {
+        int64_t k = n - at < chunk ? n - at : chunk;
+        const unsigned char *src = bytes + (size_t)at * isz;
+        float *dst = out + at;
+        if (dt == ST_F32) {
+            memcpy(dst, src, (size_t)k * 4);
+        } else {
+            for (int64_t i = 0; i < k; i++) {
+                uint16_t h;
+                memcpy(&h, src + 2 * i, 2);
+                dst[i] = dt == ST_BF16 ? bf16_to_f32(h) : f16_to_f32(h);
+            }
+        }
     }
 }
 
-int tfile_write_run(int fd, const struct tfile_entry *e, int64_t first, int64_t n, const float *src, uint64_t *sum,
-                    char *err, size_t errlen)
+int tfile_write_run(struct stream_writer *w, const struct tfile_entry *e, int64_t first, int64_t n, const float *src,
+                    uint64_t *sum)
 {
     int64_t rows, cols;
     tfile_rows_cols(e->ndim, e->shape, &rows, &cols);
     if (first < 0 || n < 0 || first + n > rows * cols) BUG("run outside %s", e->name);
     size_t isz = st_dtype_size(e->dtype);
-    int rc = 0;
-    if (e->dtype == ST_F32) { /* as stored: no staging; the checksum runs while the disk writes */
-        rc = pwrite_all(fd, src, (size_t)n * 4, e->offset + (uint64_t)first * 4);
-        if (rc == 0) start_writeback(fd, e->offset + (uint64_t)first * 4, (uint64_t)n * 4);
-        *sum += checksum_sum64(src, 4, first, n);
-    } else {
-        int64_t chunk = (int64_t)(STAGING_BYTES / isz);
-        unsigned char *stage = xmalloc((size_t)(n < chunk ? n : chunk) * isz);
-        for (int64_t at = 0; at < n && rc == 0; at += chunk) {
-            int64_t k = n - at < chunk ? n - at : chunk;
-            to_dtype(stage, src + at, k, e->dtype);
-            *sum += checksum_sum64(stage, isz, first + at, k);
-            rc = pwrite_all(fd, stage, (size_t)k * isz, e->offset + (uint64_t)(first + at) * isz);
-            if (rc == 0) start_writeback(fd, e->offset + (uint64_t)(first + at) * isz, (uint64_t)k * isz);
-        }
-        free(stage);
+    uint64_t at = e->offset + (uint64_t)first * isz;
+    while (n > 0) { /* converted into the writer's buffer and summed there, while it is in cache */
+        size_t room = (size_t)n * isz;
+        void *dst = stream_writer_reserve(w, at, &room);
+        int64_t k = (int64_t)(room / isz);
+        to_dtype(dst, src, k, e->dtype);
+        *sum += checksum_sum64(dst, isz, first, k);
+        stream_writer_commit(w, (size_t)k * isz);
+        src += k;
+        first += k;
+        n -= k;
+        at += (uint64_t)k * isz;
     }
-    if (rc) snprintf(err, errlen, "tensor %s: cannot write: %s", e->name, strerror(errno));
-    return rc;
+    return stream_writer_failed(w) ? -1 : 0;
 }
 
-int tfile_close_write(int fd, const char *path, char *err, size_t errlen)
-{
-    int rc = fsync(fd);
-    int e = errno;
-    if (close(fd) != 0 && rc == 0) {
-        rc = -1;
-        e = errno;
-    }
-    if (rc) snprintf(err, errlen, "%s: cannot write: %s", path, strerror(e));
-    return rc;
-}
+int tfile_close_write(struct stream_writer *w, char *err, size_t errlen) { return stream_writer_close(w, err, errlen); }
 
 void tfile_read_run(const struct st_tensor *t, int64_t first, int64_t n, float *dst)
 {
-    const unsigned char *base = (const unsigned char *)t->data + (size_t)first * st_dtype_size(t->dtype);
-    int64_t chunk = 1 << 16;
-#pragma omp parallel for schedule(static) if (n >= 4 * chunk)
-    for (int64_t at = 0; at < n; at += chunk)
-        from_dtype(dst + at, base + (size_t)at * st_dtype_size(t->dtype), n - at < chunk ? n - at : chunk, t->dtype);
+    tfile_from_dtype(dst, (const unsigned char *)t->data + (size_t)first * st_dtype_size(t->dtype), n, t->dtype);
 }

@@ -116,15 +116,24 @@ static char *temp_dir(void)
 
 static void save_or_fail(const char *dir, struct ckpt_state *s, bool optim)
 {
-    struct ckpt_save_options o = {optim, true, false};
+    struct ckpt_save_options o = {optim, true, false, 0};
     struct ckpt_rank r = ckpt_rank_single();
     char err[1024];
     if (ckpt_save(dir, s, &o, &r, err, sizeof err)) fail_msg("save: %s", err);
 }
 
+static int load_staged(const char *dir, struct ckpt_state *s, bool optim, bool finetune, int64_t stage, char *err,
+                       size_t errlen)
+{
+    struct ckpt_load_options o = {optim, true, finetune, stage};
+    struct ckpt_rank r = ckpt_rank_single();
+    struct ckpt_loaded loaded;
+    return ckpt_load(dir, s, &o, &r, &loaded, err, errlen);
+}
+
 static int load(const char *dir, struct ckpt_state *s, bool optim, bool finetune, char *err, size_t errlen)
 {
-    struct ckpt_load_options o = {optim, true, finetune};
+    struct ckpt_load_options o = {optim, true, finetune, 0};
     struct ckpt_rank r = ckpt_rank_single();
     struct ckpt_loaded loaded;
     return ckpt_load(dir, s, &o, &r, &loaded, err, errlen);
@@ -166,6 +175,37 @@ static void test_sum64_of_slices_adds_up_to_the_whole_and_sees_one_flip(void **s
     assert_true(whole == parts);
     x[12345] = nextafterf(x[12345], 1e9f);
     assert_true(checksum_sum64(x, 4, 0, N) != whole);
+    free(x);
+}
+
+/* The definition, one element at a time (what the vectorised path must agree with). */
+static uint64_t sum64_by_definition(const void *data, size_t itemsize, uint64_t first, int64_t n)
+{
+    const unsigned char *p = data;
+    uint64_t s = 0;
+    for (int64_t i = 0; i < n; i++) {
+        uint64_t bits = 0;
+        for (size_t k = 0; k < itemsize; k++) bits |= (uint64_t)p[(size_t)i * itemsize + k] << (8 * k);
+        s += rng_mix64(rng_mix64(first + (uint64_t)i + 0x9e3779b97f4a7c15ull) ^ bits);
+    }
+    return s;
+}
+
+static void test_sum64_fast_paths_match_the_definition(void **state)
+{
+    (void)state;
+    enum { N = 300007 };
+    uint32_t *x = malloc(N * sizeof *x);
+    for (int i = 0; i < N; i++) x[i] = (uint32_t)rng_bits(5, 6, (uint64_t)i);
+    const int64_t starts[] = {0, 1, 7, 8, 4093, 70001}, lengths[] = {0, 1, 7, 8, 9, 65536, 65537, 200003};
+    for (size_t a = 0; a < sizeof starts / sizeof starts[0]; a++)
+        for (size_t b = 0; b < sizeof lengths / sizeof lengths[0]; b++) {
+            int64_t at = starts[a], n = lengths[b];
+            uint64_t first = (uint64_t)at * 3 + 11; /* any full-tensor index */
+            assert_true(checksum_sum64(x + at, 4, (int64_t)first, n) == sum64_by_definition(x + at, 4, first, n));
+            const unsigned char *h = (const unsigned char *)x + 2 * at + 1; /* bf16 at an odd address */
+            assert_true(checksum_sum64(h, 2, (int64_t)first, n) == sum64_by_definition(h, 2, first, n));
+        }
     free(x);
 }
 
@@ -228,6 +268,65 @@ static void test_save_then_load_restores_loss_scaler_fp16(void **state)
     check_round_trip(DT_F16, true);
 }
 
+static char *slurp(const char *path, size_t *len)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f) fail_msg("%s: %s", path, strerror(errno));
+    fseek(f, 0, SEEK_END);
+    *len = (size_t)ftell(f);
+    fseek(f, 0, SEEK_SET);
+    char *buf = malloc(*len + 1);
+    if (fread(buf, 1, *len, f) != *len) fail_msg("%s: short read", path);
+    fclose(f);
+    return buf;
+}
+
+static void expect_same_file(const char *a_dir, const char *b_dir, const char *name)
+{
+    char a[4300], b[4300];
+    size_t la, lb;
+    snprintf(a, sizeof a, "%s/iter_0000005/%s", a_dir, name);
+    snprintf(b, sizeof b, "%s/iter_0000005/%s", b_dir, name);
+    char *x = slurp(a, &la), *y = slurp(b, &lb);
+    if (la != lb || memcmp(x, y, la) != 0) fail_msg("%s differs", name);
+    free(x);
+    free(y);
+}
+
+/* The path device memory takes (chunks through one host buffer, here of a few elements so chunks
+ * cut through rows and tensors) writes the bytes the direct path writes and reads them back. */
+static void test_staging_through_a_host_buffer_writes_and_reads_the_same_bytes(void **state)
+{
+    (void)state;
+    struct model_config c = tiny_config(32, true);
+    struct run a = make_run(&c, DT_BF16, false, NULL, NULL, 0);
+    train_steps(&a, 5, 11);
+    char *direct = temp_dir(), *staged = temp_dir(), err[1024];
+    struct ckpt_state sa = state_of(&a, DT_BF16, 5);
+    struct ckpt_rank r = ckpt_rank_single();
+    struct ckpt_save_options plain = {true, true, false, 0}, chunked = {true, true, false, 7};
+    if (ckpt_save(direct, &sa, &plain, &r, err, sizeof err)) fail_msg("%s", err);
+    if (ckpt_save(staged, &sa, &chunked, &r, err, sizeof err)) fail_msg("%s", err);
+    expect_same_file(direct, staged, CKPT_MODEL_FILE);
+    expect_same_file(direct, staged, CKPT_OPTIM_FILE);
+    expect_same_file(direct, staged, CKPT_META_FILE);
+
+    struct run b = make_run(&c, DT_BF16, false, NULL, NULL, 0);
+    struct ckpt_state sb = state_of(&b, DT_BF16, 0);
+    if (load_staged(staged, &sb, true, false, 5, err, sizeof err)) fail_msg("%s", err);
+    expect_same(a.m->weights, b.m->weights, a.m->numel, "weights");
+    expect_same(a.o->main_params, b.o->main_params, a.o->owned, "main params");
+    expect_same(a.o->exp_avg, b.o->exp_avg, a.o->owned, "exp_avg");
+    expect_same(a.o->exp_avg_sq, b.o->exp_avg_sq, a.o->owned, "exp_avg_sq");
+    assert_int_equal(sb.iteration, 5);
+    dirs_remove_tree(direct);
+    dirs_remove_tree(staged);
+    free(direct);
+    free(staged);
+    free_run(&a);
+    free_run(&b);
+}
+
 static void test_finetune_and_no_load_optim_take_weights_only(void **state)
 {
     (void)state;
@@ -265,7 +364,7 @@ static void test_missing_or_empty_directory_holds_no_checkpoint(void **state)
     snprintf(missing, sizeof missing, "%s/nothing-here", dir);
     struct ckpt_state s = state_of(&a, DT_F32, 0);
     struct ckpt_loaded loaded;
-    struct ckpt_load_options o = {true, true, false};
+    struct ckpt_load_options o = {true, true, false, 0};
     struct ckpt_rank r = ckpt_rank_single();
     assert_int_equal(ckpt_load(dir, &s, &o, &r, &loaded, err, sizeof err), 0);
     assert_false(loaded.where.found);
@@ -439,7 +538,7 @@ static int save_loop(const char *dir)
         for (int64_t i = 0; i < r.m->numel; i++) r.m->weights[i] = (float)k;
         for (int64_t i = 0; i < r.o->owned; i++) r.o->exp_avg[i] = (float)-k;
         struct ckpt_state s = state_of(&r, DT_F32, k);
-        struct ckpt_save_options o = {true, true, false};
+        struct ckpt_save_options o = {true, true, false, 0};
         struct ckpt_rank rank = ckpt_rank_single();
         if (ckpt_save(dir, &s, &o, &rank, err, sizeof err)) return 4;
         if (k == (loc.found ? loc.iteration : 1)) { /* tell the parent the saves are under way */
@@ -579,6 +678,7 @@ struct rank_job {
     struct threads *t;
     int rank, tp, dp; /* world = tp x dp, rank = tp_rank + tp x dp_rank */
     bool distributed, save;
+    int64_t stage;    /* host staging of this many elements (the device path), or 0 */
     const char *dir;
     int rc;
     char err[1024];
@@ -606,11 +706,11 @@ static void *rank_main(void *arg)
     if (j->save) {
         fill_by_full_index(&r);
         struct ckpt_state s = state_of(&r, DT_F32, 9);
-        struct ckpt_save_options o = {true, true, false};
+        struct ckpt_save_options o = {true, true, false, j->stage};
         j->rc = ckpt_save(j->dir, &s, &o, &cr, j->err, sizeof j->err);
     } else {
         struct ckpt_state s = state_of(&r, DT_F32, 0);
-        struct ckpt_load_options o = {true, true, false};
+        struct ckpt_load_options o = {true, true, false, j->stage};
         struct ckpt_loaded loaded;
         j->rc = ckpt_load(j->dir, &s, &o, &cr, &loaded, j->err, sizeof j->err);
         if (j->rc == 0) {
@@ -626,7 +726,7 @@ static void *rank_main(void *arg)
     return NULL;
 }
 
-static void run_ranks(const char *dir, int tp, int dp, bool distributed, bool save)
+static void run_ranks(const char *dir, int tp, int dp, bool distributed, bool save, int64_t stage)
 {
     struct threads t;
     int world = tp * dp;
@@ -636,7 +736,7 @@ static void run_ranks(const char *dir, int tp, int dp, bool distributed, bool sa
     pthread_t th[8];
     struct rank_job jobs[8];
     for (int r = 0; r < world; r++) {
-        jobs[r] = (struct rank_job){&t, r, tp, dp, distributed, save, dir, 0, ""};
+        jobs[r] = (struct rank_job){&t, r, tp, dp, distributed, save, stage, dir, 0, ""};
         pthread_create(&th[r], NULL, rank_main, &jobs[r]);
     }
     for (int r = 0; r < world; r++) pthread_join(th[r], NULL);
@@ -653,8 +753,9 @@ static void test_ranks_writing_their_slices_make_the_full_tensors(void **state)
     for (size_t a = 0; a < sizeof layouts / sizeof layouts[0]; a++)
         for (size_t b = 0; b < sizeof layouts / sizeof layouts[0]; b++) {
             char *dir = temp_dir();
-            run_ranks(dir, layouts[a].tp, layouts[a].dp, layouts[a].dist, true);
-            run_ranks(dir, layouts[b].tp, layouts[b].dp, layouts[b].dist, false);
+            /* every layout also saves and loads through host staging (the device path) */
+            run_ranks(dir, layouts[a].tp, layouts[a].dp, layouts[a].dist, true, b % 2 ? 5 : 0);
+            run_ranks(dir, layouts[b].tp, layouts[b].dp, layouts[b].dist, false, a % 2 ? 3 : 0);
             dirs_remove_tree(dir);
             free(dir);
         }
@@ -672,7 +773,7 @@ static void test_another_vocabulary_padding_keeps_the_real_rows(void **state)
     save_or_fail(dir, &sa, true);
     struct run b = make_run(&wider, DT_F32, false, NULL, NULL, 0);
     struct ckpt_state sb = state_of(&b, DT_F32, 0);
-    if (load(dir, &sb, true, false, err, sizeof err)) fail_msg("%s", err);
+    if (load_staged(dir, &sb, true, false, 3, err, sizeof err)) fail_msg("%s", err); /* the device path */
     const struct gpt_param *pa = gpt_find_param(a.m, "embedding.word_embeddings.weight");
     const struct gpt_param *pb = gpt_find_param(b.m, "embedding.word_embeddings.weight");
     int64_t h = c.hidden_size;
@@ -761,9 +862,11 @@ int main(int argc, char **argv)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_sum64_matches_the_documented_definition),
         cmocka_unit_test(test_sum64_of_slices_adds_up_to_the_whole_and_sees_one_flip),
+        cmocka_unit_test(test_sum64_fast_paths_match_the_definition),
         cmocka_unit_test(test_save_then_load_restores_every_buffer_fp32),
         cmocka_unit_test(test_save_then_load_restores_every_buffer_bf16),
         cmocka_unit_test(test_save_then_load_restores_loss_scaler_fp16),
+        cmocka_unit_test(test_staging_through_a_host_buffer_writes_and_reads_the_same_bytes),
         cmocka_unit_test(test_finetune_and_no_load_optim_take_weights_only),
         cmocka_unit_test(test_missing_or_empty_directory_holds_no_checkpoint),
         cmocka_unit_test(test_tracker_naming_nothing_valid_is_refused),

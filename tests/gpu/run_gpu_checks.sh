@@ -3,8 +3,9 @@
 # (tests/gpu/test_cuda_ops.c), then the timings (scripts/bench/bench_ops.c). Logs go to
 # $OUT (default build/gpu-logs); the last lines printed are the summaries.
 #   BIN_DIR=dir   use prebuilt test_cuda_ops and bench_ops from dir when they run here
-#   CHECKS=test|bench|all|memcheck   (default all; memcheck runs the tests in one process under
-#                                     compute-sanitizer, slow)
+#   CHECKS=test|bench|ckpt|all|memcheck   (default all; memcheck runs the tests in one process
+#                                          under compute-sanitizer, slow; ckpt runs
+#                                          tests/gpu/ckpt_gpu.sh, checkpoints on the GPU)
 # The build goes through make; if the library does not build (a file elsewhere in progress), only
 # what the checks need is compiled directly.
 set -uo pipefail
@@ -63,12 +64,20 @@ if [ "$CHECKS" = memcheck ]; then
         tee "$OUT/memcheck.txt"
     exit "${PIPESTATUS[0]}"
 fi
+if [ "$CHECKS" = ckpt ]; then
+    OUT="$OUT/ckpt" tests/gpu/ckpt_gpu.sh 2>&1 | tee "$OUT/ckpt_gpu.txt"
+    exit "${PIPESTATUS[0]}"
+fi
 if [ "$CHECKS" != bench ]; then
     "$TEST" 2>&1 | tee "$OUT/test_cuda_ops.txt"
     rc=${PIPESTATUS[0]}
 fi
 if [ "$CHECKS" != test ]; then
     "$BENCH" 2>&1 | tee "$OUT/bench_ops.txt"
+fi
+if [ "$CHECKS" = all ]; then
+    OUT="$OUT/ckpt" tests/gpu/ckpt_gpu.sh 2>&1 | tee "$OUT/ckpt_gpu.txt"
+    [ "${PIPESTATUS[0]}" -eq 0 ] || rc=1
 fi
 [ "$CHECKS" != bench ] && grep -E '^\[  (PASSED|FAILED)  \]|FAIL' "$OUT/test_cuda_ops.txt"
 exit $rc
