@@ -14,8 +14,9 @@
  *    actions carry the micro batch, the chunk of this rank that produced (send) or will consume
  *    (recv) the tensor, and the peer's pp rank (its rank within the pp group). Consecutive
  *    communication actions form one batch that ends at the action with `wait` set: the executor
- *    posts every send and receive of a batch at once (non-blocking, or one NCCL group) and waits
- *    for all of them there, as Megatron's batched p2p_communication does.
+ *    posts every send and receive of a batch at once (non-blocking, or one NCCL group), as
+ *    Megatron's batched p2p_communication does, and waits for them there, or with
+ *    --overlap-p2p-communication where their data are used (parallel/schedules.h).
  *  - Tables run in numbered steps (one compute action, or an interleaved forward + backward
  *    round, then one batch); every message travels in the batch of the same step on both ranks,
  *    the step before its consumer runs. So batch j of a rank only meets batch j of its neighbours:
