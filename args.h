@@ -96,6 +96,7 @@ struct config {
     int64_t eval_iters;
     int64_t eval_interval; /* -1 (Megatron's None): no evaluation during training */
     bool skip_train;
+    const char *eval_batch; /* ours: a fixed batch to evaluate with --skip-train */
 
     /* data and dataloader */
     bool mock_data;

@@ -330,7 +330,7 @@ static int finalize_data(struct config *c, enum subcommand cmd, char *err, size_
         return args_fail(err, errlen, "%s: cannot be combined with %s (a single data source must be provided); remove one "
                     "of them", c->mock_data ? "--mock-data" : "--data-path",
                     c->mock_data && c->data_path_count > 0 ? "--data-path" : "--train/valid/test-data-path");
-    if (!c->mock_data && c->data_path_count == 0 && per_split == 0)
+    if (!c->mock_data && c->data_path_count == 0 && per_split == 0 && !c->eval_batch)
         return args_fail(err, errlen, "no training data: megatron %s needs --data-path PREFIX [PREFIX ...], "
                     "--train-data-path ... or --mock-data; add one of them", args_subcommand_name(cmd));
     if (per_split > 0 && c->train_data_path_count == 0 && cmd == CMD_PRETRAIN)
@@ -433,6 +433,12 @@ int args_finalize(struct config *c, enum subcommand cmd, int world_size, char *e
                                 finalize_checkpointing(c, err, errlen)))
         return -1;
     if (reject_not_yet_supported(c, cmd, err, errlen)) return -1;
+    if (c->eval_batch && !c->skip_train)
+        return args_fail(err, errlen, "--eval-batch: evaluates a model instead of training it; add --skip-train (and "
+                    "--load CKPT)");
+    if (c->eval_batch && c->world_size > 1)
+        return args_fail(err, errlen, "--eval-batch: runs as one process, this job has %" PRI " ranks; run it "
+                    "without mpirun", c->world_size);
     if (c->tensor_model_parallel_size == 1) c->sequence_parallel = false; /* Megatron: needs TP > 1 */
     if (c->sequence_parallel && c->seq_length % c->tensor_model_parallel_size != 0)
         return args_fail(err, errlen, "--sequence-parallel: --seq-length %" PRI " must be divisible by "

@@ -380,6 +380,10 @@ const struct arg_spec ARGS_TABLE[] = {
     /* ours */
     CHOICE("--model", model, "gpt", "gpt", M_TRAIN, G_OURS, "Model family (GPT-2/3, LLaMA and Mistral are set by flags)."),
     CHOICE("--device", device, "auto", "auto|cpu|cuda", M_TRAIN, G_OURS, "Where to run: auto uses CUDA when present."),
+    STR("--eval-batch", eval_batch, M_PRETRAIN, G_OURS,
+        "With --skip-train: evaluate the model (after --load) on the batch in this safetensors file (int32 tokens "
+        "and targets [B, seq-length]) and print its lm loss; with float logits [B, seq-length, V] in the file, also "
+        "the relative L2 error of ours against them. One process; no training data is needed."),
     CHOICE("--on-invalid", on_invalid, "stop", "stop|skip", M_PREPROCESS, G_OURS,
            "What to do with a malformed JSON line or invalid UTF-8: stop with an error, or skip the line "
            "with a warning."),

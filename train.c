@@ -608,6 +608,42 @@ static struct gpt_chunk_spec *stage_chunks(const struct trainer *t)
     return chunks;
 }
 
+/* The datasets, training (unless --skip-train) and the final validation and test losses. */
+static void train_and_evaluate(struct trainer *t, const struct model_config *mc, int64_t vocab, int64_t eod, FILE *out)
+{
+    const struct config *cfg = t->cfg;
+    bool first = t->grid.rank == 0;
+    t->loader = loader_create(cfg, vocab, eod);
+    t->flops_per_batch = model_flops_per_batch(mc, cfg->global_batch_size);
+    alloc_buffers(&t->buf, cfg->num_micro_batches * cfg->micro_batch_size, cfg->seq_length);
+    fflush(out);
+
+    bool exited = false;
+    if (cfg->skip_train) {
+        if (first) fprintf(out, "skipping training (--skip-train is on) ...\n");
+    } else {
+        if (first) fprintf(out, "training ...\n");
+        fflush(out);
+        exited = train(t);
+        if (!exited && cfg->save && t->iteration != 0 && t->iteration % cfg->save_interval != 0) {
+            struct ckpt_state s = ckpt_state_of(t);
+            ckpt_save_for_training(cfg, &s, stdout);
+        }
+    }
+    char prefix[96];
+    if (!exited && loader_num_samples(t->loader, SPLIT_VALID) > 0 && cfg->eval_iters > 0) {
+        snprintf(prefix, sizeof prefix, "iteration %lld on validation set", (long long)t->iteration);
+        evaluate_and_print(t, SPLIT_VALID, prefix);
+    }
+    if (!exited && loader_num_samples(t->loader, SPLIT_TEST) > 0 && cfg->eval_iters > 0) {
+        snprintf(prefix, sizeof prefix, "iteration %lld on test set", (long long)t->iteration);
+        evaluate_and_print(t, SPLIT_TEST, prefix);
+    }
+
+    free_buffers(&t->buf);
+    loader_free(t->loader);
+}
+
 int pretrain_main(const struct config *cfg, FILE *out)
 {
     struct trainer t;
@@ -629,10 +665,8 @@ int pretrain_main(const struct config *cfg, FILE *out)
                 (long long)(mc.padded_vocab_size - vocab), (long long)mc.padded_vocab_size);
         fprintf(out, "building GPT model ...\n");
     }
+    struct eval_batch *eval = cfg->eval_batch ? train_eval_batch_open(cfg, &mc) : NULL;
     struct gpt_chunk_spec *chunks = stage_chunks(&t);
-    if (t.grid.pp > 1 && (cfg->save || cfg->load))
-        die_user("--save/--load with --pipeline-model-parallel-size %d: pipeline-parallel checkpoints are not "
-                 "supported yet; checkpoint a run with --pipeline-model-parallel-size 1", t.grid.pp);
     t.model = gpt_create_stage(&mc, cfg->micro_batch_size, select_device(cfg, &t.grid), &tp, t.grid.dp, chunks,
                                t.pipeline.vp);
     free(chunks);
@@ -650,35 +684,8 @@ int pretrain_main(const struct config *cfg, FILE *out)
     t.ddp = ddp_create(t.model, t.dp, bucket, cfg->use_distributed_optimizer, cfg->overlap_grad_reduce);
     build_optimizer(&t);
     if (cfg->load) load_checkpoint(&t);
-    t.loader = loader_create(cfg, vocab, eod);
-    t.flops_per_batch = model_flops_per_batch(&mc, cfg->global_batch_size);
-    alloc_buffers(&t.buf, cfg->num_micro_batches * cfg->micro_batch_size, cfg->seq_length);
-    fflush(out);
-
-    bool exited = false;
-    if (cfg->skip_train) {
-        if (first) fprintf(out, "skipping training (--skip-train is on) ...\n");
-    } else {
-        if (first) fprintf(out, "training ...\n");
-        fflush(out);
-        exited = train(&t);
-        if (!exited && cfg->save && t.iteration != 0 && t.iteration % cfg->save_interval != 0) {
-            struct ckpt_state s = ckpt_state_of(&t);
-            ckpt_save_for_training(cfg, &s, stdout);
-        }
-    }
-    char prefix[96];
-    if (!exited && loader_num_samples(t.loader, SPLIT_VALID) > 0 && cfg->eval_iters > 0) {
-        snprintf(prefix, sizeof prefix, "iteration %lld on validation set", (long long)t.iteration);
-        evaluate_and_print(&t, SPLIT_VALID, prefix);
-    }
-    if (!exited && loader_num_samples(t.loader, SPLIT_TEST) > 0 && cfg->eval_iters > 0) {
-        snprintf(prefix, sizeof prefix, "iteration %lld on test set", (long long)t.iteration);
-        evaluate_and_print(&t, SPLIT_TEST, prefix);
-    }
-
-    free_buffers(&t.buf);
-    loader_free(t.loader);
+    if (eval) train_eval_batch_run(eval, t.model, out); /* with --skip-train: the file's batch, no datasets */
+    else train_and_evaluate(&t, &mc, vocab, eod, out);
     optimizer_free(t.optimizer);
     ddp_free(t.ddp);
     schedule_free(t.runner);

@@ -105,28 +105,34 @@ static int check_shape(struct load *l, const struct gpt_param *p, const struct m
                 CKPT_META_FILE);
 }
 
+/* Against the whole model's table, so every pipeline stage refuses a bad checkpoint with the same
+ * words; then each local parameter finds its stored tensor (the replica: the word embeddings). */
 static int check_weights(struct load *l)
 {
     const struct gpt_model *m = l->s->model;
     char a[64];
-    for (int i = 0; i < m->num_params; i++) {
-        const struct gpt_param *p = &m->params[i];
+    int count, rc = 0;
+    struct gpt_param *whole = gpt_whole_params(&m->cfg, &count);
+    for (int i = 0; i < count && rc == 0; i++) {
+        const struct gpt_param *p = &whole[i];
         const struct meta_tensor *t = meta_find(&l->meta, p->name, ROLE_WEIGHT);
         if (!t)
-            return fail(l, "tensor %s %s is missing: these flags build it but the checkpoint has none; use the model "
-                        "flags it was saved with (see \"model\" in its %s)",
-                        p->name, shape_text(p->ndim, p->full_shape, a, sizeof a), CKPT_META_FILE);
-        if (check_shape(l, p, t)) return -1;
-        l->src[i].weight = t;
+            rc = fail(l, "tensor %s %s is missing: these flags build it but the checkpoint has none; use the model "
+                      "flags it was saved with (see \"model\" in its %s)",
+                      p->name, shape_text(p->ndim, p->full_shape, a, sizeof a), CKPT_META_FILE);
+        else rc = check_shape(l, p, t);
     }
-    for (size_t k = 0; k < l->meta.num_tensors; k++) {
+    for (size_t k = 0; k < l->meta.num_tensors && rc == 0; k++) {
         const struct meta_tensor *t = &l->meta.tensors[k];
-        if (t->role == ROLE_WEIGHT && !gpt_find_param(m, t->param))
-            return fail(l, "tensor %s %s is in the checkpoint but not in the model these flags build; use the model "
-                        "flags it was saved with (see \"model\" in its %s)",
-                        t->param, shape_text(t->ndim, t->shape, a, sizeof a), CKPT_META_FILE);
+        if (t->role == ROLE_WEIGHT && !gpt_params_find(whole, count, t->param))
+            rc = fail(l, "tensor %s %s is in the checkpoint but not in the model these flags build; use the model "
+                      "flags it was saved with (see \"model\" in its %s)",
+                      t->param, shape_text(t->ndim, t->shape, a, sizeof a), CKPT_META_FILE);
     }
-    return 0;
+    free(whole);
+    for (int i = 0; i < m->num_params && rc == 0; i++)
+        l->src[i].weight = meta_find(&l->meta, gpt_param_stored_name(&m->params[i]), ROLE_WEIGHT);
+    return rc;
 }
 
 /* Settings that change the function without changing any shape. */
@@ -163,20 +169,28 @@ static int check_model_settings(struct load *l)
 }
 
 /* The stored optimizer tensor of (param, role), which must match its weight's shape. */
-static int find_state(struct load *l, const struct gpt_param *p, enum meta_role role, bool required,
+static int find_state(struct load *l, const char *name, enum meta_role role, bool required,
                       const struct meta_tensor **out)
 {
-    const struct meta_tensor *w = meta_find(&l->meta, p->name, ROLE_WEIGHT), *t = meta_find(&l->meta, p->name, role);
+    const struct meta_tensor *w = meta_find(&l->meta, name, ROLE_WEIGHT), *t = meta_find(&l->meta, name, role);
     *out = t;
     if (!t)
         return required ? fail(l, "the optimizer state %s of %s is missing; the checkpoint is damaged, or load "
-                               "weights only with --no-load-optim", meta_role_name(role), p->name)
+                               "weights only with --no-load-optim", meta_role_name(role), name)
                         : 0;
     char a[64], b[64];
     if (t->ndim != w->ndim || t->shape[0] != w->shape[0] || (t->ndim == 2 && t->shape[1] != w->shape[1]))
         return fail(l, "tensor %s is %s but its weight is %s; the checkpoint is damaged", t->name,
                     shape_text(t->ndim, t->shape, a, sizeof a), shape_text(w->ndim, w->shape, b, sizeof b));
     return 0;
+}
+
+static int find_states(struct load *l, const char *name, struct sources *s)
+{
+    bool adam = l->s->optimizer->opt.type == OPTIMIZER_ADAM;
+    return find_state(l, name, ROLE_MAIN_PARAM, l->meta.params_dtype != ST_F32, &s->main) ||
+           find_state(l, name, adam ? ROLE_EXP_AVG : ROLE_MOMENTUM, true, &s->moment1) ||
+           (adam && find_state(l, name, ROLE_EXP_AVG_SQ, true, &s->moment2));
 }
 
 static int check_optimizer(struct load *l)
@@ -190,16 +204,13 @@ static int check_optimizer(struct load *l)
         return fail(l, "its optimizer state is %s's, this run uses --optimizer %s; use --optimizer %s, or add "
                     "--no-load-optim", l->meta.optimizer.type, type, l->meta.optimizer.type);
     const struct gpt_model *m = l->s->model;
-    for (int i = 0; i < m->num_params; i++) {
-        const struct gpt_param *p = &m->params[i];
-        struct sources *s = &l->src[i];
-        bool adam = o->opt.type == OPTIMIZER_ADAM;
-        if (find_state(l, p, ROLE_MAIN_PARAM, l->meta.params_dtype != ST_F32, &s->main) ||
-            find_state(l, p, adam ? ROLE_EXP_AVG : ROLE_MOMENTUM, true, &s->moment1) ||
-            (adam && find_state(l, p, ROLE_EXP_AVG_SQ, true, &s->moment2)))
-            return -1;
-    }
-    return 0;
+    int count, rc = 0;
+    struct gpt_param *whole = gpt_whole_params(&m->cfg, &count); /* every stage names the same fault */
+    struct sources unused;
+    for (int i = 0; i < count && rc == 0; i++) rc = find_states(l, whole[i].name, &unused);
+    free(whole);
+    for (int i = 0; i < m->num_params && rc == 0; i++) rc = find_states(l, gpt_param_stored_name(&m->params[i]), &l->src[i]);
+    return rc;
 }
 
 /* Opens a file once; the stored header must agree with metadata.json for t. */

@@ -145,7 +145,11 @@ static void build_meta(const struct ckpt_state *s, const struct ckpt_save_option
     m->seed = model->cfg.seed;
     m->hf_config = s->hf_config ? xstrdup(s->hf_config) : NULL;
     m->args_json = s->cfg ? args_json(s->cfg) : NULL;
-    for (int i = 0; i < model->num_params; i++) add_param_tensors(m, s, &model->params[i], optim);
+    /* every tensor of the whole model, whichever pipeline stage holds it (each writes its own) */
+    int count;
+    struct gpt_param *whole = gpt_whole_params(&model->cfg, &count);
+    for (int i = 0; i < count; i++) add_param_tensors(m, s, &whole[i], optim);
+    free(whole);
 }
 
 /* The compact optimizer array of a role (indexed like the optimizer's owned ranges). */
@@ -273,7 +277,7 @@ static int write_file(const char *tmp, const char *file, const struct ckpt_state
     for (size_t k = 0; k < n && w && !failed; k++) {
         const struct meta_tensor *t = &m->tensors[which[k]];
         const struct gpt_param *p = gpt_find_param(s->model, t->param);
-        if (!writes(r, p, t->role)) continue;
+        if (!p || p->replica || !writes(r, p, t->role)) continue; /* another stage's, or stored by it */
         struct run_writer rw = {w, &entries[k], NULL, 0, &sums[which[k]], false};
         failed = !write_tensor(&rw, s, p, t->role, st);
     }

@@ -121,6 +121,13 @@ void gpt_weights_changed(struct gpt_model *m, int64_t lo, int64_t hi);
 void gpt_init_weights(struct gpt_model *m);
 
 const struct gpt_param *gpt_find_param(const struct gpt_model *m, const char *name);
+/* The parameter table of the whole model (every layer, embeddings and output layer, one
+ * tensor-parallel rank), in the model's order: the tensors a checkpoint holds whatever the layout.
+ * *count receives its length; free() it. */
+struct gpt_param *gpt_whole_params(const struct model_config *cfg, int *count);
+const struct gpt_param *gpt_params_find(const struct gpt_param *params, int count, const char *name);
+/* The name under which a checkpoint stores p: the word embeddings for the last stage's replica. */
+const char *gpt_param_stored_name(const struct gpt_param *p);
 
 /* The index in the full logical tensor (row-major over full_shape) of local element `local`. */
 int64_t gpt_param_full_index(const struct gpt_param *p, int64_t local);

@@ -148,11 +148,31 @@ void gpt_build_params(struct gpt_model *m)
     m->numel = t.numel;
 }
 
+struct gpt_param *gpt_whole_params(const struct model_config *cfg, int *count)
+{
+    struct gpt_chunk_spec whole = {0, cfg->num_layers, true, true, 1};
+    struct gpt_chunk chunk = {whole, NULL};
+    struct gpt_model m = {.cfg = *cfg, .tp = tp_group_single(), .num_chunks = 1, .chunks = &chunk};
+    gpt_build_params(&m);
+    *count = m.num_params;
+    return m.params;
+}
+
+const struct gpt_param *gpt_params_find(const struct gpt_param *params, int count, const char *name)
+{
+    for (int i = 0; i < count; i++)
+        if (strcmp(params[i].name, name) == 0) return &params[i];
+    return NULL;
+}
+
 const struct gpt_param *gpt_find_param(const struct gpt_model *m, const char *name)
 {
-    for (int i = 0; i < m->num_params; i++)
-        if (strcmp(m->params[i].name, name) == 0) return &m->params[i];
-    return NULL;
+    return gpt_params_find(m->params, m->num_params, name);
+}
+
+const char *gpt_param_stored_name(const struct gpt_param *p)
+{
+    return p->replica ? "embedding.word_embeddings.weight" : p->name;
 }
 
 int64_t gpt_param_full_index(const struct gpt_param *p, int64_t local)
