@@ -189,7 +189,8 @@ static int finalize_precision(struct config *c, char *err, size_t errlen)
 {
     if (c->fp16 && c->bf16) return args_fail(err, errlen, "--fp16: cannot be combined with --bf16; choose one precision");
     c->params_dtype = c->fp16 ? DT_F16 : c->bf16 ? DT_BF16 : DT_F32;
-    if (c->bf16) c->accumulate_allreduce_grads_in_fp32 = true; /* Megatron: bf16 grads reduce in fp32 */
+    /* Megatron: bf16 grads reduce in fp32 unless --grad-reduce-in-bf16 */
+    if (c->bf16 && !c->grad_reduce_in_bf16) c->accumulate_allreduce_grads_in_fp32 = true;
     return 0;
 }
 

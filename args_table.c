@@ -210,7 +210,8 @@ const struct arg_spec ARGS_TABLE[] = {
     /* mixed precision (_add_mixed_precision_args) */
     BOOL("--fp16", fp16, M_TRAIN, G_MP, "Run model in fp16 mode."),
     BOOL("--bf16", bf16, M_TRAIN, G_MP, "Run model in bfloat16 mode."),
-    NOT_YET("--grad-reduce-in-bf16", T_BOOL, M_TRAIN, G_MP, "Reduce gradients in bfloat16."),
+    BOOL("--grad-reduce-in-bf16", grad_reduce_in_bf16, M_TRAIN, G_MP,
+         "Reduce gradients in bfloat16 (they still accumulate over micro batches in fp32 here)."),
     FLT("--loss-scale", loss_scale, NULL, M_TRAIN, G_MP, 0, NO, F_LO_OPEN,
         "Static loss scaling, positive power of 2 values can improve fp16 convergence. If None, dynamic "
         "loss scaling is used."),

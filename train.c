@@ -681,7 +681,8 @@ int pretrain_main(const struct config *cfg, FILE *out)
     /* Megatron's default bucket: max(40M, 1M x dp) parameters */
     int64_t bucket = cfg->ddp_bucket_size > 0 ? cfg->ddp_bucket_size
                                               : (t.grid.dp > 40 ? 1000000LL * t.grid.dp : 40000000LL);
-    t.ddp = ddp_create(t.model, t.dp, bucket, cfg->use_distributed_optimizer, cfg->overlap_grad_reduce);
+    t.ddp = ddp_create(t.model, t.dp, bucket, cfg->use_distributed_optimizer, cfg->overlap_grad_reduce,
+                       cfg->grad_reduce_in_bf16);
     build_optimizer(&t);
     if (cfg->load) load_checkpoint(&t);
     if (eval) train_eval_batch_run(eval, t.model, out); /* with --skip-train: the file's batch, no datasets */

@@ -129,6 +129,12 @@ void comm_device_all_gather(struct comm_group *g, const void *send, void *recv, 
 void comm_device_iall_reduce_sum(struct comm_group *g, void *buf, size_t n, enum comm_dtype dt);
 void comm_device_ireduce_scatter_sum(struct comm_group *g, const void *send, void *recv, size_t n,
                                      enum comm_dtype dt);
+/* --grad-reduce-in-bf16: the same on the communication stream with bf16 on the wire. buf holds
+ * fp32 values; they are rounded into wire (bf16, as long as buf), summed there as bf16 by NCCL,
+ * and the sums written back to buf as fp32: all of it for the all-reduce (n elements), this
+ * rank's chunk buf + rank * n for the reduce-scatter (buf and wire n x size elements). */
+void comm_device_iall_reduce_sum_bf16(struct comm_group *g, float *buf, void *wire, size_t n);
+void comm_device_ireduce_scatter_sum_bf16(struct comm_group *g, float *buf, void *wire, size_t n);
 void comm_device_join(struct comm_group *g);
 /* The batch of comm_p2p_batch on device buffers: one NCCL group on the compute stream (NCCL keeps
  * the order of the messages between two ranks; tags are not needed). */

@@ -157,6 +157,29 @@ void comm_device_ireduce_scatter_sum(struct comm_group *g, const void *send, voi
     timing_end(t, s);
 }
 
+void comm_device_iall_reduce_sum_bf16(struct comm_group *g, float *buf, void *wire, size_t n)
+{
+    ncclComm_t c = need_nccl(g, "all-reduce");
+    cudaStream_t s = comm_stream_after_compute(g);
+    int t = timing_begin(g, s);
+    cuda_f32_to_bf16_on(s, wire, buf, (int64_t)n);
+    NCCL_CALL(ncclAllReduce(wire, wire, n, ncclBfloat16, ncclSum, c, s));
+    cuda_bf16_to_f32_on(s, buf, wire, (int64_t)n);
+    timing_end(t, s);
+}
+
+void comm_device_ireduce_scatter_sum_bf16(struct comm_group *g, float *buf, void *wire, size_t n)
+{
+    ncclComm_t c = need_nccl(g, "reduce-scatter");
+    cudaStream_t s = comm_stream_after_compute(g);
+    int t = timing_begin(g, s);
+    size_t mine = (size_t)comm_rank(g) * n;
+    cuda_f32_to_bf16_on(s, wire, buf, (int64_t)(n * (size_t)comm_size(g)));
+    NCCL_CALL(ncclReduceScatter(wire, (uint16_t *)wire + mine, n, ncclBfloat16, ncclSum, c, s));
+    cuda_bf16_to_f32_on(s, buf + mine, (uint16_t *)wire + mine, (int64_t)n);
+    timing_end(t, s);
+}
+
 void comm_device_join(struct comm_group *g)
 {
     if (!g->nccl_stream) return;
@@ -277,6 +300,16 @@ void comm_device_iall_reduce_sum(struct comm_group *g, void *buf, size_t n, enum
 void comm_device_ireduce_scatter_sum(struct comm_group *g, const void *send, void *recv, size_t n, enum comm_dtype dt)
 {
     (void)g, (void)send, (void)recv, (void)n, (void)dt;
+    no_nccl();
+}
+void comm_device_iall_reduce_sum_bf16(struct comm_group *g, float *buf, void *wire, size_t n)
+{
+    (void)g, (void)buf, (void)wire, (void)n;
+    no_nccl();
+}
+void comm_device_ireduce_scatter_sum_bf16(struct comm_group *g, float *buf, void *wire, size_t n)
+{
+    (void)g, (void)buf, (void)wire, (void)n;
     no_nccl();
 }
 void comm_device_join(struct comm_group *g) { (void)g; }

@@ -4,6 +4,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "kernels/arena.h"
+#include "kernels/tensor.h"
 #include "parallel/comm.h"
 #include "util/error.h"
 
@@ -21,6 +23,8 @@ struct ddp {
     struct comm_group *dp;
     int size, rank;
     bool distributed, overlap, syncing;
+    bool reduce_bf16;           /* --grad-reduce-in-bf16 */
+    void *wire;                 /* its bf16 copy of the buffer, on the GPU */
     int num_buckets;
     struct ddp_bucket *buckets; /* from the end of the buffer to its start */
     float *shard;               /* reduce-scatter / all-gather staging, one bucket shard long */
@@ -56,7 +60,7 @@ static void make_buckets(struct ddp *d, int64_t bucket_size)
 }
 
 struct ddp *ddp_create(struct gpt_model *m, struct comm_group *dp, int64_t bucket_size,
-                       bool distributed_optimizer, bool overlap)
+                       bool distributed_optimizer, bool overlap, bool reduce_bf16)
 {
     struct ddp *d = xcalloc(1, sizeof *d);
     d->model = m;
@@ -68,6 +72,8 @@ struct ddp *ddp_create(struct gpt_model *m, struct comm_group *dp, int64_t bucke
     if (m->buffer_numel % d->size) BUG("ddp: buffer of %lld not a multiple of %d", (long long)m->buffer_numel, d->size);
     make_buckets(d, bucket_size > 0 ? bucket_size : m->buffer_numel);
     if (d->distributed && m->device == DEV_CPU) d->shard = xmalloc((size_t)(m->buffer_numel / d->size) * sizeof(float));
+    d->reduce_bf16 = reduce_bf16 && d->size > 1;
+    if (d->reduce_bf16 && m->device == DEV_CUDA) d->wire = device_alloc(DEV_CUDA, (size_t)m->buffer_numel * sizeof(uint16_t));
     return d;
 }
 
@@ -76,6 +82,7 @@ void ddp_free(struct ddp *d)
     if (!d) return;
     free(d->buckets);
     free(d->shard);
+    if (d->wire) device_free(DEV_CUDA, d->wire);
     free(d);
 }
 
@@ -96,12 +103,15 @@ int ddp_owned_ranges(const struct ddp *d, struct buffer_range *ranges, int max)
 static void launch_device(struct ddp *d, struct ddp_bucket *b)
 {
     float *g = d->model->grads;
-    if (d->distributed) {
+    if (d->distributed) { /* one bucket: the whole buffer */
         size_t len = (size_t)((b->hi - b->lo) / d->size);
-        comm_device_ireduce_scatter_sum(d->dp, g, g + (size_t)d->rank * len, len, COMM_F32);
+        if (d->reduce_bf16) comm_device_ireduce_scatter_sum_bf16(d->dp, g, d->wire, len);
+        else comm_device_ireduce_scatter_sum(d->dp, g, g + (size_t)d->rank * len, len, COMM_F32);
         return;
     }
-    comm_device_iall_reduce_sum(d->dp, g + b->lo, (size_t)(b->hi - b->lo), COMM_F32);
+    size_t n = (size_t)(b->hi - b->lo);
+    if (d->reduce_bf16) comm_device_iall_reduce_sum_bf16(d->dp, g + b->lo, (uint16_t *)d->wire + b->lo, n);
+    else comm_device_iall_reduce_sum(d->dp, g + b->lo, n, COMM_F32);
 }
 
 static void launch(struct ddp *d, struct ddp_bucket *b)
@@ -112,6 +122,7 @@ static void launch(struct ddp *d, struct ddp_bucket *b)
         launch_device(d, b);
         return;
     }
+    if (d->reduce_bf16) round_to_dtype(g + b->lo, b->hi - b->lo, DT_BF16); /* what goes on the wire */
     if (d->distributed) { /* one bucket: the whole buffer */
         b->req = comm_ireduce_scatter_sum(d->dp, g, d->shard, (size_t)((b->hi - b->lo) / d->size), COMM_F32);
         return;
@@ -145,6 +156,7 @@ void ddp_finish_grad_sync(struct ddp *d)
         if (!b->launched) launch(d, b);
         if (!device) comm_wait(b->req);
         b->req = NULL;
+        if (!device && d->reduce_bf16 && !d->distributed) round_to_dtype(d->model->grads + b->lo, b->hi - b->lo, DT_BF16);
     }
     d->syncing = false;
     if (device) { /* reduced in place; the compute stream waits for the communication stream */
@@ -153,6 +165,7 @@ void ddp_finish_grad_sync(struct ddp *d)
     }
     if (d->distributed) { /* the reduced shard into its place; the rest of the buffer is stale */
         int64_t len = d->model->buffer_numel / d->size;
+        if (d->reduce_bf16) round_to_dtype(d->shard, len, DT_BF16);
         memcpy(d->model->grads + d->rank * len, d->shard, (size_t)len * sizeof(float));
     }
 }

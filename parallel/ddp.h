@@ -8,6 +8,10 @@
  *    has produced every gradient in it (buckets are filled from the end of the buffer, which the
  *    backward reaches first);
  *  - with the distributed optimizer, the updated parameter shards are all-gathered afterwards.
+ *  - with --grad-reduce-in-bf16 the values are rounded to bf16 for the reduction and the sums are
+ *    bf16 values (on the GPU NCCL sums bf16; on the CPU the rounded values are summed in fp32 in
+ *    group-rank order and the sum rounded), then kept in the fp32 buffer. Gradients still
+ *    accumulate over micro batches in fp32 (Megatron accumulates them in bf16 with this flag).
  * The 1/DP averaging is folded into the loss scale by the caller. With one data-parallel rank
  * every call is free. */
 #ifndef MEGATRON_PARALLEL_DDP_H
@@ -25,7 +29,7 @@ struct ddp;
 /* dp may be NULL (one data-parallel rank). The model's flat buffers must be padded to a multiple
  * of the data-parallel size (gpt_create's buffer_multiple). */
 struct ddp *ddp_create(struct gpt_model *m, struct comm_group *dp, int64_t bucket_size,
-                       bool distributed_optimizer, bool overlap);
+                       bool distributed_optimizer, bool overlap, bool reduce_bf16);
 void ddp_free(struct ddp *d);
 
 /* The ranges this rank's optimizer updates; returns how many (at most max). */

@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #define MAX_CLEANUPS 16
 
@@ -44,15 +45,31 @@ static void run_cleanups(void)
     }
 }
 
+/* prefix + the message + newline to stderr in one write, so the lines of ranks that fail at once
+ * (their stderr shares mpirun's pipe) do not mix. */
+static void emit_line(const char *prefix, const char *fmt, va_list ap)
+{
+    char line[4096];
+    size_t n = (size_t)snprintf(line, sizeof line - 1, "%s", prefix);
+    if (n > sizeof line - 2) n = sizeof line - 2;
+    int m = vsnprintf(line + n, sizeof line - 1 - n, fmt, ap);
+    n = m < 0 ? n : n + (size_t)m > sizeof line - 2 ? sizeof line - 2 : n + (size_t)m;
+    line[n++] = '\n';
+    fflush(stderr);
+    for (size_t at = 0; at < n;) {
+        ssize_t w = write(STDERR_FILENO, line + at, n - at);
+        if (w <= 0) break;
+        at += (size_t)w;
+    }
+}
+
 void die_user(const char *fmt, ...)
 {
     va_list ap;
     fflush(stdout);
-    fputs("megatron: error: ", stderr);
     va_start(ap, fmt);
-    vfprintf(stderr, fmt, ap);
+    emit_line("megatron: error: ", fmt, ap);
     va_end(ap);
-    fputc('\n', stderr);
     run_cleanups();
     exit(EXIT_USER_ERROR);
 }
@@ -60,12 +77,12 @@ void die_user(const char *fmt, ...)
 void die_internal(const char *file, int line, const char *fmt, ...)
 {
     va_list ap;
+    char prefix[512];
     fflush(stdout);
-    fprintf(stderr, "megatron: internal error at %s:%d: ", file, line);
+    snprintf(prefix, sizeof prefix, "megatron: internal error at %s:%d: ", file, line);
     va_start(ap, fmt);
-    vfprintf(stderr, fmt, ap);
+    emit_line(prefix, fmt, ap);
     va_end(ap);
-    fputc('\n', stderr);
     run_cleanups();
     exit(1);
 }
@@ -81,11 +98,9 @@ void error_set(char *err, size_t errlen, const char *fmt, ...)
 void warn_user(const char *fmt, ...)
 {
     va_list ap;
-    fputs("megatron: warning: ", stderr);
     va_start(ap, fmt);
-    vfprintf(stderr, fmt, ap);
+    emit_line("megatron: warning: ", fmt, ap);
     va_end(ap);
-    fputc('\n', stderr);
 }
 
 void *xmalloc(size_t n)

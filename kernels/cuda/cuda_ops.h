@@ -147,6 +147,10 @@ double cuda_sum_squares(const float *x, int64_t n);
 void cuda_scale_f32(float *x, int64_t n, float c);
 /* dst (bf16) = src rounded to nearest even: the model's bf16 weights from fp32 main weights. */
 void cuda_f32_to_bf16(void *dst, const float *src, int64_t n);
+/* The same, and back (dst fp32 = src bf16), on the given stream (a communication stream):
+ * --grad-reduce-in-bf16's wire format. */
+void cuda_f32_to_bf16_on(void *stream, void *dst, const float *src, int64_t n);
+void cuda_bf16_to_f32_on(void *stream, float *dst, const void *src, int64_t n);
 
 /* ---- which path a fused op took (for the GPU tests and benchmarks) ---- */
 

@@ -150,3 +150,59 @@ void cuda_f32_to_bf16(void *dst, const float *src, int64_t n)
     f32_to_bf16_kernel<<<blocks, 256, 0, ctx->stream>>>((bf16 *)dst, src, n);
     CUDA_CHECK(cudaGetLastError());
 }
+
+/* --grad-reduce-in-bf16's conversions, 4 elements a thread where both sides are aligned for it. */
+static __global__ void f32_to_bf16_x4_kernel(bf16 *dst, const float *src, int64_t n4)
+{
+    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n4; i += (int64_t)gridDim.x * blockDim.x) {
+        float4 v = reinterpret_cast<const float4 *>(src)[i];
+        __nv_bfloat162 lo = __floats2bfloat162_rn(v.x, v.y), hi = __floats2bfloat162_rn(v.z, v.w);
+        uint2 out;
+        out.x = *reinterpret_cast<uint32_t *>(&lo);
+        out.y = *reinterpret_cast<uint32_t *>(&hi);
+        reinterpret_cast<uint2 *>(dst)[i] = out;
+    }
+}
+
+static __global__ void bf16_to_f32_kernel(float *dst, const bf16 *src, int64_t n)
+{
+    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x)
+        dst[i] = __bfloat162float(src[i]);
+}
+
+static __global__ void bf16_to_f32_x4_kernel(float *dst, const bf16 *src, int64_t n4)
+{
+    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n4; i += (int64_t)gridDim.x * blockDim.x) {
+        uint2 in = reinterpret_cast<const uint2 *>(src)[i];
+        float2 lo = __bfloat1622float2(*reinterpret_cast<__nv_bfloat162 *>(&in.x));
+        float2 hi = __bfloat1622float2(*reinterpret_cast<__nv_bfloat162 *>(&in.y));
+        reinterpret_cast<float4 *>(dst)[i] = make_float4(lo.x, lo.y, hi.x, hi.y);
+    }
+}
+
+static int blocks_for(int64_t n) { return (int)((n + 255) / 256 < 8192 ? (n + 255) / 256 : 8192); }
+
+static bool aligned_x4(const void *f32, const void *b16)
+{
+    return ((uintptr_t)f32 % 16) == 0 && ((uintptr_t)b16 % 8) == 0;
+}
+
+void cuda_f32_to_bf16_on(void *stream, void *dst, const float *src, int64_t n)
+{
+    if (n <= 0) return;
+    cudaStream_t s = (cudaStream_t)stream;
+    int64_t n4 = aligned_x4(src, dst) ? n / 4 : 0, rest = n - 4 * n4;
+    if (n4) f32_to_bf16_x4_kernel<<<blocks_for(n4), 256, 0, s>>>((bf16 *)dst, src, n4);
+    if (rest) f32_to_bf16_kernel<<<blocks_for(rest), 256, 0, s>>>((bf16 *)dst + 4 * n4, src + 4 * n4, rest);
+    CUDA_CHECK(cudaGetLastError());
+}
+
+void cuda_bf16_to_f32_on(void *stream, float *dst, const void *src, int64_t n)
+{
+    if (n <= 0) return;
+    cudaStream_t s = (cudaStream_t)stream;
+    int64_t n4 = aligned_x4(dst, src) ? n / 4 : 0, rest = n - 4 * n4;
+    if (n4) bf16_to_f32_x4_kernel<<<blocks_for(n4), 256, 0, s>>>(dst, (const bf16 *)src, n4);
+    if (rest) bf16_to_f32_kernel<<<blocks_for(rest), 256, 0, s>>>(dst + 4 * n4, (const bf16 *)src + 4 * n4, rest);
+    CUDA_CHECK(cudaGetLastError());
+}

@@ -73,7 +73,7 @@ done
 # a checkpoint of a 4-layer model under 6-layer flags: every stage refuses it with the same line
 # (exit 2), whichever stage holds the missing layers
 if mpirun --oversubscribe --mca pml ob1 --mca btl self,vader -np 2 "$MEGATRON" pretrain ${gpt/--num-layers 4/--num-layers 6} \
-    $common --pipeline-model-parallel-size 2 --load "$dir/gpt-pp2-to-single" >"$dir/refused.log" 2>&1; then
+    $common --pipeline-model-parallel-size 2 --load "$dir/gpt-pp2-to-single" >"$dir/refused.out" 2>"$dir/refused.log"; then
     echo "a 4-layer checkpoint loaded into 6 layers"; exit 1
 fi
 [ "$(grep -c "^megatron: error: --load $dir/gpt-pp2-to-single: checkpoint .*iter_0000020: tensor decoder.layers.4.input_layernorm.weight \[32\] is missing: these flags build it but the checkpoint has none; use the model flags it was saved with" \
