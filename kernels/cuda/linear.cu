@@ -124,8 +124,80 @@ static void gemm_set_epilogue(cublasLtMatmulDesc_t desc, const struct gemm_call 
     gemm_set_epilogue_pointers(desc, g);
 }
 
-/* Descriptors for g and the heuristic's first algorithm, for the alignments g's pointers have;
- * p->supported says whether there was one. */
+/* Algorithms timed per GEMM shape when its plan is built (MEGATRON_GEMM_AUTOTUNE=0: cuBLASLt's
+ * first choice, untimed). */
+enum { GEMM_CANDIDATES = 8 };
+
+static bool gemm_autotune(void)
+{
+    static int on = -1; /* read once: a setting of the process, like the backend context */
+    if (on < 0) {
+        const char *v = getenv("MEGATRON_GEMM_AUTOTUNE");
+        on = !(v && strcmp(v, "0") == 0);
+    }
+    return on;
+}
+
+/* The fastest of the heuristic's candidates for g, each run 3 times after a warm-up into buffers
+ * of its own (D, and the aux matrix or bias gradient an epilogue writes), so the caller's outputs
+ * and accumulators are untouched; the inputs are g's own. Once per shape, on the first call:
+ * the allocations and the synchronisation happen then, never in a later step. Without the memory
+ * for those buffers, the heuristic's first choice. */
+static int gemm_fastest(struct cuda_gemm_plan *p, const struct gemm_call *g,
+                        const cublasLtMatmulHeuristicResult_t *results, int found)
+{
+    struct cuda_context *ctx = cuda_ctx();
+    size_t d_bytes = (size_t)g->ldc * (size_t)g->n * (g->cd_type == CUDA_R_32F ? 4 : 2);
+    bool writes_aux = g->kind == GEMM_FWD_GELU || g->kind == GEMM_FWD_GELU_BIAS;
+    bool writes_bias = g->kind == GEMM_DX_DGELU_BGRAD;
+    void *d = NULL, *aux = NULL, *bias = NULL;
+    if (cudaMalloc(&d, d_bytes) != cudaSuccess ||
+        (writes_aux && cudaMalloc(&aux, (size_t)g->m * (size_t)g->n * 2) != cudaSuccess) ||
+        (writes_bias && cudaMalloc(&bias, (size_t)g->m * sizeof(float)) != cudaSuccess)) {
+        (void)cudaGetLastError(); /* no room to time them: the heuristic's first choice */
+        cudaFree(d);
+        cudaFree(aux);
+        return 0;
+    }
+    struct gemm_call t = *g;
+    t.c = d;
+    if (writes_aux) t.aux = aux;
+    if (writes_bias) t.bias = bias;
+    gemm_set_epilogue_pointers(p->desc, &t);
+    cudaEvent_t start, stop;
+    CUDA_CHECK(cudaEventCreate(&start));
+    CUDA_CHECK(cudaEventCreate(&stop));
+    const float alpha = 1.0f, beta = 0.0f;
+    int best = 0;
+    float best_ms = 0.0f;
+    for (int i = 0; i < found; i++) {
+        bool ok = true;
+        for (int r = 0; r < 4 && ok; r++) {
+            if (r == 1) CUDA_CHECK(cudaEventRecord(start, ctx->stream));
+            ok = cublasLtMatmul(ctx->lt, p->desc, &alpha, t.a, p->a, t.b, p->b, &beta, t.c, p->c, t.c, p->c,
+                                &results[i].algo, ctx->lt_workspace, ctx->lt_workspace_bytes,
+                                ctx->stream) == CUBLAS_STATUS_SUCCESS;
+        }
+        if (!ok) continue;
+        CUDA_CHECK(cudaEventRecord(stop, ctx->stream));
+        CUDA_CHECK(cudaEventSynchronize(stop));
+        float ms;
+        CUDA_CHECK(cudaEventElapsedTime(&ms, start, stop));
+        if (i == 0 || ms < best_ms) {
+            best = i;
+            best_ms = ms;
+        }
+    }
+    CUDA_CHECK(cudaEventDestroy(start));
+    CUDA_CHECK(cudaEventDestroy(stop));
+    CUDA_CHECK(cudaFree(d));
+    if (aux) CUDA_CHECK(cudaFree(aux));
+    if (bias) CUDA_CHECK(cudaFree(bias));
+    return best;
+}
+
+/* Descriptors for g and the heuristic's algorithm for the alignments g's pointers have (the
+ * fastest of its candidates, see gemm_fastest); p->supported says whether there was one. */
 static void gemm_plan_build(struct cuda_gemm_plan *p, const struct gemm_call *g)
 {
     struct cuda_context *ctx = cuda_ctx();
@@ -157,15 +229,15 @@ static void gemm_plan_build(struct cuda_gemm_plan *p, const struct gemm_call *g)
         pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, &al_c, sizeof al_c));
     CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(
         pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, &al_c, sizeof al_c));
-    cublasLtMatmulHeuristicResult_t result;
+    cublasLtMatmulHeuristicResult_t results[GEMM_CANDIDATES];
     int found = 0;
     /* a fused epilogue cuBLASLt does not offer for these types is "no algorithm", not an error */
-    cublasStatus_t st = cublasLtMatmulAlgoGetHeuristic(ctx->lt, p->desc, p->a, p->b, p->c, p->c,
-                                                       pref, 1, &result, &found);
+    cublasStatus_t st = cublasLtMatmulAlgoGetHeuristic(ctx->lt, p->desc, p->a, p->b, p->c, p->c, pref,
+                                                       gemm_autotune() ? GEMM_CANDIDATES : 1, results, &found);
     if (!kind_has_aux(g->kind)) CUBLAS_CHECK(st);
     CUBLAS_CHECK(cublasLtMatmulPreferenceDestroy(pref));
     p->supported = st == CUBLAS_STATUS_SUCCESS && found >= 1;
-    if (p->supported) p->algo = result.algo;
+    if (p->supported) p->algo = results[found > 1 ? gemm_fastest(p, g, results, found) : 0].algo;
     p->used = true;
 }
 

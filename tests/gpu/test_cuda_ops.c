@@ -231,6 +231,34 @@ static bool closer_to_form(const char *what, const float *got, const float *tanh
     return ok;
 }
 
+/* The GEMM + kernel path applies the GeLU to the stored bf16 pre, so its y is the requested form
+ * on those values rounded to bf16: at most one bf16 step away (the GPU's and the CPU's tanhf and
+ * erff may differ in their last fp32 bit), and rarely that. Below pre = -2.5 both forms compute
+ * 1 + (a number near -1), where that last bit is a large part of the result: those elements are
+ * left to the tolerance checks. The forms differ by less than a bf16 step over most of the range,
+ * so statistics on a few hundred distinct bf16 inputs could not tell them apart; this exact check
+ * makes the form's computation, not its name, what is tested. */
+static bool rounds_to_form(const char *what, const float *got, const float *form, const float *pre, int64_t n)
+{
+    int64_t off_by_one = 0, worse = 0, tail = 0;
+    for (int64_t i = 0; i < n; i++) {
+        if (pre[i] < -2.5f) {
+            tail++;
+            continue;
+        }
+        float want = form[i];
+        round_to_dtype(&want, 1, DT_BF16);
+        if (got[i] == want) continue;
+        float step = fabsf(want) * 0x1p-7f; /* one bf16 step at this magnitude (8 significant bits) */
+        if (fabsf(got[i] - want) <= step * 1.01f) off_by_one++;
+        else worse++;
+    }
+    bool ok = worse == 0 && off_by_one * 1000 <= n;
+    printf("    %-34s %lld of %lld one bf16 step off, %lld further (%lld below -2.5 not counted): %s\n", what,
+           (long long)off_by_one, (long long)n, (long long)worse, (long long)tail, ok ? "ok" : "FAIL");
+    return ok;
+}
+
 /* linear_fc1 + GeLU forward, and linear_fc2's backward through the GeLU (independent inputs, so
  * the backward is checked on its own). Which path ran (cuBLASLt epilogue or GEMM + kernel) is
  * printed: the tanh form with widths that are multiples of 8 should take the epilogue. */
@@ -284,7 +312,8 @@ static bool linear_gelu_case(int64_t N, int64_t in, int64_t F, bool bias, bool t
         cpu_linear_dgelu_backward(H2(form ? dpt : dpe, N, F), H1(dbx, DT_F32, F), tensor_none(),
                                   H2(dy, N, in), tensor_none(), H2(w2, in, F), H2(pre2, N, F),
                                   form == 1);
-    ok &= closer_to_form("y: form computed", gy_h, yt, ye, N * F, tanh_approx);
+    if (fwd_epilogue) ok &= closer_to_form("y: form computed", gy_h, yt, ye, N * F, tanh_approx);
+    else ok &= rounds_to_form("y: the form on the stored pre", gy_h, tanh_approx ? yt : ye, gpre_h, N * F);
     ok &= closer_to_form("dpre: form computed", gdpre_h, dpt, dpe, N * F, tanh_approx);
     ok &= close_to("dw (+=, fp32)", from_dev_f32(gdw, in * F), dw, in * F, TOL_F32);
     /* The epilogue sums the fp32 products; the GEMM + kernel path stores dy w as bf16 before the

@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# On the GPU machine: the issue's three GPT-2 sizes on one GPU beside the PyTorch baseline, in one
+# call, and our GEMM autotuning on and off.
+#   scripts/bench/gpu_models.sh [TORCH_SCRIPT]    (logs under $OUT)
+# For each of GPT-2 124M (micro batch 64), 350M (32) and 1.5B (16), seq 1024, vocab 50257 (padded
+# 50304), bf16, mock data, dropout 0: ours with MEGATRON_GEMM_AUTOTUNE=0 (cuBLASLt's first
+# algorithm per GEMM) and with autotuning (the fastest of its 8 candidates, the default); then
+# torch_gpt.py with the same shape. MODELS="124m 350m 1.5b" picks the models.
+set -uo pipefail
+cd "$(dirname "$0")/../.."
+OUT=${OUT:-/tmp/gpu_models_out}
+mkdir -p "$OUT"
+TORCH=${1:-}
+nvidia-smi --query-gpu=name,driver_version --format=csv,noheader | tee "$OUT/gpu.txt"
+make -j16 CUDA=1 megatron >"$OUT/build.log" 2>&1 || { tail -30 "$OUT/build.log"; exit 1; }
+
+shape() { # model -> layers hidden heads micro-batch
+    case $1 in
+    124m) echo "12 768 12 64" ;;
+    350m) echo "24 1024 16 32" ;;
+    1.5b) echo "48 1600 25 16" ;;
+    esac
+}
+
+for model in ${MODELS:-124m 350m 1.5b}; do
+    read -r layers hidden heads mbs <<<"$(shape "$model")"
+    flags="--num-layers $layers --hidden-size $hidden --num-attention-heads $heads --seq-length 1024
+        --max-position-embeddings 1024 --micro-batch-size $mbs --global-batch-size $mbs --train-iters 30
+        --lr 1e-4 --lr-decay-style constant --mock-data --tokenizer-type NullTokenizer --vocab-size 50257
+        --log-interval 10 --log-throughput --eval-iters 0 --hidden-dropout 0 --attention-dropout 0
+        --split 1,1,1 --bf16 --device cuda"
+    for tune in 0 1; do
+        log="$OUT/${model}_autotune$tune.log"
+        start=$(date +%s.%N)
+        MEGATRON_GEMM_AUTOTUNE=$tune ./megatron pretrain $flags >"$log" 2>&1
+        wall=$(echo "$(date +%s.%N) - $start" | awk '{ print $1 - $3 }')
+        grep -m2 -iE "error|fail" "$log"
+        grep ' iteration ' "$log" | tail -1 \
+            | sed 's/.*elapsed time per iteration (ms): \([^ ]*\) | throughput per GPU (TFLOP\/s\/GPU): \([^ ]*\) .*/\1 \2/' \
+            | awk -v n="$model autotune=$tune" -v tok=$((mbs * 1024)) -v w="$wall" \
+                '{ printf "%s: %.1f ms/iter, %.0f tokens/s, %.1f TFLOP/s (MFU %.1f%%), run %.0f s\n", n, $1, tok / ($1 / 1000), $2, $2 / 9.89, w }' \
+            | tee -a "$OUT/summary.txt"
+    done
+    if [ -n "$TORCH" ]; then
+        PYTHONUNBUFFERED=1 python3 "$TORCH" --layers "$layers" --hidden "$hidden" --heads "$heads" --mbs "$mbs" \
+            >"$OUT/${model}_torch.log" 2>&1
+        echo "$model torch.compile: $(tail -2 "$OUT/${model}_torch.log" | tr '\n' ' ')" | tee -a "$OUT/summary.txt"
+    fi
+done
