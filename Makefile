@@ -117,12 +117,12 @@ clean:
 -include $(LIB_OBJ:.o=.d) $(BUILD)/main.d
 
 # GPU checks, on a machine with a GPU (not part of `make test`): every CUDA op against the CPU op
-# (tests/gpu/test_cuda_ops.c), and timings of the GEMMs and attention (scripts/bench/bench_ops.c).
+# (tests/gpu/test_cuda_ops*.c), and timings of the GEMMs and attention (scripts/bench/bench_ops.c).
 GPU_TEST  = $(BUILD)/tests/gpu/test_cuda_ops
 GPU_BENCH = $(BUILD)/scripts/bench/bench_ops
-$(GPU_TEST): tests/gpu/test_cuda_ops.c $(BUILD)/libmegatron.a
+$(GPU_TEST): $(wildcard tests/gpu/*.c) tests/gpu/cuda_test.h $(BUILD)/libmegatron.a
 	@mkdir -p $(dir $@)
-	$(CC) $(ALL_CFLAGS) -o $@ $< $(BUILD)/libmegatron.a $(LDLIBS)
+	$(CC) $(ALL_CFLAGS) -o $@ $(filter %.c,$^) $(BUILD)/libmegatron.a $(LDLIBS)
 $(GPU_BENCH): scripts/bench/bench_ops.c $(BUILD)/libmegatron.a
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) -o $@ $< $(BUILD)/libmegatron.a $(LDLIBS)

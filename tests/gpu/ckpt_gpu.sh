@@ -6,6 +6,10 @@
 #  2. a GPU checkpoint loads on the CPU (--skip-train), and 2 more iterations from it on the CPU
 #     follow 2 more on the GPU within 2% (the CPU-vs-GPU tolerance of scripts/bench/gpu_train.sh);
 #  3. a CPU checkpoint loads on the GPU, and 2 more iterations follow the CPU's within 2%.
+#  4. with two GPUs (or more): pipeline-parallel checkpoints on the GPU (tied embeddings, so the last
+#     stage's copy of the word embeddings is restored from the first stage's): PP=2 resume 10 -> 20
+#     logs the uninterrupted PP=2 run's iterations exactly; the PP=2 checkpoint of iteration 20
+#     continues on one GPU and 2 iterations on follow PP=2's own continuation within 2%.
 # Prints PASS/FAIL per check and exits non-zero when one fails. Logs go to $OUT.
 #   tests/gpu/ckpt_gpu.sh            (MEGATRON=path to use a prebuilt binary)
 #   GPU_DEVICE=cpu tests/gpu/ckpt_gpu.sh   runs the same checks with the CPU in the GPU's place
@@ -116,6 +120,39 @@ if run cpu_first "${cpu[@]}" --train-iters 10 --save "$tmp/cpu" --save-interval 
     else fail "from the CPU checkpoint, iteration 12: GPU lm loss '$g', CPU '$c'"; fi
 else
     fail "a CPU checkpoint on the GPU did not run (see $OUT/cpu_first.log, $OUT/cpu_then.log, $OUT/gpu_then.log)"
+fi
+
+# 4. pipeline-parallel checkpoints on two GPUs
+gpus=$(nvidia-smi -L 2>/dev/null | grep -c '^GPU')
+if [ "${GPU_DEVICE:-cuda}" = cuda ] && [ "$gpus" -ge 2 ]; then
+    export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 NCCL_NVLS_ENABLE=0
+    pp() { # pp NAME FLAGS...: the same as run, on two ranks with --pipeline-model-parallel-size 2
+        local name=$1
+        shift
+        mpirun -np 2 --bind-to none "$MEGATRON" pretrain "${model[@]}" "${gpu[@]}" --pipeline-model-parallel-size 2 \
+            "$@" >"$OUT/$name.log" 2>&1 || { tail -5 "$OUT/$name.log"; return 1; }
+    }
+    if pp pp_full --train-iters 20 && pp pp_first --train-iters 20 --save "$tmp/pp" --save-interval 10 --exit-interval 10 &&
+        pp pp_second --train-iters 20 --save "$tmp/pp" --save-interval 10 --load "$tmp/pp"; then
+        lines "$OUT/pp_full.log" | tail -n 10 >"$tmp/a"
+        lines "$OUT/pp_second.log" >"$tmp/b"
+        if [ "$(wc -l <"$tmp/a")" -eq 10 ] && diff "$tmp/a" "$tmp/b" >"$OUT/pp_resume.diff"; then
+            pass "PP=2 on 2 GPUs: resume 10 -> 20 logs the uninterrupted run's iterations 11-20 exactly"
+        else
+            fail "PP=2 on 2 GPUs: the resumed run differs from the uninterrupted one (see $OUT/pp_resume.diff)"
+        fi
+        cp -r "$tmp/pp" "$tmp/pp_for_one"
+        if pp pp_more --train-iters 22 --load "$tmp/pp" && run one_from_pp "${gpu[@]}" --train-iters 22 --load "$tmp/pp_for_one"; then
+            a=$(loss_at "$OUT/pp_more.log" 22)
+            b=$(loss_at "$OUT/one_from_pp.log" 22)
+            if close "$b" "$a"; then pass "the PP=2 checkpoint on one GPU, iteration 22: lm loss $b, PP=2 $a (within 2%)"
+            else fail "the PP=2 checkpoint on one GPU, iteration 22: lm loss '$b', PP=2 '$a'"; fi
+        else
+            fail "continuing from the PP=2 checkpoint failed (see $OUT/pp_more.log, $OUT/one_from_pp.log)"
+        fi
+    else
+        fail "PP=2 training with --save/--load on 2 GPUs did not run (see $OUT/pp_*.log)"
+    fi
 fi
 
 grep -h "checkpoint written and synced\|checkpoint read and verified" "$OUT"/gpu_*.log | sort -u | head -4

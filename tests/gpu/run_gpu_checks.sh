@@ -42,7 +42,7 @@ direct_build() {
     done
     wait
     mkdir -p build/tests/gpu build/scripts/bench
-    gcc $flags -o build/tests/gpu/test_cuda_ops tests/gpu/test_cuda_ops.c "${objs[@]}" $libs &&
+    gcc $flags -o build/tests/gpu/test_cuda_ops tests/gpu/test_cuda_ops*.c "${objs[@]}" $libs &&
         gcc $flags -o build/scripts/bench/bench_ops scripts/bench/bench_ops.c "${objs[@]}" $libs
 }
 

@@ -1,0 +1,391 @@
+/* GPU op tests of attention (cuDNN, with RoPE), the elementwise ops and dropout masks, the
+ * cross-entropy losses, AdamW and the gradient norm, determinism of the reductions, and the
+ * user errors of the CUDA backend, against the CPU ops. Method and tolerances: test_cuda_ops.c. */
+#include "optim/adam.h"
+#include "optim/clip.h"
+#include "tests/gpu/cuda_test.h"
+
+/* ---- attention ---- */
+
+
+static int64_t qkv_width(struct attention_shape s)
+{
+    return (int64_t)s.groups * (s.heads / s.groups + 2) * s.head_dim;
+}
+
+static bool rope_case(struct attention_shape s, int rotary_dim)
+{
+    int64_t N = s.batch * s.seq, W = qkv_width(s);
+    float *qkv = randn(N * W, 1.0f), *dqkv = randn(N * W, 1.0f);
+    int32_t *pos = rand_ids(N, 4096);
+    void *gq = to_dev_bf16(qkv, N * W), *gd = to_dev_bf16(dqkv, N * W), *gp = to_dev(pos, N * 4);
+    cpu_rope_forward(H2(qkv, N, W), H1(pos, DT_I32, N), s, rotary_dim, 10000.0f);
+    cpu_rope_backward(H2(dqkv, N, W), H1(pos, DT_I32, N), s, rotary_dim, 10000.0f);
+    cuda_rope_forward(D2(gq, DT_BF16, N, W), D1(gp, DT_I32, N), s, rotary_dim, 10000.0f);
+    cuda_rope_backward(D2(gd, DT_BF16, N, W), D1(gp, DT_I32, N), s, rotary_dim, 10000.0f);
+    printf("   rope n=%d g=%d d=%d rotary_dim=%d\n", s.heads, s.groups, s.head_dim, rotary_dim);
+    return close_to("qkv (in place)", from_dev_bf16(gq, N * W), qkv, N * W, TOL_BF16) &
+           close_to("dqkv (in place)", from_dev_bf16(gd, N * W), dqkv, N * W, TOL_BF16);
+}
+
+bool test_rope_matches_cpu(void)
+{
+    struct attention_shape a = shape(2, 64, 8, 2, 64), b = shape(1, 32, 4, 4, 128);
+    return rope_case(a, 64) & rope_case(b, 32);
+}
+
+/* The natural-log LSE of every causal score row, in double: the CUDA backend's saved statistic. */
+static float *reference_lse(const float *qkv, struct attention_shape s)
+{
+    int64_t T = s.seq, W = qkv_width(s);
+    int per = s.heads / s.groups, d = s.head_dim;
+    double scale = (float)(1.0 / sqrt((double)d));
+    float *lse = halloc((size_t)s.batch * s.heads * T * 4);
+    for (int64_t b = 0; b < s.batch; b++)
+        for (int h = 0; h < s.heads; h++)
+            for (int64_t t = 0; t < T; t++) {
+                int64_t group = (int64_t)(h / per) * (per + 2) * d;
+                const float *q = qkv + (b * T + t) * W + group + (int64_t)(h % per) * d;
+                double mx = -INFINITY, sum = 0.0, sc[4096];
+                CHECK(T <= 4096);
+                for (int64_t u = 0; u <= t; u++) {
+                    const float *k = qkv + (b * T + u) * W + group + (int64_t)per * d;
+                    double dot = 0.0;
+                    for (int i = 0; i < d; i++) dot += (double)q[i] * k[i];
+                    sc[u] = dot * scale;
+                    mx = sc[u] > mx ? sc[u] : mx;
+                }
+                for (int64_t u = 0; u <= t; u++) sum += exp(sc[u] - mx);
+                lse[(b * s.heads + h) * T + t] = (float)(mx + log(sum));
+            }
+    return lse;
+}
+
+static bool attention_case(struct attention_shape s)
+{
+    int64_t N = s.batch * s.seq, W = qkv_width(s), C = (int64_t)s.heads * s.head_dim;
+    int64_t rows = s.batch * s.heads * s.seq;
+    struct dropout_key nodrop = {0};
+    float *qkv = randn(N * W, 1.0f), *dout = randn(N * C, 1.0f);
+    float *out = halloc(N * C * 4), *probs = halloc(rows * s.seq * 4), *dqkv = halloc(N * W * 4);
+    struct tensor hprobs = H1(probs, DT_F32, rows * s.seq);
+    cpu_attention_forward(H2(out, N, C), hprobs, H2(qkv, N, W), s, nodrop);
+    round_to_dtype(out, N * C, DT_BF16); /* the backward reads O as the GPU stores it */
+    cpu_attention_backward(H2(dqkv, N, W), H2(dout, N, C), H2(qkv, N, W),
+                           hprobs, H2(out, N, C), s, nodrop);
+    float *lse = reference_lse(qkv, s);
+
+    void *gq = to_dev_bf16(qkv, N * W), *gdo = to_dev_bf16(dout, N * C);
+    void *go = dalloc(N * C * 2), *gl = dalloc(rows * 4), *gd = dalloc(N * W * 2);
+    poison(go, N * C, DT_BF16), poison(gl, rows, DT_F32), poison(gd, N * W, DT_BF16);
+    int64_t ldims[3] = {s.batch, s.heads, s.seq};
+    struct tensor glse = tensor_make(gl, DT_F32, DEV_CUDA, 3, ldims);
+    cuda_attention_forward(D2(go, DT_BF16, N, C), glse, D2(gq, DT_BF16, N, W), s, nodrop);
+    cuda_attention_backward(D2(gd, DT_BF16, N, W), D2(gdo, DT_BF16, N, C), D2(gq, DT_BF16, N, W),
+                            glse, D2(go, DT_BF16, N, C), s, nodrop);
+    printf("   attention B=%lld T=%lld n=%d g=%d d=%d\n", (long long)s.batch, (long long)s.seq,
+           s.heads, s.groups, s.head_dim);
+    bool ok = close_to("out", from_dev_bf16(go, N * C), out, N * C, TOL_BF16);
+    ok &= close_to("log-sum-exp (vs double)", from_dev_f32(gl, rows), lse, rows, TOL_F32);
+    ok &= close_to("dqkv", from_dev_bf16(gd, N * W), dqkv, N * W, TOL_BF16);
+    return ok;
+}
+
+bool test_attention_mha_matches_cpu(void)
+{
+    struct attention_shape s = shape(2, 256, 4, 4, 64);
+    return attention_case(s);
+}
+
+bool test_attention_gqa_matches_cpu(void)
+{
+    struct attention_shape s = shape(2, 128, 8, 2, 128);
+    return attention_case(s);
+}
+
+bool test_attention_seq_not_multiple_of_128_matches_cpu(void)
+{
+    struct attention_shape s = shape(2, 96, 4, 1, 64);
+    return attention_case(s);
+}
+
+/* ---- elementwise ---- */
+
+/* Element e of a site is kept iff rng_uniform(seed, stream, offset + e) >= p (ops.h). */
+static bool kept(struct dropout_key d, int64_t e)
+{
+    return rng_uniform(d.seed, d.stream, d.offset + (uint64_t)e) >= d.p;
+}
+
+bool test_bias_dropout_add_matches_cpu_and_cpu_mask(void)
+{
+    const int64_t N = 200, C = 264;
+    struct dropout_key drop = {0.1f, A.seed, 77, 12345};
+    float *x = randn(N * C, 1.0f), *b = randn(C, 0.5f), *r = randn(N * C, 1.0f);
+    float *dy = randn(N * C, 1.0f), *db0 = randn(C, 0.1f);
+    float *y = halloc(N * C * 4), *y2 = halloc(N * C * 4), *dx = halloc(N * C * 4);
+    float *db = copy_f(db0, C);
+    cpu_bias_dropout_add_forward(H2(y, N, C), H2(x, N, C), H1(b, DT_F32, C), H2(r, N, C), drop);
+    cpu_bias_dropout_add_forward(H2(y2, N, C), H2(x, N, C), H1(b, DT_F32, C), tensor_none(), drop);
+    cpu_bias_dropout_add_backward(H2(dx, N, C), H1(db, DT_F32, C), H2(dy, N, C), drop);
+
+    void *gx = to_dev_bf16(x, N * C), *gb = to_dev_bf16(b, C), *gr = to_dev_bf16(r, N * C);
+    void *gx2 = to_dev_bf16(x, N * C), *gdy = to_dev_bf16(dy, N * C), *gdb = to_dev(db0, C * 4);
+    /* y aliases x (in place), y2 has no residual; dx aliases dy */
+    cuda_bias_dropout_add_forward(D2(gx, DT_BF16, N, C), D2(gx, DT_BF16, N, C), D1(gb, DT_BF16, C),
+                                  D2(gr, DT_BF16, N, C), drop);
+    cuda_bias_dropout_add_forward(D2(gx2, DT_BF16, N, C), D2(gx2, DT_BF16, N, C),
+                                  D1(gb, DT_BF16, C), tensor_none(), drop);
+    cuda_bias_dropout_add_backward(D2(gdy, DT_BF16, N, C), D1(gdb, DT_F32, C),
+                                   D2(gdy, DT_BF16, N, C), drop);
+    float *gy2 = from_dev_bf16(gx2, N * C), *gdx = from_dev_bf16(gdy, N * C);
+    int64_t wrong = 0, dropped = 0;
+    for (int64_t e = 0; e < N * C; e++) {
+        bool keep = kept(drop, e);
+        dropped += !keep;
+        if (x[e] + b[e % C] != 0.0f && (gy2[e] != 0.0f) != keep) wrong++;
+        if (dy[e] != 0.0f && (gdx[e] != 0.0f) != keep) wrong++;
+    }
+    printf("    %-34s %lld dropped of %lld, %lld disagree with rng.h %s\n", "masks",
+           (long long)dropped, (long long)(N * C), (long long)wrong, wrong ? "FAIL" : "ok");
+    bool ok = wrong == 0 && dropped > 0;
+    ok &= close_to("y = dropout(x + b) + r", from_dev_bf16(gx, N * C), y, N * C, TOL_BF16);
+    ok &= close_to("y = dropout(x + b)", gy2, y2, N * C, TOL_BF16);
+    ok &= close_to("dx", gdx, dx, N * C, TOL_BF16);
+    ok &= close_to("db (+=)", from_dev_f32(gdb, C), db, C, TOL_F32);
+    return ok;
+}
+
+bool test_add_zero_and_copy(void)
+{
+    const int64_t n = 10007;
+    float *a = randn(n, 1.0f), *b = randn(n, 1.0f), *y = halloc(n * 4), *z = halloc(n * 4);
+    cpu_add(H1(y, DT_F32, n), H1(a, DT_F32, n), H1(b, DT_F32, n));
+    void *ga = to_dev_bf16(a, n), *gb = to_dev_bf16(b, n), *gy = dalloc(n * 2), *gz = dalloc(n * 4);
+    void *gc = dalloc(n * 2);
+    poison(gy, n, DT_BF16), poison(gz, n, DT_F32), poison(gc, n, DT_BF16);
+    cuda_copy(D1(gc, DT_BF16, n), D1(ga, DT_BF16, n)); /* before a changes below */
+    cuda_add(D1(gy, DT_BF16, n), D1(ga, DT_BF16, n), D1(gb, DT_BF16, n));
+    cuda_add(D1(ga, DT_BF16, n), D1(ga, DT_BF16, n), D1(gb, DT_BF16, n)); /* y aliases a */
+    cuda_zero(D1(gz, DT_F32, n));
+    bool ok = close_to("y = a + b", from_dev_bf16(gy, n), y, n, TOL_BF16);
+    ok &= close_to("a += b (aliased)", from_dev_bf16(ga, n), y, n, TOL_BF16);
+    ok &= bitwise("zero", from_dev_f32(gz, n), z, n);
+    ok &= bitwise("copy", from_dev_bf16(gc, n), a, n);
+    return ok;
+}
+
+/* ---- loss ---- */
+
+/* In place (as the LM head does) or into its own buffer. V = 50304 takes the backward that keeps
+ * a row in shared memory; V = 128256 (Llama 3's vocabulary) is past it (statistics, then a second
+ * read); V = 1003 has no 16-byte pieces. */
+static bool cross_entropy_case(int64_t N, int64_t V, bool in_place)
+{
+    float *logits = randn(N * V, 3.0f), *dl = randn(N, 1.0f), *loss = halloc(N * 4);
+    float *dlogits = halloc(N * V * 4);
+    int32_t *t = rand_ids(N, V);
+    cpu_cross_entropy_forward(H1(loss, DT_F32, N), H2(logits, N, V), H1(t, DT_I32, N));
+    cpu_cross_entropy_backward(H2(dlogits, N, V), H2(logits, N, V), H1(t, DT_I32, N),
+                               H1(dl, DT_F32, N));
+    void *gl = to_dev_bf16(logits, N * V), *gt = to_dev(t, N * 4), *gdl = to_dev(dl, N * 4);
+    void *gloss = dalloc(N * 4), *gd = in_place ? gl : dalloc(N * V * 2);
+    poison(gloss, N, DT_F32);
+    if (!in_place) poison(gd, N * V, DT_BF16);
+    cuda_cross_entropy_forward(D1(gloss, DT_F32, N), D2(gl, DT_BF16, N, V), D1(gt, DT_I32, N));
+    cuda_cross_entropy_backward(D2(gd, DT_BF16, N, V), D2(gl, DT_BF16, N, V), D1(gt, DT_I32, N),
+                                D1(gdl, DT_F32, N));
+    printf("   cross-entropy N=%lld V=%lld%s\n", (long long)N, (long long)V,
+           in_place ? " (in place)" : "");
+    return close_to("losses (fp32)", from_dev_f32(gloss, N), loss, N, TOL_F32) &
+           close_to(in_place ? "dlogits (in place)" : "dlogits", from_dev_bf16(gd, N * V), dlogits,
+                    N * V, TOL_BF16);
+}
+
+bool test_cross_entropy_matches_cpu(void)
+{
+    return cross_entropy_case(64, 50304, true) & cross_entropy_case(300, 50304, false) &
+           cross_entropy_case(33, 1003, true) & cross_entropy_case(5, 1003, false) &
+           cross_entropy_case(12, 128256, true) & cross_entropy_case(3, 16, true);
+}
+
+/* One rank's shard [start, start + V) of a vocabulary of 3V; the other ranks' statistics are
+ * stood in for by a global max above the local one, which the rescale must apply. */
+bool test_vocab_parallel_cross_entropy_matches_cpu(void)
+{
+    const int64_t N = 48, V = 1000, start = 1000;
+    float *logits = randn(N * V, 3.0f), *dl = randn(N, 1.0f);
+    int32_t *t = rand_ids(N, 3 * V);
+    float *mx = halloc(N * 4), *se = halloc(N * 4), *tl = halloc(N * 4), *gmax = halloc(N * 4);
+    float *loss = halloc(N * 4), *lse = halloc(N * 4), *dlogits = halloc(N * V * 4);
+    cpu_vocab_parallel_ce_stats(H1(mx, DT_F32, N), H1(se, DT_F32, N), H1(tl, DT_F32, N),
+                                H2(logits, N, V), H1(t, DT_I32, N), start);
+    for (int64_t n = 0; n < N; n++) gmax[n] = mx[n] + 0.25f * (float)(n % 3);
+    void *gl = to_dev_bf16(logits, N * V), *gt = to_dev(t, N * 4), *gdl = to_dev(dl, N * 4);
+    void *ggm = to_dev(gmax, N * 4), *gmx = dalloc(N * 4), *gse = dalloc(N * 4);
+    void *gtl = dalloc(N * 4), *gloss = dalloc(N * 4), *glse = dalloc(N * 4);
+    poison(gmx, N, DT_F32), poison(gse, N, DT_F32), poison(gtl, N, DT_F32);
+    poison(gloss, N, DT_F32), poison(glse, N, DT_F32);
+    cuda_vocab_parallel_ce_stats(D1(gmx, DT_F32, N), D1(gse, DT_F32, N), D1(gtl, DT_F32, N),
+                                 D2(gl, DT_BF16, N, V), D1(gt, DT_I32, N), start);
+    bool ok = bitwise("row_max", from_dev_f32(gmx, N), mx, N);
+    ok &= close_to("sum_exp", from_dev_f32(gse, N), se, N, TOL_F32);
+    ok &= bitwise("target_logit", from_dev_f32(gtl, N), tl, N);
+    cpu_vocab_parallel_ce_rescale(H1(se, DT_F32, N), H1(mx, DT_F32, N), H1(gmax, DT_F32, N));
+    cpu_vocab_parallel_ce_loss(H1(loss, DT_F32, N), H1(lse, DT_F32, N), H1(gmax, DT_F32, N),
+                               H1(se, DT_F32, N), H1(tl, DT_F32, N));
+    cpu_vocab_parallel_ce_backward(H2(dlogits, N, V), H2(logits, N, V), H1(t, DT_I32, N), start,
+                                   H1(lse, DT_F32, N), H1(dl, DT_F32, N));
+    cuda_vocab_parallel_ce_rescale(D1(gse, DT_F32, N), D1(gmx, DT_F32, N), D1(ggm, DT_F32, N));
+    cuda_vocab_parallel_ce_loss(D1(gloss, DT_F32, N), D1(glse, DT_F32, N), D1(ggm, DT_F32, N),
+                                D1(gse, DT_F32, N), D1(gtl, DT_F32, N));
+    cuda_vocab_parallel_ce_backward(D2(gl, DT_BF16, N, V), D2(gl, DT_BF16, N, V),
+                                    D1(gt, DT_I32, N), start, D1(glse, DT_F32, N),
+                                    D1(gdl, DT_F32, N));
+    ok &= close_to("sum_exp rescaled", from_dev_f32(gse, N), se, N, TOL_F32);
+    ok &= close_to("lse", from_dev_f32(glse, N), lse, N, TOL_F32);
+    ok &= close_to("losses", from_dev_f32(gloss, N), loss, N, TOL_F32);
+    ok &= close_to("dlogits (in place)", from_dev_bf16(gl, N * V), dlogits, N * V, TOL_BF16);
+    return ok;
+}
+
+/* ---- optimizer ---- */
+
+static bool adam_case(bool decoupled)
+{
+    const int64_t n = 100003;
+    struct adam_params ap = adam_params_default();
+    ap.decoupled_weight_decay = decoupled;
+    float *p = randn(n, 1.0f), *m = halloc(n * 4), *v = halloc(n * 4);
+    float *gp = to_dev(p, n * 4), *gm = to_dev(m, n * 4), *gv = to_dev(v, n * 4);
+    void *gg = dalloc(n * 4);
+    for (int64_t step = 1; step <= 3; step++) {
+        float *g = randn(n, 0.01f);
+        for (int64_t i = 0; i < n; i++) g[i] *= 1.0f + 1e-3f * (float)i / n; /* not bf16 values */
+        cuda_memcpy_h2d(gg, g, n * 4);
+        adam_update(p, g, m, v, n, 3e-4 * step, 0.1, ap, step);
+        cuda_adam_update(gp, gg, gm, gv, n, 3e-4 * step, 0.1, ap, step);
+    }
+    printf("   adam decoupled=%d, 3 steps\n", decoupled);
+    return bitwise("param", from_dev_f32(gp, n), p, n) &
+           bitwise("exp_avg", from_dev_f32(gm, n), m, n) &
+           bitwise("exp_avg_sq", from_dev_f32(gv, n), v, n);
+}
+
+bool test_adam_is_bitwise_the_cpu(void) { return adam_case(true) & adam_case(false); }
+
+bool test_sum_squares_matches_clip_norm(void)
+{
+    bool ok = true;
+    const int64_t sizes[3] = {1, 1000, 3000017};
+    for (int i = 0; i < 3; i++) {
+        int64_t n = sizes[i];
+        float *x = halloc(n * 4);
+        for (int64_t k = 0; k < n; k++) x[k] = (float)rng_normal(A.seed, 3, A.counter++);
+        const float *bufs[1] = {x};
+        double want = clip_global_norm_sq(bufs, &n, 1);
+        void *gx = to_dev(x, n * 4);
+        double got = cuda_sum_squares(gx, n), again = cuda_sum_squares(gx, n);
+        double rel = fabs(got - want) / want;
+        bool good = rel <= 1e-12 && memcmp(&got, &again, sizeof got) == 0;
+        printf("    n=%-10lld rel diff %.1e (tol 1e-12), repeat %s %s\n", (long long)n, rel,
+               memcmp(&got, &again, sizeof got) ? "differs" : "bitwise equal",
+               good ? "ok" : "FAIL");
+        ok &= good;
+    }
+    return ok;
+}
+
+/* ---- determinism ---- */
+
+bool test_gradient_reductions_repeat_bitwise(void)
+{
+    const int64_t N = 4096, C = 768, V = 50;
+    float *dy = randn(N * C, 1.0f), *x = randn(N * C, 1.0f);
+    int32_t *tok = rand_ids(N, V);
+    void *gdy = to_dev_bf16(dy, N * C), *gx = to_dev_bf16(x, N * C), *gt = to_dev(tok, N * 4);
+    void *gw = to_dev_bf16(randn(C * C, 0.05f), C * C);
+    float *first[3] = {0};
+    bool ok = true;
+    for (int run = 0; run < 2; run++) {
+        void *db = dalloc(C * 4), *dw = dalloc(C * C * 4), *dwte = dalloc(V * C * 4);
+        cuda_memset_zero(db, C * 4), cuda_memset_zero(dw, C * C * 4);
+        cuda_memset_zero(dwte, V * C * 4);
+        cuda_linear_backward(tensor_none(), D2(dw, DT_F32, C, C), D1(db, DT_F32, C),
+                             D2(gdy, DT_BF16, N, C), D2(gx, DT_BF16, N, C), D2(gw, DT_BF16, C, C));
+        cuda_embedding_backward(D2(dwte, DT_F32, V, C), 0, tensor_none(),
+                                D2(gdy, DT_BF16, N, C), D1(gt, DT_I32, N), tensor_none());
+        float *now[3] = {from_dev_f32(db, C), from_dev_f32(dw, C * C), from_dev_f32(dwte, V * C)};
+        if (run == 0) {
+            memcpy(first, now, sizeof now);
+            continue;
+        }
+        ok &= bitwise("linear db, second run", now[0], first[0], C);
+        ok &= bitwise("linear dw, second run", now[1], first[1], C * C);
+        ok &= bitwise("embedding dwte, second run", now[2], first[2], V * C);
+    }
+    /* linear_fc2's backward through the GeLU: the bias gradient of either path, and dpre */
+    for (int form = 0; form < 2; form++) {
+        void *pre = to_dev_bf16(randn(N * C, 2.0f), N * C), *dpre = dalloc(N * C * 2);
+        float *dbs[2], *dpres[2];
+        for (int run = 0; run < 2; run++) {
+            void *db = dalloc(C * 4);
+            cuda_memset_zero(db, C * 4);
+            cuda_linear_dgelu_backward(D2(dpre, DT_BF16, N, C), D1(db, DT_F32, C), tensor_none(),
+                                       D2(gdy, DT_BF16, N, C), tensor_none(),
+                                       D2(gw, DT_BF16, C, C), D2(pre, DT_BF16, N, C), form == 1);
+            dbs[run] = from_dev_f32(db, C);
+            dpres[run] = from_dev_bf16(dpre, N * C);
+        }
+        ok &= bitwise(form ? "dgelu (tanh) fc1 db, second run" : "dgelu (erf) fc1 db, second run",
+                      dbs[1], dbs[0], C);
+        ok &= bitwise("dgelu dpre, second run", dpres[1], dpres[0], N * C);
+    }
+    /* the norm backwards with the residual add: dx, dw (and db) of the one-pass kernel */
+    for (int rms = 0; rms < 2; rms++) {
+        void *nw = to_dev_bf16(randn(C, 1.0f), C), *dres = to_dev_bf16(randn(N * C, 1.0f), N * C);
+        float *m = randn(N, 0.1f), *r = randn(N, 0.2f);
+        for (int64_t i = 0; i < N; i++) r[i] = 1.0f + fabsf(r[i]);
+        void *gm = to_dev(m, N * 4), *gr = to_dev(r, N * 4), *dx = dalloc(N * C * 2);
+        float *got[2][3];
+        for (int run = 0; run < 2; run++) {
+            void *dw = dalloc(C * 4), *db = dalloc(C * 4);
+            cuda_memset_zero(dw, C * 4), cuda_memset_zero(db, C * 4);
+            if (rms)
+                cuda_rmsnorm_backward_add(D2(dx, DT_BF16, N, C), D1(dw, DT_F32, C),
+                                          D2(gdy, DT_BF16, N, C), D2(gx, DT_BF16, N, C),
+                                          D1(nw, DT_BF16, C), D1(gr, DT_F32, N),
+                                          D2(dres, DT_BF16, N, C));
+            else
+                cuda_layernorm_backward_add(D2(dx, DT_BF16, N, C), D1(dw, DT_F32, C),
+                                            D1(db, DT_F32, C), D2(gdy, DT_BF16, N, C),
+                                            D2(gx, DT_BF16, N, C), D1(nw, DT_BF16, C),
+                                            D1(gm, DT_F32, N), D1(gr, DT_F32, N),
+                                            D2(dres, DT_BF16, N, C));
+            got[run][0] = from_dev_bf16(dx, N * C);
+            got[run][1] = from_dev_f32(dw, C);
+            got[run][2] = from_dev_f32(db, C);
+        }
+        ok &= bitwise(rms ? "rmsnorm backward dx, second run" : "layernorm backward dx, second run",
+                      got[1][0], got[0][0], N * C);
+        ok &= bitwise(rms ? "rmsnorm dw, second run" : "layernorm dw, second run", got[1][1],
+                      got[0][1], C);
+        if (!rms) ok &= bitwise("layernorm db, second run", got[1][2], got[0][2], C);
+    }
+    return ok;
+}
+
+/* ---- user errors ---- */
+
+/* Runs in its own process: must end with exit code 2 and the one-line message. */
+bool test_attention_dropout_is_rejected(void)
+{
+    struct attention_shape s = shape(1, 128, 2, 2, 64);
+    int64_t N = 128, W = qkv_width(s);
+    void *q = dalloc(N * W * 2), *o = dalloc(N * 128 * 2), *l = dalloc(2 * 128 * 4);
+    struct dropout_key drop = {0.1f, 1, 2, 0};
+    cuda_attention_forward(D2(o, DT_BF16, N, 128), D1(l, DT_F32, 256), D2(q, DT_BF16, N, W), s,
+                           drop);
+    printf("    attention dropout was accepted FAIL\n");
+    return false;
+}
