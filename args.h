@@ -78,6 +78,7 @@ struct config {
     /* mixed precision */
     bool fp16, bf16, accumulate_allreduce_grads_in_fp32;
     bool grad_reduce_in_bf16; /* sums of gradients over data-parallel ranks in bf16 */
+    bool bias_gelu_fusion;    /* Megatron's fused bias-GeLU (tanh approximation); cleared without biases */
     double loss_scale, initial_loss_scale, min_loss_scale, loss_scale_window;
     int64_t hysteresis;
 

@@ -162,6 +162,7 @@ static int finalize_model(struct config *c, enum subcommand cmd, char *err, size
         return args_fail(err, errlen, "--hidden-size %" PRI ": too large; give a realistic model size", c->hidden_size);
     if (c->swiglu && c->openai_gelu)
         return args_fail(err, errlen, "--openai-gelu: cannot be combined with --swiglu; choose one activation");
+    if (!c->add_bias_linear) c->bias_gelu_fusion = false; /* Megatron: the fusion needs the bias */
     if (finalize_ffn(c, err, errlen) || finalize_attention(c, err, errlen) || finalize_positions(c, err, errlen))
         return -1;
     return 0;

@@ -143,6 +143,10 @@ const struct arg_spec ARGS_TABLE[] = {
     {"--disable-bias-linear", NULL, "add_bias_linear", T_BOOL_FALSE, NULL, M_TRAIN, G_TRAIN, NO, NO, 0, NULL,
      OFF(add_bias_linear), 0, "Disable bias in the linear layers"},
     NOT_YET("--add-qkv-bias", T_BOOL, M_TRAIN, G_TRAIN, "Enable bias only in the QKV linear layers"),
+    {"--no-bias-gelu-fusion", NULL, "bias_gelu_fusion", T_BOOL_FALSE, NULL, M_TRAIN, G_TRAIN, NO, NO, 0, NULL,
+     OFF(bias_gelu_fusion), 0,
+     "Disable bias and gelu fusion. The fused bias-GeLU is the tanh approximation, so by default a GPT with biases "
+     "uses the tanh GeLU, as Megatron does; with this flag (or --disable-bias-linear) the MLP applies erf GeLU."},
     CHOICE("--optimizer", optimizer, "adam", "adam|sgd|muon|dist_muon|lion|soap|adaptive_muon", M_TRAIN,
            G_TRAIN, "Optimizer function"),
     BOOL("--sequence-parallel", sequence_parallel, M_TRAIN, G_TRAIN, "Enable sequence parallel optimization."),

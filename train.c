@@ -106,7 +106,9 @@ void train_model_config(const struct config *cfg, int64_t vocab_size, struct mod
     mc->position_embedding = strcmp(cfg->position_embedding_type, "rope") == 0 ? POS_ROPE
                              : strcmp(cfg->position_embedding_type, "none") == 0 ? POS_NONE
                                                                                  : POS_LEARNED_ABSOLUTE;
-    mc->activation = cfg->swiglu ? ACT_SWIGLU : cfg->openai_gelu ? ACT_GELU_TANH : ACT_GELU;
+    /* Megatron's MLP applies its fused bias-GeLU, the tanh approximation, unless --no-bias-gelu-fusion
+       or --disable-bias-linear (then F.gelu, the erf form); --openai-gelu is the tanh form too */
+    mc->activation = cfg->swiglu ? ACT_SWIGLU : cfg->openai_gelu || cfg->bias_gelu_fusion ? ACT_GELU_TANH : ACT_GELU;
     mc->add_bias_linear = cfg->add_bias_linear;
     mc->untie_embeddings_and_output_weights = cfg->untie_embeddings_and_output_weights;
     mc->norm_epsilon = (float)cfg->norm_epsilon;
@@ -548,6 +550,10 @@ static enum device select_device(const struct config *cfg, const struct grid *g)
     if (!want && !(maybe && gpus > 0)) return DEV_CPU;
     if (!cfg->bf16) {
         if (want) die_user("--device cuda: the CUDA backend trains in bf16; add --bf16 (or use --device cpu)");
+        if (g->rank == 0)
+            warn_user("--device auto: %d GPU(s) here, but the CUDA backend trains in bf16 only (this run is %s); "
+                      "training on the CPU, which is far slower: add --bf16 to use the GPU, or --device cpu to "
+                      "silence this", gpus, cfg->fp16 ? "--fp16" : "fp32");
         return DEV_CPU;
     }
     int local = local_rank(g);

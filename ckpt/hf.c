@@ -288,7 +288,8 @@ void hf_print_flags(FILE *f, const struct model_config *c, enum hf_family family
     double attn, hidden;
     if (family == HF_GPT2) {
         fprintf(f, " --position-embedding-type learned_absolute --normalization LayerNorm --norm-epsilon %s", eps);
-        if (c->activation == ACT_GELU_TANH) fprintf(f, " --openai-gelu");
+        /* HF "gelu" is the erf form: Megatron's default fused bias-GeLU is the tanh one */
+        fprintf(f, c->activation == ACT_GELU_TANH ? " --openai-gelu" : " --no-bias-gelu-fusion");
         attn = config_number(config_text, "attn_pdrop", 0.1);
         hidden = config_number(config_text, "resid_pdrop", 0.1);
     } else {

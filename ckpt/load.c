@@ -158,7 +158,7 @@ static int check_model_settings(struct load *l)
                     meta_position_name(theirs->position_embedding));
     if (theirs->activation != mine->activation)
         return fail(l, "saved with activation %s, these flags give %s; use the activation flag it was trained with "
-                    "(--swiglu, --openai-gelu, or neither for gelu)",
+                    "(--swiglu; for the tanh GeLU nothing with biases, or --openai-gelu; for erf GeLU --no-bias-gelu-fusion)",
                     meta_activation_name(theirs->activation), meta_activation_name(mine->activation));
     if (theirs->norm_epsilon != mine->norm_epsilon || theirs->rotary_base != mine->rotary_base ||
         theirs->rotary_percent != mine->rotary_percent)

@@ -1,7 +1,8 @@
-/* Megatron's MLP: linear_fc1, then GeLU (erf, or tanh with --openai-gelu) or SwiGLU (fc1 emits
- * [gate; up]), then linear_fc2. fc2's bias is added by the layer's bias-dropout-add. With GeLU,
- * fc1 and the activation are one op, and so are fc2's input gradient and the GeLU's backward (with
- * fc1's bias gradient): on the GPU they become GEMM epilogues or single passes. */
+/* Megatron's MLP: linear_fc1, then GeLU or SwiGLU (fc1 emits [gate; up]), then linear_fc2. The GeLU is
+ * the tanh approximation (Megatron's fused bias-GeLU, its default with biases, and --openai-gelu) or
+ * erf (--no-bias-gelu-fusion, or no biases). fc2's bias is added by the layer's bias-dropout-add.
+ * With GeLU, fc1 and the activation are one op, and so are fc2's input gradient and the GeLU's
+ * backward (with fc1's bias gradient): on the GPU they become GEMM epilogues or single passes. */
 #include "models/layers.h"
 
 void mlp_forward(const struct layer_ctx *ctx, const struct mlp_params *p, struct mlp_acts *a,

@@ -13,6 +13,7 @@
 #include <strings.h>
 
 #include "args.h"
+#include "train.h"
 
 /* A command line split on spaces; argv points into buf, so both live as long as the run. */
 struct run {
@@ -194,6 +195,37 @@ static void test_no_and_disable_forms_set_their_fields(void **state)
     assert_false(r.cfg.add_bias_linear);
     assert_true(r.cfg.no_load_optim && r.cfg.no_load_rng && r.cfg.no_save_optim && r.cfg.no_save_rng);
     done(&r);
+}
+
+/* Megatron's MLP applies its fused bias-GeLU (the tanh approximation) unless --no-bias-gelu-fusion or
+ * --disable-bias-linear turn the fusion off (then F.gelu, erf); --openai-gelu is tanh, --swiglu SwiGLU. */
+static void test_gelu_form_follows_megatrons_bias_gelu_fusion(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *flags;
+        bool fusion;
+        enum activation_type act;
+    } cases[] = {
+        {"", true, ACT_GELU_TANH},
+        {"--no-bias-gelu-fusion", false, ACT_GELU},
+        {"--disable-bias-linear", false, ACT_GELU},
+        {"--no-bias-gelu-fusion --openai-gelu", false, ACT_GELU_TANH},
+        {"--disable-bias-linear --openai-gelu", false, ACT_GELU_TANH},
+        {"--swiglu", true, ACT_SWIGLU},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char line[512];
+        snprintf(line, sizeof line, BASE "%s", cases[i].flags);
+        struct run r;
+        if (run(&r, CMD_PRETRAIN, 1, line)) fail_msg("'%s': %s", line, r.err);
+        struct model_config mc;
+        train_model_config(&r.cfg, 128, &mc);
+        if (r.cfg.bias_gelu_fusion != cases[i].fusion || mc.activation != cases[i].act)
+            fail_msg("'%s': bias_gelu_fusion %d activation %d, want %d and %d", cases[i].flags, r.cfg.bias_gelu_fusion,
+                     (int)mc.activation, cases[i].fusion, (int)cases[i].act);
+        done(&r);
+    }
 }
 
 static void test_persistent_save_interval_is_an_alias(void **state)
@@ -785,6 +817,7 @@ int main(void)
         cmocka_unit_test(test_last_value_wins_for_scalars_and_lists),
         cmocka_unit_test(test_list_values_stop_at_next_flag_and_take_negative_numbers),
         cmocka_unit_test(test_no_and_disable_forms_set_their_fields),
+        cmocka_unit_test(test_gelu_form_follows_megatrons_bias_gelu_fusion),
         cmocka_unit_test(test_persistent_save_interval_is_an_alias),
         cmocka_unit_test(test_unknown_flag_suggests_nearest_flag),
         cmocka_unit_test(test_flag_of_another_subcommand_is_named),
