@@ -46,7 +46,8 @@ static void run_cleanups(void)
 }
 
 /* prefix + the message + newline to stderr in one write, so the lines of ranks that fail at once
- * (their stderr shares mpirun's pipe) do not mix. */
+ * (their stderr shares mpirun's pipe) do not mix; stdout's pending lines go out first, so the line
+ * does not land inside one of them. */
 static void emit_line(const char *prefix, const char *fmt, va_list ap)
 {
     char line[4096];
@@ -55,6 +56,7 @@ static void emit_line(const char *prefix, const char *fmt, va_list ap)
     int m = vsnprintf(line + n, sizeof line - 1 - n, fmt, ap);
     n = m < 0 ? n : n + (size_t)m > sizeof line - 2 ? sizeof line - 2 : n + (size_t)m;
     line[n++] = '\n';
+    fflush(stdout);
     fflush(stderr);
     for (size_t at = 0; at < n;) {
         ssize_t w = write(STDERR_FILENO, line + at, n - at);
