@@ -231,6 +231,7 @@ static struct gpt_batch gpt_batch_of(const struct trainer *t, int64_t m, uint64_
                                      bool training)
 {
     struct gpt_batch g;
+    memset(&g, 0, sizeof g); /* no loss gradient in the forward unless the schedule asks */
     int64_t at = m * t->cfg->micro_batch_size * t->buf.seq;
     g.batch = t->cfg->micro_batch_size;
     g.tokens = t->buf.tokens + at;
@@ -240,8 +241,6 @@ static struct gpt_batch gpt_batch_of(const struct trainer *t, int64_t m, uint64_
     g.dropout_stream = stream;
     g.sample_offset = offset;
     g.training = training;
-    g.on_grads_ready = NULL;
-    g.hook_ctx = NULL;
     return g;
 }
 

@@ -776,6 +776,25 @@ void op_cross_entropy_backward(struct tensor dlogits, struct tensor logits, stru
     }
 }
 
+void op_cross_entropy_forward_backward(struct tensor losses, struct tensor dlogits, struct tensor logits,
+                                       struct tensor targets, struct tensor dlosses)
+{
+    struct args a = {.op = "op_cross_entropy_forward_backward"};
+    add_arg(&a, "losses", losses), add_arg(&a, "dlogits", dlogits), add_arg(&a, "logits", logits);
+    add_arg(&a, "targets", targets), add_arg(&a, "dlosses", dlosses);
+    need_loss_args(&a, logits, targets, "losses", losses);
+    need_loss_args(&a, logits, targets, "dlosses", dlosses);
+    need_tensor(&a, "dlogits", dlogits, DT_F32, 2);
+    need(&a, dims_are(dlogits, logits.shape[0], logits.shape[1]), "dlogits and logits disagree in shape");
+    switch (common_device(&a)) {
+    case DEV_CPU: /* the loss first: dlogits may overwrite the logits */
+        cpu_cross_entropy_forward(losses, logits, targets);
+        cpu_cross_entropy_backward(dlogits, logits, targets, dlosses);
+        return;
+    case DEV_CUDA: ON_CUDA(cuda_cross_entropy_forward_backward(losses, dlogits, logits, targets, dlosses)); return;
+    }
+}
+
 /* ---- vocab-parallel cross-entropy ---- */
 
 static void need_rows(const struct args *a, const char *name, struct tensor t, int64_t rows)

@@ -168,6 +168,10 @@ void op_cross_entropy_forward(struct tensor losses, struct tensor logits, struct
  * dlogits may alias logits. */
 void op_cross_entropy_backward(struct tensor dlogits, struct tensor logits, struct tensor targets,
                                struct tensor dlosses);
+/* Both at once, when dlosses is known at the forward (a training step): the same losses and
+ * dlogits (which may alias logits) as the two ops, the logits read once on the GPU. */
+void op_cross_entropy_forward_backward(struct tensor losses, struct tensor dlogits, struct tensor logits,
+                                       struct tensor targets, struct tensor dlosses);
 
 /* Megatron's vocab-parallel cross-entropy, for logits [N, V] holding the vocabulary columns
  * [vocab_start, vocab_start + V) of a tensor-parallel rank; the caller combines ranks:

@@ -334,6 +334,22 @@ static void add_masked_sum(struct gpt_model *m, struct tensor losses, struct ten
     m->loss_sum[0] += sum;
 }
 
+/* d loss / d token loss = loss_scale x loss_mask, made where the mask's copy is. */
+static void seed_loss_gradient(struct gpt_model *m, struct tensor dlosses, struct tensor mask, float loss_scale,
+                               int64_t n)
+{
+    op_copy(dlosses, mask);
+#ifdef MEGATRON_CUDA
+    if (m->device == DEV_CUDA) {
+        cuda_scale_f32(dlosses.data, n, loss_scale);
+        return;
+    }
+#endif
+    (void)m;
+    float *d = dlosses.data;
+    for (int64_t i = 0; i < n; i++) d[i] = loss_scale * d[i];
+}
+
 double gpt_forward_chunk(struct gpt_model *m, int chunk, int slot, const struct gpt_batch *b)
 {
     const struct model_config *c = &m->cfg;
@@ -357,28 +373,17 @@ double gpt_forward_chunk(struct gpt_model *m, int chunk, int slot, const struct 
                               spec->post_process ? &a->final_norm : NULL, a->positions);
     if (!spec->post_process) return 0.0;
     ctx.layer = -1;
-    tp_gather_rows(&m->tp, a->final_norm.out, a->head.input);
-    lm_head_forward(&ctx, m->output_weight, m->embedding.vocab_start, &a->head, a->labels);
-    add_masked_sum(m, a->head.losses, a->loss_mask, n);
     double tokens = 0.0;
     for (int64_t i = 0; i < n; i++) tokens += b->loss_mask[i];
-    return tokens;
-}
-
-/* d loss / d token loss = loss_scale x loss_mask, made where the mask's copy is. */
-static void seed_loss_gradient(struct gpt_model *m, struct tensor dlosses, struct tensor mask, float loss_scale,
-                               int64_t n)
-{
-    op_copy(dlosses, mask);
-#ifdef MEGATRON_CUDA
-    if (m->device == DEV_CUDA) {
-        cuda_scale_f32(dlosses.data, n, loss_scale);
-        return;
+    struct tensor dlosses = tensor_none();
+    if (b->loss_divisor > 0.0) { /* a training step: the loss gradient is known now */
+        seed_loss_gradient(m, a->dlosses, a->loss_mask, (float)(b->loss_scale / ((tokens > 0 ? tokens : 1.0) * b->loss_divisor)), n);
+        dlosses = a->dlosses;
     }
-#endif
-    (void)m;
-    float *d = dlosses.data;
-    for (int64_t i = 0; i < n; i++) d[i] = loss_scale * d[i];
+    tp_gather_rows(&m->tp, a->final_norm.out, a->head.input);
+    lm_head_forward(&ctx, m->output_weight, m->embedding.vocab_start, &a->head, a->labels, dlosses);
+    add_masked_sum(m, a->head.losses, a->loss_mask, n);
+    return tokens;
 }
 
 double gpt_loss_take(struct gpt_model *m)
@@ -399,7 +404,7 @@ void gpt_backward_chunk(struct gpt_model *m, int chunk, int slot, const struct g
     int64_t n = b->batch * c->seq_length, count = spec->num_layers;
     bool hook = b->on_grads_ready != NULL;
     if (spec->post_process) {
-        seed_loss_gradient(m, a->dlosses, a->loss_mask, loss_scale, n);
+        if (!a->head.grad_in_logits) seed_loss_gradient(m, a->dlosses, a->loss_mask, loss_scale, n);
         lm_head_backward(&ctx, m->output_weight, m->output_weight_grad, m->embedding.vocab_start, &a->head,
                          a->dlosses, sh->dfinal_full, a->labels);
         /* the final norm's output fed every rank's vocabulary shard: sum their input gradients */

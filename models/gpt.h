@@ -146,6 +146,11 @@ struct gpt_batch {
     uint64_t dropout_stream;
     int64_t sample_offset;
     bool training;            /* false: no dropout (evaluation) */
+    /* A training step's loss gradient, known at the forward: d loss / d token loss = loss_mask x
+     * loss_scale / (tokens x loss_divisor) (tokens: the micro batch's sum of loss_mask, 1 if 0).
+     * With loss_divisor > 0 a chunk with post_process computes the logits' gradient in its
+     * forward (one pass over the logits) and its backward starts from it; 0: the backward does. */
+    double loss_scale, loss_divisor;
     /* Called during gpt_backward when every gradient of a stage is final: stage num_layers after
      * the output layer and final norm, then l after layer l, then -1 after the embeddings. */
     void (*on_grads_ready)(void *ctx, int stage);

@@ -178,12 +178,16 @@ struct lm_head_acts {
     struct tensor losses;     /* [B*T] per-token cross-entropy (whole vocabulary) */
     struct tensor lse;        /* [B*T] log-sum-exp over the whole vocabulary */
     struct tensor row_max, sum_exp, target_logit, global_max; /* [B*T] vocab-parallel statistics */
+    bool grad_in_logits;      /* the forward already replaced the logits by their gradient */
 };
-/* logits = input . weight^T over this rank's vocabulary rows (from vocab_start); losses. */
+/* logits = input . weight^T over this rank's vocabulary rows (from vocab_start); losses. With
+ * dlosses (d loss / d token loss, known at a training step's forward) and the whole vocabulary on
+ * this rank, the logits are replaced by their gradient at once (one read of them, not two) and
+ * the backward starts from it. */
 void lm_head_forward(const struct layer_ctx *ctx, struct tensor weight, int64_t vocab_start,
-                     struct lm_head_acts *a, struct tensor labels);
-/* dlosses [B*T] holds d loss / d token loss; logits are overwritten by their gradient;
- * dx_full [B*T, H] receives this rank's partial input gradient (not yet reduced). */
+                     struct lm_head_acts *a, struct tensor labels, struct tensor dlosses);
+/* dlosses [B*T] holds d loss / d token loss; logits are overwritten by their gradient (unless the
+ * forward did it); dx_full [B*T, H] receives this rank's partial input gradient (not yet reduced). */
 void lm_head_backward(const struct layer_ctx *ctx, struct tensor weight, struct tensor dweight,
                       int64_t vocab_start, struct lm_head_acts *a, struct tensor dlosses,
                       struct tensor dx_full, struct tensor labels);

@@ -6,10 +6,15 @@
 #include "models/layers.h"
 
 void lm_head_forward(const struct layer_ctx *ctx, struct tensor weight, int64_t vocab_start,
-                     struct lm_head_acts *a, struct tensor labels)
+                     struct lm_head_acts *a, struct tensor labels, struct tensor dlosses)
 {
     const struct tp_group *tp = ctx->tp;
     op_linear_forward(a->logits, a->input, weight, tensor_none());
+    a->grad_in_logits = tp->size == 1 && tensor_present(dlosses);
+    if (a->grad_in_logits) {
+        op_cross_entropy_forward_backward(a->losses, a->logits, a->logits, labels, dlosses);
+        return;
+    }
     if (tp->size == 1) {
         op_cross_entropy_forward(a->losses, a->logits, labels);
         return;
@@ -27,7 +32,9 @@ void lm_head_backward(const struct layer_ctx *ctx, struct tensor weight, struct 
                       int64_t vocab_start, struct lm_head_acts *a, struct tensor dlosses,
                       struct tensor dx_full, struct tensor labels)
 {
-    if (ctx->tp->size == 1)
+    if (a->grad_in_logits)
+        a->grad_in_logits = false; /* done by the forward */
+    else if (ctx->tp->size == 1)
         op_cross_entropy_backward(a->logits, a->logits, labels, dlosses);
     else
         op_vocab_parallel_ce_backward(a->logits, a->logits, labels, vocab_start, a->lse, dlosses);

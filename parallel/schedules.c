@@ -210,7 +210,12 @@ static void ready(struct comm_p2p_handle **h)
 static void forward_into(struct schedule *s, int mb, int chunk, int slot)
 {
     struct schedule_step *st = s->step;
-    double tokens = gpt_forward_chunk(s->model, chunk, slot, &st->batches[mb]);
+    struct gpt_batch b = st->batches[mb];
+    if (!st->forward_only) { /* the loss gradient is known at the forward: computed there */
+        b.loss_scale = st->loss_scale;
+        b.loss_divisor = st->loss_divisor;
+    }
+    double tokens = gpt_forward_chunk(s->model, chunk, slot, &b);
     if (!s->model->chunks[chunk].spec.post_process) return;
     st->num_tokens += tokens;
     s->tokens[mb] = tokens;

@@ -116,6 +116,10 @@ void cuda_zero(struct tensor x);
 void cuda_copy(struct tensor y, struct tensor x);
 
 void cuda_cross_entropy_forward(struct tensor losses, struct tensor logits, struct tensor targets);
+/* Both in one read of the logits (where a row fits in shared memory): losses, and dlogits (which
+ * may alias logits) from dlosses known at the forward. */
+void cuda_cross_entropy_forward_backward(struct tensor losses, struct tensor dlogits, struct tensor logits,
+                                         struct tensor targets, struct tensor dlosses);
 void cuda_cross_entropy_backward(struct tensor dlogits, struct tensor logits,
                                  struct tensor targets, struct tensor dlosses);
 void cuda_vocab_parallel_ce_stats(struct tensor row_max, struct tensor sum_exp,

@@ -196,10 +196,11 @@ static __global__ void __launch_bounds__(CE_WARPS * 32)
  * memory while it sums the row's exponentials, merges its warps' (max, sum) in warp order, then
  * writes the gradient from shared memory. Two blocks share an SM (about 100 KB each for GPT-2's
  * vocabulary), so one loads while the other writes. Every read of the row ends before the barrier
- * that precedes the first write, so dlogits may alias logits. */
+ * that precedes the first write, so dlogits may alias logits. With losses, the row's loss too
+ * (the forward and backward in one read of the logits). */
 template <bool VEC>
 static __global__ void __launch_bounds__(CE_ROW_THREADS, 2)
-    cross_entropy_backward_row_kernel(bf16 *dlogits, const bf16 *logits, const int32_t *targets,
+    cross_entropy_backward_row_kernel(bf16 *dlogits, float *losses, const bf16 *logits, const int32_t *targets,
                                       const float *dlosses, int64_t V)
 {
     extern __shared__ uint4 row_pieces[];
@@ -235,6 +236,12 @@ static __global__ void __launch_bounds__(CE_ROW_THREADS, 2)
         s = lane < CE_ROW_THREADS / 32 ? warp_s[lane] : 0.0f;
         lse_warp_merge(m, s);
         if (lane == 0) row_lse = m + logf(s);
+        if (lane == 0 && losses) { /* lse - the target's logit, from the row in shared memory */
+            const int64_t tt = targets[n];
+            float v[8];
+            if (tt >= 0 && tt < V) bf16x8_unpack(row_pieces[tt / 8], v);
+            losses[n] = tt >= 0 && tt < V ? row_lse - v[tt % 8] : nan_f();
+        }
     }
     __syncthreads();
     const float z = row_lse, g = dlosses[n];
@@ -307,7 +314,7 @@ static size_t ce_row_smem_limit(void)
 
 /* Launches the shared-memory backward; false when the row does not fit. */
 template <bool VEC>
-static bool ce_backward_row(bf16 *dlogits, const bf16 *logits, const int32_t *targets,
+static bool ce_backward_row(bf16 *dlogits, float *losses, const bf16 *logits, const int32_t *targets,
                             const float *dlosses, int64_t N, int64_t V)
 {
     const size_t bytes = (size_t)((V + 7) / 8) * 16;
@@ -317,7 +324,7 @@ static bool ce_backward_row(bf16 *dlogits, const bf16 *logits, const int32_t *ta
         cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)bytes));
     CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributePreferredSharedMemoryCarveout,
                                     cudaSharedmemCarveoutMaxShared));
-    kernel<<<(unsigned)N, CE_ROW_THREADS, bytes, cuda_ctx()->stream>>>(dlogits, logits, targets,
+    kernel<<<(unsigned)N, CE_ROW_THREADS, bytes, cuda_ctx()->stream>>>(dlogits, losses, logits, targets,
                                                                        dlosses, V);
     CUDA_CHECK_LAUNCH("cross_entropy_backward_row_kernel");
     return true;
@@ -338,8 +345,8 @@ void cuda_cross_entropy_backward(struct tensor dlogits, struct tensor logits,
     const bf16 *xp = (const bf16 *)logits.data;
     const int32_t *tp = (const int32_t *)targets.data;
     const float *gp = (const float *)dlosses.data;
-    bool done = ce_vec(V, xp, dp) ? ce_backward_row<true>(dp, xp, tp, gp, N, V)
-                                  : ce_backward_row<false>(dp, xp, tp, gp, N, V);
+    bool done = ce_vec(V, xp, dp) ? ce_backward_row<true>(dp, NULL, xp, tp, gp, N, V)
+                                  : ce_backward_row<false>(dp, NULL, xp, tp, gp, N, V);
     if (done) return;
     /* rows too wide for shared memory: the log-sum-exp first, then one more read of the logits */
     float *lse = (float *)cuda_scratch((size_t)N * sizeof(float));
@@ -350,6 +357,30 @@ void cuda_cross_entropy_backward(struct tensor dlogits, struct tensor logits,
         row_lse_kernel<false><<<ce_warp_blocks(N), CE_WARPS * 32, 0, st>>>(lse, xp, N, V);
     CUDA_CHECK_LAUNCH("row_lse_kernel");
     ce_backward_lse(dp, xp, tp, 0, lse, gp, N, V);
+}
+
+void cuda_cross_entropy_forward_backward(struct tensor losses, struct tensor dlogits, struct tensor logits,
+                                         struct tensor targets, struct tensor dlosses)
+{
+    const char *op = "cuda_cross_entropy_forward_backward";
+    cuda_need(op, "losses", losses, DT_F32);
+    cuda_need(op, "dlogits", dlogits, DT_BF16);
+    cuda_need(op, "logits", logits, DT_BF16);
+    cuda_need(op, "targets", targets, DT_I32);
+    cuda_need(op, "dlosses", dlosses, DT_F32);
+    int64_t N = logits.shape[0], V = logits.shape[1];
+    if (N == 0) return;
+    CHECK(N <= 0x7fffffff);
+    bf16 *dp = (bf16 *)dlogits.data;
+    const bf16 *xp = (const bf16 *)logits.data;
+    const int32_t *tp = (const int32_t *)targets.data;
+    const float *gp = (const float *)dlosses.data;
+    float *lp = (float *)losses.data;
+    bool done = ce_vec(V, xp, dp) ? ce_backward_row<true>(dp, lp, xp, tp, gp, N, V)
+                                  : ce_backward_row<false>(dp, lp, xp, tp, gp, N, V);
+    if (done) return;
+    cuda_cross_entropy_forward(losses, logits, targets); /* rows too wide: two reads */
+    cuda_cross_entropy_backward(dlogits, logits, targets, dlosses);
 }
 
 /* ---- vocab-parallel cross-entropy (ops.h): per-rank statistics the caller combines ---- */

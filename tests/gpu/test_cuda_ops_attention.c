@@ -197,9 +197,18 @@ static bool cross_entropy_case(int64_t N, int64_t V, bool in_place)
                                 D1(gdl, DT_F32, N));
     printf("   cross-entropy N=%lld V=%lld%s\n", (long long)N, (long long)V,
            in_place ? " (in place)" : "");
-    return close_to("losses (fp32)", from_dev_f32(gloss, N), loss, N, TOL_F32) &
-           close_to(in_place ? "dlogits (in place)" : "dlogits", from_dev_bf16(gd, N * V), dlogits,
-                    N * V, TOL_BF16);
+    bool ok = close_to("losses (fp32)", from_dev_f32(gloss, N), loss, N, TOL_F32) &
+              close_to(in_place ? "dlogits (in place)" : "dlogits", from_dev_bf16(gd, N * V), dlogits,
+                       N * V, TOL_BF16);
+    /* the forward and backward in one op (a training step's forward), on fresh copies */
+    void *fl = to_dev_bf16(logits, N * V), *fd = in_place ? fl : dalloc(N * V * 2), *floss = dalloc(N * 4);
+    poison(floss, N, DT_F32);
+    if (!in_place) poison(fd, N * V, DT_BF16);
+    cuda_cross_entropy_forward_backward(D1(floss, DT_F32, N), D2(fd, DT_BF16, N, V), D2(fl, DT_BF16, N, V),
+                                        D1(gt, DT_I32, N), D1(gdl, DT_F32, N));
+    ok &= close_to("fused: losses (fp32)", from_dev_f32(floss, N), loss, N, TOL_F32);
+    ok &= close_to("fused: dlogits", from_dev_bf16(fd, N * V), dlogits, N * V, TOL_BF16);
+    return ok;
 }
 
 bool test_cross_entropy_matches_cpu(void)
