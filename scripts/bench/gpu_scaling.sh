@@ -6,6 +6,10 @@
 #    --timing-log-level 1 (the data-parallel communication time per iteration)
 # 3. interleaved pipeline PP=GPUS with 2 virtual stages (and 1F1B) for the same 48-layer model, micro
 #    batch 4, 8 micro batches, against 1 GPU: measured bubble and the schedule's
+# 4. (8 GPUs) the 8B LLaMA-style model of issue 8 (32 x 4096, 32 heads, 8 query groups, SwiGLU 14336,
+#    seq 4096, vocab 128256) with TP2 x DP4 and TP1 x PP2 x DP4, distributed optimizer, micro batch 1,
+#    global batch 32: tokens/s and TFLOP/s per GPU by Megatron's formula
+# ITERS (default 20) sets the iterations of each run, logged every ITERS/2.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 OUT=${OUT:-/tmp/gpu_scaling_out}
@@ -25,8 +29,8 @@ ms() { grep ' iteration ' "$1" | tail -1 | sed 's/.*elapsed time per iteration (
 mpirun -np "$GPUS" --bind-to none -x NCCL_NVLS_ENABLE build/scripts/bench/nccl_bw 2>&1 | tee "$OUT/nccl_bw.txt"
 
 model="--num-layers 48 --hidden-size 1600 --num-attention-heads 25 --seq-length 1024 --max-position-embeddings 1024
-    --train-iters 20 --lr 1e-4 --lr-decay-style constant --mock-data --tokenizer-type NullTokenizer --vocab-size 50257
-    --log-interval 10 --log-throughput --eval-iters 0 --hidden-dropout 0 --attention-dropout 0 --split 1,1,1 --bf16
+    --train-iters ${ITERS:-20} --lr 1e-4 --lr-decay-style constant --mock-data --tokenizer-type NullTokenizer --vocab-size 50257
+    --log-interval $((${ITERS:-20} / 2)) --log-throughput --eval-iters 0 --hidden-dropout 0 --attention-dropout 0 --split 1,1,1 --bf16
     --device cuda"
 one=""
 for n in 1 2 4 8; do
@@ -54,3 +58,21 @@ for v in 1 2; do
             n, t, one, 32 * 1024 / (t / 1000) / p, 100 * (1 - one / p / t), 100 * (p - 1) / (v * 8 + p - 1) }' \
         | tee -a "$OUT/summary.txt"
 done
+
+if [ "$GPUS" -ge 8 ]; then
+    llama="--num-layers 32 --hidden-size 4096 --num-attention-heads 32 --group-query-attention --num-query-groups 8
+        --ffn-hidden-size 14336 --swiglu --normalization RMSNorm --position-embedding-type rope --disable-bias-linear
+        --untie-embeddings-and-output-weights --seq-length 4096 --max-position-embeddings 4096 --micro-batch-size 1
+        --global-batch-size 32 --train-iters ${ITERS:-20} --log-interval $((${ITERS:-20} / 2)) --log-throughput --lr 1e-4
+        --lr-decay-style constant --mock-data --tokenizer-type NullTokenizer --vocab-size 128256 --eval-iters 0
+        --hidden-dropout 0 --attention-dropout 0 --split 1,1,1 --bf16 --device cuda --use-distributed-optimizer
+        --overlap-grad-reduce --timing-log-level 1"
+    run llama8b_tp2_dp4 8 $llama --tensor-model-parallel-size 2 --sequence-parallel
+    run llama8b_pp2_dp4 8 $llama --pipeline-model-parallel-size 2
+    for n in llama8b_tp2_dp4 llama8b_pp2_dp4; do
+        grep ' iteration ' "$OUT/$n.log" | tail -1 \
+            | sed 's/.*elapsed time per iteration (ms): \([^ ]*\) | throughput per GPU (TFLOP\/s\/GPU): \([^ ]*\) .*/\1 \2/' \
+            | awk -v n=$n '{ printf "%s: %.1f ms/iter, %.0f tokens/s per GPU, %.1f TFLOP/s per GPU (MFU %.1f%%)\n",
+                n, $1, 32 * 4096 / ($1 / 1000) / 8, $2, $2 / 9.89 }' | tee -a "$OUT/summary.txt"
+    done
+fi
