@@ -376,8 +376,9 @@ double gpt_forward_chunk(struct gpt_model *m, int chunk, int slot, const struct 
     double tokens = 0.0;
     for (int64_t i = 0; i < n; i++) tokens += b->loss_mask[i];
     struct tensor dlosses = tensor_none();
-    if (b->loss_divisor > 0.0) { /* a training step: the loss gradient is known now */
-        seed_loss_gradient(m, a->dlosses, a->loss_mask, (float)(b->loss_scale / ((tokens > 0 ? tokens : 1.0) * b->loss_divisor)), n);
+    if (b->loss_divisor > 0.0 && m->tp.size == 1) { /* a training step: the loss gradient is known now */
+        double per_token = b->loss_scale / ((tokens > 0 ? tokens : 1.0) * b->loss_divisor);
+        seed_loss_gradient(m, a->dlosses, a->loss_mask, (float)per_token, n);
         dlosses = a->dlosses;
     }
     tp_gather_rows(&m->tp, a->final_norm.out, a->head.input);
