@@ -23,41 +23,9 @@
 
 #include "parallel/comm.h"
 #include "parallel/grid.h"
+#include "tests/mpi_check.h"
 
 #define MAXR 64
-
-static int world, me;
-static FILE *diag; /* this rank's stderr, kept when cmocka's output is silenced */
-static long bad;   /* mismatches of the current test on this rank */
-
-#define EXPECT(cond, ...)                                                                          \
-    do {                                                                                           \
-        if (!(cond)) report(__LINE__, __VA_ARGS__);                                                \
-    } while (0)
-
-/* One line per mismatch (the first few of a test), written at once so ranks do not interleave. */
-static void report(int line, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void report(int line, const char *fmt, ...)
-{
-    char text[768];
-    va_list ap;
-    if (bad++ >= 8) return;
-    int n = snprintf(text, sizeof text, "rank %d: %s:%d: ", me, __FILE__, line);
-    va_start(ap, fmt);
-    vsnprintf(text + n, sizeof text - (size_t)n - 1, fmt, ap);
-    va_end(ap);
-    strcat(text, "\n");
-    fputs(text, diag);
-}
-
-/* Every rank learns the total of mismatches (plain MPI, not the code under test). */
-static void agree(void)
-{
-    long total = 0;
-    MPI_Allreduce(&bad, &total, 1, MPI_LONG, MPI_SUM, MPI_COMM_WORLD);
-    bad = 0;
-    assert_int_equal(total, 0);
-}
 
 /* ------------------------------------------------------------------ layouts */
 

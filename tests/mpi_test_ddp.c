@@ -4,7 +4,8 @@
  * launched by the backward's progress (--overlap-grad-reduce), reduce-scatter of the distributed
  * optimizer (each rank's owned shard), each with fp32 sums and with --grad-reduce-in-bf16 (the
  * values rounded to bf16 before the sum and the sum rounded after it). Every rank counts its
- * mismatches and all ranks agree before asserting; only rank 0 prints cmocka's report. */
+ * mismatches and all ranks agree before asserting (tests/mpi_check.h); only rank 0 prints
+ * cmocka's report. */
 #include <mpi.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -22,33 +23,8 @@
 #include "parallel/comm.h"
 #include "parallel/ddp.h"
 #include "parallel/grid.h"
+#include "tests/mpi_check.h"
 #include "tests/tiny_model.h"
-
-static int world, me;
-static FILE *diag;
-static long bad;
-
-static void report(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static void report(const char *fmt, ...)
-{
-    char text[512];
-    va_list ap;
-    if (bad++ >= 8) return;
-    int n = snprintf(text, sizeof text, "rank %d: ", me);
-    va_start(ap, fmt);
-    vsnprintf(text + n, sizeof text - (size_t)n - 1, fmt, ap);
-    va_end(ap);
-    strcat(text, "\n");
-    fputs(text, diag);
-}
-
-static void agree(void)
-{
-    long total = 0;
-    MPI_Allreduce(&bad, &total, 1, MPI_LONG, MPI_SUM, MPI_COMM_WORLD);
-    bad = 0;
-    assert_int_equal(total, 0);
-}
 
 /* A gradient value of rank r, element i: all 24 mantissa bits in play, so rounding and order show. */
 static float gval(int r, int64_t i)
@@ -83,7 +59,7 @@ static void check_reduction(bool distributed, bool overlap, int64_t bucket, bool
     struct grid g;
     char err[256];
     if (grid_init(&g, world, me, 1, 1, 1, 1, false, err, sizeof err)) {
-        report("grid: %s", err);
+        EXPECT(0, "grid: %s", err);
         return;
     }
     grid_set_current(&g);
@@ -104,7 +80,7 @@ static void check_reduction(bool distributed, bool overlap, int64_t bucket, bool
     for (int64_t i = owned.lo; i < owned.hi; i++) {
         float want = expected(dp, i, rounds);
         if (memcmp(&m->grads[i], &want, sizeof want) != 0)
-            report("%s%s bucket %lld%s: element %lld is %.9g, want %.9g", distributed ? "reduce-scatter" : "all-reduce",
+            EXPECT(0, "%s%s bucket %lld%s: element %lld is %.9g, want %.9g", distributed ? "reduce-scatter" : "all-reduce",
                    overlap ? " overlapped" : "", (long long)bucket, reduce_bf16 ? " bf16" : "", (long long)i,
                    m->grads[i], want);
     }

@@ -330,10 +330,12 @@ static bool ce_backward_row(bf16 *dlogits, float *losses, const bf16 *logits, co
     return true;
 }
 
-void cuda_cross_entropy_backward(struct tensor dlogits, struct tensor logits,
-                                 struct tensor targets, struct tensor dlosses)
+/* The backward, and with losses present the forward too: one read of each row where it fits in
+ * shared memory; otherwise the losses (when asked, before the gradient overwrites the logits),
+ * the log-sum-exp, then the gradient. */
+static void ce_backward_op(const char *op, struct tensor losses, struct tensor dlogits, struct tensor logits,
+                           struct tensor targets, struct tensor dlosses)
 {
-    const char *op = "cuda_cross_entropy_backward";
     cuda_need(op, "dlogits", dlogits, DT_BF16);
     cuda_need(op, "logits", logits, DT_BF16);
     cuda_need(op, "targets", targets, DT_I32);
@@ -345,9 +347,11 @@ void cuda_cross_entropy_backward(struct tensor dlogits, struct tensor logits,
     const bf16 *xp = (const bf16 *)logits.data;
     const int32_t *tp = (const int32_t *)targets.data;
     const float *gp = (const float *)dlosses.data;
-    bool done = ce_vec(V, xp, dp) ? ce_backward_row<true>(dp, NULL, xp, tp, gp, N, V)
-                                  : ce_backward_row<false>(dp, NULL, xp, tp, gp, N, V);
+    float *lp = tensor_present(losses) ? (float *)losses.data : NULL;
+    bool done = ce_vec(V, xp, dp) ? ce_backward_row<true>(dp, lp, xp, tp, gp, N, V)
+                                  : ce_backward_row<false>(dp, lp, xp, tp, gp, N, V);
     if (done) return;
+    if (lp) cuda_cross_entropy_forward(losses, logits, targets);
     /* rows too wide for shared memory: the log-sum-exp first, then one more read of the logits */
     float *lse = (float *)cuda_scratch((size_t)N * sizeof(float));
     cudaStream_t st = cuda_ctx()->stream;
@@ -359,28 +363,17 @@ void cuda_cross_entropy_backward(struct tensor dlogits, struct tensor logits,
     ce_backward_lse(dp, xp, tp, 0, lse, gp, N, V);
 }
 
+void cuda_cross_entropy_backward(struct tensor dlogits, struct tensor logits,
+                                 struct tensor targets, struct tensor dlosses)
+{
+    ce_backward_op("cuda_cross_entropy_backward", tensor_none(), dlogits, logits, targets, dlosses);
+}
+
 void cuda_cross_entropy_forward_backward(struct tensor losses, struct tensor dlogits, struct tensor logits,
                                          struct tensor targets, struct tensor dlosses)
 {
-    const char *op = "cuda_cross_entropy_forward_backward";
-    cuda_need(op, "losses", losses, DT_F32);
-    cuda_need(op, "dlogits", dlogits, DT_BF16);
-    cuda_need(op, "logits", logits, DT_BF16);
-    cuda_need(op, "targets", targets, DT_I32);
-    cuda_need(op, "dlosses", dlosses, DT_F32);
-    int64_t N = logits.shape[0], V = logits.shape[1];
-    if (N == 0) return;
-    CHECK(N <= 0x7fffffff);
-    bf16 *dp = (bf16 *)dlogits.data;
-    const bf16 *xp = (const bf16 *)logits.data;
-    const int32_t *tp = (const int32_t *)targets.data;
-    const float *gp = (const float *)dlosses.data;
-    float *lp = (float *)losses.data;
-    bool done = ce_vec(V, xp, dp) ? ce_backward_row<true>(dp, lp, xp, tp, gp, N, V)
-                                  : ce_backward_row<false>(dp, lp, xp, tp, gp, N, V);
-    if (done) return;
-    cuda_cross_entropy_forward(losses, logits, targets); /* rows too wide: two reads */
-    cuda_cross_entropy_backward(dlogits, logits, targets, dlosses);
+    cuda_need("cuda_cross_entropy_forward_backward", "losses", losses, DT_F32);
+    ce_backward_op("cuda_cross_entropy_forward_backward", losses, dlogits, logits, targets, dlosses);
 }
 
 /* ---- vocab-parallel cross-entropy (ops.h): per-rank statistics the caller combines ---- */
