@@ -118,6 +118,7 @@ void train_model_config(const struct config *cfg, int64_t vocab_size, struct mod
     mc->attention_dropout = (float)cfg->attention_dropout;
     mc->init_method_std = (float)cfg->init_method_std;
     mc->seed = (uint64_t)cfg->seed;
+    mc->fp16 = cfg->fp16;
 }
 
 static struct tokenizer *build_tokenizer(const struct config *cfg)
@@ -536,7 +537,7 @@ static int local_rank(const struct grid *g)
 }
 
 /* --device auto|cpu|cuda: the GPU when this build has the CUDA backend and the machine a GPU;
- * one GPU per rank, trained in bf16, ranks talking over NCCL. */
+ * one GPU per rank, trained in bf16 or fp16, ranks talking over NCCL. */
 static enum device select_device(const struct config *cfg, const struct grid *g)
 {
     bool want = strcmp(cfg->device, "cuda") == 0, maybe = strcmp(cfg->device, "auto") == 0;
@@ -547,12 +548,12 @@ static enum device select_device(const struct config *cfg, const struct grid *g)
     if (want && gpus == 0)
         die_user("--device cuda: no GPU found, or this build has no CUDA backend; use --device cpu");
     if (!want && !(maybe && gpus > 0)) return DEV_CPU;
-    if (!cfg->bf16) {
-        if (want) die_user("--device cuda: the CUDA backend trains in bf16; add --bf16 (or use --device cpu)");
+    if (!cfg->bf16 && !cfg->fp16) {
+        if (want) die_user("--device cuda: the CUDA backend trains in bf16 or fp16; add --bf16 or --fp16 (or use --device cpu)");
         if (g->rank == 0)
-            warn_user("--device auto: %d GPU(s) here, but the CUDA backend trains in bf16 only (this run is %s); "
-                      "training on the CPU, which is far slower: add --bf16 to use the GPU, or --device cpu to "
-                      "silence this", gpus, cfg->fp16 ? "--fp16" : "fp32");
+            warn_user("--device auto: %d GPU(s) here, but the CUDA backend trains in bf16 or fp16 only (this run is "
+                      "fp32); training on the CPU, which is far slower: add --bf16 or --fp16 to use the GPU, or "
+                      "--device cpu to silence this", gpus);
         return DEV_CPU;
     }
     int local = local_rank(g);

@@ -97,7 +97,7 @@ static char *args_json(const struct config *c)
 }
 
 /* A bf16/fp16 run keeps fp32 main params: the optimizer's copy on the CPU backend, the model's own
- * fp32 weights on the CUDA backend (whose bf16 copy is what the forward reads). */
+ * fp32 weights on the CUDA backend (whose 16-bit copy is what the forward reads). */
 static bool saves_main_params(const struct ckpt_state *s)
 {
     return s->optimizer->main_params || (s->params_dtype != DT_F32 && s->model->device != DEV_CPU);

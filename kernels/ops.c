@@ -1,7 +1,7 @@
 /* The op interface's front door: each op_* checks its arguments (shapes agree, float tensors are
- * fp32 (or bf16 on the GPU), ids are int32, all on one device) and dispatches to the backend of
- * that device. A bad
- * argument is a bug in the caller and ends the program with the op's name and every shape. */
+ * fp32 (or bf16/fp16 on the GPU), ids are int32, all on one device) and dispatches to the backend
+ * of that device. A bad argument is a bug in the caller and ends the program with the op's name
+ * and every shape. */
 #include "kernels/ops.h"
 
 #include <stdio.h>
@@ -68,18 +68,18 @@ static void need_tensor(const struct args *a, const char *name, struct tensor t,
         snprintf(why, sizeof why, "%s is absent", name);
         fail(a, why);
     }
-    /* a float argument on the GPU may be bf16 (activations, weights) or fp32 */
-    bool cuda_float = t.device == DEV_CUDA && dt == DT_F32 && t.dtype == DT_BF16;
+    /* a float argument on the GPU may be bf16 or fp16 (activations, weights) or fp32 */
+    bool cuda_float = t.device == DEV_CUDA && dt == DT_F32 && (t.dtype == DT_BF16 || t.dtype == DT_F16);
     if ((t.dtype != dt && !cuda_float) || t.ndim != ndim) {
         snprintf(why, sizeof why, "%s must be a %d-D %s tensor", name, ndim, dtype_name(dt));
         fail(a, why);
     }
 }
 
-/* fp32, or bf16 on the GPU. */
+/* fp32, or bf16 or fp16 on the GPU. */
 static bool is_float(struct tensor t)
 {
-    return t.dtype == DT_F32 || (t.device == DEV_CUDA && t.dtype == DT_BF16);
+    return t.dtype == DT_F32 || (t.device == DEV_CUDA && (t.dtype == DT_BF16 || t.dtype == DT_F16));
 }
 
 /* Like need_tensor, for an argument that may be absent. */
@@ -113,7 +113,7 @@ static void need_dropout(const struct args *a, struct dropout_key d)
 }
 
 /* The CUDA backend plugs in here: with MEGATRON_CUDA each op's DEV_CUDA branch calls its cuda_<op>
- * from kernels/cuda/cuda_ops.h (which checks the CUDA dtype contract: bf16 activations and
+ * from kernels/cuda/cuda_ops.h (which checks the CUDA dtype contract: 16-bit activations and
  * weights, fp32 gradients and statistics); a build without CUDA never makes CUDA tensors. */
 #ifdef MEGATRON_CUDA
 #define ON_CUDA(call)                                    \
@@ -699,7 +699,7 @@ void op_add(struct tensor y, struct tensor a_, struct tensor b)
     struct args a = {.op = "op_add"};
     add_arg(&a, "y", y), add_arg(&a, "a", a_), add_arg(&a, "b", b);
     need(&a, tensor_present(y) && tensor_present(a_) && tensor_present(b), "an argument is absent");
-    need(&a, y.dtype == a_.dtype && y.dtype == b.dtype && is_float(y), "all must be float32 (or bf16 on the GPU)");
+    need(&a, y.dtype == a_.dtype && y.dtype == b.dtype && is_float(y), "all must be float32 (or bf16/fp16 on the GPU)");
     need(&a, same_shape(y, a_) && same_shape(y, b), "the shapes differ");
     switch (common_device(&a)) {
     case DEV_CPU: cpu_add(y, a_, b); return;

@@ -79,6 +79,12 @@ static void layout_norm(struct arena *ar, struct norm_acts *a, enum dtype dt, in
     a->rstd = vec(ar, DT_F32, rows);
 }
 
+enum dtype gpt_activation_dtype(const struct model_config *cfg, enum device dev)
+{
+    if (dev != DEV_CUDA) return DT_F32;
+    return cfg->fp16 ? DT_F16 : DT_BF16;
+}
+
 /* The sizes every layout below shares. */
 struct dims {
     enum dtype act;  /* activations; statistics stay fp32 */
@@ -89,7 +95,7 @@ struct dims {
 static struct dims dims_of(const struct model_config *c, const struct tp_group *tp, int64_t batch, enum device dev)
 {
     struct dims d;
-    d.act = dev == DEV_CUDA ? DT_BF16 : DT_F32;
+    d.act = gpt_activation_dtype(c, dev);
     d.sp = tp->sequence_parallel;
     d.n = batch * c->seq_length;
     d.h = c->hidden_size;
@@ -223,12 +229,12 @@ struct gpt_model *gpt_create_stage(const struct model_config *cfg, int64_t micro
     m->buffer_numel = (m->numel + buffer_multiple - 1) / buffer_multiple * buffer_multiple;
     m->weights = device_alloc(dev, (size_t)m->buffer_numel * sizeof(float));
     m->grads = device_alloc(dev, (size_t)m->buffer_numel * sizeof(float));
-    m->activation_dtype = dev == DEV_CUDA ? DT_BF16 : DT_F32;
-    if (dev == DEV_CUDA) m->weights_lp = device_alloc(dev, (size_t)m->buffer_numel * dtype_size(DT_BF16));
+    m->activation_dtype = gpt_activation_dtype(cfg, dev);
+    if (dev == DEV_CUDA) m->weights_lp = device_alloc(dev, (size_t)m->buffer_numel * dtype_size(m->activation_dtype));
     m->layers = xcalloc((size_t)cfg->num_layers, sizeof *m->layers);
     m->layer_grads = xcalloc((size_t)cfg->num_layers, sizeof *m->layer_grads);
     if (m->weights_lp)
-        gpt_bind_views(m, m->weights_lp, DT_BF16, &m->embedding, m->layers, &m->final_norm, &m->output_weight);
+        gpt_bind_views(m, m->weights_lp, m->activation_dtype, &m->embedding, m->layers, &m->final_norm, &m->output_weight);
     else
         gpt_bind_views(m, m->weights, DT_F32, &m->embedding, m->layers, &m->final_norm, &m->output_weight);
     gpt_bind_views(m, m->grads, DT_F32, &m->embedding_grad, m->layer_grads, &m->final_norm_grad,
@@ -300,7 +306,7 @@ void gpt_weights_changed(struct gpt_model *m, int64_t lo, int64_t hi)
 {
     if (!m->weights_lp || hi <= lo) return;
 #ifdef MEGATRON_CUDA
-    cuda_f32_to_bf16((uint16_t *)m->weights_lp + lo, m->weights + lo, hi - lo);
+    cuda_f32_to_lp((uint16_t *)m->weights_lp + lo, m->weights + lo, hi - lo, m->activation_dtype);
 #endif
 }
 

@@ -75,8 +75,8 @@ struct gpt_model {
     float *weights;           /* fp32 weights on the model's device: what the CPU backend's forward
                                  reads (bf16/fp16 values kept as rounded fp32), and the fp32 main
                                  weights on the CUDA backend */
-    void *weights_lp;         /* CUDA backend: the bf16 copy forward and backward read; else NULL */
-    enum dtype activation_dtype; /* DT_F32 on the CPU backend, DT_BF16 on the CUDA backend */
+    void *weights_lp;         /* CUDA backend: the 16-bit copy forward and backward read; else NULL */
+    enum dtype activation_dtype; /* of weights_lp and the activations: gpt_activation_dtype */
     float *grads;             /* main grads, fp32, accumulated over micro batches */
     double *loss_sum;         /* on the model's device: masked token losses summed since gpt_loss_take */
 
@@ -109,10 +109,14 @@ struct gpt_model *gpt_create_stage(const struct model_config *cfg, int64_t micro
                                    const struct gpt_chunk_spec *chunks, int num_chunks);
 void gpt_free(struct gpt_model *m);
 
+/* The dtype a model on dev computes in: fp32 on the CPU backend (bf16/fp16 weights are kept there
+ * as rounded fp32 values); on the CUDA backend fp16 with --fp16, else bf16. */
+enum dtype gpt_activation_dtype(const struct model_config *cfg, enum device dev);
+
 /* Replaces every weight by host[0 .. buffer_numel) (fp32, the flat layout): copied to the device
- * and, on the CUDA backend, converted into the bf16 compute copy too. */
+ * and, on the CUDA backend, converted into the 16-bit compute copy too. */
 void gpt_set_weights(struct gpt_model *m, const float *host);
-/* After the fp32 weights in [lo, hi) changed on the device: refresh the bf16 compute copy. */
+/* After the fp32 weights in [lo, hi) changed on the device: refresh the 16-bit compute copy. */
 void gpt_weights_changed(struct gpt_model *m, int64_t lo, int64_t hi);
 
 /* Megatron's init from the counter-based RNG keyed by (seed, parameter name, element):

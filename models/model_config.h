@@ -34,6 +34,7 @@ struct model_config {
     float attention_dropout;
     float init_method_std;
     uint64_t seed;
+    bool fp16;              /* --fp16: the CUDA backend keeps weights and activations in fp16 (else bf16) */
 };
 
 /* Megatron's padding: the vocabulary grows to a multiple of divisible_by x TP. */

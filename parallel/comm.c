@@ -331,7 +331,8 @@ static size_t dtype_bytes(enum comm_dtype dt)
     case COMM_F64: return 8;
     case COMM_I32: return 4;
     case COMM_I64: return 8;
-    case COMM_U16: return 2;
+    case COMM_BF16:
+    case COMM_F16: return 2;
     }
     BUG("comm: unknown dtype %d", (int)dt);
 }
@@ -343,7 +344,8 @@ static MPI_Datatype mpi_type(enum comm_dtype dt)
     case COMM_F64: return MPI_DOUBLE;
     case COMM_I32: return MPI_INT32_T;
     case COMM_I64: return MPI_INT64_T;
-    case COMM_U16: return MPI_UINT16_T;
+    case COMM_BF16:
+    case COMM_F16: return MPI_UINT16_T;
     }
     BUG("comm: unknown dtype %d", (int)dt);
 }
@@ -376,7 +378,8 @@ static void combine(void *acc, const void *x, size_t n, enum comm_dtype dt, enum
     case COMM_F64: COMBINE(double); return;
     case COMM_I32: COMBINE(int32_t); return;
     case COMM_I64: COMBINE(int64_t); return;
-    case COMM_U16: break;
+    case COMM_BF16:
+    case COMM_F16: break;
     }
     BUG("comm: reductions take f32, f64, i32 or i64, not dtype %d", (int)dt);
 }

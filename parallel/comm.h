@@ -28,9 +28,17 @@
 #include <stdbool.h>
 #include <stddef.h>
 
+#include "kernels/tensor.h"
 #include "parallel/grid.h"
 
-enum comm_dtype { COMM_F32, COMM_F64, COMM_I32, COMM_I64, COMM_U16 /* bf16/fp16 bits: movers only */ };
+/* COMM_BF16 / COMM_F16: 16-bit values, moved as bits over MPI, summed in their own type by NCCL. */
+enum comm_dtype { COMM_F32, COMM_F64, COMM_I32, COMM_I64, COMM_BF16, COMM_F16 };
+
+/* The element type of a tensor of dtype dt (fp32, bf16 or fp16) on the wire. */
+static inline enum comm_dtype comm_dtype_of(enum dtype dt)
+{
+    return dt == DT_BF16 ? COMM_BF16 : dt == DT_F16 ? COMM_F16 : COMM_F32;
+}
 
 struct comm_group;
 struct comm_request;
@@ -113,7 +121,7 @@ void comm_timing_take(double *seconds);
  * comm_nccl_init creates an NCCL communicator for every group of this rank (group rank 0's
  * ncclUniqueId broadcast over MPI); collective over all ranks, after cuda_init. The device
  * collectives run on the CUDA backend's stream, in order with the compute around them; sums take
- * COMM_F32 (and bf16 bits as COMM_U16, summed as bf16). Without MEGATRON_CUDA they end the program. */
+ * COMM_F32, COMM_BF16 and COMM_F16 (each summed in its own type). Without MEGATRON_CUDA they end the program. */
 void comm_nccl_init(void);
 void comm_nccl_free(struct comm_group *g);
 bool comm_has_nccl(const struct comm_group *g);

@@ -31,7 +31,8 @@ static ncclDataType_t nccl_type(enum comm_dtype dt)
     case COMM_F64: return ncclFloat64;
     case COMM_I32: return ncclInt32;
     case COMM_I64: return ncclInt64;
-    case COMM_U16: return ncclBfloat16;
+    case COMM_BF16: return ncclBfloat16;
+    case COMM_F16: return ncclFloat16;
     }
     BUG("nccl_type: %d", (int)dt);
 }

@@ -173,7 +173,7 @@ static void add_op(struct schedule *s, bool send, struct tensor t, int peer, int
 static void flush(struct schedule *s)
 {
     struct gpt_model *m = s->model;
-    enum comm_dtype dt = m->activation_dtype == DT_F32 ? COMM_F32 : COMM_U16;
+    enum comm_dtype dt = comm_dtype_of(m->activation_dtype);
     if (s->num_ops == 0) return;
     struct comm_p2p_handle *h = comm_p2p_start(s->pp_group, s->ops, s->num_ops, dt, m->device == DEV_CUDA);
     if (s->num_handles == s->cap_handles) {

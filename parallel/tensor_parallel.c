@@ -14,11 +14,11 @@ struct tp_group tp_group_single(void)
     return g;
 }
 
-/* Host fp32 goes over MPI; device fp32 or bf16 over NCCL. */
+/* Host fp32 goes over MPI; device fp32, bf16 or fp16 over NCCL. */
 static enum comm_dtype comm_type(const char *op, struct tensor t)
 {
     if (t.dtype == DT_F32) return COMM_F32;
-    if (t.device == DEV_CUDA && t.dtype == DT_BF16) return COMM_U16;
+    if (t.device == DEV_CUDA && (t.dtype == DT_BF16 || t.dtype == DT_F16)) return comm_dtype_of(t.dtype);
     BUG("%s: %s tensors cannot be reduced", op, dtype_name(t.dtype));
 }
 

@@ -279,7 +279,7 @@ static void check_all_gather(struct comm_group *g, int l)
     memcpy(inplace + r * N, send, sizeof send);
     comm_all_gather(g, send, recv, N, COMM_F32);
     comm_all_gather(g, inplace + r * N, inplace, N, COMM_F32); /* this rank's part already in place */
-    comm_all_gather(g, hs, hr, N, COMM_U16);
+    comm_all_gather(g, hs, hr, N, COMM_BF16);
     for (int m = 0; m < p; m++)
         for (int i = 0; i < N; i++) {
             float want = fval(comm_member(g, m), (size_t)i, 200 + l);

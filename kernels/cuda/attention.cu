@@ -8,8 +8,10 @@
  * value head. K and V (and dK, dV) are strided 4-D views straight into qkv / dqkv. So is Q when
  * each group has one query head (n = g); otherwise the query heads of a row are not equally
  * spaced, and a small kernel packs Q into [N, n, d] (and unpacks dQ) around the cuDNN call.
- * The saved statistic is the natural-log LSE [B, n, T] (fp32), the op's `probs` argument.
- * Each (shape, direction) builds its execution plan once and keeps it in the context. */
+ * Q, K, V, O and their gradients are the model's 16-bit type (bf16 or fp16), as are the graph's
+ * 16-bit intermediates (P, dS^T, the GQA full-head products); all math is fp32. The saved
+ * statistic is the natural-log LSE [B, n, T] (fp32), the op's `probs` argument. Each (shape,
+ * 16-bit type, direction) builds its execution plan once and keeps it in the context. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -29,6 +31,7 @@ enum { GB_MAX_DESCS = 256, GB_MAX_OPS = 64 };
 /* The attention problem a graph is built for; also the plan cache key. */
 struct sdpa_dims {
     int64_t B, T, H, G, D; /* batch, sequence, query heads, key/value heads, head dim */
+    enum dtype dt;         /* of Q, K, V, O and their gradients: DT_BF16 or DT_F16 */
     bool q_packed;         /* Q (and dQ) in a packed [N, H, D] buffer rather than inside qkv */
     bool backward;
     bool pad_workaround;   /* backward, T % 128 != 0, cuDNN <= 9.15: the frontend's padding mask */
@@ -246,6 +249,13 @@ static struct sdpa_strides sdpa_strides_of(const struct sdpa_dims *m)
     return s;
 }
 
+/* cuDNN's name of m's 16-bit type. */
+static cudnnDataType_t sdpa_io_type(const struct sdpa_dims *m)
+{
+    CHECK(m->dt == DT_BF16 || m->dt == DT_F16);
+    return m->dt == DT_F16 ? CUDNN_DATA_HALF : CUDNN_DATA_BFLOAT16;
+}
+
 /* The transposed view [B, G, D, T] of a [B, G, T, D] tensor: dims 2 and 3 swapped. */
 static void transposed(const int64_t s[4], int64_t out[4])
 {
@@ -304,12 +314,13 @@ static void build_forward(struct graph_builder *gb, const struct sdpa_dims *m)
     const int64_t qd[4] = {B, H, S, D}, kvd[4] = {B, G, S, D}, ktd[4] = {B, G, D, S};
     const int64_t sd[4] = {B, H, S, S}, ss[4] = {H * S * S, S * S, S, 1};
     const int64_t rd[4] = {B, H, S, 1}, rs[4] = {H * S, S, 1, 1};
+    const cudnnDataType_t io = sdpa_io_type(m);
     int64_t kts[4];
     transposed(st.k, kts);
-    cudnnBackendDescriptor_t q = gb_tensor(gb, CUDNN_DATA_BFLOAT16, qd, st.q, UID_Q, false);
-    cudnnBackendDescriptor_t kt = gb_tensor(gb, CUDNN_DATA_BFLOAT16, ktd, kts, UID_K, false);
-    cudnnBackendDescriptor_t v = gb_tensor(gb, CUDNN_DATA_BFLOAT16, kvd, st.v, UID_V, false);
-    cudnnBackendDescriptor_t o = gb_tensor(gb, CUDNN_DATA_BFLOAT16, qd, st.o, UID_O, false);
+    cudnnBackendDescriptor_t q = gb_tensor(gb, io, qd, st.q, UID_Q, false);
+    cudnnBackendDescriptor_t kt = gb_tensor(gb, io, ktd, kts, UID_K, false);
+    cudnnBackendDescriptor_t v = gb_tensor(gb, io, kvd, st.v, UID_V, false);
+    cudnnBackendDescriptor_t o = gb_tensor(gb, io, qd, st.o, UID_O, false);
     cudnnBackendDescriptor_t stats = gb_tensor(gb, CUDNN_DATA_FLOAT, rd, rs, UID_STATS, false);
     cudnnBackendDescriptor_t scale = gb_scalar(gb, UID_SCALE);
     cudnnBackendDescriptor_t neg_inf = gb_scalar(gb, UID_NEG_INF);
@@ -330,7 +341,7 @@ static void build_forward(struct graph_builder *gb, const struct sdpa_dims *m)
     cudnnBackendDescriptor_t logz = gb_tensor(gb, CUDNN_DATA_FLOAT, rd, rs, 0, false);
     gb_pointwise(gb, CUDNN_POINTWISE_LOG, CUDNN_DATA_FLOAT, z, NULL, NULL, logz, -1);
     gb_pointwise(gb, CUDNN_POINTWISE_ADD, CUDNN_DATA_FLOAT, mx, logz, NULL, stats, -1);
-    cudnnBackendDescriptor_t p = gb_tensor(gb, CUDNN_DATA_BFLOAT16, sd, ss, 0, false);
+    cudnnBackendDescriptor_t p = gb_tensor(gb, io, sd, ss, 0, false);
     gb_pointwise(gb, CUDNN_POINTWISE_DIV, CUDNN_DATA_FLOAT, e, z, NULL, p, -1);
     gb_matmul(gb, p, v, o);
 }
@@ -346,7 +357,7 @@ static void gb_matmul_to_kv(struct graph_builder *gb, cudnnBackendDescriptor_t a
     }
     const int64_t H = m->H, S = m->T, D = m->D;
     const int64_t fd[4] = {m->B, H, S, D}, fs[4] = {H * S * D, S * D, D, 1};
-    cudnnBackendDescriptor_t full = gb_tensor(gb, CUDNN_DATA_BFLOAT16, fd, fs, 0, false);
+    cudnnBackendDescriptor_t full = gb_tensor(gb, sdpa_io_type(m), fd, fs, 0, false);
     gb_matmul(gb, a, b, full);
     gb_reduction(gb, CUDNN_REDUCE_TENSOR_ADD, full, out);
 }
@@ -363,18 +374,19 @@ static void build_backward(struct graph_builder *gb, const struct sdpa_dims *m)
     const int64_t sts[4] = {H * S * S, S * S, 1, S}; /* the transposed [kv, q] view */
     const int64_t rd[4] = {B, H, S, 1}, rs[4] = {H * S, S, 1, 1};
     const int64_t dod_s[4] = {H * S * D, S * D, H * D, 1}, acc_s[4] = {H * S * D, S * D, D, 1};
+    const cudnnDataType_t io = sdpa_io_type(m);
     int64_t kts[4], vts[4];
     transposed(st.k, kts);
     transposed(st.v, vts);
-    cudnnBackendDescriptor_t q = gb_tensor(gb, CUDNN_DATA_BFLOAT16, qd, st.q, UID_Q, false);
-    cudnnBackendDescriptor_t kt = gb_tensor(gb, CUDNN_DATA_BFLOAT16, ktd, kts, UID_K, false);
-    cudnnBackendDescriptor_t vt = gb_tensor(gb, CUDNN_DATA_BFLOAT16, ktd, vts, UID_V, false);
-    cudnnBackendDescriptor_t o = gb_tensor(gb, CUDNN_DATA_BFLOAT16, qd, st.o, UID_O, false);
-    cudnnBackendDescriptor_t dout = gb_tensor(gb, CUDNN_DATA_BFLOAT16, qd, st.o, UID_DO, false);
+    cudnnBackendDescriptor_t q = gb_tensor(gb, io, qd, st.q, UID_Q, false);
+    cudnnBackendDescriptor_t kt = gb_tensor(gb, io, ktd, kts, UID_K, false);
+    cudnnBackendDescriptor_t vt = gb_tensor(gb, io, ktd, vts, UID_V, false);
+    cudnnBackendDescriptor_t o = gb_tensor(gb, io, qd, st.o, UID_O, false);
+    cudnnBackendDescriptor_t dout = gb_tensor(gb, io, qd, st.o, UID_DO, false);
     cudnnBackendDescriptor_t stats = gb_tensor(gb, CUDNN_DATA_FLOAT, rd, rs, UID_STATS, false);
-    cudnnBackendDescriptor_t dq = gb_tensor(gb, CUDNN_DATA_BFLOAT16, qd, st.q, UID_DQ, false);
-    cudnnBackendDescriptor_t dk = gb_tensor(gb, CUDNN_DATA_BFLOAT16, kvd, st.k, UID_DK, false);
-    cudnnBackendDescriptor_t dv = gb_tensor(gb, CUDNN_DATA_BFLOAT16, kvd, st.v, UID_DV, false);
+    cudnnBackendDescriptor_t dq = gb_tensor(gb, io, qd, st.q, UID_DQ, false);
+    cudnnBackendDescriptor_t dk = gb_tensor(gb, io, kvd, st.k, UID_DK, false);
+    cudnnBackendDescriptor_t dv = gb_tensor(gb, io, kvd, st.v, UID_DV, false);
     cudnnBackendDescriptor_t scale = gb_scalar(gb, UID_SCALE);
     cudnnBackendDescriptor_t one = gb_scalar(gb, UID_ONE);
     cudnnBackendDescriptor_t neg_inf = gb_scalar(gb, UID_NEG_INF);
@@ -399,7 +411,7 @@ static void build_backward(struct graph_builder *gb, const struct sdpa_dims *m)
     cudnnBackendDescriptor_t s4 = gb_causal_mask(gb, s3, neg_inf, sd, ss);
     cudnnBackendDescriptor_t p = gb_tensor(gb, CUDNN_DATA_FLOAT, sd, ss, 0, false);
     gb_pointwise(gb, CUDNN_POINTWISE_EXP, CUDNN_DATA_FLOAT, s4, NULL, NULL, p, -1);
-    cudnnBackendDescriptor_t pt = gb_tensor(gb, CUDNN_DATA_BFLOAT16, sd, sts, 0, false);
+    cudnnBackendDescriptor_t pt = gb_tensor(gb, io, sd, sts, 0, false);
     gb_reshape(gb, p, pt);
     gb_matmul_to_kv(gb, pt, dout, dv, m);
 
@@ -411,7 +423,7 @@ static void build_backward(struct graph_builder *gb, const struct sdpa_dims *m)
     gb_pointwise(gb, CUDNN_POINTWISE_MUL, CUDNN_DATA_FLOAT, t3, p, NULL, t4, -1);
     cudnnBackendDescriptor_t ds = gb_tensor(gb, CUDNN_DATA_FLOAT, sd, ss, 0, false);
     gb_pointwise(gb, CUDNN_POINTWISE_MUL, CUDNN_DATA_FLOAT, t4, scale, NULL, ds, -1);
-    cudnnBackendDescriptor_t dst = gb_tensor(gb, CUDNN_DATA_BFLOAT16, sd, sts, 0, false);
+    cudnnBackendDescriptor_t dst = gb_tensor(gb, io, sd, sts, 0, false);
     gb_reshape(gb, ds, dst);
     gb_matmul_to_kv(gb, dst, q, dk, m);
 
@@ -530,9 +542,9 @@ static struct cuda_sdpa_plan *sdpa_plan(const struct sdpa_dims *m)
     cudnnBackendDescriptor_t graph = gb_graph(gb, m);
     struct cuda_sdpa_plan *p = (struct cuda_sdpa_plan *)xcalloc(1, sizeof *p);
     if (!graph || !gb_plan(gb, graph, &p->plan, &p->workspace))
-        BUG("cuDNN attention %s (B=%lld T=%lld heads=%lld groups=%lld d=%lld): %s",
+        BUG("cuDNN attention %s (B=%lld T=%lld heads=%lld groups=%lld d=%lld, %s): %s",
             m->backward ? "backward" : "forward", (long long)m->B, (long long)m->T,
-            (long long)m->H, (long long)m->G, (long long)m->D, gb->err);
+            (long long)m->H, (long long)m->G, (long long)m->D, dtype_name(m->dt), gb->err);
     memcpy(&p->dims, m, sizeof *m); /* padding bytes too: the cache compares bytewise */
     p->gb = gb;
     ctx->sdpa[free_slot] = p;
@@ -560,7 +572,8 @@ static void sdpa_execute(struct cuda_sdpa_plan *p, const int64_t *uids, void *co
 /* ---- Q packing for grouped-query attention ---- */
 
 /* dst[n, h, :] = qkv[n, q_col(h) :] (pack) or the reverse (unpack), 8 values per thread. */
-static __global__ void q_pack_kernel(bf16 *packed, bf16 *qkv, int64_t N, int H, int per, int D,
+template <class T>
+static __global__ void q_pack_kernel(T *packed, T *qkv, int64_t N, int H, int per, int D,
                                      bool unpack)
 {
     int64_t W = (int64_t)(H / per) * (per + 2) * D, pieces = N * H * (D / 8);
@@ -579,10 +592,11 @@ static __global__ void q_pack_kernel(bf16 *packed, bf16 *qkv, int64_t N, int H, 
     }
 }
 
-static void q_pack(bf16 *packed, bf16 *qkv, int64_t N, struct attention_shape s, bool unpack)
+template <class T>
+static void q_pack(T *packed, T *qkv, int64_t N, struct attention_shape s, bool unpack)
 {
     int64_t pieces = N * s.heads * (s.head_dim / 8);
-    q_pack_kernel<<<cuda_blocks(pieces, 256), 256, 0, cuda_ctx()->stream>>>(
+    q_pack_kernel<T><<<cuda_blocks(pieces, 256), 256, 0, cuda_ctx()->stream>>>(
         packed, qkv, N, s.heads, s.heads / s.groups, s.head_dim, unpack);
     CUDA_CHECK_LAUNCH("q_pack_kernel");
 }
@@ -594,11 +608,12 @@ static __global__ void fill_int_kernel(int32_t *v, int n, int32_t value)
 
 /* ---- the ops ---- */
 
-static struct sdpa_dims sdpa_dims_of(struct attention_shape s, bool backward)
+static struct sdpa_dims sdpa_dims_of(struct attention_shape s, enum dtype dt, bool backward)
 {
     struct sdpa_dims m;
     memset(&m, 0, sizeof m); /* the struct is compared bytewise as a cache key */
     m.B = s.batch, m.T = s.seq, m.H = s.heads, m.G = s.groups, m.D = s.head_dim;
+    m.dt = dt;
     m.q_packed = s.heads != s.groups;
     m.backward = backward;
     m.pad_workaround = backward && s.seq % 128 != 0 && cudnnGetVersion() <= 91500;
@@ -618,27 +633,22 @@ static void check_attention(const char *op, struct attention_shape s, struct dro
     if (!cuda_aligned16(qkv.data)) BUG("%s: qkv must be 16-byte aligned", op);
 }
 
-void cuda_attention_forward(struct tensor out, struct tensor probs, struct tensor qkv,
-                            struct attention_shape s, struct dropout_key drop)
+/* The forward with its arguments checked, T the 16-bit type of qkv and out. */
+template <class T>
+static void sdpa_forward(struct tensor out, struct tensor probs, struct tensor qkv,
+                         struct attention_shape s)
 {
-    const char *op = "cuda_attention_forward";
-    cuda_need(op, "out", out, DT_BF16);
-    cuda_need(op, "probs", probs, DT_F32);
-    cuda_need(op, "qkv", qkv, DT_BF16);
-    check_attention(op, s, drop, qkv);
-    if (tensor_numel(probs) != s.batch * s.heads * s.seq)
-        BUG("%s: probs must hold the log-sum-exp [B, n, T] on the CUDA backend", op);
     int64_t N = s.batch * s.seq;
     if (N == 0) return;
-    struct sdpa_dims m = sdpa_dims_of(s, false);
+    struct sdpa_dims m = sdpa_dims_of(s, lp_dtype<T>::value, false);
     struct cuda_sdpa_plan *p = sdpa_plan(&m);
     size_t ws = cuda_align256((size_t)p->workspace);
-    size_t qbytes = m.q_packed ? cuda_align256((size_t)N * s.heads * s.head_dim * 2) : 0;
+    size_t qbytes = m.q_packed ? cuda_align256((size_t)N * s.heads * s.head_dim * sizeof(T)) : 0;
     char *scratch = (char *)cuda_scratch(ws + qbytes + 256);
-    bf16 *base = (bf16 *)qkv.data, *q = base;
+    T *base = (T *)qkv.data, *q = base;
     if (m.q_packed) {
-        q = (bf16 *)(scratch + ws);
-        q_pack(q, base, N, s, false);
+        q = (T *)(scratch + ws);
+        q_pack<T>(q, base, N, s, false);
     }
     int per = s.heads / s.groups;
     float scale = (float)(1.0 / sqrt((double)s.head_dim)), neg_inf = -INFINITY;
@@ -648,38 +658,44 @@ void cuda_attention_forward(struct tensor out, struct tensor probs, struct tenso
     sdpa_execute(p, uids, ptrs, 7, scratch);
 }
 
-void cuda_attention_backward(struct tensor dqkv, struct tensor dout, struct tensor qkv,
-                             struct tensor probs, struct tensor out, struct attention_shape s,
-                             struct dropout_key drop)
+void cuda_attention_forward(struct tensor out, struct tensor probs, struct tensor qkv,
+                            struct attention_shape s, struct dropout_key drop)
 {
-    const char *op = "cuda_attention_backward";
-    cuda_need(op, "dqkv", dqkv, DT_BF16);
-    cuda_need(op, "dout", dout, DT_BF16);
-    cuda_need(op, "qkv", qkv, DT_BF16);
+    const char *op = "cuda_attention_forward";
+    enum dtype dt = cuda_need_lp(op, "out", out);
     cuda_need(op, "probs", probs, DT_F32);
-    cuda_need(op, "out", out, DT_BF16);
+    cuda_need(op, "qkv", qkv, dt);
     check_attention(op, s, drop, qkv);
-    if (!cuda_aligned16(dqkv.data)) BUG("%s: dqkv must be 16-byte aligned", op);
+    if (tensor_numel(probs) != s.batch * s.heads * s.seq)
+        BUG("%s: probs must hold the log-sum-exp [B, n, T] on the CUDA backend", op);
+    CUDA_LP_DISPATCH(dt, sdpa_forward<T>(out, probs, qkv, s));
+}
+
+/* The backward with its arguments checked, T the 16-bit type of dqkv, dout, qkv and out. */
+template <class T>
+static void sdpa_backward(struct tensor dqkv, struct tensor dout, struct tensor qkv,
+                          struct tensor probs, struct tensor out, struct attention_shape s)
+{
     int64_t N = s.batch * s.seq, H = s.heads, D = s.head_dim;
     if (N == 0) return;
-    struct sdpa_dims m = sdpa_dims_of(s, true);
+    struct sdpa_dims m = sdpa_dims_of(s, lp_dtype<T>::value, true);
     struct cuda_sdpa_plan *p = sdpa_plan(&m);
     size_t ws = cuda_align256((size_t)p->workspace);
     size_t sum_bytes = cuda_align256((size_t)s.batch * H * s.seq * sizeof(float));
     size_t acc_bytes = cuda_align256((size_t)N * H * D * sizeof(float));
-    size_t qbytes = m.q_packed ? cuda_align256((size_t)N * H * D * 2) : 0;
+    size_t qbytes = m.q_packed ? cuda_align256((size_t)N * H * D * sizeof(T)) : 0;
     size_t seq_bytes = cuda_align256((size_t)s.batch * sizeof(int32_t));
     char *scratch =
         (char *)cuda_scratch(ws + sum_bytes + acc_bytes + 2 * qbytes + 2 * seq_bytes + 256);
     char *at = scratch + ws;
     float *softmax_sum = (float *)at;
     float *dq_accum = (float *)(at += sum_bytes);
-    bf16 *q = (bf16 *)qkv.data, *dq = (bf16 *)dqkv.data;
+    T *q = (T *)qkv.data, *dq = (T *)dqkv.data;
     at += acc_bytes;
     if (m.q_packed) {
-        q = (bf16 *)at;
-        dq = (bf16 *)(at + qbytes);
-        q_pack(q, (bf16 *)qkv.data, N, s, false);
+        q = (T *)at;
+        dq = (T *)(at + qbytes);
+        q_pack<T>(q, (T *)qkv.data, N, s, false);
         at += 2 * qbytes;
     }
     int32_t *seq_q = (int32_t *)at, *seq_kv = (int32_t *)(at + seq_bytes);
@@ -690,7 +706,7 @@ void cuda_attention_backward(struct tensor dqkv, struct tensor dout, struct tens
         CUDA_CHECK_LAUNCH("fill_int_kernel");
     }
     int per = s.heads / s.groups;
-    bf16 *x = (bf16 *)qkv.data, *dx = (bf16 *)dqkv.data;
+    T *x = (T *)qkv.data, *dx = (T *)dqkv.data;
     float scale = (float)(1.0 / sqrt((double)D)), neg_inf = -INFINITY, one = 1.0f;
     const int64_t uids[17] = {UID_Q,     UID_K,           UID_V,    UID_O,     UID_DO,
                               UID_STATS, UID_DQ,          UID_DK,   UID_DV,    UID_SCALE,
@@ -700,13 +716,35 @@ void cuda_attention_backward(struct tensor dqkv, struct tensor dout, struct tens
                       dx + per * D, dx + (per + 1) * D, &scale, &one, &neg_inf, softmax_sum,
                       dq_accum, seq_q, seq_kv, &neg_inf};
     sdpa_execute(p, uids, ptrs, m.pad_workaround ? 17 : 14, scratch);
-    if (m.q_packed) q_pack(dq, dx, N, s, true);
+    if (m.q_packed) q_pack<T>(dq, dx, N, s, true);
 }
 
-bool cuda_attention_dry_run(struct attention_shape s, char *err, size_t errlen)
+void cuda_attention_backward(struct tensor dqkv, struct tensor dout, struct tensor qkv,
+                             struct tensor probs, struct tensor out, struct attention_shape s,
+                             struct dropout_key drop)
 {
+    const char *op = "cuda_attention_backward";
+    enum dtype dt = cuda_need_lp(op, "dqkv", dqkv);
+    cuda_need(op, "dout", dout, dt);
+    cuda_need(op, "qkv", qkv, dt);
+    cuda_need(op, "probs", probs, DT_F32);
+    cuda_need(op, "out", out, dt);
+    check_attention(op, s, drop, qkv);
+    if (!cuda_aligned16(dqkv.data)) BUG("%s: dqkv must be 16-byte aligned", op);
+    CUDA_LP_DISPATCH(dt, sdpa_backward<T>(dqkv, dout, qkv, probs, out, s));
+}
+
+/* Declared in cuda_ops.h: cuda_attention_dry_run for the 16-bit type dt (DT_BF16 or DT_F16). */
+extern "C" bool cuda_attention_dry_run_dtype(struct attention_shape s, enum dtype dt, char *err,
+                                             size_t errlen)
+{
+    if (dt != DT_BF16 && dt != DT_F16) {
+        snprintf(err, errlen, "attention on %s: the fused attention takes bf16 or fp16",
+                 dtype_name(dt));
+        return false;
+    }
     for (int backward = 0; backward < 2; backward++) {
-        struct sdpa_dims m = sdpa_dims_of(s, backward);
+        struct sdpa_dims m = sdpa_dims_of(s, dt, backward);
         m.pad_workaround = backward && s.seq % 128 != 0; /* check the workaround graph too */
         struct graph_builder *gb = (struct graph_builder *)xcalloc(1, sizeof *gb);
         bool ok = gb_graph(gb, &m) != NULL;
@@ -716,4 +754,9 @@ bool cuda_attention_dry_run(struct attention_shape s, char *err, size_t errlen)
         if (!ok) return false;
     }
     return true;
+}
+
+bool cuda_attention_dry_run(struct attention_shape s, char *err, size_t errlen)
+{
+    return cuda_attention_dry_run_dtype(s, DT_BF16, err, errlen);
 }

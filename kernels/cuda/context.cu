@@ -103,6 +103,15 @@ void cuda_need(const char *op, const char *name, struct tensor t, enum dtype dt)
             dtype_name(t.dtype), t.device == DEV_CUDA ? " on the GPU" : " on the CPU");
 }
 
+enum dtype cuda_need_lp(const char *op, const char *name, struct tensor t)
+{
+    if (!tensor_present(t)) BUG("%s: %s is absent", op, name);
+    if (t.device != DEV_CUDA || (t.dtype != DT_BF16 && t.dtype != DT_F16))
+        BUG("%s: %s must be a bf16 or fp16 tensor on the GPU (got %s%s)", op, name, dtype_name(t.dtype),
+            t.device == DEV_CUDA ? " on the GPU" : " on the CPU");
+    return t.dtype;
+}
+
 void cuda_maybe(const char *op, const char *name, struct tensor t, enum dtype dt)
 {
     if (tensor_present(t)) cuda_need(op, name, t, dt);

@@ -1,12 +1,13 @@
 /* Shared by the CUDA backend's .cu files (never included from C): checked CUDA, cuBLASLt and cuDNN
  * calls, the backend context that cuda_init creates once (stream, library handles, workspaces,
- * plan caches), argument checks, bf16 vector helpers, dropout masks, the deterministic column sum
+ * plan caches), argument checks, the 16-bit storage types and their vector helpers, dropout masks, the deterministic column sum
  * that every bias / norm-weight gradient uses, and the few kernels one .cu file lends another. */
 #ifndef MEGATRON_KERNELS_CUDA_CUDA_COMMON_H
 #define MEGATRON_KERNELS_CUDA_CUDA_COMMON_H
 
 #include <cublasLt.h>
 #include <cuda_bf16.h>
+#include <cuda_fp16.h>
 #include <cuda_runtime.h>
 #include <cudnn.h>
 #include <stdint.h>
@@ -22,6 +23,7 @@ extern "C" {
 #undef _Noreturn
 
 typedef __nv_bfloat16 bf16;
+typedef __half f16;
 
 /* ---- checked calls: a failure names the call, the file and line, and the library's reason ---- */
 
@@ -95,9 +97,12 @@ static inline size_t cuda_align256(size_t n) { return (n + 255) & ~(size_t)255; 
 
 /* t is present, on the GPU and of dtype dt; otherwise a bug naming the op and argument. */
 void cuda_need(const char *op, const char *name, struct tensor t, enum dtype dt);
+/* t is present, on the GPU and of a 16-bit storage dtype (DT_BF16 or DT_F16): returns it, for the
+ * op's other 16-bit arguments to be checked against with cuda_need. */
+enum dtype cuda_need_lp(const char *op, const char *name, struct tensor t);
 /* Like cuda_need for an argument that may be absent. */
 void cuda_maybe(const char *op, const char *name, struct tensor t, enum dtype dt);
-/* True when every present pointer is 16-byte aligned (for 8-wide bf16 loads). */
+/* True when every present pointer is 16-byte aligned (for 8-wide 16-bit loads). */
 static inline bool cuda_aligned16(const void *p) { return ((uintptr_t)p & 15u) == 0; }
 
 /* Blocks for n work items of `threads` each, capped to keep grid-stride loops cheap. */
@@ -109,51 +114,132 @@ static inline unsigned cuda_blocks(int64_t n, int threads)
     return (unsigned)b;
 }
 
-/* ---- bf16 vectors: 8 values in one 16-byte access ---- */
+/* ---- the 16-bit storage types ----
+ * Weights and activations are bf16 (--bf16) or fp16 (--fp16); every kernel that touches them is a
+ * template on T, one of the two, and does its math in fp32: loads widen, stores round to nearest
+ * even. Host code picks T from the tensors' dtype with CUDA_LP_DISPATCH. */
 
-__device__ __forceinline__ void bf16x8_load(const bf16 *p, float out[8])
+__device__ __forceinline__ float lp_to_f32(bf16 v) { return __bfloat162float(v); }
+__device__ __forceinline__ float lp_to_f32(f16 v) { return __half2float(v); }
+
+template <class T> __device__ __forceinline__ T lp_from_f32(float v);
+template <> __device__ __forceinline__ bf16 lp_from_f32<bf16>(float v) { return __float2bfloat16_rn(v); }
+template <> __device__ __forceinline__ f16 lp_from_f32<f16>(float v) { return __float2half_rn(v); }
+
+/* Two values rounded into one 32-bit word: a in the low half (the lower address). */
+template <class T> __device__ __forceinline__ uint32_t lp_pack2(float a, float b);
+template <> __device__ __forceinline__ uint32_t lp_pack2<bf16>(float a, float b)
 {
-    uint4 u = *reinterpret_cast<const uint4 *>(p);
-    const __nv_bfloat162 *h = reinterpret_cast<const __nv_bfloat162 *>(&u);
+    __nv_bfloat162 h = __floats2bfloat162_rn(a, b);
+    return *reinterpret_cast<uint32_t *>(&h);
+}
+template <> __device__ __forceinline__ uint32_t lp_pack2<f16>(float a, float b)
+{
+    __half2 h = __floats2half2_rn(a, b);
+    return *reinterpret_cast<uint32_t *>(&h);
+}
+
+/* The word's two values widened: the low half first. bf16 to fp32 is a shift. */
+template <class T> __device__ __forceinline__ float2 lp_unpack2(uint32_t w);
+template <> __device__ __forceinline__ float2 lp_unpack2<bf16>(uint32_t w)
+{
+    return make_float2(__uint_as_float(w << 16), __uint_as_float(w & 0xffff0000u));
+}
+template <> __device__ __forceinline__ float2 lp_unpack2<f16>(uint32_t w)
+{
+    __half2 h = *reinterpret_cast<__half2 *>(&w);
+    return __half22float2(h);
+}
+
+/* Bit patterns of T's special values, for fills of raw loads. */
+template <class T> struct lp_bits;
+template <> struct lp_bits<bf16> {
+    static constexpr uint16_t neg_inf = 0xff80, nan = 0x7fc0;
+};
+template <> struct lp_bits<f16> {
+    static constexpr uint16_t neg_inf = 0xfc00, nan = 0x7e00;
+};
+
+/* The dtype enum of T (host and device). */
+template <class T> struct lp_dtype;
+template <> struct lp_dtype<bf16> {
+    static constexpr enum dtype value = DT_BF16;
+};
+template <> struct lp_dtype<f16> {
+    static constexpr enum dtype value = DT_F16;
+};
+
+/* Runs the statements with the type T bound to the storage type of dt (DT_BF16 or DT_F16; any
+ * other dtype is a bug): CUDA_LP_DISPATCH(x.dtype, kernel<T><<<g, b, 0, s>>>(...)); */
+#define CUDA_LP_DISPATCH(dt, ...)                                                                  \
+    do {                                                                                           \
+        if ((dt) == DT_F16) {                                                                      \
+            typedef f16 T;                                                                         \
+            __VA_ARGS__;                                                                           \
+        } else {                                                                                   \
+            CHECK((dt) == DT_BF16);                                                                \
+            typedef bf16 T;                                                                        \
+            __VA_ARGS__;                                                                           \
+        }                                                                                          \
+    } while (0)
+
+/* ---- 16-bit vectors: 8 values in one 16-byte access ---- */
+
+template <class T> __device__ __forceinline__ void lp8_unpack(uint4 u, float out[8])
+{
+    const uint32_t w[4] = {u.x, u.y, u.z, u.w};
 #pragma unroll
     for (int i = 0; i < 4; i++) {
-        float2 f = __bfloat1622float2(h[i]);
+        float2 f = lp_unpack2<T>(w[i]);
         out[2 * i] = f.x;
         out[2 * i + 1] = f.y;
     }
 }
 
-__device__ __forceinline__ void bf16x8_store(bf16 *p, const float in[8])
+template <class T> __device__ __forceinline__ uint4 lp8_pack(const float in[8])
+{
+    return make_uint4(lp_pack2<T>(in[0], in[1]), lp_pack2<T>(in[2], in[3]), lp_pack2<T>(in[4], in[5]),
+                      lp_pack2<T>(in[6], in[7]));
+}
+
+template <class T> __device__ __forceinline__ void lp8_load(const T *p, float out[8])
+{
+    lp8_unpack<T>(*reinterpret_cast<const uint4 *>(p), out);
+}
+
+/* The uint4 is built word by word in place (the form the bf16-only store had: NVVM unrolls some
+ * callers' loops differently when it gets lp8_pack's make_uint4). */
+template <class T> __device__ __forceinline__ void lp8_store(T *p, const float in[8])
 {
     uint4 u;
-    __nv_bfloat162 *h = reinterpret_cast<__nv_bfloat162 *>(&u);
+    uint32_t *w = reinterpret_cast<uint32_t *>(&u);
 #pragma unroll
-    for (int i = 0; i < 4; i++) h[i] = __floats2bfloat162_rn(in[2 * i], in[2 * i + 1]);
+    for (int i = 0; i < 4; i++) w[i] = lp_pack2<T>(in[2 * i], in[2 * i + 1]);
     *reinterpret_cast<uint4 *>(p) = u;
 }
 
 /* Loads elements [e, e+8) of p (fewer past n, the rest 0): one 16-byte access when vec allows. */
-__device__ __forceinline__ void bf16_load8(const bf16 *p, int64_t e, int64_t n, bool vec,
-                                           float out[8])
+template <class T>
+__device__ __forceinline__ void lp_load8(const T *p, int64_t e, int64_t n, bool vec, float out[8])
 {
     if (vec && e + 8 <= n) {
-        bf16x8_load(p + e, out);
+        lp8_load<T>(p + e, out);
         return;
     }
 #pragma unroll
-    for (int i = 0; i < 8; i++) out[i] = e + i < n ? __bfloat162float(p[e + i]) : 0.0f;
+    for (int i = 0; i < 8; i++) out[i] = e + i < n ? lp_to_f32(p[e + i]) : 0.0f;
 }
 
-__device__ __forceinline__ void bf16_store8(bf16 *p, int64_t e, int64_t n, bool vec,
-                                            const float in[8])
+template <class T>
+__device__ __forceinline__ void lp_store8(T *p, int64_t e, int64_t n, bool vec, const float in[8])
 {
     if (vec && e + 8 <= n) {
-        bf16x8_store(p + e, in);
+        lp8_store<T>(p + e, in);
         return;
     }
 #pragma unroll
     for (int i = 0; i < 8; i++)
-        if (e + i < n) p[e + i] = __float2bfloat16_rn(in[i]);
+        if (e + i < n) p[e + i] = lp_from_f32<T>(in[i]);
 }
 
 /* ---- dropout: element e of a site is kept iff rng_uniform(seed, stream, offset + e) >= p ---- */
@@ -168,12 +254,12 @@ __device__ __forceinline__ float dropout_factor(struct dropout_key d, float scal
 /* The dropout scale 1/(1-p) in fp32, as the CPU backend computes it. */
 static inline float cuda_dropout_scale(float p) { return 1.0f / (1.0f - p); }
 
-/* ---- bf16 vectors kept packed: 8 values in a uint4 until the math needs them ---- */
+/* ---- 16-bit vectors kept packed: 8 values in a uint4 until the math needs them ---- */
 
-/* Elements [e, e+8) of p as raw bf16 bits, one 16-byte access when vec allows; elements at or past
- * n read as `fill` (bf16 bits: 0 for a zero, 0xff80 for -inf). */
-__device__ __forceinline__ uint4 bf16_load8_raw(const bf16 *p, int64_t e, int64_t n, bool vec,
-                                                uint16_t fill)
+/* Elements [e, e+8) of p as raw 16-bit patterns, one 16-byte access when vec allows; elements at
+ * or past n read as `fill` (lp_bits<T>: 0 for a zero, neg_inf for -inf). Widen with lp8_unpack. */
+template <class T>
+__device__ __forceinline__ uint4 lp_load8_raw(const T *p, int64_t e, int64_t n, bool vec, uint16_t fill)
 {
     if (vec && e + 8 <= n) return *reinterpret_cast<const uint4 *>(p + e);
     const uint16_t *h = reinterpret_cast<const uint16_t *>(p);
@@ -185,17 +271,6 @@ __device__ __forceinline__ uint4 bf16_load8_raw(const bf16 *p, int64_t e, int64_
         w[i] = lo | (hi << 16);
     }
     return make_uint4(w[0], w[1], w[2], w[3]);
-}
-
-/* bf16 to fp32 is a shift: element 2i is the low half of word i (little-endian). */
-__device__ __forceinline__ void bf16x8_unpack(uint4 u, float out[8])
-{
-    const uint32_t w[4] = {u.x, u.y, u.z, u.w};
-#pragma unroll
-    for (int i = 0; i < 4; i++) {
-        out[2 * i] = __uint_as_float(w[i] << 16);
-        out[2 * i + 1] = __uint_as_float(w[i] & 0xffff0000u);
-    }
 }
 
 /* ---- deterministic column sums: dst[c] += sum over rows n of value(n, c) ----
@@ -291,8 +366,9 @@ void cuda_colsum_acc(Load load, float *dst0, float *dst1, int64_t N, int64_t C)
 
 /* dx[N, C] = dy * gelu'(x) elementwise (dx may alias dy); when db is not NULL also
  * db[c] += sum over n of those fp32 products, in one pass (elementwise.cu). */
-void cuda_gelu_backward_bias_grad(bf16 *dx, float *db, const bf16 *dy, const bf16 *x, int64_t N,
-                                  int64_t C, bool tanh_approx);
+template <class T>
+void cuda_gelu_backward_bias_grad(T *dx, float *db, const T *dy, const T *x, int64_t N, int64_t C,
+                                  bool tanh_approx);
 
 /* ---- the special-function unit ---- */
 

@@ -4,7 +4,8 @@
  * that return host values (cuda_sum_squares) or say so (memcpy, cuda_synchronize) wait.
  *
  * dtype contract (what the GPU training step uses; a mismatch is a bug, exit 1):
- *  - activations and weights DT_BF16 (biases and norm weights too);
+ *  - activations and weights of one 16-bit dtype, DT_BF16 or DT_F16 (biases and norm weights too),
+ *    the same for every 16-bit argument of a call;
  *  - parameter gradients dw, db, embedding and norm weight grads DT_F32, accumulated (+=);
  *  - saved statistics DT_F32: norm mean/rstd [N], attention log-sum-exp [B, n, T] (the `probs`
  *    argument of attention is the natural-log LSE on this backend, not P);
@@ -149,8 +150,9 @@ void cuda_adam_update(float *param, const float *grad, float *exp_avg, float *ex
 double cuda_sum_squares(const float *x, int64_t n);
 /* x *= c in fp32 (gradient unscaling and clipping, as clip_scale does on the CPU). */
 void cuda_scale_f32(float *x, int64_t n, float c);
-/* dst (bf16) = src rounded to nearest even: the model's bf16 weights from fp32 main weights. */
-void cuda_f32_to_bf16(void *dst, const float *src, int64_t n);
+/* dst (dt: DT_BF16 or DT_F16) = src rounded to nearest even: the model's 16-bit weights from its
+ * fp32 main weights. */
+void cuda_f32_to_lp(void *dst, const float *src, int64_t n, enum dtype dt);
 /* The same, and back (dst fp32 = src bf16), on the given stream (a communication stream):
  * --grad-reduce-in-bf16's wire format. */
 void cuda_f32_to_bf16_on(void *stream, void *dst, const float *src, int64_t n);
@@ -169,9 +171,11 @@ struct cuda_gelu_paths cuda_linear_gelu_paths(void);
 
 /* ---- checks that need no GPU ---- */
 
-/* Builds and finalizes the cuDNN operation graphs (forward and backward) of attention shape s
- * without executing them: every descriptor is validated by the cuDNN library alone. Returns true,
- * or false with the reason in err. */
+/* Builds and finalizes the cuDNN operation graphs (forward and backward) of attention shape s on
+ * 16-bit dtype dt (DT_BF16 or DT_F16) without executing them: every descriptor is validated by the
+ * cuDNN library alone. Returns true, or false with the reason in err. cuda_attention_dry_run is
+ * the bf16 case. */
+bool cuda_attention_dry_run_dtype(struct attention_shape s, enum dtype dt, char *err, size_t errlen);
 bool cuda_attention_dry_run(struct attention_shape s, char *err, size_t errlen);
 
 #ifdef __cplusplus

@@ -1,9 +1,10 @@
-/* CUDA elementwise ops on bf16: GeLU and SwiGLU forward/backward (also the GeLU backward fused with
- * the bias gradient of the layer before it), Megatron's bias-dropout-add and its backward, add,
- * zero, copy. Each thread handles 8 consecutive elements (one 16-byte access when the
- * pointers and row width allow). Dropout draws kernels/rng.h with the CPU's keys, element e of a
- * site being kept iff rng_uniform(seed, stream, offset + e) >= p, so both backends drop the same
- * elements; the math follows kernels/cpu/activation.c and elementwise.c. */
+/* CUDA elementwise ops on 16-bit storage (bf16 or fp16, math in fp32): GeLU and SwiGLU
+ * forward/backward (also the GeLU backward fused with the bias gradient of the layer before it),
+ * Megatron's bias-dropout-add and its backward, add, zero, copy. Each thread handles 8 consecutive
+ * elements (one 16-byte access when the pointers and row width allow). Dropout draws kernels/rng.h
+ * with the CPU's keys, element e of a site being kept iff rng_uniform(seed, stream, offset + e) >= p,
+ * so both backends drop the same elements; the math follows kernels/cpu/activation.c and
+ * elementwise.c. */
 #include "kernels/cuda/cuda_common.h"
 
 enum { EW_THREADS = 256 };
@@ -24,8 +25,8 @@ __device__ __forceinline__ float gelu(float x, bool tanh_approx)
 /* Phi(x) + x phi(x), the erf form's derivative. phi needs e = exp(-x^2 / 2); with z = |x| / sqrt 2
  * that is exp(-z^2), the factor in Abramowitz & Stegun 7.1.26: erf(z) = 1 - poly(t) exp(-z^2),
  * t = 1 / (1 + p z), |error| <= 1.5e-7 (3e-7 in fp32 here, against 1.3e-7 for erff + expf; bf16
- * keeps 4e-3). One exponential and one reciprocal instead of erff and expf: a third of the
- * instructions, which matters because the dGeLU + bias-gradient kernel's math would otherwise
+ * keeps 4e-3, fp16 5e-4). One exponential and one reciprocal instead of erff and expf: a third of
+ * the instructions, which matters because the dGeLU + bias-gradient kernel's math would otherwise
  * rival its memory time on an H100. */
 __device__ __forceinline__ float gelu_grad_erf(float x)
 {
@@ -66,64 +67,67 @@ static unsigned pieces_blocks(int64_t n) { return cuda_blocks((n + 7) / 8, EW_TH
 
 /* ---- GeLU ---- */
 
-static __global__ void gelu_forward_kernel(bf16 *y, const bf16 *x, int64_t n, bool tanh_approx,
-                                           bool vec)
+template <class T>
+static __global__ void gelu_forward_kernel(T *y, const T *x, int64_t n, bool tanh_approx, bool vec)
 {
     FOR_EACH_PIECE(e, n)
     {
         float v[8];
-        bf16_load8(x, e, n, vec, v);
+        lp_load8<T>(x, e, n, vec, v);
         for (int i = 0; i < 8; i++) v[i] = gelu(v[i], tanh_approx);
-        bf16_store8(y, e, n, vec, v);
+        lp_store8<T>(y, e, n, vec, v);
     }
 }
 
-static __global__ void gelu_backward_kernel(bf16 *dx, const bf16 *dy, const bf16 *x, int64_t n,
+template <class T>
+static __global__ void gelu_backward_kernel(T *dx, const T *dy, const T *x, int64_t n,
                                             bool tanh_approx, bool vec)
 {
     FOR_EACH_PIECE(e, n)
     {
         float v[8], g[8];
-        bf16_load8(x, e, n, vec, v);
-        bf16_load8(dy, e, n, vec, g);
+        lp_load8<T>(x, e, n, vec, v);
+        lp_load8<T>(dy, e, n, vec, g);
         for (int i = 0; i < 8; i++) g[i] = g[i] * gelu_grad(v[i], tanh_approx);
-        bf16_store8(dx, e, n, vec, g);
+        lp_store8<T>(dx, e, n, vec, g);
     }
 }
 
 void cuda_gelu_forward(struct tensor y, struct tensor x, bool tanh_approx)
 {
-    cuda_need("cuda_gelu_forward", "y", y, DT_BF16);
-    cuda_need("cuda_gelu_forward", "x", x, DT_BF16);
+    enum dtype dt = cuda_need_lp("cuda_gelu_forward", "y", y);
+    cuda_need("cuda_gelu_forward", "x", x, dt);
     int64_t n = tensor_numel(x);
     if (n == 0) return;
-    gelu_forward_kernel<<<pieces_blocks(n), EW_THREADS, 0, cuda_ctx()->stream>>>(
-        (bf16 *)y.data, (const bf16 *)x.data, n, tanh_approx,
-        all_aligned16(y.data, x.data, x.data, x.data));
+    bool vec = all_aligned16(y.data, x.data, x.data, x.data);
+    CUDA_LP_DISPATCH(
+        dt, gelu_forward_kernel<T><<<pieces_blocks(n), EW_THREADS, 0, cuda_ctx()->stream>>>(
+                (T *)y.data, (const T *)x.data, n, tanh_approx, vec));
     CUDA_CHECK_LAUNCH("gelu_forward_kernel");
 }
 
 void cuda_gelu_backward(struct tensor dx, struct tensor dy, struct tensor x, bool tanh_approx)
 {
-    cuda_need("cuda_gelu_backward", "dx", dx, DT_BF16);
-    cuda_need("cuda_gelu_backward", "dy", dy, DT_BF16);
-    cuda_need("cuda_gelu_backward", "x", x, DT_BF16);
+    enum dtype dt = cuda_need_lp("cuda_gelu_backward", "dx", dx);
+    cuda_need("cuda_gelu_backward", "dy", dy, dt);
+    cuda_need("cuda_gelu_backward", "x", x, dt);
     int64_t n = tensor_numel(x);
     if (n == 0) return;
-    gelu_backward_kernel<<<pieces_blocks(n), EW_THREADS, 0, cuda_ctx()->stream>>>(
-        (bf16 *)dx.data, (const bf16 *)dy.data, (const bf16 *)x.data, n, tanh_approx,
-        all_aligned16(dx.data, dy.data, x.data, x.data));
+    bool vec = all_aligned16(dx.data, dy.data, x.data, x.data);
+    CUDA_LP_DISPATCH(
+        dt, gelu_backward_kernel<T><<<pieces_blocks(n), EW_THREADS, 0, cuda_ctx()->stream>>>(
+                (T *)dx.data, (const T *)dy.data, (const T *)x.data, n, tanh_approx, vec));
     CUDA_CHECK_LAUNCH("gelu_backward_kernel");
 }
 
-/* dx = dy * gelu'(x) stored as bf16, and the fp32 products handed to the column sum of db: the
+/* dx = dy * gelu'(x) stored as T, and the fp32 products handed to the column sum of db: the
  * GeLU backward and linear_fc1's bias gradient in one read of dy and x. The column-sum kernel
  * visits every (n, c) exactly once and fetches a piece before it applies (stores) it, so dx may
  * alias dy. */
-template <bool TANH>
+template <class T, bool TANH>
 struct load_dgelu_rows {
-    bf16 *dx;
-    const bf16 *dy, *x;
+    T *dx;
+    const T *dy, *x;
     int64_t C;
     bool vec;
     struct raw {
@@ -131,42 +135,43 @@ struct load_dgelu_rows {
     };
     __device__ void fetch(int64_t n, int64_t c0, raw &r) const
     {
-        r.g = bf16_load8_raw(dy + n * C, c0, C, vec, 0);
-        r.v = bf16_load8_raw(x + n * C, c0, C, vec, 0);
+        r.g = lp_load8_raw<T>(dy + n * C, c0, C, vec, 0);
+        r.v = lp_load8_raw<T>(x + n * C, c0, C, vec, 0);
     }
     __device__ void apply(int64_t n, int64_t c0, const raw &r, float out[1][8]) const
     {
         float v[8];
-        bf16x8_unpack(r.g, out[0]);
-        bf16x8_unpack(r.v, v);
+        lp8_unpack<T>(r.g, out[0]);
+        lp8_unpack<T>(r.v, v);
         for (int i = 0; i < 8; i++) out[0][i] *= gelu_grad(v[i], TANH);
-        bf16_store8(dx + n * C, c0, C, vec, out[0]);
+        lp_store8<T>(dx + n * C, c0, C, vec, out[0]);
     }
 };
 
-void cuda_gelu_backward_bias_grad(bf16 *dx, float *db, const bf16 *dy, const bf16 *x, int64_t N,
-                                  int64_t C, bool tanh_approx)
+template <class T>
+void cuda_gelu_backward_bias_grad(T *dx, float *db, const T *dy, const T *x, int64_t N, int64_t C,
+                                  bool tanh_approx)
 {
     if (N * C == 0) return;
     if (!db) {
-        gelu_backward_kernel<<<pieces_blocks(N * C), EW_THREADS, 0, cuda_ctx()->stream>>>(
+        gelu_backward_kernel<T><<<pieces_blocks(N * C), EW_THREADS, 0, cuda_ctx()->stream>>>(
             dx, dy, x, N * C, tanh_approx, all_aligned16(dx, dy, x, x));
         CUDA_CHECK_LAUNCH("gelu_backward_kernel");
         return;
     }
     bool vec = C % 8 == 0 && all_aligned16(dx, dy, x, x);
     if (tanh_approx)
-        cuda_colsum_acc<load_dgelu_rows<true>, 1>({dx, dy, x, C, vec}, db, NULL, N, C);
+        cuda_colsum_acc<load_dgelu_rows<T, true>, 1>({dx, dy, x, C, vec}, db, NULL, N, C);
     else
-        cuda_colsum_acc<load_dgelu_rows<false>, 1>({dx, dy, x, C, vec}, db, NULL, N, C);
+        cuda_colsum_acc<load_dgelu_rows<T, false>, 1>({dx, dy, x, C, vec}, db, NULL, N, C);
 }
 
 /* ---- SwiGLU: x[N, 2F] = [gate | up], y[N, F] = silu(gate) * up ---- */
 
 /* Pieces run over y's N*F elements; a piece never straddles a row when F % 8 == 0 (vec), and
  * falls back to per-element indexing otherwise. */
-static __global__ void swiglu_forward_kernel(bf16 *y, const bf16 *x, int64_t N, int64_t F,
-                                             bool vec)
+template <class T>
+static __global__ void swiglu_forward_kernel(T *y, const T *x, int64_t N, int64_t F, bool vec)
 {
     int64_t n_all = N * F;
     FOR_EACH_PIECE(e, n_all)
@@ -175,18 +180,18 @@ static __global__ void swiglu_forward_kernel(bf16 *y, const bf16 *x, int64_t N, 
         if (vec) {
             int64_t n = e / F, f = e % F;
             float g[8], u[8];
-            bf16x8_load(x + n * 2 * F + f, g);
-            bf16x8_load(x + n * 2 * F + F + f, u);
+            lp8_load<T>(x + n * 2 * F + f, g);
+            lp8_load<T>(x + n * 2 * F + F + f, u);
             for (int i = 0; i < 8; i++) o[i] = g[i] * sigmoid(g[i]) * u[i];
         } else {
             for (int i = 0; i < 8 && e + i < n_all; i++) {
                 int64_t n = (e + i) / F, f = (e + i) % F;
-                float g = __bfloat162float(x[n * 2 * F + f]);
-                float u = __bfloat162float(x[n * 2 * F + F + f]);
+                float g = lp_to_f32(x[n * 2 * F + f]);
+                float u = lp_to_f32(x[n * 2 * F + F + f]);
                 o[i] = g * sigmoid(g) * u;
             }
         }
-        bf16_store8(y, e, n_all, vec, o);
+        lp_store8<T>(y, e, n_all, vec, o);
     }
 }
 
@@ -198,8 +203,9 @@ __device__ __forceinline__ void swiglu_grad(float dy, float g, float u, float *d
     *du = dy * g * s;
 }
 
-static __global__ void swiglu_backward_kernel(bf16 *dx, const bf16 *dy, const bf16 *x, int64_t N,
-                                              int64_t F, bool vec)
+template <class T>
+static __global__ void swiglu_backward_kernel(T *dx, const T *dy, const T *x, int64_t N, int64_t F,
+                                              bool vec)
 {
     int64_t n_all = N * F;
     FOR_EACH_PIECE(e, n_all)
@@ -207,20 +213,20 @@ static __global__ void swiglu_backward_kernel(bf16 *dx, const bf16 *dy, const bf
         if (vec) {
             int64_t n = e / F, f = e % F;
             float g[8], u[8], d[8], dg[8], du[8];
-            bf16x8_load(x + n * 2 * F + f, g);
-            bf16x8_load(x + n * 2 * F + F + f, u);
-            bf16x8_load(dy + e, d);
+            lp8_load<T>(x + n * 2 * F + f, g);
+            lp8_load<T>(x + n * 2 * F + F + f, u);
+            lp8_load<T>(dy + e, d);
             for (int i = 0; i < 8; i++) swiglu_grad(d[i], g[i], u[i], &dg[i], &du[i]);
-            bf16x8_store(dx + n * 2 * F + f, dg);
-            bf16x8_store(dx + n * 2 * F + F + f, du);
+            lp8_store<T>(dx + n * 2 * F + f, dg);
+            lp8_store<T>(dx + n * 2 * F + F + f, du);
         } else {
             for (int i = 0; i < 8 && e + i < n_all; i++) {
                 int64_t n = (e + i) / F, f = (e + i) % F;
                 float dg, du;
-                swiglu_grad(__bfloat162float(dy[e + i]), __bfloat162float(x[n * 2 * F + f]),
-                            __bfloat162float(x[n * 2 * F + F + f]), &dg, &du);
-                dx[n * 2 * F + f] = __float2bfloat16_rn(dg);
-                dx[n * 2 * F + F + f] = __float2bfloat16_rn(du);
+                swiglu_grad(lp_to_f32(dy[e + i]), lp_to_f32(x[n * 2 * F + f]),
+                            lp_to_f32(x[n * 2 * F + F + f]), &dg, &du);
+                dx[n * 2 * F + f] = lp_from_f32<T>(dg);
+                dx[n * 2 * F + F + f] = lp_from_f32<T>(du);
             }
         }
     }
@@ -228,26 +234,28 @@ static __global__ void swiglu_backward_kernel(bf16 *dx, const bf16 *dy, const bf
 
 void cuda_swiglu_forward(struct tensor y, struct tensor x)
 {
-    cuda_need("cuda_swiglu_forward", "y", y, DT_BF16);
-    cuda_need("cuda_swiglu_forward", "x", x, DT_BF16);
+    enum dtype dt = cuda_need_lp("cuda_swiglu_forward", "y", y);
+    cuda_need("cuda_swiglu_forward", "x", x, dt);
     int64_t N = y.shape[0], F = y.shape[1];
     if (N * F == 0) return;
-    swiglu_forward_kernel<<<pieces_blocks(N * F), EW_THREADS, 0, cuda_ctx()->stream>>>(
-        (bf16 *)y.data, (const bf16 *)x.data, N, F,
-        F % 8 == 0 && all_aligned16(y.data, x.data, x.data, x.data));
+    bool vec = F % 8 == 0 && all_aligned16(y.data, x.data, x.data, x.data);
+    CUDA_LP_DISPATCH(
+        dt, swiglu_forward_kernel<T><<<pieces_blocks(N * F), EW_THREADS, 0, cuda_ctx()->stream>>>(
+                (T *)y.data, (const T *)x.data, N, F, vec));
     CUDA_CHECK_LAUNCH("swiglu_forward_kernel");
 }
 
 void cuda_swiglu_backward(struct tensor dx, struct tensor dy, struct tensor x)
 {
-    cuda_need("cuda_swiglu_backward", "dx", dx, DT_BF16);
-    cuda_need("cuda_swiglu_backward", "dy", dy, DT_BF16);
-    cuda_need("cuda_swiglu_backward", "x", x, DT_BF16);
+    enum dtype dt = cuda_need_lp("cuda_swiglu_backward", "dx", dx);
+    cuda_need("cuda_swiglu_backward", "dy", dy, dt);
+    cuda_need("cuda_swiglu_backward", "x", x, dt);
     int64_t N = dy.shape[0], F = dy.shape[1];
     if (N * F == 0) return;
-    swiglu_backward_kernel<<<pieces_blocks(N * F), EW_THREADS, 0, cuda_ctx()->stream>>>(
-        (bf16 *)dx.data, (const bf16 *)dy.data, (const bf16 *)x.data, N, F,
-        F % 8 == 0 && all_aligned16(dx.data, dy.data, x.data, x.data));
+    bool vec = F % 8 == 0 && all_aligned16(dx.data, dy.data, x.data, x.data);
+    CUDA_LP_DISPATCH(
+        dt, swiglu_backward_kernel<T><<<pieces_blocks(N * F), EW_THREADS, 0, cuda_ctx()->stream>>>(
+                (T *)dx.data, (const T *)dy.data, (const T *)x.data, N, F, vec));
     CUDA_CHECK_LAUNCH("swiglu_backward_kernel");
 }
 
@@ -255,22 +263,23 @@ void cuda_swiglu_backward(struct tensor dx, struct tensor dy, struct tensor x)
 
 /* Pieces of 8 stay inside one row when C % 8 == 0 (vec); otherwise the bias is indexed per element.
  * y may alias x or residual: every element is read before it is written, by the same thread. */
-static __global__ void bias_dropout_add_kernel(bf16 *y, const bf16 *x, const bf16 *b,
-                                               const bf16 *res, struct dropout_key drop,
-                                               float scale, int64_t N, int64_t C, bool vec)
+template <class T>
+static __global__ void bias_dropout_add_kernel(T *y, const T *x, const T *b, const T *res,
+                                               struct dropout_key drop, float scale, int64_t N,
+                                               int64_t C, bool vec)
 {
     int64_t n_all = N * C;
     FOR_EACH_PIECE(e, n_all)
     {
         float v[8], bv[8], rv[8];
-        bf16_load8(x, e, n_all, vec, v);
-        if (res) bf16_load8(res, e, n_all, vec, rv);
+        lp_load8<T>(x, e, n_all, vec, v);
+        if (res) lp_load8<T>(res, e, n_all, vec, rv);
         if (b) {
             if (vec) {
-                bf16x8_load(b + e % C, bv);
+                lp8_load<T>(b + e % C, bv);
             } else {
                 for (int i = 0; i < 8; i++)
-                    bv[i] = e + i < n_all ? __bfloat162float(b[(e + i) % C]) : 0.0f;
+                    bv[i] = e + i < n_all ? lp_to_f32(b[(e + i) % C]) : 0.0f;
             }
         }
         for (int i = 0; i < 8; i++) {
@@ -278,7 +287,7 @@ static __global__ void bias_dropout_add_kernel(bf16 *y, const bf16 *x, const bf1
             t *= dropout_factor(drop, scale, e + i);
             v[i] = res ? t + rv[i] : t;
         }
-        bf16_store8(y, e, n_all, vec, v);
+        lp_store8<T>(y, e, n_all, vec, v);
     }
 }
 
@@ -286,39 +295,43 @@ void cuda_bias_dropout_add_forward(struct tensor y, struct tensor x, struct tens
                                    struct tensor residual, struct dropout_key drop)
 {
     const char *op = "cuda_bias_dropout_add_forward";
-    cuda_need(op, "y", y, DT_BF16);
-    cuda_need(op, "x", x, DT_BF16);
-    cuda_maybe(op, "b", b, DT_BF16);
-    cuda_maybe(op, "residual", residual, DT_BF16);
+    enum dtype dt = cuda_need_lp(op, "y", y);
+    cuda_need(op, "x", x, dt);
+    cuda_maybe(op, "b", b, dt);
+    cuda_maybe(op, "residual", residual, dt);
     int64_t N = x.shape[0], C = x.shape[1];
     if (N * C == 0) return;
-    const bf16 *bp = tensor_present(b) ? (const bf16 *)b.data : NULL;
-    const bf16 *rp = tensor_present(residual) ? (const bf16 *)residual.data : NULL;
+    const void *bp = tensor_present(b) ? b.data : NULL;
+    const void *rp = tensor_present(residual) ? residual.data : NULL;
     if (drop.p == 0.0f && !bp && !rp && y.data == x.data) return; /* the identity, in place */
     bool vec = C % 8 == 0 && all_aligned16(y.data, x.data, bp, rp);
-    bias_dropout_add_kernel<<<pieces_blocks(N * C), EW_THREADS, 0, cuda_ctx()->stream>>>(
-        (bf16 *)y.data, (const bf16 *)x.data, bp, rp, drop, cuda_dropout_scale(drop.p), N, C, vec);
+    CUDA_LP_DISPATCH(
+        dt, bias_dropout_add_kernel<T><<<pieces_blocks(N * C), EW_THREADS, 0, cuda_ctx()->stream>>>(
+                (T *)y.data, (const T *)x.data, (const T *)bp, (const T *)rp, drop,
+                cuda_dropout_scale(drop.p), N, C, vec));
     CUDA_CHECK_LAUNCH("bias_dropout_add_kernel");
 }
 
-static __global__ void dropout_backward_kernel(bf16 *dx, const bf16 *dy, struct dropout_key drop,
+template <class T>
+static __global__ void dropout_backward_kernel(T *dx, const T *dy, struct dropout_key drop,
                                                float scale, int64_t n, bool vec)
 {
     FOR_EACH_PIECE(e, n)
     {
         float g[8];
-        bf16_load8(dy, e, n, vec, g);
+        lp_load8<T>(dy, e, n, vec, g);
         for (int i = 0; i < 8; i++) g[i] *= dropout_factor(drop, scale, e + i);
-        bf16_store8(dx, e, n, vec, g);
+        lp_store8<T>(dx, e, n, vec, g);
     }
 }
 
 /* db += sum_n dy[n, c] * dropout factor: from the fp32 products, not from the rounded dx; with dx
  * not NULL the products are stored there too, so the whole backward is one read of dy (the
  * column-sum kernel visits every (n, c) once, fetching before it applies, and dx may alias dy). */
+template <class T>
 struct load_dropout_rows {
-    bf16 *dx;
-    const bf16 *dy;
+    T *dx;
+    const T *dy;
     struct dropout_key drop;
     float scale;
     int64_t C;
@@ -328,13 +341,13 @@ struct load_dropout_rows {
     };
     __device__ void fetch(int64_t n, int64_t c0, raw &r) const
     {
-        r.g = bf16_load8_raw(dy + n * C, c0, C, vec, 0);
+        r.g = lp_load8_raw<T>(dy + n * C, c0, C, vec, 0);
     }
     __device__ void apply(int64_t n, int64_t c0, const raw &r, float out[1][8]) const
     {
-        bf16x8_unpack(r.g, out[0]);
+        lp8_unpack<T>(r.g, out[0]);
         for (int i = 0; i < 8; i++) out[0][i] *= dropout_factor(drop, scale, n * C + c0 + i);
-        if (dx) bf16_store8(dx + n * C, c0, C, vec, out[0]);
+        if (dx) lp_store8<T>(dx + n * C, c0, C, vec, out[0]);
     }
 };
 
@@ -342,8 +355,8 @@ void cuda_bias_dropout_add_backward(struct tensor dx, struct tensor db, struct t
                                     struct dropout_key drop)
 {
     const char *op = "cuda_bias_dropout_add_backward";
-    cuda_need(op, "dy", dy, DT_BF16);
-    cuda_maybe(op, "dx", dx, DT_BF16);
+    enum dtype dt = cuda_need_lp(op, "dy", dy);
+    cuda_maybe(op, "dx", dx, dt);
     cuda_maybe(op, "db", db, DT_F32);
     int64_t N = dy.shape[0], C = dy.shape[1];
     if (N * C == 0) return;
@@ -351,44 +364,48 @@ void cuda_bias_dropout_add_backward(struct tensor dx, struct tensor db, struct t
     /* without dropout, dx over dy is the identity: only db is left */
     bool write_dx = tensor_present(dx) && !(drop.p == 0.0f && dx.data == dy.data);
     if (tensor_present(db)) {
-        bf16 *dxp = write_dx ? (bf16 *)dx.data : NULL;
-        struct load_dropout_rows ld = {dxp, (const bf16 *)dy.data, drop, scale, C,
-                                       C % 8 == 0 && all_aligned16(dy.data, dxp, dxp, dxp)};
-        cuda_colsum_acc<load_dropout_rows, 1>(ld, (float *)db.data, NULL, N, C);
+        void *dxp = write_dx ? dx.data : NULL;
+        bool vec = C % 8 == 0 && all_aligned16(dy.data, dxp, dxp, dxp);
+        CUDA_LP_DISPATCH(dt, cuda_colsum_acc<load_dropout_rows<T>, 1>(
+                                 {(T *)dxp, (const T *)dy.data, drop, scale, C, vec}, (float *)db.data,
+                                 NULL, N, C));
         return;
     }
     if (write_dx) {
-        dropout_backward_kernel<<<pieces_blocks(N * C), EW_THREADS, 0, cuda_ctx()->stream>>>(
-            (bf16 *)dx.data, (const bf16 *)dy.data, drop, scale, N * C,
-            all_aligned16(dx.data, dy.data, dy.data, dy.data));
+        bool vec = all_aligned16(dx.data, dy.data, dy.data, dy.data);
+        CUDA_LP_DISPATCH(
+            dt, dropout_backward_kernel<T><<<pieces_blocks(N * C), EW_THREADS, 0, cuda_ctx()->stream>>>(
+                    (T *)dx.data, (const T *)dy.data, drop, scale, N * C, vec));
         CUDA_CHECK_LAUNCH("dropout_backward_kernel");
     }
 }
 
 /* ---- add, zero ---- */
 
-static __global__ void add_kernel(bf16 *y, const bf16 *a, const bf16 *b, int64_t n, bool vec)
+template <class T>
+static __global__ void add_kernel(T *y, const T *a, const T *b, int64_t n, bool vec)
 {
     FOR_EACH_PIECE(e, n)
     {
         float u[8], v[8];
-        bf16_load8(a, e, n, vec, u);
-        bf16_load8(b, e, n, vec, v);
+        lp_load8<T>(a, e, n, vec, u);
+        lp_load8<T>(b, e, n, vec, v);
         for (int i = 0; i < 8; i++) u[i] += v[i];
-        bf16_store8(y, e, n, vec, u);
+        lp_store8<T>(y, e, n, vec, u);
     }
 }
 
 void cuda_add(struct tensor y, struct tensor a, struct tensor b)
 {
-    cuda_need("cuda_add", "y", y, DT_BF16);
-    cuda_need("cuda_add", "a", a, DT_BF16);
-    cuda_need("cuda_add", "b", b, DT_BF16);
+    enum dtype dt = cuda_need_lp("cuda_add", "y", y);
+    cuda_need("cuda_add", "a", a, dt);
+    cuda_need("cuda_add", "b", b, dt);
     int64_t n = tensor_numel(y);
     if (n == 0) return;
-    add_kernel<<<pieces_blocks(n), EW_THREADS, 0, cuda_ctx()->stream>>>(
-        (bf16 *)y.data, (const bf16 *)a.data, (const bf16 *)b.data, n,
-        all_aligned16(y.data, a.data, b.data, b.data));
+    bool vec = all_aligned16(y.data, a.data, b.data, b.data);
+    CUDA_LP_DISPATCH(
+        dt, add_kernel<T><<<pieces_blocks(n), EW_THREADS, 0, cuda_ctx()->stream>>>(
+                (T *)y.data, (const T *)a.data, (const T *)b.data, n, vec));
     CUDA_CHECK_LAUNCH("add_kernel");
 }
 
@@ -409,3 +426,9 @@ void cuda_copy(struct tensor y, struct tensor x)
     CUDA_CHECK(cudaMemcpyAsync(y.data, x.data, tensor_bytes(x), cudaMemcpyDeviceToDevice,
                                cuda_ctx()->stream));
 }
+
+/* linear.cu's fused GeLU backward calls these with its T. */
+template void cuda_gelu_backward_bias_grad<bf16>(bf16 *dx, float *db, const bf16 *dy, const bf16 *x,
+                                                 int64_t N, int64_t C, bool tanh_approx);
+template void cuda_gelu_backward_bias_grad<f16>(f16 *dx, float *db, const f16 *dy, const f16 *x,
+                                                int64_t N, int64_t C, bool tanh_approx);

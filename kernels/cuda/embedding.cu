@@ -1,6 +1,7 @@
-/* CUDA embedding lookup (word table plus optional learned positions) and its deterministic
- * backward. The word table may be a tensor-parallel shard holding vocabulary rows
- * [vocab_start, vocab_start + V): other tokens contribute a zero word row and no gradient.
+/* CUDA embedding lookup (word table plus optional learned positions, both 16-bit: bf16 or fp16) and
+ * its deterministic backward into fp32 gradients. The word table may be a tensor-parallel shard
+ * holding vocabulary rows [vocab_start, vocab_start + V): other tokens contribute a zero word row
+ * and no gradient.
  * The backward sorts the row ids with a stable radix sort (CUB) so that each table row is owned
  * by one block, which adds that row's dy rows in increasing n: the same fp32 additions in the same
  * order as the CPU's scatter-add, hence bitwise the same gradient, and no atomics. */
@@ -13,9 +14,10 @@ enum { EMB_THREADS = 128 }; /* x 8 columns per thread = 1024 columns per block *
 /* y[n, :] = wte[tok[n] - start, :] (zero outside the shard) + wpe[pos[n], :]. A position outside
  * its table is a caller bug: the row is filled with NaN rather than read out of bounds, so the
  * bug cannot pass silently. */
-static __global__ void embedding_forward_kernel(bf16 *y, const int32_t *tok, const bf16 *wte,
+template <class T>
+static __global__ void embedding_forward_kernel(T *y, const int32_t *tok, const T *wte,
                                                 int64_t start, int64_t V, const int32_t *pos,
-                                                const bf16 *wpe, int64_t P, int64_t H, bool vec)
+                                                const T *wpe, int64_t P, int64_t H, bool vec)
 {
     int64_t n = blockIdx.x;
     int64_t c = ((int64_t)blockIdx.y * blockDim.x + threadIdx.x) * 8;
@@ -23,29 +25,29 @@ static __global__ void embedding_forward_kernel(bf16 *y, const int32_t *tok, con
     int64_t t = (int64_t)tok[n] - start, p = wpe ? pos[n] : 0;
     float v[8], w[8];
     if (t >= 0 && t < V) {
-        bf16_load8(wte + t * H, c, H, vec, v);
+        lp_load8<T>(wte + t * H, c, H, vec, v);
     } else { /* another rank's shard of the vocabulary */
         for (int i = 0; i < 8; i++) v[i] = 0.0f;
     }
     if (wpe) {
         if (p >= 0 && p < P) {
-            bf16_load8(wpe + p * H, c, H, vec, w);
+            lp_load8<T>(wpe + p * H, c, H, vec, w);
         } else {
             for (int i = 0; i < 8; i++) w[i] = __int_as_float(0x7fc00000);
         }
         for (int i = 0; i < 8; i++) v[i] += w[i];
     }
-    bf16_store8(y + n * H, c, H, vec, v);
+    lp_store8<T>(y + n * H, c, H, vec, v);
 }
 
 void cuda_embedding_forward(struct tensor y, struct tensor tokens, struct tensor wte,
                             int64_t vocab_start, struct tensor wpe, struct tensor positions)
 {
     const char *op = "cuda_embedding_forward";
-    cuda_need(op, "y", y, DT_BF16);
+    enum dtype dt = cuda_need_lp(op, "y", y);
     cuda_need(op, "tokens", tokens, DT_I32);
-    cuda_need(op, "wte", wte, DT_BF16);
-    cuda_maybe(op, "wpe", wpe, DT_BF16);
+    cuda_need(op, "wte", wte, dt);
+    cuda_maybe(op, "wpe", wpe, dt);
     bool use_wpe = tensor_present(wpe);
     if (use_wpe) cuda_need(op, "positions", positions, DT_I32);
     int64_t N = y.shape[0], H = y.shape[1];
@@ -54,10 +56,11 @@ void cuda_embedding_forward(struct tensor y, struct tensor tokens, struct tensor
                (!use_wpe || cuda_aligned16(wpe.data));
     dim3 grid((unsigned)N, (unsigned)((H + EMB_THREADS * 8 - 1) / (EMB_THREADS * 8)));
     CHECK(N <= 0x7fffffff);
-    embedding_forward_kernel<<<grid, EMB_THREADS, 0, cuda_ctx()->stream>>>(
-        (bf16 *)y.data, (const int32_t *)tokens.data, (const bf16 *)wte.data, vocab_start,
-        wte.shape[0], use_wpe ? (const int32_t *)positions.data : NULL,
-        use_wpe ? (const bf16 *)wpe.data : NULL, use_wpe ? wpe.shape[0] : 0, H, vec);
+    CUDA_LP_DISPATCH(
+        dt, embedding_forward_kernel<T><<<grid, EMB_THREADS, 0, cuda_ctx()->stream>>>(
+                (T *)y.data, (const int32_t *)tokens.data, (const T *)wte.data, vocab_start,
+                wte.shape[0], use_wpe ? (const int32_t *)positions.data : NULL,
+                use_wpe ? (const T *)wpe.data : NULL, use_wpe ? wpe.shape[0] : 0, H, vec));
     CUDA_CHECK_LAUNCH("embedding_forward_kernel");
 }
 
@@ -77,9 +80,9 @@ static __global__ void sort_keys_kernel(int32_t *key, int32_t *value, const int3
 /* Block (i, column block): if sorted position i starts a run of equal rows, adds the run's dy rows
  * to table[row] in run order (increasing n, the sort being stable); other positions do nothing,
  * and so does the run of ids outside the table (key = rows). */
+template <class T>
 static __global__ void scatter_runs_kernel(float *table, int64_t rows, const int32_t *ids,
-                                           const int32_t *order, const bf16 *dy, int64_t N,
-                                           int64_t H)
+                                           const int32_t *order, const T *dy, int64_t N, int64_t H)
 {
     int64_t i = blockIdx.x;
     int64_t c = (int64_t)blockIdx.y * blockDim.x + threadIdx.x;
@@ -87,7 +90,7 @@ static __global__ void scatter_runs_kernel(float *table, int64_t rows, const int
     if (c >= H || (i > 0 && ids[i - 1] == id) || id >= rows) return;
     float *dst = table + (int64_t)id * H + c;
     float acc = *dst;
-    for (int64_t j = i; j < N && ids[j] == id; j++) acc += __bfloat162float(dy[order[j] * H + c]);
+    for (int64_t j = i; j < N && ids[j] == id; j++) acc += lp_to_f32(dy[order[j] * H + c]);
     *dst = acc;
 }
 
@@ -100,8 +103,9 @@ static int key_bits(int64_t rows)
 }
 
 /* table[ids[n] - start, :] += dy[n, :] for all n whose row is in [0, rows), deterministically. */
+template <class T>
 static void scatter_add_sorted(float *table, int64_t start, int64_t rows, const int32_t *ids,
-                               const bf16 *dy, int64_t N, int64_t H)
+                               const T *dy, int64_t N, int64_t H)
 {
     struct cuda_context *ctx = cuda_ctx();
     size_t sort_bytes = 0;
@@ -120,7 +124,7 @@ static void scatter_add_sorted(float *table, int64_t start, int64_t rows, const 
     CUDA_CHECK(cub::DeviceRadixSort::SortPairs(sort_tmp, sort_bytes, keys_in, keys, iota, order,
                                                (int)N, 0, key_bits(rows), ctx->stream));
     dim3 grid((unsigned)N, (unsigned)((H + 255) / 256));
-    scatter_runs_kernel<<<grid, 256, 0, ctx->stream>>>(table, rows, keys, order, dy, N, H);
+    scatter_runs_kernel<T><<<grid, 256, 0, ctx->stream>>>(table, rows, keys, order, dy, N, H);
     CUDA_CHECK_LAUNCH("scatter_runs_kernel");
 }
 
@@ -128,21 +132,22 @@ void cuda_embedding_backward(struct tensor dwte, int64_t vocab_start, struct ten
                              struct tensor dy, struct tensor tokens, struct tensor positions)
 {
     const char *op = "cuda_embedding_backward";
-    cuda_need(op, "dy", dy, DT_BF16);
+    enum dtype dt = cuda_need_lp(op, "dy", dy);
     int64_t N = dy.shape[0], H = dy.shape[1];
     if (N == 0 || H == 0) return;
     CHECK(N <= 0x7fffffff);
     if (tensor_present(dwte)) {
         cuda_need(op, "dwte", dwte, DT_F32);
         cuda_need(op, "tokens", tokens, DT_I32);
-        scatter_add_sorted((float *)dwte.data, vocab_start, dwte.shape[0],
-                           (const int32_t *)tokens.data,
-                           (const bf16 *)dy.data, N, H);
+        CUDA_LP_DISPATCH(dt, scatter_add_sorted<T>((float *)dwte.data, vocab_start, dwte.shape[0],
+                                                   (const int32_t *)tokens.data,
+                                                   (const T *)dy.data, N, H));
     }
     if (tensor_present(dwpe)) {
         cuda_need(op, "dwpe", dwpe, DT_F32);
         cuda_need(op, "positions", positions, DT_I32);
-        scatter_add_sorted((float *)dwpe.data, 0, dwpe.shape[0], (const int32_t *)positions.data,
-                           (const bf16 *)dy.data, N, H);
+        CUDA_LP_DISPATCH(dt, scatter_add_sorted<T>((float *)dwpe.data, 0, dwpe.shape[0],
+                                                   (const int32_t *)positions.data,
+                                                   (const T *)dy.data, N, H));
     }
 }

@@ -1,7 +1,7 @@
-/* CUDA linear layer through cuBLASLt: bf16 operands, fp32 accumulation. The forward fuses the bias
- * into the GEMM epilogue; dW (fp32) accumulates in place through beta = 1 on an fp32 C = D; db is
- * a deterministic column sum of dy. Each GEMM shape gets its algorithm from the heuristics once
- * and keeps it (with its descriptors) in the context's cache.
+/* CUDA linear layer through cuBLASLt: 16-bit operands (bf16 or fp16), fp32 accumulation. The
+ * forward fuses the bias into the GEMM epilogue; dW (fp32) accumulates in place through beta = 1 on
+ * an fp32 C = D; db is a deterministic column sum of dy. Each GEMM shape (and 16-bit type) gets its
+ * algorithm from the heuristics once and keeps it (with its descriptors) in the context's cache.
  *
  * linear_fc1 + GeLU and linear_fc2's backward through the GeLU use cuBLASLt's GeLU epilogues when
  * they can: GELU_AUX_BIAS writes gelu(x w^T + b) to D and the pre-activation to the aux matrix,
@@ -63,7 +63,7 @@ struct gemm_call {
     enum gemm_kind kind;
     cublasOperation_t ta, tb;
     int64_t m, n, k, lda, ldb, ldc;
-    cudaDataType_t ab_type, cd_type;
+    cudaDataType_t ab_type, cd_type; /* ab: the 16-bit type; cd: it too, or fp32 for dw */
     const void *a, *b;
     void *c;
     const void *bias; /* the bias, or for GEMM_DX_DGELU_BGRAD the fp32 bias gradient written */
@@ -71,11 +71,16 @@ struct gemm_call {
     float beta;
 };
 
+/* key[0]: kind, transposes, five 9-bit alignments (bits 12-56) and the 16-bit type in bits 57-63
+ * (cd_type follows from the kind and ab_type); key[1..3]: the sizes and leading dimensions. */
+static_assert(CUDA_R_16BF < 128 && CUDA_R_16F < 128, "the 16-bit type fits key[0]'s top 7 bits");
+
 static void gemm_key(const struct gemm_call *g, uint64_t key[4])
 {
     uint64_t al = ptr_alignment(g->a) | ptr_alignment(g->b) << 9 | ptr_alignment(g->c) << 18;
     uint64_t epi = ptr_alignment(g->bias) | ptr_alignment(g->aux) << 9;
-    key[0] = (uint64_t)g->kind | (uint64_t)g->ta << 4 | (uint64_t)g->tb << 8 | al << 12 | epi << 39;
+    key[0] = (uint64_t)g->kind | (uint64_t)g->ta << 4 | (uint64_t)g->tb << 8 | al << 12 |
+             epi << 39 | (uint64_t)g->ab_type << 57;
     key[1] = (uint64_t)g->m | (uint64_t)g->lda << 32;
     key[2] = (uint64_t)g->n | (uint64_t)g->ldb << 32;
     key[3] = (uint64_t)g->k | (uint64_t)g->ldc << 32;
@@ -103,8 +108,9 @@ static void gemm_set_epilogue_pointers(cublasLtMatmulDesc_t desc, const struct g
             desc, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_POINTER, &g->aux, sizeof g->aux));
 }
 
-/* The epilogue of g's kind: its function, the bias type (bf16 bias in, fp32 bias gradient out)
- * and the aux matrix's leading dimension (its type defaults to D's, bf16). */
+/* The epilogue of g's kind: its function, the bias type (a 16-bit bias in, of the operands' type;
+ * an fp32 bias gradient out) and the aux matrix's leading dimension (its type defaults to D's, the
+ * 16-bit type). */
 static void gemm_set_epilogue(cublasLtMatmulDesc_t desc, const struct gemm_call *g)
 {
     cublasLtEpilogue_t epi = kind_epilogue(g->kind);
@@ -112,7 +118,7 @@ static void gemm_set_epilogue(cublasLtMatmulDesc_t desc, const struct gemm_call 
     CUBLAS_CHECK(
         cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_EPILOGUE, &epi, sizeof epi));
     if (kind_has_bias(g->kind)) {
-        cudaDataType_t bias_type = g->kind == GEMM_DX_DGELU_BGRAD ? CUDA_R_32F : CUDA_R_16BF;
+        cudaDataType_t bias_type = g->kind == GEMM_DX_DGELU_BGRAD ? CUDA_R_32F : g->ab_type;
         CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE,
                                                     &bias_type, sizeof bias_type));
     }
@@ -292,25 +298,33 @@ static bool gemm_try_run(const struct gemm_call *g)
 
 static void gemm_run(const struct gemm_call *g) { (void)gemm_try_run(g); }
 
+/* cuBLASLt's name of a 16-bit storage dtype. */
+static cudaDataType_t lp_cuda_type(enum dtype dt)
+{
+    CHECK(dt == DT_BF16 || dt == DT_F16);
+    return dt == DT_F16 ? CUDA_R_16F : CUDA_R_16BF;
+}
+
 void cuda_linear_forward(struct tensor y, struct tensor x, struct tensor w, struct tensor b)
 {
     const char *op = "cuda_linear_forward";
-    cuda_need(op, "y", y, DT_BF16);
-    cuda_need(op, "x", x, DT_BF16);
-    cuda_need(op, "w", w, DT_BF16);
-    cuda_maybe(op, "b", b, DT_BF16);
+    enum dtype dt = cuda_need_lp(op, "y", y);
+    cuda_need(op, "x", x, dt);
+    cuda_need(op, "w", w, dt);
+    cuda_maybe(op, "b", b, dt);
+    cudaDataType_t lp = lp_cuda_type(dt);
     int64_t N = x.shape[0], in = x.shape[1], out = w.shape[0];
     struct gemm_call g = {.kind = tensor_present(b) ? GEMM_FWD_BIAS : GEMM_FWD,
                           .ta = CUBLAS_OP_T, .tb = CUBLAS_OP_N, .m = out, .n = N, .k = in,
-                          .lda = in, .ldb = in, .ldc = out, .ab_type = CUDA_R_16BF,
-                          .cd_type = CUDA_R_16BF, .a = w.data, .b = x.data, .c = y.data,
+                          .lda = in, .ldb = in, .ldc = out, .ab_type = lp, .cd_type = lp,
+                          .a = w.data, .b = x.data, .c = y.data,
                           .bias = tensor_present(b) ? b.data : NULL, .aux = NULL, .beta = 0.0f};
     gemm_run(&g);
 }
 
 /* db[c] += sum_n dy[n, c] */
-struct load_rows_bf16 {
-    const bf16 *src;
+template <class T> struct load_rows {
+    const T *src;
     int64_t C;
     bool vec;
     struct raw {
@@ -318,11 +332,11 @@ struct load_rows_bf16 {
     };
     __device__ void fetch(int64_t n, int64_t c0, raw &r) const
     {
-        r.v = bf16_load8_raw(src + n * C, c0, C, vec, 0);
+        r.v = lp_load8_raw<T>(src + n * C, c0, C, vec, 0);
     }
     __device__ void apply(int64_t, int64_t, const raw &r, float out[1][8]) const
     {
-        bf16x8_unpack(r.v, out[0]);
+        lp8_unpack<T>(r.v, out[0]);
     }
 };
 
@@ -330,33 +344,35 @@ void cuda_linear_backward(struct tensor dx, struct tensor dw, struct tensor db, 
                           struct tensor x, struct tensor w)
 {
     const char *op = "cuda_linear_backward";
-    cuda_need(op, "dy", dy, DT_BF16);
+    enum dtype dt = cuda_need_lp(op, "dy", dy);
+    cudaDataType_t lp = lp_cuda_type(dt);
     int64_t N = dy.shape[0], out = dy.shape[1];
     if (tensor_present(dx)) {
-        cuda_need(op, "dx", dx, DT_BF16);
-        cuda_need(op, "w", w, DT_BF16);
+        cuda_need(op, "dx", dx, dt);
+        cuda_need(op, "w", w, dt);
         int64_t in = dx.shape[1];
         struct gemm_call g = {.kind = GEMM_DX, .ta = CUBLAS_OP_N, .tb = CUBLAS_OP_N, .m = in,
                               .n = N, .k = out, .lda = in, .ldb = out, .ldc = in,
-                              .ab_type = CUDA_R_16BF, .cd_type = CUDA_R_16BF, .a = w.data,
-                              .b = dy.data, .c = dx.data, .bias = NULL, .aux = NULL, .beta = 0.0f};
+                              .ab_type = lp, .cd_type = lp, .a = w.data, .b = dy.data,
+                              .c = dx.data, .bias = NULL, .aux = NULL, .beta = 0.0f};
         gemm_run(&g);
     }
     if (tensor_present(dw)) {
         cuda_need(op, "dw", dw, DT_F32);
-        cuda_need(op, "x", x, DT_BF16);
+        cuda_need(op, "x", x, dt);
         int64_t in = dw.shape[1];
         struct gemm_call g = {.kind = GEMM_DW, .ta = CUBLAS_OP_N, .tb = CUBLAS_OP_T, .m = in,
                               .n = out, .k = N, .lda = in, .ldb = out, .ldc = in,
-                              .ab_type = CUDA_R_16BF, .cd_type = CUDA_R_32F, .a = x.data,
+                              .ab_type = lp, .cd_type = CUDA_R_32F, .a = x.data,
                               .b = dy.data, .c = dw.data, .bias = NULL, .aux = NULL, .beta = 1.0f};
         if (N > 0) gemm_run(&g);
     }
     if (tensor_present(db)) {
         cuda_need(op, "db", db, DT_F32);
-        struct load_rows_bf16 ld = {(const bf16 *)dy.data, out,
-                                    out % 8 == 0 && cuda_aligned16(dy.data)};
-        cuda_colsum_acc<load_rows_bf16, 1>(ld, (float *)db.data, NULL, N, out);
+        bool vec = out % 8 == 0 && cuda_aligned16(dy.data);
+        CUDA_LP_DISPATCH(dt, cuda_colsum_acc<load_rows<T>, 1>(
+                                 load_rows<T>{(const T *)dy.data, out, vec}, (float *)db.data, NULL,
+                                 N, out));
     }
 }
 
@@ -374,19 +390,20 @@ void cuda_linear_gelu_forward(struct tensor y, struct tensor pre, struct tensor 
                               struct tensor b, bool tanh_approx)
 {
     const char *op = "cuda_linear_gelu_forward";
-    cuda_need(op, "y", y, DT_BF16);
-    cuda_need(op, "pre", pre, DT_BF16);
-    cuda_need(op, "x", x, DT_BF16);
-    cuda_need(op, "w", w, DT_BF16);
-    cuda_maybe(op, "b", b, DT_BF16);
+    enum dtype dt = cuda_need_lp(op, "y", y);
+    cuda_need(op, "pre", pre, dt);
+    cuda_need(op, "x", x, dt);
+    cuda_need(op, "w", w, dt);
+    cuda_maybe(op, "b", b, dt);
+    cudaDataType_t lp = lp_cuda_type(dt);
     struct cuda_context *ctx = cuda_ctx();
     int64_t N = x.shape[0], in = x.shape[1], out = w.shape[0];
     bool fused = false;
     if (tanh_approx && out % 8 == 0) {
         struct gemm_call g = {.kind = tensor_present(b) ? GEMM_FWD_GELU_BIAS : GEMM_FWD_GELU,
                               .ta = CUBLAS_OP_T, .tb = CUBLAS_OP_N, .m = out, .n = N, .k = in,
-                              .lda = in, .ldb = in, .ldc = out, .ab_type = CUDA_R_16BF,
-                              .cd_type = CUDA_R_16BF, .a = w.data, .b = x.data, .c = y.data,
+                              .lda = in, .ldb = in, .ldc = out, .ab_type = lp, .cd_type = lp,
+                              .a = w.data, .b = x.data, .c = y.data,
                               .bias = tensor_present(b) ? b.data : NULL, .aux = pre.data,
                               .beta = 0.0f};
         fused = gemm_try_run(&g);
@@ -402,11 +419,12 @@ void cuda_linear_dgelu_backward(struct tensor dpre, struct tensor dpre_bias, str
                                 struct tensor pre, bool tanh_approx)
 {
     const char *op = "cuda_linear_dgelu_backward";
-    cuda_need(op, "dpre", dpre, DT_BF16);
-    cuda_need(op, "dy", dy, DT_BF16);
-    cuda_need(op, "w", w, DT_BF16);
-    cuda_need(op, "pre", pre, DT_BF16);
+    enum dtype dt = cuda_need_lp(op, "dpre", dpre);
+    cuda_need(op, "dy", dy, dt);
+    cuda_need(op, "w", w, dt);
+    cuda_need(op, "pre", pre, dt);
     cuda_maybe(op, "dpre_bias", dpre_bias, DT_F32);
+    cudaDataType_t lp = lp_cuda_type(dt);
     struct cuda_context *ctx = cuda_ctx();
     int64_t N = dy.shape[0], out = dy.shape[1], in = dpre.shape[1];
     if (tensor_present(dw)) cuda_linear_backward(tensor_none(), dw, tensor_none(), dy, x, w);
@@ -417,8 +435,8 @@ void cuda_linear_dgelu_backward(struct tensor dpre, struct tensor dpre_bias, str
         float *bgrad = db ? (float *)cuda_scratch((size_t)in * sizeof(float)) : NULL;
         struct gemm_call g = {.kind = db ? GEMM_DX_DGELU_BGRAD : GEMM_DX_DGELU,
                               .ta = CUBLAS_OP_N, .tb = CUBLAS_OP_N, .m = in, .n = N, .k = out,
-                              .lda = in, .ldb = out, .ldc = in, .ab_type = CUDA_R_16BF,
-                              .cd_type = CUDA_R_16BF, .a = w.data, .b = dy.data, .c = dpre.data,
+                              .lda = in, .ldb = out, .ldc = in, .ab_type = lp, .cd_type = lp,
+                              .a = w.data, .b = dy.data, .c = dpre.data,
                               .bias = bgrad, .aux = pre.data, .beta = 0.0f};
         fused = gemm_try_run(&g);
         if (fused && db) {
@@ -429,8 +447,8 @@ void cuda_linear_dgelu_backward(struct tensor dpre, struct tensor dpre_bias, str
     ctx->gelu_paths.backward_epilogue = fused;
     if (fused) return;
     cuda_linear_backward(dpre, tensor_none(), tensor_none(), dy, tensor_none(), w);
-    cuda_gelu_backward_bias_grad((bf16 *)dpre.data, db, (const bf16 *)dpre.data,
-                                 (const bf16 *)pre.data, N, in, tanh_approx);
+    CUDA_LP_DISPATCH(dt, cuda_gelu_backward_bias_grad<T>((T *)dpre.data, db, (const T *)dpre.data,
+                                                         (const T *)pre.data, N, in, tanh_approx));
 }
 
 struct cuda_gelu_paths cuda_linear_gelu_paths(void) { return cuda_ctx()->gelu_paths; }

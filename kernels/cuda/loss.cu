@@ -2,9 +2,10 @@
  * of Megatron's vocab-parallel cross-entropy (ops.h). Each row keeps an online max and sum of
  * exponentials in fp32 (Milakov & Gimelshein, "Online normalizer calculation for softmax", 2018),
  * merged in a fixed order; the log-sum-exp of the row gives the loss, and the backward writes
- * (softmax - onehot) * dloss over the bf16 logits, in place when dlogits aliases logits.
+ * (softmax - onehot) * dloss over the 16-bit logits (bf16 or fp16: every kernel is a template on
+ * their type T), in place when dlogits aliases logits.
  *
- * These kernels move the most bytes of a GPT step (GPT-2's logits are [B*T, 50304] bf16), so each
+ * These kernels move the most bytes of a GPT step (GPT-2's logits are [B*T, 50304] 16-bit), so each
  * reads a row once, in 16-byte pieces, with several pieces per thread in flight before their math:
  *  - the forward and the statistics: one warp per row;
  *  - the backward given the log-sum-exp (vocab-parallel): one warp per row, one read and one write;
@@ -19,16 +20,31 @@ enum { CE_WARPS = 8 };         /* rows per block of the row-per-warp kernels */
 enum { CE_BATCH = 4 };         /* 16-byte pieces a lane loads before their math (2 KB a warp) */
 enum { CE_ROW_THREADS = 512 }; /* threads of the shared-memory backward: one row per block */
 enum { CE_ROW_BATCH = 8 };     /* its pieces per thread in flight (64 KB a block) */
-#define BF16_NEG_INF 0xff80u   /* bf16 bits of -inf: the padding of a row's last piece */
 
 __device__ __forceinline__ float nan_f(void) { return __int_as_float(0x7fc00000); }
 
-/* Piece p (elements [8p, 8p + 8)) of a row of V values as packed bf16; -inf past V. */
-template <bool VEC>
-__device__ __forceinline__ uint4 ce_piece(const bf16 *row, int64_t p, int64_t V)
+/* A 16-byte piece of eight -inf values of T: the padding of a batch past a row's last piece. */
+template <class T> __device__ __forceinline__ uint4 ce_neg_inf_piece(void)
+{
+    const uint32_t w = lp_bits<T>::neg_inf * 0x10001u;
+    return make_uint4(w, w, w, w);
+}
+
+/* T's two-lane vector type, for the batch max on packed pairs (__hmax2). */
+template <class T> struct ce_pair;
+template <> struct ce_pair<bf16> {
+    typedef __nv_bfloat162 type;
+};
+template <> struct ce_pair<f16> {
+    typedef __half2 type;
+};
+
+/* Piece p (elements [8p, 8p + 8)) of a row of V values as packed 16-bit values; -inf past V. */
+template <class T, bool VEC>
+__device__ __forceinline__ uint4 ce_piece(const T *row, int64_t p, int64_t V)
 {
     if (VEC) return *reinterpret_cast<const uint4 *>(row + 8 * p);
-    return bf16_load8_raw(row, 8 * p, V, false, BF16_NEG_INF);
+    return lp_load8_raw<T>(row, 8 * p, V, false, lp_bits<T>::neg_inf);
 }
 
 /* (max, sum of exp(x - max)) pairs merged: the online-softmax combine. */
@@ -55,17 +71,18 @@ __device__ __forceinline__ void lse_warp_merge(float &m, float &s)
     }
 }
 
-/* Adds B pieces into a running (m, s): the batch max first (on packed bf16 pairs), so the sum is
- * rescaled at most once per batch and every element costs one exponential. A NaN logit makes s
+/* Adds B pieces into a running (m, s): the batch max first (on packed 16-bit pairs), so the sum
+ * is rescaled at most once per batch and every element costs one exponential. A NaN logit makes s
  * NaN (the loss shows it); -inf elements (the padding) add 0. */
-template <int B>
+template <class T, int B>
 __device__ __forceinline__ void lse_add_pieces(float &m, float &s, const uint4 (&r)[B])
 {
-    __nv_bfloat162 mx2 = __halves2bfloat162(__ushort_as_bfloat16(BF16_NEG_INF),
-                                            __ushort_as_bfloat16(BF16_NEG_INF));
+    typedef typename ce_pair<T>::type P;
+    const uint32_t ninf2 = lp_bits<T>::neg_inf * 0x10001u;
+    P mx2 = *reinterpret_cast<const P *>(&ninf2);
 #pragma unroll
     for (int b = 0; b < B; b++) {
-        const __nv_bfloat162 *h = reinterpret_cast<const __nv_bfloat162 *>(&r[b]);
+        const P *h = reinterpret_cast<const P *>(&r[b]);
 #pragma unroll
         for (int i = 0; i < 4; i++) mx2 = __hmax2(mx2, h[i]);
     }
@@ -78,7 +95,7 @@ __device__ __forceinline__ void lse_add_pieces(float &m, float &s, const uint4 (
 #pragma unroll
     for (int b = 0; b < B; b++) {
         float v[8], e[8];
-        bf16x8_unpack(r[b], v);
+        lp8_unpack<T>(r[b], v);
 #pragma unroll
         for (int i = 0; i < 8; i++) e[i] = exp2_approx((v[i] - ms) * LOG2E_F);
         s += ((e[0] + e[1]) + (e[2] + e[3])) + ((e[4] + e[5]) + (e[6] + e[7]));
@@ -86,22 +103,21 @@ __device__ __forceinline__ void lse_add_pieces(float &m, float &s, const uint4 (
 }
 
 /* The row's max m and sum of exp(x - m) over V columns, by one warp (the same in every lane). */
-template <bool VEC>
-__device__ void warp_row_max_sumexp(const bf16 *row, int64_t V, float *m_out, float *s_out)
+template <class T, bool VEC>
+__device__ void warp_row_max_sumexp(const T *row, int64_t V, float *m_out, float *s_out)
 {
     const int lane = threadIdx.x % 32;
     const int64_t pieces = (V + 7) / 8;
-    const uint4 pad = make_uint4(BF16_NEG_INF * 0x10001u, BF16_NEG_INF * 0x10001u,
-                                 BF16_NEG_INF * 0x10001u, BF16_NEG_INF * 0x10001u);
+    const uint4 pad = ce_neg_inf_piece<T>();
     float m = -INFINITY, s = 0.0f;
     for (int64_t p0 = lane; p0 < pieces; p0 += 32 * CE_BATCH) {
         uint4 r[CE_BATCH];
 #pragma unroll
         for (int b = 0; b < CE_BATCH; b++) {
             const int64_t p = p0 + 32 * b;
-            r[b] = p < pieces ? ce_piece<VEC>(row, p, V) : pad;
+            r[b] = p < pieces ? ce_piece<T, VEC>(row, p, V) : pad;
         }
-        lse_add_pieces<CE_BATCH>(m, s, r);
+        lse_add_pieces<T, CE_BATCH>(m, s, r);
     }
     lse_warp_merge(m, s);
     *m_out = m;
@@ -113,43 +129,43 @@ __device__ __forceinline__ int64_t ce_warp_row(void)
     return (int64_t)blockIdx.x * CE_WARPS + threadIdx.x / 32;
 }
 
-template <bool VEC>
+template <class T, bool VEC>
 static __global__ void __launch_bounds__(CE_WARPS * 32)
-    cross_entropy_forward_kernel(float *losses, const bf16 *logits, const int32_t *targets,
-                                 int64_t N, int64_t V)
+    cross_entropy_forward_kernel(float *losses, const T *logits, const int32_t *targets, int64_t N,
+                                 int64_t V)
 {
     const int64_t n = ce_warp_row();
     if (n >= N) return;
-    const bf16 *row = logits + n * V;
+    const T *row = logits + n * V;
     float m, s;
-    warp_row_max_sumexp<VEC>(row, V, &m, &s);
+    warp_row_max_sumexp<T, VEC>(row, V, &m, &s);
     if (threadIdx.x % 32 == 0) {
         int32_t t = targets[n];
-        losses[n] = t >= 0 && t < V ? m + logf(s) - __bfloat162float(row[t]) : nan_f();
+        losses[n] = t >= 0 && t < V ? m + logf(s) - lp_to_f32(row[t]) : nan_f();
     }
 }
 
 /* lse[n] = log-sum-exp of row n: the statistics of a backward whose rows do not fit in shared
  * memory. */
-template <bool VEC>
+template <class T, bool VEC>
 static __global__ void __launch_bounds__(CE_WARPS * 32)
-    row_lse_kernel(float *lse, const bf16 *logits, int64_t N, int64_t V)
+    row_lse_kernel(float *lse, const T *logits, int64_t N, int64_t V)
 {
     const int64_t n = ce_warp_row();
     if (n >= N) return;
     float m, s;
-    warp_row_max_sumexp<VEC>(logits + n * V, V, &m, &s);
+    warp_row_max_sumexp<T, VEC>(logits + n * V, V, &m, &s);
     if (threadIdx.x % 32 == 0) lse[n] = m + logf(s);
 }
 
 /* dlogits[n, v] = (exp(logits[n, v] - lse[n]) - [v + start == targets[n]]) * dlosses[n] for the 8
  * values of piece p, stored (t: the target's column in this row, or outside it). */
-template <bool VEC>
-__device__ __forceinline__ void ce_grad_piece(bf16 *drow, int64_t p, int64_t V, uint4 raw, float z,
-                                              float g, int64_t t)
+template <class T, bool VEC>
+__device__ __forceinline__ void ce_grad_piece(T *drow, int64_t p, int64_t V, uint4 raw, float z, float g,
+                                              int64_t t)
 {
     float v[8];
-    bf16x8_unpack(raw, v);
+    lp8_unpack<T>(raw, v);
 #pragma unroll
     for (int i = 0; i < 8; i++) v[i] = exp2_approx((v[i] - z) * LOG2E_F);
     const int64_t d = t - 8 * p;
@@ -161,16 +177,16 @@ __device__ __forceinline__ void ce_grad_piece(bf16 *drow, int64_t p, int64_t V, 
 #pragma unroll
     for (int i = 0; i < 8; i++) v[i] *= g;
     if (VEC)
-        bf16x8_store(drow + 8 * p, v);
+        lp8_store<T>(drow + 8 * p, v);
     else
-        bf16_store8(drow, 8 * p, V, false, v);
+        lp_store8<T>(drow, 8 * p, V, false, v);
 }
 
 /* The backward given lse: one warp per row, each piece read and then written by the same lane (so
  * dlogits may alias logits). */
-template <bool VEC>
+template <class T, bool VEC>
 static __global__ void __launch_bounds__(CE_WARPS * 32)
-    cross_entropy_backward_lse_kernel(bf16 *dlogits, const bf16 *logits, const int32_t *targets,
+    cross_entropy_backward_lse_kernel(T *dlogits, const T *logits, const int32_t *targets,
                                       int64_t start, const float *lse, const float *dlosses,
                                       int64_t N, int64_t V)
 {
@@ -178,17 +194,17 @@ static __global__ void __launch_bounds__(CE_WARPS * 32)
     if (n >= N) return;
     const int lane = threadIdx.x % 32;
     const int64_t pieces = (V + 7) / 8, t = (int64_t)targets[n] - start;
-    const bf16 *row = logits + n * V;
-    bf16 *drow = dlogits + n * V;
+    const T *row = logits + n * V;
+    T *drow = dlogits + n * V;
     const float z = lse[n], g = dlosses[n];
     for (int64_t p0 = lane; p0 < pieces; p0 += 32 * CE_BATCH) {
         uint4 r[CE_BATCH];
 #pragma unroll
         for (int b = 0; b < CE_BATCH; b++)
-            if (p0 + 32 * b < pieces) r[b] = ce_piece<VEC>(row, p0 + 32 * b, V);
+            if (p0 + 32 * b < pieces) r[b] = ce_piece<T, VEC>(row, p0 + 32 * b, V);
 #pragma unroll
         for (int b = 0; b < CE_BATCH; b++)
-            if (p0 + 32 * b < pieces) ce_grad_piece<VEC>(drow, p0 + 32 * b, V, r[b], z, g, t);
+            if (p0 + 32 * b < pieces) ce_grad_piece<T, VEC>(drow, p0 + 32 * b, V, r[b], z, g, t);
     }
 }
 
@@ -198,31 +214,30 @@ static __global__ void __launch_bounds__(CE_WARPS * 32)
  * vocabulary), so one loads while the other writes. Every read of the row ends before the barrier
  * that precedes the first write, so dlogits may alias logits. With losses, the row's loss too
  * (the forward and backward in one read of the logits). */
-template <bool VEC>
+template <class T, bool VEC>
 static __global__ void __launch_bounds__(CE_ROW_THREADS, 2)
-    cross_entropy_backward_row_kernel(bf16 *dlogits, float *losses, const bf16 *logits, const int32_t *targets,
+    cross_entropy_backward_row_kernel(T *dlogits, float *losses, const T *logits, const int32_t *targets,
                                       const float *dlosses, int64_t V)
 {
     extern __shared__ uint4 row_pieces[];
     __shared__ float warp_m[CE_ROW_THREADS / 32], warp_s[CE_ROW_THREADS / 32], row_lse;
     const int64_t n = blockIdx.x, pieces = (V + 7) / 8;
-    const bf16 *row = logits + n * V;
-    const uint4 pad = make_uint4(BF16_NEG_INF * 0x10001u, BF16_NEG_INF * 0x10001u,
-                                 BF16_NEG_INF * 0x10001u, BF16_NEG_INF * 0x10001u);
+    const T *row = logits + n * V;
+    const uint4 pad = ce_neg_inf_piece<T>();
     float m = -INFINITY, s = 0.0f;
     for (int64_t p0 = threadIdx.x; p0 < pieces; p0 += CE_ROW_THREADS * CE_ROW_BATCH) {
         uint4 r[CE_ROW_BATCH];
 #pragma unroll
         for (int b = 0; b < CE_ROW_BATCH; b++) {
             const int64_t p = p0 + (int64_t)CE_ROW_THREADS * b;
-            r[b] = p < pieces ? ce_piece<VEC>(row, p, V) : pad;
+            r[b] = p < pieces ? ce_piece<T, VEC>(row, p, V) : pad;
         }
 #pragma unroll
         for (int b = 0; b < CE_ROW_BATCH; b++) {
             const int64_t p = p0 + (int64_t)CE_ROW_THREADS * b;
             if (p < pieces) row_pieces[p] = r[b];
         }
-        lse_add_pieces<CE_ROW_BATCH>(m, s, r);
+        lse_add_pieces<T, CE_ROW_BATCH>(m, s, r);
     }
     lse_warp_merge(m, s);
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
@@ -239,16 +254,16 @@ static __global__ void __launch_bounds__(CE_ROW_THREADS, 2)
         if (lane == 0 && losses) { /* lse - the target's logit, from the row in shared memory */
             const int64_t tt = targets[n];
             float v[8];
-            if (tt >= 0 && tt < V) bf16x8_unpack(row_pieces[tt / 8], v);
+            if (tt >= 0 && tt < V) lp8_unpack<T>(row_pieces[tt / 8], v);
             losses[n] = tt >= 0 && tt < V ? row_lse - v[tt % 8] : nan_f();
         }
     }
     __syncthreads();
     const float z = row_lse, g = dlosses[n];
     const int64_t t = targets[n];
-    bf16 *drow = dlogits + n * V;
+    T *drow = dlogits + n * V;
     for (int64_t p = threadIdx.x; p < pieces; p += CE_ROW_THREADS)
-        ce_grad_piece<VEC>(drow, p, V, row_pieces[p], z, g, t);
+        ce_grad_piece<T, VEC>(drow, p, V, row_pieces[p], z, g, t);
 }
 
 /* 16-byte pieces for the whole of every row: V % 8 == 0 and aligned rows. */
@@ -264,37 +279,43 @@ static unsigned ce_warp_blocks(int64_t N)
     return (unsigned)b;
 }
 
+template <class T>
+static void ce_forward(float *losses, const T *logits, const int32_t *targets, int64_t N, int64_t V)
+{
+    cudaStream_t st = cuda_ctx()->stream;
+    unsigned blocks = ce_warp_blocks(N);
+    if (ce_vec(V, logits, logits))
+        cross_entropy_forward_kernel<T, true>
+            <<<blocks, CE_WARPS * 32, 0, st>>>(losses, logits, targets, N, V);
+    else
+        cross_entropy_forward_kernel<T, false>
+            <<<blocks, CE_WARPS * 32, 0, st>>>(losses, logits, targets, N, V);
+    CUDA_CHECK_LAUNCH("cross_entropy_forward_kernel");
+}
+
 void cuda_cross_entropy_forward(struct tensor losses, struct tensor logits, struct tensor targets)
 {
     const char *op = "cuda_cross_entropy_forward";
     cuda_need(op, "losses", losses, DT_F32);
-    cuda_need(op, "logits", logits, DT_BF16);
+    enum dtype dt = cuda_need_lp(op, "logits", logits);
     cuda_need(op, "targets", targets, DT_I32);
     int64_t N = logits.shape[0], V = logits.shape[1];
     if (N == 0) return;
-    cudaStream_t st = cuda_ctx()->stream;
-    float *lp = (float *)losses.data;
-    const bf16 *xp = (const bf16 *)logits.data;
-    const int32_t *tp = (const int32_t *)targets.data;
-    unsigned blocks = ce_warp_blocks(N);
-    if (ce_vec(V, xp, xp))
-        cross_entropy_forward_kernel<true><<<blocks, CE_WARPS * 32, 0, st>>>(lp, xp, tp, N, V);
-    else
-        cross_entropy_forward_kernel<false><<<blocks, CE_WARPS * 32, 0, st>>>(lp, xp, tp, N, V);
-    CUDA_CHECK_LAUNCH("cross_entropy_forward_kernel");
+    CUDA_LP_DISPATCH(dt, ce_forward<T>((float *)losses.data, (const T *)logits.data,
+                                       (const int32_t *)targets.data, N, V));
 }
 
 /* The backward given lse (device fp32 [N]). */
-static void ce_backward_lse(bf16 *dlogits, const bf16 *logits, const int32_t *targets,
-                            int64_t start, const float *lse, const float *dlosses, int64_t N,
-                            int64_t V)
+template <class T>
+static void ce_backward_lse(T *dlogits, const T *logits, const int32_t *targets, int64_t start,
+                            const float *lse, const float *dlosses, int64_t N, int64_t V)
 {
     cudaStream_t st = cuda_ctx()->stream;
     if (ce_vec(V, logits, dlogits))
-        cross_entropy_backward_lse_kernel<true><<<ce_warp_blocks(N), CE_WARPS * 32, 0, st>>>(
+        cross_entropy_backward_lse_kernel<T, true><<<ce_warp_blocks(N), CE_WARPS * 32, 0, st>>>(
             dlogits, logits, targets, start, lse, dlosses, N, V);
     else
-        cross_entropy_backward_lse_kernel<false><<<ce_warp_blocks(N), CE_WARPS * 32, 0, st>>>(
+        cross_entropy_backward_lse_kernel<T, false><<<ce_warp_blocks(N), CE_WARPS * 32, 0, st>>>(
             dlogits, logits, targets, start, lse, dlosses, N, V);
     CUDA_CHECK_LAUNCH("cross_entropy_backward_lse_kernel");
 }
@@ -312,14 +333,15 @@ static size_t ce_row_smem_limit(void)
     return (size_t)(two < per_block ? two : per_block);
 }
 
-/* Launches the shared-memory backward; false when the row does not fit. */
-template <bool VEC>
-static bool ce_backward_row(bf16 *dlogits, float *losses, const bf16 *logits, const int32_t *targets,
+/* Launches the shared-memory backward; false when the row does not fit (16 bytes a piece of 8
+ * values, for either 16-bit type). */
+template <class T, bool VEC>
+static bool ce_backward_row(T *dlogits, float *losses, const T *logits, const int32_t *targets,
                             const float *dlosses, int64_t N, int64_t V)
 {
     const size_t bytes = (size_t)((V + 7) / 8) * 16;
     if (bytes > ce_row_smem_limit()) return false;
-    auto kernel = cross_entropy_backward_row_kernel<VEC>;
+    auto kernel = cross_entropy_backward_row_kernel<T, VEC>;
     CUDA_CHECK(
         cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)bytes));
     CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributePreferredSharedMemoryCarveout,
@@ -330,37 +352,47 @@ static bool ce_backward_row(bf16 *dlogits, float *losses, const bf16 *logits, co
     return true;
 }
 
+/* lse[n] = log-sum-exp of row n, then the backward given it: rows too wide for shared memory. */
+template <class T>
+static void ce_backward_wide(T *dlogits, const T *logits, const int32_t *targets, const float *dlosses,
+                             int64_t N, int64_t V)
+{
+    float *lse = (float *)cuda_scratch((size_t)N * sizeof(float));
+    cudaStream_t st = cuda_ctx()->stream;
+    if (ce_vec(V, logits, logits))
+        row_lse_kernel<T, true><<<ce_warp_blocks(N), CE_WARPS * 32, 0, st>>>(lse, logits, N, V);
+    else
+        row_lse_kernel<T, false><<<ce_warp_blocks(N), CE_WARPS * 32, 0, st>>>(lse, logits, N, V);
+    CUDA_CHECK_LAUNCH("row_lse_kernel");
+    ce_backward_lse<T>(dlogits, logits, targets, 0, lse, dlosses, N, V);
+}
+
 /* The backward, and with losses present the forward too: one read of each row where it fits in
  * shared memory; otherwise the losses (when asked, before the gradient overwrites the logits),
  * the log-sum-exp, then the gradient. */
 static void ce_backward_op(const char *op, struct tensor losses, struct tensor dlogits, struct tensor logits,
                            struct tensor targets, struct tensor dlosses)
 {
-    cuda_need(op, "dlogits", dlogits, DT_BF16);
-    cuda_need(op, "logits", logits, DT_BF16);
+    enum dtype dt = cuda_need_lp(op, "dlogits", dlogits);
+    cuda_need(op, "logits", logits, dt);
     cuda_need(op, "targets", targets, DT_I32);
     cuda_need(op, "dlosses", dlosses, DT_F32);
     int64_t N = logits.shape[0], V = logits.shape[1];
     if (N == 0) return;
     CHECK(N <= 0x7fffffff);
-    bf16 *dp = (bf16 *)dlogits.data;
-    const bf16 *xp = (const bf16 *)logits.data;
+    void *dp = dlogits.data;
+    const void *xp = logits.data;
     const int32_t *tp = (const int32_t *)targets.data;
     const float *gp = (const float *)dlosses.data;
     float *lp = tensor_present(losses) ? (float *)losses.data : NULL;
-    bool done = ce_vec(V, xp, dp) ? ce_backward_row<true>(dp, lp, xp, tp, gp, N, V)
-                                  : ce_backward_row<false>(dp, lp, xp, tp, gp, N, V);
+    bool done = false;
+    CUDA_LP_DISPATCH(dt, done = ce_vec(V, xp, dp)
+                                    ? ce_backward_row<T, true>((T *)dp, lp, (const T *)xp, tp, gp, N, V)
+                                    : ce_backward_row<T, false>((T *)dp, lp, (const T *)xp, tp, gp, N, V));
     if (done) return;
     if (lp) cuda_cross_entropy_forward(losses, logits, targets);
     /* rows too wide for shared memory: the log-sum-exp first, then one more read of the logits */
-    float *lse = (float *)cuda_scratch((size_t)N * sizeof(float));
-    cudaStream_t st = cuda_ctx()->stream;
-    if (ce_vec(V, xp, xp))
-        row_lse_kernel<true><<<ce_warp_blocks(N), CE_WARPS * 32, 0, st>>>(lse, xp, N, V);
-    else
-        row_lse_kernel<false><<<ce_warp_blocks(N), CE_WARPS * 32, 0, st>>>(lse, xp, N, V);
-    CUDA_CHECK_LAUNCH("row_lse_kernel");
-    ce_backward_lse(dp, xp, tp, 0, lse, gp, N, V);
+    CUDA_LP_DISPATCH(dt, ce_backward_wide<T>((T *)dp, (const T *)xp, tp, gp, N, V));
 }
 
 void cuda_cross_entropy_backward(struct tensor dlogits, struct tensor logits,
@@ -378,22 +410,36 @@ void cuda_cross_entropy_forward_backward(struct tensor losses, struct tensor dlo
 
 /* ---- vocab-parallel cross-entropy (ops.h): per-rank statistics the caller combines ---- */
 
-template <bool VEC>
+template <class T, bool VEC>
 static __global__ void __launch_bounds__(CE_WARPS * 32)
-    vp_stats_kernel(float *row_max, float *sum_exp, float *target_logit, const bf16 *logits,
+    vp_stats_kernel(float *row_max, float *sum_exp, float *target_logit, const T *logits,
                     const int32_t *targets, int64_t start, int64_t N, int64_t V)
 {
     const int64_t n = ce_warp_row();
     if (n >= N) return;
-    const bf16 *row = logits + n * V;
+    const T *row = logits + n * V;
     float m, s;
-    warp_row_max_sumexp<VEC>(row, V, &m, &s);
+    warp_row_max_sumexp<T, VEC>(row, V, &m, &s);
     if (threadIdx.x % 32 == 0) {
         int64_t t = (int64_t)targets[n] - start;
         row_max[n] = m;
         sum_exp[n] = s;
-        target_logit[n] = t >= 0 && t < V ? __bfloat162float(row[t]) : 0.0f;
+        target_logit[n] = t >= 0 && t < V ? lp_to_f32(row[t]) : 0.0f;
     }
+}
+
+template <class T>
+static void vp_stats(float *row_max, float *sum_exp, float *target_logit, const T *logits,
+                     const int32_t *targets, int64_t start, int64_t N, int64_t V)
+{
+    cudaStream_t st = cuda_ctx()->stream;
+    if (ce_vec(V, logits, logits))
+        vp_stats_kernel<T, true><<<ce_warp_blocks(N), CE_WARPS * 32, 0, st>>>(
+            row_max, sum_exp, target_logit, logits, targets, start, N, V);
+    else
+        vp_stats_kernel<T, false><<<ce_warp_blocks(N), CE_WARPS * 32, 0, st>>>(
+            row_max, sum_exp, target_logit, logits, targets, start, N, V);
+    CUDA_CHECK_LAUNCH("vp_stats_kernel");
 }
 
 void cuda_vocab_parallel_ce_stats(struct tensor row_max, struct tensor sum_exp,
@@ -404,22 +450,14 @@ void cuda_vocab_parallel_ce_stats(struct tensor row_max, struct tensor sum_exp,
     cuda_need(op, "row_max", row_max, DT_F32);
     cuda_need(op, "sum_exp", sum_exp, DT_F32);
     cuda_need(op, "target_logit", target_logit, DT_F32);
-    cuda_need(op, "logits", logits, DT_BF16);
+    enum dtype dt = cuda_need_lp(op, "logits", logits);
     cuda_need(op, "targets", targets, DT_I32);
     int64_t N = logits.shape[0], V = logits.shape[1];
     if (N == 0) return;
-    cudaStream_t st = cuda_ctx()->stream;
     float *mp = (float *)row_max.data, *sp = (float *)sum_exp.data;
     float *tlp = (float *)target_logit.data;
-    const bf16 *xp = (const bf16 *)logits.data;
     const int32_t *tp = (const int32_t *)targets.data;
-    if (ce_vec(V, xp, xp))
-        vp_stats_kernel<true><<<ce_warp_blocks(N), CE_WARPS * 32, 0, st>>>(mp, sp, tlp, xp, tp,
-                                                                           vocab_start, N, V);
-    else
-        vp_stats_kernel<false><<<ce_warp_blocks(N), CE_WARPS * 32, 0, st>>>(mp, sp, tlp, xp, tp,
-                                                                            vocab_start, N, V);
-    CUDA_CHECK_LAUNCH("vp_stats_kernel");
+    CUDA_LP_DISPATCH(dt, vp_stats<T>(mp, sp, tlp, (const T *)logits.data, tp, vocab_start, N, V));
 }
 
 /* sum_exp[n] *= exp(row_max[n] - global_max[n]), in double as the CPU does. */
@@ -479,15 +517,16 @@ void cuda_vocab_parallel_ce_backward(struct tensor dlogits, struct tensor logits
                                      struct tensor dlosses)
 {
     const char *op = "cuda_vocab_parallel_ce_backward";
-    cuda_need(op, "dlogits", dlogits, DT_BF16);
-    cuda_need(op, "logits", logits, DT_BF16);
+    enum dtype dt = cuda_need_lp(op, "dlogits", dlogits);
+    cuda_need(op, "logits", logits, dt);
     cuda_need(op, "targets", targets, DT_I32);
     cuda_need(op, "lse", lse, DT_F32);
     cuda_need(op, "dlosses", dlosses, DT_F32);
     int64_t N = logits.shape[0], V = logits.shape[1];
     if (N == 0) return;
-    ce_backward_lse((bf16 *)dlogits.data, (const bf16 *)logits.data, (const int32_t *)targets.data,
-                    vocab_start, (const float *)lse.data, (const float *)dlosses.data, N, V);
+    CUDA_LP_DISPATCH(dt, ce_backward_lse<T>((T *)dlogits.data, (const T *)logits.data,
+                                            (const int32_t *)targets.data, vocab_start,
+                                            (const float *)lse.data, (const float *)dlosses.data, N, V));
 }
 
 /* ---- the loss kept on the device ---- */

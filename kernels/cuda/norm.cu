@@ -1,6 +1,7 @@
-/* CUDA LayerNorm and RMSNorm, forward and backward, on bf16 rows with fp32 statistics. One warp
- * per row walks the row in 8-wide (16-byte) pieces; the variance takes a second pass over the row
- * (it stays in L1/L2), as the CPU reference does. Formulas as in kernels/cpu/norm.c.
+/* CUDA LayerNorm and RMSNorm, forward and backward, on 16-bit (bf16 or fp16) rows with fp32
+ * statistics. One warp per row walks the row in 8-wide (16-byte) pieces; the variance takes a
+ * second pass over the row (it stays in L1/L2), as the CPU reference does. Formulas as in
+ * kernels/cpu/norm.c.
  *
  * The backward is one pass over the rows for widths up to 2048 (norm_backward_kernel): dx from
  * the row kept in registers, and the weight and bias gradients summed in registers over a block's
@@ -29,25 +30,26 @@ __device__ __forceinline__ float norm_rstd(float mean_sq, float eps)
     return (float)(1.0 / sqrt((double)mean_sq + (double)eps));
 }
 
-static __global__ void layernorm_forward_kernel(bf16 *y, float *mean, float *rstd, const bf16 *x,
-                                                const bf16 *w, const bf16 *b, int64_t N,
-                                                int64_t C, float eps, bool vec)
+template <class T>
+static __global__ void layernorm_forward_kernel(T *y, float *mean, float *rstd, const T *x,
+                                                const T *w, const T *b, int64_t N, int64_t C,
+                                                float eps, bool vec)
 {
     int64_t row = norm_row();
     int lane = threadIdx.x % 32;
     if (row >= N) return;
-    const bf16 *xr = x + row * C;
+    const T *xr = x + row * C;
     float s = 0.0f;
     for (int64_t c = lane * 8; c < C; c += 256) {
         float v[8];
-        bf16_load8(xr, c, C, vec, v);
+        lp_load8<T>(xr, c, C, vec, v);
         for (int i = 0; i < 8; i++) s += v[i];
     }
     float mu = warp_sum(s) / (float)C;
     float q = 0.0f;
     for (int64_t c = lane * 8; c < C; c += 256) {
         float v[8];
-        bf16_load8(xr, c, C, vec, v);
+        lp_load8<T>(xr, c, C, vec, v);
         for (int i = 0; i < 8; i++)
             if (c + i < C) q += (v[i] - mu) * (v[i] - mu);
     }
@@ -58,40 +60,42 @@ static __global__ void layernorm_forward_kernel(bf16 *y, float *mean, float *rst
     }
     for (int64_t c = lane * 8; c < C; c += 256) {
         float v[8], wv[8], bv[8], o[8];
-        bf16_load8(xr, c, C, vec, v);
-        bf16_load8(w, c, C, vec, wv);
-        if (b) bf16_load8(b, c, C, vec, bv);
+        lp_load8<T>(xr, c, C, vec, v);
+        lp_load8<T>(w, c, C, vec, wv);
+        if (b) lp_load8<T>(b, c, C, vec, bv);
         for (int i = 0; i < 8; i++) o[i] = (v[i] - mu) * r * wv[i] + (b ? bv[i] : 0.0f);
-        bf16_store8(y + row * C, c, C, vec, o);
+        lp_store8<T>(y + row * C, c, C, vec, o);
     }
 }
 
 /* o[i] += dres[row, c + i] when there is a residual gradient to add (the fused backwards). */
-__device__ __forceinline__ void add_residual_grad(float o[8], const bf16 *dres, int64_t row,
+template <class T>
+__device__ __forceinline__ void add_residual_grad(float o[8], const T *dres, int64_t row,
                                                   int64_t c, int64_t C, bool vec)
 {
     if (!dres) return;
     float d[8];
-    bf16_load8(dres + row * C, c, C, vec, d);
+    lp_load8<T>(dres + row * C, c, C, vec, d);
     for (int i = 0; i < 8; i++) o[i] += d[i];
 }
 
 /* dx = rstd * (g - mean(g) - xhat * mean(g * xhat)), g = dy * w, xhat = (x - mean) * rstd;
  * plus dres when not NULL (dx may alias dres: each piece is read before it is written). */
-static __global__ void layernorm_dx_kernel(bf16 *dx, const bf16 *dy, const bf16 *x, const bf16 *w,
-                                           const float *mean, const float *rstd, const bf16 *dres,
+template <class T>
+static __global__ void layernorm_dx_kernel(T *dx, const T *dy, const T *x, const T *w,
+                                           const float *mean, const float *rstd, const T *dres,
                                            int64_t N, int64_t C, bool vec)
 {
     int64_t row = norm_row();
     int lane = threadIdx.x % 32;
     if (row >= N) return;
-    const bf16 *xr = x + row * C, *dyr = dy + row * C;
+    const T *xr = x + row * C, *dyr = dy + row * C;
     float m = mean[row], r = rstd[row], sg = 0.0f, sgx = 0.0f;
     for (int64_t c = lane * 8; c < C; c += 256) {
         float v[8], g[8], wv[8];
-        bf16_load8(xr, c, C, vec, v);
-        bf16_load8(dyr, c, C, vec, g);
-        bf16_load8(w, c, C, vec, wv);
+        lp_load8<T>(xr, c, C, vec, v);
+        lp_load8<T>(dyr, c, C, vec, g);
+        lp_load8<T>(w, c, C, vec, wv);
         for (int i = 0; i < 8; i++) {
             float gi = g[i] * wv[i];
             sg += gi;
@@ -101,18 +105,18 @@ static __global__ void layernorm_dx_kernel(bf16 *dx, const bf16 *dy, const bf16 
     float mg = warp_sum(sg) / (float)C, mgx = warp_sum(sgx) / (float)C;
     for (int64_t c = lane * 8; c < C; c += 256) {
         float v[8], g[8], wv[8], o[8];
-        bf16_load8(xr, c, C, vec, v);
-        bf16_load8(dyr, c, C, vec, g);
-        bf16_load8(w, c, C, vec, wv);
+        lp_load8<T>(xr, c, C, vec, v);
+        lp_load8<T>(dyr, c, C, vec, g);
+        lp_load8<T>(w, c, C, vec, wv);
         for (int i = 0; i < 8; i++) o[i] = r * (g[i] * wv[i] - mg - (v[i] - m) * r * mgx);
         add_residual_grad(o, dres, row, c, C, vec);
-        bf16_store8(dx + row * C, c, C, vec, o);
+        lp_store8<T>(dx + row * C, c, C, vec, o);
     }
 }
 
 /* dw += sum_n dy * xhat, db += sum_n dy (rows too wide for norm_backward_kernel) */
-struct load_layernorm_dw_db {
-    const bf16 *dy, *x;
+template <class T> struct load_layernorm_dw_db {
+    const T *dy, *x;
     const float *mean, *rstd;
     int64_t C;
     bool vec;
@@ -121,75 +125,77 @@ struct load_layernorm_dw_db {
     };
     __device__ void fetch(int64_t n, int64_t c0, raw &r) const
     {
-        r.v = bf16_load8_raw(x + n * C, c0, C, vec, 0);
-        r.g = bf16_load8_raw(dy + n * C, c0, C, vec, 0);
+        r.v = lp_load8_raw<T>(x + n * C, c0, C, vec, 0);
+        r.g = lp_load8_raw<T>(dy + n * C, c0, C, vec, 0);
     }
     __device__ void apply(int64_t n, int64_t, const raw &r, float out[2][8]) const
     {
         float v[8];
-        bf16x8_unpack(r.v, v);
-        bf16x8_unpack(r.g, out[1]);
+        lp8_unpack<T>(r.v, v);
+        lp8_unpack<T>(r.g, out[1]);
         float m = mean[n], rs = rstd[n];
         for (int i = 0; i < 8; i++) out[0][i] = out[1][i] * ((v[i] - m) * rs);
     }
 };
 
-static __global__ void rmsnorm_forward_kernel(bf16 *y, float *rstd, const bf16 *x, const bf16 *w,
+template <class T>
+static __global__ void rmsnorm_forward_kernel(T *y, float *rstd, const T *x, const T *w,
                                               int64_t N, int64_t C, float eps, bool vec)
 {
     int64_t row = norm_row();
     int lane = threadIdx.x % 32;
     if (row >= N) return;
-    const bf16 *xr = x + row * C;
+    const T *xr = x + row * C;
     float q = 0.0f;
     for (int64_t c = lane * 8; c < C; c += 256) {
         float v[8];
-        bf16_load8(xr, c, C, vec, v);
+        lp_load8<T>(xr, c, C, vec, v);
         for (int i = 0; i < 8; i++) q += v[i] * v[i];
     }
     float r = norm_rstd(warp_sum(q) / (float)C, eps);
     if (lane == 0) rstd[row] = r;
     for (int64_t c = lane * 8; c < C; c += 256) {
         float v[8], wv[8], o[8];
-        bf16_load8(xr, c, C, vec, v);
-        bf16_load8(w, c, C, vec, wv);
+        lp_load8<T>(xr, c, C, vec, v);
+        lp_load8<T>(w, c, C, vec, wv);
         for (int i = 0; i < 8; i++) o[i] = v[i] * r * wv[i];
-        bf16_store8(y + row * C, c, C, vec, o);
+        lp_store8<T>(y + row * C, c, C, vec, o);
     }
 }
 
 /* dx = rstd * g - x * rstd^3 * mean(g * x), g = dy * w; plus dres when not NULL. */
-static __global__ void rmsnorm_dx_kernel(bf16 *dx, const bf16 *dy, const bf16 *x, const bf16 *w,
-                                         const float *rstd, const bf16 *dres, int64_t N, int64_t C,
+template <class T>
+static __global__ void rmsnorm_dx_kernel(T *dx, const T *dy, const T *x, const T *w,
+                                         const float *rstd, const T *dres, int64_t N, int64_t C,
                                          bool vec)
 {
     int64_t row = norm_row();
     int lane = threadIdx.x % 32;
     if (row >= N) return;
-    const bf16 *xr = x + row * C, *dyr = dy + row * C;
+    const T *xr = x + row * C, *dyr = dy + row * C;
     float r = rstd[row], sgx = 0.0f;
     for (int64_t c = lane * 8; c < C; c += 256) {
         float v[8], g[8], wv[8];
-        bf16_load8(xr, c, C, vec, v);
-        bf16_load8(dyr, c, C, vec, g);
-        bf16_load8(w, c, C, vec, wv);
+        lp_load8<T>(xr, c, C, vec, v);
+        lp_load8<T>(dyr, c, C, vec, g);
+        lp_load8<T>(w, c, C, vec, wv);
         for (int i = 0; i < 8; i++) sgx += g[i] * wv[i] * v[i];
     }
     float k = warp_sum(sgx) / (float)C * r * r * r;
     for (int64_t c = lane * 8; c < C; c += 256) {
         float v[8], g[8], wv[8], o[8];
-        bf16_load8(xr, c, C, vec, v);
-        bf16_load8(dyr, c, C, vec, g);
-        bf16_load8(w, c, C, vec, wv);
+        lp_load8<T>(xr, c, C, vec, v);
+        lp_load8<T>(dyr, c, C, vec, g);
+        lp_load8<T>(w, c, C, vec, wv);
         for (int i = 0; i < 8; i++) o[i] = r * g[i] * wv[i] - v[i] * k;
         add_residual_grad(o, dres, row, c, C, vec);
-        bf16_store8(dx + row * C, c, C, vec, o);
+        lp_store8<T>(dx + row * C, c, C, vec, o);
     }
 }
 
 /* dw += sum_n dy * x * rstd (rows too wide for norm_backward_kernel) */
-struct load_rmsnorm_dw {
-    const bf16 *dy, *x;
+template <class T> struct load_rmsnorm_dw {
+    const T *dy, *x;
     const float *rstd;
     int64_t C;
     bool vec;
@@ -198,14 +204,14 @@ struct load_rmsnorm_dw {
     };
     __device__ void fetch(int64_t n, int64_t c0, raw &r) const
     {
-        r.v = bf16_load8_raw(x + n * C, c0, C, vec, 0);
-        r.g = bf16_load8_raw(dy + n * C, c0, C, vec, 0);
+        r.v = lp_load8_raw<T>(x + n * C, c0, C, vec, 0);
+        r.g = lp_load8_raw<T>(dy + n * C, c0, C, vec, 0);
     }
     __device__ void apply(int64_t n, int64_t, const raw &r, float out[1][8]) const
     {
         float v[8], g[8];
-        bf16x8_unpack(r.v, v);
-        bf16x8_unpack(r.g, g);
+        lp8_unpack<T>(r.v, v);
+        lp8_unpack<T>(r.g, g);
         float rs = rstd[n];
         for (int i = 0; i < 8; i++) out[0][i] = g[i] * (v[i] * rs);
     }
@@ -225,11 +231,11 @@ static int64_t norm_backward_rows_per_block(int64_t N)
     return rows < NORM_WARPS ? NORM_WARPS : rows > NB_MAX_ROWS ? NB_MAX_ROWS : rows;
 }
 
-struct norm_bwd_args {
-    bf16 *dx;                      /* NULL: no input gradient */
-    float *partials;               /* [NOUT][blocks][C], NOUT = 2 (dw, db) or 1; NULL: none */
-    const bf16 *dy, *x, *w, *dres; /* dres NULL: nothing to add to dx */
-    const float *mean, *rstd;      /* mean unused by RMSNorm */
+template <class T> struct norm_bwd_args {
+    T *dx;                      /* NULL: no input gradient */
+    float *partials;            /* [NOUT][blocks][C], NOUT = 2 (dw, db) or 1; NULL: none */
+    const T *dy, *x, *w, *dres; /* dres NULL: nothing to add to dx */
+    const float *mean, *rstd;   /* mean unused by RMSNorm */
     int64_t N, C;
     int64_t rows; /* rows per block: norm_backward_rows_per_block(N) */
 };
@@ -244,7 +250,8 @@ static constexpr int norm_backward_min_blocks(int pieces, bool rms)
 
 /* w[c, c + 8) through the read-only cache (every warp reads it for every row: an L1 hit), or
  * zeros when there is no w (only the weight gradients wanted). */
-__device__ __forceinline__ uint4 norm_weight_piece(const bf16 *w, int64_t c)
+template <class T>
+__device__ __forceinline__ uint4 norm_weight_piece(const T *w, int64_t c)
 {
     return w ? __ldg(reinterpret_cast<const uint4 *>(w + c)) : make_uint4(0, 0, 0, 0);
 }
@@ -257,9 +264,9 @@ __device__ __forceinline__ uint4 norm_weight_piece(const bf16 *w, int64_t c)
  * formulas and their order of operations are those of layernorm_dx_kernel / rmsnorm_dx_kernel and
  * the column-sum loads above. Needs C % 8 == 0 and 16-byte aligned rows; dx may alias dres (each
  * piece is read before the same lane writes it). */
-template <int P, bool RMS>
+template <class T, int P, bool RMS>
 static __global__ void __launch_bounds__(NORM_WARPS * 32, norm_backward_min_blocks(P, RMS))
-    norm_backward_kernel(struct norm_bwd_args a)
+    norm_backward_kernel(struct norm_bwd_args<T> a)
 {
     __shared__ float red[NORM_WARPS][256];
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
@@ -271,7 +278,7 @@ static __global__ void __launch_bounds__(NORM_WARPS * 32, norm_backward_min_bloc
 #pragma unroll
         for (int i = 0; i < 8; i++) accw[k][i] = accb[k][i] = 0.0f;
     for (int64_t n = n0 + warp; n < n1; n += NORM_WARPS) {
-        const bf16 *xr = a.x + n * C, *dyr = a.dy + n * C;
+        const T *xr = a.x + n * C, *dyr = a.dy + n * C;
         uint4 xv[P], gv[P], dv[P];
         const float r = a.rstd[n], m = RMS ? 0.0f : a.mean[n];
 #pragma unroll
@@ -288,9 +295,9 @@ static __global__ void __launch_bounds__(NORM_WARPS * 32, norm_backward_min_bloc
             const int64_t c = (int64_t)lane * 8 + 256 * k;
             if (c >= C) continue;
             float v[8], g[8], wv[8];
-            bf16x8_unpack(xv[k], v);
-            bf16x8_unpack(gv[k], g);
-            bf16x8_unpack(norm_weight_piece(a.w, c), wv);
+            lp8_unpack<T>(xv[k], v);
+            lp8_unpack<T>(gv[k], g);
+            lp8_unpack<T>(norm_weight_piece(a.w, c), wv);
 #pragma unroll
             for (int i = 0; i < 8; i++) {
                 float xh = RMS ? v[i] * r : (v[i] - m) * r, gi = g[i] * wv[i];
@@ -313,20 +320,20 @@ static __global__ void __launch_bounds__(NORM_WARPS * 32, norm_backward_min_bloc
             const int64_t c = (int64_t)lane * 8 + 256 * k;
             if (c >= C) continue;
             float v[8], g[8], wv[8], o[8];
-            bf16x8_unpack(xv[k], v);
-            bf16x8_unpack(gv[k], g);
-            bf16x8_unpack(norm_weight_piece(a.w, c), wv);
+            lp8_unpack<T>(xv[k], v);
+            lp8_unpack<T>(gv[k], g);
+            lp8_unpack<T>(norm_weight_piece(a.w, c), wv);
 #pragma unroll
             for (int i = 0; i < 8; i++)
                 o[i] = RMS ? r * g[i] * wv[i] - v[i] * kr
                            : r * (g[i] * wv[i] - mg - (v[i] - m) * r * mgx);
             if (a.dres) {
                 float d[8];
-                bf16x8_unpack(dv[k], d);
+                lp8_unpack<T>(dv[k], d);
 #pragma unroll
                 for (int i = 0; i < 8; i++) o[i] += d[i];
             }
-            bf16x8_store(a.dx + n * C + c, o);
+            lp8_store<T>(a.dx + n * C + c, o);
         }
     }
     if (!a.partials) return; /* the same for the whole block: no barrier below is skipped by some */
@@ -350,8 +357,8 @@ static __global__ void __launch_bounds__(NORM_WARPS * 32, norm_backward_min_bloc
 
 /* Runs norm_backward_kernel and the reduction of its partial rows into dw (and db, LayerNorm);
  * false (nothing done) when the rows are too wide for its registers or not 16-byte vectors. */
-template <bool RMS>
-static bool norm_backward_one_pass(struct norm_bwd_args a, float *dw, float *db)
+template <class T, bool RMS>
+static bool norm_backward_one_pass(struct norm_bwd_args<T> a, float *dw, float *db)
 {
     const int64_t pieces = (a.C + 255) / 256;
     bool vec = a.C % 8 == 0 && cuda_aligned16(a.dx) && cuda_aligned16(a.dy) &&
@@ -368,14 +375,14 @@ static bool norm_backward_one_pass(struct norm_bwd_args a, float *dw, float *db)
     dim3 grid((unsigned)blocks), block(NORM_WARPS * 32);
     cudaStream_t st = cuda_ctx()->stream;
     switch (pieces) {
-    case 1: norm_backward_kernel<1, RMS><<<grid, block, 0, st>>>(a); break;
-    case 2: norm_backward_kernel<2, RMS><<<grid, block, 0, st>>>(a); break;
-    case 3: norm_backward_kernel<3, RMS><<<grid, block, 0, st>>>(a); break;
-    case 4: norm_backward_kernel<4, RMS><<<grid, block, 0, st>>>(a); break;
-    case 5: norm_backward_kernel<5, RMS><<<grid, block, 0, st>>>(a); break;
-    case 6: norm_backward_kernel<6, RMS><<<grid, block, 0, st>>>(a); break;
-    case 7: norm_backward_kernel<7, RMS><<<grid, block, 0, st>>>(a); break;
-    case 8: norm_backward_kernel<8, RMS><<<grid, block, 0, st>>>(a); break;
+    case 1: norm_backward_kernel<T, 1, RMS><<<grid, block, 0, st>>>(a); break;
+    case 2: norm_backward_kernel<T, 2, RMS><<<grid, block, 0, st>>>(a); break;
+    case 3: norm_backward_kernel<T, 3, RMS><<<grid, block, 0, st>>>(a); break;
+    case 4: norm_backward_kernel<T, 4, RMS><<<grid, block, 0, st>>>(a); break;
+    case 5: norm_backward_kernel<T, 5, RMS><<<grid, block, 0, st>>>(a); break;
+    case 6: norm_backward_kernel<T, 6, RMS><<<grid, block, 0, st>>>(a); break;
+    case 7: norm_backward_kernel<T, 7, RMS><<<grid, block, 0, st>>>(a); break;
+    case 8: norm_backward_kernel<T, 8, RMS><<<grid, block, 0, st>>>(a); break;
     }
     CUDA_CHECK_LAUNCH("norm_backward_kernel");
     if (a.partials) cuda_colsum_reduce(dw, RMS ? NULL : db, a.partials, (int)blocks, a.C);
@@ -395,64 +402,66 @@ void cuda_layernorm_forward(struct tensor y, struct tensor mean, struct tensor r
                             struct tensor x, struct tensor w, struct tensor b, float eps)
 {
     const char *op = "cuda_layernorm_forward";
-    cuda_need(op, "y", y, DT_BF16);
+    enum dtype dt = cuda_need_lp(op, "y", y);
     cuda_need(op, "mean", mean, DT_F32);
     cuda_need(op, "rstd", rstd, DT_F32);
-    cuda_need(op, "x", x, DT_BF16);
-    cuda_need(op, "w", w, DT_BF16);
-    cuda_maybe(op, "b", b, DT_BF16);
+    cuda_need(op, "x", x, dt);
+    cuda_need(op, "w", w, dt);
+    cuda_maybe(op, "b", b, dt);
     int64_t N = x.shape[0], C = x.shape[1];
     if (N == 0) return;
-    const bf16 *bp = tensor_present(b) ? (const bf16 *)b.data : NULL;
+    const void *bp = tensor_present(b) ? b.data : NULL;
     bool vec = rows_vectorizable(C, y.data, x.data, w.data, bp);
-    layernorm_forward_kernel<<<norm_blocks(N), NORM_WARPS * 32, 0, cuda_ctx()->stream>>>(
-        (bf16 *)y.data, (float *)mean.data, (float *)rstd.data, (const bf16 *)x.data,
-        (const bf16 *)w.data, bp, N, C, eps, vec);
+    cudaStream_t st = cuda_ctx()->stream;
+    CUDA_LP_DISPATCH(dt, layernorm_forward_kernel<T><<<norm_blocks(N), NORM_WARPS * 32, 0, st>>>(
+                             (T *)y.data, (float *)mean.data, (float *)rstd.data, (const T *)x.data,
+                             (const T *)w.data, (const T *)bp, N, C, eps, vec));
     CUDA_CHECK_LAUNCH("layernorm_forward_kernel");
 }
 
-/* The LayerNorm backward, plus dres (NULL for none) in dx. */
+/* The LayerNorm backward, plus dres (NULL for none) in dx; every 16-bit argument of dtype T. */
+template <class T>
 static void layernorm_backward(const char *op, struct tensor dx, struct tensor dw, struct tensor db,
                                struct tensor dy, struct tensor x, struct tensor w,
-                               struct tensor mean, struct tensor rstd, const bf16 *dres)
+                               struct tensor mean, struct tensor rstd, const T *dres)
 {
-    cuda_need(op, "dy", dy, DT_BF16);
-    cuda_need(op, "x", x, DT_BF16);
+    const enum dtype dt = lp_dtype<T>::value;
+    cuda_need(op, "dy", dy, dt);
+    cuda_need(op, "x", x, dt);
     cuda_need(op, "mean", mean, DT_F32);
     cuda_need(op, "rstd", rstd, DT_F32);
     cuda_maybe(op, "dw", dw, DT_F32);
     cuda_maybe(op, "db", db, DT_F32);
     int64_t N = x.shape[0], C = x.shape[1];
     if (tensor_present(dx)) {
-        cuda_need(op, "dx", dx, DT_BF16);
-        cuda_need(op, "w", w, DT_BF16);
+        cuda_need(op, "dx", dx, dt);
+        cuda_need(op, "w", w, dt);
     }
     float *dwp = tensor_present(dw) ? (float *)dw.data : NULL;
     float *dbp = tensor_present(db) ? (float *)db.data : NULL;
-    struct norm_bwd_args a = {(bf16 *)dx.data, NULL, (const bf16 *)dy.data, (const bf16 *)x.data,
-                              (const bf16 *)w.data, dres, (const float *)mean.data,
-                              (const float *)rstd.data, N, C, 0};
+    struct norm_bwd_args<T> a = {(T *)dx.data, NULL, (const T *)dy.data, (const T *)x.data,
+                                 (const T *)w.data, dres, (const float *)mean.data,
+                                 (const float *)rstd.data, N, C, 0};
     if (!tensor_present(dx)) { /* the weight gradients only */
         a.dx = NULL;
         a.w = NULL;
         a.dres = NULL;
     }
-    if (norm_backward_one_pass<false>(a, dwp, dbp)) return;
+    if (norm_backward_one_pass<T, false>(a, dwp, dbp)) return;
     if (tensor_present(dx)) {
         bool vec = rows_vectorizable(C, dx.data, dy.data, x.data, w.data) &&
                    cuda_aligned16(dres);
         if (N > 0)
-            layernorm_dx_kernel<<<norm_blocks(N), NORM_WARPS * 32, 0, cuda_ctx()->stream>>>(
-                (bf16 *)dx.data, (const bf16 *)dy.data, (const bf16 *)x.data,
-                (const bf16 *)w.data, (const float *)mean.data, (const float *)rstd.data, dres,
-                N, C, vec);
+            layernorm_dx_kernel<T><<<norm_blocks(N), NORM_WARPS * 32, 0, cuda_ctx()->stream>>>(
+                (T *)dx.data, (const T *)dy.data, (const T *)x.data, (const T *)w.data,
+                (const float *)mean.data, (const float *)rstd.data, dres, N, C, vec);
         CUDA_CHECK_LAUNCH("layernorm_dx_kernel");
     }
     if (tensor_present(dw) || tensor_present(db)) {
-        struct load_layernorm_dw_db ld = {(const bf16 *)dy.data, (const bf16 *)x.data,
-                                          (const float *)mean.data, (const float *)rstd.data, C,
-                                          rows_vectorizable(C, dy.data, x.data, x.data, x.data)};
-        cuda_colsum_acc<load_layernorm_dw_db, 2>(ld, dwp, dbp, N, C);
+        struct load_layernorm_dw_db<T> ld = {(const T *)dy.data, (const T *)x.data,
+                                             (const float *)mean.data, (const float *)rstd.data, C,
+                                             rows_vectorizable(C, dy.data, x.data, x.data, x.data)};
+        cuda_colsum_acc<load_layernorm_dw_db<T>, 2>(ld, dwp, dbp, N, C);
     }
 }
 
@@ -460,7 +469,9 @@ void cuda_layernorm_backward(struct tensor dx, struct tensor dw, struct tensor d
                              struct tensor dy, struct tensor x, struct tensor w,
                              struct tensor mean, struct tensor rstd)
 {
-    layernorm_backward("cuda_layernorm_backward", dx, dw, db, dy, x, w, mean, rstd, NULL);
+    const char *op = "cuda_layernorm_backward";
+    enum dtype dt = cuda_need_lp(op, "dy", dy);
+    CUDA_LP_DISPATCH(dt, layernorm_backward<T>(op, dx, dw, db, dy, x, w, mean, rstd, NULL));
 }
 
 void cuda_layernorm_backward_add(struct tensor dx, struct tensor dw, struct tensor db,
@@ -468,71 +479,77 @@ void cuda_layernorm_backward_add(struct tensor dx, struct tensor dw, struct tens
                                  struct tensor mean, struct tensor rstd, struct tensor dresidual)
 {
     const char *op = "cuda_layernorm_backward_add";
-    cuda_need(op, "dx", dx, DT_BF16);
-    cuda_need(op, "dresidual", dresidual, DT_BF16);
-    layernorm_backward(op, dx, dw, db, dy, x, w, mean, rstd, (const bf16 *)dresidual.data);
+    enum dtype dt = cuda_need_lp(op, "dx", dx);
+    cuda_need(op, "dresidual", dresidual, dt);
+    CUDA_LP_DISPATCH(dt, layernorm_backward<T>(op, dx, dw, db, dy, x, w, mean, rstd,
+                                               (const T *)dresidual.data));
 }
 
 void cuda_rmsnorm_forward(struct tensor y, struct tensor rstd, struct tensor x, struct tensor w,
                           float eps)
 {
     const char *op = "cuda_rmsnorm_forward";
-    cuda_need(op, "y", y, DT_BF16);
+    enum dtype dt = cuda_need_lp(op, "y", y);
     cuda_need(op, "rstd", rstd, DT_F32);
-    cuda_need(op, "x", x, DT_BF16);
-    cuda_need(op, "w", w, DT_BF16);
+    cuda_need(op, "x", x, dt);
+    cuda_need(op, "w", w, dt);
     int64_t N = x.shape[0], C = x.shape[1];
     if (N == 0) return;
     bool vec = rows_vectorizable(C, y.data, x.data, w.data, w.data);
-    rmsnorm_forward_kernel<<<norm_blocks(N), NORM_WARPS * 32, 0, cuda_ctx()->stream>>>(
-        (bf16 *)y.data, (float *)rstd.data, (const bf16 *)x.data, (const bf16 *)w.data, N, C, eps,
-        vec);
+    cudaStream_t st = cuda_ctx()->stream;
+    CUDA_LP_DISPATCH(dt, rmsnorm_forward_kernel<T><<<norm_blocks(N), NORM_WARPS * 32, 0, st>>>(
+                             (T *)y.data, (float *)rstd.data, (const T *)x.data, (const T *)w.data,
+                             N, C, eps, vec));
     CUDA_CHECK_LAUNCH("rmsnorm_forward_kernel");
 }
 
-/* The RMSNorm backward, plus dres (NULL for none) in dx. */
+/* The RMSNorm backward, plus dres (NULL for none) in dx; every 16-bit argument of dtype T. */
+template <class T>
 static void rmsnorm_backward(const char *op, struct tensor dx, struct tensor dw, struct tensor dy,
-                             struct tensor x, struct tensor w, struct tensor rstd, const bf16 *dres)
+                             struct tensor x, struct tensor w, struct tensor rstd, const T *dres)
 {
-    cuda_need(op, "dy", dy, DT_BF16);
-    cuda_need(op, "x", x, DT_BF16);
+    const enum dtype dt = lp_dtype<T>::value;
+    cuda_need(op, "dy", dy, dt);
+    cuda_need(op, "x", x, dt);
     cuda_need(op, "rstd", rstd, DT_F32);
     cuda_maybe(op, "dw", dw, DT_F32);
     int64_t N = x.shape[0], C = x.shape[1];
     if (tensor_present(dx)) {
-        cuda_need(op, "dx", dx, DT_BF16);
-        cuda_need(op, "w", w, DT_BF16);
+        cuda_need(op, "dx", dx, dt);
+        cuda_need(op, "w", w, dt);
     }
-    struct norm_bwd_args a = {(bf16 *)dx.data, NULL, (const bf16 *)dy.data, (const bf16 *)x.data,
-                              (const bf16 *)w.data, dres, NULL, (const float *)rstd.data, N, C, 0};
+    struct norm_bwd_args<T> a = {(T *)dx.data, NULL, (const T *)dy.data, (const T *)x.data,
+                                 (const T *)w.data, dres, NULL, (const float *)rstd.data, N, C, 0};
     if (!tensor_present(dx)) { /* the weight gradients only */
         a.dx = NULL;
         a.w = NULL;
         a.dres = NULL;
     }
-    if (norm_backward_one_pass<true>(a, tensor_present(dw) ? (float *)dw.data : NULL, NULL))
+    if (norm_backward_one_pass<T, true>(a, tensor_present(dw) ? (float *)dw.data : NULL, NULL))
         return;
     if (tensor_present(dx)) {
         bool vec = rows_vectorizable(C, dx.data, dy.data, x.data, w.data) &&
                    cuda_aligned16(dres);
         if (N > 0)
-            rmsnorm_dx_kernel<<<norm_blocks(N), NORM_WARPS * 32, 0, cuda_ctx()->stream>>>(
-                (bf16 *)dx.data, (const bf16 *)dy.data, (const bf16 *)x.data,
-                (const bf16 *)w.data, (const float *)rstd.data, dres, N, C, vec);
+            rmsnorm_dx_kernel<T><<<norm_blocks(N), NORM_WARPS * 32, 0, cuda_ctx()->stream>>>(
+                (T *)dx.data, (const T *)dy.data, (const T *)x.data, (const T *)w.data,
+                (const float *)rstd.data, dres, N, C, vec);
         CUDA_CHECK_LAUNCH("rmsnorm_dx_kernel");
     }
     if (tensor_present(dw)) {
-        struct load_rmsnorm_dw ld = {(const bf16 *)dy.data, (const bf16 *)x.data,
-                                     (const float *)rstd.data, C,
-                                     rows_vectorizable(C, dy.data, x.data, x.data, x.data)};
-        cuda_colsum_acc<load_rmsnorm_dw, 1>(ld, (float *)dw.data, NULL, N, C);
+        struct load_rmsnorm_dw<T> ld = {(const T *)dy.data, (const T *)x.data,
+                                        (const float *)rstd.data, C,
+                                        rows_vectorizable(C, dy.data, x.data, x.data, x.data)};
+        cuda_colsum_acc<load_rmsnorm_dw<T>, 1>(ld, (float *)dw.data, NULL, N, C);
     }
 }
 
 void cuda_rmsnorm_backward(struct tensor dx, struct tensor dw, struct tensor dy, struct tensor x,
                            struct tensor w, struct tensor rstd)
 {
-    rmsnorm_backward("cuda_rmsnorm_backward", dx, dw, dy, x, w, rstd, NULL);
+    const char *op = "cuda_rmsnorm_backward";
+    enum dtype dt = cuda_need_lp(op, "dy", dy);
+    CUDA_LP_DISPATCH(dt, rmsnorm_backward<T>(op, dx, dw, dy, x, w, rstd, NULL));
 }
 
 void cuda_rmsnorm_backward_add(struct tensor dx, struct tensor dw, struct tensor dy,
@@ -540,39 +557,41 @@ void cuda_rmsnorm_backward_add(struct tensor dx, struct tensor dw, struct tensor
                                struct tensor dresidual)
 {
     const char *op = "cuda_rmsnorm_backward_add";
-    cuda_need(op, "dx", dx, DT_BF16);
-    cuda_need(op, "dresidual", dresidual, DT_BF16);
-    rmsnorm_backward(op, dx, dw, dy, x, w, rstd, (const bf16 *)dresidual.data);
+    enum dtype dt = cuda_need_lp(op, "dx", dx);
+    cuda_need(op, "dresidual", dresidual, dt);
+    CUDA_LP_DISPATCH(dt, rmsnorm_backward<T>(op, dx, dw, dy, x, w, rstd,
+                                             (const T *)dresidual.data));
 }
 
 /* ---- bias-dropout-add fused with the norm after it ---- */
 
-struct bda_norm_args {
-    bf16 *mid, *y;
-    float *mean, *rstd;        /* mean NULL for RMSNorm */
-    const bf16 *x, *b, *res;   /* b, res NULL when absent */
+template <class T> struct bda_norm_args {
+    T *mid, *y;
+    float *mean, *rstd;   /* mean NULL for RMSNorm */
+    const T *x, *b, *res; /* b, res NULL when absent */
     struct dropout_key drop;
     float scale;
-    const bf16 *w, *nb;        /* nb NULL when absent */
+    const T *w, *nb;      /* nb NULL when absent */
     int64_t N, C;
     float eps;
     bool vec;
 };
 
 /* Elements [c, c + 8) of row `row` of mid = res + dropout(x + b), with bias_dropout_add_kernel's
- * arithmetic, rounded to bf16 as stored (the norm reads the stored values); 0 past the row. */
-__device__ __forceinline__ void bias_dropout_add_piece(const struct bda_norm_args &a, int64_t row,
-                                                       int64_t c, float v[8])
+ * arithmetic, rounded to T as stored (the norm reads the stored values); 0 past the row. */
+template <class T>
+__device__ __forceinline__ void bias_dropout_add_piece(const struct bda_norm_args<T> &a,
+                                                       int64_t row, int64_t c, float v[8])
 {
     float xv[8], bv[8], rv[8];
-    bf16_load8(a.x + row * a.C, c, a.C, a.vec, xv);
-    if (a.b) bf16_load8(a.b, c, a.C, a.vec, bv);
-    if (a.res) bf16_load8(a.res + row * a.C, c, a.C, a.vec, rv);
+    lp_load8<T>(a.x + row * a.C, c, a.C, a.vec, xv);
+    if (a.b) lp_load8<T>(a.b, c, a.C, a.vec, bv);
+    if (a.res) lp_load8<T>(a.res + row * a.C, c, a.C, a.vec, rv);
     for (int i = 0; i < 8; i++) {
         float t = a.b ? xv[i] + bv[i] : xv[i];
         t *= dropout_factor(a.drop, a.scale, row * a.C + c + i);
         t = a.res ? t + rv[i] : t;
-        v[i] = c + i < a.C ? __bfloat162float(__float2bfloat16_rn(t)) : 0.0f;
+        v[i] = c + i < a.C ? lp_to_f32(lp_from_f32<T>(t)) : 0.0f;
     }
 }
 
@@ -580,8 +599,8 @@ __device__ __forceinline__ void bias_dropout_add_piece(const struct bda_norm_arg
  * C <= 256 P). The sums run in the order of layernorm_forward_kernel / rmsnorm_forward_kernel on
  * the stored mid, so y, mean and rstd are what those kernels would give. mid may alias x or res:
  * a piece is read before the same thread writes it. */
-template <int P, bool RMS>
-static __global__ void bias_dropout_add_norm_kernel(struct bda_norm_args a)
+template <class T, int P, bool RMS>
+static __global__ void bias_dropout_add_norm_kernel(struct bda_norm_args<T> a)
 {
     int64_t row = norm_row();
     int lane = threadIdx.x % 32;
@@ -593,7 +612,7 @@ static __global__ void bias_dropout_add_norm_kernel(struct bda_norm_args a)
         int64_t c = (int64_t)lane * 8 + 256 * k;
         if (c >= a.C) continue;
         bias_dropout_add_piece(a, row, c, v[k]);
-        bf16_store8(a.mid + row * a.C, c, a.C, a.vec, v[k]);
+        lp_store8<T>(a.mid + row * a.C, c, a.C, a.vec, v[k]);
         for (int i = 0; i < 8; i++) s += RMS ? v[k][i] * v[k][i] : v[k][i];
     }
     float mu = 0.0f, r;
@@ -620,65 +639,76 @@ static __global__ void bias_dropout_add_norm_kernel(struct bda_norm_args a)
         int64_t c = (int64_t)lane * 8 + 256 * k;
         if (c >= a.C) continue;
         float wv[8], bv[8], o[8];
-        bf16_load8(a.w, c, a.C, a.vec, wv);
-        if (!RMS && a.nb) bf16_load8(a.nb, c, a.C, a.vec, bv);
+        lp_load8<T>(a.w, c, a.C, a.vec, wv);
+        if (!RMS && a.nb) lp_load8<T>(a.nb, c, a.C, a.vec, bv);
         for (int i = 0; i < 8; i++)
             o[i] = RMS ? v[k][i] * r * wv[i] : (v[k][i] - mu) * r * wv[i] + (a.nb ? bv[i] : 0.0f);
-        bf16_store8(a.y + row * a.C, c, a.C, a.vec, o);
+        lp_store8<T>(a.y + row * a.C, c, a.C, a.vec, o);
     }
 }
 
 /* Launches the kernel that keeps ceil(C / 256) pieces per lane; false when C is too wide. */
-template <bool RMS>
-static bool launch_bias_dropout_add_norm(const struct bda_norm_args &a)
+template <class T, bool RMS>
+static bool launch_bias_dropout_add_norm(const struct bda_norm_args<T> &a)
 {
     dim3 grid(norm_blocks(a.N)), block(NORM_WARPS * 32);
     cudaStream_t st = cuda_ctx()->stream;
     switch ((a.C + 255) / 256) {
-    case 1: bias_dropout_add_norm_kernel<1, RMS><<<grid, block, 0, st>>>(a); break;
-    case 2: bias_dropout_add_norm_kernel<2, RMS><<<grid, block, 0, st>>>(a); break;
-    case 3: bias_dropout_add_norm_kernel<3, RMS><<<grid, block, 0, st>>>(a); break;
-    case 4: bias_dropout_add_norm_kernel<4, RMS><<<grid, block, 0, st>>>(a); break;
-    case 5: bias_dropout_add_norm_kernel<5, RMS><<<grid, block, 0, st>>>(a); break;
-    case 6: bias_dropout_add_norm_kernel<6, RMS><<<grid, block, 0, st>>>(a); break;
-    case 7: bias_dropout_add_norm_kernel<7, RMS><<<grid, block, 0, st>>>(a); break;
-    case 8: bias_dropout_add_norm_kernel<8, RMS><<<grid, block, 0, st>>>(a); break;
+    case 1: bias_dropout_add_norm_kernel<T, 1, RMS><<<grid, block, 0, st>>>(a); break;
+    case 2: bias_dropout_add_norm_kernel<T, 2, RMS><<<grid, block, 0, st>>>(a); break;
+    case 3: bias_dropout_add_norm_kernel<T, 3, RMS><<<grid, block, 0, st>>>(a); break;
+    case 4: bias_dropout_add_norm_kernel<T, 4, RMS><<<grid, block, 0, st>>>(a); break;
+    case 5: bias_dropout_add_norm_kernel<T, 5, RMS><<<grid, block, 0, st>>>(a); break;
+    case 6: bias_dropout_add_norm_kernel<T, 6, RMS><<<grid, block, 0, st>>>(a); break;
+    case 7: bias_dropout_add_norm_kernel<T, 7, RMS><<<grid, block, 0, st>>>(a); break;
+    case 8: bias_dropout_add_norm_kernel<T, 8, RMS><<<grid, block, 0, st>>>(a); break;
     default: return false;
     }
     CUDA_CHECK_LAUNCH("bias_dropout_add_norm_kernel");
     return true;
 }
 
-/* The arguments both fused forwards share, checked. */
-static struct bda_norm_args bda_norm_args(const char *op, struct tensor mid, struct tensor y,
-                                          struct tensor rstd, struct tensor x, struct tensor b,
-                                          struct tensor residual, struct dropout_key drop,
-                                          struct tensor w, float eps)
+/* Either fused forward (mean and norm_b absent for RMSNorm), every 16-bit argument of dtype T:
+ * checks the arguments and runs the kernel; false (nothing done) when the rows are too wide. */
+template <class T, bool RMS>
+static bool bias_dropout_add_norm_fused(const char *op, struct tensor mid, struct tensor y,
+                                        struct tensor mean, struct tensor rstd, struct tensor x,
+                                        struct tensor b, struct tensor residual,
+                                        struct dropout_key drop, struct tensor w,
+                                        struct tensor norm_b, float eps)
 {
-    cuda_need(op, "mid", mid, DT_BF16);
-    cuda_need(op, "y", y, DT_BF16);
+    const enum dtype dt = lp_dtype<T>::value;
+    cuda_need(op, "mid", mid, dt);
+    cuda_need(op, "y", y, dt);
     cuda_need(op, "rstd", rstd, DT_F32);
-    cuda_need(op, "x", x, DT_BF16);
-    cuda_maybe(op, "b", b, DT_BF16);
-    cuda_maybe(op, "residual", residual, DT_BF16);
-    cuda_need(op, "w", w, DT_BF16);
-    struct bda_norm_args a;
+    cuda_need(op, "x", x, dt);
+    cuda_maybe(op, "b", b, dt);
+    cuda_maybe(op, "residual", residual, dt);
+    cuda_need(op, "w", w, dt);
+    if (!RMS) {
+        cuda_need(op, "mean", mean, DT_F32);
+        cuda_maybe(op, "norm_b", norm_b, dt);
+    }
+    struct bda_norm_args<T> a;
     memset(&a, 0, sizeof a);
-    a.mid = (bf16 *)mid.data;
-    a.y = (bf16 *)y.data;
+    a.mid = (T *)mid.data;
+    a.y = (T *)y.data;
+    a.mean = RMS ? NULL : (float *)mean.data;
     a.rstd = (float *)rstd.data;
-    a.x = (const bf16 *)x.data;
-    a.b = tensor_present(b) ? (const bf16 *)b.data : NULL;
-    a.res = tensor_present(residual) ? (const bf16 *)residual.data : NULL;
+    a.x = (const T *)x.data;
+    a.b = tensor_present(b) ? (const T *)b.data : NULL;
+    a.res = tensor_present(residual) ? (const T *)residual.data : NULL;
     a.drop = drop;
     a.scale = cuda_dropout_scale(drop.p);
-    a.w = (const bf16 *)w.data;
+    a.w = (const T *)w.data;
+    a.nb = !RMS && tensor_present(norm_b) ? (const T *)norm_b.data : NULL;
     a.N = x.shape[0];
     a.C = x.shape[1];
     a.eps = eps;
     a.vec = rows_vectorizable(a.C, a.mid, a.y, a.x, a.w) && cuda_aligned16(a.b) &&
-            cuda_aligned16(a.res);
-    return a;
+            cuda_aligned16(a.res) && cuda_aligned16(a.nb);
+    if (a.N == 0) return true;
+    return launch_bias_dropout_add_norm<T, RMS>(a);
 }
 
 void cuda_bias_dropout_add_layernorm_forward(struct tensor mid, struct tensor y, struct tensor mean,
@@ -687,14 +717,11 @@ void cuda_bias_dropout_add_layernorm_forward(struct tensor mid, struct tensor y,
                                              struct tensor w, struct tensor norm_b, float eps)
 {
     const char *op = "cuda_bias_dropout_add_layernorm_forward";
-    struct bda_norm_args a = bda_norm_args(op, mid, y, rstd, x, b, residual, drop, w, eps);
-    cuda_need(op, "mean", mean, DT_F32);
-    cuda_maybe(op, "norm_b", norm_b, DT_BF16);
-    a.mean = (float *)mean.data;
-    a.nb = tensor_present(norm_b) ? (const bf16 *)norm_b.data : NULL;
-    a.vec = a.vec && cuda_aligned16(a.nb);
-    if (a.N == 0) return;
-    if (launch_bias_dropout_add_norm<false>(a)) return;
+    enum dtype dt = cuda_need_lp(op, "mid", mid);
+    bool done = false;
+    CUDA_LP_DISPATCH(dt, done = bias_dropout_add_norm_fused<T, false>(
+                             op, mid, y, mean, rstd, x, b, residual, drop, w, norm_b, eps));
+    if (done) return;
     /* rows too wide for the registers: the two kernels, mid crossing memory in between */
     cuda_bias_dropout_add_forward(mid, x, b, residual, drop);
     cuda_layernorm_forward(y, mean, rstd, mid, w, norm_b, eps);
@@ -706,9 +733,12 @@ void cuda_bias_dropout_add_rmsnorm_forward(struct tensor mid, struct tensor y, s
                                            struct tensor w, float eps)
 {
     const char *op = "cuda_bias_dropout_add_rmsnorm_forward";
-    struct bda_norm_args a = bda_norm_args(op, mid, y, rstd, x, b, residual, drop, w, eps);
-    if (a.N == 0) return;
-    if (launch_bias_dropout_add_norm<true>(a)) return;
+    enum dtype dt = cuda_need_lp(op, "mid", mid);
+    bool done = false;
+    CUDA_LP_DISPATCH(dt, done = bias_dropout_add_norm_fused<T, true>(
+                             op, mid, y, tensor_none(), rstd, x, b, residual, drop, w,
+                             tensor_none(), eps));
+    if (done) return;
     cuda_bias_dropout_add_forward(mid, x, b, residual, drop);
     cuda_rmsnorm_forward(y, rstd, mid, w, eps);
 }

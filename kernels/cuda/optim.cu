@@ -135,23 +135,26 @@ void cuda_scale_f32(float *x, int64_t n, float c)
     CUDA_CHECK(cudaGetLastError());
 }
 
-/* Round to nearest even, as the CPU's f32_to_bf16 (kernels/tensor.h). */
-static __global__ void f32_to_bf16_kernel(bf16 *dst, const float *src, int64_t n)
+/* Round to nearest even into the 16-bit type T, as the CPU's f32_to_bf16 / f32_to_f16 do
+ * (kernels/tensor.h); fp16 overflows to infinity. */
+template <class T> static __global__ void f32_to_lp_kernel(T *dst, const float *src, int64_t n)
 {
     for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x)
-        dst[i] = __float2bfloat16_rn(src[i]);
+        dst[i] = lp_from_f32<T>(src[i]);
 }
 
-void cuda_f32_to_bf16(void *dst, const float *src, int64_t n)
+void cuda_f32_to_lp(void *dst, const float *src, int64_t n, enum dtype dt)
 {
+    CHECK(dt == DT_BF16 || dt == DT_F16);
     if (n <= 0) return;
     struct cuda_context *ctx = cuda_ctx();
     int blocks = (int)((n + 255) / 256 < 4096 ? (n + 255) / 256 : 4096);
-    f32_to_bf16_kernel<<<blocks, 256, 0, ctx->stream>>>((bf16 *)dst, src, n);
+    CUDA_LP_DISPATCH(dt, f32_to_lp_kernel<T><<<blocks, 256, 0, ctx->stream>>>((T *)dst, src, n));
     CUDA_CHECK(cudaGetLastError());
 }
 
-/* --grad-reduce-in-bf16's conversions, 4 elements a thread where both sides are aligned for it. */
+/* --grad-reduce-in-bf16's conversions (always bf16, whatever the model's 16-bit type), 4 elements
+ * a thread where both sides are aligned for it. */
 static __global__ void f32_to_bf16_x4_kernel(bf16 *dst, const float *src, int64_t n4)
 {
     for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n4; i += (int64_t)gridDim.x * blockDim.x) {
@@ -193,7 +196,8 @@ void cuda_f32_to_bf16_on(void *stream, void *dst, const float *src, int64_t n)
     cudaStream_t s = (cudaStream_t)stream;
     int64_t n4 = aligned_x4(src, dst) ? n / 4 : 0, rest = n - 4 * n4;
     if (n4) f32_to_bf16_x4_kernel<<<blocks_for(n4), 256, 0, s>>>((bf16 *)dst, src, n4);
-    if (rest) f32_to_bf16_kernel<<<blocks_for(rest), 256, 0, s>>>((bf16 *)dst + 4 * n4, src + 4 * n4, rest);
+    if (rest)
+        f32_to_lp_kernel<bf16><<<blocks_for(rest), 256, 0, s>>>((bf16 *)dst + 4 * n4, src + 4 * n4, rest);
     CUDA_CHECK(cudaGetLastError());
 }
 

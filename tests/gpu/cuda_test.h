@@ -1,5 +1,5 @@
 /* Shared by the GPU op tests (tests/gpu/test_cuda_ops*.c, one binary): per-test allocations,
- * random inputs in bf16, host/device tensors, the relative-L2 and bitwise comparisons, the
+ * the 16-bit type under test (A.dt: bf16 or fp16), random inputs rounded to it, host/device tensors, the relative-L2 and bitwise comparisons, the
  * tolerances (their reasoning in test_cuda_ops.c), and the tests the runner calls. */
 #ifndef MEGATRON_TESTS_GPU_CUDA_TEST_H
 #define MEGATRON_TESTS_GPU_CUDA_TEST_H
@@ -15,7 +15,7 @@
 #include "kernels/rng.h"
 #include "util/error.h"
 
-#define TOL_BF16 1e-2
+#define TOL_LP 1e-2
 #define TOL_F32 1e-4
 
 /* ---- per-test allocations, freed together when the test ends ---- */
@@ -25,6 +25,7 @@ struct allocs {
     void *host[MAX_ALLOCS], *dev[MAX_ALLOCS];
     int nhost, ndev;
     uint64_t seed, counter; /* random stream of this test */
+    enum dtype dt;          /* the 16-bit type of weights and activations: DT_BF16 or DT_F16 */
 };
 extern struct allocs A; /* defined in test_cuda_ops.c */
 
@@ -49,13 +50,21 @@ static inline void free_all(void)
 
 /* ---- data ---- */
 
-/* n normal values times scale, rounded to bf16 (what the GPU will hold). */
+/* n normal values times scale, rounded to A.dt (what the GPU will hold). */
 static inline float *randn(int64_t n, float scale)
 {
     float *x = halloc((size_t)n * sizeof(float));
     for (int64_t i = 0; i < n; i++) x[i] = (float)rng_normal(A.seed, 1, A.counter++) * scale;
-    round_to_dtype(x, n, DT_BF16);
+    round_to_dtype(x, n, A.dt);
     return x;
+}
+
+/* The spacing of A.dt's values next to v (v itself representable): 8 significant bits for bf16,
+ * 11 for fp16, whose subnormals below 2^-14 are 2^-24 apart. */
+static inline float lp_step(float v)
+{
+    if (A.dt == DT_BF16) return fabsf(v) * 0x1p-7f;
+    return fmaxf(fabsf(v) * 0x1p-10f, 0x1p-24f);
 }
 
 static inline int32_t *rand_ids(int64_t n, int64_t bound)
@@ -72,10 +81,11 @@ static inline float *copy_f(const float *x, int64_t n)
     return y;
 }
 
-static inline void *to_dev_bf16(const float *x, int64_t n)
+/* x rounded to A.dt, on the device. */
+static inline void *to_dev_lp(const float *x, int64_t n)
 {
     uint16_t *h = halloc((size_t)n * 2);
-    for (int64_t i = 0; i < n; i++) h[i] = f32_to_bf16(x[i]);
+    for (int64_t i = 0; i < n; i++) h[i] = A.dt == DT_F16 ? f32_to_f16(x[i]) : f32_to_bf16(x[i]);
     void *d = dalloc((size_t)n * 2);
     cuda_memcpy_h2d(d, h, (size_t)n * 2);
     return d;
@@ -94,8 +104,8 @@ static inline void poison(void *d, int64_t n, enum dtype dt)
     size_t es = dtype_size(dt);
     unsigned char *h = halloc((size_t)n * es);
     for (int64_t i = 0; i < n; i++) {
-        if (dt == DT_BF16) {
-            uint16_t v = 0x7fc0;
+        if (dt == DT_BF16 || dt == DT_F16) {
+            uint16_t v = dt == DT_BF16 ? 0x7fc0 : 0x7e00;
             memcpy(h + i * es, &v, 2);
         } else {
             float v = NAN;
@@ -105,12 +115,13 @@ static inline void poison(void *d, int64_t n, enum dtype dt)
     cuda_memcpy_h2d(d, h, (size_t)n * es);
 }
 
-static inline float *from_dev_bf16(const void *d, int64_t n)
+/* n A.dt values from the device, widened. */
+static inline float *from_dev_lp(const void *d, int64_t n)
 {
     uint16_t *h = halloc((size_t)n * 2);
     cuda_memcpy_d2h(h, d, (size_t)n * 2);
     float *x = halloc((size_t)n * sizeof(float));
-    for (int64_t i = 0; i < n; i++) x[i] = bf16_to_f32(h[i]);
+    for (int64_t i = 0; i < n; i++) x[i] = A.dt == DT_F16 ? f16_to_f32(h[i]) : bf16_to_f32(h[i]);
     return x;
 }
 

@@ -8,12 +8,13 @@
  * does not survive fork); `--in-process` runs them in this process instead, for compute-sanitizer,
  * which did not instrument the forked children. Output follows cmocka's summary lines.
  *
- * Method: inputs are drawn in fp32 and rounded to bf16 (the GPU's storage); the CPU op runs in fp32
+ * Method: every test of an op on 16-bit data runs twice, with bf16 and with fp16 storage (A.dt):
+ * inputs are drawn in fp32 and rounded to that type (the GPU's storage); the CPU op runs in fp32
  * on exactly those values; outputs are compared by relative L2 error ||gpu - cpu|| / ||cpu||.
  * Tolerances: a bf16 output carries its own rounding, a relative error up to 2^-9 per element,
  * about 1.1e-3 in L2 for uniform rounding; the GPU also rounds a few intermediates to bf16
- * (attention's P and dS, as cuDNN does), which adds a few 1e-3. So bf16 outputs must agree to
- * TOL_BF16 = 1e-2. fp32 outputs (parameter gradients, statistics, losses) come from the same bf16
+ * (attention's P and dS, as cuDNN does), which adds a few 1e-3. So 16-bit outputs must agree to
+ * TOL_LP = 1e-2 (fp16's rounding is 8 times finer: the same bound holds with room). fp32 outputs (parameter gradients, statistics, losses) come from the same bf16
  * inputs with fp32 arithmetic in another order: TOL_F32 = 1e-4 (observed errors are near 1e-6).
  * Outputs are poisoned with NaN before every run and a NaN anywhere fails the check. */
 #include <stdio.h>
@@ -33,9 +34,10 @@ struct test {
     const char *name;
     bool (*fn)(void);
     int expect_exit; /* 0, or the exit code the test must end with */
+    bool fp32_only;  /* no 16-bit data: runs once */
 };
 
-#define T(fn) {#fn, fn, 0}
+#define T(fn) {#fn, fn, 0, false}
 static const struct test TESTS[] = {
     T(test_linear_matches_cpu),
     T(test_linear_gelu_matches_cpu),
@@ -53,18 +55,19 @@ static const struct test TESTS[] = {
     T(test_add_zero_and_copy),
     T(test_cross_entropy_matches_cpu),
     T(test_vocab_parallel_cross_entropy_matches_cpu),
-    T(test_adam_is_bitwise_the_cpu),
-    T(test_sum_squares_matches_clip_norm),
+    {"test_adam_is_bitwise_the_cpu", test_adam_is_bitwise_the_cpu, 0, true},
+    {"test_sum_squares_matches_clip_norm", test_sum_squares_matches_clip_norm, 0, true},
     T(test_gradient_reductions_repeat_bitwise),
-    {"test_attention_dropout_is_rejected", test_attention_dropout_is_rejected, 2},
+    {"test_attention_dropout_is_rejected", test_attention_dropout_is_rejected, 2, true},
 };
 #undef T
 
 /* One test (in a child process unless --in-process): 0 when it passed. */
-static int run_child(const struct test *t, uint64_t seed)
+static int run_child(const struct test *t, uint64_t seed, enum dtype dt)
 {
     alarm(300);
     A.seed = seed;
+    A.dt = dt;
     cuda_init(0);
     bool ok = t->fn();
     cuda_synchronize();
@@ -89,12 +92,13 @@ static int dry_run(void)
                                              shape(2, 96, 4, 1, 64), shape(64, 1024, 12, 12, 64)};
     int failed = 0;
     printf("cuda_device_count() = %d\n", cuda_device_count());
-    for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++) {
+    for (size_t j = 0; j < 2 * sizeof shapes / sizeof shapes[0]; j++) {
+        const struct attention_shape *s = &shapes[j / 2];
+        enum dtype dt = j % 2 ? DT_F16 : DT_BF16;
         char err[600];
-        bool ok = cuda_attention_dry_run(shapes[i], err, sizeof err);
-        printf("attention graphs B=%lld T=%lld n=%d g=%d d=%d: %s\n", (long long)shapes[i].batch,
-               (long long)shapes[i].seq, shapes[i].heads, shapes[i].groups, shapes[i].head_dim,
-               ok ? "finalized" : err);
+        bool ok = cuda_attention_dry_run_dtype(*s, dt, err, sizeof err);
+        printf("attention graphs %s B=%lld T=%lld n=%d g=%d d=%d: %s\n", dtype_name(dt), (long long)s->batch,
+               (long long)s->seq, s->heads, s->groups, s->head_dim, ok ? "finalized" : err);
         failed += !ok;
     }
     return failed ? 1 : 0;
@@ -126,21 +130,27 @@ int main(int argc, char **argv)
     printf("[==========] CUDA ops vs CPU ops, seed %llu (--seed to repeat)\n",
            (unsigned long long)seed);
     int passed = 0, failed = 0;
-    for (size_t i = 0; i < sizeof TESTS / sizeof TESTS[0]; i++) {
-        const struct test *t = &TESTS[i];
+    const enum dtype types[2] = {DT_BF16, DT_F16};
+    for (size_t j = 0; j < 2 * sizeof TESTS / sizeof TESTS[0]; j++) {
+        const struct test *t = &TESTS[j / 2];
+        enum dtype dt = types[j % 2];
+        size_t i = j / 2;
         bool wanted = nonly == 0;
         for (int k = 0; k < nonly; k++) wanted |= strstr(t->name, only[k]) != NULL;
         if (!wanted || (in_process && t->expect_exit)) continue; /* that one must exit */
-        printf("[ RUN      ] %s\n", t->name);
+        if (t->fp32_only && dt != DT_BF16) continue;
+        char name[160];
+        snprintf(name, sizeof name, "%s%s", t->name, t->fp32_only ? "" : dt == DT_F16 ? " (fp16)" : " (bf16)");
+        printf("[ RUN      ] %s\n", name);
         fflush(stdout);
         struct timespec t0, t1;
         clock_gettime(CLOCK_MONOTONIC, &t0);
         int code;
         if (in_process) {
-            code = run_child(t, seed + i);
+            code = run_child(t, seed + i, dt);
         } else {
             pid_t pid = fork();
-            if (pid == 0) _exit(run_child(t, seed + i));
+            if (pid == 0) _exit(run_child(t, seed + i, dt));
             int status = 0;
             waitpid(pid, &status, 0);
             code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
@@ -148,7 +158,7 @@ int main(int argc, char **argv)
         clock_gettime(CLOCK_MONOTONIC, &t1);
         bool ok = code == t->expect_exit;
         double ms = (t1.tv_sec - t0.tv_sec) * 1e3 + (t1.tv_nsec - t0.tv_nsec) / 1e6;
-        printf("[ %s ] %s (%.0f ms)\n", ok ? "      OK" : " FAILED ", t->name, ms);
+        printf("[ %s ] %s (%.0f ms)\n", ok ? "      OK" : " FAILED ", name, ms);
         passed += ok;
         failed += !ok;
     }

@@ -18,14 +18,14 @@ static bool rope_case(struct attention_shape s, int rotary_dim)
     int64_t N = s.batch * s.seq, W = qkv_width(s);
     float *qkv = randn(N * W, 1.0f), *dqkv = randn(N * W, 1.0f);
     int32_t *pos = rand_ids(N, 4096);
-    void *gq = to_dev_bf16(qkv, N * W), *gd = to_dev_bf16(dqkv, N * W), *gp = to_dev(pos, N * 4);
+    void *gq = to_dev_lp(qkv, N * W), *gd = to_dev_lp(dqkv, N * W), *gp = to_dev(pos, N * 4);
     cpu_rope_forward(H2(qkv, N, W), H1(pos, DT_I32, N), s, rotary_dim, 10000.0f);
     cpu_rope_backward(H2(dqkv, N, W), H1(pos, DT_I32, N), s, rotary_dim, 10000.0f);
-    cuda_rope_forward(D2(gq, DT_BF16, N, W), D1(gp, DT_I32, N), s, rotary_dim, 10000.0f);
-    cuda_rope_backward(D2(gd, DT_BF16, N, W), D1(gp, DT_I32, N), s, rotary_dim, 10000.0f);
+    cuda_rope_forward(D2(gq, A.dt, N, W), D1(gp, DT_I32, N), s, rotary_dim, 10000.0f);
+    cuda_rope_backward(D2(gd, A.dt, N, W), D1(gp, DT_I32, N), s, rotary_dim, 10000.0f);
     printf("   rope n=%d g=%d d=%d rotary_dim=%d\n", s.heads, s.groups, s.head_dim, rotary_dim);
-    return close_to("qkv (in place)", from_dev_bf16(gq, N * W), qkv, N * W, TOL_BF16) &
-           close_to("dqkv (in place)", from_dev_bf16(gd, N * W), dqkv, N * W, TOL_BF16);
+    return close_to("qkv (in place)", from_dev_lp(gq, N * W), qkv, N * W, TOL_LP) &
+           close_to("dqkv (in place)", from_dev_lp(gd, N * W), dqkv, N * W, TOL_LP);
 }
 
 bool test_rope_matches_cpu(void)
@@ -70,24 +70,24 @@ static bool attention_case(struct attention_shape s)
     float *out = halloc(N * C * 4), *probs = halloc(rows * s.seq * 4), *dqkv = halloc(N * W * 4);
     struct tensor hprobs = H1(probs, DT_F32, rows * s.seq);
     cpu_attention_forward(H2(out, N, C), hprobs, H2(qkv, N, W), s, nodrop);
-    round_to_dtype(out, N * C, DT_BF16); /* the backward reads O as the GPU stores it */
+    round_to_dtype(out, N * C, A.dt); /* the backward reads O as the GPU stores it */
     cpu_attention_backward(H2(dqkv, N, W), H2(dout, N, C), H2(qkv, N, W),
                            hprobs, H2(out, N, C), s, nodrop);
     float *lse = reference_lse(qkv, s);
 
-    void *gq = to_dev_bf16(qkv, N * W), *gdo = to_dev_bf16(dout, N * C);
+    void *gq = to_dev_lp(qkv, N * W), *gdo = to_dev_lp(dout, N * C);
     void *go = dalloc(N * C * 2), *gl = dalloc(rows * 4), *gd = dalloc(N * W * 2);
-    poison(go, N * C, DT_BF16), poison(gl, rows, DT_F32), poison(gd, N * W, DT_BF16);
+    poison(go, N * C, A.dt), poison(gl, rows, DT_F32), poison(gd, N * W, A.dt);
     int64_t ldims[3] = {s.batch, s.heads, s.seq};
     struct tensor glse = tensor_make(gl, DT_F32, DEV_CUDA, 3, ldims);
-    cuda_attention_forward(D2(go, DT_BF16, N, C), glse, D2(gq, DT_BF16, N, W), s, nodrop);
-    cuda_attention_backward(D2(gd, DT_BF16, N, W), D2(gdo, DT_BF16, N, C), D2(gq, DT_BF16, N, W),
-                            glse, D2(go, DT_BF16, N, C), s, nodrop);
+    cuda_attention_forward(D2(go, A.dt, N, C), glse, D2(gq, A.dt, N, W), s, nodrop);
+    cuda_attention_backward(D2(gd, A.dt, N, W), D2(gdo, A.dt, N, C), D2(gq, A.dt, N, W),
+                            glse, D2(go, A.dt, N, C), s, nodrop);
     printf("   attention B=%lld T=%lld n=%d g=%d d=%d\n", (long long)s.batch, (long long)s.seq,
            s.heads, s.groups, s.head_dim);
-    bool ok = close_to("out", from_dev_bf16(go, N * C), out, N * C, TOL_BF16);
+    bool ok = close_to("out", from_dev_lp(go, N * C), out, N * C, TOL_LP);
     ok &= close_to("log-sum-exp (vs double)", from_dev_f32(gl, rows), lse, rows, TOL_F32);
-    ok &= close_to("dqkv", from_dev_bf16(gd, N * W), dqkv, N * W, TOL_BF16);
+    ok &= close_to("dqkv", from_dev_lp(gd, N * W), dqkv, N * W, TOL_LP);
     return ok;
 }
 
@@ -129,16 +129,16 @@ bool test_bias_dropout_add_matches_cpu_and_cpu_mask(void)
     cpu_bias_dropout_add_forward(H2(y2, N, C), H2(x, N, C), H1(b, DT_F32, C), tensor_none(), drop);
     cpu_bias_dropout_add_backward(H2(dx, N, C), H1(db, DT_F32, C), H2(dy, N, C), drop);
 
-    void *gx = to_dev_bf16(x, N * C), *gb = to_dev_bf16(b, C), *gr = to_dev_bf16(r, N * C);
-    void *gx2 = to_dev_bf16(x, N * C), *gdy = to_dev_bf16(dy, N * C), *gdb = to_dev(db0, C * 4);
+    void *gx = to_dev_lp(x, N * C), *gb = to_dev_lp(b, C), *gr = to_dev_lp(r, N * C);
+    void *gx2 = to_dev_lp(x, N * C), *gdy = to_dev_lp(dy, N * C), *gdb = to_dev(db0, C * 4);
     /* y aliases x (in place), y2 has no residual; dx aliases dy */
-    cuda_bias_dropout_add_forward(D2(gx, DT_BF16, N, C), D2(gx, DT_BF16, N, C), D1(gb, DT_BF16, C),
-                                  D2(gr, DT_BF16, N, C), drop);
-    cuda_bias_dropout_add_forward(D2(gx2, DT_BF16, N, C), D2(gx2, DT_BF16, N, C),
-                                  D1(gb, DT_BF16, C), tensor_none(), drop);
-    cuda_bias_dropout_add_backward(D2(gdy, DT_BF16, N, C), D1(gdb, DT_F32, C),
-                                   D2(gdy, DT_BF16, N, C), drop);
-    float *gy2 = from_dev_bf16(gx2, N * C), *gdx = from_dev_bf16(gdy, N * C);
+    cuda_bias_dropout_add_forward(D2(gx, A.dt, N, C), D2(gx, A.dt, N, C), D1(gb, A.dt, C),
+                                  D2(gr, A.dt, N, C), drop);
+    cuda_bias_dropout_add_forward(D2(gx2, A.dt, N, C), D2(gx2, A.dt, N, C),
+                                  D1(gb, A.dt, C), tensor_none(), drop);
+    cuda_bias_dropout_add_backward(D2(gdy, A.dt, N, C), D1(gdb, DT_F32, C),
+                                   D2(gdy, A.dt, N, C), drop);
+    float *gy2 = from_dev_lp(gx2, N * C), *gdx = from_dev_lp(gdy, N * C);
     int64_t wrong = 0, dropped = 0;
     for (int64_t e = 0; e < N * C; e++) {
         bool keep = kept(drop, e);
@@ -149,9 +149,9 @@ bool test_bias_dropout_add_matches_cpu_and_cpu_mask(void)
     printf("    %-34s %lld dropped of %lld, %lld disagree with rng.h %s\n", "masks",
            (long long)dropped, (long long)(N * C), (long long)wrong, wrong ? "FAIL" : "ok");
     bool ok = wrong == 0 && dropped > 0;
-    ok &= close_to("y = dropout(x + b) + r", from_dev_bf16(gx, N * C), y, N * C, TOL_BF16);
-    ok &= close_to("y = dropout(x + b)", gy2, y2, N * C, TOL_BF16);
-    ok &= close_to("dx", gdx, dx, N * C, TOL_BF16);
+    ok &= close_to("y = dropout(x + b) + r", from_dev_lp(gx, N * C), y, N * C, TOL_LP);
+    ok &= close_to("y = dropout(x + b)", gy2, y2, N * C, TOL_LP);
+    ok &= close_to("dx", gdx, dx, N * C, TOL_LP);
     ok &= close_to("db (+=)", from_dev_f32(gdb, C), db, C, TOL_F32);
     return ok;
 }
@@ -161,17 +161,17 @@ bool test_add_zero_and_copy(void)
     const int64_t n = 10007;
     float *a = randn(n, 1.0f), *b = randn(n, 1.0f), *y = halloc(n * 4), *z = halloc(n * 4);
     cpu_add(H1(y, DT_F32, n), H1(a, DT_F32, n), H1(b, DT_F32, n));
-    void *ga = to_dev_bf16(a, n), *gb = to_dev_bf16(b, n), *gy = dalloc(n * 2), *gz = dalloc(n * 4);
+    void *ga = to_dev_lp(a, n), *gb = to_dev_lp(b, n), *gy = dalloc(n * 2), *gz = dalloc(n * 4);
     void *gc = dalloc(n * 2);
-    poison(gy, n, DT_BF16), poison(gz, n, DT_F32), poison(gc, n, DT_BF16);
-    cuda_copy(D1(gc, DT_BF16, n), D1(ga, DT_BF16, n)); /* before a changes below */
-    cuda_add(D1(gy, DT_BF16, n), D1(ga, DT_BF16, n), D1(gb, DT_BF16, n));
-    cuda_add(D1(ga, DT_BF16, n), D1(ga, DT_BF16, n), D1(gb, DT_BF16, n)); /* y aliases a */
+    poison(gy, n, A.dt), poison(gz, n, DT_F32), poison(gc, n, A.dt);
+    cuda_copy(D1(gc, A.dt, n), D1(ga, A.dt, n)); /* before a changes below */
+    cuda_add(D1(gy, A.dt, n), D1(ga, A.dt, n), D1(gb, A.dt, n));
+    cuda_add(D1(ga, A.dt, n), D1(ga, A.dt, n), D1(gb, A.dt, n)); /* y aliases a */
     cuda_zero(D1(gz, DT_F32, n));
-    bool ok = close_to("y = a + b", from_dev_bf16(gy, n), y, n, TOL_BF16);
-    ok &= close_to("a += b (aliased)", from_dev_bf16(ga, n), y, n, TOL_BF16);
+    bool ok = close_to("y = a + b", from_dev_lp(gy, n), y, n, TOL_LP);
+    ok &= close_to("a += b (aliased)", from_dev_lp(ga, n), y, n, TOL_LP);
     ok &= bitwise("zero", from_dev_f32(gz, n), z, n);
-    ok &= bitwise("copy", from_dev_bf16(gc, n), a, n);
+    ok &= bitwise("copy", from_dev_lp(gc, n), a, n);
     return ok;
 }
 
@@ -188,26 +188,26 @@ static bool cross_entropy_case(int64_t N, int64_t V, bool in_place)
     cpu_cross_entropy_forward(H1(loss, DT_F32, N), H2(logits, N, V), H1(t, DT_I32, N));
     cpu_cross_entropy_backward(H2(dlogits, N, V), H2(logits, N, V), H1(t, DT_I32, N),
                                H1(dl, DT_F32, N));
-    void *gl = to_dev_bf16(logits, N * V), *gt = to_dev(t, N * 4), *gdl = to_dev(dl, N * 4);
+    void *gl = to_dev_lp(logits, N * V), *gt = to_dev(t, N * 4), *gdl = to_dev(dl, N * 4);
     void *gloss = dalloc(N * 4), *gd = in_place ? gl : dalloc(N * V * 2);
     poison(gloss, N, DT_F32);
-    if (!in_place) poison(gd, N * V, DT_BF16);
-    cuda_cross_entropy_forward(D1(gloss, DT_F32, N), D2(gl, DT_BF16, N, V), D1(gt, DT_I32, N));
-    cuda_cross_entropy_backward(D2(gd, DT_BF16, N, V), D2(gl, DT_BF16, N, V), D1(gt, DT_I32, N),
+    if (!in_place) poison(gd, N * V, A.dt);
+    cuda_cross_entropy_forward(D1(gloss, DT_F32, N), D2(gl, A.dt, N, V), D1(gt, DT_I32, N));
+    cuda_cross_entropy_backward(D2(gd, A.dt, N, V), D2(gl, A.dt, N, V), D1(gt, DT_I32, N),
                                 D1(gdl, DT_F32, N));
     printf("   cross-entropy N=%lld V=%lld%s\n", (long long)N, (long long)V,
            in_place ? " (in place)" : "");
     bool ok = close_to("losses (fp32)", from_dev_f32(gloss, N), loss, N, TOL_F32) &
-              close_to(in_place ? "dlogits (in place)" : "dlogits", from_dev_bf16(gd, N * V), dlogits,
-                       N * V, TOL_BF16);
+              close_to(in_place ? "dlogits (in place)" : "dlogits", from_dev_lp(gd, N * V), dlogits,
+                       N * V, TOL_LP);
     /* the forward and backward in one op (a training step's forward), on fresh copies */
-    void *fl = to_dev_bf16(logits, N * V), *fd = in_place ? fl : dalloc(N * V * 2), *floss = dalloc(N * 4);
+    void *fl = to_dev_lp(logits, N * V), *fd = in_place ? fl : dalloc(N * V * 2), *floss = dalloc(N * 4);
     poison(floss, N, DT_F32);
-    if (!in_place) poison(fd, N * V, DT_BF16);
-    cuda_cross_entropy_forward_backward(D1(floss, DT_F32, N), D2(fd, DT_BF16, N, V), D2(fl, DT_BF16, N, V),
+    if (!in_place) poison(fd, N * V, A.dt);
+    cuda_cross_entropy_forward_backward(D1(floss, DT_F32, N), D2(fd, A.dt, N, V), D2(fl, A.dt, N, V),
                                         D1(gt, DT_I32, N), D1(gdl, DT_F32, N));
     ok &= close_to("fused: losses (fp32)", from_dev_f32(floss, N), loss, N, TOL_F32);
-    ok &= close_to("fused: dlogits", from_dev_bf16(fd, N * V), dlogits, N * V, TOL_BF16);
+    ok &= close_to("fused: dlogits", from_dev_lp(fd, N * V), dlogits, N * V, TOL_LP);
     return ok;
 }
 
@@ -230,13 +230,13 @@ bool test_vocab_parallel_cross_entropy_matches_cpu(void)
     cpu_vocab_parallel_ce_stats(H1(mx, DT_F32, N), H1(se, DT_F32, N), H1(tl, DT_F32, N),
                                 H2(logits, N, V), H1(t, DT_I32, N), start);
     for (int64_t n = 0; n < N; n++) gmax[n] = mx[n] + 0.25f * (float)(n % 3);
-    void *gl = to_dev_bf16(logits, N * V), *gt = to_dev(t, N * 4), *gdl = to_dev(dl, N * 4);
+    void *gl = to_dev_lp(logits, N * V), *gt = to_dev(t, N * 4), *gdl = to_dev(dl, N * 4);
     void *ggm = to_dev(gmax, N * 4), *gmx = dalloc(N * 4), *gse = dalloc(N * 4);
     void *gtl = dalloc(N * 4), *gloss = dalloc(N * 4), *glse = dalloc(N * 4);
     poison(gmx, N, DT_F32), poison(gse, N, DT_F32), poison(gtl, N, DT_F32);
     poison(gloss, N, DT_F32), poison(glse, N, DT_F32);
     cuda_vocab_parallel_ce_stats(D1(gmx, DT_F32, N), D1(gse, DT_F32, N), D1(gtl, DT_F32, N),
-                                 D2(gl, DT_BF16, N, V), D1(gt, DT_I32, N), start);
+                                 D2(gl, A.dt, N, V), D1(gt, DT_I32, N), start);
     bool ok = bitwise("row_max", from_dev_f32(gmx, N), mx, N);
     ok &= close_to("sum_exp", from_dev_f32(gse, N), se, N, TOL_F32);
     ok &= bitwise("target_logit", from_dev_f32(gtl, N), tl, N);
@@ -248,13 +248,13 @@ bool test_vocab_parallel_cross_entropy_matches_cpu(void)
     cuda_vocab_parallel_ce_rescale(D1(gse, DT_F32, N), D1(gmx, DT_F32, N), D1(ggm, DT_F32, N));
     cuda_vocab_parallel_ce_loss(D1(gloss, DT_F32, N), D1(glse, DT_F32, N), D1(ggm, DT_F32, N),
                                 D1(gse, DT_F32, N), D1(gtl, DT_F32, N));
-    cuda_vocab_parallel_ce_backward(D2(gl, DT_BF16, N, V), D2(gl, DT_BF16, N, V),
+    cuda_vocab_parallel_ce_backward(D2(gl, A.dt, N, V), D2(gl, A.dt, N, V),
                                     D1(gt, DT_I32, N), start, D1(glse, DT_F32, N),
                                     D1(gdl, DT_F32, N));
     ok &= close_to("sum_exp rescaled", from_dev_f32(gse, N), se, N, TOL_F32);
     ok &= close_to("lse", from_dev_f32(glse, N), lse, N, TOL_F32);
     ok &= close_to("losses", from_dev_f32(gloss, N), loss, N, TOL_F32);
-    ok &= close_to("dlogits (in place)", from_dev_bf16(gl, N * V), dlogits, N * V, TOL_BF16);
+    ok &= close_to("dlogits (in place)", from_dev_lp(gl, N * V), dlogits, N * V, TOL_LP);
     return ok;
 }
 
@@ -312,8 +312,8 @@ bool test_gradient_reductions_repeat_bitwise(void)
     const int64_t N = 4096, C = 768, V = 50;
     float *dy = randn(N * C, 1.0f), *x = randn(N * C, 1.0f);
     int32_t *tok = rand_ids(N, V);
-    void *gdy = to_dev_bf16(dy, N * C), *gx = to_dev_bf16(x, N * C), *gt = to_dev(tok, N * 4);
-    void *gw = to_dev_bf16(randn(C * C, 0.05f), C * C);
+    void *gdy = to_dev_lp(dy, N * C), *gx = to_dev_lp(x, N * C), *gt = to_dev(tok, N * 4);
+    void *gw = to_dev_lp(randn(C * C, 0.05f), C * C);
     float *first[3] = {0};
     bool ok = true;
     for (int run = 0; run < 2; run++) {
@@ -321,9 +321,9 @@ bool test_gradient_reductions_repeat_bitwise(void)
         cuda_memset_zero(db, C * 4), cuda_memset_zero(dw, C * C * 4);
         cuda_memset_zero(dwte, V * C * 4);
         cuda_linear_backward(tensor_none(), D2(dw, DT_F32, C, C), D1(db, DT_F32, C),
-                             D2(gdy, DT_BF16, N, C), D2(gx, DT_BF16, N, C), D2(gw, DT_BF16, C, C));
+                             D2(gdy, A.dt, N, C), D2(gx, A.dt, N, C), D2(gw, A.dt, C, C));
         cuda_embedding_backward(D2(dwte, DT_F32, V, C), 0, tensor_none(),
-                                D2(gdy, DT_BF16, N, C), D1(gt, DT_I32, N), tensor_none());
+                                D2(gdy, A.dt, N, C), D1(gt, DT_I32, N), tensor_none());
         float *now[3] = {from_dev_f32(db, C), from_dev_f32(dw, C * C), from_dev_f32(dwte, V * C)};
         if (run == 0) {
             memcpy(first, now, sizeof now);
@@ -335,16 +335,16 @@ bool test_gradient_reductions_repeat_bitwise(void)
     }
     /* linear_fc2's backward through the GeLU: the bias gradient of either path, and dpre */
     for (int form = 0; form < 2; form++) {
-        void *pre = to_dev_bf16(randn(N * C, 2.0f), N * C), *dpre = dalloc(N * C * 2);
+        void *pre = to_dev_lp(randn(N * C, 2.0f), N * C), *dpre = dalloc(N * C * 2);
         float *dbs[2], *dpres[2];
         for (int run = 0; run < 2; run++) {
             void *db = dalloc(C * 4);
             cuda_memset_zero(db, C * 4);
-            cuda_linear_dgelu_backward(D2(dpre, DT_BF16, N, C), D1(db, DT_F32, C), tensor_none(),
-                                       D2(gdy, DT_BF16, N, C), tensor_none(),
-                                       D2(gw, DT_BF16, C, C), D2(pre, DT_BF16, N, C), form == 1);
+            cuda_linear_dgelu_backward(D2(dpre, A.dt, N, C), D1(db, DT_F32, C), tensor_none(),
+                                       D2(gdy, A.dt, N, C), tensor_none(),
+                                       D2(gw, A.dt, C, C), D2(pre, A.dt, N, C), form == 1);
             dbs[run] = from_dev_f32(db, C);
-            dpres[run] = from_dev_bf16(dpre, N * C);
+            dpres[run] = from_dev_lp(dpre, N * C);
         }
         ok &= bitwise(form ? "dgelu (tanh) fc1 db, second run" : "dgelu (erf) fc1 db, second run",
                       dbs[1], dbs[0], C);
@@ -352,7 +352,7 @@ bool test_gradient_reductions_repeat_bitwise(void)
     }
     /* the norm backwards with the residual add: dx, dw (and db) of the one-pass kernel */
     for (int rms = 0; rms < 2; rms++) {
-        void *nw = to_dev_bf16(randn(C, 1.0f), C), *dres = to_dev_bf16(randn(N * C, 1.0f), N * C);
+        void *nw = to_dev_lp(randn(C, 1.0f), C), *dres = to_dev_lp(randn(N * C, 1.0f), N * C);
         float *m = randn(N, 0.1f), *r = randn(N, 0.2f);
         for (int64_t i = 0; i < N; i++) r[i] = 1.0f + fabsf(r[i]);
         void *gm = to_dev(m, N * 4), *gr = to_dev(r, N * 4), *dx = dalloc(N * C * 2);
@@ -361,17 +361,17 @@ bool test_gradient_reductions_repeat_bitwise(void)
             void *dw = dalloc(C * 4), *db = dalloc(C * 4);
             cuda_memset_zero(dw, C * 4), cuda_memset_zero(db, C * 4);
             if (rms)
-                cuda_rmsnorm_backward_add(D2(dx, DT_BF16, N, C), D1(dw, DT_F32, C),
-                                          D2(gdy, DT_BF16, N, C), D2(gx, DT_BF16, N, C),
-                                          D1(nw, DT_BF16, C), D1(gr, DT_F32, N),
-                                          D2(dres, DT_BF16, N, C));
+                cuda_rmsnorm_backward_add(D2(dx, A.dt, N, C), D1(dw, DT_F32, C),
+                                          D2(gdy, A.dt, N, C), D2(gx, A.dt, N, C),
+                                          D1(nw, A.dt, C), D1(gr, DT_F32, N),
+                                          D2(dres, A.dt, N, C));
             else
-                cuda_layernorm_backward_add(D2(dx, DT_BF16, N, C), D1(dw, DT_F32, C),
-                                            D1(db, DT_F32, C), D2(gdy, DT_BF16, N, C),
-                                            D2(gx, DT_BF16, N, C), D1(nw, DT_BF16, C),
+                cuda_layernorm_backward_add(D2(dx, A.dt, N, C), D1(dw, DT_F32, C),
+                                            D1(db, DT_F32, C), D2(gdy, A.dt, N, C),
+                                            D2(gx, A.dt, N, C), D1(nw, A.dt, C),
                                             D1(gm, DT_F32, N), D1(gr, DT_F32, N),
-                                            D2(dres, DT_BF16, N, C));
-            got[run][0] = from_dev_bf16(dx, N * C);
+                                            D2(dres, A.dt, N, C));
+            got[run][0] = from_dev_lp(dx, N * C);
             got[run][1] = from_dev_f32(dw, C);
             got[run][2] = from_dev_f32(db, C);
         }
@@ -393,7 +393,7 @@ bool test_attention_dropout_is_rejected(void)
     int64_t N = 128, W = qkv_width(s);
     void *q = dalloc(N * W * 2), *o = dalloc(N * 128 * 2), *l = dalloc(2 * 128 * 4);
     struct dropout_key drop = {0.1f, 1, 2, 0};
-    cuda_attention_forward(D2(o, DT_BF16, N, 128), D1(l, DT_F32, 256), D2(q, DT_BF16, N, W), s,
+    cuda_attention_forward(D2(o, A.dt, N, 128), D1(l, DT_F32, 256), D2(q, A.dt, N, W), s,
                            drop);
     printf("    attention dropout was accepted FAIL\n");
     return false;

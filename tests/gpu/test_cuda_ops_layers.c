@@ -16,20 +16,20 @@ static bool linear_case(int64_t N, int64_t in, int64_t out, bool bias)
     cpu_linear_backward(H2(dx, N, in), H2(dw, out, in), H1(db, DT_F32, out), H2(dy, N, out),
                         H2(x, N, in), H2(w, out, in));
 
-    void *gx = to_dev_bf16(x, N * in), *gw = to_dev_bf16(w, out * in), *gb = to_dev_bf16(b, out);
-    void *gdy = to_dev_bf16(dy, N * out), *gy = dalloc(N * out * 2), *gdx = dalloc(N * in * 2);
+    void *gx = to_dev_lp(x, N * in), *gw = to_dev_lp(w, out * in), *gb = to_dev_lp(b, out);
+    void *gdy = to_dev_lp(dy, N * out), *gy = dalloc(N * out * 2), *gdx = dalloc(N * in * 2);
     void *gdw = to_dev(dw0, out * in * 4), *gdb = to_dev(db0, out * 4);
-    poison(gy, N * out, DT_BF16);
-    poison(gdx, N * in, DT_BF16);
-    cuda_linear_forward(D2(gy, DT_BF16, N, out), D2(gx, DT_BF16, N, in),
-                        D2(gw, DT_BF16, out, in), bias ? D1(gb, DT_BF16, out) : tensor_none());
-    cuda_linear_backward(D2(gdx, DT_BF16, N, in), D2(gdw, DT_F32, out, in), D1(gdb, DT_F32, out),
-                         D2(gdy, DT_BF16, N, out), D2(gx, DT_BF16, N, in),
-                         D2(gw, DT_BF16, out, in));
+    poison(gy, N * out, A.dt);
+    poison(gdx, N * in, A.dt);
+    cuda_linear_forward(D2(gy, A.dt, N, out), D2(gx, A.dt, N, in),
+                        D2(gw, A.dt, out, in), bias ? D1(gb, A.dt, out) : tensor_none());
+    cuda_linear_backward(D2(gdx, A.dt, N, in), D2(gdw, DT_F32, out, in), D1(gdb, DT_F32, out),
+                         D2(gdy, A.dt, N, out), D2(gx, A.dt, N, in),
+                         D2(gw, A.dt, out, in));
     printf("   N=%lld in=%lld out=%lld bias=%d\n", (long long)N, (long long)in, (long long)out,
            bias);
-    bool ok = close_to("y", from_dev_bf16(gy, N * out), y, N * out, TOL_BF16);
-    ok &= close_to("dx", from_dev_bf16(gdx, N * in), dx, N * in, TOL_BF16);
+    bool ok = close_to("y", from_dev_lp(gy, N * out), y, N * out, TOL_LP);
+    ok &= close_to("dx", from_dev_lp(gdx, N * in), dx, N * in, TOL_LP);
     ok &= close_to("dw (+=, fp32)", from_dev_f32(gdw, out * in), dw, out * in, TOL_F32);
     ok &= close_to("db (+=, fp32)", from_dev_f32(gdb, out), db, out, TOL_F32);
     return ok;
@@ -43,8 +43,9 @@ bool test_linear_matches_cpu(void)
 
 /* The two GeLU forms differ by less than bf16's rounding per element, but over many elements the
  * output sits measurably closer (in L2) to the form that computed it (about 1% for y, simulated
- * with bf16 rounding: never the wrong way in 300 draws of 20000 elements): a check that the right
- * form ran (cuBLASLt's epilogue, say), which the tolerances alone could not make. */
+ * with bf16 rounding: never the wrong way in 300 draws of 20000 elements; fp16's finer rounding
+ * only widens the gap): a check that the right form ran (cuBLASLt's epilogue, say), which the
+ * tolerances alone could not make. */
 static bool closer_to_form(const char *what, const float *got, const float *tanh_form,
                            const float *erf_form, int64_t n, bool tanh_approx)
 {
@@ -56,13 +57,13 @@ static bool closer_to_form(const char *what, const float *got, const float *tanh
     return ok;
 }
 
-/* The GEMM + kernel path applies the GeLU to the stored bf16 pre, so its y is the requested form
- * on those values rounded to bf16: at most one bf16 step away (the GPU's and the CPU's tanhf and
- * erff may differ in their last fp32 bit), and rarely that. Below pre = -2.5 both forms compute
- * 1 + (a number near -1), where that last bit is a large part of the result: those elements are
- * left to the tolerance checks. The forms differ by less than a bf16 step over most of the range,
- * so statistics on a few hundred distinct bf16 inputs could not tell them apart; this exact check
- * makes the form's computation, not its name, what is tested. */
+/* The GEMM + kernel path applies the GeLU to the stored 16-bit pre, so its y is the requested form
+ * on those values rounded to the 16-bit type: at most one step of it away (the GPU's and the CPU's
+ * tanhf and erff may differ in their last fp32 bit), and rarely that. Below pre = -2.5 both forms
+ * compute 1 + (a number near -1), where that last bit is a large part of the result: those
+ * elements are left to the tolerance checks. The forms differ by less than a bf16 step over most
+ * of the range, so statistics on a few hundred distinct bf16 inputs could not tell them apart;
+ * this exact check makes the form's computation, not its name, what is tested. */
 static bool rounds_to_form(const char *what, const float *got, const float *form, const float *pre, int64_t n)
 {
     int64_t off_by_one = 0, worse = 0, tail = 0;
@@ -72,14 +73,13 @@ static bool rounds_to_form(const char *what, const float *got, const float *form
             continue;
         }
         float want = form[i];
-        round_to_dtype(&want, 1, DT_BF16);
+        round_to_dtype(&want, 1, A.dt);
         if (got[i] == want) continue;
-        float step = fabsf(want) * 0x1p-7f; /* one bf16 step at this magnitude (8 significant bits) */
-        if (fabsf(got[i] - want) <= step * 1.01f) off_by_one++;
+        if (fabsf(got[i] - want) <= lp_step(want) * 1.01f) off_by_one++;
         else worse++;
     }
     bool ok = worse == 0 && off_by_one * 1000 <= n;
-    printf("    %-34s %lld of %lld one bf16 step off, %lld further (%lld below -2.5 not counted): %s\n", what,
+    printf("    %-34s %lld of %lld one step off, %lld further (%lld below -2.5 not counted): %s\n", what,
            (long long)off_by_one, (long long)n, (long long)worse, (long long)tail, ok ? "ok" : "FAIL");
     return ok;
 }
@@ -93,11 +93,11 @@ static bool linear_gelu_case(int64_t N, int64_t in, int64_t F, bool bias, bool t
     float *y = halloc(N * F * 4), *pre = halloc(N * F * 4);
     struct tensor hb = bias ? H1(b1, DT_F32, F) : tensor_none();
     cpu_linear_gelu_forward(H2(y, N, F), H2(pre, N, F), H2(x, N, in), H2(w1, F, in), hb, tanh_approx);
-    void *gx = to_dev_bf16(x, N * in), *gw1 = to_dev_bf16(w1, F * in), *gb1 = to_dev_bf16(b1, F);
+    void *gx = to_dev_lp(x, N * in), *gw1 = to_dev_lp(w1, F * in), *gb1 = to_dev_lp(b1, F);
     void *gy = dalloc(N * F * 2), *gpre = dalloc(N * F * 2);
-    poison(gy, N * F, DT_BF16), poison(gpre, N * F, DT_BF16);
-    cuda_linear_gelu_forward(D2(gy, DT_BF16, N, F), D2(gpre, DT_BF16, N, F), D2(gx, DT_BF16, N, in),
-                             D2(gw1, DT_BF16, F, in), bias ? D1(gb1, DT_BF16, F) : tensor_none(),
+    poison(gy, N * F, A.dt), poison(gpre, N * F, A.dt);
+    cuda_linear_gelu_forward(D2(gy, A.dt, N, F), D2(gpre, A.dt, N, F), D2(gx, A.dt, N, in),
+                             D2(gw1, A.dt, F, in), bias ? D1(gb1, A.dt, F) : tensor_none(),
                              tanh_approx);
     bool fwd_epilogue = cuda_linear_gelu_paths().forward_epilogue;
 
@@ -108,26 +108,26 @@ static bool linear_gelu_case(int64_t N, int64_t in, int64_t F, bool bias, bool t
     cpu_linear_dgelu_backward(H2(dpre, N, F), bias ? H1(db, DT_F32, F) : tensor_none(),
                               H2(dw, in, F), H2(dy, N, in), H2(act, N, F), H2(w2, in, F),
                               H2(pre2, N, F), tanh_approx);
-    void *gact = to_dev_bf16(act, N * F), *gpre2 = to_dev_bf16(pre2, N * F);
-    void *gw2 = to_dev_bf16(w2, in * F), *gdy = to_dev_bf16(dy, N * in);
+    void *gact = to_dev_lp(act, N * F), *gpre2 = to_dev_lp(pre2, N * F);
+    void *gw2 = to_dev_lp(w2, in * F), *gdy = to_dev_lp(dy, N * in);
     void *gdpre = dalloc(N * F * 2), *gdw = to_dev(dw0, in * F * 4), *gdb = to_dev(db0, F * 4);
-    poison(gdpre, N * F, DT_BF16);
-    cuda_linear_dgelu_backward(D2(gdpre, DT_BF16, N, F), bias ? D1(gdb, DT_F32, F) : tensor_none(),
-                               D2(gdw, DT_F32, in, F), D2(gdy, DT_BF16, N, in),
-                               D2(gact, DT_BF16, N, F), D2(gw2, DT_BF16, in, F),
-                               D2(gpre2, DT_BF16, N, F), tanh_approx);
+    poison(gdpre, N * F, A.dt);
+    cuda_linear_dgelu_backward(D2(gdpre, A.dt, N, F), bias ? D1(gdb, DT_F32, F) : tensor_none(),
+                               D2(gdw, DT_F32, in, F), D2(gdy, A.dt, N, in),
+                               D2(gact, A.dt, N, F), D2(gw2, A.dt, in, F),
+                               D2(gpre2, A.dt, N, F), tanh_approx);
     bool bwd_epilogue = cuda_linear_gelu_paths().backward_epilogue;
     printf("   N=%lld in=%lld F=%lld bias=%d tanh=%d: forward %s, backward %s\n", (long long)N,
            (long long)in, (long long)F, bias, tanh_approx,
            fwd_epilogue ? "cuBLASLt GELU_AUX epilogue" : "GEMM + kernel",
            bwd_epilogue ? "cuBLASLt DGELU epilogue" : "GEMM + kernel");
-    float *gpre_h = from_dev_bf16(gpre, N * F), *gy_h = from_dev_bf16(gy, N * F);
-    float *gdpre_h = from_dev_bf16(gdpre, N * F);
-    bool ok = close_to("pre", gpre_h, pre, N * F, TOL_BF16);
-    ok &= close_to("y = gelu(pre)", gy_h, y, N * F, TOL_BF16);
-    ok &= close_to("dpre", gdpre_h, dpre, N * F, TOL_BF16);
+    float *gpre_h = from_dev_lp(gpre, N * F), *gy_h = from_dev_lp(gy, N * F);
+    float *gdpre_h = from_dev_lp(gdpre, N * F);
+    bool ok = close_to("pre", gpre_h, pre, N * F, TOL_LP);
+    ok &= close_to("y = gelu(pre)", gy_h, y, N * F, TOL_LP);
+    ok &= close_to("dpre", gdpre_h, dpre, N * F, TOL_LP);
     /* both forms of y on the pre the GPU applied the GeLU to (the epilogue: the fp32 product, as
-     * the CPU's; the kernel: the stored bf16 pre), and of dpre (with a throwaway bias gradient) */
+     * the CPU's; the kernel: the stored 16-bit pre), and of dpre (with a throwaway bias gradient) */
     float *yt = halloc(N * F * 4), *ye = halloc(N * F * 4), *dpt = halloc(N * F * 4);
     float *dpe = halloc(N * F * 4), *dbx = halloc(F * 4);
     float *applied = fwd_epilogue ? pre : gpre_h;
@@ -141,11 +141,11 @@ static bool linear_gelu_case(int64_t N, int64_t in, int64_t F, bool bias, bool t
     else ok &= rounds_to_form("y: the form on the stored pre", gy_h, tanh_approx ? yt : ye, gpre_h, N * F);
     ok &= closer_to_form("dpre: form computed", gdpre_h, dpt, dpe, N * F, tanh_approx);
     ok &= close_to("dw (+=, fp32)", from_dev_f32(gdw, in * F), dw, in * F, TOL_F32);
-    /* The epilogue sums the fp32 products; the GEMM + kernel path stores dy w as bf16 before the
+    /* The epilogue sums the fp32 products; the GEMM + kernel path stores dy w as 16-bit before the
      * GeLU's derivative (as the unfused ops did), so its sum carries that rounding (~1e-3). */
     if (bias)
-        ok &= close_to(bwd_epilogue ? "fc1 db (+=, fp32)" : "fc1 db (+=, from bf16 dy w)",
-                       from_dev_f32(gdb, F), db, F, bwd_epilogue ? TOL_F32 : TOL_BF16);
+        ok &= close_to(bwd_epilogue ? "fc1 db (+=, fp32)" : "fc1 db (+=, from 16-bit dy w)",
+                       from_dev_f32(gdb, F), db, F, bwd_epilogue ? TOL_F32 : TOL_LP);
     return ok;
 }
 
@@ -173,17 +173,17 @@ static bool embedding_case(int64_t vocab_start, int64_t vocab_total)
     cpu_embedding_backward(H2(dwte, V, H), vocab_start, H2(dwpe, P, H), H2(dy, N, H),
                            H1(tok, DT_I32, N), H1(pos, DT_I32, N));
     void *gy = dalloc(N * H * 2), *gtok = to_dev(tok, N * 4), *gpos = to_dev(pos, N * 4);
-    void *gwte = to_dev_bf16(wte, V * H), *gwpe = to_dev_bf16(wpe, P * H);
-    void *gdy = to_dev_bf16(dy, N * H), *gdwte = to_dev(dwte0, V * H * 4);
+    void *gwte = to_dev_lp(wte, V * H), *gwpe = to_dev_lp(wpe, P * H);
+    void *gdy = to_dev_lp(dy, N * H), *gdwte = to_dev(dwte0, V * H * 4);
     void *gdwpe = to_dev(dwpe0, P * H * 4);
-    poison(gy, N * H, DT_BF16);
-    cuda_embedding_forward(D2(gy, DT_BF16, N, H), D1(gtok, DT_I32, N), D2(gwte, DT_BF16, V, H),
-                           vocab_start, D2(gwpe, DT_BF16, P, H), D1(gpos, DT_I32, N));
+    poison(gy, N * H, A.dt);
+    cuda_embedding_forward(D2(gy, A.dt, N, H), D1(gtok, DT_I32, N), D2(gwte, A.dt, V, H),
+                           vocab_start, D2(gwpe, A.dt, P, H), D1(gpos, DT_I32, N));
     cuda_embedding_backward(D2(gdwte, DT_F32, V, H), vocab_start, D2(gdwpe, DT_F32, P, H),
-                            D2(gdy, DT_BF16, N, H), D1(gtok, DT_I32, N), D1(gpos, DT_I32, N));
+                            D2(gdy, A.dt, N, H), D1(gtok, DT_I32, N), D1(gpos, DT_I32, N));
     printf("   embedding rows [%lld, %lld) of a vocabulary of %lld\n", (long long)vocab_start,
            (long long)(vocab_start + V), (long long)vocab_total);
-    bool ok = close_to("y", from_dev_bf16(gy, N * H), y, N * H, TOL_BF16);
+    bool ok = close_to("y", from_dev_lp(gy, N * H), y, N * H, TOL_LP);
     ok &= bitwise("dwte (same adds, same order)", from_dev_f32(gdwte, V * H), dwte, V * H);
     ok &= bitwise("dwpe", from_dev_f32(gdwpe, P * H), dwpe, P * H);
     return ok;
@@ -202,7 +202,7 @@ static bool layernorm_case(int64_t N, int64_t C)
     float *dy = randn(N * C, 1.0f);
     float *dw0 = randn(C, 0.1f), *db0 = randn(C, 0.1f);
     for (int64_t i = 0; i < N * C; i++) x[i] += 0.5f; /* a nonzero mean */
-    round_to_dtype(x, N * C, DT_BF16);
+    round_to_dtype(x, N * C, A.dt);
     float *y = halloc(N * C * 4), *mean = halloc(N * 4), *rstd = halloc(N * 4);
     float *dx = halloc(N * C * 4), *dw = copy_f(dw0, C), *db = copy_f(db0, C);
     cpu_layernorm_forward(H2(y, N, C), H1(mean, DT_F32, N), H1(rstd, DT_F32, N), H2(x, N, C),
@@ -210,22 +210,22 @@ static bool layernorm_case(int64_t N, int64_t C)
     cpu_layernorm_backward(H2(dx, N, C), H1(dw, DT_F32, C), H1(db, DT_F32, C), H2(dy, N, C),
                            H2(x, N, C), H1(w, DT_F32, C), H1(mean, DT_F32, N),
                            H1(rstd, DT_F32, N));
-    void *gx = to_dev_bf16(x, N * C), *gw = to_dev_bf16(w, C), *gb = to_dev_bf16(b, C);
-    void *gdy = to_dev_bf16(dy, N * C), *gy = dalloc(N * C * 2), *gdx = dalloc(N * C * 2);
+    void *gx = to_dev_lp(x, N * C), *gw = to_dev_lp(w, C), *gb = to_dev_lp(b, C);
+    void *gdy = to_dev_lp(dy, N * C), *gy = dalloc(N * C * 2), *gdx = dalloc(N * C * 2);
     void *gm = dalloc(N * 4), *gr = dalloc(N * 4);
     void *gdw = to_dev(dw0, C * 4), *gdb = to_dev(db0, C * 4);
-    poison(gy, N * C, DT_BF16), poison(gdx, N * C, DT_BF16);
+    poison(gy, N * C, A.dt), poison(gdx, N * C, A.dt);
     poison(gm, N, DT_F32), poison(gr, N, DT_F32);
-    cuda_layernorm_forward(D2(gy, DT_BF16, N, C), D1(gm, DT_F32, N), D1(gr, DT_F32, N),
-                           D2(gx, DT_BF16, N, C), D1(gw, DT_BF16, C), D1(gb, DT_BF16, C), 1e-5f);
-    cuda_layernorm_backward(D2(gdx, DT_BF16, N, C), D1(gdw, DT_F32, C), D1(gdb, DT_F32, C),
-                            D2(gdy, DT_BF16, N, C), D2(gx, DT_BF16, N, C), D1(gw, DT_BF16, C),
+    cuda_layernorm_forward(D2(gy, A.dt, N, C), D1(gm, DT_F32, N), D1(gr, DT_F32, N),
+                           D2(gx, A.dt, N, C), D1(gw, A.dt, C), D1(gb, A.dt, C), 1e-5f);
+    cuda_layernorm_backward(D2(gdx, A.dt, N, C), D1(gdw, DT_F32, C), D1(gdb, DT_F32, C),
+                            D2(gdy, A.dt, N, C), D2(gx, A.dt, N, C), D1(gw, A.dt, C),
                             D1(gm, DT_F32, N), D1(gr, DT_F32, N));
     printf("   layernorm N=%lld C=%lld\n", (long long)N, (long long)C);
-    bool ok = close_to("y", from_dev_bf16(gy, N * C), y, N * C, TOL_BF16);
+    bool ok = close_to("y", from_dev_lp(gy, N * C), y, N * C, TOL_LP);
     ok &= close_to("mean", from_dev_f32(gm, N), mean, N, TOL_F32);
     ok &= close_to("rstd", from_dev_f32(gr, N), rstd, N, TOL_F32);
-    ok &= close_to("dx", from_dev_bf16(gdx, N * C), dx, N * C, TOL_BF16);
+    ok &= close_to("dx", from_dev_lp(gdx, N * C), dx, N * C, TOL_LP);
     ok &= close_to("dw (+=)", from_dev_f32(gdw, C), dw, C, TOL_F32);
     ok &= close_to("db (+=)", from_dev_f32(gdb, C), db, C, TOL_F32);
     return ok;
@@ -240,18 +240,18 @@ static bool rmsnorm_case(int64_t N, int64_t C)
     cpu_rmsnorm_forward(H2(y, N, C), H1(rstd, DT_F32, N), H2(x, N, C), H1(w, DT_F32, C), 1e-6f);
     cpu_rmsnorm_backward(H2(dx, N, C), H1(dw, DT_F32, C), H2(dy, N, C), H2(x, N, C),
                          H1(w, DT_F32, C), H1(rstd, DT_F32, N));
-    void *gx = to_dev_bf16(x, N * C), *gw = to_dev_bf16(w, C), *gdy = to_dev_bf16(dy, N * C);
+    void *gx = to_dev_lp(x, N * C), *gw = to_dev_lp(w, C), *gdy = to_dev_lp(dy, N * C);
     void *gy = dalloc(N * C * 2), *gdx = dalloc(N * C * 2), *gr = dalloc(N * 4);
     void *gdw = to_dev(dw0, C * 4);
-    poison(gy, N * C, DT_BF16), poison(gdx, N * C, DT_BF16), poison(gr, N, DT_F32);
-    cuda_rmsnorm_forward(D2(gy, DT_BF16, N, C), D1(gr, DT_F32, N), D2(gx, DT_BF16, N, C),
-                         D1(gw, DT_BF16, C), 1e-6f);
-    cuda_rmsnorm_backward(D2(gdx, DT_BF16, N, C), D1(gdw, DT_F32, C), D2(gdy, DT_BF16, N, C),
-                          D2(gx, DT_BF16, N, C), D1(gw, DT_BF16, C), D1(gr, DT_F32, N));
+    poison(gy, N * C, A.dt), poison(gdx, N * C, A.dt), poison(gr, N, DT_F32);
+    cuda_rmsnorm_forward(D2(gy, A.dt, N, C), D1(gr, DT_F32, N), D2(gx, A.dt, N, C),
+                         D1(gw, A.dt, C), 1e-6f);
+    cuda_rmsnorm_backward(D2(gdx, A.dt, N, C), D1(gdw, DT_F32, C), D2(gdy, A.dt, N, C),
+                          D2(gx, A.dt, N, C), D1(gw, A.dt, C), D1(gr, DT_F32, N));
     printf("   rmsnorm N=%lld C=%lld\n", (long long)N, (long long)C);
-    bool ok = close_to("y", from_dev_bf16(gy, N * C), y, N * C, TOL_BF16);
+    bool ok = close_to("y", from_dev_lp(gy, N * C), y, N * C, TOL_LP);
     ok &= close_to("rstd", from_dev_f32(gr, N), rstd, N, TOL_F32);
-    ok &= close_to("dx", from_dev_bf16(gdx, N * C), dx, N * C, TOL_BF16);
+    ok &= close_to("dx", from_dev_lp(gdx, N * C), dx, N * C, TOL_LP);
     ok &= close_to("dw (+=)", from_dev_f32(gdw, C), dw, C, TOL_F32);
     return ok;
 }
@@ -284,16 +284,16 @@ static bool norm_weight_grads_case(int64_t N, int64_t C, bool rms, bool with_db)
         cpu_layernorm_backward(tensor_none(), H1(dw, DT_F32, C), hdb, H2(dy, N, C), H2(x, N, C),
                                H1(w, DT_F32, C), H1(mean, DT_F32, N), H1(rstd, DT_F32, N));
     }
-    void *gx = to_dev_bf16(x, N * C), *gdy = to_dev_bf16(dy, N * C);
+    void *gx = to_dev_lp(x, N * C), *gdy = to_dev_lp(dy, N * C);
     void *gm = to_dev(mean, N * 4), *gs = to_dev(rstd, N * 4);
     void *gdw = to_dev(dw0, C * 4), *gdb = to_dev(db0, C * 4);
     if (rms)
-        cuda_rmsnorm_backward(tensor_none(), D1(gdw, DT_F32, C), D2(gdy, DT_BF16, N, C),
-                              D2(gx, DT_BF16, N, C), tensor_none(), D1(gs, DT_F32, N));
+        cuda_rmsnorm_backward(tensor_none(), D1(gdw, DT_F32, C), D2(gdy, A.dt, N, C),
+                              D2(gx, A.dt, N, C), tensor_none(), D1(gs, DT_F32, N));
     else
         cuda_layernorm_backward(tensor_none(), D1(gdw, DT_F32, C),
                                 with_db ? D1(gdb, DT_F32, C) : tensor_none(),
-                                D2(gdy, DT_BF16, N, C), D2(gx, DT_BF16, N, C), tensor_none(),
+                                D2(gdy, A.dt, N, C), D2(gx, A.dt, N, C), tensor_none(),
                                 D1(gm, DT_F32, N), D1(gs, DT_F32, N));
     printf("   %s backward, weight gradients only%s, N=%lld C=%lld\n",
            rms ? "rmsnorm" : "layernorm", !rms && !with_db ? " (no db)" : "", (long long)N,
@@ -313,7 +313,7 @@ bool test_norm_weight_gradients_alone_match_cpu(void)
 }
 
 /* mid = residual + dropout(x + b) then the norm, fused, against the CPU's two ops on the same
- * inputs with mid rounded to bf16 in between (the GPU normalizes mid as it stores it). C = 2304
+ * inputs with mid rounded to the 16-bit type in between (the GPU normalizes mid as it stores it). C = 2304
  * is past the kernel's registers and takes the two-kernel path. */
 static bool bias_dropout_add_norm_case(int64_t N, int64_t C, bool rms, float p, bool in_place)
 {
@@ -321,38 +321,38 @@ static bool bias_dropout_add_norm_case(int64_t N, int64_t C, bool rms, float p, 
     float *x = randn(N * C, 1.0f), *b = randn(C, 0.5f), *r = randn(N * C, 1.0f);
     float *w = randn(C, 1.0f), *nb = randn(C, 0.5f);
     for (int64_t i = 0; i < N * C; i++) r[i] += 0.5f; /* a nonzero mean */
-    round_to_dtype(r, N * C, DT_BF16);
+    round_to_dtype(r, N * C, A.dt);
     float *mid = halloc(N * C * 4), *y = halloc(N * C * 4), *mean = halloc(N * 4);
     float *rstd = halloc(N * 4);
     cpu_bias_dropout_add_forward(H2(mid, N, C), H2(x, N, C), H1(b, DT_F32, C), H2(r, N, C), drop);
-    round_to_dtype(mid, N * C, DT_BF16);
+    round_to_dtype(mid, N * C, A.dt);
     if (rms)
         cpu_rmsnorm_forward(H2(y, N, C), H1(rstd, DT_F32, N), H2(mid, N, C), H1(w, DT_F32, C), 1e-5f);
     else
         cpu_layernorm_forward(H2(y, N, C), H1(mean, DT_F32, N), H1(rstd, DT_F32, N), H2(mid, N, C),
                               H1(w, DT_F32, C), H1(nb, DT_F32, C), 1e-5f);
 
-    void *gx = to_dev_bf16(x, N * C), *gb = to_dev_bf16(b, C), *gr = to_dev_bf16(r, N * C);
-    void *gw = to_dev_bf16(w, C), *gnb = to_dev_bf16(nb, C);
+    void *gx = to_dev_lp(x, N * C), *gb = to_dev_lp(b, C), *gr = to_dev_lp(r, N * C);
+    void *gw = to_dev_lp(w, C), *gnb = to_dev_lp(nb, C);
     void *gmid = in_place ? gr : dalloc(N * C * 2), *gy = dalloc(N * C * 2);
     void *gm = dalloc(N * 4), *gs = dalloc(N * 4);
-    if (!in_place) poison(gmid, N * C, DT_BF16);
-    poison(gy, N * C, DT_BF16), poison(gm, N, DT_F32), poison(gs, N, DT_F32);
+    if (!in_place) poison(gmid, N * C, A.dt);
+    poison(gy, N * C, A.dt), poison(gm, N, DT_F32), poison(gs, N, DT_F32);
     if (rms)
-        cuda_bias_dropout_add_rmsnorm_forward(D2(gmid, DT_BF16, N, C), D2(gy, DT_BF16, N, C),
-                                              D1(gs, DT_F32, N), D2(gx, DT_BF16, N, C),
-                                              D1(gb, DT_BF16, C), D2(gr, DT_BF16, N, C), drop,
-                                              D1(gw, DT_BF16, C), 1e-5f);
+        cuda_bias_dropout_add_rmsnorm_forward(D2(gmid, A.dt, N, C), D2(gy, A.dt, N, C),
+                                              D1(gs, DT_F32, N), D2(gx, A.dt, N, C),
+                                              D1(gb, A.dt, C), D2(gr, A.dt, N, C), drop,
+                                              D1(gw, A.dt, C), 1e-5f);
     else
-        cuda_bias_dropout_add_layernorm_forward(D2(gmid, DT_BF16, N, C), D2(gy, DT_BF16, N, C),
+        cuda_bias_dropout_add_layernorm_forward(D2(gmid, A.dt, N, C), D2(gy, A.dt, N, C),
                                                 D1(gm, DT_F32, N), D1(gs, DT_F32, N),
-                                                D2(gx, DT_BF16, N, C), D1(gb, DT_BF16, C),
-                                                D2(gr, DT_BF16, N, C), drop, D1(gw, DT_BF16, C),
-                                                D1(gnb, DT_BF16, C), 1e-5f);
+                                                D2(gx, A.dt, N, C), D1(gb, A.dt, C),
+                                                D2(gr, A.dt, N, C), drop, D1(gw, A.dt, C),
+                                                D1(gnb, A.dt, C), 1e-5f);
     printf("   bias-dropout-add + %s N=%lld C=%lld p=%.1f%s\n", rms ? "rmsnorm" : "layernorm",
            (long long)N, (long long)C, p, in_place ? " (mid over the residual)" : "");
-    bool ok = close_to("mid", from_dev_bf16(gmid, N * C), mid, N * C, TOL_BF16);
-    ok &= close_to("y", from_dev_bf16(gy, N * C), y, N * C, TOL_BF16);
+    bool ok = close_to("mid", from_dev_lp(gmid, N * C), mid, N * C, TOL_LP);
+    ok &= close_to("y", from_dev_lp(gy, N * C), y, N * C, TOL_LP);
     if (!rms) ok &= close_to("mean", from_dev_f32(gm, N), mean, N, TOL_F32);
     ok &= close_to("rstd", from_dev_f32(gs, N), rstd, N, TOL_F32);
     return ok;
@@ -375,7 +375,7 @@ static bool norm_backward_add_case(int64_t N, int64_t C, bool rms)
     float *x = randn(N * C, 2.0f), *w = randn(C, 1.0f), *dy = randn(N * C, 1.0f);
     float *dres = randn(N * C, 1.0f), *dw0 = randn(C, 0.1f), *db0 = randn(C, 0.1f);
     for (int64_t i = 0; i < N * C; i++) x[i] += 0.5f;
-    round_to_dtype(x, N * C, DT_BF16);
+    round_to_dtype(x, N * C, A.dt);
     float *y = halloc(N * C * 4), *mean = halloc(N * 4), *rstd = halloc(N * 4);
     float *dx = halloc(N * C * 4), *dw = copy_f(dw0, C), *db = copy_f(db0, C);
     if (rms) {
@@ -389,32 +389,32 @@ static bool norm_backward_add_case(int64_t N, int64_t C, bool rms)
                                    H2(dy, N, C), H2(x, N, C), H1(w, DT_F32, C),
                                    H1(mean, DT_F32, N), H1(rstd, DT_F32, N), H2(dres, N, C));
     }
-    void *gx = to_dev_bf16(x, N * C), *gw = to_dev_bf16(w, C), *gdy = to_dev_bf16(dy, N * C);
-    void *gdres = to_dev_bf16(dres, N * C), *gdres2 = to_dev_bf16(dres, N * C);
+    void *gx = to_dev_lp(x, N * C), *gw = to_dev_lp(w, C), *gdy = to_dev_lp(dy, N * C);
+    void *gdres = to_dev_lp(dres, N * C), *gdres2 = to_dev_lp(dres, N * C);
     void *gm = to_dev(mean, N * 4), *gs = to_dev(rstd, N * 4), *gdx = dalloc(N * C * 2);
     void *gdw = to_dev(dw0, C * 4), *gdb = to_dev(db0, C * 4);
-    poison(gdx, N * C, DT_BF16);
+    poison(gdx, N * C, A.dt);
     if (rms) {
-        cuda_rmsnorm_backward_add(D2(gdx, DT_BF16, N, C), D1(gdw, DT_F32, C), D2(gdy, DT_BF16, N, C),
-                                  D2(gx, DT_BF16, N, C), D1(gw, DT_BF16, C), D1(gs, DT_F32, N),
-                                  D2(gdres, DT_BF16, N, C));
-        cuda_rmsnorm_backward_add(D2(gdres2, DT_BF16, N, C), tensor_none(), D2(gdy, DT_BF16, N, C),
-                                  D2(gx, DT_BF16, N, C), D1(gw, DT_BF16, C), D1(gs, DT_F32, N),
-                                  D2(gdres2, DT_BF16, N, C));
+        cuda_rmsnorm_backward_add(D2(gdx, A.dt, N, C), D1(gdw, DT_F32, C), D2(gdy, A.dt, N, C),
+                                  D2(gx, A.dt, N, C), D1(gw, A.dt, C), D1(gs, DT_F32, N),
+                                  D2(gdres, A.dt, N, C));
+        cuda_rmsnorm_backward_add(D2(gdres2, A.dt, N, C), tensor_none(), D2(gdy, A.dt, N, C),
+                                  D2(gx, A.dt, N, C), D1(gw, A.dt, C), D1(gs, DT_F32, N),
+                                  D2(gdres2, A.dt, N, C));
     } else {
-        cuda_layernorm_backward_add(D2(gdx, DT_BF16, N, C), D1(gdw, DT_F32, C), D1(gdb, DT_F32, C),
-                                    D2(gdy, DT_BF16, N, C), D2(gx, DT_BF16, N, C),
-                                    D1(gw, DT_BF16, C), D1(gm, DT_F32, N), D1(gs, DT_F32, N),
-                                    D2(gdres, DT_BF16, N, C));
-        cuda_layernorm_backward_add(D2(gdres2, DT_BF16, N, C), tensor_none(), tensor_none(),
-                                    D2(gdy, DT_BF16, N, C), D2(gx, DT_BF16, N, C),
-                                    D1(gw, DT_BF16, C), D1(gm, DT_F32, N), D1(gs, DT_F32, N),
-                                    D2(gdres2, DT_BF16, N, C));
+        cuda_layernorm_backward_add(D2(gdx, A.dt, N, C), D1(gdw, DT_F32, C), D1(gdb, DT_F32, C),
+                                    D2(gdy, A.dt, N, C), D2(gx, A.dt, N, C),
+                                    D1(gw, A.dt, C), D1(gm, DT_F32, N), D1(gs, DT_F32, N),
+                                    D2(gdres, A.dt, N, C));
+        cuda_layernorm_backward_add(D2(gdres2, A.dt, N, C), tensor_none(), tensor_none(),
+                                    D2(gdy, A.dt, N, C), D2(gx, A.dt, N, C),
+                                    D1(gw, A.dt, C), D1(gm, DT_F32, N), D1(gs, DT_F32, N),
+                                    D2(gdres2, A.dt, N, C));
     }
     printf("   %s backward + residual N=%lld C=%lld\n", rms ? "rmsnorm" : "layernorm", (long long)N,
            (long long)C);
-    bool ok = close_to("dx = norm' + dresidual", from_dev_bf16(gdx, N * C), dx, N * C, TOL_BF16);
-    ok &= close_to("dx over dresidual", from_dev_bf16(gdres2, N * C), dx, N * C, TOL_BF16);
+    bool ok = close_to("dx = norm' + dresidual", from_dev_lp(gdx, N * C), dx, N * C, TOL_LP);
+    ok &= close_to("dx over dresidual", from_dev_lp(gdres2, N * C), dx, N * C, TOL_LP);
     ok &= close_to("dw (+=)", from_dev_f32(gdw, C), dw, C, TOL_F32);
     if (!rms) ok &= close_to("db (+=)", from_dev_f32(gdb, C), db, C, TOL_F32);
     return ok;
@@ -435,14 +435,14 @@ static bool gelu_case(int64_t n, bool tanh_approx)
     float *x = randn(n, 2.0f), *dy = randn(n, 1.0f), *y = halloc(n * 4), *dx = halloc(n * 4);
     cpu_gelu_forward(H1(y, DT_F32, n), H1(x, DT_F32, n), tanh_approx);
     cpu_gelu_backward(H1(dx, DT_F32, n), H1(dy, DT_F32, n), H1(x, DT_F32, n), tanh_approx);
-    void *gx = to_dev_bf16(x, n), *gdy = to_dev_bf16(dy, n);
+    void *gx = to_dev_lp(x, n), *gdy = to_dev_lp(dy, n);
     void *gy = dalloc(n * 2), *gdx = dalloc(n * 2);
-    poison(gy, n, DT_BF16), poison(gdx, n, DT_BF16);
-    cuda_gelu_forward(D1(gy, DT_BF16, n), D1(gx, DT_BF16, n), tanh_approx);
-    cuda_gelu_backward(D1(gdx, DT_BF16, n), D1(gdy, DT_BF16, n), D1(gx, DT_BF16, n), tanh_approx);
+    poison(gy, n, A.dt), poison(gdx, n, A.dt);
+    cuda_gelu_forward(D1(gy, A.dt, n), D1(gx, A.dt, n), tanh_approx);
+    cuda_gelu_backward(D1(gdx, A.dt, n), D1(gdy, A.dt, n), D1(gx, A.dt, n), tanh_approx);
     printf("   gelu n=%lld tanh=%d\n", (long long)n, tanh_approx);
-    return close_to("y", from_dev_bf16(gy, n), y, n, TOL_BF16) &
-           close_to("dx", from_dev_bf16(gdx, n), dx, n, TOL_BF16);
+    return close_to("y", from_dev_lp(gy, n), y, n, TOL_LP) &
+           close_to("dx", from_dev_lp(gdx, n), dx, n, TOL_LP);
 }
 
 static bool swiglu_case(int64_t N, int64_t F)
@@ -451,15 +451,15 @@ static bool swiglu_case(int64_t N, int64_t F)
     float *y = halloc(N * F * 4), *dx = halloc(N * 2 * F * 4);
     cpu_swiglu_forward(H2(y, N, F), H2(x, N, 2 * F));
     cpu_swiglu_backward(H2(dx, N, 2 * F), H2(dy, N, F), H2(x, N, 2 * F));
-    void *gx = to_dev_bf16(x, N * 2 * F), *gdy = to_dev_bf16(dy, N * F);
+    void *gx = to_dev_lp(x, N * 2 * F), *gdy = to_dev_lp(dy, N * F);
     void *gy = dalloc(N * F * 2), *gdx = dalloc(N * 2 * F * 2);
-    poison(gy, N * F, DT_BF16), poison(gdx, N * 2 * F, DT_BF16);
-    cuda_swiglu_forward(D2(gy, DT_BF16, N, F), D2(gx, DT_BF16, N, 2 * F));
-    cuda_swiglu_backward(D2(gdx, DT_BF16, N, 2 * F), D2(gdy, DT_BF16, N, F),
-                         D2(gx, DT_BF16, N, 2 * F));
+    poison(gy, N * F, A.dt), poison(gdx, N * 2 * F, A.dt);
+    cuda_swiglu_forward(D2(gy, A.dt, N, F), D2(gx, A.dt, N, 2 * F));
+    cuda_swiglu_backward(D2(gdx, A.dt, N, 2 * F), D2(gdy, A.dt, N, F),
+                         D2(gx, A.dt, N, 2 * F));
     printf("   swiglu N=%lld F=%lld\n", (long long)N, (long long)F);
-    return close_to("y", from_dev_bf16(gy, N * F), y, N * F, TOL_BF16) &
-           close_to("dx", from_dev_bf16(gdx, N * 2 * F), dx, N * 2 * F, TOL_BF16);
+    return close_to("y", from_dev_lp(gy, N * F), y, N * F, TOL_LP) &
+           close_to("dx", from_dev_lp(gdx, N * 2 * F), dx, N * 2 * F, TOL_LP);
 }
 
 bool test_activations_match_cpu(void)
