@@ -10,19 +10,30 @@
  * spaced, and a small kernel packs Q into [N, n, d] (and unpacks dQ) around the cuDNN call.
  * Q, K, V, O and their gradients are the model's 16-bit type (bf16 or fp16), as are the graph's
  * 16-bit intermediates (P, dS^T, the GQA full-head products); all math is fp32. The saved
- * statistic is the natural-log LSE [B, n, T] (fp32), the op's `probs` argument. Each (shape,
- * 16-bit type, direction) builds its execution plan once and keeps it in the context. */
+ * statistic is the natural-log LSE [B, n, T] (fp32), the op's `probs` argument: that of the
+ * softmax before dropout. Each (shape, 16-bit type, dropout probability, direction) builds its
+ * execution plan once and keeps it in the context.
+ *
+ * Attention dropout (p > 0) is drawn inside the graph as the frontend's set_dropout does: a
+ * Philox RNG op (Bernoulli, keep probability 1 - p) makes a 0/1 mask, and P * mask * 1/(1-p)
+ * feeds P.V; the backward's RNG op, with the same seed and offset, regenerates the same mask.
+ * The seed is a 64-bit mix of the site's dropout_key (and the rank's first head), the offset 0,
+ * so the forward and backward of a site agree and every run repeats. The mask is cuDNN's, not
+ * kernels/rng.h's, so it differs from the CPU backend's attention mask (the hidden dropout masks,
+ * drawn by our own kernels, match the CPU's). With p = 0 the graphs have no RNG op at all. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 
 #include "kernels/cuda/cuda_common.h"
+#include "kernels/rng.h"
 
 /* Unique ids of the non-virtual tensors (the variant pack's keys); virtual ones count from
  * UID_VIRTUAL. */
 enum {
     UID_Q = 1, UID_K, UID_V, UID_O, UID_STATS, UID_SCALE, UID_NEG_INF, UID_NEG_INF_PAD, UID_ONE,
     UID_DO, UID_DQ, UID_DK, UID_DV, UID_SOFTMAX_SUM, UID_DQ_ACCUM, UID_SEQ_Q, UID_SEQ_KV,
+    UID_SEED, UID_OFFSET, UID_DROP_SCALE, UID_DROP_SCALE_INV,
     UID_VIRTUAL = 100
 };
 
@@ -32,6 +43,7 @@ enum { GB_MAX_DESCS = 256, GB_MAX_OPS = 64 };
 struct sdpa_dims {
     int64_t B, T, H, G, D; /* batch, sequence, query heads, key/value heads, head dim */
     enum dtype dt;         /* of Q, K, V, O and their gradients: DT_BF16 or DT_F16 */
+    float dropout_p;       /* attention dropout probability; 0: no RNG op in the graph */
     bool q_packed;         /* Q (and dQ) in a packed [N, H, D] buffer rather than inside qkv */
     bool backward;
     bool pad_workaround;   /* backward, T % 128 != 0, cuDNN <= 9.15: the frontend's padding mask */
@@ -306,7 +318,46 @@ static cudnnBackendDescriptor_t gb_padding_mask(struct graph_builder *gb,
     return y;
 }
 
-/* Forward: S = Q K^T * scale, causal mask, softmax with Stats = max + log(sum exp), O = P V. */
+/* The probability that the dropout mask keeps an element, one value for the forward and the
+ * backward graphs (the frontend computes it in double in one and in float in the other). */
+static double sdpa_keep_probability(float p)
+{
+    return (double)(1.0f - p);
+}
+
+/* The attention dropout mask as the frontend's set_dropout draws it: an RNG op, Bernoulli with
+ * keep probability 1 - p, seeded by int64 [1,1,1,1] seed and offset tensors in device memory;
+ * y is 1.0f (kept) or 0.0f, fp32 [B, H, T, T]. */
+static cudnnBackendDescriptor_t gb_dropout_mask(struct graph_builder *gb, float p,
+                                                const int64_t sd[4], const int64_t ss[4])
+{
+    const int64_t one[4] = {1, 1, 1, 1};
+    cudnnBackendDescriptor_t seed = gb_tensor(gb, CUDNN_DATA_INT64, one, one, UID_SEED, false);
+    cudnnBackendDescriptor_t offset = gb_tensor(gb, CUDNN_DATA_INT64, one, one, UID_OFFSET, false);
+    cudnnBackendDescriptor_t y = gb_tensor(gb, CUDNN_DATA_FLOAT, sd, ss, 0, false);
+    cudnnRngDistribution_t dist = CUDNN_RNG_DISTRIBUTION_BERNOULLI;
+    double keep = sdpa_keep_probability(p);
+    cudnnBackendDescriptor_t rng = gb_new(gb, CUDNN_BACKEND_RNG_DESCRIPTOR, "rng");
+    gb_set(gb, rng, CUDNN_ATTR_RNG_DISTRIBUTION, CUDNN_TYPE_RNG_DISTRIBUTION, 1, &dist,
+           "rng distribution");
+    gb_set(gb, rng, CUDNN_ATTR_RNG_BERNOULLI_DIST_PROBABILITY, CUDNN_TYPE_DOUBLE, 1, &keep,
+           "rng bernoulli probability");
+    gb_finalize(gb, rng, "rng descriptor");
+    cudnnBackendDescriptor_t op = gb_new(gb, CUDNN_BACKEND_OPERATION_RNG_DESCRIPTOR, "rng op");
+    gb_set(gb, op, CUDNN_ATTR_OPERATION_RNG_DESC, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &rng,
+           "rng op desc");
+    gb_set(gb, op, CUDNN_ATTR_OPERATION_RNG_YDESC, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &y, "rng y");
+    gb_set(gb, op, CUDNN_ATTR_OPERATION_RNG_SEED, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &seed,
+           "rng seed");
+    gb_set(gb, op, CUDNN_ATTR_OPERATION_RNG_OFFSET_DESC, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &offset,
+           "rng offset");
+    gb_finalize(gb, op, "rng op");
+    gb_op(gb, op);
+    return y;
+}
+
+/* Forward: S = Q K^T * scale, causal mask, softmax with Stats = max + log(sum exp), O = P V;
+ * with dropout O = (P * mask / (1 - p)) V, Stats unchanged. */
 static void build_forward(struct graph_builder *gb, const struct sdpa_dims *m)
 {
     const int64_t B = m->B, H = m->H, G = m->G, S = m->T, D = m->D;
@@ -341,9 +392,22 @@ static void build_forward(struct graph_builder *gb, const struct sdpa_dims *m)
     cudnnBackendDescriptor_t logz = gb_tensor(gb, CUDNN_DATA_FLOAT, rd, rs, 0, false);
     gb_pointwise(gb, CUDNN_POINTWISE_LOG, CUDNN_DATA_FLOAT, z, NULL, NULL, logz, -1);
     gb_pointwise(gb, CUDNN_POINTWISE_ADD, CUDNN_DATA_FLOAT, mx, logz, NULL, stats, -1);
-    cudnnBackendDescriptor_t p = gb_tensor(gb, io, sd, ss, 0, false);
+    if (m->dropout_p == 0.0f) {
+        cudnnBackendDescriptor_t p = gb_tensor(gb, io, sd, ss, 0, false);
+        gb_pointwise(gb, CUDNN_POINTWISE_DIV, CUDNN_DATA_FLOAT, e, z, NULL, p, -1);
+        gb_matmul(gb, p, v, o);
+        return;
+    }
+    /* the frontend's dropout branch: P stays fp32 until the scaled, masked P */
+    cudnnBackendDescriptor_t drop_scale = gb_scalar(gb, UID_DROP_SCALE);
+    cudnnBackendDescriptor_t p = gb_tensor(gb, CUDNN_DATA_FLOAT, sd, ss, 0, false);
     gb_pointwise(gb, CUDNN_POINTWISE_DIV, CUDNN_DATA_FLOAT, e, z, NULL, p, -1);
-    gb_matmul(gb, p, v, o);
+    cudnnBackendDescriptor_t mask = gb_dropout_mask(gb, m->dropout_p, sd, ss);
+    cudnnBackendDescriptor_t pm = gb_tensor(gb, CUDNN_DATA_FLOAT, sd, ss, 0, false);
+    gb_pointwise(gb, CUDNN_POINTWISE_MUL, CUDNN_DATA_FLOAT, p, mask, NULL, pm, -1);
+    cudnnBackendDescriptor_t pd = gb_tensor(gb, io, sd, ss, 0, false);
+    gb_pointwise(gb, CUDNN_POINTWISE_MUL, CUDNN_DATA_FLOAT, pm, drop_scale, NULL, pd, -1);
+    gb_matmul(gb, pd, v, o);
 }
 
 /* dX[B, G, T, D] = reduce over each group's heads of full[B, H, T, D] (GQA), or direct (MHA). */
@@ -364,7 +428,11 @@ static void gb_matmul_to_kv(struct graph_builder *gb, cudnnBackendDescriptor_t a
 
 /* Backward (the frontend's default, non-deterministic dQ accumulation in fp32):
  * softmax_sum = rowsum(dO * O); P = exp(S * scale - Stats) masked; dV = P^T dO;
- * dS = P (dO V^T - softmax_sum) * scale; dK = dS^T Q; dQ = dS K. */
+ * dS = P (dO V^T - softmax_sum) * scale; dK = dS^T Q; dQ = dS K. With dropout (mask M, keep
+ * probability 1 - p), as the frontend lowers it: the RNG op first, softmax_sum = rowsum(dO * O)
+ * * (1 - p); dV = (P * M / (1 - p))^T dO; dS = P (dO V^T * M - softmax_sum) / (1 - p) * scale.
+ * That is the softmax backward P (dP - rowsum(dO * O)) * scale of dP = dO V^T * M / (1 - p), the
+ * gradient of the undropped P, as rowsum(P * dP) = rowsum(dO * O). */
 static void build_backward(struct graph_builder *gb, const struct sdpa_dims *m)
 {
     const int64_t B = m->B, H = m->H, G = m->G, S = m->T, D = m->D;
@@ -388,12 +456,19 @@ static void build_backward(struct graph_builder *gb, const struct sdpa_dims *m)
     cudnnBackendDescriptor_t dk = gb_tensor(gb, io, kvd, st.k, UID_DK, false);
     cudnnBackendDescriptor_t dv = gb_tensor(gb, io, kvd, st.v, UID_DV, false);
     cudnnBackendDescriptor_t scale = gb_scalar(gb, UID_SCALE);
-    cudnnBackendDescriptor_t one = gb_scalar(gb, UID_ONE);
+    cudnnBackendDescriptor_t one = m->dropout_p > 0.0f ? NULL : gb_scalar(gb, UID_ONE);
     cudnnBackendDescriptor_t neg_inf = gb_scalar(gb, UID_NEG_INF);
     cudnnBackendDescriptor_t softmax_sum =
         gb_tensor(gb, CUDNN_DATA_FLOAT, rd, rs, UID_SOFTMAX_SUM, false);
     cudnnBackendDescriptor_t dq_accum =
         gb_tensor(gb, CUDNN_DATA_FLOAT, qd, acc_s, UID_DQ_ACCUM, false);
+    const bool dropout = m->dropout_p > 0.0f;
+    cudnnBackendDescriptor_t mask = NULL, drop_scale = NULL;
+    if (dropout) { /* 1 - p takes the place of the constant 1.0 */
+        drop_scale = gb_scalar(gb, UID_DROP_SCALE);
+        one = gb_scalar(gb, UID_DROP_SCALE_INV);
+        mask = gb_dropout_mask(gb, m->dropout_p, sd, ss);
+    }
 
     cudnnBackendDescriptor_t t1 = gb_tensor(gb, CUDNN_DATA_FLOAT, qd, dod_s, 0, false);
     gb_pointwise(gb, CUDNN_POINTWISE_MUL, CUDNN_DATA_FLOAT, dout, o, NULL, t1, -1);
@@ -411,16 +486,33 @@ static void build_backward(struct graph_builder *gb, const struct sdpa_dims *m)
     cudnnBackendDescriptor_t s4 = gb_causal_mask(gb, s3, neg_inf, sd, ss);
     cudnnBackendDescriptor_t p = gb_tensor(gb, CUDNN_DATA_FLOAT, sd, ss, 0, false);
     gb_pointwise(gb, CUDNN_POINTWISE_EXP, CUDNN_DATA_FLOAT, s4, NULL, NULL, p, -1);
+    cudnnBackendDescriptor_t p_used = p; /* what P.V used: P, or P * M / (1 - p) */
+    if (dropout) {
+        cudnnBackendDescriptor_t pm = gb_tensor(gb, CUDNN_DATA_FLOAT, sd, ss, 0, false);
+        gb_pointwise(gb, CUDNN_POINTWISE_MUL, CUDNN_DATA_FLOAT, p, mask, NULL, pm, -1);
+        p_used = gb_tensor(gb, CUDNN_DATA_FLOAT, sd, ss, 0, false);
+        gb_pointwise(gb, CUDNN_POINTWISE_MUL, CUDNN_DATA_FLOAT, pm, drop_scale, NULL, p_used, -1);
+    }
     cudnnBackendDescriptor_t pt = gb_tensor(gb, io, sd, sts, 0, false);
-    gb_reshape(gb, p, pt);
+    gb_reshape(gb, p_used, pt);
     gb_matmul_to_kv(gb, pt, dout, dv, m);
 
     cudnnBackendDescriptor_t dp = gb_tensor(gb, CUDNN_DATA_FLOAT, sd, ss, 0, false);
     gb_matmul(gb, dout, vt, dp);
+    if (dropout) {
+        cudnnBackendDescriptor_t dpm = gb_tensor(gb, CUDNN_DATA_FLOAT, sd, ss, 0, false);
+        gb_pointwise(gb, CUDNN_POINTWISE_MUL, CUDNN_DATA_FLOAT, dp, mask, NULL, dpm, -1);
+        dp = dpm;
+    }
     cudnnBackendDescriptor_t t3 = gb_tensor(gb, CUDNN_DATA_FLOAT, sd, ss, 0, false);
     gb_pointwise(gb, CUDNN_POINTWISE_SUB, CUDNN_DATA_FLOAT, dp, softmax_sum, NULL, t3, -1);
     cudnnBackendDescriptor_t t4 = gb_tensor(gb, CUDNN_DATA_FLOAT, sd, ss, 0, false);
     gb_pointwise(gb, CUDNN_POINTWISE_MUL, CUDNN_DATA_FLOAT, t3, p, NULL, t4, -1);
+    if (dropout) {
+        cudnnBackendDescriptor_t t5 = gb_tensor(gb, CUDNN_DATA_FLOAT, sd, ss, 0, false);
+        gb_pointwise(gb, CUDNN_POINTWISE_MUL, CUDNN_DATA_FLOAT, t4, drop_scale, NULL, t5, -1);
+        t4 = t5;
+    }
     cudnnBackendDescriptor_t ds = gb_tensor(gb, CUDNN_DATA_FLOAT, sd, ss, 0, false);
     gb_pointwise(gb, CUDNN_POINTWISE_MUL, CUDNN_DATA_FLOAT, t4, scale, NULL, ds, -1);
     cudnnBackendDescriptor_t dst = gb_tensor(gb, io, sd, sts, 0, false);
@@ -608,12 +700,14 @@ static __global__ void fill_int_kernel(int32_t *v, int n, int32_t value)
 
 /* ---- the ops ---- */
 
-static struct sdpa_dims sdpa_dims_of(struct attention_shape s, enum dtype dt, bool backward)
+static struct sdpa_dims sdpa_dims_of(struct attention_shape s, enum dtype dt, float dropout_p,
+                                     bool backward)
 {
     struct sdpa_dims m;
     memset(&m, 0, sizeof m); /* the struct is compared bytewise as a cache key */
     m.B = s.batch, m.T = s.seq, m.H = s.heads, m.G = s.groups, m.D = s.head_dim;
     m.dt = dt;
+    m.dropout_p = dropout_p;
     m.q_packed = s.heads != s.groups;
     m.backward = backward;
     m.pad_workaround = backward && s.seq % 128 != 0 && cudnnGetVersion() <= 91500;
@@ -623,9 +717,7 @@ static struct sdpa_dims sdpa_dims_of(struct attention_shape s, enum dtype dt, bo
 static void check_attention(const char *op, struct attention_shape s, struct dropout_key drop,
                             struct tensor qkv)
 {
-    if (drop.p > 0.0f)
-        die_user("--attention-dropout %g: not supported yet on the CUDA backend; use 0",
-                 (double)drop.p);
+    if (!(drop.p >= 0.0f && drop.p < 1.0f)) BUG("%s: dropout probability %g", op, (double)drop.p);
     if (s.head_dim % 8 != 0 || s.head_dim > 256)
         die_user("attention head dimension %d: the CUDA backend's fused attention needs a multiple "
                  "of 8 up to 256; change --kv-channels or the hidden size and heads", s.head_dim);
@@ -633,18 +725,71 @@ static void check_attention(const char *op, struct attention_shape s, struct dro
     if (!cuda_aligned16(qkv.data)) BUG("%s: qkv must be 16-byte aligned", op);
 }
 
+/* The (uid, pointer) pairs of one execution. */
+struct sdpa_pack {
+    int64_t uids[24];
+    void *ptrs[24];
+    int n;
+};
+
+static void pack_add(struct sdpa_pack *pk, int64_t uid, void *ptr)
+{
+    CHECK(pk->n < 24);
+    pk->uids[pk->n] = uid;
+    pk->ptrs[pk->n++] = ptr;
+}
+
+/* The by-value scales of a dropout graph: host memory that must live until the execution. */
+struct sdpa_dropout {
+    float scale, scale_inv; /* 1 / (1 - p) and 1 - p */
+};
+/* Device scratch for the seed and offset tensors (two int64, 16-byte aligned each). */
+enum { SDPA_SEED_BYTES = 256 };
+
+/* seed at dst[0], offset at dst[2]: each tensor 16-byte aligned, as the graph declares. */
+static __global__ void philox_seed_kernel(int64_t *dst, int64_t seed, int64_t offset)
+{
+    dst[0] = seed;
+    dst[2] = offset;
+}
+
+/* The cuDNN Philox seed of a dropout site: its key and the rank's first head mixed into 64 bits
+ * by kernels/rng.h's mixer, so each site, step, micro batch and tensor-parallel rank draws its own
+ * mask, and the forward and backward of one site the same. The Philox offset is 0. */
+static int64_t sdpa_dropout_seed(struct dropout_key drop, struct attention_shape s)
+{
+    uint64_t stream = rng_mix64(drop.stream) ^ (uint64_t)(uint32_t)s.head_offset;
+    return (int64_t)rng_bits(drop.seed, stream, drop.offset);
+}
+
+/* Adds a dropout graph's entries to pk: the scales from d (filled here) and the seed and offset,
+ * written in stream order into dev (SDPA_SEED_BYTES of scratch) without a host sync. */
+static void pack_dropout(struct sdpa_pack *pk, struct sdpa_dropout *d, struct dropout_key drop,
+                         struct attention_shape s, char *dev, bool backward)
+{
+    int64_t *seed = (int64_t *)dev;
+    d->scale = 1.0f / (1.0f - drop.p);
+    d->scale_inv = 1.0f - drop.p;
+    philox_seed_kernel<<<1, 1, 0, cuda_ctx()->stream>>>(seed, sdpa_dropout_seed(drop, s), 0);
+    CUDA_CHECK_LAUNCH("philox_seed_kernel");
+    pack_add(pk, UID_SEED, seed);
+    pack_add(pk, UID_OFFSET, seed + 2);
+    pack_add(pk, UID_DROP_SCALE, &d->scale);
+    if (backward) pack_add(pk, UID_DROP_SCALE_INV, &d->scale_inv);
+}
+
 /* The forward with its arguments checked, T the 16-bit type of qkv and out. */
 template <class T>
 static void sdpa_forward(struct tensor out, struct tensor probs, struct tensor qkv,
-                         struct attention_shape s)
+                         struct attention_shape s, struct dropout_key drop)
 {
     int64_t N = s.batch * s.seq;
     if (N == 0) return;
-    struct sdpa_dims m = sdpa_dims_of(s, lp_dtype<T>::value, false);
+    struct sdpa_dims m = sdpa_dims_of(s, lp_dtype<T>::value, drop.p, false);
     struct cuda_sdpa_plan *p = sdpa_plan(&m);
     size_t ws = cuda_align256((size_t)p->workspace);
     size_t qbytes = m.q_packed ? cuda_align256((size_t)N * s.heads * s.head_dim * sizeof(T)) : 0;
-    char *scratch = (char *)cuda_scratch(ws + qbytes + 256);
+    char *scratch = (char *)cuda_scratch(ws + qbytes + SDPA_SEED_BYTES + 256);
     T *base = (T *)qkv.data, *q = base;
     if (m.q_packed) {
         q = (T *)(scratch + ws);
@@ -652,10 +797,18 @@ static void sdpa_forward(struct tensor out, struct tensor probs, struct tensor q
     }
     int per = s.heads / s.groups;
     float scale = (float)(1.0 / sqrt((double)s.head_dim)), neg_inf = -INFINITY;
-    const int64_t uids[7] = {UID_Q, UID_K, UID_V, UID_O, UID_STATS, UID_SCALE, UID_NEG_INF};
-    void *ptrs[7] = {q, base + (int64_t)per * s.head_dim, base + (int64_t)(per + 1) * s.head_dim,
-                     out.data, probs.data, &scale, &neg_inf};
-    sdpa_execute(p, uids, ptrs, 7, scratch);
+    struct sdpa_pack pk;
+    struct sdpa_dropout d;
+    pk.n = 0;
+    pack_add(&pk, UID_Q, q);
+    pack_add(&pk, UID_K, base + (int64_t)per * s.head_dim);
+    pack_add(&pk, UID_V, base + (int64_t)(per + 1) * s.head_dim);
+    pack_add(&pk, UID_O, out.data);
+    pack_add(&pk, UID_STATS, probs.data);
+    pack_add(&pk, UID_SCALE, &scale);
+    pack_add(&pk, UID_NEG_INF, &neg_inf);
+    if (m.dropout_p > 0.0f) pack_dropout(&pk, &d, drop, s, scratch + ws + qbytes, false);
+    sdpa_execute(p, pk.uids, pk.ptrs, pk.n, scratch);
 }
 
 void cuda_attention_forward(struct tensor out, struct tensor probs, struct tensor qkv,
@@ -668,25 +821,26 @@ void cuda_attention_forward(struct tensor out, struct tensor probs, struct tenso
     check_attention(op, s, drop, qkv);
     if (tensor_numel(probs) != s.batch * s.heads * s.seq)
         BUG("%s: probs must hold the log-sum-exp [B, n, T] on the CUDA backend", op);
-    CUDA_LP_DISPATCH(dt, sdpa_forward<T>(out, probs, qkv, s));
+    CUDA_LP_DISPATCH(dt, sdpa_forward<T>(out, probs, qkv, s, drop));
 }
 
 /* The backward with its arguments checked, T the 16-bit type of dqkv, dout, qkv and out. */
 template <class T>
 static void sdpa_backward(struct tensor dqkv, struct tensor dout, struct tensor qkv,
-                          struct tensor probs, struct tensor out, struct attention_shape s)
+                          struct tensor probs, struct tensor out, struct attention_shape s,
+                          struct dropout_key drop)
 {
     int64_t N = s.batch * s.seq, H = s.heads, D = s.head_dim;
     if (N == 0) return;
-    struct sdpa_dims m = sdpa_dims_of(s, lp_dtype<T>::value, true);
+    struct sdpa_dims m = sdpa_dims_of(s, lp_dtype<T>::value, drop.p, true);
     struct cuda_sdpa_plan *p = sdpa_plan(&m);
     size_t ws = cuda_align256((size_t)p->workspace);
     size_t sum_bytes = cuda_align256((size_t)s.batch * H * s.seq * sizeof(float));
     size_t acc_bytes = cuda_align256((size_t)N * H * D * sizeof(float));
     size_t qbytes = m.q_packed ? cuda_align256((size_t)N * H * D * sizeof(T)) : 0;
     size_t seq_bytes = cuda_align256((size_t)s.batch * sizeof(int32_t));
-    char *scratch =
-        (char *)cuda_scratch(ws + sum_bytes + acc_bytes + 2 * qbytes + 2 * seq_bytes + 256);
+    char *scratch = (char *)cuda_scratch(ws + sum_bytes + acc_bytes + 2 * qbytes + 2 * seq_bytes +
+                                         SDPA_SEED_BYTES + 256);
     char *at = scratch + ws;
     float *softmax_sum = (float *)at;
     float *dq_accum = (float *)(at += sum_bytes);
@@ -699,23 +853,41 @@ static void sdpa_backward(struct tensor dqkv, struct tensor dout, struct tensor 
         at += 2 * qbytes;
     }
     int32_t *seq_q = (int32_t *)at, *seq_kv = (int32_t *)(at + seq_bytes);
+    char *seeds = at + 2 * seq_bytes;
+    int per = s.heads / s.groups;
+    T *x = (T *)qkv.data, *dx = (T *)dqkv.data;
+    float scale = (float)(1.0 / sqrt((double)D)), neg_inf = -INFINITY, one = 1.0f;
+    struct sdpa_pack pk;
+    struct sdpa_dropout d;
+    pk.n = 0;
+    pack_add(&pk, UID_Q, q);
+    pack_add(&pk, UID_K, x + per * D);
+    pack_add(&pk, UID_V, x + (per + 1) * D);
+    pack_add(&pk, UID_O, out.data);
+    pack_add(&pk, UID_DO, dout.data);
+    pack_add(&pk, UID_STATS, probs.data);
+    pack_add(&pk, UID_DQ, dq);
+    pack_add(&pk, UID_DK, dx + per * D);
+    pack_add(&pk, UID_DV, dx + (per + 1) * D);
+    pack_add(&pk, UID_SCALE, &scale);
+    pack_add(&pk, UID_NEG_INF, &neg_inf);
+    pack_add(&pk, UID_SOFTMAX_SUM, softmax_sum);
+    pack_add(&pk, UID_DQ_ACCUM, dq_accum);
+    if (m.dropout_p > 0.0f) {
+        pack_dropout(&pk, &d, drop, s, seeds, true);
+    } else {
+        pack_add(&pk, UID_ONE, &one);
+    }
     if (m.pad_workaround) {
         CHECK(s.batch <= 1024);
         fill_int_kernel<<<1, 1024, 0, cuda_ctx()->stream>>>(seq_q, (int)s.batch, (int32_t)s.seq);
         fill_int_kernel<<<1, 1024, 0, cuda_ctx()->stream>>>(seq_kv, (int)s.batch, (int32_t)s.seq);
         CUDA_CHECK_LAUNCH("fill_int_kernel");
+        pack_add(&pk, UID_SEQ_Q, seq_q);
+        pack_add(&pk, UID_SEQ_KV, seq_kv);
+        pack_add(&pk, UID_NEG_INF_PAD, &neg_inf);
     }
-    int per = s.heads / s.groups;
-    T *x = (T *)qkv.data, *dx = (T *)dqkv.data;
-    float scale = (float)(1.0 / sqrt((double)D)), neg_inf = -INFINITY, one = 1.0f;
-    const int64_t uids[17] = {UID_Q,     UID_K,           UID_V,    UID_O,     UID_DO,
-                              UID_STATS, UID_DQ,          UID_DK,   UID_DV,    UID_SCALE,
-                              UID_ONE,   UID_NEG_INF,     UID_SOFTMAX_SUM,     UID_DQ_ACCUM,
-                              UID_SEQ_Q, UID_SEQ_KV,      UID_NEG_INF_PAD};
-    void *ptrs[17] = {q, x + per * D, x + (per + 1) * D, out.data, dout.data, probs.data, dq,
-                      dx + per * D, dx + (per + 1) * D, &scale, &one, &neg_inf, softmax_sum,
-                      dq_accum, seq_q, seq_kv, &neg_inf};
-    sdpa_execute(p, uids, ptrs, m.pad_workaround ? 17 : 14, scratch);
+    sdpa_execute(p, pk.uids, pk.ptrs, pk.n, scratch);
     if (m.q_packed) q_pack<T>(dq, dx, N, s, true);
 }
 
@@ -731,20 +903,25 @@ void cuda_attention_backward(struct tensor dqkv, struct tensor dout, struct tens
     cuda_need(op, "out", out, dt);
     check_attention(op, s, drop, qkv);
     if (!cuda_aligned16(dqkv.data)) BUG("%s: dqkv must be 16-byte aligned", op);
-    CUDA_LP_DISPATCH(dt, sdpa_backward<T>(dqkv, dout, qkv, probs, out, s));
+    CUDA_LP_DISPATCH(dt, sdpa_backward<T>(dqkv, dout, qkv, probs, out, s, drop));
 }
 
-/* Declared in cuda_ops.h: cuda_attention_dry_run for the 16-bit type dt (DT_BF16 or DT_F16). */
-extern "C" bool cuda_attention_dry_run_dtype(struct attention_shape s, enum dtype dt, char *err,
-                                             size_t errlen)
+/* Declared in cuda_ops.h: cuda_attention_dry_run for the 16-bit type dt (DT_BF16 or DT_F16) and
+ * attention dropout probability dropout_p (0: the graphs without RNG ops). */
+extern "C" bool cuda_attention_dry_run_dtype(struct attention_shape s, enum dtype dt,
+                                             float dropout_p, char *err, size_t errlen)
 {
     if (dt != DT_BF16 && dt != DT_F16) {
         snprintf(err, errlen, "attention on %s: the fused attention takes bf16 or fp16",
                  dtype_name(dt));
         return false;
     }
+    if (!(dropout_p >= 0.0f && dropout_p < 1.0f)) {
+        snprintf(err, errlen, "attention dropout %g: not in [0, 1)", (double)dropout_p);
+        return false;
+    }
     for (int backward = 0; backward < 2; backward++) {
-        struct sdpa_dims m = sdpa_dims_of(s, dt, backward);
+        struct sdpa_dims m = sdpa_dims_of(s, dt, dropout_p, backward);
         m.pad_workaround = backward && s.seq % 128 != 0; /* check the workaround graph too */
         struct graph_builder *gb = (struct graph_builder *)xcalloc(1, sizeof *gb);
         bool ok = gb_graph(gb, &m) != NULL;
@@ -758,5 +935,5 @@ extern "C" bool cuda_attention_dry_run_dtype(struct attention_shape s, enum dtyp
 
 bool cuda_attention_dry_run(struct attention_shape s, char *err, size_t errlen)
 {
-    return cuda_attention_dry_run_dtype(s, DT_BF16, err, errlen);
+    return cuda_attention_dry_run_dtype(s, DT_BF16, 0.0f, err, errlen);
 }

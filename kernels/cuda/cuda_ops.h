@@ -11,9 +11,10 @@
  *    argument of attention is the natural-log LSE on this backend, not P);
  *  - tokens, targets, positions DT_I32; losses, dlosses and the per-row statistics of the
  *    vocab-parallel cross-entropy (row_max, sum_exp, target_logit, global_max, lse) DT_F32.
- * Math inside every kernel is fp32. Dropout masks come from kernels/rng.h with the same keys as the
- * CPU backend, so both draw the same mask; attention dropout (p > 0) is not supported yet (cuDNN
- * cannot draw our counter-based mask) and ends the program with a user error.
+ * Math inside every kernel is fp32. Hidden dropout masks come from kernels/rng.h with the same keys
+ * as the CPU backend, so both draw the same mask. Attention dropout is drawn inside cuDNN's fused
+ * attention by its Philox generator, seeded from the same key (forward and backward agree, runs
+ * repeat), so that mask differs from the CPU backend's: same distribution, other draws.
  * Reductions run in an order fixed by the shape (no float atomics): results repeat bitwise. */
 #ifndef MEGATRON_KERNELS_CUDA_CUDA_OPS_H
 #define MEGATRON_KERNELS_CUDA_CUDA_OPS_H
@@ -172,10 +173,11 @@ struct cuda_gelu_paths cuda_linear_gelu_paths(void);
 /* ---- checks that need no GPU ---- */
 
 /* Builds and finalizes the cuDNN operation graphs (forward and backward) of attention shape s on
- * 16-bit dtype dt (DT_BF16 or DT_F16) without executing them: every descriptor is validated by the
- * cuDNN library alone. Returns true, or false with the reason in err. cuda_attention_dry_run is
- * the bf16 case. */
-bool cuda_attention_dry_run_dtype(struct attention_shape s, enum dtype dt, char *err, size_t errlen);
+ * 16-bit dtype dt (DT_BF16 or DT_F16) with attention dropout probability dropout_p (0: none)
+ * without executing them: every descriptor is validated by the cuDNN library alone. Returns true,
+ * or false with the reason in err. cuda_attention_dry_run is the bf16 case without dropout. */
+bool cuda_attention_dry_run_dtype(struct attention_shape s, enum dtype dt, float dropout_p,
+                                  char *err, size_t errlen);
 bool cuda_attention_dry_run(struct attention_shape s, char *err, size_t errlen);
 
 #ifdef __cplusplus

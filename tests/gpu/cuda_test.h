@@ -195,6 +195,9 @@ bool test_rope_matches_cpu(void);
 bool test_attention_mha_matches_cpu(void);
 bool test_attention_gqa_matches_cpu(void);
 bool test_attention_seq_not_multiple_of_128_matches_cpu(void);
+bool test_attention_dropout_repeats_per_key_and_changes_with_it(void);
+bool test_attention_dropout_is_unbiased_and_drops_p_of_the_mass(void);
+bool test_attention_dropout_backward_is_the_gradient(void);
 bool test_bias_dropout_add_matches_cpu_and_cpu_mask(void);
 bool test_add_zero_and_copy(void);
 bool test_cross_entropy_matches_cpu(void);
@@ -202,6 +205,5 @@ bool test_vocab_parallel_cross_entropy_matches_cpu(void);
 bool test_adam_is_bitwise_the_cpu(void);
 bool test_sum_squares_matches_clip_norm(void);
 bool test_gradient_reductions_repeat_bitwise(void);
-bool test_attention_dropout_is_rejected(void);
 
 #endif
