@@ -55,6 +55,19 @@ void device_copy_to(enum device dev, void *dst, const void *src, size_t bytes)
 #endif
 }
 
+void device_copy_to_queued(enum device dev, void *dst, const void *src, size_t bytes)
+{
+    if (dev == DEV_CPU) {
+        memcpy(dst, src, bytes);
+        return;
+    }
+#ifdef MEGATRON_CUDA
+    cuda_memcpy_h2d_staged(dst, src, bytes);
+#else
+    BUG("device_copy_to_queued: this build has no CUDA backend");
+#endif
+}
+
 void device_copy_from(enum device dev, void *dst, const void *src, size_t bytes)
 {
     if (dev == DEV_CPU) {

@@ -26,8 +26,11 @@ struct tensor arena_tensor(struct arena *a, enum dtype dt, int64_t rows, int64_t
 /* Device memory in one place: host memory for DEV_CPU, device memory for DEV_CUDA (zeroed). */
 void *device_alloc(enum device dev, size_t bytes);
 void device_free(enum device dev, void *p);
-/* Host -> device (copy_to), device -> host (copy_from), and zeroing, for either device. */
+/* Host -> device (copy_to), device -> host (copy_from), and zeroing, for either device. copy_to
+ * returns once the data has arrived; copy_to_queued only queues the copy in the device's order
+ * (the host does not wait for the GPU), src reusable at once either way. */
 void device_copy_to(enum device dev, void *dst, const void *src, size_t bytes);
+void device_copy_to_queued(enum device dev, void *dst, const void *src, size_t bytes);
 void device_copy_from(enum device dev, void *dst, const void *src, size_t bytes);
 void device_zero(enum device dev, void *p, size_t bytes);
 

@@ -310,12 +310,13 @@ void gpt_weights_changed(struct gpt_model *m, int64_t lo, int64_t hi)
 #endif
 }
 
+/* The micro batch's inputs, queued before its forward: the host does not wait for the GPU here. */
 static void stage_batch(struct gpt_model *m, struct gpt_activations *a, const struct gpt_batch *b, int64_t n)
 {
-    device_copy_to(m->device, a->tokens.data, b->tokens, (size_t)n * sizeof(int32_t));
-    device_copy_to(m->device, a->labels.data, b->labels, (size_t)n * sizeof(int32_t));
-    device_copy_to(m->device, a->positions.data, b->positions, (size_t)n * sizeof(int32_t));
-    device_copy_to(m->device, a->loss_mask.data, b->loss_mask, (size_t)n * sizeof(float));
+    device_copy_to_queued(m->device, a->tokens.data, b->tokens, (size_t)n * sizeof(int32_t));
+    device_copy_to_queued(m->device, a->labels.data, b->labels, (size_t)n * sizeof(int32_t));
+    device_copy_to_queued(m->device, a->positions.data, b->positions, (size_t)n * sizeof(int32_t));
+    device_copy_to_queued(m->device, a->loss_mask.data, b->loss_mask, (size_t)n * sizeof(float));
 }
 
 static struct gpt_activations *slot_of(const struct gpt_model *m, int chunk, int slot)

@@ -51,6 +51,7 @@ void optimizer_free(struct optimizer *o)
     free(o->ranges);
     free(o->main_params);
     device_free(o->model->device, o->exp_avg);
+    if (o->device_chunks) device_free(o->model->device, o->device_chunks);
     if (o->exp_avg_sq) device_free(o->model->device, o->exp_avg_sq);
     free(o);
 }
@@ -120,6 +121,46 @@ struct update_args {
     double lr, wd;
 };
 
+#ifdef MEGATRON_CUDA
+/* The chunk table of the CUDA backend's one Adam launch: every owned piece cut into chunks. */
+struct chunk_table {
+    struct cuda_adam_chunk *c;
+    int64_t n, cap;
+};
+
+static void chunk_piece(struct optimizer *o, int64_t at, int64_t len, int64_t state, const struct gpt_param *p,
+                        void *arg)
+{
+    (void)o;
+    struct chunk_table *t = arg;
+    for (int64_t k = 0; k < len; k += CUDA_ADAM_CHUNK) {
+        if (t->n == t->cap) {
+            t->cap = t->cap ? 2 * t->cap : 256;
+            t->c = xrealloc(t->c, (size_t)t->cap * sizeof *t->c);
+        }
+        int64_t n = len - k < CUDA_ADAM_CHUNK ? len - k : CUDA_ADAM_CHUNK;
+        t->c[t->n++] = (struct cuda_adam_chunk){at + k, state + k, (int32_t)n, !p->no_weight_decay};
+    }
+}
+
+/* fp32 main weights (the model's own) updated in place and their 16-bit copy written, in one
+ * launch over the chunk table (built on the first step: the pieces never change). */
+static void update_on_gpu(struct optimizer *o, const struct update_args *u)
+{
+    struct gpt_model *m = o->model;
+    if (!o->device_chunks) {
+        struct chunk_table t = {NULL, 0, 0};
+        for_each_piece(o, chunk_piece, &t);
+        o->num_chunks = t.n;
+        o->device_chunks = device_alloc(DEV_CUDA, (size_t)(t.n ? t.n : 1) * sizeof *t.c);
+        device_copy_to(DEV_CUDA, o->device_chunks, t.c, (size_t)t.n * sizeof *t.c);
+        free(t.c);
+    }
+    cuda_adam_update_chunks(m->weights, m->grads, o->exp_avg, o->exp_avg_sq, o->device_chunks, o->num_chunks,
+                            u->lr, u->wd, o->opt.adam, o->step, m->weights_lp, m->activation_dtype);
+}
+#endif
+
 static void update_piece(struct optimizer *o, int64_t at, int64_t len, int64_t state, const struct gpt_param *p,
                          void *arg)
 {
@@ -128,13 +169,6 @@ static void update_piece(struct optimizer *o, int64_t at, int64_t len, int64_t s
     double wd = p->no_weight_decay ? 0.0 : u->wd;
     float *w = o->main_params ? o->main_params + state : m->weights + at;
     const float *g = m->grads + at;
-#ifdef MEGATRON_CUDA
-    if (on_gpu(o)) { /* fp32 main weights in place, then their bf16 copy */
-        cuda_adam_update(w, g, o->exp_avg + state, o->exp_avg_sq + state, len, u->lr, wd, o->opt.adam, o->step);
-        gpt_weights_changed(m, at, at + len);
-        return;
-    }
-#endif
     if (o->opt.type == OPTIMIZER_ADAM)
         adam_update(w, g, o->exp_avg + state, o->exp_avg_sq + state, len, u->lr, wd, o->opt.adam, o->step);
     else
@@ -204,7 +238,12 @@ struct step_result optimizer_step(struct optimizer *o, int64_t global_batch)
         o->step++;
         struct update_args u = {lr_schedule_lr(&o->opt.schedule, o->schedule_samples),
                                 lr_schedule_wd(&o->opt.schedule, o->schedule_samples)};
-        for_each_piece(o, update_piece, &u);
+#ifdef MEGATRON_CUDA
+        if (on_gpu(o))
+            update_on_gpu(o, &u);
+        else
+#endif
+            for_each_piece(o, update_piece, &u);
         o->schedule_samples += global_batch;
     }
     r.lr = lr_schedule_lr(&o->opt.schedule, o->schedule_samples);

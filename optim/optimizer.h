@@ -55,6 +55,8 @@ struct optimizer {
     int64_t step;              /* successful updates so far (Adam's bias-correction count) */
     int64_t schedule_samples;  /* the scheduler's count: advances by the global batch on each
                                   successful step only, as OptimizerParamScheduler.step is called */
+    void *device_chunks;       /* CUDA backend: the owned pieces cut into chunks, one Adam launch */
+    int64_t num_chunks;
 };
 
 struct step_result {

@@ -2,6 +2,7 @@
  * by cuda_init; device memory and copies; error reporting for every checked call; the shared
  * column-sum finish kernel. */
 #include <stdio.h>
+#include <string.h>
 
 #include "kernels/cuda/cuda_common.h"
 
@@ -148,6 +149,36 @@ void cuda_memcpy_h2d(void *dst, const void *src, size_t bytes)
     if (bytes == 0) return;
     CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, c->stream));
     CUDA_CHECK(cudaStreamSynchronize(c->stream));
+}
+
+/* The slots grow (after the stream drained: queued copies may still read them) to fit bytes. */
+static void staging_grow(struct cuda_context *c, size_t bytes)
+{
+    CUDA_CHECK(cudaStreamSynchronize(c->stream));
+    if (!c->staging)
+        for (int k = 0; k < CUDA_STAGING_SLOTS; k++)
+            CUDA_CHECK(cudaEventCreateWithFlags(&c->staging_done[k], cudaEventDisableTiming));
+    CUDA_CHECK(cudaFreeHost(c->staging));
+    size_t slot = (bytes + ((size_t)1 << 20) - 1) & ~(((size_t)1 << 20) - 1); /* whole MiB */
+    c->staging = NULL;
+    c->staging_slot_bytes = 0;
+    CUDA_CHECK(cudaMallocHost((void **)&c->staging, slot * CUDA_STAGING_SLOTS));
+    c->staging_slot_bytes = slot;
+}
+
+void cuda_memcpy_h2d_staged(void *dst, const void *src, size_t bytes)
+{
+    struct cuda_context *c = cuda_ctx();
+    if (bytes == 0) return;
+    if (bytes > c->staging_slot_bytes) staging_grow(c, bytes);
+    int k = c->staging_next;
+    c->staging_next = (k + 1) % CUDA_STAGING_SLOTS;
+    /* the slot's previous copy has run (long ago, unless the host is 16 copies ahead) */
+    CUDA_CHECK(cudaEventSynchronize(c->staging_done[k]));
+    unsigned char *slot = c->staging + (size_t)k * c->staging_slot_bytes;
+    memcpy(slot, src, bytes);
+    CUDA_CHECK(cudaMemcpyAsync(dst, slot, bytes, cudaMemcpyHostToDevice, c->stream));
+    CUDA_CHECK(cudaEventRecord(c->staging_done[k], c->stream));
 }
 
 void cuda_memcpy_d2h(void *dst, const void *src, size_t bytes)

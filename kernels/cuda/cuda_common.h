@@ -66,6 +66,9 @@ enum { CUDA_GEMM_CACHE = 128 };
 struct cuda_sdpa_plan;
 enum { CUDA_SDPA_CACHE = 32 };
 
+/* Pinned host slots that cuda_memcpy_h2d_staged copies through, used in turn. */
+enum { CUDA_STAGING_SLOTS = 16 };
+
 struct cuda_context {
     bool ready;
     int device;
@@ -81,6 +84,10 @@ struct cuda_context {
     int gemm_next_victim;
     struct cuda_sdpa_plan *sdpa[CUDA_SDPA_CACHE];
     struct cuda_gelu_paths gelu_paths; /* what the GeLU-fused linear ops last did */
+    unsigned char *staging;  /* CUDA_STAGING_SLOTS pinned slots of staging_slot_bytes each */
+    size_t staging_slot_bytes;
+    int staging_next;
+    cudaEvent_t staging_done[CUDA_STAGING_SLOTS]; /* after the copy last queued from each slot */
 };
 
 /* The context; a bug (exit 1) if cuda_init was not called. */

@@ -47,6 +47,9 @@ void cuda_free(void *p);
 /* Copies that return once the data has arrived (the host buffer can be reused at once). */
 void cuda_memcpy_h2d(void *dst, const void *src, size_t bytes);
 void cuda_memcpy_d2h(void *dst, const void *src, size_t bytes);
+/* A host-to-device copy queued in stream order without waiting for the device: src is copied into
+ * pinned staging first, so it may be reused as soon as the call returns. */
+void cuda_memcpy_h2d_staged(void *dst, const void *src, size_t bytes);
 /* Zeroes device memory, ordered on the backend stream. */
 void cuda_memset_zero(void *dst, size_t bytes);
 /* Waits for everything queued on the backend stream; reports any asynchronous error. */
@@ -146,6 +149,21 @@ void cuda_masked_sum_accumulate(double *acc, const float *x, const float *mask, 
 void cuda_adam_update(float *param, const float *grad, float *exp_avg, float *exp_avg_sq,
                       int64_t n, double lr, double weight_decay, struct adam_params ap,
                       int64_t step);
+/* A piece of the flat buffers Adam updates in one launch: elements [param, param + len) of the
+ * weights and grads, [state, state + len) of the moments, with weight decay or without. */
+enum { CUDA_ADAM_CHUNK = 32768 }; /* most elements in one chunk (one thread block) */
+struct cuda_adam_chunk {
+    int64_t param, state;
+    int32_t len;   /* 1 .. CUDA_ADAM_CHUNK */
+    int32_t decay; /* 1: weight_decay applies; 0: none (biases, 1-D tensors) */
+};
+/* cuda_adam_update over every chunk of the device table chunks[num_chunks] in one launch, each
+ * element bitwise as cuda_adam_update computes it; when lp is not NULL the new weights are also
+ * rounded into lp (the model's 16-bit copy, lp_dtype DT_BF16 or DT_F16) at their flat positions. */
+void cuda_adam_update_chunks(float *weights, const float *grads, float *exp_avg, float *exp_avg_sq,
+                             const struct cuda_adam_chunk *chunks, int64_t num_chunks, double lr,
+                             double weight_decay, struct adam_params ap, int64_t step, void *lp,
+                             enum dtype lp_dtype);
 /* Sum of squares of x[0..n) in double, reduced in an order fixed by n alone (deterministic);
  * waits for the result. */
 double cuda_sum_squares(const float *x, int64_t n);

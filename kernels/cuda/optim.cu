@@ -1,7 +1,8 @@
 /* CUDA optimizer kernels over flat fp32 buffers: the Adam/AdamW step with the exact per-element
  * expressions of optim/adam.h (each rounded on its own through the _rn intrinsics, so no fused
- * multiply-add changes a bit and the result equals the CPU's), and the deterministic sum of
- * squares that gradient clipping needs. */
+ * multiply-add changes a bit and the result equals the CPU's), over one range or, in one launch,
+ * over every piece of a model with the 16-bit weight copy written in the same pass; the
+ * deterministic sum of squares that gradient clipping needs; the precision conversions. */
 #include <math.h>
 
 #include "kernels/cuda/cuda_common.h"
@@ -13,23 +14,44 @@ struct adam_consts {
     bool decoupled;
 };
 
-/* optim/adam.h's contract, line by line. */
+/* optim/adam.h's contract, line by line, for one element with weight decay wd: the new
+ * parameter; the moments are updated in place. */
+__device__ __forceinline__ float adam_element(float p, float g, float *exp_avg, float *exp_avg_sq,
+                                              const struct adam_consts &k, float wd)
+{
+    if (!k.decoupled) g = __fadd_rn(g, __fmul_rn(wd, p));
+    const float m = __fadd_rn(__fmul_rn(k.b1, *exp_avg), __fmul_rn(k.one_minus_b1, g));
+    const float v = __fadd_rn(__fmul_rn(k.b2, *exp_avg_sq), __fmul_rn(__fmul_rn(k.one_minus_b2, g), g));
+    *exp_avg = m;
+    *exp_avg_sq = v;
+    const float denom = __fadd_rn(__fsqrt_rn(__fdiv_rn(v, k.bc2)), k.eps);
+    float update = __fdiv_rn(__fdiv_rn(m, k.bc1), denom);
+    if (k.decoupled) update = __fadd_rn(update, __fmul_rn(wd, p));
+    return __fsub_rn(p, __fmul_rn(k.lr, update));
+}
+
 static __global__ void adam_kernel(float *param, const float *grad, float *exp_avg,
                                    float *exp_avg_sq, int64_t n, struct adam_consts k)
 {
     for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n;
-         i += (int64_t)gridDim.x * blockDim.x) {
-        float p = param[i], g = grad[i];
-        if (!k.decoupled) g = __fadd_rn(g, __fmul_rn(k.wd, p));
-        const float m = __fadd_rn(__fmul_rn(k.b1, exp_avg[i]), __fmul_rn(k.one_minus_b1, g));
-        const float v = __fadd_rn(__fmul_rn(k.b2, exp_avg_sq[i]),
-                                  __fmul_rn(__fmul_rn(k.one_minus_b2, g), g));
-        exp_avg[i] = m;
-        exp_avg_sq[i] = v;
-        const float denom = __fadd_rn(__fsqrt_rn(__fdiv_rn(v, k.bc2)), k.eps);
-        float update = __fdiv_rn(__fdiv_rn(m, k.bc1), denom);
-        if (k.decoupled) update = __fadd_rn(update, __fmul_rn(k.wd, p));
-        param[i] = __fsub_rn(p, __fmul_rn(k.lr, update));
+         i += (int64_t)gridDim.x * blockDim.x)
+        param[i] = adam_element(param[i], grad[i], &exp_avg[i], &exp_avg_sq[i], k, k.wd);
+}
+
+/* One block a chunk: the chunk's parameters and moments updated, and the 16-bit copy of each new
+ * parameter written beside it (when lp is not NULL). */
+template <class T>
+static __global__ void adam_chunks_kernel(float *weights, const float *grads, float *exp_avg,
+                                          float *exp_avg_sq, const struct cuda_adam_chunk *chunks,
+                                          struct adam_consts k, T *lp)
+{
+    const struct cuda_adam_chunk c = chunks[blockIdx.x];
+    const float wd = c.decay ? k.wd : 0.0f;
+    for (int i = threadIdx.x; i < c.len; i += blockDim.x) {
+        const int64_t w = c.param + i, s = c.state + i;
+        const float p = adam_element(weights[w], grads[w], &exp_avg[s], &exp_avg_sq[s], k, wd);
+        weights[w] = p;
+        if (lp) lp[w] = lp_from_f32<T>(p);
     }
 }
 
@@ -39,13 +61,8 @@ static float adam_bias_correction(float beta, int64_t step)
     return (float)(1.0 - pow((double)beta, (double)step));
 }
 
-void cuda_adam_update(float *param, const float *grad, float *exp_avg, float *exp_avg_sq,
-                      int64_t n, double lr, double weight_decay, struct adam_params ap,
-                      int64_t step)
+static struct adam_consts adam_consts_of(double lr, double weight_decay, struct adam_params ap, int64_t step)
 {
-    CHECK(step >= 1);
-    CHECK(n >= 0);
-    if (n == 0) return;
     struct adam_consts k;
     k.b1 = (float)ap.beta1;
     k.b2 = (float)ap.beta2;
@@ -57,10 +74,37 @@ void cuda_adam_update(float *param, const float *grad, float *exp_avg, float *ex
     k.bc1 = adam_bias_correction(k.b1, step);
     k.bc2 = adam_bias_correction(k.b2, step);
     k.decoupled = ap.decoupled_weight_decay;
+    return k;
+}
+
+void cuda_adam_update(float *param, const float *grad, float *exp_avg, float *exp_avg_sq,
+                      int64_t n, double lr, double weight_decay, struct adam_params ap,
+                      int64_t step)
+{
+    CHECK(step >= 1);
+    CHECK(n >= 0);
+    if (n == 0) return;
+    struct adam_consts k = adam_consts_of(lr, weight_decay, ap, step);
     struct cuda_context *ctx = cuda_ctx();
     adam_kernel<<<cuda_blocks(n, 256), 256, 0, ctx->stream>>>(param, grad, exp_avg, exp_avg_sq, n,
                                                                k);
     CUDA_CHECK_LAUNCH("adam_kernel");
+}
+
+void cuda_adam_update_chunks(float *weights, const float *grads, float *exp_avg, float *exp_avg_sq,
+                             const struct cuda_adam_chunk *chunks, int64_t num_chunks, double lr,
+                             double weight_decay, struct adam_params ap, int64_t step, void *lp,
+                             enum dtype lp_dtype)
+{
+    CHECK(step >= 1);
+    CHECK(num_chunks >= 0 && num_chunks <= 0x7fffffff);
+    if (num_chunks == 0) return;
+    struct adam_consts k = adam_consts_of(lr, weight_decay, ap, step);
+    struct cuda_context *ctx = cuda_ctx();
+    if (!lp) lp_dtype = DT_BF16; /* no copy written: any instantiation */
+    CUDA_LP_DISPATCH(lp_dtype, adam_chunks_kernel<T><<<(unsigned)num_chunks, 256, 0, ctx->stream>>>(
+                                   weights, grads, exp_avg, exp_avg_sq, chunks, k, (T *)lp));
+    CUDA_CHECK_LAUNCH("adam_chunks_kernel");
 }
 
 /* ---- sum of squares ---- */

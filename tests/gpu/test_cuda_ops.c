@@ -1,7 +1,8 @@
 /* GPU checks of the CUDA backend (kernels/cuda/): every CUDA op against the CPU op (the reference)
  * on fresh random inputs, the fused ops included, AdamW bitwise, the sum of squares, dropout
- * masks, determinism. The tests are in test_cuda_ops_layers.c and test_cuda_ops_attention.c, their
- * shared helpers in cuda_test.h; this file is the runner and the method.
+ * masks, determinism. The tests are in test_cuda_ops_layers.c, test_cuda_ops_attention.c and
+ * test_cuda_ops_optim.c, their shared helpers in cuda_test.h; this file is the runner and the
+ * method.
  * Needs a GPU; `make test-gpu` builds and runs it. `--dry-run` needs none: it builds and validates
  * the cuDNN attention graphs through the cuDNN library alone. Each test runs in its own process,
  * so one crash cannot hide the others' results (the parent never initializes CUDA: a CUDA context
@@ -59,6 +60,7 @@ static const struct test TESTS[] = {
     T(test_cross_entropy_matches_cpu),
     T(test_vocab_parallel_cross_entropy_matches_cpu),
     {"test_adam_is_bitwise_the_cpu", test_adam_is_bitwise_the_cpu, 0, true},
+    T(test_adam_chunks_is_bitwise_the_cpu),
     {"test_sum_squares_matches_clip_norm", test_sum_squares_matches_clip_norm, 0, true},
     T(test_gradient_reductions_repeat_bitwise),
 };

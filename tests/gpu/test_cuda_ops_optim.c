@@ -1,0 +1,109 @@
+/* GPU checks of the optimizer kernels: Adam bitwise the CPU's adam_update, over one range and in
+ * the one launch over a model's pieces (cuda_adam_update_chunks: weight decay on some pieces and
+ * off on others, the 16-bit copy of the new weights bitwise the CPU's rounding into A.dt), and the
+ * sum of squares that gradient clipping takes. */
+#include "optim/adam.h"
+#include "optim/clip.h"
+#include "tests/gpu/cuda_test.h"
+
+/* Pieces of a flat buffer of n elements laid out as a model's would be: long weights with decay,
+ * short biases without, one longer than a chunk so it is cut; the moments of each piece sit at
+ * another offset (as a shard's compact state does). Returns the number of chunks written. */
+static int64_t make_chunks(struct cuda_adam_chunk *out, int64_t *n_out, int64_t *state_n)
+{
+    const int64_t lens[] = {3 * CUDA_ADAM_CHUNK + 17, 768, 589824, 1, 2304, 100003, 31};
+    int64_t at = 5, state = 0, k = 0; /* elements [0, 5) belong to no piece: left alone */
+    for (size_t i = 0; i < sizeof lens / sizeof lens[0]; i++) {
+        for (int64_t c = 0; c < lens[i]; c += CUDA_ADAM_CHUNK) {
+            int64_t len = lens[i] - c < CUDA_ADAM_CHUNK ? lens[i] - c : CUDA_ADAM_CHUNK;
+            out[k++] = (struct cuda_adam_chunk){at + c, state + c, (int32_t)len, (int32_t)(i % 2 == 0)};
+        }
+        at += lens[i];
+        state += lens[i];
+    }
+    *n_out = at + 3;
+    *state_n = state;
+    return k;
+}
+
+static bool adam_chunks_case(bool decoupled)
+{
+    struct cuda_adam_chunk chunks[64];
+    int64_t n = 0, sn = 0, nc = make_chunks(chunks, &n, &sn);
+    struct adam_params ap = adam_params_default();
+    ap.decoupled_weight_decay = decoupled;
+    float *p = randn(n, 1.0f), *m = halloc(sn * 4), *v = halloc(sn * 4);
+    float *gp = to_dev(p, n * 4), *gm = to_dev(m, sn * 4), *gv = to_dev(v, sn * 4);
+    void *gc = to_dev(chunks, (size_t)nc * sizeof chunks[0]), *gg = dalloc(n * 4), *glp = dalloc(n * 2);
+    poison(glp, n, A.dt);
+    for (int64_t step = 1; step <= 3; step++) {
+        float *g = randn(n, 0.01f);
+        for (int64_t i = 0; i < n; i++) g[i] *= 1.0f + 1e-3f * (float)i / n; /* not 16-bit values */
+        cuda_memcpy_h2d(gg, g, n * 4);
+        for (int64_t c = 0; c < nc; c++) /* the CPU over each chunk, its weight decay or none */
+            adam_update(p + chunks[c].param, g + chunks[c].param, m + chunks[c].state, v + chunks[c].state,
+                        chunks[c].len, 3e-4 * step, chunks[c].decay ? 0.1 : 0.0, ap, step);
+        cuda_adam_update_chunks(gp, gg, gm, gv, gc, nc, 3e-4 * step, 0.1, ap, step, glp, A.dt);
+    }
+    /* the copy at the pieces' positions is the new weights rounded; outside them it stays NaN */
+    float *lp = from_dev_lp(glp, n), *want = copy_f(p, n);
+    round_to_dtype(want, n, A.dt);
+    int64_t untouched = 0;
+    for (int64_t i = 0; i < n; i++) {
+        if (i >= 5 && i < n - 3) continue;
+        untouched += isnan(lp[i]);
+        lp[i] = want[i] = 0.0f;
+    }
+    printf("   adam in %lld chunks, decoupled=%d, 3 steps\n", (long long)nc, decoupled);
+    bool ok = untouched == 8;
+    printf("    16-bit copy outside the pieces     %lld of 8 left alone %s\n", (long long)untouched, ok ? "ok" : "FAIL");
+    return ok & bitwise("param", from_dev_f32(gp, n), p, n) & bitwise("exp_avg", from_dev_f32(gm, sn), m, sn) &
+           bitwise("exp_avg_sq", from_dev_f32(gv, sn), v, sn) & bitwise("16-bit copy of param", lp, want, n);
+}
+
+bool test_adam_chunks_is_bitwise_the_cpu(void) { return adam_chunks_case(true) & adam_chunks_case(false); }
+
+static bool adam_case(bool decoupled)
+{
+    const int64_t n = 100003;
+    struct adam_params ap = adam_params_default();
+    ap.decoupled_weight_decay = decoupled;
+    float *p = randn(n, 1.0f), *m = halloc(n * 4), *v = halloc(n * 4);
+    float *gp = to_dev(p, n * 4), *gm = to_dev(m, n * 4), *gv = to_dev(v, n * 4);
+    void *gg = dalloc(n * 4);
+    for (int64_t step = 1; step <= 3; step++) {
+        float *g = randn(n, 0.01f);
+        for (int64_t i = 0; i < n; i++) g[i] *= 1.0f + 1e-3f * (float)i / n; /* not bf16 values */
+        cuda_memcpy_h2d(gg, g, n * 4);
+        adam_update(p, g, m, v, n, 3e-4 * step, 0.1, ap, step);
+        cuda_adam_update(gp, gg, gm, gv, n, 3e-4 * step, 0.1, ap, step);
+    }
+    printf("   adam decoupled=%d, 3 steps\n", decoupled);
+    return bitwise("param", from_dev_f32(gp, n), p, n) &
+           bitwise("exp_avg", from_dev_f32(gm, n), m, n) &
+           bitwise("exp_avg_sq", from_dev_f32(gv, n), v, n);
+}
+
+bool test_adam_is_bitwise_the_cpu(void) { return adam_case(true) & adam_case(false); }
+
+bool test_sum_squares_matches_clip_norm(void)
+{
+    bool ok = true;
+    const int64_t sizes[3] = {1, 1000, 3000017};
+    for (int i = 0; i < 3; i++) {
+        int64_t n = sizes[i];
+        float *x = halloc(n * 4);
+        for (int64_t k = 0; k < n; k++) x[k] = (float)rng_normal(A.seed, 3, A.counter++);
+        const float *bufs[1] = {x};
+        double want = clip_global_norm_sq(bufs, &n, 1);
+        void *gx = to_dev(x, n * 4);
+        double got = cuda_sum_squares(gx, n), again = cuda_sum_squares(gx, n);
+        double rel = fabs(got - want) / want;
+        bool good = rel <= 1e-12 && memcmp(&got, &again, sizeof got) == 0;
+        printf("    n=%-10lld rel diff %.1e (tol 1e-12), repeat %s %s\n", (long long)n, rel,
+               memcmp(&got, &again, sizeof got) ? "differs" : "bitwise equal",
+               good ? "ok" : "FAIL");
+        ok &= good;
+    }
+    return ok;
+}
