@@ -26,6 +26,7 @@
 #include <stdlib.h>
 
 #include "kernels/cuda/cuda_common.h"
+#include "kernels/cuda/cudnn_graph.h"
 #include "kernels/rng.h"
 
 /* Unique ids of the non-virtual tensors (the variant pack's keys); virtual ones count from
@@ -37,8 +38,6 @@ enum {
     UID_VIRTUAL = 100
 };
 
-enum { GB_MAX_DESCS = 256, GB_MAX_OPS = 64 };
-
 /* The attention problem a graph is built for; also the plan cache key. */
 struct sdpa_dims {
     int64_t B, T, H, G, D; /* batch, sequence, query heads, key/value heads, head dim */
@@ -49,193 +48,18 @@ struct sdpa_dims {
     bool pad_workaround;   /* backward, T % 128 != 0, cuDNN <= 9.15: the frontend's padding mask */
 };
 
-/* Collects descriptors (all kept alive as long as the plan) and the first error. */
-struct graph_builder {
-    cudnnHandle_t handle; /* NULL in a dry run */
-    cudnnBackendDescriptor_t descs[GB_MAX_DESCS];
-    int ndescs;
-    cudnnBackendDescriptor_t ops[GB_MAX_OPS];
-    int nops;
-    int64_t next_uid;
-    bool failed;
-    char err[512];
-};
-
+/* Execution plans of one graph: every engine config cuDNN offers that finalizes (at most
+ * SDPA_PLANS); the fastest is chosen on the first execution (sdpa_execute). */
+enum { SDPA_PLANS = 8 };
 struct cuda_sdpa_plan {
     struct sdpa_dims dims;
     struct graph_builder *gb;
-    cudnnBackendDescriptor_t plan;
-    int64_t workspace;
+    cudnnBackendDescriptor_t plans[SDPA_PLANS];
+    int64_t workspaces[SDPA_PLANS];
+    int nplans;
+    int chosen;        /* -1 until the first execution */
+    int64_t workspace; /* the largest of the plans' */
 };
-
-/* ---- the builder: every call checked, the first failure remembered with the cuDNN reason ---- */
-
-static bool gb_ok(struct graph_builder *gb, cudnnStatus_t st, const char *what)
-{
-    if (gb->failed) return false;
-    if (st == CUDNN_STATUS_SUCCESS) return true;
-    char last[320] = "";
-    cudnnGetLastErrorString(last, sizeof last);
-    snprintf(gb->err, sizeof gb->err, "%s: %s%s%s", what, cudnnGetErrorString(st),
-             last[0] ? ": " : "", last);
-    gb->failed = true;
-    return false;
-}
-
-static cudnnBackendDescriptor_t gb_new(struct graph_builder *gb, cudnnBackendDescriptorType_t t,
-                                       const char *what)
-{
-    cudnnBackendDescriptor_t d = NULL;
-    if (gb->failed) return NULL;
-    if (gb->ndescs == GB_MAX_DESCS) {
-        snprintf(gb->err, sizeof gb->err, "%s: too many descriptors", what);
-        gb->failed = true;
-        return NULL;
-    }
-    if (!gb_ok(gb, cudnnBackendCreateDescriptor(t, &d), what)) return NULL;
-    gb->descs[gb->ndescs++] = d;
-    return d;
-}
-
-static void gb_set(struct graph_builder *gb, cudnnBackendDescriptor_t d,
-                   cudnnBackendAttributeName_t name, cudnnBackendAttributeType_t type,
-                   int64_t count, const void *value, const char *what)
-{
-    if (gb->failed) return;
-    gb_ok(gb, cudnnBackendSetAttribute(d, name, type, count, value), what);
-}
-
-static void gb_finalize(struct graph_builder *gb, cudnnBackendDescriptor_t d, const char *what)
-{
-    if (gb->failed) return;
-    gb_ok(gb, cudnnBackendFinalize(d), what);
-}
-
-/* A 4-D tensor; uid 0 means a fresh virtual one. */
-static cudnnBackendDescriptor_t gb_tensor(struct graph_builder *gb, cudnnDataType_t dt,
-                                          const int64_t dims[4], const int64_t strides[4],
-                                          int64_t uid, bool by_value)
-{
-    bool is_virtual = uid == 0;
-    if (is_virtual) uid = gb->next_uid++;
-    int64_t align = 16;
-    cudnnBackendDescriptor_t t = gb_new(gb, CUDNN_BACKEND_TENSOR_DESCRIPTOR, "tensor");
-    gb_set(gb, t, CUDNN_ATTR_TENSOR_DATA_TYPE, CUDNN_TYPE_DATA_TYPE, 1, &dt, "tensor data type");
-    gb_set(gb, t, CUDNN_ATTR_TENSOR_DIMENSIONS, CUDNN_TYPE_INT64, 4, dims, "tensor dims");
-    gb_set(gb, t, CUDNN_ATTR_TENSOR_STRIDES, CUDNN_TYPE_INT64, 4, strides, "tensor strides");
-    gb_set(gb, t, CUDNN_ATTR_TENSOR_UNIQUE_ID, CUDNN_TYPE_INT64, 1, &uid, "tensor uid");
-    gb_set(gb, t, CUDNN_ATTR_TENSOR_BYTE_ALIGNMENT, CUDNN_TYPE_INT64, 1, &align, "tensor align");
-    gb_set(gb, t, CUDNN_ATTR_TENSOR_IS_VIRTUAL, CUDNN_TYPE_BOOLEAN, 1, &is_virtual, "virtual");
-    if (by_value)
-        gb_set(gb, t, CUDNN_ATTR_TENSOR_IS_BY_VALUE, CUDNN_TYPE_BOOLEAN, 1, &by_value, "by value");
-    gb_finalize(gb, t, "tensor");
-    return t;
-}
-
-/* An fp32 scalar passed by value (a host pointer in the variant pack): 4-D [1,1,1,1] as cuDNN
- * wants for broadcasting against 4-D operands. */
-static cudnnBackendDescriptor_t gb_scalar(struct graph_builder *gb, int64_t uid)
-{
-    const int64_t one[4] = {1, 1, 1, 1};
-    return gb_tensor(gb, CUDNN_DATA_FLOAT, one, one, uid, true);
-}
-
-static void gb_op(struct graph_builder *gb, cudnnBackendDescriptor_t op)
-{
-    if (gb->failed) return;
-    if (gb->nops == GB_MAX_OPS) {
-        snprintf(gb->err, sizeof gb->err, "too many operations");
-        gb->failed = true;
-        return;
-    }
-    gb->ops[gb->nops++] = op;
-}
-
-/* y = mode(x [, b] [, t]); axis >= 0 for GEN_INDEX. */
-static void gb_pointwise(struct graph_builder *gb, cudnnPointwiseMode_t mode, cudnnDataType_t prec,
-                         cudnnBackendDescriptor_t x, cudnnBackendDescriptor_t b,
-                         cudnnBackendDescriptor_t t, cudnnBackendDescriptor_t y, int64_t axis)
-{
-    cudnnBackendDescriptor_t pw = gb_new(gb, CUDNN_BACKEND_POINTWISE_DESCRIPTOR, "pointwise");
-    gb_set(gb, pw, CUDNN_ATTR_POINTWISE_MODE, CUDNN_TYPE_POINTWISE_MODE, 1, &mode, "pw mode");
-    gb_set(gb, pw, CUDNN_ATTR_POINTWISE_MATH_PREC, CUDNN_TYPE_DATA_TYPE, 1, &prec, "pw prec");
-    if (axis >= 0) gb_set(gb, pw, CUDNN_ATTR_POINTWISE_AXIS, CUDNN_TYPE_INT64, 1, &axis, "pw axis");
-    gb_finalize(gb, pw, "pointwise descriptor");
-    cudnnBackendDescriptor_t op =
-        gb_new(gb, CUDNN_BACKEND_OPERATION_POINTWISE_DESCRIPTOR, "pointwise op");
-    const float one = 1.0f;
-    gb_set(gb, op, CUDNN_ATTR_OPERATION_POINTWISE_PW_DESCRIPTOR, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1,
-           &pw, "pw op desc");
-    gb_set(gb, op, CUDNN_ATTR_OPERATION_POINTWISE_XDESC, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &x,
-           "pw x");
-    if (b)
-        gb_set(gb, op, CUDNN_ATTR_OPERATION_POINTWISE_BDESC, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &b,
-               "pw b");
-    if (t)
-        gb_set(gb, op, CUDNN_ATTR_OPERATION_POINTWISE_TDESC, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &t,
-               "pw t");
-    gb_set(gb, op, CUDNN_ATTR_OPERATION_POINTWISE_YDESC, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &y,
-           "pw y");
-    gb_set(gb, op, CUDNN_ATTR_OPERATION_POINTWISE_ALPHA1, CUDNN_TYPE_FLOAT, 1, &one, "pw alpha1");
-    gb_set(gb, op, CUDNN_ATTR_OPERATION_POINTWISE_ALPHA2, CUDNN_TYPE_FLOAT, 1, &one, "pw alpha2");
-    gb_finalize(gb, op, "pointwise op");
-    gb_op(gb, op);
-}
-
-/* y = reduce(x) over the axes where y has size 1. */
-static void gb_reduction(struct graph_builder *gb, cudnnReduceTensorOp_t mode,
-                         cudnnBackendDescriptor_t x, cudnnBackendDescriptor_t y)
-{
-    cudnnDataType_t f32 = CUDNN_DATA_FLOAT;
-    cudnnBackendDescriptor_t r = gb_new(gb, CUDNN_BACKEND_REDUCTION_DESCRIPTOR, "reduction");
-    gb_set(gb, r, CUDNN_ATTR_REDUCTION_OPERATOR, CUDNN_TYPE_REDUCTION_OPERATOR_TYPE, 1, &mode,
-           "reduction operator");
-    gb_set(gb, r, CUDNN_ATTR_REDUCTION_COMP_TYPE, CUDNN_TYPE_DATA_TYPE, 1, &f32, "reduction type");
-    gb_finalize(gb, r, "reduction descriptor");
-    cudnnBackendDescriptor_t op =
-        gb_new(gb, CUDNN_BACKEND_OPERATION_REDUCTION_DESCRIPTOR, "reduction op");
-    gb_set(gb, op, CUDNN_ATTR_OPERATION_REDUCTION_XDESC, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &x,
-           "reduction x");
-    gb_set(gb, op, CUDNN_ATTR_OPERATION_REDUCTION_YDESC, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &y,
-           "reduction y");
-    gb_set(gb, op, CUDNN_ATTR_OPERATION_REDUCTION_DESC, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &r,
-           "reduction desc");
-    gb_finalize(gb, op, "reduction op");
-    gb_op(gb, op);
-}
-
-/* c = a . b (batched over the first two dims, broadcasting heads for GQA), fp32 accumulation. */
-static void gb_matmul(struct graph_builder *gb, cudnnBackendDescriptor_t a,
-                      cudnnBackendDescriptor_t b, cudnnBackendDescriptor_t c)
-{
-    cudnnDataType_t f32 = CUDNN_DATA_FLOAT;
-    cudnnBackendDescriptor_t m = gb_new(gb, CUDNN_BACKEND_MATMUL_DESCRIPTOR, "matmul");
-    gb_set(gb, m, CUDNN_ATTR_MATMUL_COMP_TYPE, CUDNN_TYPE_DATA_TYPE, 1, &f32, "matmul type");
-    gb_finalize(gb, m, "matmul descriptor");
-    cudnnBackendDescriptor_t op =
-        gb_new(gb, CUDNN_BACKEND_OPERATION_MATMUL_DESCRIPTOR, "matmul op");
-    gb_set(gb, op, CUDNN_ATTR_OPERATION_MATMUL_ADESC, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &a, "mm a");
-    gb_set(gb, op, CUDNN_ATTR_OPERATION_MATMUL_BDESC, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &b, "mm b");
-    gb_set(gb, op, CUDNN_ATTR_OPERATION_MATMUL_CDESC, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &c, "mm c");
-    gb_set(gb, op, CUDNN_ATTR_OPERATION_MATMUL_DESC, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &m,
-           "mm desc");
-    gb_finalize(gb, op, "matmul op");
-    gb_op(gb, op);
-}
-
-/* y = x viewed with y's dims and strides (a transpose, here). */
-static void gb_reshape(struct graph_builder *gb, cudnnBackendDescriptor_t x,
-                       cudnnBackendDescriptor_t y)
-{
-    cudnnBackendDescriptor_t op =
-        gb_new(gb, CUDNN_BACKEND_OPERATION_RESHAPE_DESCRIPTOR, "reshape op");
-    gb_set(gb, op, CUDNN_ATTR_OPERATION_RESHAPE_XDESC, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &x,
-           "reshape x");
-    gb_set(gb, op, CUDNN_ATTR_OPERATION_RESHAPE_YDESC, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &y,
-           "reshape y");
-    gb_finalize(gb, op, "reshape op");
-    gb_op(gb, op);
-}
 
 /* ---- the SDPA graphs ---- */
 
@@ -544,74 +368,15 @@ static cudnnBackendDescriptor_t gb_graph(struct graph_builder *gb, const struct 
     return gb->failed ? NULL : g;
 }
 
-static void gb_destroy(struct graph_builder *gb)
+/* MEGATRON_ATTENTION_AUTOTUNE=0 keeps cuDNN's first engine config (the frontend's choice). */
+static bool sdpa_autotune(void)
 {
-    for (int i = gb->ndescs - 1; i >= 0; i--)
-        CUDNN_CHECK(cudnnBackendDestroyDescriptor(gb->descs[i]));
-    free(gb);
-}
-
-/* Engine configs from heuristics mode A (else the fallback list), tried in order; the first that
- * finalizes into a plan wins, as the frontend's default policy does. */
-static bool gb_plan(struct graph_builder *gb, cudnnBackendDescriptor_t graph,
-                    cudnnBackendDescriptor_t *plan, int64_t *workspace)
-{
-    const cudnnBackendHeurMode_t modes[2] = {CUDNN_HEUR_MODE_A, CUDNN_HEUR_MODE_FALLBACK};
-    for (int mi = 0; mi < 2 && !gb->failed; mi++) {
-        cudnnBackendDescriptor_t heur = gb_new(gb, CUDNN_BACKEND_ENGINEHEUR_DESCRIPTOR, "heur");
-        gb_set(gb, heur, CUDNN_ATTR_ENGINEHEUR_OPERATION_GRAPH, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1,
-               &graph, "heur graph");
-        gb_set(gb, heur, CUDNN_ATTR_ENGINEHEUR_MODE, CUDNN_TYPE_HEUR_MODE, 1, &modes[mi],
-               "heur mode");
-        gb_finalize(gb, heur, "heuristics");
-        int64_t count = 0;
-        if (gb->failed || !gb_ok(gb, cudnnBackendGetAttribute(heur, CUDNN_ATTR_ENGINEHEUR_RESULTS,
-                                                              CUDNN_TYPE_BACKEND_DESCRIPTOR, 0,
-                                                              &count, NULL),
-                                 "heuristics count"))
-            return false;
-        if (count > 16) count = 16;
-        cudnnBackendDescriptor_t cfgs[16];
-        for (int64_t i = 0; i < count; i++)
-            cfgs[i] = gb_new(gb, CUDNN_BACKEND_ENGINECFG_DESCRIPTOR, "engine config");
-        int64_t got = 0;
-        if (count == 0 || gb->failed ||
-            !gb_ok(gb, cudnnBackendGetAttribute(heur, CUDNN_ATTR_ENGINEHEUR_RESULTS,
-                                                CUDNN_TYPE_BACKEND_DESCRIPTOR, count, &got, cfgs),
-                   "heuristics results"))
-            continue;
-        for (int64_t i = 0; i < got; i++) {
-            cudnnBackendDescriptor_t p = NULL;
-            if (cudnnBackendCreateDescriptor(CUDNN_BACKEND_EXECUTION_PLAN_DESCRIPTOR, &p) !=
-                CUDNN_STATUS_SUCCESS)
-                continue;
-            bool ok = cudnnBackendSetAttribute(p, CUDNN_ATTR_EXECUTION_PLAN_HANDLE,
-                                               CUDNN_TYPE_HANDLE, 1, &gb->handle) ==
-                          CUDNN_STATUS_SUCCESS &&
-                      cudnnBackendSetAttribute(p, CUDNN_ATTR_EXECUTION_PLAN_ENGINE_CONFIG,
-                                               CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &cfgs[i]) ==
-                          CUDNN_STATUS_SUCCESS &&
-                      cudnnBackendFinalize(p) == CUDNN_STATUS_SUCCESS;
-            int64_t n = 0;
-            if (ok && cudnnBackendGetAttribute(p, CUDNN_ATTR_EXECUTION_PLAN_WORKSPACE_SIZE,
-                                               CUDNN_TYPE_INT64, 1, &n, workspace) ==
-                          CUDNN_STATUS_SUCCESS) {
-                *plan = p;
-                CHECK(gb->ndescs < GB_MAX_DESCS);
-                gb->descs[gb->ndescs++] = p;
-                return true;
-            }
-            cudnnBackendDestroyDescriptor(p);
-        }
+    static int on = -1; /* read once: a setting of the process, like the backend context */
+    if (on < 0) {
+        const char *v = getenv("MEGATRON_ATTENTION_AUTOTUNE");
+        on = !(v && strcmp(v, "0") == 0);
     }
-    if (!gb->failed) {
-        char last[320] = "";
-        cudnnGetLastErrorString(last, sizeof last);
-        snprintf(gb->err, sizeof gb->err, "no engine config of the fused attention graph "
-                 "finalized%s%s", last[0] ? ": " : "", last);
-        gb->failed = true;
-    }
-    return false;
+    return on;
 }
 
 /* The plan for m, built on first use and kept in the context. */
@@ -633,7 +398,11 @@ static struct cuda_sdpa_plan *sdpa_plan(const struct sdpa_dims *m)
     gb->handle = ctx->dnn;
     cudnnBackendDescriptor_t graph = gb_graph(gb, m);
     struct cuda_sdpa_plan *p = (struct cuda_sdpa_plan *)xcalloc(1, sizeof *p);
-    if (!graph || !gb_plan(gb, graph, &p->plan, &p->workspace))
+    if (graph) p->nplans = gb_plans(gb, graph, p->plans, p->workspaces, sdpa_autotune() ? SDPA_PLANS : 1);
+    p->chosen = -1;
+    for (int i = 0; i < p->nplans; i++)
+        if (p->workspaces[i] > p->workspace) p->workspace = p->workspaces[i];
+    if (p->nplans == 0)
         BUG("cuDNN attention %s (B=%lld T=%lld heads=%lld groups=%lld d=%lld, %s): %s",
             m->backward ? "backward" : "forward", (long long)m->B, (long long)m->T,
             (long long)m->H, (long long)m->G, (long long)m->D, dtype_name(m->dt), gb->err);
@@ -643,7 +412,49 @@ static struct cuda_sdpa_plan *sdpa_plan(const struct sdpa_dims *m)
     return p;
 }
 
-/* Runs plan p with the (uid, pointer) pairs given. */
+/* The fastest of p's plans on this variant pack: each run once to warm up and 3 times timed. The
+ * runs write the op's own outputs, which every plan overwrites whole (nothing accumulates), and
+ * the chosen plan runs again after them. Once per graph, on its first execution: the
+ * synchronisation happens then, never in a later step. With MEGATRON_OP_TIMING set, one line per
+ * graph says what was chosen. */
+static int sdpa_fastest(struct cuda_sdpa_plan *p, cudnnBackendDescriptor_t pack)
+{
+    struct cuda_context *ctx = cuda_ctx();
+    cudaEvent_t start, stop;
+    CUDA_CHECK(cudaEventCreate(&start));
+    CUDA_CHECK(cudaEventCreate(&stop));
+    int best = 0;
+    float best_ms = 0.0f, first_ms = 0.0f;
+    for (int i = 0; i < p->nplans; i++) {
+        bool ok = true;
+        for (int r = 0; r < 4 && ok; r++) {
+            if (r == 1) CUDA_CHECK(cudaEventRecord(start, ctx->stream));
+            ok = cudnnBackendExecute(ctx->dnn, p->plans[i], pack) == CUDNN_STATUS_SUCCESS;
+        }
+        if (!ok) continue;
+        CUDA_CHECK(cudaEventRecord(stop, ctx->stream));
+        CUDA_CHECK(cudaEventSynchronize(stop));
+        float ms;
+        CUDA_CHECK(cudaEventElapsedTime(&ms, start, stop));
+        if (i == 0) first_ms = ms;
+        if (i == 0 || ms < best_ms) {
+            best = i;
+            best_ms = ms;
+        }
+    }
+    CUDA_CHECK(cudaEventDestroy(start));
+    CUDA_CHECK(cudaEventDestroy(stop));
+    if (getenv("MEGATRON_OP_TIMING"))
+        fprintf(stderr, "attention %s B=%lld T=%lld heads=%lld/%lld d=%lld %s dropout %g: %d engine configs, "
+                "#%d chosen: %.3f ms against the first's %.3f ms\n", p->dims.backward ? "backward" : "forward",
+                (long long)p->dims.B, (long long)p->dims.T, (long long)p->dims.H, (long long)p->dims.G,
+                (long long)p->dims.D, dtype_name(p->dims.dt), (double)p->dims.dropout_p, p->nplans, best,
+                best_ms / 3, first_ms / 3);
+    return best;
+}
+
+/* Runs plan p (its chosen engine config) with the (uid, pointer) pairs given; the workspace has
+ * room for the largest of p's plans. */
 static void sdpa_execute(struct cuda_sdpa_plan *p, const int64_t *uids, void *const *ptrs, int n,
                          void *workspace)
 {
@@ -657,7 +468,8 @@ static void sdpa_execute(struct cuda_sdpa_plan *p, const int64_t *uids, void *co
     CUDNN_CHECK(cudnnBackendSetAttribute(pack, CUDNN_ATTR_VARIANT_PACK_WORKSPACE,
                                          CUDNN_TYPE_VOID_PTR, 1, &workspace));
     CUDNN_CHECK(cudnnBackendFinalize(pack));
-    CUDNN_CHECK(cudnnBackendExecute(ctx->dnn, p->plan, pack));
+    if (p->chosen < 0) p->chosen = p->nplans > 1 ? sdpa_fastest(p, pack) : 0;
+    CUDNN_CHECK(cudnnBackendExecute(ctx->dnn, p->plans[p->chosen], pack));
     CUDNN_CHECK(cudnnBackendDestroyDescriptor(pack));
 }
 

@@ -15,7 +15,9 @@
  * as the CPU backend, so both draw the same mask. Attention dropout is drawn inside cuDNN's fused
  * attention by its Philox generator, seeded from the same key (forward and backward agree, runs
  * repeat), so that mask differs from the CPU backend's: same distribution, other draws.
- * Reductions run in an order fixed by the shape (no float atomics): results repeat bitwise. */
+ * Our reductions run in an order fixed by the shape (no float atomics): their results repeat
+ * bitwise. The one exception is cuDNN's attention backward, which sums dQ with fp32 atomics (the
+ * frontend's default engine): its last bits may vary from run to run. */
 #ifndef MEGATRON_KERNELS_CUDA_CUDA_OPS_H
 #define MEGATRON_KERNELS_CUDA_CUDA_OPS_H
 

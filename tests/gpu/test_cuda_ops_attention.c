@@ -152,7 +152,9 @@ static bool dropout_repeat_case(struct attention_shape s)
            (long long)s.seq, s.heads, s.groups, s.head_dim);
     bool ok = bitwise("out, same key", out[1], out[0], N * C);
     ok &= bitwise("log-sum-exp, same key", lse[1], lse[0], rows);
-    ok &= bitwise("dqkv, same key", dqkv[1], dqkv[0], N * W);
+    /* cuDNN's backward sums dQ with fp32 atomics in no fixed order, so a few elements may differ in
+     * their last bit between two runs (5 of 393216 seen in fp16); another mask moves dqkv by ~0.5 */
+    ok &= close_to("dqkv, same key", dqkv[1], dqkv[0], N * W, 1e-3);
     /* every part of the key, and the tensor-parallel rank, changes the mask */
     struct dropout_key other_stream = key, other_offset = key;
     other_stream.stream++;
