@@ -15,6 +15,7 @@
 # 7. (accum) the 1.5B GPT with gradient accumulation, global batch 128 (16 micro batches on 1 GPU,
 #    8 per rank at DP=2), fp32 and bf16 reduction.
 # PARTS="small big even" (the default) picks the parts; PARTS="reduce optime streams accum" the others.
+# SMALL_PRECISION=fp16 runs part 1 in fp16 (a dynamic loss scale from 4096, so no step overflows).
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 OUT=${OUT:-/tmp/gpu_parallel_out}
@@ -36,15 +37,16 @@ if want small; then
 small="--num-layers 4 --hidden-size 256 --num-attention-heads 8 --seq-length 256 --max-position-embeddings 256
     --micro-batch-size 4 --global-batch-size 16 --train-iters 30 --lr 1e-3 --lr-decay-style constant
     --mock-data --tokenizer-type NullTokenizer --vocab-size 4096 --log-interval 5 --eval-iters 0
-    --hidden-dropout 0 --attention-dropout 0 --split 1,1,1 --bf16 --device cuda"
+    --hidden-dropout 0 --attention-dropout 0 --split 1,1,1 --device cuda"
+if [ "${SMALL_PRECISION:-bf16}" = fp16 ]; then small="$small --fp16 --initial-loss-scale 4096"; else small="$small --bf16"; fi
 run small_1gpu 1 $small
 run small_dp2 2 $small
 run small_tp2_sp 2 $small --tensor-model-parallel-size 2 --sequence-parallel
 run small_dp2_distopt 2 $small --use-distributed-optimizer --overlap-grad-reduce
 for n in small_dp2 small_tp2_sp small_dp2_distopt; do
-    paste <(loss "$OUT/small_1gpu.log") <(loss "$OUT/$n.log") | awk -v n=$n '
+    paste <(loss "$OUT/small_1gpu.log") <(loss "$OUT/$n.log") | awk -v n=$n -v p="${SMALL_PRECISION:-bf16}" '
         { r = ($2 - $1) / $1; if (r < 0) r = -r; if (r > w) w = r; c++ }
-        END { printf "%s vs 1 GPU: %d logged losses, worst relative difference %.4f (%s)\n", n, c, w,
+        END { printf "%s (%s) vs 1 GPU: %d logged losses, worst relative difference %.4f (%s)\n", n, p, c, w,
               (c == 6 && w < 0.02) ? "within 2%" : "FAILED" }' | tee -a "$OUT/compare.txt"
 done
 
