@@ -48,8 +48,9 @@ struct sdpa_dims {
     bool pad_workaround;   /* backward, T % 128 != 0, cuDNN <= 9.15: the frontend's padding mask */
 };
 
-/* Execution plans of one graph: every engine config cuDNN offers that finalizes (at most
- * SDPA_PLANS); the fastest is chosen on the first execution (sdpa_execute). */
+/* Execution plans of one graph: cuDNN's first engine config that finalizes or, with
+ * MEGATRON_ATTENTION_AUTOTUNE=1, every one (at most SDPA_PLANS), the fastest chosen on the first
+ * execution (sdpa_execute). */
 enum { SDPA_PLANS = 8 };
 struct cuda_sdpa_plan {
     struct sdpa_dims dims;
@@ -368,13 +369,17 @@ static cudnnBackendDescriptor_t gb_graph(struct graph_builder *gb, const struct 
     return gb->failed ? NULL : g;
 }
 
-/* MEGATRON_ATTENTION_AUTOTUNE=0 keeps cuDNN's first engine config (the frontend's choice). */
+/* MEGATRON_ATTENTION_AUTOTUNE=1 times every engine config on a graph's first execution and keeps
+ * the fastest; by default cuDNN's first (the frontend's choice) is kept. Not the default because
+ * the configs round differently and, where their times are close, the timing picks one or another
+ * from run to run: two runs of the same job would not repeat bitwise (seen in tests/gpu/ckpt_gpu.sh).
+ * What it gains: a few percent of the forward at some shapes (docs/PERFORMANCE.md). */
 static bool sdpa_autotune(void)
 {
     static int on = -1; /* read once: a setting of the process, like the backend context */
     if (on < 0) {
         const char *v = getenv("MEGATRON_ATTENTION_AUTOTUNE");
-        on = !(v && strcmp(v, "0") == 0);
+        on = v && strcmp(v, "1") == 0;
     }
     return on;
 }
