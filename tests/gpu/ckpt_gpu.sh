@@ -2,7 +2,8 @@
 # Checkpoints on the CUDA backend, on a machine with a GPU (not part of `make test`):
 #  1. exact resume: a small GPT in bf16 on the GPU, 20 iterations uninterrupted against 10 saved
 #     (--save-interval 10 --exit-interval 10) and resumed to 20: the log lines of iterations 11-20
-#     (lm loss, grad norm, learning rate) must be identical;
+#     (lm loss, grad norm, learning rate, loss scale, skipped iterations) must be identical; the
+#     same in fp16 from Megatron's default loss scale, whose first steps overflow and are skipped;
 #  2. a GPU checkpoint loads on the CPU (--skip-train), and 2 more iterations from it on the CPU
 #     follow 2 more on the GPU within 2% (the CPU-vs-GPU tolerance of scripts/bench/gpu_train.sh);
 #  3. a CPU checkpoint loads on the GPU, and 2 more iterations follow the CPU's within 2%.
@@ -41,14 +42,15 @@ fail() {
 model=(--num-layers 4 --hidden-size 256 --num-attention-heads 8 --seq-length 256 --max-position-embeddings 256
     --micro-batch-size 4 --global-batch-size 8 --lr 1e-3 --min-lr 1e-4 --lr-decay-style cosine
     --lr-warmup-iters 2 --mock-data --tokenizer-type NullTokenizer --vocab-size 1024 --log-interval 1
-    --eval-iters 0 --hidden-dropout 0 --attention-dropout 0 --split 1,1,1 --bf16)
+    --eval-iters 0 --hidden-dropout 0 --attention-dropout 0 --split 1,1,1)
 gpu=(--device "${GPU_DEVICE:-cuda}")
 cpu=(--device cpu)
 
-run() { # run NAME FLAGS...: the log in $OUT/NAME.log; false when megatron failed
-    local name=$1
+run() { # run NAME FLAGS...: the log in $OUT/NAME.log; false when megatron failed (bf16 unless --fp16)
+    local name=$1 prec=--bf16
     shift
-    "$MEGATRON" pretrain "${model[@]}" "$@" >"$OUT/$name.log" 2>&1 || { tail -5 "$OUT/$name.log"; return 1; }
+    [[ " $* " == *" --fp16 "* ]] && prec=
+    "$MEGATRON" pretrain "${model[@]}" $prec "$@" >"$OUT/$name.log" 2>&1 || { tail -5 "$OUT/$name.log"; return 1; }
 }
 
 # the iteration lines without what differs between runs (timestamp, time per iteration)
@@ -63,29 +65,36 @@ close() { # close A B: relative difference within 2%
     awk -v a="$1" -v b="$2" 'BEGIN { d = (a - b) / b; if (d < 0) d = -d; exit !(a != "" && b != "" && d < 0.02) }'
 }
 
-# 1. exact resume on the GPU
-if run gpu_full "${gpu[@]}" --train-iters 20 &&
-    run gpu_first "${gpu[@]}" --train-iters 20 --save "$tmp/gpu" --save-interval 10 --exit-interval 10 &&
-    run gpu_second "${gpu[@]}" --train-iters 20 --save "$tmp/gpu" --save-interval 10 --load "$tmp/gpu"; then
-    grep -q "successfully loaded checkpoint from $tmp/gpu .* at iteration 10" "$OUT/gpu_second.log" ||
-        fail "resume: the second run did not load iteration 10"
-    lines "$OUT/gpu_full.log" | tail -n 10 >"$tmp/a"
-    lines "$OUT/gpu_second.log" >"$tmp/b"
-    if [ "$(wc -l <"$tmp/a")" -eq 10 ] && diff "$tmp/a" "$tmp/b" >"$OUT/resume.diff"; then
-        pass "GPU resume 10 -> 20 logs the uninterrupted run's iterations 11-20 exactly"
-    else
-        # a second uninterrupted run tells a resume bug from kernels that are not deterministic
-        run gpu_full2 "${gpu[@]}" --train-iters 20
-        if lines "$OUT/gpu_full.log" | cmp -s - <(lines "$OUT/gpu_full2.log"); then
-            fail "GPU resume differs from the uninterrupted run, which repeats exactly (see $OUT/resume.diff)"
+# 1. exact resume on the GPU: exact_resume NAME DIR FLAGS... (the checkpoint stays in DIR)
+exact_resume() {
+    local name=$1 dir=$2
+    shift 2
+    if run ${name}_full "${gpu[@]}" "$@" --train-iters 20 &&
+        run ${name}_first "${gpu[@]}" "$@" --train-iters 20 --save "$dir" --save-interval 10 --exit-interval 10 &&
+        run ${name}_second "${gpu[@]}" "$@" --train-iters 20 --save "$dir" --save-interval 10 --load "$dir"; then
+        grep -q "successfully loaded checkpoint from $dir .* at iteration 10" "$OUT/${name}_second.log" ||
+            fail "$name resume: the second run did not load iteration 10"
+        lines "$OUT/${name}_full.log" | tail -n 10 >"$tmp/a"
+        lines "$OUT/${name}_second.log" >"$tmp/b"
+        if [ "$(wc -l <"$tmp/a")" -eq 10 ] && diff "$tmp/a" "$tmp/b" >"$OUT/${name}_resume.diff"; then
+            pass "$name resume 10 -> 20 logs the uninterrupted run's iterations 11-20 exactly"
         else
-            fail "GPU resume differs, and so do two uninterrupted runs: the CUDA step is not deterministic (see $OUT/resume.diff)"
+            # a second uninterrupted run tells a resume bug from kernels that are not deterministic
+            run ${name}_full2 "${gpu[@]}" "$@" --train-iters 20
+            if lines "$OUT/${name}_full.log" | cmp -s - <(lines "$OUT/${name}_full2.log"); then
+                fail "$name resume differs from the uninterrupted run, which repeats exactly (see $OUT/${name}_resume.diff)"
+            else
+                fail "$name resume differs, and so do two uninterrupted runs: the CUDA step is not deterministic (see $OUT/${name}_resume.diff)"
+            fi
         fi
+    else
+        fail "$name training with --save/--load did not run (see $OUT/${name}_*.log)"
     fi
-else
-    fail "GPU training with --save/--load did not run (see $OUT/gpu_*.log)"
-fi
-
+}
+exact_resume gpu "$tmp/gpu"
+# fp16 from Megatron's default loss scale (2^32): the first steps overflow and are skipped, so the
+# checkpoint of iteration 10 must carry the dynamic scaler's state (scale, hysteresis, growth)
+exact_resume gpu_fp16 "$tmp/gpu_fp16" --fp16
 # 2. the GPU checkpoint of iteration 20 on the CPU, and 2 more iterations on each device
 if [ -f "$tmp/gpu/latest_checkpointed_iteration.txt" ]; then
     cp -r "$tmp/gpu" "$tmp/gpu_for_gpu"
