@@ -28,8 +28,6 @@ struct optimizer *optimizer_create(struct gpt_model *m, const struct optimizer_o
     o->ranges = xmalloc((size_t)num_ranges * sizeof *ranges);
     memcpy(o->ranges, ranges, (size_t)num_ranges * sizeof *ranges);
     for (int r = 0; r < num_ranges; r++) o->owned += ranges[r].hi - ranges[r].lo;
-    if (on_gpu(o) && opt->type != OPTIMIZER_ADAM)
-        die_user("--optimizer sgd: not supported yet on the CUDA backend; use adam or --device cpu");
     if (opt->params_dtype != DT_F32 && !on_gpu(o)) {
         int64_t at = 0;
         o->main_params = xmalloc((size_t)o->owned * sizeof(float));
@@ -143,8 +141,8 @@ static void chunk_piece(struct optimizer *o, int64_t at, int64_t len, int64_t st
     }
 }
 
-/* fp32 main weights (the model's own) updated in place and their 16-bit copy written, in one
- * launch over the chunk table (built on the first step: the pieces never change). */
+/* fp32 main weights (the model's own) updated in place by Adam or SGD and their 16-bit copy
+ * written, in one launch over the chunk table (built on the first step: the pieces never change). */
 static void update_on_gpu(struct optimizer *o, const struct update_args *u)
 {
     struct gpt_model *m = o->model;
@@ -156,8 +154,12 @@ static void update_on_gpu(struct optimizer *o, const struct update_args *u)
         device_copy_to(DEV_CUDA, o->device_chunks, t.c, (size_t)t.n * sizeof *t.c);
         free(t.c);
     }
-    cuda_adam_update_chunks(m->weights, m->grads, o->exp_avg, o->exp_avg_sq, o->device_chunks, o->num_chunks,
-                            u->lr, u->wd, o->opt.adam, o->step, m->weights_lp, m->activation_dtype);
+    if (o->opt.type == OPTIMIZER_ADAM)
+        cuda_adam_update_chunks(m->weights, m->grads, o->exp_avg, o->exp_avg_sq, o->device_chunks, o->num_chunks,
+                                u->lr, u->wd, o->opt.adam, o->step, m->weights_lp, m->activation_dtype);
+    else
+        cuda_sgd_update_chunks(m->weights, m->grads, o->exp_avg, o->device_chunks, o->num_chunks, u->lr, u->wd,
+                               o->opt.sgd_momentum, o->step == 1, m->weights_lp, m->activation_dtype);
 }
 #endif
 

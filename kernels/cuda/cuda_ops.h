@@ -151,8 +151,8 @@ void cuda_masked_sum_accumulate(double *acc, const float *x, const float *mask, 
 void cuda_adam_update(float *param, const float *grad, float *exp_avg, float *exp_avg_sq,
                       int64_t n, double lr, double weight_decay, struct adam_params ap,
                       int64_t step);
-/* A piece of the flat buffers Adam updates in one launch: elements [param, param + len) of the
- * weights and grads, [state, state + len) of the moments, with weight decay or without. */
+/* A piece of the flat buffers Adam (or SGD) updates in one launch: elements [param, param + len)
+ * of the weights and grads, [state, state + len) of the moments, with weight decay or without. */
 enum { CUDA_ADAM_CHUNK = 32768 }; /* most elements in one chunk (one thread block) */
 struct cuda_adam_chunk {
     int64_t param, state;
@@ -166,6 +166,13 @@ void cuda_adam_update_chunks(float *weights, const float *grads, float *exp_avg,
                              const struct cuda_adam_chunk *chunks, int64_t num_chunks, double lr,
                              double weight_decay, struct adam_params ap, int64_t step, void *lp,
                              enum dtype lp_dtype);
+/* sgd_update (optim/sgd.h) over every chunk in one launch, bitwise the CPU's per element (a chunk
+ * without decay gets weight decay 0), momentum_buf indexed like the moments; the 16-bit copy as
+ * cuda_adam_update_chunks writes it. */
+void cuda_sgd_update_chunks(float *weights, const float *grads, float *momentum_buf,
+                            const struct cuda_adam_chunk *chunks, int64_t num_chunks, double lr,
+                            double weight_decay, double momentum, bool first_step, void *lp,
+                            enum dtype lp_dtype);
 /* Sum of squares of x[0..n) in double, reduced in an order fixed by n alone (deterministic);
  * waits for the result. */
 double cuda_sum_squares(const float *x, int64_t n);

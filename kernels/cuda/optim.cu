@@ -1,7 +1,8 @@
 /* CUDA optimizer kernels over flat fp32 buffers: the Adam/AdamW step with the exact per-element
  * expressions of optim/adam.h (each rounded on its own through the _rn intrinsics, so no fused
  * multiply-add changes a bit and the result equals the CPU's), over one range or, in one launch,
- * over every piece of a model with the 16-bit weight copy written in the same pass; the
+ * over every piece of a model with the 16-bit weight copy written in the same pass; SGD with
+ * momentum (optim/sgd.h) the same way; the
  * deterministic sum of squares that gradient clipping needs; the precision conversions. */
 #include <math.h>
 
@@ -105,6 +106,48 @@ void cuda_adam_update_chunks(float *weights, const float *grads, float *exp_avg,
     CUDA_LP_DISPATCH(lp_dtype, adam_chunks_kernel<T><<<(unsigned)num_chunks, 256, 0, ctx->stream>>>(
                                    weights, grads, exp_avg, exp_avg_sq, chunks, k, (T *)lp));
     CUDA_CHECK_LAUNCH("adam_chunks_kernel");
+}
+
+/* ---- SGD ---- */
+
+/* optim/sgd.h's contract per element, over the chunks (one block each), the 16-bit copy beside. */
+template <class T>
+static __global__ void sgd_chunks_kernel(float *weights, const float *grads, float *momentum_buf,
+                                         const struct cuda_adam_chunk *chunks, float lr, float wd, float mu,
+                                         bool first_step, T *lp)
+{
+    const struct cuda_adam_chunk c = chunks[blockIdx.x];
+    const float chunk_wd = c.decay ? wd : 0.0f;
+    for (int i = threadIdx.x; i < c.len; i += blockDim.x) {
+        const int64_t w = c.param + i, s = c.state + i;
+        const float p = weights[w];
+        float g = grads[w];
+        if (chunk_wd != 0.0f) g = __fadd_rn(g, __fmul_rn(chunk_wd, p)); /* skipped at zero, as torch */
+        if (mu != 0.0f) {
+            const float buf = first_step ? g : __fadd_rn(__fmul_rn(mu, momentum_buf[s]), g);
+            momentum_buf[s] = buf;
+            g = buf;
+        }
+        const float q = __fsub_rn(p, __fmul_rn(lr, g));
+        weights[w] = q;
+        if (lp) lp[w] = lp_from_f32<T>(q);
+    }
+}
+
+void cuda_sgd_update_chunks(float *weights, const float *grads, float *momentum_buf,
+                            const struct cuda_adam_chunk *chunks, int64_t num_chunks, double lr,
+                            double weight_decay, double momentum, bool first_step, void *lp,
+                            enum dtype lp_dtype)
+{
+    CHECK(num_chunks >= 0 && num_chunks <= 0x7fffffff);
+    CHECK(momentum == 0.0 || momentum_buf != NULL);
+    if (num_chunks == 0) return;
+    struct cuda_context *ctx = cuda_ctx();
+    if (!lp) lp_dtype = DT_BF16; /* no copy written: any instantiation */
+    CUDA_LP_DISPATCH(lp_dtype, sgd_chunks_kernel<T><<<(unsigned)num_chunks, 256, 0, ctx->stream>>>(
+                                   weights, grads, momentum_buf, chunks, (float)lr, (float)weight_decay,
+                                   (float)momentum, first_step, (T *)lp));
+    CUDA_CHECK_LAUNCH("sgd_chunks_kernel");
 }
 
 /* ---- sum of squares ---- */

@@ -6,7 +6,8 @@
 #    within 2% (issue 5, part 6); so do 20 fp16 iterations with a dynamic loss scale that starts
 #    low enough never to overflow (--initial-loss-scale 4096); from Megatron's default start
 #    (2^32) fp16 overflows, and the run must skip those steps and halve the scale as Megatron's
-#    DynamicGradScaler does (hysteresis 2: the first overflow keeps the scale), then train.
+#    DynamicGradScaler does (hysteresis 2: the first overflow keeps the scale), then train; and
+#    20 bf16 iterations with --optimizer sgd follow the fp32 CPU's SGD run within 2%.
 # 2. speed: GPT-2 124M (12 x 768, seq 1024, vocab 50304) at a given micro batch: tokens/s and
 #    TFLOP/s by Megatron's formula, MFU against 989 TFLOP/s; then torch_gpt.py on the same GPU.
 set -uo pipefail
@@ -26,9 +27,11 @@ small="--num-layers 2 --hidden-size 128 --num-attention-heads 4 --seq-length 128
 ./megatron pretrain $small --device cuda --bf16 >"$OUT/small_gpu.log" 2>&1
 ./megatron pretrain $small --device cuda --fp16 --initial-loss-scale 4096 >"$OUT/small_gpu_fp16.log" 2>&1
 ./megatron pretrain $small --device cuda --fp16 --train-iters 30 >"$OUT/small_gpu_fp16_dynamic.log" 2>&1
+./megatron pretrain $small --device cpu --optimizer sgd >"$OUT/small_cpu_sgd.log" 2>&1
+./megatron pretrain $small --device cuda --bf16 --optimizer sgd >"$OUT/small_gpu_sgd.log" 2>&1
 loss() { grep ' iteration .*lm loss' "$1" | sed 's/.*lm loss: \([^ ]*\) .*/\1/'; }
-compare() { # name, log: the run's losses against the CPU's
-    paste <(loss "$OUT/small_cpu.log") <(loss "$2") | awk -v name="$1" '
+compare() { # name, log[, CPU log]: the run's losses against the CPU's
+    paste <(loss "${3:-$OUT/small_cpu.log}") <(loss "$2") | awk -v name="$1" '
         { r = ($2 - $1) / $1; if (r < 0) r = -r; if (r > worst || r != r) worst = r; n++ }
         END { printf "small GPT, %d iterations: worst relative difference GPU %s vs CPU fp32 = %.4f (%s)\n",
               n, name, worst, (n == 20 && worst < 0.02) ? "within 2%" : "FAILED" }'
@@ -36,6 +39,7 @@ compare() { # name, log: the run's losses against the CPU's
 {
     compare bf16 "$OUT/small_gpu.log"
     compare "fp16 (initial loss scale 4096)" "$OUT/small_gpu_fp16.log"
+    compare "bf16 --optimizer sgd" "$OUT/small_gpu_sgd.log" "$OUT/small_cpu_sgd.log"
     grep ' iteration ' "$OUT/small_gpu_fp16.log" | tail -1 | grep -q 'loss scale: 4096.0 .*skipped iterations:   0 ' &&
         echo "fp16 (initial loss scale 4096): no step skipped, scale 4096 (ok)" ||
         echo "fp16 (initial loss scale 4096): FAILED (a step was skipped or the scale moved)"

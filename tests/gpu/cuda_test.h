@@ -204,6 +204,7 @@ bool test_cross_entropy_matches_cpu(void);
 bool test_vocab_parallel_cross_entropy_matches_cpu(void);
 bool test_adam_is_bitwise_the_cpu(void);
 bool test_adam_chunks_is_bitwise_the_cpu(void);
+bool test_sgd_chunks_is_bitwise_the_cpu(void);
 bool test_sum_squares_matches_clip_norm(void);
 bool test_gradient_reductions_repeat_bitwise(void);
 

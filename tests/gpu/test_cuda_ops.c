@@ -61,6 +61,7 @@ static const struct test TESTS[] = {
     T(test_vocab_parallel_cross_entropy_matches_cpu),
     {"test_adam_is_bitwise_the_cpu", test_adam_is_bitwise_the_cpu, 0, true},
     T(test_adam_chunks_is_bitwise_the_cpu),
+    T(test_sgd_chunks_is_bitwise_the_cpu),
     {"test_sum_squares_matches_clip_norm", test_sum_squares_matches_clip_norm, 0, true},
     T(test_gradient_reductions_repeat_bitwise),
 };

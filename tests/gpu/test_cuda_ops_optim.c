@@ -1,9 +1,11 @@
 /* GPU checks of the optimizer kernels: Adam bitwise the CPU's adam_update, over one range and in
  * the one launch over a model's pieces (cuda_adam_update_chunks: weight decay on some pieces and
- * off on others, the 16-bit copy of the new weights bitwise the CPU's rounding into A.dt), and the
- * sum of squares that gradient clipping takes. */
+ * off on others, the 16-bit copy of the new weights bitwise the CPU's rounding into A.dt); SGD
+ * with and without momentum the same way (cuda_sgd_update_chunks against sgd_update); and the sum
+ * of squares that gradient clipping takes. */
 #include "optim/adam.h"
 #include "optim/clip.h"
+#include "optim/sgd.h"
 #include "tests/gpu/cuda_test.h"
 
 /* Pieces of a flat buffer of n elements laid out as a model's would be: long weights with decay,
@@ -62,6 +64,34 @@ static bool adam_chunks_case(bool decoupled)
 }
 
 bool test_adam_chunks_is_bitwise_the_cpu(void) { return adam_chunks_case(true) & adam_chunks_case(false); }
+
+static bool sgd_chunks_case(double momentum)
+{
+    struct cuda_adam_chunk chunks[64];
+    int64_t n = 0, sn = 0, nc = make_chunks(chunks, &n, &sn);
+    float *p = randn(n, 1.0f), *buf = halloc(sn * 4);
+    float *gp = to_dev(p, n * 4), *gb = to_dev(buf, sn * 4);
+    void *gc = to_dev(chunks, (size_t)nc * sizeof chunks[0]), *gg = dalloc(n * 4), *glp = dalloc(n * 2);
+    for (int64_t step = 1; step <= 3; step++) {
+        float *g = randn(n, 0.01f);
+        for (int64_t i = 0; i < n; i++) g[i] *= 1.0f + 1e-3f * (float)i / n; /* not 16-bit values */
+        cuda_memcpy_h2d(gg, g, n * 4);
+        for (int64_t c = 0; c < nc; c++)
+            sgd_update(p + chunks[c].param, g + chunks[c].param, buf + chunks[c].state, chunks[c].len, 0.1 * step,
+                       chunks[c].decay ? 0.01 : 0.0, momentum, step == 1);
+        cuda_sgd_update_chunks(gp, gg, gb, gc, nc, 0.1 * step, 0.01, momentum, step == 1, glp, A.dt);
+    }
+    float *lp = from_dev_lp(glp, n), *want = copy_f(p, n);
+    round_to_dtype(want, n, A.dt);
+    for (int64_t i = 0; i < n; i++)
+        if (i < 5 || i >= n - 3) lp[i] = want[i] = 0.0f; /* outside the pieces: never written */
+    printf("   sgd in %lld chunks, momentum %g, 3 steps\n", (long long)nc, momentum);
+    bool ok = bitwise("param", from_dev_f32(gp, n), p, n) & bitwise("16-bit copy of param", lp, want, n);
+    if (momentum != 0.0) ok &= bitwise("momentum buffer", from_dev_f32(gb, sn), buf, sn);
+    return ok;
+}
+
+bool test_sgd_chunks_is_bitwise_the_cpu(void) { return sgd_chunks_case(0.9) & sgd_chunks_case(0.0); }
 
 static bool adam_case(bool decoupled)
 {
