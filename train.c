@@ -549,7 +549,8 @@ static enum device select_device(const struct config *cfg, const struct grid *g)
         die_user("--device cuda: no GPU found, or this build has no CUDA backend; use --device cpu");
     if (!want && !(maybe && gpus > 0)) return DEV_CPU;
     if (!cfg->bf16 && !cfg->fp16) {
-        if (want) die_user("--device cuda: the CUDA backend trains in bf16 or fp16; add --bf16 or --fp16 (or use --device cpu)");
+        if (want)
+            die_user("--device cuda: the CUDA backend trains in bf16 or fp16; add --bf16 or --fp16 (or use --device cpu)");
         if (g->rank == 0)
             warn_user("--device auto: %d GPU(s) here, but the CUDA backend trains in bf16 or fp16 only (this run is "
                       "fp32); training on the CPU, which is far slower: add --bf16 or --fp16 to use the GPU, or "

@@ -230,11 +230,13 @@ struct gpt_model *gpt_create_stage(const struct model_config *cfg, int64_t micro
     m->weights = device_alloc(dev, (size_t)m->buffer_numel * sizeof(float));
     m->grads = device_alloc(dev, (size_t)m->buffer_numel * sizeof(float));
     m->activation_dtype = gpt_activation_dtype(cfg, dev);
-    if (dev == DEV_CUDA) m->weights_lp = device_alloc(dev, (size_t)m->buffer_numel * dtype_size(m->activation_dtype));
+    if (dev == DEV_CUDA)
+        m->weights_lp = device_alloc(dev, (size_t)m->buffer_numel * dtype_size(m->activation_dtype));
     m->layers = xcalloc((size_t)cfg->num_layers, sizeof *m->layers);
     m->layer_grads = xcalloc((size_t)cfg->num_layers, sizeof *m->layer_grads);
     if (m->weights_lp)
-        gpt_bind_views(m, m->weights_lp, m->activation_dtype, &m->embedding, m->layers, &m->final_norm, &m->output_weight);
+        gpt_bind_views(m, m->weights_lp, m->activation_dtype, &m->embedding, m->layers, &m->final_norm,
+                       &m->output_weight);
     else
         gpt_bind_views(m, m->weights, DT_F32, &m->embedding, m->layers, &m->final_norm, &m->output_weight);
     gpt_bind_views(m, m->grads, DT_F32, &m->embedding_grad, m->layer_grads, &m->final_norm_grad,

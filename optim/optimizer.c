@@ -120,9 +120,9 @@ struct update_args {
 };
 
 #ifdef MEGATRON_CUDA
-/* The chunk table of the CUDA backend's one Adam launch: every owned piece cut into chunks. */
+/* The chunk table of the CUDA backend's one optimizer launch: every owned piece cut into chunks. */
 struct chunk_table {
-    struct cuda_adam_chunk *c;
+    struct cuda_optim_chunk *c;
     int64_t n, cap;
 };
 
@@ -131,13 +131,13 @@ static void chunk_piece(struct optimizer *o, int64_t at, int64_t len, int64_t st
 {
     (void)o;
     struct chunk_table *t = arg;
-    for (int64_t k = 0; k < len; k += CUDA_ADAM_CHUNK) {
+    for (int64_t k = 0; k < len; k += CUDA_OPTIM_CHUNK) {
         if (t->n == t->cap) {
             t->cap = t->cap ? 2 * t->cap : 256;
             t->c = xrealloc(t->c, (size_t)t->cap * sizeof *t->c);
         }
-        int64_t n = len - k < CUDA_ADAM_CHUNK ? len - k : CUDA_ADAM_CHUNK;
-        t->c[t->n++] = (struct cuda_adam_chunk){at + k, state + k, (int32_t)n, !p->no_weight_decay};
+        int64_t n = len - k < CUDA_OPTIM_CHUNK ? len - k : CUDA_OPTIM_CHUNK;
+        t->c[t->n++] = (struct cuda_optim_chunk){at + k, state + k, (int32_t)n, !p->no_weight_decay};
     }
 }
 

@@ -153,24 +153,24 @@ void cuda_adam_update(float *param, const float *grad, float *exp_avg, float *ex
                       int64_t step);
 /* A piece of the flat buffers Adam (or SGD) updates in one launch: elements [param, param + len)
  * of the weights and grads, [state, state + len) of the moments, with weight decay or without. */
-enum { CUDA_ADAM_CHUNK = 32768 }; /* most elements in one chunk (one thread block) */
-struct cuda_adam_chunk {
+enum { CUDA_OPTIM_CHUNK = 32768 }; /* most elements in one chunk (one thread block) */
+struct cuda_optim_chunk {
     int64_t param, state;
-    int32_t len;   /* 1 .. CUDA_ADAM_CHUNK */
+    int32_t len;   /* 1 .. CUDA_OPTIM_CHUNK */
     int32_t decay; /* 1: weight_decay applies; 0: none (biases, 1-D tensors) */
 };
 /* cuda_adam_update over every chunk of the device table chunks[num_chunks] in one launch, each
  * element bitwise as cuda_adam_update computes it; when lp is not NULL the new weights are also
  * rounded into lp (the model's 16-bit copy, lp_dtype DT_BF16 or DT_F16) at their flat positions. */
 void cuda_adam_update_chunks(float *weights, const float *grads, float *exp_avg, float *exp_avg_sq,
-                             const struct cuda_adam_chunk *chunks, int64_t num_chunks, double lr,
+                             const struct cuda_optim_chunk *chunks, int64_t num_chunks, double lr,
                              double weight_decay, struct adam_params ap, int64_t step, void *lp,
                              enum dtype lp_dtype);
 /* sgd_update (optim/sgd.h) over every chunk in one launch, bitwise the CPU's per element (a chunk
  * without decay gets weight decay 0), momentum_buf indexed like the moments; the 16-bit copy as
  * cuda_adam_update_chunks writes it. */
 void cuda_sgd_update_chunks(float *weights, const float *grads, float *momentum_buf,
-                            const struct cuda_adam_chunk *chunks, int64_t num_chunks, double lr,
+                            const struct cuda_optim_chunk *chunks, int64_t num_chunks, double lr,
                             double weight_decay, double momentum, bool first_step, void *lp,
                             enum dtype lp_dtype);
 /* Sum of squares of x[0..n) in double, reduced in an order fixed by n alone (deterministic);

@@ -43,10 +43,10 @@ static __global__ void adam_kernel(float *param, const float *grad, float *exp_a
  * parameter written beside it (when lp is not NULL). */
 template <class T>
 static __global__ void adam_chunks_kernel(float *weights, const float *grads, float *exp_avg,
-                                          float *exp_avg_sq, const struct cuda_adam_chunk *chunks,
+                                          float *exp_avg_sq, const struct cuda_optim_chunk *chunks,
                                           struct adam_consts k, T *lp)
 {
-    const struct cuda_adam_chunk c = chunks[blockIdx.x];
+    const struct cuda_optim_chunk c = chunks[blockIdx.x];
     const float wd = c.decay ? k.wd : 0.0f;
     for (int i = threadIdx.x; i < c.len; i += blockDim.x) {
         const int64_t w = c.param + i, s = c.state + i;
@@ -93,7 +93,7 @@ void cuda_adam_update(float *param, const float *grad, float *exp_avg, float *ex
 }
 
 void cuda_adam_update_chunks(float *weights, const float *grads, float *exp_avg, float *exp_avg_sq,
-                             const struct cuda_adam_chunk *chunks, int64_t num_chunks, double lr,
+                             const struct cuda_optim_chunk *chunks, int64_t num_chunks, double lr,
                              double weight_decay, struct adam_params ap, int64_t step, void *lp,
                              enum dtype lp_dtype)
 {
@@ -113,10 +113,10 @@ void cuda_adam_update_chunks(float *weights, const float *grads, float *exp_avg,
 /* optim/sgd.h's contract per element, over the chunks (one block each), the 16-bit copy beside. */
 template <class T>
 static __global__ void sgd_chunks_kernel(float *weights, const float *grads, float *momentum_buf,
-                                         const struct cuda_adam_chunk *chunks, float lr, float wd, float mu,
+                                         const struct cuda_optim_chunk *chunks, float lr, float wd, float mu,
                                          bool first_step, T *lp)
 {
-    const struct cuda_adam_chunk c = chunks[blockIdx.x];
+    const struct cuda_optim_chunk c = chunks[blockIdx.x];
     const float chunk_wd = c.decay ? wd : 0.0f;
     for (int i = threadIdx.x; i < c.len; i += blockDim.x) {
         const int64_t w = c.param + i, s = c.state + i;
@@ -135,7 +135,7 @@ static __global__ void sgd_chunks_kernel(float *weights, const float *grads, flo
 }
 
 void cuda_sgd_update_chunks(float *weights, const float *grads, float *momentum_buf,
-                            const struct cuda_adam_chunk *chunks, int64_t num_chunks, double lr,
+                            const struct cuda_optim_chunk *chunks, int64_t num_chunks, double lr,
                             double weight_decay, double momentum, bool first_step, void *lp,
                             enum dtype lp_dtype)
 {

@@ -11,14 +11,14 @@
 /* Pieces of a flat buffer of n elements laid out as a model's would be: long weights with decay,
  * short biases without, one longer than a chunk so it is cut; the moments of each piece sit at
  * another offset (as a shard's compact state does). Returns the number of chunks written. */
-static int64_t make_chunks(struct cuda_adam_chunk *out, int64_t *n_out, int64_t *state_n)
+static int64_t make_chunks(struct cuda_optim_chunk *out, int64_t *n_out, int64_t *state_n)
 {
-    const int64_t lens[] = {3 * CUDA_ADAM_CHUNK + 17, 768, 589824, 1, 2304, 100003, 31};
+    const int64_t lens[] = {3 * CUDA_OPTIM_CHUNK + 17, 768, 589824, 1, 2304, 100003, 31};
     int64_t at = 5, state = 0, k = 0; /* elements [0, 5) belong to no piece: left alone */
     for (size_t i = 0; i < sizeof lens / sizeof lens[0]; i++) {
-        for (int64_t c = 0; c < lens[i]; c += CUDA_ADAM_CHUNK) {
-            int64_t len = lens[i] - c < CUDA_ADAM_CHUNK ? lens[i] - c : CUDA_ADAM_CHUNK;
-            out[k++] = (struct cuda_adam_chunk){at + c, state + c, (int32_t)len, (int32_t)(i % 2 == 0)};
+        for (int64_t c = 0; c < lens[i]; c += CUDA_OPTIM_CHUNK) {
+            int64_t len = lens[i] - c < CUDA_OPTIM_CHUNK ? lens[i] - c : CUDA_OPTIM_CHUNK;
+            out[k++] = (struct cuda_optim_chunk){at + c, state + c, (int32_t)len, (int32_t)(i % 2 == 0)};
         }
         at += lens[i];
         state += lens[i];
@@ -30,7 +30,7 @@ static int64_t make_chunks(struct cuda_adam_chunk *out, int64_t *n_out, int64_t 
 
 static bool adam_chunks_case(bool decoupled)
 {
-    struct cuda_adam_chunk chunks[64];
+    struct cuda_optim_chunk chunks[64];
     int64_t n = 0, sn = 0, nc = make_chunks(chunks, &n, &sn);
     struct adam_params ap = adam_params_default();
     ap.decoupled_weight_decay = decoupled;
@@ -67,7 +67,7 @@ bool test_adam_chunks_is_bitwise_the_cpu(void) { return adam_chunks_case(true) &
 
 static bool sgd_chunks_case(double momentum)
 {
-    struct cuda_adam_chunk chunks[64];
+    struct cuda_optim_chunk chunks[64];
     int64_t n = 0, sn = 0, nc = make_chunks(chunks, &n, &sn);
     float *p = randn(n, 1.0f), *buf = halloc(sn * 4);
     float *gp = to_dev(p, n * 4), *gb = to_dev(buf, sn * 4);
