@@ -203,19 +203,13 @@ template <class T> __device__ __forceinline__ void lp8_unpack(uint4 u, float out
     }
 }
 
-template <class T> __device__ __forceinline__ uint4 lp8_pack(const float in[8])
-{
-    return make_uint4(lp_pack2<T>(in[0], in[1]), lp_pack2<T>(in[2], in[3]), lp_pack2<T>(in[4], in[5]),
-                      lp_pack2<T>(in[6], in[7]));
-}
-
 template <class T> __device__ __forceinline__ void lp8_load(const T *p, float out[8])
 {
     lp8_unpack<T>(*reinterpret_cast<const uint4 *>(p), out);
 }
 
 /* The uint4 is built word by word in place (the form the bf16-only store had: NVVM unrolls some
- * callers' loops differently when it gets lp8_pack's make_uint4). */
+ * callers' loops differently when the four words come through make_uint4). */
 template <class T> __device__ __forceinline__ void lp8_store(T *p, const float in[8])
 {
     uint4 u;
