@@ -94,7 +94,7 @@ test-parity: deps
 FUZZ_SRC = $(wildcard fuzz/fuzz_*.c)
 FUZZ_BIN = $(FUZZ_SRC:fuzz/%.c=$(BUILD)/fuzz/%)
 # train.c and plan.c (which reads train.c's model config) stay out: fuzz targets have no main program.
-FUZZ_LIB_SRC = $(filter-out train.c parallel/plan.c,$(LIB_SRC))
+FUZZ_LIB_SRC = $(filter-out train.c train_step.c parallel/plan.c,$(LIB_SRC))
 fuzz: $(FUZZ_BIN)
 $(FUZZ_BIN): | fuzz-deps
 fuzz-deps:

@@ -1,6 +1,7 @@
 /* The training loop of `megatron pretrain`, after Megatron's megatron/training/training.py:
  * pretrain -> train -> train_step / training_log / evaluate_and_print_results. */
 #include "train.h"
+#include "train_internal.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -25,14 +26,6 @@
 #endif
 #include "util/error.h"
 
-/* Host buffers for the samples of one iteration on this rank (all its micro batches). */
-struct batch_buffers {
-    int64_t samples, seq;
-    int64_t *indices;
-    int32_t *tokens, *labels, *positions;
-    float *loss_mask;
-};
-
 /* Totals between two log lines, as training_log keeps them in total_loss_dict. */
 struct log_interval_totals {
     double loss_sum;       /* sum of per-iteration lm loss over advanced iterations */
@@ -41,40 +34,6 @@ struct log_interval_totals {
     int64_t nan;
     double seconds;
 };
-
-struct trainer {
-    const struct config *cfg;
-    FILE *out;                /* Megatron's training_log prints on the last rank: NULL elsewhere */
-    struct grid grid;
-    struct comm_group *dp;    /* data-parallel group (NULL with one data-parallel rank) */
-    struct comm_group *pp;    /* pipeline group (NULL with one stage) */
-    struct comm_group *embedding; /* first and last stage, with tied embeddings split over them */
-    struct pipeline_spec pipeline;
-    struct pipeline_schedule schedule;
-    struct schedule *runner;  /* this rank's table bound to the model */
-    bool last_stage;          /* holds the loss */
-    struct gpt_model *model;
-    struct ddp *ddp;
-    struct optimizer *optimizer;
-    struct loader *loader;
-    struct batch_buffers buf;
-    int64_t iteration;
-    int64_t consumed_train_samples;
-    int64_t consumed_valid_samples;
-    double flops_per_batch;
-    double start_seconds;     /* when pretrain began (--exit-duration-in-mins) */
-    double phase_seconds[3];  /* --timing-log-level: forward-backward, all-grads-sync, optimizer since the last log */
-};
-
-/* --timing-log-level: the phases of a step, timed after the device finished them. */
-enum { PHASE_FORWARD_BACKWARD, PHASE_GRADS_SYNC, PHASE_OPTIMIZER };
-
-static double now_seconds(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
 
 /* " [YYYY-MM-DD HH:MM:SS.ffffff]" as Python's datetime.now() prints it. */
 static void print_timestamp(FILE *out)
@@ -181,185 +140,6 @@ static void build_optimizer(struct trainer *t)
     t->optimizer = optimizer_create(t->model, &o, ranges, n);
 }
 
-static void alloc_buffers(struct batch_buffers *b, int64_t samples, int64_t seq)
-{
-    size_t n = (size_t)(samples * seq);
-    b->samples = samples;
-    b->seq = seq;
-    b->indices = xmalloc((size_t)samples * sizeof(int64_t));
-    b->tokens = xmalloc(n * sizeof(int32_t));
-    b->labels = xmalloc(n * sizeof(int32_t));
-    b->positions = xmalloc(n * sizeof(int32_t));
-    b->loss_mask = xmalloc(n * sizeof(float));
-}
-
-static void free_buffers(struct batch_buffers *b)
-{
-    free(b->indices);
-    free(b->tokens);
-    free(b->labels);
-    free(b->positions);
-    free(b->loss_mask);
-}
-
-/* The samples of one global batch starting at `consumed` that this rank reads: Megatron's
- * MegatronPretrainingSampler hands micro batch m to data-parallel rank r as the samples
- * consumed + m x mbs x dp + r x mbs + [0, mbs). */
-static void batch_indices(const struct config *cfg, int rank, int64_t consumed, int64_t *indices)
-{
-    int64_t mbs = cfg->micro_batch_size, dp = cfg->data_parallel_size;
-    for (int64_t m = 0; m < cfg->num_micro_batches; m++)
-        for (int64_t i = 0; i < mbs; i++) indices[m * mbs + i] = consumed + m * mbs * dp + rank * mbs + i;
-}
-
-static void load_batch(struct trainer *t, enum data_split split, int64_t consumed)
-{
-    struct batch_buffers *b = &t->buf;
-    batch_indices(t->cfg, t->grid.dp_rank, consumed, b->indices);
-    loader_batch(t->loader, split, b->indices, b->samples, b->tokens, b->labels, b->positions, b->loss_mask);
-}
-
-static void prefetch_batch(struct trainer *t, enum data_split split, int64_t consumed)
-{
-    int64_t *indices = xmalloc((size_t)t->buf.samples * sizeof(int64_t));
-    batch_indices(t->cfg, t->grid.dp_rank, consumed, indices);
-    loader_prefetch(t->loader, split, indices, t->buf.samples);
-    free(indices);
-}
-
-/* Micro batch m of the loaded iteration. */
-static struct gpt_batch gpt_batch_of(const struct trainer *t, int64_t m, uint64_t stream, int64_t offset,
-                                     bool training)
-{
-    struct gpt_batch g;
-    memset(&g, 0, sizeof g); /* no loss gradient in the forward unless the schedule asks */
-    int64_t at = m * t->cfg->micro_batch_size * t->buf.seq;
-    g.batch = t->cfg->micro_batch_size;
-    g.tokens = t->buf.tokens + at;
-    g.labels = t->buf.labels + at;
-    g.positions = t->buf.positions + at;
-    g.loss_mask = t->buf.loss_mask + at;
-    g.dropout_stream = stream;
-    g.sample_offset = offset;
-    g.training = training;
-    return g;
-}
-
-/* With --timing-log-level: waits for the device, then the time. */
-static double phase_clock(const struct trainer *t)
-{
-    if (t->cfg->timing_log_level < 1) return 0.0;
-#ifdef MEGATRON_CUDA
-    if (t->model->device == DEV_CUDA) cuda_synchronize();
-#endif
-    return now_seconds();
-}
-
-/* Every micro batch of the loaded iteration. */
-static void gpt_batches_of(const struct trainer *t, struct gpt_batch *out, uint64_t stream, bool training)
-{
-    int64_t micro = t->cfg->micro_batch_size, dp = t->cfg->data_parallel_size;
-    for (int64_t mb = 0; mb < t->cfg->num_micro_batches; mb++) {
-        /* the first sample of this micro batch within the global batch (the sampler's order) */
-        int64_t offset = training ? mb * micro * dp + t->grid.dp_rank * micro : 0;
-        out[mb] = gpt_batch_of(t, mb, training ? stream : 0, offset, training);
-    }
-}
-
-/* Loss sum and token count summed over the data-parallel group (fp64, rank order). */
-static void reduce_loss(const struct trainer *t, double *loss_sum, double *tokens)
-{
-    double v[2] = {*loss_sum, *tokens};
-    if (t->dp) comm_all_reduce_sum(t->dp, v, 2, COMM_F64);
-    *loss_sum = v[0];
-    *tokens = v[1];
-}
-
-/* finalize_model_grads: with tied embeddings split over the first and last stage, their
- * gradients summed over the embedding group (before the data-parallel reduction, which holds the
- * buckets containing them back until now); the data-parallel reduction; then with sequence
- * parallelism the sum over the tensor-parallel group of the gradients of parameters every rank
- * holds whole (each rank applied them to its rows only). */
-static void finalize_grads(struct trainer *t)
-{
-    struct gpt_model *m = t->model;
-    for (int i = 0; i < m->num_params && t->embedding; i++) {
-        const struct gpt_param *p = &m->params[i];
-        if (!p->shared_embedding) continue;
-        if (m->device == DEV_CUDA)
-            comm_device_all_reduce_sum(t->embedding, m->grads + p->offset, (size_t)p->numel, COMM_F32);
-        else
-            comm_all_reduce_sum(t->embedding, m->grads + p->offset, (size_t)p->numel, COMM_F32);
-    }
-    ddp_finish_grad_sync(t->ddp);
-    if (!m->tp.sequence_parallel) return;
-    for (int i = 0; i < m->num_params; i++)
-        if (m->params[i].shard_dim < 0)
-            tp_all_reduce_buffer(&m->tp, m->device, m->grads + m->params[i].offset, m->params[i].numel);
-}
-
-/* train_step: every micro batch's forward and backward through this rank's pipeline schedule,
- * then the optimizer step. Megatron divides each micro batch's summed loss by its token count and
- * by the number of micro batches (schedules.py:forward_step), averages gradients over
- * data-parallel ranks, and reports sum(losses) / sum(tokens) over the global batch (known on the
- * last pipeline stage). */
-static struct step_result train_step(struct trainer *t, double *lm_loss)
-{
-    const struct config *cfg = t->cfg;
-    int64_t num_micro = cfg->num_micro_batches, dp = cfg->data_parallel_size;
-    uint64_t stream = rng_mix64((uint64_t)t->iteration * 2 + 1);
-    struct gpt_batch *batches = xmalloc((size_t)num_micro * sizeof *batches);
-    load_batch(t, SPLIT_TRAIN, t->consumed_train_samples);
-    if (t->iteration + 1 < cfg->train_iters)
-        prefetch_batch(t, SPLIT_TRAIN, t->consumed_train_samples + cfg->global_batch_size);
-    gpt_batches_of(t, batches, stream, true);
-    struct schedule_step step = {
-        .batches = batches,
-        .loss_scale = optimizer_loss_scale(t->optimizer),
-        .loss_divisor = (double)num_micro * (double)dp,
-        .ddp = t->ddp,
-        .overlap_grad_reduce = cfg->overlap_grad_reduce,
-    };
-    double t0 = phase_clock(t);
-    schedule_run(t->runner, &step);
-    free(batches);
-    double t1 = phase_clock(t);
-    finalize_grads(t);
-    double t2 = phase_clock(t);
-    double loss_sum = step.loss_sum, tokens_sum = step.num_tokens;
-    reduce_loss(t, &loss_sum, &tokens_sum);
-    *lm_loss = t->last_stage ? loss_sum / tokens_sum : 0.0;
-    t->consumed_train_samples += cfg->global_batch_size;
-    struct step_result r = optimizer_step(t->optimizer, cfg->global_batch_size);
-    if (!r.skipped) ddp_gather_params(t->ddp);
-    device_zero(t->model->device, t->model->grads, (size_t)t->model->buffer_numel * sizeof(float));
-    double t3 = phase_clock(t);
-    t->phase_seconds[PHASE_FORWARD_BACKWARD] += t1 - t0;
-    t->phase_seconds[PHASE_GRADS_SYNC] += t2 - t1;
-    t->phase_seconds[PHASE_OPTIMIZER] += t3 - t2;
-    return r;
-}
-
-/* evaluate: --eval-iters global batches of the split, token-weighted mean loss, no dropout. */
-static double evaluate(struct trainer *t, enum data_split split, int64_t *consumed)
-{
-    const struct config *cfg = t->cfg;
-    double loss_sum = 0.0, tokens_sum = 0.0;
-    struct gpt_batch *batches = xmalloc((size_t)cfg->num_micro_batches * sizeof *batches);
-    for (int64_t it = 0; it < cfg->eval_iters; it++) {
-        load_batch(t, split, *consumed);
-        gpt_batches_of(t, batches, 0, false);
-        struct schedule_step step = {.batches = batches, .forward_only = true};
-        schedule_run(t->runner, &step);
-        loss_sum += step.loss_sum;
-        tokens_sum += step.num_tokens;
-        *consumed += cfg->global_batch_size;
-    }
-    free(batches);
-    reduce_loss(t, &loss_sum, &tokens_sum);
-    return t->last_stage ? loss_sum / tokens_sum : 0.0;
-}
-
 /* Python's format of a float with a C format: "nan", "inf" ("NAN", "INF" for E formats) where C
  * would print "-nan". */
 static const char *py_format(char *buf, size_t n, const char *fmt, double v, bool upper)
@@ -374,7 +154,7 @@ static void evaluate_and_print(struct trainer *t, enum data_split split, const c
 {
     int64_t test_consumed = 0;
     int64_t *consumed = split == SPLIT_VALID ? &t->consumed_valid_samples : &test_consumed;
-    double loss = evaluate(t, split, consumed);
+    double loss = train_evaluate(t, split, consumed);
     char line[512];
     char value[32], ppl[32];
     /* math.exp(min(20, loss)): Python's min keeps 20 when loss is NaN */
@@ -481,7 +261,7 @@ static bool train(struct trainer *t)
     const struct config *cfg = t->cfg;
     struct log_interval_totals tot = {0};
     bool do_valid = loader_num_samples(t->loader, SPLIT_VALID) > 0;
-    double start = now_seconds();
+    double start = train_now_seconds();
     if (cfg->exit_signal_handler) exit_signal_install();
     while (t->iteration < cfg->train_iters) {
         double lm_loss;
@@ -495,21 +275,21 @@ static bool train(struct trainer *t)
             tot.advanced++;
         }
         if (t->iteration % cfg->log_interval == 0) {
-            double now = now_seconds();
+            double now = train_now_seconds();
             tot.seconds = now - start;
             print_log_line(t, &r, &tot);
             if (cfg->timing_log_level >= 1) print_timers(t);
             start = now;
         }
         if (cfg->eval_interval > 0 && t->iteration % cfg->eval_interval == 0 && do_valid) {
-            double paused = now_seconds();
+            double paused = train_now_seconds();
             char prefix[64];
             snprintf(prefix, sizeof prefix, "iteration %lld", (long long)t->iteration);
             evaluate_and_print(t, SPLIT_VALID, prefix);
-            start += now_seconds() - paused; /* evaluation is not training time */
+            start += train_now_seconds() - paused; /* evaluation is not training time */
         }
         struct ckpt_state s = ckpt_state_of(t);
-        if (ckpt_and_decide_exit(cfg, &s, (now_seconds() - t->start_seconds) / 60.0, stdout)) return true;
+        if (ckpt_and_decide_exit(cfg, &s, (train_now_seconds() - t->start_seconds) / 60.0, stdout)) return true;
     }
     return false;
 }
@@ -622,7 +402,7 @@ static void train_and_evaluate(struct trainer *t, const struct model_config *mc,
     bool first = t->grid.rank == 0;
     t->loader = loader_create(cfg, vocab, eod);
     t->flops_per_batch = model_flops_per_batch(mc, cfg->global_batch_size);
-    alloc_buffers(&t->buf, cfg->num_micro_batches * cfg->micro_batch_size, cfg->seq_length);
+    train_alloc_buffers(t);
     fflush(out);
 
     bool exited = false;
@@ -647,7 +427,7 @@ static void train_and_evaluate(struct trainer *t, const struct model_config *mc,
         evaluate_and_print(t, SPLIT_TEST, prefix);
     }
 
-    free_buffers(&t->buf);
+    train_free_buffers(t);
     loader_free(t->loader);
 }
 
@@ -658,7 +438,7 @@ int pretrain_main(const struct config *cfg, FILE *out)
     struct tp_group tp;
     memset(&t, 0, sizeof t);
     t.cfg = cfg;
-    t.start_seconds = now_seconds();
+    t.start_seconds = train_now_seconds();
     setup_parallel(&t, &tp);
     bool first = t.grid.rank == 0;
     t.out = t.grid.rank == t.grid.world_size - 1 ? out : NULL; /* print_rank_last */

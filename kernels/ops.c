@@ -110,6 +110,7 @@ static enum device common_device(const struct args *a)
 static void need_dropout(const struct args *a, struct dropout_key d)
 {
     need(a, d.p >= 0.0f && d.p < 1.0f, "dropout probability must be in [0, 1)");
+    need(a, !d.device_stream || common_device(a) == DEV_CUDA, "a dropout stream in device memory needs GPU tensors");
 }
 
 /* The CUDA backend plugs in here: with MEGATRON_CUDA each op's DEV_CUDA branch calls its cuda_<op>

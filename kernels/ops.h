@@ -27,6 +27,10 @@ struct dropout_key {
     uint64_t seed;
     uint64_t stream;  /* which site, iteration and micro batch (see models/) */
     uint64_t offset;  /* counter of element 0, so a shard of a batch draws its own slice */
+    /* GPU tensors only, or NULL: the iteration's part of the stream in device memory, read when the
+     * kernel runs (a captured step replays with the next iteration's); the site's stream is then
+     * rng_mix64(*device_stream ^ stream), `stream` holding the site's own part. */
+    const uint64_t *device_stream;
 };
 
 /* ---- dense layers ---- */

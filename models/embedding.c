@@ -11,8 +11,10 @@ struct dropout_key layer_dropout_key(const struct layer_ctx *ctx, enum dropout_s
     struct dropout_key k;
     k.p = ctx->training ? p : 0.0f;
     k.seed = ctx->cfg->seed;
-    k.stream = rng_mix64(ctx->dropout_stream ^ rng_mix64((uint64_t)(ctx->layer + 1) * 16 + (uint64_t)site));
+    uint64_t site_part = rng_mix64((uint64_t)(ctx->layer + 1) * 16 + (uint64_t)site);
+    k.stream = ctx->device_dropout_stream ? site_part : rng_mix64(ctx->dropout_stream ^ site_part);
     k.offset = (uint64_t)ctx->sample_offset * (uint64_t)elems_per_sample;
+    k.device_stream = ctx->device_dropout_stream;
     return k;
 }
 

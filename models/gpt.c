@@ -293,6 +293,7 @@ static struct layer_ctx make_ctx(const struct gpt_model *m, const struct gpt_bat
     ctx.row_offset = m->tp.sequence_parallel ? m->tp.rank * ctx.rows : 0;
     ctx.layer = -1;
     ctx.dropout_stream = b->dropout_stream;
+    ctx.device_dropout_stream = b->device_dropout_stream;
     ctx.sample_offset = b->sample_offset;
     ctx.training = b->training;
     return ctx;
@@ -312,9 +313,17 @@ void gpt_weights_changed(struct gpt_model *m, int64_t lo, int64_t hi)
 #endif
 }
 
-/* The micro batch's inputs, queued before its forward: the host does not wait for the GPU here. */
+/* The micro batch's inputs, queued before its forward: the host does not wait for the GPU here.
+ * Inputs already on the device are copied there (a queued copy within the GPU). */
 static void stage_batch(struct gpt_model *m, struct gpt_activations *a, const struct gpt_batch *b, int64_t n)
 {
+    if (b->device_tokens) {
+        op_copy(a->tokens, tensor_1d((void *)b->device_tokens, DT_I32, m->device, n));
+        op_copy(a->labels, tensor_1d((void *)b->device_labels, DT_I32, m->device, n));
+        op_copy(a->positions, tensor_1d((void *)b->device_positions, DT_I32, m->device, n));
+        op_copy(a->loss_mask, tensor_1d((void *)b->device_loss_mask, DT_F32, m->device, n));
+        return;
+    }
     device_copy_to_queued(m->device, a->tokens.data, b->tokens, (size_t)n * sizeof(int32_t));
     device_copy_to_queued(m->device, a->labels.data, b->labels, (size_t)n * sizeof(int32_t));
     device_copy_to_queued(m->device, a->positions.data, b->positions, (size_t)n * sizeof(int32_t));
@@ -343,20 +352,37 @@ static void add_masked_sum(struct gpt_model *m, struct tensor losses, struct ten
     m->loss_sum[0] += sum;
 }
 
-/* d loss / d token loss = loss_scale x loss_mask, made where the mask's copy is. */
+/* d loss / d token loss = loss_scale x loss_mask, made where the mask's copy is; on the GPU the
+ * factor may be read from device memory instead (device_scale not NULL). */
 static void seed_loss_gradient(struct gpt_model *m, struct tensor dlosses, struct tensor mask, float loss_scale,
-                               int64_t n)
+                               const float *device_scale, int64_t n)
 {
     op_copy(dlosses, mask);
 #ifdef MEGATRON_CUDA
     if (m->device == DEV_CUDA) {
-        cuda_scale_f32(dlosses.data, n, loss_scale);
+        if (device_scale)
+            cuda_scale_f32_by(dlosses.data, n, device_scale);
+        else
+            cuda_scale_f32(dlosses.data, n, loss_scale);
         return;
     }
 #endif
+    if (device_scale) BUG("seed_loss_gradient: a device factor on the CPU backend");
     (void)m;
     float *d = dlosses.data;
     for (int64_t i = 0; i < n; i++) d[i] = loss_scale * d[i];
+}
+
+float gpt_loss_grad_factor(double loss_scale, double tokens, double loss_divisor)
+{
+    return (float)(loss_scale / ((tokens > 0 ? tokens : 1.0) * loss_divisor));
+}
+
+double gpt_batch_tokens(const float *loss_mask, int64_t n)
+{
+    double tokens = 0.0;
+    for (int64_t i = 0; i < n; i++) tokens += loss_mask[i];
+    return tokens;
 }
 
 double gpt_forward_chunk(struct gpt_model *m, int chunk, int slot, const struct gpt_batch *b)
@@ -382,12 +408,11 @@ double gpt_forward_chunk(struct gpt_model *m, int chunk, int slot, const struct 
                               spec->post_process ? &a->final_norm : NULL, a->positions);
     if (!spec->post_process) return 0.0;
     ctx.layer = -1;
-    double tokens = 0.0;
-    for (int64_t i = 0; i < n; i++) tokens += b->loss_mask[i];
+    double tokens = gpt_batch_tokens(b->loss_mask, n);
     struct tensor dlosses = tensor_none();
     if (b->loss_divisor > 0.0 && m->tp.size == 1) { /* a training step: the loss gradient is known now */
-        double per_token = b->loss_scale / ((tokens > 0 ? tokens : 1.0) * b->loss_divisor);
-        seed_loss_gradient(m, a->dlosses, a->loss_mask, (float)per_token, n);
+        seed_loss_gradient(m, a->dlosses, a->loss_mask, gpt_loss_grad_factor(b->loss_scale, tokens, b->loss_divisor),
+                           b->device_loss_grad_factor, n);
         dlosses = a->dlosses;
     }
     tp_gather_rows(&m->tp, a->final_norm.out, a->head.input);
@@ -396,11 +421,12 @@ double gpt_forward_chunk(struct gpt_model *m, int chunk, int slot, const struct 
     return tokens;
 }
 
-double gpt_loss_take(struct gpt_model *m)
+void gpt_loss_reset(struct gpt_model *m) { device_zero(m->device, m->loss_sum, sizeof(double)); }
+
+double gpt_loss_read(struct gpt_model *m)
 {
     double sum = 0.0;
     device_copy_from(m->device, &sum, m->loss_sum, sizeof sum);
-    device_zero(m->device, m->loss_sum, sizeof sum);
     return sum;
 }
 
@@ -414,7 +440,7 @@ void gpt_backward_chunk(struct gpt_model *m, int chunk, int slot, const struct g
     int64_t n = b->batch * c->seq_length, count = spec->num_layers;
     bool hook = b->on_grads_ready != NULL;
     if (spec->post_process) {
-        if (!a->head.grad_in_logits) seed_loss_gradient(m, a->dlosses, a->loss_mask, loss_scale, n);
+        if (!a->head.grad_in_logits) seed_loss_gradient(m, a->dlosses, a->loss_mask, loss_scale, NULL, n);
         lm_head_backward(&ctx, m->output_weight, m->output_weight_grad, m->embedding.vocab_start, &a->head,
                          a->dlosses, sh->dfinal_full, a->labels);
         /* the final norm's output fed every rank's vocabulary shard: sum their input gradients */
@@ -445,9 +471,9 @@ static void require_whole(const struct gpt_model *m, const char *what)
 double gpt_forward(struct gpt_model *m, const struct gpt_batch *b, double *num_tokens)
 {
     require_whole(m, "gpt_forward");
-    gpt_loss_take(m);
+    gpt_loss_reset(m);
     *num_tokens = gpt_forward_chunk(m, 0, 0, b);
-    return gpt_loss_take(m);
+    return gpt_loss_read(m);
 }
 
 void gpt_backward(struct gpt_model *m, const struct gpt_batch *b, float loss_scale)

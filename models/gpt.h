@@ -78,7 +78,7 @@ struct gpt_model {
     void *weights_lp;         /* CUDA backend: the 16-bit copy forward and backward read; else NULL */
     enum dtype activation_dtype; /* of weights_lp and the activations: gpt_activation_dtype */
     float *grads;             /* main grads, fp32, accumulated over micro batches */
-    double *loss_sum;         /* on the model's device: masked token losses summed since gpt_loss_take */
+    double *loss_sum;         /* on the model's device: masked token losses summed since gpt_loss_reset */
 
     /* views into weights / grads; layers are indexed by their index in the whole model, and only
        this rank's are bound */
@@ -155,6 +155,14 @@ struct gpt_batch {
      * With loss_divisor > 0 a chunk with post_process computes the logits' gradient in its
      * forward (one pass over the logits) and its backward starts from it; 0: the backward does. */
     double loss_scale, loss_divisor;
+    /* On the GPU, a training step's inputs already in device memory (the trainer uploads the whole
+     * iteration before the step; NULL: the forward copies the host arrays above): the same arrays,
+     * and the loss gradient's factor gpt_loss_grad_factor(loss_scale, tokens, loss_divisor), read
+     * there instead of computed at the forward. Nothing the host computes then reaches a launch,
+     * so a CUDA graph of the step replays with the next iteration's data. */
+    const int32_t *device_tokens, *device_labels, *device_positions;
+    const float *device_loss_mask, *device_loss_grad_factor;
+    const uint64_t *device_dropout_stream; /* dropout_stream, in device memory */
     /* Called during gpt_backward when every gradient of a stage is final: stage num_layers after
      * the output layer and final norm, then l after layer l, then -1 after the embeddings. */
     void (*on_grads_ready)(void *ctx, int stage);
@@ -177,9 +185,15 @@ struct tensor gpt_logits(const struct gpt_model *m);
  * masked sum of its token losses to the model's loss sum, on the device (no host
  * synchronisation), and returns sum(loss_mask) (the micro batch's tokens); others return 0. */
 double gpt_forward_chunk(struct gpt_model *m, int chunk, int slot, const struct gpt_batch *b);
-/* The masked loss summed by every post_process forward since the last call (one device
- * synchronisation), and a fresh start. */
-double gpt_loss_take(struct gpt_model *m);
+/* The masked loss summed on the device by every post_process forward since gpt_loss_reset (queued,
+ * no wait); gpt_loss_read waits for the device and returns it. */
+void gpt_loss_reset(struct gpt_model *m);
+double gpt_loss_read(struct gpt_model *m);
+/* d loss / d token loss of a training micro batch with this many tokens (sum of its loss_mask; 1
+ * when 0): loss_scale / (tokens x loss_divisor), rounded to fp32 once. */
+float gpt_loss_grad_factor(double loss_scale, double tokens, double loss_divisor);
+/* sum(loss_mask[0..n)) in index order, in double: a micro batch's tokens. */
+double gpt_batch_tokens(const float *loss_mask, int64_t n);
 /* Its backward: a chunk with post_process starts from the loss (scaled by loss_scale), others
  * from the gradient of their output, received in gpt_chunk_grad before. A chunk without
  * pre_process leaves the gradient of its input in gpt_chunk_grad. */

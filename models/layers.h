@@ -25,6 +25,7 @@ struct layer_ctx {
     int64_t row_offset;       /* first of them within the micro batch */
     int layer;                /* transformer layer index (-1 outside the decoder) */
     uint64_t dropout_stream;  /* (iteration, micro batch) */
+    const uint64_t *device_dropout_stream; /* NULL, or the same in device memory (gpt_batch's) */
     int64_t sample_offset;    /* first sequence of this micro batch within the global batch */
     bool training;
 };

@@ -50,6 +50,7 @@ void optimizer_free(struct optimizer *o)
     free(o->main_params);
     device_free(o->model->device, o->exp_avg);
     if (o->device_chunks) device_free(o->model->device, o->device_chunks);
+    if (o->device_scalars) device_free(o->model->device, o->device_scalars);
     if (o->exp_avg_sq) device_free(o->model->device, o->exp_avg_sq);
     free(o);
 }
@@ -85,22 +86,25 @@ static bool counted(const struct optimizer *o, const struct gpt_param *p)
     return !((p->shard_dim < 0 && o->model->tp.rank != 0) || p->replica);
 }
 
-/* Sum of squares of g[0, len). */
-static double sum_squares(const struct optimizer *o, const float *g, int64_t len)
-{
-#ifdef MEGATRON_CUDA
-    if (on_gpu(o)) return cuda_sum_squares(g, len);
-#endif
-    (void)o;
-    return clip_global_norm_sq(&g, &len, 1);
-}
-
 /* Collects the owned pieces of counted parameters into runs of consecutive elements, so the
  * device sums a few long ranges instead of every parameter on its own. */
 struct norm_runs {
     int64_t lo, hi; /* the open run */
-    double sq;
+    double sq;      /* the CPU's sum; on the GPU the sum is added up in the step's scalars */
 };
+
+/* Adds the sum of squares of g[0, len) to the norm's sum (in call order on either backend). */
+static void add_sum_squares(struct optimizer *o, struct norm_runs *r, const float *g, int64_t len)
+{
+#ifdef MEGATRON_CUDA
+    if (on_gpu(o)) {
+        cuda_sum_squares_add(&((struct cuda_step_scalars *)o->device_scalars)->norm_sq, g, len);
+        return;
+    }
+#endif
+    (void)o;
+    r->sq += clip_global_norm_sq(&g, &len, 1);
+}
 
 static void norm_piece(struct optimizer *o, int64_t at, int64_t len, int64_t state, const struct gpt_param *p,
                        void *arg)
@@ -109,7 +113,7 @@ static void norm_piece(struct optimizer *o, int64_t at, int64_t len, int64_t sta
     struct norm_runs *r = arg;
     if (!counted(o, p)) return;
     if (at != r->hi) {
-        if (r->hi > r->lo) r->sq += sum_squares(o, o->model->grads + r->lo, r->hi - r->lo);
+        if (r->hi > r->lo) add_sum_squares(o, r, o->model->grads + r->lo, r->hi - r->lo);
         r->lo = at;
     }
     r->hi = at + len;
@@ -117,6 +121,7 @@ static void norm_piece(struct optimizer *o, int64_t at, int64_t len, int64_t sta
 
 struct update_args {
     double lr, wd;
+    int64_t step; /* Adam's count for this update (1-based) */
 };
 
 #ifdef MEGATRON_CUDA
@@ -142,8 +147,9 @@ static void chunk_piece(struct optimizer *o, int64_t at, int64_t len, int64_t st
 }
 
 /* fp32 main weights (the model's own) updated in place by Adam or SGD and their 16-bit copy
- * written, in one launch over the chunk table (built on the first step: the pieces never change). */
-static void update_on_gpu(struct optimizer *o, const struct update_args *u)
+ * written, in one launch over the chunk table (built on the first step: the pieces never change),
+ * with the step's scalars (the rates, the clip and the skip) read on the device. */
+static void update_on_gpu(struct optimizer *o)
 {
     struct gpt_model *m = o->model;
     if (!o->device_chunks) {
@@ -156,10 +162,10 @@ static void update_on_gpu(struct optimizer *o, const struct update_args *u)
     }
     if (o->opt.type == OPTIMIZER_ADAM)
         cuda_adam_update_chunks(m->weights, m->grads, o->exp_avg, o->exp_avg_sq, o->device_chunks, o->num_chunks,
-                                u->lr, u->wd, o->opt.adam, o->step, m->weights_lp, m->activation_dtype);
+                                o->opt.adam, o->device_scalars, m->weights_lp, m->activation_dtype);
     else
-        cuda_sgd_update_chunks(m->weights, m->grads, o->exp_avg, o->device_chunks, o->num_chunks, u->lr, u->wd,
-                               o->opt.sgd_momentum, o->step == 1, m->weights_lp, m->activation_dtype);
+        cuda_sgd_update_chunks(m->weights, m->grads, o->exp_avg, o->device_chunks, o->num_chunks,
+                               o->opt.sgd_momentum, o->device_scalars, m->weights_lp, m->activation_dtype);
 }
 #endif
 
@@ -172,9 +178,9 @@ static void update_piece(struct optimizer *o, int64_t at, int64_t len, int64_t s
     float *w = o->main_params ? o->main_params + state : m->weights + at;
     const float *g = m->grads + at;
     if (o->opt.type == OPTIMIZER_ADAM)
-        adam_update(w, g, o->exp_avg + state, o->exp_avg_sq + state, len, u->lr, wd, o->opt.adam, o->step);
+        adam_update(w, g, o->exp_avg + state, o->exp_avg_sq + state, len, u->lr, wd, o->opt.adam, u->step);
     else
-        sgd_update(w, g, o->exp_avg + state, len, u->lr, wd, o->opt.sgd_momentum, o->step == 1);
+        sgd_update(w, g, o->exp_avg + state, len, u->lr, wd, o->opt.sgd_momentum, u->step == 1);
     if (o->main_params) { /* the model's storage precision */
         memcpy(m->weights + at, w, (size_t)len * sizeof(float));
         round_to_dtype(m->weights + at, len, o->opt.params_dtype);
@@ -182,72 +188,117 @@ static void update_piece(struct optimizer *o, int64_t at, int64_t len, int64_t s
 }
 
 /* The sum of squares of what this rank's norm counts: whole owned ranges unless tensor
- * parallelism or replicas leave some parameters out. */
+ * parallelism or replicas leave some parameters out (on the GPU: added to the step's scalars). */
 static double owned_sum_squares(struct optimizer *o)
 {
     bool every = o->model->tp.size == 1;
     for (int i = 0; i < o->model->num_params; i++) every &= !o->model->params[i].replica;
+    struct norm_runs r = {0, 0, 0.0};
     if (!every) {
-        struct norm_runs r = {0, 0, 0.0};
         for_each_piece(o, norm_piece, &r);
-        if (r.hi > r.lo) r.sq += sum_squares(o, o->model->grads + r.lo, r.hi - r.lo);
+        if (r.hi > r.lo) add_sum_squares(o, &r, o->model->grads + r.lo, r.hi - r.lo);
         return r.sq;
     }
-    double sq = 0.0;
-    for (int r = 0; r < o->num_ranges; r++)
-        sq += sum_squares(o, o->model->grads + o->ranges[r].lo, o->ranges[r].hi - o->ranges[r].lo);
-    return sq;
+    for (int k = 0; k < o->num_ranges; k++)
+        add_sum_squares(o, &r, o->model->grads + o->ranges[k].lo, o->ranges[k].hi - o->ranges[k].lo);
+    return r.sq;
 }
 
-/* grads *= c over the owned ranges. */
+/* grads *= c over the owned ranges (on the CPU). */
 static void scale_owned(struct optimizer *o, double c)
 {
     for (int r = 0; r < o->num_ranges; r++) {
         float *g = o->model->grads + o->ranges[r].lo;
         int64_t len = o->ranges[r].hi - o->ranges[r].lo;
-#ifdef MEGATRON_CUDA
-        if (on_gpu(o)) {
-            cuda_scale_f32(g, len, (float)c);
-            continue;
-        }
-#endif
         clip_scale(&g, &len, 1, c);
     }
 }
 
-static double global_norm(struct optimizer *o)
+/* The norm groups' sum of what each rank's sum of squares holds. */
+static void all_reduce_norm(struct optimizer *o, double *sq)
 {
-    double sq = owned_sum_squares(o);
-    if (o->opt.norm_tp_group) comm_all_reduce_sum(o->opt.norm_tp_group, &sq, 1, COMM_F64);
-    if (o->opt.norm_dp_group) comm_all_reduce_sum(o->opt.norm_dp_group, &sq, 1, COMM_F64);
-    if (o->opt.norm_pp_group) comm_all_reduce_sum(o->opt.norm_pp_group, &sq, 1, COMM_F64);
-    return sqrt(sq);
+    struct comm_group *groups[3] = {o->opt.norm_tp_group, o->opt.norm_dp_group, o->opt.norm_pp_group};
+    for (int k = 0; k < 3; k++) {
+        if (!groups[k]) continue;
+        if (on_gpu(o))
+            comm_device_all_reduce_sum(groups[k], sq, 1, COMM_F64);
+        else
+            comm_all_reduce_sum(groups[k], sq, 1, COMM_F64);
+    }
 }
 
-struct step_result optimizer_step(struct optimizer *o, int64_t global_batch)
+void optimizer_prepare(struct optimizer *o)
+{
+    o->pending_lr = lr_schedule_lr(&o->opt.schedule, o->schedule_samples);
+    o->pending_wd = lr_schedule_wd(&o->opt.schedule, o->schedule_samples);
+    o->pending_norm = NAN;
+#ifdef MEGATRON_CUDA
+    if (on_gpu(o)) {
+        struct cuda_step_scalars s;
+        cuda_step_scalars_fill(&s, o->pending_lr, o->pending_wd, o->opt.adam, o->step + 1, o->opt.clip_grad,
+                               o->opt.scaler.scale);
+        if (!o->device_scalars) o->device_scalars = device_alloc(DEV_CUDA, sizeof s);
+        device_copy_to_queued(DEV_CUDA, o->device_scalars, &s, sizeof s);
+    }
+#endif
+}
+
+void optimizer_queue(struct optimizer *o)
+{
+#ifdef MEGATRON_CUDA
+    if (on_gpu(o)) {
+        struct cuda_step_scalars *s = o->device_scalars;
+        if (!s) BUG("optimizer_queue before optimizer_prepare");
+        /* a dynamic scale may come back to 1: unscaled all the same, so the launches never change */
+        if (o->opt.scaler.dynamic || o->opt.scaler.scale != 1.0)
+            for (int r = 0; r < o->num_ranges; r++)
+                cuda_scale_f32_by(o->model->grads + o->ranges[r].lo, o->ranges[r].hi - o->ranges[r].lo,
+                                  &s->inv_loss_scale);
+        owned_sum_squares(o);
+        all_reduce_norm(o, &s->norm_sq);
+        update_on_gpu(o);
+        return;
+    }
+#endif
+    double scale = o->opt.scaler.scale;
+    if (scale != 1.0) scale_owned(o, 1.0 / scale);
+    double sq = owned_sum_squares(o);
+    all_reduce_norm(o, &sq);
+    double norm = sqrt(sq), coeff;
+    o->pending_norm = norm;
+    if (!isfinite(norm)) return; /* skipped */
+    if (clip_coeff(norm, o->opt.clip_grad, &coeff)) scale_owned(o, coeff);
+    struct update_args u = {o->pending_lr, o->pending_wd, o->step + 1};
+    for_each_piece(o, update_piece, &u);
+}
+
+struct step_result optimizer_finish(struct optimizer *o, int64_t global_batch)
 {
     struct step_result r;
-    r.loss_scale = o->opt.scaler.scale;
-    if (r.loss_scale != 1.0) scale_owned(o, 1.0 / r.loss_scale);
-    double norm = global_norm(o);
+    double norm = o->pending_norm;
+#ifdef MEGATRON_CUDA
+    if (on_gpu(o)) {
+        double sq = 0.0;
+        device_copy_from(DEV_CUDA, &sq, &((struct cuda_step_scalars *)o->device_scalars)->norm_sq, sizeof sq);
+        norm = sqrt(sq);
+    }
+#endif
     bool found_inf = !isfinite(norm);
+    r.loss_scale = o->opt.scaler.scale;
     scaler_update(&o->opt.scaler, found_inf);
     r.grad_norm = norm;
     r.skipped = found_inf;
     if (!found_inf) {
-        double coeff;
-        if (clip_coeff(norm, o->opt.clip_grad, &coeff)) scale_owned(o, coeff);
         o->step++;
-        struct update_args u = {lr_schedule_lr(&o->opt.schedule, o->schedule_samples),
-                                lr_schedule_wd(&o->opt.schedule, o->schedule_samples)};
-#ifdef MEGATRON_CUDA
-        if (on_gpu(o))
-            update_on_gpu(o, &u);
-        else
-#endif
-            for_each_piece(o, update_piece, &u);
         o->schedule_samples += global_batch;
     }
     r.lr = lr_schedule_lr(&o->opt.schedule, o->schedule_samples);
     return r;
+}
+
+struct step_result optimizer_step(struct optimizer *o, int64_t global_batch)
+{
+    optimizer_prepare(o);
+    optimizer_queue(o);
+    return optimizer_finish(o, global_batch);
 }

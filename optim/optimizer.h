@@ -57,6 +57,9 @@ struct optimizer {
                                   successful step only, as OptimizerParamScheduler.step is called */
     void *device_chunks;       /* CUDA backend: the owned pieces cut into chunks, one Adam launch */
     int64_t num_chunks;
+    void *device_scalars;      /* CUDA backend: the step's struct cuda_step_scalars */
+    /* Between optimizer_prepare and optimizer_finish: this step's rates and, on the CPU, its norm. */
+    double pending_lr, pending_wd, pending_norm;
 };
 
 struct step_result {
@@ -78,7 +81,21 @@ double optimizer_loss_scale(const struct optimizer *o);
  * scaled by optimizer_loss_scale(): unscale, clip, update with the schedule's values before this
  * step, advance the schedule by global_batch samples, copy main parameters into the model's
  * storage precision. The caller zeroes the grads and, with the distributed optimizer, gathers
- * the updated shards. */
+ * the updated shards (a skipped step leaves them as they were: gathering them changes nothing).
+ *
+ * The step comes in three parts, so the CUDA backend queues it without waiting for the GPU and a
+ * CUDA graph can hold the middle one:
+ *  - optimizer_prepare: this step's host values (loss scale, rates, Adam's count, clip threshold)
+ *    written where the step reads them (on the GPU by a queued copy);
+ *  - optimizer_queue: unscale, gradient norm (all-reduced over the norm groups), clip, update and
+ *    the 16-bit copy: queued on the GPU (the skip decided there from the norm), done at once on
+ *    the CPU;
+ *  - optimizer_finish: once the device has run it, the host's part: the norm read (a wait on the
+ *    GPU, after the trainer's own for the loss), the loss scaler, update count and schedule.
+ * optimizer_step runs the three in turn. */
+void optimizer_prepare(struct optimizer *o);
+void optimizer_queue(struct optimizer *o);
+struct step_result optimizer_finish(struct optimizer *o, int64_t global_batch);
 struct step_result optimizer_step(struct optimizer *o, int64_t global_batch);
 
 #endif

@@ -217,7 +217,6 @@ static void forward_into(struct schedule *s, int mb, int chunk, int slot)
     }
     double tokens = gpt_forward_chunk(s->model, chunk, slot, &b);
     if (!s->model->chunks[chunk].spec.post_process) return;
-    st->num_tokens += tokens;
     s->tokens[mb] = tokens;
 }
 
@@ -323,16 +322,14 @@ void schedule_run(struct schedule *s, struct schedule_step *step)
     int cells = s->num_micro_batches * s->vp;
     s->step = step;
     s->sync_started = false;
-    step->loss_sum = step->num_tokens = 0.0;
     for (int mb = 0; mb < s->num_micro_batches; mb++) s->tokens[mb] = 0.0;
     bool loss = false;
     for (int v = 0; v < s->vp; v++) loss |= s->model->chunks[v].spec.post_process;
-    if (loss) gpt_loss_take(s->model); /* the loss of these micro batches only */
+    if (loss) gpt_loss_reset(s->model); /* the loss of these micro batches only */
     if (step->forward_only)
         run_forward_only(s);
     else
         run_table(s);
-    if (loss) step->loss_sum = gpt_loss_take(s->model); /* the step's one wait for the device */
     for (int c = 0; c < cells; c++)
         if (s->act_of[c] >= 0 || s->input_of[c] >= 0 || s->grad_of[c] >= 0 || s->input_ready[c] || s->grad_ready[c])
             BUG("pipeline: micro batch %d still holds buffers on chunk %d after the schedule", c / s->vp, c % s->vp);

@@ -44,10 +44,11 @@ struct schedule_step {
     double loss_scale, loss_divisor;    /* unused forward only */
     struct ddp *ddp;                    /* NULL: no gradient reduction to start */
     bool overlap_grad_reduce;
-    /* out, on the rank that holds the loss (0 elsewhere) */
-    double loss_sum, num_tokens;
 };
 
+/* Queues the step's forward (and backward) passes without waiting for the device: the loss of its
+ * micro batches is left summed in the model (gpt_loss_read), their tokens are the caller's to count
+ * (gpt_batch_tokens). */
 void schedule_run(struct schedule *s, struct schedule_step *step);
 
 #endif

@@ -563,20 +563,17 @@ struct sdpa_dropout {
 /* Device scratch for the seed and offset tensors (two int64, 16-byte aligned each). */
 enum { SDPA_SEED_BYTES = 256 };
 
-/* seed at dst[0], offset at dst[2]: each tensor 16-byte aligned, as the graph declares. */
-static __global__ void philox_seed_kernel(int64_t *dst, int64_t seed, int64_t offset)
+/* The cuDNN Philox seed of a dropout site at dst[0] and its offset 0 at dst[2] (each tensor 16-byte
+ * aligned, as the graph declares): the key and the rank's first head mixed into 64 bits by
+ * kernels/rng.h's mixer, so each site, step, micro batch and tensor-parallel rank draws its own
+ * mask, and the forward and backward of one site the same. On the device, so a key whose stream
+ * is in device memory works too. */
+static __global__ void philox_seed_kernel(int64_t *dst, struct dropout_key drop, uint32_t head_offset)
 {
-    dst[0] = seed;
-    dst[2] = offset;
-}
-
-/* The cuDNN Philox seed of a dropout site: its key and the rank's first head mixed into 64 bits
- * by kernels/rng.h's mixer, so each site, step, micro batch and tensor-parallel rank draws its own
- * mask, and the forward and backward of one site the same. The Philox offset is 0. */
-static int64_t sdpa_dropout_seed(struct dropout_key drop, struct attention_shape s)
-{
-    uint64_t stream = rng_mix64(drop.stream) ^ (uint64_t)(uint32_t)s.head_offset;
-    return (int64_t)rng_bits(drop.seed, stream, drop.offset);
+    const struct dropout_key d = dropout_resolve(drop);
+    const uint64_t stream = rng_mix64(d.stream) ^ (uint64_t)head_offset;
+    dst[0] = (int64_t)rng_bits(d.seed, stream, d.offset);
+    dst[2] = 0;
 }
 
 /* Adds a dropout graph's entries to pk: the scales from d (filled here) and the seed and offset,
@@ -587,7 +584,7 @@ static void pack_dropout(struct sdpa_pack *pk, struct sdpa_dropout *d, struct dr
     int64_t *seed = (int64_t *)dev;
     d->scale = 1.0f / (1.0f - drop.p);
     d->scale_inv = 1.0f - drop.p;
-    philox_seed_kernel<<<1, 1, 0, cuda_ctx()->stream>>>(seed, sdpa_dropout_seed(drop, s), 0);
+    philox_seed_kernel<<<1, 1, 0, cuda_ctx()->stream>>>(seed, drop, (uint32_t)s.head_offset);
     CUDA_CHECK_LAUNCH("philox_seed_kernel");
     pack_add(pk, UID_SEED, seed);
     pack_add(pk, UID_OFFSET, seed + 2);

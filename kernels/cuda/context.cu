@@ -85,9 +85,13 @@ void *cuda_scratch(size_t bytes)
 {
     struct cuda_context *c = cuda_ctx();
     if (bytes <= c->scratch_bytes) return c->scratch;
+    if (cuda_capturing())
+        BUG("cuda_scratch: %zu bytes needed while a CUDA graph is captured (%zu held): an op of the step "
+            "ran for the first time in the capture", bytes, c->scratch_bytes);
     /* Earlier kernels may still read the old buffer: drain the stream before freeing it. */
     CUDA_CHECK(cudaStreamSynchronize(c->stream));
     CUDA_CHECK(cudaFree(c->scratch));
+    c->memory_epoch++;
     size_t grown = cuda_align256(bytes + bytes / 4);
     c->scratch = NULL;
     c->scratch_bytes = 0;

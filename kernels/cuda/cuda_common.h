@@ -80,6 +80,7 @@ struct cuda_context {
     size_t lt_workspace_bytes;
     void *scratch;           /* grow-only temporaries of one op (partial sums, sort buffers, ...) */
     size_t scratch_bytes;
+    uint64_t memory_epoch;   /* counts the frees of memory a captured graph may use (graph.cu) */
     struct cuda_gemm_plan gemm[CUDA_GEMM_CACHE];
     int gemm_next_victim;
     struct cuda_sdpa_plan *sdpa[CUDA_SDPA_CACHE];
@@ -245,7 +246,19 @@ __device__ __forceinline__ void lp_store8(T *p, int64_t e, int64_t n, bool vec, 
 
 /* ---- dropout: element e of a site is kept iff rng_uniform(seed, stream, offset + e) >= p ---- */
 
-/* The dropout factor of element e: 0 if dropped, else scale (1 when dropout is off). */
+/* The key with its stream complete: the iteration's part read from device memory when the key
+ * has one (once per piece of elements, not per element). */
+__device__ __forceinline__ struct dropout_key dropout_resolve(struct dropout_key d)
+{
+    if (d.device_stream) {
+        d.stream = rng_mix64(*d.device_stream ^ d.stream);
+        d.device_stream = NULL;
+    }
+    return d;
+}
+
+/* The dropout factor of element e: 0 if dropped, else scale (1 when dropout is off); d resolved
+ * by dropout_resolve. */
 __device__ __forceinline__ float dropout_factor(struct dropout_key d, float scale, int64_t e)
 {
     if (d.p == 0.0f) return 1.0f;

@@ -56,6 +56,23 @@ void cuda_memcpy_h2d_staged(void *dst, const void *src, size_t bytes);
 void cuda_memset_zero(void *dst, size_t bytes);
 /* Waits for everything queued on the backend stream; reports any asynchronous error. */
 void cuda_synchronize(void);
+
+/* CUDA graphs (graph.cu): cuda_graph_begin starts capturing what this thread queues on the stream
+ * (nothing runs: no waits, allocations or host reads of device values are allowed until
+ * cuda_graph_end, which returns the graph ready to launch). cuda_graph_launch queues the captured
+ * work again, reading whatever the captured pointers hold by then. A graph is current while the
+ * backend has freed none of the memory it may use (cuda_graph_launch of one that is not is a bug).
+ * cuda_graph_allowed: false with MEGATRON_CUDA_GRAPH=0 in the environment, or while
+ * MEGATRON_OP_TIMING times ops one by one. */
+struct cuda_graph;
+bool cuda_graph_allowed(void);
+void cuda_graph_begin(void);
+struct cuda_graph *cuda_graph_end(void);
+bool cuda_graph_current(const struct cuda_graph *g);
+size_t cuda_graph_nodes(const struct cuda_graph *g);
+void cuda_graph_launch(struct cuda_graph *g);
+void cuda_graph_free(struct cuda_graph *g);
+bool cuda_capturing(void);
 /* The backend's stream (a cudaStream_t): where NCCL collectives run, in order with the kernels. */
 void *cuda_stream(void);
 
@@ -159,25 +176,45 @@ struct cuda_optim_chunk {
     int32_t len;   /* 1 .. CUDA_OPTIM_CHUNK */
     int32_t decay; /* 1: weight_decay applies; 0: none (biases, 1-D tensors) */
 };
-/* cuda_adam_update over every chunk of the device table chunks[num_chunks] in one launch, each
- * element bitwise as cuda_adam_update computes it; when lp is not NULL the new weights are also
- * rounded into lp (the model's 16-bit copy, lp_dtype DT_BF16 or DT_F16) at their flat positions. */
+/* The optimizer step's scalars, in device memory: the host writes the inputs with a queued copy
+ * before the step (norm_sq = 0 among them), the device adds the gradients' sum of squares. Every
+ * launch of the step reads them there, so the step waits for nothing and a captured step replays
+ * with the next step's values. */
+struct cuda_step_scalars {
+    double norm_sq;       /* device: sum of squares of the unscaled gradients (after the all-reduces) */
+    double max_norm;      /* --clip-grad; 0: no clipping */
+    float inv_loss_scale; /* (float)(1 / loss scale) */
+    float lr, wd;         /* the schedule's values for this step */
+    float bc1, bc2;       /* Adam's bias corrections for this step's count */
+    int32_t first_step;   /* SGD: the momentum buffer starts from this step's gradient */
+};
+/* Adam's constants (b1, b2, eps, decoupled) and the step's scalars from s, as the host computes
+ * them for step `step` (1-based) at rates lr, wd: what the host writes into cuda_step_scalars. */
+void cuda_step_scalars_fill(struct cuda_step_scalars *s, double lr, double weight_decay, struct adam_params ap,
+                            int64_t step, double max_norm, double loss_scale);
+/* The step's update over every chunk of the device table chunks[num_chunks] in one launch, read
+ * from s: nothing happens when sqrt(norm_sq) is not finite (the skipped step); each gradient is
+ * multiplied by (float)(max_norm / (norm + 1e-6)) when that is below 1 (clip_coeff), then each
+ * element is updated bitwise as cuda_adam_update computes it; when lp is not NULL the new weights
+ * are also rounded into lp (the model's 16-bit copy, lp_dtype DT_BF16 or DT_F16) at their flat
+ * positions. The gradients are left as they were. */
 void cuda_adam_update_chunks(float *weights, const float *grads, float *exp_avg, float *exp_avg_sq,
-                             const struct cuda_optim_chunk *chunks, int64_t num_chunks, double lr,
-                             double weight_decay, struct adam_params ap, int64_t step, void *lp,
-                             enum dtype lp_dtype);
-/* sgd_update (optim/sgd.h) over every chunk in one launch, bitwise the CPU's per element (a chunk
- * without decay gets weight decay 0), momentum_buf indexed like the moments; the 16-bit copy as
- * cuda_adam_update_chunks writes it. */
+                             const struct cuda_optim_chunk *chunks, int64_t num_chunks, struct adam_params ap,
+                             const struct cuda_step_scalars *s, void *lp, enum dtype lp_dtype);
+/* sgd_update (optim/sgd.h) the same way (the skip and clip too), bitwise the CPU's per element (a
+ * chunk without decay gets weight decay 0), momentum_buf indexed like the moments. */
 void cuda_sgd_update_chunks(float *weights, const float *grads, float *momentum_buf,
-                            const struct cuda_optim_chunk *chunks, int64_t num_chunks, double lr,
-                            double weight_decay, double momentum, bool first_step, void *lp,
-                            enum dtype lp_dtype);
+                            const struct cuda_optim_chunk *chunks, int64_t num_chunks, double momentum,
+                            const struct cuda_step_scalars *s, void *lp, enum dtype lp_dtype);
 /* Sum of squares of x[0..n) in double, reduced in an order fixed by n alone (deterministic);
  * waits for the result. */
 double cuda_sum_squares(const float *x, int64_t n);
+/* acc[0] += the same sum, queued (no wait): the pieces of a gradient norm added in call order. */
+void cuda_sum_squares_add(double *acc, const float *x, int64_t n);
 /* x *= c in fp32 (gradient unscaling and clipping, as clip_scale does on the CPU). */
 void cuda_scale_f32(float *x, int64_t n, float c);
+/* x *= *c, the factor read from device memory when the kernel runs. */
+void cuda_scale_f32_by(float *x, int64_t n, const float *c);
 /* dst (dt: DT_BF16 or DT_F16) = src rounded to nearest even: the model's 16-bit weights from its
  * fp32 main weights. */
 void cuda_f32_to_lp(void *dst, const float *src, int64_t n, enum dtype dt);

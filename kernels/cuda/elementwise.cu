@@ -282,9 +282,10 @@ static __global__ void bias_dropout_add_kernel(T *y, const T *x, const T *b, con
                     bv[i] = e + i < n_all ? lp_to_f32(b[(e + i) % C]) : 0.0f;
             }
         }
+        const struct dropout_key dk = dropout_resolve(drop);
         for (int i = 0; i < 8; i++) {
             float t = b ? v[i] + bv[i] : v[i];
-            t *= dropout_factor(drop, scale, e + i);
+            t *= dropout_factor(dk, scale, e + i);
             v[i] = res ? t + rv[i] : t;
         }
         lp_store8<T>(y, e, n_all, vec, v);
@@ -320,7 +321,8 @@ static __global__ void dropout_backward_kernel(T *dx, const T *dy, struct dropou
     {
         float g[8];
         lp_load8<T>(dy, e, n, vec, g);
-        for (int i = 0; i < 8; i++) g[i] *= dropout_factor(drop, scale, e + i);
+        const struct dropout_key dk = dropout_resolve(drop);
+        for (int i = 0; i < 8; i++) g[i] *= dropout_factor(dk, scale, e + i);
         lp_store8<T>(dx, e, n, vec, g);
     }
 }
@@ -346,7 +348,8 @@ struct load_dropout_rows {
     __device__ void apply(int64_t n, int64_t c0, const raw &r, float out[1][8]) const
     {
         lp8_unpack<T>(r.g, out[0]);
-        for (int i = 0; i < 8; i++) out[0][i] *= dropout_factor(drop, scale, n * C + c0 + i);
+        const struct dropout_key dk = dropout_resolve(drop);
+        for (int i = 0; i < 8; i++) out[0][i] *= dropout_factor(dk, scale, n * C + c0 + i);
         if (dx) lp_store8<T>(dx + n * C, c0, C, vec, out[0]);
     }
 };

@@ -587,9 +587,10 @@ __device__ __forceinline__ void bias_dropout_add_piece(const struct bda_norm_arg
     lp_load8<T>(a.x + row * a.C, c, a.C, a.vec, xv);
     if (a.b) lp_load8<T>(a.b, c, a.C, a.vec, bv);
     if (a.res) lp_load8<T>(a.res + row * a.C, c, a.C, a.vec, rv);
+    const struct dropout_key dk = dropout_resolve(a.drop);
     for (int i = 0; i < 8; i++) {
         float t = a.b ? xv[i] + bv[i] : xv[i];
-        t *= dropout_factor(a.drop, a.scale, row * a.C + c + i);
+        t *= dropout_factor(dk, a.scale, row * a.C + c + i);
         t = a.res ? t + rv[i] : t;
         v[i] = c + i < a.C ? lp_to_f32(lp_from_f32<T>(t)) : 0.0f;
     }

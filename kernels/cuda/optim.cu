@@ -39,23 +39,6 @@ static __global__ void adam_kernel(float *param, const float *grad, float *exp_a
         param[i] = adam_element(param[i], grad[i], &exp_avg[i], &exp_avg_sq[i], k, k.wd);
 }
 
-/* One block a chunk: the chunk's parameters and moments updated, and the 16-bit copy of each new
- * parameter written beside it (when lp is not NULL). */
-template <class T>
-static __global__ void adam_chunks_kernel(float *weights, const float *grads, float *exp_avg,
-                                          float *exp_avg_sq, const struct cuda_optim_chunk *chunks,
-                                          struct adam_consts k, T *lp)
-{
-    const struct cuda_optim_chunk c = chunks[blockIdx.x];
-    const float wd = c.decay ? k.wd : 0.0f;
-    for (int i = threadIdx.x; i < c.len; i += blockDim.x) {
-        const int64_t w = c.param + i, s = c.state + i;
-        const float p = adam_element(weights[w], grads[w], &exp_avg[s], &exp_avg_sq[s], k, wd);
-        weights[w] = p;
-        if (lp) lp[w] = lp_from_f32<T>(p);
-    }
-}
-
 /* The bias correction as apex and the CPU compute it: float beta raised in double, rounded once. */
 static float adam_bias_correction(float beta, int64_t step)
 {
@@ -92,19 +75,75 @@ void cuda_adam_update(float *param, const float *grad, float *exp_avg, float *ex
     CUDA_CHECK_LAUNCH("adam_kernel");
 }
 
-void cuda_adam_update_chunks(float *weights, const float *grads, float *exp_avg, float *exp_avg_sq,
-                             const struct cuda_optim_chunk *chunks, int64_t num_chunks, double lr,
-                             double weight_decay, struct adam_params ap, int64_t step, void *lp,
-                             enum dtype lp_dtype)
+/* The clip factor of a step (clip_coeff in fp32) and whether the step is taken at all: a gradient
+ * norm that is not finite skips it. */
+__device__ __forceinline__ bool step_clip(const struct cuda_step_scalars *s, bool *clip, float *coeff)
+{
+    const double norm = sqrt(s->norm_sq);
+    if (!isfinite(norm)) return false;
+    const double c = s->max_norm / (norm + 1.0e-6);
+    *clip = s->max_norm > 0.0 && c < 1.0;
+    *coeff = (float)c;
+    return true;
+}
+
+/* One block a chunk: the chunk's parameters and moments updated, and the 16-bit copy of each new
+ * parameter written beside it (when lp is not NULL). */
+template <class T>
+static __global__ void adam_chunks_kernel(float *weights, const float *grads, float *exp_avg,
+                                          float *exp_avg_sq, const struct cuda_optim_chunk *chunks,
+                                          struct adam_params ap, const struct cuda_step_scalars *s, T *lp)
+{
+    bool clip = false;
+    float coeff = 1.0f;
+    if (!step_clip(s, &clip, &coeff)) return;
+    struct adam_consts k;
+    k.b1 = (float)ap.beta1;
+    k.b2 = (float)ap.beta2;
+    k.one_minus_b1 = 1.0f - k.b1;
+    k.one_minus_b2 = 1.0f - k.b2;
+    k.eps = (float)ap.eps;
+    k.lr = s->lr;
+    k.wd = s->wd;
+    k.bc1 = s->bc1;
+    k.bc2 = s->bc2;
+    k.decoupled = ap.decoupled_weight_decay;
+    const struct cuda_optim_chunk c = chunks[blockIdx.x];
+    const float wd = c.decay ? k.wd : 0.0f;
+    for (int i = threadIdx.x; i < c.len; i += blockDim.x) {
+        const int64_t w = c.param + i, st = c.state + i;
+        const float g = clip ? __fmul_rn(grads[w], coeff) : grads[w];
+        const float p = adam_element(weights[w], g, &exp_avg[st], &exp_avg_sq[st], k, wd);
+        weights[w] = p;
+        if (lp) lp[w] = lp_from_f32<T>(p);
+    }
+}
+
+void cuda_step_scalars_fill(struct cuda_step_scalars *s, double lr, double weight_decay, struct adam_params ap,
+                            int64_t step, double max_norm, double loss_scale)
 {
     CHECK(step >= 1);
+    struct adam_consts k = adam_consts_of(lr, weight_decay, ap, step);
+    memset(s, 0, sizeof *s);
+    s->max_norm = max_norm;
+    s->inv_loss_scale = (float)(1.0 / loss_scale);
+    s->lr = k.lr;
+    s->wd = k.wd;
+    s->bc1 = k.bc1;
+    s->bc2 = k.bc2;
+    s->first_step = step == 1;
+}
+
+void cuda_adam_update_chunks(float *weights, const float *grads, float *exp_avg, float *exp_avg_sq,
+                             const struct cuda_optim_chunk *chunks, int64_t num_chunks, struct adam_params ap,
+                             const struct cuda_step_scalars *s, void *lp, enum dtype lp_dtype)
+{
     CHECK(num_chunks >= 0 && num_chunks <= 0x7fffffff);
     if (num_chunks == 0) return;
-    struct adam_consts k = adam_consts_of(lr, weight_decay, ap, step);
     struct cuda_context *ctx = cuda_ctx();
     if (!lp) lp_dtype = DT_BF16; /* no copy written: any instantiation */
     CUDA_LP_DISPATCH(lp_dtype, adam_chunks_kernel<T><<<(unsigned)num_chunks, 256, 0, ctx->stream>>>(
-                                   weights, grads, exp_avg, exp_avg_sq, chunks, k, (T *)lp));
+                                   weights, grads, exp_avg, exp_avg_sq, chunks, ap, s, (T *)lp));
     CUDA_CHECK_LAUNCH("adam_chunks_kernel");
 }
 
@@ -113,19 +152,24 @@ void cuda_adam_update_chunks(float *weights, const float *grads, float *exp_avg,
 /* optim/sgd.h's contract per element, over the chunks (one block each), the 16-bit copy beside. */
 template <class T>
 static __global__ void sgd_chunks_kernel(float *weights, const float *grads, float *momentum_buf,
-                                         const struct cuda_optim_chunk *chunks, float lr, float wd, float mu,
-                                         bool first_step, T *lp)
+                                         const struct cuda_optim_chunk *chunks, float mu,
+                                         const struct cuda_step_scalars *s, T *lp)
 {
+    bool clip = false;
+    float coeff = 1.0f;
+    if (!step_clip(s, &clip, &coeff)) return;
+    const float lr = s->lr;
+    const bool first_step = s->first_step != 0;
     const struct cuda_optim_chunk c = chunks[blockIdx.x];
-    const float chunk_wd = c.decay ? wd : 0.0f;
+    const float chunk_wd = c.decay ? s->wd : 0.0f;
     for (int i = threadIdx.x; i < c.len; i += blockDim.x) {
-        const int64_t w = c.param + i, s = c.state + i;
+        const int64_t w = c.param + i, st = c.state + i;
         const float p = weights[w];
-        float g = grads[w];
+        float g = clip ? __fmul_rn(grads[w], coeff) : grads[w];
         if (chunk_wd != 0.0f) g = __fadd_rn(g, __fmul_rn(chunk_wd, p)); /* skipped at zero, as torch */
         if (mu != 0.0f) {
-            const float buf = first_step ? g : __fadd_rn(__fmul_rn(mu, momentum_buf[s]), g);
-            momentum_buf[s] = buf;
+            const float buf = first_step ? g : __fadd_rn(__fmul_rn(mu, momentum_buf[st]), g);
+            momentum_buf[st] = buf;
             g = buf;
         }
         const float q = __fsub_rn(p, __fmul_rn(lr, g));
@@ -135,9 +179,8 @@ static __global__ void sgd_chunks_kernel(float *weights, const float *grads, flo
 }
 
 void cuda_sgd_update_chunks(float *weights, const float *grads, float *momentum_buf,
-                            const struct cuda_optim_chunk *chunks, int64_t num_chunks, double lr,
-                            double weight_decay, double momentum, bool first_step, void *lp,
-                            enum dtype lp_dtype)
+                            const struct cuda_optim_chunk *chunks, int64_t num_chunks, double momentum,
+                            const struct cuda_step_scalars *s, void *lp, enum dtype lp_dtype)
 {
     CHECK(num_chunks >= 0 && num_chunks <= 0x7fffffff);
     CHECK(momentum == 0.0 || momentum_buf != NULL);
@@ -145,8 +188,7 @@ void cuda_sgd_update_chunks(float *weights, const float *grads, float *momentum_
     struct cuda_context *ctx = cuda_ctx();
     if (!lp) lp_dtype = DT_BF16; /* no copy written: any instantiation */
     CUDA_LP_DISPATCH(lp_dtype, sgd_chunks_kernel<T><<<(unsigned)num_chunks, 256, 0, ctx->stream>>>(
-                                   weights, grads, momentum_buf, chunks, (float)lr, (float)weight_decay,
-                                   (float)momentum, first_step, (T *)lp));
+                                   weights, grads, momentum_buf, chunks, (float)momentum, s, (T *)lp));
     CUDA_CHECK_LAUNCH("sgd_chunks_kernel");
 }
 
@@ -184,25 +226,39 @@ static __global__ void sum_squares_partial_kernel(double *partials, const float 
     if (threadIdx.x == 0) partials[blockIdx.x] = total;
 }
 
-static __global__ void sum_squares_finish_kernel(double *out, const double *partials)
+/* *out = the partials' sum, or *out += it (add). */
+static __global__ void sum_squares_finish_kernel(double *out, const double *partials, bool add)
 {
     double total = block_sum_double(partials[threadIdx.x]);
-    if (threadIdx.x == 0) *out = total;
+    if (threadIdx.x == 0) *out = add ? *out + total : total;
+}
+
+/* The partial sums into scratch, their sum into (or added to) *out. */
+static void sum_squares_queue(double *out, const float *x, int64_t n, bool add)
+{
+    struct cuda_context *ctx = cuda_ctx();
+    double *partials = (double *)cuda_scratch(SS_BLOCKS * sizeof(double));
+    sum_squares_partial_kernel<<<SS_BLOCKS, SS_THREADS, 0, ctx->stream>>>(partials, x, n);
+    CUDA_CHECK_LAUNCH("sum_squares_partial_kernel");
+    sum_squares_finish_kernel<<<1, SS_BLOCKS, 0, ctx->stream>>>(out, partials, add);
+    CUDA_CHECK_LAUNCH("sum_squares_finish_kernel");
 }
 
 double cuda_sum_squares(const float *x, int64_t n)
 {
     CHECK(n >= 0);
     if (n == 0) return 0.0;
-    struct cuda_context *ctx = cuda_ctx();
-    double *partials = (double *)cuda_scratch((SS_BLOCKS + 1) * sizeof(double));
-    sum_squares_partial_kernel<<<SS_BLOCKS, SS_THREADS, 0, ctx->stream>>>(partials, x, n);
-    CUDA_CHECK_LAUNCH("sum_squares_partial_kernel");
-    sum_squares_finish_kernel<<<1, SS_BLOCKS, 0, ctx->stream>>>(partials + SS_BLOCKS, partials);
-    CUDA_CHECK_LAUNCH("sum_squares_finish_kernel");
-    double total = 0.0;
-    cuda_memcpy_d2h(&total, partials + SS_BLOCKS, sizeof total);
-    return total;
+    double *total = (double *)cuda_scratch((SS_BLOCKS + 1) * sizeof(double)) + SS_BLOCKS;
+    sum_squares_queue(total, x, n, false);
+    double host = 0.0;
+    cuda_memcpy_d2h(&host, total, sizeof host);
+    return host;
+}
+
+void cuda_sum_squares_add(double *acc, const float *x, int64_t n)
+{
+    CHECK(n >= 0);
+    if (n > 0) sum_squares_queue(acc, x, n, true);
 }
 
 /* ---- the mixed-precision step's glue ---- */
@@ -219,6 +275,22 @@ void cuda_scale_f32(float *x, int64_t n, float c)
     struct cuda_context *ctx = cuda_ctx();
     int blocks = (int)((n + 255) / 256 < 4096 ? (n + 255) / 256 : 4096);
     scale_kernel<<<blocks, 256, 0, ctx->stream>>>(x, n, c);
+    CUDA_CHECK(cudaGetLastError());
+}
+
+static __global__ void scale_by_kernel(float *x, int64_t n, const float *c)
+{
+    const float f = *c;
+    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x)
+        x[i] = __fmul_rn(x[i], f);
+}
+
+void cuda_scale_f32_by(float *x, int64_t n, const float *c)
+{
+    if (n <= 0) return;
+    struct cuda_context *ctx = cuda_ctx();
+    int blocks = (int)((n + 255) / 256 < 4096 ? (n + 255) / 256 : 4096);
+    scale_by_kernel<<<blocks, 256, 0, ctx->stream>>>(x, n, c);
     CUDA_CHECK(cudaGetLastError());
 }
 

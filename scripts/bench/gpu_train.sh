@@ -7,7 +7,8 @@
 #    low enough never to overflow (--initial-loss-scale 4096); from Megatron's default start
 #    (2^32) fp16 overflows, and the run must skip those steps and halve the scale as Megatron's
 #    DynamicGradScaler does (hysteresis 2: the first overflow keeps the scale), then train; and
-#    20 bf16 iterations with --optimizer sgd follow the fp32 CPU's SGD run within 2%.
+#    20 bf16 iterations with --optimizer sgd follow the fp32 CPU's SGD run within 2%. The CUDA
+#    graph of the step replays exactly what the uncaptured step does (1b).
 # 2. speed: GPT-2 124M (12 x 768, seq 1024, vocab 50304) at a given micro batch: tokens/s and
 #    TFLOP/s by Megatron's formula, MFU against 989 TFLOP/s; then torch_gpt.py on the same GPU.
 set -uo pipefail
@@ -61,6 +62,55 @@ compare() { # name, log[, CPU log]: the run's losses against the CPU's
 } | tee "$OUT/small_compare.txt"
 tail -3 "$OUT/small_gpu.log"
 
+# 1b. the CUDA graph: from its second step a one-GPU run replays the captured step; it must do
+# exactly what the uncaptured step does: the same log lines and, after the last step, the same
+# weights and optimizer state bit for bit (bf16; fp16 from the default scale, skips and scale
+# changes included; SGD; a clipping threshold that clips every step).
+strip() { grep ' iteration ' "$1" | sed -E 's/^ \[[^]]*\]//; s/elapsed time per iteration \(ms\): [0-9.]+ \|//'; }
+graph_check() { # NAME FLAGS...
+    local name=$1 g="$OUT/graph_$1" e="$OUT/eager_$1"
+    shift
+    rm -rf "$g" "$e"
+    ./megatron pretrain $small --device cuda "$@" --save "$g" --save-interval 1000 >"$g.log" 2>&1
+    MEGATRON_CUDA_GRAPH=0 ./megatron pretrain $small --device cuda "$@" --save "$e" --save-interval 1000 >"$e.log" 2>&1
+    local it
+    it=$(cat "$g/latest_checkpointed_iteration.txt" 2>/dev/null)
+    local dir
+    dir=$(printf 'iter_%07d' "${it:-0}")
+    if grep -q 'CUDA graph: the training step captured' "$g.log" && ! grep -q 'CUDA graph: the training step captured' "$e.log" &&
+        [ -n "$(strip "$g.log")" ] && cmp -s <(strip "$g.log") <(strip "$e.log") &&
+        cmp -s "$g/$dir/model.safetensors" "$e/$dir/model.safetensors" &&
+        cmp -s "$g/$dir/optimizer.safetensors" "$e/$dir/optimizer.safetensors"; then
+        echo "CUDA graph, $name: $(strip "$g.log" | wc -l) log lines and the final weights and optimizer state bitwise the uncaptured run's (ok)"
+    else
+        echo "CUDA graph, $name: FAILED (see $g.log, $e.log)"
+    fi
+}
+{
+    # the control: two uncaptured runs repeat each other bit for bit (cuDNN's attention backward
+    # sums dQ with atomics; were its order to show, the comparisons below would mean nothing)
+    rm -rf "$OUT/eager_again"
+    MEGATRON_CUDA_GRAPH=0 ./megatron pretrain $small --device cuda --bf16 --save "$OUT/eager_again" \
+        --save-interval 1000 >"$OUT/eager_again.log" 2>&1
+    graph_check bf16 --bf16
+    cmp -s "$OUT/eager_again/iter_0000020/model.safetensors" "$OUT/eager_bf16/iter_0000020/model.safetensors" &&
+        echo "control: two uncaptured bf16 runs end with the same weights bit for bit (ok)" ||
+        echo "control: two uncaptured bf16 runs differ: FAILED (the graph comparisons cannot be bitwise)"
+    graph_check fp16-dynamic --fp16 --train-iters 30
+    graph_check sgd --bf16 --optimizer sgd
+    graph_check clipped --bf16 --clip-grad 0.05
+    graph_check hidden-dropout --bf16 --hidden-dropout 0.1
+} | tee "$OUT/graph_compare.txt"
+# attention dropout too is captured (its cuDNN seed read from device memory): the run trains
+./megatron pretrain $small --device cuda --bf16 --attention-dropout 0.1 --hidden-dropout 0.1 \
+    >"$OUT/graph_attention_dropout.log" 2>&1
+{
+    ad=$(loss "$OUT/graph_attention_dropout.log")
+    grep -q 'CUDA graph: the training step captured' "$OUT/graph_attention_dropout.log" && [ "$(echo "$ad" | wc -l)" -eq 20 ] &&
+        echo "CUDA graph, attention and hidden dropout 0.1: captured, 20 steps, lm loss $(echo "$ad" | head -1) -> $(echo "$ad" | tail -1)" ||
+        echo "CUDA graph, attention and hidden dropout 0.1: FAILED (see graph_attention_dropout.log)"
+} | tee -a "$OUT/graph_compare.txt"
+
 gpt2="--num-layers 12 --hidden-size 768 --num-attention-heads 12 --seq-length 1024 --max-position-embeddings 1024
     --micro-batch-size $MBS --global-batch-size $MBS --train-iters 30 --lr 6e-4 --lr-decay-style constant
     --mock-data --tokenizer-type NullTokenizer --vocab-size 50257 --log-interval 10 --log-throughput
@@ -71,6 +121,14 @@ echo "megatron: $(grep -c ' iteration ' "$OUT/gpt2_124m.log") log lines, wall $(
 grep ' iteration ' "$OUT/gpt2_124m.log" | tail -2 | sed 's/.*elapsed time per iteration (ms): \([^ ]*\) | throughput per GPU (TFLOP\/s\/GPU): \([^ ]*\) .*lm loss: \([^ ]*\) .*/ms\/iter \1  TFLOP\/s \2  loss \3/' \
     | awk -v tok=$((MBS * 1024)) '{ printf "%s  tokens/s %.0f  MFU %.1f%%\n", $0, tok / ($2 / 1000), $4 / 989 * 100 }' | tee "$OUT/gpt2_summary.txt"
 grep -i "error" "$OUT/gpt2_124m.log" | head -3
+# the graph's worth where launches are many and kernels short: 124M at micro batch 4, with and
+# without it (median of the last log interval)
+for graph in 1 0; do
+    MEGATRON_CUDA_GRAPH=$graph ./megatron pretrain ${gpt2/--micro-batch-size $MBS --global-batch-size $MBS/--micro-batch-size 4 --global-batch-size 4} \
+        >"$OUT/gpt2_mbs4_graph$graph.log" 2>&1
+    echo "124M micro batch 4, MEGATRON_CUDA_GRAPH=$graph: $(grep ' iteration ' "$OUT/gpt2_mbs4_graph$graph.log" | tail -1 |
+        sed 's/.*elapsed time per iteration (ms): \([^ ]*\) .*/\1 ms per iteration/')"
+done | tee "$OUT/graph_speed.txt"
 if [ -n "$TORCH" ]; then
     PYTHONUNBUFFERED=1 python3 "$TORCH" --layers 12 --hidden 768 --heads 12 --mbs "$MBS" 2>&1 | tail -4 | tee "$OUT/torch.txt"
 fi

@@ -199,6 +199,7 @@ bool test_attention_dropout_repeats_per_key_and_changes_with_it(void);
 bool test_attention_dropout_is_unbiased_and_drops_p_of_the_mass(void);
 bool test_attention_dropout_backward_is_the_gradient(void);
 bool test_bias_dropout_add_matches_cpu_and_cpu_mask(void);
+bool test_dropout_stream_in_device_memory_is_the_same_mask(void);
 bool test_add_zero_and_copy(void);
 bool test_cross_entropy_matches_cpu(void);
 bool test_vocab_parallel_cross_entropy_matches_cpu(void);

@@ -56,6 +56,7 @@ static const struct test TESTS[] = {
     T(test_attention_dropout_is_unbiased_and_drops_p_of_the_mass),
     T(test_attention_dropout_backward_is_the_gradient),
     T(test_bias_dropout_add_matches_cpu_and_cpu_mask),
+    T(test_dropout_stream_in_device_memory_is_the_same_mask),
     T(test_add_zero_and_copy),
     T(test_cross_entropy_matches_cpu),
     T(test_vocab_parallel_cross_entropy_matches_cpu),

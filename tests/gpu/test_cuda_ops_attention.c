@@ -139,7 +139,7 @@ static bool dropout_repeat_case(struct attention_shape s)
     float *qkv = randn(N * W, 1.0f), *dout = randn(N * C, 1.0f);
     void *gq = to_dev_lp(qkv, N * W), *gdo = to_dev_lp(dout, N * C);
     void *go = dalloc(N * C * 2), *gl = dalloc(rows * 4), *gd = dalloc(N * W * 2);
-    struct dropout_key key = {0.1f, A.seed, 1000, 4096}, nodrop = {0};
+    struct dropout_key key = {0.1f, A.seed, 1000, 4096, NULL}, nodrop = {0};
     float *out[2], *lse[2], *dqkv[2];
     for (int run = 0; run < 2; run++) {
         poison(go, N * C, A.dt), poison(gl, rows, DT_F32), poison(gd, N * W, A.dt);
@@ -228,7 +228,7 @@ bool test_attention_dropout_is_unbiased_and_drops_p_of_the_mass(void)
     read_lp(out0, tmp, go, N * C);
     double worst_lse = 0.0, mass = 0.0, mass_var = 0.0, spread = 0.0;
     for (int k = 0; k < K; k++) {
-        struct dropout_key key = {p, A.seed, 500 + (uint64_t)k, 0};
+        struct dropout_key key = {p, A.seed, 500 + (uint64_t)k, 0, NULL};
         poison(gl, rows, DT_F32);
         gpu_attention(go, gl, NULL, gq, NULL, s, key);
         read_lp(out, tmp, go, N * C);
@@ -323,7 +323,7 @@ bool test_attention_dropout_backward_is_the_gradient(void)
     struct attention_shape s = shape(2, 128, 4, 2, 64);
     int64_t N = s.batch * s.seq, W = qkv_width(s), C = (int64_t)s.heads * s.head_dim;
     int per = s.heads / s.groups;
-    struct dropout_key key = {0.1f, A.seed, 77, 0}, other = {0.1f, A.seed, 78, 0};
+    struct dropout_key key = {0.1f, A.seed, 77, 0, NULL}, other = {0.1f, A.seed, 78, 0, NULL};
     float *x0 = randn(N * W, 1.0f), *G = randn(N * C, 1.0f);
     void *gdo = to_dev_lp(G, N * C);
     float *g0 = halloc(N * W * 4), *g1 = halloc(N * W * 4), *h0 = halloc(N * W * 4);
@@ -371,7 +371,7 @@ static bool kept(struct dropout_key d, int64_t e)
 bool test_bias_dropout_add_matches_cpu_and_cpu_mask(void)
 {
     const int64_t N = 200, C = 264;
-    struct dropout_key drop = {0.1f, A.seed, 77, 12345};
+    struct dropout_key drop = {0.1f, A.seed, 77, 12345, NULL};
     float *x = randn(N * C, 1.0f), *b = randn(C, 0.5f), *r = randn(N * C, 1.0f);
     float *dy = randn(N * C, 1.0f), *db0 = randn(C, 0.1f);
     float *y = halloc(N * C * 4), *y2 = halloc(N * C * 4), *dx = halloc(N * C * 4);
@@ -404,6 +404,55 @@ bool test_bias_dropout_add_matches_cpu_and_cpu_mask(void)
     ok &= close_to("y = dropout(x + b)", gy2, y2, N * C, TOL_LP);
     ok &= close_to("dx", gdx, dx, N * C, TOL_LP);
     ok &= close_to("db (+=)", from_dev_f32(gdb, C), db, C, TOL_F32);
+    return ok;
+}
+
+/* A key whose iteration part is in device memory (a captured step's) draws the mask of the key
+ * resolved on the host: bias-dropout-add forward and backward, the fused bias-dropout-add +
+ * LayerNorm, and attention's cuDNN seed, each bitwise. */
+bool test_dropout_stream_in_device_memory_is_the_same_mask(void)
+{
+    const int64_t N = 200, C = 264;
+    const uint64_t iteration = 0x9e3779b97f4a7c15ull * 5, site = 77;
+    struct dropout_key host = {0.1f, A.seed, rng_mix64(iteration ^ site), 12345, NULL};
+    struct dropout_key dev = {0.1f, A.seed, site, 12345, to_dev(&iteration, sizeof iteration)};
+    float *x = randn(N * C, 1.0f), *b = randn(C, 0.5f), *r = randn(N * C, 1.0f), *w = randn(C, 1.0f);
+    void *gx = to_dev_lp(x, N * C), *gb = to_dev_lp(b, C), *gr = to_dev_lp(r, N * C), *gw = to_dev_lp(w, C);
+    float *y[2], *dx[2], *db[2], *mid[2], *ny[2];
+    for (int k = 0; k < 2; k++) {
+        struct dropout_key key = k ? dev : host;
+        void *gy = dalloc(N * C * 2), *gdx = dalloc(N * C * 2), *gdb = dalloc(C * 4);
+        void *gmid = dalloc(N * C * 2), *gny = dalloc(N * C * 2), *gm = dalloc(N * 4), *gs = dalloc(N * 4);
+        cuda_memset_zero(gdb, C * 4);
+        cuda_bias_dropout_add_forward(D2(gy, A.dt, N, C), D2(gx, A.dt, N, C), D1(gb, A.dt, C), D2(gr, A.dt, N, C),
+                                      key);
+        cuda_bias_dropout_add_backward(D2(gdx, A.dt, N, C), D1(gdb, DT_F32, C), D2(gr, A.dt, N, C), key);
+        cuda_bias_dropout_add_layernorm_forward(D2(gmid, A.dt, N, C), D2(gny, A.dt, N, C), D1(gm, DT_F32, N),
+                                                D1(gs, DT_F32, N), D2(gx, A.dt, N, C), D1(gb, A.dt, C),
+                                                D2(gr, A.dt, N, C), key, D1(gw, A.dt, C), D1(gb, A.dt, C), 1e-5f);
+        y[k] = from_dev_lp(gy, N * C), dx[k] = from_dev_lp(gdx, N * C), db[k] = from_dev_f32(gdb, C);
+        mid[k] = from_dev_lp(gmid, N * C), ny[k] = from_dev_lp(gny, N * C);
+    }
+    printf("   dropout 0.1, stream on the host vs in device memory, N=%lld C=%lld\n", (long long)N, (long long)C);
+    bool ok = bitwise("bias-dropout-add y", y[1], y[0], N * C) & bitwise("its dx", dx[1], dx[0], N * C) &
+              bitwise("its db", db[1], db[0], C) & bitwise("fused with layernorm: mid", mid[1], mid[0], N * C) &
+              bitwise("fused with layernorm: y", ny[1], ny[0], N * C);
+    struct attention_shape s = shape(2, 128, 4, 4, 64);
+    int64_t M = s.batch * s.seq, W = qkv_width(s), H = (int64_t)s.heads * s.head_dim;
+    int64_t rows = s.batch * s.heads * s.seq;
+    void *gq = to_dev_lp(randn(M * W, 1.0f), M * W);
+    float *out[2], *lse[2];
+    for (int k = 0; k < 2; k++) {
+        void *go = dalloc(M * H * 2), *gl = dalloc(rows * 4);
+        gpu_attention(go, gl, NULL, gq, NULL, s, k ? dev : host);
+        out[k] = from_dev_lp(go, M * H), lse[k] = from_dev_f32(gl, rows);
+    }
+    struct dropout_key other = dev;
+    other.stream++; /* and the site's part still counts */
+    void *go = dalloc(M * H * 2), *gl = dalloc(rows * 4);
+    gpu_attention(go, gl, NULL, gq, NULL, s, other);
+    ok &= bitwise("attention out", out[1], out[0], M * H) & bitwise("attention lse", lse[1], lse[0], rows);
+    ok &= differs("attention out, another site", from_dev_lp(go, M * H), out[0], M * H);
     return ok;
 }
 

@@ -317,7 +317,7 @@ bool test_norm_weight_gradients_alone_match_cpu(void)
  * is past the kernel's registers and takes the two-kernel path. */
 static bool bias_dropout_add_norm_case(int64_t N, int64_t C, bool rms, float p, bool in_place)
 {
-    struct dropout_key drop = {p, A.seed, 31, 777};
+    struct dropout_key drop = {p, A.seed, 31, 777, NULL};
     float *x = randn(N * C, 1.0f), *b = randn(C, 0.5f), *r = randn(N * C, 1.0f);
     float *w = randn(C, 1.0f), *nb = randn(C, 0.5f);
     for (int64_t i = 0; i < N * C; i++) r[i] += 0.5f; /* a nonzero mean */

@@ -1,8 +1,10 @@
 /* GPU checks of the optimizer kernels: Adam bitwise the CPU's adam_update, over one range and in
  * the one launch over a model's pieces (cuda_adam_update_chunks: weight decay on some pieces and
- * off on others, the 16-bit copy of the new weights bitwise the CPU's rounding into A.dt); SGD
- * with and without momentum the same way (cuda_sgd_update_chunks against sgd_update); and the sum
- * of squares that gradient clipping takes. */
+ * off on others, the 16-bit copy of the new weights bitwise the CPU's rounding into A.dt, the
+ * step's scalars read from device memory: a step clipped as clip_scale clips, steps skipped for an
+ * infinite and a NaN norm); SGD with and without momentum the same way (cuda_sgd_update_chunks
+ * against sgd_update); and the sum of squares that gradient clipping takes, returned or added to
+ * a device value. */
 #include "optim/adam.h"
 #include "optim/clip.h"
 #include "optim/sgd.h"
@@ -28,6 +30,32 @@ static int64_t make_chunks(struct cuda_optim_chunk *out, int64_t *n_out, int64_t
     return k;
 }
 
+/* The steps of the chunk cases: the gradient norm squared the device is told, and the clip
+ * threshold. Step 2 is clipped, 3 and 4 are skipped (their norms are not finite), 5 is taken again. */
+enum { CHUNK_STEPS = 5 };
+static const double STEP_NORM_SQ[CHUNK_STEPS] = {0.25, 100.0, INFINITY, NAN, 0.5};
+static const double MAX_NORM = 1.0;
+
+/* The step's scalars in device memory for the step-th update (1-based) at rates lr, wd. */
+static struct cuda_step_scalars *scalars_on_device(void *dev, double norm_sq, double lr, double wd,
+                                                   struct adam_params ap, int64_t step)
+{
+    struct cuda_step_scalars s;
+    cuda_step_scalars_fill(&s, lr, wd, ap, step, MAX_NORM, 1.0);
+    s.norm_sq = norm_sq;
+    cuda_memcpy_h2d(dev, &s, sizeof s);
+    return dev;
+}
+
+/* What the CPU does to g before the update of a step with this norm: false when it skips. */
+static bool cpu_clip(float *g, int64_t n, double norm_sq)
+{
+    double coeff = 1.0, norm = sqrt(norm_sq);
+    if (!isfinite(norm)) return false;
+    if (clip_coeff(norm, MAX_NORM, &coeff)) clip_scale(&g, &n, 1, coeff);
+    return true;
+}
+
 static bool adam_chunks_case(bool decoupled)
 {
     struct cuda_optim_chunk chunks[64];
@@ -37,15 +65,21 @@ static bool adam_chunks_case(bool decoupled)
     float *p = randn(n, 1.0f), *m = halloc(sn * 4), *v = halloc(sn * 4);
     float *gp = to_dev(p, n * 4), *gm = to_dev(m, sn * 4), *gv = to_dev(v, sn * 4);
     void *gc = to_dev(chunks, (size_t)nc * sizeof chunks[0]), *gg = dalloc(n * 4), *glp = dalloc(n * 2);
+    void *gs = dalloc(sizeof(struct cuda_step_scalars));
     poison(glp, n, A.dt);
-    for (int64_t step = 1; step <= 3; step++) {
+    int64_t step = 0;
+    for (int k = 0; k < CHUNK_STEPS; k++) {
         float *g = randn(n, 0.01f);
         for (int64_t i = 0; i < n; i++) g[i] *= 1.0f + 1e-3f * (float)i / n; /* not 16-bit values */
         cuda_memcpy_h2d(gg, g, n * 4);
+        double lr = 3e-4 * (k + 1);
+        cuda_adam_update_chunks(gp, gg, gm, gv, gc, nc, ap, scalars_on_device(gs, STEP_NORM_SQ[k], lr, 0.1, ap, step + 1),
+                                glp, A.dt);
+        if (!cpu_clip(g, n, STEP_NORM_SQ[k])) continue;
+        step++;
         for (int64_t c = 0; c < nc; c++) /* the CPU over each chunk, its weight decay or none */
             adam_update(p + chunks[c].param, g + chunks[c].param, m + chunks[c].state, v + chunks[c].state,
-                        chunks[c].len, 3e-4 * step, chunks[c].decay ? 0.1 : 0.0, ap, step);
-        cuda_adam_update_chunks(gp, gg, gm, gv, gc, nc, 3e-4 * step, 0.1, ap, step, glp, A.dt);
+                        chunks[c].len, lr, chunks[c].decay ? 0.1 : 0.0, ap, step);
     }
     /* the copy at the pieces' positions is the new weights rounded; outside them it stays NaN */
     float *lp = from_dev_lp(glp, n), *want = copy_f(p, n);
@@ -56,7 +90,8 @@ static bool adam_chunks_case(bool decoupled)
         untouched += isnan(lp[i]);
         lp[i] = want[i] = 0.0f;
     }
-    printf("   adam in %lld chunks, decoupled=%d, 3 steps\n", (long long)nc, decoupled);
+    printf("   adam in %lld chunks, decoupled=%d, %d steps (one clipped, two skipped)\n", (long long)nc, decoupled,
+           CHUNK_STEPS);
     bool ok = untouched == 8;
     printf("    16-bit copy outside the pieces     %lld of 8 left alone %s\n", (long long)untouched, ok ? "ok" : "FAIL");
     return ok & bitwise("param", from_dev_f32(gp, n), p, n) & bitwise("exp_avg", from_dev_f32(gm, sn), m, sn) &
@@ -72,20 +107,28 @@ static bool sgd_chunks_case(double momentum)
     float *p = randn(n, 1.0f), *buf = halloc(sn * 4);
     float *gp = to_dev(p, n * 4), *gb = to_dev(buf, sn * 4);
     void *gc = to_dev(chunks, (size_t)nc * sizeof chunks[0]), *gg = dalloc(n * 4), *glp = dalloc(n * 2);
-    for (int64_t step = 1; step <= 3; step++) {
+    void *gs = dalloc(sizeof(struct cuda_step_scalars));
+    struct adam_params ap = adam_params_default(); /* unused by SGD: only fills the scalars */
+    int64_t step = 0;
+    for (int k = 0; k < CHUNK_STEPS; k++) {
         float *g = randn(n, 0.01f);
         for (int64_t i = 0; i < n; i++) g[i] *= 1.0f + 1e-3f * (float)i / n; /* not 16-bit values */
         cuda_memcpy_h2d(gg, g, n * 4);
+        double lr = 0.1 * (k + 1);
+        cuda_sgd_update_chunks(gp, gg, gb, gc, nc, momentum, scalars_on_device(gs, STEP_NORM_SQ[k], lr, 0.01, ap, step + 1),
+                               glp, A.dt);
+        if (!cpu_clip(g, n, STEP_NORM_SQ[k])) continue;
+        step++;
         for (int64_t c = 0; c < nc; c++)
-            sgd_update(p + chunks[c].param, g + chunks[c].param, buf + chunks[c].state, chunks[c].len, 0.1 * step,
+            sgd_update(p + chunks[c].param, g + chunks[c].param, buf + chunks[c].state, chunks[c].len, lr,
                        chunks[c].decay ? 0.01 : 0.0, momentum, step == 1);
-        cuda_sgd_update_chunks(gp, gg, gb, gc, nc, 0.1 * step, 0.01, momentum, step == 1, glp, A.dt);
     }
     float *lp = from_dev_lp(glp, n), *want = copy_f(p, n);
     round_to_dtype(want, n, A.dt);
     for (int64_t i = 0; i < n; i++)
         if (i < 5 || i >= n - 3) lp[i] = want[i] = 0.0f; /* outside the pieces: never written */
-    printf("   sgd in %lld chunks, momentum %g, 3 steps\n", (long long)nc, momentum);
+    printf("   sgd in %lld chunks, momentum %g, %d steps (one clipped, two skipped)\n", (long long)nc, momentum,
+           CHUNK_STEPS);
     bool ok = bitwise("param", from_dev_f32(gp, n), p, n) & bitwise("16-bit copy of param", lp, want, n);
     if (momentum != 0.0) ok &= bitwise("momentum buffer", from_dev_f32(gb, sn), buf, sn);
     return ok;
@@ -128,11 +171,17 @@ bool test_sum_squares_matches_clip_norm(void)
         double want = clip_global_norm_sq(bufs, &n, 1);
         void *gx = to_dev(x, n * 4);
         double got = cuda_sum_squares(gx, n), again = cuda_sum_squares(gx, n);
+        /* added to a device value: 0.5 + the same sum, twice */
+        double start = 0.5, added = 0.0, twice = start + got + got;
+        void *acc = to_dev(&start, sizeof start);
+        cuda_sum_squares_add(acc, gx, n);
+        cuda_sum_squares_add(acc, gx, n);
+        cuda_memcpy_d2h(&added, acc, sizeof added);
         double rel = fabs(got - want) / want;
-        bool good = rel <= 1e-12 && memcmp(&got, &again, sizeof got) == 0;
-        printf("    n=%-10lld rel diff %.1e (tol 1e-12), repeat %s %s\n", (long long)n, rel,
+        bool good = rel <= 1e-12 && memcmp(&got, &again, sizeof got) == 0 && memcmp(&added, &twice, sizeof added) == 0;
+        printf("    n=%-10lld rel diff %.1e (tol 1e-12), repeat %s, added on the device %s %s\n", (long long)n, rel,
                memcmp(&got, &again, sizeof got) ? "differs" : "bitwise equal",
-               good ? "ok" : "FAIL");
+               memcmp(&added, &twice, sizeof added) ? "differs" : "bitwise equal", good ? "ok" : "FAIL");
         ok &= good;
     }
     return ok;
