@@ -66,7 +66,7 @@ tail -3 "$OUT/small_gpu.log"
 # exactly what the uncaptured step does: the same log lines and, after the last step, the same
 # weights and optimizer state bit for bit (bf16; fp16 from the default scale, skips and scale
 # changes included; SGD; a clipping threshold that clips every step).
-strip() { grep ' iteration ' "$1" | sed -E 's/^ \[[^]]*\]//; s/elapsed time per iteration \(ms\): [0-9.]+ \|//'; }
+strip() { grep -E ' iteration .*consumed samples' "$1" | sed -E 's/^ \[[^]]*\]//; s/elapsed time per iteration \(ms\): [0-9.]+ \|//'; }
 graph_check() { # NAME FLAGS...
     local name=$1 g="$OUT/graph_$1" e="$OUT/eager_$1"
     shift
