@@ -254,6 +254,39 @@ static void load_checkpoint(struct trainer *t)
     t->consumed_valid_samples = s.consumed_valid_samples;
 }
 
+#ifdef MEGATRON_CUDA
+/* Python's str() of a float: the shortest digits that read back as v, with ".0" when integral. */
+static const char *py_float(char *buf, size_t n, double v)
+{
+    for (int digits = 1; digits <= 17; digits++) {
+        snprintf(buf, n, "%.*g", digits, v);
+        if (strtod(buf, NULL) == v) break;
+    }
+    if (!strpbrk(buf, ".en")) strncat(buf, ".0", n - strlen(buf) - 1);
+    return buf;
+}
+#endif
+
+/* Megatron's report_memory after the first log interval (training.py:training_log), on every
+ * rank of data-parallel rank 0 with a GPU: allocated is what the backend holds, reserved what the
+ * device has in use by the driver's count (there is no caching allocator between the two). */
+static void report_memory(const struct trainer *t)
+{
+#ifdef MEGATRON_CUDA
+    if (t->model->device != DEV_CUDA || t->grid.dp_rank != 0) return;
+    struct cuda_memory m = cuda_memory_report();
+    const double mb = 1024.0 * 1024.0;
+    char a[32], ma[32], r[32], mr[32];
+    printf("[Rank %d] (after %lld iterations) memory (MB) | allocated: %s | max allocated: %s | reserved: %s | "
+           "max reserved: %s\n", t->grid.rank, (long long)t->iteration, py_float(a, sizeof a, (double)m.allocated / mb),
+           py_float(ma, sizeof ma, (double)m.max_allocated / mb), py_float(r, sizeof r, (double)m.in_use / mb),
+           py_float(mr, sizeof mr, (double)m.max_in_use / mb));
+    fflush(stdout);
+#else
+    (void)t;
+#endif
+}
+
 /* Returns true when an exit condition (--exit-interval, --exit-duration-in-mins, a signal with
  * --exit-signal-handler) ended training: the program then stops as Megatron's sys.exit does. */
 static bool train(struct trainer *t)
@@ -263,9 +296,19 @@ static bool train(struct trainer *t)
     bool do_valid = loader_num_samples(t->loader, SPLIT_VALID) > 0;
     double start = train_now_seconds();
     if (cfg->exit_signal_handler) exit_signal_install();
+    bool memory_reported = false;
     while (t->iteration < cfg->train_iters) {
         double lm_loss;
         struct step_result r = train_step(t, &lm_loss);
+#ifdef MEGATRON_CUDA
+        if (t->model->device == DEV_CUDA) cuda_memory_sample();
+#endif
+        if (t->steps_run == 1 && t->grid.rank == 0) {
+            /* no "iteration" in it: scripts count the log lines that hold one */
+            printf(" > time from start-up to the end of the first training step: %.2f s\n",
+                   train_now_seconds() - t->start_seconds);
+            fflush(stdout);
+        }
         t->iteration++;
         if (r.skipped) {
             tot.skipped++;
@@ -278,6 +321,8 @@ static bool train(struct trainer *t)
             double now = train_now_seconds();
             tot.seconds = now - start;
             print_log_line(t, &r, &tot);
+            if (!memory_reported) report_memory(t);
+            memory_reported = true;
             if (cfg->timing_log_level >= 1) print_timers(t);
             start = now;
         }

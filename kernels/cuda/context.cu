@@ -1,6 +1,7 @@
 /* The CUDA backend's context (device, stream, cuBLASLt and cuDNN handles, workspaces), created once
  * by cuda_init; device memory and copies; error reporting for every checked call; the shared
  * column-sum finish kernel. */
+#include <stdlib.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -37,6 +38,25 @@ void cuda_fail_cudnn(cudnnStatus_t s, const char *call, const char *file, int li
                  last[0] ? ": " : "", last);
 }
 
+/* ---- memory counts (Megatron's memory report) ---- */
+
+static void count_bytes(struct cuda_context *c, size_t bytes, bool add)
+{
+    c->memory.allocated = add ? c->memory.allocated + bytes : c->memory.allocated - bytes;
+    if (c->memory.allocated > c->memory.max_allocated) c->memory.max_allocated = c->memory.allocated;
+}
+
+void cuda_memory_sample(void)
+{
+    struct cuda_context *c = cuda_ctx();
+    size_t free_b = 0, total_b = 0;
+    CUDA_CHECK(cudaMemGetInfo(&free_b, &total_b));
+    c->memory.in_use = total_b - free_b;
+    if (c->memory.in_use > c->memory.max_in_use) c->memory.max_in_use = c->memory.in_use;
+}
+
+struct cuda_memory cuda_memory_report(void) { return cuda_ctx()->memory; }
+
 /* ---- context ---- */
 
 int cuda_device_count(void)
@@ -71,6 +91,7 @@ void cuda_init(int device_index)
     CUDNN_CHECK(cudnnSetStream(g_ctx.dnn, g_ctx.stream));
     CUDA_CHECK(cudaMalloc(&g_ctx.lt_workspace, LT_WORKSPACE_BYTES));
     g_ctx.lt_workspace_bytes = LT_WORKSPACE_BYTES;
+    count_bytes(&g_ctx, LT_WORKSPACE_BYTES, true);
     g_ctx.device = device_index;
     g_ctx.ready = true;
 }
@@ -91,12 +112,14 @@ void *cuda_scratch(size_t bytes)
     /* Earlier kernels may still read the old buffer: drain the stream before freeing it. */
     CUDA_CHECK(cudaStreamSynchronize(c->stream));
     CUDA_CHECK(cudaFree(c->scratch));
+    count_bytes(c, c->scratch_bytes, false);
     c->memory_epoch++;
     size_t grown = cuda_align256(bytes + bytes / 4);
     c->scratch = NULL;
     c->scratch_bytes = 0;
     CUDA_CHECK(cudaMalloc(&c->scratch, grown));
     c->scratch_bytes = grown;
+    count_bytes(c, grown, true);
     return c->scratch;
 }
 
@@ -139,12 +162,30 @@ void *cuda_alloc(size_t bytes)
                  bytes / 1073741824.0, free_b / 1073741824.0, total_b / 1073741824.0);
     }
     CUDA_CHECK(e);
+    struct cuda_context *c = cuda_ctx();
+    if (c->num_blocks == c->cap_blocks) {
+        c->cap_blocks = c->cap_blocks ? 2 * c->cap_blocks : 64;
+        c->blocks = (struct cuda_block *)realloc(c->blocks, c->cap_blocks * sizeof *c->blocks);
+        if (!c->blocks) die_user("out of memory: the GPU allocation table");
+    }
+    c->blocks[c->num_blocks].p = p;
+    c->blocks[c->num_blocks++].bytes = bytes;
+    count_bytes(c, bytes, true);
     return p;
 }
 
 void cuda_free(void *p)
 {
-    if (p) CUDA_CHECK(cudaFree(p));
+    if (!p) return;
+    CUDA_CHECK(cudaFree(p));
+    struct cuda_context *c = cuda_ctx();
+    for (size_t i = 0; i < c->num_blocks; i++)
+        if (c->blocks[i].p == p) {
+            count_bytes(c, c->blocks[i].bytes, false);
+            c->blocks[i] = c->blocks[--c->num_blocks];
+            return;
+        }
+    BUG("cuda_free(%p): not from cuda_alloc", p);
 }
 
 void cuda_memcpy_h2d(void *dst, const void *src, size_t bytes)

@@ -69,6 +69,12 @@ enum { CUDA_SDPA_CACHE = 32 };
 /* Pinned host slots that cuda_memcpy_h2d_staged copies through, used in turn. */
 enum { CUDA_STAGING_SLOTS = 16 };
 
+/* One allocation of cuda_alloc (for the memory report's count when it is freed). */
+struct cuda_block {
+    void *p;
+    size_t bytes;
+};
+
 struct cuda_context {
     bool ready;
     int device;
@@ -81,6 +87,9 @@ struct cuda_context {
     void *scratch;           /* grow-only temporaries of one op (partial sums, sort buffers, ...) */
     size_t scratch_bytes;
     uint64_t memory_epoch;   /* counts the frees of memory a captured graph may use (graph.cu) */
+    struct cuda_memory memory;  /* the memory report's counts */
+    struct cuda_block *blocks; /* what cuda_alloc handed out */
+    size_t num_blocks, cap_blocks;
     struct cuda_gemm_plan gemm[CUDA_GEMM_CACHE];
     int gemm_next_victim;
     struct cuda_sdpa_plan *sdpa[CUDA_SDPA_CACHE];

@@ -46,6 +46,15 @@ void cuda_init(int device_index);
 /* Device memory (NULL for 0 bytes). Running out is a user error naming the size. */
 void *cuda_alloc(size_t bytes);
 void cuda_free(void *p);
+/* Device memory in bytes, for Megatron's memory report: what the backend holds (cuda_alloc, its
+ * scratch and cuBLASLt workspace) now and at most so far; and what the device has in use by the
+ * driver's count (the CUDA context and the libraries' own memory included) at the last
+ * cuda_memory_sample and at most over the samples. */
+struct cuda_memory {
+    size_t allocated, max_allocated, in_use, max_in_use;
+};
+void cuda_memory_sample(void);
+struct cuda_memory cuda_memory_report(void);
 /* Copies that return once the data has arrived (the host buffer can be reused at once). */
 void cuda_memcpy_h2d(void *dst, const void *src, size_t bytes);
 void cuda_memcpy_d2h(void *dst, const void *src, size_t bytes);

@@ -5,7 +5,10 @@
 # For each of GPT-2 124M (micro batch 64), 350M (32) and 1.5B (16), seq 1024, vocab 50257 (padded
 # 50304), bf16, mock data, dropout 0: ours with MEGATRON_GEMM_AUTOTUNE=0 (cuBLASLt's first
 # algorithm per GEMM) and with autotuning (the fastest of its 8 candidates, the default); then
-# torch_gpt.py with the same shape. MODELS="124m 350m 1.5b" picks the models.
+# torch_gpt.py with the same shape. Each of ours prints tokens/s, TFLOP/s by Megatron's formula, MFU
+# against 989 TFLOP/s, peak GPU memory (the device's, by the driver's count, from Megatron's
+# memory report line) and the time from start-up to the end of the first step. MODELS="124m 350m
+# 1.5b" picks the models.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 OUT=${OUT:-/tmp/gpu_models_out}
@@ -35,10 +38,13 @@ for model in ${MODELS:-124m 350m 1.5b}; do
         MEGATRON_GEMM_AUTOTUNE=$tune ./megatron pretrain $flags >"$log" 2>&1
         wall=$(echo "$(date +%s.%N) - $start" | awk '{ print $1 - $3 }')
         grep -m2 -iE "error|fail" "$log"
+        first=$(sed -n 's/.*end of the first training step: \([0-9.]*\) s/\1/p' "$log")
+        peak=$(sed -n 's/.*max reserved: \([0-9.]*\)$/\1/p' "$log")
         grep ' iteration ' "$log" | tail -1 \
             | sed 's/.*elapsed time per iteration (ms): \([^ ]*\) | throughput per GPU (TFLOP\/s\/GPU): \([^ ]*\) .*/\1 \2/' \
-            | awk -v n="$model autotune=$tune" -v tok=$((mbs * 1024)) -v w="$wall" \
-                '{ printf "%s: %.1f ms/iter, %.0f tokens/s, %.1f TFLOP/s (MFU %.1f%%), run %.0f s\n", n, $1, tok / ($1 / 1000), $2, $2 / 9.89, w }' \
+            | awk -v n="$model autotune=$tune" -v tok=$((mbs * 1024)) -v w="$wall" -v f="${first:-nan}" -v p="${peak:-nan}" \
+                '{ printf "%s: %.1f ms/iter, %.0f tokens/s, %.1f TFLOP/s (MFU %.1f%%), peak GPU memory %.1f GiB, first step done %.2f s after start-up, run %.0f s\n",
+                          n, $1, tok / ($1 / 1000), $2, $2 / 9.89, p / 1024, f, w }' \
             | tee -a "$OUT/summary.txt"
     done
     if [ -n "$TORCH" ]; then

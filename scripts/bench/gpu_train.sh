@@ -120,6 +120,7 @@ start=$(date +%s)
 echo "megatron: $(grep -c ' iteration ' "$OUT/gpt2_124m.log") log lines, wall $(( $(date +%s) - start )) s"
 grep ' iteration ' "$OUT/gpt2_124m.log" | tail -2 | sed 's/.*elapsed time per iteration (ms): \([^ ]*\) | throughput per GPU (TFLOP\/s\/GPU): \([^ ]*\) .*lm loss: \([^ ]*\) .*/ms\/iter \1  TFLOP\/s \2  loss \3/' \
     | awk -v tok=$((MBS * 1024)) '{ printf "%s  tokens/s %.0f  MFU %.1f%%\n", $0, tok / ($2 / 1000), $4 / 989 * 100 }' | tee "$OUT/gpt2_summary.txt"
+grep -E 'memory \(MB\)|end of the first training step' "$OUT/gpt2_124m.log" | tee -a "$OUT/gpt2_summary.txt"
 grep -i "error" "$OUT/gpt2_124m.log" | head -3
 # the graph's worth where launches are many and kernels short: 124M at micro batch 4, with and
 # without it (median of the last log interval)
