@@ -65,14 +65,15 @@ tail -3 "$OUT/small_gpu.log"
 # 1b. the CUDA graph: from its second step a one-GPU run replays the captured step; it must do
 # exactly what the uncaptured step does: the same log lines and, after the last step, the same
 # weights and optimizer state bit for bit (bf16; fp16 from the default scale, skips and scale
-# changes included; SGD; a clipping threshold that clips every step).
-strip() { grep -E ' iteration .*consumed samples' "$1" | sed -E 's/^ \[[^]]*\]//; s/elapsed time per iteration \(ms\): [0-9.]+ \|//'; }
+# changes included; SGD; a clipping threshold that clips every step; hidden dropout; validation
+# and checkpoints saved between replays, whose validation losses must match too).
+strip() { grep -E ' iteration .*consumed samples|validation loss' "$1" | sed -E 's/^ \[[^]]*\]//; s/elapsed time per iteration \(ms\): [0-9.]+ \|//'; }
 graph_check() { # NAME FLAGS...
     local name=$1 g="$OUT/graph_$1" e="$OUT/eager_$1"
     shift
     rm -rf "$g" "$e"
-    ./megatron pretrain $small --device cuda "$@" --save "$g" --save-interval 1000 >"$g.log" 2>&1
-    MEGATRON_CUDA_GRAPH=0 ./megatron pretrain $small --device cuda "$@" --save "$e" --save-interval 1000 >"$e.log" 2>&1
+    ./megatron pretrain $small --device cuda --save "$g" --save-interval 1000 "$@" >"$g.log" 2>&1
+    MEGATRON_CUDA_GRAPH=0 ./megatron pretrain $small --device cuda --save "$e" --save-interval 1000 "$@" >"$e.log" 2>&1
     local it
     it=$(cat "$g/latest_checkpointed_iteration.txt" 2>/dev/null)
     local dir
@@ -100,6 +101,8 @@ graph_check() { # NAME FLAGS...
     graph_check sgd --bf16 --optimizer sgd
     graph_check clipped --bf16 --clip-grad 0.05
     graph_check hidden-dropout --bf16 --hidden-dropout 0.1
+    # validation and checkpoints between replays (the evaluation runs uncaptured on the same buffers)
+    graph_check eval-and-save --bf16 --eval-interval 5 --eval-iters 2 --save-interval 7
 } | tee "$OUT/graph_compare.txt"
 # attention dropout too is captured (its cuDNN seed read from device memory): the run trains
 ./megatron pretrain $small --device cuda --bf16 --attention-dropout 0.1 --hidden-dropout 0.1 \
