@@ -1,6 +1,6 @@
 /* The CUDA backend's context (device, stream, cuBLASLt and cuDNN handles, workspaces), created once
- * by cuda_init; device memory and copies; error reporting for every checked call; the shared
- * column-sum finish kernel. */
+ * by cuda_init; device memory and copies, and the counts behind Megatron's memory report; error
+ * reporting for every checked call; the shared column-sum finish kernel. */
 #include <stdlib.h>
 #include <stdio.h>
 #include <string.h>
