@@ -92,22 +92,15 @@ __device__ __forceinline__ bool step_clip(const struct cuda_step_scalars *s, boo
 template <class T>
 static __global__ void adam_chunks_kernel(float *weights, const float *grads, float *exp_avg,
                                           float *exp_avg_sq, const struct cuda_optim_chunk *chunks,
-                                          struct adam_params ap, const struct cuda_step_scalars *s, T *lp)
+                                          struct adam_consts k, const struct cuda_step_scalars *s, T *lp)
 {
     bool clip = false;
     float coeff = 1.0f;
     if (!step_clip(s, &clip, &coeff)) return;
-    struct adam_consts k;
-    k.b1 = (float)ap.beta1;
-    k.b2 = (float)ap.beta2;
-    k.one_minus_b1 = 1.0f - k.b1;
-    k.one_minus_b2 = 1.0f - k.b2;
-    k.eps = (float)ap.eps;
-    k.lr = s->lr;
+    k.lr = s->lr; /* the step's own values: the rest of k is the run's */
     k.wd = s->wd;
     k.bc1 = s->bc1;
     k.bc2 = s->bc2;
-    k.decoupled = ap.decoupled_weight_decay;
     const struct cuda_optim_chunk c = chunks[blockIdx.x];
     const float wd = c.decay ? k.wd : 0.0f;
     for (int i = threadIdx.x; i < c.len; i += blockDim.x) {
@@ -142,8 +135,9 @@ void cuda_adam_update_chunks(float *weights, const float *grads, float *exp_avg,
     if (num_chunks == 0) return;
     struct cuda_context *ctx = cuda_ctx();
     if (!lp) lp_dtype = DT_BF16; /* no copy written: any instantiation */
+    const struct adam_consts k = adam_consts_of(0.0, 0.0, ap, 1); /* lr, wd, bc1, bc2 come from s */
     CUDA_LP_DISPATCH(lp_dtype, adam_chunks_kernel<T><<<(unsigned)num_chunks, 256, 0, ctx->stream>>>(
-                                   weights, grads, exp_avg, exp_avg_sq, chunks, ap, s, (T *)lp));
+                                   weights, grads, exp_avg, exp_avg_sq, chunks, k, s, (T *)lp));
     CUDA_CHECK_LAUNCH("adam_chunks_kernel");
 }
 
