@@ -88,11 +88,14 @@ __device__ __forceinline__ bool step_clip(const struct cuda_step_scalars *s, boo
 }
 
 /* One block a chunk: the chunk's parameters and moments updated, and the 16-bit copy of each new
- * parameter written beside it (when lp is not NULL). */
+ * parameter written beside it (when lp is not NULL). A chunk whose weights and moments start at a
+ * multiple of 4 elements moves them 16 bytes at a time (the buffers never overlap: the loads of
+ * one group do not wait for the stores of the last); the rest, and other chunks, one at a time. */
 template <class T>
-static __global__ void adam_chunks_kernel(float *weights, const float *grads, float *exp_avg,
-                                          float *exp_avg_sq, const struct cuda_optim_chunk *chunks,
-                                          struct adam_consts k, const struct cuda_step_scalars *s, T *lp)
+static __global__ void adam_chunks_kernel(float *__restrict__ weights, const float *__restrict__ grads,
+                                          float *__restrict__ exp_avg, float *__restrict__ exp_avg_sq,
+                                          const struct cuda_optim_chunk *__restrict__ chunks, struct adam_consts k,
+                                          const struct cuda_step_scalars *__restrict__ s, T *__restrict__ lp)
 {
     bool clip = false;
     float coeff = 1.0f;
@@ -103,7 +106,30 @@ static __global__ void adam_chunks_kernel(float *weights, const float *grads, fl
     k.bc2 = s->bc2;
     const struct cuda_optim_chunk c = chunks[blockIdx.x];
     const float wd = c.decay ? k.wd : 0.0f;
-    for (int i = threadIdx.x; i < c.len; i += blockDim.x) {
+    int done = 0;
+    if (c.param % 4 == 0 && c.state % 4 == 0) {
+        float4 *w4 = reinterpret_cast<float4 *>(weights + c.param);
+        const float4 *g4 = reinterpret_cast<const float4 *>(grads + c.param);
+        float4 *m4 = reinterpret_cast<float4 *>(exp_avg + c.state);
+        float4 *v4 = reinterpret_cast<float4 *>(exp_avg_sq + c.state);
+        const int n4 = c.len / 4;
+        for (int j = threadIdx.x; j < n4; j += blockDim.x) {
+            const float4 pw = w4[j], pg = g4[j], pm = m4[j], pv = v4[j];
+            float p[4] = {pw.x, pw.y, pw.z, pw.w}, g[4] = {pg.x, pg.y, pg.z, pg.w};
+            float m[4] = {pm.x, pm.y, pm.z, pm.w}, v[4] = {pv.x, pv.y, pv.z, pv.w};
+#pragma unroll
+            for (int e = 0; e < 4; e++)
+                p[e] = adam_element(p[e], clip ? __fmul_rn(g[e], coeff) : g[e], &m[e], &v[e], k, wd);
+            w4[j] = make_float4(p[0], p[1], p[2], p[3]);
+            m4[j] = make_float4(m[0], m[1], m[2], m[3]);
+            v4[j] = make_float4(v[0], v[1], v[2], v[3]);
+            if (lp)
+                *reinterpret_cast<uint2 *>(lp + c.param + 4 * (int64_t)j) =
+                    make_uint2(lp_pack2<T>(p[0], p[1]), lp_pack2<T>(p[2], p[3]));
+        }
+        done = n4 * 4;
+    }
+    for (int i = done + threadIdx.x; i < c.len; i += blockDim.x) {
         const int64_t w = c.param + i, st = c.state + i;
         const float g = clip ? __fmul_rn(grads[w], coeff) : grads[w];
         const float p = adam_element(weights[w], g, &exp_avg[st], &exp_avg_sq[st], k, wd);

@@ -12,12 +12,16 @@
 
 /* Pieces of a flat buffer of n elements laid out as a model's would be: long weights with decay,
  * short biases without, one longer than a chunk so it is cut; the moments of each piece sit at
- * another offset (as a shard's compact state does). Returns the number of chunks written. */
-static int64_t make_chunks(struct cuda_optim_chunk *out, int64_t *n_out, int64_t *state_n)
+ * another offset (as a shard's compact state does). Unaligned: pieces at odd offsets and of odd
+ * lengths (the kernel's one-at-a-time path); aligned: every piece at a multiple of 4 elements, the
+ * last with a tail of 3 (the 16-byte path). Returns the number of chunks written. */
+static int64_t make_chunks(struct cuda_optim_chunk *out, int64_t *n_out, int64_t *state_n, bool aligned)
 {
-    const int64_t lens[] = {3 * CUDA_OPTIM_CHUNK + 17, 768, 589824, 1, 2304, 100003, 31};
-    int64_t at = 5, state = 0, k = 0; /* elements [0, 5) belong to no piece: left alone */
-    for (size_t i = 0; i < sizeof lens / sizeof lens[0]; i++) {
+    const int64_t odd[] = {3 * CUDA_OPTIM_CHUNK + 17, 768, 589824, 1, 2304, 100003, 31};
+    const int64_t even[] = {3 * CUDA_OPTIM_CHUNK + 16, 768, 589824, 4, 2304, 100004, 31};
+    const int64_t *lens = aligned ? even : odd;
+    int64_t at = aligned ? 8 : 5, state = 0, k = 0; /* elements before `at` belong to no piece: left alone */
+    for (size_t i = 0; i < sizeof odd / sizeof odd[0]; i++) {
         for (int64_t c = 0; c < lens[i]; c += CUDA_OPTIM_CHUNK) {
             int64_t len = lens[i] - c < CUDA_OPTIM_CHUNK ? lens[i] - c : CUDA_OPTIM_CHUNK;
             out[k++] = (struct cuda_optim_chunk){at + c, state + c, (int32_t)len, (int32_t)(i % 2 == 0)};
@@ -56,10 +60,11 @@ static bool cpu_clip(float *g, int64_t n, double norm_sq)
     return true;
 }
 
-static bool adam_chunks_case(bool decoupled)
+static bool adam_chunks_case(bool decoupled, bool aligned)
 {
     struct cuda_optim_chunk chunks[64];
-    int64_t n = 0, sn = 0, nc = make_chunks(chunks, &n, &sn);
+    int64_t n = 0, sn = 0, nc = make_chunks(chunks, &n, &sn, aligned);
+    const int64_t lead = aligned ? 8 : 5;
     struct adam_params ap = adam_params_default();
     ap.decoupled_weight_decay = decoupled;
     float *p = randn(n, 1.0f), *m = halloc(sn * 4), *v = halloc(sn * 4);
@@ -86,24 +91,29 @@ static bool adam_chunks_case(bool decoupled)
     round_to_dtype(want, n, A.dt);
     int64_t untouched = 0;
     for (int64_t i = 0; i < n; i++) {
-        if (i >= 5 && i < n - 3) continue;
+        if (i >= lead && i < n - 3) continue;
         untouched += isnan(lp[i]);
         lp[i] = want[i] = 0.0f;
     }
-    printf("   adam in %lld chunks, decoupled=%d, %d steps (one clipped, two skipped)\n", (long long)nc, decoupled,
-           CHUNK_STEPS);
-    bool ok = untouched == 8;
-    printf("    16-bit copy outside the pieces     %lld of 8 left alone %s\n", (long long)untouched, ok ? "ok" : "FAIL");
+    printf("   adam in %lld chunks (%s), decoupled=%d, %d steps (one clipped, two skipped)\n", (long long)nc,
+           aligned ? "at multiples of 4" : "at odd offsets", decoupled, CHUNK_STEPS);
+    bool ok = untouched == lead + 3;
+    printf("    16-bit copy outside the pieces     %lld of %lld left alone %s\n", (long long)untouched,
+           (long long)(lead + 3), ok ? "ok" : "FAIL");
     return ok & bitwise("param", from_dev_f32(gp, n), p, n) & bitwise("exp_avg", from_dev_f32(gm, sn), m, sn) &
            bitwise("exp_avg_sq", from_dev_f32(gv, sn), v, sn) & bitwise("16-bit copy of param", lp, want, n);
 }
 
-bool test_adam_chunks_is_bitwise_the_cpu(void) { return adam_chunks_case(true) & adam_chunks_case(false); }
+bool test_adam_chunks_is_bitwise_the_cpu(void)
+{
+    return adam_chunks_case(true, false) & adam_chunks_case(false, false) & adam_chunks_case(true, true) &
+           adam_chunks_case(false, true);
+}
 
 static bool sgd_chunks_case(double momentum)
 {
     struct cuda_optim_chunk chunks[64];
-    int64_t n = 0, sn = 0, nc = make_chunks(chunks, &n, &sn);
+    int64_t n = 0, sn = 0, nc = make_chunks(chunks, &n, &sn, false);
     float *p = randn(n, 1.0f), *buf = halloc(sn * 4);
     float *gp = to_dev(p, n * 4), *gb = to_dev(buf, sn * 4);
     void *gc = to_dev(chunks, (size_t)nc * sizeof chunks[0]), *gg = dalloc(n * 4), *glp = dalloc(n * 2);
