@@ -206,7 +206,8 @@ void cuda_step_scalars_fill(struct cuda_step_scalars *s, double lr, double weigh
  * multiplied by (float)(max_norm / (norm + 1e-6)) when that is below 1 (clip_coeff), then each
  * element is updated bitwise as cuda_adam_update computes it; when lp is not NULL the new weights
  * are also rounded into lp (the model's 16-bit copy, lp_dtype DT_BF16 or DT_F16) at their flat
- * positions. The gradients are left as they were. */
+ * positions. The gradients are left as they were. The weights, gradients, both moments and lp are
+ * five buffers that do not overlap. */
 void cuda_adam_update_chunks(float *weights, const float *grads, float *exp_avg, float *exp_avg_sq,
                              const struct cuda_optim_chunk *chunks, int64_t num_chunks, struct adam_params ap,
                              const struct cuda_step_scalars *s, void *lp, enum dtype lp_dtype);
