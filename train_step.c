@@ -164,25 +164,30 @@ static void finalize_grads(struct trainer *t)
             tp_all_reduce_buffer(&m->tp, m->device, m->grads + m->params[i].offset, m->params[i].numel);
 }
 
-/* The iteration's tokens on this rank: each micro batch's sum of its loss mask, in order. */
-static double iteration_tokens(const struct trainer *t, const struct gpt_batch *batches)
+/* The iteration's tokens on this rank: each micro batch's sum of its loss mask into per_micro
+ * (when not NULL), and their sum in order. */
+static double iteration_tokens(const struct trainer *t, const struct gpt_batch *batches, double *per_micro)
 {
     double tokens = 0.0;
-    for (int64_t mb = 0; mb < t->cfg->num_micro_batches; mb++)
-        tokens += gpt_batch_tokens(batches[mb].loss_mask, batches[mb].batch * t->buf.seq);
+    for (int64_t mb = 0; mb < t->cfg->num_micro_batches; mb++) {
+        double n = gpt_batch_tokens(batches[mb].loss_mask, batches[mb].batch * t->buf.seq);
+        if (per_micro) per_micro[mb] = n;
+        tokens += n;
+    }
     return tokens;
 }
 
-/* On the GPU: the iteration's inputs, each micro batch's loss-gradient factor and the dropout
- * stream copied to the device (queued), and the micro batches pointed at them. */
-static void upload_inputs(struct trainer *t, struct gpt_batch *batches, double loss_scale, double loss_divisor)
+/* On the GPU: the iteration's inputs, each micro batch's loss-gradient factor (from its tokens) and
+ * the dropout stream copied to the device (queued), and the micro batches pointed at them. */
+static void upload_inputs(struct trainer *t, struct gpt_batch *batches, const double *tokens, double loss_scale,
+                          double loss_divisor)
 {
     const struct batch_buffers *b = &t->buf;
     struct device_inputs *d = &t->dev;
     int64_t num_micro = t->cfg->num_micro_batches, per = t->cfg->micro_batch_size * b->seq, n = b->samples * b->seq;
     float *factors = xmalloc((size_t)num_micro * sizeof(float));
     for (int64_t mb = 0; mb < num_micro; mb++) {
-        factors[mb] = gpt_loss_grad_factor(loss_scale, gpt_batch_tokens(batches[mb].loss_mask, per), loss_divisor);
+        factors[mb] = gpt_loss_grad_factor(loss_scale, tokens[mb], loss_divisor);
         batches[mb].device_tokens = d->tokens + mb * per;
         batches[mb].device_labels = d->labels + mb * per;
         batches[mb].device_positions = d->positions + mb * per;
@@ -271,13 +276,16 @@ struct step_result train_step(struct trainer *t, double *lm_loss)
         .ddp = t->ddp,
         .overlap_grad_reduce = cfg->overlap_grad_reduce,
     };
-    if (t->model->device == DEV_CUDA) upload_inputs(t, batches, step.loss_scale, step.loss_divisor);
+    double *tokens = xmalloc((size_t)num_micro * sizeof *tokens);
+    double tokens_sum = iteration_tokens(t, batches, tokens);
+    if (t->model->device == DEV_CUDA) upload_inputs(t, batches, tokens, step.loss_scale, step.loss_divisor);
+    free(tokens);
     optimizer_prepare(t->optimizer);
     run_step_work(t, &step);
     t->steps_run++;
     /* the step's one wait for the device: the loss, then the norm the host's bookkeeping needs */
     double loss_sum = t->last_stage ? gpt_loss_read(t->model) : 0.0;
-    double tokens_sum = t->last_stage ? iteration_tokens(t, batches) : 0.0;
+    if (!t->last_stage) tokens_sum = 0.0;
     free(batches);
     struct step_result r = optimizer_finish(t->optimizer, cfg->global_batch_size);
     reduce_loss(t, &loss_sum, &tokens_sum);
@@ -298,7 +306,7 @@ double train_evaluate(struct trainer *t, enum data_split split, int64_t *consume
         schedule_run(t->runner, &step);
         if (t->last_stage) {
             loss_sum += gpt_loss_read(t->model);
-            tokens_sum += iteration_tokens(t, batches);
+            tokens_sum += iteration_tokens(t, batches, NULL);
         }
         *consumed += cfg->global_batch_size;
     }
