@@ -92,6 +92,7 @@ void cuda_init(int device_index)
     CUDA_CHECK(cudaMalloc(&g_ctx.lt_workspace, LT_WORKSPACE_BYTES));
     g_ctx.lt_workspace_bytes = LT_WORKSPACE_BYTES;
     count_bytes(&g_ctx, LT_WORKSPACE_BYTES, true);
+    g_ctx.dgelu_forced = CUDA_DGELU_TIMED;
     g_ctx.device = device_index;
     g_ctx.ready = true;
 }

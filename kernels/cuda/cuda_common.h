@@ -62,6 +62,16 @@ struct cuda_gemm_plan {
 };
 enum { CUDA_GEMM_CACHE = 128 };
 
+/* The path a shape of fc2's dx through the GeLU takes (m x n x k, 16-bit type, with or without
+ * fc1's bias gradient): linear.cu times the paths cuBLASLt offers once. */
+struct cuda_dgelu_choice {
+    int64_t m, n, k;
+    int type;
+    bool bias;
+    enum cuda_dgelu_path path;
+};
+enum { CUDA_DGELU_CHOICES = 64 };
+
 /* One cuDNN SDPA execution plan built for an attention shape (attention.cu keeps them). */
 struct cuda_sdpa_plan;
 enum { CUDA_SDPA_CACHE = 32 };
@@ -94,6 +104,9 @@ struct cuda_context {
     int gemm_next_victim;
     struct cuda_sdpa_plan *sdpa[CUDA_SDPA_CACHE];
     struct cuda_gelu_paths gelu_paths; /* what the GeLU-fused linear ops last did */
+    struct cuda_dgelu_choice dgelu_choice[CUDA_DGELU_CHOICES];
+    int num_dgelu_choices;
+    enum cuda_dgelu_path dgelu_forced; /* CUDA_DGELU_TIMED unless a test forces one */
     unsigned char *staging;  /* CUDA_STAGING_SLOTS pinned slots of staging_slot_bytes each */
     size_t staging_slot_bytes;
     int staging_next;

@@ -237,11 +237,23 @@ void cuda_bf16_to_f32_on(void *stream, float *dst, const void *src, int64_t n);
 
 /* The GeLU-fused linear ops run as one cuBLASLt GEMM with a GeLU epilogue (the tanh form only,
  * which is the GeLU cuBLASLt implements, and widths that are multiples of 8) or, when cuBLASLt
- * offers no such algorithm, as a GEMM and a separate kernel. What the last call of each did: */
+ * offers no such algorithm, as a GEMM and a separate kernel. The backward has three paths (fc1's
+ * bias gradient in the GEMM's DGELU_BGRAD epilogue; a DGELU epilogue and a column sum; a plain
+ * GEMM and the GeLU-backward kernel): each shape times those cuBLASLt offers on its first call
+ * and keeps the fastest (linear.cu). What the last call of each did: */
 struct cuda_gelu_paths {
-    bool forward_epilogue;  /* cuda_linear_gelu_forward: GELU_AUX(_BIAS) */
-    bool backward_epilogue; /* cuda_linear_dgelu_backward: DGELU(_BGRAD) */
+    bool forward_epilogue;   /* cuda_linear_gelu_forward: GELU_AUX(_BIAS) */
+    bool backward_epilogue;  /* cuda_linear_dgelu_backward: DGELU(_BGRAD) */
+    bool bias_grad_epilogue; /* ... and fc1's bias gradient summed in fp32 by DGELU_BGRAD */
 };
+enum cuda_dgelu_path {
+    CUDA_DGELU_TIMED = -1,       /* each shape's fastest (the default) */
+    CUDA_DGELU_BGRAD_EPILOGUE,   /* DGELU_BGRAD (without a bias gradient: DGELU) */
+    CUDA_DGELU_EPILOGUE_COLSUM,  /* DGELU, then the column sum of dpre */
+    CUDA_DGELU_GEMM_KERNEL,      /* the plain GEMM, then the GeLU-backward kernel */
+};
+/* For the tests: every later call takes path p where cuBLASLt offers it (the next one else). */
+void cuda_linear_dgelu_force_path(enum cuda_dgelu_path p);
 struct cuda_gelu_paths cuda_linear_gelu_paths(void);
 
 /* ---- checks that need no GPU ---- */

@@ -4,8 +4,9 @@
  * algorithm from the heuristics once and keeps it (with its descriptors) in the context's cache.
  *
  * linear_fc1 + GeLU and linear_fc2's backward through the GeLU use cuBLASLt's GeLU epilogues when
- * they can: GELU_AUX_BIAS writes gelu(x w^T + b) to D and the pre-activation to the aux matrix,
- * DGELU_BGRAD multiplies dy w by gelu'(aux) and sums its rows into an fp32 bias gradient. cuBLASLt's
+ * they can: GELU_AUX_BIAS writes gelu(x w^T + b) to D and the pre-activation to the aux matrix;
+ * DGELU multiplies dy w by gelu'(aux) (DGELU_BGRAD also sums its rows into an fp32 bias
+ * gradient), and each shape of that backward keeps the fastest of its paths (below). cuBLASLt's
  * GeLU is the tanh approximation (what Megatron's bias_gelu fusion computes too), so the erf form
  * runs as the GEMM and a separate kernel, as does any shape cuBLASLt declines (the aux leading
  * dimension must be a multiple of 8).
@@ -14,6 +15,8 @@
  *   forward  y^T[out,N]  = w^T... i.e. D(out x N)  = op(w: in x out, T) . x(in x N)      ("TN")
  *   dx       dx^T[in,N]  = w(in x out) . dy^T(out x N)                                 ("NN")
  *   dw       dw^T[in,out] += x^T(in x N) . op(dy^T: out x N, T)                         ("NT") */
+#include <algorithm>
+
 #include "kernels/cuda/cuda_common.h"
 
 enum gemm_kind {
@@ -386,6 +389,12 @@ static __global__ void add_f32_kernel(float *dst, const float *src, int64_t n)
         dst[i] += src[i];
 }
 
+static void add_f32(float *dst, const float *src, int64_t n)
+{
+    add_f32_kernel<<<cuda_blocks(n, 256), 256, 0, cuda_ctx()->stream>>>(dst, src, n);
+    CUDA_CHECK_LAUNCH("add_f32_kernel");
+}
+
 void cuda_linear_gelu_forward(struct tensor y, struct tensor pre, struct tensor x, struct tensor w,
                               struct tensor b, bool tanh_approx)
 {
@@ -414,6 +423,121 @@ void cuda_linear_gelu_forward(struct tensor y, struct tensor pre, struct tensor 
     cuda_gelu_forward(y, pre, tanh_approx);
 }
 
+/* fc2's input gradient through the GeLU, dpre = (dy w) * gelu'(pre), and fc1's bias gradient
+ * db += the column sums of dpre, by one of three paths:
+ *   CUDA_DGELU_BGRAD_EPILOGUE   one GEMM whose DGELU_BGRAD epilogue also sums db (from fp32)
+ *   CUDA_DGELU_EPILOGUE_COLSUM  a GEMM with the DGELU epilogue, then a column sum of dpre
+ *   CUDA_DGELU_GEMM_KERNEL      the plain GEMM, then the GeLU-backward kernel summing db
+ * Which is fastest depends on the shape and on the algorithms cuBLASLt offers for it (H100,
+ * 2026-11-22, scripts/bench/bench_ops.c rows H: at 1.5B's 16384 x 6400 the DGELU epilogue and
+ * column sum, 0.65 ms against 0.76 for the GEMM and kernel, and 124M's 65536 x 3072 0.79 against
+ * 0.88; at 350M's 32768 x 4096, where cuBLASLt offers one slow DGELU algorithm, the GEMM and
+ * kernel, 0.66 against 0.95; DGELU_BGRAD ran at none of the three). So each shape times the
+ * paths it has on its first call (before any capture) and keeps the first of them unless a later
+ * one is faster by a tenth: the paths round differently, and runs whose timings are close still
+ * choose alike. The epilogue paths need the tanh GeLU and widths that are multiples of 8. */
+struct dgelu_call {
+    struct gemm_call g; /* fc2's dx GEMM; its kind is set per path */
+    struct tensor dpre;
+    float *db;          /* NULL without a bias gradient */
+    bool tanh_approx;
+};
+
+template <class T>
+static void dgelu_colsum(struct tensor dpre, float *db, int64_t N, int64_t in)
+{
+    bool vec = in % 8 == 0 && cuda_aligned16(dpre.data);
+    cuda_colsum_acc<load_rows<T>, 1>(load_rows<T>{(const T *)dpre.data, in, vec}, db, NULL, N, in);
+}
+
+/* Runs path p for c (bgrad: an fp32 buffer of m for DGELU_BGRAD); false, nothing done, when
+ * cuBLASLt does not offer p's epilogue. */
+static bool dgelu_run(const struct dgelu_call *c, enum cuda_dgelu_path p, float *bgrad)
+{
+    struct gemm_call g = c->g;
+    enum dtype dt = c->dpre.dtype;
+    int64_t N = g.n, in = g.m;
+    if (p == CUDA_DGELU_BGRAD_EPILOGUE && c->db) {
+        g.kind = GEMM_DX_DGELU_BGRAD, g.bias = bgrad;
+        if (!gemm_try_run(&g)) return false;
+        add_f32(c->db, bgrad, in);
+        return true;
+    }
+    if (p != CUDA_DGELU_GEMM_KERNEL) {
+        g.kind = GEMM_DX_DGELU;
+        if (!gemm_try_run(&g)) return false;
+        if (c->db) CUDA_LP_DISPATCH(dt, dgelu_colsum<T>(c->dpre, c->db, N, in));
+        return true;
+    }
+    g.kind = GEMM_DX, g.aux = NULL;
+    gemm_run(&g);
+    CUDA_LP_DISPATCH(dt, cuda_gelu_backward_bias_grad<T>((T *)g.c, c->db, (const T *)g.c,
+                                                         (const T *)c->g.aux, N, in,
+                                                         c->tanh_approx));
+    return true;
+}
+
+/* The path of c's shape: timed on its first call (see above), then remembered. */
+static enum cuda_dgelu_path dgelu_path_of(const struct dgelu_call *c)
+{
+    struct cuda_context *ctx = cuda_ctx();
+    const struct gemm_call *g = &c->g;
+    bool bias = c->db != NULL;
+    if (!c->tanh_approx || g->m % 8 != 0) return CUDA_DGELU_GEMM_KERNEL;
+    if (ctx->dgelu_forced != CUDA_DGELU_TIMED) return ctx->dgelu_forced;
+    for (int i = 0; i < ctx->num_dgelu_choices; i++) {
+        const struct cuda_dgelu_choice *e = &ctx->dgelu_choice[i];
+        if (e->m == g->m && e->n == g->n && e->k == g->k && e->type == (int)g->ab_type &&
+            e->bias == bias)
+            return e->path;
+    }
+    enum cuda_dgelu_path path = CUDA_DGELU_BGRAD_EPILOGUE; /* untimed: the first that runs */
+    float *bgrad = NULL, *db = NULL;
+    if (gemm_autotune() && cudaMalloc(&bgrad, (size_t)g->m * sizeof(float)) == cudaSuccess &&
+        cudaMalloc(&db, (size_t)g->m * sizeof(float)) == cudaSuccess) {
+        struct dgelu_call t = *c;
+        if (bias) t.db = db; /* the timed runs add into a buffer of their own */
+        const enum cuda_dgelu_path paths[] = {CUDA_DGELU_BGRAD_EPILOGUE,
+                                              CUDA_DGELU_EPILOGUE_COLSUM, CUDA_DGELU_GEMM_KERNEL};
+        const int n_paths = bias ? 3 : 2; /* without a bias gradient the first two are one */
+        bool offered[3];
+        for (int i = 0; i < n_paths; i++) /* untimed: the plans built, the epilogues checked */
+            offered[i] = dgelu_run(&t, paths[i + (!bias && i > 0)], bgrad);
+        enum { RUNS = 15 };
+        float ms[3][RUNS];
+        cudaEvent_t ev[4];
+        for (int e = 0; e < 4; e++) CUDA_CHECK(cudaEventCreate(&ev[e]));
+        for (int r = 0; r < RUNS; r++) { /* the paths in turn */
+            CUDA_CHECK(cudaEventRecord(ev[0], ctx->stream));
+            for (int i = 0; i < n_paths; i++) {
+                if (offered[i]) dgelu_run(&t, paths[i + (!bias && i > 0)], bgrad);
+                CUDA_CHECK(cudaEventRecord(ev[i + 1], ctx->stream));
+            }
+            CUDA_CHECK(cudaEventSynchronize(ev[n_paths]));
+            for (int i = 0; i < n_paths; i++)
+                CUDA_CHECK(cudaEventElapsedTime(&ms[i][r], ev[i], ev[i + 1]));
+        }
+        for (int e = 0; e < 4; e++) CUDA_CHECK(cudaEventDestroy(ev[e]));
+        int best = -1;
+        for (int i = 0; i < n_paths; i++) {
+            if (!offered[i]) continue;
+            std::sort(ms[i], ms[i] + RUNS);
+            if (best < 0 || ms[i][RUNS / 2] < 0.9f * ms[best][RUNS / 2]) best = i;
+        }
+        path = paths[best + (!bias && best > 0)];
+    } else {
+        (void)cudaGetLastError(); /* untimed (MEGATRON_GEMM_AUTOTUNE=0), or no room */
+    }
+    cudaFree(bgrad);
+    cudaFree(db);
+    if (ctx->num_dgelu_choices < CUDA_DGELU_CHOICES)
+        ctx->dgelu_choice[ctx->num_dgelu_choices++] =
+            (struct cuda_dgelu_choice){g->m, g->n, g->k, (int)g->ab_type, bias, path};
+    return path;
+}
+
+void cuda_linear_dgelu_force_path(enum cuda_dgelu_path p) { cuda_ctx()->dgelu_forced = p; }
+
 void cuda_linear_dgelu_backward(struct tensor dpre, struct tensor dpre_bias, struct tensor dw,
                                 struct tensor dy, struct tensor x, struct tensor w,
                                 struct tensor pre, bool tanh_approx)
@@ -424,31 +548,26 @@ void cuda_linear_dgelu_backward(struct tensor dpre, struct tensor dpre_bias, str
     cuda_need(op, "w", w, dt);
     cuda_need(op, "pre", pre, dt);
     cuda_maybe(op, "dpre_bias", dpre_bias, DT_F32);
-    cudaDataType_t lp = lp_cuda_type(dt);
     struct cuda_context *ctx = cuda_ctx();
     int64_t N = dy.shape[0], out = dy.shape[1], in = dpre.shape[1];
     if (tensor_present(dw)) cuda_linear_backward(tensor_none(), dw, tensor_none(), dy, x, w);
     if (N == 0 || in == 0) return;
-    float *db = tensor_present(dpre_bias) ? (float *)dpre_bias.data : NULL;
-    bool fused = false;
-    if (tanh_approx && in % 8 == 0) {
-        float *bgrad = db ? (float *)cuda_scratch((size_t)in * sizeof(float)) : NULL;
-        struct gemm_call g = {.kind = db ? GEMM_DX_DGELU_BGRAD : GEMM_DX_DGELU,
-                              .ta = CUBLAS_OP_N, .tb = CUBLAS_OP_N, .m = in, .n = N, .k = out,
-                              .lda = in, .ldb = out, .ldc = in, .ab_type = lp, .cd_type = lp,
-                              .a = w.data, .b = dy.data, .c = dpre.data,
-                              .bias = bgrad, .aux = pre.data, .beta = 0.0f};
-        fused = gemm_try_run(&g);
-        if (fused && db) {
-            add_f32_kernel<<<cuda_blocks(in, 256), 256, 0, ctx->stream>>>(db, bgrad, in);
-            CUDA_CHECK_LAUNCH("add_f32_kernel");
-        }
-    }
-    ctx->gelu_paths.backward_epilogue = fused;
-    if (fused) return;
-    cuda_linear_backward(dpre, tensor_none(), tensor_none(), dy, tensor_none(), w);
-    CUDA_LP_DISPATCH(dt, cuda_gelu_backward_bias_grad<T>((T *)dpre.data, db, (const T *)dpre.data,
-                                                         (const T *)pre.data, N, in, tanh_approx));
+    struct dgelu_call c = {
+        .g = {.kind = GEMM_DX, .ta = CUBLAS_OP_N, .tb = CUBLAS_OP_N, .m = in, .n = N, .k = out,
+              .lda = in, .ldb = out, .ldc = in, .ab_type = lp_cuda_type(dt),
+              .cd_type = lp_cuda_type(dt), .a = w.data, .b = dy.data, .c = dpre.data,
+              .bias = NULL, .aux = pre.data, .beta = 0.0f},
+        .dpre = dpre,
+        .db = tensor_present(dpre_bias) ? (float *)dpre_bias.data : NULL,
+        .tanh_approx = tanh_approx};
+    enum cuda_dgelu_path path = dgelu_path_of(&c);
+    /* a path whose epilogue cuBLASLt declines gives way to the next one; the last always runs */
+    while (!dgelu_run(&c, path, path == CUDA_DGELU_BGRAD_EPILOGUE && c.db
+                                        ? (float *)cuda_scratch((size_t)in * sizeof(float))
+                                        : NULL))
+        path = (enum cuda_dgelu_path)(path + 1);
+    ctx->gelu_paths.backward_epilogue = path != CUDA_DGELU_GEMM_KERNEL;
+    ctx->gelu_paths.bias_grad_epilogue = path == CUDA_DGELU_BGRAD_EPILOGUE && c.db;
 }
 
 struct cuda_gelu_paths cuda_linear_gelu_paths(void) { return cuda_ctx()->gelu_paths; }

@@ -6,7 +6,8 @@
  * vocabulary) against the floor their bytes set: each op's GB/s beside a device copy's.
  * Each figure is the median of REPS timed runs after WARMUP runs, the stream synchronized around
  * each run; FLOPs count 2 per multiply-add, causal attention at half the square (the work done).
- * Usage: bench_ops [rows]   (rows of the GPT-2 GEMMs, default 65536 = micro batch 64 x 1024) */
+ * Usage: bench_ops [rows]   (rows of the GPT-2 GEMMs, default 65536 = micro batch 64 x 1024)
+ *        bench_ops rows H   (only a layer's GEMMs at hidden H, and its MLP backward's paths) */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -516,7 +517,9 @@ static void bench_fused(int64_t rows, double copy_gbs)
                            fc2_dgelu_fused, fc2_dgelu_unfused, &f);
         struct cuda_gelu_paths pb = cuda_linear_gelu_paths();
         printf("    (forward %s, backward %s)\n", pf.forward_epilogue ? "epilogue" : "GEMM + kernel",
-               pb.backward_epilogue ? "epilogue" : "GEMM + kernel");
+               pb.bias_grad_epilogue  ? "DGELU_BGRAD epilogue"
+               : pb.backward_epilogue ? "DGELU epilogue + column sum"
+                                      : "GEMM + kernel");
         if (!f.tanh_approx) step += 12 * (a + b);
     }
     for (int k = 0; k < 2; k++) {
@@ -542,6 +545,78 @@ static void bench_fused(int64_t rows, double copy_gbs)
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) cuda_free(bufs[i]);
 }
 
+/* ---- fc2's backward through the GeLU ---- */
+
+/* A layer's MLP backward at hidden H (ffn 4H, tanh GeLU), and fc2's dx through the GeLU with
+ * fc1's bias gradient by each of its paths (linear.cu times them per shape and keeps the
+ * fastest): the figures behind that choice. */
+struct mlp_bwd {
+    int64_t N, H, F;
+    void *x, *w1, *pre, *act, *w2, *dy, *dpre, *dx;
+    float *db1, *dw1, *dw2;
+};
+
+static void mlp_backward_all(void *a)
+{
+    struct mlp_bwd *b = a;
+    cuda_linear_dgelu_backward(B2(b->dpre, b->N, b->F), F1(b->db1, b->F),
+                               tensor_2d(b->dw2, DT_F32, DEV_CUDA, b->H, b->F), B2(b->dy, b->N, b->H),
+                               B2(b->act, b->N, b->F), B2(b->w2, b->H, b->F), B2(b->pre, b->N, b->F), true);
+    cuda_linear_backward(B2(b->dx, b->N, b->H), tensor_2d(b->dw1, DT_F32, DEV_CUDA, b->F, b->H),
+                         tensor_none(), B2(b->dpre, b->N, b->F), B2(b->x, b->N, b->H),
+                         B2(b->w1, b->F, b->H));
+}
+
+static void fc2_dx_dgelu_db(void *a)
+{
+    struct mlp_bwd *b = a;
+    cuda_linear_dgelu_backward(B2(b->dpre, b->N, b->F), F1(b->db1, b->F), tensor_none(),
+                               B2(b->dy, b->N, b->H), tensor_none(), B2(b->w2, b->H, b->F),
+                               B2(b->pre, b->N, b->F), true);
+}
+
+static void fc2_dx_plain(void *a)
+{
+    struct mlp_bwd *b = a;
+    cuda_linear_backward(B2(b->dpre, b->N, b->F), tensor_none(), tensor_none(), B2(b->dy, b->N, b->H),
+                         tensor_none(), B2(b->w2, b->H, b->F));
+}
+
+static void bench_mlp_backward(int64_t N, int64_t H)
+{
+    const int64_t F = 4 * H;
+    struct mlp_bwd b = {.N = N, .H = H, .F = F};
+    b.x = dev_randn(N * H, 1.0f, 31), b.w1 = dev_randn(F * H, 0.02f, 32);
+    b.pre = dev_randn(N * F, 1.0f, 33), b.act = dev_randn(N * F, 1.0f, 34);
+    b.w2 = dev_randn(H * F, 0.02f, 35), b.dy = dev_randn(N * H, 1.0f, 36);
+    b.dpre = cuda_alloc((size_t)(N * F * 2)), b.dx = cuda_alloc((size_t)(N * H * 2));
+    b.db1 = cuda_alloc((size_t)F * 4), b.dw1 = cuda_alloc((size_t)(F * H * 4));
+    b.dw2 = cuda_alloc((size_t)(F * H * 4));
+    cuda_memset_zero(b.db1, (size_t)F * 4), cuda_memset_zero(b.dw1, (size_t)(F * H * 4));
+    cuda_memset_zero(b.dw2, (size_t)(F * H * 4));
+    double g = 2.0 * N * H * F / 1e9; /* GFLOP of one MLP GEMM */
+    printf("MLP backward (rows %lld, hidden %lld, ffn %lld, tanh GeLU):\n", (long long)N, (long long)H,
+           (long long)F);
+    double all = time_ms(mlp_backward_all, &b);
+    printf("  its four GEMMs and fc1's bias gradient: %.3f ms, %.0f TF/s\n", all, 4 * g / all);
+    double plain = time_ms(fc2_dx_plain, &b);
+    printf("  fc2 dx GEMM alone: %.3f ms (%.0f TF/s); with the dGeLU and fc1's bias gradient:\n", plain,
+           g / plain);
+    static const char *const names[] = {"DGELU_BGRAD epilogue", "DGELU epilogue + column sum",
+                                        "GEMM + kernel"};
+    for (int p = CUDA_DGELU_TIMED; p <= CUDA_DGELU_GEMM_KERNEL; p++) {
+        cuda_linear_dgelu_force_path((enum cuda_dgelu_path)p);
+        double t = time_ms(fc2_dx_dgelu_db, &b);
+        struct cuda_gelu_paths taken = cuda_linear_gelu_paths();
+        int k = taken.bias_grad_epilogue ? 0 : taken.backward_epilogue ? 1 : 2;
+        printf("    %-30s %.3f ms (%s)\n",
+               p == CUDA_DGELU_TIMED ? "the timed choice:" : names[p], t, names[k]);
+    }
+    cuda_linear_dgelu_force_path(CUDA_DGELU_TIMED);
+    void *bufs[] = {b.x, b.w1, b.pre, b.act, b.w2, b.dy, b.dpre, b.dx, b.db1, b.dw1, b.dw2};
+    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) cuda_free(bufs[i]);
+}
+
 int main(int argc, char **argv)
 {
     int64_t rows = argc > 1 ? strtoll(argv[1], NULL, 10) : 65536;
@@ -550,6 +625,16 @@ int main(int argc, char **argv)
         return 1;
     }
     cuda_init(0);
+    if (argc > 2) { /* a GPT layer's GEMMs at hidden H (heads of 64): bench_ops rows H */
+        int64_t H = strtoll(argv[2], NULL, 10);
+        bench_linear("qkv", rows, H, 3 * H, true);
+        bench_linear("attn proj", rows, H, H, true);
+        bench_linear("fc1", rows, H, 4 * H, true);
+        bench_linear("fc2", rows, 4 * H, H, true);
+        bench_linear("lm head", rows, H, 50304, false);
+        bench_mlp_backward(rows, H);
+        return 0;
+    }
     bench_linear("square", 8192, 8192, 8192, false);
     /* GPT-2 124M: hidden 768, 4h MLP, vocab 50304 (padded), per layer qkv, proj, fc1, fc2 */
     double layer = bench_linear("gpt2 qkv", rows, 768, 2304, true);

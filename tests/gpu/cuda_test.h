@@ -20,7 +20,7 @@
 
 /* ---- per-test allocations, freed together when the test ends ---- */
 
-enum { MAX_ALLOCS = 256 };
+enum { MAX_ALLOCS = 1024 };
 struct allocs {
     void *host[MAX_ALLOCS], *dev[MAX_ALLOCS];
     int nhost, ndev;

@@ -85,8 +85,8 @@ static bool rounds_to_form(const char *what, const float *got, const float *form
 }
 
 /* linear_fc1 + GeLU forward, and linear_fc2's backward through the GeLU (independent inputs, so
- * the backward is checked on its own). Which path ran (cuBLASLt epilogue or GEMM + kernel) is
- * printed: the tanh form with widths that are multiples of 8 should take the epilogue. */
+ * the backward is checked on its own). Which paths ran (cuBLASLt epilogues or GEMM + kernel) is
+ * printed: the tanh form with widths that are multiples of 8 should take an epilogue forward. */
 static bool linear_gelu_case(int64_t N, int64_t in, int64_t F, bool bias, bool tanh_approx)
 {
     float *x = randn(N * in, 1.0f), *w1 = randn(F * in, 0.05f), *b1 = randn(F, 0.5f);
@@ -116,11 +116,14 @@ static bool linear_gelu_case(int64_t N, int64_t in, int64_t F, bool bias, bool t
                                D2(gdw, DT_F32, in, F), D2(gdy, A.dt, N, in),
                                D2(gact, A.dt, N, F), D2(gw2, A.dt, in, F),
                                D2(gpre2, A.dt, N, F), tanh_approx);
-    bool bwd_epilogue = cuda_linear_gelu_paths().backward_epilogue;
+    struct cuda_gelu_paths bwd = cuda_linear_gelu_paths();
     printf("   N=%lld in=%lld F=%lld bias=%d tanh=%d: forward %s, backward %s\n", (long long)N,
            (long long)in, (long long)F, bias, tanh_approx,
            fwd_epilogue ? "cuBLASLt GELU_AUX epilogue" : "GEMM + kernel",
-           bwd_epilogue ? "cuBLASLt DGELU epilogue" : "GEMM + kernel");
+           bwd.bias_grad_epilogue  ? "cuBLASLt DGELU_BGRAD epilogue"
+           : bwd.backward_epilogue ? (bias ? "cuBLASLt DGELU epilogue + column sum"
+                                           : "cuBLASLt DGELU epilogue")
+                                   : "GEMM + kernel");
     float *gpre_h = from_dev_lp(gpre, N * F), *gy_h = from_dev_lp(gy, N * F);
     float *gdpre_h = from_dev_lp(gdpre, N * F);
     bool ok = close_to("pre", gpre_h, pre, N * F, TOL_LP);
@@ -141,20 +144,32 @@ static bool linear_gelu_case(int64_t N, int64_t in, int64_t F, bool bias, bool t
     else ok &= rounds_to_form("y: the form on the stored pre", gy_h, tanh_approx ? yt : ye, gpre_h, N * F);
     ok &= closer_to_form("dpre: form computed", gdpre_h, dpt, dpe, N * F, tanh_approx);
     ok &= close_to("dw (+=, fp32)", from_dev_f32(gdw, in * F), dw, in * F, TOL_F32);
-    /* The epilogue sums the fp32 products; the GEMM + kernel path stores dy w as 16-bit before the
-     * GeLU's derivative (as the unfused ops did), so its sum carries that rounding (~1e-3). */
+    /* DGELU_BGRAD sums the fp32 products; the other paths sum dpre as stored in 16 bits (the GEMM
+     * + kernel path also rounds dy w before the GeLU's derivative, as the unfused ops did), so
+     * their sums carry that rounding (~1e-3). */
     if (bias)
-        ok &= close_to(bwd_epilogue ? "fc1 db (+=, fp32)" : "fc1 db (+=, from 16-bit dy w)",
-                       from_dev_f32(gdb, F), db, F, bwd_epilogue ? TOL_F32 : TOL_LP);
+        ok &= close_to(bwd.bias_grad_epilogue ? "fc1 db (+=, fp32)" : "fc1 db (+=, from 16-bit dpre)",
+                       from_dev_f32(gdb, F), db, F, bwd.bias_grad_epilogue ? TOL_F32 : TOL_LP);
     return ok;
 }
 
+/* Each backward path (forced where cuBLASLt offers it), and the timed choice. */
 bool test_linear_gelu_matches_cpu(void)
 {
-    return linear_gelu_case(256, 512, 768, true, true) & linear_gelu_case(128, 96, 256, false, true) &
-           linear_gelu_case(100, 72, 200, true, false) &
-           linear_gelu_case(1000, 40, 20, true, true) &
-           linear_gelu_case(600, 128, 3072, true, false);
+    static const enum cuda_dgelu_path paths[] = {CUDA_DGELU_TIMED, CUDA_DGELU_BGRAD_EPILOGUE,
+                                                 CUDA_DGELU_EPILOGUE_COLSUM, CUDA_DGELU_GEMM_KERNEL};
+    static const char *const names[] = {"timed", "DGELU_BGRAD epilogue", "DGELU epilogue + column sum",
+                                        "GEMM + kernel"};
+    bool ok = true;
+    for (int p = 0; p < 4; p++) {
+        printf("  backward path: %s\n", names[p]);
+        cuda_linear_dgelu_force_path(paths[p]);
+        ok &= linear_gelu_case(256, 512, 768, true, true) & linear_gelu_case(128, 96, 256, false, true) &
+              linear_gelu_case(100, 72, 200, true, false) & linear_gelu_case(1000, 40, 20, true, true) &
+              linear_gelu_case(600, 128, 3072, true, false);
+    }
+    cuda_linear_dgelu_force_path(CUDA_DGELU_TIMED);
+    return ok;
 }
 
 /* ---- embeddings ---- */
