@@ -675,7 +675,7 @@ static __global__ void bias_dropout_add_norm_kernel(struct bda_norm_args<T> a)
 }
 
 /* Launches the kernel that keeps ceil(C / 256) pieces per lane (the 16-byte-only code when the rows
- * allow: the per-element fallback's registers would cost warps, 102 -> 85 at P = 7); false when
+ * allow: the per-element fallback's registers would cost warps, 103 -> 88 at P = 7); false when
  * C is too wide. */
 template <class T, bool RMS, bool VEC>
 static bool launch_bias_dropout_add_norm_p(const struct bda_norm_args<T> &a)
