@@ -443,13 +443,6 @@ struct dgelu_call {
     bool tanh_approx;
 };
 
-template <class T>
-static void dgelu_colsum(struct tensor dpre, float *db, int64_t N, int64_t in)
-{
-    bool vec = in % 8 == 0 && cuda_aligned16(dpre.data);
-    cuda_colsum_acc<load_rows<T>, 1>(load_rows<T>{(const T *)dpre.data, in, vec}, db, NULL, N, in);
-}
-
 /* Runs path p for c (bgrad: an fp32 buffer of m for DGELU_BGRAD); false, nothing done, when
  * cuBLASLt does not offer p's epilogue. */
 static bool dgelu_run(const struct dgelu_call *c, enum cuda_dgelu_path p, float *bgrad)
@@ -466,7 +459,10 @@ static bool dgelu_run(const struct dgelu_call *c, enum cuda_dgelu_path p, float 
     if (p != CUDA_DGELU_GEMM_KERNEL) {
         g.kind = GEMM_DX_DGELU;
         if (!gemm_try_run(&g)) return false;
-        if (c->db) CUDA_LP_DISPATCH(dt, dgelu_colsum<T>(c->dpre, c->db, N, in));
+        if (c->db) /* the linear layer's bias gradient: db += the column sums of dpre */
+            cuda_linear_backward(tensor_none(), tensor_none(),
+                                 tensor_1d(c->db, DT_F32, DEV_CUDA, in), c->dpre, tensor_none(),
+                                 tensor_none());
         return true;
     }
     g.kind = GEMM_DX, g.aux = NULL;
@@ -497,12 +493,15 @@ static enum cuda_dgelu_path dgelu_path_of(const struct dgelu_call *c)
         cudaMalloc(&db, (size_t)g->m * sizeof(float)) == cudaSuccess) {
         struct dgelu_call t = *c;
         if (bias) t.db = db; /* the timed runs add into a buffer of their own */
-        const enum cuda_dgelu_path paths[] = {CUDA_DGELU_BGRAD_EPILOGUE,
-                                              CUDA_DGELU_EPILOGUE_COLSUM, CUDA_DGELU_GEMM_KERNEL};
-        const int n_paths = bias ? 3 : 2; /* without a bias gradient the first two are one */
+        /* without a bias gradient the two epilogue paths are one (DGELU) */
+        enum cuda_dgelu_path paths[3];
+        int n_paths = 0;
+        if (bias) paths[n_paths++] = CUDA_DGELU_BGRAD_EPILOGUE;
+        paths[n_paths++] = CUDA_DGELU_EPILOGUE_COLSUM;
+        paths[n_paths++] = CUDA_DGELU_GEMM_KERNEL;
         bool offered[3];
         for (int i = 0; i < n_paths; i++) /* untimed: the plans built, the epilogues checked */
-            offered[i] = dgelu_run(&t, paths[i + (!bias && i > 0)], bgrad);
+            offered[i] = dgelu_run(&t, paths[i], bgrad);
         enum { RUNS = 15 };
         float ms[3][RUNS];
         cudaEvent_t ev[4];
@@ -510,7 +509,7 @@ static enum cuda_dgelu_path dgelu_path_of(const struct dgelu_call *c)
         for (int r = 0; r < RUNS; r++) { /* the paths in turn */
             CUDA_CHECK(cudaEventRecord(ev[0], ctx->stream));
             for (int i = 0; i < n_paths; i++) {
-                if (offered[i]) dgelu_run(&t, paths[i + (!bias && i > 0)], bgrad);
+                if (offered[i]) dgelu_run(&t, paths[i], bgrad);
                 CUDA_CHECK(cudaEventRecord(ev[i + 1], ctx->stream));
             }
             CUDA_CHECK(cudaEventSynchronize(ev[n_paths]));
@@ -524,7 +523,7 @@ static enum cuda_dgelu_path dgelu_path_of(const struct dgelu_call *c)
             std::sort(ms[i], ms[i] + RUNS);
             if (best < 0 || ms[i][RUNS / 2] < 0.9f * ms[best][RUNS / 2]) best = i;
         }
-        path = paths[best + (!bias && best > 0)];
+        path = paths[best];
     } else {
         (void)cudaGetLastError(); /* untimed (MEGATRON_GEMM_AUTOTUNE=0), or no room */
     }
