@@ -179,7 +179,7 @@ void cuda_adam_update(float *param, const float *grad, float *exp_avg, float *ex
                       int64_t step);
 /* A piece of the flat buffers Adam (or SGD) updates in one launch: elements [param, param + len)
  * of the weights and grads, [state, state + len) of the moments, with weight decay or without. */
-enum { CUDA_OPTIM_CHUNK = 32768 }; /* most elements in one chunk (one thread block) */
+enum { CUDA_OPTIM_CHUNK = 8192 }; /* most elements in one chunk (one thread block) */
 struct cuda_optim_chunk {
     int64_t param, state;
     int32_t len;   /* 1 .. CUDA_OPTIM_CHUNK */

@@ -7,7 +7,8 @@
  * Each figure is the median of REPS timed runs after WARMUP runs, the stream synchronized around
  * each run; FLOPs count 2 per multiply-add, causal attention at half the square (the work done).
  * Usage: bench_ops [rows]   (rows of the GPT-2 GEMMs, default 65536 = micro batch 64 x 1024)
- *        bench_ops rows H   (only a layer's GEMMs at hidden H, and its MLP backward's paths) */
+ *        bench_ops rows H   (a layer's GEMMs at hidden H, its MLP backward's paths, its norms)
+ *        bench_ops rows H norms   (the norms alone) */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -63,6 +64,25 @@ static double time_ms(bench_fn fn, void *arg)
         fn(arg);
         cuda_synchronize();
         t[i] = now_ms() - t0;
+    }
+    qsort(t, REPS, sizeof t[0], cmp_double);
+    return t[REPS / 2];
+}
+
+/* Median milliseconds of one fn(arg) among BATCH calls queued back to back: the launches overlap
+ * the previous calls' GPU time, so a kernel of tens of microseconds is timed without the host's
+ * round trip that time_ms adds to every call. */
+static double time_ms_batched(bench_fn fn, void *arg)
+{
+    enum { BATCH = 20 };
+    double t[REPS];
+    for (int i = 0; i < WARMUP; i++) fn(arg);
+    cuda_synchronize();
+    for (int i = 0; i < REPS; i++) {
+        double t0 = now_ms();
+        for (int j = 0; j < BATCH; j++) fn(arg);
+        cuda_synchronize();
+        t[i] = (now_ms() - t0) / BATCH;
     }
     qsort(t, REPS, sizeof t[0], cmp_double);
     return t[REPS / 2];
@@ -545,6 +565,34 @@ static void bench_fused(int64_t rows, double copy_gbs)
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) cuda_free(bufs[i]);
 }
 
+/* The norm kernels of a layer at hidden H (rows x H, bf16), batched timings against the copy
+ * floor: the fused bias-dropout-add + LayerNorm forward, the LayerNorm backward with the residual
+ * gradient added, and the bias-dropout-add backward without dropout (the bias gradient, a column
+ * sum). */
+static void bench_norms(int64_t rows, int64_t H, double copy_gbs)
+{
+    struct fused f = {.N = rows, .H = H};
+    f.sub = dev_randn(rows * H, 1.0f, 17), f.bias = dev_randn(H, 0.1f, 18);
+    f.res = dev_randn(rows * H, 1.0f, 19), f.mid = dev_randn(rows * H, 1.0f, 20);
+    f.nout = cuda_alloc((size_t)(rows * H * 2)), f.nw = dev_randn(H, 1.0f, 21);
+    f.nb = dev_randn(H, 0.1f, 22), f.dres = dev_randn(rows * H, 1.0f, 23);
+    f.dy = dev_randn(rows * H, 1.0f, 16), f.dx = cuda_alloc((size_t)(rows * H * 2));
+    f.mean = cuda_alloc((size_t)rows * 4), f.rstd = cuda_alloc((size_t)rows * 4);
+    f.dnw = cuda_alloc((size_t)H * 4), f.dnb = cuda_alloc((size_t)H * 4);
+    cuda_memset_zero(f.dnw, (size_t)H * 4), cuda_memset_zero(f.dnb, (size_t)H * 4);
+    double nh = 2.0 * (double)rows * H; /* bytes of one [rows, H] tensor */
+    printf("norm kernels (rows %lld, hidden %lld, bf16, batched):\n", (long long)rows, (long long)H);
+    bandwidth_line("  bias-dropout-add + layernorm forward (p=0)", time_ms_batched(bda_layernorm_fused, &f),
+                   4 * nh + 8.0 * rows, copy_gbs);
+    bandwidth_line("  layernorm backward + residual (dx, dw, db)",
+                   time_ms_batched(layernorm_backward_add_fused, &f), 4 * nh + 8.0 * rows, copy_gbs);
+    bandwidth_line("  bias-dropout-add backward (p=0: db)", time_ms_batched(bda_backward_p0_fused, &f),
+                   nh, copy_gbs);
+    void *bufs[] = {f.sub, f.bias, f.res, f.mid, f.nout, f.nw, f.nb, f.dres, f.dy, f.dx, f.mean,
+                    f.rstd, f.dnw, f.dnb};
+    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) cuda_free(bufs[i]);
+}
+
 /* ---- fc2's backward through the GeLU ---- */
 
 /* A layer's MLP backward at hidden H (ffn 4H, tanh GeLU), and fc2's dx through the GeLU with
@@ -627,12 +675,17 @@ int main(int argc, char **argv)
     cuda_init(0);
     if (argc > 2) { /* a GPT layer's GEMMs at hidden H (heads of 64): bench_ops rows H */
         int64_t H = strtoll(argv[2], NULL, 10);
+        if (argc > 3 && strcmp(argv[3], "norms") == 0) { /* bench_ops rows H norms: those alone */
+            bench_norms(rows, H, copy_bandwidth_gbs());
+            return 0;
+        }
         bench_linear("qkv", rows, H, 3 * H, true);
         bench_linear("attn proj", rows, H, H, true);
         bench_linear("fc1", rows, H, 4 * H, true);
         bench_linear("fc2", rows, 4 * H, H, true);
         bench_linear("lm head", rows, H, 50304, false);
         bench_mlp_backward(rows, H);
+        bench_norms(rows, H, copy_bandwidth_gbs());
         return 0;
     }
     bench_linear("square", 8192, 8192, 8192, false);

@@ -277,7 +277,7 @@ static bool rmsnorm_case(int64_t N, int64_t C)
 bool test_norms_match_cpu(void)
 {
     return layernorm_case(300, 768) & layernorm_case(37, 100) & layernorm_case(257, 264) &
-           layernorm_case(1000, 2048) & layernorm_case(130, 2304) & rmsnorm_case(300, 1024) &
+           layernorm_case(1000, 2048) & layernorm_case(200, 1600) & layernorm_case(300, 1024) & layernorm_case(130, 2304) & rmsnorm_case(300, 1024) &
            rmsnorm_case(37, 100) & rmsnorm_case(200, 1600) & rmsnorm_case(129, 4096);
 }
 
@@ -439,6 +439,7 @@ bool test_norm_backward_add_matches_cpu(void)
 {
     return norm_backward_add_case(300, 768, false) & norm_backward_add_case(37, 100, false) &
            norm_backward_add_case(1000, 2048, false) & norm_backward_add_case(70, 3072, false) &
+           norm_backward_add_case(300, 1600, false) & norm_backward_add_case(600, 1024, false) &
            norm_backward_add_case(300, 1024, true) & norm_backward_add_case(37, 100, true) &
            norm_backward_add_case(520, 1280, true);
 }

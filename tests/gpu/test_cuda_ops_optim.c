@@ -62,7 +62,7 @@ static bool cpu_clip(float *g, int64_t n, double norm_sq)
 
 static bool adam_chunks_case(bool decoupled, bool aligned)
 {
-    struct cuda_optim_chunk chunks[64];
+    struct cuda_optim_chunk chunks[256];
     int64_t n = 0, sn = 0, nc = make_chunks(chunks, &n, &sn, aligned);
     const int64_t lead = aligned ? 8 : 5;
     struct adam_params ap = adam_params_default();
@@ -112,7 +112,7 @@ bool test_adam_chunks_is_bitwise_the_cpu(void)
 
 static bool sgd_chunks_case(double momentum)
 {
-    struct cuda_optim_chunk chunks[64];
+    struct cuda_optim_chunk chunks[256];
     int64_t n = 0, sn = 0, nc = make_chunks(chunks, &n, &sn, false);
     float *p = randn(n, 1.0f), *buf = halloc(sn * 4);
     float *gp = to_dev(p, n * 4), *gb = to_dev(buf, sn * 4);
@@ -172,14 +172,19 @@ bool test_adam_is_bitwise_the_cpu(void) { return adam_case(true) & adam_case(fal
 bool test_sum_squares_matches_clip_norm(void)
 {
     bool ok = true;
-    const int64_t sizes[3] = {1, 1000, 3000017};
-    for (int i = 0; i < 3; i++) {
+    const int64_t sizes[4] = {1, 1000, 3000017, 3000017};
+    for (int i = 0; i < 4; i++) {
         int64_t n = sizes[i];
         float *x = halloc(n * 4);
         for (int64_t k = 0; k < n; k++) x[k] = (float)rng_normal(A.seed, 3, A.counter++);
-        const float *bufs[1] = {x};
+        void *gx0 = to_dev(x, n * 4);
+        /* odd sizes start their float4 runs at every offset; from element 1 (when there is one)
+         * the buffer itself starts 4 bytes past a 16-byte boundary */
+        const int64_t skip = i == 3 ? 1 : 0;
+        n -= skip;
+        const float *bufs[1] = {x + skip};
         double want = clip_global_norm_sq(bufs, &n, 1);
-        void *gx = to_dev(x, n * 4);
+        float *gx = (float *)gx0 + skip;
         double got = cuda_sum_squares(gx, n), again = cuda_sum_squares(gx, n);
         /* added to a device value: 0.5 + the same sum, twice */
         double start = 0.5, added = 0.0, twice = start + got + got;
