@@ -93,8 +93,8 @@ __device__ __forceinline__ bool step_clip(const struct cuda_step_scalars *s, boo
  * their loads issued first (the buffers never overlap: the loads of one group do not wait for the
  * stores of the last); the rest, and other chunks, one at a time. A stand-alone kernel of this
  * shape (blocks of 512 threads, chunks of 8192) took 15.7 ms over 1.5B parameters on an H100
- * against 16.3 with one group, 256 threads and chunks of 32768 (as before), and a copy-rate
- * floor of 16.2 for Adam's 30 bytes a parameter. */
+ * against 16.3 with one group, 256 threads and chunks of 32768 (as before): both at the rate of
+ * the same call's device copy (16.5 ms for Adam's 30 bytes a parameter). */
 enum { ADAM_THREADS = 512, ADAM_GROUPS = 2 };
 
 template <class T>
@@ -253,7 +253,7 @@ __device__ double block_sum_double(double v)
 /* Block b sums the squares of its contiguous span [n*b/B, n*(b+1)/B), each square exact in double.
  * The span's first elements up to a 16-byte boundary go one to a thread; then thread t takes the
  * float4s t, t + SS_THREADS, ..., SS_UNROLL of them loaded before any is added (one 4-byte load
- * a thread at a time took 3.2 ms over 1.5B gradients on an H100, where the copy rate allows 2.1);
+ * a thread at a time took 3.2 ms over 1.5B gradients on an H100, where the copy rate allows 2.2);
  * the rest one to a thread again. The order depends on n and on x's address modulo 16 only. */
 enum { SS_UNROLL = 4 };
 
