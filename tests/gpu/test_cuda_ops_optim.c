@@ -178,8 +178,8 @@ bool test_sum_squares_matches_clip_norm(void)
         float *x = halloc(n * 4);
         for (int64_t k = 0; k < n; k++) x[k] = (float)rng_normal(A.seed, 3, A.counter++);
         void *gx0 = to_dev(x, n * 4);
-        /* odd sizes start their float4 runs at every offset; from element 1 (when there is one)
-         * the buffer itself starts 4 bytes past a 16-byte boundary */
+        /* an odd size starts the blocks' spans at every offset modulo 4; the last case sums from
+         * element 1, a buffer 4 bytes past a 16-byte boundary */
         const int64_t skip = i == 3 ? 1 : 0;
         n -= skip;
         const float *bufs[1] = {x + skip};
