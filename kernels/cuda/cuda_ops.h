@@ -244,12 +244,15 @@ void cuda_bf16_to_f32_on(void *stream, float *dst, const void *src, int64_t n);
 struct cuda_gelu_paths {
     bool forward_epilogue;   /* cuda_linear_gelu_forward: GELU_AUX(_BIAS) */
     bool backward_epilogue;  /* cuda_linear_dgelu_backward: DGELU(_BGRAD) */
+    bool backward_row_halves; /* ... DGELU over each half of the rows (where a half declined it:
+                                 the plain GEMM and kernel for that half) */
     bool bias_grad_epilogue; /* ... and fc1's bias gradient summed in fp32 by DGELU_BGRAD */
 };
 enum cuda_dgelu_path {
     CUDA_DGELU_TIMED = -1,       /* each shape's fastest (the default) */
     CUDA_DGELU_BGRAD_EPILOGUE,   /* DGELU_BGRAD (without a bias gradient: DGELU) */
     CUDA_DGELU_EPILOGUE_COLSUM,  /* DGELU, then the column sum of dpre */
+    CUDA_DGELU_EPILOGUE_HALVES,  /* the same over each half of the rows, then one column sum */
     CUDA_DGELU_GEMM_KERNEL,      /* the plain GEMM, then the GeLU-backward kernel */
 };
 /* For the tests: every later call takes path p where cuBLASLt offers it (the next one else). */

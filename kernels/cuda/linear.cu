@@ -424,18 +424,20 @@ void cuda_linear_gelu_forward(struct tensor y, struct tensor pre, struct tensor 
 }
 
 /* fc2's input gradient through the GeLU, dpre = (dy w) * gelu'(pre), and fc1's bias gradient
- * db += the column sums of dpre, by one of three paths:
+ * db += the column sums of dpre, by one of four paths:
  *   CUDA_DGELU_BGRAD_EPILOGUE   one GEMM whose DGELU_BGRAD epilogue also sums db (from fp32)
  *   CUDA_DGELU_EPILOGUE_COLSUM  a GEMM with the DGELU epilogue, then a column sum of dpre
+ *   CUDA_DGELU_EPILOGUE_HALVES  the same GEMM over each half of the rows, then the column sum
  *   CUDA_DGELU_GEMM_KERNEL      the plain GEMM, then the GeLU-backward kernel summing db
  * Which is fastest depends on the shape and on the algorithms cuBLASLt offers for it (H100,
  * 2026-11-22, scripts/bench/bench_ops.c rows H: at 1.5B's 16384 x 6400 the DGELU epilogue and
  * column sum, 0.65 ms against 0.76 for the GEMM and kernel, and 124M's 65536 x 3072 0.79 against
- * 0.88; at 350M's 32768 x 4096, where cuBLASLt offers one slow DGELU algorithm, the GEMM and
- * kernel, 0.66 against 0.95; DGELU_BGRAD ran at none of the three). So each shape times the
- * paths it has on its first call (before any capture) and keeps the first of them unless a later
- * one is faster by a tenth: the paths round differently, and runs whose timings are close still
- * choose alike. The epilogue paths need the tanh GeLU and widths that are multiples of 8. */
+ * 0.88; at 350M's 32768 x 4096 cuBLASLt's heuristic returns one slow DGELU algorithm, 0.82-0.95
+ * ms, where half the rows get eight: 0.61 in two halves against 0.65 for the GEMM and kernel;
+ * DGELU_BGRAD ran at none of the three). So each shape times the paths it has on its first call
+ * (before any capture) and keeps the first of them unless a later one is faster by a tenth: the
+ * paths round differently, and runs whose timings are close still choose alike. The epilogue
+ * paths need the tanh GeLU and widths that are multiples of 8. */
 struct dgelu_call {
     struct gemm_call g; /* fc2's dx GEMM; its kind is set per path */
     struct tensor dpre;
@@ -456,9 +458,29 @@ static bool dgelu_run(const struct dgelu_call *c, enum cuda_dgelu_path p, float 
         add_f32(c->db, bgrad, in);
         return true;
     }
+    if (p == CUDA_DGELU_EPILOGUE_HALVES) {
+        if (N < 2) return false;
+        /* rows [0, N/2) and [N/2, N): dy, dpre and pre advance by whole rows (16-byte multiples);
+           a half whose epilogue cuBLASLt declines takes the plain GEMM and the kernel instead */
+        for (int h = 0; h < 2; h++) {
+            const int64_t r0 = h ? N / 2 : 0, rows = h ? N - N / 2 : N / 2;
+            const int64_t esize = (int64_t)dtype_size(dt);
+            void *pre = (char *)c->g.aux + r0 * in * esize;
+            struct gemm_call half = g;
+            half.kind = GEMM_DX_DGELU, half.n = rows, half.aux = pre;
+            half.b = (const char *)g.b + r0 * g.ldb * esize;
+            half.c = (char *)g.c + r0 * g.ldc * esize;
+            if (gemm_try_run(&half)) continue;
+            half.kind = GEMM_DX, half.aux = NULL;
+            gemm_run(&half);
+            CUDA_LP_DISPATCH(dt, cuda_gelu_backward_bias_grad<T>((T *)half.c, NULL, (const T *)half.c,
+                                                                 (const T *)pre, rows, in,
+                                                                 c->tanh_approx));
+        }
+    }
     if (p != CUDA_DGELU_GEMM_KERNEL) {
         g.kind = GEMM_DX_DGELU;
-        if (!gemm_try_run(&g)) return false;
+        if (p != CUDA_DGELU_EPILOGUE_HALVES && !gemm_try_run(&g)) return false;
         if (c->db) /* the linear layer's bias gradient: db += the column sums of dpre */
             cuda_linear_backward(tensor_none(), tensor_none(),
                                  tensor_1d(c->db, DT_F32, DEV_CUDA, in), c->dpre, tensor_none(),
@@ -493,19 +515,20 @@ static enum cuda_dgelu_path dgelu_path_of(const struct dgelu_call *c)
         cudaMalloc(&db, (size_t)g->m * sizeof(float)) == cudaSuccess) {
         struct dgelu_call t = *c;
         if (bias) t.db = db; /* the timed runs add into a buffer of their own */
-        /* without a bias gradient the two epilogue paths are one (DGELU) */
-        enum cuda_dgelu_path paths[3];
+        /* without a bias gradient the first two epilogue paths are one (DGELU) */
+        enum cuda_dgelu_path paths[4];
         int n_paths = 0;
         if (bias) paths[n_paths++] = CUDA_DGELU_BGRAD_EPILOGUE;
         paths[n_paths++] = CUDA_DGELU_EPILOGUE_COLSUM;
+        paths[n_paths++] = CUDA_DGELU_EPILOGUE_HALVES;
         paths[n_paths++] = CUDA_DGELU_GEMM_KERNEL;
-        bool offered[3];
+        bool offered[4];
         for (int i = 0; i < n_paths; i++) /* untimed: the plans built, the epilogues checked */
             offered[i] = dgelu_run(&t, paths[i], bgrad);
         enum { RUNS = 15 };
-        float ms[3][RUNS];
-        cudaEvent_t ev[4];
-        for (int e = 0; e < 4; e++) CUDA_CHECK(cudaEventCreate(&ev[e]));
+        float ms[4][RUNS];
+        cudaEvent_t ev[5];
+        for (int e = 0; e < 5; e++) CUDA_CHECK(cudaEventCreate(&ev[e]));
         for (int r = 0; r < RUNS; r++) { /* the paths in turn */
             CUDA_CHECK(cudaEventRecord(ev[0], ctx->stream));
             for (int i = 0; i < n_paths; i++) {
@@ -516,7 +539,7 @@ static enum cuda_dgelu_path dgelu_path_of(const struct dgelu_call *c)
             for (int i = 0; i < n_paths; i++)
                 CUDA_CHECK(cudaEventElapsedTime(&ms[i][r], ev[i], ev[i + 1]));
         }
-        for (int e = 0; e < 4; e++) CUDA_CHECK(cudaEventDestroy(ev[e]));
+        for (int e = 0; e < 5; e++) CUDA_CHECK(cudaEventDestroy(ev[e]));
         int best = -1;
         for (int i = 0; i < n_paths; i++) {
             if (!offered[i]) continue;
@@ -566,6 +589,7 @@ void cuda_linear_dgelu_backward(struct tensor dpre, struct tensor dpre_bias, str
                                         : NULL))
         path = (enum cuda_dgelu_path)(path + 1);
     ctx->gelu_paths.backward_epilogue = path != CUDA_DGELU_GEMM_KERNEL;
+    ctx->gelu_paths.backward_row_halves = path == CUDA_DGELU_EPILOGUE_HALVES;
     ctx->gelu_paths.bias_grad_epilogue = path == CUDA_DGELU_BGRAD_EPILOGUE && c.db;
 }
 

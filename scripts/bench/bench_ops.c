@@ -537,9 +537,10 @@ static void bench_fused(int64_t rows, double copy_gbs)
                            fc2_dgelu_fused, fc2_dgelu_unfused, &f);
         struct cuda_gelu_paths pb = cuda_linear_gelu_paths();
         printf("    (forward %s, backward %s)\n", pf.forward_epilogue ? "epilogue" : "GEMM + kernel",
-               pb.bias_grad_epilogue  ? "DGELU_BGRAD epilogue"
-               : pb.backward_epilogue ? "DGELU epilogue + column sum"
-                                      : "GEMM + kernel");
+               pb.bias_grad_epilogue    ? "DGELU_BGRAD epilogue"
+               : pb.backward_row_halves ? "DGELU epilogue in row halves + column sum"
+               : pb.backward_epilogue   ? "DGELU epilogue + column sum"
+                                        : "GEMM + kernel");
         if (!f.tanh_approx) step += 12 * (a + b);
     }
     for (int k = 0; k < 2; k++) {
@@ -651,12 +652,15 @@ static void bench_mlp_backward(int64_t N, int64_t H)
     printf("  fc2 dx GEMM alone: %.3f ms (%.0f TF/s); with the dGeLU and fc1's bias gradient:\n", plain,
            g / plain);
     static const char *const names[] = {"DGELU_BGRAD epilogue", "DGELU epilogue + column sum",
-                                        "GEMM + kernel"};
+                                        "DGELU epilogue, row halves", "GEMM + kernel"};
     for (int p = CUDA_DGELU_TIMED; p <= CUDA_DGELU_GEMM_KERNEL; p++) {
         cuda_linear_dgelu_force_path((enum cuda_dgelu_path)p);
         double t = time_ms(fc2_dx_dgelu_db, &b);
         struct cuda_gelu_paths taken = cuda_linear_gelu_paths();
-        int k = taken.bias_grad_epilogue ? 0 : taken.backward_epilogue ? 1 : 2;
+        int k = taken.bias_grad_epilogue    ? 0
+                : taken.backward_row_halves ? 2
+                : taken.backward_epilogue   ? 1
+                                            : 3;
         printf("    %-30s %.3f ms (%s)\n",
                p == CUDA_DGELU_TIMED ? "the timed choice:" : names[p], t, names[k]);
     }

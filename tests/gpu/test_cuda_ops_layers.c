@@ -120,10 +120,11 @@ static bool linear_gelu_case(int64_t N, int64_t in, int64_t F, bool bias, bool t
     printf("   N=%lld in=%lld F=%lld bias=%d tanh=%d: forward %s, backward %s\n", (long long)N,
            (long long)in, (long long)F, bias, tanh_approx,
            fwd_epilogue ? "cuBLASLt GELU_AUX epilogue" : "GEMM + kernel",
-           bwd.bias_grad_epilogue  ? "cuBLASLt DGELU_BGRAD epilogue"
-           : bwd.backward_epilogue ? (bias ? "cuBLASLt DGELU epilogue + column sum"
-                                           : "cuBLASLt DGELU epilogue")
-                                   : "GEMM + kernel");
+           bwd.bias_grad_epilogue    ? "cuBLASLt DGELU_BGRAD epilogue"
+           : bwd.backward_row_halves ? "cuBLASLt DGELU epilogue on each half of the rows"
+           : bwd.backward_epilogue   ? (bias ? "cuBLASLt DGELU epilogue + column sum"
+                                             : "cuBLASLt DGELU epilogue")
+                                     : "GEMM + kernel");
     float *gpre_h = from_dev_lp(gpre, N * F), *gy_h = from_dev_lp(gy, N * F);
     float *gdpre_h = from_dev_lp(gdpre, N * F);
     bool ok = close_to("pre", gpre_h, pre, N * F, TOL_LP);
@@ -157,16 +158,19 @@ static bool linear_gelu_case(int64_t N, int64_t in, int64_t F, bool bias, bool t
 bool test_linear_gelu_matches_cpu(void)
 {
     static const enum cuda_dgelu_path paths[] = {CUDA_DGELU_TIMED, CUDA_DGELU_BGRAD_EPILOGUE,
-                                                 CUDA_DGELU_EPILOGUE_COLSUM, CUDA_DGELU_GEMM_KERNEL};
+                                                 CUDA_DGELU_EPILOGUE_COLSUM, CUDA_DGELU_EPILOGUE_HALVES,
+                                                 CUDA_DGELU_GEMM_KERNEL};
     static const char *const names[] = {"timed", "DGELU_BGRAD epilogue", "DGELU epilogue + column sum",
-                                        "GEMM + kernel"};
+                                        "DGELU epilogue in row halves + column sum", "GEMM + kernel"};
     bool ok = true;
-    for (int p = 0; p < 4; p++) {
+    for (int p = 0; p < 5; p++) {
         printf("  backward path: %s\n", names[p]);
         cuda_linear_dgelu_force_path(paths[p]);
         ok &= linear_gelu_case(256, 512, 768, true, true) & linear_gelu_case(128, 96, 256, false, true) &
               linear_gelu_case(100, 72, 200, true, false) & linear_gelu_case(1000, 40, 20, true, true) &
-              linear_gelu_case(600, 128, 3072, true, false);
+              linear_gelu_case(600, 128, 3072, true, false) &
+              linear_gelu_case(257, 64, 256, true, true); /* halves of 128 and 129 rows */
+        free_all(); /* a path's cases take ~220 of the test's MAX_ALLOCS host buffers */
     }
     cuda_linear_dgelu_force_path(CUDA_DGELU_TIMED);
     return ok;
