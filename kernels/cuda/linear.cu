@@ -445,6 +445,14 @@ struct dgelu_call {
     bool tanh_approx;
 };
 
+/* The linear layer's bias gradient after a DGELU epilogue: db += the column sums of dpre. */
+static void dgelu_bias_grad_colsum(const struct dgelu_call *c)
+{
+    if (c->db)
+        cuda_linear_backward(tensor_none(), tensor_none(), tensor_1d(c->db, DT_F32, DEV_CUDA, c->g.m),
+                             c->dpre, tensor_none(), tensor_none());
+}
+
 /* Runs path p for c (bgrad: an fp32 buffer of m for DGELU_BGRAD); false, nothing done, when
  * cuBLASLt does not offer p's epilogue. */
 static bool dgelu_run(const struct dgelu_call *c, enum cuda_dgelu_path p, float *bgrad)
@@ -462,9 +470,9 @@ static bool dgelu_run(const struct dgelu_call *c, enum cuda_dgelu_path p, float 
         if (N < 2) return false;
         /* rows [0, N/2) and [N/2, N): dy, dpre and pre advance by whole rows (16-byte multiples);
            a half whose epilogue cuBLASLt declines takes the plain GEMM and the kernel instead */
+        const int64_t esize = (int64_t)dtype_size(dt);
         for (int h = 0; h < 2; h++) {
             const int64_t r0 = h ? N / 2 : 0, rows = h ? N - N / 2 : N / 2;
-            const int64_t esize = (int64_t)dtype_size(dt);
             void *pre = (char *)c->g.aux + r0 * in * esize;
             struct gemm_call half = g;
             half.kind = GEMM_DX_DGELU, half.n = rows, half.aux = pre;
@@ -477,14 +485,13 @@ static bool dgelu_run(const struct dgelu_call *c, enum cuda_dgelu_path p, float 
                                                                  (const T *)pre, rows, in,
                                                                  c->tanh_approx));
         }
+        dgelu_bias_grad_colsum(c);
+        return true;
     }
-    if (p != CUDA_DGELU_GEMM_KERNEL) {
+    if (p == CUDA_DGELU_EPILOGUE_COLSUM || p == CUDA_DGELU_BGRAD_EPILOGUE) { /* the latter: no db */
         g.kind = GEMM_DX_DGELU;
-        if (p != CUDA_DGELU_EPILOGUE_HALVES && !gemm_try_run(&g)) return false;
-        if (c->db) /* the linear layer's bias gradient: db += the column sums of dpre */
-            cuda_linear_backward(tensor_none(), tensor_none(),
-                                 tensor_1d(c->db, DT_F32, DEV_CUDA, in), c->dpre, tensor_none(),
-                                 tensor_none());
+        if (!gemm_try_run(&g)) return false;
+        dgelu_bias_grad_colsum(c);
         return true;
     }
     g.kind = GEMM_DX, g.aux = NULL;
