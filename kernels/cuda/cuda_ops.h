@@ -237,10 +237,11 @@ void cuda_bf16_to_f32_on(void *stream, float *dst, const void *src, int64_t n);
 
 /* The GeLU-fused linear ops run as one cuBLASLt GEMM with a GeLU epilogue (the tanh form only,
  * which is the GeLU cuBLASLt implements, and widths that are multiples of 8) or, when cuBLASLt
- * offers no such algorithm, as a GEMM and a separate kernel. The backward has three paths (fc1's
- * bias gradient in the GEMM's DGELU_BGRAD epilogue; a DGELU epilogue and a column sum; a plain
- * GEMM and the GeLU-backward kernel): each shape times those cuBLASLt offers on its first call
- * and keeps the fastest (linear.cu). What the last call of each did: */
+ * offers no such algorithm, as a GEMM and a separate kernel. The backward has four paths (fc1's
+ * bias gradient in the GEMM's DGELU_BGRAD epilogue; a DGELU epilogue and a column sum; the same
+ * GEMM over each half of the rows; a plain GEMM and the GeLU-backward kernel): each shape times
+ * those cuBLASLt offers on its first call and keeps the fastest (linear.cu). What the last call of
+ * each did: */
 struct cuda_gelu_paths {
     bool forward_epilogue;   /* cuda_linear_gelu_forward: GELU_AUX(_BIAS) */
     bool backward_epilogue;  /* cuda_linear_dgelu_backward: DGELU(_BGRAD) */

@@ -453,6 +453,18 @@ static void dgelu_bias_grad_colsum(const struct dgelu_call *c)
                              c->dpre, tensor_none(), tensor_none());
 }
 
+/* g's rows of dpre by the plain GEMM and then the GeLU-backward kernel on pre (g's rows of it),
+ * adding their column sums into db when db is not NULL. */
+static void dgelu_gemm_then_kernel(const struct dgelu_call *c, struct gemm_call g, const void *pre,
+                                   float *db)
+{
+    g.kind = GEMM_DX, g.aux = NULL;
+    gemm_run(&g);
+    CUDA_LP_DISPATCH(c->dpre.dtype,
+                     cuda_gelu_backward_bias_grad<T>((T *)g.c, db, (const T *)g.c, (const T *)pre,
+                                                     g.n, g.m, c->tanh_approx));
+}
+
 /* Runs path p for c (bgrad: an fp32 buffer of m for DGELU_BGRAD); false, nothing done, when
  * cuBLASLt does not offer p's epilogue. */
 static bool dgelu_run(const struct dgelu_call *c, enum cuda_dgelu_path p, float *bgrad)
@@ -478,12 +490,7 @@ static bool dgelu_run(const struct dgelu_call *c, enum cuda_dgelu_path p, float 
             half.kind = GEMM_DX_DGELU, half.n = rows, half.aux = pre;
             half.b = (const char *)g.b + r0 * g.ldb * esize;
             half.c = (char *)g.c + r0 * g.ldc * esize;
-            if (gemm_try_run(&half)) continue;
-            half.kind = GEMM_DX, half.aux = NULL;
-            gemm_run(&half);
-            CUDA_LP_DISPATCH(dt, cuda_gelu_backward_bias_grad<T>((T *)half.c, NULL, (const T *)half.c,
-                                                                 (const T *)pre, rows, in,
-                                                                 c->tanh_approx));
+            if (!gemm_try_run(&half)) dgelu_gemm_then_kernel(c, half, pre, NULL);
         }
         dgelu_bias_grad_colsum(c);
         return true;
@@ -494,11 +501,7 @@ static bool dgelu_run(const struct dgelu_call *c, enum cuda_dgelu_path p, float 
         dgelu_bias_grad_colsum(c);
         return true;
     }
-    g.kind = GEMM_DX, g.aux = NULL;
-    gemm_run(&g);
-    CUDA_LP_DISPATCH(dt, cuda_gelu_backward_bias_grad<T>((T *)g.c, c->db, (const T *)g.c,
-                                                         (const T *)c->g.aux, N, in,
-                                                         c->tanh_approx));
+    dgelu_gemm_then_kernel(c, g, c->g.aux, c->db);
     return true;
 }
 
