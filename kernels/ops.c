@@ -428,51 +428,59 @@ void op_bias_dropout_add_rmsnorm_forward(struct tensor mid, struct tensor y, str
     }
 }
 
-/* dx and dresidual are like x; dx overwrites neither dy nor x. */
+/* dx and dresidual are like x; dx overwrites neither dy nor x; dresidual_sum, when present, has
+ * one fp32 entry per column. */
 static void need_backward_add_args(const struct args *a, struct tensor dx, struct tensor dy,
-                                   struct tensor x, struct tensor dresidual)
+                                   struct tensor x, struct tensor dresidual,
+                                   struct tensor dresidual_sum)
 {
     need_like_x(a, "dy", dy, x);
     need_like_x(a, "dx", dx, x);
     need_like_x(a, "dresidual", dresidual, x);
     need(a, dx.data != dy.data && dx.data != x.data, "dx must not overlap dy or x");
+    maybe_tensor(a, "dresidual_sum", dresidual_sum, DT_F32, 1);
+    need(a, !tensor_present(dresidual_sum) || dresidual_sum.shape[0] == x.shape[1],
+         "dresidual_sum must have one entry per column of x");
 }
 
 void op_layernorm_backward_add(struct tensor dx, struct tensor dw, struct tensor db,
                                struct tensor dy, struct tensor x, struct tensor w,
-                               struct tensor mean, struct tensor rstd, struct tensor dresidual)
+                               struct tensor mean, struct tensor rstd, struct tensor dresidual,
+                               struct tensor dresidual_sum)
 {
     struct args a = {.op = "op_layernorm_backward_add"};
     add_arg(&a, "dx", dx), add_arg(&a, "dw", dw), add_arg(&a, "db", db), add_arg(&a, "dy", dy);
     add_arg(&a, "x", x), add_arg(&a, "w", w), add_arg(&a, "mean", mean), add_arg(&a, "rstd", rstd);
-    add_arg(&a, "dresidual", dresidual);
+    add_arg(&a, "dresidual", dresidual), add_arg(&a, "dresidual_sum", dresidual_sum);
     need(&a, tensor_present(mean) && tensor_present(rstd), "mean and rstd are required");
     need_norm_args(&a, x, w, tensor_none(), mean, rstd);
-    need_backward_add_args(&a, dx, dy, x, dresidual);
+    need_backward_add_args(&a, dx, dy, x, dresidual, dresidual_sum);
     maybe_tensor(&a, "dw", dw, DT_F32, 1);
     maybe_tensor(&a, "db", db, DT_F32, 1);
     need(&a, !tensor_present(dw) || dw.shape[0] == x.shape[1], "dw must be like w");
     need(&a, !tensor_present(db) || db.shape[0] == x.shape[1], "db must be like w");
     switch (common_device(&a)) {
-    case DEV_CPU: cpu_layernorm_backward_add(dx, dw, db, dy, x, w, mean, rstd, dresidual); return;
-    case DEV_CUDA: ON_CUDA(cuda_layernorm_backward_add(dx, dw, db, dy, x, w, mean, rstd, dresidual)); return;
+    case DEV_CPU: cpu_layernorm_backward_add(dx, dw, db, dy, x, w, mean, rstd, dresidual, dresidual_sum); return;
+    case DEV_CUDA: ON_CUDA(cuda_layernorm_backward_add(dx, dw, db, dy, x, w, mean, rstd, dresidual, dresidual_sum)); return;
     }
 }
 
 void op_rmsnorm_backward_add(struct tensor dx, struct tensor dw, struct tensor dy, struct tensor x,
-                             struct tensor w, struct tensor rstd, struct tensor dresidual)
+                             struct tensor w, struct tensor rstd, struct tensor dresidual,
+                             struct tensor dresidual_sum)
 {
     struct args a = {.op = "op_rmsnorm_backward_add"};
     add_arg(&a, "dx", dx), add_arg(&a, "dw", dw), add_arg(&a, "dy", dy), add_arg(&a, "x", x);
     add_arg(&a, "w", w), add_arg(&a, "rstd", rstd), add_arg(&a, "dresidual", dresidual);
+    add_arg(&a, "dresidual_sum", dresidual_sum);
     need(&a, tensor_present(rstd), "rstd is required");
     need_norm_args(&a, x, w, tensor_none(), rstd, tensor_none());
-    need_backward_add_args(&a, dx, dy, x, dresidual);
+    need_backward_add_args(&a, dx, dy, x, dresidual, dresidual_sum);
     maybe_tensor(&a, "dw", dw, DT_F32, 1);
     need(&a, !tensor_present(dw) || dw.shape[0] == x.shape[1], "dw must be like w");
     switch (common_device(&a)) {
-    case DEV_CPU: cpu_rmsnorm_backward_add(dx, dw, dy, x, w, rstd, dresidual); return;
-    case DEV_CUDA: ON_CUDA(cuda_rmsnorm_backward_add(dx, dw, dy, x, w, rstd, dresidual)); return;
+    case DEV_CPU: cpu_rmsnorm_backward_add(dx, dw, dy, x, w, rstd, dresidual, dresidual_sum); return;
+    case DEV_CUDA: ON_CUDA(cuda_rmsnorm_backward_add(dx, dw, dy, x, w, rstd, dresidual, dresidual_sum)); return;
     }
 }
 

@@ -92,12 +92,17 @@ void op_bias_dropout_add_rmsnorm_forward(struct tensor mid, struct tensor y, str
                                          struct dropout_key drop, struct tensor w, float eps);
 /* The norm backward with the residual branch's gradient added: dx = (the norm's input gradient)
  * + dresidual, where a pre-norm layer's residual stream forks. dw, db as op_layernorm_backward /
- * op_rmsnorm_backward. dx may alias dresidual, not dy or x. */
+ * op_rmsnorm_backward. dresidual_sum (fp32 [C], or none) += the column sums of dresidual: the bias
+ * gradient of the bias-dropout-add whose output gradient dresidual is, when it has no dropout,
+ * summed as the rows pass (op_bias_dropout_add_backward's db). dx may alias dresidual, not dy or
+ * x. */
 void op_layernorm_backward_add(struct tensor dx, struct tensor dw, struct tensor db,
                                struct tensor dy, struct tensor x, struct tensor w,
-                               struct tensor mean, struct tensor rstd, struct tensor dresidual);
+                               struct tensor mean, struct tensor rstd, struct tensor dresidual,
+                               struct tensor dresidual_sum);
 void op_rmsnorm_backward_add(struct tensor dx, struct tensor dw, struct tensor dy, struct tensor x,
-                             struct tensor w, struct tensor rstd, struct tensor dresidual);
+                             struct tensor w, struct tensor rstd, struct tensor dresidual,
+                             struct tensor dresidual_sum);
 
 /* ---- activations ---- */
 

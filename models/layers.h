@@ -77,10 +77,13 @@ void bias_dropout_add_norm_forward(const struct layer_ctx *ctx, const struct nor
                                    struct tensor bias, struct tensor residual,
                                    struct dropout_key drop);
 /* norm_backward with dresidual added into dx: the gradient of a residual stream that feeds both the
- * norm and the residual connection past it. dx may alias dresidual. */
+ * norm and the residual connection past it. dresidual_sum, when present, accumulates dresidual's
+ * column sums (the bias gradient of the dropout-free bias-dropout-add dresidual comes out of). dx
+ * may alias dresidual. */
 void norm_backward_add(const struct layer_ctx *ctx, const struct norm_params *p,
                        const struct norm_params *grad, const struct norm_acts *a, struct tensor dx,
-                       struct tensor dout, struct tensor x, struct tensor dresidual);
+                       struct tensor dout, struct tensor x, struct tensor dresidual,
+                       struct tensor dresidual_sum);
 
 /* ---- self-attention (attention.c): linear_qkv, RoPE, core attention, linear_proj ---- */
 struct attention_params {

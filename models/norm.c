@@ -38,11 +38,13 @@ void bias_dropout_add_norm_forward(const struct layer_ctx *ctx, const struct nor
 
 void norm_backward_add(const struct layer_ctx *ctx, const struct norm_params *p,
                        const struct norm_params *grad, const struct norm_acts *a, struct tensor dx,
-                       struct tensor dout, struct tensor x, struct tensor dresidual)
+                       struct tensor dout, struct tensor x, struct tensor dresidual,
+                       struct tensor dresidual_sum)
 {
     if (ctx->cfg->normalization == NORM_RMSNORM)
-        op_rmsnorm_backward_add(dx, grad->weight, dout, x, p->weight, a->rstd, dresidual);
+        op_rmsnorm_backward_add(dx, grad->weight, dout, x, p->weight, a->rstd, dresidual,
+                                dresidual_sum);
     else
         op_layernorm_backward_add(dx, grad->weight, grad->bias, dout, x, p->weight, a->mean, a->rstd,
-                                  dresidual);
+                                  dresidual, dresidual_sum);
 }

@@ -63,18 +63,22 @@ void transformer_block_forward(const struct layer_ctx *ctx, int first_layer, int
     if (num_layers == 0 && final_p) norm_forward(ctx, final_p, final_a, hidden[0]);
 }
 
-/* The backward of a bias-dropout-add at `site` given the gradient dy of its output: accumulates
- * the bias gradient and returns the gradient of the sublayer's output, gathered to the whole micro
- * batch for the sublayer's backward. Without dropout that gradient is dy itself, so nothing is
- * copied; else it goes to scratch (then scratch_full, with sequence parallelism). */
+/* The backward of a bias-dropout-add at `site` given the gradient dy of its output: returns the
+ * gradient of the sublayer's output, gathered to the whole micro batch for the sublayer's
+ * backward. Without dropout that gradient is dy itself, so nothing is copied, and the bias
+ * gradient (dy's column sums) is left to the norm backward that reads dy as its residual
+ * gradient later: *dbias_left = dbias. Else the gradient goes to scratch (then scratch_full, with
+ * sequence parallelism), the bias gradient summed in the same pass. */
 static struct tensor sublayer_output_grad(const struct layer_ctx *ctx, enum dropout_site site,
                                           struct tensor dbias, struct tensor dy,
-                                          struct tensor scratch, struct tensor scratch_full)
+                                          struct tensor scratch, struct tensor scratch_full,
+                                          struct tensor *dbias_left)
 {
     struct dropout_key key = layer_hidden_dropout_key(ctx, site);
     struct tensor dsub = scratch;
+    *dbias_left = tensor_none();
     if (key.p == 0.0f) {
-        op_bias_dropout_add_backward(tensor_none(), dbias, dy, key);
+        *dbias_left = dbias;
         dsub = dy;
     } else {
         op_bias_dropout_add_backward(scratch, dbias, dy, key);
@@ -90,18 +94,20 @@ void transformer_layer_backward(const struct layer_ctx *ctx, const struct layer_
                                 struct tensor x, struct tensor positions)
 {
     /* MLP half: d mid = dout (residual) + pre_mlp_norm' (mlp' (dropout' dout)) */
+    struct tensor dbias;
     struct tensor dsub_full = sublayer_output_grad(ctx, SITE_MLP_OUT, grad->mlp.fc2_bias, dout,
-                                                   s->dsub, s->dsub_full);
+                                                   s->dsub, s->dsub_full, &dbias);
     mlp_backward(ctx, &p->mlp, &grad->mlp, &a->mlp, &s->mlp, s->dnorm_full, dsub_full, a->mlp_input);
     tp_reduce_to_rows(ctx->tp, s->dnorm_full, s->dnorm);
     norm_backward_add(ctx, &p->pre_mlp_norm, &grad->pre_mlp_norm, &a->pre_mlp_norm, s->dmid, s->dnorm,
-                      a->mid, dout);
+                      a->mid, dout, dbias);
 
     /* attention half: dx = d mid (residual) + input_norm' (attention' (dropout' d mid)) */
     dsub_full = sublayer_output_grad(ctx, SITE_ATTENTION_OUT, grad->attention.proj_bias, s->dmid,
-                                     s->dsub, s->dsub_full);
+                                     s->dsub, s->dsub_full, &dbias);
     attention_backward(ctx, &p->attention, &grad->attention, &a->attention, &s->attention, s->dnorm_full,
                        dsub_full, a->attention_input, positions);
     tp_reduce_to_rows(ctx->tp, s->dnorm_full, s->dnorm);
-    norm_backward_add(ctx, &p->input_norm, &grad->input_norm, &a->input_norm, dx, s->dnorm, x, s->dmid);
+    norm_backward_add(ctx, &p->input_norm, &grad->input_norm, &a->input_norm, dx, s->dnorm, x, s->dmid,
+                      dbias);
 }

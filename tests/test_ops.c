@@ -414,7 +414,9 @@ static void test_bias_dropout_add_norm_equals_the_two_ops(void **state)
 }
 
 /* dx = norm' + dresidual as one op gives the bits of the norm backward followed by op_add, also
- * with dx written over dresidual; the parameter gradients are the norm backward's. */
+ * with dx written over dresidual; the parameter gradients are the norm backward's, and
+ * dresidual_sum the bits of the dropout-free bias-dropout-add backward's bias gradient of
+ * dresidual (taken before dx overwrites it). */
 static void test_norm_backward_add_equals_backward_then_add(void **state)
 {
     (void)state;
@@ -425,28 +427,33 @@ static void test_norm_backward_add_equals_backward_then_add(void **state)
     for (int rms = 0; rms < 2; rms++) {
         float *dx = ffill(N * C, NAN), *dw = ffill(C, 1.0f), *db = ffill(C, 1.0f);
         float *dx2 = ffill(N * C, NAN), *dw2 = ffill(C, 1.0f), *db2 = ffill(C, 1.0f);
+        float *rs = ffill(C, 0.5f), *rs2 = ffill(C, 0.5f), *rs3 = ffill(C, 0.5f);
+        op_bias_dropout_add_backward(tensor_none(), f1(rs2, C), f2(dres, N, C), dropout(0.0f, 9, 0));
         float *inplace = malloc((size_t)(N * C) * sizeof(float));
         memcpy(inplace, dres, (size_t)(N * C) * sizeof(float));
         if (rms) {
             op_rmsnorm_backward(f2(dx2, N, C), f1(dw2, C), f2(dy, N, C), f2(x, N, C), f1(w, C), f1(rstd, N));
             op_rmsnorm_backward_add(f2(dx, N, C), f1(dw, C), f2(dy, N, C), f2(x, N, C), f1(w, C), f1(rstd, N),
-                                    f2(dres, N, C));
+                                    f2(dres, N, C), f1(rs, C));
             op_rmsnorm_backward_add(f2(inplace, N, C), tensor_none(), f2(dy, N, C), f2(x, N, C), f1(w, C),
-                                    f1(rstd, N), f2(inplace, N, C));
+                                    f1(rstd, N), f2(inplace, N, C), f1(rs3, C));
         } else {
             op_layernorm_backward(f2(dx2, N, C), f1(dw2, C), f1(db2, C), f2(dy, N, C), f2(x, N, C), f1(w, C),
                                   f1(mean, N), f1(rstd, N));
             op_layernorm_backward_add(f2(dx, N, C), f1(dw, C), f1(db, C), f2(dy, N, C), f2(x, N, C), f1(w, C),
-                                      f1(mean, N), f1(rstd, N), f2(dres, N, C));
+                                      f1(mean, N), f1(rstd, N), f2(dres, N, C), f1(rs, C));
             op_layernorm_backward_add(f2(inplace, N, C), tensor_none(), tensor_none(), f2(dy, N, C), f2(x, N, C),
-                                      f1(w, C), f1(mean, N), f1(rstd, N), f2(inplace, N, C));
+                                      f1(w, C), f1(mean, N), f1(rstd, N), f2(inplace, N, C), f1(rs3, C));
         }
         op_add(f2(dx2, N, C), f2(dx2, N, C), f2(dres, N, C));
         assert_memory_equal(dx, dx2, (size_t)(N * C) * sizeof(float));
         assert_memory_equal(inplace, dx2, (size_t)(N * C) * sizeof(float));
         assert_memory_equal(dw, dw2, (size_t)C * sizeof(float));
         assert_memory_equal(db, db2, (size_t)C * sizeof(float));
+        assert_memory_equal(rs, rs2, (size_t)C * sizeof(float));
+        assert_memory_equal(rs3, rs2, (size_t)C * sizeof(float));
         free(dx), free(dw), free(db), free(dx2), free(dw2), free(db2), free(inplace);
+        free(rs), free(rs2), free(rs3);
     }
     free(x), free(w), free(dy), free(dres), free(mean), free(rstd), free(y);
 }

@@ -41,9 +41,11 @@ void cpu_bias_dropout_add_rmsnorm_forward(struct tensor mid, struct tensor y, st
                                           struct dropout_key drop, struct tensor w, float eps);
 void cpu_layernorm_backward_add(struct tensor dx, struct tensor dw, struct tensor db,
                                 struct tensor dy, struct tensor x, struct tensor w,
-                                struct tensor mean, struct tensor rstd, struct tensor dresidual);
+                                struct tensor mean, struct tensor rstd, struct tensor dresidual,
+                                struct tensor dresidual_sum);
 void cpu_rmsnorm_backward_add(struct tensor dx, struct tensor dw, struct tensor dy, struct tensor x,
-                              struct tensor w, struct tensor rstd, struct tensor dresidual);
+                              struct tensor w, struct tensor rstd, struct tensor dresidual,
+                              struct tensor dresidual_sum);
 
 /* activation.c */
 void cpu_gelu_forward(struct tensor y, struct tensor x, bool tanh_approx);

@@ -4,6 +4,7 @@
  * computed in double (two passes for the variance); parameter gradients are column sums over
  * rows, split over column blocks so each sum runs in row order inside one thread. */
 #include <math.h>
+#include <string.h>
 
 #include "kernels/cpu/cpu_ops.h"
 
@@ -98,6 +99,16 @@ static void layernorm_dw_db(struct tensor dw, struct tensor db, struct tensor dy
     }
 }
 
+/* dsum += dres's column sums (when dsum is present), as the bias-dropout-add's backward sums its
+ * bias gradient without dropout. */
+static void residual_sum(struct tensor dsum, struct tensor dres)
+{
+    if (!tensor_present(dsum)) return;
+    struct dropout_key none;
+    memset(&none, 0, sizeof none);
+    cpu_bias_dropout_add_backward(tensor_none(), dsum, dres, none);
+}
+
 void cpu_layernorm_backward(struct tensor dx, struct tensor dw, struct tensor db, struct tensor dy,
                             struct tensor x, struct tensor w, struct tensor mean, struct tensor rstd)
 {
@@ -107,8 +118,10 @@ void cpu_layernorm_backward(struct tensor dx, struct tensor dw, struct tensor db
 
 void cpu_layernorm_backward_add(struct tensor dx, struct tensor dw, struct tensor db,
                                 struct tensor dy, struct tensor x, struct tensor w,
-                                struct tensor mean, struct tensor rstd, struct tensor dresidual)
+                                struct tensor mean, struct tensor rstd, struct tensor dresidual,
+                                struct tensor dresidual_sum)
 {
+    residual_sum(dresidual_sum, dresidual); /* before dx, which may overwrite dresidual */
     layernorm_dx(dx, dy, x, w, mean, rstd, dresidual.data);
     if (tensor_present(dw) || tensor_present(db)) layernorm_dw_db(dw, db, dy, x, mean, rstd);
 }
@@ -191,8 +204,10 @@ void cpu_rmsnorm_backward(struct tensor dx, struct tensor dw, struct tensor dy, 
 }
 
 void cpu_rmsnorm_backward_add(struct tensor dx, struct tensor dw, struct tensor dy, struct tensor x,
-                              struct tensor w, struct tensor rstd, struct tensor dresidual)
+                              struct tensor w, struct tensor rstd, struct tensor dresidual,
+                              struct tensor dresidual_sum)
 {
+    residual_sum(dresidual_sum, dresidual); /* before dx, which may overwrite dresidual */
     rmsnorm_dx(dx, dy, x, w, rstd, dresidual.data);
     if (tensor_present(dw)) rmsnorm_dw(dw, dy, x, rstd);
 }

@@ -120,10 +120,11 @@ void cuda_bias_dropout_add_rmsnorm_forward(struct tensor mid, struct tensor y, s
                                            struct tensor w, float eps);
 void cuda_layernorm_backward_add(struct tensor dx, struct tensor dw, struct tensor db,
                                  struct tensor dy, struct tensor x, struct tensor w,
-                                 struct tensor mean, struct tensor rstd, struct tensor dresidual);
+                                 struct tensor mean, struct tensor rstd, struct tensor dresidual,
+                                 struct tensor dresidual_sum);
 void cuda_rmsnorm_backward_add(struct tensor dx, struct tensor dw, struct tensor dy,
                                struct tensor x, struct tensor w, struct tensor rstd,
-                               struct tensor dresidual);
+                               struct tensor dresidual, struct tensor dresidual_sum);
 
 void cuda_gelu_forward(struct tensor y, struct tensor x, bool tanh_approx);
 void cuda_gelu_backward(struct tensor dx, struct tensor dy, struct tensor x, bool tanh_approx);

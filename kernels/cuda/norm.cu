@@ -12,7 +12,9 @@
  * Fused with their neighbours in a pre-norm residual stream: the forward computes the
  * bias-dropout-add before the norm (mid = residual + dropout(x + b)) while loading the row, keeps
  * it in registers (up to NORM_MAX_PIECES pieces per lane) and writes mid once; the backward adds
- * the residual branch's gradient as it stores dx. Both save a whole pass over [N, C] per use. */
+ * the residual branch's gradient as it stores dx, and can sum that gradient's columns on the way
+ * (the bias gradient of a bias-dropout-add without dropout, whose output gradient it is). Each
+ * saves a whole pass over [N, C] per use. */
 #include "kernels/cuda/cuda_common.h"
 
 enum { NORM_WARPS = 8 };      /* rows per block */
@@ -220,9 +222,11 @@ template <class T> struct load_rmsnorm_dw {
 /* ---- the backward in one pass over the rows: dx, and partial rows of dw (and db) ---- */
 
 /* Rows per block of norm_backward_kernel (one partial row of dw / db each): about NB_BLOCKS blocks,
- * enough to fill an H100 twice over, but at most NB_MAX_ROWS rows, so the partial rows stay a
- * percent or so of the traffic. A function of N alone, like every order of the sums. */
-enum { NB_BLOCKS = 512, NB_MAX_ROWS = 128 };
+ * about one an SM of an H100, at most NB_MAX_ROWS rows each. Fewer, longer blocks write fewer
+ * partial rows and end fewer times: 16384 rows of 1600 (one block an SM) took 89 us in 128 blocks
+ * of 128 rows against 97 in 512 of 32; 32768 rows of 1024, 107 us in 256 blocks of 128 against
+ * 112 in 512 of 64 (H100). A function of N alone, like every order of the sums. */
+enum { NB_BLOCKS = 128, NB_MAX_ROWS = 128 };
 
 static int64_t norm_backward_rows_per_block(int64_t N)
 {
@@ -233,7 +237,8 @@ static int64_t norm_backward_rows_per_block(int64_t N)
 
 template <class T> struct norm_bwd_args {
     T *dx;                      /* NULL: no input gradient */
-    float *partials;            /* [NOUT][blocks][C], NOUT = 2 (dw, db) or 1; NULL: none */
+    float *partials;            /* [NOUT][blocks][C]: dw, db (LayerNorm), then dres's sums when
+                                   the kernel takes them; NULL: none */
     const T *dy, *x, *w, *dres; /* dres NULL: nothing to add to dx */
     const float *mean, *rstd;   /* mean unused by RMSNorm */
     int64_t N, C;
@@ -259,12 +264,14 @@ __device__ __forceinline__ uint4 norm_weight_piece(const T *w, int64_t c)
 /* A block takes a.rows rows, one warp per row at a time. Lane l keeps pieces c = 8 l + 256 k,
  * k < P, of the row's x and dy packed in registers between the row's two steps (its sums, then dx)
  * and adds dy * xhat (and dy) into fp32 registers over the block's rows, so dw and db cost no
- * second read of x and dy. At the end the block adds its warps' sums in warp order into its
- * partial row, which cuda_colsum_reduce adds up: every order depends on the shape alone. The
+ * second read of x and dy. With RSUM it also sums dres's columns (needs dx and dres): the bias
+ * gradient of the bias-dropout-add whose output gradient dres is, when there is no dropout. At the
+ * end the block adds its warps' sums in warp order into its partial row (one for each sum), which
+ * cuda_colsum_reduce adds up: every order depends on the shape alone. The
  * formulas and their order of operations are those of layernorm_dx_kernel / rmsnorm_dx_kernel and
  * the column-sum loads above. Needs C % 8 == 0 and 16-byte aligned rows; dx may alias dres (each
  * piece is read before the same lane writes it). */
-template <class T, int P, bool RMS>
+template <class T, int P, bool RMS, bool RSUM>
 static __global__ void __launch_bounds__(NORM_WARPS * 32, norm_backward_min_blocks(P, RMS))
     norm_backward_kernel(struct norm_bwd_args<T> a)
 {
@@ -272,11 +279,11 @@ static __global__ void __launch_bounds__(NORM_WARPS * 32, norm_backward_min_bloc
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
     const int64_t C = a.C, n0 = (int64_t)blockIdx.x * a.rows;
     const int64_t n1 = n0 + a.rows < a.N ? n0 + a.rows : a.N;
-    float accw[P][8], accb[P][8];
+    float accw[P][8], accb[P][8], accr[RSUM ? P : 1][8];
 #pragma unroll
     for (int k = 0; k < P; k++)
 #pragma unroll
-        for (int i = 0; i < 8; i++) accw[k][i] = accb[k][i] = 0.0f;
+        for (int i = 0; i < 8; i++) accw[k][i] = accb[k][i] = accr[RSUM ? k : 0][i] = 0.0f;
     for (int64_t n = n0 + warp; n < n1; n += NORM_WARPS) {
         const T *xr = a.x + n * C, *dyr = a.dy + n * C;
         uint4 xv[P], gv[P], dv[P];
@@ -331,18 +338,26 @@ static __global__ void __launch_bounds__(NORM_WARPS * 32, norm_backward_min_bloc
                 float d[8];
                 lp8_unpack<T>(dv[k], d);
 #pragma unroll
-                for (int i = 0; i < 8; i++) o[i] += d[i];
+                for (int i = 0; i < 8; i++) {
+                    o[i] += d[i];
+                    if (RSUM) accr[k][i] += d[i];
+                }
             }
             lp8_store<T>(a.dx + n * C + c, o);
         }
     }
     if (!a.partials) return; /* the same for the whole block: no barrier below is skipped by some */
+    const int nsums = (RMS ? 1 : 2) + (RSUM ? 1 : 0);
 #pragma unroll
-    for (int o = 0; o < (RMS ? 1 : 2); o++) {
+    for (int o = 0; o < nsums; o++) {
 #pragma unroll
         for (int k = 0; k < P; k++) {
 #pragma unroll
-            for (int i = 0; i < 8; i++) red[warp][lane * 8 + i] = o == 0 ? accw[k][i] : accb[k][i];
+            for (int i = 0; i < 8; i++) {
+                red[warp][lane * 8 + i] = o == 0           ? accw[k][i]
+                                          : o == 1 && !RMS ? accb[k][i]
+                                                           : accr[RSUM ? k : 0][i];
+            }
             __syncthreads();
             const int64_t c = 256 * k + threadIdx.x;
             if (c < C) {
@@ -355,38 +370,59 @@ static __global__ void __launch_bounds__(NORM_WARPS * 32, norm_backward_min_bloc
     }
 }
 
-/* Runs norm_backward_kernel and the reduction of its partial rows into dw (and db, LayerNorm);
- * false (nothing done) when the rows are too wide for its registers or not 16-byte vectors. */
+/* norm_backward_kernel with ceil(C / 256) pieces a lane */
+template <class T, bool RMS, bool RSUM>
+static void launch_norm_backward(const struct norm_bwd_args<T> &a, int64_t pieces, unsigned blocks)
+{
+    dim3 grid(blocks), block(NORM_WARPS * 32);
+    cudaStream_t st = cuda_ctx()->stream;
+    switch (pieces) {
+#define NB_CASE(P) case P: norm_backward_kernel<T, P, RMS, RSUM><<<grid, block, 0, st>>>(a); break;
+        NB_CASE(1) NB_CASE(2) NB_CASE(3) NB_CASE(4) NB_CASE(5) NB_CASE(6) NB_CASE(7) NB_CASE(8)
+#undef NB_CASE
+    }
+    CUDA_CHECK_LAUNCH("norm_backward_kernel");
+}
+
+/* Runs norm_backward_kernel and the reduction of its partial rows into dw (and db, LayerNorm) and
+ * dres_sum (the column sums of a.dres, when not NULL); false (nothing done) when the rows are too
+ * wide for its registers or not 16-byte vectors. */
 template <class T, bool RMS>
-static bool norm_backward_one_pass(struct norm_bwd_args<T> a, float *dw, float *db)
+static bool norm_backward_one_pass(struct norm_bwd_args<T> a, float *dw, float *db,
+                                   float *dres_sum)
 {
     const int64_t pieces = (a.C + 255) / 256;
     bool vec = a.C % 8 == 0 && cuda_aligned16(a.dx) && cuda_aligned16(a.dy) &&
                cuda_aligned16(a.x) && cuda_aligned16(a.w) && cuda_aligned16(a.dres);
     if (!vec || pieces < 1 || pieces > NORM_MAX_PIECES) return false;
     if (a.N == 0) return true;
+    CHECK(!dres_sum || (a.dx && a.dres));
     a.rows = norm_backward_rows_per_block(a.N);
     const int64_t blocks = (a.N + a.rows - 1) / a.rows;
     CHECK(blocks <= 0x7fffffff);
-    const int nout = RMS ? 1 : 2;
+    const int nw = RMS ? 1 : 2, nout = nw + (dres_sum ? 1 : 0);
     const size_t partial_bytes = (size_t)nout * blocks * a.C * sizeof(float);
-    a.partials = dw || db ? (float *)cuda_scratch(partial_bytes) : NULL;
+    a.partials = dw || db || dres_sum ? (float *)cuda_scratch(partial_bytes) : NULL;
     if (!a.dx && !a.partials) return true;
-    dim3 grid((unsigned)blocks), block(NORM_WARPS * 32);
-    cudaStream_t st = cuda_ctx()->stream;
-    switch (pieces) {
-    case 1: norm_backward_kernel<T, 1, RMS><<<grid, block, 0, st>>>(a); break;
-    case 2: norm_backward_kernel<T, 2, RMS><<<grid, block, 0, st>>>(a); break;
-    case 3: norm_backward_kernel<T, 3, RMS><<<grid, block, 0, st>>>(a); break;
-    case 4: norm_backward_kernel<T, 4, RMS><<<grid, block, 0, st>>>(a); break;
-    case 5: norm_backward_kernel<T, 5, RMS><<<grid, block, 0, st>>>(a); break;
-    case 6: norm_backward_kernel<T, 6, RMS><<<grid, block, 0, st>>>(a); break;
-    case 7: norm_backward_kernel<T, 7, RMS><<<grid, block, 0, st>>>(a); break;
-    case 8: norm_backward_kernel<T, 8, RMS><<<grid, block, 0, st>>>(a); break;
-    }
-    CUDA_CHECK_LAUNCH("norm_backward_kernel");
-    if (a.partials) cuda_colsum_reduce(dw, RMS ? NULL : db, a.partials, (int)blocks, a.C);
+    if (dres_sum) launch_norm_backward<T, RMS, true>(a, pieces, (unsigned)blocks);
+    else launch_norm_backward<T, RMS, false>(a, pieces, (unsigned)blocks);
+    if (dw || db) cuda_colsum_reduce(dw, RMS ? NULL : db, a.partials, (int)blocks, a.C);
+    if (dres_sum)
+        cuda_colsum_reduce(dres_sum, NULL, a.partials + (size_t)nw * blocks * a.C, (int)blocks,
+                           a.C);
     return true;
+}
+
+/* dres_sum += dres's column sums, where the one-pass kernel does not take the rows: the
+ * bias-dropout-add's backward without dropout (only its bias gradient). */
+template <class T>
+static void residual_colsum(float *dres_sum, const T *dres, int64_t N, int64_t C)
+{
+    struct dropout_key none;
+    memset(&none, 0, sizeof none);
+    cuda_bias_dropout_add_backward(tensor_none(), tensor_1d(dres_sum, DT_F32, DEV_CUDA, C),
+                                   tensor_2d((void *)dres, lp_dtype<T>::value, DEV_CUDA, N, C),
+                                   none);
 }
 
 static unsigned norm_blocks(int64_t N) { return (unsigned)((N + NORM_WARPS - 1) / NORM_WARPS); }
@@ -423,7 +459,8 @@ void cuda_layernorm_forward(struct tensor y, struct tensor mean, struct tensor r
 template <class T>
 static void layernorm_backward(const char *op, struct tensor dx, struct tensor dw, struct tensor db,
                                struct tensor dy, struct tensor x, struct tensor w,
-                               struct tensor mean, struct tensor rstd, const T *dres)
+                               struct tensor mean, struct tensor rstd, const T *dres,
+                               float *dres_sum)
 {
     const enum dtype dt = lp_dtype<T>::value;
     cuda_need(op, "dy", dy, dt);
@@ -447,7 +484,8 @@ static void layernorm_backward(const char *op, struct tensor dx, struct tensor d
         a.w = NULL;
         a.dres = NULL;
     }
-    if (norm_backward_one_pass<T, false>(a, dwp, dbp)) return;
+    if (norm_backward_one_pass<T, false>(a, dwp, dbp, dres_sum)) return;
+    if (dres_sum) residual_colsum<T>(dres_sum, dres, N, C); /* before dx, which may alias dres */
     if (tensor_present(dx)) {
         bool vec = rows_vectorizable(C, dx.data, dy.data, x.data, w.data) &&
                    cuda_aligned16(dres);
@@ -471,18 +509,21 @@ void cuda_layernorm_backward(struct tensor dx, struct tensor dw, struct tensor d
 {
     const char *op = "cuda_layernorm_backward";
     enum dtype dt = cuda_need_lp(op, "dy", dy);
-    CUDA_LP_DISPATCH(dt, layernorm_backward<T>(op, dx, dw, db, dy, x, w, mean, rstd, NULL));
+    CUDA_LP_DISPATCH(dt, layernorm_backward<T>(op, dx, dw, db, dy, x, w, mean, rstd, NULL, NULL));
 }
 
 void cuda_layernorm_backward_add(struct tensor dx, struct tensor dw, struct tensor db,
                                  struct tensor dy, struct tensor x, struct tensor w,
-                                 struct tensor mean, struct tensor rstd, struct tensor dresidual)
+                                 struct tensor mean, struct tensor rstd, struct tensor dresidual,
+                                 struct tensor dresidual_sum)
 {
     const char *op = "cuda_layernorm_backward_add";
     enum dtype dt = cuda_need_lp(op, "dx", dx);
     cuda_need(op, "dresidual", dresidual, dt);
+    cuda_maybe(op, "dresidual_sum", dresidual_sum, DT_F32);
+    float *rs = tensor_present(dresidual_sum) ? (float *)dresidual_sum.data : NULL;
     CUDA_LP_DISPATCH(dt, layernorm_backward<T>(op, dx, dw, db, dy, x, w, mean, rstd,
-                                               (const T *)dresidual.data));
+                                               (const T *)dresidual.data, rs));
 }
 
 void cuda_rmsnorm_forward(struct tensor y, struct tensor rstd, struct tensor x, struct tensor w,
@@ -503,10 +544,12 @@ void cuda_rmsnorm_forward(struct tensor y, struct tensor rstd, struct tensor x, 
     CUDA_CHECK_LAUNCH("rmsnorm_forward_kernel");
 }
 
-/* The RMSNorm backward, plus dres (NULL for none) in dx; every 16-bit argument of dtype T. */
+/* The RMSNorm backward, plus dres (NULL for none) in dx and dres's column sums in dres_sum (NULL
+ * for none); every 16-bit argument of dtype T. */
 template <class T>
 static void rmsnorm_backward(const char *op, struct tensor dx, struct tensor dw, struct tensor dy,
-                             struct tensor x, struct tensor w, struct tensor rstd, const T *dres)
+                             struct tensor x, struct tensor w, struct tensor rstd, const T *dres,
+                             float *dres_sum)
 {
     const enum dtype dt = lp_dtype<T>::value;
     cuda_need(op, "dy", dy, dt);
@@ -525,8 +568,10 @@ static void rmsnorm_backward(const char *op, struct tensor dx, struct tensor dw,
         a.w = NULL;
         a.dres = NULL;
     }
-    if (norm_backward_one_pass<T, true>(a, tensor_present(dw) ? (float *)dw.data : NULL, NULL))
+    if (norm_backward_one_pass<T, true>(a, tensor_present(dw) ? (float *)dw.data : NULL, NULL,
+                                        dres_sum))
         return;
+    if (dres_sum) residual_colsum<T>(dres_sum, dres, N, C); /* before dx, which may alias dres */
     if (tensor_present(dx)) {
         bool vec = rows_vectorizable(C, dx.data, dy.data, x.data, w.data) &&
                    cuda_aligned16(dres);
@@ -549,18 +594,20 @@ void cuda_rmsnorm_backward(struct tensor dx, struct tensor dw, struct tensor dy,
 {
     const char *op = "cuda_rmsnorm_backward";
     enum dtype dt = cuda_need_lp(op, "dy", dy);
-    CUDA_LP_DISPATCH(dt, rmsnorm_backward<T>(op, dx, dw, dy, x, w, rstd, NULL));
+    CUDA_LP_DISPATCH(dt, rmsnorm_backward<T>(op, dx, dw, dy, x, w, rstd, NULL, NULL));
 }
 
 void cuda_rmsnorm_backward_add(struct tensor dx, struct tensor dw, struct tensor dy,
                                struct tensor x, struct tensor w, struct tensor rstd,
-                               struct tensor dresidual)
+                               struct tensor dresidual, struct tensor dresidual_sum)
 {
     const char *op = "cuda_rmsnorm_backward_add";
     enum dtype dt = cuda_need_lp(op, "dx", dx);
     cuda_need(op, "dresidual", dresidual, dt);
+    cuda_maybe(op, "dresidual_sum", dresidual_sum, DT_F32);
+    float *rs = tensor_present(dresidual_sum) ? (float *)dresidual_sum.data : NULL;
     CUDA_LP_DISPATCH(dt, rmsnorm_backward<T>(op, dx, dw, dy, x, w, rstd,
-                                             (const T *)dresidual.data));
+                                             (const T *)dresidual.data, rs));
 }
 
 /* ---- bias-dropout-add fused with the norm after it ---- */

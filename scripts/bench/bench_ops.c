@@ -93,7 +93,7 @@ static double time_ms_batched(bench_fn fn, void *arg)
 struct lin {
     int64_t N, in, out;
     void *x, *w, *b, *y, *dx, *dy;
-    float *dw;
+    float *dw, *db;
 };
 
 static void lin_fwd(void *a)
@@ -121,21 +121,34 @@ static void lin_dw(void *a)
                          tensor_2d(l->x, DT_BF16, DEV_CUDA, l->N, l->in), tensor_none());
 }
 
-/* Prints forward, dx and dw TFLOP/s of one shape; returns the three times' sum in ms. */
+/* dw and the bias gradient db together (the bias's layers' backward) */
+static void lin_dw_db(void *a)
+{
+    struct lin *l = a;
+    cuda_linear_backward(tensor_none(), tensor_2d(l->dw, DT_F32, DEV_CUDA, l->out, l->in),
+                         tensor_1d(l->db, DT_F32, DEV_CUDA, l->out),
+                         tensor_2d(l->dy, DT_BF16, DEV_CUDA, l->N, l->out),
+                         tensor_2d(l->x, DT_BF16, DEV_CUDA, l->N, l->in), tensor_none());
+}
+
+/* Prints forward, dx and dw TFLOP/s of one shape (with a bias, also the time of dw with db);
+ * returns the three times' sum in ms. */
 static double bench_linear(const char *name, int64_t N, int64_t in, int64_t out, bool bias)
 {
     struct lin l = {N, in, out, dev_randn(N * in, 1.0f, 1), dev_randn(out * in, 0.02f, 2),
                     bias ? dev_randn(out, 0.1f, 3) : NULL, cuda_alloc((size_t)(N * out * 2)),
                     cuda_alloc((size_t)(N * in * 2)), dev_randn(N * out, 1.0f, 4),
-                    cuda_alloc((size_t)(out * in * 4))};
+                    cuda_alloc((size_t)(out * in * 4)), cuda_alloc((size_t)out * 4)};
     cuda_memset_zero(l.dw, (size_t)(out * in * 4));
+    cuda_memset_zero(l.db, (size_t)out * 4);
     double f = 2.0 * N * in * out / 1e9; /* GFLOP */
     double tf = time_ms(lin_fwd, &l), tx = time_ms(lin_dx, &l), tw = time_ms(lin_dw, &l);
     printf("%-22s N=%-6lld in=%-5lld out=%-6lld fwd %7.3f ms %5.0f TF/s | dx %7.3f ms %5.0f TF/s | "
            "dw %7.3f ms %5.0f TF/s\n",
            name, (long long)N, (long long)in, (long long)out, tf, f / tf, tx, f / tx, tw, f / tw);
+    if (bias) printf("%-22s dw with the bias gradient db: %7.3f ms\n", "", time_ms(lin_dw_db, &l));
     cuda_free(l.x), cuda_free(l.w), cuda_free(l.b), cuda_free(l.y), cuda_free(l.dx);
-    cuda_free(l.dy), cuda_free(l.dw);
+    cuda_free(l.dy), cuda_free(l.dw), cuda_free(l.db);
     return tf + tx + tw;
 }
 
@@ -206,7 +219,7 @@ struct fused {
     void *x, *w1, *b1, *pre, *act, *w2, *dy, *dact, *dpre;
     float *db1;
     void *sub, *bias, *res, *mid, *nout, *nw, *nb, *dres, *dx;
-    float *mean, *rstd, *dnw, *dnb;
+    float *mean, *rstd, *dnw, *dnb, *drs;
     bool tanh_approx;
     struct dropout_key drop;
 };
@@ -292,7 +305,17 @@ static void layernorm_backward_add_fused(void *a)
     struct fused *f = a;
     cuda_layernorm_backward_add(B2(f->dx, f->N, f->H), F1(f->dnw, f->H), F1(f->dnb, f->H),
                                 B2(f->dy, f->N, f->H), B2(f->mid, f->N, f->H), B1(f->nw, f->H),
-                                F1(f->mean, f->N), F1(f->rstd, f->N), B2(f->dres, f->N, f->H));
+                                F1(f->mean, f->N), F1(f->rstd, f->N), B2(f->dres, f->N, f->H), tensor_none());
+}
+
+/* the same, and the residual gradient's column sums (a dropout-free bias-dropout-add's db) */
+static void layernorm_backward_add_rsum(void *a)
+{
+    struct fused *f = a;
+    cuda_layernorm_backward_add(B2(f->dx, f->N, f->H), F1(f->dnw, f->H), F1(f->dnb, f->H),
+                                B2(f->dy, f->N, f->H), B2(f->mid, f->N, f->H), B1(f->nw, f->H),
+                                F1(f->mean, f->N), F1(f->rstd, f->N), B2(f->dres, f->N, f->H),
+                                F1(f->drs, f->H));
 }
 
 static void layernorm_backward_add_unfused(void *a)
@@ -449,7 +472,7 @@ static void rms_backward_add(void *a)
     struct fused *f = a;
     cuda_rmsnorm_backward_add(B2(f->dx, f->N, f->H), F1(f->dnw, f->H), B2(f->dy, f->N, f->H),
                               B2(f->mid, f->N, f->H), B1(f->nw, f->H), F1(f->rstd, f->N),
-                              B2(f->dres, f->N, f->H));
+                              B2(f->dres, f->N, f->H), tensor_none());
 }
 
 static void fc2_dx_gemm(void *a)
@@ -580,7 +603,9 @@ static void bench_norms(int64_t rows, int64_t H, double copy_gbs)
     f.dy = dev_randn(rows * H, 1.0f, 16), f.dx = cuda_alloc((size_t)(rows * H * 2));
     f.mean = cuda_alloc((size_t)rows * 4), f.rstd = cuda_alloc((size_t)rows * 4);
     f.dnw = cuda_alloc((size_t)H * 4), f.dnb = cuda_alloc((size_t)H * 4);
+    f.drs = cuda_alloc((size_t)H * 4);
     cuda_memset_zero(f.dnw, (size_t)H * 4), cuda_memset_zero(f.dnb, (size_t)H * 4);
+    cuda_memset_zero(f.drs, (size_t)H * 4);
     double nh = 2.0 * (double)rows * H; /* bytes of one [rows, H] tensor */
     printf("norm kernels (rows %lld, hidden %lld, bf16, batched):\n", (long long)rows, (long long)H);
     bandwidth_line("  bias-dropout-add + layernorm forward (p=0)", time_ms_batched(bda_layernorm_fused, &f),
@@ -589,8 +614,10 @@ static void bench_norms(int64_t rows, int64_t H, double copy_gbs)
                    time_ms_batched(layernorm_backward_add_fused, &f), 4 * nh + 8.0 * rows, copy_gbs);
     bandwidth_line("  bias-dropout-add backward (p=0: db)", time_ms_batched(bda_backward_p0_fused, &f),
                    nh, copy_gbs);
+    bandwidth_line("  the two above in one (the residual's sums)",
+                   time_ms_batched(layernorm_backward_add_rsum, &f), 4 * nh + 8.0 * rows, copy_gbs);
     void *bufs[] = {f.sub, f.bias, f.res, f.mid, f.nout, f.nw, f.nb, f.dres, f.dy, f.dx, f.mean,
-                    f.rstd, f.dnw, f.dnb};
+                    f.rstd, f.dnw, f.dnb, f.drs};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) cuda_free(bufs[i]);
 }
 

@@ -603,36 +603,39 @@ bool test_gradient_reductions_repeat_bitwise(void)
                       dbs[1], dbs[0], C);
         ok &= bitwise("dgelu dpre, second run", dpres[1], dpres[0], N * C);
     }
-    /* the norm backwards with the residual add: dx, dw (and db) of the one-pass kernel */
+    /* the norm backwards with the residual add: dx, dw (and db) and the residual's column sums of
+       the one-pass kernel */
     for (int rms = 0; rms < 2; rms++) {
         void *nw = to_dev_lp(randn(C, 1.0f), C), *dres = to_dev_lp(randn(N * C, 1.0f), N * C);
         float *m = randn(N, 0.1f), *r = randn(N, 0.2f);
         for (int64_t i = 0; i < N; i++) r[i] = 1.0f + fabsf(r[i]);
         void *gm = to_dev(m, N * 4), *gr = to_dev(r, N * 4), *dx = dalloc(N * C * 2);
-        float *got[2][3];
+        float *got[2][4];
         for (int run = 0; run < 2; run++) {
-            void *dw = dalloc(C * 4), *db = dalloc(C * 4);
-            cuda_memset_zero(dw, C * 4), cuda_memset_zero(db, C * 4);
+            void *dw = dalloc(C * 4), *db = dalloc(C * 4), *rs = dalloc(C * 4);
+            cuda_memset_zero(dw, C * 4), cuda_memset_zero(db, C * 4), cuda_memset_zero(rs, C * 4);
             if (rms)
                 cuda_rmsnorm_backward_add(D2(dx, A.dt, N, C), D1(dw, DT_F32, C),
                                           D2(gdy, A.dt, N, C), D2(gx, A.dt, N, C),
                                           D1(nw, A.dt, C), D1(gr, DT_F32, N),
-                                          D2(dres, A.dt, N, C));
+                                          D2(dres, A.dt, N, C), D1(rs, DT_F32, C));
             else
                 cuda_layernorm_backward_add(D2(dx, A.dt, N, C), D1(dw, DT_F32, C),
                                             D1(db, DT_F32, C), D2(gdy, A.dt, N, C),
                                             D2(gx, A.dt, N, C), D1(nw, A.dt, C),
                                             D1(gm, DT_F32, N), D1(gr, DT_F32, N),
-                                            D2(dres, A.dt, N, C));
+                                            D2(dres, A.dt, N, C), D1(rs, DT_F32, C));
             got[run][0] = from_dev_lp(dx, N * C);
             got[run][1] = from_dev_f32(dw, C);
             got[run][2] = from_dev_f32(db, C);
+            got[run][3] = from_dev_f32(rs, C);
         }
         ok &= bitwise(rms ? "rmsnorm backward dx, second run" : "layernorm backward dx, second run",
                       got[1][0], got[0][0], N * C);
         ok &= bitwise(rms ? "rmsnorm dw, second run" : "layernorm dw, second run", got[1][1],
                       got[0][1], C);
         if (!rms) ok &= bitwise("layernorm db, second run", got[1][2], got[0][2], C);
+        ok &= bitwise("the residual's column sums, second run", got[1][3], got[0][3], C);
     }
     return ok;
 }

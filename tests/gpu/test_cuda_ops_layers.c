@@ -389,47 +389,53 @@ bool test_bias_dropout_add_norm_matches_cpu(void)
            bias_dropout_add_norm_case(37, 100, true, 0.0f, false);
 }
 
-/* dx = norm' + dresidual, once into its own buffer and once over dresidual. */
+/* dx = norm' + dresidual, once into its own buffer and once over dresidual, and dresidual's column
+ * sums both times. */
 static bool norm_backward_add_case(int64_t N, int64_t C, bool rms)
 {
     float *x = randn(N * C, 2.0f), *w = randn(C, 1.0f), *dy = randn(N * C, 1.0f);
     float *dres = randn(N * C, 1.0f), *dw0 = randn(C, 0.1f), *db0 = randn(C, 0.1f);
+    float *rs0 = randn(C, 0.1f);
     for (int64_t i = 0; i < N * C; i++) x[i] += 0.5f;
     round_to_dtype(x, N * C, A.dt);
+    round_to_dtype(dres, N * C, A.dt);
     float *y = halloc(N * C * 4), *mean = halloc(N * 4), *rstd = halloc(N * 4);
-    float *dx = halloc(N * C * 4), *dw = copy_f(dw0, C), *db = copy_f(db0, C);
+    float *dx = halloc(N * C * 4), *dw = copy_f(dw0, C), *db = copy_f(db0, C), *rs = copy_f(rs0, C);
     if (rms) {
         cpu_rmsnorm_forward(H2(y, N, C), H1(rstd, DT_F32, N), H2(x, N, C), H1(w, DT_F32, C), 1e-5f);
         cpu_rmsnorm_backward_add(H2(dx, N, C), H1(dw, DT_F32, C), H2(dy, N, C), H2(x, N, C),
-                                 H1(w, DT_F32, C), H1(rstd, DT_F32, N), H2(dres, N, C));
+                                 H1(w, DT_F32, C), H1(rstd, DT_F32, N), H2(dres, N, C),
+                                 H1(rs, DT_F32, C));
     } else {
         cpu_layernorm_forward(H2(y, N, C), H1(mean, DT_F32, N), H1(rstd, DT_F32, N), H2(x, N, C),
                               H1(w, DT_F32, C), tensor_none(), 1e-5f);
         cpu_layernorm_backward_add(H2(dx, N, C), H1(dw, DT_F32, C), H1(db, DT_F32, C),
                                    H2(dy, N, C), H2(x, N, C), H1(w, DT_F32, C),
-                                   H1(mean, DT_F32, N), H1(rstd, DT_F32, N), H2(dres, N, C));
+                                   H1(mean, DT_F32, N), H1(rstd, DT_F32, N), H2(dres, N, C),
+                                   H1(rs, DT_F32, C));
     }
     void *gx = to_dev_lp(x, N * C), *gw = to_dev_lp(w, C), *gdy = to_dev_lp(dy, N * C);
     void *gdres = to_dev_lp(dres, N * C), *gdres2 = to_dev_lp(dres, N * C);
     void *gm = to_dev(mean, N * 4), *gs = to_dev(rstd, N * 4), *gdx = dalloc(N * C * 2);
     void *gdw = to_dev(dw0, C * 4), *gdb = to_dev(db0, C * 4);
+    void *grs = to_dev(rs0, C * 4), *grs2 = to_dev(rs0, C * 4);
     poison(gdx, N * C, A.dt);
     if (rms) {
         cuda_rmsnorm_backward_add(D2(gdx, A.dt, N, C), D1(gdw, DT_F32, C), D2(gdy, A.dt, N, C),
                                   D2(gx, A.dt, N, C), D1(gw, A.dt, C), D1(gs, DT_F32, N),
-                                  D2(gdres, A.dt, N, C));
+                                  D2(gdres, A.dt, N, C), D1(grs, DT_F32, C));
         cuda_rmsnorm_backward_add(D2(gdres2, A.dt, N, C), tensor_none(), D2(gdy, A.dt, N, C),
                                   D2(gx, A.dt, N, C), D1(gw, A.dt, C), D1(gs, DT_F32, N),
-                                  D2(gdres2, A.dt, N, C));
+                                  D2(gdres2, A.dt, N, C), D1(grs2, DT_F32, C));
     } else {
         cuda_layernorm_backward_add(D2(gdx, A.dt, N, C), D1(gdw, DT_F32, C), D1(gdb, DT_F32, C),
                                     D2(gdy, A.dt, N, C), D2(gx, A.dt, N, C),
                                     D1(gw, A.dt, C), D1(gm, DT_F32, N), D1(gs, DT_F32, N),
-                                    D2(gdres, A.dt, N, C));
+                                    D2(gdres, A.dt, N, C), D1(grs, DT_F32, C));
         cuda_layernorm_backward_add(D2(gdres2, A.dt, N, C), tensor_none(), tensor_none(),
                                     D2(gdy, A.dt, N, C), D2(gx, A.dt, N, C),
                                     D1(gw, A.dt, C), D1(gm, DT_F32, N), D1(gs, DT_F32, N),
-                                    D2(gdres2, A.dt, N, C));
+                                    D2(gdres2, A.dt, N, C), D1(grs2, DT_F32, C));
     }
     printf("   %s backward + residual N=%lld C=%lld\n", rms ? "rmsnorm" : "layernorm", (long long)N,
            (long long)C);
@@ -437,6 +443,8 @@ static bool norm_backward_add_case(int64_t N, int64_t C, bool rms)
     ok &= close_to("dx over dresidual", from_dev_lp(gdres2, N * C), dx, N * C, TOL_LP);
     ok &= close_to("dw (+=)", from_dev_f32(gdw, C), dw, C, TOL_F32);
     if (!rms) ok &= close_to("db (+=)", from_dev_f32(gdb, C), db, C, TOL_F32);
+    ok &= close_to("dresidual's column sums (+=)", from_dev_f32(grs, C), rs, C, TOL_F32);
+    ok &= close_to("... with dx over dresidual", from_dev_f32(grs2, C), rs, C, TOL_F32);
     return ok;
 }
 
