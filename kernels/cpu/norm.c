@@ -4,7 +4,6 @@
  * computed in double (two passes for the variance); parameter gradients are column sums over
  * rows, split over column blocks so each sum runs in row order inside one thread. */
 #include <math.h>
-#include <string.h>
 
 #include "kernels/cpu/cpu_ops.h"
 
@@ -103,10 +102,8 @@ static void layernorm_dw_db(struct tensor dw, struct tensor db, struct tensor dy
  * bias gradient without dropout. */
 static void residual_sum(struct tensor dsum, struct tensor dres)
 {
-    if (!tensor_present(dsum)) return;
-    struct dropout_key none;
-    memset(&none, 0, sizeof none);
-    cpu_bias_dropout_add_backward(tensor_none(), dsum, dres, none);
+    struct dropout_key nodrop = {0};
+    if (tensor_present(dsum)) cpu_bias_dropout_add_backward(tensor_none(), dsum, dres, nodrop);
 }
 
 void cpu_layernorm_backward(struct tensor dx, struct tensor dw, struct tensor db, struct tensor dy,

@@ -418,11 +418,10 @@ static bool norm_backward_one_pass(struct norm_bwd_args<T> a, float *dw, float *
 template <class T>
 static void residual_colsum(float *dres_sum, const T *dres, int64_t N, int64_t C)
 {
-    struct dropout_key none;
-    memset(&none, 0, sizeof none);
+    struct dropout_key nodrop = {0};
     cuda_bias_dropout_add_backward(tensor_none(), tensor_1d(dres_sum, DT_F32, DEV_CUDA, C),
                                    tensor_2d((void *)dres, lp_dtype<T>::value, DEV_CUDA, N, C),
-                                   none);
+                                   nodrop);
 }
 
 static unsigned norm_blocks(int64_t N) { return (unsigned)((N + NORM_WARPS - 1) / NORM_WARPS); }
