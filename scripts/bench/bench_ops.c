@@ -300,22 +300,21 @@ static void bda_rmsnorm_unfused(void *a)
                          B1(f->nw, f->H), 1e-5f);
 }
 
-static void layernorm_backward_add_fused(void *a)
+/* the LayerNorm backward with the residual gradient added (and its column sums into rsum) */
+static void layernorm_backward_add_into(struct fused *f, struct tensor rsum)
 {
-    struct fused *f = a;
     cuda_layernorm_backward_add(B2(f->dx, f->N, f->H), F1(f->dnw, f->H), F1(f->dnb, f->H),
                                 B2(f->dy, f->N, f->H), B2(f->mid, f->N, f->H), B1(f->nw, f->H),
-                                F1(f->mean, f->N), F1(f->rstd, f->N), B2(f->dres, f->N, f->H), tensor_none());
+                                F1(f->mean, f->N), F1(f->rstd, f->N), B2(f->dres, f->N, f->H), rsum);
 }
+
+static void layernorm_backward_add_fused(void *a) { layernorm_backward_add_into(a, tensor_none()); }
 
 /* the same, and the residual gradient's column sums (a dropout-free bias-dropout-add's db) */
 static void layernorm_backward_add_rsum(void *a)
 {
     struct fused *f = a;
-    cuda_layernorm_backward_add(B2(f->dx, f->N, f->H), F1(f->dnw, f->H), F1(f->dnb, f->H),
-                                B2(f->dy, f->N, f->H), B2(f->mid, f->N, f->H), B1(f->nw, f->H),
-                                F1(f->mean, f->N), F1(f->rstd, f->N), B2(f->dres, f->N, f->H),
-                                F1(f->drs, f->H));
+    layernorm_backward_add_into(f, F1(f->drs, f->H));
 }
 
 static void layernorm_backward_add_unfused(void *a)
