@@ -8,7 +8,8 @@
  * each run; FLOPs count 2 per multiply-add, causal attention at half the square (the work done).
  * Usage: bench_ops [rows]   (rows of the GPT-2 GEMMs, default 65536 = micro batch 64 x 1024)
  *        bench_ops rows H   (a layer's GEMMs at hidden H, its MLP backward's paths, its norms)
- *        bench_ops rows H norms   (the norms alone) */
+ *        bench_ops rows H norms   (the norms alone)
+ *        bench_ops rows H gemms   (the GEMMs and the MLP backward's paths alone) */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -715,6 +716,7 @@ int main(int argc, char **argv)
         bench_linear("fc2", rows, 4 * H, H, true);
         bench_linear("lm head", rows, H, 50304, false);
         bench_mlp_backward(rows, H);
+        if (argc > 3 && strcmp(argv[3], "gemms") == 0) return 0; /* bench_ops rows H gemms */
         bench_norms(rows, H, copy_bandwidth_gbs());
         return 0;
     }
