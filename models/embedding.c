@@ -35,10 +35,12 @@ void embedding_forward(const struct layer_ctx *ctx, const struct embedding_param
            fp32 sum of the two 16-bit values, rounded once, as the lookup and add below) */
         op_embedding_forward(out, tokens, p->word, p->vocab_start, p->position, positions_local);
     } else {
-        op_embedding_forward(out_full, tokens, p->word, p->vocab_start, tensor_none(), tensor_none());
+        op_embedding_forward(out_full, tokens, p->word, p->vocab_start, tensor_none(),
+                             tensor_none());
         tp_reduce_to_rows(ctx->tp, out_full, out);
-        if (tensor_present(p->position)) { /* the position table looked up like a vocabulary, then added */
-            op_embedding_forward(scratch, positions_local, p->position, 0, tensor_none(), tensor_none());
+        if (tensor_present(p->position)) { /* the position table looked up, then added */
+            op_embedding_forward(scratch, positions_local, p->position, 0, tensor_none(),
+                                 tensor_none());
             op_add(out, out, scratch);
         }
     }
