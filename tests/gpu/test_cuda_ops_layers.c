@@ -179,10 +179,11 @@ bool test_linear_gelu_matches_cpu(void)
 /* ---- embeddings ---- */
 
 /* vocab_start > 0: the word table is a shard [vocab_start, vocab_start + V) of a larger
- * vocabulary, and tokens outside it give zero rows and no gradient. */
-static bool embedding_case(int64_t vocab_start, int64_t vocab_total)
+ * vocabulary, and tokens outside it give zero rows and no gradient. H not a multiple of 8 takes
+ * the kernels' per-element paths, H over 1024 more than one block of columns. */
+static bool embedding_case(int64_t vocab_start, int64_t vocab_total, int64_t H)
 {
-    const int64_t N = 512, H = 96, V = 37, P = 64; /* few ids: many repeats */
+    const int64_t N = 512, V = 37, P = 64; /* few ids: many repeats */
     float *wte = randn(V * H, 0.1f), *wpe = randn(P * H, 0.1f), *dy = randn(N * H, 1.0f);
     float *dwte0 = randn(V * H, 0.01f), *dwpe0 = randn(P * H, 0.01f);
     int32_t *tok = rand_ids(N, vocab_total), *pos = rand_ids(N, P);
@@ -200,8 +201,9 @@ static bool embedding_case(int64_t vocab_start, int64_t vocab_total)
                            vocab_start, D2(gwpe, A.dt, P, H), D1(gpos, DT_I32, N));
     cuda_embedding_backward(D2(gdwte, DT_F32, V, H), vocab_start, D2(gdwpe, DT_F32, P, H),
                             D2(gdy, A.dt, N, H), D1(gtok, DT_I32, N), D1(gpos, DT_I32, N));
-    printf("   embedding rows [%lld, %lld) of a vocabulary of %lld\n", (long long)vocab_start,
-           (long long)(vocab_start + V), (long long)vocab_total);
+    printf("   embedding rows [%lld, %lld) of a vocabulary of %lld, hidden %lld\n",
+           (long long)vocab_start, (long long)(vocab_start + V), (long long)vocab_total,
+           (long long)H);
     bool ok = close_to("y", from_dev_lp(gy, N * H), y, N * H, TOL_LP);
     ok &= bitwise("dwte (same adds, same order)", from_dev_f32(gdwte, V * H), dwte, V * H);
     ok &= bitwise("dwpe", from_dev_f32(gdwpe, P * H), dwpe, P * H);
@@ -210,7 +212,8 @@ static bool embedding_case(int64_t vocab_start, int64_t vocab_total)
 
 bool test_embedding_matches_cpu_and_backward_is_bitwise(void)
 {
-    return embedding_case(0, 37) & embedding_case(20, 90);
+    return embedding_case(0, 37, 96) & embedding_case(20, 90, 96) & embedding_case(0, 37, 100) &
+           embedding_case(0, 37, 1100);
 }
 
 /* ---- norms ---- */
