@@ -131,6 +131,10 @@ test-gpu: $(GPU_TEST)
 	$(GPU_TEST)
 bench-gpu: $(GPU_BENCH)
 	$(GPU_BENCH)
+# Every configuration cuBLASLt offers for one GEMM shape and epilogue, timed (scripts/bench/gemm_search.c)
+$(BUILD)/scripts/bench/gemm_search: scripts/bench/gemm_search.c
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -o $@ $< $(LDLIBS)
 # NCCL all-reduce bus bandwidth through our communicators: mpirun -np N build/scripts/bench/nccl_bw
 $(BUILD)/scripts/bench/nccl_bw: scripts/bench/nccl_bw.c $(BUILD)/libmegatron.a
 	@mkdir -p $(dir $@)

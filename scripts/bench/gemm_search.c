@@ -1,0 +1,244 @@
+/* How much faster a GEMM of the linear layers could run than what our autotuning picks: cuBLASLt's
+ * heuristic offers at most 8 algorithms a shape (linear.cu times those), but it also answers per
+ * algorithm id (CUBLASLT_SEARCH_LIMITED_BY_ALGO_ID). This times every configuration it offers for
+ * every id cuBLASLt lists, for one shape and epilogue, beside the 8 of the plain search.
+ * Usage: gemm_search M N K [TN|NN|NT] [none|bias|gelu_aux_bias|dgelu]
+ *   D[M, N] = op(A) op(B) in cuBLASLt's column-major terms, bf16 in and out, fp32 accumulation
+ *   (the linear forward is TN with M = out, N = rows, K = in; dx is NN, dw NT); e.g. fc2's dx
+ *   through the GeLU at GPT-2 124M: gemm_search 3072 65536 768 NN dgelu.
+ * Prints the plain search's first and fastest, and the fastest overall with its configuration.
+ * Each figure is the median of RUNS timed runs after a warm-up, random data (never zeros). */
+#include <cublasLt.h>
+#include <cuda_runtime_api.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+enum { RUNS = 7, MAX_IDS = 256, PER_ID = 8, WORKSPACE = 32 << 20 };
+
+#define CK(call)                                                                                   \
+    do {                                                                                           \
+        cudaError_t e_ = (call);                                                                   \
+        if (e_ != cudaSuccess) {                                                                   \
+            fprintf(stderr, "gemm_search: %s: %s\n", #call, cudaGetErrorString(e_));               \
+            exit(1);                                                                               \
+        }                                                                                          \
+    } while (0)
+#define LT(call)                                                                                   \
+    do {                                                                                           \
+        cublasStatus_t s_ = (call);                                                                \
+        if (s_ != CUBLAS_STATUS_SUCCESS) {                                                         \
+            fprintf(stderr, "gemm_search: %s: status %d\n", #call, (int)s_);                       \
+            exit(1);                                                                               \
+        }                                                                                          \
+    } while (0)
+
+struct problem {
+    cublasLtHandle_t lt;
+    cublasLtMatmulDesc_t desc;
+    cublasLtMatrixLayout_t a, b, d;
+    void *A, *B, *D, *aux, *ws;
+    float *bias;
+    cudaStream_t stream;
+    cudaEvent_t t0, t1;
+};
+
+/* bf16 bit patterns of uniform values in [-1, 1) (round to nearest even), on the device. */
+static void *dev_random_bf16(size_t n, uint64_t seed)
+{
+    uint16_t *h = malloc(n * sizeof *h);
+    uint64_t s = seed * 0x9E3779B97F4A7C15ull + 1;
+    for (size_t i = 0; i < n; i++) {
+        s = s * 6364136223846793005ull + 1442695040888963407ull;
+        float f = (float)((s >> 40) & 0xFFFFFF) / (float)(1 << 23) - 1.0f;
+        uint32_t u;
+        memcpy(&u, &f, 4);
+        h[i] = (uint16_t)((u + 0x7FFF + ((u >> 16) & 1)) >> 16);
+    }
+    void *d;
+    CK(cudaMalloc(&d, n * sizeof *h));
+    CK(cudaMemcpy(d, h, n * sizeof *h, cudaMemcpyHostToDevice));
+    free(h);
+    return d;
+}
+
+/* Median milliseconds of algo on p, or -1 when it does not run. */
+static float time_algo(struct problem *p, const cublasLtMatmulAlgo_t *algo)
+{
+    const float alpha = 1.0f, beta = 0.0f;
+    float ms[RUNS];
+    for (int r = -1; r < RUNS; r++) {
+        CK(cudaEventRecord(p->t0, p->stream));
+        if (cublasLtMatmul(p->lt, p->desc, &alpha, p->A, p->a, p->B, p->b, &beta, p->D, p->d, p->D,
+                           p->d, algo, p->ws, WORKSPACE, p->stream) != CUBLAS_STATUS_SUCCESS)
+            return -1.0f;
+        CK(cudaEventRecord(p->t1, p->stream));
+        CK(cudaEventSynchronize(p->t1));
+        if (r >= 0) CK(cudaEventElapsedTime(&ms[r], p->t0, p->t1));
+    }
+    for (int i = 1; i < RUNS; i++) /* insertion sort: RUNS is small */
+        for (int j = i; j > 0 && ms[j] < ms[j - 1]; j--) {
+            float t = ms[j];
+            ms[j] = ms[j - 1];
+            ms[j - 1] = t;
+        }
+    return ms[RUNS / 2];
+}
+
+static void describe(const cublasLtMatmulAlgo_t *algo, char *out, size_t size)
+{
+    int32_t id = 0, splitk = 0;
+    uint32_t tile = 0, stages = 0, swizzle = 0, reduction = 0;
+    uint16_t cluster = 0;
+    size_t w;
+    cublasLtMatmulAlgoConfigGetAttribute(algo, CUBLASLT_ALGO_CONFIG_ID, &id, sizeof id, &w);
+    cublasLtMatmulAlgoConfigGetAttribute(algo, CUBLASLT_ALGO_CONFIG_TILE_ID, &tile, sizeof tile, &w);
+    cublasLtMatmulAlgoConfigGetAttribute(algo, CUBLASLT_ALGO_CONFIG_STAGES_ID, &stages,
+                                         sizeof stages, &w);
+    cublasLtMatmulAlgoConfigGetAttribute(algo, CUBLASLT_ALGO_CONFIG_SPLITK_NUM, &splitk,
+                                         sizeof splitk, &w);
+    cublasLtMatmulAlgoConfigGetAttribute(algo, CUBLASLT_ALGO_CONFIG_REDUCTION_SCHEME, &reduction,
+                                         sizeof reduction, &w);
+    cublasLtMatmulAlgoConfigGetAttribute(algo, CUBLASLT_ALGO_CONFIG_CTA_SWIZZLING, &swizzle,
+                                         sizeof swizzle, &w);
+    cublasLtMatmulAlgoConfigGetAttribute(algo, CUBLASLT_ALGO_CONFIG_CLUSTER_SHAPE_ID, &cluster,
+                                         sizeof cluster, &w);
+    snprintf(out, size, "algo %d tile %u stages %u split-k %d (reduction %u) swizzle %u cluster %u",
+             (int)id, tile, stages, (int)splitk, reduction, swizzle, (unsigned)cluster);
+}
+
+/* Up to `max` heuristic answers for p, all algorithms (algo NULL) or one algorithm id. */
+static int heuristic(struct problem *p, const cublasLtMatmulAlgo_t *only,
+                     cublasLtMatmulHeuristicResult_t *res, int max)
+{
+    cublasLtMatmulPreference_t pref;
+    LT(cublasLtMatmulPreferenceCreate(&pref));
+    uint64_t ws = WORKSPACE;
+    LT(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws,
+                                            sizeof ws));
+    if (only) {
+        uint32_t mode = CUBLASLT_SEARCH_LIMITED_BY_ALGO_ID;
+        LT(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_SEARCH_MODE, &mode,
+                                                sizeof mode));
+        res[0].algo = *only;
+    }
+    int found = 0;
+    if (cublasLtMatmulAlgoGetHeuristic(p->lt, p->desc, p->a, p->b, p->d, p->d, pref, max, res,
+                                       &found) != CUBLAS_STATUS_SUCCESS)
+        found = 0;
+    LT(cublasLtMatmulPreferenceDestroy(pref));
+    return found;
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 4) {
+        fprintf(stderr, "usage: gemm_search M N K [TN|NN|NT] [none|bias|gelu_aux_bias|dgelu]\n");
+        return 2;
+    }
+    const int64_t M = atoll(argv[1]), N = atoll(argv[2]), K = atoll(argv[3]);
+    const char *ops = argc > 4 ? argv[4] : "TN", *epi_name = argc > 5 ? argv[5] : "none";
+    if (M <= 0 || N <= 0 || K <= 0 || strlen(ops) != 2 || !strchr("TN", ops[0]) ||
+        !strchr("TN", ops[1])) {
+        fprintf(stderr, "gemm_search: M, N, K must be positive and the ops two of T and N\n");
+        return 2;
+    }
+    cublasLtEpilogue_t epi = CUBLASLT_EPILOGUE_DEFAULT;
+    if (!strcmp(epi_name, "bias")) epi = CUBLASLT_EPILOGUE_BIAS;
+    else if (!strcmp(epi_name, "gelu_aux_bias")) epi = CUBLASLT_EPILOGUE_GELU_AUX_BIAS;
+    else if (!strcmp(epi_name, "dgelu")) epi = CUBLASLT_EPILOGUE_DGELU;
+    else if (strcmp(epi_name, "none")) {
+        fprintf(stderr, "gemm_search: epilogue %s: not one of none, bias, gelu_aux_bias, dgelu\n",
+                epi_name);
+        return 2;
+    }
+    struct problem p;
+    memset(&p, 0, sizeof p);
+    LT(cublasLtCreate(&p.lt));
+    CK(cudaStreamCreate(&p.stream));
+    CK(cudaEventCreate(&p.t0));
+    CK(cudaEventCreate(&p.t1));
+    cublasOperation_t ta = ops[0] == 'T' ? CUBLAS_OP_T : CUBLAS_OP_N;
+    cublasOperation_t tb = ops[1] == 'T' ? CUBLAS_OP_T : CUBLAS_OP_N;
+    LT(cublasLtMatmulDescCreate(&p.desc, CUBLAS_COMPUTE_32F, CUDA_R_32F));
+    LT(cublasLtMatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof ta));
+    LT(cublasLtMatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof tb));
+    /* stored shapes: A is M x K unless transposed, B is K x N unless transposed */
+    int64_t ar = ta == CUBLAS_OP_N ? M : K, ac = ta == CUBLAS_OP_N ? K : M;
+    int64_t br = tb == CUBLAS_OP_N ? K : N, bc = tb == CUBLAS_OP_N ? N : K;
+    LT(cublasLtMatrixLayoutCreate(&p.a, CUDA_R_16BF, ar, ac, ar));
+    LT(cublasLtMatrixLayoutCreate(&p.b, CUDA_R_16BF, br, bc, br));
+    LT(cublasLtMatrixLayoutCreate(&p.d, CUDA_R_16BF, M, N, M));
+    p.A = dev_random_bf16((size_t)(ar * ac), 1);
+    p.B = dev_random_bf16((size_t)(br * bc), 2);
+    CK(cudaMalloc(&p.D, (size_t)(M * N) * 2));
+    CK(cudaMalloc(&p.ws, WORKSPACE));
+    if (epi != CUBLASLT_EPILOGUE_DEFAULT) {
+        LT(cublasLtMatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_EPILOGUE, &epi, sizeof epi));
+    }
+    if (epi == CUBLASLT_EPILOGUE_BIAS || epi == CUBLASLT_EPILOGUE_GELU_AUX_BIAS) {
+        cudaDataType_t bt = CUDA_R_16BF;
+        p.bias = dev_random_bf16((size_t)M, 3);
+        LT(cublasLtMatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, &bt,
+                                          sizeof bt));
+        LT(cublasLtMatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &p.bias,
+                                          sizeof p.bias));
+    }
+    if (epi == CUBLASLT_EPILOGUE_GELU_AUX_BIAS || epi == CUBLASLT_EPILOGUE_DGELU) {
+        int64_t ld = M;
+        p.aux = dev_random_bf16((size_t)(M * N), 4); /* dgelu reads it: the pre-activation */
+        LT(cublasLtMatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_POINTER, &p.aux,
+                                          sizeof p.aux));
+        LT(cublasLtMatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_LD, &ld,
+                                          sizeof ld));
+    }
+    const double tflop = 2.0 * (double)M * (double)N * (double)K / 1e12;
+    char what[160];
+
+    cublasLtMatmulHeuristicResult_t res[PER_ID];
+    int found = heuristic(&p, NULL, res, PER_ID);
+    if (found == 0) {
+        fprintf(stderr, "gemm_search: cuBLASLt offers no algorithm for this GEMM and epilogue\n");
+        return 1;
+    }
+    float first = time_algo(&p, &res[0].algo), best_plain = -1.0f;
+    for (int i = 0; i < found; i++) {
+        float ms = time_algo(&p, &res[i].algo);
+        if (ms > 0 && (best_plain < 0 || ms < best_plain)) best_plain = ms;
+    }
+    describe(&res[0].algo, what, sizeof what);
+    printf("%lld x %lld x %lld %s %s: %.1f TFLOP\n", (long long)M, (long long)N, (long long)K, ops,
+           epi_name, tflop);
+    printf("  plain search, first of %d:  %.4f ms %6.0f TFLOP/s  (%s)\n", found, first,
+           tflop / first * 1e3, what);
+    printf("  plain search, fastest:      %.4f ms %6.0f TFLOP/s\n", best_plain,
+           tflop / best_plain * 1e3);
+
+    int ids[MAX_IDS], n_ids = 0, timed = 0;
+    LT(cublasLtMatmulAlgoGetIds(p.lt, CUBLAS_COMPUTE_32F, CUDA_R_32F, CUDA_R_16BF, CUDA_R_16BF,
+                                CUDA_R_16BF, CUDA_R_16BF, MAX_IDS, ids, &n_ids));
+    float best = best_plain;
+    cublasLtMatmulAlgo_t best_algo = res[0].algo;
+    for (int i = 0; i < n_ids; i++) {
+        cublasLtMatmulAlgo_t algo;
+        if (cublasLtMatmulAlgoInit(p.lt, CUBLAS_COMPUTE_32F, CUDA_R_32F, CUDA_R_16BF, CUDA_R_16BF,
+                                   CUDA_R_16BF, CUDA_R_16BF, ids[i], &algo) != CUBLAS_STATUS_SUCCESS)
+            continue;
+        cublasLtMatmulHeuristicResult_t per[PER_ID];
+        int n = heuristic(&p, &algo, per, PER_ID);
+        for (int j = 0; j < n; j++) {
+            float ms = time_algo(&p, &per[j].algo);
+            if (ms <= 0) continue;
+            timed++;
+            if (ms < best) {
+                best = ms;
+                best_algo = per[j].algo;
+            }
+        }
+    }
+    describe(&best_algo, what, sizeof what);
+    printf("  every algorithm id (%d ids, %d configurations run): %.4f ms %6.0f TFLOP/s (%s)\n",
+           n_ids, timed, best, tflop / best * 1e3, what);
+    return 0;
+}
