@@ -4,10 +4,10 @@
  * kernels/cpu/norm.c.
  *
  * The backward is one pass over the rows for widths up to 2048 (norm_backward_kernel): dx from
- * the row kept in registers, and the weight and bias gradients summed in registers over a block's
- * rows into partial rows that a second small kernel adds in a fixed order, so x and dy cross
- * memory once. Wider or unaligned rows take a dx kernel and a separate deterministic column sum
- * (cuda_common.h).
+ * the row kept in registers (or in a shared-memory ring where those would spill), and the weight
+ * and bias gradients summed in registers over a block's rows into partial rows that a second
+ * small kernel adds in a fixed order, so x and dy cross memory once. Wider or unaligned rows take
+ * a dx kernel and a separate deterministic column sum (cuda_common.h).
  *
  * Fused with its neighbour in a pre-norm residual stream, the backward adds the residual branch's
  * gradient as it stores dx, and can sum that gradient's columns on the way (the bias gradient of a
