@@ -93,7 +93,8 @@ static void describe(const cublasLtMatmulAlgo_t *algo, char *out, size_t size)
     uint16_t cluster = 0;
     size_t w;
     cublasLtMatmulAlgoConfigGetAttribute(algo, CUBLASLT_ALGO_CONFIG_ID, &id, sizeof id, &w);
-    cublasLtMatmulAlgoConfigGetAttribute(algo, CUBLASLT_ALGO_CONFIG_TILE_ID, &tile, sizeof tile, &w);
+    cublasLtMatmulAlgoConfigGetAttribute(algo, CUBLASLT_ALGO_CONFIG_TILE_ID, &tile, sizeof tile,
+                                         &w);
     cublasLtMatmulAlgoConfigGetAttribute(algo, CUBLASLT_ALGO_CONFIG_STAGES_ID, &stages,
                                          sizeof stages, &w);
     cublasLtMatmulAlgoConfigGetAttribute(algo, CUBLASLT_ALGO_CONFIG_SPLITK_NUM, &splitk,
@@ -222,9 +223,10 @@ int main(int argc, char **argv)
     cublasLtMatmulAlgo_t best_algo = res[0].algo;
     for (int i = 0; i < n_ids; i++) {
         cublasLtMatmulAlgo_t algo;
-        if (cublasLtMatmulAlgoInit(p.lt, CUBLAS_COMPUTE_32F, CUDA_R_32F, CUDA_R_16BF, CUDA_R_16BF,
-                                   CUDA_R_16BF, CUDA_R_16BF, ids[i], &algo) != CUBLAS_STATUS_SUCCESS)
-            continue;
+        cublasStatus_t st = cublasLtMatmulAlgoInit(p.lt, CUBLAS_COMPUTE_32F, CUDA_R_32F,
+                                                   CUDA_R_16BF, CUDA_R_16BF, CUDA_R_16BF,
+                                                   CUDA_R_16BF, ids[i], &algo);
+        if (st != CUBLAS_STATUS_SUCCESS) continue;
         cublasLtMatmulHeuristicResult_t per[PER_ID];
         int n = heuristic(&p, &algo, per, PER_ID);
         for (int j = 0; j < n; j++) {
