@@ -9,7 +9,8 @@
  * Usage: bench_ops [rows]   (rows of the GPT-2 GEMMs, default 65536 = micro batch 64 x 1024)
  *        bench_ops rows H   (a layer's GEMMs at hidden H, its MLP backward's paths, its norms)
  *        bench_ops rows H norms   (the norms alone)
- *        bench_ops rows H gemms   (the GEMMs and the MLP backward's paths alone) */
+ *        bench_ops rows H gemms   (the GEMMs and the MLP backward's paths alone)
+ *        bench_ops rows H attention   (causal attention of sequences of 1024, heads of 64) */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -706,6 +707,12 @@ int main(int argc, char **argv)
     cuda_init(0);
     if (argc > 2) { /* a GPT layer's GEMMs at hidden H (heads of 64): bench_ops rows H */
         int64_t H = strtoll(argv[2], NULL, 10);
+        if (argc > 3 && strcmp(argv[3], "attention") == 0) { /* bench_ops rows H attention */
+            struct attention_shape a = {.batch = rows / 1024, .seq = 1024, .heads = (int)(H / 64),
+                                        .groups = (int)(H / 64), .head_dim = 64};
+            bench_attention(a);
+            return 0;
+        }
         if (argc > 3 && strcmp(argv[3], "norms") == 0) { /* bench_ops rows H norms: those alone */
             bench_norms(rows, H, copy_bandwidth_gbs());
             return 0;

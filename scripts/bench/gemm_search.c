@@ -1,21 +1,28 @@
 /* How much faster a GEMM of the linear layers could run than what our autotuning picks: cuBLASLt's
- * heuristic offers at most 8 algorithms a shape (linear.cu times those), but it also answers per
- * algorithm id (CUBLASLT_SEARCH_LIMITED_BY_ALGO_ID). This times every configuration it offers for
- * every id cuBLASLt lists, for one shape and epilogue, beside the 8 of the plain search.
+ * heuristic offers at most 8 algorithms a shape (linear.cu times those). This also enumerates,
+ * for every algorithm id cuBLASLt lists whose capabilities include the epilogue, each tile x
+ * stages x cluster shape x CTA swizzle x custom option (no split-k) that cublasLtMatmulAlgoCheck
+ * accepts (at most MAX_CONFIGS an id, CHECK_SECONDS of checking an id), and times them beside
+ * the plain search's 8. (On an H100 with CUDA 13 the Hopper kernels, algorithm 66, accept no
+ * configuration set this way: only the heuristic reaches them.)
  * Usage: gemm_search M N K [TN|NN|NT] [none|bias|gelu_aux_bias|dgelu]
  *   D[M, N] = op(A) op(B) in cuBLASLt's column-major terms, bf16 in and out, fp32 accumulation
  *   (the linear forward is TN with M = out, N = rows, K = in; dx is NN, dw NT); e.g. fc2's dx
  *   through the GeLU at GPT-2 124M: gemm_search 3072 65536 768 NN dgelu.
- * Prints the plain search's first and fastest, and the fastest overall with its configuration.
- * Each figure is the median of RUNS timed runs after a warm-up, random data (never zeros). */
+ * Prints the plain search's first and fastest, each id's fastest, and the fastest overall with its
+ * configuration. Screening takes the median of SCREEN_RUNS runs; a configuration within 2% of the
+ * best so far is timed again over RUNS. Random data (never zeros), a warm-up run each. */
 #include <cublasLt.h>
 #include <cuda_runtime_api.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
-enum { RUNS = 7, MAX_IDS = 256, PER_ID = 8, WORKSPACE = 32 << 20 };
+enum { RUNS = 9, SCREEN_RUNS = 3, MAX_IDS = 256, PER_ID = 8, MAX_CONFIGS = 300 };
+enum { WORKSPACE = 32 << 20 };
+static const double CHECK_SECONDS = 3.0; /* per algorithm id */
 
 #define CK(call)                                                                                   \
     do {                                                                                           \
@@ -64,11 +71,11 @@ static void *dev_random_bf16(size_t n, uint64_t seed)
 }
 
 /* Median milliseconds of algo on p, or -1 when it does not run. */
-static float time_algo(struct problem *p, const cublasLtMatmulAlgo_t *algo)
+static float time_algo(struct problem *p, const cublasLtMatmulAlgo_t *algo, int runs)
 {
     const float alpha = 1.0f, beta = 0.0f;
     float ms[RUNS];
-    for (int r = -1; r < RUNS; r++) {
+    for (int r = -1; r < runs; r++) {
         CK(cudaEventRecord(p->t0, p->stream));
         if (cublasLtMatmul(p->lt, p->desc, &alpha, p->A, p->a, p->B, p->b, &beta, p->D, p->d, p->D,
                            p->d, algo, p->ws, WORKSPACE, p->stream) != CUBLAS_STATUS_SUCCESS)
@@ -77,13 +84,13 @@ static float time_algo(struct problem *p, const cublasLtMatmulAlgo_t *algo)
         CK(cudaEventSynchronize(p->t1));
         if (r >= 0) CK(cudaEventElapsedTime(&ms[r], p->t0, p->t1));
     }
-    for (int i = 1; i < RUNS; i++) /* insertion sort: RUNS is small */
+    for (int i = 1; i < runs; i++) /* insertion sort: runs is small */
         for (int j = i; j > 0 && ms[j] < ms[j - 1]; j--) {
             float t = ms[j];
             ms[j] = ms[j - 1];
             ms[j - 1] = t;
         }
-    return ms[RUNS / 2];
+    return ms[runs / 2];
 }
 
 static void describe(const cublasLtMatmulAlgo_t *algo, char *out, size_t size)
@@ -109,27 +116,86 @@ static void describe(const cublasLtMatmulAlgo_t *algo, char *out, size_t size)
              (int)id, tile, stages, (int)splitk, reduction, swizzle, (unsigned)cluster);
 }
 
-/* Up to `max` heuristic answers for p, all algorithms (algo NULL) or one algorithm id. */
-static int heuristic(struct problem *p, const cublasLtMatmulAlgo_t *only,
-                     cublasLtMatmulHeuristicResult_t *res, int max)
+/* Up to `max` answers of cuBLASLt's heuristic for p. */
+static int heuristic(struct problem *p, cublasLtMatmulHeuristicResult_t *res, int max)
 {
     cublasLtMatmulPreference_t pref;
     LT(cublasLtMatmulPreferenceCreate(&pref));
     uint64_t ws = WORKSPACE;
     LT(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws,
                                             sizeof ws));
-    if (only) {
-        uint32_t mode = CUBLASLT_SEARCH_LIMITED_BY_ALGO_ID;
-        LT(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_SEARCH_MODE, &mode,
-                                                sizeof mode));
-        res[0].algo = *only;
-    }
     int found = 0;
     if (cublasLtMatmulAlgoGetHeuristic(p->lt, p->desc, p->a, p->b, p->d, p->d, pref, max, res,
                                        &found) != CUBLAS_STATUS_SUCCESS)
         found = 0;
     LT(cublasLtMatmulPreferenceDestroy(pref));
     return found;
+}
+
+static double seconds(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+/* Every configuration of algorithm id that cublasLtMatmulAlgoCheck accepts for p (no split-k):
+ * the id's tiles x stages x cluster shapes x CTA swizzles x custom options, up to max of them. */
+static int enumerate(struct problem *p, int id, cublasLtEpilogue_t epi, cublasLtMatmulAlgo_t *out,
+                     int max, int *checked)
+{
+    cublasLtMatmulAlgo_t algo;
+    if (cublasLtMatmulAlgoInit(p->lt, CUBLAS_COMPUTE_32F, CUDA_R_32F, CUDA_R_16BF, CUDA_R_16BF,
+                               CUDA_R_16BF, CUDA_R_16BF, id, &algo) != CUBLAS_STATUS_SUCCESS)
+        return 0;
+    uint32_t epi_mask = 0, swizzle_max = 0, tiles[128], stages[128];
+    int32_t custom_max = 0;
+    size_t w = 0, n_tiles = 0, n_stages = 0;
+    cublasLtMatmulAlgoCapGetAttribute(&algo, CUBLASLT_ALGO_CAP_EPILOGUE_MASK, &epi_mask,
+                                      sizeof epi_mask, &w);
+    if ((epi_mask & (uint32_t)epi) != (uint32_t)epi) return 0;
+    cublasLtMatmulAlgoCapGetAttribute(&algo, CUBLASLT_ALGO_CAP_CTA_SWIZZLING_SUPPORT, &swizzle_max,
+                                      sizeof swizzle_max, &w);
+    cublasLtMatmulAlgoCapGetAttribute(&algo, CUBLASLT_ALGO_CAP_CUSTOM_OPTION_MAX, &custom_max,
+                                      sizeof custom_max, &w);
+    if (cublasLtMatmulAlgoCapGetAttribute(&algo, CUBLASLT_ALGO_CAP_TILE_IDS, tiles, sizeof tiles,
+                                          &w) == CUBLAS_STATUS_SUCCESS)
+        n_tiles = w / sizeof tiles[0];
+    if (cublasLtMatmulAlgoCapGetAttribute(&algo, CUBLASLT_ALGO_CAP_STAGES_IDS, stages,
+                                          sizeof stages, &w) == CUBLAS_STATUS_SUCCESS)
+        n_stages = w / sizeof stages[0];
+    if (n_tiles == 0) tiles[n_tiles++] = CUBLASLT_MATMUL_TILE_UNDEFINED;
+    if (n_stages == 0) stages[n_stages++] = CUBLASLT_MATMUL_STAGES_UNDEFINED;
+    int n = 0;
+    double start = seconds();
+    for (size_t t = 0; t < n_tiles; t++)
+        for (size_t s = 0; s < n_stages; s++)
+            for (uint16_t c = 0; c < CUBLASLT_CLUSTER_SHAPE_END; c++)
+                for (uint32_t z = 0; z <= swizzle_max; z++)
+                    for (int32_t o = 0; o <= custom_max && o < 4; o++) {
+                        cublasLtMatmulAlgoConfigSetAttribute(&algo, CUBLASLT_ALGO_CONFIG_TILE_ID,
+                                                             &tiles[t], sizeof tiles[t]);
+                        cublasLtMatmulAlgoConfigSetAttribute(&algo, CUBLASLT_ALGO_CONFIG_STAGES_ID,
+                                                             &stages[s], sizeof stages[s]);
+                        cublasLtMatmulAlgoConfigSetAttribute(
+                            &algo, CUBLASLT_ALGO_CONFIG_CLUSTER_SHAPE_ID, &c, sizeof c);
+                        cublasLtMatmulAlgoConfigSetAttribute(
+                            &algo, CUBLASLT_ALGO_CONFIG_CTA_SWIZZLING, &z, sizeof z);
+                        cublasLtMatmulAlgoConfigSetAttribute(
+                            &algo, CUBLASLT_ALGO_CONFIG_CUSTOM_OPTION, &o, sizeof o);
+                        cublasLtMatmulHeuristicResult_t r;
+                        if (++*checked % 4096 == 0 && seconds() - start > CHECK_SECONDS) {
+                            printf("    id %d: stopped checking after %.0f s\n", id,
+                                   CHECK_SECONDS);
+                            return n;
+                        }
+                        if (cublasLtMatmulAlgoCheck(p->lt, p->desc, p->a, p->b, p->d, p->d, &algo,
+                                                    &r) != CUBLAS_STATUS_SUCCESS ||
+                            r.workspaceSize > WORKSPACE)
+                            continue;
+                        if (n < max) out[n++] = algo;
+                    }
+    return n;
 }
 
 int main(int argc, char **argv)
@@ -198,14 +264,14 @@ int main(int argc, char **argv)
     char what[160];
 
     cublasLtMatmulHeuristicResult_t res[PER_ID];
-    int found = heuristic(&p, NULL, res, PER_ID);
+    int found = heuristic(&p, res, PER_ID);
     if (found == 0) {
         fprintf(stderr, "gemm_search: cuBLASLt offers no algorithm for this GEMM and epilogue\n");
         return 1;
     }
-    float first = time_algo(&p, &res[0].algo), best_plain = -1.0f;
+    float first = time_algo(&p, &res[0].algo, RUNS), best_plain = -1.0f;
     for (int i = 0; i < found; i++) {
-        float ms = time_algo(&p, &res[i].algo);
+        float ms = time_algo(&p, &res[i].algo, RUNS);
         if (ms > 0 && (best_plain < 0 || ms < best_plain)) best_plain = ms;
     }
     describe(&res[0].algo, what, sizeof what);
@@ -216,31 +282,35 @@ int main(int argc, char **argv)
     printf("  plain search, fastest:      %.4f ms %6.0f TFLOP/s\n", best_plain,
            tflop / best_plain * 1e3);
 
-    int ids[MAX_IDS], n_ids = 0, timed = 0;
+    int ids[MAX_IDS], n_ids = 0, timed = 0, checked = 0;
     LT(cublasLtMatmulAlgoGetIds(p.lt, CUBLAS_COMPUTE_32F, CUDA_R_32F, CUDA_R_16BF, CUDA_R_16BF,
                                 CUDA_R_16BF, CUDA_R_16BF, MAX_IDS, ids, &n_ids));
     float best = best_plain;
     cublasLtMatmulAlgo_t best_algo = res[0].algo;
+    cublasLtMatmulAlgo_t *cand = malloc(MAX_CONFIGS * sizeof *cand);
     for (int i = 0; i < n_ids; i++) {
-        cublasLtMatmulAlgo_t algo;
-        cublasStatus_t st = cublasLtMatmulAlgoInit(p.lt, CUBLAS_COMPUTE_32F, CUDA_R_32F,
-                                                   CUDA_R_16BF, CUDA_R_16BF, CUDA_R_16BF,
-                                                   CUDA_R_16BF, ids[i], &algo);
-        if (st != CUBLAS_STATUS_SUCCESS) continue;
-        cublasLtMatmulHeuristicResult_t per[PER_ID];
-        int n = heuristic(&p, &algo, per, PER_ID);
+        int n = enumerate(&p, ids[i], epi, cand, MAX_CONFIGS, &checked);
+        float id_best = -1.0f;
         for (int j = 0; j < n; j++) {
-            float ms = time_algo(&p, &per[j].algo);
+            float ms = time_algo(&p, &cand[j], SCREEN_RUNS);
             if (ms <= 0) continue;
             timed++;
-            if (ms < best) {
-                best = ms;
-                best_algo = per[j].algo;
+            if (id_best < 0 || ms < id_best) id_best = ms;
+            if (ms < best * 1.02f) { /* close to the best: time it again, longer */
+                ms = time_algo(&p, &cand[j], RUNS);
+                if (ms > 0 && ms < best) {
+                    best = ms;
+                    best_algo = cand[j];
+                }
             }
         }
+        if (n > 0)
+            printf("    id %d: %d configurations, fastest %.4f ms\n", ids[i], n, id_best);
     }
+    free(cand);
     describe(&best_algo, what, sizeof what);
-    printf("  every algorithm id (%d ids, %d configurations run): %.4f ms %6.0f TFLOP/s (%s)\n",
-           n_ids, timed, best, tflop / best * 1e3, what);
+    printf("  every algorithm id (%d ids, %d configurations checked, %d run): %.4f ms %6.0f "
+           "TFLOP/s (%s)\n",
+           n_ids, checked, timed, best, tflop / best * 1e3, what);
     return 0;
 }
