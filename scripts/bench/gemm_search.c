@@ -5,7 +5,9 @@
  * accepts (at most MAX_CONFIGS an id, CHECK_SECONDS of checking an id), and times them beside
  * the plain search's 8. (On an H100 with CUDA 13 the Hopper kernels, algorithm 66, accept no
  * configuration set this way: only the heuristic reaches them.)
- * Usage: gemm_search M N K [TN|NN|NT] [none|bias|gelu_aux_bias|dgelu]
+ * Usage: gemm_search M N K [TN|NN|NT] [none|bias|gelu_aux_bias|dgelu] [plain|sustained]
+ *   (plain: the heuristic's 8 alone, no enumeration; sustained: each of the 8 timed briefly and
+ *   after a second of back-to-back calls, at the clocks the power limit leaves)
  *   D[M, N] = op(A) op(B) in cuBLASLt's column-major terms, bf16 in and out, fp32 accumulation
  *   (the linear forward is TN with M = out, N = rows, K = in; dx is NN, dw NT); e.g. fc2's dx
  *   through the GeLU at GPT-2 124M: gemm_search 3072 65536 768 NN dgelu.
@@ -91,6 +93,35 @@ static float time_algo(struct problem *p, const cublasLtMatmulAlgo_t *algo, int 
             ms[j - 1] = t;
         }
     return ms[runs / 2];
+}
+
+static double seconds(void);
+
+/* Milliseconds a call of algo on p takes when the GPU has run it back to back for a second: at
+ * the clocks its power draw leaves (a step of training runs at the board's power limit). */
+static float time_sustained(struct problem *p, const cublasLtMatmulAlgo_t *algo)
+{
+    const float alpha = 1.0f, beta = 0.0f;
+    double start = seconds();
+    int calls = 0;
+    while (seconds() - start < 1.0) {
+        for (int r = 0; r < 10; r++, calls++)
+            if (cublasLtMatmul(p->lt, p->desc, &alpha, p->A, p->a, p->B, p->b, &beta, p->D, p->d,
+                               p->D, p->d, algo, p->ws, WORKSPACE, p->stream) !=
+                CUBLAS_STATUS_SUCCESS)
+                return -1.0f;
+        CK(cudaStreamSynchronize(p->stream));
+    }
+    int timed = calls / 4 + 1; /* about a quarter of a second more */
+    CK(cudaEventRecord(p->t0, p->stream));
+    for (int r = 0; r < timed; r++)
+        LT(cublasLtMatmul(p->lt, p->desc, &alpha, p->A, p->a, p->B, p->b, &beta, p->D, p->d, p->D,
+                          p->d, algo, p->ws, WORKSPACE, p->stream));
+    CK(cudaEventRecord(p->t1, p->stream));
+    CK(cudaEventSynchronize(p->t1));
+    float ms;
+    CK(cudaEventElapsedTime(&ms, p->t0, p->t1));
+    return ms / (float)timed;
 }
 
 static void describe(const cublasLtMatmulAlgo_t *algo, char *out, size_t size)
@@ -201,7 +232,9 @@ static int enumerate(struct problem *p, int id, cublasLtEpilogue_t epi, cublasLt
 int main(int argc, char **argv)
 {
     if (argc < 4) {
-        fprintf(stderr, "usage: gemm_search M N K [TN|NN|NT] [none|bias|gelu_aux_bias|dgelu]\n");
+        fprintf(stderr,
+                "usage: gemm_search M N K [TN|NN|NT] [none|bias|gelu_aux_bias|dgelu] "
+                "[plain|sustained]\n");
         return 2;
     }
     const int64_t M = atoll(argv[1]), N = atoll(argv[2]), K = atoll(argv[3]);
@@ -282,6 +315,17 @@ int main(int argc, char **argv)
     printf("  plain search, fastest:      %.4f ms %6.0f TFLOP/s\n", best_plain,
            tflop / best_plain * 1e3);
 
+    if (argc > 6 && !strcmp(argv[6], "plain")) return 0;
+    if (argc > 6 && !strcmp(argv[6], "sustained")) {
+        for (int i = 0; i < found; i++) {
+            describe(&res[i].algo, what, sizeof what);
+            float brief = time_algo(&p, &res[i].algo, RUNS);
+            float held = time_sustained(&p, &res[i].algo);
+            printf("  #%d: %.4f ms in %d runs, %.4f ms held for a second (%s)\n", i, brief, RUNS,
+                   held, what);
+        }
+        return 0;
+    }
     int ids[MAX_IDS], n_ids = 0, timed = 0, checked = 0;
     LT(cublasLtMatmulAlgoGetIds(p.lt, CUBLAS_COMPUTE_32F, CUDA_R_32F, CUDA_R_16BF, CUDA_R_16BF,
                                 CUDA_R_16BF, CUDA_R_16BF, MAX_IDS, ids, &n_ids));
