@@ -95,7 +95,12 @@ static float time_algo(struct problem *p, const cublasLtMatmulAlgo_t *algo, int 
     return ms[runs / 2];
 }
 
-static double seconds(void);
+static double seconds(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
 
 /* Milliseconds a call of algo on p takes when the GPU has run it back to back for a second: at
  * the clocks its power draw leaves (a step of training runs at the board's power limit). */
@@ -161,13 +166,6 @@ static int heuristic(struct problem *p, cublasLtMatmulHeuristicResult_t *res, in
         found = 0;
     LT(cublasLtMatmulPreferenceDestroy(pref));
     return found;
-}
-
-static double seconds(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
 /* Every configuration of algorithm id that cublasLtMatmulAlgoCheck accepts for p (no split-k):
@@ -239,6 +237,11 @@ int main(int argc, char **argv)
     }
     const int64_t M = atoll(argv[1]), N = atoll(argv[2]), K = atoll(argv[3]);
     const char *ops = argc > 4 ? argv[4] : "TN", *epi_name = argc > 5 ? argv[5] : "none";
+    const char *mode = argc > 6 ? argv[6] : "all";
+    if (strcmp(mode, "all") && strcmp(mode, "plain") && strcmp(mode, "sustained")) {
+        fprintf(stderr, "gemm_search: %s: not plain or sustained\n", mode);
+        return 2;
+    }
     if (M <= 0 || N <= 0 || K <= 0 || strlen(ops) != 2 || !strchr("TN", ops[0]) ||
         !strchr("TN", ops[1])) {
         fprintf(stderr, "gemm_search: M, N, K must be positive and the ops two of T and N\n");
@@ -315,8 +318,8 @@ int main(int argc, char **argv)
     printf("  plain search, fastest:      %.4f ms %6.0f TFLOP/s\n", best_plain,
            tflop / best_plain * 1e3);
 
-    if (argc > 6 && !strcmp(argv[6], "plain")) return 0;
-    if (argc > 6 && !strcmp(argv[6], "sustained")) {
+    if (!strcmp(mode, "plain")) return 0;
+    if (!strcmp(mode, "sustained")) {
         for (int i = 0; i < found; i++) {
             describe(&res[i].algo, what, sizeof what);
             float brief = time_algo(&p, &res[i].algo, RUNS);
@@ -332,6 +335,10 @@ int main(int argc, char **argv)
     float best = best_plain;
     cublasLtMatmulAlgo_t best_algo = res[0].algo;
     cublasLtMatmulAlgo_t *cand = malloc(MAX_CONFIGS * sizeof *cand);
+    if (!cand) {
+        fprintf(stderr, "gemm_search: out of memory\n");
+        return 1;
+    }
     for (int i = 0; i < n_ids; i++) {
         int n = enumerate(&p, ids[i], epi, cand, MAX_CONFIGS, &checked);
         float id_best = -1.0f;
