@@ -7,8 +7,9 @@
 # algorithm per GEMM) and with autotuning (the fastest of its 8 candidates, the default); then
 # torch_gpt.py with the same shape. Each of ours prints tokens/s, TFLOP/s by Megatron's formula, MFU
 # against 989 TFLOP/s, peak GPU memory (the device's, by the driver's count, from Megatron's
-# memory report line) and the time from start-up to the end of the first step. MODELS="124m 350m
-# 1.5b" picks the models.
+# memory report line) and the time from start-up to the end of the first step; for the default
+# (autotuned) run and torch's, the SM clock and board power while they train (a step runs at the
+# board's power limit: docs/PERFORMANCE.md). MODELS="124m 350m 1.5b" picks the models.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 OUT=${OUT:-/tmp/gpu_models_out}
@@ -16,6 +17,21 @@ mkdir -p "$OUT"
 TORCH=${1:-}
 nvidia-smi --query-gpu=name,driver_version --format=csv,noheader | tee "$OUT/gpu.txt"
 make -j16 CUDA=1 megatron >"$OUT/build.log" 2>&1 || { tail -30 "$OUT/build.log"; exit 1; }
+
+# nvidia-smi samples every 200 ms from smi_start to smi_stop; smi_stop prints their means over the
+# samples above 400 W (the training steps, not start-up or compilation).
+smi_start() {
+    nvidia-smi --query-gpu=clocks.sm,power.draw --format=csv,noheader,nounits -lms 200 \
+        >"$OUT/smi.csv" 2>/dev/null &
+    SMI=$!
+}
+smi_stop() { # label
+    kill "$SMI" 2>/dev/null
+    wait "$SMI" 2>/dev/null
+    awk -F', *' -v l="$1" '$2 > 400 { c += $1; p += $2; n++ }
+        END { if (n) printf "%s: SM clock %.0f MHz, board power %.0f W (mean of %d samples above 400 W)\n",
+                             l, c / n, p / n, n }' "$OUT/smi.csv" | tee -a "$OUT/summary.txt"
+}
 
 shape() { # model -> layers hidden heads micro-batch
     case $1 in
@@ -35,7 +51,9 @@ for model in ${MODELS:-124m 350m 1.5b}; do
     for tune in 0 1; do
         log="$OUT/${model}_autotune$tune.log"
         start=$(date +%s.%N)
+        [ "$tune" = 1 ] && smi_start
         MEGATRON_GEMM_AUTOTUNE=$tune ./megatron pretrain $flags >"$log" 2>&1
+        [ "$tune" = 1 ] && smi_stop "$model ours"
         wall=$(echo "$(date +%s.%N) - $start" | awk '{ print $1 - $3 }')
         grep -m2 -iE "error|fail" "$log"
         first=$(sed -n 's/.*end of the first training step: \([0-9.]*\) s/\1/p' "$log")
@@ -48,8 +66,10 @@ for model in ${MODELS:-124m 350m 1.5b}; do
             | tee -a "$OUT/summary.txt"
     done
     if [ -n "$TORCH" ]; then
+        smi_start
         PYTHONUNBUFFERED=1 python3 "$TORCH" --layers "$layers" --hidden "$hidden" --heads "$heads" --mbs "$mbs" \
             >"$OUT/${model}_torch.log" 2>&1
+        smi_stop "$model torch.compile"
         echo "$model torch.compile: $(tail -2 "$OUT/${model}_torch.log" | tr '\n' ' ')" | tee -a "$OUT/summary.txt"
     fi
 done
