@@ -135,6 +135,12 @@ bench-gpu: $(GPU_BENCH)
 $(BUILD)/scripts/bench/gemm_search: scripts/bench/gemm_search.c
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) -o $@ $< $(LDLIBS)
+# A Hopper GEMM of our own (TMA, wgmma) with the bias-GeLU epilogue against cuBLASLt's, sm_90a only
+# (scripts/bench/wgmma_gelu_probe.cu)
+$(BUILD)/scripts/bench/wgmma_gelu_probe: scripts/bench/wgmma_gelu_probe.cu
+	@mkdir -p $(dir $@)
+	$(NVCC) -O3 -std=c++17 -gencode arch=compute_90a,code=sm_90a -o $@ $< -L$(CUDA_HOME)/lib64 \
+	    -Xlinker -rpath -Xlinker $(CUDA_HOME)/lib64 -lcublasLt
 # NCCL all-reduce bus bandwidth through our communicators: mpirun -np N build/scripts/bench/nccl_bw
 $(BUILD)/scripts/bench/nccl_bw: scripts/bench/nccl_bw.c $(BUILD)/libmegatron.a
 	@mkdir -p $(dir $@)
