@@ -4,19 +4,22 @@
  * contiguous) and bias [F]: pre = x w^T + bias and act = gelu_tanh(pre), both written as bf16
  * [N, F], as cuBLASLt's epilogue writes them (its aux matrix and D).
  *
- * The kernel: persistent CTAs of three warpgroups. The first issues the bulk tensor copies (TMA)
- * of a 128 x 64 tile of x and a 256 x 64 tile of w into a ring of STAGES shared-memory stages
- * (128-byte swizzle), completing on the stage's "full" mbarrier; the other two each multiply 64 of
- * the tile's 128 rows by the 256 columns with wgmma (m64n256k16, fp32 accumulators in registers,
- * one group kept in flight) and free a stage on its "empty" mbarrier once their wgmmas have read
- * it. The epilogue adds the bias, rounds pre, stages it through padded shared memory so that each
- * warp writes whole 512-byte rows, then the same for act. The producer keeps loading the next
- * tile's stages during an epilogue; the tensor cores wait through it.
+ * The kernel: persistent CTAs of three warpgroups. Lane 0 of the first warp issues the bulk tensor
+ * copies (TMA) of a 128 x 64 tile of x and a 256 x 64 tile of w into a ring of STAGES
+ * shared-memory stages (128-byte swizzle), completing on the stage's "full" mbarrier. The second
+ * and third warpgroups each multiply 64 of the tile's 128 rows by the 256 columns with wgmma
+ * (m64n256k16, fp32 accumulators in registers, one group kept in flight), free a stage on its
+ * "empty" mbarrier once their wgmmas have read it, then add the bias and write pre, rounded to
+ * bf16, into a padded staging tile in shared memory ("staged") and go on to their next tile. The
+ * first warpgroup's other three warps (the storer) copy the staged tile to pre in whole 512-byte
+ * rows and write act = gelu(the bf16 pre) beside it ("drained"), while the tensor cores work on
+ * the next tile. act is computed from the rounded pre (as an unfused bias-add then GeLU would),
+ * cuBLASLt's from the fp32 sum: they differ in the last bits.
  *
  * Usage: wgmma_gelu_probe N K F   (N % 128 == 0, K % 64 == 0, F % 256 == 0)
  *   e.g. wgmma_gelu_probe 65536 768 3072   (GPT-2 124M, micro batch 64)
  * Prints how its two outputs compare with cuBLASLt's (relative L2 error, share of equal bits) and
- * both times (best of 5 batches of 10 calls after 3 warm-ups). Built for sm_90a only. */
+ * both times, twice (best of 5 batches of 10 calls after 3 warm-ups). Built for sm_90a only. */
 #include <cublasLt.h>
 #include <cuda.h>
 #include <cudaTypedefs.h>
@@ -45,14 +48,14 @@
         }                                                                                          \
     } while (0)
 
-/* tile rows and columns, k per stage, stages, threads, padded row of the output staging */
+/* tile rows and columns, k per stage, stages, threads, padded row of the staging tile */
 enum { BM = 128, BN = 256, BK = 64, STAGES = 3, THREADS = 384, SROW = BN + 8 };
 
 struct smem_layout {
     __nv_bfloat16 a[STAGES][BM * BK];
     __nv_bfloat16 b[STAGES][BN * BK];
-    __nv_bfloat16 out[2][64 * SROW]; /* each consumer's 64 output rows */
-    uint64_t full[STAGES], empty[STAGES];
+    __nv_bfloat16 out[BM * SROW]; /* the tile's pre-activation, for the storer */
+    uint64_t full[STAGES], empty[STAGES], staged, drained;
 };
 
 __device__ __forceinline__ uint32_t smem_u32(const void *p)
@@ -139,34 +142,6 @@ __device__ __forceinline__ float gelu_tanh(float x)
     return 0.5f * x * (1.0f + t);
 }
 
-/* One consumer's epilogue for its 64 rows: v(d + bias) for each accumulator, through the staging
- * rows st, to out (row-major, F columns) from element g0 on. */
-template <bool GELU>
-__device__ __forceinline__ void store_rows(const float *d, const __nv_bfloat16 *bt,
-                                           __nv_bfloat16 *st, __nv_bfloat16 *out, size_t g0, int F,
-                                           int barrier, int warp, int lane)
-{
-    const int r0 = warp * 16 + lane / 4, c0 = 2 * (lane % 4);
-    asm volatile("bar.sync %0, 128;" ::"r"(barrier) : "memory"); /* st is free */
-#pragma unroll
-    for (int j = 0; j < BN / 8; j++) {
-        const float2 bb =
-            __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162 *>(bt + c0 + 8 * j));
-#pragma unroll
-        for (int h = 0; h < 2; h++) {
-            float p0 = d[4 * j + 2 * h] + bb.x, p1 = d[4 * j + 2 * h + 1] + bb.y;
-            if (GELU) p0 = gelu_tanh(p0), p1 = gelu_tanh(p1);
-            *reinterpret_cast<__nv_bfloat162 *>(st + (r0 + 8 * h) * SROW + c0 + 8 * j) =
-                __floats2bfloat162_rn(p0, p1);
-        }
-    }
-    asm volatile("bar.sync %0, 128;" ::"r"(barrier) : "memory");
-#pragma unroll 4
-    for (int r = warp; r < 64; r += 4) /* a warp writes one 512-byte row */
-        *reinterpret_cast<uint4 *>(out + g0 + (size_t)r * F + lane * 8) =
-            *reinterpret_cast<const uint4 *>(st + r * SROW + lane * 8);
-}
-
 __global__ void __launch_bounds__(THREADS, 1)
     gemm_gelu_kernel(const __grid_constant__ CUtensorMap map_x,
                      const __grid_constant__ CUtensorMap map_w,
@@ -183,11 +158,39 @@ __global__ void __launch_bounds__(THREADS, 1)
             mbar_init(&s.full[i], 1);
             mbar_init(&s.empty[i], 8); /* lane 0 of each consumer warp */
         }
+        mbar_init(&s.staged, 8);  /* the consumers' warps have written their rows of out */
+        mbar_init(&s.drained, 3); /* the storer's warps have read out */
         asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
     }
     __syncthreads();
-    if (wg == 0) { /* the producer */
-        asm volatile("setmaxnreg.dec.sync.aligned.u32 40;");
+    const int warp = tid / 32, lane = tid % 32;
+    if (wg == 0) { /* warp 0: the producer; warps 1-3: the storer */
+        asm volatile("setmaxnreg.dec.sync.aligned.u32 56;");
+        if (warp > 0) {
+            int n = 0;
+            for (int t = blockIdx.x; t < tiles; t += gridDim.x, n++) {
+                const int tn = t / tiles_f, tf = t % tiles_f;
+                mbar_wait(&s.staged, n & 1);
+#pragma unroll 2
+                for (int r = warp - 1; r < BM; r += 3) { /* a warp takes a 512-byte row */
+                    const uint4 v = *reinterpret_cast<const uint4 *>(s.out + r * SROW + lane * 8);
+                    const size_t at = (size_t)(tn * BM + r) * F + (size_t)tf * BN + lane * 8;
+                    *reinterpret_cast<uint4 *>(pre + at) = v;
+                    const __nv_bfloat162 *h = reinterpret_cast<const __nv_bfloat162 *>(&v);
+                    uint4 y;
+                    __nv_bfloat162 *yh = reinterpret_cast<__nv_bfloat162 *>(&y);
+#pragma unroll
+                    for (int k = 0; k < 4; k++) {
+                        const float2 f = __bfloat1622float2(h[k]);
+                        yh[k] = __floats2bfloat162_rn(gelu_tanh(f.x), gelu_tanh(f.y));
+                    }
+                    *reinterpret_cast<uint4 *>(act + at) = y;
+                }
+                __syncwarp();
+                if (lane == 0) mbar_arrive(&s.drained);
+            }
+            return;
+        }
         if (tid == 0) {
             int stage = 0, phase = 0;
             for (int t = blockIdx.x; t < tiles; t += gridDim.x) {
@@ -203,13 +206,12 @@ __global__ void __launch_bounds__(THREADS, 1)
         }
         return;
     }
-    asm volatile("setmaxnreg.inc.sync.aligned.u32 232;");
+    asm volatile("setmaxnreg.inc.sync.aligned.u32 224;");
     const int c = wg - 1; /* this consumer's 64 rows of the tile */
-    const int warp = tid / 32, lane = tid % 32;
-    int stage = 0, phase = 0;
+    int stage = 0, phase = 0, n = 0;
     float d[128];
     for (int t = blockIdx.x; t < tiles; t += gridDim.x) {
-        const int tn = t / tiles_f, tf = t % tiles_f;
+        const int tf = t % tiles_f;
         int prev = -1;
         for (int kb = 0; kb < kblocks; kb++) {
             mbar_wait(&s.full[stage], phase);
@@ -226,10 +228,21 @@ __global__ void __launch_bounds__(THREADS, 1)
         }
         asm volatile("wgmma.wait_group.sync.aligned 0;" ::: "memory");
         if (lane == 0) mbar_arrive(&s.empty[prev]);
-        const size_t g0 = (size_t)(tn * BM + c * 64) * F + (size_t)tf * BN;
         const __nv_bfloat16 *bt = bias + tf * BN;
-        store_rows<false>(d, bt, s.out[c], pre, g0, F, 1 + c, warp, lane);
-        store_rows<true>(d, bt, s.out[c], act, g0, F, 1 + c, warp, lane);
+        mbar_wait(&s.drained, (n & 1) ^ 1); /* the storer has read the previous tile */
+        const int r0 = c * 64 + warp * 16 + lane / 4, c0 = 2 * (lane % 4);
+#pragma unroll
+        for (int j = 0; j < BN / 8; j++) {
+            const float2 bb =
+                __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162 *>(bt + c0 + 8 * j));
+#pragma unroll
+            for (int h = 0; h < 2; h++)
+                *reinterpret_cast<__nv_bfloat162 *>(s.out + (r0 + 8 * h) * SROW + c0 + 8 * j) =
+                    __floats2bfloat162_rn(d[4 * j + 2 * h] + bb.x, d[4 * j + 2 * h + 1] + bb.y);
+        }
+        __syncwarp();
+        if (lane == 0) mbar_arrive(&s.staged);
+        n++;
     }
 }
 
