@@ -1,25 +1,32 @@
-/* How close a GEMM of our own comes to cuBLASLt's GELU_AUX_BIAS epilogue kernel at the MLP's fc1
- * shapes: the one fused GEMM left where cuBLASLt runs at ~550-640 TFLOP/s against ~760 for the same
- * GEMM without the second output (docs/PERFORMANCE.md). For x [N, K] and w [F, K] (bf16, K
- * contiguous) and bias [F]: pre = x w^T + bias and act = gelu_tanh(pre), both written as bf16
- * [N, F], as cuBLASLt's epilogue writes them (its aux matrix and D).
+/* How close GEMMs of our own come to cuBLASLt's two GeLU epilogue kernels at the MLP's shapes, the
+ * fused GEMMs where cuBLASLt runs at ~550-640 TFLOP/s against ~760 for the same GEMMs without the
+ * epilogue (docs/PERFORMANCE.md). For a [N, K] and b [F, K] (bf16, K contiguous):
+ *   forward (fc1, GELU_AUX_BIAS): pre = a b^T + bias and act = gelu_tanh(pre), both bf16 [N, F],
+ *     as cuBLASLt's epilogue writes them (its aux matrix and D);
+ *   dgelu (fc2's input gradient, DGELU): a = fc2's output gradient, b = fc2's weight transposed;
+ *     dpre = (a b^T) * gelu_tanh'(pre) for a given pre [N, F], and fc1's bias gradient, the column
+ *     sums of dpre (cuBLASLt's DGELU leaves those to another pass).
  *
  * The kernel: persistent CTAs of three warpgroups. Lane 0 of the first warp issues the bulk tensor
- * copies (TMA) of a 128 x 64 tile of x and a 256 x 64 tile of w into a ring of STAGES
+ * copies (TMA) of a 128 x 64 tile of a and a 256 x 64 tile of b into a ring of STAGES
  * shared-memory stages (128-byte swizzle), completing on the stage's "full" mbarrier. The second
  * and third warpgroups each multiply 64 of the tile's 128 rows by the 256 columns with wgmma
  * (m64n256k16, fp32 accumulators in registers, one group kept in flight), free a stage on its
- * "empty" mbarrier once their wgmmas have read it, then add the bias and write pre, rounded to
- * bf16, into a padded staging tile in shared memory ("staged") and go on to their next tile. The
- * first warpgroup's other three warps (the storer) copy the staged tile to pre in whole 512-byte
- * rows and write act = gelu(the bf16 pre) beside it ("drained"), while the tensor cores work on
- * the next tile. act is computed from the rounded pre (as an unfused bias-add then GeLU would),
- * cuBLASLt's from the fp32 sum: they differ in the last bits.
+ * "empty" mbarrier once their wgmmas have read it, then write the product (plus the bias, forward),
+ * rounded to bf16, into a padded staging tile in shared memory ("staged") and go on to their next
+ * tile. The first warpgroup's other three warps (the storer) take the staged tile 8 rows at a time
+ * in whole 512-byte rows, while the tensor cores work on the next tile: forward, they copy it to
+ * pre and write act = gelu(the bf16 pre) beside it; dgelu, they multiply it by gelu'(pre), write
+ * dpre and add its columns into one partial row per warp and tile, which a second kernel sums
+ * ("drained" frees the staging tile). Both GeLU outputs are computed from bf16 values (as the
+ * unfused bias-add, GeLU and its backward would), cuBLASLt's from fp32: they differ in the last
+ * bits.
  *
- * Usage: wgmma_gelu_probe N K F   (N % 128 == 0, K % 64 == 0, F % 256 == 0)
- *   e.g. wgmma_gelu_probe 65536 768 3072   (GPT-2 124M, micro batch 64)
- * Prints how its two outputs compare with cuBLASLt's (relative L2 error, share of equal bits) and
- * both times, twice (best of 5 batches of 10 calls after 3 warm-ups). Built for sm_90a only. */
+ * Usage: wgmma_gelu_probe N K F [dgelu]   (N % 128 == 0, K % 64 == 0, F % 256 == 0)
+ *   e.g. wgmma_gelu_probe 65536 768 3072         (GPT-2 124M's fc1, micro batch 64)
+ *        wgmma_gelu_probe 65536 768 3072 dgelu   (its fc2 input gradient: K = hidden, F = 4 hidden)
+ * Prints how the outputs compare with cuBLASLt's (relative L2 error, share of equal bits) and both
+ * times, twice (best of 5 batches of 10 calls after 3 warm-ups). Built for sm_90a only. */
 #include <cublasLt.h>
 #include <cuda.h>
 #include <cudaTypedefs.h>
@@ -142,11 +149,25 @@ __device__ __forceinline__ float gelu_tanh(float x)
     return 0.5f * x * (1.0f + t);
 }
 
+/* Its derivative (Megatron's bias_gelu_back without the bias). */
+__device__ __forceinline__ float gelu_tanh_grad(float x)
+{
+    float u = 0.7978845608f * x * (1.0f + 0.044715f * x * x), t;
+    asm("tanh.approx.f32 %0, %1;" : "=f"(t) : "f"(u));
+    return 0.5f * x * ((1.0f - t * t) * (0.7978845608f + 0.1070322243f * x * x)) +
+           0.5f * (1.0f + t);
+}
+
+/* DGELU false: out0 = pre = a b^T + bias, out1 = gelu(pre). DGELU true (fc2's input gradient with
+ * b = fc2's weight transposed): out0 = (a b^T) * gelu'(pre_in), and partial[tile row * 3 + storer
+ * warp][F] the column sums of out0 over the storer warp's rows of the tile. */
+template <bool DGELU>
 __global__ void __launch_bounds__(THREADS, 1)
-    gemm_gelu_kernel(const __grid_constant__ CUtensorMap map_x,
-                     const __grid_constant__ CUtensorMap map_w,
-                     const __nv_bfloat16 *__restrict__ bias, __nv_bfloat16 *__restrict__ act,
-                     __nv_bfloat16 *__restrict__ pre, int N, int F, int K)
+    gemm_kernel(const __grid_constant__ CUtensorMap map_x,
+                const __grid_constant__ CUtensorMap map_w,
+                const __nv_bfloat16 *__restrict__ bias, __nv_bfloat16 *__restrict__ out0,
+                __nv_bfloat16 *__restrict__ out1, const __nv_bfloat16 *__restrict__ pre_in,
+                float *__restrict__ partial, int N, int F, int K)
 {
     extern __shared__ unsigned char smem_raw[];
     smem_layout &s =
@@ -165,26 +186,61 @@ __global__ void __launch_bounds__(THREADS, 1)
     __syncthreads();
     const int warp = tid / 32, lane = tid % 32;
     if (wg == 0) { /* warp 0: the producer; warps 1-3: the storer */
-        asm volatile("setmaxnreg.dec.sync.aligned.u32 56;");
         if (warp > 0) {
             int n = 0;
             for (int t = blockIdx.x; t < tiles; t += gridDim.x, n++) {
                 const int tn = t / tiles_f, tf = t % tiles_f;
                 mbar_wait(&s.staged, n & 1);
-#pragma unroll 2
-                for (int r = warp - 1; r < BM; r += 3) { /* a warp takes a 512-byte row */
-                    const uint4 v = *reinterpret_cast<const uint4 *>(s.out + r * SROW + lane * 8);
-                    const size_t at = (size_t)(tn * BM + r) * F + (size_t)tf * BN + lane * 8;
-                    *reinterpret_cast<uint4 *>(pre + at) = v;
-                    const __nv_bfloat162 *h = reinterpret_cast<const __nv_bfloat162 *>(&v);
-                    uint4 y;
-                    __nv_bfloat162 *yh = reinterpret_cast<__nv_bfloat162 *>(&y);
+                float sum[8] = {0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f};
+                /* the warp's rows warp - 1, warp + 2, ...: 8 at a time, their loads first */
+                for (int r0 = warp - 1; r0 < BM; r0 += 3 * 8) {
+                    uint4 v[8], pv[8];
 #pragma unroll
-                    for (int k = 0; k < 4; k++) {
-                        const float2 f = __bfloat1622float2(h[k]);
-                        yh[k] = __floats2bfloat162_rn(gelu_tanh(f.x), gelu_tanh(f.y));
+                    for (int q = 0; q < 8; q++) {
+                        const int r = r0 + 3 * q;
+                        if (r >= BM) break;
+                        v[q] = *reinterpret_cast<const uint4 *>(s.out + r * SROW + lane * 8);
+                        if (DGELU)
+                            pv[q] = *reinterpret_cast<const uint4 *>(
+                                pre_in + (size_t)(tn * BM + r) * F + (size_t)tf * BN + lane * 8);
                     }
-                    *reinterpret_cast<uint4 *>(act + at) = y;
+#pragma unroll
+                    for (int q = 0; q < 8; q++) {
+                        const int r = r0 + 3 * q;
+                        if (r >= BM) break;
+                        const size_t at = (size_t)(tn * BM + r) * F + (size_t)tf * BN + lane * 8;
+                        const __nv_bfloat162 *h = reinterpret_cast<const __nv_bfloat162 *>(&v[q]);
+                        uint4 y;
+                        __nv_bfloat162 *yh = reinterpret_cast<__nv_bfloat162 *>(&y);
+                        if (DGELU) {
+                            const __nv_bfloat162 *ph =
+                                reinterpret_cast<const __nv_bfloat162 *>(&pv[q]);
+#pragma unroll
+                            for (int k = 0; k < 4; k++) {
+                                const float2 g = __bfloat1622float2(h[k]);
+                                const float2 x = __bfloat1622float2(ph[k]);
+                                yh[k] = __floats2bfloat162_rn(g.x * gelu_tanh_grad(x.x),
+                                                              g.y * gelu_tanh_grad(x.y));
+                                const float2 o = __bfloat1622float2(yh[k]);
+                                sum[2 * k] += o.x, sum[2 * k + 1] += o.y;
+                            }
+                            *reinterpret_cast<uint4 *>(out0 + at) = y;
+                        } else {
+                            *reinterpret_cast<uint4 *>(out0 + at) = v[q];
+#pragma unroll
+                            for (int k = 0; k < 4; k++) {
+                                const float2 f = __bfloat1622float2(h[k]);
+                                yh[k] = __floats2bfloat162_rn(gelu_tanh(f.x), gelu_tanh(f.y));
+                            }
+                            *reinterpret_cast<uint4 *>(out1 + at) = y;
+                        }
+                    }
+                }
+                if (DGELU) {
+                    float4 *ps = reinterpret_cast<float4 *>(
+                        partial + (size_t)(tn * 3 + warp - 1) * F + (size_t)tf * BN + lane * 8);
+                    ps[0] = make_float4(sum[0], sum[1], sum[2], sum[3]);
+                    ps[1] = make_float4(sum[4], sum[5], sum[6], sum[7]);
                 }
                 __syncwarp();
                 if (lane == 0) mbar_arrive(&s.drained);
@@ -206,7 +262,6 @@ __global__ void __launch_bounds__(THREADS, 1)
         }
         return;
     }
-    asm volatile("setmaxnreg.inc.sync.aligned.u32 224;");
     const int c = wg - 1; /* this consumer's 64 rows of the tile */
     int stage = 0, phase = 0, n = 0;
     float d[128];
@@ -233,16 +288,37 @@ __global__ void __launch_bounds__(THREADS, 1)
         const int r0 = c * 64 + warp * 16 + lane / 4, c0 = 2 * (lane % 4);
 #pragma unroll
         for (int j = 0; j < BN / 8; j++) {
-            const float2 bb =
-                __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162 *>(bt + c0 + 8 * j));
+            const __nv_bfloat162 *bj = reinterpret_cast<const __nv_bfloat162 *>(bt + c0 + 8 * j);
+            const float2 bb = DGELU ? make_float2(0.0f, 0.0f) : __bfloat1622float2(*bj);
 #pragma unroll
             for (int h = 0; h < 2; h++)
                 *reinterpret_cast<__nv_bfloat162 *>(s.out + (r0 + 8 * h) * SROW + c0 + 8 * j) =
-                    __floats2bfloat162_rn(d[4 * j + 2 * h] + bb.x, d[4 * j + 2 * h + 1] + bb.y);
+                    DGELU ? __floats2bfloat162_rn(d[4 * j + 2 * h], d[4 * j + 2 * h + 1])
+                          : __floats2bfloat162_rn(d[4 * j + 2 * h] + bb.x,
+                                                  d[4 * j + 2 * h + 1] + bb.y);
         }
         __syncwarp();
         if (lane == 0) mbar_arrive(&s.staged);
         n++;
+    }
+}
+
+/* db[f] = the sum of partial[p][f] over p (the fc1 bias gradient): a block takes 32 columns, its
+ * 8 lanes of each column the parts l, l + 8, ... in order, then one thread adds the 8 in order. */
+__global__ void __launch_bounds__(256) partial_sums_kernel(float *db, const float *partial,
+                                                           int parts, int F)
+{
+    __shared__ float lanes[8][33];
+    const int tx = threadIdx.x % 32, ty = threadIdx.x / 32, f = blockIdx.x * 32 + tx;
+    float s = 0.0f;
+    if (f < F)
+        for (int p = ty; p < parts; p += 8) s += partial[(size_t)p * F + f];
+    lanes[ty][tx] = s;
+    __syncthreads();
+    if (ty == 0 && f < F) {
+        float t = lanes[0][tx];
+        for (int l = 1; l < 8; l++) t += lanes[l][tx];
+        db[f] = t;
     }
 }
 
@@ -265,8 +341,8 @@ static CUtensorMap map_2d(void *p, uint64_t rows, uint64_t cols, uint32_t box_ro
     return m;
 }
 
-/* bf16 of uniform values in [-scale, scale), never zeros, on the device. */
-static void *dev_random(size_t n, uint64_t seed, float scale)
+/* bf16 bit patterns of uniform values in [-scale, scale), never zeros. */
+static uint16_t *host_random(size_t n, uint64_t seed, float scale)
 {
     uint16_t *h = (uint16_t *)malloc(n * 2);
     if (!h) exit(1);
@@ -278,10 +354,14 @@ static void *dev_random(size_t n, uint64_t seed, float scale)
         memcpy(&u, &f, 4);
         h[i] = (uint16_t)((u + 0x7FFF + ((u >> 16) & 1)) >> 16);
     }
+    return h;
+}
+
+static void *upload(const uint16_t *h, size_t n)
+{
     void *d;
     CK(cudaMalloc(&d, n * 2));
     CK(cudaMemcpy(d, h, n * 2, cudaMemcpyHostToDevice));
-    free(h);
     return d;
 }
 
@@ -294,10 +374,15 @@ static float bf16_value(uint16_t v)
 }
 
 struct problem {
+    bool dgelu;
     int N, K, F, grid;
     size_t smem;
     CUtensorMap map_x, map_w;
-    void *x, *w, *bias, *act, *pre, *ref_act, *ref_pre, *ws;
+    /* ours: x [N, K], w [F, K], bias [F] (forward) or pre_in [N, F] (DGELU); out0, out1 [N, F];
+       partial and db for DGELU's bias gradient. cuBLASLt: w_ref (w, or for DGELU w transposed
+       [K, F]), ref_d its D, ref_aux the forward's pre-activation. */
+    void *x, *w, *w_ref, *bias, *pre_in, *out0, *out1, *ref_d, *ref_aux, *ws;
+    float *partial, *db;
     size_t ws_bytes;
     cublasLtHandle_t lt;
     cublasLtMatmulDesc_t desc;
@@ -307,19 +392,27 @@ struct problem {
 
 static void run_ours(struct problem *p)
 {
-    gemm_gelu_kernel<<<p->grid, THREADS, p->smem>>>(
-        p->map_x, p->map_w, (const __nv_bfloat16 *)p->bias, (__nv_bfloat16 *)p->act,
-        (__nv_bfloat16 *)p->pre, p->N, p->F, p->K);
+    const __nv_bfloat16 *bias = (const __nv_bfloat16 *)p->bias;
+    const __nv_bfloat16 *pre = (const __nv_bfloat16 *)p->pre_in;
+    __nv_bfloat16 *o0 = (__nv_bfloat16 *)p->out0, *o1 = (__nv_bfloat16 *)p->out1;
+    if (!p->dgelu) {
+        gemm_kernel<false><<<p->grid, THREADS, p->smem>>>(p->map_x, p->map_w, bias, o0, o1, pre,
+                                                           p->partial, p->N, p->F, p->K);
+        return;
+    }
+    gemm_kernel<true><<<p->grid, THREADS, p->smem>>>(p->map_x, p->map_w, bias, o0, o1, pre,
+                                                      p->partial, p->N, p->F, p->K);
+    partial_sums_kernel<<<(p->F + 31) / 32, 256>>>(p->db, p->partial, p->N / BM * 3, p->F);
 }
 
-/* cuBLASLt's column-major D[F, N] = op_T(w as K x F) (x as K x N), the row-major [N, F] of ours */
+/* cuBLASLt's column-major D[F, N] = op(A) (x as K x N): the forward's A is w as K x F, transposed;
+ * DGELU's is w_ref as F x K. D is the row-major [N, F] of ours. */
 static void run_cublaslt(struct problem *p)
 {
     const float one = 1.0f, zero = 0.0f;
-    LT(cublasLtMatmul(p->lt, p->desc, &one, p->w, p->la, p->x, p->lb, &zero, p->ref_act, p->lc,
-                      p->ref_act, p->lc, &p->algo, p->ws, p->ws_bytes, 0));
+    LT(cublasLtMatmul(p->lt, p->desc, &one, p->w_ref, p->la, p->x, p->lb, &zero, p->ref_d, p->lc,
+                      p->ref_d, p->lc, &p->algo, p->ws, p->ws_bytes, 0));
 }
-
 /* Best milliseconds per call over 5 batches of 10 calls, after 3 warm-ups. */
 static float time_ms(void (*fn)(struct problem *), struct problem *p)
 {
@@ -364,12 +457,13 @@ static void compare(const char *what, const void *mine, const void *ref, size_t 
 
 int main(int argc, char **argv)
 {
-    if (argc != 4) {
-        fprintf(stderr, "usage: wgmma_gelu_probe N K F\n");
+    if (argc < 4 || argc > 5 || (argc == 5 && strcmp(argv[4], "dgelu"))) {
+        fprintf(stderr, "usage: wgmma_gelu_probe N K F [dgelu]\n");
         return 2;
     }
     struct problem p;
     memset(&p, 0, sizeof p);
+    p.dgelu = argc == 5;
     p.N = atoi(argv[1]), p.K = atoi(argv[2]), p.F = atoi(argv[3]);
     if (p.N <= 0 || p.K <= 0 || p.F <= 0 || p.N % BM || p.K % BK || p.F % BN) {
         fprintf(stderr, "wgmma_gelu_probe: N, K, F must be positive multiples of %d, %d, %d\n", BM,
@@ -380,13 +474,32 @@ int main(int argc, char **argv)
     CK(cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", (void **)&encode_tiled, 12000,
                                         cudaEnableDefault, &found_entry));
     const size_t nx = (size_t)p.N * p.K, nw = (size_t)p.F * p.K, nout = (size_t)p.N * p.F;
-    p.x = dev_random(nx, 1, 1.0f);
-    p.w = dev_random(nw, 2, 0.05f);
-    p.bias = dev_random((size_t)p.F, 3, 0.5f);
-    CK(cudaMalloc(&p.act, nout * 2));
-    CK(cudaMalloc(&p.pre, nout * 2));
-    CK(cudaMalloc(&p.ref_act, nout * 2));
-    CK(cudaMalloc(&p.ref_pre, nout * 2));
+    uint16_t *hx = host_random(nx, 1, 1.0f), *hw = host_random(nw, 2, 0.05f);
+    p.x = upload(hx, nx);
+    p.w = upload(hw, nw);
+    p.w_ref = p.w;
+    if (p.dgelu) { /* w is fc2's weight [K, F] transposed; cuBLASLt takes it as it is */
+        uint16_t *ht = (uint16_t *)malloc(nw * 2), *hp = host_random(nout, 4, 2.0f);
+        if (!ht) exit(1);
+        for (size_t f = 0; f < (size_t)p.F; f++)
+            for (size_t k = 0; k < (size_t)p.K; k++) ht[k * p.F + f] = hw[f * p.K + k];
+        p.w_ref = upload(ht, nw);
+        p.pre_in = upload(hp, nout);
+        free(ht);
+        free(hp);
+        CK(cudaMalloc(&p.partial, (size_t)(p.N / BM * 3) * p.F * sizeof(float)));
+        CK(cudaMalloc(&p.db, (size_t)p.F * sizeof(float)));
+    } else {
+        uint16_t *hb = host_random((size_t)p.F, 3, 0.5f);
+        p.bias = upload(hb, (size_t)p.F);
+        free(hb);
+    }
+    free(hx);
+    free(hw);
+    CK(cudaMalloc(&p.out0, nout * 2));
+    CK(cudaMalloc(&p.out1, nout * 2));
+    CK(cudaMalloc(&p.ref_d, nout * 2));
+    CK(cudaMalloc(&p.ref_aux, nout * 2));
     p.map_x = map_2d(p.x, (uint64_t)p.N, (uint64_t)p.K, BM);
     p.map_w = map_2d(p.w, (uint64_t)p.F, (uint64_t)p.K, BN);
     int sms;
@@ -394,27 +507,35 @@ int main(int argc, char **argv)
     const int tiles = (p.N / BM) * (p.F / BN);
     p.grid = tiles < sms ? tiles : sms;
     p.smem = sizeof(smem_layout) + 1024; /* room to align the stages to 1024 bytes */
-    CK(cudaFuncSetAttribute(gemm_gelu_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+    CK(cudaFuncSetAttribute(gemm_kernel<false>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                            (int)p.smem));
+    CK(cudaFuncSetAttribute(gemm_kernel<true>, cudaFuncAttributeMaxDynamicSharedMemorySize,
                             (int)p.smem));
 
     LT(cublasLtCreate(&p.lt));
     LT(cublasLtMatmulDescCreate(&p.desc, CUBLAS_COMPUTE_32F, CUDA_R_32F));
-    cublasOperation_t ta = CUBLAS_OP_T, tb = CUBLAS_OP_N;
+    cublasOperation_t ta = p.dgelu ? CUBLAS_OP_N : CUBLAS_OP_T, tb = CUBLAS_OP_N;
     LT(cublasLtMatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof ta));
     LT(cublasLtMatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof tb));
-    cublasLtEpilogue_t epi = CUBLASLT_EPILOGUE_GELU_AUX_BIAS;
+    cublasLtEpilogue_t epi = p.dgelu ? CUBLASLT_EPILOGUE_DGELU : CUBLASLT_EPILOGUE_GELU_AUX_BIAS;
     LT(cublasLtMatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_EPILOGUE, &epi, sizeof epi));
-    cudaDataType_t bias_type = CUDA_R_16BF;
-    LT(cublasLtMatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, &bias_type,
-                                      sizeof bias_type));
-    LT(cublasLtMatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &p.bias,
-                                      sizeof p.bias));
-    LT(cublasLtMatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_POINTER,
-                                      &p.ref_pre, sizeof p.ref_pre));
+    if (!p.dgelu) {
+        cudaDataType_t bias_type = CUDA_R_16BF;
+        LT(cublasLtMatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, &bias_type,
+                                          sizeof bias_type));
+        LT(cublasLtMatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &p.bias,
+                                          sizeof p.bias));
+    }
+    void *aux = p.dgelu ? p.pre_in : p.ref_aux;
+    LT(cublasLtMatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_POINTER, &aux,
+                                      sizeof aux));
     int64_t ld = p.F;
     LT(cublasLtMatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_LD, &ld,
                                       sizeof ld));
-    LT(cublasLtMatrixLayoutCreate(&p.la, CUDA_R_16BF, p.K, p.F, p.K));
+    if (p.dgelu)
+        LT(cublasLtMatrixLayoutCreate(&p.la, CUDA_R_16BF, p.F, p.K, p.F));
+    else
+        LT(cublasLtMatrixLayoutCreate(&p.la, CUDA_R_16BF, p.K, p.F, p.K));
     LT(cublasLtMatrixLayoutCreate(&p.lb, CUDA_R_16BF, p.K, p.N, p.K));
     LT(cublasLtMatrixLayoutCreate(&p.lc, CUDA_R_16BF, p.F, p.N, p.F));
     p.ws_bytes = 32 << 20;
@@ -426,8 +547,9 @@ int main(int argc, char **argv)
     cublasLtMatmulHeuristicResult_t res[8];
     int found = 0;
     LT(cublasLtMatmulAlgoGetHeuristic(p.lt, p.desc, p.la, p.lb, p.lc, p.lc, pref, 8, res, &found));
+    const char *theirs_name = p.dgelu ? "DGELU" : "GELU_AUX_BIAS";
     if (found == 0) {
-        fprintf(stderr, "wgmma_gelu_probe: cuBLASLt offers no GELU_AUX_BIAS algorithm here\n");
+        fprintf(stderr, "wgmma_gelu_probe: cuBLASLt offers no %s algorithm here\n", theirs_name);
         return 1;
     }
     float best = 1e30f;
@@ -443,15 +565,37 @@ int main(int argc, char **argv)
     run_ours(&p);
     CK(cudaGetLastError());
     CK(cudaDeviceSynchronize());
-    printf("wgmma_gelu_probe N=%d K=%d F=%d:\n", p.N, p.K, p.F);
-    compare("pre-activation", p.pre, p.ref_pre, nout);
-    compare("activation", p.act, p.ref_act, nout);
+    printf("wgmma_gelu_probe N=%d K=%d F=%d%s:\n", p.N, p.K, p.F, p.dgelu ? " dgelu" : "");
+    if (p.dgelu) {
+        compare("input gradient through the GeLU", p.out0, p.ref_d, nout);
+        /* the bias gradient against the column sums of cuBLASLt's D, in double */
+        uint16_t *hd = (uint16_t *)malloc(nout * 2);
+        float *hdb = (float *)malloc((size_t)p.F * sizeof(float));
+        double *want = (double *)calloc((size_t)p.F, sizeof(double));
+        if (!hd || !hdb || !want) exit(1);
+        CK(cudaMemcpy(hd, p.ref_d, nout * 2, cudaMemcpyDeviceToHost));
+        CK(cudaMemcpy(hdb, p.db, (size_t)p.F * sizeof(float), cudaMemcpyDeviceToHost));
+        for (size_t n = 0; n < (size_t)p.N; n++)
+            for (size_t f = 0; f < (size_t)p.F; f++) want[f] += bf16_value(hd[n * p.F + f]);
+        double num = 0.0, den = 0.0;
+        for (int f = 0; f < p.F; f++)
+            num += (hdb[f] - want[f]) * (hdb[f] - want[f]), den += want[f] * want[f];
+        printf("  bias gradient against the column sums of cuBLASLt's: relative L2 error %.2e\n",
+               sqrt(num / (den > 0 ? den : 1)));
+        free(hd);
+        free(hdb);
+        free(want);
+    } else {
+        compare("pre-activation", p.out0, p.ref_aux, nout);
+        compare("activation", p.out1, p.ref_d, nout);
+    }
     const double tflop = 2.0 * p.N * (double)p.F * p.K / 1e12;
     for (int r = 0; r < 2; r++) { /* twice, alternating */
         float ours = time_ms(run_ours, &p), theirs = time_ms(run_cublaslt, &p);
-        printf("  ours %.4f ms (%.0f TFLOP/s), cuBLASLt GELU_AUX_BIAS (fastest of %d) %.4f ms "
+        printf("  ours%s %.4f ms (%.0f TFLOP/s), cuBLASLt %s (fastest of %d) %.4f ms "
                "(%.0f TFLOP/s)\n",
-               ours, tflop / ours * 1e3, found, theirs, tflop / theirs * 1e3);
+               p.dgelu ? " with the bias gradient" : "", ours, tflop / ours * 1e3, theirs_name,
+               found, theirs, tflop / theirs * 1e3);
     }
     return 0;
 }
