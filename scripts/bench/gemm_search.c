@@ -22,26 +22,12 @@
 #include <string.h>
 #include <time.h>
 
+#define BENCH_PROG "gemm_search"
+#include "scripts/bench/bench_check.h"
+
 enum { RUNS = 9, SCREEN_RUNS = 3, MAX_IDS = 256, PER_ID = 8, MAX_CONFIGS = 300 };
 enum { WORKSPACE = 32 << 20 };
 static const double CHECK_SECONDS = 3.0; /* per algorithm id */
-
-#define CK(call)                                                                                   \
-    do {                                                                                           \
-        cudaError_t e_ = (call);                                                                   \
-        if (e_ != cudaSuccess) {                                                                   \
-            fprintf(stderr, "gemm_search: %s: %s\n", #call, cudaGetErrorString(e_));               \
-            exit(1);                                                                               \
-        }                                                                                          \
-    } while (0)
-#define LT(call)                                                                                   \
-    do {                                                                                           \
-        cublasStatus_t s_ = (call);                                                                \
-        if (s_ != CUBLAS_STATUS_SUCCESS) {                                                         \
-            fprintf(stderr, "gemm_search: %s: status %d\n", #call, (int)s_);                       \
-            exit(1);                                                                               \
-        }                                                                                          \
-    } while (0)
 
 struct problem {
     cublasLtHandle_t lt;

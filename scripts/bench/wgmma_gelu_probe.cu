@@ -38,22 +38,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define CK(call)                                                                                   \
-    do {                                                                                           \
-        cudaError_t e_ = (call);                                                                   \
-        if (e_ != cudaSuccess) {                                                                   \
-            fprintf(stderr, "wgmma_gelu_probe: %s: %s\n", #call, cudaGetErrorString(e_));          \
-            exit(1);                                                                               \
-        }                                                                                          \
-    } while (0)
-#define LT(call)                                                                                   \
-    do {                                                                                           \
-        cublasStatus_t s_ = (call);                                                                \
-        if (s_ != CUBLAS_STATUS_SUCCESS) {                                                         \
-            fprintf(stderr, "wgmma_gelu_probe: %s: status %d\n", #call, (int)s_);                  \
-            exit(1);                                                                               \
-        }                                                                                          \
-    } while (0)
+#define BENCH_PROG "wgmma_gelu_probe"
+#include "scripts/bench/bench_check.h"
 
 /* tile rows and columns, k per stage, stages, threads, padded row of the staging tile */
 enum { BM = 128, BN = 256, BK = 64, STAGES = 3, THREADS = 384, SROW = BN + 8 };
