@@ -132,13 +132,13 @@ test-gpu: $(GPU_TEST)
 bench-gpu: $(GPU_BENCH)
 	$(GPU_BENCH)
 # Every configuration cuBLASLt offers for one GEMM shape and epilogue, timed (scripts/bench/gemm_search.c)
-$(BUILD)/scripts/bench/gemm_search: scripts/bench/gemm_search.c scripts/bench/bench_check.h
+$(BUILD)/scripts/bench/gemm_search: scripts/bench/gemm_search.c scripts/bench/bench_util.h
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) -o $@ $< $(LDLIBS)
 # Hopper GEMMs of our own (TMA, wgmma) for the two GeLU epilogues against cuBLASLt's, sm_90a only
 # (scripts/bench/wgmma_gelu_probe.cu)
 $(BUILD)/scripts/bench/wgmma_gelu_probe: scripts/bench/wgmma_gelu_probe.cu \
-    scripts/bench/bench_check.h
+    scripts/bench/bench_util.h
 	@mkdir -p $(dir $@)
 	$(NVCC) -O3 -std=c++17 -gencode arch=compute_90a,code=sm_90a -I. -o $@ $< -L$(CUDA_HOME)/lib64 \
 	    -Xlinker -rpath -Xlinker $(CUDA_HOME)/lib64 -lcublasLt

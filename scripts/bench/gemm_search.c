@@ -23,7 +23,7 @@
 #include <time.h>
 
 #define BENCH_PROG "gemm_search"
-#include "scripts/bench/bench_check.h"
+#include "scripts/bench/bench_util.h"
 
 enum { RUNS = 9, SCREEN_RUNS = 3, MAX_IDS = 256, PER_ID = 8, MAX_CONFIGS = 300 };
 enum { WORKSPACE = 32 << 20 };
@@ -39,21 +39,11 @@ struct problem {
     cudaEvent_t t0, t1;
 };
 
-/* bf16 bit patterns of uniform values in [-1, 1) (round to nearest even), on the device. */
+/* A device buffer of n random bf16 values in [-1, 1), never zeros. */
 static void *dev_random_bf16(size_t n, uint64_t seed)
 {
-    uint16_t *h = malloc(n * sizeof *h);
-    uint64_t s = seed * 0x9E3779B97F4A7C15ull + 1;
-    for (size_t i = 0; i < n; i++) {
-        s = s * 6364136223846793005ull + 1442695040888963407ull;
-        float f = (float)((s >> 40) & 0xFFFFFF) / (float)(1 << 23) - 1.0f;
-        uint32_t u;
-        memcpy(&u, &f, 4);
-        h[i] = (uint16_t)((u + 0x7FFF + ((u >> 16) & 1)) >> 16);
-    }
-    void *d;
-    CK(cudaMalloc(&d, n * sizeof *h));
-    CK(cudaMemcpy(d, h, n * sizeof *h, cudaMemcpyHostToDevice));
+    uint16_t *h = bench_random_bf16(n, seed, 1.0f);
+    void *d = bench_upload(h, n);
     free(h);
     return d;
 }

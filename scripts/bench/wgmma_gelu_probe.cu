@@ -39,7 +39,7 @@
 #include <string.h>
 
 #define BENCH_PROG "wgmma_gelu_probe"
-#include "scripts/bench/bench_check.h"
+#include "scripts/bench/bench_util.h"
 
 /* tile rows and columns, k per stage, stages, threads, padded row of the staging tile */
 enum { BM = 128, BN = 256, BK = 64, STAGES = 3, THREADS = 384, SROW = BN + 8 };
@@ -269,13 +269,14 @@ __global__ void __launch_bounds__(THREADS, 1)
         }
         asm volatile("wgmma.wait_group.sync.aligned 0;" ::: "memory");
         if (lane == 0) mbar_arrive(&s.empty[prev]);
-        const __nv_bfloat16 *bt = bias + tf * BN;
         mbar_wait(&s.drained, (n & 1) ^ 1); /* the storer has read the previous tile */
         const int r0 = c * 64 + warp * 16 + lane / 4, c0 = 2 * (lane % 4);
 #pragma unroll
         for (int j = 0; j < BN / 8; j++) {
-            const __nv_bfloat162 *bj = reinterpret_cast<const __nv_bfloat162 *>(bt + c0 + 8 * j);
-            const float2 bb = DGELU ? make_float2(0.0f, 0.0f) : __bfloat1622float2(*bj);
+            float2 bb = make_float2(0.0f, 0.0f); /* DGELU: no bias (and none passed) */
+            if (!DGELU)
+                bb = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162 *>(
+                    bias + (size_t)tf * BN + c0 + 8 * j));
 #pragma unroll
             for (int h = 0; h < 2; h++)
                 *reinterpret_cast<__nv_bfloat162 *>(s.out + (r0 + 8 * h) * SROW + c0 + 8 * j) =
@@ -325,30 +326,6 @@ static CUtensorMap map_2d(void *p, uint64_t rows, uint64_t cols, uint32_t box_ro
         exit(1);
     }
     return m;
-}
-
-/* bf16 bit patterns of uniform values in [-scale, scale), never zeros. */
-static uint16_t *host_random(size_t n, uint64_t seed, float scale)
-{
-    uint16_t *h = (uint16_t *)malloc(n * 2);
-    if (!h) exit(1);
-    uint64_t s = seed * 0x9E3779B97F4A7C15ull + 1;
-    for (size_t i = 0; i < n; i++) {
-        s = s * 6364136223846793005ull + 1442695040888963407ull;
-        float f = ((float)((s >> 40) & 0xFFFFFF) / (float)(1 << 23) - 1.0f) * scale;
-        uint32_t u;
-        memcpy(&u, &f, 4);
-        h[i] = (uint16_t)((u + 0x7FFF + ((u >> 16) & 1)) >> 16);
-    }
-    return h;
-}
-
-static void *upload(const uint16_t *h, size_t n)
-{
-    void *d;
-    CK(cudaMalloc(&d, n * 2));
-    CK(cudaMemcpy(d, h, n * 2, cudaMemcpyHostToDevice));
-    return d;
 }
 
 static float bf16_value(uint16_t v)
@@ -460,24 +437,24 @@ int main(int argc, char **argv)
     CK(cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", (void **)&encode_tiled, 12000,
                                         cudaEnableDefault, &found_entry));
     const size_t nx = (size_t)p.N * p.K, nw = (size_t)p.F * p.K, nout = (size_t)p.N * p.F;
-    uint16_t *hx = host_random(nx, 1, 1.0f), *hw = host_random(nw, 2, 0.05f);
-    p.x = upload(hx, nx);
-    p.w = upload(hw, nw);
+    uint16_t *hx = bench_random_bf16(nx, 1, 1.0f), *hw = bench_random_bf16(nw, 2, 0.05f);
+    p.x = bench_upload(hx, nx);
+    p.w = bench_upload(hw, nw);
     p.w_ref = p.w;
     if (p.dgelu) { /* w is fc2's weight [K, F] transposed; cuBLASLt takes it as it is */
-        uint16_t *ht = (uint16_t *)malloc(nw * 2), *hp = host_random(nout, 4, 2.0f);
+        uint16_t *ht = (uint16_t *)malloc(nw * 2), *hp = bench_random_bf16(nout, 4, 2.0f);
         if (!ht) exit(1);
         for (size_t f = 0; f < (size_t)p.F; f++)
             for (size_t k = 0; k < (size_t)p.K; k++) ht[k * p.F + f] = hw[f * p.K + k];
-        p.w_ref = upload(ht, nw);
-        p.pre_in = upload(hp, nout);
+        p.w_ref = bench_upload(ht, nw);
+        p.pre_in = bench_upload(hp, nout);
         free(ht);
         free(hp);
         CK(cudaMalloc(&p.partial, (size_t)(p.N / BM * 3) * p.F * sizeof(float)));
         CK(cudaMalloc(&p.db, (size_t)p.F * sizeof(float)));
     } else {
-        uint16_t *hb = host_random((size_t)p.F, 3, 0.5f);
-        p.bias = upload(hb, (size_t)p.F);
+        uint16_t *hb = bench_random_bf16((size_t)p.F, 3, 0.5f);
+        p.bias = bench_upload(hb, (size_t)p.F);
         free(hb);
     }
     free(hx);
