@@ -21,12 +21,19 @@
  * ("drained" frees the staging tile). Both GeLU outputs are computed from bf16 values (as the
  * unfused bias-add, GeLU and its backward would), cuBLASLt's from fp32: they differ in the last
  * bits.
+ * Each kernel runs alone and in clusters of two CTAs: the pair takes two tiles of consecutive
+ * rows and one column, each CTA loads half of b's tile into both (TMA multicast), and a stage is
+ * freed only when the consumers of both CTAs have read it (each consumer warp's lane r arrives
+ * on CTA r's "empty" barrier). The remote arrive has the default (CTA-scope) release, as the
+ * stage's readers are this CTA's wgmmas, already waited for: a cluster-scope release there made
+ * every call twice as slow (H100, 2026-11-23).
  *
- * Usage: wgmma_gelu_probe N K F [dgelu]   (N % 128 == 0, K % 64 == 0, F % 256 == 0)
+ * Usage: wgmma_gelu_probe N K F [dgelu]   (N % 256 == 0, K % 64 == 0, F % 256 == 0)
  *   e.g. wgmma_gelu_probe 65536 768 3072         (GPT-2 124M's fc1, micro batch 64)
  *        wgmma_gelu_probe 65536 768 3072 dgelu   (its fc2 input gradient: K = hidden, F = 4 hidden)
- * Prints how the outputs compare with cuBLASLt's (relative L2 error, share of equal bits) and both
- * times, twice (best of 5 batches of 10 calls after 3 warm-ups). Built for sm_90a only. */
+ * Prints how the outputs of both launches compare with cuBLASLt's (relative L2 error, share of
+ * equal bits) and the three times, twice (best of 5 batches of 10 calls after 3 warm-ups). Built
+ * for sm_90a only; N must be a multiple of 256 (the clusters' pairs of tile rows). */
 #include <cublasLt.h>
 #include <cuda.h>
 #include <cudaTypedefs.h>
@@ -73,6 +80,30 @@ __device__ __forceinline__ void mbar_arrive(uint64_t *b)
     asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];" ::"r"(smem_u32(b)) : "memory");
 }
 
+/* Arrives on the mbarrier at b's place in the shared memory of the cluster's CTA of that rank. */
+__device__ __forceinline__ void mbar_arrive_cluster(uint64_t *b, uint32_t rank)
+{
+    uint32_t remote;
+    asm volatile("mapa.shared::cluster.u32 %0, %1, %2;"
+                 : "=r"(remote)
+                 : "r"(smem_u32(b)), "r"(rank));
+    asm volatile("mbarrier.arrive.shared::cluster.b64 _, [%0];" ::"r"(remote) : "memory");
+}
+
+/* Every thread of the cluster's CTAs (their barriers initialised, or all their remote accesses
+ * done). */
+__device__ __forceinline__ void cluster_sync()
+{
+    asm volatile("barrier.cluster.arrive.release;\nbarrier.cluster.wait.acquire;" ::: "memory");
+}
+
+__device__ __forceinline__ uint32_t cluster_rank()
+{
+    uint32_t r;
+    asm volatile("mov.u32 %0, %%cluster_ctarank;" : "=r"(r));
+    return r;
+}
+
 /* Waits for the completion of b's phase of the given parity (a fresh barrier has completed
  * parity 1). */
 __device__ __forceinline__ void mbar_wait(uint64_t *b, int parity)
@@ -90,6 +121,17 @@ __device__ __forceinline__ void tma_load_2d(void *dst, const CUtensorMap *map, i
     asm volatile("cp.async.bulk.tensor.2d.shared::cluster.global.mbarrier::complete_tx::bytes"
                  " [%0], [%1, {%2, %3}], [%4];" ::"r"(smem_u32(dst)),
                  "l"(map), "r"(c0), "r"(c1), "r"(smem_u32(bar))
+                 : "memory");
+}
+
+/* The same box into the same place of every CTA of the cluster in mask, each completing on its
+ * own mbarrier at bar's place. */
+__device__ __forceinline__ void tma_load_2d_multicast(void *dst, const CUtensorMap *map, int c0,
+                                                      int c1, uint64_t *bar, uint16_t mask)
+{
+    asm volatile("cp.async.bulk.tensor.2d.shared::cluster.global.mbarrier::complete_tx::bytes"
+                 ".multicast::cluster [%0], [%1, {%2, %3}], [%4], %5;" ::"r"(smem_u32(dst)),
+                 "l"(map), "r"(c0), "r"(c1), "r"(smem_u32(bar)), "h"(mask)
                  : "memory");
 }
 
@@ -147,7 +189,7 @@ __device__ __forceinline__ float gelu_tanh_grad(float x)
 /* DGELU false: out0 = pre = a b^T + bias, out1 = gelu(pre). DGELU true (fc2's input gradient with
  * b = fc2's weight transposed): out0 = (a b^T) * gelu'(pre_in), and partial[tile row * 3 + storer
  * warp][F] the column sums of out0 over the storer warp's rows of the tile. */
-template <bool DGELU>
+template <bool DGELU, int CL>
 __global__ void __launch_bounds__(THREADS, 1)
     gemm_kernel(const __grid_constant__ CUtensorMap map_x,
                 const __grid_constant__ CUtensorMap map_w,
@@ -159,23 +201,30 @@ __global__ void __launch_bounds__(THREADS, 1)
     smem_layout &s =
         *reinterpret_cast<smem_layout *>(((uintptr_t)smem_raw + 1023) & ~(uintptr_t)1023);
     const int wg = threadIdx.x / 128, tid = threadIdx.x % 128;
-    const int tiles_f = F / BN, tiles = (N / BM) * tiles_f, kblocks = K / BK;
+    /* a unit: CL tiles of consecutive tile rows and one tile column, one for each CTA of the
+       cluster; the CTAs share b's tile, each loading 1/CL of it for all */
+    const uint32_t rank = CL > 1 ? cluster_rank() : 0;
+    const int tiles_f = F / BN, units = (N / BM / CL) * tiles_f, kblocks = K / BK;
+    const int cid = blockIdx.x / CL, clusters = gridDim.x / CL;
     if (threadIdx.x == 0) {
         for (int i = 0; i < STAGES; i++) {
             mbar_init(&s.full[i], 1);
-            mbar_init(&s.empty[i], 8); /* lane 0 of each consumer warp */
+            mbar_init(&s.empty[i], 8 * CL); /* a lane of each consumer warp of the cluster */
         }
         mbar_init(&s.staged, 8);  /* the consumers' warps have written their rows of out */
         mbar_init(&s.drained, 3); /* the storer's warps have read out */
         asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
     }
-    __syncthreads();
+    if (CL > 1)
+        cluster_sync();
+    else
+        __syncthreads();
     const int warp = tid / 32, lane = tid % 32;
     if (wg == 0) { /* warp 0: the producer; warps 1-3: the storer */
         if (warp > 0) {
             int n = 0;
-            for (int t = blockIdx.x; t < tiles; t += gridDim.x, n++) {
-                const int tn = t / tiles_f, tf = t % tiles_f;
+            for (int u = cid; u < units; u += clusters, n++) {
+                const int tn = u / tiles_f * CL + (int)rank, tf = u % tiles_f;
                 mbar_wait(&s.staged, n & 1);
                 float sum[8] = {0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f};
                 /* the warp's rows warp - 1, warp + 2, ...: 8 at a time, their loads first */
@@ -231,28 +280,39 @@ __global__ void __launch_bounds__(THREADS, 1)
                 __syncwarp();
                 if (lane == 0) mbar_arrive(&s.drained);
             }
-            return;
-        }
-        if (tid == 0) {
+        } else if (tid == 0) {
             int stage = 0, phase = 0;
-            for (int t = blockIdx.x; t < tiles; t += gridDim.x) {
-                const int tn = t / tiles_f, tf = t % tiles_f;
+            for (int u = cid; u < units; u += clusters) {
+                const int tn = u / tiles_f * CL + (int)rank, tf = u % tiles_f;
                 for (int kb = 0; kb < kblocks; kb++) {
-                    mbar_wait(&s.empty[stage], phase ^ 1);
+                    mbar_wait(&s.empty[stage], phase ^ 1); /* every CTA's consumers are done */
                     mbar_expect_tx(&s.full[stage], (BM + BN) * BK * 2);
                     tma_load_2d(s.a[stage], &map_x, kb * BK, tn * BM, &s.full[stage]);
-                    tma_load_2d(s.b[stage], &map_w, kb * BK, tf * BN, &s.full[stage]);
+                    if (CL == 1)
+                        tma_load_2d(s.b[stage], &map_w, kb * BK, tf * BN, &s.full[stage]);
+                    else
+                        tma_load_2d_multicast(s.b[stage] + rank * (BN / CL) * BK, &map_w, kb * BK,
+                                              tf * BN + (int)rank * (BN / CL), &s.full[stage],
+                                              (uint16_t)((1u << CL) - 1));
                     if (++stage == STAGES) stage = 0, phase ^= 1;
                 }
             }
         }
+        /* no CTA leaves while another may still arrive on its barriers */
+        if (CL > 1) cluster_sync();
         return;
     }
     const int c = wg - 1; /* this consumer's 64 rows of the tile */
+    auto release = [lane](uint64_t *empty) { /* a stage read: lane r frees it in CTA r */
+        if (CL == 1)
+            mbar_arrive(empty);
+        else
+            mbar_arrive_cluster(empty, (uint32_t)lane);
+    };
     int stage = 0, phase = 0, n = 0;
     float d[128];
-    for (int t = blockIdx.x; t < tiles; t += gridDim.x) {
-        const int tf = t % tiles_f;
+    for (int u = cid; u < units; u += clusters) {
+        const int tf = u % tiles_f;
         int prev = -1;
         for (int kb = 0; kb < kblocks; kb++) {
             mbar_wait(&s.full[stage], phase);
@@ -263,12 +323,12 @@ __global__ void __launch_bounds__(THREADS, 1)
                 wgmma_64x256(d, desc_sw128(a + kk * 16), desc_sw128(b + kk * 16), kb > 0 || kk > 0);
             asm volatile("wgmma.commit_group.sync.aligned;" ::: "memory");
             asm volatile("wgmma.wait_group.sync.aligned 1;" ::: "memory"); /* the last stage's */
-            if (prev >= 0 && lane == 0) mbar_arrive(&s.empty[prev]);
+            if (prev >= 0 && lane < CL) release(&s.empty[prev]);
             prev = stage;
             if (++stage == STAGES) stage = 0, phase ^= 1;
         }
         asm volatile("wgmma.wait_group.sync.aligned 0;" ::: "memory");
-        if (lane == 0) mbar_arrive(&s.empty[prev]);
+        if (lane < CL) release(&s.empty[prev]);
         mbar_wait(&s.drained, (n & 1) ^ 1); /* the storer has read the previous tile */
         const int r0 = c * 64 + warp * 16 + lane / 4, c0 = 2 * (lane % 4);
 #pragma unroll
@@ -288,6 +348,7 @@ __global__ void __launch_bounds__(THREADS, 1)
         if (lane == 0) mbar_arrive(&s.staged);
         n++;
     }
+    if (CL > 1) cluster_sync();
 }
 
 /* db[f] = the sum of partial[p][f] over p (the fc1 bias gradient): a block takes 32 columns, its
@@ -338,9 +399,9 @@ static float bf16_value(uint16_t v)
 
 struct problem {
     bool dgelu;
-    int N, K, F, grid;
+    int N, K, F, cl, grid[3]; /* cl: the CTAs of a cluster (1 or 2); grid[cl]: the CTAs launched */
     size_t smem;
-    CUtensorMap map_x, map_w;
+    CUtensorMap map_x, map_w[3]; /* map_w[cl]: b in boxes of BN / cl rows */
     /* ours: x [N, K], w [F, K], bias [F] (forward) or pre_in [N, F] (DGELU); out0, out1 [N, F];
        partial and db for DGELU's bias gradient. cuBLASLt: w_ref (w, or for DGELU w transposed
        [K, F]), ref_d its D, ref_aux the forward's pre-activation. */
@@ -353,19 +414,31 @@ struct problem {
     cublasLtMatmulAlgo_t algo;
 };
 
+/* The kernel of a direction and cluster size. */
+static const void *kernel_of(bool dgelu, int cl)
+{
+    if (cl == 1)
+        return dgelu ? (const void *)gemm_kernel<true, 1> : (const void *)gemm_kernel<false, 1>;
+    return dgelu ? (const void *)gemm_kernel<true, 2> : (const void *)gemm_kernel<false, 2>;
+}
+
 static void run_ours(struct problem *p)
 {
     const __nv_bfloat16 *bias = (const __nv_bfloat16 *)p->bias;
     const __nv_bfloat16 *pre = (const __nv_bfloat16 *)p->pre_in;
     __nv_bfloat16 *o0 = (__nv_bfloat16 *)p->out0, *o1 = (__nv_bfloat16 *)p->out1;
-    if (!p->dgelu) {
-        gemm_kernel<false><<<p->grid, THREADS, p->smem>>>(p->map_x, p->map_w, bias, o0, o1, pre,
-                                                           p->partial, p->N, p->F, p->K);
-        return;
-    }
-    gemm_kernel<true><<<p->grid, THREADS, p->smem>>>(p->map_x, p->map_w, bias, o0, o1, pre,
-                                                      p->partial, p->N, p->F, p->K);
-    partial_sums_kernel<<<(p->F + 31) / 32, 256>>>(p->db, p->partial, p->N / BM * 3, p->F);
+    cudaLaunchConfig_t cfg;
+    memset(&cfg, 0, sizeof cfg);
+    cudaLaunchAttribute at;
+    at.id = cudaLaunchAttributeClusterDimension;
+    at.val.clusterDim.x = (unsigned)p->cl, at.val.clusterDim.y = 1, at.val.clusterDim.z = 1;
+    cfg.gridDim = dim3((unsigned)p->grid[p->cl]), cfg.blockDim = dim3(THREADS);
+    cfg.dynamicSmemBytes = p->smem, cfg.attrs = &at, cfg.numAttrs = 1;
+    void *args[] = {&p->map_x, &p->map_w[p->cl], &bias, &o0, &o1, &pre, &p->partial,
+                    &p->N, &p->F, &p->K};
+    CK(cudaLaunchKernelExC(&cfg, kernel_of(p->dgelu, p->cl), args));
+    if (p->dgelu)
+        partial_sums_kernel<<<(p->F + 31) / 32, 256>>>(p->db, p->partial, p->N / BM * 3, p->F);
 }
 
 /* cuBLASLt's column-major D[F, N] = op(A) (x as K x N): the forward's A is w as K x F, transposed;
@@ -418,6 +491,34 @@ static void compare(const char *what, const void *mine, const void *ref, size_t 
     free(b);
 }
 
+/* Ours (the last launch) against cuBLASLt's outputs. */
+static void check_outputs(struct problem *p, size_t nout)
+{
+    if (p->dgelu) {
+        compare("input gradient through the GeLU", p->out0, p->ref_d, nout);
+        /* the bias gradient against the column sums of cuBLASLt's D, in double */
+        uint16_t *hd = (uint16_t *)malloc(nout * 2);
+        float *hdb = (float *)malloc((size_t)p->F * sizeof(float));
+        double *want = (double *)calloc((size_t)p->F, sizeof(double));
+        if (!hd || !hdb || !want) exit(1);
+        CK(cudaMemcpy(hd, p->ref_d, nout * 2, cudaMemcpyDeviceToHost));
+        CK(cudaMemcpy(hdb, p->db, (size_t)p->F * sizeof(float), cudaMemcpyDeviceToHost));
+        for (size_t n = 0; n < (size_t)p->N; n++)
+            for (size_t f = 0; f < (size_t)p->F; f++) want[f] += bf16_value(hd[n * p->F + f]);
+        double num = 0.0, den = 0.0;
+        for (int f = 0; f < p->F; f++)
+            num += (hdb[f] - want[f]) * (hdb[f] - want[f]), den += want[f] * want[f];
+        printf("  bias gradient against the column sums of cuBLASLt's: relative L2 error %.2e\n",
+               sqrt(num / (den > 0 ? den : 1)));
+        free(hd);
+        free(hdb);
+        free(want);
+    } else {
+        compare("pre-activation", p->out0, p->ref_aux, nout);
+        compare("activation", p->out1, p->ref_d, nout);
+    }
+}
+
 int main(int argc, char **argv)
 {
     if (argc < 4 || argc > 5 || (argc == 5 && strcmp(argv[4], "dgelu"))) {
@@ -428,9 +529,9 @@ int main(int argc, char **argv)
     memset(&p, 0, sizeof p);
     p.dgelu = argc == 5;
     p.N = atoi(argv[1]), p.K = atoi(argv[2]), p.F = atoi(argv[3]);
-    if (p.N <= 0 || p.K <= 0 || p.F <= 0 || p.N % BM || p.K % BK || p.F % BN) {
-        fprintf(stderr, "wgmma_gelu_probe: N, K, F must be positive multiples of %d, %d, %d\n", BM,
-                BK, BN);
+    if (p.N <= 0 || p.K <= 0 || p.F <= 0 || p.N % (2 * BM) || p.K % BK || p.F % BN) {
+        fprintf(stderr, "wgmma_gelu_probe: N, K, F must be positive multiples of %d, %d, %d\n",
+                2 * BM, BK, BN);
         return 2;
     }
     cudaDriverEntryPointQueryResult found_entry;
@@ -464,16 +565,24 @@ int main(int argc, char **argv)
     CK(cudaMalloc(&p.ref_d, nout * 2));
     CK(cudaMalloc(&p.ref_aux, nout * 2));
     p.map_x = map_2d(p.x, (uint64_t)p.N, (uint64_t)p.K, BM);
-    p.map_w = map_2d(p.w, (uint64_t)p.F, (uint64_t)p.K, BN);
-    int sms;
-    CK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0));
-    const int tiles = (p.N / BM) * (p.F / BN);
-    p.grid = tiles < sms ? tiles : sms;
+    p.map_w[1] = map_2d(p.w, (uint64_t)p.F, (uint64_t)p.K, BN);
+    p.map_w[2] = map_2d(p.w, (uint64_t)p.F, (uint64_t)p.K, BN / 2);
     p.smem = sizeof(smem_layout) + 1024; /* room to align the stages to 1024 bytes */
-    CK(cudaFuncSetAttribute(gemm_kernel<false>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                            (int)p.smem));
-    CK(cudaFuncSetAttribute(gemm_kernel<true>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                            (int)p.smem));
+    for (int cl = 1; cl <= 2; cl++) { /* as many clusters as fit at once, at most one per unit */
+        const void *k = kernel_of(p.dgelu, cl);
+        CK(cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)p.smem));
+        cudaLaunchConfig_t cfg;
+        memset(&cfg, 0, sizeof cfg);
+        cudaLaunchAttribute at;
+        at.id = cudaLaunchAttributeClusterDimension;
+        at.val.clusterDim.x = (unsigned)cl, at.val.clusterDim.y = 1, at.val.clusterDim.z = 1;
+        cfg.gridDim = dim3(1024), cfg.blockDim = dim3(THREADS), cfg.dynamicSmemBytes = p.smem;
+        cfg.attrs = &at, cfg.numAttrs = 1;
+        int clusters = 0;
+        CK(cudaOccupancyMaxActiveClusters(&clusters, k, &cfg));
+        const int units = (p.N / BM / cl) * (p.F / BN);
+        p.grid[cl] = (units < clusters ? units : clusters) * cl;
+    }
 
     LT(cublasLtCreate(&p.lt));
     LT(cublasLtMatmulDescCreate(&p.desc, CUBLAS_COMPUTE_32F, CUDA_R_32F));
@@ -524,41 +633,28 @@ int main(int argc, char **argv)
     }
     p.algo = res[best_i].algo;
 
-    run_cublaslt(&p);
-    run_ours(&p);
-    CK(cudaGetLastError());
-    CK(cudaDeviceSynchronize());
-    printf("wgmma_gelu_probe N=%d K=%d F=%d%s:\n", p.N, p.K, p.F, p.dgelu ? " dgelu" : "");
-    if (p.dgelu) {
-        compare("input gradient through the GeLU", p.out0, p.ref_d, nout);
-        /* the bias gradient against the column sums of cuBLASLt's D, in double */
-        uint16_t *hd = (uint16_t *)malloc(nout * 2);
-        float *hdb = (float *)malloc((size_t)p.F * sizeof(float));
-        double *want = (double *)calloc((size_t)p.F, sizeof(double));
-        if (!hd || !hdb || !want) exit(1);
-        CK(cudaMemcpy(hd, p.ref_d, nout * 2, cudaMemcpyDeviceToHost));
-        CK(cudaMemcpy(hdb, p.db, (size_t)p.F * sizeof(float), cudaMemcpyDeviceToHost));
-        for (size_t n = 0; n < (size_t)p.N; n++)
-            for (size_t f = 0; f < (size_t)p.F; f++) want[f] += bf16_value(hd[n * p.F + f]);
-        double num = 0.0, den = 0.0;
-        for (int f = 0; f < p.F; f++)
-            num += (hdb[f] - want[f]) * (hdb[f] - want[f]), den += want[f] * want[f];
-        printf("  bias gradient against the column sums of cuBLASLt's: relative L2 error %.2e\n",
-               sqrt(num / (den > 0 ? den : 1)));
-        free(hd);
-        free(hdb);
-        free(want);
-    } else {
-        compare("pre-activation", p.out0, p.ref_aux, nout);
-        compare("activation", p.out1, p.ref_d, nout);
+    printf("wgmma_gelu_probe N=%d K=%d F=%d%s (CTAs: %d alone, %d in clusters of two):\n", p.N,
+           p.K, p.F, p.dgelu ? " dgelu" : "", p.grid[1], p.grid[2]);
+    for (p.cl = 2; p.cl >= 1; p.cl--) { /* clusters of two, then single CTAs: each one's outputs */
+        run_cublaslt(&p);
+        CK(cudaMemset(p.out0, 0, nout * 2));
+        CK(cudaMemset(p.out1, 0, nout * 2));
+        run_ours(&p);
+        CK(cudaGetLastError());
+        CK(cudaDeviceSynchronize());
+        printf(" CTAs in clusters of %d:\n", p.cl);
+        check_outputs(&p, nout);
     }
     const double tflop = 2.0 * p.N * (double)p.F * p.K / 1e12;
     for (int r = 0; r < 2; r++) { /* twice, alternating */
-        float ours = time_ms(run_ours, &p), theirs = time_ms(run_cublaslt, &p);
-        printf("  ours%s %.4f ms (%.0f TFLOP/s), cuBLASLt %s (fastest of %d) %.4f ms "
-               "(%.0f TFLOP/s)\n",
-               p.dgelu ? " with the bias gradient" : "", ours, tflop / ours * 1e3, theirs_name,
-               found, theirs, tflop / theirs * 1e3);
+        p.cl = 1;
+        float ours1 = time_ms(run_ours, &p);
+        p.cl = 2;
+        float ours2 = time_ms(run_ours, &p), theirs = time_ms(run_cublaslt, &p);
+        printf("  ours%s %.4f ms (%.0f TFLOP/s) alone, %.4f ms (%.0f) in clusters of two; "
+               "cuBLASLt %s (fastest of %d) %.4f ms (%.0f TFLOP/s)\n",
+               p.dgelu ? " with the bias gradient" : "", ours1, tflop / ours1 * 1e3, ours2,
+               tflop / ours2 * 1e3, theirs_name, found, theirs, tflop / theirs * 1e3);
     }
     return 0;
 }
