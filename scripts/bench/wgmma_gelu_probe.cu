@@ -414,6 +414,18 @@ struct problem {
     cublasLtMatmulAlgo_t algo;
 };
 
+/* A launch of grid CTAs of THREADS in clusters of cl; at holds the cluster attribute. */
+static cudaLaunchConfig_t launch_config(int cl, int grid, size_t smem, cudaLaunchAttribute *at)
+{
+    cudaLaunchConfig_t cfg;
+    memset(&cfg, 0, sizeof cfg);
+    at->id = cudaLaunchAttributeClusterDimension;
+    at->val.clusterDim.x = (unsigned)cl, at->val.clusterDim.y = 1, at->val.clusterDim.z = 1;
+    cfg.gridDim = dim3((unsigned)grid), cfg.blockDim = dim3(THREADS);
+    cfg.dynamicSmemBytes = smem, cfg.attrs = at, cfg.numAttrs = 1;
+    return cfg;
+}
+
 /* The kernel of a direction and cluster size. */
 static const void *kernel_of(bool dgelu, int cl)
 {
@@ -427,13 +439,8 @@ static void run_ours(struct problem *p)
     const __nv_bfloat16 *bias = (const __nv_bfloat16 *)p->bias;
     const __nv_bfloat16 *pre = (const __nv_bfloat16 *)p->pre_in;
     __nv_bfloat16 *o0 = (__nv_bfloat16 *)p->out0, *o1 = (__nv_bfloat16 *)p->out1;
-    cudaLaunchConfig_t cfg;
-    memset(&cfg, 0, sizeof cfg);
     cudaLaunchAttribute at;
-    at.id = cudaLaunchAttributeClusterDimension;
-    at.val.clusterDim.x = (unsigned)p->cl, at.val.clusterDim.y = 1, at.val.clusterDim.z = 1;
-    cfg.gridDim = dim3((unsigned)p->grid[p->cl]), cfg.blockDim = dim3(THREADS);
-    cfg.dynamicSmemBytes = p->smem, cfg.attrs = &at, cfg.numAttrs = 1;
+    cudaLaunchConfig_t cfg = launch_config(p->cl, p->grid[p->cl], p->smem, &at);
     void *args[] = {&p->map_x, &p->map_w[p->cl], &bias, &o0, &o1, &pre, &p->partial,
                     &p->N, &p->F, &p->K};
     CK(cudaLaunchKernelExC(&cfg, kernel_of(p->dgelu, p->cl), args));
@@ -571,13 +578,8 @@ int main(int argc, char **argv)
     for (int cl = 1; cl <= 2; cl++) { /* as many clusters as fit at once, at most one per unit */
         const void *k = kernel_of(p.dgelu, cl);
         CK(cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)p.smem));
-        cudaLaunchConfig_t cfg;
-        memset(&cfg, 0, sizeof cfg);
         cudaLaunchAttribute at;
-        at.id = cudaLaunchAttributeClusterDimension;
-        at.val.clusterDim.x = (unsigned)cl, at.val.clusterDim.y = 1, at.val.clusterDim.z = 1;
-        cfg.gridDim = dim3(1024), cfg.blockDim = dim3(THREADS), cfg.dynamicSmemBytes = p.smem;
-        cfg.attrs = &at, cfg.numAttrs = 1;
+        cudaLaunchConfig_t cfg = launch_config(cl, 1024, p.smem, &at);
         int clusters = 0;
         CK(cudaOccupancyMaxActiveClusters(&clusters, k, &cfg));
         const int units = (p.N / BM / cl) * (p.F / BN);
