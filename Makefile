@@ -62,6 +62,11 @@ $(BUILD)/%.o: %.c
 $(BUILD)/%.o: %.cu
 	@mkdir -p $(dir $@)
 	$(NVCC) $(NVCCFLAGS) -I. -MMD -MP -c $< -o $@
+# The GEMM of our own uses Hopper's wgmma and TMA: built for sm_90a alone (used on such devices).
+$(BUILD)/kernels/cuda/hopper_gemm.o: kernels/cuda/hopper_gemm.cu
+	@mkdir -p $(dir $@)
+	$(NVCC) $(filter-out -gencode arch=%,$(NVCCFLAGS)) -gencode arch=compute_90a,code=sm_90a -I. \
+	    -MMD -MP -c $< -o $@
 
 $(BUILD)/tests/%: tests/%.c $(BUILD)/libmegatron.a
 	@mkdir -p $(dir $@)
@@ -138,7 +143,7 @@ $(BUILD)/scripts/bench/gemm_search: scripts/bench/gemm_search.c scripts/bench/be
 # Hopper GEMMs of our own (TMA, wgmma) for the two GeLU epilogues against cuBLASLt's, sm_90a only
 # (scripts/bench/wgmma_gelu_probe.cu)
 $(BUILD)/scripts/bench/wgmma_gelu_probe: scripts/bench/wgmma_gelu_probe.cu \
-    scripts/bench/bench_util.h
+    scripts/bench/bench_util.h kernels/cuda/hopper_gemm.cuh
 	@mkdir -p $(dir $@)
 	$(NVCC) -O3 -std=c++17 -gencode arch=compute_90a,code=sm_90a -I. -o $@ $< -L$(CUDA_HOME)/lib64 \
 	    -Xlinker -rpath -Xlinker $(CUDA_HOME)/lib64 -lcublasLt

@@ -93,6 +93,12 @@ void cuda_init(int device_index)
     g_ctx.lt_workspace_bytes = LT_WORKSPACE_BYTES;
     count_bytes(&g_ctx, LT_WORKSPACE_BYTES, true);
     g_ctx.dgelu_forced = CUDA_DGELU_TIMED;
+    int major = 0, minor = 0;
+    CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device_index));
+    CUDA_CHECK(cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, device_index));
+    g_ctx.hopper_gemm = major == 9 && minor == 0; /* hopper_gemm.cu is built for sm_90a alone */
+    const char *own = getenv("MEGATRON_HOPPER_GEMM");
+    g_ctx.hopper_forced = own && strcmp(own, "0") == 0 ? HOPPER_GEMM_NEVER : HOPPER_GEMM_TIMED;
     g_ctx.device = device_index;
     g_ctx.ready = true;
 }

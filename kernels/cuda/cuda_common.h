@@ -51,6 +51,14 @@ typedef __half f16;
 
 /* ---- the backend context ---- */
 
+/* The variants of the forward GEMM of our own (hopper_gemm.cu); HOPPER_GEMM_TIMED lets each shape
+ * take the fastest of them and cuBLASLt's, HOPPER_GEMM_NEVER keeps cuBLASLt's. */
+enum {
+    HOPPER_GEMM_VARIANTS = CUDA_HOPPER_GEMM_VARIANTS,
+    HOPPER_GEMM_TIMED = CUDA_HOPPER_GEMM_TIMED,
+    HOPPER_GEMM_NEVER = CUDA_HOPPER_GEMM_NEVER
+};
+
 /* One cuBLASLt algorithm chosen for a GEMM shape (linear.cu keeps them). */
 struct cuda_gemm_plan {
     uint64_t key[4];
@@ -59,6 +67,7 @@ struct cuda_gemm_plan {
     cublasLtMatmulDesc_t desc;
     cublasLtMatrixLayout_t a, b, c;
     cublasLtMatmulAlgo_t algo;
+    int own; /* a forward GEMM timed faster by hopper_gemm.cu: its variant + 1; else 0 */
 };
 enum { CUDA_GEMM_CACHE = 128 };
 
@@ -111,6 +120,15 @@ struct cuda_context {
     size_t staging_slot_bytes;
     int staging_next;
     cudaEvent_t staging_done[CUDA_STAGING_SLOTS]; /* after the copy last queued from each slot */
+    /* the forward GEMM of our own (hopper_gemm.cu): whether this device runs it (compute
+       capability 9.0), whether linear.cu may use it (HOPPER_GEMM_TIMED, HOPPER_GEMM_NEVER, or a
+       variant it must use where it fits; MEGATRON_HOPPER_GEMM=0 sets never), the clusters of
+       each kernel (one output or two, variant) that fit at once (0: not asked yet), and the
+       driver's cuTensorMapEncodeTiled */
+    bool hopper_gemm;
+    int hopper_forced;
+    int hopper_clusters[2][HOPPER_GEMM_VARIANTS];
+    void *tensor_map_encode;
 };
 
 /* The context; a bug (exit 1) if cuda_init was not called. */
@@ -400,11 +418,35 @@ void cuda_colsum_acc(Load load, float *dst0, float *dst1, int64_t N, int64_t C)
 
 /* ---- kernels one .cu file lends another ---- */
 
+/* y = x w^T (+ bias) and, when act is not NULL, act = gelu_tanh(y as rounded) for x [N, K], w [F, K]
+ * and y, act [N, F], bf16, by variant v (< HOPPER_GEMM_VARIANTS) of the GEMM of our own
+ * (hopper_gemm.cu), on the backend's stream; only where hopper_gemm_fits says it can (this device,
+ * the sizes' and pointers' alignment; bias may be NULL). */
+bool hopper_gemm_fits(const void *y, const void *act, const void *x, const void *w,
+                      const void *bias, int64_t N, int64_t K, int64_t F);
+void hopper_gemm_forward(int v, void *y, void *act, const void *x, const void *w, const void *bias,
+                         int64_t N, int64_t K, int64_t F);
+const char *hopper_gemm_variant_name(int v);
+
 /* dx[N, C] = dy * gelu'(x) elementwise (dx may alias dy); when db is not NULL also
  * db[c] += sum over n of those fp32 products, in one pass (elementwise.cu). */
 template <class T>
 void cuda_gelu_backward_bias_grad(T *dx, float *db, const T *dy, const T *x, int64_t N, int64_t C,
                                   bool tanh_approx);
+
+/* ---- the GeLU ---- */
+
+#define SQRT_HALF 0.70710678118654752f      /* 1/sqrt(2) */
+#define SQRT_2_OVER_PI 0.79788456080286536f /* sqrt(2/pi) */
+#define GELU_CUBIC 0.044715f                /* Hendrycks & Gimpel 2016, the tanh form */
+
+/* gelu(x) = x Phi(x), or its tanh approximation (Hendrycks & Gimpel, "GELUs", 2016). */
+__device__ __forceinline__ float cuda_gelu(float x, bool tanh_approx)
+{
+    if (tanh_approx)
+        return 0.5f * x * (1.0f + tanhf(SQRT_2_OVER_PI * (x + GELU_CUBIC * x * x * x)));
+    return 0.5f * x * (1.0f + erff(x * SQRT_HALF));
+}
 
 /* ---- the special-function unit ---- */
 

@@ -245,6 +245,8 @@ void cuda_bf16_to_f32_on(void *stream, float *dst, const void *src, int64_t n);
  * each did: */
 struct cuda_gelu_paths {
     bool forward_epilogue;   /* cuda_linear_gelu_forward: GELU_AUX(_BIAS) */
+    bool forward_own_gemm;   /* the last linear forward (with the GeLU or not) ran the GEMM of
+                                our own (then the GeLU of the rounded pre) */
     bool backward_epilogue;  /* cuda_linear_dgelu_backward: DGELU(_BGRAD) */
     bool backward_row_halves; /* ... DGELU over each half of the rows (where a half declined it:
                                  the plain GEMM and kernel for that half) */
@@ -259,6 +261,12 @@ enum cuda_dgelu_path {
 };
 /* For the tests: every later call takes path p where cuBLASLt offers it (the next one else). */
 void cuda_linear_dgelu_force_path(enum cuda_dgelu_path p);
+/* The forward GEMM of our own (kernels/cuda/hopper_gemm.cu, bf16 on Hopper GPUs): its variants,
+ * and for the tests every later linear forward by variant v (< CUDA_HOPPER_GEMM_VARIANTS)
+ * wherever it fits, never, or where timed faster than cuBLASLt for the shape (the default). */
+enum { CUDA_HOPPER_GEMM_VARIANTS = 3, CUDA_HOPPER_GEMM_TIMED = -1, CUDA_HOPPER_GEMM_NEVER = -2 };
+void cuda_linear_force_hopper_gemm(int v);
+bool cuda_linear_hopper_gemm_available(void); /* this GPU runs it */
 struct cuda_gelu_paths cuda_linear_gelu_paths(void);
 
 /* ---- checks that need no GPU ---- */

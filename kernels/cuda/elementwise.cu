@@ -9,18 +9,7 @@
 
 enum { EW_THREADS = 256 };
 
-#define SQRT_HALF 0.70710678118654752f      /* 1/sqrt(2) */
-#define INV_SQRT_2PI 0.39894228040143268f   /* 1/sqrt(2 pi) */
-#define SQRT_2_OVER_PI 0.79788456080286536f /* sqrt(2/pi) */
-#define GELU_CUBIC 0.044715f                /* Hendrycks & Gimpel 2016, the tanh form */
-
-/* gelu(x) = x Phi(x), or its tanh approximation (Hendrycks & Gimpel, "GELUs", 2016). */
-__device__ __forceinline__ float gelu(float x, bool tanh_approx)
-{
-    if (tanh_approx)
-        return 0.5f * x * (1.0f + tanhf(SQRT_2_OVER_PI * (x + GELU_CUBIC * x * x * x)));
-    return 0.5f * x * (1.0f + erff(x * SQRT_HALF));
-}
+#define INV_SQRT_2PI 0.39894228040143268f /* 1/sqrt(2 pi) */
 
 /* Phi(x) + x phi(x), the erf form's derivative. phi needs e = exp(-x^2 / 2); with z = |x| / sqrt 2
  * that is exp(-z^2), the factor in Abramowitz & Stegun 7.1.26: erf(z) = 1 - poly(t) exp(-z^2),
@@ -74,7 +63,7 @@ static __global__ void gelu_forward_kernel(T *y, const T *x, int64_t n, bool tan
     {
         float v[8];
         lp_load8<T>(x, e, n, vec, v);
-        for (int i = 0; i < 8; i++) v[i] = gelu(v[i], tanh_approx);
+        for (int i = 0; i < 8; i++) v[i] = cuda_gelu(v[i], tanh_approx);
         lp_store8<T>(y, e, n, vec, v);
     }
 }

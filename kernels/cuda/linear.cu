@@ -11,6 +11,10 @@
  * runs as the GEMM and a separate kernel, as does any shape cuBLASLt declines (the aux leading
  * dimension must be a multiple of 8).
  *
+ * On Hopper GPUs the bf16 forwards (plain, with the bias, and fc1's with the GeLU's two outputs)
+ * also time the GEMM of our own (hopper_gemm.cu) on their first call and take it where it is the
+ * fastest (MEGATRON_HOPPER_GEMM=0: never).
+ *
  * Row-major [rows, cols] buffers are column-major [cols, rows] to cuBLAS, so with y = x w^T:
  *   forward  y^T[out,N]  = w^T... i.e. D(out x N)  = op(w: in x out, T) . x(in x N)      ("TN")
  *   dx       dx^T[in,N]  = w(in x out) . dy^T(out x N)                                 ("NN")
@@ -133,6 +137,57 @@ static void gemm_set_epilogue(cublasLtMatmulDesc_t desc, const struct gemm_call 
     gemm_set_epilogue_pointers(desc, g);
 }
 
+/* ---- the forward GEMM of our own (hopper_gemm.cu) ---- */
+
+/* The outputs of g for hopper_gemm_forward: y (the product plus the bias) and act (NULL for a
+ * plain forward). */
+static void gemm_own_outputs(const struct gemm_call *g, void **y, void **act)
+{
+    bool gelu = g->kind == GEMM_FWD_GELU || g->kind == GEMM_FWD_GELU_BIAS;
+    *y = gelu ? g->aux : g->c;
+    *act = gelu ? g->c : NULL;
+}
+
+/* Whether g is a bf16 forward (plain, bias, or the GeLU with its aux) the GEMM of our own can run
+ * on this device with these pointers. */
+static bool gemm_own_fits(const struct gemm_call *g)
+{
+    if ((g->kind != GEMM_FWD && g->kind != GEMM_FWD_BIAS && g->kind != GEMM_FWD_GELU &&
+         g->kind != GEMM_FWD_GELU_BIAS) ||
+        g->ab_type != CUDA_R_16BF || g->beta != 0.0f || g->lda != g->k || g->ldb != g->k ||
+        g->ldc != g->m)
+        return false;
+    void *y, *act;
+    gemm_own_outputs(g, &y, &act);
+    return hopper_gemm_fits(y, act, g->b, g->a, g->bias, g->n, g->k, g->m);
+}
+
+/* Runs g by variant v of the GEMM of our own (x is g's B, w its A). */
+static void gemm_own_run(int v, const struct gemm_call *g)
+{
+    void *y, *act;
+    gemm_own_outputs(g, &y, &act);
+    hopper_gemm_forward(v, y, act, g->b, g->a, g->bias, g->n, g->k, g->m);
+}
+
+/* The variant of the GEMM of our own that runs g, or -1 for cuBLASLt: the forced one where it
+ * fits, else the one timed fastest for g's shape. */
+static int gemm_own_choice(const struct cuda_gemm_plan *p, const struct gemm_call *g)
+{
+    int forced = cuda_ctx()->hopper_forced;
+    if (forced == HOPPER_GEMM_NEVER || (forced == HOPPER_GEMM_TIMED && !p->own)) return -1;
+    if (!gemm_own_fits(g)) return -1;
+    return forced >= 0 ? forced : p->own - 1;
+}
+
+void cuda_linear_force_hopper_gemm(int v)
+{
+    CHECK(v == HOPPER_GEMM_TIMED || v == HOPPER_GEMM_NEVER || (v >= 0 && v < HOPPER_GEMM_VARIANTS));
+    cuda_ctx()->hopper_forced = v;
+}
+
+bool cuda_linear_hopper_gemm_available(void) { return cuda_ctx()->hopper_gemm; }
+
 /* Algorithms timed per GEMM shape when its plan is built (MEGATRON_GEMM_AUTOTUNE=0: cuBLASLt's
  * first choice, untimed). */
 enum { GEMM_CANDIDATES = 8 };
@@ -147,13 +202,14 @@ static bool gemm_autotune(void)
     return on;
 }
 
-/* The fastest of the heuristic's candidates for g, each run 3 times after a warm-up into buffers
- * of its own (D, and the aux matrix or bias gradient an epilogue writes), so the caller's outputs
- * and accumulators are untouched; the inputs are g's own. Once per shape, on the first call:
- * the allocations and the synchronisation happen then, never in a later step. Without the memory
- * for those buffers, the heuristic's first choice. */
+/* The fastest of the heuristic's candidates for g and, with own, of the variants of our own GEMM
+ * (returned as found + the variant), each run 3 times after a warm-up into buffers of its own (D,
+ * and the aux matrix or bias gradient an epilogue writes), so the caller's outputs and
+ * accumulators are untouched; the inputs are g's own. Once per shape, on the first call: the
+ * allocations and the synchronisation happen then, never in a later step. Without the memory for
+ * those buffers, the heuristic's first choice. */
 static int gemm_fastest(struct cuda_gemm_plan *p, const struct gemm_call *g,
-                        const cublasLtMatmulHeuristicResult_t *results, int found)
+                        const cublasLtMatmulHeuristicResult_t *results, int found, bool own)
 {
     struct cuda_context *ctx = cuda_ctx();
     size_t d_bytes = (size_t)g->ldc * (size_t)g->n * (g->cd_type == CUDA_R_32F ? 4 : 2);
@@ -178,14 +234,17 @@ static int gemm_fastest(struct cuda_gemm_plan *p, const struct gemm_call *g,
     CUDA_CHECK(cudaEventCreate(&stop));
     const float alpha = 1.0f, beta = 0.0f;
     int best = 0;
-    float best_ms = 0.0f;
-    for (int i = 0; i < found; i++) {
+    float best_ms = 0.0f, lt_ms = 0.0f; /* the fastest, and cuBLASLt's fastest */
+    for (int i = 0; i < found + (own ? HOPPER_GEMM_VARIANTS : 0); i++) {
         bool ok = true;
         for (int r = 0; r < 4 && ok; r++) {
             if (r == 1) CUDA_CHECK(cudaEventRecord(start, ctx->stream));
-            ok = cublasLtMatmul(ctx->lt, p->desc, &alpha, t.a, p->a, t.b, p->b, &beta, t.c, p->c, t.c, p->c,
-                                &results[i].algo, ctx->lt_workspace, ctx->lt_workspace_bytes,
-                                ctx->stream) == CUBLAS_STATUS_SUCCESS;
+            if (i >= found)
+                gemm_own_run(i - found, &t);
+            else
+                ok = cublasLtMatmul(ctx->lt, p->desc, &alpha, t.a, p->a, t.b, p->b, &beta, t.c, p->c, t.c, p->c,
+                                    &results[i].algo, ctx->lt_workspace, ctx->lt_workspace_bytes,
+                                    ctx->stream) == CUBLAS_STATUS_SUCCESS;
         }
         if (!ok) continue;
         CUDA_CHECK(cudaEventRecord(stop, ctx->stream));
@@ -196,9 +255,15 @@ static int gemm_fastest(struct cuda_gemm_plan *p, const struct gemm_call *g,
             best = i;
             best_ms = ms;
         }
+        if (i < found) lt_ms = best_ms;
     }
     CUDA_CHECK(cudaEventDestroy(start));
     CUDA_CHECK(cudaEventDestroy(stop));
+    if (own && getenv("MEGATRON_OP_TIMING"))
+        fprintf(stderr, "GEMM kind %d m=%lld n=%lld k=%lld: %s, %.3f ms against cuBLASLt's %.3f ms\n",
+                (int)g->kind, (long long)g->m, (long long)g->n, (long long)g->k,
+                best >= found ? hopper_gemm_variant_name(best - found) : "cuBLASLt", best_ms / 3,
+                lt_ms / 3);
     CUDA_CHECK(cudaFree(d));
     if (aux) CUDA_CHECK(cudaFree(aux));
     if (bias) CUDA_CHECK(cudaFree(bias));
@@ -246,7 +311,14 @@ static void gemm_plan_build(struct cuda_gemm_plan *p, const struct gemm_call *g)
     if (!kind_has_aux(g->kind)) CUBLAS_CHECK(st);
     CUBLAS_CHECK(cublasLtMatmulPreferenceDestroy(pref));
     p->supported = st == CUBLAS_STATUS_SUCCESS && found >= 1;
-    if (p->supported) p->algo = results[found > 1 ? gemm_fastest(p, g, results, found) : 0].algo;
+    p->own = 0;
+    if (p->supported) {
+        /* our GEMM competes where it fits, when timing is on and not ruled out */
+        bool own = gemm_autotune() && ctx->hopper_forced == HOPPER_GEMM_TIMED && gemm_own_fits(g);
+        int best = found > 1 || own ? gemm_fastest(p, g, results, found, own) : 0;
+        if (best >= found) p->own = best - found + 1;
+        p->algo = results[best < found ? best : 0].algo;
+    }
     p->used = true;
 }
 
@@ -273,30 +345,39 @@ static struct cuda_gemm_plan *gemm_plan(const struct gemm_call *g)
     return p;
 }
 
-/* Runs g; false (and nothing done) when cuBLASLt has no algorithm for it, which only a fused
+/* What gemm_try_run did. */
+enum gemm_ran { GEMM_DECLINED = 0, GEMM_RAN_CUBLASLT, GEMM_RAN_OWN };
+
+/* Runs g (by cuBLASLt, or by the GEMM of our own where its shape chose it or a test forces it);
+ * GEMM_DECLINED (and nothing done) when cuBLASLt has no algorithm for it, which only a fused
  * epilogue may meet: a plain GEMM without one is a bug. A plan cuBLASLt refuses to run is marked
  * so, and later calls of its shape go straight to the caller's unfused path. */
-static bool gemm_try_run(const struct gemm_call *g)
+static enum gemm_ran gemm_try_run(const struct gemm_call *g)
 {
-    if (g->m == 0 || g->n == 0) return true;
+    if (g->m == 0 || g->n == 0) return GEMM_RAN_CUBLASLT;
     struct cuda_context *ctx = cuda_ctx();
     struct cuda_gemm_plan *p = gemm_plan(g);
+    int own = gemm_own_choice(p, g);
+    if (own >= 0) {
+        gemm_own_run(own, g);
+        return GEMM_RAN_OWN;
+    }
     bool fused = kind_has_aux(g->kind);
     if (!p->supported) {
         if (!fused)
             BUG("cuBLASLt has no algorithm for the GEMM m=%lld n=%lld k=%lld (kind %d)",
                 (long long)g->m, (long long)g->n, (long long)g->k, (int)g->kind);
-        return false;
+        return GEMM_DECLINED;
     }
     gemm_set_epilogue_pointers(p->desc, g);
     const float alpha = 1.0f;
     cublasStatus_t st = cublasLtMatmul(ctx->lt, p->desc, &alpha, g->a, p->a, g->b, p->b, &g->beta,
                                        g->c, p->c, g->c, p->c, &p->algo, ctx->lt_workspace,
                                        ctx->lt_workspace_bytes, ctx->stream);
-    if (st == CUBLAS_STATUS_SUCCESS) return true;
+    if (st == CUBLAS_STATUS_SUCCESS) return GEMM_RAN_CUBLASLT;
     if (!fused) cuda_fail_cublas(st, "cublasLtMatmul", __FILE__, __LINE__);
     p->supported = false; /* refused before launching anything: the caller's path does the work */
-    return false;
+    return GEMM_DECLINED;
 }
 
 static void gemm_run(const struct gemm_call *g) { (void)gemm_try_run(g); }
@@ -322,7 +403,7 @@ void cuda_linear_forward(struct tensor y, struct tensor x, struct tensor w, stru
                           .lda = in, .ldb = in, .ldc = out, .ab_type = lp, .cd_type = lp,
                           .a = w.data, .b = x.data, .c = y.data,
                           .bias = tensor_present(b) ? b.data : NULL, .aux = NULL, .beta = 0.0f};
-    gemm_run(&g);
+    cuda_ctx()->gelu_paths.forward_own_gemm = gemm_try_run(&g) == GEMM_RAN_OWN;
 }
 
 /* db[c] += sum_n dy[n, c] */
@@ -407,7 +488,7 @@ void cuda_linear_gelu_forward(struct tensor y, struct tensor pre, struct tensor 
     cudaDataType_t lp = lp_cuda_type(dt);
     struct cuda_context *ctx = cuda_ctx();
     int64_t N = x.shape[0], in = x.shape[1], out = w.shape[0];
-    bool fused = false;
+    enum gemm_ran ran = GEMM_DECLINED;
     if (tanh_approx && out % 8 == 0) {
         struct gemm_call g = {.kind = tensor_present(b) ? GEMM_FWD_GELU_BIAS : GEMM_FWD_GELU,
                               .ta = CUBLAS_OP_T, .tb = CUBLAS_OP_N, .m = out, .n = N, .k = in,
@@ -415,10 +496,11 @@ void cuda_linear_gelu_forward(struct tensor y, struct tensor pre, struct tensor 
                               .a = w.data, .b = x.data, .c = y.data,
                               .bias = tensor_present(b) ? b.data : NULL, .aux = pre.data,
                               .beta = 0.0f};
-        fused = gemm_try_run(&g);
+        ran = gemm_try_run(&g);
     }
-    ctx->gelu_paths.forward_epilogue = fused;
-    if (fused) return;
+    ctx->gelu_paths.forward_epilogue = ran == GEMM_RAN_CUBLASLT;
+    ctx->gelu_paths.forward_own_gemm = ran == GEMM_RAN_OWN;
+    if (ran != GEMM_DECLINED) return;
     cuda_linear_forward(pre, x, w, b);
     cuda_gelu_forward(y, pre, tanh_approx);
 }

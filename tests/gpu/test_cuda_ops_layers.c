@@ -5,6 +5,39 @@
 
 /* ---- dense layers ---- */
 
+/* The forward GEMM under test: a variant of our own forced (where it fits), never, or timed. */
+static int own_gemm_mode = CUDA_HOPPER_GEMM_TIMED;
+
+static const char *own_gemm_mode_name(int m)
+{
+    static const char *const forced[] = {"our GEMM, variant 0", "our GEMM, variant 1",
+                                         "our GEMM, variant 2"};
+    return m == CUDA_HOPPER_GEMM_NEVER ? "cuBLASLt" : m == CUDA_HOPPER_GEMM_TIMED ? "timed" : forced[m];
+}
+
+/* Which forward GEMM ran (after a linear forward of out x in weights): with a variant forced, on a
+ * GPU that runs it, bf16 and widths that are multiples of 8, ours must have; with it ruled out,
+ * cuBLASLt. */
+static bool forward_gemm_as_forced(int64_t in, int64_t out)
+{
+    bool own = cuda_linear_gelu_paths().forward_own_gemm;
+    bool fits = cuda_linear_hopper_gemm_available() && A.dt == DT_BF16 && in % 8 == 0 && out % 8 == 0;
+    bool ok = own_gemm_mode >= 0 ? own == fits : own_gemm_mode == CUDA_HOPPER_GEMM_NEVER ? !own : true;
+    printf("    forward GEMM: %s%s\n", own ? "ours" : "cuBLASLt", ok ? "" : " (FAIL: not as forced)");
+    return ok;
+}
+
+/* Each forward GEMM choice in turn (tests/gpu's cases run under each), the timed one last. */
+static const int own_gemm_modes[] = {CUDA_HOPPER_GEMM_NEVER, 0, 1, 2, CUDA_HOPPER_GEMM_TIMED};
+enum { OWN_GEMM_MODES = 5 };
+
+static void force_own_gemm(int m)
+{
+    own_gemm_mode = m;
+    cuda_linear_force_hopper_gemm(m);
+    printf("  forward GEMM: %s\n", own_gemm_mode_name(m));
+}
+
 static bool linear_case(int64_t N, int64_t in, int64_t out, bool bias)
 {
     float *x = randn(N * in, 1.0f), *w = randn(out * in, 0.05f), *b = randn(out, 0.1f);
@@ -23,22 +56,32 @@ static bool linear_case(int64_t N, int64_t in, int64_t out, bool bias)
     poison(gdx, N * in, A.dt);
     cuda_linear_forward(D2(gy, A.dt, N, out), D2(gx, A.dt, N, in),
                         D2(gw, A.dt, out, in), bias ? D1(gb, A.dt, out) : tensor_none());
+    bool ok = forward_gemm_as_forced(in, out);
     cuda_linear_backward(D2(gdx, A.dt, N, in), D2(gdw, DT_F32, out, in), D1(gdb, DT_F32, out),
                          D2(gdy, A.dt, N, out), D2(gx, A.dt, N, in),
                          D2(gw, A.dt, out, in));
     printf("   N=%lld in=%lld out=%lld bias=%d\n", (long long)N, (long long)in, (long long)out,
            bias);
-    bool ok = close_to("y", from_dev_lp(gy, N * out), y, N * out, TOL_LP);
+    ok &= close_to("y", from_dev_lp(gy, N * out), y, N * out, TOL_LP);
     ok &= close_to("dx", from_dev_lp(gdx, N * in), dx, N * in, TOL_LP);
     ok &= close_to("dw (+=, fp32)", from_dev_f32(gdw, out * in), dw, out * in, TOL_F32);
     ok &= close_to("db (+=, fp32)", from_dev_f32(gdb, out), db, out, TOL_F32);
     return ok;
 }
 
+/* Under each forward GEMM: rows, columns and depth that are not multiples of our GEMM's tiles
+ * (100 x 72 -> 200: its loads past them read zeros, its stores leave them out), a tiny one, and
+ * widths cuBLASLt alone takes (not multiples of 8). */
 bool test_linear_matches_cpu(void)
 {
-    return linear_case(256, 512, 768, true) & linear_case(100, 72, 200, false) &
-           linear_case(33, 40, 24, true);
+    bool ok = true;
+    for (int m = 0; m < OWN_GEMM_MODES; m++) {
+        force_own_gemm(own_gemm_modes[m]);
+        ok &= linear_case(256, 512, 768, true) & linear_case(100, 72, 200, false) &
+              linear_case(33, 40, 24, true) & linear_case(300, 36, 52, true) &
+              linear_case(1100, 320, 1000, true);
+    }
+    return ok;
 }
 
 /* The two GeLU forms differ by less than bf16's rounding per element, but over many elements the
@@ -100,6 +143,7 @@ static bool linear_gelu_case(int64_t N, int64_t in, int64_t F, bool bias, bool t
                              D2(gw1, A.dt, F, in), bias ? D1(gb1, A.dt, F) : tensor_none(),
                              tanh_approx);
     bool fwd_epilogue = cuda_linear_gelu_paths().forward_epilogue;
+    bool fwd_ok = forward_gemm_as_forced(in, F);
 
     /* fc2: F -> in; its input act and the saved pre drawn afresh */
     float *act = randn(N * F, 1.0f), *pre2 = randn(N * F, 2.0f), *w2 = randn(in * F, 0.05f);
@@ -119,7 +163,9 @@ static bool linear_gelu_case(int64_t N, int64_t in, int64_t F, bool bias, bool t
     struct cuda_gelu_paths bwd = cuda_linear_gelu_paths();
     printf("   N=%lld in=%lld F=%lld bias=%d tanh=%d: forward %s, backward %s\n", (long long)N,
            (long long)in, (long long)F, bias, tanh_approx,
-           fwd_epilogue ? "cuBLASLt GELU_AUX epilogue" : "GEMM + kernel",
+           fwd_epilogue                               ? "cuBLASLt GELU_AUX epilogue"
+           : cuda_linear_gelu_paths().forward_own_gemm ? "our GEMM with the GeLU"
+                                                       : "GEMM + kernel",
            bwd.bias_grad_epilogue    ? "cuBLASLt DGELU_BGRAD epilogue"
            : bwd.backward_row_halves ? "cuBLASLt DGELU epilogue on each half of the rows"
            : bwd.backward_epilogue   ? (bias ? "cuBLASLt DGELU epilogue + column sum"
@@ -127,7 +173,7 @@ static bool linear_gelu_case(int64_t N, int64_t in, int64_t F, bool bias, bool t
                                      : "GEMM + kernel");
     float *gpre_h = from_dev_lp(gpre, N * F), *gy_h = from_dev_lp(gy, N * F);
     float *gdpre_h = from_dev_lp(gdpre, N * F);
-    bool ok = close_to("pre", gpre_h, pre, N * F, TOL_LP);
+    bool ok = fwd_ok & close_to("pre", gpre_h, pre, N * F, TOL_LP);
     ok &= close_to("y = gelu(pre)", gy_h, y, N * F, TOL_LP);
     ok &= close_to("dpre", gdpre_h, dpre, N * F, TOL_LP);
     /* both forms of y on the pre the GPU applied the GeLU to (the epilogue: the fp32 product, as
@@ -163,16 +209,24 @@ bool test_linear_gelu_matches_cpu(void)
     static const char *const names[] = {"timed", "DGELU_BGRAD epilogue", "DGELU epilogue + column sum",
                                         "DGELU epilogue in row halves + column sum", "GEMM + kernel"};
     bool ok = true;
-    for (int p = 0; p < 5; p++) {
-        printf("  backward path: %s\n", names[p]);
-        cuda_linear_dgelu_force_path(paths[p]);
+    /* each backward path under the timed forward, then each forward GEMM under the timed backward */
+    for (int r = 0; r < 5 + OWN_GEMM_MODES - 1; r++) {
+        if (r < 5) {
+            printf("  backward path: %s\n", names[r]);
+            cuda_linear_dgelu_force_path(paths[r]);
+        } else {
+            cuda_linear_dgelu_force_path(CUDA_DGELU_TIMED);
+            force_own_gemm(own_gemm_modes[r - 5]);
+        }
         ok &= linear_gelu_case(256, 512, 768, true, true) & linear_gelu_case(128, 96, 256, false, true) &
               linear_gelu_case(100, 72, 200, true, false) & linear_gelu_case(1000, 40, 20, true, true) &
               linear_gelu_case(600, 128, 3072, true, false) &
-              linear_gelu_case(257, 64, 256, true, true); /* halves of 128 and 129 rows */
-        free_all(); /* a path's cases take ~220 of the test's MAX_ALLOCS host buffers */
+              linear_gelu_case(257, 64, 256, true, true) & /* halves of 128 and 129 rows */
+              linear_gelu_case(300, 200, 392, true, true);
+        free_all(); /* a round's cases take ~250 of the test's MAX_ALLOCS host buffers */
     }
     cuda_linear_dgelu_force_path(CUDA_DGELU_TIMED);
+    force_own_gemm(CUDA_HOPPER_GEMM_TIMED);
     return ok;
 }
 

@@ -1,0 +1,410 @@
+/* Hopper (sm_90a) GEMM building blocks and the ping-pong forward GEMM, shared by the CUDA backend
+ * (kernels/cuda/hopper_gemm.cu) and the GEMM probe (scripts/bench/wgmma_gelu_probe.cu).
+ *
+ * The PTX wrappers: mbarriers (a stage's "full" and "empty" handshakes), bulk tensor copies (TMA)
+ * into shared memory, multicast to a cluster's CTAs and back out to global memory, wgmma over
+ * operands in shared memory in the 128-byte swizzle, and the fences between them.
+ *
+ * pingpong_kernel: y = x w^T (+ bias) for x [N, K] and w [F, K] (bf16, K contiguous), out0 = y
+ * and, with OUTS 2, out1 = act(y rounded to bf16), both [N, F] bf16. Persistent CTAs of three
+ * warpgroups. One thread of the third (the producer) issues the TMA copies of a 128 x 64 tile of x
+ * and a PN x 64 tile of w into a ring of stages, tile after tile of the CTA's share. The first two
+ * (the consumers) take the CTA's tiles in turn, each its own 128 x PN tile with two m64 wgmmas per
+ * k16 step (fp32 accumulators in registers). Their main loops take turns (the "turn" mbarriers): a
+ * consumer starts its tile's wgmmas once the other has issued all of its own, so the tensor cores
+ * serve one at a time while the other writes its last tile out; the turn also keeps a stage's
+ * parity unambiguous (every earlier fill of the ring has been waited for). The epilogue writes 64
+ * rows by 64 columns at a time into one of two staging units in the 128-byte swizzle (y plus the
+ * bias rounded to bf16, and with OUTS 2 act of it beside), and the TMA copies the unit out while
+ * the next one is written; rows and columns past N and F are left out by the TMA, columns of K past
+ * its end read as zeros. With CL 2 the cluster's two CTAs take tiles of consecutive rows and one
+ * column at the same places of their rings, each loading half of w's tile into both (multicast),
+ * and a stage is freed only when the consumers of both have read it.
+ *
+ * Needs K % 8 == 0 and F % 8 == 0 (the TMA's 16-byte row strides) and 16-byte aligned pointers.
+ * Everything here compiles for sm_90a only. */
+#ifndef MEGATRON_KERNELS_CUDA_HOPPER_GEMM_CUH
+#define MEGATRON_KERNELS_CUDA_HOPPER_GEMM_CUH
+
+#include <cuda.h>
+#include <cuda_bf16.h>
+#include <stdint.h>
+
+namespace hopper {
+
+/* k per stage (64 bf16: one 128-byte swizzled row) */
+enum { BK = 64 };
+
+__device__ __forceinline__ uint32_t smem_u32(const void *p)
+{
+    return (uint32_t)__cvta_generic_to_shared(p);
+}
+
+__device__ __forceinline__ void mbar_init(uint64_t *b, int count)
+{
+    asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;" ::"r"(smem_u32(b)), "r"(count));
+}
+
+__device__ __forceinline__ void mbar_expect_tx(uint64_t *b, uint32_t bytes)
+{
+    asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;" ::"r"(smem_u32(b)),
+                 "r"(bytes)
+                 : "memory");
+}
+
+__device__ __forceinline__ void mbar_arrive(uint64_t *b)
+{
+    asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];" ::"r"(smem_u32(b)) : "memory");
+}
+
+/* Arrives on the mbarrier at b's place in the shared memory of the cluster's CTA of that rank. */
+__device__ __forceinline__ void mbar_arrive_cluster(uint64_t *b, uint32_t rank)
+{
+    uint32_t remote;
+    asm volatile("mapa.shared::cluster.u32 %0, %1, %2;"
+                 : "=r"(remote)
+                 : "r"(smem_u32(b)), "r"(rank));
+    asm volatile("mbarrier.arrive.shared::cluster.b64 _, [%0];" ::"r"(remote) : "memory");
+}
+
+/* Every thread of the cluster's CTAs (their barriers initialised, or all their remote accesses
+ * done). */
+__device__ __forceinline__ void cluster_sync()
+{
+    asm volatile("barrier.cluster.arrive.release;\nbarrier.cluster.wait.acquire;" ::: "memory");
+}
+
+__device__ __forceinline__ uint32_t cluster_rank()
+{
+    uint32_t r;
+    asm volatile("mov.u32 %0, %%cluster_ctarank;" : "=r"(r));
+    return r;
+}
+
+/* Waits for the completion of b's phase of the given parity (a fresh barrier has completed
+ * parity 1). */
+__device__ __forceinline__ void mbar_wait(uint64_t *b, int parity)
+{
+    asm volatile("{\n.reg .pred p;\nWAIT_%=:\n"
+                 "mbarrier.try_wait.parity.shared::cta.b64 p, [%0], %1;\n"
+                 "@!p bra WAIT_%=;\n}\n" ::"r"(smem_u32(b)),
+                 "r"(parity)
+                 : "memory");
+}
+
+__device__ __forceinline__ void tma_load_2d(void *dst, const CUtensorMap *map, int c0, int c1,
+                                            uint64_t *bar)
+{
+    asm volatile("cp.async.bulk.tensor.2d.shared::cluster.global.mbarrier::complete_tx::bytes"
+                 " [%0], [%1, {%2, %3}], [%4];" ::"r"(smem_u32(dst)),
+                 "l"(map), "r"(c0), "r"(c1), "r"(smem_u32(bar))
+                 : "memory");
+}
+
+/* The same box into the same place of every CTA of the cluster in mask, each completing on its
+ * own mbarrier at bar's place. */
+__device__ __forceinline__ void tma_load_2d_multicast(void *dst, const CUtensorMap *map, int c0,
+                                                      int c1, uint64_t *bar, uint16_t mask)
+{
+    asm volatile("cp.async.bulk.tensor.2d.shared::cluster.global.mbarrier::complete_tx::bytes"
+                 ".multicast::cluster [%0], [%1, {%2, %3}], [%4], %5;" ::"r"(smem_u32(dst)),
+                 "l"(map), "r"(c0), "r"(c1), "r"(smem_u32(bar)), "h"(mask)
+                 : "memory");
+}
+
+/* wgmma's descriptor of a K-major operand in shared memory: rows of 64 bf16 (128 bytes) in the
+ * 128-byte swizzle, groups of 8 rows 1024 bytes apart. */
+__device__ __forceinline__ uint64_t desc_sw128(const void *p)
+{
+    return ((smem_u32(p) & 0x3FFFF) >> 4) | ((uint64_t)1 << 16) | ((uint64_t)(1024 >> 4) << 32) |
+           ((uint64_t)1 << 62);
+}
+
+#define ACC4(i) "+f"(d[i]), "+f"(d[i + 1]), "+f"(d[i + 2]), "+f"(d[i + 3])
+#define ACC16(i) ACC4(i), ACC4(i + 4), ACC4(i + 8), ACC4(i + 12)
+#define ACC128                                                                                     \
+    ACC16(0), ACC16(16), ACC16(32), ACC16(48), ACC16(64), ACC16(80), ACC16(96), ACC16(112)
+
+/* d[64 x 256] (+)= a[64 x 16] b[256 x 16]^T, both from shared memory; d is zeroed first when
+ * accumulate is 0. A thread holds rows warp * 16 + lane / 4 (+ 8) of columns 8 j + 2 (lane % 4)
+ * (+ 1) in d[4 j .. 4 j + 3]. */
+__device__ __forceinline__ void wgmma_64x256(float *d, uint64_t da, uint64_t db, int accumulate)
+{
+    asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %130, 0;\n"
+                 "wgmma.mma_async.sync.aligned.m64n256k16.f32.bf16.bf16 {"
+                 "%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, "
+                 "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, "
+                 "%31, %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, "
+                 "%46, %47, %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, "
+                 "%61, %62, %63, %64, %65, %66, %67, %68, %69, %70, %71, %72, %73, %74, %75, "
+                 "%76, %77, %78, %79, %80, %81, %82, %83, %84, %85, %86, %87, %88, %89, %90, "
+                 "%91, %92, %93, %94, %95, %96, %97, %98, %99, %100, %101, %102, %103, %104, "
+                 "%105, %106, %107, %108, %109, %110, %111, %112, %113, %114, %115, %116, "
+                 "%117, %118, %119, %120, %121, %122, %123, %124, %125, %126, %127}, "
+                 "%128, %129, p, 1, 1, 0, 0;\n}\n"
+                 : ACC128
+                 : "l"(da), "l"(db), "r"(accumulate));
+}
+
+#define ACC64 ACC16(0), ACC16(16), ACC16(32), ACC16(48)
+
+/* d[64 x 128] (+)= a[64 x 16] b[128 x 16]^T, both from shared memory (the accumulator layout of
+ * wgmma_64x256, 16 column groups). */
+__device__ __forceinline__ void wgmma_64x128(float *d, uint64_t da, uint64_t db, int accumulate)
+{
+    asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %66, 0;\n"
+                 "wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16 {"
+                 "%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, "
+                 "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, "
+                 "%31, %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, "
+                 "%46, %47, %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, "
+                 "%61, %62, %63}, "
+                 "%64, %65, p, 1, 1, 0, 0;\n}\n"
+                 : ACC64
+                 : "l"(da), "l"(db), "r"(accumulate));
+}
+
+/* d[64 x 192] (+)= a[64 x 16] b[192 x 16]^T (the accumulator layout of wgmma_64x256, 24 column
+ * groups). */
+__device__ __forceinline__ void wgmma_64x192(float *d, uint64_t da, uint64_t db, int accumulate)
+{
+    asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %98, 0;\n"
+                 "wgmma.mma_async.sync.aligned.m64n192k16.f32.bf16.bf16 {"
+                 "%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, "
+                 "%17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, "
+                 "%32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, "
+                 "%47, %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, "
+                 "%62, %63, %64, %65, %66, %67, %68, %69, %70, %71, %72, %73, %74, %75, %76, "
+                 "%77, %78, %79, %80, %81, %82, %83, %84, %85, %86, %87, %88, %89, %90, %91, "
+                 "%92, %93, %94, %95}, "
+                 "%96, %97, p, 1, 1, 0, 0;\n}\n"
+                 : ACC64, ACC16(64), ACC16(80)
+                 : "l"(da), "l"(db), "r"(accumulate));
+}
+
+/* The product of one k16 step for a tile of PN columns. */
+template <int PN>
+__device__ __forceinline__ void wgmma_64xn(float *d, uint64_t da, uint64_t db, int accumulate)
+{
+    if (PN == 128)
+        wgmma_64x128(d, da, db, accumulate);
+    else
+        wgmma_64x192(d, da, db, accumulate);
+}
+
+__device__ __forceinline__ void tma_store_2d(const CUtensorMap *map, const void *src, int c0, int c1)
+{
+    asm volatile("cp.async.bulk.tensor.2d.global.shared::cta.bulk_group [%0, {%1, %2}], [%3];" ::"l"(
+                     map),
+                 "r"(c0), "r"(c1), "r"(smem_u32(src))
+                 : "memory");
+}
+
+__device__ __forceinline__ void bulk_commit()
+{
+    asm volatile("cp.async.bulk.commit_group;" ::: "memory");
+}
+
+/* This thread's bulk copies are complete. */
+__device__ __forceinline__ void bulk_wait_all()
+{
+    asm volatile("cp.async.bulk.wait_group 0;" ::: "memory");
+}
+
+/* All but this thread's last group of bulk copies have read their shared memory. */
+__device__ __forceinline__ void bulk_wait_read_but_one()
+{
+    asm volatile("cp.async.bulk.wait_group.read 1;" ::: "memory");
+}
+
+/* The threads' shared-memory writes seen by the TMA (the async proxy). */
+__device__ __forceinline__ void fence_proxy_async()
+{
+    asm volatile("fence.proxy.async.shared::cta;" ::: "memory");
+}
+
+/* The 128 threads of a consumer warpgroup (named barrier id 1 or 2). */
+__device__ __forceinline__ void warpgroup_sync(int id)
+{
+    asm volatile("bar.sync %0, 128;" ::"r"(id) : "memory");
+}
+
+/* tile rows, threads, bytes of a 64 x 64 staging box */
+enum { PM = 128, PP_THREADS = 384, UNIT_BOX = 64 * 128 };
+
+/* PN: the tile's columns (128 or 192); as many stages as fit beside the staging units */
+template <int PN> struct pp_smem {
+    static constexpr int STAGES = PN == 128 ? 5 : 4;
+    __nv_bfloat16 a[STAGES][PM * BK];
+    __nv_bfloat16 b[STAGES][PN * BK];
+    /* a consumer's two staging units, each two 64 x 64 boxes (y, act): one is written while the
+       TMA reads the other */
+    __nv_bfloat16 out[2][2][2][64 * 64];
+    uint64_t full[STAGES], empty[STAGES], turn[2];
+};
+
+/* Dynamic shared memory of a launch: the layout and room to align it to 1024 bytes. */
+template <int PN> constexpr size_t pp_smem_bytes() { return sizeof(pp_smem<PN>) + 1024; }
+
+/* Half the rows (64, the accumulators d) and column groups j0 .. j0 + 7 (64 columns) of the
+ * consumer's tile into one of its staging units: y (d plus the bias, rounded to bf16) into the
+ * unit's first box and, with OUTS 2, act of the rounded y into its second. A thread holds the
+ * unit's rows 16 warp + lane / 4 (+ 8), both r7 = lane / 4 modulo 8, so column group j's 16-byte
+ * chunk is (j % 8) ^ r7 (the 128-byte swizzle). Columns from lim on (past F) take no bias. */
+template <int OUTS, class Act>
+__device__ __forceinline__ void stage_unit(unsigned char *unit, const float *d,
+                                           const __nv_bfloat16 *__restrict__ bias, int lim, int j0,
+                                           int warp, int lane, Act act)
+{
+    const uint32_t r7 = (uint32_t)lane / 4, cq = 2 * (lane % 4);
+    const uint32_t base = smem_u32(unit) + (uint32_t)(warp * 16 + lane / 4) * 128 + 2 * cq;
+#pragma unroll
+    for (int j = j0; j < j0 + 8; j++) {
+        float2 bb = make_float2(0.0f, 0.0f);
+        if (bias && 8 * j + (int)cq < lim)
+            bb = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162 *>(bias + 8 * j + cq));
+        const uint32_t at = base + ((((uint32_t)j & 7) ^ r7) << 4);
+#pragma unroll
+        for (int rr = 0; rr < 2; rr++) {
+            __nv_bfloat162 v =
+                __floats2bfloat162_rn(d[4 * j + 2 * rr] + bb.x, d[4 * j + 2 * rr + 1] + bb.y);
+            const uint32_t row_at = at + 8 * rr * 128;
+            asm volatile("st.shared.b32 [%0], %1;" ::"r"(row_at),
+                         "r"(*reinterpret_cast<uint32_t *>(&v))
+                         : "memory");
+            if (OUTS == 2) {
+                const float2 f = __bfloat1622float2(v);
+                v = __floats2bfloat162_rn(act(f.x), act(f.y));
+                asm volatile("st.shared.b32 [%0], %1;" ::"r"(row_at + UNIT_BOX),
+                             "r"(*reinterpret_cast<uint32_t *>(&v))
+                             : "memory");
+            }
+        }
+    }
+}
+
+/* The GEMM (see the top of this file); map_x and map_w read boxes of 128 x BK and (PN / CL) x BK,
+ * map_o0 and map_o1 write boxes of 64 x 64; bias may be NULL. Launched with PP_THREADS threads,
+ * pp_smem_bytes<PN>() of dynamic shared memory and clusters of CL, at most one CTA a tile. */
+template <int OUTS, int PN, int CL, class Act>
+__global__ void __launch_bounds__(PP_THREADS, 1)
+    pingpong_kernel(const __grid_constant__ CUtensorMap map_x,
+                    const __grid_constant__ CUtensorMap map_w,
+                    const __grid_constant__ CUtensorMap map_o0,
+                    const __grid_constant__ CUtensorMap map_o1,
+                    const __nv_bfloat16 *__restrict__ bias, int N, int F, int K, Act act)
+{
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+    using smem_t = pp_smem<PN>;
+    constexpr int S = smem_t::STAGES;
+    extern __shared__ unsigned char smem_raw[];
+    smem_t &s = *reinterpret_cast<smem_t *>(((uintptr_t)smem_raw + 1023) & ~(uintptr_t)1023);
+    const int wg = threadIdx.x / 128, tid = threadIdx.x % 128;
+    const uint32_t rank = CL > 1 ? cluster_rank() : 0;
+    const int row_tiles = (N + PM - 1) / PM, tiles_f = (F + PN - 1) / PN;
+    const int units = (row_tiles + CL - 1) / CL * tiles_f, kblocks = (K + BK - 1) / BK;
+    const int cid = blockIdx.x / CL, clusters = gridDim.x / CL;
+    if (threadIdx.x == 0) {
+        for (int i = 0; i < S; i++) {
+            mbar_init(&s.full[i], 1);
+            mbar_init(&s.empty[i], 4 * CL); /* lane 0 of each warp of the stage's consumers */
+        }
+        mbar_init(&s.turn[0], 4);
+        mbar_init(&s.turn[1], 4);
+        asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
+    }
+    if (CL > 1)
+        cluster_sync();
+    else
+        __syncthreads();
+    if (wg == 2) {
+        /* the producer's registers go to the consumers: 40 + 2 x 232 a warp of each quarter */
+        asm volatile("setmaxnreg.dec.sync.aligned.u32 40;");
+        if (tid == 0) {
+            int stage = 0, phase = 0;
+            for (int u = cid; u < units; u += clusters) {
+                const int tn = u / tiles_f * CL + (int)rank, tf = u % tiles_f;
+                for (int kb = 0; kb < kblocks; kb++) {
+                    mbar_wait(&s.empty[stage], phase ^ 1);
+                    mbar_expect_tx(&s.full[stage], (PM + PN) * BK * 2);
+                    tma_load_2d(s.a[stage], &map_x, kb * BK, tn * PM, &s.full[stage]);
+                    if (CL == 1)
+                        tma_load_2d(s.b[stage], &map_w, kb * BK, tf * PN, &s.full[stage]);
+                    else
+                        tma_load_2d_multicast(s.b[stage] + rank * (PN / CL) * BK, &map_w, kb * BK,
+                                              tf * PN + (int)rank * (PN / CL), &s.full[stage],
+                                              (uint16_t)((1u << CL) - 1));
+                    if (++stage == S) stage = 0, phase ^= 1;
+                }
+            }
+        }
+        if (CL > 1) cluster_sync(); /* no CTA leaves while the other may still arrive on it */
+        return;
+    }
+    asm volatile("setmaxnreg.inc.sync.aligned.u32 232;");
+    const int c = wg, warp = tid / 32, lane = tid % 32;
+    auto release = [lane](uint64_t *empty) { /* a stage read: lane r frees it in CTA r */
+        if (CL == 1)
+            mbar_arrive(empty);
+        else
+            mbar_arrive_cluster(empty, (uint32_t)lane);
+    };
+    unsigned char *stg = reinterpret_cast<unsigned char *>(s.out[c]);
+    float d0[PN / 2], d1[PN / 2];
+    int i = 0;
+    for (int u = cid + c * clusters; u < units; u += 2 * clusters, i++) {
+        const int tn = u / tiles_f * CL + (int)rank, tf = u % tiles_f;
+        int q = (2 * i + c) * kblocks; /* the tile's first fill of the ring */
+        mbar_wait(&s.turn[c], c == 0 ? (i & 1) ^ 1 : i & 1);
+        int prev = -1;
+        for (int kb = 0; kb < kblocks; kb++, q++) {
+            const int stage = q % S;
+            mbar_wait(&s.full[stage], (q / S) & 1);
+            asm volatile("wgmma.fence.sync.aligned;" ::: "memory");
+            const __nv_bfloat16 *a = s.a[stage], *b = s.b[stage];
+#pragma unroll
+            for (int kk = 0; kk < BK / 16; kk++) {
+                wgmma_64xn<PN>(d0, desc_sw128(a + kk * 16), desc_sw128(b + kk * 16),
+                               kb > 0 || kk > 0);
+                wgmma_64xn<PN>(d1, desc_sw128(a + 64 * BK + kk * 16), desc_sw128(b + kk * 16),
+                               kb > 0 || kk > 0);
+            }
+            asm volatile("wgmma.commit_group.sync.aligned;" ::: "memory");
+            asm volatile("wgmma.wait_group.sync.aligned 1;" ::: "memory");
+            if (prev >= 0 && lane < CL) release(&s.empty[prev]);
+            prev = stage;
+        }
+        if (lane == 0) mbar_arrive(&s.turn[c ^ 1]); /* the other consumer's main loop may start */
+        asm volatile("wgmma.wait_group.sync.aligned 0;" ::: "memory");
+        if (lane < CL) release(&s.empty[prev]);
+
+        /* 64 rows and 64 columns at a time, into the two staging units in turn (an even number
+           a tile, so a tile starts on the first) */
+        const __nv_bfloat16 *tile_bias = bias ? bias + (size_t)tf * PN : nullptr;
+#pragma unroll
+        for (int ch = 0; ch < PN / 64; ch++)
+#pragma unroll
+            for (int h = 0; h < 2; h++) {
+                unsigned char *unit = stg + h * 2 * UNIT_BOX;
+                if (tid == 0) bulk_wait_read_but_one(); /* the unit's last copies have read it */
+                warpgroup_sync(1 + c);
+                stage_unit<OUTS>(unit, h ? d1 : d0, tile_bias, F - tf * PN, 8 * ch, warp, lane,
+                                 act);
+                fence_proxy_async();
+                warpgroup_sync(1 + c);
+                if (tid == 0) {
+                    const int col = tf * PN + 64 * ch, row = tn * PM + 64 * h;
+                    tma_store_2d(&map_o0, unit, col, row);
+                    if (OUTS == 2) tma_store_2d(&map_o1, unit + UNIT_BOX, col, row);
+                    bulk_commit();
+                }
+            }
+    }
+    if (tid == 0) bulk_wait_all();
+    if (CL > 1) cluster_sync();
+#endif
+}
+
+} /* namespace hopper */
+
+#endif
