@@ -17,9 +17,10 @@
  * rows by 64 columns at a time into one of two staging units in the 128-byte swizzle (y plus the
  * bias rounded to bf16, and with OUTS 2 act of it beside), and the TMA copies the unit out while
  * the next one is written; rows and columns past N and F are left out by the TMA, columns of K past
- * its end read as zeros. With CL 2 the cluster's two CTAs take tiles of consecutive rows and one
- * column at the same places of their rings, each loading half of w's tile into both (multicast),
- * and a stage is freed only when the consumers of both have read it.
+ * its end read as zeros. Tiles go in groups of rows swept column by column (unit_tile). With CL 2
+ * the cluster's two CTAs take tiles of consecutive rows and one column at the same places of their
+ * rings, each loading half of w's tile into both (multicast), and a stage is freed only when the
+ * consumers of both have read it.
  *
  * Needs K % 8 == 0 and F % 8 == 0 (the TMA's 16-byte row strides) and 16-byte aligned pointers.
  * Everything here compiles for sm_90a only. */
@@ -283,6 +284,20 @@ __device__ __forceinline__ void stage_unit(unsigned char *unit, const float *d,
     }
 }
 
+/* Unit u's row unit and column tile. Units go in groups of GROUP row units swept column by column
+ * (u = rows of the group fastest), so the tiles running at once share their rows of x and their
+ * columns of w in L2 even where w is larger than L2 (the output layer's 77 MB at GPT-2's vocab).
+ * A row unit is CL tiles of consecutive rows. */
+enum { GROUP = 16 };
+
+__device__ __forceinline__ void unit_tile(int u, int row_units, int tiles_f, int &ru, int &tf)
+{
+    const int per_group = GROUP * tiles_f, g = u / per_group, first = g * GROUP;
+    const int rows = row_units - first < GROUP ? row_units - first : GROUP, r = u - g * per_group;
+    ru = first + r % rows;
+    tf = r / rows;
+}
+
 /* The GEMM (see the top of this file); map_x and map_w read boxes of 128 x BK and (PN / CL) x BK,
  * map_o0 and map_o1 write boxes of 64 x 64; bias may be NULL. Launched with PP_THREADS threads,
  * pp_smem_bytes<PN>() of dynamic shared memory and clusters of CL, at most one CTA a tile. */
@@ -302,7 +317,8 @@ __global__ void __launch_bounds__(PP_THREADS, 1)
     const int wg = threadIdx.x / 128, tid = threadIdx.x % 128;
     const uint32_t rank = CL > 1 ? cluster_rank() : 0;
     const int row_tiles = (N + PM - 1) / PM, tiles_f = (F + PN - 1) / PN;
-    const int units = (row_tiles + CL - 1) / CL * tiles_f, kblocks = (K + BK - 1) / BK;
+    const int row_units = (row_tiles + CL - 1) / CL, units = row_units * tiles_f;
+    const int kblocks = (K + BK - 1) / BK;
     const int cid = blockIdx.x / CL, clusters = gridDim.x / CL;
     if (threadIdx.x == 0) {
         for (int i = 0; i < S; i++) {
@@ -323,7 +339,9 @@ __global__ void __launch_bounds__(PP_THREADS, 1)
         if (tid == 0) {
             int stage = 0, phase = 0;
             for (int u = cid; u < units; u += clusters) {
-                const int tn = u / tiles_f * CL + (int)rank, tf = u % tiles_f;
+                int ru, tf;
+                unit_tile(u, row_units, tiles_f, ru, tf);
+                const int tn = ru * CL + (int)rank;
                 for (int kb = 0; kb < kblocks; kb++) {
                     mbar_wait(&s.empty[stage], phase ^ 1);
                     mbar_expect_tx(&s.full[stage], (PM + PN) * BK * 2);
@@ -353,7 +371,9 @@ __global__ void __launch_bounds__(PP_THREADS, 1)
     float d0[PN / 2], d1[PN / 2];
     int i = 0;
     for (int u = cid + c * clusters; u < units; u += 2 * clusters, i++) {
-        const int tn = u / tiles_f * CL + (int)rank, tf = u % tiles_f;
+        int ru, tf;
+        unit_tile(u, row_units, tiles_f, ru, tf);
+        const int tn = ru * CL + (int)rank;
         int q = (2 * i + c) * kblocks; /* the tile's first fill of the ring */
         mbar_wait(&s.turn[c], c == 0 ? (i & 1) ^ 1 : i & 1);
         int prev = -1;
