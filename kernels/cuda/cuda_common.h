@@ -121,8 +121,8 @@ struct cuda_context {
     int staging_next;
     cudaEvent_t staging_done[CUDA_STAGING_SLOTS]; /* after the copy last queued from each slot */
     /* the forward GEMM of our own (hopper_gemm.cu): whether this device runs it (compute
-       capability 9.0), whether linear.cu may use it (HOPPER_GEMM_TIMED, HOPPER_GEMM_NEVER, or a
-       variant it must use where it fits; MEGATRON_HOPPER_GEMM=0 sets never), the clusters of
+       capability 9.0), whether linear.cu may use it (HOPPER_GEMM_NEVER unless
+       MEGATRON_HOPPER_GEMM=1 sets HOPPER_GEMM_TIMED, or a variant a test forces), the clusters of
        each kernel (one output or two, variant) that fit at once (0: not asked yet), and the
        driver's cuTensorMapEncodeTiled */
     bool hopper_gemm;
@@ -418,8 +418,8 @@ void cuda_colsum_acc(Load load, float *dst0, float *dst1, int64_t N, int64_t C)
 
 /* ---- kernels one .cu file lends another ---- */
 
-/* y = x w^T (+ bias) and, when act is not NULL, act = gelu_tanh(y as rounded) for x [N, K], w [F, K]
- * and y, act [N, F], bf16, by variant v (< HOPPER_GEMM_VARIANTS) of the GEMM of our own
+/* y = x w^T (+ bias) and, when act is not NULL, act = gelu_tanh(y as rounded) for x [N, K],
+ * w [F, K] and y, act [N, F], bf16, by variant v (< HOPPER_GEMM_VARIANTS) of the GEMM of our own
  * (hopper_gemm.cu), on the backend's stream; only where hopper_gemm_fits says it can (this device,
  * the sizes' and pointers' alignment; bias may be NULL). */
 bool hopper_gemm_fits(const void *y, const void *act, const void *x, const void *w,

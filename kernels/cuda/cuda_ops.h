@@ -263,7 +263,8 @@ enum cuda_dgelu_path {
 void cuda_linear_dgelu_force_path(enum cuda_dgelu_path p);
 /* The forward GEMM of our own (kernels/cuda/hopper_gemm.cu, bf16 on Hopper GPUs): its variants,
  * and for the tests every later linear forward by variant v (< CUDA_HOPPER_GEMM_VARIANTS)
- * wherever it fits, never, or where timed faster than cuBLASLt for the shape (the default). */
+ * wherever it fits, never (the default), or where timed faster than cuBLASLt for the shape (what
+ * MEGATRON_HOPPER_GEMM=1 sets). */
 enum { CUDA_HOPPER_GEMM_VARIANTS = 3, CUDA_HOPPER_GEMM_TIMED = -1, CUDA_HOPPER_GEMM_NEVER = -2 };
 void cuda_linear_force_hopper_gemm(int v);
 bool cuda_linear_hopper_gemm_available(void); /* this GPU runs it */

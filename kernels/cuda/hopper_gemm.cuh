@@ -193,11 +193,12 @@ __device__ __forceinline__ void wgmma_64xn(float *d, uint64_t da, uint64_t db, i
         wgmma_64x192(d, da, db, accumulate);
 }
 
-__device__ __forceinline__ void tma_store_2d(const CUtensorMap *map, const void *src, int c0, int c1)
+/* The box at src to the matrix of map at (c0, c1), in this thread's current bulk group. */
+__device__ __forceinline__ void tma_store_2d(const CUtensorMap *map, const void *src, int c0,
+                                             int c1)
 {
-    asm volatile("cp.async.bulk.tensor.2d.global.shared::cta.bulk_group [%0, {%1, %2}], [%3];" ::"l"(
-                     map),
-                 "r"(c0), "r"(c1), "r"(smem_u32(src))
+    asm volatile("cp.async.bulk.tensor.2d.global.shared::cta.bulk_group [%0, {%1, %2}], [%3];"
+                 ::"l"(map), "r"(c0), "r"(c1), "r"(smem_u32(src))
                  : "memory");
 }
 

@@ -11,9 +11,12 @@
  * runs as the GEMM and a separate kernel, as does any shape cuBLASLt declines (the aux leading
  * dimension must be a multiple of 8).
  *
- * On Hopper GPUs the bf16 forwards (plain, with the bias, and fc1's with the GeLU's two outputs)
- * also time the GEMM of our own (hopper_gemm.cu) on their first call and take it where it is the
- * fastest (MEGATRON_HOPPER_GEMM=0: never).
+ * With MEGATRON_HOPPER_GEMM=1, on Hopper GPUs, the bf16 forwards (plain, with the bias, and fc1's
+ * with the GeLU's two outputs) also time the GEMM of our own (hopper_gemm.cu) on their first call
+ * and take it where it is the fastest. Not by default: it changed no step's time beyond the spread
+ * (docs/PERFORMANCE.md), and where its time and cuBLASLt's are close the choice varies from run
+ * to run, and with it (the two sum some shapes in different orders) a run's last bits, which two
+ * runs of one configuration otherwise repeat exactly.
  *
  * Row-major [rows, cols] buffers are column-major [cols, rows] to cuBLAS, so with y = x w^T:
  *   forward  y^T[out,N]  = w^T... i.e. D(out x N)  = op(w: in x out, T) . x(in x N)      ("TN")
@@ -202,15 +205,17 @@ static bool gemm_autotune(void)
     return on;
 }
 
-/* The fastest of the heuristic's candidates for g and, with own, of the variants of our own GEMM
- * (returned as found + the variant), each run 3 times after a warm-up into buffers of its own (D,
- * and the aux matrix or bias gradient an epilogue writes), so the caller's outputs and
- * accumulators are untouched; the inputs are g's own. Once per shape, on the first call: the
- * allocations and the synchronisation happen then, never in a later step. Without the memory for
- * those buffers, the heuristic's first choice. */
+/* The fastest of the heuristic's candidates for g, each run 3 times after a warm-up into buffers
+ * of its own (D, and the aux matrix or bias gradient an epilogue writes), so the caller's outputs
+ * and accumulators are untouched; the inputs are g's own. With own, the variants of our own GEMM
+ * are timed too, and *own_best is the one faster than every candidate (else -1). Once per shape,
+ * on the first call: the allocations and the synchronisation happen then, never in a later step.
+ * Without the memory for those buffers, the heuristic's first choice and none of ours. */
 static int gemm_fastest(struct cuda_gemm_plan *p, const struct gemm_call *g,
-                        const cublasLtMatmulHeuristicResult_t *results, int found, bool own)
+                        const cublasLtMatmulHeuristicResult_t *results, int found, bool own,
+                        int *own_best)
 {
+    *own_best = -1;
     struct cuda_context *ctx = cuda_ctx();
     size_t d_bytes = (size_t)g->ldc * (size_t)g->n * (g->cd_type == CUDA_R_32F ? 4 : 2);
     bool writes_aux = g->kind == GEMM_FWD_GELU || g->kind == GEMM_FWD_GELU_BIAS;
@@ -233,8 +238,8 @@ static int gemm_fastest(struct cuda_gemm_plan *p, const struct gemm_call *g,
     CUDA_CHECK(cudaEventCreate(&start));
     CUDA_CHECK(cudaEventCreate(&stop));
     const float alpha = 1.0f, beta = 0.0f;
-    int best = 0;
-    float best_ms = 0.0f, lt_ms = 0.0f; /* the fastest, and cuBLASLt's fastest */
+    int best = 0, lt_best = 0; /* the fastest, and cuBLASLt's fastest */
+    float best_ms = 0.0f, lt_ms = 0.0f;
     float own_ms[HOPPER_GEMM_VARIANTS] = {0.0f};
     for (int i = 0; i < found + (own ? HOPPER_GEMM_VARIANTS : 0); i++) {
         bool ok = true;
@@ -243,9 +248,9 @@ static int gemm_fastest(struct cuda_gemm_plan *p, const struct gemm_call *g,
             if (i >= found)
                 gemm_own_run(i - found, &t);
             else
-                ok = cublasLtMatmul(ctx->lt, p->desc, &alpha, t.a, p->a, t.b, p->b, &beta, t.c, p->c, t.c, p->c,
-                                    &results[i].algo, ctx->lt_workspace, ctx->lt_workspace_bytes,
-                                    ctx->stream) == CUBLAS_STATUS_SUCCESS;
+                ok = cublasLtMatmul(ctx->lt, p->desc, &alpha, t.a, p->a, t.b, p->b, &beta, t.c,
+                                    p->c, t.c, p->c, &results[i].algo, ctx->lt_workspace,
+                                    ctx->lt_workspace_bytes, ctx->stream) == CUBLAS_STATUS_SUCCESS;
         }
         if (!ok) continue;
         CUDA_CHECK(cudaEventRecord(stop, ctx->stream));
@@ -256,20 +261,21 @@ static int gemm_fastest(struct cuda_gemm_plan *p, const struct gemm_call *g,
             best = i;
             best_ms = ms;
         }
-        if (i < found) lt_ms = best_ms;
+        if (i < found) lt_best = best, lt_ms = best_ms;
         else own_ms[i - found] = ms;
     }
+    if (best >= found) *own_best = best - found;
     CUDA_CHECK(cudaEventDestroy(start));
     CUDA_CHECK(cudaEventDestroy(stop));
     if (own && getenv("MEGATRON_OP_TIMING"))
         fprintf(stderr, "GEMM kind %d m=%lld n=%lld k=%lld: %s, %.3f ms; cuBLASLt's %.3f ms, ours "
                 "%.3f / %.3f / %.3f ms\n", (int)g->kind, (long long)g->m, (long long)g->n,
-                (long long)g->k, best >= found ? hopper_gemm_variant_name(best - found) : "cuBLASLt",
+                (long long)g->k, *own_best >= 0 ? hopper_gemm_variant_name(*own_best) : "cuBLASLt",
                 best_ms / 3, lt_ms / 3, own_ms[0] / 3, own_ms[1] / 3, own_ms[2] / 3);
     CUDA_CHECK(cudaFree(d));
     if (aux) CUDA_CHECK(cudaFree(aux));
     if (bias) CUDA_CHECK(cudaFree(bias));
-    return best;
+    return lt_best;
 }
 
 /* Descriptors for g and the heuristic's algorithm for the alignments g's pointers have (the
@@ -317,9 +323,10 @@ static void gemm_plan_build(struct cuda_gemm_plan *p, const struct gemm_call *g)
     if (p->supported) {
         /* our GEMM competes where it fits, when timing is on and not ruled out */
         bool own = gemm_autotune() && ctx->hopper_forced == HOPPER_GEMM_TIMED && gemm_own_fits(g);
-        int best = found > 1 || own ? gemm_fastest(p, g, results, found, own) : 0;
-        if (best >= found) p->own = best - found + 1;
-        p->algo = results[best < found ? best : 0].algo;
+        int own_best = -1;
+        p->algo = results[found > 1 || own ? gemm_fastest(p, g, results, found, own, &own_best) : 0]
+                      .algo;
+        p->own = own_best + 1;
     }
     p->used = true;
 }
