@@ -1,6 +1,7 @@
 /* The forward GEMM of our own on Hopper (kernels/cuda/hopper_gemm.cuh's ping-pong kernel) in the
  * CUDA backend: y = x w^T (+ bias) and, for linear_fc1 with the GeLU, act = gelu_tanh(y) beside
- * it, bf16. linear.cu times it against cuBLASLt's algorithms per GEMM shape and keeps the faster.
+ * it, bf16. With MEGATRON_HOPPER_GEMM=1 linear.cu times it against cuBLASLt's algorithms per GEMM
+ * shape and keeps the faster (off by default: docs/PERFORMANCE.md).
  * Its y is cuBLASLt's bit for bit where both sum K in order (the bias added to the fp32 product,
  * rounded once); its act is the GeLU of the rounded y (what the unfused GEMM and GeLU kernel give),
  * where cuBLASLt's GELU_AUX epilogue applies it to the fp32 product. Built for sm_90a only: used

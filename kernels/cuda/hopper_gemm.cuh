@@ -113,6 +113,24 @@ __device__ __forceinline__ void tma_load_2d_multicast(void *dst, const CUtensorM
                  : "memory");
 }
 
+/* One fill of a stage: x's ROWS_X x BK tile at (k block kb, row row0) into a and w's ROWS_W x BK
+ * tile at (kb, row col0) into b, both completing on full; with CL 2 this CTA loads its half of
+ * w's tile into the same place of both CTAs of the cluster (multicast), the other CTA the other
+ * half. */
+template <int ROWS_X, int ROWS_W, int CL>
+__device__ __forceinline__ void load_stage(__nv_bfloat16 *a, __nv_bfloat16 *b, uint64_t *full,
+                                           const CUtensorMap *map_x, const CUtensorMap *map_w,
+                                           int kb, int row0, int col0, uint32_t rank)
+{
+    mbar_expect_tx(full, (ROWS_X + ROWS_W) * BK * 2);
+    tma_load_2d(a, map_x, kb * BK, row0, full);
+    if (CL == 1)
+        tma_load_2d(b, map_w, kb * BK, col0, full);
+    else
+        tma_load_2d_multicast(b + rank * (ROWS_W / CL) * BK, map_w, kb * BK,
+                              col0 + (int)rank * (ROWS_W / CL), full, (uint16_t)((1u << CL) - 1));
+}
+
 /* wgmma's descriptor of a K-major operand in shared memory: rows of 64 bf16 (128 bytes) in the
  * 128-byte swizzle, groups of 8 rows 1024 bytes apart. */
 __device__ __forceinline__ uint64_t desc_sw128(const void *p)
@@ -345,14 +363,8 @@ __global__ void __launch_bounds__(PP_THREADS, 1)
                 const int tn = ru * CL + (int)rank;
                 for (int kb = 0; kb < kblocks; kb++) {
                     mbar_wait(&s.empty[stage], phase ^ 1);
-                    mbar_expect_tx(&s.full[stage], (PM + PN) * BK * 2);
-                    tma_load_2d(s.a[stage], &map_x, kb * BK, tn * PM, &s.full[stage]);
-                    if (CL == 1)
-                        tma_load_2d(s.b[stage], &map_w, kb * BK, tf * PN, &s.full[stage]);
-                    else
-                        tma_load_2d_multicast(s.b[stage] + rank * (PN / CL) * BK, &map_w, kb * BK,
-                                              tf * PN + (int)rank * (PN / CL), &s.full[stage],
-                                              (uint16_t)((1u << CL) - 1));
+                    load_stage<PM, PN, CL>(s.a[stage], s.b[stage], &s.full[stage], &map_x, &map_w,
+                                           kb, tn * PM, tf * PN, rank);
                     if (++stage == S) stage = 0, phase ^= 1;
                 }
             }

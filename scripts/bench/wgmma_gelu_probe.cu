@@ -196,14 +196,8 @@ __global__ void __launch_bounds__(THREADS, 1)
                 const int tn = u / tiles_f * CL + (int)rank, tf = u % tiles_f;
                 for (int kb = 0; kb < kblocks; kb++) {
                     mbar_wait(&s.empty[stage], phase ^ 1); /* every CTA's consumers are done */
-                    mbar_expect_tx(&s.full[stage], (BM + BN) * BK * 2);
-                    tma_load_2d(s.a[stage], &map_x, kb * BK, tn * BM, &s.full[stage]);
-                    if (CL == 1)
-                        tma_load_2d(s.b[stage], &map_w, kb * BK, tf * BN, &s.full[stage]);
-                    else
-                        tma_load_2d_multicast(s.b[stage] + rank * (BN / CL) * BK, &map_w, kb * BK,
-                                              tf * BN + (int)rank * (BN / CL), &s.full[stage],
-                                              (uint16_t)((1u << CL) - 1));
+                    load_stage<BM, BN, CL>(s.a[stage], s.b[stage], &s.full[stage], &map_x, &map_w,
+                                           kb, tn * BM, tf * BN, rank);
                     if (++stage == STAGES) stage = 0, phase ^= 1;
                 }
             }
