@@ -6,9 +6,12 @@
  * operands in shared memory in the 128-byte swizzle, and the fences between them.
  *
  * pingpong_kernel: y = x w^T (+ bias) for x [N, K] and w [F, K] (bf16, K contiguous), out0 = y
- * and, with OUTS 2, out1 = act(y rounded to bf16), both [N, F] bf16. Persistent CTAs of three
- * warpgroups. One thread of the third (the producer) issues the TMA copies of a 128 x 64 tile of x
- * and a PN x 64 tile of w into a ring of stages, tile after tile of the CTA's share. The first two
+ * and, with OUTS 2, out1 = act(y rounded to bf16), both [N, F] bf16; with OUTS 3 (a measurement
+ * towards the cross-entropy in the output layer's epilogue) y and, through act.rows(row, column
+ * tile, m, s), each row's maximum m over the tile's columns of the rounded y and the sum of
+ * exp(y - m) there. Persistent CTAs of three warpgroups. One thread of the third (the producer)
+ * issues the TMA copies of a 128 x 64 tile of x and a PN x 64 tile of w into a ring of stages,
+ * tile after tile of the CTA's share. The first two
  * (the consumers) take the CTA's tiles in turn, each its own 128 x PN tile with two m64 wgmmas per
  * k16 step (fp32 accumulators in registers). Their main loops take turns (the "turn" mbarriers): a
  * consumer starts its tile's wgmmas once the other has issued all of its own, so the tensor cores
@@ -111,6 +114,14 @@ __device__ __forceinline__ void tma_load_2d_multicast(void *dst, const CUtensorM
                  ".multicast::cluster [%0], [%1, {%2, %3}], [%4], %5;" ::"r"(smem_u32(dst)),
                  "l"(map), "r"(c0), "r"(c1), "r"(smem_u32(bar)), "h"(mask)
                  : "memory");
+}
+
+/* 2^x on the special-function unit (2^-inf = 0). */
+__device__ __forceinline__ float exp2f_approx(float x)
+{
+    float y;
+    asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
+    return y;
 }
 
 /* One fill of a stage: x's ROWS_X x BK tile at (k block kb, row row0) into a and w's ROWS_W x BK
@@ -268,14 +279,16 @@ template <int PN> constexpr size_t pp_smem_bytes() { return sizeof(pp_smem<PN>) 
 
 /* Half the rows (64, the accumulators d) and column groups j0 .. j0 + 7 (64 columns) of the
  * consumer's tile into one of its staging units: y (d plus the bias, rounded to bf16) into the
- * unit's first box and, with OUTS 2, act of the rounded y into its second. A thread holds the
+ * unit's first box and, with OUTS 2, act of the rounded y into its second; with OUTS 3 the
+ * running maximum and sum of exponentials of the thread's two rows (rmax, rsum). A thread holds the
  * unit's rows 16 warp + lane / 4 (+ 8), both r7 = lane / 4 modulo 8, so column group j's 16-byte
  * chunk is (j % 8) ^ r7 (the 128-byte swizzle). Columns from lim on (past F) take no bias. */
 template <int OUTS, class Act>
 __device__ __forceinline__ void stage_unit(unsigned char *unit, const float *d,
                                            const __nv_bfloat16 *__restrict__ bias, int lim, int j0,
-                                           int warp, int lane, Act act)
+                                           int warp, int lane, Act act, float *rmax, float *rsum)
 {
+    float u[2][16]; /* OUTS 3: the unit's y of the thread's two rows, for their statistics */
     const uint32_t r7 = (uint32_t)lane / 4, cq = 2 * (lane % 4);
     const uint32_t base = smem_u32(unit) + (uint32_t)(warp * 16 + lane / 4) * 128 + 2 * cq;
 #pragma unroll
@@ -292,6 +305,12 @@ __device__ __forceinline__ void stage_unit(unsigned char *unit, const float *d,
             asm volatile("st.shared.b32 [%0], %1;" ::"r"(row_at),
                          "r"(*reinterpret_cast<uint32_t *>(&v))
                          : "memory");
+            if (OUTS == 3) {
+                const float2 f = __bfloat1622float2(v);
+                const bool in = 8 * j + (int)cq < lim;
+                u[rr][2 * (j - j0)] = in ? f.x : -INFINITY;
+                u[rr][2 * (j - j0) + 1] = in ? f.y : -INFINITY;
+            }
             if (OUTS == 2) {
                 const float2 f = __bfloat1622float2(v);
                 v = __floats2bfloat162_rn(act(f.x), act(f.y));
@@ -301,6 +320,18 @@ __device__ __forceinline__ void stage_unit(unsigned char *unit, const float *d,
             }
         }
     }
+    if (OUTS == 3)
+#pragma unroll
+        for (int rr = 0; rr < 2; rr++) { /* the running max and sum of exp(y - max) */
+            float m = rmax[rr];
+#pragma unroll
+            for (int e = 0; e < 16; e++) m = fmaxf(m, u[rr][e]);
+            if (m == -INFINITY) continue; /* no column of the row yet */
+            float sum = rsum[rr] * exp2f_approx((rmax[rr] - m) * 1.44269504f);
+#pragma unroll
+            for (int e = 0; e < 16; e++) sum += exp2f_approx((u[rr][e] - m) * 1.44269504f);
+            rmax[rr] = m, rsum[rr] = sum;
+        }
 }
 
 /* Unit u's row unit and column tile. Units go in groups of GROUP row units swept column by column
@@ -414,6 +445,8 @@ __global__ void __launch_bounds__(PP_THREADS, 1)
         /* 64 rows and 64 columns at a time, into the two staging units in turn (an even number
            a tile, so a tile starts on the first) */
         const __nv_bfloat16 *tile_bias = bias ? bias + (size_t)tf * PN : nullptr;
+        float rmax[2][2] = {{-INFINITY, -INFINITY}, {-INFINITY, -INFINITY}};
+        float rsum[2][2] = {{0.0f, 0.0f}, {0.0f, 0.0f}};
 #pragma unroll
         for (int ch = 0; ch < PN / 64; ch++)
 #pragma unroll
@@ -422,7 +455,7 @@ __global__ void __launch_bounds__(PP_THREADS, 1)
                 if (tid == 0) bulk_wait_read_but_one(); /* the unit's last copies have read it */
                 warpgroup_sync(1 + c);
                 stage_unit<OUTS>(unit, h ? d1 : d0, tile_bias, F - tf * PN, 8 * ch, warp, lane,
-                                 act);
+                                 act, rmax[h], rsum[h]);
                 fence_proxy_async();
                 warpgroup_sync(1 + c);
                 if (tid == 0) {
@@ -432,6 +465,26 @@ __global__ void __launch_bounds__(PP_THREADS, 1)
                     bulk_commit();
                 }
             }
+        if constexpr (OUTS == 3) { /* each row's over the tile: the four lanes of a row merged */
+#pragma unroll
+            for (int h = 0; h < 2; h++)
+#pragma unroll
+                for (int rr = 0; rr < 2; rr++) {
+                    float m = rmax[h][rr], sum = rsum[h][rr];
+#pragma unroll
+                    for (int off = 1; off <= 2; off <<= 1) {
+                        const float om = __shfl_xor_sync(0xffffffffu, m, off);
+                        const float os = __shfl_xor_sync(0xffffffffu, sum, off);
+                        const float nm = fmaxf(m, om);
+                        sum = nm == -INFINITY ? 0.0f
+                                              : sum * exp2f_approx((m - nm) * 1.44269504f) +
+                                                    os * exp2f_approx((om - nm) * 1.44269504f);
+                        m = nm;
+                    }
+                    const int row = tn * PM + 64 * h + warp * 16 + lane / 4 + 8 * rr;
+                    if (lane % 4 == 0 && row < N) act.rows(row, tf, m, sum);
+                }
+        }
     }
     if (tid == 0) bulk_wait_all();
     if (CL > 1) cluster_sync();

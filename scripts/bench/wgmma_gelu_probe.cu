@@ -35,7 +35,11 @@
  * clusters of two, and the last with act = identity (the second output's stores without the GeLU's
  * math; its act check against cuBLASLt's GeLU fails by design).
  *
- * Usage: wgmma_gelu_probe N K F [dgelu]   (N % 256 == 0, K % 64 == 0, F % 256 == 0)
+ * With `stats` (F any multiple of 8: the output layer, e.g. 65536 768 50304) the ping-pong kernel
+ * alone and with each row's maximum and sum of exponentials over its column tiles (OUTS 3, what a
+ * cross-entropy in the output layer's epilogue would need), beside cuBLASLt's BIAS.
+ *
+ * Usage: wgmma_gelu_probe N K F [dgelu | stats]   (N % 256 == 0, K % 64 == 0, F % 256 == 0)
  *   e.g. wgmma_gelu_probe 65536 768 3072         (GPT-2 124M's fc1, micro batch 64)
  *        wgmma_gelu_probe 65536 768 3072 dgelu   (its fc2 input gradient: K = hidden, F = 4 hidden)
  * Prints how the outputs of both launches compare with cuBLASLt's (relative L2 error, share of
@@ -85,6 +89,18 @@ struct gelu_approx {
 /* No activation: the second output's stores without its math. */
 struct identity_act {
     __device__ float operator()(float x) const { return x; }
+};
+
+/* The ping-pong kernel's OUTS 3: each row's maximum and sum of exponentials over a column tile
+ * into stats[row][tile]. */
+struct row_stats_act {
+    float2 *stats;
+    int tiles_f;
+    __device__ float operator()(float x) const { return x; }
+    __device__ void rows(int row, int tf, float m, float s) const
+    {
+        stats[(size_t)row * tiles_f + tf] = make_float2(m, s);
+    }
 };
 
 /* Its derivative (Megatron's bias_gelu_back without the bias). */
@@ -318,6 +334,8 @@ struct problem {
        the plain GEMM) */
     CUtensorMap map_wp[PP_NV], map_o0, map_o1;
     int pv, outs, pp_grid[PP_NV];
+    bool stats;     /* the stats mode: the plain GEMM, and OUTS 3 into row_stats */
+    float2 *row_stats;
     /* ours: x [N, K], w [F, K], bias [F] (forward) or pre_in [N, F] (DGELU); out0, out1 [N, F];
        partial and db for DGELU's bias gradient. cuBLASLt: w_ref (w, or for DGELU w transposed
        [K, F]), ref_d its D, ref_aux the forward's pre-activation. */
@@ -367,6 +385,11 @@ static void run_ours(struct problem *p)
 
 static const void *pp_kernel_of(int outs, int v)
 {
+    static const void *k3[PP_NV] = {(const void *)pingpong_kernel<3, 128, 2, row_stats_act>,
+                                    (const void *)pingpong_kernel<3, 192, 1, row_stats_act>,
+                                    (const void *)pingpong_kernel<3, 192, 2, row_stats_act>,
+                                    (const void *)pingpong_kernel<3, 192, 2, row_stats_act>};
+    if (outs == 3) return k3[v];
     static const void *k[2][PP_NV] = {{(const void *)pingpong_kernel<1, 128, 2, gelu_approx>,
                                        (const void *)pingpong_kernel<1, 192, 1, gelu_approx>,
                                        (const void *)pingpong_kernel<1, 192, 2, gelu_approx>,
@@ -387,11 +410,13 @@ static void run_pingpong(struct problem *p)
 {
     const __nv_bfloat16 *bias = (const __nv_bfloat16 *)p->bias;
     gelu_approx act;
+    row_stats_act stats = {p->row_stats, (p->F + PP_VARIANTS[p->pv].pn - 1) / PP_VARIANTS[p->pv].pn};
     cudaLaunchAttribute at;
     cudaLaunchConfig_t cfg =
         launch_config(PP_VARIANTS[p->pv].cl, p->pp_grid[p->pv], pp_smem_bytes(p->pv), &at);
     void *args[] = {&p->map_x, &p->map_wp[p->pv], &p->map_o0, &p->map_o1, &bias,
-                    &p->N,     &p->F,              &p->K,      &act};
+                    &p->N,     &p->F,              &p->K,
+                    p->outs == 3 ? (void *)&stats : (void *)&act};
     CK(cudaLaunchKernelExC(&cfg, pp_kernel_of(p->outs, p->pv), args));
 }
 
@@ -484,7 +509,9 @@ static void check_outputs(struct problem *p, size_t nout)
 /* The forward's ping-pong kernel with both outputs and with pre only, checked against cuBLASLt's
  * GELU_AUX_BIAS and timed beside it and beside cuBLASLt's bias-only GEMM (the fastest of the
  * heuristic's algorithms for each). */
-static void pingpong_forward(struct problem *p, size_t nout, double tflop)
+/* The ping-pong kernel's maps and grids, and cuBLASLt's plain GEMM with its bias (the fastest of
+ * the heuristic's algorithms). */
+static void pingpong_setup(struct problem *p)
 {
     p->map_o0 = map_2d(p->out0, (uint64_t)p->N, (uint64_t)p->F, 64);
     p->map_o1 = map_2d(p->out1, (uint64_t)p->N, (uint64_t)p->F, 64);
@@ -492,7 +519,7 @@ static void pingpong_forward(struct problem *p, size_t nout, double tflop)
         const int pn = PP_VARIANTS[v].pn, cl = PP_VARIANTS[v].cl;
         p->map_wp[v] = map_2d(p->w, (uint64_t)p->F, (uint64_t)p->K, (uint32_t)(pn / cl));
         int most = 0;
-        for (int outs = 1; outs <= 2; outs++) {
+        for (int outs = 1; outs <= 3; outs++) {
             const void *k = pp_kernel_of(outs, v);
             CK(cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                     (int)pp_smem_bytes(v)));
@@ -536,7 +563,11 @@ static void pingpong_forward(struct problem *p, size_t nout, double tflop)
         if (ms < best) best = ms, best_i = i;
     }
     p->algo_plain = res[best_i].algo;
+}
 
+static void pingpong_forward(struct problem *p, size_t nout, double tflop)
+{
+    pingpong_setup(p);
     for (p->pv = 0; p->pv < PP_NV; p->pv++) {
         printf(" ping-pong, tiles of 128 x %d, clusters of %d (%d CTAs):\n",
                PP_VARIANTS[p->pv].pn, PP_VARIANTS[p->pv].cl, p->pp_grid[p->pv]);
@@ -570,19 +601,84 @@ static void pingpong_forward(struct problem *p, size_t nout, double tflop)
     }
 }
 
+/* The stats mode: the plain GEMM (the output layer's logits) alone and with each row's maximum
+ * and sum of exponentials over every column tile (OUTS 3), the logits checked against cuBLASLt's
+ * and the statistics of 16 rows against the logits written, in double. */
+static void pingpong_stats(struct problem *p, size_t nout, double tflop)
+{
+    pingpong_setup(p);
+    const int tiles128 = (p->F + 127) / 128;
+    CK(cudaMalloc(&p->row_stats, (size_t)p->N * tiles128 * sizeof(float2)));
+    run_cublaslt_plain(p); /* the reference logits, in out1 */
+    CK(cudaDeviceSynchronize());
+    uint16_t *row = (uint16_t *)malloc((size_t)p->F * 2);
+    float2 *st = (float2 *)malloc((size_t)tiles128 * sizeof(float2));
+    if (!row || !st) exit(1);
+    for (p->pv = 0; p->pv < 3; p->pv++) {
+        const int pn = PP_VARIANTS[p->pv].pn, tiles_f = (p->F + pn - 1) / pn;
+        printf(" ping-pong, tiles of 128 x %d, clusters of %d (%d CTAs):\n", pn,
+               PP_VARIANTS[p->pv].cl, p->pp_grid[p->pv]);
+        p->outs = 3;
+        CK(cudaMemset(p->out0, 0, nout * 2));
+        CK(cudaMemset(p->row_stats, 0xff, (size_t)p->N * tiles_f * sizeof(float2))); /* NaN */
+        run_pingpong(p);
+        CK(cudaGetLastError());
+        CK(cudaDeviceSynchronize());
+        compare("logits", p->out0, p->out1, nout);
+        double worst_m = 0.0, worst_s = 0.0;
+        for (int i = 0; i < 16; i++) {
+            const size_t r = (size_t)i * (p->N / 16) + (size_t)(i * 37) % (p->N / 16);
+            CK(cudaMemcpy(row, (uint16_t *)p->out0 + r * p->F, (size_t)p->F * 2,
+                          cudaMemcpyDeviceToHost));
+            CK(cudaMemcpy(st, p->row_stats + r * tiles_f, (size_t)tiles_f * sizeof(float2),
+                          cudaMemcpyDeviceToHost));
+            for (int t = 0; t < tiles_f; t++) {
+                const int c1 = (t + 1) * pn < p->F ? (t + 1) * pn : p->F;
+                double m = -INFINITY, sum = 0.0;
+                for (int c = t * pn; c < c1; c++) m = fmax(m, bf16_value(row[c]));
+                for (int c = t * pn; c < c1; c++) sum += exp(bf16_value(row[c]) - m);
+                const double em = fabs(st[t].x - m), es = fabs(st[t].y - sum) / sum;
+                worst_m = em > worst_m || em != em ? em : worst_m;
+                worst_s = es > worst_s || es != es ? es : worst_s;
+            }
+        }
+        printf("  row statistics of 16 rows against the logits written: maximum off by %.2e, sum of "
+               "exponentials relative error %.2e\n", worst_m, worst_s);
+    }
+    free(row);
+    free(st);
+    for (int r = 0; r < 2; r++) { /* twice, alternating */
+        const float lt = time_ms(run_cublaslt_plain, p);
+        printf("  cuBLASLt BIAS %.4f ms (%.0f TFLOP/s)\n", lt, tflop / lt * 1e3);
+        for (p->pv = 0; p->pv < 3; p->pv++) {
+            p->outs = 1;
+            const float t1 = time_ms(run_pingpong, p);
+            p->outs = 3;
+            const float t3 = time_ms(run_pingpong, p);
+            printf("  ping-pong 128 x %d, clusters of %d: logits %.4f ms (%.0f TFLOP/s), with the "
+                   "row statistics %.4f ms (%.0f)\n",
+                   PP_VARIANTS[p->pv].pn, PP_VARIANTS[p->pv].cl, t1, tflop / t1 * 1e3, t3,
+                   tflop / t3 * 1e3);
+        }
+    }
+}
+
 int main(int argc, char **argv)
 {
-    if (argc < 4 || argc > 5 || (argc == 5 && strcmp(argv[4], "dgelu"))) {
-        fprintf(stderr, "usage: wgmma_gelu_probe N K F [dgelu]\n");
+    if (argc < 4 || argc > 5 ||
+        (argc == 5 && strcmp(argv[4], "dgelu") && strcmp(argv[4], "stats"))) {
+        fprintf(stderr, "usage: wgmma_gelu_probe N K F [dgelu | stats]\n");
         return 2;
     }
     struct problem p;
     memset(&p, 0, sizeof p);
-    p.dgelu = argc == 5;
+    p.dgelu = argc == 5 && !strcmp(argv[4], "dgelu");
+    p.stats = argc == 5 && !strcmp(argv[4], "stats");
     p.N = atoi(argv[1]), p.K = atoi(argv[2]), p.F = atoi(argv[3]);
-    if (p.N <= 0 || p.K <= 0 || p.F <= 0 || p.N % (2 * BM) || p.K % BK || p.F % BN) {
+    const int f_multiple = p.stats ? 8 : BN;
+    if (p.N <= 0 || p.K <= 0 || p.F <= 0 || p.N % (2 * BM) || p.K % BK || p.F % f_multiple) {
         fprintf(stderr, "wgmma_gelu_probe: N, K, F must be positive multiples of %d, %d, %d\n",
-                2 * BM, BK, BN);
+                2 * BM, BK, f_multiple);
         return 2;
     }
     cudaDriverEntryPointQueryResult found_entry;
@@ -658,6 +754,12 @@ int main(int argc, char **argv)
     LT(cublasLtMatrixLayoutCreate(&p.lc, CUDA_R_16BF, p.F, p.N, p.F));
     p.ws_bytes = 32 << 20;
     CK(cudaMalloc(&p.ws, p.ws_bytes));
+    const double tflop = 2.0 * p.N * (double)p.F * p.K / 1e12;
+    if (p.stats) {
+        printf("wgmma_gelu_probe N=%d K=%d F=%d stats:\n", p.N, p.K, p.F);
+        pingpong_stats(&p, nout, tflop);
+        return 0;
+    }
     cublasLtMatmulPreference_t pref;
     LT(cublasLtMatmulPreferenceCreate(&pref));
     LT(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES,
@@ -691,7 +793,6 @@ int main(int argc, char **argv)
         printf(" CTAs in clusters of %d:\n", p.cl);
         check_outputs(&p, nout);
     }
-    const double tflop = 2.0 * p.N * (double)p.F * p.K / 1e12;
     for (int r = 0; r < 2; r++) { /* twice, alternating */
         p.cl = 1;
         float ours1 = time_ms(run_ours, &p);
