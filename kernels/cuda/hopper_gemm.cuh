@@ -25,6 +25,10 @@
  * rings, each loading half of w's tile into both (multicast), and a stage is freed only when the
  * consumers of both have read it.
  *
+ * With B_MN w is given as [K, F] (F contiguous, as fc2's weight is for its input gradient): its
+ * stage holds PN / 64 boxes of 64 columns by 64 k rows and the wgmmas read it transposed (the
+ * "MN-major" layout); 64-column boxes split evenly between a cluster's CTAs.
+ *
  * Needs K % 8 == 0 and F % 8 == 0 (the TMA's 16-byte row strides) and 16-byte aligned pointers.
  * Everything here compiles for sm_90a only. */
 #ifndef MEGATRON_KERNELS_CUDA_HOPPER_GEMM_CUH
@@ -124,6 +128,16 @@ __device__ __forceinline__ float exp2f_approx(float x)
     return y;
 }
 
+/* wgmma's descriptor of an MN-major operand in shared memory (the B_MN kernels' b): chunks of 64
+ * columns (128 bytes) by the stage's 64 k rows in the 128-byte swizzle, 8 KB apart (the leading
+ * byte offset, between chunks along MN), groups of 8 k rows 1024 bytes apart (the stride byte
+ * offset). */
+__device__ __forceinline__ uint64_t desc_mn_sw128(const void *p)
+{
+    return ((smem_u32(p) & 0x3FFFF) >> 4) | ((uint64_t)(8192 >> 4) << 16) |
+           ((uint64_t)(1024 >> 4) << 32) | ((uint64_t)1 << 62);
+}
+
 /* One fill of a stage: x's ROWS_X x BK tile at (k block kb, row row0) into a and w's ROWS_W x BK
  * tile at (kb, row col0) into b, both completing on full; with CL 2 this CTA loads its half of
  * w's tile into the same place of both CTAs of the cluster (multicast), the other CTA the other
@@ -180,6 +194,7 @@ __device__ __forceinline__ void wgmma_64x256(float *d, uint64_t da, uint64_t db,
 
 /* d[64 x 128] (+)= a[64 x 16] b[128 x 16]^T, both from shared memory (the accumulator layout of
  * wgmma_64x256, 16 column groups). */
+template <int TB>
 __device__ __forceinline__ void wgmma_64x128(float *d, uint64_t da, uint64_t db, int accumulate)
 {
     asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %66, 0;\n"
@@ -189,13 +204,14 @@ __device__ __forceinline__ void wgmma_64x128(float *d, uint64_t da, uint64_t db,
                  "%31, %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, "
                  "%46, %47, %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, "
                  "%61, %62, %63}, "
-                 "%64, %65, p, 1, 1, 0, 0;\n}\n"
+                 "%64, %65, p, 1, 1, 0, %67;\n}\n"
                  : ACC64
-                 : "l"(da), "l"(db), "r"(accumulate));
+                 : "l"(da), "l"(db), "r"(accumulate), "n"(TB));
 }
 
 /* d[64 x 192] (+)= a[64 x 16] b[192 x 16]^T (the accumulator layout of wgmma_64x256, 24 column
  * groups). */
+template <int TB>
 __device__ __forceinline__ void wgmma_64x192(float *d, uint64_t da, uint64_t db, int accumulate)
 {
     asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %98, 0;\n"
@@ -207,19 +223,19 @@ __device__ __forceinline__ void wgmma_64x192(float *d, uint64_t da, uint64_t db,
                  "%62, %63, %64, %65, %66, %67, %68, %69, %70, %71, %72, %73, %74, %75, %76, "
                  "%77, %78, %79, %80, %81, %82, %83, %84, %85, %86, %87, %88, %89, %90, %91, "
                  "%92, %93, %94, %95}, "
-                 "%96, %97, p, 1, 1, 0, 0;\n}\n"
+                 "%96, %97, p, 1, 1, 0, %99;\n}\n"
                  : ACC64, ACC16(64), ACC16(80)
-                 : "l"(da), "l"(db), "r"(accumulate));
+                 : "l"(da), "l"(db), "r"(accumulate), "n"(TB));
 }
 
 /* The product of one k16 step for a tile of PN columns. */
-template <int PN>
+template <int PN, int TB>
 __device__ __forceinline__ void wgmma_64xn(float *d, uint64_t da, uint64_t db, int accumulate)
 {
     if (PN == 128)
-        wgmma_64x128(d, da, db, accumulate);
+        wgmma_64x128<TB>(d, da, db, accumulate);
     else
-        wgmma_64x192(d, da, db, accumulate);
+        wgmma_64x192<TB>(d, da, db, accumulate);
 }
 
 /* The box at src to the matrix of map at (c0, c1), in this thread's current bulk group. */
@@ -351,7 +367,7 @@ __device__ __forceinline__ void unit_tile(int u, int row_units, int tiles_f, int
 /* The GEMM (see the top of this file); map_x and map_w read boxes of 128 x BK and (PN / CL) x BK,
  * map_o0 and map_o1 write boxes of 64 x 64; bias may be NULL. Launched with PP_THREADS threads,
  * pp_smem_bytes<PN>() of dynamic shared memory and clusters of CL, at most one CTA a tile. */
-template <int OUTS, int PN, int CL, class Act>
+template <int OUTS, int PN, int CL, class Act, bool B_MN = false>
 __global__ void __launch_bounds__(PP_THREADS, 1)
     pingpong_kernel(const __grid_constant__ CUtensorMap map_x,
                     const __grid_constant__ CUtensorMap map_w,
@@ -360,6 +376,7 @@ __global__ void __launch_bounds__(PP_THREADS, 1)
                     const __nv_bfloat16 *__restrict__ bias, int N, int F, int K, Act act)
 {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+    static_assert(!B_MN || (PN / 64) % CL == 0, "an MN-major w's 64-column boxes split evenly");
     using smem_t = pp_smem<PN>;
     constexpr int S = smem_t::STAGES;
     extern __shared__ unsigned char smem_raw[];
@@ -394,8 +411,25 @@ __global__ void __launch_bounds__(PP_THREADS, 1)
                 const int tn = ru * CL + (int)rank;
                 for (int kb = 0; kb < kblocks; kb++) {
                     mbar_wait(&s.empty[stage], phase ^ 1);
-                    load_stage<PM, PN, CL>(s.a[stage], s.b[stage], &s.full[stage], &map_x, &map_w,
-                                           kb, tn * PM, tf * PN, rank);
+                    if (B_MN) { /* w [K, F]: PN / 64 boxes of 64 columns by 64 k rows */
+                        mbar_expect_tx(&s.full[stage], (PM + PN) * BK * 2);
+                        tma_load_2d(s.a[stage], &map_x, kb * BK, tn * PM, &s.full[stage]);
+                        constexpr int CHUNKS = PN / 64 / CL;
+#pragma unroll
+                        for (int q = 0; q < CHUNKS; q++) {
+                            const int chunk = (int)rank * CHUNKS + q;
+                            if (CL == 1)
+                                tma_load_2d(s.b[stage] + chunk * 64 * BK, &map_w,
+                                            tf * PN + 64 * chunk, kb * BK, &s.full[stage]);
+                            else
+                                tma_load_2d_multicast(s.b[stage] + chunk * 64 * BK, &map_w,
+                                                      tf * PN + 64 * chunk, kb * BK,
+                                                      &s.full[stage], (uint16_t)((1u << CL) - 1));
+                        }
+                    } else {
+                        load_stage<PM, PN, CL>(s.a[stage], s.b[stage], &s.full[stage], &map_x,
+                                               &map_w, kb, tn * PM, tf * PN, rank);
+                    }
                     if (++stage == S) stage = 0, phase ^= 1;
                 }
             }
@@ -428,10 +462,11 @@ __global__ void __launch_bounds__(PP_THREADS, 1)
             const __nv_bfloat16 *a = s.a[stage], *b = s.b[stage];
 #pragma unroll
             for (int kk = 0; kk < BK / 16; kk++) {
-                wgmma_64xn<PN>(d0, desc_sw128(a + kk * 16), desc_sw128(b + kk * 16),
-                               kb > 0 || kk > 0);
-                wgmma_64xn<PN>(d1, desc_sw128(a + 64 * BK + kk * 16), desc_sw128(b + kk * 16),
-                               kb > 0 || kk > 0);
+                /* b's k16 step: 16 elements into its rows, or (B_MN) 16 rows of 64 down */
+                const uint64_t db =
+                    B_MN ? desc_mn_sw128(b + kk * 16 * 64) : desc_sw128(b + kk * 16);
+                wgmma_64xn<PN, B_MN>(d0, desc_sw128(a + kk * 16), db, kb > 0 || kk > 0);
+                wgmma_64xn<PN, B_MN>(d1, desc_sw128(a + 64 * BK + kk * 16), db, kb > 0 || kk > 0);
             }
             asm volatile("wgmma.commit_group.sync.aligned;" ::: "memory");
             asm volatile("wgmma.wait_group.sync.aligned 1;" ::: "memory");

@@ -39,7 +39,10 @@
  * alone and with each row's maximum and sum of exponentials over its column tiles (OUTS 3, what a
  * cross-entropy in the output layer's epilogue would need), beside cuBLASLt's BIAS.
  *
- * Usage: wgmma_gelu_probe N K F [dgelu | stats]   (N % 256 == 0, K % 64 == 0, F % 256 == 0)
+ * With `mn` (F any multiple of 8) the plain GEMM also reads w transposed, [K, F] as fc2's weight
+ * is for its input gradient (the wgmmas' MN-major b), checked against cuBLASLt's and timed.
+ *
+ * Usage: wgmma_gelu_probe N K F [dgelu | stats | mn]   (N % 256 == 0, K % 64 == 0, F % 256 == 0)
  *   e.g. wgmma_gelu_probe 65536 768 3072         (GPT-2 124M's fc1, micro batch 64)
  *        wgmma_gelu_probe 65536 768 3072 dgelu   (its fc2 input gradient: K = hidden, F = 4 hidden)
  * Prints how the outputs of both launches compare with cuBLASLt's (relative L2 error, share of
@@ -336,6 +339,9 @@ struct problem {
     int pv, outs, pp_grid[PP_NV];
     bool stats;     /* the stats mode: the plain GEMM, and OUTS 3 into row_stats */
     float2 *row_stats;
+    bool mn;        /* the mn mode: the plain GEMM from w as it is and from w transposed */
+    void *w_t;      /* w [F, K] transposed: [K, F] */
+    CUtensorMap map_wt;
     /* ours: x [N, K], w [F, K], bias [F] (forward) or pre_in [N, F] (DGELU); out0, out1 [N, F];
        partial and db for DGELU's bias gradient. cuBLASLt: w_ref (w, or for DGELU w transposed
        [K, F]), ref_d its D, ref_aux the forward's pre-activation. */
@@ -663,19 +669,82 @@ static void pingpong_stats(struct problem *p, size_t nout, double tflop)
     }
 }
 
+/* The mn mode's kernels (pre only): 128 x 128 tiles in clusters of two, 128 x 192 alone. */
+static void run_pingpong_mn(struct problem *p)
+{
+    const __nv_bfloat16 *bias = (const __nv_bfloat16 *)p->bias;
+    gelu_approx act;
+    const bool wide = p->pv == 1;
+    const void *k = wide ? (const void *)pingpong_kernel<1, 192, 1, gelu_approx, true>
+                         : (const void *)pingpong_kernel<1, 128, 2, gelu_approx, true>;
+    cudaLaunchAttribute at;
+    cudaLaunchConfig_t cfg = launch_config(wide ? 1 : 2, p->pp_grid[wide ? 1 : 0],
+                                           pp_smem_bytes(wide ? 1 : 0), &at);
+    void *args[] = {&p->map_x, &p->map_wt, &p->map_o0, &p->map_o1, &bias,
+                    &p->N,     &p->F,      &p->K,      &act};
+    CK(cudaLaunchKernelExC(&cfg, k, args));
+}
+
+/* The mn mode: the plain GEMM with w read transposed ([K, F], the wgmmas' MN-major b) against
+ * cuBLASLt's and against ours with w as it is. */
+static void pingpong_mn(struct problem *p, size_t nout, double tflop)
+{
+    pingpong_setup(p);
+    const size_t nw = (size_t)p->F * p->K;
+    uint16_t *hw = (uint16_t *)malloc(nw * 2), *ht = (uint16_t *)malloc(nw * 2);
+    if (!hw || !ht) exit(1);
+    CK(cudaMemcpy(hw, p->w, nw * 2, cudaMemcpyDeviceToHost));
+    for (size_t f = 0; f < (size_t)p->F; f++)
+        for (size_t k = 0; k < (size_t)p->K; k++) ht[k * p->F + f] = hw[f * p->K + k];
+    p->w_t = bench_upload(ht, nw);
+    free(hw);
+    free(ht);
+    p->map_wt = map_2d(p->w_t, (uint64_t)p->K, (uint64_t)p->F, 64);
+    const void *ks[2] = {(const void *)pingpong_kernel<1, 128, 2, gelu_approx, true>,
+                         (const void *)pingpong_kernel<1, 192, 1, gelu_approx, true>};
+    for (int i = 0; i < 2; i++)
+        CK(cudaFuncSetAttribute(ks[i], cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                (int)pp_smem_bytes(i)));
+    run_cublaslt_plain(p); /* the reference, in out1 */
+    for (p->pv = 0; p->pv < 2; p->pv++) {
+        CK(cudaMemset(p->out0, 0, nout * 2));
+        run_pingpong_mn(p);
+        CK(cudaGetLastError());
+        CK(cudaDeviceSynchronize());
+        printf(" w transposed, %s:\n", p->pv ? "128 x 192 tiles" : "128 x 128 tiles in clusters");
+        compare("pre (pre only)", p->out0, p->out1, nout);
+    }
+    for (int r = 0; r < 2; r++) { /* twice, alternating */
+        const float lt = time_ms(run_cublaslt_plain, p);
+        p->outs = 1;
+        p->pv = 2; /* 128 x 192 in clusters, w as it is */
+        const float ours = time_ms(run_pingpong, p);
+        p->pv = 0;
+        const float mn0 = time_ms(run_pingpong_mn, p);
+        p->pv = 1;
+        const float mn1 = time_ms(run_pingpong_mn, p);
+        printf("  cuBLASLt BIAS %.4f ms (%.0f TFLOP/s); ours, w as it is %.4f ms (%.0f); w "
+               "transposed %.4f ms (%.0f, 128 x 128 in clusters), %.4f ms (%.0f, 128 x 192)\n",
+               lt, tflop / lt * 1e3, ours, tflop / ours * 1e3, mn0, tflop / mn0 * 1e3, mn1,
+               tflop / mn1 * 1e3);
+    }
+}
+
 int main(int argc, char **argv)
 {
     if (argc < 4 || argc > 5 ||
-        (argc == 5 && strcmp(argv[4], "dgelu") && strcmp(argv[4], "stats"))) {
-        fprintf(stderr, "usage: wgmma_gelu_probe N K F [dgelu | stats]\n");
+        (argc == 5 && strcmp(argv[4], "dgelu") && strcmp(argv[4], "stats") &&
+         strcmp(argv[4], "mn"))) {
+        fprintf(stderr, "usage: wgmma_gelu_probe N K F [dgelu | stats | mn]\n");
         return 2;
     }
     struct problem p;
     memset(&p, 0, sizeof p);
     p.dgelu = argc == 5 && !strcmp(argv[4], "dgelu");
     p.stats = argc == 5 && !strcmp(argv[4], "stats");
+    p.mn = argc == 5 && !strcmp(argv[4], "mn");
     p.N = atoi(argv[1]), p.K = atoi(argv[2]), p.F = atoi(argv[3]);
-    const int f_multiple = p.stats ? 8 : BN;
+    const int f_multiple = p.stats || p.mn ? 8 : BN;
     if (p.N <= 0 || p.K <= 0 || p.F <= 0 || p.N % (2 * BM) || p.K % BK || p.F % f_multiple) {
         fprintf(stderr, "wgmma_gelu_probe: N, K, F must be positive multiples of %d, %d, %d\n",
                 2 * BM, BK, f_multiple);
@@ -755,9 +824,12 @@ int main(int argc, char **argv)
     p.ws_bytes = 32 << 20;
     CK(cudaMalloc(&p.ws, p.ws_bytes));
     const double tflop = 2.0 * p.N * (double)p.F * p.K / 1e12;
-    if (p.stats) {
-        printf("wgmma_gelu_probe N=%d K=%d F=%d stats:\n", p.N, p.K, p.F);
-        pingpong_stats(&p, nout, tflop);
+    if (p.stats || p.mn) {
+        printf("wgmma_gelu_probe N=%d K=%d F=%d %s:\n", p.N, p.K, p.F, p.stats ? "stats" : "mn");
+        if (p.stats)
+            pingpong_stats(&p, nout, tflop);
+        else
+            pingpong_mn(&p, nout, tflop);
         return 0;
     }
     cublasLtMatmulPreference_t pref;
