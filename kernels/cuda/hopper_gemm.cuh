@@ -9,11 +9,13 @@
  * and, with OUTS 2, out1 = act(y rounded to bf16), both [N, F] bf16; with OUTS 3 (a measurement
  * towards the cross-entropy in the output layer's epilogue) y and, through act.rows(row, column
  * tile, m, s), each row's maximum m over the tile's columns of the rounded y and the sum of
- * exp(y - m) there. Persistent CTAs of three warpgroups. One thread of the third (the producer)
- * issues the TMA copies of a 128 x 64 tile of x and a PN x 64 tile of w into a ring of stages,
- * tile after tile of the CTA's share. The first two
- * (the consumers) take the CTA's tiles in turn, each its own 128 x PN tile with two m64 wgmmas per
- * k16 step (fp32 accumulators in registers). Their main loops take turns (the "turn" mbarriers): a
+ * exp(y - m) there. OUTS 4 and 5 are OUTS 2 halved, for timing its parts: act staged but not
+ * stored (4), or stored without being staged (5: out1 gets whatever the unit held).
+ *
+ * Persistent CTAs of three warpgroups. One thread of the third (the producer) issues the TMA
+ * copies of a 128 x 64 tile of x and a PN x 64 tile of w into a ring of stages, tile after tile
+ * of the CTA's share. The first two (the consumers) take the CTA's tiles in turn, each its own
+ * 128 x PN tile with two m64 wgmmas per k16 step (fp32 accumulators in registers). Their main loops take turns (the "turn" mbarriers): a
  * consumer starts its tile's wgmmas once the other has issued all of its own, so the tensor cores
  * serve one at a time while the other writes its last tile out; the turn also keeps a stage's
  * parity unambiguous (every earlier fill of the ring has been waited for). The epilogue writes 64
@@ -327,7 +329,7 @@ __device__ __forceinline__ void stage_unit(unsigned char *unit, const float *d,
                 u[rr][2 * (j - j0)] = in ? f.x : -INFINITY;
                 u[rr][2 * (j - j0) + 1] = in ? f.y : -INFINITY;
             }
-            if (OUTS == 2) {
+            if (OUTS == 2 || OUTS == 4) {
                 const float2 f = __bfloat1622float2(v);
                 v = __floats2bfloat162_rn(act(f.x), act(f.y));
                 asm volatile("st.shared.b32 [%0], %1;" ::"r"(row_at + UNIT_BOX),
@@ -496,7 +498,7 @@ __global__ void __launch_bounds__(PP_THREADS, 1)
                 if (tid == 0) {
                     const int col = tf * PN + 64 * ch, row = tn * PM + 64 * h;
                     tma_store_2d(&map_o0, unit, col, row);
-                    if (OUTS == 2) tma_store_2d(&map_o1, unit + UNIT_BOX, col, row);
+                    if (OUTS == 2 || OUTS == 5) tma_store_2d(&map_o1, unit + UNIT_BOX, col, row);
                     bulk_commit();
                 }
             }
