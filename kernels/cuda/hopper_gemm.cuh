@@ -15,14 +15,14 @@
  * Persistent CTAs of three warpgroups. One thread of the third (the producer) issues the TMA
  * copies of a 128 x 64 tile of x and a PN x 64 tile of w into a ring of stages, tile after tile
  * of the CTA's share. The first two (the consumers) take the CTA's tiles in turn, each its own
- * 128 x PN tile with two m64 wgmmas per k16 step (fp32 accumulators in registers). Their main loops take turns (the "turn" mbarriers): a
- * consumer starts its tile's wgmmas once the other has issued all of its own, so the tensor cores
- * serve one at a time while the other writes its last tile out; the turn also keeps a stage's
- * parity unambiguous (every earlier fill of the ring has been waited for). The epilogue writes 64
- * rows by 64 columns at a time into one of two staging units in the 128-byte swizzle (y plus the
- * bias rounded to bf16, and with OUTS 2 act of it beside), and the TMA copies the unit out while
- * the next one is written; rows and columns past N and F are left out by the TMA, columns of K past
- * its end read as zeros. Tiles go in groups of rows swept column by column (unit_tile). With CL 2
+ * 128 x PN tile with two m64 wgmmas per k16 step (fp32 accumulators in registers). Their main
+ * loops take turns (the "turn" mbarriers): a consumer starts its tile's wgmmas once the other has
+ * issued all of its own, so the tensor cores serve one at a time while the other writes its last
+ * tile out; the turn also keeps a stage's parity unambiguous (every earlier fill of the ring has
+ * been waited for). The epilogue writes 64 rows by 64 columns at a time into one of two staging
+ * units in the 128-byte swizzle (y plus the bias rounded to bf16, and with OUTS 2 act of it
+ * beside), and the TMA copies the unit out while the next one is written; rows and columns past N
+ * and F are left out by the TMA, columns of K past its end read as zeros. Tiles go in groups of rows swept column by column (unit_tile). With CL 2
  * the cluster's two CTAs take tiles of consecutive rows and one column at the same places of their
  * rings, each loading half of w's tile into both (multicast), and a stage is freed only when the
  * consumers of both have read it.

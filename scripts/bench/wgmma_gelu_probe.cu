@@ -421,7 +421,8 @@ static void run_pingpong(struct problem *p)
 {
     const __nv_bfloat16 *bias = (const __nv_bfloat16 *)p->bias;
     gelu_approx act;
-    row_stats_act stats = {p->row_stats, (p->F + PP_VARIANTS[p->pv].pn - 1) / PP_VARIANTS[p->pv].pn};
+    const int pn = PP_VARIANTS[p->pv].pn;
+    row_stats_act stats = {p->row_stats, (p->F + pn - 1) / pn};
     cudaLaunchAttribute at;
     cudaLaunchConfig_t cfg =
         launch_config(PP_VARIANTS[p->pv].cl, p->pp_grid[p->pv], pp_smem_bytes(p->pv), &at);
@@ -520,6 +521,20 @@ static void check_outputs(struct problem *p, size_t nout)
 /* The forward's ping-pong kernel with both outputs and with pre only, checked against cuBLASLt's
  * GELU_AUX_BIAS and timed beside it and beside cuBLASLt's bias-only GEMM (the fastest of the
  * heuristic's algorithms for each). */
+/* The ping-pong kernel of variant p->pv timed with outputs a, then b, printed under their names
+ * (TFLOP/s of tflop a call). */
+static void time_outs(struct problem *p, double tflop, int a, const char *name_a, int b,
+                      const char *name_b)
+{
+    p->outs = a;
+    const float ms_a = time_ms(run_pingpong, p);
+    p->outs = b;
+    const float ms_b = time_ms(run_pingpong, p);
+    printf("  ping-pong 128 x %d, clusters of %d: %s %.4f ms (%.0f TFLOP/s), %s %.4f ms (%.0f)\n",
+           PP_VARIANTS[p->pv].pn, PP_VARIANTS[p->pv].cl, name_a, ms_a, tflop / ms_a * 1e3, name_b,
+           ms_b, tflop / ms_b * 1e3);
+}
+
 /* The ping-pong kernel's maps and grids, and cuBLASLt's plain GEMM with its bias (the fastest of
  * the heuristic's algorithms). */
 static void pingpong_setup(struct problem *p)
@@ -599,23 +614,10 @@ static void pingpong_forward(struct problem *p, size_t nout, double tflop)
         const float lt2 = time_ms(run_cublaslt, p), lt1 = time_ms(run_cublaslt_plain, p);
         printf("  cuBLASLt GELU_AUX_BIAS %.4f ms (%.0f TFLOP/s), BIAS only %.4f ms (%.0f)\n", lt2,
                tflop / lt2 * 1e3, lt1, tflop / lt1 * 1e3);
-        for (p->pv = 0; p->pv < PP_NV; p->pv++) {
-            p->outs = 2;
-            const float pp2 = time_ms(run_pingpong, p);
-            p->outs = 1;
-            const float pp1 = time_ms(run_pingpong, p);
-            printf("  ping-pong 128 x %d, clusters of %d: pre and act %.4f ms (%.0f TFLOP/s), pre "
-                   "only %.4f ms (%.0f)\n",
-                   PP_VARIANTS[p->pv].pn, PP_VARIANTS[p->pv].cl, pp2, tflop / pp2 * 1e3, pp1,
-                   tflop / pp1 * 1e3);
-        }
+        for (p->pv = 0; p->pv < PP_NV; p->pv++)
+            time_outs(p, tflop, 2, "pre and act", 1, "pre only");
         p->pv = 2; /* 128 x 192 in clusters: the second output's two halves */
-        p->outs = 4;
-        const float staged = time_ms(run_pingpong, p);
-        p->outs = 5;
-        const float stored = time_ms(run_pingpong, p);
-        printf("  ping-pong 128 x 192, clusters of 2: act staged, not stored %.4f ms; stored, not "
-               "staged %.4f ms\n", staged, stored);
+        time_outs(p, tflop, 4, "act staged, not stored", 5, "stored, not staged");
     }
 }
 
@@ -660,24 +662,17 @@ static void pingpong_stats(struct problem *p, size_t nout, double tflop)
                 worst_s = es > worst_s || es != es ? es : worst_s;
             }
         }
-        printf("  row statistics of 16 rows against the logits written: maximum off by %.2e, sum of "
-               "exponentials relative error %.2e\n", worst_m, worst_s);
+        printf("  row statistics of 16 rows against the logits written: maximum off by %.2e, "
+               "sum of exponentials relative error %.2e\n",
+               worst_m, worst_s);
     }
     free(row);
     free(st);
     for (int r = 0; r < 2; r++) { /* twice, alternating */
         const float lt = time_ms(run_cublaslt_plain, p);
         printf("  cuBLASLt BIAS %.4f ms (%.0f TFLOP/s)\n", lt, tflop / lt * 1e3);
-        for (p->pv = 0; p->pv < 3; p->pv++) {
-            p->outs = 1;
-            const float t1 = time_ms(run_pingpong, p);
-            p->outs = 3;
-            const float t3 = time_ms(run_pingpong, p);
-            printf("  ping-pong 128 x %d, clusters of %d: logits %.4f ms (%.0f TFLOP/s), with the "
-                   "row statistics %.4f ms (%.0f)\n",
-                   PP_VARIANTS[p->pv].pn, PP_VARIANTS[p->pv].cl, t1, tflop / t1 * 1e3, t3,
-                   tflop / t3 * 1e3);
-        }
+        for (p->pv = 0; p->pv < 3; p->pv++)
+            time_outs(p, tflop, 1, "logits", 3, "with the row statistics");
     }
 }
 
