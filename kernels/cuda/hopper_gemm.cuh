@@ -22,10 +22,10 @@
  * been waited for). The epilogue writes 64 rows by 64 columns at a time into one of two staging
  * units in the 128-byte swizzle (y plus the bias rounded to bf16, and with OUTS 2 act of it
  * beside), and the TMA copies the unit out while the next one is written; rows and columns past N
- * and F are left out by the TMA, columns of K past its end read as zeros. Tiles go in groups of rows swept column by column (unit_tile). With CL 2
- * the cluster's two CTAs take tiles of consecutive rows and one column at the same places of their
- * rings, each loading half of w's tile into both (multicast), and a stage is freed only when the
- * consumers of both have read it.
+ * and F are left out by the TMA, columns of K past its end read as zeros. Tiles go in groups of
+ * rows swept column by column (unit_tile). With CL 2 the cluster's two CTAs take tiles of
+ * consecutive rows and one column at the same places of their rings, each loading half of w's
+ * tile into both (multicast), and a stage is freed only when the consumers of both have read it.
  *
  * With B_MN w is given as [K, F] (F contiguous, as fc2's weight is for its input gradient): its
  * stage holds PN / 64 boxes of 64 columns by 64 k rows and the wgmmas read it transposed (the
