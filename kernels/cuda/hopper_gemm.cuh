@@ -31,6 +31,11 @@
  * stage holds PN / 64 boxes of 64 columns by 64 k rows and the wgmmas read it transposed (the
  * "MN-major" layout); 64-column boxes split evenly between a cluster's CTAs.
  *
+ * With XFORM_A the producer warpgroup's other three warps pass each stage's x tile through
+ * act.xform (an elementwise map of x computed on the way in, e.g. the softmax minus one-hot of
+ * logits for the output layer's input gradient) before the consumers read it (the "ready"
+ * mbarriers).
+ *
  * Needs K % 8 == 0 and F % 8 == 0 (the TMA's 16-byte row strides) and 16-byte aligned pointers.
  * Everything here compiles for sm_90a only. */
 #ifndef MEGATRON_KERNELS_CUDA_HOPPER_GEMM_CUH
@@ -290,6 +295,7 @@ template <int PN> struct pp_smem {
        TMA reads the other */
     __nv_bfloat16 out[2][2][2][64 * 64];
     uint64_t full[STAGES], empty[STAGES], turn[2];
+    uint64_t ready[STAGES]; /* XFORM_A: the stage's x tile transformed */
 };
 
 /* Dynamic shared memory of a launch: the layout and room to align it to 1024 bytes. */
@@ -369,7 +375,7 @@ __device__ __forceinline__ void unit_tile(int u, int row_units, int tiles_f, int
 /* The GEMM (see the top of this file); map_x and map_w read boxes of 128 x BK and (PN / CL) x BK,
  * map_o0 and map_o1 write boxes of 64 x 64; bias may be NULL. Launched with PP_THREADS threads,
  * pp_smem_bytes<PN>() of dynamic shared memory and clusters of CL, at most one CTA a tile. */
-template <int OUTS, int PN, int CL, class Act, bool B_MN = false>
+template <int OUTS, int PN, int CL, class Act, bool B_MN = false, bool XFORM_A = false>
 __global__ void __launch_bounds__(PP_THREADS, 1)
     pingpong_kernel(const __grid_constant__ CUtensorMap map_x,
                     const __grid_constant__ CUtensorMap map_w,
@@ -396,6 +402,7 @@ __global__ void __launch_bounds__(PP_THREADS, 1)
         }
         mbar_init(&s.turn[0], 4);
         mbar_init(&s.turn[1], 4);
+        for (int i = 0; i < S; i++) mbar_init(&s.ready[i], 3); /* lane 0 of each helper warp */
         asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
     }
     if (CL > 1)
@@ -436,6 +443,30 @@ __global__ void __launch_bounds__(PP_THREADS, 1)
                 }
             }
         }
+        if constexpr (XFORM_A) if (tid >= 32) {
+            /* the helpers: each stage's x tile through act.xform (8 elements at a time, given
+               their row of x and first column) once it has landed, then "ready" */
+            const int hid = tid - 32;
+            int q = 0;
+            for (int u = cid; u < units; u += clusters) {
+                int ru, tf;
+                unit_tile(u, row_units, tiles_f, ru, tf);
+                const int tn = ru * CL + (int)rank;
+                for (int kb = 0; kb < kblocks; kb++, q++) {
+                    const int stage = q % S;
+                    mbar_wait(&s.full[stage], (q / S) & 1);
+                    unsigned char *a = reinterpret_cast<unsigned char *>(s.a[stage]);
+                    for (int i = hid; i < PM * 8; i += 96) {
+                        const int r = i >> 3, chunk = (i & 7) ^ (r & 7); /* the 128-byte swizzle */
+                        uint4 *at = reinterpret_cast<uint4 *>(a + r * 128 + (i & 7) * 16);
+                        *at = act.xform(*at, tn * PM + r, kb * BK + chunk * 8);
+                    }
+                    fence_proxy_async(); /* the wgmmas read it through the async proxy */
+                    __syncwarp();
+                    if ((tid & 31) == 0) mbar_arrive(&s.ready[stage]);
+                }
+            }
+        }
         if (CL > 1) cluster_sync(); /* no CTA leaves while the other may still arrive on it */
         return;
     }
@@ -459,7 +490,7 @@ __global__ void __launch_bounds__(PP_THREADS, 1)
         int prev = -1;
         for (int kb = 0; kb < kblocks; kb++, q++) {
             const int stage = q % S;
-            mbar_wait(&s.full[stage], (q / S) & 1);
+            mbar_wait(XFORM_A ? &s.ready[stage] : &s.full[stage], (q / S) & 1);
             asm volatile("wgmma.fence.sync.aligned;" ::: "memory");
             const __nv_bfloat16 *a = s.a[stage], *b = s.b[stage];
 #pragma unroll

@@ -44,7 +44,12 @@
  * With `mn` (F any multiple of 8) the plain GEMM also reads w transposed, [K, F] as fc2's weight
  * is for its input gradient (the wgmmas' MN-major b), checked against cuBLASLt's and timed.
  *
- * Usage: wgmma_gelu_probe N K F [dgelu | stats | mn]   (N % 256 == 0, K % 64 == 0, F % 256 == 0)
+ * With `ce` (N V H: e.g. 16384 50304 768) the output layer's input gradient dx = dl w with dl =
+ * softmax(logits) - onehot computed from the logits tile in shared memory by the kernel's
+ * XFORM_A helpers, against the same GEMM on dl written by a pass of its own.
+ *
+ * Usage: wgmma_gelu_probe N K F [dgelu | stats | mn | ce]
+ *   (N % 256 == 0, K % 64 == 0, F % 256 == 0; stats and mn: F % 8 == 0; ce: N V H)
  *   e.g. wgmma_gelu_probe 65536 768 3072         (GPT-2 124M's fc1, micro batch 64)
  *        wgmma_gelu_probe 65536 768 3072 dgelu   (its fc2 input gradient: K = hidden, F = 4 hidden)
  * Prints how the outputs of both launches compare with cuBLASLt's (relative L2 error, share of
@@ -449,7 +454,7 @@ static void run_cublaslt_plain(struct problem *p)
                       p->lc, p->out1, p->lc, &p->algo_plain, p->ws, p->ws_bytes, 0));
 }
 /* Best milliseconds per call over 5 batches of 10 calls, after 3 warm-ups. */
-static float time_ms(void (*fn)(struct problem *), struct problem *p)
+template <class P> static float time_ms(void (*fn)(P *), P *p)
 {
     cudaEvent_t e0, e1;
     CK(cudaEventCreate(&e0));
@@ -470,7 +475,9 @@ static float time_ms(void (*fn)(struct problem *), struct problem *p)
     return best;
 }
 
-static void compare(const char *what, const void *mine, const void *ref, size_t n)
+/* mine against ref (named ref_name in the line printed), n bf16 values. */
+static void compare(const char *what, const void *mine, const void *ref, size_t n,
+                    const char *ref_name)
 {
     uint16_t *a = (uint16_t *)malloc(n * 2), *b = (uint16_t *)malloc(n * 2);
     if (!a || !b) exit(1);
@@ -484,7 +491,7 @@ static void compare(const char *what, const void *mine, const void *ref, size_t 
         den += y * y;
         same += a[i] == b[i];
     }
-    printf("  %s against cuBLASLt's: relative L2 error %.2e, %.2f%% of the bits equal\n", what,
+    printf("  %s against %s: relative L2 error %.2e, %.2f%% of the bits equal\n", what, ref_name,
            sqrt(num / (den > 0 ? den : 1)), 100.0 * (double)same / (double)n);
     free(a);
     free(b);
@@ -494,7 +501,7 @@ static void compare(const char *what, const void *mine, const void *ref, size_t 
 static void check_outputs(struct problem *p, size_t nout)
 {
     if (p->dgelu) {
-        compare("input gradient through the GeLU", p->out0, p->ref_d, nout);
+        compare("input gradient through the GeLU", p->out0, p->ref_d, nout, "cuBLASLt's");
         /* the bias gradient against the column sums of cuBLASLt's D, in double */
         uint16_t *hd = (uint16_t *)malloc(nout * 2);
         float *hdb = (float *)malloc((size_t)p->F * sizeof(float));
@@ -513,8 +520,8 @@ static void check_outputs(struct problem *p, size_t nout)
         free(hdb);
         free(want);
     } else {
-        compare("pre-activation", p->out0, p->ref_aux, nout);
-        compare("activation", p->out1, p->ref_d, nout);
+        compare("pre-activation", p->out0, p->ref_aux, nout, "cuBLASLt's");
+        compare("activation", p->out1, p->ref_d, nout, "cuBLASLt's");
     }
 }
 
@@ -607,7 +614,7 @@ static void pingpong_forward(struct problem *p, size_t nout, double tflop)
             if (p->outs == 2)
                 check_outputs(p, nout);
             else
-                compare("pre-activation (pre only)", p->out0, p->ref_aux, nout);
+                compare("pre-activation (pre only)", p->out0, p->ref_aux, nout, "cuBLASLt's");
         }
     }
     for (int r = 0; r < 2; r++) { /* twice, alternating */
@@ -644,7 +651,7 @@ static void pingpong_stats(struct problem *p, size_t nout, double tflop)
         run_pingpong(p);
         CK(cudaGetLastError());
         CK(cudaDeviceSynchronize());
-        compare("logits", p->out0, p->out1, nout);
+        compare("logits", p->out0, p->out1, nout, "cuBLASLt's");
         double worst_m = 0.0, worst_s = 0.0;
         for (int i = 0; i < 16; i++) {
             const size_t r = (size_t)i * (p->N / 16) + (size_t)(i * 37) % (p->N / 16);
@@ -719,7 +726,7 @@ static void pingpong_mn(struct problem *p, size_t nout, double tflop)
         CK(cudaGetLastError());
         CK(cudaDeviceSynchronize());
         printf(" w transposed, %s:\n", p->pv ? "128 x 192 tiles" : "128 x 128 tiles in clusters");
-        compare("pre (pre only)", p->out0, p->out1, nout);
+        compare("pre (pre only)", p->out0, p->out1, nout, "cuBLASLt's");
     }
     for (int r = 0; r < 2; r++) { /* twice, alternating */
         const float lt = time_ms(run_cublaslt_plain, p);
@@ -737,13 +744,197 @@ static void pingpong_mn(struct problem *p, size_t nout, double tflop)
     }
 }
 
+/* ---- the ce mode: the output layer's input gradient with the softmax computed on the way in ----
+ * dx [N, H] = dl w for logits x [N, V], the weight w [V, H] (read MN-major) and
+ * dl = (softmax(x) - onehot(target)) * scale, by the ping-pong kernel with XFORM_A (the producer
+ * warpgroup's idle warps turn each logits tile into dl in shared memory) against the same kernel
+ * on dl computed by a pass of its own (the same formula, so the same bits). */
+
+/* bf16 values of a hash of (seed, i), uniform in [-scale, scale). */
+static __global__ void fill_random_bf16(__nv_bfloat16 *p, size_t n, uint32_t seed, float scale)
+{
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n;
+         i += (size_t)gridDim.x * blockDim.x) {
+        uint32_t h = (uint32_t)i * 2654435761u ^ seed * 40503u;
+        h ^= h >> 15, h *= 2246822519u, h ^= h >> 13, h *= 3266489917u, h ^= h >> 16;
+        p[i] = __float2bfloat16((float)(h >> 8) / 8388608.0f * scale - scale);
+    }
+}
+
+/* lse[row] = log sum exp of the row (one block a row), and a target in [0, V) from a hash. */
+static __global__ void row_lse(float *lse, int *target, const __nv_bfloat16 *x, int V)
+{
+    __shared__ float red[256];
+    const __nv_bfloat16 *row = x + (size_t)blockIdx.x * V;
+    float m = -INFINITY;
+    for (int c = threadIdx.x; c < V; c += 256) m = fmaxf(m, __bfloat162float(row[c]));
+    red[threadIdx.x] = m;
+    __syncthreads();
+    for (int k = 128; k > 0; k >>= 1) {
+        if (threadIdx.x < k) red[threadIdx.x] = fmaxf(red[threadIdx.x], red[threadIdx.x + k]);
+        __syncthreads();
+    }
+    m = red[0];
+    __syncthreads();
+    float sum = 0.0f;
+    for (int c = threadIdx.x; c < V; c += 256) sum += expf(__bfloat162float(row[c]) - m);
+    red[threadIdx.x] = sum;
+    __syncthreads();
+    for (int k = 128; k > 0; k >>= 1) {
+        if (threadIdx.x < k) red[threadIdx.x] += red[threadIdx.x + k];
+        __syncthreads();
+    }
+    if (threadIdx.x == 0) {
+        lse[blockIdx.x] = m + logf(red[0]);
+        target[blockIdx.x] = (int)((blockIdx.x * 2654435761u >> 7) % (uint32_t)V);
+    }
+}
+
+/* The input gradient of the cross-entropy for 8 logits (bf16) of row row from column col0. */
+struct ce_act {
+    const float *lse;
+    const int *target;
+    float scale;
+    int N, V;
+    __device__ float operator()(float x) const { return x; }
+    __device__ uint4 xform(uint4 v, int row, int col0) const
+    {
+        if (row >= N) return v;
+        const float l = lse[row];
+        const int t = target[row];
+        __nv_bfloat162 *e = reinterpret_cast<__nv_bfloat162 *>(&v);
+#pragma unroll
+        for (int q = 0; q < 4; q++) {
+            const float2 f = __bfloat1622float2(e[q]);
+            const int c = col0 + 2 * q;
+            const float a = c < V ? exp2f_approx((f.x - l) * 1.44269504f) - (c == t) : 0.0f;
+            const float b = c + 1 < V ? exp2f_approx((f.y - l) * 1.44269504f) - (c + 1 == t) : 0.0f;
+            e[q] = __floats2bfloat162_rn(a * scale, b * scale);
+        }
+        return v;
+    }
+};
+
+/* dl by a pass of its own, 8 elements a thread (V % 8 == 0). */
+static __global__ void ce_grad_pass(__nv_bfloat16 *dl, const __nv_bfloat16 *x, ce_act g)
+{
+    const size_t n8 = (size_t)g.N * g.V / 8;
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n8;
+         i += (size_t)gridDim.x * blockDim.x) {
+        const size_t e = i * 8;
+        const int row = (int)(e / g.V), col = (int)(e % g.V);
+        reinterpret_cast<uint4 *>(dl)[i] = g.xform(reinterpret_cast<const uint4 *>(x)[i], row, col);
+    }
+}
+
+struct ce_problem {
+    CUtensorMap map_x, map_dl, map_w, map_o;
+    ce_act g;
+    void *x, *dl, *out;
+    int N, V, H, grid;
+    bool fused;
+};
+
+static const void *ce_kernel(bool fused)
+{
+    return fused ? (const void *)pingpong_kernel<1, 192, 1, ce_act, true, true>
+                 : (const void *)pingpong_kernel<1, 192, 1, ce_act, true, false>;
+}
+
+static void run_ce_gemm(struct ce_problem *c)
+{
+    cudaLaunchAttribute at;
+    cudaLaunchConfig_t cfg = launch_config(1, c->grid, hopper::pp_smem_bytes<192>(), &at);
+    const __nv_bfloat16 *bias = NULL;
+    void *args[] = {c->fused ? &c->map_x : &c->map_dl, &c->map_w, &c->map_o, &c->map_o, &bias,
+                    &c->N, &c->H, &c->V, &c->g};
+    CK(cudaLaunchKernelExC(&cfg, ce_kernel(c->fused), args));
+}
+
+static void run_ce_pass(struct ce_problem *c)
+{
+    ce_grad_pass<<<132 * 8, 256>>>((__nv_bfloat16 *)c->dl, (const __nv_bfloat16 *)c->x, c->g);
+}
+
+static void ce_probe(int N, int V, int H)
+{
+    struct ce_problem c;
+    memset(&c, 0, sizeof c);
+    c.N = N, c.V = V, c.H = H;
+    const size_t nx = (size_t)N * V, nw = (size_t)V * H, no = (size_t)N * H;
+    void *w, *ref;
+    float *lse;
+    int *target;
+    CK(cudaMalloc(&c.x, nx * 2));
+    CK(cudaMalloc(&c.dl, nx * 2));
+    CK(cudaMalloc(&w, nw * 2));
+    CK(cudaMalloc(&c.out, no * 2));
+    CK(cudaMalloc(&ref, no * 2));
+    CK(cudaMalloc(&lse, (size_t)N * sizeof(float)));
+    CK(cudaMalloc(&target, (size_t)N * sizeof(int)));
+    fill_random_bf16<<<1024, 256>>>((__nv_bfloat16 *)c.x, nx, 1, 4.0f);
+    fill_random_bf16<<<1024, 256>>>((__nv_bfloat16 *)w, nw, 2, 0.05f);
+    row_lse<<<N, 256>>>(lse, target, (const __nv_bfloat16 *)c.x, V);
+    c.g = ce_act{lse, target, 1.0f / (float)N, N, V};
+    CK(cudaGetLastError());
+    c.map_x = map_2d(c.x, (uint64_t)N, (uint64_t)V, PM);
+    c.map_dl = map_2d(c.dl, (uint64_t)N, (uint64_t)V, PM);
+    c.map_w = map_2d(w, (uint64_t)V, (uint64_t)H, 64);
+    c.map_o = map_2d(c.out, (uint64_t)N, (uint64_t)H, 64);
+    for (int f = 0; f < 2; f++) {
+        const void *k = ce_kernel(f);
+        CK(cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                (int)hopper::pp_smem_bytes<192>()));
+        cudaLaunchAttribute at;
+        cudaLaunchConfig_t cfg = launch_config(1, 1024, hopper::pp_smem_bytes<192>(), &at);
+        int most = 0;
+        CK(cudaOccupancyMaxActiveClusters(&most, k, &cfg));
+        const int units = (N + PM - 1) / PM * ((H + 191) / 192);
+        c.grid = units < most ? units : most;
+    }
+    run_ce_pass(&c); /* dl, then the GEMM on it: the reference */
+    c.fused = false;
+    run_ce_gemm(&c);
+    CK(cudaMemcpy(ref, c.out, no * 2, cudaMemcpyDeviceToDevice));
+    CK(cudaMemset(c.out, 0, no * 2));
+    c.fused = true;
+    run_ce_gemm(&c);
+    CK(cudaGetLastError());
+    CK(cudaDeviceSynchronize());
+    printf("wgmma_gelu_probe N=%d V=%d H=%d ce (128 x 192 tiles, %d CTAs):\n", N, V, H, c.grid);
+    compare("input gradient, softmax in the operand load", c.out, ref, no,
+            "the same GEMM on dl's pass");
+    const double tflop = 2.0 * N * (double)V * H / 1e12;
+    for (int r = 0; r < 2; r++) { /* twice, alternating */
+        c.fused = true;
+        const float fused = time_ms(run_ce_gemm, &c);
+        c.fused = false;
+        const float gemm = time_ms(run_ce_gemm, &c), pass = time_ms(run_ce_pass, &c);
+        printf("  softmax in the operand load %.4f ms (%.0f TFLOP/s); the GEMM on dl %.4f ms "
+               "(%.0f) and dl's pass %.4f ms\n",
+               fused, tflop / fused * 1e3, gemm, tflop / gemm * 1e3, pass);
+    }
+}
+
 int main(int argc, char **argv)
 {
     if (argc < 4 || argc > 5 ||
         (argc == 5 && strcmp(argv[4], "dgelu") && strcmp(argv[4], "stats") &&
-         strcmp(argv[4], "mn"))) {
-        fprintf(stderr, "usage: wgmma_gelu_probe N K F [dgelu | stats | mn]\n");
+         strcmp(argv[4], "mn") && strcmp(argv[4], "ce"))) {
+        fprintf(stderr, "usage: wgmma_gelu_probe N K F [dgelu | stats | mn | ce]\n");
         return 2;
+    }
+    if (!strcmp(argv[argc - 1], "ce")) { /* N V H: tokens, vocabulary, hidden */
+        const int n = atoi(argv[1]), v = atoi(argv[2]), h = atoi(argv[3]);
+        if (n <= 0 || v <= 0 || h <= 0 || v % 8 || h % 8) {
+            fprintf(stderr, "wgmma_gelu_probe: ce needs positive N, and V, H multiples of 8\n");
+            return 2;
+        }
+        cudaDriverEntryPointQueryResult found_entry;
+        CK(cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", (void **)&encode_tiled,
+                                            12000, cudaEnableDefault, &found_entry));
+        ce_probe(n, v, h);
+        return 0;
     }
     struct problem p;
     memset(&p, 0, sizeof p);
