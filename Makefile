@@ -143,7 +143,14 @@ $(BUILD)/scripts/bench/gemm_search: scripts/bench/gemm_search.c scripts/bench/be
 # Hopper GEMMs of our own (TMA, wgmma) for the two GeLU epilogues against cuBLASLt's, sm_90a only
 # (scripts/bench/wgmma_gelu_probe.cu)
 $(BUILD)/scripts/bench/wgmma_gelu_probe: scripts/bench/wgmma_gelu_probe.cu \
-    scripts/bench/bench_util.h kernels/cuda/hopper_gemm.cuh
+    scripts/bench/bench_util.h scripts/bench/probe_util.cuh kernels/cuda/hopper_gemm.cuh
+	@mkdir -p $(dir $@)
+	$(NVCC) -O3 -std=c++17 -gencode arch=compute_90a,code=sm_90a -I. -o $@ $< -L$(CUDA_HOME)/lib64 \
+	    -Xlinker -rpath -Xlinker $(CUDA_HOME)/lib64 -lcublasLt
+# The same kernel's roles towards a cross-entropy fused into the output layer, sm_90a only
+# (scripts/bench/output_layer_probe.cu)
+$(BUILD)/scripts/bench/output_layer_probe: scripts/bench/output_layer_probe.cu \
+    scripts/bench/bench_util.h scripts/bench/probe_util.cuh kernels/cuda/hopper_gemm.cuh
 	@mkdir -p $(dir $@)
 	$(NVCC) -O3 -std=c++17 -gencode arch=compute_90a,code=sm_90a -I. -o $@ $< -L$(CUDA_HOME)/lib64 \
 	    -Xlinker -rpath -Xlinker $(CUDA_HOME)/lib64 -lcublasLt

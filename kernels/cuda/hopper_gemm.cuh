@@ -1,5 +1,6 @@
 /* Hopper (sm_90a) GEMM building blocks and the ping-pong forward GEMM, shared by the CUDA backend
- * (kernels/cuda/hopper_gemm.cu) and the GEMM probe (scripts/bench/wgmma_gelu_probe.cu).
+ * (kernels/cuda/hopper_gemm.cu) and the GEMM probes (scripts/bench/wgmma_gelu_probe.cu,
+ * output_layer_probe.cu).
  *
  * The PTX wrappers: mbarriers (a stage's "full" and "empty" handshakes), bulk tensor copies (TMA)
  * into shared memory, multicast to a cluster's CTAs and back out to global memory, wgmma over

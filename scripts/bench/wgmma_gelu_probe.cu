@@ -37,19 +37,10 @@
  * apart (the kernel's OUTS 4, act computed and staged but not stored, and OUTS 5, stored but not
  * computed).
  *
- * With `stats` (F any multiple of 8: the output layer, e.g. 65536 768 50304) the ping-pong kernel
- * alone and with each row's maximum and sum of exponentials over its column tiles (OUTS 3, what a
- * cross-entropy in the output layer's epilogue would need), beside cuBLASLt's BIAS.
+ * The same kernel's other roles (the output layer's statistics, w read transposed, an operand
+ * transformed on the way in) are output_layer_probe.cu's.
  *
- * With `mn` (F any multiple of 8) the plain GEMM also reads w transposed, [K, F] as fc2's weight
- * is for its input gradient (the wgmmas' MN-major b), checked against cuBLASLt's and timed.
- *
- * With `ce` (N V H: e.g. 16384 50304 768) the output layer's input gradient dx = dl w with dl =
- * softmax(logits) - onehot computed from the logits tile in shared memory by the kernel's
- * XFORM_A helpers, against the same GEMM on dl written by a pass of its own.
- *
- * Usage: wgmma_gelu_probe N K F [dgelu | stats | mn | ce]
- *   (N % 256 == 0, K % 64 == 0, F % 256 == 0; stats and mn: F % 8 == 0; ce: N V H)
+ * Usage: wgmma_gelu_probe N K F [dgelu]   (N % 256 == 0, K % 64 == 0, F % 256 == 0)
  *   e.g. wgmma_gelu_probe 65536 768 3072         (GPT-2 124M's fc1, micro batch 64)
  *        wgmma_gelu_probe 65536 768 3072 dgelu   (its fc2 input gradient: K = hidden, F = 4 hidden)
  * Prints how the outputs of both launches compare with cuBLASLt's (relative L2 error, share of
@@ -67,13 +58,13 @@
 #include <string.h>
 
 #define BENCH_PROG "wgmma_gelu_probe"
-#include "kernels/cuda/hopper_gemm.cuh"
 #include "scripts/bench/bench_util.h"
+#include "scripts/bench/probe_util.cuh"
 
 using namespace hopper;
 
 /* tile rows and columns, k per stage, stages, threads, padded row of the staging tile */
-enum { BM = 128, BN = 256, STAGES = 3, THREADS = 384, SROW = BN + 8 };
+enum { BM = 128, BN = 256, STAGES = 3, THREADS = PROBE_THREADS, SROW = BN + 8 };
 
 struct smem_layout {
     __nv_bfloat16 a[STAGES][BM * BK];
@@ -99,18 +90,6 @@ struct gelu_approx {
 /* No activation: the second output's stores without its math. */
 struct identity_act {
     __device__ float operator()(float x) const { return x; }
-};
-
-/* The ping-pong kernel's OUTS 3: each row's maximum and sum of exponentials over a column tile
- * into stats[row][tile]. */
-struct row_stats_act {
-    float2 *stats;
-    int tiles_f;
-    __device__ float operator()(float x) const { return x; }
-    __device__ void rows(int row, int tf, float m, float s) const
-    {
-        stats[(size_t)row * tiles_f + tf] = make_float2(m, s);
-    }
 };
 
 /* Its derivative (Megatron's bias_gelu_back without the bias). */
@@ -301,33 +280,6 @@ __global__ void __launch_bounds__(256) partial_sums_kernel(float *db, const floa
 }
 
 
-static PFN_cuTensorMapEncodeTiled_v12000 encode_tiled;
-
-/* The TMA map of a row-major bf16 [rows, cols] matrix read in boxes of box_rows x BK. */
-static CUtensorMap map_2d(void *p, uint64_t rows, uint64_t cols, uint32_t box_rows)
-{
-    CUtensorMap m;
-    cuuint64_t dim[2] = {cols, rows}, stride[1] = {cols * 2};
-    cuuint32_t box[2] = {BK, box_rows}, elem[2] = {1, 1};
-    CUresult r = encode_tiled(&m, CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, 2, p, dim, stride, box, elem,
-                              CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B,
-                              CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
-                              CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
-    if (r != CUDA_SUCCESS) {
-        fprintf(stderr, "wgmma_gelu_probe: cuTensorMapEncodeTiled: error %d\n", (int)r);
-        exit(1);
-    }
-    return m;
-}
-
-static float bf16_value(uint16_t v)
-{
-    uint32_t u = (uint32_t)v << 16;
-    float f;
-    memcpy(&f, &u, 4);
-    return f;
-}
-
 /* The ping-pong kernel's variants (kernels/cuda/hopper_gemm.cuh): tile columns, cluster size. */
 enum { PP_NV = 4 };
 static const struct {
@@ -344,11 +296,6 @@ struct problem {
        the plain GEMM) */
     CUtensorMap map_wp[PP_NV], map_o0, map_o1;
     int pv, outs, pp_grid[PP_NV];
-    bool stats;     /* the stats mode: the plain GEMM, and OUTS 3 into row_stats */
-    float2 *row_stats;
-    bool mn;        /* the mn mode: the plain GEMM from w as it is and from w transposed */
-    void *w_t;      /* w [F, K] transposed: [K, F] */
-    CUtensorMap map_wt;
     /* ours: x [N, K], w [F, K], bias [F] (forward) or pre_in [N, F] (DGELU); out0, out1 [N, F];
        partial and db for DGELU's bias gradient. cuBLASLt: w_ref (w, or for DGELU w transposed
        [K, F]), ref_d its D, ref_aux the forward's pre-activation. */
@@ -356,22 +303,10 @@ struct problem {
     float *partial, *db;
     size_t ws_bytes;
     cublasLtHandle_t lt;
-    cublasLtMatmulDesc_t desc, desc_plain; /* desc_plain: the forward with its bias only */
-    cublasLtMatrixLayout_t la, lb, lc;
-    cublasLtMatmulAlgo_t algo, algo_plain;
+    /* cuBLASLt's GELU_AUX_BIAS (or DGELU) into ref_d (and ref_aux), and the forward with its bias
+       alone into out1 (the ceiling) */
+    struct lt_gemm fused, plain;
 };
-
-/* A launch of grid CTAs of THREADS in clusters of cl; at holds the cluster attribute. */
-static cudaLaunchConfig_t launch_config(int cl, int grid, size_t smem, cudaLaunchAttribute *at)
-{
-    cudaLaunchConfig_t cfg;
-    memset(&cfg, 0, sizeof cfg);
-    at->id = cudaLaunchAttributeClusterDimension;
-    at->val.clusterDim.x = (unsigned)cl, at->val.clusterDim.y = 1, at->val.clusterDim.z = 1;
-    cfg.gridDim = dim3((unsigned)grid), cfg.blockDim = dim3(THREADS);
-    cfg.dynamicSmemBytes = smem, cfg.attrs = at, cfg.numAttrs = 1;
-    return cfg;
-}
 
 /* The kernel of a direction and cluster size. */
 static const void *kernel_of(bool dgelu, int cl)
@@ -398,11 +333,6 @@ static void run_ours(struct problem *p)
 
 static const void *pp_kernel_of(int outs, int v)
 {
-    static const void *k3[PP_NV] = {(const void *)pingpong_kernel<3, 128, 2, row_stats_act>,
-                                    (const void *)pingpong_kernel<3, 192, 1, row_stats_act>,
-                                    (const void *)pingpong_kernel<3, 192, 2, row_stats_act>,
-                                    (const void *)pingpong_kernel<3, 192, 2, row_stats_act>};
-    if (outs == 3) return k3[v];
     /* OUTS 4 and 5 (the second output staged only, stored only), 128 x 192 in clusters */
     if (outs == 4) return (const void *)pingpong_kernel<4, 192, 2, gelu_approx>;
     if (outs == 5) return (const void *)pingpong_kernel<5, 192, 2, gelu_approx>;
@@ -426,76 +356,15 @@ static void run_pingpong(struct problem *p)
 {
     const __nv_bfloat16 *bias = (const __nv_bfloat16 *)p->bias;
     gelu_approx act;
-    const int pn = PP_VARIANTS[p->pv].pn;
-    row_stats_act stats = {p->row_stats, (p->F + pn - 1) / pn};
-    cudaLaunchAttribute at;
-    cudaLaunchConfig_t cfg =
-        launch_config(PP_VARIANTS[p->pv].cl, p->pp_grid[p->pv], pp_smem_bytes(p->pv), &at);
     void *args[] = {&p->map_x, &p->map_wp[p->pv], &p->map_o0, &p->map_o1, &bias,
-                    &p->N,     &p->F,              &p->K,
-                    p->outs == 3 ? (void *)&stats : (void *)&act};
-    CK(cudaLaunchKernelExC(&cfg, pp_kernel_of(p->outs, p->pv), args));
+                    &p->N,     &p->F,              &p->K,      &act};
+    probe_launch(pp_kernel_of(p->outs, p->pv), PP_VARIANTS[p->pv].cl, p->pp_grid[p->pv],
+                 pp_smem_bytes(p->pv), args);
 }
 
-/* cuBLASLt's column-major D[F, N] = op(A) (x as K x N): the forward's A is w as K x F, transposed;
- * DGELU's is w_ref as F x K. D is the row-major [N, F] of ours. */
-static void run_cublaslt(struct problem *p)
-{
-    const float one = 1.0f, zero = 0.0f;
-    LT(cublasLtMatmul(p->lt, p->desc, &one, p->w_ref, p->la, p->x, p->lb, &zero, p->ref_d, p->lc,
-                      p->ref_d, p->lc, &p->algo, p->ws, p->ws_bytes, 0));
-}
+static void run_cublaslt(struct problem *p) { lt_gemm_run(&p->fused); }
 
-/* The same GEMM with the bias epilogue only (the forward's ceiling), into out1. */
-static void run_cublaslt_plain(struct problem *p)
-{
-    const float one = 1.0f, zero = 0.0f;
-    LT(cublasLtMatmul(p->lt, p->desc_plain, &one, p->w_ref, p->la, p->x, p->lb, &zero, p->out1,
-                      p->lc, p->out1, p->lc, &p->algo_plain, p->ws, p->ws_bytes, 0));
-}
-/* Best milliseconds per call over 5 batches of 10 calls, after 3 warm-ups. */
-template <class P> static float time_ms(void (*fn)(P *), P *p)
-{
-    cudaEvent_t e0, e1;
-    CK(cudaEventCreate(&e0));
-    CK(cudaEventCreate(&e1));
-    for (int i = 0; i < 3; i++) fn(p);
-    float best = 1e30f;
-    for (int r = 0; r < 5; r++) {
-        CK(cudaEventRecord(e0));
-        for (int i = 0; i < 10; i++) fn(p);
-        CK(cudaEventRecord(e1));
-        CK(cudaEventSynchronize(e1));
-        float ms;
-        CK(cudaEventElapsedTime(&ms, e0, e1));
-        if (ms / 10 < best) best = ms / 10;
-    }
-    CK(cudaEventDestroy(e0));
-    CK(cudaEventDestroy(e1));
-    return best;
-}
-
-/* mine against ref (named ref_name in the line printed), n bf16 values. */
-static void compare(const char *what, const void *mine, const void *ref, size_t n,
-                    const char *ref_name)
-{
-    uint16_t *a = (uint16_t *)malloc(n * 2), *b = (uint16_t *)malloc(n * 2);
-    if (!a || !b) exit(1);
-    CK(cudaMemcpy(a, mine, n * 2, cudaMemcpyDeviceToHost));
-    CK(cudaMemcpy(b, ref, n * 2, cudaMemcpyDeviceToHost));
-    double num = 0.0, den = 0.0;
-    size_t same = 0;
-    for (size_t i = 0; i < n; i++) {
-        double x = bf16_value(a[i]), y = bf16_value(b[i]);
-        num += (x - y) * (x - y);
-        den += y * y;
-        same += a[i] == b[i];
-    }
-    printf("  %s against %s: relative L2 error %.2e, %.2f%% of the bits equal\n", what, ref_name,
-           sqrt(num / (den > 0 ? den : 1)), 100.0 * (double)same / (double)n);
-    free(a);
-    free(b);
-}
+static void run_cublaslt_plain(struct problem *p) { lt_gemm_run(&p->plain); }
 
 /* Ours (the last launch) against cuBLASLt's outputs. */
 static void check_outputs(struct problem *p, size_t nout)
@@ -525,9 +394,6 @@ static void check_outputs(struct problem *p, size_t nout)
     }
 }
 
-/* The forward's ping-pong kernel with both outputs and with pre only, checked against cuBLASLt's
- * GELU_AUX_BIAS and timed beside it and beside cuBLASLt's bias-only GEMM (the fastest of the
- * heuristic's algorithms for each). */
 /* The ping-pong kernel of variant p->pv timed with outputs a, then b, printed under their names
  * (TFLOP/s of tflop a call). */
 static void time_outs(struct problem *p, double tflop, int a, const char *name_a, int b,
@@ -548,54 +414,17 @@ static void pingpong_setup(struct problem *p)
 {
     p->map_o0 = map_2d(p->out0, (uint64_t)p->N, (uint64_t)p->F, 64);
     p->map_o1 = map_2d(p->out1, (uint64_t)p->N, (uint64_t)p->F, 64);
-    for (int v = 0; v < PP_NV; v++) { /* as many CTAs as fit at once, at most one per tile */
+    for (int v = 0; v < PP_NV; v++) {
         const int pn = PP_VARIANTS[v].pn, cl = PP_VARIANTS[v].cl;
         p->map_wp[v] = map_2d(p->w, (uint64_t)p->F, (uint64_t)p->K, (uint32_t)(pn / cl));
-        int most = 0;
+        const long units = (long)(p->N / PM / cl) * ((p->F + pn - 1) / pn);
         for (int outs = 1; outs <= 5; outs++) {
-            const void *k = pp_kernel_of(outs, v);
-            CK(cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                    (int)pp_smem_bytes(v)));
-            cudaLaunchAttribute at;
-            cudaLaunchConfig_t cfg = launch_config(cl, 1024, pp_smem_bytes(v), &at);
-            CK(cudaOccupancyMaxActiveClusters(&most, k, &cfg));
+            if (outs == 3) continue; /* output_layer_probe's */
+            p->pp_grid[v] = probe_grid(pp_kernel_of(outs, v), cl, pp_smem_bytes(v), units);
         }
-        const int units = (p->N / PM / cl) * ((p->F + pn - 1) / pn);
-        p->pp_grid[v] = (units < most ? units : most) * cl;
     }
-
-    LT(cublasLtMatmulDescCreate(&p->desc_plain, CUBLAS_COMPUTE_32F, CUDA_R_32F));
-    cublasOperation_t ta = CUBLAS_OP_T, tb = CUBLAS_OP_N;
-    LT(cublasLtMatmulDescSetAttribute(p->desc_plain, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof ta));
-    LT(cublasLtMatmulDescSetAttribute(p->desc_plain, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof tb));
-    cublasLtEpilogue_t epi = CUBLASLT_EPILOGUE_BIAS;
-    LT(cublasLtMatmulDescSetAttribute(p->desc_plain, CUBLASLT_MATMUL_DESC_EPILOGUE, &epi,
-                                      sizeof epi));
-    cudaDataType_t bias_type = CUDA_R_16BF;
-    LT(cublasLtMatmulDescSetAttribute(p->desc_plain, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE,
-                                      &bias_type, sizeof bias_type));
-    LT(cublasLtMatmulDescSetAttribute(p->desc_plain, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &p->bias,
-                                      sizeof p->bias));
-    cublasLtMatmulPreference_t pref;
-    LT(cublasLtMatmulPreferenceCreate(&pref));
-    LT(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES,
-                                            &p->ws_bytes, sizeof p->ws_bytes));
-    cublasLtMatmulHeuristicResult_t res[8];
-    int found = 0;
-    LT(cublasLtMatmulAlgoGetHeuristic(p->lt, p->desc_plain, p->la, p->lb, p->lc, p->lc, pref, 8,
-                                      res, &found));
-    if (found == 0) {
-        fprintf(stderr, "wgmma_gelu_probe: cuBLASLt offers no BIAS algorithm here\n");
-        exit(1);
-    }
-    float best = 1e30f;
-    int best_i = 0;
-    for (int i = 0; i < found; i++) {
-        p->algo_plain = res[i].algo;
-        const float ms = time_ms(run_cublaslt_plain, p);
-        if (ms < best) best = ms, best_i = i;
-    }
-    p->algo_plain = res[best_i].algo;
+    lt_gemm_init(&p->plain, p->lt, p->ws, p->ws_bytes, CUBLAS_OP_T, CUBLASLT_EPILOGUE_BIAS, p->w,
+                 p->x, p->out1, p->bias, NULL, p->N, p->K, p->F);
 }
 
 static void pingpong_forward(struct problem *p, size_t nout, double tflop)
@@ -628,329 +457,22 @@ static void pingpong_forward(struct problem *p, size_t nout, double tflop)
     }
 }
 
-/* The stats mode: the plain GEMM (the output layer's logits) alone and with each row's maximum
- * and sum of exponentials over every column tile (OUTS 3), the logits checked against cuBLASLt's
- * and the statistics of 16 rows against the logits written, in double. */
-static void pingpong_stats(struct problem *p, size_t nout, double tflop)
-{
-    pingpong_setup(p);
-    const int tiles128 = (p->F + 127) / 128;
-    CK(cudaMalloc(&p->row_stats, (size_t)p->N * tiles128 * sizeof(float2)));
-    run_cublaslt_plain(p); /* the reference logits, in out1 */
-    CK(cudaDeviceSynchronize());
-    uint16_t *row = (uint16_t *)malloc((size_t)p->F * 2);
-    float2 *st = (float2 *)malloc((size_t)tiles128 * sizeof(float2));
-    if (!row || !st) exit(1);
-    for (p->pv = 0; p->pv < 3; p->pv++) {
-        const int pn = PP_VARIANTS[p->pv].pn, tiles_f = (p->F + pn - 1) / pn;
-        printf(" ping-pong, tiles of 128 x %d, clusters of %d (%d CTAs):\n", pn,
-               PP_VARIANTS[p->pv].cl, p->pp_grid[p->pv]);
-        p->outs = 3;
-        CK(cudaMemset(p->out0, 0, nout * 2));
-        CK(cudaMemset(p->row_stats, 0xff, (size_t)p->N * tiles_f * sizeof(float2))); /* NaN */
-        run_pingpong(p);
-        CK(cudaGetLastError());
-        CK(cudaDeviceSynchronize());
-        compare("logits", p->out0, p->out1, nout, "cuBLASLt's");
-        double worst_m = 0.0, worst_s = 0.0;
-        for (int i = 0; i < 16; i++) {
-            const size_t r = (size_t)i * (p->N / 16) + (size_t)(i * 37) % (p->N / 16);
-            CK(cudaMemcpy(row, (uint16_t *)p->out0 + r * p->F, (size_t)p->F * 2,
-                          cudaMemcpyDeviceToHost));
-            CK(cudaMemcpy(st, p->row_stats + r * tiles_f, (size_t)tiles_f * sizeof(float2),
-                          cudaMemcpyDeviceToHost));
-            for (int t = 0; t < tiles_f; t++) {
-                const int c1 = (t + 1) * pn < p->F ? (t + 1) * pn : p->F;
-                double m = -INFINITY, sum = 0.0;
-                for (int c = t * pn; c < c1; c++) m = fmax(m, bf16_value(row[c]));
-                for (int c = t * pn; c < c1; c++) sum += exp(bf16_value(row[c]) - m);
-                const double em = fabs(st[t].x - m), es = fabs(st[t].y - sum) / sum;
-                worst_m = em > worst_m || em != em ? em : worst_m;
-                worst_s = es > worst_s || es != es ? es : worst_s;
-            }
-        }
-        printf("  row statistics of 16 rows against the logits written: maximum off by %.2e, "
-               "sum of exponentials relative error %.2e\n",
-               worst_m, worst_s);
-    }
-    free(row);
-    free(st);
-    for (int r = 0; r < 2; r++) { /* twice, alternating */
-        const float lt = time_ms(run_cublaslt_plain, p);
-        printf("  cuBLASLt BIAS %.4f ms (%.0f TFLOP/s)\n", lt, tflop / lt * 1e3);
-        for (p->pv = 0; p->pv < 3; p->pv++)
-            time_outs(p, tflop, 1, "logits", 3, "with the row statistics");
-    }
-}
-
-/* The mn mode's kernels (pre only): 128 x 128 tiles in clusters of two, 128 x 192 alone. */
-static void run_pingpong_mn(struct problem *p)
-{
-    const __nv_bfloat16 *bias = (const __nv_bfloat16 *)p->bias;
-    gelu_approx act;
-    const bool wide = p->pv == 1;
-    const void *k = wide ? (const void *)pingpong_kernel<1, 192, 1, gelu_approx, true>
-                         : (const void *)pingpong_kernel<1, 128, 2, gelu_approx, true>;
-    cudaLaunchAttribute at;
-    cudaLaunchConfig_t cfg = launch_config(wide ? 1 : 2, p->pp_grid[wide ? 1 : 0],
-                                           pp_smem_bytes(wide ? 1 : 0), &at);
-    void *args[] = {&p->map_x, &p->map_wt, &p->map_o0, &p->map_o1, &bias,
-                    &p->N,     &p->F,      &p->K,      &act};
-    CK(cudaLaunchKernelExC(&cfg, k, args));
-}
-
-/* The mn mode: the plain GEMM with w read transposed ([K, F], the wgmmas' MN-major b) against
- * cuBLASLt's and against ours with w as it is. */
-static void pingpong_mn(struct problem *p, size_t nout, double tflop)
-{
-    pingpong_setup(p);
-    const size_t nw = (size_t)p->F * p->K;
-    uint16_t *hw = (uint16_t *)malloc(nw * 2), *ht = (uint16_t *)malloc(nw * 2);
-    if (!hw || !ht) exit(1);
-    CK(cudaMemcpy(hw, p->w, nw * 2, cudaMemcpyDeviceToHost));
-    for (size_t f = 0; f < (size_t)p->F; f++)
-        for (size_t k = 0; k < (size_t)p->K; k++) ht[k * p->F + f] = hw[f * p->K + k];
-    p->w_t = bench_upload(ht, nw);
-    free(hw);
-    free(ht);
-    p->map_wt = map_2d(p->w_t, (uint64_t)p->K, (uint64_t)p->F, 64);
-    const void *ks[2] = {(const void *)pingpong_kernel<1, 128, 2, gelu_approx, true>,
-                         (const void *)pingpong_kernel<1, 192, 1, gelu_approx, true>};
-    for (int i = 0; i < 2; i++)
-        CK(cudaFuncSetAttribute(ks[i], cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                (int)pp_smem_bytes(i)));
-    run_cublaslt_plain(p); /* the reference, in out1 */
-    for (p->pv = 0; p->pv < 2; p->pv++) {
-        CK(cudaMemset(p->out0, 0, nout * 2));
-        run_pingpong_mn(p);
-        CK(cudaGetLastError());
-        CK(cudaDeviceSynchronize());
-        printf(" w transposed, %s:\n", p->pv ? "128 x 192 tiles" : "128 x 128 tiles in clusters");
-        compare("pre (pre only)", p->out0, p->out1, nout, "cuBLASLt's");
-    }
-    for (int r = 0; r < 2; r++) { /* twice, alternating */
-        const float lt = time_ms(run_cublaslt_plain, p);
-        p->outs = 1;
-        p->pv = 2; /* 128 x 192 in clusters, w as it is */
-        const float ours = time_ms(run_pingpong, p);
-        p->pv = 0;
-        const float mn0 = time_ms(run_pingpong_mn, p);
-        p->pv = 1;
-        const float mn1 = time_ms(run_pingpong_mn, p);
-        printf("  cuBLASLt BIAS %.4f ms (%.0f TFLOP/s); ours, w as it is %.4f ms (%.0f); w "
-               "transposed %.4f ms (%.0f, 128 x 128 in clusters), %.4f ms (%.0f, 128 x 192)\n",
-               lt, tflop / lt * 1e3, ours, tflop / ours * 1e3, mn0, tflop / mn0 * 1e3, mn1,
-               tflop / mn1 * 1e3);
-    }
-}
-
-/* ---- the ce mode: the output layer's input gradient with the softmax computed on the way in ----
- * dx [N, H] = dl w for logits x [N, V], the weight w [V, H] (read MN-major) and
- * dl = (softmax(x) - onehot(target)) * scale, by the ping-pong kernel with XFORM_A (the producer
- * warpgroup's idle warps turn each logits tile into dl in shared memory) against the same kernel
- * on dl computed by a pass of its own (the same formula, so the same bits). */
-
-/* bf16 values of a hash of (seed, i), uniform in [-scale, scale). */
-static __global__ void fill_random_bf16(__nv_bfloat16 *p, size_t n, uint32_t seed, float scale)
-{
-    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n;
-         i += (size_t)gridDim.x * blockDim.x) {
-        uint32_t h = (uint32_t)i * 2654435761u ^ seed * 40503u;
-        h ^= h >> 15, h *= 2246822519u, h ^= h >> 13, h *= 3266489917u, h ^= h >> 16;
-        p[i] = __float2bfloat16((float)(h >> 8) / 8388608.0f * scale - scale);
-    }
-}
-
-/* lse[row] = log sum exp of the row (one block a row), and a target in [0, V) from a hash. */
-static __global__ void row_lse(float *lse, int *target, const __nv_bfloat16 *x, int V)
-{
-    __shared__ float red[256];
-    const __nv_bfloat16 *row = x + (size_t)blockIdx.x * V;
-    float m = -INFINITY;
-    for (int c = threadIdx.x; c < V; c += 256) m = fmaxf(m, __bfloat162float(row[c]));
-    red[threadIdx.x] = m;
-    __syncthreads();
-    for (int k = 128; k > 0; k >>= 1) {
-        if (threadIdx.x < k) red[threadIdx.x] = fmaxf(red[threadIdx.x], red[threadIdx.x + k]);
-        __syncthreads();
-    }
-    m = red[0];
-    __syncthreads();
-    float sum = 0.0f;
-    for (int c = threadIdx.x; c < V; c += 256) sum += expf(__bfloat162float(row[c]) - m);
-    red[threadIdx.x] = sum;
-    __syncthreads();
-    for (int k = 128; k > 0; k >>= 1) {
-        if (threadIdx.x < k) red[threadIdx.x] += red[threadIdx.x + k];
-        __syncthreads();
-    }
-    if (threadIdx.x == 0) {
-        lse[blockIdx.x] = m + logf(red[0]);
-        target[blockIdx.x] = (int)((blockIdx.x * 2654435761u >> 7) % (uint32_t)V);
-    }
-}
-
-/* The input gradient of the cross-entropy for 8 logits (bf16) of row row from column col0. */
-struct ce_act {
-    const float *lse;
-    const int *target;
-    float scale;
-    int N, V;
-    __device__ float operator()(float x) const { return x; }
-    __device__ uint4 xform(uint4 v, int row, int col0) const
-    {
-        if (row >= N) return v;
-        const float l = lse[row];
-        const int t = target[row];
-        __nv_bfloat162 *e = reinterpret_cast<__nv_bfloat162 *>(&v);
-#pragma unroll
-        for (int q = 0; q < 4; q++) {
-            const float2 f = __bfloat1622float2(e[q]);
-            const int c = col0 + 2 * q;
-            const float a = c < V ? exp2f_approx((f.x - l) * 1.44269504f) - (c == t) : 0.0f;
-            const float b = c + 1 < V ? exp2f_approx((f.y - l) * 1.44269504f) - (c + 1 == t) : 0.0f;
-            e[q] = __floats2bfloat162_rn(a * scale, b * scale);
-        }
-        return v;
-    }
-};
-
-/* dl by a pass of its own, 8 elements a thread (V % 8 == 0). */
-static __global__ void ce_grad_pass(__nv_bfloat16 *dl, const __nv_bfloat16 *x, ce_act g)
-{
-    const size_t n8 = (size_t)g.N * g.V / 8;
-    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n8;
-         i += (size_t)gridDim.x * blockDim.x) {
-        const size_t e = i * 8;
-        const int row = (int)(e / g.V), col = (int)(e % g.V);
-        reinterpret_cast<uint4 *>(dl)[i] = g.xform(reinterpret_cast<const uint4 *>(x)[i], row, col);
-    }
-}
-
-struct ce_problem {
-    CUtensorMap map_x, map_dl, map_w, map_o;
-    ce_act g;
-    void *x, *dl, *out;
-    int N, V, H, grid;
-    bool fused;
-};
-
-static const void *ce_kernel(bool fused)
-{
-    return fused ? (const void *)pingpong_kernel<1, 192, 1, ce_act, true, true>
-                 : (const void *)pingpong_kernel<1, 192, 1, ce_act, true, false>;
-}
-
-static void run_ce_gemm(struct ce_problem *c)
-{
-    cudaLaunchAttribute at;
-    cudaLaunchConfig_t cfg = launch_config(1, c->grid, hopper::pp_smem_bytes<192>(), &at);
-    const __nv_bfloat16 *bias = NULL;
-    void *args[] = {c->fused ? &c->map_x : &c->map_dl, &c->map_w, &c->map_o, &c->map_o, &bias,
-                    &c->N, &c->H, &c->V, &c->g};
-    CK(cudaLaunchKernelExC(&cfg, ce_kernel(c->fused), args));
-}
-
-static void run_ce_pass(struct ce_problem *c)
-{
-    ce_grad_pass<<<132 * 8, 256>>>((__nv_bfloat16 *)c->dl, (const __nv_bfloat16 *)c->x, c->g);
-}
-
-static void ce_probe(int N, int V, int H)
-{
-    struct ce_problem c;
-    memset(&c, 0, sizeof c);
-    c.N = N, c.V = V, c.H = H;
-    const size_t nx = (size_t)N * V, nw = (size_t)V * H, no = (size_t)N * H;
-    void *w, *ref;
-    float *lse;
-    int *target;
-    CK(cudaMalloc(&c.x, nx * 2));
-    CK(cudaMalloc(&c.dl, nx * 2));
-    CK(cudaMalloc(&w, nw * 2));
-    CK(cudaMalloc(&c.out, no * 2));
-    CK(cudaMalloc(&ref, no * 2));
-    CK(cudaMalloc(&lse, (size_t)N * sizeof(float)));
-    CK(cudaMalloc(&target, (size_t)N * sizeof(int)));
-    fill_random_bf16<<<1024, 256>>>((__nv_bfloat16 *)c.x, nx, 1, 4.0f);
-    fill_random_bf16<<<1024, 256>>>((__nv_bfloat16 *)w, nw, 2, 0.05f);
-    row_lse<<<N, 256>>>(lse, target, (const __nv_bfloat16 *)c.x, V);
-    c.g = ce_act{lse, target, 1.0f / (float)N, N, V};
-    CK(cudaGetLastError());
-    c.map_x = map_2d(c.x, (uint64_t)N, (uint64_t)V, PM);
-    c.map_dl = map_2d(c.dl, (uint64_t)N, (uint64_t)V, PM);
-    c.map_w = map_2d(w, (uint64_t)V, (uint64_t)H, 64);
-    c.map_o = map_2d(c.out, (uint64_t)N, (uint64_t)H, 64);
-    for (int f = 0; f < 2; f++) {
-        const void *k = ce_kernel(f);
-        CK(cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                (int)hopper::pp_smem_bytes<192>()));
-        cudaLaunchAttribute at;
-        cudaLaunchConfig_t cfg = launch_config(1, 1024, hopper::pp_smem_bytes<192>(), &at);
-        int most = 0;
-        CK(cudaOccupancyMaxActiveClusters(&most, k, &cfg));
-        const int units = (N + PM - 1) / PM * ((H + 191) / 192);
-        c.grid = units < most ? units : most;
-    }
-    run_ce_pass(&c); /* dl, then the GEMM on it: the reference */
-    c.fused = false;
-    run_ce_gemm(&c);
-    CK(cudaMemcpy(ref, c.out, no * 2, cudaMemcpyDeviceToDevice));
-    CK(cudaMemset(c.out, 0, no * 2));
-    c.fused = true;
-    run_ce_gemm(&c);
-    CK(cudaGetLastError());
-    CK(cudaDeviceSynchronize());
-    printf("wgmma_gelu_probe N=%d V=%d H=%d ce (128 x 192 tiles, %d CTAs):\n", N, V, H, c.grid);
-    compare("input gradient, softmax in the operand load", c.out, ref, no,
-            "the same GEMM on dl's pass");
-    const double tflop = 2.0 * N * (double)V * H / 1e12;
-    for (int r = 0; r < 2; r++) { /* twice, alternating */
-        c.fused = true;
-        const float fused = time_ms(run_ce_gemm, &c);
-        c.fused = false;
-        const float gemm = time_ms(run_ce_gemm, &c), pass = time_ms(run_ce_pass, &c);
-        printf("  softmax in the operand load %.4f ms (%.0f TFLOP/s); the GEMM on dl %.4f ms "
-               "(%.0f) and dl's pass %.4f ms\n",
-               fused, tflop / fused * 1e3, gemm, tflop / gemm * 1e3, pass);
-    }
-}
-
 int main(int argc, char **argv)
 {
-    if (argc < 4 || argc > 5 ||
-        (argc == 5 && strcmp(argv[4], "dgelu") && strcmp(argv[4], "stats") &&
-         strcmp(argv[4], "mn") && strcmp(argv[4], "ce"))) {
-        fprintf(stderr, "usage: wgmma_gelu_probe N K F [dgelu | stats | mn | ce]\n");
+    if (argc < 4 || argc > 5 || (argc == 5 && strcmp(argv[4], "dgelu"))) {
+        fprintf(stderr, "usage: wgmma_gelu_probe N K F [dgelu]\n");
         return 2;
-    }
-    if (!strcmp(argv[argc - 1], "ce")) { /* N V H: tokens, vocabulary, hidden */
-        const int n = atoi(argv[1]), v = atoi(argv[2]), h = atoi(argv[3]);
-        if (n <= 0 || v <= 0 || h <= 0 || v % 8 || h % 8) {
-            fprintf(stderr, "wgmma_gelu_probe: ce needs positive N, and V, H multiples of 8\n");
-            return 2;
-        }
-        cudaDriverEntryPointQueryResult found_entry;
-        CK(cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", (void **)&encode_tiled,
-                                            12000, cudaEnableDefault, &found_entry));
-        ce_probe(n, v, h);
-        return 0;
     }
     struct problem p;
     memset(&p, 0, sizeof p);
-    p.dgelu = argc == 5 && !strcmp(argv[4], "dgelu");
-    p.stats = argc == 5 && !strcmp(argv[4], "stats");
-    p.mn = argc == 5 && !strcmp(argv[4], "mn");
+    p.dgelu = argc == 5;
     p.N = atoi(argv[1]), p.K = atoi(argv[2]), p.F = atoi(argv[3]);
-    const int f_multiple = p.stats || p.mn ? 8 : BN;
-    if (p.N <= 0 || p.K <= 0 || p.F <= 0 || p.N % (2 * BM) || p.K % BK || p.F % f_multiple) {
+    if (p.N <= 0 || p.K <= 0 || p.F <= 0 || p.N % (2 * BM) || p.K % BK || p.F % BN) {
         fprintf(stderr, "wgmma_gelu_probe: N, K, F must be positive multiples of %d, %d, %d\n",
-                2 * BM, BK, f_multiple);
+                2 * BM, BK, BN);
         return 2;
     }
-    cudaDriverEntryPointQueryResult found_entry;
-    CK(cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", (void **)&encode_tiled, 12000,
-                                        cudaEnableDefault, &found_entry));
+    probe_tma_init();
     const size_t nx = (size_t)p.N * p.K, nw = (size_t)p.F * p.K, nout = (size_t)p.N * p.F;
     uint16_t *hx = bench_random_bf16(nx, 1, 1.0f), *hw = bench_random_bf16(nw, 2, 0.05f);
     p.x = bench_upload(hx, nx);
@@ -982,74 +504,18 @@ int main(int argc, char **argv)
     p.map_w[1] = map_2d(p.w, (uint64_t)p.F, (uint64_t)p.K, BN);
     p.map_w[2] = map_2d(p.w, (uint64_t)p.F, (uint64_t)p.K, BN / 2);
     p.smem = sizeof(smem_layout) + 1024; /* room to align the stages to 1024 bytes */
-    for (int cl = 1; cl <= 2; cl++) { /* as many clusters as fit at once, at most one per unit */
-        const void *k = kernel_of(p.dgelu, cl);
-        CK(cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)p.smem));
-        cudaLaunchAttribute at;
-        cudaLaunchConfig_t cfg = launch_config(cl, 1024, p.smem, &at);
-        int clusters = 0;
-        CK(cudaOccupancyMaxActiveClusters(&clusters, k, &cfg));
-        const int units = (p.N / BM / cl) * (p.F / BN);
-        p.grid[cl] = (units < clusters ? units : clusters) * cl;
-    }
-
+    for (int cl = 1; cl <= 2; cl++)
+        p.grid[cl] =
+            probe_grid(kernel_of(p.dgelu, cl), cl, p.smem, (long)(p.N / BM / cl) * (p.F / BN));
     LT(cublasLtCreate(&p.lt));
-    LT(cublasLtMatmulDescCreate(&p.desc, CUBLAS_COMPUTE_32F, CUDA_R_32F));
-    cublasOperation_t ta = p.dgelu ? CUBLAS_OP_N : CUBLAS_OP_T, tb = CUBLAS_OP_N;
-    LT(cublasLtMatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof ta));
-    LT(cublasLtMatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof tb));
-    cublasLtEpilogue_t epi = p.dgelu ? CUBLASLT_EPILOGUE_DGELU : CUBLASLT_EPILOGUE_GELU_AUX_BIAS;
-    LT(cublasLtMatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_EPILOGUE, &epi, sizeof epi));
-    if (!p.dgelu) {
-        cudaDataType_t bias_type = CUDA_R_16BF;
-        LT(cublasLtMatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, &bias_type,
-                                          sizeof bias_type));
-        LT(cublasLtMatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &p.bias,
-                                          sizeof p.bias));
-    }
-    void *aux = p.dgelu ? p.pre_in : p.ref_aux;
-    LT(cublasLtMatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_POINTER, &aux,
-                                      sizeof aux));
-    int64_t ld = p.F;
-    LT(cublasLtMatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_LD, &ld,
-                                      sizeof ld));
-    if (p.dgelu)
-        LT(cublasLtMatrixLayoutCreate(&p.la, CUDA_R_16BF, p.F, p.K, p.F));
-    else
-        LT(cublasLtMatrixLayoutCreate(&p.la, CUDA_R_16BF, p.K, p.F, p.K));
-    LT(cublasLtMatrixLayoutCreate(&p.lb, CUDA_R_16BF, p.K, p.N, p.K));
-    LT(cublasLtMatrixLayoutCreate(&p.lc, CUDA_R_16BF, p.F, p.N, p.F));
     p.ws_bytes = 32 << 20;
     CK(cudaMalloc(&p.ws, p.ws_bytes));
-    const double tflop = 2.0 * p.N * (double)p.F * p.K / 1e12;
-    if (p.stats || p.mn) {
-        printf("wgmma_gelu_probe N=%d K=%d F=%d %s:\n", p.N, p.K, p.F, p.stats ? "stats" : "mn");
-        if (p.stats)
-            pingpong_stats(&p, nout, tflop);
-        else
-            pingpong_mn(&p, nout, tflop);
-        return 0;
-    }
-    cublasLtMatmulPreference_t pref;
-    LT(cublasLtMatmulPreferenceCreate(&pref));
-    LT(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES,
-                                            &p.ws_bytes, sizeof p.ws_bytes));
-    cublasLtMatmulHeuristicResult_t res[8];
-    int found = 0;
-    LT(cublasLtMatmulAlgoGetHeuristic(p.lt, p.desc, p.la, p.lb, p.lc, p.lc, pref, 8, res, &found));
+    /* the fastest of the heuristic's, as our autotuning does */
+    lt_gemm_init(&p.fused, p.lt, p.ws, p.ws_bytes, p.dgelu ? CUBLAS_OP_N : CUBLAS_OP_T,
+                 p.dgelu ? CUBLASLT_EPILOGUE_DGELU : CUBLASLT_EPILOGUE_GELU_AUX_BIAS, p.w_ref, p.x,
+                 p.ref_d, p.dgelu ? NULL : p.bias, p.dgelu ? p.pre_in : p.ref_aux, p.N, p.K, p.F);
     const char *theirs_name = p.dgelu ? "DGELU" : "GELU_AUX_BIAS";
-    if (found == 0) {
-        fprintf(stderr, "wgmma_gelu_probe: cuBLASLt offers no %s algorithm here\n", theirs_name);
-        return 1;
-    }
-    float best = 1e30f;
-    int best_i = 0;
-    for (int i = 0; i < found; i++) { /* the fastest of the heuristic's, as our autotuning does */
-        p.algo = res[i].algo;
-        float ms = time_ms(run_cublaslt, &p);
-        if (ms < best) best = ms, best_i = i;
-    }
-    p.algo = res[best_i].algo;
+    const double tflop = 2.0 * p.N * (double)p.F * p.K / 1e12;
 
     printf("wgmma_gelu_probe N=%d K=%d F=%d%s (CTAs: %d alone, %d in clusters of two):\n", p.N,
            p.K, p.F, p.dgelu ? " dgelu" : "", p.grid[1], p.grid[2]);
@@ -1071,7 +537,7 @@ int main(int argc, char **argv)
         printf("  ours%s %.4f ms (%.0f TFLOP/s) alone, %.4f ms (%.0f) in clusters of two; "
                "cuBLASLt %s (fastest of %d) %.4f ms (%.0f TFLOP/s)\n",
                p.dgelu ? " with the bias gradient" : "", ours1, tflop / ours1 * 1e3, ours2,
-               tflop / ours2 * 1e3, theirs_name, found, theirs, tflop / theirs * 1e3);
+               tflop / ours2 * 1e3, theirs_name, p.fused.found, theirs, tflop / theirs * 1e3);
     }
     if (!p.dgelu) pingpong_forward(&p, nout, tflop);
     return 0;
