@@ -11,9 +11,10 @@
 #include "kernels/cuda/cuda_common.h"
 #include "kernels/cuda/hopper_gemm.cuh"
 
-/* Megatron's bias-GeLU (the tanh form), as cuda_gelu_forward computes it. */
+/* Megatron's bias-GeLU (the tanh form), as cuda_gelu_forward computes it up to its last bits
+ * (hopper::gelu_tanh_fast). */
 struct gelu_tanh_act {
-    __device__ float operator()(float x) const { return cuda_gelu(x, true); }
+    __device__ float operator()(float x) const { return hopper::gelu_tanh_fast(x); }
 };
 
 /* The variants linear.cu times: tile columns and cluster size (two CTAs sharing w's tiles). */

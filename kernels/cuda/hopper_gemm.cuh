@@ -20,11 +20,14 @@
  * loops take turns (the "turn" mbarriers): a consumer starts its tile's wgmmas once the other has
  * issued all of its own, so the tensor cores serve one at a time while the other writes its last
  * tile out; the turn also keeps a stage's parity unambiguous (every earlier fill of the ring has
- * been waited for). The epilogue writes 64 rows by 64 columns at a time into one of two staging
- * units in the 128-byte swizzle (y plus the bias rounded to bf16, and with OUTS 2 act of it
- * beside), and the TMA copies the unit out while the next one is written; rows and columns past N
- * and F are left out by the TMA, columns of K past its end read as zeros. Tiles go in groups of
- * rows swept column by column (unit_tile). With CL 2 the cluster's two CTAs take tiles of
+ * been waited for). The epilogue first rounds the whole tile to bf16 with its bias in place (the
+ * bias copied to shared memory under the main loop), which frees half the accumulators' registers
+ * for its math, then writes 64 rows by 64 columns at a time into one of two staging units in the
+ * 128-byte swizzle (y, and with OUTS 2 act of it beside), and the TMA copies the unit out while
+ * the next one is written; a tile's first wgmmas write the accumulators without reading them, so
+ * that the epilogue's use of them ends there (else ptxas serializes the wgmmas). Rows and columns
+ * past N and F are left out by the TMA, columns of K past its end read as zeros. Tiles go in
+ * groups of rows swept column by column (unit_tile). With CL 2 the cluster's two CTAs take tiles of
  * consecutive rows and one column at the same places of their rings, each loading half of w's
  * tile into both (multicast), and a stage is freed only when the consumers of both have read it.
  *
@@ -45,6 +48,14 @@
 #include <cuda.h>
 #include <cuda_bf16.h>
 #include <stdint.h>
+
+#include <type_traits>
+
+/* A probe's timestamps: TRACE(consumer, tile, event) at the consumer loop's steps (no-op unless an
+ * includer defines it; see scripts/bench/wgmma_gelu_probe.cu's trace mode). */
+#ifndef HOPPER_GEMM_TRACE
+#define HOPPER_GEMM_TRACE(c, i, ev) ((void)0)
+#endif
 
 namespace hopper {
 
@@ -136,6 +147,17 @@ __device__ __forceinline__ float exp2f_approx(float x)
     return y;
 }
 
+/* Megatron's bias-GeLU, 0.5 x (1 + tanh(u)) with u = sqrt(2 / pi) (x + 0.044715 x^3), written as
+ * x / (1 + exp(-2 u)): four multiply-adds and two approximate MUFU operations (ex2, rcp), within
+ * ~1e-6 relative of the exact value for every x (no cancellation where tanh(u) nears -1). */
+__device__ __forceinline__ float gelu_tanh_fast(float x)
+{
+    /* -2 sqrt(2 / pi) log2(e) and its product with 0.044715 */
+    const float c1 = -2.302208198f, c3 = -0.1029432396f;
+    const float z = x * fmaf(x * x, c3, c1);
+    return __fdividef(x, 1.0f + exp2f_approx(z));
+}
+
 /* wgmma's descriptor of an MN-major operand in shared memory (the B_MN kernels' b): chunks of 64
  * columns (128 bytes) by the stage's 64 k rows in the 128-byte swizzle, 8 KB apart (the leading
  * byte offset, between chunks along MN), groups of 8 k rows 1024 bytes apart (the stride byte
@@ -173,6 +195,9 @@ __device__ __forceinline__ uint64_t desc_sw128(const void *p)
 }
 
 #define ACC4(i) "+f"(d[i]), "+f"(d[i + 1]), "+f"(d[i + 2]), "+f"(d[i + 3])
+#define WACC4(i) "=f"(d[i]), "=f"(d[i + 1]), "=f"(d[i + 2]), "=f"(d[i + 3])
+#define WACC16(i) WACC4(i), WACC4(i + 4), WACC4(i + 8), WACC4(i + 12)
+#define WACC64 WACC16(0), WACC16(16), WACC16(32), WACC16(48)
 #define ACC16(i) ACC4(i), ACC4(i + 4), ACC4(i + 8), ACC4(i + 12)
 #define ACC128                                                                                     \
     ACC16(0), ACC16(16), ACC16(32), ACC16(48), ACC16(64), ACC16(80), ACC16(96), ACC16(112)
@@ -201,49 +226,65 @@ __device__ __forceinline__ void wgmma_64x256(float *d, uint64_t da, uint64_t db,
 #define ACC64 ACC16(0), ACC16(16), ACC16(32), ACC16(48)
 
 /* d[64 x 128] (+)= a[64 x 16] b[128 x 16]^T, both from shared memory (the accumulator layout of
- * wgmma_64x256, 16 column groups). */
-template <int TB>
+ * wgmma_64x256, 16 column groups). FIRST: d = a b^T, d's earlier values not read (a tile's first
+ * step: what the last epilogue wrote into d is dead before it). */
+#define WGMMA_64X128                                                                               \
+    "{\n.reg .pred p;\nsetp.ne.b32 p, %66, 0;\n"                                                   \
+    "wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16 {"                                      \
+    "%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, "                       \
+    "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, "                  \
+    "%31, %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, "                  \
+    "%46, %47, %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, "                  \
+    "%61, %62, %63}, "                                                                             \
+    "%64, %65, p, 1, 1, 0, %67;\n}\n"
+template <int TB, bool FIRST>
 __device__ __forceinline__ void wgmma_64x128(float *d, uint64_t da, uint64_t db, int accumulate)
 {
-    asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %66, 0;\n"
-                 "wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16 {"
-                 "%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, "
-                 "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, "
-                 "%31, %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, "
-                 "%46, %47, %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, "
-                 "%61, %62, %63}, "
-                 "%64, %65, p, 1, 1, 0, %67;\n}\n"
-                 : ACC64
-                 : "l"(da), "l"(db), "r"(accumulate), "n"(TB));
+    if constexpr (FIRST)
+        asm volatile(WGMMA_64X128 : WACC64 : "l"(da), "l"(db), "r"(0), "n"(TB));
+    else
+        asm volatile(WGMMA_64X128 : ACC64 : "l"(da), "l"(db), "r"(accumulate), "n"(TB));
 }
 
 /* d[64 x 192] (+)= a[64 x 16] b[192 x 16]^T (the accumulator layout of wgmma_64x256, 24 column
- * groups). */
-template <int TB>
+ * groups; FIRST as wgmma_64x128's). */
+#define WGMMA_64X192                                                                               \
+    "{\n.reg .pred p;\nsetp.ne.b32 p, %98, 0;\n"                                                   \
+    "wgmma.mma_async.sync.aligned.m64n192k16.f32.bf16.bf16 {"                                      \
+    "%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, "                  \
+    "%17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, "                  \
+    "%32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, "                  \
+    "%47, %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, "                  \
+    "%62, %63, %64, %65, %66, %67, %68, %69, %70, %71, %72, %73, %74, %75, %76, "                  \
+    "%77, %78, %79, %80, %81, %82, %83, %84, %85, %86, %87, %88, %89, %90, %91, "                  \
+    "%92, %93, %94, %95}, "                                                                        \
+    "%96, %97, p, 1, 1, 0, %99;\n}\n"
+template <int TB, bool FIRST>
 __device__ __forceinline__ void wgmma_64x192(float *d, uint64_t da, uint64_t db, int accumulate)
 {
-    asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %98, 0;\n"
-                 "wgmma.mma_async.sync.aligned.m64n192k16.f32.bf16.bf16 {"
-                 "%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, "
-                 "%17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, "
-                 "%32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, "
-                 "%47, %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, "
-                 "%62, %63, %64, %65, %66, %67, %68, %69, %70, %71, %72, %73, %74, %75, %76, "
-                 "%77, %78, %79, %80, %81, %82, %83, %84, %85, %86, %87, %88, %89, %90, %91, "
-                 "%92, %93, %94, %95}, "
-                 "%96, %97, p, 1, 1, 0, %99;\n}\n"
-                 : ACC64, ACC16(64), ACC16(80)
-                 : "l"(da), "l"(db), "r"(accumulate), "n"(TB));
+    if constexpr (FIRST)
+        asm volatile(WGMMA_64X192 : WACC64, WACC16(64), WACC16(80)
+                     : "l"(da), "l"(db), "r"(0), "n"(TB));
+    else
+        asm volatile(WGMMA_64X192 : ACC64, ACC16(64), ACC16(80)
+                     : "l"(da), "l"(db), "r"(accumulate), "n"(TB));
 }
 
-/* The product of one k16 step for a tile of PN columns. */
-template <int PN, int TB>
+/* The accumulators pinned after a tile's last wait: no use of them moves above it. */
+template <int N> __device__ __forceinline__ void fence_operands(float *d)
+{
+#pragma unroll
+    for (int i = 0; i < N; i++) asm volatile("" : "+f"(d[i])::"memory");
+}
+
+/* The product of one k16 step for a tile of PN columns (FIRST: the tile's first, d not read). */
+template <int PN, int TB, bool FIRST = false>
 __device__ __forceinline__ void wgmma_64xn(float *d, uint64_t da, uint64_t db, int accumulate)
 {
     if (PN == 128)
-        wgmma_64x128<TB>(d, da, db, accumulate);
+        wgmma_64x128<TB, FIRST>(d, da, db, accumulate);
     else
-        wgmma_64x192<TB>(d, da, db, accumulate);
+        wgmma_64x192<TB, FIRST>(d, da, db, accumulate);
 }
 
 /* The box at src to the matrix of map at (c0, c1), in this thread's current bulk group. */
@@ -272,6 +313,28 @@ __device__ __forceinline__ void bulk_wait_read_but_one()
     asm volatile("cp.async.bulk.wait_group.read 1;" ::: "memory");
 }
 
+/* A 32-bit load from shared memory at addr (volatile: kept after the barriers before it). */
+__device__ __forceinline__ uint32_t ld_shared_b32(uint32_t addr)
+{
+    uint32_t v;
+    asm volatile("ld.shared.b32 %0, [%1];" : "=r"(v) : "r"(addr) : "memory");
+    return v;
+}
+
+/* 16 bytes from global src to shared dst without passing through registers, zeros where bytes is
+ * 0 (then src is not read); then the wait for this thread's such copies. */
+__device__ __forceinline__ void cp_async_16(void *dst, const void *src, int bytes)
+{
+    asm volatile("cp.async.ca.shared.global [%0], [%1], 16, %2;" ::"r"(smem_u32(dst)), "l"(src),
+                 "r"(bytes)
+                 : "memory");
+}
+
+__device__ __forceinline__ void cp_async_wait_all()
+{
+    asm volatile("cp.async.wait_all;" ::: "memory");
+}
+
 /* The threads' shared-memory writes seen by the TMA (the async proxy). */
 __device__ __forceinline__ void fence_proxy_async()
 {
@@ -295,6 +358,7 @@ template <int PN> struct pp_smem {
     /* a consumer's two staging units, each two 64 x 64 boxes (y, act): one is written while the
        TMA reads the other */
     __nv_bfloat16 out[2][2][2][64 * 64];
+    __nv_bfloat16 bias[2][PN]; /* a consumer's tile's columns of the bias (zeros past F) */
     uint64_t full[STAGES], empty[STAGES], turn[2];
     uint64_t ready[STAGES]; /* XFORM_A: the stage's x tile transformed */
 };
@@ -302,15 +366,40 @@ template <int PN> struct pp_smem {
 /* Dynamic shared memory of a launch: the layout and room to align it to 1024 bytes. */
 template <int PN> constexpr size_t pp_smem_bytes() { return sizeof(pp_smem<PN>) + 1024; }
 
-/* Half the rows (64, the accumulators d) and column groups j0 .. j0 + 7 (64 columns) of the
- * consumer's tile into one of its staging units: y (d plus the bias, rounded to bf16) into the
- * unit's first box and, with OUTS 2, act of the rounded y into its second; with OUTS 3 the
- * running maximum and sum of exponentials of the thread's two rows (rmax, rsum). A thread holds the
- * unit's rows 16 warp + lane / 4 (+ 8), both r7 = lane / 4 modulo 8, so column group j's 16-byte
- * chunk is (j % 8) ^ r7 (the 128-byte swizzle). Columns from lim on (past F) take no bias. */
+/* The consumer's tile as y = d plus the tile's bias (shared memory), rounded to bf16, two columns a
+ * word, in place: d[4 j + 2 rr] of half h (d0, d1) becomes the word of rows 64 h + 16 warp +
+ * lane / 4 + 8 rr, columns 8 j + 2 (lane % 4) and the next (the accumulators' layout), and
+ * d[4 j + 2 rr + 1] is free. Done first, it leaves half the accumulators' registers to the
+ * staging's math (with all of them live the GeLU's chains ran one or two at a time, H100). */
+template <int PN>
+__device__ __forceinline__ void pack_tile(float *d0, float *d1, const __nv_bfloat16 *bias, int lane)
+{
+    const int cq = 2 * (lane % 4);
+#pragma unroll
+    for (int j = 0; j < PN / 8; j++) {
+        uint32_t bw = ld_shared_b32(smem_u32(bias + 8 * j + cq));
+        const float2 bb = __bfloat1622float2(*reinterpret_cast<__nv_bfloat162 *>(&bw));
+#pragma unroll
+        for (int h = 0; h < 2; h++) {
+            float *d = h ? d1 : d0;
+#pragma unroll
+            for (int rr = 0; rr < 2; rr++) {
+                __nv_bfloat162 v = __floats2bfloat162_rn(d[4 * j + 2 * rr] + bb.x,
+                                                         d[4 * j + 2 * rr + 1] + bb.y);
+                d[4 * j + 2 * rr] = __uint_as_float(*reinterpret_cast<uint32_t *>(&v));
+            }
+        }
+    }
+}
+
+/* Half the rows (64) and column groups j0 .. j0 + 7 (64 columns) of the consumer's packed tile y
+ * (pack_tile's d0 or d1) into one of its staging units: y into the unit's first box and, with
+ * OUTS 2, act of it into its second; with OUTS 3 the running maximum and sum of exponentials of
+ * the thread's two rows (rmax, rsum). A thread holds the unit's rows 16 warp + lane / 4 (+ 8),
+ * both r7 = lane / 4 modulo 8, so column group j's 16-byte chunk is (j % 8) ^ r7 (the 128-byte
+ * swizzle). Columns from lim on are past F. */
 template <int OUTS, class Act>
-__device__ __forceinline__ void stage_unit(unsigned char *unit, const float *d,
-                                           const __nv_bfloat16 *__restrict__ bias, int lim, int j0,
+__device__ __forceinline__ void stage_unit(unsigned char *unit, const float *y, int lim, int j0,
                                            int warp, int lane, Act act, float *rmax, float *rsum)
 {
     float u[2][16]; /* OUTS 3: the unit's y of the thread's two rows, for their statistics */
@@ -318,27 +407,20 @@ __device__ __forceinline__ void stage_unit(unsigned char *unit, const float *d,
     const uint32_t base = smem_u32(unit) + (uint32_t)(warp * 16 + lane / 4) * 128 + 2 * cq;
 #pragma unroll
     for (int j = j0; j < j0 + 8; j++) {
-        float2 bb = make_float2(0.0f, 0.0f);
-        if (bias && 8 * j + (int)cq < lim)
-            bb = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162 *>(bias + 8 * j + cq));
         const uint32_t at = base + ((((uint32_t)j & 7) ^ r7) << 4);
 #pragma unroll
         for (int rr = 0; rr < 2; rr++) {
-            __nv_bfloat162 v =
-                __floats2bfloat162_rn(d[4 * j + 2 * rr] + bb.x, d[4 * j + 2 * rr + 1] + bb.y);
+            uint32_t w = __float_as_uint(y[4 * j + 2 * rr]);
             const uint32_t row_at = at + 8 * rr * 128;
-            asm volatile("st.shared.b32 [%0], %1;" ::"r"(row_at),
-                         "r"(*reinterpret_cast<uint32_t *>(&v))
-                         : "memory");
+            asm volatile("st.shared.b32 [%0], %1;" ::"r"(row_at), "r"(w) : "memory");
+            const float2 f = __bfloat1622float2(*reinterpret_cast<__nv_bfloat162 *>(&w));
             if (OUTS == 3) {
-                const float2 f = __bfloat1622float2(v);
                 const bool in = 8 * j + (int)cq < lim;
                 u[rr][2 * (j - j0)] = in ? f.x : -INFINITY;
                 u[rr][2 * (j - j0) + 1] = in ? f.y : -INFINITY;
             }
             if (OUTS == 2 || OUTS == 4) {
-                const float2 f = __bfloat1622float2(v);
-                v = __floats2bfloat162_rn(act(f.x), act(f.y));
+                __nv_bfloat162 v = __floats2bfloat162_rn(act(f.x), act(f.y));
                 asm volatile("st.shared.b32 [%0], %1;" ::"r"(row_at + UNIT_BOX),
                              "r"(*reinterpret_cast<uint32_t *>(&v))
                              : "memory");
@@ -487,9 +569,21 @@ __global__ void __launch_bounds__(PP_THREADS, 1)
         unit_tile(u, row_units, tiles_f, ru, tf);
         const int tn = ru * CL + (int)rank;
         int q = (2 * i + c) * kblocks; /* the tile's first fill of the ring */
+        /* the tile's bias into shared memory under the main loop (its last reader, this
+           consumer's last epilogue, is past a warpgroup barrier): a global load's latency in
+           each of the epilogue's units cost most of its time (H100) */
+        if (tid < PN / 8) {
+            const int col = tf * PN + 8 * tid;
+            cp_async_16(s.bias[c] + 8 * tid, bias && col < F ? bias + col : bias,
+                        bias && col < F ? 16 : 0);
+        }
+        HOPPER_GEMM_TRACE(c, i, 0);
         mbar_wait(&s.turn[c], c == 0 ? (i & 1) ^ 1 : i & 1);
+        HOPPER_GEMM_TRACE(c, i, 1);
         int prev = -1;
-        for (int kb = 0; kb < kblocks; kb++, q++) {
+        /* one k block of the ring's stages; the tile's first (k block 0) writes d without reading
+           it, so the last epilogue's use of d as its scratch ends before it */
+        auto kblock = [&](int kb, auto first) {
             const int stage = q % S;
             mbar_wait(XFORM_A ? &s.ready[stage] : &s.full[stage], (q / S) & 1);
             asm volatile("wgmma.fence.sync.aligned;" ::: "memory");
@@ -499,41 +593,58 @@ __global__ void __launch_bounds__(PP_THREADS, 1)
                 /* b's k16 step: 16 elements into its rows, or (B_MN) 16 rows of 64 down */
                 const uint64_t db =
                     B_MN ? desc_mn_sw128(b + kk * 16 * 64) : desc_sw128(b + kk * 16);
-                wgmma_64xn<PN, B_MN>(d0, desc_sw128(a + kk * 16), db, kb > 0 || kk > 0);
-                wgmma_64xn<PN, B_MN>(d1, desc_sw128(a + 64 * BK + kk * 16), db, kb > 0 || kk > 0);
+                constexpr bool F0 = decltype(first)::value;
+                if (F0 && kk == 0) {
+                    wgmma_64xn<PN, B_MN, true>(d0, desc_sw128(a), db, 0);
+                    wgmma_64xn<PN, B_MN, true>(d1, desc_sw128(a + 64 * BK), db, 0);
+                } else {
+                    wgmma_64xn<PN, B_MN>(d0, desc_sw128(a + kk * 16), db, 1);
+                    wgmma_64xn<PN, B_MN>(d1, desc_sw128(a + 64 * BK + kk * 16), db, 1);
+                }
             }
             asm volatile("wgmma.commit_group.sync.aligned;" ::: "memory");
             asm volatile("wgmma.wait_group.sync.aligned 1;" ::: "memory");
             if (prev >= 0 && lane < CL) release(&s.empty[prev]);
             prev = stage;
-        }
+            q++;
+        };
+        kblock(0, std::true_type());
+        for (int kb = 1; kb < kblocks; kb++) kblock(kb, std::false_type());
+        HOPPER_GEMM_TRACE(c, i, 2);
         if (lane == 0) mbar_arrive(&s.turn[c ^ 1]); /* the other consumer's main loop may start */
         asm volatile("wgmma.wait_group.sync.aligned 0;" ::: "memory");
+        HOPPER_GEMM_TRACE(c, i, 3);
+        fence_operands<PN / 2>(d0);
+        fence_operands<PN / 2>(d1);
+        if (tid < PN / 8) cp_async_wait_all();
+        warpgroup_sync(1 + c); /* the tile's bias, copied by the first PN / 8 threads */
         if (lane < CL) release(&s.empty[prev]);
+        pack_tile<PN>(d0, d1, s.bias[c], lane);
 
         /* 64 rows and 64 columns at a time, into the two staging units in turn (an even number
            a tile, so a tile starts on the first) */
-        const __nv_bfloat16 *tile_bias = bias ? bias + (size_t)tf * PN : nullptr;
         float rmax[2][2] = {{-INFINITY, -INFINITY}, {-INFINITY, -INFINITY}};
         float rsum[2][2] = {{0.0f, 0.0f}, {0.0f, 0.0f}};
 #pragma unroll
-        for (int ch = 0; ch < PN / 64; ch++)
-#pragma unroll
-            for (int h = 0; h < 2; h++) {
-                unsigned char *unit = stg + h * 2 * UNIT_BOX;
-                if (tid == 0) bulk_wait_read_but_one(); /* the unit's last copies have read it */
-                warpgroup_sync(1 + c);
-                stage_unit<OUTS>(unit, h ? d1 : d0, tile_bias, F - tf * PN, 8 * ch, warp, lane,
-                                 act, rmax[h], rsum[h]);
-                fence_proxy_async();
-                warpgroup_sync(1 + c);
-                if (tid == 0) {
-                    const int col = tf * PN + 64 * ch, row = tn * PM + 64 * h;
-                    tma_store_2d(&map_o0, unit, col, row);
-                    if (OUTS == 2 || OUTS == 5) tma_store_2d(&map_o1, unit + UNIT_BOX, col, row);
-                    bulk_commit();
-                }
+        for (int r = 0; r < PN / 32; r++) {
+            const int h = r % 2, ch = r / 2;
+            unsigned char *unit = stg + (r & 1) * 2 * UNIT_BOX;
+            if (tid == 0) bulk_wait_read_but_one(); /* the unit's last copies have read it */
+            HOPPER_GEMM_TRACE(c, i, 4 + 3 * r);
+            warpgroup_sync(1 + c);
+            HOPPER_GEMM_TRACE(c, i, 5 + 3 * r);
+            stage_unit<OUTS>(unit, h ? d1 : d0, F - tf * PN, 8 * ch, warp, lane, act,
+                             rmax[h], rsum[h]);
+            fence_proxy_async();
+            warpgroup_sync(1 + c);
+            HOPPER_GEMM_TRACE(c, i, 6 + 3 * r);
+            if (tid == 0) {
+                const int col = tf * PN + 64 * ch, row = tn * PM + 64 * h;
+                tma_store_2d(&map_o0, unit, col, row);
+                if (OUTS == 2 || OUTS == 5) tma_store_2d(&map_o1, unit + UNIT_BOX, col, row);
+                bulk_commit();
             }
+        }
         if constexpr (OUTS == 3) { /* each row's over the tile: the four lanes of a row merged */
 #pragma unroll
             for (int h = 0; h < 2; h++)

@@ -40,9 +40,11 @@
  * The same kernel's other roles (the output layer's statistics, w read transposed, an operand
  * transformed on the way in) are output_layer_probe.cu's.
  *
- * Usage: wgmma_gelu_probe N K F [dgelu]   (N % 256 == 0, K % 64 == 0, F % 256 == 0)
+ * Usage: wgmma_gelu_probe N K F [dgelu | trace]   (N % 256 == 0, K % 64 == 0, F % 256 == 0)
  *   e.g. wgmma_gelu_probe 65536 768 3072         (GPT-2 124M's fc1, micro batch 64)
  *        wgmma_gelu_probe 65536 768 3072 dgelu   (its fc2 input gradient: K = hidden, F = 4 hidden)
+ *        wgmma_gelu_probe 65536 768 3072 trace   (the ping-pong kernel's consumers' clocks: a
+ *            tile's wait for its turn, main loop, and each epilogue unit, by variant and outputs)
  * Prints how the outputs of both launches compare with cuBLASLt's (relative L2 error, share of
  * equal bits) and the three times, twice (best of 5 batches of 10 calls after 3 warm-ups). Built
  * for sm_90a only; N must be a multiple of 256 (the clusters' pairs of tile rows). */
@@ -59,6 +61,15 @@
 
 #define BENCH_PROG "wgmma_gelu_probe"
 #include "scripts/bench/bench_util.h"
+
+/* trace mode: the ping-pong consumers' clock at each step of their first TRACE_TILES tiles in CTA 0
+ * (kernels/cuda/hopper_gemm.cuh's HOPPER_GEMM_TRACE; one predicated store a step otherwise) */
+enum { TRACE_TILES = 48, TRACE_EVENTS = 24 };
+__device__ long long g_trace[2][TRACE_TILES][TRACE_EVENTS];
+#define HOPPER_GEMM_TRACE(c, i, ev)                                                                \
+    do {                                                                                           \
+        if (blockIdx.x == 0 && tid == 0 && (i) < TRACE_TILES) g_trace[c][i][ev] = clock64();      \
+    } while (0)
 #include "scripts/bench/probe_util.cuh"
 
 using namespace hopper;
@@ -82,9 +93,9 @@ __device__ __forceinline__ float gelu_tanh(float x)
     return 0.5f * x * (1.0f + t);
 }
 
-/* gelu_tanh as the ping-pong kernel's activation. */
+/* The ping-pong kernel's activation: the backend's (hopper_gemm.cu). */
 struct gelu_approx {
-    __device__ float operator()(float x) const { return gelu_tanh(x); }
+    __device__ float operator()(float x) const { return gelu_tanh_fast(x); }
 };
 
 /* No activation: the second output's stores without its math. */
@@ -457,15 +468,70 @@ static void pingpong_forward(struct problem *p, size_t nout, double tflop)
     }
 }
 
+/* One launch of the ping-pong kernel's variant p->pv with outputs p->outs, traced: where each
+ * consumer's clocks go a tile, averaged over CTA 0's tiles after its first two (cycles). */
+static void trace_pingpong(struct problem *p, const char *name)
+{
+    static long long t[2][TRACE_TILES][TRACE_EVENTS];
+    run_pingpong(p); /* warm */
+    void *dev;
+    CK(cudaGetSymbolAddress(&dev, g_trace));
+    CK(cudaMemset(dev, 0, sizeof t));
+    run_pingpong(p);
+    CK(cudaDeviceSynchronize());
+    CK(cudaMemcpyFromSymbol(t, g_trace, sizeof t));
+    const int rounds = PP_VARIANTS[p->pv].pn / 64 * 2;
+    for (int c = 0; c < 2; c++) {
+        double turn = 0, issue = 0, drain = 0, unit = 0, sync1 = 0, stage = 0, period = 0;
+        double per_round[8] = {0};
+        int n = 0;
+        for (int i = 2; i + 1 < TRACE_TILES && t[c][i + 1][1]; i++, n++) {
+            long long *e = t[c][i];
+            turn += e[1] - e[0], issue += e[2] - e[1], drain += e[3] - e[2];
+            period += t[c][i + 1][1] - e[1];
+            long long prev = e[3];
+            for (int r = 0; r < rounds; r++) {
+                unit += e[4 + 3 * r] - prev, sync1 += e[5 + 3 * r] - e[4 + 3 * r];
+                stage += e[6 + 3 * r] - e[5 + 3 * r], prev = e[6 + 3 * r];
+                per_round[r] += e[6 + 3 * r] - e[5 + 3 * r];
+            }
+        }
+        if (!n) continue;
+        printf("  trace %s 128 x %d cl %d outs %d, consumer %d (%d tiles): period %.0f, turn wait "
+               "%.0f, main loop %.0f + drain %.0f, epilogue: unit waits %.0f, first sync %.0f, "
+               "staging + second sync %.0f\n",
+               name, PP_VARIANTS[p->pv].pn, PP_VARIANTS[p->pv].cl, p->outs, c, n, period / n,
+               turn / n, issue / n, drain / n, unit / n, sync1 / n, stage / n);
+        printf("    staging + second sync by unit:");
+        for (int r = 0; r < rounds; r++) printf(" %.0f", per_round[r] / n);
+        printf("\n");
+    }
+}
+
+static void trace_all(struct problem *p)
+{
+    pingpong_setup(p);
+    const struct {
+        int pv, outs;
+        const char *name;
+    } runs[] = {{2, 1, "gelu"}, {2, 2, "gelu"}, {3, 2, "identity"}, {2, 4, "gelu"},
+                {2, 5, "gelu"}, {0, 1, "gelu"}, {0, 2, "gelu"}};
+    for (size_t r = 0; r < sizeof runs / sizeof runs[0]; r++) {
+        p->pv = runs[r].pv, p->outs = runs[r].outs;
+        trace_pingpong(p, runs[r].name);
+    }
+}
+
 int main(int argc, char **argv)
 {
-    if (argc < 4 || argc > 5 || (argc == 5 && strcmp(argv[4], "dgelu"))) {
-        fprintf(stderr, "usage: wgmma_gelu_probe N K F [dgelu]\n");
+    const bool trace = argc == 5 && !strcmp(argv[4], "trace");
+    if (argc < 4 || argc > 5 || (argc == 5 && strcmp(argv[4], "dgelu") && !trace)) {
+        fprintf(stderr, "usage: wgmma_gelu_probe N K F [dgelu | trace]\n");
         return 2;
     }
     struct problem p;
     memset(&p, 0, sizeof p);
-    p.dgelu = argc == 5;
+    p.dgelu = argc == 5 && !trace;
     p.N = atoi(argv[1]), p.K = atoi(argv[2]), p.F = atoi(argv[3]);
     if (p.N <= 0 || p.K <= 0 || p.F <= 0 || p.N % (2 * BM) || p.K % BK || p.F % BN) {
         fprintf(stderr, "wgmma_gelu_probe: N, K, F must be positive multiples of %d, %d, %d\n",
@@ -517,6 +583,10 @@ int main(int argc, char **argv)
     const char *theirs_name = p.dgelu ? "DGELU" : "GELU_AUX_BIAS";
     const double tflop = 2.0 * p.N * (double)p.F * p.K / 1e12;
 
+    if (trace) {
+        trace_all(&p);
+        return 0;
+    }
     printf("wgmma_gelu_probe N=%d K=%d F=%d%s (CTAs: %d alone, %d in clusters of two):\n", p.N,
            p.K, p.F, p.dgelu ? " dgelu" : "", p.grid[1], p.grid[2]);
     for (p.cl = 2; p.cl >= 1; p.cl--) { /* clusters of two, then single CTAs: each one's outputs */
