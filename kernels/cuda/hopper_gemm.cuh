@@ -287,12 +287,23 @@ __device__ __forceinline__ void wgmma_64xn(float *d, uint64_t da, uint64_t db, i
         wgmma_64x192<TB, FIRST>(d, da, db, accumulate);
 }
 
-/* The box at src to the matrix of map at (c0, c1), in this thread's current bulk group. */
-__device__ __forceinline__ void tma_store_2d(const CUtensorMap *map, const void *src, int c0,
-                                             int c1)
+/* An L2 policy that evicts what it marks first (outputs written once, not to push out the
+ * operands the next tiles read again). */
+__device__ __forceinline__ uint64_t l2_evict_first()
 {
-    asm volatile("cp.async.bulk.tensor.2d.global.shared::cta.bulk_group [%0, {%1, %2}], [%3];"
-                 ::"l"(map), "r"(c0), "r"(c1), "r"(smem_u32(src))
+    uint64_t p;
+    asm volatile("createpolicy.fractional.L2::evict_first.b64 %0, 1.0;" : "=l"(p));
+    return p;
+}
+
+/* The box at src to the matrix of map at (c0, c1), in this thread's current bulk group, under
+ * an L2 cache policy. */
+__device__ __forceinline__ void tma_store_2d(const CUtensorMap *map, const void *src, int c0,
+                                             int c1, uint64_t policy)
+{
+    asm volatile("cp.async.bulk.tensor.2d.global.shared::cta.bulk_group.L2::cache_hint"
+                 " [%0, {%1, %2}], [%3], %4;" ::"l"(map), "r"(c0), "r"(c1), "r"(smem_u32(src)),
+                 "l"(policy)
                  : "memory");
 }
 
@@ -640,8 +651,12 @@ __global__ void __launch_bounds__(PP_THREADS, 1)
             HOPPER_GEMM_TRACE(c, i, 6 + 3 * r);
             if (tid == 0) {
                 const int col = tf * PN + 64 * ch, row = tn * PM + 64 * h;
-                tma_store_2d(&map_o0, unit, col, row);
-                if (OUTS == 2 || OUTS == 5) tma_store_2d(&map_o1, unit + UNIT_BOX, col, row);
+                /* written once: first out of L2, ahead of the operands later tiles read again
+                   (the two outputs' stores slowed the other consumer's main loop, H100) */
+                const uint64_t pol = l2_evict_first();
+                tma_store_2d(&map_o0, unit, col, row, pol);
+                if (OUTS == 2 || OUTS == 5)
+                    tma_store_2d(&map_o1, unit + UNIT_BOX, col, row, pol);
                 bulk_commit();
             }
         }
