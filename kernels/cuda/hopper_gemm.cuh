@@ -11,7 +11,11 @@
  * towards the cross-entropy in the output layer's epilogue) y and, through act.rows(row, column
  * tile, m, s), each row's maximum m over the tile's columns of the rounded y and the sum of
  * exp(y - m) there. OUTS 4 and 5 are OUTS 2 halved, for timing its parts: act staged but not
- * stored (4), or stored without being staged (5: out1 gets whatever the unit held).
+ * stored (4), or stored without being staged (5: out1 gets whatever the unit held). OUTS 6 (fc2's
+ * input gradient through the GeLU, a measurement so far): out0 = y * act(pre) with pre [N, F]
+ * read through map_o1 (act is then gelu'), and through act.cols(part, column, sum) each row
+ * tile's column sums of out0 as rounded, in two parts (alternate 32-row blocks: part 2 tile + p),
+ * for the bias gradient.
  *
  * Persistent CTAs of three warpgroups. One thread of the third (the producer) issues the TMA
  * copies of a 128 x 64 tile of x and a PN x 64 tile of w into a ring of stages, tile after tile
@@ -156,6 +160,18 @@ __device__ __forceinline__ float gelu_tanh_fast(float x)
     const float c1 = -2.302208198f, c3 = -0.1029432396f;
     const float z = x * fmaf(x * x, c3, c1);
     return __fdividef(x, 1.0f + exp2f_approx(z));
+}
+
+/* Its derivative in the same form: with s = 1 / (1 + exp(-2 u)), gelu = x s and
+ * gelu' = s + 2 x u'(x) s (1 - s), u' = sqrt(2 / pi) (1 + 3 * 0.044715 x^2). */
+__device__ __forceinline__ float gelu_tanh_grad_fast(float x)
+{
+    const float c1 = -2.302208198f, c3 = -0.1029432396f;
+    /* 2 sqrt(2 / pi) and its product with 3 * 0.044715 */
+    const float k1 = 1.595769122f, k3 = 0.2140644488f;
+    const float x2 = x * x;
+    const float s = __fdividef(1.0f, 1.0f + exp2f_approx(x * fmaf(x2, c3, c1)));
+    return fmaf(x * fmaf(x2, k3, k1) * s, 1.0f - s, s);
 }
 
 /* wgmma's descriptor of an MN-major operand in shared memory (the B_MN kernels' b): chunks of 64
@@ -371,6 +387,7 @@ template <int PN> struct pp_smem {
     __nv_bfloat16 out[2][2][2][64 * 64];
     __nv_bfloat16 bias[2][PN]; /* a consumer's tile's columns of the bias (zeros past F) */
     uint64_t full[STAGES], empty[STAGES], turn[2];
+    uint64_t pre_full[2][2]; /* OUTS 6: a consumer's unit's pre box landed */
     uint64_t ready[STAGES]; /* XFORM_A: the stage's x tile transformed */
 };
 
@@ -416,6 +433,13 @@ __device__ __forceinline__ void stage_unit(unsigned char *unit, const float *y, 
     float u[2][16]; /* OUTS 3: the unit's y of the thread's two rows, for their statistics */
     const uint32_t r7 = (uint32_t)lane / 4, cq = 2 * (lane % 4);
     const uint32_t base = smem_u32(unit) + (uint32_t)(warp * 16 + lane / 4) * 128 + 2 * cq;
+    /* OUTS 6: the unit's pre words first (loaded between the stores, each would wait for them) */
+    uint32_t pre[16];
+    if (OUTS == 6)
+#pragma unroll
+        for (int k = 0; k < 16; k++)
+            pre[k] = ld_shared_b32(base + (((uint32_t)(j0 + k / 2) & 7) ^ r7) * 16 +
+                                   8 * (k % 2) * 128 + UNIT_BOX);
 #pragma unroll
     for (int j = j0; j < j0 + 8; j++) {
         const uint32_t at = base + ((((uint32_t)j & 7) ^ r7) << 4);
@@ -423,12 +447,19 @@ __device__ __forceinline__ void stage_unit(unsigned char *unit, const float *y, 
         for (int rr = 0; rr < 2; rr++) {
             uint32_t w = __float_as_uint(y[4 * j + 2 * rr]);
             const uint32_t row_at = at + 8 * rr * 128;
-            asm volatile("st.shared.b32 [%0], %1;" ::"r"(row_at), "r"(w) : "memory");
+            if (OUTS != 6) asm volatile("st.shared.b32 [%0], %1;" ::"r"(row_at), "r"(w) : "memory");
             const float2 f = __bfloat1622float2(*reinterpret_cast<__nv_bfloat162 *>(&w));
             if (OUTS == 3) {
                 const bool in = 8 * j + (int)cq < lim;
                 u[rr][2 * (j - j0)] = in ? f.x : -INFINITY;
                 u[rr][2 * (j - j0) + 1] = in ? f.y : -INFINITY;
+            }
+            if (OUTS == 6) { /* the unit's second box holds pre; the first gets dpre */
+                uint32_t pw = pre[2 * (j - j0) + rr];
+                const float2 pf = __bfloat1622float2(*reinterpret_cast<__nv_bfloat162 *>(&pw));
+                __nv_bfloat162 v = __floats2bfloat162_rn(f.x * act(pf.x), f.y * act(pf.y));
+                w = *reinterpret_cast<uint32_t *>(&v);
+                asm volatile("st.shared.b32 [%0], %1;" ::"r"(row_at), "r"(w) : "memory");
             }
             if (OUTS == 2 || OUTS == 4) {
                 __nv_bfloat162 v = __floats2bfloat162_rn(act(f.x), act(f.y));
@@ -496,6 +527,7 @@ __global__ void __launch_bounds__(PP_THREADS, 1)
         }
         mbar_init(&s.turn[0], 4);
         mbar_init(&s.turn[1], 4);
+        for (int k = 0; k < 4; k++) mbar_init(&s.pre_full[k / 2][k % 2], 1);
         for (int i = 0; i < S; i++) mbar_init(&s.ready[i], 3); /* lane 0 of each helper warp */
         asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
     }
@@ -588,6 +620,16 @@ __global__ void __launch_bounds__(PP_THREADS, 1)
             cp_async_16(s.bias[c] + 8 * tid, bias && col < F ? bias + col : bias,
                         bias && col < F ? 16 : 0);
         }
+        constexpr int ROUNDS = PN / 32; /* the epilogue's 64 x 64 units a tile */
+        /* OUTS 6: pre's boxes for a unit's first two rounds, under the main loop (the units are
+           free: this consumer's last epilogue is done) */
+        auto load_pre = [&](int r) {
+            uint64_t *bar = &s.pre_full[c][r & 1];
+            mbar_expect_tx(bar, UNIT_BOX);
+            tma_load_2d(stg + (r & 1) * 2 * UNIT_BOX + UNIT_BOX, &map_o1, tf * PN + 64 * (r / 2),
+                        tn * PM + 64 * (r % 2), bar);
+        };
+        if (OUTS == 6 && tid == 0) load_pre(0), load_pre(1);
         HOPPER_GEMM_TRACE(c, i, 0);
         mbar_wait(&s.turn[c], c == 0 ? (i & 1) ^ 1 : i & 1);
         HOPPER_GEMM_TRACE(c, i, 1);
@@ -636,11 +678,13 @@ __global__ void __launch_bounds__(PP_THREADS, 1)
            a tile, so a tile starts on the first) */
         float rmax[2][2] = {{-INFINITY, -INFINITY}, {-INFINITY, -INFINITY}};
         float rsum[2][2] = {{0.0f, 0.0f}, {0.0f, 0.0f}};
+        float colsum = 0.0f; /* OUTS 6: thread t's part of its column of the tile's dpre */
 #pragma unroll
-        for (int r = 0; r < PN / 32; r++) {
+        for (int r = 0; r < ROUNDS; r++) {
             const int h = r % 2, ch = r / 2;
             unsigned char *unit = stg + (r & 1) * 2 * UNIT_BOX;
             if (tid == 0) bulk_wait_read_but_one(); /* the unit's last copies have read it */
+            if (OUTS == 6) mbar_wait(&s.pre_full[c][r & 1], (i * (ROUNDS / 2) + r / 2) & 1);
             HOPPER_GEMM_TRACE(c, i, 4 + 3 * r);
             warpgroup_sync(1 + c);
             HOPPER_GEMM_TRACE(c, i, 5 + 3 * r);
@@ -658,6 +702,26 @@ __global__ void __launch_bounds__(PP_THREADS, 1)
                 if (OUTS == 2 || OUTS == 5)
                     tma_store_2d(&map_o1, unit + UNIT_BOX, col, row, pol);
                 bulk_commit();
+                if (OUTS == 6 && r + 2 < ROUNDS) load_pre(r + 2); /* its pre box is read */
+            }
+            if constexpr (OUTS == 6) { /* dpre's column sums: thread t, column t % 64 of the
+                                               unit, its rows 32 (t / 64) on, in order */
+                const int cl = tid % 64, r0 = 32 * (tid / 64);
+                const uint32_t cb = smem_u32(unit) + 2 * (cl % 8);
+                float part[2] = {0.0f, 0.0f};
+#pragma unroll
+                for (int row = r0; row < r0 + 32; row++) {
+                    const uint32_t at = cb + row * 128 + ((((uint32_t)cl / 8) ^ (row % 8)) << 4);
+                    uint16_t v;
+                    asm volatile("ld.shared.u16 %0, [%1];" : "=h"(v) : "r"(at) : "memory");
+                    part[row % 2] += __uint_as_float((uint32_t)v << 16);
+                }
+                colsum += part[0] + part[1];
+                if (h == 1) { /* the tile's 128 rows, by halves of 32: two partial rows */
+                    const int col = tf * PN + 64 * ch + cl;
+                    if (col < F) act.cols(2 * tn + tid / 64, col, colsum);
+                    colsum = 0.0f;
+                }
             }
         }
         if constexpr (OUTS == 3) { /* each row's over the tile: the four lanes of a row merged */

@@ -103,6 +103,19 @@ struct identity_act {
     __device__ float operator()(float x) const { return x; }
 };
 
+/* The ping-pong kernel's OUTS 6 (fc2's input gradient through the GeLU): gelu' in the backend's
+ * form, and a row tile's column sums of dpre in two parts (alternate 32-row blocks) into
+ * partial [N / 64, F]. */
+struct dgelu_cols {
+    float *partial;
+    int F;
+    __device__ float operator()(float x) const { return gelu_tanh_grad_fast(x); }
+    __device__ void cols(int row_tile, int col, float v) const
+    {
+        partial[(size_t)row_tile * F + col] = v;
+    }
+};
+
 /* Its derivative (Megatron's bias_gelu_back without the bias). */
 __device__ __forceinline__ float gelu_tanh_grad(float x)
 {
@@ -470,14 +483,14 @@ static void pingpong_forward(struct problem *p, size_t nout, double tflop)
 
 /* One launch of the ping-pong kernel's variant p->pv with outputs p->outs, traced: where each
  * consumer's clocks go a tile, averaged over CTA 0's tiles after its first two (cycles). */
-static void trace_pingpong(struct problem *p, const char *name)
+static void trace_pingpong(struct problem *p, const char *name, void (*run)(struct problem *))
 {
     static long long t[2][TRACE_TILES][TRACE_EVENTS];
-    run_pingpong(p); /* warm */
+    run(p); /* warm */
     void *dev;
     CK(cudaGetSymbolAddress(&dev, g_trace));
     CK(cudaMemset(dev, 0, sizeof t));
-    run_pingpong(p);
+    run(p);
     CK(cudaDeviceSynchronize());
     CK(cudaMemcpyFromSymbol(t, g_trace, sizeof t));
     const int rounds = PP_VARIANTS[p->pv].pn / 64 * 2;
@@ -518,8 +531,63 @@ static void trace_all(struct problem *p)
                 {2, 5, "gelu"}, {0, 1, "gelu"}, {0, 2, "gelu"}};
     for (size_t r = 0; r < sizeof runs / sizeof runs[0]; r++) {
         p->pv = runs[r].pv, p->outs = runs[r].outs;
-        trace_pingpong(p, runs[r].name);
+        trace_pingpong(p, runs[r].name, run_pingpong);
     }
+}
+
+/* The ping-pong kernel's OUTS 6 variants: fc2's input gradient dpre = (x w^T) * gelu'(pre) with
+ * the bias gradient's partial column sums, then their sum over row tiles (as run_ours's). */
+static const void *pp_dgelu_kernel(int v)
+{
+    static const void *k[3] = {(const void *)pingpong_kernel<6, 128, 2, dgelu_cols>,
+                               (const void *)pingpong_kernel<6, 192, 1, dgelu_cols>,
+                               (const void *)pingpong_kernel<6, 192, 2, dgelu_cols>};
+    return k[v];
+}
+
+static void run_pp_dgelu(struct problem *p)
+{
+    const __nv_bfloat16 *bias = nullptr;
+    dgelu_cols act = {p->partial, p->F};
+    void *args[] = {&p->map_x, &p->map_wp[p->pv], &p->map_o0, &p->map_o1, &bias,
+                    &p->N,     &p->F,              &p->K,      &act};
+    probe_launch(pp_dgelu_kernel(p->pv), PP_VARIANTS[p->pv].cl, p->pp_grid[p->pv],
+                 pp_smem_bytes(p->pv), args);
+    partial_sums_kernel<<<(p->F + 31) / 32, 256>>>(p->db, p->partial, 2 * (p->N / PM), p->F);
+}
+
+/* dgelu mode, the ping-pong kernel: each variant's outputs against cuBLASLt's DGELU and the
+ * column sums of its D, then the times. */
+static void pingpong_dgelu(struct problem *p, size_t nout, double tflop)
+{
+    p->map_o0 = map_2d(p->out0, (uint64_t)p->N, (uint64_t)p->F, 64);
+    p->map_o1 = map_2d(p->pre_in, (uint64_t)p->N, (uint64_t)p->F, 64);
+    for (p->pv = 0; p->pv < 3; p->pv++) {
+        const int pn = PP_VARIANTS[p->pv].pn, cl = PP_VARIANTS[p->pv].cl;
+        p->map_wp[p->pv] = map_2d(p->w, (uint64_t)p->F, (uint64_t)p->K, (uint32_t)(pn / cl));
+        p->pp_grid[p->pv] = probe_grid(pp_dgelu_kernel(p->pv), cl, pp_smem_bytes(p->pv),
+                                       (long)(p->N / PM / cl) * ((p->F + pn - 1) / pn));
+        run_cublaslt(p);
+        CK(cudaMemset(p->out0, 0, nout * 2));
+        run_pp_dgelu(p);
+        CK(cudaGetLastError());
+        CK(cudaDeviceSynchronize());
+        printf(" ping-pong, tiles of 128 x %d, clusters of %d, dpre and the bias gradient:\n", pn,
+               cl);
+        check_outputs(p, nout);
+    }
+    for (int r = 0; r < 2; r++) {
+        const float lt = time_ms(run_cublaslt, p);
+        printf("  cuBLASLt DGELU %.4f ms (%.0f TFLOP/s);", lt, tflop / lt * 1e3);
+        for (p->pv = 0; p->pv < 3; p->pv++) {
+            const float ms = time_ms(run_pp_dgelu, p);
+            printf(" ping-pong 128 x %d cl %d with the bias gradient %.4f ms (%.0f);",
+                   PP_VARIANTS[p->pv].pn, PP_VARIANTS[p->pv].cl, ms, tflop / ms * 1e3);
+        }
+        printf("\n");
+    }
+    p->pv = 1, p->outs = 6; /* 128 x 192 alone */
+    trace_pingpong(p, "dgelu", run_pp_dgelu);
 }
 
 int main(int argc, char **argv)
@@ -609,6 +677,9 @@ int main(int argc, char **argv)
                p.dgelu ? " with the bias gradient" : "", ours1, tflop / ours1 * 1e3, ours2,
                tflop / ours2 * 1e3, theirs_name, p.fused.found, theirs, tflop / theirs * 1e3);
     }
-    if (!p.dgelu) pingpong_forward(&p, nout, tflop);
+    if (!p.dgelu)
+        pingpong_forward(&p, nout, tflop);
+    else
+        pingpong_dgelu(&p, nout, tflop);
     return 0;
 }
