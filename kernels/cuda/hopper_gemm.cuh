@@ -704,8 +704,9 @@ __global__ void __launch_bounds__(PP_THREADS, 1)
                 bulk_commit();
                 if (OUTS == 6 && r + 2 < ROUNDS) load_pre(r + 2); /* its pre box is read */
             }
-            if constexpr (OUTS == 6) { /* dpre's column sums: thread t, column t % 64 of the
-                                               unit, its rows 32 (t / 64) on, in order */
+            if constexpr (OUTS == 6) {
+                /* dpre's column sums: thread t takes column t % 64 of the unit, 32 of its rows
+                   from 32 (t / 64) on, in order */
                 const int cl = tid % 64, r0 = 32 * (tid / 64);
                 const uint32_t cb = smem_u32(unit) + 2 * (cl % 8);
                 float part[2] = {0.0f, 0.0f};
@@ -717,7 +718,8 @@ __global__ void __launch_bounds__(PP_THREADS, 1)
                     part[row % 2] += __uint_as_float((uint32_t)v << 16);
                 }
                 colsum += part[0] + part[1];
-                if (h == 1) { /* the tile's 128 rows, by halves of 32: two partial rows */
+                if (h == 1) { /* the tile's rows done: two partial rows (alternate 32-row
+                                 blocks) a row tile */
                     const int col = tf * PN + 64 * ch + cl;
                     if (col < F) act.cols(2 * tn + tid / 64, col, colsum);
                     colsum = 0.0f;
