@@ -348,6 +348,14 @@ __device__ __forceinline__ uint32_t ld_shared_b32(uint32_t addr)
     return v;
 }
 
+/* A 16-bit load from shared memory at addr (volatile, as ld_shared_b32). */
+__device__ __forceinline__ uint16_t ld_shared_u16(uint32_t addr)
+{
+    uint16_t v;
+    asm volatile("ld.shared.u16 %0, [%1];" : "=h"(v) : "r"(addr) : "memory");
+    return v;
+}
+
 /* 16 bytes from global src to shared dst without passing through registers, zeros where bytes is
  * 0 (then src is not read); then the wait for this thread's such copies. */
 __device__ __forceinline__ void cp_async_16(void *dst, const void *src, int bytes)
@@ -382,8 +390,8 @@ template <int PN> struct pp_smem {
     static constexpr int STAGES = PN == 128 ? 5 : 4;
     __nv_bfloat16 a[STAGES][PM * BK];
     __nv_bfloat16 b[STAGES][PN * BK];
-    /* a consumer's two staging units, each two 64 x 64 boxes (y, act): one is written while the
-       TMA reads the other */
+    /* a consumer's two staging units, each two 64 x 64 boxes (y, act; OUTS 6: dpre, pre): one is
+       written while the TMA reads the other */
     __nv_bfloat16 out[2][2][2][64 * 64];
     __nv_bfloat16 bias[2][PN]; /* a consumer's tile's columns of the bias (zeros past F) */
     uint64_t full[STAGES], empty[STAGES], turn[2];
@@ -605,6 +613,9 @@ __global__ void __launch_bounds__(PP_THREADS, 1)
             mbar_arrive_cluster(empty, (uint32_t)lane);
     };
     unsigned char *stg = reinterpret_cast<unsigned char *>(s.out[c]);
+    /* the outputs are written once: first out of L2, ahead of the operands later tiles read again
+       (the two outputs' stores slowed the other consumer's main loop, H100) */
+    const uint64_t pol = l2_evict_first();
     float d0[PN / 2], d1[PN / 2];
     int i = 0;
     for (int u = cid + c * clusters; u < units; u += 2 * clusters, i++) {
@@ -695,9 +706,6 @@ __global__ void __launch_bounds__(PP_THREADS, 1)
             HOPPER_GEMM_TRACE(c, i, 6 + 3 * r);
             if (tid == 0) {
                 const int col = tf * PN + 64 * ch, row = tn * PM + 64 * h;
-                /* written once: first out of L2, ahead of the operands later tiles read again
-                   (the two outputs' stores slowed the other consumer's main loop, H100) */
-                const uint64_t pol = l2_evict_first();
                 tma_store_2d(&map_o0, unit, col, row, pol);
                 if (OUTS == 2 || OUTS == 5)
                     tma_store_2d(&map_o1, unit + UNIT_BOX, col, row, pol);
@@ -713,9 +721,7 @@ __global__ void __launch_bounds__(PP_THREADS, 1)
 #pragma unroll
                 for (int row = r0; row < r0 + 32; row++) {
                     const uint32_t at = cb + row * 128 + ((((uint32_t)cl / 8) ^ (row % 8)) << 4);
-                    uint16_t v;
-                    asm volatile("ld.shared.u16 %0, [%1];" : "=h"(v) : "r"(at) : "memory");
-                    part[row % 2] += __uint_as_float((uint32_t)v << 16);
+                    part[row % 2] += __uint_as_float((uint32_t)ld_shared_u16(at) << 16);
                 }
                 colsum += part[0] + part[1];
                 if (h == 1) { /* the tile's rows done: two partial rows (alternate 32-row
