@@ -716,6 +716,21 @@ void op_add(struct tensor y, struct tensor a_, struct tensor b)
     }
 }
 
+void op_scale_rows(struct tensor y, struct tensor x, struct tensor s)
+{
+    struct args a = {.op = "op_scale_rows"};
+    add_arg(&a, "y", y), add_arg(&a, "x", x), add_arg(&a, "s", s);
+    need_tensor(&a, "x", x, DT_F32, 2);
+    need_tensor(&a, "y", y, DT_F32, 2);
+    need(&a, y.dtype == x.dtype && same_shape(y, x), "y and x differ in dtype or shape");
+    need_tensor(&a, "s", s, DT_F32, 1);
+    need(&a, s.dtype == DT_F32 && s.shape[0] == x.shape[0], "s must be float32 with one entry per row of x");
+    switch (common_device(&a)) {
+    case DEV_CPU: cpu_scale_rows(y, x, s); return;
+    case DEV_CUDA: ON_CUDA(cuda_scale_rows(y, x, s)); return;
+    }
+}
+
 void op_copy(struct tensor y, struct tensor x)
 {
     struct args a = {.op = "op_copy"};
@@ -802,6 +817,35 @@ void op_cross_entropy_forward_backward(struct tensor losses, struct tensor dlogi
         return;
     case DEV_CUDA: ON_CUDA(cuda_cross_entropy_forward_backward(losses, dlogits, logits, targets, dlosses)); return;
     }
+}
+
+bool op_output_layer_cross_entropy(struct tensor losses, struct tensor probs, struct tensor row_scale,
+                                   struct tensor x, struct tensor w, struct tensor targets,
+                                   struct tensor dlosses)
+{
+    struct args a = {.op = "op_output_layer_cross_entropy"};
+    add_arg(&a, "losses", losses), add_arg(&a, "probs", probs), add_arg(&a, "row_scale", row_scale);
+    add_arg(&a, "x", x), add_arg(&a, "w", w), add_arg(&a, "targets", targets);
+    add_arg(&a, "dlosses", dlosses);
+    need_loss_args(&a, probs, targets, "losses", losses);
+    need_loss_args(&a, probs, targets, "dlosses", dlosses);
+    need_loss_args(&a, probs, targets, "row_scale", row_scale);
+    need_tensor(&a, "x", x, DT_F32, 2);
+    need_tensor(&a, "w", w, DT_F32, 2);
+    need(&a, x.shape[1] == w.shape[1], "x and w disagree on the input size");
+    need(&a, dims_are(probs, x.shape[0], w.shape[0]), "probs must be [rows of x, rows of w]");
+    bool scaled = false;
+    switch (common_device(&a)) {
+    case DEV_CPU:
+        cpu_linear_forward(probs, x, w, tensor_none());
+        cpu_cross_entropy_forward(losses, probs, targets);
+        cpu_cross_entropy_backward(probs, probs, targets, dlosses);
+        return false;
+    case DEV_CUDA:
+        ON_CUDA(scaled = cuda_output_layer_cross_entropy(losses, probs, row_scale, x, w, targets, dlosses));
+        return scaled;
+    }
+    return false;
 }
 
 /* ---- vocab-parallel cross-entropy ---- */

@@ -165,6 +165,8 @@ void op_bias_dropout_add_backward(struct tensor dx, struct tensor db, struct ten
 void op_add(struct tensor y, struct tensor a, struct tensor b);
 /* x = 0 */
 void op_zero(struct tensor x);
+/* y[n, :] = x[n, :] * s[n] for x, y [N, C] and s [N] fp32; y may alias x. */
+void op_scale_rows(struct tensor y, struct tensor x, struct tensor s);
 /* y = x (same shape and dtype); y must not overlap x. */
 void op_copy(struct tensor y, struct tensor x);
 
@@ -181,6 +183,17 @@ void op_cross_entropy_backward(struct tensor dlogits, struct tensor logits, stru
  * dlogits (which may alias logits) as the two ops, the logits read once on the GPU. */
 void op_cross_entropy_forward_backward(struct tensor losses, struct tensor dlogits, struct tensor logits,
                                        struct tensor targets, struct tensor dlosses);
+
+/* The output layer and its cross-entropy at a training step's forward (dlosses known), the whole
+ * vocabulary on this rank: the losses of logits = x w^T (w [V, H]) as op_cross_entropy_forward
+ * gives them, and their gradient dlogits = (softmax - onehot) * dlosses left in probs [N, V]: as it
+ * is (false), or by rows (true): dlogits[n, :] = row_scale[n] * probs[n, :]. The CPU, fp16 and
+ * GPUs without the GEMM of our own take the first (the logits, then op_cross_entropy_forward_backward
+ * in place); bf16 on Hopper the second, the exponentials computed in the GEMM's epilogue so the
+ * logits are never read back (kernels/cuda/output_layer_ce.cu). */
+bool op_output_layer_cross_entropy(struct tensor losses, struct tensor probs, struct tensor row_scale,
+                                   struct tensor x, struct tensor w, struct tensor targets,
+                                   struct tensor dlosses);
 
 /* Megatron's vocab-parallel cross-entropy, for logits [N, V] holding the vocabulary columns
  * [vocab_start, vocab_start + V) of a tensor-parallel rank; the caller combines ranks:

@@ -169,6 +169,10 @@ static void layout_slot(struct gpt_activations *a, const struct gpt_shared_scrat
         hd->sum_exp = vec(ar, DT_F32, d.n);
         hd->target_logit = vec(ar, DT_F32, d.n);
         hd->global_max = vec(ar, DT_F32, d.n);
+        hd->row_scale = vec(ar, DT_F32, d.n);
+        /* op_output_layer_cross_entropy's gradient by rows: on the GPU, the whole vocabulary */
+        hd->scaled_input = dev == DEV_CUDA && tp->size == 1 ? arena_tensor(ar, d.act, d.n, d.h)
+                                                            : tensor_none();
         a->dlosses = vec(ar, DT_F32, d.n);
     }
     a->dhidden = arena_tensor(ar, d.act, d.rows, d.h);

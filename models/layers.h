@@ -183,11 +183,14 @@ struct lm_head_acts {
     struct tensor lse;        /* [B*T] log-sum-exp over the whole vocabulary */
     struct tensor row_max, sum_exp, target_logit, global_max; /* [B*T] vocab-parallel statistics */
     bool grad_in_logits;      /* the forward already replaced the logits by their gradient */
+    bool rows_scaled;         /* ... as probs: the gradient's row n is row_scale[n] times it */
+    struct tensor row_scale;  /* [B*T] */
+    struct tensor scaled_input; /* [B*T, H]: row_scale times input, for the weight gradient */
 };
 /* logits = input . weight^T over this rank's vocabulary rows (from vocab_start); losses. With
  * dlosses (d loss / d token loss, known at a training step's forward) and the whole vocabulary on
- * this rank, the logits are replaced by their gradient at once (one read of them, not two) and
- * the backward starts from it. */
+ * this rank, the logits' place receives their gradient at once (op_output_layer_cross_entropy: on
+ * Hopper the logits are never written, their exponentials are) and the backward starts from it. */
 void lm_head_forward(const struct layer_ctx *ctx, struct tensor weight, int64_t vocab_start,
                      struct lm_head_acts *a, struct tensor labels, struct tensor dlosses);
 /* dlosses [B*T] holds d loss / d token loss; logits are overwritten by their gradient (unless the

@@ -9,12 +9,13 @@ void lm_head_forward(const struct layer_ctx *ctx, struct tensor weight, int64_t 
                      struct lm_head_acts *a, struct tensor labels, struct tensor dlosses)
 {
     const struct tp_group *tp = ctx->tp;
-    op_linear_forward(a->logits, a->input, weight, tensor_none());
     a->grad_in_logits = tp->size == 1 && tensor_present(dlosses);
-    if (a->grad_in_logits) {
-        op_cross_entropy_forward_backward(a->losses, a->logits, a->logits, labels, dlosses);
+    if (a->grad_in_logits) { /* the logits' gradient in their place, maybe by rows */
+        a->rows_scaled = op_output_layer_cross_entropy(a->losses, a->logits, a->row_scale, a->input,
+                                                       weight, labels, dlosses);
         return;
     }
+    op_linear_forward(a->logits, a->input, weight, tensor_none());
     if (tp->size == 1) {
         op_cross_entropy_forward(a->losses, a->logits, labels);
         return;
@@ -38,5 +39,14 @@ void lm_head_backward(const struct layer_ctx *ctx, struct tensor weight, struct 
         op_cross_entropy_backward(a->logits, a->logits, labels, dlosses);
     else
         op_vocab_parallel_ce_backward(a->logits, a->logits, labels, vocab_start, a->lse, dlosses);
-    op_linear_backward(dx_full, dweight, tensor_none(), a->logits, a->input, weight);
+    if (!a->rows_scaled) {
+        op_linear_backward(dx_full, dweight, tensor_none(), a->logits, a->input, weight);
+        return;
+    }
+    /* dlogits = diag(row_scale) probs: dweight takes probs^T (row_scale x), dx_full the rows of
+       probs w scaled */
+    a->rows_scaled = false;
+    op_scale_rows(a->scaled_input, a->input, a->row_scale);
+    op_linear_backward(dx_full, dweight, tensor_none(), a->logits, a->scaled_input, weight);
+    op_scale_rows(dx_full, dx_full, a->row_scale);
 }

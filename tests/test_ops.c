@@ -569,6 +569,41 @@ static void test_cross_entropy_matches_reference_and_finite_differences(void **s
     free(logits), free(r), free(losses), free(dlogits);
 }
 
+/* On the CPU the output layer's cross-entropy is the logits GEMM then the cross-entropy in place:
+ * the same bits as those ops, the gradient as it is (no row scale). */
+static void test_output_layer_cross_entropy_is_the_linear_and_loss_ops(void **state)
+{
+    (void)state;
+    int64_t N = 7, H = 12, V = 29;
+    int32_t targets[7] = {0, 28, 5, 5, 17, 9, 3};
+    float *x = frand(N * H, 161), *w = frand(V * H, 162), *dl = frand(N, 163);
+    float *losses = ffill(N, NAN), *probs = ffill(N * V, NAN), *scale = ffill(N, 7.0f);
+    bool scaled = op_output_layer_cross_entropy(f1(losses, N), f2(probs, N, V), f1(scale, N), f2(x, N, H),
+                                                f2(w, V, H), i1(targets, N), f1(dl, N));
+    assert_false(scaled);
+    for (int64_t n = 0; n < N; n++) assert_true(scale[n] == 7.0f); /* not written */
+    float *logits = ffill(N * V, NAN), *want = ffill(N, NAN);
+    op_linear_forward(f2(logits, N, V), f2(x, N, H), f2(w, V, H), tensor_none());
+    op_cross_entropy_forward(f1(want, N), f2(logits, N, V), i1(targets, N));
+    op_cross_entropy_backward(f2(logits, N, V), f2(logits, N, V), i1(targets, N), f1(dl, N));
+    assert_memory_equal(losses, want, (size_t)N * sizeof(float));
+    assert_memory_equal(probs, logits, (size_t)(N * V) * sizeof(float));
+    free(x), free(w), free(dl), free(losses), free(probs), free(scale), free(logits), free(want);
+}
+
+static void test_scale_rows_scales_each_row_and_allows_aliasing(void **state)
+{
+    (void)state;
+    int64_t N = 5, C = 9;
+    float *x = frand(N * C, 171), *s = frand(N, 172), *y = ffill(N * C, NAN);
+    op_scale_rows(f2(y, N, C), f2(x, N, C), f1(s, N));
+    for (int64_t n = 0; n < N; n++)
+        for (int64_t c = 0; c < C; c++) assert_true(y[n * C + c] == x[n * C + c] * s[n]);
+    op_scale_rows(f2(x, N, C), f2(x, N, C), f1(s, N)); /* in place */
+    assert_memory_equal(x, y, (size_t)(N * C) * sizeof(float));
+    free(x), free(s), free(y);
+}
+
 /* ---- properties across ops ---- */
 
 /* Slices of one output buffer, so a whole run of ops can be compared with memcmp. */
@@ -743,6 +778,8 @@ int main(void)
         cmocka_unit_test(test_dropout_mask_of_a_shard_is_the_slice_of_the_full_mask),
         cmocka_unit_test(test_add_allows_aliasing_and_zero_clears),
         cmocka_unit_test(test_cross_entropy_matches_reference_and_finite_differences),
+        cmocka_unit_test(test_output_layer_cross_entropy_is_the_linear_and_loss_ops),
+        cmocka_unit_test(test_scale_rows_scales_each_row_and_allows_aliasing),
         cmocka_unit_test(test_results_do_not_depend_on_thread_count),
         cmocka_unit_test(test_bad_arguments_are_bugs_naming_the_op_and_shapes),
     };

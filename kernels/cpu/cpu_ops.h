@@ -75,6 +75,7 @@ void cpu_bias_dropout_add_forward(struct tensor y, struct tensor x, struct tenso
 void cpu_bias_dropout_add_backward(struct tensor dx, struct tensor db, struct tensor dy,
                                    struct dropout_key drop);
 void cpu_add(struct tensor y, struct tensor a, struct tensor b);
+void cpu_scale_rows(struct tensor y, struct tensor x, struct tensor s);
 void cpu_zero(struct tensor x);
 void cpu_copy(struct tensor y, struct tensor x);
 

@@ -100,6 +100,16 @@ void cpu_add(struct tensor y, struct tensor a, struct tensor b)
     for (int64_t i = 0; i < n; i++) ys[i] = as[i] + bs[i];
 }
 
+void cpu_scale_rows(struct tensor y, struct tensor x, struct tensor s)
+{
+    const int64_t N = x.shape[0], C = x.shape[1];
+    float *ys = y.data;
+    const float *xs = x.data, *ss = s.data;
+#pragma omp parallel for schedule(static) if (N * C >= 4 * CPU_PARALLEL_MIN_WORK)
+    for (int64_t n = 0; n < N; n++)
+        for (int64_t c = 0; c < C; c++) ys[n * C + c] = xs[n * C + c] * ss[n];
+}
+
 void cpu_zero(struct tensor x) { memset(x.data, 0, tensor_bytes(x)); }
 
 void cpu_copy(struct tensor y, struct tensor x) { memcpy(y.data, x.data, tensor_bytes(x)); }

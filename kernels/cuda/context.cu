@@ -101,6 +101,9 @@ void cuda_init(int device_index)
        with it the last bits of a run's results (linear.cu) */
     const char *own = getenv("MEGATRON_HOPPER_GEMM");
     g_ctx.hopper_forced = own && strcmp(own, "1") == 0 ? HOPPER_GEMM_TIMED : HOPPER_GEMM_NEVER;
+    /* on unless MEGATRON_FUSED_CE=0 (to time the step without it) */
+    const char *fused = getenv("MEGATRON_FUSED_CE");
+    g_ctx.fused_ce = g_ctx.hopper_gemm && !(fused && strcmp(fused, "0") == 0);
     g_ctx.device = device_index;
     g_ctx.ready = true;
 }

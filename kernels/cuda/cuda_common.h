@@ -128,6 +128,8 @@ struct cuda_context {
     bool hopper_gemm;
     int hopper_forced;
     int hopper_clusters[2][HOPPER_GEMM_VARIANTS];
+    int hopper_ce_clusters[2]; /* the same for output_layer_ce.cu's two kernels */
+    bool fused_ce;             /* output_layer_ce.cu may fuse (unless MEGATRON_FUSED_CE=0) */
     void *tensor_map_encode;
 };
 
@@ -427,6 +429,25 @@ bool hopper_gemm_fits(const void *y, const void *act, const void *x, const void 
 void hopper_gemm_forward(int v, void *y, void *act, const void *x, const void *w, const void *bias,
                          int64_t N, int64_t K, int64_t F);
 const char *hopper_gemm_variant_name(int v);
+
+/* The output layer's GEMM for its fused cross-entropy (output_layer_ce.cu), with hopper_gemm_fits'
+ * conditions (no bias): probs = exp(x w^T - ref[row]) (the product rounded to bf16 first, then
+ * the exponential rounded) and tile_sums[row, t] = the fp32 sum of those exponentials over column
+ * tile t of hopper_output_layer_ce_tiles(V); x [N, K], w [V, K], probs [N, V] bf16, ref 16-byte
+ * aligned. logits_if: logits = x w^T, only where *flag is set when it runs. */
+int hopper_output_layer_ce_tiles(int64_t V);
+void hopper_output_layer_exp(void *probs, const void *x, const void *w, const float *ref,
+                             float *tile_sums, int64_t N, int64_t K, int64_t V);
+void hopper_output_layer_logits_if(const int *flag, void *logits, const void *x, const void *w,
+                                   int64_t N, int64_t K, int64_t V);
+
+/* The cross-entropy's forward and backward in one read of the logits (loss.cu's, as
+ * cuda_cross_entropy_forward_backward for bf16 [N, V] logits in place), run only where *flag is
+ * set, also setting row_scale[n] = 1; only where row_fits (a row of V in shared memory). */
+bool cuda_cross_entropy_row_fits(int64_t V);
+void cuda_cross_entropy_forward_backward_if(const int *flag, float *losses, float *row_scale,
+                                            bf16 *logits, const int32_t *targets,
+                                            const float *dlosses, int64_t N, int64_t V);
 
 /* dx[N, C] = dy * gelu'(x) elementwise (dx may alias dy); when db is not NULL also
  * db[c] += sum over n of those fp32 products, in one pass (elementwise.cu). */

@@ -146,6 +146,7 @@ void cuda_bias_dropout_add_forward(struct tensor y, struct tensor x, struct tens
 void cuda_bias_dropout_add_backward(struct tensor dx, struct tensor db, struct tensor dy,
                                     struct dropout_key drop);
 void cuda_add(struct tensor y, struct tensor a, struct tensor b);
+void cuda_scale_rows(struct tensor y, struct tensor x, struct tensor s);
 void cuda_zero(struct tensor x);
 void cuda_copy(struct tensor y, struct tensor x);
 
@@ -154,6 +155,9 @@ void cuda_cross_entropy_forward(struct tensor losses, struct tensor logits, stru
  * may alias logits) from dlosses known at the forward. */
 void cuda_cross_entropy_forward_backward(struct tensor losses, struct tensor dlogits, struct tensor logits,
                                          struct tensor targets, struct tensor dlosses);
+bool cuda_output_layer_cross_entropy(struct tensor losses, struct tensor probs,
+                                     struct tensor row_scale, struct tensor x, struct tensor w,
+                                     struct tensor targets, struct tensor dlosses);
 void cuda_cross_entropy_backward(struct tensor dlogits, struct tensor logits,
                                  struct tensor targets, struct tensor dlosses);
 void cuda_vocab_parallel_ce_stats(struct tensor row_max, struct tensor sum_exp,

@@ -401,6 +401,40 @@ void cuda_add(struct tensor y, struct tensor a, struct tensor b)
     CUDA_CHECK_LAUNCH("add_kernel");
 }
 
+/* y[n, :] = x[n, :] * s[n]; with vec (C % 8 == 0) a piece of 8 lies in one row. y may alias x. */
+template <class T>
+static __global__ void scale_rows_kernel(T *y, const T *x, const float *s, int64_t N, int64_t C,
+                                         bool vec)
+{
+    const int64_t n_all = N * C;
+    FOR_EACH_PIECE(e, n_all)
+    {
+        float v[8];
+        lp_load8<T>(x, e, n_all, vec, v);
+        if (vec) {
+            const float k = s[e / C];
+            for (int i = 0; i < 8; i++) v[i] *= k;
+        } else {
+            for (int i = 0; i < 8; i++) v[i] *= e + i < n_all ? s[(e + i) / C] : 0.0f;
+        }
+        lp_store8<T>(y, e, n_all, vec, v);
+    }
+}
+
+void cuda_scale_rows(struct tensor y, struct tensor x, struct tensor s)
+{
+    enum dtype dt = cuda_need_lp("cuda_scale_rows", "y", y);
+    cuda_need("cuda_scale_rows", "x", x, dt);
+    cuda_need("cuda_scale_rows", "s", s, DT_F32);
+    const int64_t N = x.shape[0], C = x.shape[1];
+    if (N * C == 0) return;
+    bool vec = C % 8 == 0 && all_aligned16(y.data, x.data, x.data, x.data);
+    CUDA_LP_DISPATCH(
+        dt, scale_rows_kernel<T><<<pieces_blocks(N * C), EW_THREADS, 0, cuda_ctx()->stream>>>(
+                (T *)y.data, (const T *)x.data, (const float *)s.data, N, C, vec));
+    CUDA_CHECK_LAUNCH("scale_rows_kernel");
+}
+
 /* Any dtype: gradients (fp32) are zeroed as often as activations. */
 void cuda_zero(struct tensor x)
 {

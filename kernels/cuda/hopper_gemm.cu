@@ -83,12 +83,12 @@ static CUtensorMap tensor_map(const void *p, int64_t rows, int64_t cols, uint32_
     return m;
 }
 
-void hopper_gemm_forward(int v, void *y, void *act, const void *x, const void *w, const void *bias,
-                         int64_t N, int64_t K, int64_t F)
+/* Launches kernel (variant v's tiles and clusters) over the tiles of an [N, F] output with args;
+ * *most caches how many of its clusters fit at once (0: not asked yet). */
+static void launch(const void *kernel, int *most, int v, int64_t N, int64_t F, void **args)
 {
     struct cuda_context *ctx = cuda_ctx();
-    const int pn = VARIANTS[v].pn, cl = VARIANTS[v].cl, outs = act ? 2 : 1;
-    const void *kernel = kernel_of(outs, v);
+    const int pn = VARIANTS[v].pn, cl = VARIANTS[v].cl;
     cudaLaunchAttribute at;
     at.id = cudaLaunchAttributeClusterDimension;
     at.val.clusterDim.x = (unsigned)cl, at.val.clusterDim.y = 1, at.val.clusterDim.z = 1;
@@ -98,16 +98,22 @@ void hopper_gemm_forward(int v, void *y, void *act, const void *x, const void *w
     cfg.stream = ctx->stream;
     cfg.attrs = &at;
     cfg.numAttrs = 1;
-    int *most = &ctx->hopper_clusters[outs - 1][v];
     if (*most == 0) { /* once per kernel: its shared memory allowed, the clusters that fit */
         CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                         (int)smem_bytes(v)));
         cfg.gridDim = dim3((unsigned)(ctx->sm_count / cl * cl));
         CUDA_CHECK(cudaOccupancyMaxActiveClusters(most, kernel, &cfg));
-        if (*most < 1) BUG("hopper_gemm_forward: no cluster of variant %d fits a GPU", v);
+        if (*most < 1) BUG("hopper_gemm: no cluster of variant %d fits a GPU", v);
     }
     const int64_t units = ((N + hopper::PM - 1) / hopper::PM + cl - 1) / cl * ((F + pn - 1) / pn);
     cfg.gridDim = dim3((unsigned)((units < *most ? units : *most) * cl));
+    CUDA_CHECK(cudaLaunchKernelExC(&cfg, kernel, args));
+}
+
+void hopper_gemm_forward(int v, void *y, void *act, const void *x, const void *w, const void *bias,
+                         int64_t N, int64_t K, int64_t F)
+{
+    const int pn = VARIANTS[v].pn, cl = VARIANTS[v].cl, outs = act ? 2 : 1;
     CUtensorMap map_x = tensor_map(x, N, K, hopper::PM, hopper::BK);
     CUtensorMap map_w = tensor_map(w, F, K, (uint32_t)(pn / cl), hopper::BK);
     CUtensorMap map_y = tensor_map(y, N, F, 64, 64);
@@ -116,5 +122,59 @@ void hopper_gemm_forward(int v, void *y, void *act, const void *x, const void *w
     int n = (int)N, f = (int)F, k = (int)K;
     gelu_tanh_act gelu;
     void *args[] = {&map_x, &map_w, &map_y, &map_act, &b, &n, &f, &k, &gelu};
-    CUDA_CHECK(cudaLaunchKernelExC(&cfg, kernel, args));
+    launch(kernel_of(outs, v), &cuda_ctx()->hopper_clusters[outs - 1][v], v, N, F, args);
+}
+
+/* ---- the output layer with its cross-entropy (output_layer_ce.cu) ---- */
+
+/* OUTS 7's act: each row's reference, and its sum over column tile tf into sums[row, tf]. */
+struct ce_exp_act {
+    const float *ref;
+    float *sums;
+    int tiles;
+    __device__ void rows(int row, int tf, float s) const { sums[(int64_t)row * tiles + tf] = s; }
+    __device__ float operator()(float x) const { return x; } /* (the kernel's other modes') */
+};
+
+/* The plain logits GEMM, run only where *flag is set (the fallback when the exponentials did not
+ * fit their range). */
+struct gated_logits_act {
+    const int *flag;
+    __device__ bool open() const { return *(volatile const int *)flag != 0; }
+    __device__ float operator()(float x) const { return x; }
+};
+
+/* 128 x 192 tiles in clusters of 2: the logits' fastest in output_layer_probe (docs) */
+enum { CE_VARIANT = 0 };
+
+int hopper_output_layer_ce_tiles(int64_t V) { return (int)((V + 191) / 192); }
+
+void hopper_output_layer_exp(void *probs, const void *x, const void *w, const float *ref,
+                             float *tile_sums, int64_t N, int64_t K, int64_t V)
+{
+    const int v = CE_VARIANT, pn = VARIANTS[v].pn, cl = VARIANTS[v].cl;
+    CUtensorMap map_x = tensor_map(x, N, K, hopper::PM, hopper::BK);
+    CUtensorMap map_w = tensor_map(w, V, K, (uint32_t)(pn / cl), hopper::BK);
+    CUtensorMap map_p = tensor_map(probs, N, V, 64, 64);
+    const bf16 *b = NULL;
+    int n = (int)N, f = (int)V, k = (int)K;
+    ce_exp_act act = {ref, tile_sums, hopper_output_layer_ce_tiles(V)};
+    void *args[] = {&map_x, &map_w, &map_p, &map_p, &b, &n, &f, &k, &act};
+    launch((const void *)hopper::pingpong_kernel<7, 192, 2, ce_exp_act>,
+           &cuda_ctx()->hopper_ce_clusters[0], v, N, V, args);
+}
+
+void hopper_output_layer_logits_if(const int *flag, void *logits, const void *x, const void *w,
+                                   int64_t N, int64_t K, int64_t V)
+{
+    const int v = CE_VARIANT, pn = VARIANTS[v].pn, cl = VARIANTS[v].cl;
+    CUtensorMap map_x = tensor_map(x, N, K, hopper::PM, hopper::BK);
+    CUtensorMap map_w = tensor_map(w, V, K, (uint32_t)(pn / cl), hopper::BK);
+    CUtensorMap map_y = tensor_map(logits, N, V, 64, 64);
+    const bf16 *b = NULL;
+    int n = (int)N, f = (int)V, k = (int)K;
+    gated_logits_act act = {flag};
+    void *args[] = {&map_x, &map_w, &map_y, &map_y, &b, &n, &f, &k, &act};
+    launch((const void *)hopper::pingpong_kernel<1, 192, 2, gated_logits_act>,
+           &cuda_ctx()->hopper_ce_clusters[1], v, N, V, args);
 }

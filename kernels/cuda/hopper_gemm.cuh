@@ -15,7 +15,10 @@
  * input gradient through the GeLU, a measurement so far): out0 = y * act(pre) with pre [N, F]
  * read through map_o1 (act is then gelu'), and through act.cols(part, column, sum) each row
  * tile's column sums of out0 as rounded, in two parts (alternate 32-row blocks: part 2 tile + p),
- * for the bias gradient.
+ * for the bias gradient. OUTS 7 (the output layer with its cross-entropy,
+ * kernels/cuda/output_layer_ce.cu): out0 = exp(y - ref[row]) (y rounded to bf16 first) for a
+ * per-row reference ref = act.ref, and through act.rows(row, column tile, sum) each row's sum of
+ * those exponentials (in fp32, before rounding) over the tile's columns.
  *
  * Persistent CTAs of three warpgroups. One thread of the third (the producer) issues the TMA
  * copies of a 128 x 64 tile of x and a PN x 64 tile of w into a ring of stages, tile after tile
@@ -394,6 +397,7 @@ template <int PN> struct pp_smem {
        written while the TMA reads the other */
     __nv_bfloat16 out[2][2][2][64 * 64];
     __nv_bfloat16 bias[2][PN]; /* a consumer's tile's columns of the bias (zeros past F) */
+    float ref[2][PM];          /* OUTS 7: a consumer's tile's rows of act.ref (zeros past N) */
     uint64_t full[STAGES], empty[STAGES], turn[2];
     uint64_t pre_full[2][2]; /* OUTS 6: a consumer's unit's pre box landed */
     uint64_t ready[STAGES]; /* XFORM_A: the stage's x tile transformed */
@@ -401,6 +405,14 @@ template <int PN> struct pp_smem {
 
 /* Dynamic shared memory of a launch: the layout and room to align it to 1024 bytes. */
 template <int PN> constexpr size_t pp_smem_bytes() { return sizeof(pp_smem<PN>) + 1024; }
+static_assert(pp_smem_bytes<128>() <= 227 * 1024 && pp_smem_bytes<192>() <= 227 * 1024,
+              "the layout fits a Hopper CTA's shared memory");
+
+/* Act types with a gate: a kernel whose act.open() is false returns at once (a fallback launched
+ * in every step, e.g. into a CUDA graph, that runs only when an earlier kernel asked for it). */
+template <class A, class = void> struct has_gate : std::false_type {};
+template <class A>
+struct has_gate<A, std::void_t<decltype(std::declval<const A &>().open())>> : std::true_type {};
 
 /* The consumer's tile as y = d plus the tile's bias (shared memory), rounded to bf16, two columns a
  * word, in place: d[4 j + 2 rr] of half h (d0, d1) becomes the word of rows 64 h + 16 warp +
@@ -431,7 +443,8 @@ __device__ __forceinline__ void pack_tile(float *d0, float *d1, const __nv_bfloa
 /* Half the rows (64) and column groups j0 .. j0 + 7 (64 columns) of the consumer's packed tile y
  * (pack_tile's d0 or d1) into one of its staging units: y into the unit's first box and, with
  * OUTS 2, act of it into its second; with OUTS 3 the running maximum and sum of exponentials of
- * the thread's two rows (rmax, rsum). A thread holds the unit's rows 16 warp + lane / 4 (+ 8),
+ * the thread's two rows (rmax, rsum); with OUTS 7 exp(y - ref) in place of y, rmax holding the
+ * two rows' ref log2 e and rsum their running sums. A thread holds the unit's rows 16 warp + lane / 4 (+ 8),
  * both r7 = lane / 4 modulo 8, so column group j's 16-byte chunk is (j % 8) ^ r7 (the 128-byte
  * swizzle). Columns from lim on are past F. */
 template <int OUTS, class Act>
@@ -455,7 +468,8 @@ __device__ __forceinline__ void stage_unit(unsigned char *unit, const float *y, 
         for (int rr = 0; rr < 2; rr++) {
             uint32_t w = __float_as_uint(y[4 * j + 2 * rr]);
             const uint32_t row_at = at + 8 * rr * 128;
-            if (OUTS != 6) asm volatile("st.shared.b32 [%0], %1;" ::"r"(row_at), "r"(w) : "memory");
+            if (OUTS != 6 && OUTS != 7)
+                asm volatile("st.shared.b32 [%0], %1;" ::"r"(row_at), "r"(w) : "memory");
             const float2 f = __bfloat1622float2(*reinterpret_cast<__nv_bfloat162 *>(&w));
             if (OUTS == 3) {
                 const bool in = 8 * j + (int)cq < lim;
@@ -468,6 +482,15 @@ __device__ __forceinline__ void stage_unit(unsigned char *unit, const float *y, 
                 __nv_bfloat162 v = __floats2bfloat162_rn(f.x * act(pf.x), f.y * act(pf.y));
                 w = *reinterpret_cast<uint32_t *>(&v);
                 asm volatile("st.shared.b32 [%0], %1;" ::"r"(row_at), "r"(w) : "memory");
+            }
+            if (OUTS == 7) { /* exp(y - ref) = 2^(y log2 e - rmax), rmax = ref log2 e */
+                const float e0 = exp2f_approx(fmaf(f.x, 1.44269504f, -rmax[rr]));
+                const float e1 = exp2f_approx(fmaf(f.y, 1.44269504f, -rmax[rr]));
+                if (8 * j + (int)cq < lim) rsum[rr] += e0 + e1;
+                __nv_bfloat162 v = __floats2bfloat162_rn(e0, e1);
+                asm volatile("st.shared.b32 [%0], %1;" ::"r"(row_at),
+                             "r"(*reinterpret_cast<uint32_t *>(&v))
+                             : "memory");
             }
             if (OUTS == 2 || OUTS == 4) {
                 __nv_bfloat162 v = __floats2bfloat162_rn(act(f.x), act(f.y));
@@ -528,6 +551,8 @@ __global__ void __launch_bounds__(PP_THREADS, 1)
     const int row_units = (row_tiles + CL - 1) / CL, units = row_units * tiles_f;
     const int kblocks = (K + BK - 1) / BK;
     const int cid = blockIdx.x / CL, clusters = gridDim.x / CL;
+    if constexpr (has_gate<Act>::value)
+        if (!act.open()) return; /* the same for every thread of the grid */
     if (threadIdx.x == 0) {
         for (int i = 0; i < S; i++) {
             mbar_init(&s.full[i], 1);
@@ -641,6 +666,12 @@ __global__ void __launch_bounds__(PP_THREADS, 1)
                         tn * PM + 64 * (r % 2), bar);
         };
         if (OUTS == 6 && tid == 0) load_pre(0), load_pre(1);
+        if constexpr (OUTS == 7)
+            if (tid < PM / 4) { /* the tile's rows of ref, as the bias */
+                const int row = tn * PM + 4 * tid, left = N - row;
+                cp_async_16(s.ref[c] + 4 * tid, left > 0 ? act.ref + row : act.ref,
+                            left >= 4 ? 16 : left > 0 ? 4 * left : 0);
+            }
         HOPPER_GEMM_TRACE(c, i, 0);
         mbar_wait(&s.turn[c], c == 0 ? (i & 1) ^ 1 : i & 1);
         HOPPER_GEMM_TRACE(c, i, 1);
@@ -680,8 +711,8 @@ __global__ void __launch_bounds__(PP_THREADS, 1)
         HOPPER_GEMM_TRACE(c, i, 3);
         fence_operands<PN / 2>(d0);
         fence_operands<PN / 2>(d1);
-        if (tid < PN / 8) cp_async_wait_all();
-        warpgroup_sync(1 + c); /* the tile's bias, copied by the first PN / 8 threads */
+        if (tid < PN / 8 || (OUTS == 7 && tid < PM / 4)) cp_async_wait_all();
+        warpgroup_sync(1 + c); /* the tile's bias (and ref), copied by the first threads */
         if (lane < CL) release(&s.empty[prev]);
         pack_tile<PN>(d0, d1, s.bias[c], lane);
 
@@ -689,6 +720,13 @@ __global__ void __launch_bounds__(PP_THREADS, 1)
            a tile, so a tile starts on the first) */
         float rmax[2][2] = {{-INFINITY, -INFINITY}, {-INFINITY, -INFINITY}};
         float rsum[2][2] = {{0.0f, 0.0f}, {0.0f, 0.0f}};
+        if constexpr (OUTS == 7)
+#pragma unroll
+            for (int h = 0; h < 2; h++)
+#pragma unroll
+                for (int rr = 0; rr < 2; rr++)
+                    rmax[h][rr] =
+                        s.ref[c][64 * h + warp * 16 + lane / 4 + 8 * rr] * 1.44269504f;
         float colsum = 0.0f; /* OUTS 6: thread t's part of its column of the tile's dpre */
 #pragma unroll
         for (int r = 0; r < ROUNDS; r++) {
@@ -750,6 +788,18 @@ __global__ void __launch_bounds__(PP_THREADS, 1)
                     }
                     const int row = tn * PM + 64 * h + warp * 16 + lane / 4 + 8 * rr;
                     if (lane % 4 == 0 && row < N) act.rows(row, tf, m, sum);
+                }
+        }
+        if constexpr (OUTS == 7) { /* each row's sum over the tile, the four lanes of a row */
+#pragma unroll
+            for (int h = 0; h < 2; h++)
+#pragma unroll
+                for (int rr = 0; rr < 2; rr++) {
+                    float sum = rsum[h][rr];
+                    sum += __shfl_xor_sync(0xffffffffu, sum, 1);
+                    sum += __shfl_xor_sync(0xffffffffu, sum, 2);
+                    const int row = tn * PM + 64 * h + warp * 16 + lane / 4 + 8 * rr;
+                    if (lane % 4 == 0 && row < N) act.rows(row, tf, sum);
                 }
         }
     }

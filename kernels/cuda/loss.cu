@@ -215,13 +215,12 @@ static __global__ void __launch_bounds__(CE_WARPS * 32)
  * that precedes the first write, so dlogits may alias logits. With losses, the row's loss too
  * (the forward and backward in one read of the logits). */
 template <class T, bool VEC>
-static __global__ void __launch_bounds__(CE_ROW_THREADS, 2)
-    cross_entropy_backward_row_kernel(T *dlogits, float *losses, const T *logits, const int32_t *targets,
-                                      const float *dlosses, int64_t V)
+__device__ __forceinline__ void ce_row_block(int64_t n, T *dlogits, float *losses, const T *logits,
+                                             const int32_t *targets, const float *dlosses,
+                                             int64_t V, uint4 *row_pieces)
 {
-    extern __shared__ uint4 row_pieces[];
     __shared__ float warp_m[CE_ROW_THREADS / 32], warp_s[CE_ROW_THREADS / 32], row_lse;
-    const int64_t n = blockIdx.x, pieces = (V + 7) / 8;
+    const int64_t pieces = (V + 7) / 8;
     const T *row = logits + n * V;
     const uint4 pad = ce_neg_inf_piece<T>();
     float m = -INFINITY, s = 0.0f;
@@ -264,6 +263,28 @@ static __global__ void __launch_bounds__(CE_ROW_THREADS, 2)
     T *drow = dlogits + n * V;
     for (int64_t p = threadIdx.x; p < pieces; p += CE_ROW_THREADS)
         ce_grad_piece<T, VEC>(drow, p, V, row_pieces[p], z, g, t);
+}
+
+/* One row a block (grid N); or, with gate, nothing unless *gate is set, and then the rows in turn
+ * by a smaller grid, each also setting row_scale[n] = 1 (output_layer_ce.cu's fallback, launched
+ * in every step: most of the time its few blocks return at once). */
+template <class T, bool VEC>
+static __global__ void __launch_bounds__(CE_ROW_THREADS, 2)
+    cross_entropy_backward_row_kernel(T *dlogits, float *losses, const T *logits, const int32_t *targets,
+                                      const float *dlosses, int64_t N, int64_t V, const int *gate,
+                                      float *row_scale)
+{
+    extern __shared__ uint4 row_pieces[];
+    if (!gate) {
+        ce_row_block<T, VEC>(blockIdx.x, dlogits, losses, logits, targets, dlosses, V, row_pieces);
+        return;
+    }
+    if (*(volatile const int *)gate == 0) return; /* the same for every thread */
+    for (int64_t n = blockIdx.x; n < N; n += gridDim.x) {
+        if (threadIdx.x == 0) row_scale[n] = 1.0f;
+        ce_row_block<T, VEC>(n, dlogits, losses, logits, targets, dlosses, V, row_pieces);
+        __syncthreads(); /* the row's last reads of row_pieces before the next row's writes */
+    }
 }
 
 /* 16-byte pieces for the whole of every row: V % 8 == 0 and aligned rows. */
@@ -337,7 +358,8 @@ static size_t ce_row_smem_limit(void)
  * values, for either 16-bit type). */
 template <class T, bool VEC>
 static bool ce_backward_row(T *dlogits, float *losses, const T *logits, const int32_t *targets,
-                            const float *dlosses, int64_t N, int64_t V)
+                            const float *dlosses, int64_t N, int64_t V, const int *gate = NULL,
+                            float *row_scale = NULL)
 {
     const size_t bytes = (size_t)((V + 7) / 8) * 16;
     if (bytes > ce_row_smem_limit()) return false;
@@ -346,8 +368,9 @@ static bool ce_backward_row(T *dlogits, float *losses, const T *logits, const in
         cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)bytes));
     CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributePreferredSharedMemoryCarveout,
                                     cudaSharedmemCarveoutMaxShared));
-    kernel<<<(unsigned)N, CE_ROW_THREADS, bytes, cuda_ctx()->stream>>>(dlogits, losses, logits, targets,
-                                                                       dlosses, V);
+    const int64_t few = 2 * (int64_t)cuda_ctx()->sm_count, grid = gate && N > few ? few : N;
+    kernel<<<(unsigned)grid, CE_ROW_THREADS, bytes, cuda_ctx()->stream>>>(
+        dlogits, losses, logits, targets, dlosses, N, V, gate, row_scale);
     CUDA_CHECK_LAUNCH("cross_entropy_backward_row_kernel");
     return true;
 }
@@ -406,6 +429,21 @@ void cuda_cross_entropy_forward_backward(struct tensor losses, struct tensor dlo
 {
     cuda_need("cuda_cross_entropy_forward_backward", "losses", losses, DT_F32);
     ce_backward_op("cuda_cross_entropy_forward_backward", losses, dlogits, logits, targets, dlosses);
+}
+
+bool cuda_cross_entropy_row_fits(int64_t V) { return (size_t)((V + 7) / 8) * 16 <= ce_row_smem_limit(); }
+
+void cuda_cross_entropy_forward_backward_if(const int *flag, float *losses, float *row_scale,
+                                            bf16 *logits, const int32_t *targets,
+                                            const float *dlosses, int64_t N, int64_t V)
+{
+    CHECK(N > 0 && N <= 0x7fffffff);
+    bool launched = ce_vec(V, logits, logits)
+                        ? ce_backward_row<bf16, true>(logits, losses, logits, targets, dlosses, N,
+                                                      V, flag, row_scale)
+                        : ce_backward_row<bf16, false>(logits, losses, logits, targets, dlosses, N,
+                                                       V, flag, row_scale);
+    if (!launched) BUG("cuda_cross_entropy_forward_backward_if: rows of %lld do not fit", (long long)V);
 }
 
 /* ---- vocab-parallel cross-entropy (ops.h): per-rank statistics the caller combines ---- */

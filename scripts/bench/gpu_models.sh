@@ -9,7 +9,9 @@
 # against 989 TFLOP/s, peak GPU memory (the device's, by the driver's count, from Megatron's
 # memory report line) and the time from start-up to the end of the first step; for the default
 # (autotuned) run and torch's, the SM clock and board power while they train (a step runs at the
-# board's power limit: docs/PERFORMANCE.md). MODELS="124m 350m 1.5b" picks the models.
+# board's power limit: docs/PERFORMANCE.md). MODELS="124m 350m 1.5b" picks the models; AB names
+# another variable to run with at 0 and 1 in place of MEGATRON_GEMM_AUTOTUNE (e.g. AB=MEGATRON_FUSED_CE),
+# and ROUNDS=2 runs the pair twice, alternating.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 OUT=${OUT:-/tmp/gpu_models_out}
@@ -48,11 +50,11 @@ for model in ${MODELS:-124m 350m 1.5b}; do
         --lr 1e-4 --lr-decay-style constant --mock-data --tokenizer-type NullTokenizer --vocab-size 50257
         --log-interval 10 --log-throughput --eval-iters 0 --hidden-dropout 0 --attention-dropout 0
         --split 1,1,1 --bf16 --device cuda"
-    for tune in 0 1; do
-        log="$OUT/${model}_autotune$tune.log"
+    for run in $(seq "${ROUNDS:-1}"); do for tune in 0 1; do
+        log="$OUT/${model}_${AB:-autotune}${tune}_$run.log"
         start=$(date +%s.%N)
         [ "$tune" = 1 ] && smi_start
-        MEGATRON_GEMM_AUTOTUNE=$tune ./megatron pretrain $flags >"$log" 2>&1
+        env "${AB:-MEGATRON_GEMM_AUTOTUNE}=$tune" ./megatron pretrain $flags >"$log" 2>&1
         [ "$tune" = 1 ] && smi_stop "$model ours"
         wall=$(echo "$(date +%s.%N) - $start" | awk '{ print $1 - $3 }')
         grep -m2 -iE "error|fail" "$log"
@@ -60,11 +62,11 @@ for model in ${MODELS:-124m 350m 1.5b}; do
         peak=$(sed -n 's/.*max reserved: \([0-9.]*\)$/\1/p' "$log")
         grep ' iteration ' "$log" | tail -1 \
             | sed 's/.*elapsed time per iteration (ms): \([^ ]*\) | throughput per GPU (TFLOP\/s\/GPU): \([^ ]*\) .*/\1 \2/' \
-            | awk -v n="$model autotune=$tune" -v tok=$((mbs * 1024)) -v w="$wall" -v f="${first:-nan}" -v p="${peak:-nan}" \
+            | awk -v n="$model ${AB:-autotune}=$tune" -v tok=$((mbs * 1024)) -v w="$wall" -v f="${first:-nan}" -v p="${peak:-nan}" \
                 '{ printf "%s: %.1f ms/iter, %.0f tokens/s, %.1f TFLOP/s (MFU %.1f%%), peak GPU memory %.1f GiB, first step done %.2f s after start-up, run %.0f s\n",
                           n, $1, tok / ($1 / 1000), $2, $2 / 9.89, p / 1024, f, w }' \
             | tee -a "$OUT/summary.txt"
-    done
+    done; done
     if [ -n "$TORCH" ]; then
         smi_start
         PYTHONUNBUFFERED=1 python3 "$TORCH" --layers "$layers" --hidden "$hidden" --heads "$heads" --mbs "$mbs" \

@@ -203,6 +203,7 @@ bool test_dropout_stream_in_device_memory_is_the_same_mask(void);
 bool test_add_zero_and_copy(void);
 bool test_cross_entropy_matches_cpu(void);
 bool test_vocab_parallel_cross_entropy_matches_cpu(void);
+bool test_output_layer_cross_entropy_matches_cpu(void);
 bool test_adam_is_bitwise_the_cpu(void);
 bool test_adam_chunks_is_bitwise_the_cpu(void);
 bool test_sgd_chunks_is_bitwise_the_cpu(void);

@@ -60,6 +60,7 @@ static const struct test TESTS[] = {
     T(test_add_zero_and_copy),
     T(test_cross_entropy_matches_cpu),
     T(test_vocab_parallel_cross_entropy_matches_cpu),
+    T(test_output_layer_cross_entropy_matches_cpu),
     {"test_adam_is_bitwise_the_cpu", test_adam_is_bitwise_the_cpu, 0, true},
     T(test_adam_chunks_is_bitwise_the_cpu),
     T(test_sgd_chunks_is_bitwise_the_cpu),

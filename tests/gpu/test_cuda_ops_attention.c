@@ -518,6 +518,73 @@ bool test_cross_entropy_matches_cpu(void)
            cross_entropy_case(12, 128256, true) & cross_entropy_case(3, 16, true);
 }
 
+/* op_output_layer_cross_entropy against the CPU's logits (rounded to A.dt, as the GPU's are)
+ * and cross-entropy: the losses, and the gradient as probs times row_scale where the op says its
+ * rows are scaled. With bf16 on Hopper the GEMM's epilogue computes the exponentials (the op must
+ * say so); rows_blown multiplies rows 0 and 5 of x by 300 (their logits spread past what the
+ * exponentials hold), which the fallback must redo as the unfused path (row_scale all 1). N and V
+ * past whole tiles (128 rows, 192 columns) leave partial tiles. Also op_scale_rows. */
+static bool output_layer_ce_case(int64_t N, int64_t H, int64_t V, bool rows_blown)
+{
+    float *x = randn(N * H, 1.0f), *w = randn(V * H, 0.05f), *dl = randn(N, 1.0f);
+    if (rows_blown)
+        for (int64_t k = 0; k < H; k++) x[k] *= 300.0f, x[5 * H + k] *= 300.0f;
+    round_to_dtype(x, N * H, A.dt);
+    int32_t *t = rand_ids(N, V);
+    float *logits = halloc(N * V * 4), *loss = halloc(N * 4);
+    cpu_linear_forward(H2(logits, N, V), H2(x, N, H), H2(w, V, H), tensor_none());
+    round_to_dtype(logits, N * V, A.dt);
+    cpu_cross_entropy_forward(H1(loss, DT_F32, N), H2(logits, N, V), H1(t, DT_I32, N));
+    cpu_cross_entropy_backward(H2(logits, N, V), H2(logits, N, V), H1(t, DT_I32, N),
+                               H1(dl, DT_F32, N));
+    void *gx = to_dev_lp(x, N * H), *gw = to_dev_lp(w, V * H), *gt = to_dev(t, N * 4);
+    void *gdl = to_dev(dl, N * 4), *gp = dalloc(N * V * 2), *gloss = dalloc(N * 4);
+    void *gs = dalloc(N * 4);
+    poison(gp, N * V, A.dt), poison(gloss, N, DT_F32), poison(gs, N, DT_F32);
+    const bool scaled = cuda_output_layer_cross_entropy(
+        D1(gloss, DT_F32, N), D2(gp, A.dt, N, V), D1(gs, DT_F32, N), D2(gx, A.dt, N, H),
+        D2(gw, A.dt, V, H), D1(gt, DT_I32, N), D1(gdl, DT_F32, N));
+    printf("   output layer + cross-entropy N=%lld H=%lld V=%lld%s: %s\n", (long long)N,
+           (long long)H, (long long)V, rows_blown ? " (two rows past the range)" : "",
+           scaled ? "fused" : "unfused");
+    bool ok = true;
+    const bool fusing = A.dt == DT_BF16 && cuda_linear_hopper_gemm_available();
+    if (scaled != fusing) {
+        printf("   the op %s the exponentials where it should%s\n", scaled ? "fused" : "did not fuse",
+               scaled ? " not" : "");
+        ok = false;
+    }
+    float *probs = from_dev_lp(gp, N * V), *rs = scaled ? from_dev_f32(gs, N) : NULL;
+    if (scaled) {
+        for (int64_t n = 0; n < N; n++)
+            for (int64_t v = 0; v < V; v++) probs[n * V + v] *= rs[n];
+        if (rows_blown) { /* the fallback ran: every row as the unfused path left it */
+            int64_t not_one = 0;
+            for (int64_t n = 0; n < N; n++) not_one += rs[n] != 1.0f;
+            if (not_one) printf("   %lld rows' scale is not 1 after the fallback\n", (long long)not_one);
+            ok &= not_one == 0;
+        }
+    }
+    ok &= close_to("losses (fp32)", from_dev_f32(gloss, N), loss, N, TOL_F32);
+    ok &= close_to("dlogits = row_scale probs", probs, logits, N * V, TOL_LP);
+    /* op_scale_rows: x's rows by dl, and in place */
+    float *xs = halloc(N * H * 4);
+    cpu_scale_rows(H2(xs, N, H), H2(x, N, H), H1(dl, DT_F32, N));
+    void *gy = dalloc(N * H * 2);
+    poison(gy, N * H, A.dt);
+    cuda_scale_rows(D2(gy, A.dt, N, H), D2(gx, A.dt, N, H), D1(gdl, DT_F32, N));
+    cuda_scale_rows(D2(gx, A.dt, N, H), D2(gx, A.dt, N, H), D1(gdl, DT_F32, N));
+    ok &= close_to("scale_rows", from_dev_lp(gy, N * H), xs, N * H, TOL_LP);
+    ok &= close_to("scale_rows (in place)", from_dev_lp(gx, N * H), xs, N * H, TOL_LP);
+    return ok;
+}
+
+bool test_output_layer_cross_entropy_matches_cpu(void)
+{
+    return output_layer_ce_case(300, 768, 50304, false) & output_layer_ce_case(64, 64, 1000, false) &
+           output_layer_ce_case(200, 128, 4000, true);
+}
+
 /* One rank's shard [start, start + V) of a vocabulary of 3V; the other ranks' statistics are
  * stood in for by a global max above the local one, which the rescale must apply. */
 bool test_vocab_parallel_cross_entropy_matches_cpu(void)
