@@ -174,25 +174,74 @@ void op_linear_backward(struct tensor dx, struct tensor dw, struct tensor db, st
     }
 }
 
+static void check_linear_gelu(struct args *a, struct tensor y, struct tensor pre, struct tensor x,
+                              struct tensor w, struct tensor b)
+{
+    add_arg(a, "y", y), add_arg(a, "pre", pre), add_arg(a, "x", x), add_arg(a, "w", w);
+    add_arg(a, "b", b);
+    need_tensor(a, "y", y, DT_F32, 2);
+    need_tensor(a, "pre", pre, DT_F32, 2);
+    need_tensor(a, "x", x, DT_F32, 2);
+    need_tensor(a, "w", w, DT_F32, 2);
+    maybe_tensor(a, "b", b, DT_F32, 1);
+    need(a, x.shape[1] == w.shape[1], "x and w disagree on the input size");
+    need(a, dims_are(pre, x.shape[0], w.shape[0]), "pre must be [rows of x, rows of w]");
+    need(a, dims_are(y, x.shape[0], w.shape[0]), "y must be [rows of x, rows of w]");
+    need(a, !tensor_present(b) || b.shape[0] == w.shape[0], "b must have one entry per row of w");
+    need(a, y.data != pre.data, "y and pre must be different tensors");
+}
+
 void op_linear_gelu_forward(struct tensor y, struct tensor pre, struct tensor x, struct tensor w,
                             struct tensor b, bool tanh_approx)
 {
     struct args a = {.op = "op_linear_gelu_forward"};
-    add_arg(&a, "y", y), add_arg(&a, "pre", pre), add_arg(&a, "x", x), add_arg(&a, "w", w);
-    add_arg(&a, "b", b);
-    need_tensor(&a, "y", y, DT_F32, 2);
-    need_tensor(&a, "pre", pre, DT_F32, 2);
-    need_tensor(&a, "x", x, DT_F32, 2);
-    need_tensor(&a, "w", w, DT_F32, 2);
-    maybe_tensor(&a, "b", b, DT_F32, 1);
-    need(&a, x.shape[1] == w.shape[1], "x and w disagree on the input size");
-    need(&a, dims_are(pre, x.shape[0], w.shape[0]), "pre must be [rows of x, rows of w]");
-    need(&a, dims_are(y, x.shape[0], w.shape[0]), "y must be [rows of x, rows of w]");
-    need(&a, !tensor_present(b) || b.shape[0] == w.shape[0], "b must have one entry per row of w");
-    need(&a, y.data != pre.data, "y and pre must be different tensors");
+    check_linear_gelu(&a, y, pre, x, w, b);
     switch (common_device(&a)) {
     case DEV_CPU: cpu_linear_gelu_forward(y, pre, x, w, b, tanh_approx); return;
     case DEV_CUDA: ON_CUDA(cuda_linear_gelu_forward(y, pre, x, w, b, tanh_approx)); return;
+    }
+}
+
+bool op_linear_gelu_forward_train(struct tensor y, struct tensor pre, struct tensor x, struct tensor w,
+                                  struct tensor b, bool tanh_approx)
+{
+    struct args a = {.op = "op_linear_gelu_forward_train"};
+    check_linear_gelu(&a, y, pre, x, w, b);
+    bool kept = false;
+    switch (common_device(&a)) {
+    case DEV_CPU: cpu_linear_gelu_forward(y, pre, x, w, b, tanh_approx); return false;
+    case DEV_CUDA: ON_CUDA(kept = cuda_linear_gelu_forward_train(y, pre, x, w, b, tanh_approx)); return kept;
+    }
+    return false;
+}
+
+/* pre_name: "pre", or "dgelu" where it holds gelu'(pre) */
+static void check_linear_dgelu(struct args *a, struct tensor dpre, struct tensor dpre_bias, struct tensor dw,
+                               struct tensor dy, struct tensor x, struct tensor w, struct tensor pre,
+                               const char *pre_name)
+{
+    char why[96];
+    add_arg(a, "dpre", dpre), add_arg(a, "dpre_bias", dpre_bias), add_arg(a, "dw", dw);
+    add_arg(a, "dy", dy), add_arg(a, "x", x), add_arg(a, "w", w), add_arg(a, pre_name, pre);
+    need_tensor(a, "dy", dy, DT_F32, 2);
+    need_tensor(a, "dpre", dpre, DT_F32, 2);
+    need_tensor(a, "w", w, DT_F32, 2);
+    need_tensor(a, pre_name, pre, DT_F32, 2);
+    int64_t N = dy.shape[0], out = dy.shape[1], in = dpre.shape[1];
+    need(a, dims_are(w, out, in), "w must be [columns of dy, columns of dpre]");
+    need(a, dpre.shape[0] == N, "dpre and dy disagree on the rows");
+    snprintf(why, sizeof why, "%s and dpre disagree in shape", pre_name);
+    need(a, dims_are(pre, N, in), why);
+    snprintf(why, sizeof why, "dpre must not overwrite %s", pre_name);
+    need(a, dpre.data != pre.data, why);
+    maybe_tensor(a, "dpre_bias", dpre_bias, DT_F32, 1);
+    need(a, !tensor_present(dpre_bias) || dpre_bias.shape[0] == in,
+         "dpre_bias must have one entry per column of dpre");
+    if (tensor_present(dw)) {
+        need_tensor(a, "dw", dw, DT_F32, 2);
+        need_tensor(a, "x", x, DT_F32, 2);
+        need(a, dims_are(dw, out, in), "dw must be like w");
+        need(a, dims_are(x, N, in), "x must be like dpre");
     }
 }
 
@@ -201,29 +250,21 @@ void op_linear_dgelu_backward(struct tensor dpre, struct tensor dpre_bias, struc
                               bool tanh_approx)
 {
     struct args a = {.op = "op_linear_dgelu_backward"};
-    add_arg(&a, "dpre", dpre), add_arg(&a, "dpre_bias", dpre_bias), add_arg(&a, "dw", dw);
-    add_arg(&a, "dy", dy), add_arg(&a, "x", x), add_arg(&a, "w", w), add_arg(&a, "pre", pre);
-    need_tensor(&a, "dy", dy, DT_F32, 2);
-    need_tensor(&a, "dpre", dpre, DT_F32, 2);
-    need_tensor(&a, "w", w, DT_F32, 2);
-    need_tensor(&a, "pre", pre, DT_F32, 2);
-    int64_t N = dy.shape[0], out = dy.shape[1], in = dpre.shape[1];
-    need(&a, dims_are(w, out, in), "w must be [columns of dy, columns of dpre]");
-    need(&a, dpre.shape[0] == N, "dpre and dy disagree on the rows");
-    need(&a, dims_are(pre, N, in), "pre and dpre disagree in shape");
-    need(&a, dpre.data != pre.data, "dpre must not overwrite pre");
-    maybe_tensor(&a, "dpre_bias", dpre_bias, DT_F32, 1);
-    need(&a, !tensor_present(dpre_bias) || dpre_bias.shape[0] == in,
-         "dpre_bias must have one entry per column of dpre");
-    if (tensor_present(dw)) {
-        need_tensor(&a, "dw", dw, DT_F32, 2);
-        need_tensor(&a, "x", x, DT_F32, 2);
-        need(&a, dims_are(dw, out, in), "dw must be like w");
-        need(&a, dims_are(x, N, in), "x must be like dpre");
-    }
+    check_linear_dgelu(&a, dpre, dpre_bias, dw, dy, x, w, pre, "pre");
     switch (common_device(&a)) {
     case DEV_CPU: cpu_linear_dgelu_backward(dpre, dpre_bias, dw, dy, x, w, pre, tanh_approx); return;
     case DEV_CUDA: ON_CUDA(cuda_linear_dgelu_backward(dpre, dpre_bias, dw, dy, x, w, pre, tanh_approx)); return;
+    }
+}
+
+void op_linear_dgelu_backward_saved(struct tensor dpre, struct tensor dpre_bias, struct tensor dw,
+                                    struct tensor dy, struct tensor x, struct tensor w, struct tensor dgelu)
+{
+    struct args a = {.op = "op_linear_dgelu_backward_saved"};
+    check_linear_dgelu(&a, dpre, dpre_bias, dw, dy, x, w, dgelu, "dgelu");
+    switch (common_device(&a)) {
+    case DEV_CPU: cpu_linear_dgelu_backward_saved(dpre, dpre_bias, dw, dy, x, w, dgelu); return;
+    case DEV_CUDA: ON_CUDA(cuda_linear_dgelu_backward_saved(dpre, dpre_bias, dw, dy, x, w, dgelu)); return;
     }
 }
 

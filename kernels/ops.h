@@ -53,6 +53,16 @@ void op_linear_dgelu_backward(struct tensor dpre, struct tensor dpre_bias, struc
                               struct tensor dy, struct tensor x, struct tensor w, struct tensor pre,
                               bool tanh_approx);
 
+/* op_linear_gelu_forward at a training step: the backend may keep gelu'(pre) in pre's place
+ * instead of pre (the backward's only use of pre), and says so (true); the backward then takes
+ * op_linear_dgelu_backward_saved. The CPU keeps pre (false); bf16 on Hopper keeps gelu'(pre),
+ * computed with the GeLU in our GEMM's epilogue (kernels/cuda/linear.cu). */
+bool op_linear_gelu_forward_train(struct tensor y, struct tensor pre, struct tensor x, struct tensor w,
+                                  struct tensor b, bool tanh_approx);
+/* op_linear_dgelu_backward given dgelu = gelu'(pre) instead of pre: dpre = (dy . w) * dgelu. */
+void op_linear_dgelu_backward_saved(struct tensor dpre, struct tensor dpre_bias, struct tensor dw,
+                                    struct tensor dy, struct tensor x, struct tensor w, struct tensor dgelu);
+
 /* ---- embeddings ---- */
 
 /* y[N,H] = wte[tokens[n] - vocab_start, :] + wpe[positions[n], :] (wpe optional).

@@ -119,6 +119,7 @@ struct mlp_params {
 struct mlp_acts {
     struct tensor fc1;        /* [N, F or 2F] */
     struct tensor act;        /* [N, F] */
+    bool fc1_is_gelu_grad;    /* fc1 holds gelu'(fc1) (op_linear_gelu_forward_train) */
 };
 struct mlp_scratch {
     struct tensor dfc1, dact;

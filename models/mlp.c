@@ -2,7 +2,8 @@
  * the tanh approximation (Megatron's fused bias-GeLU, its default with biases, and --openai-gelu) or
  * erf (--no-bias-gelu-fusion, or no biases). fc2's bias is added by the layer's bias-dropout-add.
  * With GeLU, fc1 and the activation are one op, and so are fc2's input gradient and the GeLU's
- * backward (with fc1's bias gradient): on the GPU they become GEMM epilogues or single passes. */
+ * backward (with fc1's bias gradient): on the GPU they become GEMM epilogues or single passes, and
+ * on Hopper in bf16 the forward keeps gelu'(pre) in fc1's place for the backward to multiply in. */
 #include "models/layers.h"
 
 void mlp_forward(const struct layer_ctx *ctx, const struct mlp_params *p, struct mlp_acts *a,
@@ -13,7 +14,8 @@ void mlp_forward(const struct layer_ctx *ctx, const struct mlp_params *p, struct
         op_linear_forward(a->fc1, x, p->fc1_weight, p->fc1_bias);
         op_swiglu_forward(a->act, a->fc1);
     } else {
-        op_linear_gelu_forward(a->act, a->fc1, x, p->fc1_weight, p->fc1_bias, act == ACT_GELU_TANH);
+        a->fc1_is_gelu_grad = op_linear_gelu_forward_train(a->act, a->fc1, x, p->fc1_weight,
+                                                           p->fc1_bias, act == ACT_GELU_TANH);
     }
     op_linear_forward(out, a->act, p->fc2_weight, tensor_none());
 }
@@ -29,7 +31,11 @@ void mlp_backward(const struct layer_ctx *ctx, const struct mlp_params *p,
         op_linear_backward(dx, grad->fc1_weight, grad->fc1_bias, s->dfc1, x, p->fc1_weight);
         return;
     }
-    op_linear_dgelu_backward(s->dfc1, grad->fc1_bias, grad->fc2_weight, dout, a->act, p->fc2_weight,
-                             a->fc1, act == ACT_GELU_TANH);
+    if (a->fc1_is_gelu_grad)
+        op_linear_dgelu_backward_saved(s->dfc1, grad->fc1_bias, grad->fc2_weight, dout, a->act,
+                                       p->fc2_weight, a->fc1);
+    else
+        op_linear_dgelu_backward(s->dfc1, grad->fc1_bias, grad->fc2_weight, dout, a->act,
+                                 p->fc2_weight, a->fc1, act == ACT_GELU_TANH);
     op_linear_backward(dx, grad->fc1_weight, tensor_none(), s->dfc1, x, p->fc1_weight);
 }

@@ -309,6 +309,35 @@ static void test_linear_gelu_ops_equal_unfused_ops_and_finite_differences(void *
     free(x), free(w1), free(b1), free(w2), free(dy);
 }
 
+/* On the CPU the training forward keeps pre (false, the same bits as op_linear_gelu_forward), and
+ * the backward given gelu'(pre) is the backward given pre. */
+static void test_linear_gelu_saving_grad_ops_equal_the_ops_given_pre(void **state)
+{
+    (void)state;
+    int64_t N = 7, K = 12, O = 9;
+    float *x = frand(N * K, 191), *w1 = frand(O * K, 192), *b1 = frand(O, 193);
+    float *w2 = frand(K * O, 194), *dy = frand(N * K, 195), *ones = ffill(N * O, 1.0f);
+    float *y = ffill(N * O, NAN), *pre = ffill(N * O, NAN), *y2 = ffill(N * O, NAN), *pre2 = ffill(N * O, NAN);
+    assert_false(op_linear_gelu_forward_train(f2(y, N, O), f2(pre, N, O), f2(x, N, K), f2(w1, O, K),
+                                              f1(b1, O), true));
+    op_linear_gelu_forward(f2(y2, N, O), f2(pre2, N, O), f2(x, N, K), f2(w1, O, K), f1(b1, O), true);
+    assert_memory_equal(pre, pre2, (size_t)(N * O) * sizeof(float));
+    assert_memory_equal(y, y2, (size_t)(N * O) * sizeof(float));
+    float *dg = ffill(N * O, NAN);
+    op_gelu_backward(f2(dg, N, O), f2(ones, N, O), f2(pre, N, O), true);
+    float *dpre = ffill(N * O, 123.0f), *dw = ffill(K * O, 1.0f), *db = ffill(O, 1.0f);
+    float *dpre2 = ffill(N * O, 123.0f), *dw2 = ffill(K * O, 1.0f), *db2 = ffill(O, 1.0f);
+    op_linear_dgelu_backward_saved(f2(dpre, N, O), f1(db, O), f2(dw, K, O), f2(dy, N, K), f2(y, N, O),
+                                   f2(w2, K, O), f2(dg, N, O));
+    op_linear_dgelu_backward(f2(dpre2, N, O), f1(db2, O), f2(dw2, K, O), f2(dy, N, K), f2(y, N, O),
+                             f2(w2, K, O), f2(pre, N, O), true);
+    for (int64_t i = 0; i < N * O; i++) assert_float_equal(dpre[i], dpre2[i], 1e-6 * (1 + fabsf(dpre2[i])));
+    assert_memory_equal(dw, dw2, (size_t)(K * O) * sizeof(float));
+    for (int64_t i = 0; i < O; i++) assert_float_equal(db[i], db2[i], 1e-5 * (1 + fabsf(db2[i])));
+    free(x), free(w1), free(b1), free(w2), free(dy), free(ones), free(y), free(pre), free(y2), free(pre2);
+    free(dg), free(dpre), free(dw), free(db), free(dpre2), free(dw2), free(db2);
+}
+
 /* y = silu(gate) * up with x = [gate | up]; in = {x}, dim = {N, F} */
 static void ref_swiglu(struct ref *c)
 {
@@ -769,6 +798,7 @@ int main(void)
         cmocka_unit_test(test_rmsnorm_matches_reference_and_finite_differences),
         cmocka_unit_test(test_gelu_both_forms_match_reference_and_finite_differences),
         cmocka_unit_test(test_linear_gelu_ops_equal_unfused_ops_and_finite_differences),
+        cmocka_unit_test(test_linear_gelu_saving_grad_ops_equal_the_ops_given_pre),
         cmocka_unit_test(test_swiglu_matches_reference_and_finite_differences),
         cmocka_unit_test(test_bias_dropout_add_matches_reference_and_finite_differences),
         cmocka_unit_test(test_bias_dropout_add_norm_equals_the_two_ops),

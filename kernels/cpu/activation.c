@@ -65,6 +65,20 @@ void cpu_linear_dgelu_backward(struct tensor dpre, struct tensor dpre_bias, stru
         cpu_sum_rows_acc(dpre_bias.data, dpre.data, dpre.shape[0], dpre.shape[1]);
 }
 
+void cpu_linear_dgelu_backward_saved(struct tensor dpre, struct tensor dpre_bias, struct tensor dw,
+                                     struct tensor dy, struct tensor x, struct tensor w,
+                                     struct tensor dgelu)
+{
+    cpu_linear_backward(dpre, dw, tensor_none(), dy, x, w);
+    float *d = dpre.data;
+    const float *g = dgelu.data;
+    const int64_t n = tensor_numel(dpre);
+#pragma omp parallel for schedule(static) if (n >= CPU_PARALLEL_MIN_WORK)
+    for (int64_t i = 0; i < n; i++) d[i] *= g[i];
+    if (tensor_present(dpre_bias))
+        cpu_sum_rows_acc(dpre_bias.data, dpre.data, dpre.shape[0], dpre.shape[1]);
+}
+
 static inline float sigmoid(float x) { return 1.0f / (1.0f + expf(-x)); }
 
 void cpu_swiglu_forward(struct tensor y, struct tensor x)

@@ -55,6 +55,9 @@ void cpu_linear_gelu_forward(struct tensor y, struct tensor pre, struct tensor x
 void cpu_linear_dgelu_backward(struct tensor dpre, struct tensor dpre_bias, struct tensor dw,
                                struct tensor dy, struct tensor x, struct tensor w, struct tensor pre,
                                bool tanh_approx);
+void cpu_linear_dgelu_backward_saved(struct tensor dpre, struct tensor dpre_bias, struct tensor dw,
+                                     struct tensor dy, struct tensor x, struct tensor w,
+                                     struct tensor dgelu);
 void cpu_swiglu_forward(struct tensor y, struct tensor x);
 void cpu_swiglu_backward(struct tensor dx, struct tensor dy, struct tensor x);
 

@@ -104,6 +104,8 @@ void cuda_init(int device_index)
     /* on unless MEGATRON_FUSED_CE=0 (to time the step without it) */
     const char *fused = getenv("MEGATRON_FUSED_CE");
     g_ctx.fused_ce = g_ctx.hopper_gemm && !(fused && strcmp(fused, "0") == 0);
+    const char *mlp = getenv("MEGATRON_FUSED_MLP");
+    g_ctx.fused_mlp = g_ctx.hopper_gemm && !(mlp && strcmp(mlp, "0") == 0);
     g_ctx.device = device_index;
     g_ctx.ready = true;
 }

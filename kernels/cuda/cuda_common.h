@@ -51,6 +51,15 @@ typedef __half f16;
 
 /* ---- the backend context ---- */
 
+/* The variant of our GEMM timed fastest for a shape of the MLP's saved-gelu' kernels
+ * (hopper_gemm.cu). */
+enum { CUDA_SAVED_CHOICES = 16 };
+struct hopper_choice {
+    int backward;
+    int64_t n, k, f;
+    int variant;
+};
+
 /* The variants of the forward GEMM of our own (hopper_gemm.cu); HOPPER_GEMM_TIMED lets each shape
  * take the fastest of them and cuBLASLt's, HOPPER_GEMM_NEVER keeps cuBLASLt's. */
 enum {
@@ -129,6 +138,10 @@ struct cuda_context {
     int hopper_forced;
     int hopper_clusters[2][HOPPER_GEMM_VARIANTS];
     int hopper_ce_clusters[2]; /* the same for output_layer_ce.cu's two kernels */
+    int hopper_saved_clusters[2][HOPPER_GEMM_VARIANTS]; /* and the saved-gelu' ones (fwd, bwd) */
+    struct hopper_choice saved_choice[CUDA_SAVED_CHOICES];
+    int num_saved_choices;
+    bool fused_mlp;            /* linear.cu may keep gelu'(pre) (unless MEGATRON_FUSED_MLP=0) */
     bool fused_ce;             /* output_layer_ce.cu may fuse (unless MEGATRON_FUSED_CE=0) */
     void *tensor_map_encode;
 };
@@ -430,6 +443,24 @@ void hopper_gemm_forward(int v, void *y, void *act, const void *x, const void *w
                          int64_t N, int64_t K, int64_t F);
 const char *hopper_gemm_variant_name(int v);
 
+/* The MLP's GeLU with gelu'(pre) kept for the backward instead of pre (linear.cu), on our GEMM
+ * where hopper_gelu_saved_fits: gelu_saving_grad writes dgelu = gelu'(pre) and act = gelu(pre)
+ * for pre = x w^T + bias rounded to bf16 (x [N, K], w [F, K]); dgelu_saved writes dpre =
+ * (dy w_t^T rounded) * dgelu for dy [N, K], w_t [F, K] (fc2's weight transposed) and two rows a
+ * 128-row tile of partial column sums of dpre into partials [hopper_dgelu_partial_rows(N), F].
+ * Each shape's variant is timed on its first call unless MEGATRON_GEMM_AUTOTUNE=0 (all give the
+ * same bits). transpose: t [C, R] = a [R, C]^T, bf16. */
+bool hopper_gelu_saved_fits(const void *out0, const void *out1, const void *x, const void *w,
+                            const void *bias, int64_t N, int64_t K, int64_t F);
+void hopper_gemm_gelu_saving_grad(void *dgelu, void *act, const void *x, const void *w,
+                                  const void *bias, int64_t N, int64_t K, int64_t F);
+int hopper_dgelu_partial_rows(int64_t N);
+void hopper_gemm_dgelu_saved(void *dpre, float *partials, const void *dy, const void *w_t,
+                             const void *dgelu, int64_t N, int64_t K, int64_t F);
+void hopper_transpose(void *t, const void *a, int64_t R, int64_t C);
+/* GEMM algorithms are timed per shape (linear.cu; MEGATRON_GEMM_AUTOTUNE=0: not) */
+bool cuda_gemm_autotune(void);
+
 /* The output layer's GEMM for its fused cross-entropy (output_layer_ce.cu), with hopper_gemm_fits'
  * conditions (no bias): probs = exp(x w^T - ref[row]) (the product rounded to bf16 first, then
  * the exponential rounded) and tile_sums[row, t] = the fp32 sum of those exponentials over column
@@ -454,6 +485,9 @@ void cuda_cross_entropy_forward_backward_if(const int *flag, float *losses, floa
 template <class T>
 void cuda_gelu_backward_bias_grad(T *dx, float *db, const T *dy, const T *x, int64_t N, int64_t C,
                                   bool tanh_approx);
+/* The same where dgelu holds gelu'(pre) itself (linear.cu's saved path): dx = dy * dgelu. */
+void cuda_gelu_backward_saved_bias_grad(bf16 *dx, float *db, const bf16 *dy, const bf16 *dgelu,
+                                        int64_t N, int64_t C);
 
 /* ---- the GeLU ---- */
 

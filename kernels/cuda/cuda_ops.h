@@ -95,6 +95,11 @@ void cuda_linear_gelu_forward(struct tensor y, struct tensor pre, struct tensor 
 void cuda_linear_dgelu_backward(struct tensor dpre, struct tensor dpre_bias, struct tensor dw,
                                 struct tensor dy, struct tensor x, struct tensor w,
                                 struct tensor pre, bool tanh_approx);
+bool cuda_linear_gelu_forward_train(struct tensor y, struct tensor pre, struct tensor x,
+                                    struct tensor w, struct tensor b, bool tanh_approx);
+void cuda_linear_dgelu_backward_saved(struct tensor dpre, struct tensor dpre_bias, struct tensor dw,
+                                      struct tensor dy, struct tensor x, struct tensor w,
+                                      struct tensor dgelu);
 
 void cuda_embedding_forward(struct tensor y, struct tensor tokens, struct tensor wte,
                             int64_t vocab_start, struct tensor wpe, struct tensor positions);

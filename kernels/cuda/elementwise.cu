@@ -113,7 +113,7 @@ void cuda_gelu_backward(struct tensor dx, struct tensor dy, struct tensor x, boo
  * GeLU backward and linear_fc1's bias gradient in one read of dy and x. The column-sum kernel
  * visits every (n, c) exactly once and fetches a piece before it applies (stores) it, so dx may
  * alias dy. */
-template <class T, bool TANH>
+template <class T, int TANH> /* 0: erf, 1: tanh, 2: x holds gelu'(pre) itself */
 struct load_dgelu_rows {
     T *dx;
     const T *dy, *x;
@@ -132,7 +132,7 @@ struct load_dgelu_rows {
         float v[8];
         lp8_unpack<T>(r.g, out[0]);
         lp8_unpack<T>(r.v, v);
-        for (int i = 0; i < 8; i++) out[0][i] *= gelu_grad(v[i], TANH);
+        for (int i = 0; i < 8; i++) out[0][i] *= TANH == 2 ? v[i] : gelu_grad(v[i], TANH == 1);
         lp_store8<T>(dx + n * C, c0, C, vec, out[0]);
     }
 };
@@ -150,9 +150,18 @@ void cuda_gelu_backward_bias_grad(T *dx, float *db, const T *dy, const T *x, int
     }
     bool vec = C % 8 == 0 && all_aligned16(dx, dy, x, x);
     if (tanh_approx)
-        cuda_colsum_acc<load_dgelu_rows<T, true>, 1>({dx, dy, x, C, vec}, db, NULL, N, C);
+        cuda_colsum_acc<load_dgelu_rows<T, 1>, 1>({dx, dy, x, C, vec}, db, NULL, N, C);
     else
-        cuda_colsum_acc<load_dgelu_rows<T, false>, 1>({dx, dy, x, C, vec}, db, NULL, N, C);
+        cuda_colsum_acc<load_dgelu_rows<T, 0>, 1>({dx, dy, x, C, vec}, db, NULL, N, C);
+}
+
+void cuda_gelu_backward_saved_bias_grad(bf16 *dx, float *db, const bf16 *dy, const bf16 *dgelu,
+                                        int64_t N, int64_t C)
+{
+    if (N * C == 0) return;
+    bool vec = C % 8 == 0 && all_aligned16(dx, dy, dgelu, dgelu);
+    /* without db the partial sums are made but not reduced */
+    cuda_colsum_acc<load_dgelu_rows<bf16, 2>, 1>({dx, dy, dgelu, C, vec}, db, NULL, N, C);
 }
 
 /* ---- SwiGLU: x[N, 2F] = [gate | up], y[N, F] = silu(gate) * up ---- */

@@ -178,3 +178,148 @@ void hopper_output_layer_logits_if(const int *flag, void *logits, const void *x,
     launch((const void *)hopper::pingpong_kernel<1, 192, 2, gated_logits_act>,
            &cuda_ctx()->hopper_ce_clusters[1], v, N, V, args);
 }
+
+/* ---- the MLP's GeLU with its derivative kept for the backward (linear.cu) ---- */
+
+/* OUTS 8's act: gelu and gelu' of the rounded pre-activation (the backend's fast forms). */
+struct gelu_both_act {
+    __device__ float operator()(float x) const { return hopper::gelu_tanh_fast(x); }
+    __device__ void both(float x, float &g, float &dg) const { hopper::gelu_tanh_both(x, g, dg); }
+};
+
+/* OUTS 6's act when the second box holds gelu'(pre) itself: the multiply alone; cols: fc1's bias
+ * gradient, two partial rows a row tile. */
+struct saved_grad_act {
+    float *partials;
+    int F;
+    __device__ float operator()(float x) const { return x; }
+    __device__ void cols(int part, int col, float v) const
+    {
+        partials[(int64_t)part * F + col] = v;
+    }
+};
+
+static const void *saved_kernel_of(int backward, int v)
+{
+    using hopper::pingpong_kernel;
+    static const void *k[2][HOPPER_GEMM_VARIANTS] = {
+        {(const void *)pingpong_kernel<8, 192, 2, gelu_both_act>,
+         (const void *)pingpong_kernel<8, 192, 1, gelu_both_act>,
+         (const void *)pingpong_kernel<8, 128, 2, gelu_both_act>},
+        {(const void *)pingpong_kernel<6, 192, 2, saved_grad_act>,
+         (const void *)pingpong_kernel<6, 192, 1, saved_grad_act>,
+         (const void *)pingpong_kernel<6, 128, 2, saved_grad_act>}};
+    return k[backward][v];
+}
+
+int hopper_dgelu_partial_rows(int64_t N)
+{
+    const int64_t tiles = (N + hopper::PM - 1) / hopper::PM;
+    return (int)(2 * ((tiles + 1) / 2 * 2)); /* whole clusters of two: their last tile's too */
+}
+
+/* One launch of the forward (backward 0: OUTS 8) or the backward (1: OUTS 6) by variant v. */
+struct saved_call {
+    int backward;
+    void *out0, *out1;          /* forward: gelu'(pre), act; backward: dpre, unused */
+    const void *x, *w, *bias;   /* backward: dy, fc2's weight transposed, no bias */
+    const void *dgelu;          /* backward: gelu'(pre), read through the TMA */
+    float *partials;
+    int64_t N, K, F;
+};
+
+static void saved_launch(const struct saved_call *c, int v)
+{
+    const int pn = VARIANTS[v].pn, cl = VARIANTS[v].cl;
+    CUtensorMap map_x = tensor_map(c->x, c->N, c->K, hopper::PM, hopper::BK);
+    CUtensorMap map_w = tensor_map(c->w, c->F, c->K, (uint32_t)(pn / cl), hopper::BK);
+    CUtensorMap map_o0 = tensor_map(c->out0, c->N, c->F, 64, 64);
+    CUtensorMap map_o1 = tensor_map(c->backward ? c->dgelu : c->out1, c->N, c->F, 64, 64);
+    const bf16 *b = (const bf16 *)c->bias;
+    int n = (int)c->N, f = (int)c->F, k = (int)c->K;
+    gelu_both_act both;
+    saved_grad_act saved = {c->partials, f};
+    void *args[] = {&map_x, &map_w, &map_o0, &map_o1, &b, &n, &f, &k,
+                    c->backward ? (void *)&saved : (void *)&both};
+    launch(saved_kernel_of(c->backward, v), &cuda_ctx()->hopper_saved_clusters[c->backward][v],
+           v, c->N, c->F, args);
+}
+
+/* The variant for c's shape: timed once per shape on its first call (every variant writes the
+ * same bits, so the choice changes only the time), 128 x 192 tiles alone untimed. */
+static int saved_variant(const struct saved_call *c)
+{
+    struct cuda_context *ctx = cuda_ctx();
+    for (int i = 0; i < ctx->num_saved_choices; i++) {
+        const struct hopper_choice *e = &ctx->saved_choice[i];
+        if (e->backward == c->backward && e->n == c->N && e->k == c->K && e->f == c->F)
+            return e->variant;
+    }
+    int best = 1;
+    if (cuda_gemm_autotune()) {
+        cudaEvent_t start, stop;
+        CUDA_CHECK(cudaEventCreate(&start));
+        CUDA_CHECK(cudaEventCreate(&stop));
+        float best_ms = 0.0f;
+        for (int v = 0; v < HOPPER_GEMM_VARIANTS; v++) {
+            saved_launch(c, v); /* its first launch, and a warm-up */
+            CUDA_CHECK(cudaEventRecord(start, ctx->stream));
+            for (int r = 0; r < 3; r++) saved_launch(c, v);
+            CUDA_CHECK(cudaEventRecord(stop, ctx->stream));
+            CUDA_CHECK(cudaEventSynchronize(stop));
+            float ms;
+            CUDA_CHECK(cudaEventElapsedTime(&ms, start, stop));
+            if (v == 0 || ms < best_ms) best = v, best_ms = ms;
+        }
+        CUDA_CHECK(cudaEventDestroy(start));
+        CUDA_CHECK(cudaEventDestroy(stop));
+    }
+    if (ctx->num_saved_choices < CUDA_SAVED_CHOICES)
+        ctx->saved_choice[ctx->num_saved_choices++] =
+            (struct hopper_choice){c->backward, c->N, c->K, c->F, best};
+    return best;
+}
+
+bool hopper_gelu_saved_fits(const void *out0, const void *out1, const void *x, const void *w,
+                            const void *bias, int64_t N, int64_t K, int64_t F)
+{
+    return hopper_gemm_fits(out0, out1, x, w, bias, N, K, F) && F % 64 == 0;
+}
+
+void hopper_gemm_gelu_saving_grad(void *dgelu, void *act, const void *x, const void *w,
+                                  const void *bias, int64_t N, int64_t K, int64_t F)
+{
+    struct saved_call c = {0, dgelu, act, x, w, bias, NULL, NULL, N, K, F};
+    saved_launch(&c, saved_variant(&c));
+}
+
+void hopper_gemm_dgelu_saved(void *dpre, float *partials, const void *dy, const void *w_t,
+                             const void *dgelu, int64_t N, int64_t K, int64_t F)
+{
+    struct saved_call c = {1, dpre, NULL, dy, w_t, NULL, dgelu, partials, N, K, F};
+    saved_launch(&c, saved_variant(&c));
+}
+
+/* t[c, r] = a[r, c] for a [R, C] bf16, by 32 x 32 tiles through shared memory. */
+static __global__ void transpose_kernel(bf16 *t, const bf16 *a, int64_t R, int64_t C)
+{
+    __shared__ bf16 tile[32][33];
+    const int64_t r0 = (int64_t)blockIdx.y * 32, c0 = (int64_t)blockIdx.x * 32;
+    for (int i = threadIdx.y; i < 32; i += blockDim.y) {
+        const int64_t r = r0 + i, c = c0 + threadIdx.x;
+        if (r < R && c < C) tile[i][threadIdx.x] = a[r * C + c];
+    }
+    __syncthreads();
+    for (int i = threadIdx.y; i < 32; i += blockDim.y) {
+        const int64_t c = c0 + i, r = r0 + threadIdx.x;
+        if (r < R && c < C) t[c * R + r] = tile[threadIdx.x][i];
+    }
+}
+
+void hopper_transpose(void *t, const void *a, int64_t R, int64_t C)
+{
+    CHECK((C + 31) / 32 <= 0x7fffffff && (R + 31) / 32 <= 65535);
+    dim3 grid((unsigned)((C + 31) / 32), (unsigned)((R + 31) / 32)), block(32, 8);
+    transpose_kernel<<<grid, block, 0, cuda_ctx()->stream>>>((bf16 *)t, (const bf16 *)a, R, C);
+    CUDA_CHECK_LAUNCH("transpose_kernel");
+}

@@ -18,7 +18,10 @@
  * for the bias gradient. OUTS 7 (the output layer with its cross-entropy,
  * kernels/cuda/output_layer_ce.cu): out0 = exp(y - ref[row]) (y rounded to bf16 first) for a
  * per-row reference ref = act.ref, and through act.rows(row, column tile, sum) each row's sum of
- * those exponentials (in fp32, before rounding) over the tile's columns.
+ * those exponentials (in fp32, before rounding) over the tile's columns. OUTS 8 (fc1 for a
+ * training step, linear.cu): out0 = gelu'(y) and out1 = gelu(y), y rounded to bf16, through
+ * act.both (the backward then needs only gelu'(pre), which OUTS 6 multiplies in with act the
+ * identity).
  *
  * Persistent CTAs of three warpgroups. One thread of the third (the producer) issues the TMA
  * copies of a 128 x 64 tile of x and a PN x 64 tile of w into a ring of stages, tile after tile
@@ -175,6 +178,16 @@ __device__ __forceinline__ float gelu_tanh_grad_fast(float x)
     const float x2 = x * x;
     const float s = __fdividef(1.0f, 1.0f + exp2f_approx(x * fmaf(x2, c3, c1)));
     return fmaf(x * fmaf(x2, k3, k1) * s, 1.0f - s, s);
+}
+
+/* Both at once, sharing s: g = gelu(x), dg = gelu'(x) (OUTS 8's two outputs). */
+__device__ __forceinline__ void gelu_tanh_both(float x, float &g, float &dg)
+{
+    const float c1 = -2.302208198f, c3 = -0.1029432396f, k1 = 1.595769122f, k3 = 0.2140644488f;
+    const float x2 = x * x;
+    const float s = __fdividef(1.0f, 1.0f + exp2f_approx(x * fmaf(x2, c3, c1)));
+    g = x * s;
+    dg = fmaf(x * fmaf(x2, k3, k1) * s, 1.0f - s, s);
 }
 
 /* wgmma's descriptor of an MN-major operand in shared memory (the B_MN kernels' b): chunks of 64
@@ -468,9 +481,22 @@ __device__ __forceinline__ void stage_unit(unsigned char *unit, const float *y, 
         for (int rr = 0; rr < 2; rr++) {
             uint32_t w = __float_as_uint(y[4 * j + 2 * rr]);
             const uint32_t row_at = at + 8 * rr * 128;
-            if (OUTS != 6 && OUTS != 7)
+            if (OUTS != 6 && OUTS != 7 && OUTS != 8)
                 asm volatile("st.shared.b32 [%0], %1;" ::"r"(row_at), "r"(w) : "memory");
             const float2 f = __bfloat1622float2(*reinterpret_cast<__nv_bfloat162 *>(&w));
+            if constexpr (OUTS == 8) { /* gelu'(y) into the first box, gelu(y) the second */
+                float g0, g1, d0, d1;
+                act.both(f.x, g0, d0);
+                act.both(f.y, g1, d1);
+                __nv_bfloat162 vd = __floats2bfloat162_rn(d0, d1);
+                __nv_bfloat162 vg = __floats2bfloat162_rn(g0, g1);
+                asm volatile("st.shared.b32 [%0], %1;" ::"r"(row_at),
+                             "r"(*reinterpret_cast<uint32_t *>(&vd))
+                             : "memory");
+                asm volatile("st.shared.b32 [%0], %1;" ::"r"(row_at + UNIT_BOX),
+                             "r"(*reinterpret_cast<uint32_t *>(&vg))
+                             : "memory");
+            }
             if (OUTS == 3) {
                 const bool in = 8 * j + (int)cq < lim;
                 u[rr][2 * (j - j0)] = in ? f.x : -INFINITY;
@@ -745,7 +771,7 @@ __global__ void __launch_bounds__(PP_THREADS, 1)
             if (tid == 0) {
                 const int col = tf * PN + 64 * ch, row = tn * PM + 64 * h;
                 tma_store_2d(&map_o0, unit, col, row, pol);
-                if (OUTS == 2 || OUTS == 5)
+                if (OUTS == 2 || OUTS == 5 || OUTS == 8)
                     tma_store_2d(&map_o1, unit + UNIT_BOX, col, row, pol);
                 bulk_commit();
                 if (OUTS == 6 && r + 2 < ROUNDS) load_pre(r + 2); /* its pre box is read */

@@ -195,7 +195,7 @@ bool cuda_linear_hopper_gemm_available(void) { return cuda_ctx()->hopper_gemm; }
  * first choice, untimed). */
 enum { GEMM_CANDIDATES = 8 };
 
-static bool gemm_autotune(void)
+bool cuda_gemm_autotune(void)
 {
     static int on = -1; /* read once: a setting of the process, like the backend context */
     if (on < 0) {
@@ -315,14 +315,14 @@ static void gemm_plan_build(struct cuda_gemm_plan *p, const struct gemm_call *g)
     int found = 0;
     /* a fused epilogue cuBLASLt does not offer for these types is "no algorithm", not an error */
     cublasStatus_t st = cublasLtMatmulAlgoGetHeuristic(ctx->lt, p->desc, p->a, p->b, p->c, p->c, pref,
-                                                       gemm_autotune() ? GEMM_CANDIDATES : 1, results, &found);
+                                                       cuda_gemm_autotune() ? GEMM_CANDIDATES : 1, results, &found);
     if (!kind_has_aux(g->kind)) CUBLAS_CHECK(st);
     CUBLAS_CHECK(cublasLtMatmulPreferenceDestroy(pref));
     p->supported = st == CUBLAS_STATUS_SUCCESS && found >= 1;
     p->own = 0;
     if (p->supported) {
         /* our GEMM competes where it fits, when timing is on and not ruled out */
-        bool own = gemm_autotune() && ctx->hopper_forced == HOPPER_GEMM_TIMED && gemm_own_fits(g);
+        bool own = cuda_gemm_autotune() && ctx->hopper_forced == HOPPER_GEMM_TIMED && gemm_own_fits(g);
         int own_best = -1;
         p->algo = results[found > 1 || own ? gemm_fastest(p, g, results, found, own, &own_best) : 0]
                       .algo;
@@ -612,7 +612,7 @@ static enum cuda_dgelu_path dgelu_path_of(const struct dgelu_call *c)
     }
     enum cuda_dgelu_path path = CUDA_DGELU_BGRAD_EPILOGUE; /* untimed: the first that runs */
     float *bgrad = NULL, *db = NULL;
-    if (gemm_autotune() && cudaMalloc(&bgrad, (size_t)g->m * sizeof(float)) == cudaSuccess &&
+    if (cuda_gemm_autotune() && cudaMalloc(&bgrad, (size_t)g->m * sizeof(float)) == cudaSuccess &&
         cudaMalloc(&db, (size_t)g->m * sizeof(float)) == cudaSuccess) {
         struct dgelu_call t = *c;
         if (bias) t.db = db; /* the timed runs add into a buffer of their own */
@@ -692,6 +692,66 @@ void cuda_linear_dgelu_backward(struct tensor dpre, struct tensor dpre_bias, str
     ctx->gelu_paths.backward_epilogue = path != CUDA_DGELU_GEMM_KERNEL;
     ctx->gelu_paths.backward_row_halves = path == CUDA_DGELU_EPILOGUE_HALVES;
     ctx->gelu_paths.bias_grad_epilogue = path == CUDA_DGELU_BGRAD_EPILOGUE && c.db;
+}
+
+/* ---- the GeLU's derivative kept from the forward (bf16 on Hopper) ----
+ * The backward of fc1's GeLU needs gelu'(pre) and nothing else of pre, so a training step's
+ * forward may keep gelu'(pre) in pre's place: our GEMM computes both from the same exponential
+ * (hopper_gemm.cuh, OUTS 8), and fc2's input gradient becomes the GEMM with a multiply in its
+ * epilogue (OUTS 6, fc1's bias gradient in it too), where cuBLASLt's DGELU epilogue and a column
+ * sum took longer (docs/PERFORMANCE.md). */
+
+bool cuda_linear_gelu_forward_train(struct tensor y, struct tensor pre, struct tensor x,
+                                    struct tensor w, struct tensor b, bool tanh_approx)
+{
+    struct cuda_context *ctx = cuda_ctx();
+    const int64_t N = x.shape[0], in = x.shape[1], out = w.shape[0];
+    const bool bias = tensor_present(b);
+    const bool keep = ctx->fused_mlp && tanh_approx && N > 0 && y.dtype == DT_BF16 &&
+                      pre.dtype == DT_BF16 && x.dtype == DT_BF16 && w.dtype == DT_BF16 &&
+                      (!bias || b.dtype == DT_BF16) &&
+                      hopper_gelu_saved_fits(pre.data, y.data, x.data, w.data,
+                                             bias ? b.data : NULL, N, in, out);
+    if (!keep) {
+        cuda_linear_gelu_forward(y, pre, x, w, b, tanh_approx);
+        return false;
+    }
+    hopper_gemm_gelu_saving_grad(pre.data, y.data, x.data, w.data, bias ? b.data : NULL, N, in, out);
+    ctx->gelu_paths.forward_epilogue = false;
+    ctx->gelu_paths.forward_own_gemm = true;
+    return true;
+}
+
+void cuda_linear_dgelu_backward_saved(struct tensor dpre, struct tensor dpre_bias, struct tensor dw,
+                                      struct tensor dy, struct tensor x, struct tensor w,
+                                      struct tensor dgelu)
+{
+    const char *op = "cuda_linear_dgelu_backward_saved";
+    cuda_need(op, "dpre", dpre, DT_BF16);
+    cuda_need(op, "dy", dy, DT_BF16);
+    cuda_need(op, "w", w, DT_BF16);
+    cuda_need(op, "dgelu", dgelu, DT_BF16);
+    cuda_maybe(op, "dpre_bias", dpre_bias, DT_F32);
+    const int64_t N = dy.shape[0], out = dy.shape[1], in = dpre.shape[1];
+    if (tensor_present(dw)) cuda_linear_backward(tensor_none(), dw, tensor_none(), dy, x, w);
+    if (N == 0 || in == 0) return;
+    float *db = tensor_present(dpre_bias) ? (float *)dpre_bias.data : NULL;
+    if (hopper_gelu_saved_fits(dpre.data, NULL, dy.data, w.data, NULL, N, out, in) &&
+        cuda_aligned16(dgelu.data)) {
+        /* our GEMM reads fc2's weight [out, in] as [in, out] (K contiguous): a transposed copy */
+        const size_t wt_bytes = ((size_t)in * (size_t)out * 2 + 255) / 256 * 256;
+        const int parts = hopper_dgelu_partial_rows(N);
+        char *s = (char *)cuda_scratch(wt_bytes + (size_t)parts * (size_t)in * sizeof(float));
+        float *partials = (float *)(s + wt_bytes);
+        hopper_transpose(s, w.data, out, in);
+        hopper_gemm_dgelu_saved(dpre.data, partials, dy.data, s, dgelu.data, N, out, in);
+        if (db) cuda_colsum_reduce(db, NULL, partials, parts, in);
+        return;
+    }
+    /* the plain GEMM, then the multiply (and the bias gradient) */
+    cuda_linear_backward(dpre, tensor_none(), tensor_none(), dy, tensor_none(), w);
+    cuda_gelu_backward_saved_bias_grad((bf16 *)dpre.data, db, (const bf16 *)dpre.data,
+                                       (const bf16 *)dgelu.data, N, in);
 }
 
 struct cuda_gelu_paths cuda_linear_gelu_paths(void) { return cuda_ctx()->gelu_paths; }

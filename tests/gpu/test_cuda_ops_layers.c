@@ -207,6 +207,62 @@ static bool linear_gelu_case(int64_t N, int64_t in, int64_t F, bool bias, bool t
     return ok;
 }
 
+/* A training step's fc1 + GeLU, which on Hopper in bf16 keeps gelu'(pre) in pre's place, and
+ * fc2's backward given it (bf16 only: only that path keeps it). The forward must keep it exactly
+ * where our GEMM runs (bf16, Hopper, widths multiples of 64 and 8). */
+static bool gelu_saving_grad_case(int64_t N, int64_t in, int64_t F, bool bias)
+{
+    float *x = randn(N * in, 1.0f), *w1 = randn(F * in, 0.05f), *b1 = randn(F, 0.5f);
+    float *y = halloc(N * F * 4), *pre = halloc(N * F * 4), *dg = halloc(N * F * 4);
+    float *ones = halloc(N * F * 4);
+    for (int64_t i = 0; i < N * F; i++) ones[i] = 1.0f;
+    struct tensor hb = bias ? H1(b1, DT_F32, F) : tensor_none();
+    cpu_linear_gelu_forward(H2(y, N, F), H2(pre, N, F), H2(x, N, in), H2(w1, F, in), hb, true);
+    cpu_gelu_backward(H2(dg, N, F), H2(ones, N, F), H2(pre, N, F), true); /* gelu'(pre) */
+    void *gx = to_dev_lp(x, N * in), *gw1 = to_dev_lp(w1, F * in), *gb1 = to_dev_lp(b1, F);
+    void *gy = dalloc(N * F * 2), *gpre = dalloc(N * F * 2);
+    poison(gy, N * F, A.dt), poison(gpre, N * F, A.dt);
+    bool kept = cuda_linear_gelu_forward_train(D2(gy, A.dt, N, F), D2(gpre, A.dt, N, F),
+                                               D2(gx, A.dt, N, in), D2(gw1, A.dt, F, in),
+                                               bias ? D1(gb1, A.dt, F) : tensor_none(), true);
+    bool should = cuda_linear_hopper_gemm_available() && A.dt == DT_BF16 && F % 64 == 0 && in % 8 == 0;
+    printf("   N=%lld in=%lld F=%lld bias=%d: %s\n", (long long)N, (long long)in, (long long)F, bias,
+           kept ? "gelu'(pre) kept" : "pre kept");
+    bool ok = kept == should;
+    if (!ok) printf("    FAIL: the forward should have kept %s\n", should ? "gelu'(pre)" : "pre");
+    ok &= close_to("y = gelu(pre)", from_dev_lp(gy, N * F), y, N * F, TOL_LP);
+    ok &= close_to(kept ? "gelu'(pre)" : "pre", from_dev_lp(gpre, N * F), kept ? dg : pre, N * F, TOL_LP);
+    if (A.dt != DT_BF16) return ok;
+    /* fc2: F -> in, given gelu'(pre) drawn afresh (between its bounds, -0.17 and 1.13) */
+    float *act = randn(N * F, 1.0f), *g2 = randn(N * F, 0.4f), *w2 = randn(in * F, 0.05f);
+    for (int64_t i = 0; i < N * F; i++) g2[i] = fminf(fmaxf(g2[i] + 0.5f, -0.17f), 1.13f);
+    round_to_dtype(g2, N * F, A.dt);
+    float *dy = randn(N * in, 1.0f), *dw0 = randn(in * F, 0.01f), *db0 = randn(F, 0.01f);
+    float *dpre = halloc(N * F * 4), *dw = copy_f(dw0, in * F), *db = copy_f(db0, F);
+    cpu_linear_dgelu_backward_saved(H2(dpre, N, F), bias ? H1(db, DT_F32, F) : tensor_none(),
+                                    H2(dw, in, F), H2(dy, N, in), H2(act, N, F), H2(w2, in, F),
+                                    H2(g2, N, F));
+    void *gact = to_dev_lp(act, N * F), *gg2 = to_dev_lp(g2, N * F);
+    void *gw2 = to_dev_lp(w2, in * F), *gdy = to_dev_lp(dy, N * in);
+    void *gdpre = dalloc(N * F * 2), *gdw = to_dev(dw0, in * F * 4), *gdb = to_dev(db0, F * 4);
+    poison(gdpre, N * F, A.dt);
+    cuda_linear_dgelu_backward_saved(D2(gdpre, A.dt, N, F), bias ? D1(gdb, DT_F32, F) : tensor_none(),
+                                     D2(gdw, DT_F32, in, F), D2(gdy, A.dt, N, in),
+                                     D2(gact, A.dt, N, F), D2(gw2, A.dt, in, F), D2(gg2, A.dt, N, F));
+    ok &= close_to("dpre = (dy w) gelu'", from_dev_lp(gdpre, N * F), dpre, N * F, TOL_LP);
+    ok &= close_to("dw (+=, fp32)", from_dev_f32(gdw, in * F), dw, in * F, TOL_F32);
+    /* summed from dpre as rounded to bf16 (as the DGELU epilogue + column sum path) */
+    if (bias) ok &= close_to("fc1 db (+=, from 16-bit dpre)", from_dev_f32(gdb, F), db, F, TOL_LP);
+    return ok;
+}
+
+bool test_linear_gelu_saving_grad_matches_cpu(void)
+{
+    /* 300 and 100 rows: partial row tiles; F = 200: no kept gelu' (not a multiple of 64) */
+    return gelu_saving_grad_case(300, 768, 3072, true) & gelu_saving_grad_case(256, 128, 512, false) &
+           gelu_saving_grad_case(100, 64, 192, true) & gelu_saving_grad_case(128, 72, 200, true);
+}
+
 /* Each backward path (forced where cuBLASLt offers it), and the timed choice. */
 bool test_linear_gelu_matches_cpu(void)
 {
