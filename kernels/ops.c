@@ -202,23 +202,25 @@ void op_linear_gelu_forward(struct tensor y, struct tensor pre, struct tensor x,
     }
 }
 
-bool op_linear_gelu_forward_train(struct tensor y, struct tensor pre, struct tensor x, struct tensor w,
-                                  struct tensor b, bool tanh_approx)
+bool op_linear_gelu_forward_train(struct tensor y, struct tensor pre, struct tensor x,
+                                  struct tensor w, struct tensor b, bool tanh_approx)
 {
     struct args a = {.op = "op_linear_gelu_forward_train"};
     check_linear_gelu(&a, y, pre, x, w, b);
     bool kept = false;
     switch (common_device(&a)) {
     case DEV_CPU: cpu_linear_gelu_forward(y, pre, x, w, b, tanh_approx); return false;
-    case DEV_CUDA: ON_CUDA(kept = cuda_linear_gelu_forward_train(y, pre, x, w, b, tanh_approx)); return kept;
+    case DEV_CUDA:
+        ON_CUDA(kept = cuda_linear_gelu_forward_train(y, pre, x, w, b, tanh_approx));
+        return kept;
     }
     return false;
 }
 
 /* pre_name: "pre", or "dgelu" where it holds gelu'(pre) */
-static void check_linear_dgelu(struct args *a, struct tensor dpre, struct tensor dpre_bias, struct tensor dw,
-                               struct tensor dy, struct tensor x, struct tensor w, struct tensor pre,
-                               const char *pre_name)
+static void check_linear_dgelu(struct args *a, struct tensor dpre, struct tensor dpre_bias,
+                               struct tensor dw, struct tensor dy, struct tensor x, struct tensor w,
+                               struct tensor pre, const char *pre_name)
 {
     char why[96];
     add_arg(a, "dpre", dpre), add_arg(a, "dpre_bias", dpre_bias), add_arg(a, "dw", dw);
@@ -258,13 +260,16 @@ void op_linear_dgelu_backward(struct tensor dpre, struct tensor dpre_bias, struc
 }
 
 void op_linear_dgelu_backward_saved(struct tensor dpre, struct tensor dpre_bias, struct tensor dw,
-                                    struct tensor dy, struct tensor x, struct tensor w, struct tensor dgelu)
+                                    struct tensor dy, struct tensor x, struct tensor w,
+                                    struct tensor dgelu)
 {
     struct args a = {.op = "op_linear_dgelu_backward_saved"};
     check_linear_dgelu(&a, dpre, dpre_bias, dw, dy, x, w, dgelu, "dgelu");
     switch (common_device(&a)) {
     case DEV_CPU: cpu_linear_dgelu_backward_saved(dpre, dpre_bias, dw, dy, x, w, dgelu); return;
-    case DEV_CUDA: ON_CUDA(cuda_linear_dgelu_backward_saved(dpre, dpre_bias, dw, dy, x, w, dgelu)); return;
+    case DEV_CUDA:
+        ON_CUDA(cuda_linear_dgelu_backward_saved(dpre, dpre_bias, dw, dy, x, w, dgelu));
+        return;
     }
 }
 
@@ -765,7 +770,8 @@ void op_scale_rows(struct tensor y, struct tensor x, struct tensor s)
     need_tensor(&a, "y", y, DT_F32, 2);
     need(&a, y.dtype == x.dtype && same_shape(y, x), "y and x differ in dtype or shape");
     need_tensor(&a, "s", s, DT_F32, 1);
-    need(&a, s.dtype == DT_F32 && s.shape[0] == x.shape[0], "s must be float32 with one entry per row of x");
+    need(&a, s.dtype == DT_F32 && s.shape[0] == x.shape[0],
+         "s must be float32 with one entry per row of x");
     switch (common_device(&a)) {
     case DEV_CPU: cpu_scale_rows(y, x, s); return;
     case DEV_CUDA: ON_CUDA(cuda_scale_rows(y, x, s)); return;
@@ -860,9 +866,9 @@ void op_cross_entropy_forward_backward(struct tensor losses, struct tensor dlogi
     }
 }
 
-bool op_output_layer_cross_entropy(struct tensor losses, struct tensor probs, struct tensor row_scale,
-                                   struct tensor x, struct tensor w, struct tensor targets,
-                                   struct tensor dlosses)
+bool op_output_layer_cross_entropy(struct tensor losses, struct tensor probs,
+                                   struct tensor row_scale, struct tensor x, struct tensor w,
+                                   struct tensor targets, struct tensor dlosses)
 {
     struct args a = {.op = "op_output_layer_cross_entropy"};
     add_arg(&a, "losses", losses), add_arg(&a, "probs", probs), add_arg(&a, "row_scale", row_scale);
@@ -883,7 +889,8 @@ bool op_output_layer_cross_entropy(struct tensor losses, struct tensor probs, st
         cpu_cross_entropy_backward(probs, probs, targets, dlosses);
         return false;
     case DEV_CUDA:
-        ON_CUDA(scaled = cuda_output_layer_cross_entropy(losses, probs, row_scale, x, w, targets, dlosses));
+        ON_CUDA(scaled = cuda_output_layer_cross_entropy(losses, probs, row_scale, x, w, targets,
+                                                         dlosses));
         return scaled;
     }
     return false;

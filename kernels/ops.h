@@ -57,11 +57,12 @@ void op_linear_dgelu_backward(struct tensor dpre, struct tensor dpre_bias, struc
  * instead of pre (the backward's only use of pre), and says so (true); the backward then takes
  * op_linear_dgelu_backward_saved. The CPU keeps pre (false); bf16 on Hopper keeps gelu'(pre),
  * computed with the GeLU in our GEMM's epilogue (kernels/cuda/linear.cu). */
-bool op_linear_gelu_forward_train(struct tensor y, struct tensor pre, struct tensor x, struct tensor w,
-                                  struct tensor b, bool tanh_approx);
+bool op_linear_gelu_forward_train(struct tensor y, struct tensor pre, struct tensor x,
+                                  struct tensor w, struct tensor b, bool tanh_approx);
 /* op_linear_dgelu_backward given dgelu = gelu'(pre) instead of pre: dpre = (dy . w) * dgelu. */
 void op_linear_dgelu_backward_saved(struct tensor dpre, struct tensor dpre_bias, struct tensor dw,
-                                    struct tensor dy, struct tensor x, struct tensor w, struct tensor dgelu);
+                                    struct tensor dy, struct tensor x, struct tensor w,
+                                    struct tensor dgelu);
 
 /* ---- embeddings ---- */
 
@@ -198,12 +199,13 @@ void op_cross_entropy_forward_backward(struct tensor losses, struct tensor dlogi
  * vocabulary on this rank: the losses of logits = x w^T (w [V, H]) as op_cross_entropy_forward
  * gives them, and their gradient dlogits = (softmax - onehot) * dlosses left in probs [N, V]: as it
  * is (false), or by rows (true): dlogits[n, :] = row_scale[n] * probs[n, :]. The CPU, fp16 and
- * GPUs without the GEMM of our own take the first (the logits, then op_cross_entropy_forward_backward
- * in place); bf16 on Hopper the second, the exponentials computed in the GEMM's epilogue so the
- * logits are never read back (kernels/cuda/output_layer_ce.cu). */
-bool op_output_layer_cross_entropy(struct tensor losses, struct tensor probs, struct tensor row_scale,
-                                   struct tensor x, struct tensor w, struct tensor targets,
-                                   struct tensor dlosses);
+ * GPUs without the GEMM of our own take the first (the logits, then
+ * op_cross_entropy_forward_backward in place); bf16 on Hopper the second, the exponentials
+ * computed in the GEMM's epilogue so the logits are never read back
+ * (kernels/cuda/output_layer_ce.cu). */
+bool op_output_layer_cross_entropy(struct tensor losses, struct tensor probs,
+                                   struct tensor row_scale, struct tensor x, struct tensor w,
+                                   struct tensor targets, struct tensor dlosses);
 
 /* Megatron's vocab-parallel cross-entropy, for logits [N, V] holding the vocabulary columns
  * [vocab_start, vocab_start + V) of a tensor-parallel rank; the caller combines ranks:

@@ -317,24 +317,28 @@ static void test_linear_gelu_saving_grad_ops_equal_the_ops_given_pre(void **stat
     int64_t N = 7, K = 12, O = 9;
     float *x = frand(N * K, 191), *w1 = frand(O * K, 192), *b1 = frand(O, 193);
     float *w2 = frand(K * O, 194), *dy = frand(N * K, 195), *ones = ffill(N * O, 1.0f);
-    float *y = ffill(N * O, NAN), *pre = ffill(N * O, NAN), *y2 = ffill(N * O, NAN), *pre2 = ffill(N * O, NAN);
+    float *y = ffill(N * O, NAN), *pre = ffill(N * O, NAN), *y2 = ffill(N * O, NAN);
+    float *pre2 = ffill(N * O, NAN);
     assert_false(op_linear_gelu_forward_train(f2(y, N, O), f2(pre, N, O), f2(x, N, K), f2(w1, O, K),
                                               f1(b1, O), true));
-    op_linear_gelu_forward(f2(y2, N, O), f2(pre2, N, O), f2(x, N, K), f2(w1, O, K), f1(b1, O), true);
+    op_linear_gelu_forward(f2(y2, N, O), f2(pre2, N, O), f2(x, N, K), f2(w1, O, K), f1(b1, O),
+                           true);
     assert_memory_equal(pre, pre2, (size_t)(N * O) * sizeof(float));
     assert_memory_equal(y, y2, (size_t)(N * O) * sizeof(float));
     float *dg = ffill(N * O, NAN);
     op_gelu_backward(f2(dg, N, O), f2(ones, N, O), f2(pre, N, O), true);
     float *dpre = ffill(N * O, 123.0f), *dw = ffill(K * O, 1.0f), *db = ffill(O, 1.0f);
     float *dpre2 = ffill(N * O, 123.0f), *dw2 = ffill(K * O, 1.0f), *db2 = ffill(O, 1.0f);
-    op_linear_dgelu_backward_saved(f2(dpre, N, O), f1(db, O), f2(dw, K, O), f2(dy, N, K), f2(y, N, O),
-                                   f2(w2, K, O), f2(dg, N, O));
+    op_linear_dgelu_backward_saved(f2(dpre, N, O), f1(db, O), f2(dw, K, O), f2(dy, N, K),
+                                   f2(y, N, O), f2(w2, K, O), f2(dg, N, O));
     op_linear_dgelu_backward(f2(dpre2, N, O), f1(db2, O), f2(dw2, K, O), f2(dy, N, K), f2(y, N, O),
                              f2(w2, K, O), f2(pre, N, O), true);
-    for (int64_t i = 0; i < N * O; i++) assert_float_equal(dpre[i], dpre2[i], 1e-6 * (1 + fabsf(dpre2[i])));
+    for (int64_t i = 0; i < N * O; i++)
+        assert_float_equal(dpre[i], dpre2[i], 1e-6 * (1 + fabsf(dpre2[i])));
     assert_memory_equal(dw, dw2, (size_t)(K * O) * sizeof(float));
     for (int64_t i = 0; i < O; i++) assert_float_equal(db[i], db2[i], 1e-5 * (1 + fabsf(db2[i])));
-    free(x), free(w1), free(b1), free(w2), free(dy), free(ones), free(y), free(pre), free(y2), free(pre2);
+    free(x), free(w1), free(b1), free(w2), free(dy), free(ones), free(y), free(pre), free(y2);
+    free(pre2);
     free(dg), free(dpre), free(dw), free(db), free(dpre2), free(dw2), free(db2);
 }
 
@@ -607,8 +611,9 @@ static void test_output_layer_cross_entropy_is_the_linear_and_loss_ops(void **st
     int32_t targets[7] = {0, 28, 5, 5, 17, 9, 3};
     float *x = frand(N * H, 161), *w = frand(V * H, 162), *dl = frand(N, 163);
     float *losses = ffill(N, NAN), *probs = ffill(N * V, NAN), *scale = ffill(N, 7.0f);
-    bool scaled = op_output_layer_cross_entropy(f1(losses, N), f2(probs, N, V), f1(scale, N), f2(x, N, H),
-                                                f2(w, V, H), i1(targets, N), f1(dl, N));
+    bool scaled = op_output_layer_cross_entropy(f1(losses, N), f2(probs, N, V), f1(scale, N),
+                                                f2(x, N, H), f2(w, V, H), i1(targets, N),
+                                                f1(dl, N));
     assert_false(scaled);
     for (int64_t n = 0; n < N; n++) assert_true(scale[n] == 7.0f); /* not written */
     float *logits = ffill(N * V, NAN), *want = ffill(N, NAN);

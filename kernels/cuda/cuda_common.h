@@ -447,7 +447,8 @@ const char *hopper_gemm_variant_name(int v);
  * where hopper_gelu_saved_fits: gelu_saving_grad writes dgelu = gelu'(pre) and act = gelu(pre)
  * for pre = x w^T + bias rounded to bf16 (x [N, K], w [F, K]); dgelu_saved writes dpre =
  * (dy w_t^T rounded) * dgelu for dy [N, K], w_t [F, K] (fc2's weight transposed) and two rows a
- * 128-row tile of partial column sums of dpre into partials [hopper_dgelu_partial_rows(N), F].
+ * 128-row tile of partial column sums of dpre into partials [hopper_dgelu_partial_rows(N) + 2, F]
+ * (the first rows; the 2 more are room for the zeros a cluster's tile past N writes).
  * Each shape's variant is timed on its first call unless MEGATRON_GEMM_AUTOTUNE=0 (all give the
  * same bits). transpose: t [C, R] = a [R, C]^T, bf16. */
 bool hopper_gelu_saved_fits(const void *out0, const void *out1, const void *x, const void *w,

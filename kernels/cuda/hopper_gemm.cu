@@ -214,8 +214,7 @@ static const void *saved_kernel_of(int backward, int v)
 
 int hopper_dgelu_partial_rows(int64_t N)
 {
-    const int64_t tiles = (N + hopper::PM - 1) / hopper::PM;
-    return (int)(2 * ((tiles + 1) / 2 * 2)); /* whole clusters of two: their last tile's too */
+    return (int)(2 * ((N + hopper::PM - 1) / hopper::PM));
 }
 
 /* One launch of the forward (backward 0: OUTS 8) or the backward (1: OUTS 6) by variant v. */

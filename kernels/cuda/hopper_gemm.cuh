@@ -13,7 +13,8 @@
  * exp(y - m) there. OUTS 4 and 5 are OUTS 2 halved, for timing its parts: act staged but not
  * stored (4), or stored without being staged (5: out1 gets whatever the unit held). OUTS 6 (fc2's
  * input gradient through the GeLU, a measurement so far): out0 = y * act(pre) with pre [N, F]
- * read through map_o1 (act is then gelu'), and through act.cols(part, column, sum) each row
+ * read through map_o1 (act is then gelu', or the identity where that place holds gelu'(pre)
+ * itself), and through act.cols(part, column, sum) each row
  * tile's column sums of out0 as rounded, in two parts (alternate 32-row blocks: part 2 tile + p),
  * for the bias gradient. OUTS 7 (the output layer with its cross-entropy,
  * kernels/cuda/output_layer_ce.cu): out0 = exp(y - ref[row]) (y rounded to bf16 first) for a
@@ -457,9 +458,10 @@ __device__ __forceinline__ void pack_tile(float *d0, float *d1, const __nv_bfloa
  * (pack_tile's d0 or d1) into one of its staging units: y into the unit's first box and, with
  * OUTS 2, act of it into its second; with OUTS 3 the running maximum and sum of exponentials of
  * the thread's two rows (rmax, rsum); with OUTS 7 exp(y - ref) in place of y, rmax holding the
- * two rows' ref log2 e and rsum their running sums. A thread holds the unit's rows 16 warp + lane / 4 (+ 8),
- * both r7 = lane / 4 modulo 8, so column group j's 16-byte chunk is (j % 8) ^ r7 (the 128-byte
- * swizzle). Columns from lim on are past F. */
+ * two rows' ref log2 e and rsum their running sums; with OUTS 8 gelu'(y) in place of y and gelu(y)
+ * beside it. A thread holds the unit's rows 16 warp + lane / 4 (+ 8), both r7 = lane / 4 modulo
+ * 8, so column group j's 16-byte chunk is (j % 8) ^ r7 (the 128-byte swizzle). Columns from lim on
+ * are past F. */
 template <int OUTS, class Act>
 __device__ __forceinline__ void stage_unit(unsigned char *unit, const float *y, int lim, int j0,
                                            int warp, int lane, Act act, float *rmax, float *rsum)

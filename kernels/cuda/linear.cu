@@ -315,14 +315,16 @@ static void gemm_plan_build(struct cuda_gemm_plan *p, const struct gemm_call *g)
     int found = 0;
     /* a fused epilogue cuBLASLt does not offer for these types is "no algorithm", not an error */
     cublasStatus_t st = cublasLtMatmulAlgoGetHeuristic(ctx->lt, p->desc, p->a, p->b, p->c, p->c, pref,
-                                                       cuda_gemm_autotune() ? GEMM_CANDIDATES : 1, results, &found);
+                                                       cuda_gemm_autotune() ? GEMM_CANDIDATES : 1,
+                                                       results, &found);
     if (!kind_has_aux(g->kind)) CUBLAS_CHECK(st);
     CUBLAS_CHECK(cublasLtMatmulPreferenceDestroy(pref));
     p->supported = st == CUBLAS_STATUS_SUCCESS && found >= 1;
     p->own = 0;
     if (p->supported) {
         /* our GEMM competes where it fits, when timing is on and not ruled out */
-        bool own = cuda_gemm_autotune() && ctx->hopper_forced == HOPPER_GEMM_TIMED && gemm_own_fits(g);
+        bool own = cuda_gemm_autotune() && ctx->hopper_forced == HOPPER_GEMM_TIMED &&
+                   gemm_own_fits(g);
         int own_best = -1;
         p->algo = results[found > 1 || own ? gemm_fastest(p, g, results, found, own, &own_best) : 0]
                       .algo;
@@ -716,7 +718,8 @@ bool cuda_linear_gelu_forward_train(struct tensor y, struct tensor pre, struct t
         cuda_linear_gelu_forward(y, pre, x, w, b, tanh_approx);
         return false;
     }
-    hopper_gemm_gelu_saving_grad(pre.data, y.data, x.data, w.data, bias ? b.data : NULL, N, in, out);
+    hopper_gemm_gelu_saving_grad(pre.data, y.data, x.data, w.data, bias ? b.data : NULL, N, in,
+                                 out);
     ctx->gelu_paths.forward_epilogue = false;
     ctx->gelu_paths.forward_own_gemm = true;
     return true;
@@ -740,8 +743,8 @@ void cuda_linear_dgelu_backward_saved(struct tensor dpre, struct tensor dpre_bia
         cuda_aligned16(dgelu.data)) {
         /* our GEMM reads fc2's weight [out, in] as [in, out] (K contiguous): a transposed copy */
         const size_t wt_bytes = ((size_t)in * (size_t)out * 2 + 255) / 256 * 256;
-        const int parts = hopper_dgelu_partial_rows(N);
-        char *s = (char *)cuda_scratch(wt_bytes + (size_t)parts * (size_t)in * sizeof(float));
+        const int parts = hopper_dgelu_partial_rows(N); /* + 2: a cluster's tile past N */
+        char *s = (char *)cuda_scratch(wt_bytes + (size_t)(parts + 2) * (size_t)in * 4);
         float *partials = (float *)(s + wt_bytes);
         hopper_transpose(s, w.data, out, in);
         hopper_gemm_dgelu_saved(dpre.data, partials, dy.data, s, dgelu.data, N, out, in);

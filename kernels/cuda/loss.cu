@@ -270,9 +270,9 @@ __device__ __forceinline__ void ce_row_block(int64_t n, T *dlogits, float *losse
  * in every step: most of the time its few blocks return at once). */
 template <class T, bool VEC>
 static __global__ void __launch_bounds__(CE_ROW_THREADS, 2)
-    cross_entropy_backward_row_kernel(T *dlogits, float *losses, const T *logits, const int32_t *targets,
-                                      const float *dlosses, int64_t N, int64_t V, const int *gate,
-                                      float *row_scale)
+    cross_entropy_backward_row_kernel(T *dlogits, float *losses, const T *logits,
+                                      const int32_t *targets, const float *dlosses, int64_t N,
+                                      int64_t V, const int *gate, float *row_scale)
 {
     extern __shared__ uint4 row_pieces[];
     if (!gate) {
@@ -431,7 +431,10 @@ void cuda_cross_entropy_forward_backward(struct tensor losses, struct tensor dlo
     ce_backward_op("cuda_cross_entropy_forward_backward", losses, dlogits, logits, targets, dlosses);
 }
 
-bool cuda_cross_entropy_row_fits(int64_t V) { return (size_t)((V + 7) / 8) * 16 <= ce_row_smem_limit(); }
+bool cuda_cross_entropy_row_fits(int64_t V)
+{
+    return (size_t)((V + 7) / 8) * 16 <= ce_row_smem_limit();
+}
 
 void cuda_cross_entropy_forward_backward_if(const int *flag, float *losses, float *row_scale,
                                             bf16 *logits, const int32_t *targets,
@@ -443,7 +446,8 @@ void cuda_cross_entropy_forward_backward_if(const int *flag, float *losses, floa
                                                       V, flag, row_scale)
                         : ce_backward_row<bf16, false>(logits, losses, logits, targets, dlosses, N,
                                                        V, flag, row_scale);
-    if (!launched) BUG("cuda_cross_entropy_forward_backward_if: rows of %lld do not fit", (long long)V);
+    if (!launched)
+        BUG("cuda_cross_entropy_forward_backward_if: rows of %lld do not fit", (long long)V);
 }
 
 /* ---- vocab-parallel cross-entropy (ops.h): per-rank statistics the caller combines ---- */

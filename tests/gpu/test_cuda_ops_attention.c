@@ -550,8 +550,8 @@ static bool output_layer_ce_case(int64_t N, int64_t H, int64_t V, bool rows_blow
     bool ok = true;
     const bool fusing = A.dt == DT_BF16 && cuda_linear_hopper_gemm_available();
     if (scaled != fusing) {
-        printf("   the op %s the exponentials where it should%s\n", scaled ? "fused" : "did not fuse",
-               scaled ? " not" : "");
+        printf("   the op %s the exponentials where it should%s\n",
+               scaled ? "fused" : "did not fuse", scaled ? " not" : "");
         ok = false;
     }
     float *probs = from_dev_lp(gp, N * V), *rs = scaled ? from_dev_f32(gs, N) : NULL;
@@ -561,7 +561,8 @@ static bool output_layer_ce_case(int64_t N, int64_t H, int64_t V, bool rows_blow
         if (rows_blown) { /* the fallback ran: every row as the unfused path left it */
             int64_t not_one = 0;
             for (int64_t n = 0; n < N; n++) not_one += rs[n] != 1.0f;
-            if (not_one) printf("   %lld rows' scale is not 1 after the fallback\n", (long long)not_one);
+            if (not_one)
+                printf("   %lld rows' scale is not 1 after the fallback\n", (long long)not_one);
             ok &= not_one == 0;
         }
     }
@@ -581,8 +582,8 @@ static bool output_layer_ce_case(int64_t N, int64_t H, int64_t V, bool rows_blow
 
 bool test_output_layer_cross_entropy_matches_cpu(void)
 {
-    return output_layer_ce_case(300, 768, 50304, false) & output_layer_ce_case(64, 64, 1000, false) &
-           output_layer_ce_case(200, 128, 4000, true);
+    return output_layer_ce_case(300, 768, 50304, false) &
+           output_layer_ce_case(64, 64, 1000, false) & output_layer_ce_case(200, 128, 4000, true);
 }
 
 /* One rank's shard [start, start + V) of a vocabulary of 3V; the other ranks' statistics are

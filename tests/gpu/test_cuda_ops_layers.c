@@ -225,13 +225,15 @@ static bool gelu_saving_grad_case(int64_t N, int64_t in, int64_t F, bool bias)
     bool kept = cuda_linear_gelu_forward_train(D2(gy, A.dt, N, F), D2(gpre, A.dt, N, F),
                                                D2(gx, A.dt, N, in), D2(gw1, A.dt, F, in),
                                                bias ? D1(gb1, A.dt, F) : tensor_none(), true);
-    bool should = cuda_linear_hopper_gemm_available() && A.dt == DT_BF16 && F % 64 == 0 && in % 8 == 0;
-    printf("   N=%lld in=%lld F=%lld bias=%d: %s\n", (long long)N, (long long)in, (long long)F, bias,
-           kept ? "gelu'(pre) kept" : "pre kept");
+    bool should = cuda_linear_hopper_gemm_available() && A.dt == DT_BF16 && F % 64 == 0 &&
+                  in % 8 == 0;
+    printf("   N=%lld in=%lld F=%lld bias=%d: %s\n", (long long)N, (long long)in, (long long)F,
+           bias, kept ? "gelu'(pre) kept" : "pre kept");
     bool ok = kept == should;
     if (!ok) printf("    FAIL: the forward should have kept %s\n", should ? "gelu'(pre)" : "pre");
     ok &= close_to("y = gelu(pre)", from_dev_lp(gy, N * F), y, N * F, TOL_LP);
-    ok &= close_to(kept ? "gelu'(pre)" : "pre", from_dev_lp(gpre, N * F), kept ? dg : pre, N * F, TOL_LP);
+    ok &= close_to(kept ? "gelu'(pre)" : "pre", from_dev_lp(gpre, N * F), kept ? dg : pre, N * F,
+                   TOL_LP);
     if (A.dt != DT_BF16) return ok;
     /* fc2: F -> in, given gelu'(pre) drawn afresh (between its bounds, -0.17 and 1.13) */
     float *act = randn(N * F, 1.0f), *g2 = randn(N * F, 0.4f), *w2 = randn(in * F, 0.05f);
@@ -246,9 +248,11 @@ static bool gelu_saving_grad_case(int64_t N, int64_t in, int64_t F, bool bias)
     void *gw2 = to_dev_lp(w2, in * F), *gdy = to_dev_lp(dy, N * in);
     void *gdpre = dalloc(N * F * 2), *gdw = to_dev(dw0, in * F * 4), *gdb = to_dev(db0, F * 4);
     poison(gdpre, N * F, A.dt);
-    cuda_linear_dgelu_backward_saved(D2(gdpre, A.dt, N, F), bias ? D1(gdb, DT_F32, F) : tensor_none(),
+    cuda_linear_dgelu_backward_saved(D2(gdpre, A.dt, N, F),
+                                     bias ? D1(gdb, DT_F32, F) : tensor_none(),
                                      D2(gdw, DT_F32, in, F), D2(gdy, A.dt, N, in),
-                                     D2(gact, A.dt, N, F), D2(gw2, A.dt, in, F), D2(gg2, A.dt, N, F));
+                                     D2(gact, A.dt, N, F), D2(gw2, A.dt, in, F),
+                                     D2(gg2, A.dt, N, F));
     ok &= close_to("dpre = (dy w) gelu'", from_dev_lp(gdpre, N * F), dpre, N * F, TOL_LP);
     ok &= close_to("dw (+=, fp32)", from_dev_f32(gdw, in * F), dw, in * F, TOL_F32);
     /* summed from dpre as rounded to bf16 (as the DGELU epilogue + column sum path) */
@@ -259,8 +263,9 @@ static bool gelu_saving_grad_case(int64_t N, int64_t in, int64_t F, bool bias)
 bool test_linear_gelu_saving_grad_matches_cpu(void)
 {
     /* 300 and 100 rows: partial row tiles; F = 200: no kept gelu' (not a multiple of 64) */
-    return gelu_saving_grad_case(300, 768, 3072, true) & gelu_saving_grad_case(256, 128, 512, false) &
-           gelu_saving_grad_case(100, 64, 192, true) & gelu_saving_grad_case(128, 72, 200, true);
+    return gelu_saving_grad_case(300, 768, 3072, true) &
+           gelu_saving_grad_case(256, 128, 512, false) & gelu_saving_grad_case(100, 64, 192, true) &
+           gelu_saving_grad_case(128, 72, 200, true);
 }
 
 /* Each backward path (forced where cuBLASLt offers it), and the timed choice. */
