@@ -1,5 +1,6 @@
 /* The CUDA backend of the op interface (kernels/ops.h): each cuda_<op> has the signature and the
- * semantics of op_<op>, and kernels/ops.c calls it for tensors on DEV_CUDA after checking shapes.
+ * semantics of op_<op>, and kernels/ops.c (or ops_loss.c) calls it for tensors on DEV_CUDA after
+ * checking shapes.
  * Callable from C. Everything runs on one stream per process, asynchronously: only the functions
  * that return host values (cuda_sum_squares) or say so (memcpy, cuda_synchronize) wait.
  *
