@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # On the GPU machine: build, check the CUDA training step against the CPU, and time GPT-2 124M
 # beside the PyTorch baseline in the same call.
-#   scripts/bench/gpu_train.sh [TORCH_SCRIPT]    (logs under $OUT when set)
+#   scripts/bench/gpu_train.sh [TORCH_SCRIPT]    (logs under $OUT when set; MEGATRON=path runs a
+#                                                 prebuilt binary instead of building one)
 # 1. correctness: 20 bf16 iterations of a small GPT on the GPU follow the fp32 CPU run's losses
 #    within 2% (issue 5, part 6); so do 20 fp16 iterations with a dynamic loss scale that starts
 #    low enough never to overflow (--initial-loss-scale 4096); from Megatron's default start
@@ -18,18 +19,21 @@ mkdir -p "$OUT"
 TORCH=${1:-}
 MBS=${MBS:-16}
 nvidia-smi --query-gpu=name,driver_version --format=csv,noheader | tee "$OUT/gpu.txt"
-make -j16 CUDA=1 megatron >"$OUT/build.log" 2>&1 || { tail -30 "$OUT/build.log"; exit 1; }
+if [ -z "${MEGATRON:-}" ]; then
+    make -j16 CUDA=1 megatron >"$OUT/build.log" 2>&1 || { tail -30 "$OUT/build.log"; exit 1; }
+fi
+M=${MEGATRON:-./megatron}
 
 small="--num-layers 2 --hidden-size 128 --num-attention-heads 4 --seq-length 128 --max-position-embeddings 128
     --micro-batch-size 4 --global-batch-size 8 --train-iters 20 --lr 1e-3 --lr-decay-style constant
     --mock-data --tokenizer-type NullTokenizer --vocab-size 1024 --log-interval 1 --eval-iters 0
     --hidden-dropout 0 --attention-dropout 0 --split 1,1,1"
-./megatron pretrain $small --device cpu >"$OUT/small_cpu.log" 2>&1
-./megatron pretrain $small --device cuda --bf16 >"$OUT/small_gpu.log" 2>&1
-./megatron pretrain $small --device cuda --fp16 --initial-loss-scale 4096 >"$OUT/small_gpu_fp16.log" 2>&1
-./megatron pretrain $small --device cuda --fp16 --train-iters 30 >"$OUT/small_gpu_fp16_dynamic.log" 2>&1
-./megatron pretrain $small --device cpu --optimizer sgd >"$OUT/small_cpu_sgd.log" 2>&1
-./megatron pretrain $small --device cuda --bf16 --optimizer sgd >"$OUT/small_gpu_sgd.log" 2>&1
+$M pretrain $small --device cpu >"$OUT/small_cpu.log" 2>&1
+$M pretrain $small --device cuda --bf16 >"$OUT/small_gpu.log" 2>&1
+$M pretrain $small --device cuda --fp16 --initial-loss-scale 4096 >"$OUT/small_gpu_fp16.log" 2>&1
+$M pretrain $small --device cuda --fp16 --train-iters 30 >"$OUT/small_gpu_fp16_dynamic.log" 2>&1
+$M pretrain $small --device cpu --optimizer sgd >"$OUT/small_cpu_sgd.log" 2>&1
+$M pretrain $small --device cuda --bf16 --optimizer sgd >"$OUT/small_gpu_sgd.log" 2>&1
 loss() { grep ' iteration .*lm loss' "$1" | sed 's/.*lm loss: \([^ ]*\) .*/\1/'; }
 compare() { # name, log[, CPU log]: the run's losses against the CPU's
     paste <(loss "${3:-$OUT/small_cpu.log}") <(loss "$2") | awk -v name="$1" '
@@ -72,8 +76,8 @@ graph_check() { # NAME FLAGS...
     local name=$1 g="$OUT/graph_$1" e="$OUT/eager_$1"
     shift
     rm -rf "$g" "$e"
-    ./megatron pretrain $small --device cuda --save "$g" --save-interval 1000 "$@" >"$g.log" 2>&1
-    MEGATRON_CUDA_GRAPH=0 ./megatron pretrain $small --device cuda --save "$e" --save-interval 1000 "$@" >"$e.log" 2>&1
+    $M pretrain $small --device cuda --save "$g" --save-interval 1000 "$@" >"$g.log" 2>&1
+    MEGATRON_CUDA_GRAPH=0 $M pretrain $small --device cuda --save "$e" --save-interval 1000 "$@" >"$e.log" 2>&1
     local it
     it=$(cat "$g/latest_checkpointed_iteration.txt" 2>/dev/null)
     local dir
@@ -91,7 +95,7 @@ graph_check() { # NAME FLAGS...
     # the control: two uncaptured runs repeat each other bit for bit (cuDNN's attention backward
     # sums dQ with atomics; were its order to show, the comparisons below would mean nothing)
     rm -rf "$OUT/eager_again"
-    MEGATRON_CUDA_GRAPH=0 ./megatron pretrain $small --device cuda --bf16 --save "$OUT/eager_again" \
+    MEGATRON_CUDA_GRAPH=0 $M pretrain $small --device cuda --bf16 --save "$OUT/eager_again" \
         --save-interval 1000 >"$OUT/eager_again.log" 2>&1
     graph_check bf16 --bf16
     cmp -s "$OUT/eager_again/iter_0000020/model.safetensors" "$OUT/eager_bf16/iter_0000020/model.safetensors" &&
@@ -105,7 +109,7 @@ graph_check() { # NAME FLAGS...
     graph_check eval-and-save --bf16 --eval-interval 5 --eval-iters 2 --save-interval 7
 } | tee "$OUT/graph_compare.txt"
 # attention dropout too is captured (its cuDNN seed read from device memory): the run trains
-./megatron pretrain $small --device cuda --bf16 --attention-dropout 0.1 --hidden-dropout 0.1 \
+$M pretrain $small --device cuda --bf16 --attention-dropout 0.1 --hidden-dropout 0.1 \
     >"$OUT/graph_attention_dropout.log" 2>&1
 {
     ad=$(loss "$OUT/graph_attention_dropout.log")
@@ -119,7 +123,7 @@ gpt2="--num-layers 12 --hidden-size 768 --num-attention-heads 12 --seq-length 10
     --mock-data --tokenizer-type NullTokenizer --vocab-size 50257 --log-interval 10 --log-throughput
     --eval-iters 0 --hidden-dropout 0 --attention-dropout 0 --split 1,1,1 --bf16 --device cuda"
 start=$(date +%s)
-./megatron pretrain $gpt2 >"$OUT/gpt2_124m.log" 2>&1
+$M pretrain $gpt2 >"$OUT/gpt2_124m.log" 2>&1
 echo "megatron: $(grep -c ' iteration ' "$OUT/gpt2_124m.log") log lines, wall $(( $(date +%s) - start )) s"
 grep ' iteration ' "$OUT/gpt2_124m.log" | tail -2 | sed 's/.*elapsed time per iteration (ms): \([^ ]*\) | throughput per GPU (TFLOP\/s\/GPU): \([^ ]*\) .*lm loss: \([^ ]*\) .*/ms\/iter \1  TFLOP\/s \2  loss \3/' \
     | awk -v tok=$((MBS * 1024)) '{ printf "%s  tokens/s %.0f  MFU %.1f%%\n", $0, tok / ($2 / 1000), $4 / 989 * 100 }' | tee "$OUT/gpt2_summary.txt"
@@ -128,7 +132,7 @@ grep -i "error" "$OUT/gpt2_124m.log" | head -3
 # the graph's worth where launches are many and kernels short: 124M at micro batch 4, with and
 # without it (median of the last log interval)
 for graph in 1 0; do
-    MEGATRON_CUDA_GRAPH=$graph ./megatron pretrain ${gpt2/--micro-batch-size $MBS --global-batch-size $MBS/--micro-batch-size 4 --global-batch-size 4} \
+    MEGATRON_CUDA_GRAPH=$graph $M pretrain ${gpt2/--micro-batch-size $MBS --global-batch-size $MBS/--micro-batch-size 4 --global-batch-size 4} \
         >"$OUT/gpt2_mbs4_graph$graph.log" 2>&1
     echo "124M micro batch 4, MEGATRON_CUDA_GRAPH=$graph: $(grep ' iteration ' "$OUT/gpt2_mbs4_graph$graph.log" | tail -1 |
         sed 's/.*elapsed time per iteration (ms): \([^ ]*\) .*/\1 ms per iteration/')"
