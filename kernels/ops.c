@@ -26,6 +26,47 @@ void op_linear_forward(struct tensor y, struct tensor x, struct tensor w, struct
     }
 }
 
+void op_linear_residual_forward(struct tensor y, struct tensor x, struct tensor w, struct tensor b,
+                                struct tensor residual)
+{
+    struct args a = {.op = "op_linear_residual_forward"};
+    add_arg(&a, "y", y), add_arg(&a, "x", x), add_arg(&a, "w", w), add_arg(&a, "b", b);
+    add_arg(&a, "residual", residual);
+    need_tensor(&a, "y", y, DT_F32, 2);
+    need_tensor(&a, "x", x, DT_F32, 2);
+    need_tensor(&a, "w", w, DT_F32, 2);
+    maybe_tensor(&a, "b", b, DT_F32, 1);
+    need_tensor(&a, "residual", residual, DT_F32, 2);
+    need(&a, x.shape[1] == w.shape[1], "x and w disagree on the input size");
+    need(&a, dims_are(y, x.shape[0], w.shape[0]), "y must be [rows of x, rows of w]");
+    need(&a, !tensor_present(b) || b.shape[0] == w.shape[0], "b must have one entry per row of w");
+    need(&a, dims_are(residual, y.shape[0], y.shape[1]), "residual must have y's shape");
+    need(&a, y.data != residual.data, "y must not alias residual");
+    switch (common_device(&a)) {
+    case DEV_CPU: {
+        struct dropout_key none = {0};
+        cpu_linear_forward(y, x, w, tensor_none());
+        cpu_bias_dropout_add_forward(y, y, b, residual, none);
+        return;
+    }
+    case DEV_CUDA: ON_CUDA(cuda_linear_residual_forward(y, x, w, b, residual)); return;
+    }
+}
+
+bool op_fuses_linear_residual(struct tensor y, struct tensor x, struct tensor w, struct tensor b,
+                              struct tensor residual)
+{
+    struct args a = {.op = "op_fuses_linear_residual"};
+    add_arg(&a, "y", y), add_arg(&a, "x", x), add_arg(&a, "w", w), add_arg(&a, "b", b);
+    add_arg(&a, "residual", residual);
+    bool fused = false;
+    switch (common_device(&a)) {
+    case DEV_CPU: return false;
+    case DEV_CUDA: ON_CUDA(fused = cuda_fuses_linear_residual(y, x, w, b, residual)); return fused;
+    }
+    return false;
+}
+
 void op_linear_backward(struct tensor dx, struct tensor dw, struct tensor db, struct tensor dy,
                         struct tensor x, struct tensor w)
 {

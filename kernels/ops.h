@@ -37,6 +37,18 @@ struct dropout_key {
 
 /* y[N,out] = x[N,in] . w[out,in]^T + b[out] */
 void op_linear_forward(struct tensor y, struct tensor x, struct tensor w, struct tensor b);
+/* y[N,out] = x . w^T + b + residual[N,out] (b optional): a linear layer and the bias-dropout-add
+ * after it without dropout, the add in the GEMM's epilogue where the backend fuses it
+ * (op_fuses_linear_residual), else the two ops. y must not alias residual. */
+void op_linear_residual_forward(struct tensor y, struct tensor x, struct tensor w, struct tensor b,
+                                struct tensor residual);
+/* Whether op_linear_residual_forward with these arguments is worth calling in place of the linear
+ * op and a bias-dropout-add fused with the norm after it: on the GPU, where adding the residual in
+ * the GEMM costs less than the norm's pass saves (timed once a shape; never with
+ * MEGATRON_FUSED_RESIDUAL=0); never on the CPU, which runs it as the two ops. Runs nothing the
+ * caller would see (on its first call for a shape it may write y). */
+bool op_fuses_linear_residual(struct tensor y, struct tensor x, struct tensor w, struct tensor b,
+                              struct tensor residual);
 /* dx[N,in] = dy . w;  dw[out,in] += dy^T . x;  db[out] += sum_n dy[n,:] */
 void op_linear_backward(struct tensor dx, struct tensor dw, struct tensor db, struct tensor dy,
                         struct tensor x, struct tensor w);

@@ -2,7 +2,8 @@
  * and k, causal core attention (grouped-query when num_query_groups < heads), linear_proj. The
  * projection's bias is added by the transformer layer's bias-dropout-add, as in Megatron. Under
  * tensor parallelism linear_qkv is column-parallel (this rank's query groups) and linear_proj
- * row-parallel: its output is a partial sum the layer reduces. */
+ * row-parallel: its output is a partial sum the layer reduces. Where the layer asks (one rank, no
+ * dropout after it), linear_proj adds its bias and the residual itself. */
 #include "models/layers.h"
 
 /* This rank's heads and query groups (all of them without tensor parallelism). */
@@ -33,7 +34,7 @@ static struct dropout_key probs_dropout(const struct layer_ctx *ctx)
 
 void attention_forward(const struct layer_ctx *ctx, const struct attention_params *p,
                        struct attention_acts *a, struct tensor out, struct tensor x,
-                       struct tensor positions)
+                       struct tensor positions, struct tensor residual)
 {
     const struct model_config *c = ctx->cfg;
     struct attention_shape s = shape_of(ctx);
@@ -41,7 +42,10 @@ void attention_forward(const struct layer_ctx *ctx, const struct attention_param
     if (c->position_embedding == POS_ROPE)
         op_rope_forward(a->qkv, positions, s, rotary_dim(c), c->rotary_base);
     op_attention_forward(a->context, a->probs, a->qkv, s, probs_dropout(ctx));
-    op_linear_forward(out, a->context, p->proj_weight, tensor_none());
+    if (tensor_present(residual))
+        op_linear_residual_forward(out, a->context, p->proj_weight, p->proj_bias, residual);
+    else
+        op_linear_forward(out, a->context, p->proj_weight, tensor_none());
 }
 
 void attention_backward(const struct layer_ctx *ctx, const struct attention_params *p,

@@ -100,10 +100,11 @@ struct attention_acts {
 struct attention_scratch {
     struct tensor dqkv, dcontext;
 };
-/* out [N, H] = linear_proj(attention(linear_qkv(x))), without linear_proj's bias. */
+/* out [N, H] = linear_proj(attention(linear_qkv(x))), without linear_proj's bias; with a residual
+ * (one tensor-parallel rank), out = that + linear_proj's bias + residual. */
 void attention_forward(const struct layer_ctx *ctx, const struct attention_params *p,
                        struct attention_acts *a, struct tensor out, struct tensor x,
-                       struct tensor positions);
+                       struct tensor positions, struct tensor residual);
 void attention_backward(const struct layer_ctx *ctx, const struct attention_params *p,
                         const struct attention_params *grad, const struct attention_acts *a,
                         struct attention_scratch *s, struct tensor dx, struct tensor dout,
@@ -114,7 +115,7 @@ struct mlp_params {
     struct tensor fc1_weight; /* [F or 2F, H] ([gate; up] with SwiGLU) */
     struct tensor fc1_bias;
     struct tensor fc2_weight; /* [H, F] */
-    struct tensor fc2_bias;   /* added in the bias-dropout-add of the layer */
+    struct tensor fc2_bias;   /* added in the bias-dropout-add of the layer (or by fc2) */
 };
 struct mlp_acts {
     struct tensor fc1;        /* [N, F or 2F] */
@@ -124,8 +125,10 @@ struct mlp_acts {
 struct mlp_scratch {
     struct tensor dfc1, dact;
 };
+/* out = linear_fc2(act(linear_fc1(x))) without fc2's bias; with a residual (one tensor-parallel
+ * rank), out = that + fc2's bias + residual. */
 void mlp_forward(const struct layer_ctx *ctx, const struct mlp_params *p, struct mlp_acts *a,
-                 struct tensor out, struct tensor x);
+                 struct tensor out, struct tensor x, struct tensor residual);
 void mlp_backward(const struct layer_ctx *ctx, const struct mlp_params *p,
                   const struct mlp_params *grad, const struct mlp_acts *a, struct mlp_scratch *s,
                   struct tensor dx, struct tensor dout, struct tensor x);

@@ -1,13 +1,14 @@
 /* Megatron's MLP: linear_fc1, then GeLU or SwiGLU (fc1 emits [gate; up]), then linear_fc2. The GeLU is
  * the tanh approximation (Megatron's fused bias-GeLU, its default with biases, and --openai-gelu) or
- * erf (--no-bias-gelu-fusion, or no biases). fc2's bias is added by the layer's bias-dropout-add.
+ * erf (--no-bias-gelu-fusion, or no biases). fc2's bias is added by the layer's bias-dropout-add,
+ * or with the residual by fc2 itself where the layer asks (as attention's linear_proj).
  * With GeLU, fc1 and the activation are one op, and so are fc2's input gradient and the GeLU's
  * backward (with fc1's bias gradient): on the GPU they become GEMM epilogues or single passes, and
  * on Hopper in bf16 the forward keeps gelu'(pre) in fc1's place for the backward to multiply in. */
 #include "models/layers.h"
 
 void mlp_forward(const struct layer_ctx *ctx, const struct mlp_params *p, struct mlp_acts *a,
-                 struct tensor out, struct tensor x)
+                 struct tensor out, struct tensor x, struct tensor residual)
 {
     enum activation_type act = ctx->cfg->activation;
     if (act == ACT_SWIGLU) {
@@ -17,7 +18,10 @@ void mlp_forward(const struct layer_ctx *ctx, const struct mlp_params *p, struct
         a->fc1_is_gelu_grad = op_linear_gelu_forward_train(a->act, a->fc1, x, p->fc1_weight,
                                                            p->fc1_bias, act == ACT_GELU_TANH);
     }
-    op_linear_forward(out, a->act, p->fc2_weight, tensor_none());
+    if (tensor_present(residual))
+        op_linear_residual_forward(out, a->act, p->fc2_weight, p->fc2_bias, residual);
+    else
+        op_linear_forward(out, a->act, p->fc2_weight, tensor_none());
 }
 
 void mlp_backward(const struct layer_ctx *ctx, const struct mlp_params *p,

@@ -11,7 +11,10 @@
  * transformer_block_forward carries this across layers: each layer's last bias-dropout-add
  * computes the next layer's input norm (or the final norm). The reductions sit before the
  * bias-dropout-adds and the gathers after the norms, so every fused op works on this rank's own
- * rows, with and without sequence parallelism. */
+ * rows, with and without sequence parallelism. On one tensor-parallel rank without hidden dropout,
+ * where the backend finds it faster for the shape (op_fuses_linear_residual), linear_proj and
+ * linear_fc2 add their bias and the residual in their GEMMs and the norms after them read that
+ * sum: the bias-dropout-add's pass over the sublayer's output goes away. */
 #include "models/layers.h"
 
 /* One layer. Its input norm is already in a->input_norm when input_norm_ready (the layer before
@@ -24,16 +27,31 @@ static void layer_forward(const struct layer_ctx *ctx, const struct layer_params
 {
     if (!input_norm_ready) norm_forward(ctx, &p->input_norm, &a->input_norm, x);
     tp_gather_rows(ctx->tp, a->input_norm.out, a->attention_input);
-    attention_forward(ctx, &p->attention, &a->attention, s->tmp_full, a->attention_input, positions);
-    tp_reduce_to_rows(ctx->tp, s->tmp_full, s->tmp);
-    bias_dropout_add_norm_forward(ctx, &p->pre_mlp_norm, &a->pre_mlp_norm, a->mid, s->tmp,
-                                  p->attention.proj_bias, x,
-                                  layer_hidden_dropout_key(ctx, SITE_ATTENTION_OUT));
+    struct dropout_key key = layer_hidden_dropout_key(ctx, SITE_ATTENTION_OUT);
+    bool one_rank = ctx->tp->size == 1;
+    if (one_rank && key.p == 0.0f &&
+        op_fuses_linear_residual(a->mid, a->attention.context, p->attention.proj_weight,
+                                 p->attention.proj_bias, x)) {
+        attention_forward(ctx, &p->attention, &a->attention, a->mid, a->attention_input, positions, x);
+        norm_forward(ctx, &p->pre_mlp_norm, &a->pre_mlp_norm, a->mid);
+    } else {
+        attention_forward(ctx, &p->attention, &a->attention, s->tmp_full, a->attention_input, positions,
+                          tensor_none());
+        tp_reduce_to_rows(ctx->tp, s->tmp_full, s->tmp);
+        bias_dropout_add_norm_forward(ctx, &p->pre_mlp_norm, &a->pre_mlp_norm, a->mid, s->tmp,
+                                      p->attention.proj_bias, x, key);
+    }
 
     tp_gather_rows(ctx->tp, a->pre_mlp_norm.out, a->mlp_input);
-    mlp_forward(ctx, &p->mlp, &a->mlp, s->tmp_full, a->mlp_input);
+    key = layer_hidden_dropout_key(ctx, SITE_MLP_OUT);
+    if (one_rank && key.p == 0.0f &&
+        op_fuses_linear_residual(out, a->mlp.act, p->mlp.fc2_weight, p->mlp.fc2_bias, a->mid)) {
+        mlp_forward(ctx, &p->mlp, &a->mlp, out, a->mlp_input, a->mid);
+        if (next_p) norm_forward(ctx, next_p, next_a, out);
+        return;
+    }
+    mlp_forward(ctx, &p->mlp, &a->mlp, s->tmp_full, a->mlp_input, tensor_none());
     tp_reduce_to_rows(ctx->tp, s->tmp_full, s->tmp);
-    struct dropout_key key = layer_hidden_dropout_key(ctx, SITE_MLP_OUT);
     if (next_p)
         bias_dropout_add_norm_forward(ctx, next_p, next_a, out, s->tmp, p->mlp.fc2_bias, a->mid, key);
     else

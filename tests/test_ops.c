@@ -625,6 +625,26 @@ static void test_output_layer_cross_entropy_is_the_linear_and_loss_ops(void **st
     free(x), free(w), free(dl), free(losses), free(probs), free(scale), free(logits), free(want);
 }
 
+/* The linear layer with the residual added: the linear op, then the bias-dropout-add without
+ * dropout, bit for bit (the CPU runs the two); with and without the bias. */
+static void test_linear_residual_is_linear_then_bias_add(void **state)
+{
+    (void)state;
+    int64_t N = 7, K = 13, O = 11;
+    float *x = frand(N * K, 181), *w = frand(O * K, 182), *b = frand(O, 183), *r = frand(N * O, 184);
+    float *y = ffill(N * O, NAN), *t = ffill(N * O, NAN), *want = ffill(N * O, NAN);
+    struct dropout_key none = {0};
+    for (int with_bias = 0; with_bias < 2; with_bias++) {
+        struct tensor tb = with_bias ? f1(b, O) : tensor_none();
+        op_linear_residual_forward(f2(y, N, O), f2(x, N, K), f2(w, O, K), tb, f2(r, N, O));
+        op_linear_forward(f2(t, N, O), f2(x, N, K), f2(w, O, K), tensor_none());
+        op_bias_dropout_add_forward(f2(want, N, O), f2(t, N, O), tb, f2(r, N, O), none);
+        assert_memory_equal(y, want, (size_t)(N * O) * sizeof(float));
+    }
+    assert_false(op_fuses_linear_residual(f2(y, N, O), f2(x, N, K), f2(w, O, K), f1(b, O), f2(r, N, O)));
+    free(x), free(w), free(b), free(r), free(y), free(t), free(want);
+}
+
 static void test_scale_rows_scales_each_row_and_allows_aliasing(void **state)
 {
     (void)state;
@@ -772,10 +792,20 @@ static void dgelu_backward_over_its_input(void)
                              f2(dummy, 2, 8), f2(dummy, 4, 8), false);
 }
 
+/* the residual would be overwritten while the GEMM still reads it */
+static void linear_residual_over_its_residual(void)
+{
+    float dummy[64];
+    op_linear_residual_forward(f2(dummy, 4, 4), f2(dummy, 4, 2), f2(dummy, 4, 2), tensor_none(),
+                               f2(dummy, 4, 4));
+}
+
 static void test_bad_arguments_are_bugs_naming_the_op_and_shapes(void **state)
 {
     (void)state;
     char err[1024];
+    assert_int_equal(run_child(linear_residual_over_its_residual, err, sizeof err), 1);
+    assert_non_null(strstr(err, "op_linear_residual_forward: y must not alias residual"));
     assert_int_equal(run_child(dgelu_backward_over_its_input, err, sizeof err), 1);
     assert_non_null(strstr(err, "op_linear_dgelu_backward: dpre must not overwrite pre"));
     assert_int_equal(run_child(linear_with_mismatched_w, err, sizeof err), 1);
@@ -814,6 +844,7 @@ int main(void)
         cmocka_unit_test(test_add_allows_aliasing_and_zero_clears),
         cmocka_unit_test(test_cross_entropy_matches_reference_and_finite_differences),
         cmocka_unit_test(test_output_layer_cross_entropy_is_the_linear_and_loss_ops),
+        cmocka_unit_test(test_linear_residual_is_linear_then_bias_add),
         cmocka_unit_test(test_scale_rows_scales_each_row_and_allows_aliasing),
         cmocka_unit_test(test_results_do_not_depend_on_thread_count),
         cmocka_unit_test(test_bad_arguments_are_bugs_naming_the_op_and_shapes),

@@ -106,6 +106,8 @@ void cuda_init(int device_index)
     g_ctx.fused_ce = g_ctx.hopper_gemm && !(fused && strcmp(fused, "0") == 0);
     const char *mlp = getenv("MEGATRON_FUSED_MLP");
     g_ctx.fused_mlp = g_ctx.hopper_gemm && !(mlp && strcmp(mlp, "0") == 0);
+    const char *res = getenv("MEGATRON_FUSED_RESIDUAL");
+    g_ctx.fused_residual = !(res && strcmp(res, "0") == 0);
     g_ctx.device = device_index;
     g_ctx.ready = true;
 }

@@ -54,6 +54,13 @@ typedef __half f16;
 /* The variant of our GEMM timed fastest for a shape of the MLP's saved-gelu' kernels
  * (hopper_gemm.cu). */
 enum { CUDA_SAVED_CHOICES = 16 };
+/* Whether a linear layer's shape adds the residual in its GEMM (linear.cu, timed once a shape). */
+enum { CUDA_RESIDUAL_CHOICES = 16 };
+struct cuda_residual_choice {
+    int64_t n, in, out;
+    int dt;
+    bool fuse;
+};
 struct hopper_choice {
     int backward;
     int64_t n, k, f;
@@ -143,6 +150,9 @@ struct cuda_context {
     int num_saved_choices;
     bool fused_mlp;            /* linear.cu may keep gelu'(pre) (unless MEGATRON_FUSED_MLP=0) */
     bool fused_ce;             /* output_layer_ce.cu may fuse (unless MEGATRON_FUSED_CE=0) */
+    bool fused_residual;       /* linear.cu adds a residual in the GEMM (MEGATRON_FUSED_RESIDUAL) */
+    struct cuda_residual_choice residual_choice[CUDA_RESIDUAL_CHOICES];
+    int num_residual_choices;
     void *tensor_map_encode;
 };
 
@@ -432,6 +442,14 @@ void cuda_colsum_acc(Load load, float *dst0, float *dst1, int64_t N, int64_t C)
 }
 
 /* ---- kernels one .cu file lends another ---- */
+
+/* The plain norm forwards by norm_fused.cu's register-resident kernel (one read of each row):
+ * false, nothing done, where the rows are too wide for it. */
+bool cuda_layernorm_forward_in_registers(struct tensor y, struct tensor mean, struct tensor rstd,
+                                         struct tensor x, struct tensor w, struct tensor b,
+                                         float eps);
+bool cuda_rmsnorm_forward_in_registers(struct tensor y, struct tensor rstd, struct tensor x,
+                                       struct tensor w, float eps);
 
 /* y = x w^T (+ bias) and, when act is not NULL, act = gelu_tanh(y as rounded) for x [N, K],
  * w [F, K] and y, act [N, F], bf16, by variant v (< HOPPER_GEMM_VARIANTS) of the GEMM of our own

@@ -76,6 +76,7 @@ struct gemm_call {
     cudaDataType_t ab_type, cd_type; /* ab: the 16-bit type; cd: it too, or fp32 for dw */
     const void *a, *b;
     void *c;
+    const void *cin;  /* C where it is not D (read with beta: the residual added), else NULL */
     const void *bias; /* the bias, or for GEMM_DX_DGELU_BGRAD the fp32 bias gradient written */
     void *aux;        /* the GeLU input, m x n with leading dimension m: written or read */
     float beta;
@@ -85,9 +86,16 @@ struct gemm_call {
  * (cd_type follows from the kind and ab_type); key[1..3]: the sizes and leading dimensions. */
 static_assert(CUDA_R_16BF < 128 && CUDA_R_16F < 128, "the 16-bit type fits key[0]'s top 7 bits");
 
+/* The alignment the plan assumes of C and D: the lesser of the two where C is not D. */
+static uint64_t cd_alignment(const struct gemm_call *g)
+{
+    uint64_t al = ptr_alignment(g->c);
+    return g->cin ? std::min(al, ptr_alignment(g->cin)) : al;
+}
+
 static void gemm_key(const struct gemm_call *g, uint64_t key[4])
 {
-    uint64_t al = ptr_alignment(g->a) | ptr_alignment(g->b) << 9 | ptr_alignment(g->c) << 18;
+    uint64_t al = ptr_alignment(g->a) | ptr_alignment(g->b) << 9 | cd_alignment(g) << 18;
     uint64_t epi = ptr_alignment(g->bias) | ptr_alignment(g->aux) << 9;
     key[0] = (uint64_t)g->kind | (uint64_t)g->ta << 4 | (uint64_t)g->tb << 8 | al << 12 |
              epi << 39 | (uint64_t)g->ab_type << 57;
@@ -157,7 +165,7 @@ static bool gemm_own_fits(const struct gemm_call *g)
 {
     if ((g->kind != GEMM_FWD && g->kind != GEMM_FWD_BIAS && g->kind != GEMM_FWD_GELU &&
          g->kind != GEMM_FWD_GELU_BIAS) ||
-        g->ab_type != CUDA_R_16BF || g->beta != 0.0f || g->lda != g->k || g->ldb != g->k ||
+        g->ab_type != CUDA_R_16BF || g->beta != 0.0f || g->cin || g->lda != g->k || g->ldb != g->k ||
         g->ldc != g->m)
         return false;
     void *y, *act;
@@ -237,7 +245,9 @@ static int gemm_fastest(struct cuda_gemm_plan *p, const struct gemm_call *g,
     cudaEvent_t start, stop;
     CUDA_CHECK(cudaEventCreate(&start));
     CUDA_CHECK(cudaEventCreate(&stop));
-    const float alpha = 1.0f, beta = 0.0f;
+    /* the caller's C is read as it will be where it is not D; an accumulated D is left alone */
+    const float alpha = 1.0f, beta = g->cin ? g->beta : 0.0f;
+    const void *cin = g->cin ? g->cin : t.c;
     int best = 0, lt_best = 0; /* the fastest, and cuBLASLt's fastest */
     float best_ms = 0.0f, lt_ms = 0.0f;
     float own_ms[HOPPER_GEMM_VARIANTS] = {0.0f};
@@ -248,7 +258,7 @@ static int gemm_fastest(struct cuda_gemm_plan *p, const struct gemm_call *g,
             if (i >= found)
                 gemm_own_run(i - found, &t);
             else
-                ok = cublasLtMatmul(ctx->lt, p->desc, &alpha, t.a, p->a, t.b, p->b, &beta, t.c,
+                ok = cublasLtMatmul(ctx->lt, p->desc, &alpha, t.a, p->a, t.b, p->b, &beta, cin,
                                     p->c, t.c, p->c, &results[i].algo, ctx->lt_workspace,
                                     ctx->lt_workspace_bytes, ctx->stream) == CUBLAS_STATUS_SUCCESS;
         }
@@ -302,7 +312,7 @@ static void gemm_plan_build(struct cuda_gemm_plan *p, const struct gemm_call *g)
     CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(
         pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof ws));
     uint32_t al_a = (uint32_t)ptr_alignment(g->a), al_b = (uint32_t)ptr_alignment(g->b);
-    uint32_t al_c = (uint32_t)ptr_alignment(g->c);
+    uint32_t al_c = (uint32_t)cd_alignment(g);
     CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(
         pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, &al_a, sizeof al_a));
     CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(
@@ -383,7 +393,7 @@ static enum gemm_ran gemm_try_run(const struct gemm_call *g)
     gemm_set_epilogue_pointers(p->desc, g);
     const float alpha = 1.0f;
     cublasStatus_t st = cublasLtMatmul(ctx->lt, p->desc, &alpha, g->a, p->a, g->b, p->b, &g->beta,
-                                       g->c, p->c, g->c, p->c, &p->algo, ctx->lt_workspace,
+                                       g->cin ? g->cin : g->c, p->c, g->c, p->c, &p->algo, ctx->lt_workspace,
                                        ctx->lt_workspace_bytes, ctx->stream);
     if (st == CUBLAS_STATUS_SUCCESS) return GEMM_RAN_CUBLASLT;
     if (!fused) cuda_fail_cublas(st, "cublasLtMatmul", __FILE__, __LINE__);
@@ -415,6 +425,111 @@ void cuda_linear_forward(struct tensor y, struct tensor x, struct tensor w, stru
                           .a = w.data, .b = x.data, .c = y.data,
                           .bias = tensor_present(b) ? b.data : NULL, .aux = NULL, .beta = 0.0f};
     cuda_ctx()->gelu_paths.forward_own_gemm = gemm_try_run(&g) == GEMM_RAN_OWN;
+}
+
+/* y = x w^T + b + residual: the residual comes in as C with beta = 1, so the layer's
+ * bias-dropout-add without dropout happens in the GEMM's epilogue and the sum is rounded once
+ * (the unfused path rounds the product to 16 bits before adding). */
+void cuda_linear_residual_forward(struct tensor y, struct tensor x, struct tensor w, struct tensor b,
+                                  struct tensor residual)
+{
+    const char *op = "cuda_linear_residual_forward";
+    enum dtype dt = cuda_need_lp(op, "y", y);
+    cuda_need(op, "x", x, dt);
+    cuda_need(op, "w", w, dt);
+    cuda_maybe(op, "b", b, dt);
+    cuda_need(op, "residual", residual, dt);
+    cudaDataType_t lp = lp_cuda_type(dt);
+    int64_t N = x.shape[0], in = x.shape[1], out = w.shape[0];
+    struct gemm_call g = {.kind = tensor_present(b) ? GEMM_FWD_BIAS : GEMM_FWD,
+                          .ta = CUBLAS_OP_T, .tb = CUBLAS_OP_N, .m = out, .n = N, .k = in,
+                          .lda = in, .ldb = in, .ldc = out, .ab_type = lp, .cd_type = lp,
+                          .a = w.data, .b = x.data, .c = y.data, .cin = residual.data,
+                          .bias = tensor_present(b) ? b.data : NULL, .aux = NULL, .beta = 1.0f};
+    gemm_run(&g);
+}
+
+/* Milliseconds of `runs` calls of g after a warm-up (on the stream; synchronises). */
+static float gemm_time(const struct gemm_call *g, int runs)
+{
+    struct cuda_context *ctx = cuda_ctx();
+    cudaEvent_t start, stop;
+    CUDA_CHECK(cudaEventCreate(&start));
+    CUDA_CHECK(cudaEventCreate(&stop));
+    gemm_run(g);
+    CUDA_CHECK(cudaEventRecord(start, ctx->stream));
+    for (int r = 0; r < runs; r++) gemm_run(g);
+    CUDA_CHECK(cudaEventRecord(stop, ctx->stream));
+    CUDA_CHECK(cudaEventSynchronize(stop));
+    float ms;
+    CUDA_CHECK(cudaEventElapsedTime(&ms, start, stop));
+    CUDA_CHECK(cudaEventDestroy(start));
+    CUDA_CHECK(cudaEventDestroy(stop));
+    return ms;
+}
+
+/* Below this many bytes of y the residual is always added in the GEMM: the times are a few
+ * microseconds, too close to time apart reliably, and a choice that varied from run to run would
+ * vary a run's last bits with it. */
+#define RESIDUAL_TIMED_BYTES ((int64_t)16 << 20)
+
+/* The layer's choice for the shape: adding the residual in the GEMM (C read with beta = 1)
+ * replaces the bias-dropout-add's reads of the sublayer's output and the residual and its write of
+ * their sum with the GEMM's read of C: two passes over y's bytes fewer, worth about a device copy
+ * of y. Fused where the GEMM with C and the bias takes less longer than the plain GEMM than that
+ * copy takes (timed on the first call of a shape; at 1.5B's 16384 x 1600 cuBLASLt's GEMM with C
+ * loses more than the copy, at 124M's 65536 x 768 far less: docs/PERFORMANCE.md). */
+bool cuda_fuses_linear_residual(struct tensor y, struct tensor x, struct tensor w, struct tensor b,
+                                struct tensor residual)
+{
+    struct cuda_context *ctx = cuda_ctx();
+    if (!ctx->fused_residual) return false;
+    const int64_t N = x.shape[0], in = x.shape[1], out = w.shape[0];
+    for (int i = 0; i < ctx->num_residual_choices; i++) {
+        const struct cuda_residual_choice *c = &ctx->residual_choice[i];
+        if (c->n == N && c->in == in && c->out == out && c->dt == (int)y.dtype) return c->fuse;
+    }
+    const int64_t bytes = N * out * (int64_t)dtype_size(y.dtype);
+    bool fuse = true;
+    float fused_ms = 0.0f, plain_ms = 0.0f, copy_ms = 0.0f;
+    if (bytes >= RESIDUAL_TIMED_BYTES) {
+        if (cuda_capturing()) return false; /* no timing inside a capture: the unfused path */
+        cudaDataType_t lp = lp_cuda_type(y.dtype);
+        struct gemm_call g = {.kind = GEMM_FWD, .ta = CUBLAS_OP_T, .tb = CUBLAS_OP_N, .m = out,
+                              .n = N, .k = in, .lda = in, .ldb = in, .ldc = out, .ab_type = lp,
+                              .cd_type = lp, .a = w.data, .b = x.data, .c = y.data, .cin = NULL,
+                              .bias = NULL, .aux = NULL, .beta = 0.0f};
+        plain_ms = gemm_time(&g, 5);
+        g.kind = tensor_present(b) ? GEMM_FWD_BIAS : GEMM_FWD;
+        g.bias = tensor_present(b) ? b.data : NULL;
+        g.cin = residual.data;
+        g.beta = 1.0f;
+        fused_ms = gemm_time(&g, 5);
+        cudaEvent_t start, stop;
+        CUDA_CHECK(cudaEventCreate(&start));
+        CUDA_CHECK(cudaEventCreate(&stop));
+        CUDA_CHECK(cudaMemcpyAsync(y.data, residual.data, (size_t)bytes, cudaMemcpyDeviceToDevice,
+                                   ctx->stream));
+        CUDA_CHECK(cudaEventRecord(start, ctx->stream));
+        for (int r = 0; r < 5; r++)
+            CUDA_CHECK(cudaMemcpyAsync(y.data, residual.data, (size_t)bytes,
+                                       cudaMemcpyDeviceToDevice, ctx->stream));
+        CUDA_CHECK(cudaEventRecord(stop, ctx->stream));
+        CUDA_CHECK(cudaEventSynchronize(stop));
+        CUDA_CHECK(cudaEventElapsedTime(&copy_ms, start, stop));
+        CUDA_CHECK(cudaEventDestroy(start));
+        CUDA_CHECK(cudaEventDestroy(stop));
+        fuse = fused_ms - plain_ms < copy_ms;
+    }
+    if (getenv("MEGATRON_OP_TIMING"))
+        fprintf(stderr, "linear + residual N=%lld in=%lld out=%lld: %s (GEMM with the residual %.3f ms, "
+                "without %.3f ms, a copy of y %.3f ms)\n", (long long)N, (long long)in, (long long)out,
+                fuse ? "fused" : "unfused", fused_ms / 5, plain_ms / 5, copy_ms / 5);
+    if (ctx->num_residual_choices < CUDA_RESIDUAL_CHOICES) {
+        struct cuda_residual_choice *c = &ctx->residual_choice[ctx->num_residual_choices++];
+        c->n = N, c->in = in, c->out = out, c->dt = (int)y.dtype, c->fuse = fuse;
+    }
+    return fuse;
 }
 
 /* db[c] += sum_n dy[n, c] */

@@ -522,6 +522,7 @@ void cuda_layernorm_forward(struct tensor y, struct tensor mean, struct tensor r
     cuda_maybe(op, "b", b, dt);
     int64_t N = x.shape[0], C = x.shape[1];
     if (N == 0) return;
+    if (cuda_layernorm_forward_in_registers(y, mean, rstd, x, w, b, eps)) return;
     const void *bp = tensor_present(b) ? b.data : NULL;
     bool vec = rows_vectorizable(C, y.data, x.data, w.data, bp);
     cudaStream_t st = cuda_ctx()->stream;
@@ -612,6 +613,7 @@ void cuda_rmsnorm_forward(struct tensor y, struct tensor rstd, struct tensor x, 
     cuda_need(op, "w", w, dt);
     int64_t N = x.shape[0], C = x.shape[1];
     if (N == 0) return;
+    if (cuda_rmsnorm_forward_in_registers(y, rstd, x, w, eps)) return;
     bool vec = rows_vectorizable(C, y.data, x.data, w.data, w.data);
     cudaStream_t st = cuda_ctx()->stream;
     CUDA_LP_DISPATCH(dt, rmsnorm_forward_kernel<T><<<norm_blocks(N), NORM_WARPS * 32, 0, st>>>(

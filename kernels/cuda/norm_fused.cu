@@ -2,7 +2,9 @@
  * runs them (mid = residual + dropout(x + b); y = norm(mid)): one warp a row computes mid while
  * loading the row, keeps it in registers (up to NORM_MAX_PIECES 8-wide pieces a lane), writes it
  * once and normalizes it, where the two ops apart would cross memory twice more. Wider rows go
- * through the two ops (elementwise.cu, norm.cu). */
+ * through the two ops (elementwise.cu, norm.cu). Without a bias, a residual or mid, the same kernel
+ * is the plain norm forward (norm.cu's, for the rows it takes): one read of the row, its loads all
+ * issued before the sums. */
 #include "kernels/cuda/cuda_common.h"
 #include "kernels/cuda/norm_rows.h"
 
@@ -11,7 +13,7 @@
 enum { BDA_NORM_WARPS = 4 };
 
 template <class T> struct bda_norm_args {
-    T *mid, *y;
+    T *mid, *y;           /* mid NULL: not stored (the plain norm, x being mid) */
     float *mean, *rstd;   /* mean NULL for RMSNorm */
     const T *x, *b, *res; /* b, res NULL when absent */
     struct dropout_key drop;
@@ -100,6 +102,7 @@ static __global__ void bias_dropout_add_norm_kernel(struct bda_norm_args<T> a)
         uint32_t *w = reinterpret_cast<uint32_t *>(&pv[k]);
 #pragma unroll
         for (int i = 0; i < 4; i++) w[i] = lp_pack2<T>(v[2 * i], v[2 * i + 1]);
+        if (!a.mid) continue;
         if (VEC) *reinterpret_cast<uint4 *>(a.mid + row * a.C + c) = pv[k];
         else bda_store8<T, VEC>(a.mid + row * a.C, c, a.C, v);
     }
@@ -182,7 +185,7 @@ static bool bias_dropout_add_norm_fused(const char *op, struct tensor mid, struc
                                         struct tensor norm_b, float eps)
 {
     const enum dtype dt = lp_dtype<T>::value;
-    cuda_need(op, "mid", mid, dt);
+    cuda_maybe(op, "mid", mid, dt);
     cuda_need(op, "y", y, dt);
     cuda_need(op, "rstd", rstd, DT_F32);
     cuda_need(op, "x", x, dt);
@@ -195,7 +198,7 @@ static bool bias_dropout_add_norm_fused(const char *op, struct tensor mid, struc
     }
     struct bda_norm_args<T> a;
     memset(&a, 0, sizeof a);
-    a.mid = (T *)mid.data;
+    a.mid = tensor_present(mid) ? (T *)mid.data : NULL;
     a.y = (T *)y.data;
     a.mean = RMS ? NULL : (float *)mean.data;
     a.rstd = (float *)rstd.data;
@@ -209,7 +212,7 @@ static bool bias_dropout_add_norm_fused(const char *op, struct tensor mid, struc
     a.N = x.shape[0];
     a.C = x.shape[1];
     a.eps = eps;
-    a.vec = rows_vectorizable(a.C, a.mid, a.y, a.x, a.w) && cuda_aligned16(a.b) &&
+    a.vec = rows_vectorizable(a.C, a.mid ? a.mid : a.y, a.y, a.x, a.w) && cuda_aligned16(a.b) &&
             cuda_aligned16(a.res) && cuda_aligned16(a.nb);
     if (a.N == 0) return true;
     return launch_bias_dropout_add_norm<T, RMS>(a);
@@ -245,4 +248,31 @@ void cuda_bias_dropout_add_rmsnorm_forward(struct tensor mid, struct tensor y, s
     if (done) return;
     cuda_bias_dropout_add_forward(mid, x, b, residual, drop);
     cuda_rmsnorm_forward(y, rstd, mid, w, eps);
+}
+
+bool cuda_layernorm_forward_in_registers(struct tensor y, struct tensor mean, struct tensor rstd,
+                                         struct tensor x, struct tensor w, struct tensor b,
+                                         float eps)
+{
+    const char *op = "cuda_layernorm_forward";
+    enum dtype dt = cuda_need_lp(op, "y", y);
+    struct dropout_key nodrop = {0};
+    bool done = false;
+    CUDA_LP_DISPATCH(dt, done = bias_dropout_add_norm_fused<T, false>(
+                             op, tensor_none(), y, mean, rstd, x, tensor_none(), tensor_none(),
+                             nodrop, w, b, eps));
+    return done;
+}
+
+bool cuda_rmsnorm_forward_in_registers(struct tensor y, struct tensor rstd, struct tensor x,
+                                       struct tensor w, float eps)
+{
+    const char *op = "cuda_rmsnorm_forward";
+    enum dtype dt = cuda_need_lp(op, "y", y);
+    struct dropout_key nodrop = {0};
+    bool done = false;
+    CUDA_LP_DISPATCH(dt, done = bias_dropout_add_norm_fused<T, true>(
+                             op, tensor_none(), y, tensor_none(), rstd, x, tensor_none(),
+                             tensor_none(), nodrop, w, tensor_none(), eps));
+    return done;
 }

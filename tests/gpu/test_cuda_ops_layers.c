@@ -1,6 +1,7 @@
 /* GPU op tests of the layers' kernels against the CPU ops: linear (with the fused bias and GeLU
  * epilogues), embeddings, LayerNorm/RMSNorm (fused with bias-dropout-add and the residual), and
  * the activations. Method and tolerances: test_cuda_ops.c. */
+#include "kernels/ops.h"
 #include "tests/gpu/cuda_test.h"
 
 /* ---- dense layers ---- */
@@ -89,6 +90,33 @@ bool test_linear_matches_cpu(void)
               linear_case(1100, 320, 1000, true);
     }
     return ok;
+}
+
+/* linear_proj or linear_fc2 with the bias-dropout-add after it (no dropout) in the GEMM: y = x w^T +
+ * b + residual against the CPU's op (the GEMM, then the add); the residual, read as the GEMM's C,
+ * must be left as it was. */
+static bool linear_residual_case(int64_t N, int64_t in, int64_t out, bool bias)
+{
+    float *x = randn(N * in, 1.0f), *w = randn(out * in, 0.05f), *b = randn(out, 0.1f);
+    float *r = randn(N * out, 1.0f), *y = halloc(N * out * 4);
+    struct tensor hb = bias ? H1(b, DT_F32, out) : tensor_none();
+    op_linear_residual_forward(H2(y, N, out), H2(x, N, in), H2(w, out, in), hb, H2(r, N, out));
+    void *gx = to_dev_lp(x, N * in), *gw = to_dev_lp(w, out * in), *gb = to_dev_lp(b, out);
+    void *gr = to_dev_lp(r, N * out), *gy = dalloc(N * out * 2);
+    poison(gy, N * out, A.dt);
+    cuda_linear_residual_forward(D2(gy, A.dt, N, out), D2(gx, A.dt, N, in), D2(gw, A.dt, out, in),
+                                 bias ? D1(gb, A.dt, out) : tensor_none(), D2(gr, A.dt, N, out));
+    printf("   N=%lld in=%lld out=%lld bias=%d\n", (long long)N, (long long)in, (long long)out,
+           bias);
+    bool ok = close_to("y", from_dev_lp(gy, N * out), y, N * out, TOL_LP);
+    ok &= bitwise("residual, after", from_dev_lp(gr, N * out), r, N * out);
+    return ok;
+}
+
+bool test_linear_residual_matches_cpu(void)
+{
+    return linear_residual_case(256, 512, 768, true) & linear_residual_case(100, 72, 200, false) &
+           linear_residual_case(33, 40, 24, true) & linear_residual_case(1100, 320, 1000, true);
 }
 
 /* The two GeLU forms differ by less than bf16's rounding per element, but over many elements the
