@@ -11,14 +11,17 @@
 # (autotuned) run and torch's, the SM clock and board power while they train (a step runs at the
 # board's power limit: docs/PERFORMANCE.md). MODELS="124m 350m 1.5b" picks the models; AB names
 # another variable to run with at 0 and 1 in place of MEGATRON_GEMM_AUTOTUNE (e.g. AB=MEGATRON_FUSED_CE),
-# and ROUNDS=2 runs the pair twice, alternating.
+# and ROUNDS=2 runs the pair twice, alternating; MEGATRON=path runs a prebuilt binary.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 OUT=${OUT:-/tmp/gpu_models_out}
 mkdir -p "$OUT"
 TORCH=${1:-}
 nvidia-smi --query-gpu=name,driver_version --format=csv,noheader | tee "$OUT/gpu.txt"
-make -j16 CUDA=1 megatron >"$OUT/build.log" 2>&1 || { tail -30 "$OUT/build.log"; exit 1; }
+if [ -z "${MEGATRON:-}" ]; then # MEGATRON=path: a prebuilt binary
+    make -j16 CUDA=1 megatron >"$OUT/build.log" 2>&1 || { tail -30 "$OUT/build.log"; exit 1; }
+fi
+M=${MEGATRON:-./megatron}
 
 # nvidia-smi samples every 200 ms from smi_start to smi_stop; smi_stop prints their means over the
 # samples above 400 W (the training steps, not start-up or compilation).
@@ -54,7 +57,7 @@ for model in ${MODELS:-124m 350m 1.5b}; do
         log="$OUT/${model}_${AB:-autotune}${tune}_$run.log"
         start=$(date +%s.%N)
         [ "$tune" = 1 ] && smi_start
-        env "${AB:-MEGATRON_GEMM_AUTOTUNE}=$tune" ./megatron pretrain $flags >"$log" 2>&1
+        env "${AB:-MEGATRON_GEMM_AUTOTUNE}=$tune" "$M" pretrain $flags >"$log" 2>&1
         [ "$tune" = 1 ] && smi_stop "$model ours"
         wall=$(echo "$(date +%s.%N) - $start" | awk '{ print $1 - $3 }')
         grep -m2 -iE "error|fail" "$log"
