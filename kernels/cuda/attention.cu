@@ -48,9 +48,8 @@ struct sdpa_dims {
     bool pad_workaround;   /* backward, T % 128 != 0, cuDNN <= 9.15: the frontend's padding mask */
 };
 
-/* Execution plans of one graph: cuDNN's first engine config that finalizes or, with
- * MEGATRON_ATTENTION_AUTOTUNE=1, every one (at most SDPA_PLANS), the fastest chosen on the first
- * execution (sdpa_execute). */
+/* Execution plans of one graph: the first sdpa_configs(dims) of cuDNN's engine configs that
+ * finalize (at most SDPA_PLANS), one chosen on the first execution (sdpa_execute, sdpa_fastest). */
 enum { SDPA_PLANS = 8 };
 struct cuda_sdpa_plan {
     struct sdpa_dims dims;
@@ -369,19 +368,26 @@ static cudnnBackendDescriptor_t gb_graph(struct graph_builder *gb, const struct 
     return gb->failed ? NULL : g;
 }
 
-/* MEGATRON_ATTENTION_AUTOTUNE=1 times every engine config on a graph's first execution and keeps
- * the fastest; by default cuDNN's first (the frontend's choice) is kept. Not the default because
- * the configs round differently and, where their times are close, the timing picks one or another
- * from run to run: two runs of the same job would not repeat bitwise (seen in tests/gpu/ckpt_gpu.sh).
- * What it gains: a few percent of the forward at some shapes (docs/PERFORMANCE.md). */
-static bool sdpa_autotune(void)
+/* How many of cuDNN's engine configs a graph builds, to time them on its first execution
+ * (sdpa_fastest) where there are more than one: by default the forward's first two where its
+ * causal FLOPs reach SDPA_TIMED_FLOP (GPT-2 124M's layer: 1e11), else the first alone (the
+ * frontend's choice). At d = 64 and T = 1024 the forward's second config is 7-10% faster, the
+ * backward's first the fastest (docs/PERFORMANCE.md); each config built is one more kernel for
+ * cuDNN to compile on a machine's first run (~0.8 s), and below that size the configs time alike,
+ * would be chosen differently from run to run and round differently (a run's last bits would
+ * vary: seen in tests/gpu/ckpt_gpu.sh and gpu_train.sh's checks). MEGATRON_ATTENTION_AUTOTUNE=1
+ * builds and times every config of every graph, =0 none. */
+#define SDPA_TIMED_FLOP 1e10
+static int sdpa_configs(const struct sdpa_dims *m)
 {
-    static int on = -1; /* read once: a setting of the process, like the backend context */
-    if (on < 0) {
+    static int mode = -1; /* read once: a setting of the process, like the backend context */
+    if (mode < 0) {
         const char *v = getenv("MEGATRON_ATTENTION_AUTOTUNE");
-        on = v && strcmp(v, "1") == 0;
+        mode = !v ? 2 : strcmp(v, "1") == 0 ? 1 : strcmp(v, "0") == 0 ? 0 : 2;
     }
-    return on;
+    if (mode != 2) return mode == 1 ? SDPA_PLANS : 1;
+    double causal_flop = 2.0 * (double)m->B * (double)m->H * (double)m->T * (double)m->T * (double)m->D;
+    return !m->backward && causal_flop >= SDPA_TIMED_FLOP ? 2 : 1;
 }
 
 /* The plan for m, built on first use and kept in the context. */
@@ -403,7 +409,7 @@ static struct cuda_sdpa_plan *sdpa_plan(const struct sdpa_dims *m)
     gb->handle = ctx->dnn;
     cudnnBackendDescriptor_t graph = gb_graph(gb, m);
     struct cuda_sdpa_plan *p = (struct cuda_sdpa_plan *)xcalloc(1, sizeof *p);
-    if (graph) p->nplans = gb_plans(gb, graph, p->plans, p->workspaces, sdpa_autotune() ? SDPA_PLANS : 1);
+    if (graph) p->nplans = gb_plans(gb, graph, p->plans, p->workspaces, sdpa_configs(m));
     p->chosen = -1;
     for (int i = 0; i < p->nplans; i++)
         if (p->workspaces[i] > p->workspace) p->workspace = p->workspaces[i];
@@ -417,11 +423,16 @@ static struct cuda_sdpa_plan *sdpa_plan(const struct sdpa_dims *m)
     return p;
 }
 
-/* The fastest of p's plans on this variant pack: each run once to warm up and 3 times timed. The
- * runs write the op's own outputs, which every plan overwrites whole (nothing accumulates), and
- * the chosen plan runs again after them. Once per graph, on its first execution: the
- * synchronisation happens then, never in a later step. With MEGATRON_OP_TIMING set, one line per
- * graph says what was chosen. */
+/* A config after the first is kept where it takes at most this share of the first's time. */
+#define SDPA_MARGIN 0.96f
+enum { SDPA_TIMED_RUNS = 8 };
+
+/* The plan to keep of p's on this variant pack: each run once to warm up and SDPA_TIMED_RUNS times
+ * timed; the fastest where it beats the first by SDPA_MARGIN, else the first. The runs write the
+ * op's own outputs, which every plan overwrites whole (nothing accumulates), and the chosen plan
+ * runs again after them. Once per graph, on its first execution: the synchronisation happens
+ * then, never in a later step. With MEGATRON_OP_TIMING set, one line per graph says what was
+ * chosen. */
 static int sdpa_fastest(struct cuda_sdpa_plan *p, cudnnBackendDescriptor_t pack)
 {
     struct cuda_context *ctx = cuda_ctx();
@@ -432,7 +443,7 @@ static int sdpa_fastest(struct cuda_sdpa_plan *p, cudnnBackendDescriptor_t pack)
     float best_ms = 0.0f, first_ms = 0.0f;
     for (int i = 0; i < p->nplans; i++) {
         bool ok = true;
-        for (int r = 0; r < 4 && ok; r++) {
+        for (int r = 0; r <= SDPA_TIMED_RUNS && ok; r++) {
             if (r == 1) CUDA_CHECK(cudaEventRecord(start, ctx->stream));
             ok = cudnnBackendExecute(ctx->dnn, p->plans[i], pack) == CUDNN_STATUS_SUCCESS;
         }
@@ -441,6 +452,7 @@ static int sdpa_fastest(struct cuda_sdpa_plan *p, cudnnBackendDescriptor_t pack)
         CUDA_CHECK(cudaEventSynchronize(stop));
         float ms;
         CUDA_CHECK(cudaEventElapsedTime(&ms, start, stop));
+        ms /= SDPA_TIMED_RUNS;
         if (i == 0) first_ms = ms;
         if (i == 0 || ms < best_ms) {
             best = i;
@@ -449,13 +461,14 @@ static int sdpa_fastest(struct cuda_sdpa_plan *p, cudnnBackendDescriptor_t pack)
     }
     CUDA_CHECK(cudaEventDestroy(start));
     CUDA_CHECK(cudaEventDestroy(stop));
+    int chosen = best_ms <= SDPA_MARGIN * first_ms ? best : 0;
     if (getenv("MEGATRON_OP_TIMING"))
         fprintf(stderr, "attention %s B=%lld T=%lld heads=%lld/%lld d=%lld %s dropout %g: %d engine configs, "
-                "#%d chosen: %.3f ms against the first's %.3f ms\n", p->dims.backward ? "backward" : "forward",
-                (long long)p->dims.B, (long long)p->dims.T, (long long)p->dims.H, (long long)p->dims.G,
-                (long long)p->dims.D, dtype_name(p->dims.dt), (double)p->dims.dropout_p, p->nplans, best,
-                best_ms / 3, first_ms / 3);
-    return best;
+                "#%d chosen (the fastest #%d: %.3f ms against the first's %.3f ms)\n",
+                p->dims.backward ? "backward" : "forward", (long long)p->dims.B, (long long)p->dims.T,
+                (long long)p->dims.H, (long long)p->dims.G, (long long)p->dims.D, dtype_name(p->dims.dt),
+                (double)p->dims.dropout_p, p->nplans, chosen, best, best_ms, first_ms);
+    return chosen;
 }
 
 /* Runs plan p (its chosen engine config) with the (uid, pointer) pairs given; the workspace has
