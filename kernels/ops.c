@@ -9,17 +9,24 @@
 
 /* ---- dense layers ---- */
 
+/* y = x w^T + b's arguments, for the forward ops */
+static void check_linear_forward(struct args *a, struct tensor y, struct tensor x, struct tensor w,
+                                 struct tensor b)
+{
+    add_arg(a, "y", y), add_arg(a, "x", x), add_arg(a, "w", w), add_arg(a, "b", b);
+    need_tensor(a, "y", y, DT_F32, 2);
+    need_tensor(a, "x", x, DT_F32, 2);
+    need_tensor(a, "w", w, DT_F32, 2);
+    maybe_tensor(a, "b", b, DT_F32, 1);
+    need(a, x.shape[1] == w.shape[1], "x and w disagree on the input size");
+    need(a, dims_are(y, x.shape[0], w.shape[0]), "y must be [rows of x, rows of w]");
+    need(a, !tensor_present(b) || b.shape[0] == w.shape[0], "b must have one entry per row of w");
+}
+
 void op_linear_forward(struct tensor y, struct tensor x, struct tensor w, struct tensor b)
 {
     struct args a = {.op = "op_linear_forward"};
-    add_arg(&a, "y", y), add_arg(&a, "x", x), add_arg(&a, "w", w), add_arg(&a, "b", b);
-    need_tensor(&a, "y", y, DT_F32, 2);
-    need_tensor(&a, "x", x, DT_F32, 2);
-    need_tensor(&a, "w", w, DT_F32, 2);
-    maybe_tensor(&a, "b", b, DT_F32, 1);
-    need(&a, x.shape[1] == w.shape[1], "x and w disagree on the input size");
-    need(&a, dims_are(y, x.shape[0], w.shape[0]), "y must be [rows of x, rows of w]");
-    need(&a, !tensor_present(b) || b.shape[0] == w.shape[0], "b must have one entry per row of w");
+    check_linear_forward(&a, y, x, w, b);
     switch (common_device(&a)) {
     case DEV_CPU: cpu_linear_forward(y, x, w, b); return;
     case DEV_CUDA: ON_CUDA(cuda_linear_forward(y, x, w, b)); return;
@@ -30,16 +37,9 @@ void op_linear_residual_forward(struct tensor y, struct tensor x, struct tensor 
                                 struct tensor residual)
 {
     struct args a = {.op = "op_linear_residual_forward"};
-    add_arg(&a, "y", y), add_arg(&a, "x", x), add_arg(&a, "w", w), add_arg(&a, "b", b);
+    check_linear_forward(&a, y, x, w, b);
     add_arg(&a, "residual", residual);
-    need_tensor(&a, "y", y, DT_F32, 2);
-    need_tensor(&a, "x", x, DT_F32, 2);
-    need_tensor(&a, "w", w, DT_F32, 2);
-    maybe_tensor(&a, "b", b, DT_F32, 1);
     need_tensor(&a, "residual", residual, DT_F32, 2);
-    need(&a, x.shape[1] == w.shape[1], "x and w disagree on the input size");
-    need(&a, dims_are(y, x.shape[0], w.shape[0]), "y must be [rows of x, rows of w]");
-    need(&a, !tensor_present(b) || b.shape[0] == w.shape[0], "b must have one entry per row of w");
     need(&a, dims_are(residual, y.shape[0], y.shape[1]), "residual must have y's shape");
     need(&a, y.data != residual.data, "y must not alias residual");
     switch (common_device(&a)) {

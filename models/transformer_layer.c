@@ -32,11 +32,12 @@ static void layer_forward(const struct layer_ctx *ctx, const struct layer_params
     if (one_rank && key.p == 0.0f &&
         op_fuses_linear_residual(a->mid, a->attention.context, p->attention.proj_weight,
                                  p->attention.proj_bias, x)) {
-        attention_forward(ctx, &p->attention, &a->attention, a->mid, a->attention_input, positions, x);
+        attention_forward(ctx, &p->attention, &a->attention, a->mid, a->attention_input, positions,
+                          x);
         norm_forward(ctx, &p->pre_mlp_norm, &a->pre_mlp_norm, a->mid);
     } else {
-        attention_forward(ctx, &p->attention, &a->attention, s->tmp_full, a->attention_input, positions,
-                          tensor_none());
+        attention_forward(ctx, &p->attention, &a->attention, s->tmp_full, a->attention_input,
+                          positions, tensor_none());
         tp_reduce_to_rows(ctx->tp, s->tmp_full, s->tmp);
         bias_dropout_add_norm_forward(ctx, &p->pre_mlp_norm, &a->pre_mlp_norm, a->mid, s->tmp,
                                       p->attention.proj_bias, x, key);

@@ -631,7 +631,8 @@ static void test_linear_residual_is_linear_then_bias_add(void **state)
 {
     (void)state;
     int64_t N = 7, K = 13, O = 11;
-    float *x = frand(N * K, 181), *w = frand(O * K, 182), *b = frand(O, 183), *r = frand(N * O, 184);
+    float *x = frand(N * K, 181), *w = frand(O * K, 182), *b = frand(O, 183);
+    float *r = frand(N * O, 184);
     float *y = ffill(N * O, NAN), *t = ffill(N * O, NAN), *want = ffill(N * O, NAN);
     struct dropout_key none = {0};
     for (int with_bias = 0; with_bias < 2; with_bias++) {
@@ -641,7 +642,8 @@ static void test_linear_residual_is_linear_then_bias_add(void **state)
         op_bias_dropout_add_forward(f2(want, N, O), f2(t, N, O), tb, f2(r, N, O), none);
         assert_memory_equal(y, want, (size_t)(N * O) * sizeof(float));
     }
-    assert_false(op_fuses_linear_residual(f2(y, N, O), f2(x, N, K), f2(w, O, K), f1(b, O), f2(r, N, O)));
+    assert_false(
+        op_fuses_linear_residual(f2(y, N, O), f2(x, N, K), f2(w, O, K), f1(b, O), f2(r, N, O)));
     free(x), free(w), free(b), free(r), free(y), free(t), free(want);
 }
 

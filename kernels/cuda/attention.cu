@@ -386,7 +386,8 @@ static int sdpa_configs(const struct sdpa_dims *m)
         mode = !v ? 2 : strcmp(v, "1") == 0 ? 1 : strcmp(v, "0") == 0 ? 0 : 2;
     }
     if (mode != 2) return mode == 1 ? SDPA_PLANS : 1;
-    double causal_flop = 2.0 * (double)m->B * (double)m->H * (double)m->T * (double)m->T * (double)m->D;
+    double causal_flop =
+        2.0 * (double)m->B * (double)m->H * (double)m->T * (double)m->T * (double)m->D;
     return !m->backward && causal_flop >= SDPA_TIMED_FLOP ? 2 : 1;
 }
 
@@ -463,11 +464,13 @@ static int sdpa_fastest(struct cuda_sdpa_plan *p, cudnnBackendDescriptor_t pack)
     CUDA_CHECK(cudaEventDestroy(stop));
     int chosen = best_ms <= SDPA_MARGIN * first_ms ? best : 0;
     if (getenv("MEGATRON_OP_TIMING"))
-        fprintf(stderr, "attention %s B=%lld T=%lld heads=%lld/%lld d=%lld %s dropout %g: %d engine configs, "
-                "#%d chosen (the fastest #%d: %.3f ms against the first's %.3f ms)\n",
-                p->dims.backward ? "backward" : "forward", (long long)p->dims.B, (long long)p->dims.T,
-                (long long)p->dims.H, (long long)p->dims.G, (long long)p->dims.D, dtype_name(p->dims.dt),
-                (double)p->dims.dropout_p, p->nplans, chosen, best, best_ms, first_ms);
+        fprintf(stderr,
+                "attention %s B=%lld T=%lld heads=%lld/%lld d=%lld %s dropout %g: %d engine "
+                "configs, #%d chosen (the fastest #%d: %.3f ms against the first's %.3f ms)\n",
+                p->dims.backward ? "backward" : "forward", (long long)p->dims.B,
+                (long long)p->dims.T, (long long)p->dims.H, (long long)p->dims.G,
+                (long long)p->dims.D, dtype_name(p->dims.dt), (double)p->dims.dropout_p, p->nplans,
+                chosen, best, best_ms, first_ms);
     return chosen;
 }
 

@@ -89,10 +89,10 @@ void *cuda_stream(void);
 /* ---- ops: exactly op_<op> of ops.h ---- */
 
 void cuda_linear_forward(struct tensor y, struct tensor x, struct tensor w, struct tensor b);
-void cuda_linear_residual_forward(struct tensor y, struct tensor x, struct tensor w, struct tensor b,
-                                  struct tensor residual);
-bool cuda_fuses_linear_residual(struct tensor y, struct tensor x, struct tensor w, struct tensor b,
-                                struct tensor residual);
+void cuda_linear_residual_forward(struct tensor y, struct tensor x, struct tensor w,
+                                  struct tensor b, struct tensor residual);
+bool cuda_fuses_linear_residual(struct tensor y, struct tensor x, struct tensor w,
+                                struct tensor b, struct tensor residual);
 void cuda_linear_backward(struct tensor dx, struct tensor dw, struct tensor db, struct tensor dy,
                           struct tensor x, struct tensor w);
 void cuda_linear_gelu_forward(struct tensor y, struct tensor pre, struct tensor x, struct tensor w,

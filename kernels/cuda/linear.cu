@@ -165,8 +165,8 @@ static bool gemm_own_fits(const struct gemm_call *g)
 {
     if ((g->kind != GEMM_FWD && g->kind != GEMM_FWD_BIAS && g->kind != GEMM_FWD_GELU &&
          g->kind != GEMM_FWD_GELU_BIAS) ||
-        g->ab_type != CUDA_R_16BF || g->beta != 0.0f || g->cin || g->lda != g->k || g->ldb != g->k ||
-        g->ldc != g->m)
+        g->ab_type != CUDA_R_16BF || g->beta != 0.0f || g->cin || g->lda != g->k ||
+        g->ldb != g->k || g->ldc != g->m)
         return false;
     void *y, *act;
     gemm_own_outputs(g, &y, &act);
@@ -393,8 +393,8 @@ static enum gemm_ran gemm_try_run(const struct gemm_call *g)
     gemm_set_epilogue_pointers(p->desc, g);
     const float alpha = 1.0f;
     cublasStatus_t st = cublasLtMatmul(ctx->lt, p->desc, &alpha, g->a, p->a, g->b, p->b, &g->beta,
-                                       g->cin ? g->cin : g->c, p->c, g->c, p->c, &p->algo, ctx->lt_workspace,
-                                       ctx->lt_workspace_bytes, ctx->stream);
+                                       g->cin ? g->cin : g->c, p->c, g->c, p->c, &p->algo,
+                                       ctx->lt_workspace, ctx->lt_workspace_bytes, ctx->stream);
     if (st == CUBLAS_STATUS_SUCCESS) return GEMM_RAN_CUBLASLT;
     if (!fused) cuda_fail_cublas(st, "cublasLtMatmul", __FILE__, __LINE__);
     p->supported = false; /* refused before launching anything: the caller's path does the work */
@@ -410,6 +410,30 @@ static cudaDataType_t lp_cuda_type(enum dtype dt)
     return dt == DT_F16 ? CUDA_R_16F : CUDA_R_16BF;
 }
 
+/* The forward GEMM y = x w^T (+ b) for cuBLASLt (or ours); the residual's C added by the caller. */
+static struct gemm_call forward_call(struct tensor y, struct tensor x, struct tensor w,
+                                     struct tensor b)
+{
+    cudaDataType_t lp = lp_cuda_type(y.dtype);
+    int64_t N = x.shape[0], in = x.shape[1], out = w.shape[0];
+    struct gemm_call g = {.kind = tensor_present(b) ? GEMM_FWD_BIAS : GEMM_FWD,
+                          .ta = CUBLAS_OP_T, .tb = CUBLAS_OP_N, .m = out, .n = N, .k = in,
+                          .lda = in, .ldb = in, .ldc = out, .ab_type = lp, .cd_type = lp,
+                          .a = w.data, .b = x.data, .c = y.data, .cin = NULL,
+                          .bias = tensor_present(b) ? b.data : NULL, .aux = NULL, .beta = 0.0f};
+    return g;
+}
+
+/* The forward GEMM adding a residual: C = residual with beta = 1. */
+static struct gemm_call forward_residual_call(struct tensor y, struct tensor x, struct tensor w,
+                                              struct tensor b, struct tensor residual)
+{
+    struct gemm_call g = forward_call(y, x, w, b);
+    g.cin = residual.data;
+    g.beta = 1.0f;
+    return g;
+}
+
 void cuda_linear_forward(struct tensor y, struct tensor x, struct tensor w, struct tensor b)
 {
     const char *op = "cuda_linear_forward";
@@ -417,21 +441,15 @@ void cuda_linear_forward(struct tensor y, struct tensor x, struct tensor w, stru
     cuda_need(op, "x", x, dt);
     cuda_need(op, "w", w, dt);
     cuda_maybe(op, "b", b, dt);
-    cudaDataType_t lp = lp_cuda_type(dt);
-    int64_t N = x.shape[0], in = x.shape[1], out = w.shape[0];
-    struct gemm_call g = {.kind = tensor_present(b) ? GEMM_FWD_BIAS : GEMM_FWD,
-                          .ta = CUBLAS_OP_T, .tb = CUBLAS_OP_N, .m = out, .n = N, .k = in,
-                          .lda = in, .ldb = in, .ldc = out, .ab_type = lp, .cd_type = lp,
-                          .a = w.data, .b = x.data, .c = y.data,
-                          .bias = tensor_present(b) ? b.data : NULL, .aux = NULL, .beta = 0.0f};
+    struct gemm_call g = forward_call(y, x, w, b);
     cuda_ctx()->gelu_paths.forward_own_gemm = gemm_try_run(&g) == GEMM_RAN_OWN;
 }
 
 /* y = x w^T + b + residual: the residual comes in as C with beta = 1, so the layer's
  * bias-dropout-add without dropout happens in the GEMM's epilogue and the sum is rounded once
  * (the unfused path rounds the product to 16 bits before adding). */
-void cuda_linear_residual_forward(struct tensor y, struct tensor x, struct tensor w, struct tensor b,
-                                  struct tensor residual)
+void cuda_linear_residual_forward(struct tensor y, struct tensor x, struct tensor w,
+                                  struct tensor b, struct tensor residual)
 {
     const char *op = "cuda_linear_residual_forward";
     enum dtype dt = cuda_need_lp(op, "y", y);
@@ -439,33 +457,27 @@ void cuda_linear_residual_forward(struct tensor y, struct tensor x, struct tenso
     cuda_need(op, "w", w, dt);
     cuda_maybe(op, "b", b, dt);
     cuda_need(op, "residual", residual, dt);
-    cudaDataType_t lp = lp_cuda_type(dt);
-    int64_t N = x.shape[0], in = x.shape[1], out = w.shape[0];
-    struct gemm_call g = {.kind = tensor_present(b) ? GEMM_FWD_BIAS : GEMM_FWD,
-                          .ta = CUBLAS_OP_T, .tb = CUBLAS_OP_N, .m = out, .n = N, .k = in,
-                          .lda = in, .ldb = in, .ldc = out, .ab_type = lp, .cd_type = lp,
-                          .a = w.data, .b = x.data, .c = y.data, .cin = residual.data,
-                          .bias = tensor_present(b) ? b.data : NULL, .aux = NULL, .beta = 1.0f};
+    struct gemm_call g = forward_residual_call(y, x, w, b, residual);
     gemm_run(&g);
 }
 
-/* Milliseconds of `runs` calls of g after a warm-up (on the stream; synchronises). */
-static float gemm_time(const struct gemm_call *g, int runs)
+/* Milliseconds of `runs` calls of run() on the stream after one to warm up (synchronises). */
+template <class F> static float time_runs(F run, int runs)
 {
-    struct cuda_context *ctx = cuda_ctx();
+    cudaStream_t st = cuda_ctx()->stream;
     cudaEvent_t start, stop;
     CUDA_CHECK(cudaEventCreate(&start));
     CUDA_CHECK(cudaEventCreate(&stop));
-    gemm_run(g);
-    CUDA_CHECK(cudaEventRecord(start, ctx->stream));
-    for (int r = 0; r < runs; r++) gemm_run(g);
-    CUDA_CHECK(cudaEventRecord(stop, ctx->stream));
+    run();
+    CUDA_CHECK(cudaEventRecord(start, st));
+    for (int r = 0; r < runs; r++) run();
+    CUDA_CHECK(cudaEventRecord(stop, st));
     CUDA_CHECK(cudaEventSynchronize(stop));
     float ms;
     CUDA_CHECK(cudaEventElapsedTime(&ms, start, stop));
     CUDA_CHECK(cudaEventDestroy(start));
     CUDA_CHECK(cudaEventDestroy(stop));
-    return ms;
+    return ms / (float)runs;
 }
 
 /* Below this many bytes of y the residual is always added in the GEMM: the times are a few
@@ -477,10 +489,10 @@ static float gemm_time(const struct gemm_call *g, int runs)
  * replaces the bias-dropout-add's reads of the sublayer's output and the residual and its write of
  * their sum with the GEMM's read of C: two passes over y's bytes fewer, worth about a device copy
  * of y. Fused where the GEMM with C and the bias takes less longer than the plain GEMM than that
- * copy takes (timed on the first call of a shape; at 1.5B's 16384 x 1600 cuBLASLt's GEMM with C
- * loses more than the copy, at 124M's 65536 x 768 far less: docs/PERFORMANCE.md). */
-bool cuda_fuses_linear_residual(struct tensor y, struct tensor x, struct tensor w, struct tensor b,
-                                struct tensor residual)
+ * copy takes (timed on the first call of a shape; at 1.5B's 16384 x 6400 -> 1600 cuBLASLt's GEMM
+ * with C loses more than the copy, at 124M's shapes far less: docs/PERFORMANCE.md). */
+bool cuda_fuses_linear_residual(struct tensor y, struct tensor x, struct tensor w,
+                                struct tensor b, struct tensor residual)
 {
     struct cuda_context *ctx = cuda_ctx();
     if (!ctx->fused_residual) return false;
@@ -489,42 +501,27 @@ bool cuda_fuses_linear_residual(struct tensor y, struct tensor x, struct tensor 
         const struct cuda_residual_choice *c = &ctx->residual_choice[i];
         if (c->n == N && c->in == in && c->out == out && c->dt == (int)y.dtype) return c->fuse;
     }
-    const int64_t bytes = N * out * (int64_t)dtype_size(y.dtype);
+    const size_t bytes = (size_t)(N * out) * dtype_size(y.dtype);
     bool fuse = true;
     float fused_ms = 0.0f, plain_ms = 0.0f, copy_ms = 0.0f;
-    if (bytes >= RESIDUAL_TIMED_BYTES) {
+    if (bytes >= (size_t)RESIDUAL_TIMED_BYTES) {
         if (cuda_capturing()) return false; /* no timing inside a capture: the unfused path */
-        cudaDataType_t lp = lp_cuda_type(y.dtype);
-        struct gemm_call g = {.kind = GEMM_FWD, .ta = CUBLAS_OP_T, .tb = CUBLAS_OP_N, .m = out,
-                              .n = N, .k = in, .lda = in, .ldb = in, .ldc = out, .ab_type = lp,
-                              .cd_type = lp, .a = w.data, .b = x.data, .c = y.data, .cin = NULL,
-                              .bias = NULL, .aux = NULL, .beta = 0.0f};
-        plain_ms = gemm_time(&g, 5);
-        g.kind = tensor_present(b) ? GEMM_FWD_BIAS : GEMM_FWD;
-        g.bias = tensor_present(b) ? b.data : NULL;
-        g.cin = residual.data;
-        g.beta = 1.0f;
-        fused_ms = gemm_time(&g, 5);
-        cudaEvent_t start, stop;
-        CUDA_CHECK(cudaEventCreate(&start));
-        CUDA_CHECK(cudaEventCreate(&stop));
-        CUDA_CHECK(cudaMemcpyAsync(y.data, residual.data, (size_t)bytes, cudaMemcpyDeviceToDevice,
-                                   ctx->stream));
-        CUDA_CHECK(cudaEventRecord(start, ctx->stream));
-        for (int r = 0; r < 5; r++)
-            CUDA_CHECK(cudaMemcpyAsync(y.data, residual.data, (size_t)bytes,
-                                       cudaMemcpyDeviceToDevice, ctx->stream));
-        CUDA_CHECK(cudaEventRecord(stop, ctx->stream));
-        CUDA_CHECK(cudaEventSynchronize(stop));
-        CUDA_CHECK(cudaEventElapsedTime(&copy_ms, start, stop));
-        CUDA_CHECK(cudaEventDestroy(start));
-        CUDA_CHECK(cudaEventDestroy(stop));
+        struct gemm_call plain = forward_call(y, x, w, tensor_none());
+        struct gemm_call fused = forward_residual_call(y, x, w, b, residual);
+        plain_ms = time_runs([&] { gemm_run(&plain); }, 5);
+        fused_ms = time_runs([&] { gemm_run(&fused); }, 5);
+        copy_ms = time_runs([&] {
+            CUDA_CHECK(cudaMemcpyAsync(y.data, residual.data, bytes, cudaMemcpyDeviceToDevice,
+                                       ctx->stream));
+        }, 5);
         fuse = fused_ms - plain_ms < copy_ms;
     }
     if (getenv("MEGATRON_OP_TIMING"))
-        fprintf(stderr, "linear + residual N=%lld in=%lld out=%lld: %s (GEMM with the residual %.3f ms, "
-                "without %.3f ms, a copy of y %.3f ms)\n", (long long)N, (long long)in, (long long)out,
-                fuse ? "fused" : "unfused", fused_ms / 5, plain_ms / 5, copy_ms / 5);
+        fprintf(stderr,
+                "linear + residual N=%lld in=%lld out=%lld: %s (GEMM with the residual %.3f ms, "
+                "without %.3f ms, a copy of y %.3f ms)\n",
+                (long long)N, (long long)in, (long long)out, fuse ? "fused" : "unfused", fused_ms,
+                plain_ms, copy_ms);
     if (ctx->num_residual_choices < CUDA_RESIDUAL_CHOICES) {
         struct cuda_residual_choice *c = &ctx->residual_choice[ctx->num_residual_choices++];
         c->n = N, c->in = in, c->out = out, c->dt = (int)y.dtype, c->fuse = fuse;

@@ -92,9 +92,9 @@ bool test_linear_matches_cpu(void)
     return ok;
 }
 
-/* linear_proj or linear_fc2 with the bias-dropout-add after it (no dropout) in the GEMM: y = x w^T +
- * b + residual against the CPU's op (the GEMM, then the add); the residual, read as the GEMM's C,
- * must be left as it was. */
+/* linear_proj or linear_fc2 with the bias-dropout-add after it (no dropout) in the GEMM:
+ * y = x w^T + b + residual against the CPU's op (the GEMM, then the add); the residual, read as
+ * the GEMM's C, must be left as it was. */
 static bool linear_residual_case(int64_t N, int64_t in, int64_t out, bool bias)
 {
     float *x = randn(N * in, 1.0f), *w = randn(out * in, 0.05f), *b = randn(out, 0.1f);
