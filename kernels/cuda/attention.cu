@@ -373,10 +373,10 @@ static cudnnBackendDescriptor_t gb_graph(struct graph_builder *gb, const struct 
  * causal FLOPs reach SDPA_TIMED_FLOP (GPT-2 124M's layer: 1e11), else the first alone (the
  * frontend's choice). At d = 64 and T = 1024 the forward's second config is 7-10% faster, the
  * backward's first the fastest (docs/PERFORMANCE.md); each config built is one more kernel for
- * cuDNN to compile on a machine's first run (~0.8 s), and below that size the configs time alike,
- * would be chosen differently from run to run and round differently (a run's last bits would
- * vary: seen in tests/gpu/ckpt_gpu.sh and gpu_train.sh's checks). MEGATRON_ATTENTION_AUTOTUNE=1
- * builds and times every config of every graph, =0 none. */
+ * cuDNN to compile on a machine's first run (seconds, for all eight), and below that size the
+ * configs time alike, would be chosen differently from run to run and round differently (a run's
+ * last bits would vary: seen in tests/gpu/ckpt_gpu.sh and gpu_train.sh's checks).
+ * MEGATRON_ATTENTION_AUTOTUNE=1 builds and times every config of every graph, =0 none. */
 #define SDPA_TIMED_FLOP 1e10
 static int sdpa_configs(const struct sdpa_dims *m)
 {
