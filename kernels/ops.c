@@ -98,17 +98,10 @@ void op_linear_backward(struct tensor dx, struct tensor dw, struct tensor db, st
 static void check_linear_gelu(struct args *a, struct tensor y, struct tensor pre, struct tensor x,
                               struct tensor w, struct tensor b)
 {
-    add_arg(a, "y", y), add_arg(a, "pre", pre), add_arg(a, "x", x), add_arg(a, "w", w);
-    add_arg(a, "b", b);
-    need_tensor(a, "y", y, DT_F32, 2);
+    check_linear_forward(a, y, x, w, b);
+    add_arg(a, "pre", pre);
     need_tensor(a, "pre", pre, DT_F32, 2);
-    need_tensor(a, "x", x, DT_F32, 2);
-    need_tensor(a, "w", w, DT_F32, 2);
-    maybe_tensor(a, "b", b, DT_F32, 1);
-    need(a, x.shape[1] == w.shape[1], "x and w disagree on the input size");
     need(a, dims_are(pre, x.shape[0], w.shape[0]), "pre must be [rows of x, rows of w]");
-    need(a, dims_are(y, x.shape[0], w.shape[0]), "y must be [rows of x, rows of w]");
-    need(a, !tensor_present(b) || b.shape[0] == w.shape[0], "b must have one entry per row of w");
     need(a, y.data != pre.data, "y and pre must be different tensors");
 }
 

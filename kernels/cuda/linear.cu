@@ -434,13 +434,20 @@ static struct gemm_call forward_residual_call(struct tensor y, struct tensor x, 
     return g;
 }
 
-void cuda_linear_forward(struct tensor y, struct tensor x, struct tensor w, struct tensor b)
+/* The forwards' dtype contract: y, x, w (and b) of one 16-bit type, returned. */
+static enum dtype need_forward(const char *op, struct tensor y, struct tensor x, struct tensor w,
+                               struct tensor b)
 {
-    const char *op = "cuda_linear_forward";
     enum dtype dt = cuda_need_lp(op, "y", y);
     cuda_need(op, "x", x, dt);
     cuda_need(op, "w", w, dt);
     cuda_maybe(op, "b", b, dt);
+    return dt;
+}
+
+void cuda_linear_forward(struct tensor y, struct tensor x, struct tensor w, struct tensor b)
+{
+    need_forward("cuda_linear_forward", y, x, w, b);
     struct gemm_call g = forward_call(y, x, w, b);
     cuda_ctx()->gelu_paths.forward_own_gemm = gemm_try_run(&g) == GEMM_RAN_OWN;
 }
@@ -452,10 +459,7 @@ void cuda_linear_residual_forward(struct tensor y, struct tensor x, struct tenso
                                   struct tensor b, struct tensor residual)
 {
     const char *op = "cuda_linear_residual_forward";
-    enum dtype dt = cuda_need_lp(op, "y", y);
-    cuda_need(op, "x", x, dt);
-    cuda_need(op, "w", w, dt);
-    cuda_maybe(op, "b", b, dt);
+    enum dtype dt = need_forward(op, y, x, w, b);
     cuda_need(op, "residual", residual, dt);
     struct gemm_call g = forward_residual_call(y, x, w, b, residual);
     gemm_run(&g);
@@ -603,11 +607,8 @@ void cuda_linear_gelu_forward(struct tensor y, struct tensor pre, struct tensor 
                               struct tensor b, bool tanh_approx)
 {
     const char *op = "cuda_linear_gelu_forward";
-    enum dtype dt = cuda_need_lp(op, "y", y);
+    enum dtype dt = need_forward(op, y, x, w, b);
     cuda_need(op, "pre", pre, dt);
-    cuda_need(op, "x", x, dt);
-    cuda_need(op, "w", w, dt);
-    cuda_maybe(op, "b", b, dt);
     cudaDataType_t lp = lp_cuda_type(dt);
     struct cuda_context *ctx = cuda_ctx();
     int64_t N = x.shape[0], in = x.shape[1], out = w.shape[0];
