@@ -37,10 +37,11 @@
  * 128-byte swizzle (y, and with OUTS 2 act of it beside), and the TMA copies the unit out while
  * the next one is written; a tile's first wgmmas write the accumulators without reading them, so
  * that the epilogue's use of them ends there (else ptxas serializes the wgmmas). Rows and columns
- * past N and F are left out by the TMA, columns of K past its end read as zeros. Tiles go in
- * groups of rows swept column by column (unit_tile). With CL 2 the cluster's two CTAs take tiles of
- * consecutive rows and one column at the same places of their rings, each loading half of w's
- * tile into both (multicast), and a stage is freed only when the consumers of both have read it.
+ * past N and F are left out by the TMA, columns of K past its end read as zeros. Tiles go with
+ * their columns fastest where w fits in L2, else in groups of rows swept column by column
+ * (unit_tile). With CL 2 the cluster's two CTAs take tiles of consecutive rows and one column at
+ * the same places of their rings, each loading half of w's tile into both (multicast), and a stage
+ * is freed only when the consumers of both have read it.
  *
  * With B_MN w is given as [K, F] (F contiguous, as fc2's weight is for its input gradient): its
  * stage holds PN / 64 boxes of 64 columns by 64 k rows and the wgmmas read it transposed (the
@@ -542,14 +543,26 @@ __device__ __forceinline__ void stage_unit(unsigned char *unit, const float *y, 
         }
 }
 
-/* Unit u's row unit and column tile. Units go in groups of GROUP row units swept column by column
- * (u = rows of the group fastest), so the tiles running at once share their rows of x and their
- * columns of w in L2 even where w is larger than L2 (the output layer's 77 MB at GPT-2's vocab).
- * A row unit is CL tiles of consecutive rows. */
+/* Unit u's row unit and column tile. Where w is larger than HOPPER_F_FASTEST_BYTES, units go in
+ * groups of GROUP row units swept column by column (u = rows of the group fastest), so the tiles
+ * running at once share their rows of x and their columns of w in L2 even where w is larger than
+ * L2 (the output layer's 77 MB at GPT-2's vocab). Where w stays in L2 anyway, the columns go
+ * fastest: a row unit's column tiles run side by side, so its x tiles come from memory once and
+ * are shared in L2 (1-10% faster at GPT-2 124M's 65536 x 3072 -> 768 and 65536 x 2304 -> 768, the
+ * same bits: docs/PERFORMANCE.md). A row unit is CL tiles of consecutive rows. */
 enum { GROUP = 16 };
+#ifndef HOPPER_F_FASTEST_BYTES
+#define HOPPER_F_FASTEST_BYTES (16 << 20)
+#endif
 
-__device__ __forceinline__ void unit_tile(int u, int row_units, int tiles_f, int &ru, int &tf)
+__device__ __forceinline__ void unit_tile(int u, int row_units, int tiles_f, bool f_fastest,
+                                          int &ru, int &tf)
 {
+    if (f_fastest) {
+        ru = u / tiles_f;
+        tf = u - ru * tiles_f;
+        return;
+    }
     const int per_group = GROUP * tiles_f, g = u / per_group, first = g * GROUP;
     const int rows = row_units - first < GROUP ? row_units - first : GROUP, r = u - g * per_group;
     ru = first + r % rows;
@@ -578,6 +591,7 @@ __global__ void __launch_bounds__(PP_THREADS, 1)
     const int row_tiles = (N + PM - 1) / PM, tiles_f = (F + PN - 1) / PN;
     const int row_units = (row_tiles + CL - 1) / CL, units = row_units * tiles_f;
     const int kblocks = (K + BK - 1) / BK;
+    const bool f_fastest = (long long)F * K * 2 <= (long long)HOPPER_F_FASTEST_BYTES;
     const int cid = blockIdx.x / CL, clusters = gridDim.x / CL;
     if constexpr (has_gate<Act>::value)
         if (!act.open()) return; /* the same for every thread of the grid */
@@ -603,7 +617,7 @@ __global__ void __launch_bounds__(PP_THREADS, 1)
             int stage = 0, phase = 0;
             for (int u = cid; u < units; u += clusters) {
                 int ru, tf;
-                unit_tile(u, row_units, tiles_f, ru, tf);
+                unit_tile(u, row_units, tiles_f, f_fastest, ru, tf);
                 const int tn = ru * CL + (int)rank;
                 for (int kb = 0; kb < kblocks; kb++) {
                     mbar_wait(&s.empty[stage], phase ^ 1);
@@ -637,7 +651,7 @@ __global__ void __launch_bounds__(PP_THREADS, 1)
             int q = 0;
             for (int u = cid; u < units; u += clusters) {
                 int ru, tf;
-                unit_tile(u, row_units, tiles_f, ru, tf);
+                unit_tile(u, row_units, tiles_f, f_fastest, ru, tf);
                 const int tn = ru * CL + (int)rank;
                 for (int kb = 0; kb < kblocks; kb++, q++) {
                     const int stage = q % S;
@@ -673,7 +687,7 @@ __global__ void __launch_bounds__(PP_THREADS, 1)
     int i = 0;
     for (int u = cid + c * clusters; u < units; u += 2 * clusters, i++) {
         int ru, tf;
-        unit_tile(u, row_units, tiles_f, ru, tf);
+        unit_tile(u, row_units, tiles_f, f_fastest, ru, tf);
         const int tn = ru * CL + (int)rank;
         int q = (2 * i + c) * kblocks; /* the tile's first fill of the ring */
         /* the tile's bias into shared memory under the main loop (its last reader, this
