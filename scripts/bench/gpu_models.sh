@@ -11,7 +11,9 @@
 # (autotuned) run and torch's, the SM clock and board power while they train (a step runs at the
 # board's power limit: docs/PERFORMANCE.md). MODELS="124m 350m 1.5b" picks the models; AB names
 # another variable to run with at 0 and 1 in place of MEGATRON_GEMM_AUTOTUNE (e.g. AB=MEGATRON_FUSED_CE),
-# and ROUNDS=2 runs the pair twice, alternating; MEGATRON=path runs a prebuilt binary.
+# and ROUNDS=2 runs the pair twice, alternating; MEGATRON=path runs a prebuilt binary, and
+# MEGATRON_B=path pairs it with another build instead (B then A, both with the default settings:
+# two trees compared in one call).
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 OUT=${OUT:-/tmp/gpu_models_out}
@@ -54,10 +56,17 @@ for model in ${MODELS:-124m 350m 1.5b}; do
         --log-interval 10 --log-throughput --eval-iters 0 --hidden-dropout 0 --attention-dropout 0
         --split 1,1,1 --bf16 --device cuda"
     for run in $(seq "${ROUNDS:-1}"); do for tune in 0 1; do
-        log="$OUT/${model}_${AB:-autotune}${tune}_$run.log"
+        if [ -n "${MEGATRON_B:-}" ]; then # two binaries: B (tune 0), then A
+            label="binary=$([ "$tune" = 0 ] && echo B || echo A)"
+            cmd=("$([ "$tune" = 0 ] && echo "$MEGATRON_B" || echo "$M")")
+        else
+            label="${AB:-autotune}=$tune"
+            cmd=(env "${AB:-MEGATRON_GEMM_AUTOTUNE}=$tune" "$M")
+        fi
+        log="$OUT/${model}_${label/=/}_$run.log"
         start=$(date +%s.%N)
         [ "$tune" = 1 ] && smi_start
-        env "${AB:-MEGATRON_GEMM_AUTOTUNE}=$tune" "$M" pretrain $flags >"$log" 2>&1
+        "${cmd[@]}" pretrain $flags >"$log" 2>&1
         [ "$tune" = 1 ] && smi_stop "$model ours"
         wall=$(echo "$(date +%s.%N) - $start" | awk '{ print $1 - $3 }')
         grep -m2 -iE "error|fail" "$log"
@@ -65,7 +74,7 @@ for model in ${MODELS:-124m 350m 1.5b}; do
         peak=$(sed -n 's/.*max reserved: \([0-9.]*\)$/\1/p' "$log")
         grep ' iteration ' "$log" | tail -1 \
             | sed 's/.*elapsed time per iteration (ms): \([^ ]*\) | throughput per GPU (TFLOP\/s\/GPU): \([^ ]*\) .*/\1 \2/' \
-            | awk -v n="$model ${AB:-autotune}=$tune" -v tok=$((mbs * 1024)) -v w="$wall" -v f="${first:-nan}" -v p="${peak:-nan}" \
+            | awk -v n="$model $label" -v tok=$((mbs * 1024)) -v w="$wall" -v f="${first:-nan}" -v p="${peak:-nan}" \
                 '{ printf "%s: %.1f ms/iter, %.0f tokens/s, %.1f TFLOP/s (MFU %.1f%%), peak GPU memory %.1f GiB, first step done %.2f s after start-up, run %.0f s\n",
                           n, $1, tok / ($1 / 1000), $2, $2 / 9.89, p / 1024, f, w }' \
             | tee -a "$OUT/summary.txt"
