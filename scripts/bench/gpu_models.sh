@@ -56,9 +56,10 @@ for model in ${MODELS:-124m 350m 1.5b}; do
         --log-interval 10 --log-throughput --eval-iters 0 --hidden-dropout 0 --attention-dropout 0
         --split 1,1,1 --bf16 --device cuda"
     for run in $(seq "${ROUNDS:-1}"); do for tune in 0 1; do
-        if [ -n "${MEGATRON_B:-}" ]; then # two binaries: B (tune 0), then A
-            label="binary=$([ "$tune" = 0 ] && echo B || echo A)"
-            cmd=("$([ "$tune" = 0 ] && echo "$MEGATRON_B" || echo "$M")")
+        if [ -n "${MEGATRON_B:-}" ] && [ "$tune" = 0 ]; then # two binaries: B, then A
+            label=binary=B cmd=("$MEGATRON_B")
+        elif [ -n "${MEGATRON_B:-}" ]; then
+            label=binary=A cmd=("$M")
         else
             label="${AB:-autotune}=$tune"
             cmd=(env "${AB:-MEGATRON_GEMM_AUTOTUNE}=$tune" "$M")
