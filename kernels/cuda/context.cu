@@ -81,6 +81,20 @@ void cuda_init(int device_index)
     if (device_index < 0 || device_index >= count)
         die_user("GPU %d: this machine has %d usable GPU(s); run one process per GPU, or run "
                  "without a GPU to use the CPU backend", device_index, count);
+    int major = 0, minor = 0;
+    CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device_index));
+    CUDA_CHECK(cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, device_index));
+    /* the kernels are built for sm_90 with compute_90 PTX (the Makefile's NVCCFLAGS): an older GPU
+       has no image of them, and would fail at the first launch with the runtime's words */
+    if (major < 9) {
+        char name[300] = "";
+        struct cudaDeviceProp prop;
+        if (cudaGetDeviceProperties(&prop, device_index) == cudaSuccess)
+            snprintf(name, sizeof name, " (%s)", prop.name);
+        die_user("GPU %d%s: compute capability %d.%d: the CUDA backend's kernels are built for 9.0 "
+                 "and later (Hopper); run on an H100 or H200, or with --device cpu", device_index,
+                 name, major, minor);
+    }
     CUDA_CHECK(cudaSetDevice(device_index));
     CUDA_CHECK(cudaDeviceGetAttribute(&g_ctx.sm_count, cudaDevAttrMultiProcessorCount,
                                       device_index));
@@ -93,9 +107,6 @@ void cuda_init(int device_index)
     g_ctx.lt_workspace_bytes = LT_WORKSPACE_BYTES;
     count_bytes(&g_ctx, LT_WORKSPACE_BYTES, true);
     g_ctx.dgelu_forced = CUDA_DGELU_TIMED;
-    int major = 0, minor = 0;
-    CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device_index));
-    CUDA_CHECK(cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, device_index));
     g_ctx.hopper_gemm = major == 9 && minor == 0; /* hopper_gemm.cu is built for sm_90a alone */
     /* opt-in: where its time and cuBLASLt's are close the choice varies from run to run, and
        with it the last bits of a run's results (linear.cu) */
