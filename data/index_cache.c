@@ -82,10 +82,10 @@ static unsigned char *read_whole(const char *path, size_t *len, int *missing, ch
 
 /* Checks the header against the file length without overflowing; fills the counts. */
 static int check_layout(const unsigned char *buf, size_t len, const char *description, uint64_t n[4],
-                        const char *path, char *err, size_t errlen)
+                        const char *name, char *err, size_t errlen)
 {
     if (len < CACHE_HEADER + 8 || memcmp(buf, CACHE_MAGIC, 8) != 0) {
-        error_set(err, errlen, "%s: not an index cache file", path);
+        error_set(err, errlen, "%s: not an index cache file", name);
         return -1;
     }
     for (int i = 0; i < 4; i++) n[i] = get_u64(buf + 8 + 8 * i);
@@ -94,32 +94,25 @@ static int check_layout(const unsigned char *buf, size_t len, const char *descri
         n[2] > (room - n[0] - 4 * n[1]) / 16 || n[3] > (room - n[0] - 4 * n[1] - 16 * n[2]) / 8 ||
         n[0] + 4 * n[1] + 16 * n[2] + 8 * n[3] != room) {
         error_set(err, errlen, "%s: sizes in the header do not match the file (truncated or for another dataset)",
-                path);
+                name);
         return -1;
     }
     if (memcmp(buf + CACHE_HEADER, description, n[0]) != 0) {
-        error_set(err, errlen, "%s: written for a different dataset description", path);
+        error_set(err, errlen, "%s: written for a different dataset description", name);
         return -1;
     }
     if (index_cache_fnv1a(INDEX_CACHE_FNV_BASIS, buf, len - 8) != get_u64(buf + len - 8)) {
-        error_set(err, errlen, "%s: checksum mismatch (corrupt file)", path);
+        error_set(err, errlen, "%s: checksum mismatch (corrupt file)", name);
         return -1;
     }
     return 0;
 }
 
-int index_cache_load(const char *path, const char *description, struct index_cache_arrays *out, char *err,
-                     size_t errlen)
+int index_cache_parse(const unsigned char *buf, size_t len, const char *description, const char *name,
+                      struct index_cache_arrays *out, char *err, size_t errlen)
 {
-    size_t len = 0;
-    int missing;
-    unsigned char *buf = read_whole(path, &len, &missing, err, errlen);
-    if (!buf) return missing ? 1 : -1;
     uint64_t n[4];
-    if (check_layout(buf, len, description, n, path, err, errlen)) {
-        free(buf);
-        return -1;
-    }
+    if (check_layout(buf, len, description, n, name, err, errlen)) return -1;
     memset(out, 0, sizeof(*out));
     const unsigned char *p = buf + CACHE_HEADER + n[0];
     out->document_len = (int64_t)n[1];
@@ -133,8 +126,19 @@ int index_cache_load(const char *path, const char *description, struct index_cac
     memcpy(out->sample_index, p, n[2] * 16);
     p += n[2] * 16;
     memcpy(out->shuffle_index, p, n[3] * 8);
-    free(buf);
     return 0;
+}
+
+int index_cache_load(const char *path, const char *description, struct index_cache_arrays *out, char *err,
+                     size_t errlen)
+{
+    size_t len = 0;
+    int missing;
+    unsigned char *buf = read_whole(path, &len, &missing, err, errlen);
+    if (!buf) return missing ? 1 : -1;
+    int rc = index_cache_parse(buf, len, description, path, out, err, errlen);
+    free(buf);
+    return rc;
 }
 
 /* Creates every missing directory of `dir` (like mkdir -p). */

@@ -31,6 +31,11 @@ char *index_cache_path(const char *dir, const char *description, const char *cls
 int index_cache_load(const char *path, const char *description, struct index_cache_arrays *out, char *err,
                      size_t errlen);
 
+/* index_cache_load on a file's bytes already in memory (name for the messages): 0 with the arrays
+ * (caller frees them), -1 when they are corrupt or for another description (reason in err). */
+int index_cache_parse(const unsigned char *buf, size_t len, const char *description, const char *name,
+                      struct index_cache_arrays *out, char *err, size_t errlen);
+
 /* Writes the arrays and the description atomically, creating directories as needed.
  * Returns 0, or -1 with the reason in err (nothing is left behind). */
 int index_cache_save(const char *path, const char *description, const struct index_cache_arrays *a, char *err,
