@@ -2,6 +2,7 @@
  * The tensor map is in hf_map.c; the contract of both in hf.h. */
 #include "ckpt/hf.h"
 
+#include <inttypes.h>
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -68,8 +69,16 @@ static int fill_gpt2(const struct json_value *r, struct model_config *c, const c
     const char *act_name = act ? json_string(act, NULL) : "gelu_new";
     if (!act_name || (strcmp(act_name, "gelu_new") && strcmp(act_name, "gelu") &&
                       strcmp(act_name, "gelu_pytorch_tanh"))) {
-        snprintf(err, errlen, "%s: activation_function \"%s\" is not supported; use gelu or gelu_new",
-                 path, act_name ? act_name : "?");
+        char q[JSON_QUOTED_CAP];
+        snprintf(err, errlen, "%s: activation_function %s is not supported; use gelu or gelu_new",
+                 path, act_name ? json_quoted(q, act_name) : "(not a string)");
+        return -1;
+    }
+    if (heads < 1 || hidden % heads != 0 || (inner <= 0 && 4 * hidden > INT32_MAX)) {
+        snprintf(err, errlen,
+                 "%s: n_embd %" PRId64 " and n_head %" PRId64 ": n_head must be positive and "
+                 "divide n_embd (and 4 x n_embd, the default n_inner, fit in 32 bits); fix the file",
+                 path, hidden, heads);
         return -1;
     }
     c->num_layers = (int)layers;
@@ -111,6 +120,13 @@ static int fill_llama(const struct json_value *r, struct model_config *c, const 
     const struct json_value *rope = json_get(r, "rope_parameters");
     if (rope) theta = get_num(rope, "rope_theta", theta);
     const struct json_value *tie = json_get(r, "tie_word_embeddings");
+    if (heads < 1 || (head_dim <= 0 && hidden % heads != 0)) {
+        snprintf(err, errlen,
+                 "%s: hidden_size %" PRId64 " and num_attention_heads %" PRId64 ": the heads "
+                 "must be positive and, without head_dim, divide hidden_size; fix the file",
+                 path, hidden, heads);
+        return -1;
+    }
     c->num_layers = (int)layers;
     c->hidden_size = (int)hidden;
     c->num_attention_heads = (int)heads;
@@ -157,8 +173,9 @@ int hf_parse_config(const char *text, size_t len, const char *path, struct model
         *family = HF_LLAMA;
         rc = fill_llama(root, c, path, err, errlen);
     } else {
-        snprintf(err, errlen, "%s: model_type \"%s\" is not supported; use a gpt2 or llama checkpoint",
-                 path, name ? name : "(missing)");
+        char q[JSON_QUOTED_CAP];
+        snprintf(err, errlen, "%s: model_type %s is not supported; use a gpt2 or llama checkpoint",
+                 path, json_quoted(q, name));
         rc = -1;
     }
     json_free(doc);

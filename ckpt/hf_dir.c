@@ -51,7 +51,9 @@ static int open_index(const char *dir, const char *path, const char *text, size_
         size_t flen;
         const char *file = json_string(json_member(map, i), &flen);
         if (!file || !plain_name(file, flen)) {
-            snprintf(err, errlen, "%s: the file of \"%s\" is not a plain file name; fix the index", path, json_key(map, i, NULL));
+            char q[JSON_QUOTED_CAP];
+            snprintf(err, errlen, "%s: the file of %s is not a plain file name; fix the index",
+                     path, json_quoted(q, json_key(map, i, NULL)));
             rc = -1;
             break;
         }

@@ -355,6 +355,37 @@ static void test_models_and_directories_hf_cannot_hold_are_refused(void **state)
     free(tmp);
 }
 
+/* config.json files that would divide by zero or break the one-line message are refused. */
+static void test_malformed_hf_configs_are_refused_in_one_line(void **state)
+{
+    (void)state;
+    const char *bad[][2] = {
+        {"{\"model_type\": \"gpt2\", \"n_layer\": 2, \"n_embd\": 64, \"n_head\": 0, "
+         "\"n_positions\": 32, \"vocab_size\": 100}", "n_head must be positive"},
+        {"{\"model_type\": \"gpt2\", \"n_layer\": 2, \"n_embd\": 64, \"n_head\": 3, "
+         "\"n_positions\": 32, \"vocab_size\": 100}", "divide n_embd"},
+        {"{\"model_type\": \"gpt2\", \"n_layer\": 2, \"n_embd\": 2000000000, \"n_head\": 1, "
+         "\"n_positions\": 32, \"vocab_size\": 100}", "fit in 32 bits"},
+        {"{\"model_type\": \"llama\", \"num_hidden_layers\": 2, \"hidden_size\": 64, "
+         "\"num_attention_heads\": 0, \"max_position_embeddings\": 32, \"vocab_size\": 100, "
+         "\"intermediate_size\": 128}", "heads must be positive"},
+        {"{\"model_type\": \"gpt\\n2\"}", "model_type \"gpt\\n2\" is not supported"},
+        {"{\"model_type\": \"gpt2\", \"n_layer\": 2, \"n_embd\": 64, \"n_head\": 4, "
+         "\"n_positions\": 32, \"vocab_size\": 100, \"activation_function\": \"relu\\r\"}",
+         "activation_function \"relu\\r\" is not supported"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        struct model_config c;
+        enum hf_family family;
+        char err[512] = "";
+        assert_int_equal(hf_parse_config(bad[i][0], strlen(bad[i][0]), "config.json", &c, &family,
+                                         err, sizeof err), -1);
+        if (!strstr(err, bad[i][1])) fail_msg("case %zu: %s", i, err);
+        assert_null(strchr(err, '\n'));
+        assert_null(strchr(err, '\r'));
+    }
+}
+
 int main(int argc, char **argv)
 {
     if (argc > 1) fixtures = argv[1];
@@ -365,6 +396,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_converted_checkpoint_reproduces_the_fixture_logits),
         cmocka_unit_test(test_printed_flags_build_the_same_model),
         cmocka_unit_test(test_models_and_directories_hf_cannot_hold_are_refused),
+        cmocka_unit_test(test_malformed_hf_configs_are_refused_in_one_line),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
