@@ -77,7 +77,7 @@ static int fill_gpt2(const struct json_value *r, struct model_config *c, const c
     if (heads < 1 || hidden % heads != 0 || (inner <= 0 && 4 * hidden > INT32_MAX)) {
         snprintf(err, errlen,
                  "%s: n_embd %" PRId64 " and n_head %" PRId64 ": n_head must be positive and "
-                 "divide n_embd (and 4 x n_embd, the default n_inner, fit in 32 bits); fix the file",
+                 "divide n_embd (and 4 x n_embd, the default n_inner, fit 32 bits); fix the file",
                  path, hidden, heads);
         return -1;
     }

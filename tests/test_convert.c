@@ -365,7 +365,7 @@ static void test_malformed_hf_configs_are_refused_in_one_line(void **state)
         {"{\"model_type\": \"gpt2\", \"n_layer\": 2, \"n_embd\": 64, \"n_head\": 3, "
          "\"n_positions\": 32, \"vocab_size\": 100}", "divide n_embd"},
         {"{\"model_type\": \"gpt2\", \"n_layer\": 2, \"n_embd\": 2000000000, \"n_head\": 1, "
-         "\"n_positions\": 32, \"vocab_size\": 100}", "fit in 32 bits"},
+         "\"n_positions\": 32, \"vocab_size\": 100}", "fit 32 bits"},
         {"{\"model_type\": \"llama\", \"num_hidden_layers\": 2, \"hidden_size\": 64, "
          "\"num_attention_heads\": 0, \"max_position_embeddings\": 32, \"vocab_size\": 100, "
          "\"intermediate_size\": 128}", "heads must be positive"},
