@@ -71,7 +71,7 @@ static int fill_gpt2(const struct json_value *r, struct model_config *c, const c
                       strcmp(act_name, "gelu_pytorch_tanh"))) {
         char q[JSON_QUOTED_CAP];
         snprintf(err, errlen, "%s: activation_function %s is not supported; use gelu or gelu_new",
-                 path, act_name ? json_quoted(q, act_name) : "(not a string)");
+                 path, act_name ? json_quoted(q, act_name, strlen(act_name)) : "(not a string)");
         return -1;
     }
     if (heads < 1 || hidden % heads != 0 || (inner <= 0 && 4 * hidden > INT32_MAX)) {
@@ -175,7 +175,7 @@ int hf_parse_config(const char *text, size_t len, const char *path, struct model
     } else {
         char q[JSON_QUOTED_CAP];
         snprintf(err, errlen, "%s: model_type %s is not supported; use a gpt2 or llama checkpoint",
-                 path, json_quoted(q, name));
+                 path, json_quoted(q, name, name ? strlen(name) : 0));
         rc = -1;
     }
     json_free(doc);

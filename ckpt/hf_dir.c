@@ -52,8 +52,10 @@ static int open_index(const char *dir, const char *path, const char *text, size_
         const char *file = json_string(json_member(map, i), &flen);
         if (!file || !plain_name(file, flen)) {
             char q[JSON_QUOTED_CAP];
+            size_t klen;
+            const char *key = json_key(map, i, &klen);
             snprintf(err, errlen, "%s: the file of %s is not a plain file name; fix the index",
-                     path, json_quoted(q, json_key(map, i, NULL)));
+                     path, json_quoted(q, key, klen));
             rc = -1;
             break;
         }

@@ -10,6 +10,7 @@
 
 #include "data/tokenizer_gpt2.h"
 #include "util/error.h"
+#include "util/json.h"
 
 struct tokenizer {
     enum tokenizer_kind kind;
@@ -148,9 +149,9 @@ static int null_encode(const struct tokenizer *t, const char *text, size_t len, 
         size_t end = sp ? (size_t)(sp - text) : len;
         int32_t id;
         if (!null_parse_id(text + pos, end - pos, t->null_vocab, &id)) {
-            size_t n = end - pos < 40 ? end - pos : 40;
-            error_set(err, errlen, "NullTokenizer: \"%.*s\" at byte %zu is not a token id in [0, %lld)", (int)n,
-                    text + pos, pos, (long long)t->null_vocab);
+            char q[JSON_QUOTED_CAP];
+            error_set(err, errlen, "NullTokenizer: %s at byte %zu is not a token id in [0, %lld)",
+                      json_quoted(q, text + pos, end - pos), pos, (long long)t->null_vocab);
             return -1;
         }
         token_ids_push(out, id);

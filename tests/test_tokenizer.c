@@ -386,11 +386,13 @@ static void test_null_tokenizer_reads_space_separated_ids(void **state)
     token_ids_free(&ids);
     encode_ok(t, NULL, "", 0, &ids);
     assert_int_equal(ids.len, 0);
-    const char *bad[] = {"1 1000", "1  2", "x", "-3", "1.5"};
+    const char *bad[] = {"1 1000", "1  2", "x", "-3", "1.5", "1\nx"};
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         assert_int_equal(tokenizer_encode(t, NULL, bad[i], strlen(bad[i]), &ids, err, sizeof(err)), -1);
         assert_non_null(strstr(err, "is not a token id in [0, 1000)"));
+        assert_null(strchr(err, '\n')); /* the field is quoted, its newline escaped: one line */
     }
+    assert_non_null(strstr(err, "\"1\\nx\" at byte 0"));
     token_ids_free(&ids);
     tokenizer_free(t);
     o.vocab_size = 0;

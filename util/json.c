@@ -697,10 +697,10 @@ size_t json_escape(char *out, size_t cap, const char *s, size_t len)
     return need;
 }
 
-const char *json_quoted(char *buf, const char *s)
+const char *json_quoted(char *buf, const char *s, size_t len)
 {
     if (!s) return strcpy(buf, "(missing)");
-    size_t len = strlen(s), cut = len > 40 ? 40 : len; /* at most 6 bytes an input byte, 2 quotes */
+    size_t cut = len > 40 ? 40 : len; /* at most 6 bytes an input byte, and 2 quotes */
     size_t n = json_escape(buf, JSON_QUOTED_CAP - 4, s, cut);
     strcpy(buf + n, cut < len ? "..." : "");
     return buf;

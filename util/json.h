@@ -59,10 +59,10 @@ const struct json_value *json_get(const struct json_value *obj, const char *key)
  * by a NUL if n < cap; when n > cap nothing is written (out may be NULL with cap 0 to measure). */
 size_t json_escape(char *out, size_t cap, const char *s, size_t len);
 
-/* A string from a file, for a one-line message: s (NULL reads as "(missing)") as a JSON literal,
- * its first 40 bytes and "..." when longer, so a newline or control character in it is escaped.
- * Writes into buf (at least JSON_QUOTED_CAP bytes) and returns it. */
+/* A string from a file, for a one-line message: s (len bytes; NULL reads as "(missing)") as a
+ * JSON literal, its first 40 bytes and "..." when longer, so a newline or control character in it
+ * is escaped. Writes into buf (at least JSON_QUOTED_CAP bytes) and returns it. */
 #define JSON_QUOTED_CAP 256
-const char *json_quoted(char *buf, const char *s);
+const char *json_quoted(char *buf, const char *s, size_t len);
 
 #endif
