@@ -84,16 +84,17 @@ void cuda_init(int device_index)
     int major = 0, minor = 0;
     CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device_index));
     CUDA_CHECK(cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, device_index));
-    /* the kernels are built for sm_90 with compute_90 PTX (the Makefile's NVCCFLAGS): an older GPU
-       has no image of them, and would fail at the first launch with the runtime's words */
-    if (major < 9) {
+    /* the kernels are built as sm_90 and sm_90a machine code without PTX (the Makefile's
+       NVCCFLAGS): another GPU has no image of them, and would fail at the first launch with the
+       runtime's words */
+    if (major != 9) {
         char name[300] = "";
         struct cudaDeviceProp prop;
         if (cudaGetDeviceProperties(&prop, device_index) == cudaSuccess)
             snprintf(name, sizeof name, " (%s)", prop.name);
         die_user("GPU %d%s: compute capability %d.%d: the CUDA backend's kernels are built for 9.0 "
-                 "and later (Hopper); run on an H100 or H200, or with --device cpu", device_index,
-                 name, major, minor);
+                 "(Hopper); run on an H100 or H200, or with --device cpu", device_index, name, major,
+                 minor);
     }
     CUDA_CHECK(cudaSetDevice(device_index));
     CUDA_CHECK(cudaDeviceGetAttribute(&g_ctx.sm_count, cudaDevAttrMultiProcessorCount,
