@@ -56,8 +56,9 @@ int blend_parse(const char *flag, int argc, const char *const *argv, struct blen
         }
         sum += w[i];
     }
-    if (weighted && !(sum > 0.0)) {
-        error_set(err, errlen, "%s: the weights sum to 0; give at least one positive weight", flag);
+    if (weighted && !(sum > 0.0 && isfinite(sum))) {
+        error_set(err, errlen, "%s: the weights sum to %g; give weights whose sum is positive and "
+                  "finite", flag, sum);
         free(w);
         return -1;
     }

@@ -593,6 +593,9 @@ static void test_blend_parse_forms(void **state)
     const char *negative[4] = {"-1", "a", "2", "b"};
     assert_int_equal(blend_parse("--data-path", 4, negative, &s, err, sizeof(err)), -1);
     assert_non_null(strstr(err, "--data-path: weight '-1'"));
+    const char *huge[4] = {"1e308", "a", "1e308", "b"}; /* finite weights, an infinite sum */
+    assert_int_equal(blend_parse("--data-path", 4, huge, &s, err, sizeof(err)), -1);
+    assert_non_null(strstr(err, "sum to inf"));
 }
 
 static void test_weighted_blend_of_two_prefixes(void **state)
