@@ -48,6 +48,8 @@ static void check_output(const char *key, int64_t documents)
     REQUIRE(ix.document_count == documents + 1);
 }
 
+static void remove_dir(void) { rmdir(dir); } /* each input's files are removed as it ends */
+
 static bool exists(const char *path)
 {
     struct stat st;
@@ -60,6 +62,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (!dir[0]) {
         snprintf(dir, sizeof dir, "/tmp/fuzz_jsonl.XXXXXX");
         REQUIRE(mkdtemp(dir) != NULL);
+        atexit(remove_dir);
     }
     char input[128], prefix[128];
     snprintf(input, sizeof input, "%s/in.jsonl", dir);
