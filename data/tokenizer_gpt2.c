@@ -296,7 +296,9 @@ static bool load_vocab(struct gpt2_bpe *bpe, const struct json_value *root, stru
         size_t klen;
         const char *k = json_key(root, i, &klen);
         if (!json_int64(json_member(root, i), &id) || id < 0 || id >= (int64_t)count) {
-            error_set(err, errlen, "token %zu (\"%.40s\"): id is not an integer in [0, %zu)", i, k, count);
+            char q[JSON_QUOTED_CAP];
+            error_set(err, errlen, "token %zu (%s): id is not an integer in [0, %zu)", i,
+                      json_quoted(q, k, klen), count);
             ok = false;
         } else if (key[id]) {
             error_set(err, errlen, "id %lld is given to two tokens; ids must be distinct", (long long)id);
@@ -319,8 +321,9 @@ static bool load_vocab(struct gpt2_bpe *bpe, const struct json_value *root, stru
             size_t n = 0;
             bpe->offset[id] = off;
             if (!token_to_bytes(key[id], len[id], unicode_to_byte, bpe->bytes + off, &n)) {
-                error_set(err, errlen, "token %zu (\"%.40s\") has a character outside GPT-2's byte alphabet", id,
-                        key[id]);
+                char q[JSON_QUOTED_CAP];
+                error_set(err, errlen, "token %zu (%s) has a character outside GPT-2's byte alphabet",
+                          id, json_quoted(q, key[id], len[id]));
                 ok = false;
             }
             off += n;

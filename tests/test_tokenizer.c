@@ -351,6 +351,13 @@ static void test_bad_tokenizer_files_are_reported(void **state)
     assert_non_null(strstr(err, "no token for byte 0x00"));
     assert_null(gpt2_bpe_create("[1, 2]", 6, "", 0, err, sizeof(err)));
     assert_non_null(strstr(err, "vocabulary"));
+    /* tokens from the file are quoted in the message, their newlines escaped: one line */
+    const char *bad_id = "{\"a\\nb\": 7}", *bad_char = "{\"a\\nb\": 0}";
+    assert_null(gpt2_bpe_create(bad_id, strlen(bad_id), "", 0, err, sizeof(err)));
+    assert_string_equal(err, "vocabulary: token 0 (\"a\\nb\"): id is not an integer in [0, 1)");
+    assert_null(gpt2_bpe_create(bad_char, strlen(bad_char), "", 0, err, sizeof(err)));
+    assert_string_equal(err, "vocabulary: token 0 (\"a\\nb\") has a character outside GPT-2's byte "
+                             "alphabet");
     free(vocab);
 
     struct tokenizer_options o = {.type = "GPT2BPETokenizer", .vocab_file = "/nonexistent/vocab.json",
