@@ -331,7 +331,7 @@ const struct arg_spec ARGS_TABLE[] = {
     NOT_YET("--moe-token-dispatcher-type", T_CHOICE, M_TRAIN, G_MOE, "Token dispatcher: allgather, alltoall or flex."),
 
     /* logging (_add_logging_args) */
-    NOT_YET("--log-params-norm", T_BOOL, M_TRAIN, G_LOG, "If set, calculate and log parameters norm."),
+    BOOL("--log-params-norm", log_params_norm, M_TRAIN, G_LOG, "If set, calculate and log parameters norm."),
     NOT_YET("--log-num-zeros-in-grad", T_BOOL, M_TRAIN, G_LOG, "If set, calculate and log the number of zeros in gradient."),
     BOOL("--log-throughput", log_throughput, M_TRAIN, G_LOG, "If set, calculate and log throughput per GPU."),
     INT("--timing-log-level", timing_log_level, "0", M_TRAIN, G_LOG, 0, 2,

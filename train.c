@@ -170,7 +170,9 @@ static void evaluate_and_print(struct trainer *t, enum data_split split, const c
     fflush(t->out);
 }
 
-static void print_log_line(struct trainer *t, const struct step_result *r, struct log_interval_totals *tot)
+/* params_norm: --log-params-norm's value, printed where Megatron prints it (NaN: not asked for). */
+static void print_log_line(struct trainer *t, const struct step_result *r, double params_norm,
+                           struct log_interval_totals *tot)
 {
     const struct config *cfg = t->cfg;
     double per_iter = tot->seconds / (double)cfg->log_interval;
@@ -193,6 +195,8 @@ static void print_log_line(struct trainer *t, const struct step_result *r, struc
         fprintf(out, " lm loss: %s |", py_format(num, sizeof num, "%.6E", tot->loss_sum / (double)tot->advanced, true));
     fprintf(out, " loss scale: %.1f |", optimizer_loss_scale(t->optimizer));
     fprintf(out, " grad norm: %s |", py_format(num, sizeof num, "%.3f", r->grad_norm, false));
+    if (cfg->log_params_norm)
+        fprintf(out, " params norm: %s |", py_format(num, sizeof num, "%.3f", params_norm, false));
     fprintf(out, " number of skipped iterations: %3lld |", (long long)tot->skipped);
     fprintf(out, " number of nan iterations: %3lld |\n", (long long)tot->nan);
     fflush(out);
@@ -318,9 +322,11 @@ static bool train(struct trainer *t)
             tot.advanced++;
         }
         if (t->iteration % cfg->log_interval == 0) {
+            /* every rank takes part (the norm is all-reduced), inside the interval's time */
+            double params_norm = cfg->log_params_norm ? optimizer_params_norm(t->optimizer) : NAN;
             double now = train_now_seconds();
             tot.seconds = now - start;
-            print_log_line(t, &r, &tot);
+            print_log_line(t, &r, params_norm, &tot);
             if (!memory_reported) report_memory(t);
             memory_reported = true;
             if (cfg->timing_log_level >= 1) print_timers(t);

@@ -51,6 +51,7 @@ void optimizer_free(struct optimizer *o)
     device_free(o->model->device, o->exp_avg);
     if (o->device_chunks) device_free(o->model->device, o->device_chunks);
     if (o->device_scalars) device_free(o->model->device, o->device_scalars);
+    if (o->device_params_sq) device_free(o->model->device, o->device_params_sq);
     if (o->exp_avg_sq) device_free(o->model->device, o->exp_avg_sq);
     free(o);
 }
@@ -301,4 +302,36 @@ struct step_result optimizer_step(struct optimizer *o, int64_t global_batch)
     optimizer_prepare(o);
     optimizer_queue(o);
     return optimizer_finish(o, global_batch);
+}
+
+/* The main parameters' squares of one owned piece, when its parameter counts (see counted). */
+static void params_norm_piece(struct optimizer *o, int64_t at, int64_t len, int64_t state,
+                              const struct gpt_param *p, void *arg)
+{
+    if (!counted(o, p)) return;
+#ifdef MEGATRON_CUDA
+    if (on_gpu(o)) {
+        (void)state, (void)arg;
+        cuda_sum_squares_add(o->device_params_sq, o->model->weights + at, len);
+        return;
+    }
+#endif
+    const float *w = o->main_params ? o->main_params + state : o->model->weights + at;
+    *(double *)arg += clip_global_norm_sq(&w, &len, 1);
+}
+
+double optimizer_params_norm(struct optimizer *o)
+{
+    double sq = 0.0;
+    if (on_gpu(o)) {
+        if (!o->device_params_sq) o->device_params_sq = device_alloc(DEV_CUDA, sizeof(double));
+        device_zero(DEV_CUDA, o->device_params_sq, sizeof(double));
+        for_each_piece(o, params_norm_piece, NULL);
+        all_reduce_norm(o, o->device_params_sq);
+        device_copy_from(DEV_CUDA, &sq, o->device_params_sq, sizeof sq);
+    } else {
+        for_each_piece(o, params_norm_piece, &sq);
+        all_reduce_norm(o, &sq);
+    }
+    return sqrt(sq);
 }

@@ -58,6 +58,7 @@ struct optimizer {
     void *device_chunks;       /* CUDA backend: the owned pieces cut into chunks, one Adam launch */
     int64_t num_chunks;
     void *device_scalars;      /* CUDA backend: the step's struct cuda_step_scalars */
+    double *device_params_sq;  /* CUDA backend: optimizer_params_norm's sum */
     /* Between optimizer_prepare and optimizer_finish: this step's rates and, on the CPU, its norm. */
     double pending_lr, pending_wd, pending_norm;
 };
@@ -97,5 +98,10 @@ void optimizer_prepare(struct optimizer *o);
 void optimizer_queue(struct optimizer *o);
 struct step_result optimizer_finish(struct optimizer *o, int64_t global_batch);
 struct step_result optimizer_step(struct optimizer *o, int64_t global_batch);
+
+/* Megatron's --log-params-norm (training.py's calc_params_l2_norm): the L2 norm of the fp32 main
+ * parameters over every rank, each parameter counted once (as the gradient norm counts it). A
+ * collective over the norm groups: every rank calls it. Waits for the device. */
+double optimizer_params_norm(struct optimizer *o);
 
 #endif

@@ -1,6 +1,7 @@
 /* Unit tests for optim/adam, optim/sgd and optim/clip: updates against straightforward
- * double-precision references and closed forms, Megatron's clipping rule, and a global norm that
- * depends neither on the split into ranges nor on the thread count. */
+ * double-precision references and closed forms, Megatron's clipping rule, a global norm that
+ * depends neither on the split into ranges nor on the thread count; and the optimizer's norm of
+ * the main parameters (--log-params-norm). */
 #include <math.h>
 #include <omp.h>
 #include <setjmp.h>
@@ -11,9 +12,13 @@
 
 #include <cmocka.h>
 
+#include "kernels/rng.h"
+#include "models/gpt.h"
 #include "optim/adam.h"
 #include "optim/clip.h"
+#include "optim/optimizer.h"
 #include "optim/sgd.h"
+#include "tests/tiny_model.h"
 
 #define N_ELEMS 257 /* odd, so nothing lines up with a vector width */
 
@@ -333,6 +338,51 @@ static void test_clip_scale_multiplies_every_range(void **state)
     assert_true(a[0] == 0.25f && a[1] == -0.5f && a[2] == 1.0f && b[0] == 2.0f);
 }
 
+/* --log-params-norm: after steps on made-up gradients, the L2 norm of the fp32 main parameters
+ * (the optimizer's copy under bf16 storage, the weights themselves in fp32), every parameter once,
+ * the tied embedding included. */
+static void test_params_norm_is_the_main_parameters_l2_norm(void **state)
+{
+    (void)state;
+    const enum dtype dtypes[] = {DT_F32, DT_BF16};
+    for (int d = 0; d < 2; d++) {
+        struct model_config c = tiny_config(16, true);
+        struct gpt_model *m = gpt_create(&c, 1, DEV_CPU, NULL, 1);
+        gpt_init_weights(m);
+        struct optimizer_options o;
+        char err[256];
+        memset(&o, 0, sizeof o);
+        o.type = OPTIMIZER_ADAM;
+        o.adam = adam_params_default();
+        o.clip_grad = 1.0;
+        o.params_dtype = dtypes[d];
+        scaler_init_constant(&o.scaler, 1.0);
+        if (!lr_schedule_init(&o.schedule, 0.0, 1e-2, 1e-3, 0.0, 10, LR_DECAY_CONSTANT, -1,
+                              LR_WSD_EXPONENTIAL, 0.1, 0.1, 10, WD_INCR_CONSTANT, err, sizeof err))
+            fail_msg("%s", err);
+        struct buffer_range whole = {0, m->numel};
+        struct optimizer *opt = optimizer_create(m, &o, &whole, 1);
+        for (int step = 0; step < 3; step++) {
+            for (int64_t i = 0; i < m->numel; i++)
+                m->grads[i] = (float)(0.01 * rng_normal(5, (uint64_t)step, (uint64_t)i));
+            optimizer_step(opt, 4);
+        }
+        const float *main = dtypes[d] == DT_F32 ? m->weights : opt->main_params;
+        double sq = 0.0;
+        for (int64_t i = 0; i < m->numel; i++) sq += (double)main[i] * main[i];
+        double norm = optimizer_params_norm(opt);
+        if (fabs(norm - sqrt(sq)) > 1e-12 * sqrt(sq))
+            fail_msg("%s: %.17g against %.17g", dtype_name(dtypes[d]), norm, sqrt(sq));
+        if (dtypes[d] == DT_BF16) { /* not the rounded storage */
+            double stored = 0.0;
+            for (int64_t i = 0; i < m->numel; i++) stored += (double)m->weights[i] * m->weights[i];
+            assert_true(sqrt(stored) != norm);
+        }
+        optimizer_free(opt);
+        gpt_free(m);
+    }
+}
+
 int main(int argc, char **argv)
 {
     (void)argc;
@@ -355,6 +405,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_clip_nonfinite_norm_leaves_grads_untouched),
         cmocka_unit_test(test_clip_grad_zero_only_measures),
         cmocka_unit_test(test_clip_scale_multiplies_every_range),
+        cmocka_unit_test(test_params_norm_is_the_main_parameters_l2_norm),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Layout invariance (ARCHITECTURE.md principle 5): the same flags under tensor parallelism, data
 # parallelism, both, and each with the distributed optimizer, overlapped gradient reduction and
-# sequence parallelism, print the same lm loss and grad norm as the single-rank run at every logged
-# iteration of a 30-iteration fp32 CPU run (relative difference below 1e-5), for a GPT-2-style and
-# a LLaMA-style model, dropout on.
+# sequence parallelism, print the same lm loss, grad norm and params norm as the single-rank run
+# at every logged iteration of a 30-iteration fp32 CPU run (relative difference below 1e-5), for a
+# GPT-2-style and a LLaMA-style model, dropout on.
 set -euo pipefail
 MEGATRON=${MEGATRON:-./megatron}
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMP_NUM_THREADS=1
@@ -15,7 +15,7 @@ llama="$gpt --swiglu --normalization RMSNorm --position-embedding-type rope --gr
     --num-query-groups 2 --disable-bias-linear --untie-embeddings-and-output-weights"
 common="--micro-batch-size 2 --global-batch-size 8 --train-iters 30 --lr 3e-3 --lr-decay-style cosine \
     --lr-warmup-iters 3 --mock-data --tokenizer-type NullTokenizer --vocab-size 256 --log-interval 5 \
-    --eval-interval 15 --eval-iters 1"
+    --eval-interval 15 --eval-iters 1 --log-params-norm"
 
 MIN_NUMBERS=12
 source "$(dirname "$0")/lib/layouts.sh"

@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # Pipeline parallelism is layout-invariant (issue 7 part 5): PP=2, PP=4, PP=2 and PP=4 with two
 # virtual stages per rank (interleaved 1F1B; with overlapped sends and receives, Megatron's default,
-# and without), uneven first/last stages, and TP=2 x PP=2 x DP=2 with
-# the distributed optimizer, overlapped reduction and sequence parallelism each print the same lm
-# loss and grad norm as the single-rank run at every logged iteration of a 30-iteration fp32 CPU
-# run, and the same validation losses (relative difference below 1e-5), for a GPT-2-style model
-# (tied embeddings split over the first and last stage) and a LLaMA-style one, dropout on. The
-# 8-rank run also prints --timing-log-level's timers (which must not change the numbers).
+# and without), uneven first/last stages, and TP=2 x PP=2 x DP=2 with the distributed optimizer,
+# overlapped reduction and sequence parallelism each print the same lm loss, grad norm and params
+# norm as the single-rank run at every logged iteration of a 30-iteration fp32 CPU run, and the
+# same validation losses (relative difference below 1e-5), for a GPT-2-style model (tied
+# embeddings split over the first and last stage) and a LLaMA-style one, dropout on. The 8-rank
+# run also prints --timing-log-level's timers (which must not change the numbers).
 set -euo pipefail
 MEGATRON=${MEGATRON:-./megatron}
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMP_NUM_THREADS=1
@@ -18,7 +18,7 @@ llama="$gpt --swiglu --normalization RMSNorm --position-embedding-type rope --gr
     --num-query-groups 2 --disable-bias-linear --untie-embeddings-and-output-weights"
 common="--micro-batch-size 2 --global-batch-size 8 --train-iters 30 --lr 3e-3 --lr-decay-style cosine \
     --lr-warmup-iters 3 --mock-data --tokenizer-type NullTokenizer --vocab-size 256 --log-interval 5 \
-    --eval-interval 15 --eval-iters 1"
+    --eval-interval 15 --eval-iters 1 --log-params-norm"
 
 MIN_NUMBERS=16
 source "$(dirname "$0")/lib/layouts.sh"

@@ -3,10 +3,13 @@
 # Sourced after `set -euo pipefail`; the caller sets MEGATRON, dir (a temporary directory) and
 # MIN_NUMBERS (how many numbers the reference run must log at least).
 
-# lm loss and grad norm of every log line, and every validation loss, one number per line
+# lm loss, grad norm and params norm (with --log-params-norm) of every log line, and every
+# validation loss, one number per line
 numbers() {
-    grep -E ' iteration .*lm loss| validation loss at ' "$1" \
-        | sed -E 's/.*lm loss: ([^ ]+) .*grad norm: ([^ ]+) .*/\1\n\2/; s/.*lm loss value: ([^ ]+) .*/\1/'
+    grep -E ' iteration .*lm loss| validation loss at ' "$1" | awk '
+        / validation loss at / { for (i = 2; i <= NF; i++) if ($i == "value:") print $(i + 1); next }
+        { for (i = 2; i <= NF; i++)
+              if (($i == "loss:" && $(i - 1) == "lm") || $i == "norm:") print $(i + 1) }'
 }
 
 run() { # name ranks flags...
