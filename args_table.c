@@ -332,7 +332,7 @@ const struct arg_spec ARGS_TABLE[] = {
 
     /* logging (_add_logging_args) */
     BOOL("--log-params-norm", log_params_norm, M_TRAIN, G_LOG, "If set, calculate and log parameters norm."),
-    NOT_YET("--log-num-zeros-in-grad", T_BOOL, M_TRAIN, G_LOG, "If set, calculate and log the number of zeros in gradient."),
+    BOOL("--log-num-zeros-in-grad", log_num_zeros_in_grad, M_TRAIN, G_LOG, "If set, calculate and log the number of zeros in gradient."),
     BOOL("--log-throughput", log_throughput, M_TRAIN, G_LOG, "If set, calculate and log throughput per GPU."),
     INT("--timing-log-level", timing_log_level, "0", M_TRAIN, G_LOG, 0, 2,
         "Granularity level to measure and report timing. 0: report only iteration time; 1 and 2: also the time of "

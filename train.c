@@ -102,6 +102,7 @@ static void build_optimizer(struct trainer *t)
     o.adam.eps = cfg->adam_eps;
     o.sgd_momentum = cfg->sgd_momentum;
     o.clip_grad = cfg->clip_grad;
+    o.count_zeros = cfg->log_num_zeros_in_grad;
     o.params_dtype = cfg->params_dtype;
     o.norm_tp_group = t->model->tp.comm;
     o.norm_dp_group = cfg->use_distributed_optimizer ? t->dp : NULL;
@@ -195,6 +196,8 @@ static void print_log_line(struct trainer *t, const struct step_result *r, doubl
         fprintf(out, " lm loss: %s |", py_format(num, sizeof num, "%.6E", tot->loss_sum / (double)tot->advanced, true));
     fprintf(out, " loss scale: %.1f |", optimizer_loss_scale(t->optimizer));
     fprintf(out, " grad norm: %s |", py_format(num, sizeof num, "%.3f", r->grad_norm, false));
+    if (cfg->log_num_zeros_in_grad && !r->skipped) /* Megatron has no count for a skipped step */
+        fprintf(out, " num zeros: %.1f |", r->num_zeros);
     if (cfg->log_params_norm)
         fprintf(out, " params norm: %s |", py_format(num, sizeof num, "%.3f", params_norm, false));
     fprintf(out, " number of skipped iterations: %3lld |", (long long)tot->skipped);

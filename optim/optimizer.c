@@ -88,14 +88,15 @@ static bool counted(const struct optimizer *o, const struct gpt_param *p)
 }
 
 /* Collects the owned pieces of counted parameters into runs of consecutive elements, so the
- * device sums a few long ranges instead of every parameter on its own. */
-struct norm_runs {
+ * device goes over a few long ranges instead of every parameter on its own; add takes each run. */
+struct counted_runs {
     int64_t lo, hi; /* the open run */
-    double sq;      /* the CPU's sum; on the GPU the sum is added up in the step's scalars */
+    double sum;     /* the CPU's sum; on the GPU the sum is added up in the step's scalars */
+    void (*add)(struct optimizer *o, struct counted_runs *r, const float *g, int64_t len);
 };
 
 /* Adds the sum of squares of g[0, len) to the norm's sum (in call order on either backend). */
-static void add_sum_squares(struct optimizer *o, struct norm_runs *r, const float *g, int64_t len)
+static void add_sum_squares(struct optimizer *o, struct counted_runs *r, const float *g, int64_t len)
 {
 #ifdef MEGATRON_CUDA
     if (on_gpu(o)) {
@@ -104,17 +105,36 @@ static void add_sum_squares(struct optimizer *o, struct norm_runs *r, const floa
     }
 #endif
     (void)o;
-    r->sq += clip_global_norm_sq(&g, &len, 1);
+    r->sum += clip_global_norm_sq(&g, &len, 1);
 }
 
-static void norm_piece(struct optimizer *o, int64_t at, int64_t len, int64_t state, const struct gpt_param *p,
-                       void *arg)
+/* Adds the number of zeros of g[0, len) after clipping to the count (--log-num-zeros-in-grad):
+ * on the CPU the gradients are clipped in place already, on the GPU each is multiplied by the
+ * step's clip factor as the update multiplies it. */
+static void add_zeros(struct optimizer *o, struct counted_runs *r, const float *g, int64_t len)
+{
+#ifdef MEGATRON_CUDA
+    if (on_gpu(o)) {
+        struct cuda_step_scalars *s = o->device_scalars;
+        cuda_count_zeros_add(&s->num_zeros, g, len, s);
+        return;
+    }
+#endif
+    (void)o;
+    int64_t zeros = 0;
+#pragma omp parallel for reduction(+ : zeros) schedule(static) if (len >= (1 << 16))
+    for (int64_t i = 0; i < len; i++) zeros += g[i] == 0.0f;
+    r->sum += (double)zeros;
+}
+
+static void run_piece(struct optimizer *o, int64_t at, int64_t len, int64_t state, const struct gpt_param *p,
+                      void *arg)
 {
     (void)state;
-    struct norm_runs *r = arg;
+    struct counted_runs *r = arg;
     if (!counted(o, p)) return;
     if (at != r->hi) {
-        if (r->hi > r->lo) add_sum_squares(o, r, o->model->grads + r->lo, r->hi - r->lo);
+        if (r->hi > r->lo) r->add(o, r, o->model->grads + r->lo, r->hi - r->lo);
         r->lo = at;
     }
     r->hi = at + len;
@@ -188,21 +208,22 @@ static void update_piece(struct optimizer *o, int64_t at, int64_t len, int64_t s
     }
 }
 
-/* The sum of squares of what this rank's norm counts: whole owned ranges unless tensor
- * parallelism or replicas leave some parameters out (on the GPU: added to the step's scalars). */
-static double owned_sum_squares(struct optimizer *o)
+/* add over the gradients this rank's norm counts: whole owned ranges unless tensor parallelism or
+ * replicas leave some parameters out; the CPU's sum (on the GPU: added to the step's scalars). */
+static double counted_sum(struct optimizer *o,
+                          void (*add)(struct optimizer *, struct counted_runs *, const float *, int64_t))
 {
     bool every = o->model->tp.size == 1;
     for (int i = 0; i < o->model->num_params; i++) every &= !o->model->params[i].replica;
-    struct norm_runs r = {0, 0, 0.0};
+    struct counted_runs r = {0, 0, 0.0, add};
     if (!every) {
-        for_each_piece(o, norm_piece, &r);
-        if (r.hi > r.lo) add_sum_squares(o, &r, o->model->grads + r.lo, r.hi - r.lo);
-        return r.sq;
+        for_each_piece(o, run_piece, &r);
+        if (r.hi > r.lo) add(o, &r, o->model->grads + r.lo, r.hi - r.lo);
+        return r.sum;
     }
     for (int k = 0; k < o->num_ranges; k++)
-        add_sum_squares(o, &r, o->model->grads + o->ranges[k].lo, o->ranges[k].hi - o->ranges[k].lo);
-    return r.sq;
+        add(o, &r, o->model->grads + o->ranges[k].lo, o->ranges[k].hi - o->ranges[k].lo);
+    return r.sum;
 }
 
 /* grads *= c over the owned ranges (on the CPU). */
@@ -215,16 +236,16 @@ static void scale_owned(struct optimizer *o, double c)
     }
 }
 
-/* The norm groups' sum of what each rank's sum of squares holds. */
-static void all_reduce_norm(struct optimizer *o, double *sq)
+/* The norm groups' sum of what each rank's sum holds (of squares, or of zeros). */
+static void all_reduce_norm(struct optimizer *o, double *sum)
 {
     struct comm_group *groups[3] = {o->opt.norm_tp_group, o->opt.norm_dp_group, o->opt.norm_pp_group};
     for (int k = 0; k < 3; k++) {
         if (!groups[k]) continue;
         if (on_gpu(o))
-            comm_device_all_reduce_sum(groups[k], sq, 1, COMM_F64);
+            comm_device_all_reduce_sum(groups[k], sum, 1, COMM_F64);
         else
-            comm_all_reduce_sum(groups[k], sq, 1, COMM_F64);
+            comm_all_reduce_sum(groups[k], sum, 1, COMM_F64);
     }
 }
 
@@ -233,6 +254,7 @@ void optimizer_prepare(struct optimizer *o)
     o->pending_lr = lr_schedule_lr(&o->opt.schedule, o->schedule_samples);
     o->pending_wd = lr_schedule_wd(&o->opt.schedule, o->schedule_samples);
     o->pending_norm = NAN;
+    o->pending_zeros = NAN;
 #ifdef MEGATRON_CUDA
     if (on_gpu(o)) {
         struct cuda_step_scalars s;
@@ -255,20 +277,28 @@ void optimizer_queue(struct optimizer *o)
             for (int r = 0; r < o->num_ranges; r++)
                 cuda_scale_f32_by(o->model->grads + o->ranges[r].lo, o->ranges[r].hi - o->ranges[r].lo,
                                   &s->inv_loss_scale);
-        owned_sum_squares(o);
+        counted_sum(o, add_sum_squares);
         all_reduce_norm(o, &s->norm_sq);
+        if (o->opt.count_zeros) { /* after the norm: the count clips as the update will */
+            counted_sum(o, add_zeros);
+            all_reduce_norm(o, &s->num_zeros);
+        }
         update_on_gpu(o);
         return;
     }
 #endif
     double scale = o->opt.scaler.scale;
     if (scale != 1.0) scale_owned(o, 1.0 / scale);
-    double sq = owned_sum_squares(o);
+    double sq = counted_sum(o, add_sum_squares);
     all_reduce_norm(o, &sq);
     double norm = sqrt(sq), coeff;
     o->pending_norm = norm;
     if (!isfinite(norm)) return; /* skipped */
     if (clip_coeff(norm, o->opt.clip_grad, &coeff)) scale_owned(o, coeff);
+    if (o->opt.count_zeros) { /* Megatron counts after clipping */
+        o->pending_zeros = counted_sum(o, add_zeros);
+        all_reduce_norm(o, &o->pending_zeros);
+    }
     struct update_args u = {o->pending_lr, o->pending_wd, o->step + 1};
     for_each_piece(o, update_piece, &u);
 }
@@ -276,18 +306,21 @@ void optimizer_queue(struct optimizer *o)
 struct step_result optimizer_finish(struct optimizer *o, int64_t global_batch)
 {
     struct step_result r;
-    double norm = o->pending_norm;
+    double norm = o->pending_norm, zeros = o->pending_zeros;
 #ifdef MEGATRON_CUDA
-    if (on_gpu(o)) {
-        double sq = 0.0;
-        device_copy_from(DEV_CUDA, &sq, &((struct cuda_step_scalars *)o->device_scalars)->norm_sq, sizeof sq);
-        norm = sqrt(sq);
+    if (on_gpu(o)) { /* the norm's sum and the count side by side: one copy */
+        double sums[2] = {0.0, 0.0};
+        const struct cuda_step_scalars *s = o->device_scalars;
+        device_copy_from(DEV_CUDA, sums, &s->norm_sq, (o->opt.count_zeros ? 2 : 1) * sizeof(double));
+        norm = sqrt(sums[0]);
+        zeros = o->opt.count_zeros ? sums[1] : NAN;
     }
 #endif
     bool found_inf = !isfinite(norm);
     r.loss_scale = o->opt.scaler.scale;
     scaler_update(&o->opt.scaler, found_inf);
     r.grad_norm = norm;
+    r.num_zeros = found_inf ? NAN : zeros;
     r.skipped = found_inf;
     if (!found_inf) {
         o->step++;

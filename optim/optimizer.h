@@ -8,7 +8,8 @@
  * main parameters and moments for those ranges only. The gradient norm is summed over what each
  * rank owns (a parameter every tensor-parallel rank holds whole is counted on tp rank 0 only, the
  * last pipeline stage's replica of tied embeddings not at all) and all-reduced, as Megatron's
- * get_grad_norm_fp32 does. */
+ * get_grad_norm_fp32 does; --log-num-zeros-in-grad counts the zeros of the same gradients after
+ * clipping (count_zeros_fp32). */
 #ifndef MEGATRON_OPTIM_OPTIMIZER_H
 #define MEGATRON_OPTIM_OPTIMIZER_H
 
@@ -30,6 +31,7 @@ struct optimizer_options {
     struct adam_params adam;
     double sgd_momentum;
     double clip_grad;          /* --clip-grad; 0 disables clipping */
+    bool count_zeros;          /* --log-num-zeros-in-grad: each step counts its gradients' zeros */
     enum dtype params_dtype;   /* DT_F32, DT_BF16 or DT_F16: how the model stores its weights */
     struct loss_scaler scaler;
     struct lr_schedule schedule;
@@ -59,14 +61,18 @@ struct optimizer {
     int64_t num_chunks;
     void *device_scalars;      /* CUDA backend: the step's struct cuda_step_scalars */
     double *device_params_sq;  /* CUDA backend: optimizer_params_norm's sum */
-    /* Between optimizer_prepare and optimizer_finish: this step's rates and, on the CPU, its norm. */
-    double pending_lr, pending_wd, pending_norm;
+    /* Between optimizer_prepare and optimizer_finish: this step's rates and, on the CPU, its norm
+     * and number of zeros. */
+    double pending_lr, pending_wd, pending_norm, pending_zeros;
 };
 
 struct step_result {
     double grad_norm;          /* before clipping; NaN/Inf when the step was skipped */
     double lr;                 /* the rate after the schedule advanced (what Megatron logs) */
     double loss_scale;         /* the scale used for this iteration's backward */
+    double num_zeros;          /* --log-num-zeros-in-grad: elements of the counted gradients that
+                                  are zero after unscaling and clipping, over all ranks (Megatron's
+                                  count_zeros_fp32); NaN when not counted or the step was skipped */
     bool skipped;
 };
 

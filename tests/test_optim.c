@@ -1,7 +1,8 @@
 /* Unit tests for optim/adam, optim/sgd and optim/clip: updates against straightforward
  * double-precision references and closed forms, Megatron's clipping rule, a global norm that
  * depends neither on the split into ranges nor on the thread count; and the optimizer's norm of
- * the main parameters (--log-params-norm). */
+ * the main parameters (--log-params-norm) and count of zeros in the clipped gradients
+ * (--log-num-zeros-in-grad). */
 #include <math.h>
 #include <omp.h>
 #include <setjmp.h>
@@ -338,6 +339,29 @@ static void test_clip_scale_multiplies_every_range(void **state)
     assert_true(a[0] == 0.25f && a[1] == -0.5f && a[2] == 1.0f && b[0] == 2.0f);
 }
 
+/* A tiny model's Adam optimizer clipping at max_norm, storing its weights as dt. */
+static struct optimizer *tiny_optimizer(struct gpt_model **m, enum dtype dt, double max_norm,
+                                        bool count_zeros)
+{
+    struct model_config c = tiny_config(16, true);
+    *m = gpt_create(&c, 1, DEV_CPU, NULL, 1);
+    gpt_init_weights(*m);
+    struct optimizer_options o;
+    char err[256];
+    memset(&o, 0, sizeof o);
+    o.type = OPTIMIZER_ADAM;
+    o.adam = adam_params_default();
+    o.clip_grad = max_norm;
+    o.count_zeros = count_zeros;
+    o.params_dtype = dt;
+    scaler_init_constant(&o.scaler, 1.0);
+    if (!lr_schedule_init(&o.schedule, 0.0, 1e-2, 1e-3, 0.0, 10, LR_DECAY_CONSTANT, -1,
+                          LR_WSD_EXPONENTIAL, 0.1, 0.1, 10, WD_INCR_CONSTANT, err, sizeof err))
+        fail_msg("%s", err);
+    struct buffer_range whole = {0, (*m)->numel};
+    return optimizer_create(*m, &o, &whole, 1);
+}
+
 /* --log-params-norm: after steps on made-up gradients, the L2 norm of the fp32 main parameters
  * (the optimizer's copy under bf16 storage, the weights themselves in fp32), every parameter once,
  * the tied embedding included. */
@@ -346,22 +370,8 @@ static void test_params_norm_is_the_main_parameters_l2_norm(void **state)
     (void)state;
     const enum dtype dtypes[] = {DT_F32, DT_BF16};
     for (int d = 0; d < 2; d++) {
-        struct model_config c = tiny_config(16, true);
-        struct gpt_model *m = gpt_create(&c, 1, DEV_CPU, NULL, 1);
-        gpt_init_weights(m);
-        struct optimizer_options o;
-        char err[256];
-        memset(&o, 0, sizeof o);
-        o.type = OPTIMIZER_ADAM;
-        o.adam = adam_params_default();
-        o.clip_grad = 1.0;
-        o.params_dtype = dtypes[d];
-        scaler_init_constant(&o.scaler, 1.0);
-        if (!lr_schedule_init(&o.schedule, 0.0, 1e-2, 1e-3, 0.0, 10, LR_DECAY_CONSTANT, -1,
-                              LR_WSD_EXPONENTIAL, 0.1, 0.1, 10, WD_INCR_CONSTANT, err, sizeof err))
-            fail_msg("%s", err);
-        struct buffer_range whole = {0, m->numel};
-        struct optimizer *opt = optimizer_create(m, &o, &whole, 1);
+        struct gpt_model *m;
+        struct optimizer *opt = tiny_optimizer(&m, dtypes[d], 1.0, false);
         for (int step = 0; step < 3; step++) {
             for (int64_t i = 0; i < m->numel; i++)
                 m->grads[i] = (float)(0.01 * rng_normal(5, (uint64_t)step, (uint64_t)i));
@@ -381,6 +391,51 @@ static void test_params_norm_is_the_main_parameters_l2_norm(void **state)
         optimizer_free(opt);
         gpt_free(m);
     }
+}
+
+/* --log-num-zeros-in-grad counts, as Megatron's count_zeros_fp32 after clipping does, the gradient
+ * elements that are zero once clipped: +0 and -0, and the smallest subnormals that the clip factor
+ * takes to zero, but not larger subnormals that stay above zero. Nothing is counted without the
+ * flag or on a skipped step. */
+static void test_num_zeros_counts_the_clipped_gradients(void **state)
+{
+    (void)state;
+    const enum dtype dtypes[] = {DT_F32, DT_BF16};
+    for (int d = 0; d < 2; d++) {
+        struct gpt_model *m;
+        struct optimizer *opt = tiny_optimizer(&m, dtypes[d], 1e-3, true);
+        for (int step = 0; step < 2; step++) {
+            int64_t want = 0;
+            for (int64_t i = 0; i < m->numel; i++) {
+                float g = (float)(0.01 * rng_normal(7, (uint64_t)step, (uint64_t)i));
+                if (i % 5 == 0) g = 0.0f;
+                else if (i % 7 == 0) g = -0.0f;
+                else if (i % 11 == 0) g = 1.4e-45f; /* the smallest subnormal: clipped to zero */
+                else if (i % 13 == 0) g = 1e-38f;   /* clipped to ~1e-41, a subnormal above zero */
+                want += i % 5 == 0 || i % 7 == 0 || i % 11 == 0;
+                m->grads[i] = g;
+            }
+            struct step_result r = optimizer_step(opt, 4);
+            assert_false(r.skipped);
+            /* a factor below 1/2 (the smallest subnormal rounds to zero) and above 1.4e-7 (1e-38
+               stays above zero) */
+            assert_true(r.grad_norm > 2e-3 && r.grad_norm < 7e3);
+            if (r.num_zeros != (double)want)
+                fail_msg("%s step %d: %.1f zeros, want %lld", dtype_name(dtypes[d]), step, r.num_zeros,
+                         (long long)want);
+        }
+        m->grads[3] = NAN; /* a skipped step: no count */
+        struct step_result r = optimizer_step(opt, 4);
+        assert_true(r.skipped && isnan(r.num_zeros));
+        optimizer_free(opt);
+        gpt_free(m);
+    }
+    struct gpt_model *m;
+    struct optimizer *opt = tiny_optimizer(&m, DT_F32, 1.0, false);
+    memset(m->grads, 0, (size_t)m->numel * sizeof(float));
+    assert_true(isnan(optimizer_step(opt, 4).num_zeros));
+    optimizer_free(opt);
+    gpt_free(m);
 }
 
 int main(int argc, char **argv)
@@ -406,6 +461,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_clip_grad_zero_only_measures),
         cmocka_unit_test(test_clip_scale_multiplies_every_range),
         cmocka_unit_test(test_params_norm_is_the_main_parameters_l2_norm),
+        cmocka_unit_test(test_num_zeros_counts_the_clipped_gradients),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -206,6 +206,7 @@ struct cuda_optim_chunk {
  * with the next step's values. */
 struct cuda_step_scalars {
     double norm_sq;       /* device: sum of squares of the unscaled gradients (after the all-reduces) */
+    double num_zeros;     /* device: --log-num-zeros-in-grad's count (right after norm_sq: read together) */
     double max_norm;      /* --clip-grad; 0: no clipping */
     float inv_loss_scale; /* (float)(1 / loss scale) */
     float lr, wd;         /* the schedule's values for this step */
@@ -236,6 +237,10 @@ void cuda_sgd_update_chunks(float *weights, const float *grads, float *momentum_
 double cuda_sum_squares(const float *x, int64_t n);
 /* acc[0] += the same sum, queued (no wait): the pieces of a gradient norm added in call order. */
 void cuda_sum_squares_add(double *acc, const float *x, int64_t n);
+/* acc[0] += the number of elements of g[0..n) that are zero after the step's clipping (each
+ * multiplied by the clip factor the update uses, read from s), queued; nothing when the step is
+ * skipped (its norm is not finite). Exact and in any order: whole counts added in double. */
+void cuda_count_zeros_add(double *acc, const float *g, int64_t n, const struct cuda_step_scalars *s);
 /* x *= c in fp32 (gradient unscaling and clipping, as clip_scale does on the CPU). */
 void cuda_scale_f32(float *x, int64_t n, float c);
 /* x *= *c, the factor read from device memory when the kernel runs. */

@@ -330,6 +330,43 @@ void cuda_sum_squares_add(double *acc, const float *x, int64_t n)
     if (n > 0) sum_squares_queue(acc, x, n, true);
 }
 
+/* ---- --log-num-zeros-in-grad ---- */
+
+enum { ZEROS_THREADS = 256 };
+
+static __global__ void __launch_bounds__(ZEROS_THREADS)
+    count_zeros_kernel(double *acc, const float *__restrict__ g, int64_t n,
+                       const struct cuda_step_scalars *__restrict__ s)
+{
+    bool clip = false;
+    float coeff = 1.0f;
+    if (!step_clip(s, &clip, &coeff)) return;
+    unsigned long long zeros = 0;
+    for (int64_t i = blockIdx.x * (int64_t)ZEROS_THREADS + threadIdx.x; i < n;
+         i += (int64_t)gridDim.x * ZEROS_THREADS)
+        zeros += (clip ? __fmul_rn(g[i], coeff) : g[i]) == 0.0f;
+    for (int d = 16; d > 0; d /= 2) zeros += __shfl_down_sync(0xffffffffu, zeros, d);
+    __shared__ unsigned long long warps[ZEROS_THREADS / 32];
+    if (threadIdx.x % 32 == 0) warps[threadIdx.x / 32] = zeros;
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        unsigned long long block = 0;
+        for (int w = 0; w < ZEROS_THREADS / 32; w++) block += warps[w];
+        if (block) atomicAdd(acc, (double)block); /* whole numbers below 2^53: exact in any order */
+    }
+}
+
+void cuda_count_zeros_add(double *acc, const float *g, int64_t n, const struct cuda_step_scalars *s)
+{
+    CHECK(n >= 0);
+    if (n == 0) return;
+    struct cuda_context *ctx = cuda_ctx();
+    const int64_t want = (n + ZEROS_THREADS - 1) / ZEROS_THREADS, most = 4 * (int64_t)ctx->sm_count;
+    const unsigned grid = (unsigned)(want < most ? want : most);
+    count_zeros_kernel<<<grid, ZEROS_THREADS, 0, ctx->stream>>>(acc, g, n, s);
+    CUDA_CHECK_LAUNCH("count_zeros_kernel");
+}
+
 /* ---- the mixed-precision step's glue ---- */
 
 static __global__ void scale_kernel(float *x, int64_t n, float c)

@@ -5,7 +5,8 @@
 # overlapped reduction and sequence parallelism each print the same lm loss, grad norm and params
 # norm as the single-rank run at every logged iteration of a 30-iteration fp32 CPU run, and the
 # same validation losses (relative difference below 1e-5), for a GPT-2-style model (tied
-# embeddings split over the first and last stage) and a LLaMA-style one, dropout on. The 8-rank
+# embeddings split over the first and last stage) and a LLaMA-style one (its number of zeros in
+# the gradients too, as in parallel_layouts.sh), dropout on. The 8-rank
 # run also prints --timing-log-level's timers (which must not change the numbers).
 set -euo pipefail
 MEGATRON=${MEGATRON:-./megatron}
@@ -15,12 +16,12 @@ trap 'rm -rf "$dir"' EXIT
 
 gpt="--num-layers 8 --hidden-size 32 --num-attention-heads 4 --seq-length 16 --max-position-embeddings 16"
 llama="$gpt --swiglu --normalization RMSNorm --position-embedding-type rope --group-query-attention \
-    --num-query-groups 2 --disable-bias-linear --untie-embeddings-and-output-weights"
+    --num-query-groups 2 --disable-bias-linear --untie-embeddings-and-output-weights --log-num-zeros-in-grad"
 common="--micro-batch-size 2 --global-batch-size 8 --train-iters 30 --lr 3e-3 --lr-decay-style cosine \
     --lr-warmup-iters 3 --mock-data --tokenizer-type NullTokenizer --vocab-size 256 --log-interval 5 \
     --eval-interval 15 --eval-iters 1 --log-params-norm"
 
-MIN_NUMBERS=16
+MIN_NUMBERS=22
 source "$(dirname "$0")/lib/layouts.sh"
 
 # each pipeline rank holds its own share of the layers
