@@ -74,6 +74,7 @@ struct config {
     const char *save, *load;
     int64_t save_interval;
     bool finetune, no_load_optim, no_load_rng, no_save_optim, no_save_rng;
+    bool exit_on_missing_checkpoint; /* --load finding no checkpoint is an error, not a fresh start */
 
     /* mixed precision */
     bool fp16, bf16, accumulate_allreduce_grads_in_fp32;

@@ -209,7 +209,7 @@ const struct arg_spec ARGS_TABLE[] = {
     NOT_YET("--pretrained-checkpoint", T_STR, M_TRAIN, G_CKPT, "Directory containing a pretrained model checkpoint for finetuning."),
     NOT_YET("--save-retain-interval", T_INT, M_TRAIN, G_CKPT, "Number of iterations between retained checkpoints."),
     NOT_YET("--non-persistent-save-interval", T_INT, M_TRAIN, G_CKPT, "Number of iterations between non-persistent saves."),
-    NOT_YET("--exit-on-missing-checkpoint", T_BOOL, M_TRAIN, G_CKPT, "Exit if --load is set but no checkpoint is found."),
+    BOOL("--exit-on-missing-checkpoint", exit_on_missing_checkpoint, M_TRAIN, G_CKPT, "Exit if --load is set but no checkpoint is found."),
 
     /* mixed precision (_add_mixed_precision_args) */
     BOOL("--fp16", fp16, M_TRAIN, G_MP, "Run model in fp16 mode."),

@@ -199,6 +199,10 @@ void ckpt_load_for_training(const struct config *cfg, struct ckpt_state *s, FILE
     if (r.rank != 0) out = NULL; /* Megatron's print_rank_0 */
     if (ckpt_locate(cfg->load, &loc, err, sizeof err)) die_user("--load %s: %s", cfg->load, err);
     if (!loc.found) {
+        if (cfg->exit_on_missing_checkpoint) /* Megatron exits too (with status 0): a scheduler sees this */
+            die_user("--load %s: no checkpoint there (no %s) and --exit-on-missing-checkpoint is set; point "
+                     "--load at a directory a run saved into, or drop the flag to start from random weights",
+                     cfg->load, CKPT_TRACKER);
         if (r.rank == 0)
             warn_user("--load %s: no checkpoint there (no %s); starting from random weights", cfg->load, CKPT_TRACKER);
         return;

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Faults around checkpoints, from the command line:
-#  1. --load of a missing or empty directory: one warning line, training from scratch, exit 0;
+#  1. --load of a missing or empty directory: one warning line, training from scratch, exit 0; with
+#     --exit-on-missing-checkpoint one error line, exit 2;
 #  2. a flipped byte in a checkpoint: one error line naming the tensor and the checksum, exit 2;
 #  3. flags whose shapes do not fit: one error line naming the tensor and both shapes, exit 2;
 #  4. SIGKILL at random moments of a run that saves every iteration: the latest checkpoint loads;
@@ -33,6 +34,14 @@ for dir in "$tmp/empty" "$tmp/missing"; do
     [ "$(wc -l <"$tmp/err")" -eq 1 ] || { cat "$tmp/err"; fail "expected one warning line"; }
     grep -q "^megatron: warning: --load $dir: no checkpoint there" "$tmp/err" || { cat "$tmp/err"; fail "warning"; }
     grep -q ' iteration        2/' "$tmp/out" || fail "did not train after the warning"
+    "$MEGATRON" pretrain "${model[@]}" --train-iters 6 --log-interval 1 --load "$dir" --exit-on-missing-checkpoint \
+        --save "$tmp/unwritten" --save-interval 2 >"$tmp/out" 2>"$tmp/err"
+    rc=$?
+    [ $rc -eq 2 ] && [ "$(wc -l <"$tmp/err")" -eq 1 ] || { cat "$tmp/err"; fail "--exit-on-missing-checkpoint: exit $rc"; }
+    grep -q "^megatron: error: --load $dir: no checkpoint there .* --exit-on-missing-checkpoint is set; " "$tmp/err" ||
+        { cat "$tmp/err"; fail "--exit-on-missing-checkpoint: the error"; }
+    ! grep -q 'consumed samples' "$tmp/out" && [ ! -e "$tmp/unwritten" ] ||
+        fail "--exit-on-missing-checkpoint: trained or wrote a checkpoint"
 done
 
 # a checkpoint at iteration 4 to damage
