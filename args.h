@@ -127,6 +127,11 @@ struct config {
 
     /* Transformer-Engine */
     const char *transformer_impl; /* local and transformer_engine both mean our implementation */
+    /* --attention-backend (flash, fused, unfused, local, auto) and --use-flash-attn pick among
+       Megatron's kernels for the same exact attention; every choice runs this program's one (cuDNN's
+       fused flash attention on the GPU) */
+    const char *attention_backend;
+    bool use_flash_attn;
 
     /* ours */
     const char *model;  /* gpt */

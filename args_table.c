@@ -49,7 +49,9 @@ const struct arg_spec ARGS_TABLE[] = {
         "(int(4*hidden-size*2/3/64)*64 with --swiglu)."),
     INT("--num-attention-heads", num_attention_heads, NULL, M_TRAIN, G_NET, 1, NO,
         "Number of transformer attention heads."),
-    NOT_YET("--attention-backend", T_CHOICE, M_TRAIN, G_NET, "Attention backend to use (flash,fused,unfused,local,auto)."),
+    CHOICE("--attention-backend", attention_backend, "auto", "flash|fused|unfused|local|auto", M_TRAIN, G_NET,
+           "Attention backend to use (flash,fused,unfused,local,auto). Every choice runs the same exact attention "
+           "(on the GPU cuDNN's fused flash attention)."),
     INT("--kv-channels", kv_channels, NULL, M_TRAIN, G_NET, 1, NO,
         "Projection weights dimension in multi-head attention. This is set to hidden-size // "
         "num-attention-heads if not provided."),
@@ -139,7 +141,8 @@ const struct arg_spec ARGS_TABLE[] = {
     BOOL("--exit-signal-handler", exit_signal_handler, M_TRAIN, G_TRAIN,
          "Dynamically save the checkpoint and shutdown the training if SIGTERM is received"),
     NOT_YET("--tensorboard-dir", T_STR, M_TRAIN, G_TRAIN, "Write TensorBoard logs to this directory."),
-    NOT_YET("--use-flash-attn", T_BOOL, M_TRAIN, G_TRAIN, "use FlashAttention implementation of attention."),
+    BOOL("--use-flash-attn", use_flash_attn, M_TRAIN, G_TRAIN,
+         "use FlashAttention implementation of attention. (Attention here is always one exact fused kernel.)"),
     {"--disable-bias-linear", NULL, "add_bias_linear", T_BOOL_FALSE, NULL, M_TRAIN, G_TRAIN, NO, NO, 0, NULL,
      OFF(add_bias_linear), 0, "Disable bias in the linear layers"},
     NOT_YET("--add-qkv-bias", T_BOOL, M_TRAIN, G_TRAIN, "Enable bias only in the QKV linear layers"),

@@ -271,7 +271,7 @@ static void test_unsupported_megatron_flags_are_rejected_by_name(void **state)
 {
     (void)state;
     const char *flags[] = {"--recompute-activations", "--recompute-granularity full", "--num-experts 8",
-                           "--fp8-format hybrid", "--tensorboard-dir tb", "--wandb-project p", "--use-flash-attn",
+                           "--fp8-format hybrid", "--tensorboard-dir tb", "--wandb-project p", "--apply-layernorm-1p",
                            "--qk-layernorm", "--rampup-batch-size 1 2 3"};
     for (size_t i = 0; i < sizeof flags / sizeof flags[0]; i++) {
         struct run r;
@@ -295,6 +295,28 @@ static void test_transformer_impl_local_and_transformer_engine_are_accepted(void
     assert_int_equal(run(&r, CMD_PRETRAIN, 1, BASE "--transformer-impl transformer_engine"), 0);
     done(&r);
     expect_error(CMD_PRETRAIN, 1, BASE "--transformer-impl inference_optimized", "not supported yet");
+}
+
+/* Megatron's attention backends are kernels for the same exact attention: every choice and
+ * --use-flash-attn are accepted (and run the one attention there is); other names are refused. */
+static void test_attention_backends_are_accepted(void **state)
+{
+    (void)state;
+    const char *backends[] = {"flash", "fused", "unfused", "local", "auto"};
+    for (size_t i = 0; i < sizeof backends / sizeof backends[0]; i++) {
+        char flags[1024];
+        snprintf(flags, sizeof flags, BASE "--attention-backend %s --use-flash-attn", backends[i]);
+        struct run r;
+        assert_int_equal(run(&r, CMD_PRETRAIN, 1, flags), 0);
+        assert_string_equal(r.cfg.attention_backend, backends[i]);
+        assert_true(r.cfg.use_flash_attn);
+        done(&r);
+    }
+    struct run r;
+    assert_int_equal(run(&r, CMD_PRETRAIN, 1, BASE), 0);
+    assert_string_equal(r.cfg.attention_backend, "auto");
+    done(&r);
+    expect_error(CMD_PRETRAIN, 1, BASE "--attention-backend cudnn", "--attention-backend");
 }
 
 static void test_value_errors_are_one_line(void **state)
@@ -824,6 +846,7 @@ int main(void)
         cmocka_unit_test(test_unexpected_positional_argument_is_an_error),
         cmocka_unit_test(test_unsupported_megatron_flags_are_rejected_by_name),
         cmocka_unit_test(test_transformer_impl_local_and_transformer_engine_are_accepted),
+        cmocka_unit_test(test_attention_backends_are_accepted),
         cmocka_unit_test(test_value_errors_are_one_line),
         cmocka_unit_test(test_values_with_control_characters_stay_on_one_line),
         cmocka_unit_test(test_heads_must_divide_hidden_unless_kv_channels_given),
