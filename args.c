@@ -507,7 +507,10 @@ static void format_scalar(const struct arg_spec *s, const struct config *c, char
     case T_STR:
     case T_CHOICE: {
         const char *v = *(const char *const *)((const char *)c + s->offset);
-        snprintf(buf, n, "%s", v ? v : "None");
+        if (v && strcmp(s->dest, "attention_backend") == 0) /* Megatron's dump prints the enum */
+            snprintf(buf, n, "AttnBackend.%s", v);
+        else
+            snprintf(buf, n, "%s", v ? v : "None");
         break;
     }
     case T_DTYPE: {

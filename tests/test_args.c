@@ -315,6 +315,13 @@ static void test_attention_backends_are_accepted(void **state)
     struct run r;
     assert_int_equal(run(&r, CMD_PRETRAIN, 1, BASE), 0);
     assert_string_equal(r.cfg.attention_backend, "auto");
+    char *dump = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&dump, &len);
+    args_print_config(f, &r.cfg);
+    fclose(f);
+    assert_non_null(strstr(dump, "  attention_backend ............................... AttnBackend.auto\n"));
+    free(dump);
     done(&r);
     expect_error(CMD_PRETRAIN, 1, BASE "--attention-backend cudnn", "--attention-backend");
 }
