@@ -7,11 +7,7 @@
 #include <string.h>
 
 #include "args.h"
-
-#define REQUIRE(cond)                                                                              \
-    do {                                                                                           \
-        if (!(cond)) __builtin_trap();                                                             \
-    } while (0)
+#include "fuzz/fuzz.h"
 
 #define MAX_ARGS 256
 

@@ -9,13 +9,7 @@
 
 #include "data/tokenizer.h"
 #include "data/tokenizer_gpt2.h"
-
-#define REQUIRE(cond)                                                                              \
-    do {                                                                                           \
-        if (!(cond)) __builtin_trap();                                                             \
-    } while (0)
-
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+#include "fuzz/fuzz.h"
 
 /* text's ids decode to text, each id in the vocabulary */
 static void check_round_trip(const struct gpt2_bpe *bpe, const char *text)

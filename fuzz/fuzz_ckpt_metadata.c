@@ -7,11 +7,7 @@
 #include <string.h>
 
 #include "ckpt/metadata.h"
-
-#define REQUIRE(cond)                                                                              \
-    do {                                                                                           \
-        if (!(cond)) __builtin_trap();                                                             \
-    } while (0)
+#include "fuzz/fuzz.h"
 
 static void check_invariants(const struct ckpt_meta *m)
 {

@@ -6,11 +6,7 @@
 #include <string.h>
 
 #include "util/json.h"
-
-#define REQUIRE(cond)                                                                              \
-    do {                                                                                           \
-        if (!(cond)) __builtin_trap();                                                             \
-    } while (0)
+#include "fuzz/fuzz.h"
 
 /* json_escape(s) parsed back is a string; equal to s when s is valid UTF-8 (valid_utf8 = 1). */
 static void check_escape_round_trip(const char *s, size_t len, int valid_utf8)

@@ -5,11 +5,7 @@
 #include <string.h>
 
 #include "ckpt/safetensors.h"
-
-#define REQUIRE(cond)                                                                              \
-    do {                                                                                           \
-        if (!(cond)) __builtin_trap();                                                             \
-    } while (0)
+#include "fuzz/fuzz.h"
 
 static void check_tensor(const struct st_file *f, const struct st_tensor *t)
 {

@@ -9,11 +9,7 @@
 #include <string.h>
 
 #include "data/tokenizer.h"
-
-#define REQUIRE(cond)                                                                              \
-    do {                                                                                           \
-        if (!(cond)) __builtin_trap();                                                             \
-    } while (0)
+#include "fuzz/fuzz.h"
 
 static struct tokenizer *tok;
 static struct tokenizer_scratch *scratch;
