@@ -121,6 +121,7 @@ struct config {
 
     /* logging */
     bool log_throughput;
+    bool calculate_per_token_loss; /* the loss is the global batch's token mean, not a mean of micro-batch means */
     bool log_params_norm; /* the L2 norm of the (main) parameters in each log line */
     bool log_num_zeros_in_grad; /* the number of zeros in the clipped main gradients, each log line */
     int64_t timing_log_level; /* 0: none; 1 and 2: per-phase and communication times at each log line */

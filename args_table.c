@@ -154,7 +154,7 @@ const struct arg_spec ARGS_TABLE[] = {
            G_TRAIN, "Optimizer function"),
     BOOL("--sequence-parallel", sequence_parallel, M_TRAIN, G_TRAIN, "Enable sequence parallel optimization."),
     NOT_YET("--tp-comm-overlap", T_BOOL, M_TRAIN, G_TRAIN, "Enables the overlap of Tensor parallel communication and GEMM kernels."),
-    NOT_YET("--calculate-per-token-loss", T_BOOL, M_TRAIN, G_TRAIN, "Scale cross entropy loss by the number of non-padded tokens in the global batch."),
+    BOOL("--calculate-per-token-loss", calculate_per_token_loss, M_TRAIN, G_TRAIN, "Scale cross entropy loss by the number of non-padded tokens in the global batch."),
     NOT_YET("--profile", T_BOOL, M_TRAIN, G_TRAIN, "Enable nsys profiling."),
 
     /* initialization (_add_initialization_args) */

@@ -187,7 +187,8 @@ static void upload_inputs(struct trainer *t, struct gpt_batch *batches, const do
     int64_t num_micro = t->cfg->num_micro_batches, per = t->cfg->micro_batch_size * b->seq, n = b->samples * b->seq;
     float *factors = xmalloc((size_t)num_micro * sizeof(float));
     for (int64_t mb = 0; mb < num_micro; mb++) {
-        factors[mb] = gpt_loss_grad_factor(loss_scale, tokens[mb], loss_divisor);
+        factors[mb] = gpt_loss_grad_factor(loss_scale, t->cfg->calculate_per_token_loss ? 1.0 : tokens[mb],
+                                           loss_divisor);
         batches[mb].device_tokens = d->tokens + mb * per;
         batches[mb].device_labels = d->labels + mb * per;
         batches[mb].device_positions = d->positions + mb * per;
@@ -278,6 +279,15 @@ struct step_result train_step(struct trainer *t, double *lm_loss)
     };
     double *tokens = xmalloc((size_t)num_micro * sizeof *tokens);
     double tokens_sum = iteration_tokens(t, batches, tokens);
+    if (cfg->calculate_per_token_loss) {
+        /* Megatron sums the token losses and, after the reductions, divides the gradients by the
+           global batch's tokens (finalize_model_grads); here each token's loss gradient carries
+           the division: the same gradients, up to rounding */
+        double global = tokens_sum;
+        if (t->dp) comm_all_reduce_sum(t->dp, &global, 1, COMM_F64);
+        step.loss_divisor = global > 0.0 ? global : 1.0;
+        step.per_token_loss = true;
+    }
     if (t->model->device == DEV_CUDA) upload_inputs(t, batches, tokens, step.loss_scale, step.loss_divisor);
     free(tokens);
     optimizer_prepare(t->optimizer);

@@ -415,7 +415,8 @@ double gpt_forward_chunk(struct gpt_model *m, int chunk, int slot, const struct 
     double tokens = gpt_batch_tokens(b->loss_mask, n);
     struct tensor dlosses = tensor_none();
     if (b->loss_divisor > 0.0 && m->tp.size == 1) { /* a training step: the loss gradient is known now */
-        seed_loss_gradient(m, a->dlosses, a->loss_mask, gpt_loss_grad_factor(b->loss_scale, tokens, b->loss_divisor),
+        seed_loss_gradient(m, a->dlosses, a->loss_mask,
+                           gpt_loss_grad_factor(b->loss_scale, b->per_token_loss ? 1.0 : tokens, b->loss_divisor),
                            b->device_loss_grad_factor, n);
         dlosses = a->dlosses;
     }

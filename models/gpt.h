@@ -151,10 +151,12 @@ struct gpt_batch {
     int64_t sample_offset;
     bool training;            /* false: no dropout (evaluation) */
     /* A training step's loss gradient, known at the forward: d loss / d token loss = loss_mask x
-     * loss_scale / (tokens x loss_divisor) (tokens: the micro batch's sum of loss_mask, 1 if 0).
+     * loss_scale / (tokens x loss_divisor) (tokens: the micro batch's sum of loss_mask, 1 if 0;
+     * with per_token_loss 1, loss_divisor then being the global batch's tokens).
      * With loss_divisor > 0 a chunk with post_process computes the logits' gradient in its
      * forward (one pass over the logits) and its backward starts from it; 0: the backward does. */
     double loss_scale, loss_divisor;
+    bool per_token_loss;
     /* On the GPU, a training step's inputs already in device memory (the trainer uploads the whole
      * iteration before the step; NULL: the forward copies the host arrays above): the same arrays,
      * and the loss gradient's factor gpt_loss_grad_factor(loss_scale, tokens, loss_divisor), read

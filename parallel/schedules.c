@@ -214,6 +214,7 @@ static void forward_into(struct schedule *s, int mb, int chunk, int slot)
     if (!st->forward_only) { /* the loss gradient is known at the forward: computed there */
         b.loss_scale = st->loss_scale;
         b.loss_divisor = st->loss_divisor;
+        b.per_token_loss = st->per_token_loss;
     }
     double tokens = gpt_forward_chunk(s->model, chunk, slot, &b);
     if (!s->model->chunks[chunk].spec.post_process) return;
@@ -247,7 +248,7 @@ static void backward(struct schedule *s, int mb, int chunk)
         }
     }
     ready(&s->grad_ready[c]);
-    double tokens = s->tokens[mb] > 0 ? s->tokens[mb] : 1.0;
+    double tokens = s->tokens[mb] > 0 && !st->per_token_loss ? s->tokens[mb] : 1.0;
     float scale = spec->post_process ? (float)(st->loss_scale / (tokens * st->loss_divisor)) : 0.0f;
     gpt_backward_chunk(s->model, chunk, slot, &g, scale);
     if (!spec->pre_process) { /* the input's gradient waits for its send in a buffer of its own */

@@ -42,6 +42,7 @@ struct schedule_step {
     const struct gpt_batch *batches;    /* [num_micro_batches], hooks unset */
     bool forward_only;
     double loss_scale, loss_divisor;    /* unused forward only */
+    bool per_token_loss;                /* see struct gpt_batch */
     struct ddp *ddp;                    /* NULL: no gradient reduction to start */
     bool overlap_grad_reduce;
 };
