@@ -73,6 +73,7 @@ struct config {
     /* checkpointing */
     const char *save, *load;
     int64_t save_interval;
+    int64_t save_retain_interval; /* -1: keep every checkpoint; else only multiples of it and the latest */
     bool finetune, no_load_optim, no_load_rng, no_save_optim, no_save_rng;
     bool exit_on_missing_checkpoint; /* --load finding no checkpoint is an error, not a fresh start */
 

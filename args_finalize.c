@@ -352,6 +352,10 @@ static int finalize_checkpointing(struct config *c, char *err, size_t errlen)
 {
     if (c->save && c->save_interval < 1)
         return args_fail(err, errlen, "--save: needs --save-interval (iterations between checkpoints); add --save-interval N");
+    if (c->save_retain_interval > 0 && c->save_interval > 0 && c->save_retain_interval % c->save_interval != 0)
+        return args_fail(err, errlen, "--save-retain-interval %" PRId64 ": not a multiple of --save-interval %" PRId64
+                         " (Megatron requires one); use a multiple of %" PRId64,
+                         c->save_retain_interval, c->save_interval, c->save_interval);
     return 0;
 }
 

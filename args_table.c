@@ -210,7 +210,9 @@ const struct arg_spec ARGS_TABLE[] = {
     NOT_YET("--async-save", T_BOOL, M_TRAIN, G_CKPT, "Apply async checkpointing save."),
     NOT_YET("--use-checkpoint-args", T_BOOL, M_TRAIN, G_CKPT, "Override model-related command-line arguments with arguments from checkpoint"),
     NOT_YET("--pretrained-checkpoint", T_STR, M_TRAIN, G_CKPT, "Directory containing a pretrained model checkpoint for finetuning."),
-    NOT_YET("--save-retain-interval", T_INT, M_TRAIN, G_CKPT, "Number of iterations between retained checkpoints."),
+    INT("--save-retain-interval", save_retain_interval, NULL, M_TRAIN, G_CKPT, 1, NO,
+        "Number of iterations between retained checkpoints (other checkpoints except the last checkpoint are "
+        "automatically deleted)."),
     NOT_YET("--non-persistent-save-interval", T_INT, M_TRAIN, G_CKPT, "Number of iterations between non-persistent saves."),
     BOOL("--exit-on-missing-checkpoint", exit_on_missing_checkpoint, M_TRAIN, G_CKPT, "Exit if --load is set but no checkpoint is found."),
 

@@ -4,6 +4,7 @@
 #include "ckpt/ckpt.h"
 
 #include <ctype.h>
+#include <errno.h>
 #include <inttypes.h>
 #include <stdarg.h>
 #include <stdlib.h>
@@ -219,6 +220,28 @@ void ckpt_load_for_training(const struct config *cfg, struct ckpt_state *s, FILE
     fflush(out);
 }
 
+/* --save-retain-interval, after the save of iteration `saved` (rank 0): the checkpoint the tracker
+ * named before it is deleted unless it is a multiple of the interval (or a symbolic link), as
+ * Megatron's save_checkpoint does; a failure to delete is reported and not fatal. */
+static void retire_previous(const struct config *cfg, const struct ckpt_location *prev, int64_t saved, FILE *out)
+{
+    if (!prev->found || prev->release || prev->iteration <= 0 || prev->iteration == saved ||
+        prev->iteration % cfg->save_retain_interval == 0)
+        return;
+    struct stat st;
+    if (lstat(prev->path, &st) == 0 && S_ISLNK(st.st_mode)) {
+        if (out) fprintf(out, "  skipping deleting checkpoint from iteration %7" PRId64 " at %s since it is a "
+                              "symbolic link\n", prev->iteration, cfg->save);
+        return;
+    }
+    if (dirs_remove_tree(prev->path) == 0) {
+        if (out) fprintf(out, "  successfully deleted checkpoint from iteration %7" PRId64 " at %s\n", prev->iteration,
+                         cfg->save);
+    } else {
+        warn_user("--save-retain-interval: could not delete %s: %s; delete it by hand", prev->path, strerror(errno));
+    }
+}
+
 void ckpt_save_for_training(const struct config *cfg, const struct ckpt_state *s, FILE *out)
 {
     struct ckpt_save_options o = {!cfg->no_save_optim, !cfg->no_save_rng, false, 0};
@@ -230,18 +253,24 @@ void ckpt_save_for_training(const struct config *cfg, const struct ckpt_state *s
             s->iteration, cfg->save);
     if (out) fflush(out);
     double start = now_seconds();
+    struct ckpt_location prev = {0};
+    if (r.rank == 0 && cfg->save_retain_interval > 0 && ckpt_locate(cfg->save, &prev, err, sizeof err) != 0)
+        prev.found = false; /* a tracker naming nothing valid: nothing to retire */
     if (ckpt_save(cfg->save, s, &o, &r, err, sizeof err))
         die_user("--save %s: the checkpoint of iteration %" PRId64 " was not saved: %s; free space or fix the "
                  "directory (earlier checkpoints are intact)", cfg->save, s->iteration, err);
-    if (!out) return;
-    timestamp(ts);
-    fprintf(out, "  [%s] successfully saved checkpoint from iteration %7" PRId64 " to %s [ t 1/%" PRId64 ", p 1/%" PRId64 " ]\n",
-            ts, s->iteration, cfg->save, cfg->tensor_model_parallel_size, cfg->pipeline_model_parallel_size);
-    char final[CKPT_PATH_MAX], tmp[CKPT_PATH_MAX], old[CKPT_PATH_MAX];
-    ckpt_paths(cfg->save, false, s->iteration, final, tmp, old);
-    print_rate(out, "checkpoint written and synced:", files_bytes(final, o.save_optim && s->optimizer),
-               now_seconds() - start);
-    fflush(out);
+    if (out) {
+        timestamp(ts);
+        fprintf(out, "  [%s] successfully saved checkpoint from iteration %7" PRId64 " to %s [ t 1/%" PRId64
+                     ", p 1/%" PRId64 " ]\n",
+                ts, s->iteration, cfg->save, cfg->tensor_model_parallel_size, cfg->pipeline_model_parallel_size);
+        char final[CKPT_PATH_MAX], tmp[CKPT_PATH_MAX], old[CKPT_PATH_MAX];
+        ckpt_paths(cfg->save, false, s->iteration, final, tmp, old);
+        print_rate(out, "checkpoint written and synced:", files_bytes(final, o.save_optim && s->optimizer),
+                   now_seconds() - start);
+    }
+    if (r.rank == 0 && cfg->save_retain_interval > 0) retire_previous(cfg, &prev, s->iteration, out);
+    if (out) fflush(out);
 }
 
 /* One line on rank 0's out (NULL elsewhere), flushed: the run may end right after it. */
