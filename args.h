@@ -125,6 +125,9 @@ struct config {
     bool calculate_per_token_loss; /* the loss is the global batch's token mean, not a mean of micro-batch means */
     bool log_params_norm; /* the L2 norm of the (main) parameters in each log line */
     bool log_num_zeros_in_grad; /* the number of zeros in the clipped main gradients, each log line */
+    const char *tensorboard_dir; /* event files of the training scalars, written by the last rank */
+    int64_t tensorboard_log_interval, tensorboard_queue_size;
+    bool log_validation_ppl_to_tensorboard;
     int64_t timing_log_level; /* 0: none; 1 and 2: per-phase and communication times at each log line */
 
     /* Transformer-Engine */

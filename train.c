@@ -25,6 +25,7 @@
 #include "kernels/cuda/cuda_ops.h"
 #endif
 #include "util/error.h"
+#include "util/tensorboard.h"
 
 /* Totals between two log lines, as training_log keeps them in total_loss_dict. */
 struct log_interval_totals {
@@ -166,9 +167,41 @@ static void evaluate_and_print(struct trainer *t, enum data_split split, const c
     int n = len + 1 < (int)sizeof dashes ? len + 1 : (int)sizeof dashes - 1;
     memset(dashes, '-', (size_t)n);
     dashes[n] = 0;
+    if (t->tb && split == SPLIT_VALID) { /* evaluate_and_print_results' scalars */
+        tb_scalar(t->tb, "lm loss validation", loss, t->iteration);
+        tb_scalar(t->tb, "lm loss validation vs samples", loss, t->consumed_train_samples);
+        if (t->cfg->log_validation_ppl_to_tensorboard) {
+            tb_scalar(t->tb, "lm loss validation ppl", exp(loss < 20.0 ? loss : 20.0), t->iteration);
+            tb_scalar(t->tb, "lm loss validation ppl vs samples", exp(loss < 20.0 ? loss : 20.0),
+                      t->consumed_train_samples);
+        }
+    }
     if (!t->out) return;
     fprintf(t->out, "%s\n%s\n%s\n", dashes, line, dashes);
     fflush(t->out);
+}
+
+/* A scalar against the iteration and against the consumed samples, as training_log writes both. */
+static void tb_pair(struct trainer *t, const char *tag, double value)
+{
+    char vs[128];
+    snprintf(vs, sizeof vs, "%s vs samples", tag);
+    tb_scalar(t->tb, tag, value, t->iteration);
+    tb_scalar(t->tb, vs, value, t->consumed_train_samples);
+}
+
+/* Megatron's training_log scalars of this iteration (every --tensorboard-log-interval): a skipped
+ * step has no loss, gradient norm or count of zeros. */
+static void tb_iteration(struct trainer *t, const struct step_result *r, double lm_loss, double params_norm)
+{
+    const struct config *cfg = t->cfg;
+    tb_pair(t, "learning-rate", r->lr);
+    tb_pair(t, "batch-size", (double)cfg->global_batch_size);
+    if (!r->skipped) tb_pair(t, "lm loss", lm_loss);
+    tb_pair(t, "loss-scale", r->loss_scale);
+    if (!r->skipped) tb_pair(t, "grad-norm", r->grad_norm);
+    if (!r->skipped && cfg->log_num_zeros_in_grad) tb_pair(t, "num-zeros", r->num_zeros);
+    if (cfg->log_params_norm) tb_pair(t, "params-norm", params_norm);
 }
 
 /* params_norm: --log-params-norm's value, printed where Megatron prints it (NaN: not asked for). */
@@ -324,9 +357,12 @@ static bool train(struct trainer *t)
             tot.loss_sum += lm_loss;
             tot.advanced++;
         }
-        if (t->iteration % cfg->log_interval == 0) {
-            /* every rank takes part (the norm is all-reduced), inside the interval's time */
-            double params_norm = cfg->log_params_norm ? optimizer_params_norm(t->optimizer) : NAN;
+        bool log_now = t->iteration % cfg->log_interval == 0;
+        bool tb_now = cfg->tensorboard_dir && t->iteration % cfg->tensorboard_log_interval == 0;
+        /* every rank takes part (the norm is all-reduced), inside the interval's time */
+        double params_norm = cfg->log_params_norm && (log_now || tb_now) ? optimizer_params_norm(t->optimizer) : NAN;
+        if (t->tb && tb_now) tb_iteration(t, &r, lm_loss, params_norm);
+        if (log_now) {
             double now = train_now_seconds();
             tot.seconds = now - start;
             print_log_line(t, &r, params_norm, &tot);
@@ -496,6 +532,13 @@ int pretrain_main(const struct config *cfg, FILE *out)
     setup_parallel(&t, &tp);
     bool first = t.grid.rank == 0;
     t.out = t.grid.rank == t.grid.world_size - 1 ? out : NULL; /* print_rank_last */
+    if (cfg->tensorboard_dir && t.grid.rank == t.grid.world_size - 1) {
+        char err[512];
+        t.tb = tb_open(cfg->tensorboard_dir, cfg->tensorboard_queue_size, err, sizeof err);
+        if (!t.tb)
+            die_user("--tensorboard-dir %s: %s; point it at a directory this user can write", cfg->tensorboard_dir,
+                     err);
+    }
 
     struct tokenizer *tok = build_tokenizer(cfg);
     int64_t vocab = tokenizer_vocab_size(tok), eod = tokenizer_eod(tok);
@@ -533,6 +576,7 @@ int pretrain_main(const struct config *cfg, FILE *out)
     schedule_free(t.runner);
     gpt_free(t.model);
     pipeline_schedule_free(&t.schedule);
+    tb_close(t.tb);
     comm_groups_free();
     return 0;
 }

@@ -15,6 +15,8 @@
 #include "parallel/pipeline.h"
 
 /* Host buffers for the samples of one iteration on this rank (all its micro batches). */
+struct tb_writer;
+
 struct batch_buffers {
     int64_t samples, seq;
     int64_t *indices;
@@ -55,6 +57,7 @@ struct trainer {
     double flops_per_batch;
     double start_seconds;     /* when pretrain began (--exit-duration-in-mins) */
     double phase_seconds[3];  /* --timing-log-level: forward-backward, all-grads-sync, optimizer since the last log */
+    struct tb_writer *tb;     /* --tensorboard-dir, on the last rank (Megatron's writer): NULL elsewhere */
 };
 
 /* --timing-log-level: the phases of a step, timed after the device finished them. */

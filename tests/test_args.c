@@ -271,7 +271,7 @@ static void test_unsupported_megatron_flags_are_rejected_by_name(void **state)
 {
     (void)state;
     const char *flags[] = {"--recompute-activations", "--recompute-granularity full", "--num-experts 8",
-                           "--fp8-format hybrid", "--tensorboard-dir tb", "--wandb-project p", "--apply-layernorm-1p",
+                           "--fp8-format hybrid", "--log-timers-to-tensorboard", "--wandb-project p", "--apply-layernorm-1p",
                            "--qk-layernorm", "--rampup-batch-size 1 2 3"};
     for (size_t i = 0; i < sizeof flags / sizeof flags[0]; i++) {
         struct run r;
