@@ -44,6 +44,7 @@ check learning-rate "learning rate" 5e-13
 check grad-norm "grad norm" 5e-4
 check params-norm "params norm" 5e-4
 check num-zeros "num zeros" 0
+check loss-scale "loss scale" 0.05
 awk -F'\t' '$2 == "batch-size" && $3 != 4 { exit 1 }' "$tmp/scalars" || fail "batch-size"
 # validation at 5 and 10, and once more after training (Megatron's too), with perplexities
 [ "$(awk -F'\t' '$2 == "lm loss validation" { print $1 }' "$tmp/scalars" | tr '\n' ' ')" = "5 10 10 " ] || fail "validation steps"
