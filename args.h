@@ -76,6 +76,7 @@ struct config {
     int64_t save_retain_interval; /* -1: keep every checkpoint; else only multiples of it and the latest */
     bool finetune, no_load_optim, no_load_rng, no_save_optim, no_save_rng;
     bool exit_on_missing_checkpoint; /* --load finding no checkpoint is an error, not a fresh start */
+    bool override_opt_param_scheduler; /* what a resume does anyway: the flags' schedule, the checkpoint's step */
 
     /* mixed precision */
     bool fp16, bf16, accumulate_allreduce_grads_in_fp32;

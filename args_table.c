@@ -192,7 +192,9 @@ const struct arg_spec ARGS_TABLE[] = {
     FLT("--min-lr", min_lr, "0.0", M_TRAIN, G_LR, 0, NO, 0,
         "Minimum value for learning rate. The scheduler clip values below this threshold."),
     NOT_YET("--decoupled-lr", T_FLOAT, M_TRAIN, G_LR, "Separate learning rate for the input and output layer"),
-    NOT_YET("--override-opt_param-scheduler", T_BOOL, M_TRAIN, G_LR, "Reset the values of the scheduler from input arguments."),
+    BOOL("--override-opt_param-scheduler", override_opt_param_scheduler, M_TRAIN, G_LR,
+         "Reset the values of the scheduler from input arguments. (A resumed run here always takes the "
+         "schedule from the flags and its step count from the checkpoint.)"),
     NOT_YET("--use-checkpoint-opt_param-scheduler", T_BOOL, M_TRAIN, G_LR, "Use checkpoint to set the values of the scheduler."),
 
     /* checkpointing (_add_checkpointing_args) */

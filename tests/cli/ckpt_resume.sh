@@ -2,7 +2,8 @@
 # Exact resume: 40 iterations with a checkpoint at 20 (--exit-interval 20), then --load from 20 to
 # 40, print the same log and validation lines (timestamps and times removed) as one uninterrupted
 # 40-iteration run: with mock data (fp32, and fp16 with a dynamic loss scale that moves), and with
-# --data-path data made here by `megatron preprocess`.
+# --data-path data made here by `megatron preprocess`; and resuming with other schedule flags and
+# --override-opt_param-scheduler follows those flags.
 set -euo pipefail
 MEGATRON=${MEGATRON:-./megatron}
 tmp=$(mktemp -d)
@@ -44,6 +45,12 @@ check() {
 }
 
 check mock --mock-data
+# --override-opt_param-scheduler (what a resume does in any case): the flags' schedule from the
+# checkpoint's step on: a constant 2e-3 after iteration 40
+"$MEGATRON" pretrain "${model[@]/#40/50}" --mock-data --load "$tmp/mock" --lr 2e-3 --lr-decay-style constant \
+    --override-opt_param-scheduler >"$tmp/override" 2>&1 || { cat "$tmp/override"; fail "override: run"; }
+[ "$(grep -c ' iteration .*learning rate: 2.000000E-03 |' "$tmp/override")" -eq 2 ] &&
+    grep -q ' iteration       45/      50 ' "$tmp/override" || { cat "$tmp/override"; fail "override: the schedule"; }
 check fp16 --mock-data --fp16 --initial-loss-scale 4096 --loss-scale-window 3
 grep -q 'loss scale: 8192.0' "$tmp/fp16.a" || fail "fp16: the loss scale never moved, the test would prove little"
 
