@@ -129,6 +129,7 @@ struct config {
     const char *tensorboard_dir; /* event files of the training scalars, written by the last rank */
     int64_t tensorboard_log_interval, tensorboard_queue_size;
     bool log_validation_ppl_to_tensorboard;
+    bool log_timers_to_tensorboard; /* iteration-time and throughput at each log line */
     int64_t timing_log_level; /* 0: none; 1 and 2: per-phase and communication times at each log line */
 
     /* Transformer-Engine */

@@ -352,6 +352,10 @@ static int finalize_checkpointing(struct config *c, char *err, size_t errlen)
 {
     if (c->save && c->save_interval < 1)
         return args_fail(err, errlen, "--save: needs --save-interval (iterations between checkpoints); add --save-interval N");
+    if (c->log_timers_to_tensorboard && c->timing_log_level >= 1)
+        return args_fail(err, errlen, "--log-timers-to-tensorboard with --timing-log-level %" PRId64 ": the per-phase "
+                         "timers are not written to TensorBoard yet (iteration-time and throughput are); use "
+                         "--timing-log-level 0 with it", c->timing_log_level);
     if (c->save_retain_interval > 0 && c->save_interval > 0 && c->save_retain_interval % c->save_interval != 0)
         return args_fail(err, errlen, "--save-retain-interval %" PRId64 ": not a multiple of --save-interval %" PRId64
                          " (Megatron requires one); use a multiple of %" PRId64,

@@ -348,7 +348,7 @@ const struct arg_spec ARGS_TABLE[] = {
     INT("--tensorboard-queue-size", tensorboard_queue_size, "1000", M_TRAIN, G_LOG, 1, NO,
         "Size of the tensorboard queue for pending events and summaries before one of the 'add' calls forces a "
         "flush to disk."),
-    NOT_YET("--log-timers-to-tensorboard", T_BOOL, M_TRAIN, G_LOG, "If set, write timers to tensorboard."),
+    BOOL("--log-timers-to-tensorboard", log_timers_to_tensorboard, M_TRAIN, G_LOG, "If set, write timers to tensorboard."),
     BOOL("--log-validation-ppl-to-tensorboard", log_validation_ppl_to_tensorboard, M_TRAIN, G_LOG,
          "If set, write validation perplexity to tensorboard."),
     NOT_YET("--log-memory-to-tensorboard", T_BOOL, M_TRAIN, G_LOG, "Enable memory logging to tensorboard."),

@@ -365,6 +365,13 @@ static bool train(struct trainer *t)
         if (log_now) {
             double now = train_now_seconds();
             tot.seconds = now - start;
+            if (t->tb && cfg->log_timers_to_tensorboard) { /* training_log's, at its log lines */
+                double per_iter = tot.seconds / (double)cfg->log_interval;
+                tb_scalar(t->tb, "iteration-time", per_iter, t->iteration);
+                if (cfg->log_throughput)
+                    tb_scalar(t->tb, "throughput", t->flops_per_batch / (per_iter * 1e12 * (double)cfg->world_size),
+                              t->iteration);
+            }
             print_log_line(t, &r, params_norm, &tot);
             if (!memory_reported) report_memory(t);
             memory_reported = true;

@@ -271,7 +271,7 @@ static void test_unsupported_megatron_flags_are_rejected_by_name(void **state)
 {
     (void)state;
     const char *flags[] = {"--recompute-activations", "--recompute-granularity full", "--num-experts 8",
-                           "--fp8-format hybrid", "--log-timers-to-tensorboard", "--wandb-project p", "--apply-layernorm-1p",
+                           "--fp8-format hybrid", "--log-memory-to-tensorboard", "--wandb-project p", "--apply-layernorm-1p",
                            "--qk-layernorm", "--rampup-batch-size 1 2 3"};
     for (size_t i = 0; i < sizeof flags / sizeof flags[0]; i++) {
         struct run r;
@@ -324,6 +324,18 @@ static void test_attention_backends_are_accepted(void **state)
     free(dump);
     done(&r);
     expect_error(CMD_PRETRAIN, 1, BASE "--attention-backend cudnn", "--attention-backend");
+}
+
+/* --log-timers-to-tensorboard writes the iteration time and throughput; Megatron's per-phase
+ * timers (--timing-log-level 1 and 2) are refused with it by name. */
+static void test_log_timers_to_tensorboard_refuses_phase_timers(void **state)
+{
+    (void)state;
+    struct run r;
+    assert_int_equal(run(&r, CMD_PRETRAIN, 1, BASE "--tensorboard-dir tb --log-timers-to-tensorboard"), 0);
+    done(&r);
+    expect_error(CMD_PRETRAIN, 1, BASE "--log-timers-to-tensorboard --timing-log-level 1",
+                 "--log-timers-to-tensorboard with --timing-log-level 1: the per-phase timers are not written");
 }
 
 static void test_value_errors_are_one_line(void **state)
@@ -854,6 +866,7 @@ int main(void)
         cmocka_unit_test(test_unsupported_megatron_flags_are_rejected_by_name),
         cmocka_unit_test(test_transformer_impl_local_and_transformer_engine_are_accepted),
         cmocka_unit_test(test_attention_backends_are_accepted),
+        cmocka_unit_test(test_log_timers_to_tensorboard_refuses_phase_timers),
         cmocka_unit_test(test_value_errors_are_one_line),
         cmocka_unit_test(test_values_with_control_characters_stay_on_one_line),
         cmocka_unit_test(test_heads_must_divide_hidden_unless_kv_channels_given),

@@ -2,7 +2,8 @@
 # --tensorboard-dir: the event file a run writes holds Megatron's training_log scalars (each
 # against the iteration and against the consumed samples) with the values its log lines print,
 # every --tensorboard-log-interval iterations, and the validation losses (and perplexities with
-# --log-validation-ppl-to-tensorboard); under pipeline parallelism only the last rank writes; a
+# --log-validation-ppl-to-tensorboard), and with --log-timers-to-tensorboard the iteration time
+# and throughput of each log line; under pipeline parallelism only the last rank writes; a
 # directory that cannot be made is refused in one line before training. The file is read back by
 # build/tests/test_tensorboard --dump, which checks every record's CRCs.
 set -uo pipefail
@@ -53,6 +54,19 @@ paste <(awk -F'\t' '$2 == "lm loss validation" { print $3 }' "$tmp/scalars") \
     awk '{ d = $1 - $2; if (d < 0) d = -d; if ($1 == "" || d > 1e-6 * $2) exit 1 }' ||
     fail "validation losses differ from the log"
 [ "$(awk -F'\t' '$2 == "lm loss validation ppl vs samples"' "$tmp/scalars" | wc -l)" -eq 3 ] || fail "validation ppl"
+
+# --log-timers-to-tensorboard: iteration-time (seconds) and throughput at each log line, as printed
+"$MEGATRON" pretrain "${flags[@]}" --log-interval 5 --tensorboard-dir "$tmp/tb5" --log-timers-to-tensorboard --log-throughput \
+    >"$tmp/log5" 2>&1 || { cat "$tmp/log5"; fail "the run with --log-timers-to-tensorboard"; }
+dump "$tmp/tb5" >"$tmp/scalars5"
+paste <(awk -F'\t' '$2 == "iteration-time" { print $1, $3 * 1000 }' "$tmp/scalars5") \
+    <(sed -n 's/.* iteration *\([0-9]*\)\/.*per iteration (ms): \([^ ]*\) .*/\1 \2/p' "$tmp/log5") |
+    awk '{ d = $2 - $4; if (d < 0) d = -d; if ($1 != $3 || d > 0.05 + 1e-6 * $4) exit 1; n++ } END { exit n != 2 }' ||
+    fail "iteration-time differs from the log"
+paste <(awk -F'\t' '$2 == "throughput" { print $3 }' "$tmp/scalars5") \
+    <(sed -n 's/.*(TFLOP\/s\/GPU): \([^ ]*\) .*/\1/p' "$tmp/log5") |
+    awk '{ d = $1 - $2; if (d < 0) d = -d; if (d > 0.05 + 1e-6 * $2) exit 1; n++ } END { exit n != 2 }' ||
+    fail "throughput differs from the log"
 
 # every second iteration
 "$MEGATRON" pretrain "${flags[@]}" --tensorboard-dir "$tmp/tb2" --tensorboard-log-interval 2 >"$tmp/log2" 2>&1 ||
