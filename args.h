@@ -77,6 +77,7 @@ struct config {
     bool finetune, no_load_optim, no_load_rng, no_save_optim, no_save_rng;
     bool exit_on_missing_checkpoint; /* --load finding no checkpoint is an error, not a fresh start */
     bool override_opt_param_scheduler; /* what a resume does anyway: the flags' schedule, the checkpoint's step */
+    bool use_checkpoint_opt_param_scheduler; /* the checkpoint's schedule in place of the flags' */
 
     /* mixed precision */
     bool fp16, bf16, accumulate_allreduce_grads_in_fp32;

@@ -352,6 +352,9 @@ static int finalize_checkpointing(struct config *c, char *err, size_t errlen)
 {
     if (c->save && c->save_interval < 1)
         return args_fail(err, errlen, "--save: needs --save-interval (iterations between checkpoints); add --save-interval N");
+    if (c->override_opt_param_scheduler && c->use_checkpoint_opt_param_scheduler)
+        return args_fail(err, errlen, "--override-opt_param-scheduler with --use-checkpoint-opt_param-scheduler: "
+                         "both override and use-checkpoint are set (Megatron refuses this too); keep one");
     if (c->log_timers_to_tensorboard && c->timing_log_level >= 1)
         return args_fail(err, errlen, "--log-timers-to-tensorboard with --timing-log-level %" PRId64 ": the per-phase "
                          "timers are not written to TensorBoard yet (iteration-time and throughput are); use "

@@ -195,7 +195,8 @@ const struct arg_spec ARGS_TABLE[] = {
     BOOL("--override-opt_param-scheduler", override_opt_param_scheduler, M_TRAIN, G_LR,
          "Reset the values of the scheduler from input arguments. (A resumed run here always takes the "
          "schedule from the flags and its step count from the checkpoint.)"),
-    NOT_YET("--use-checkpoint-opt_param-scheduler", T_BOOL, M_TRAIN, G_LR, "Use checkpoint to set the values of the scheduler."),
+    BOOL("--use-checkpoint-opt_param-scheduler", use_checkpoint_opt_param_scheduler, M_TRAIN, G_LR,
+         "Use checkpoint to set the values of the scheduler."),
 
     /* checkpointing (_add_checkpointing_args) */
     STR("--save", save, M_PRETRAIN | M_PLAN | M_SAMPLES | M_CONVERT, G_CKPT, "Output directory to save checkpoints to."),

@@ -194,7 +194,8 @@ void ckpt_load_for_training(const struct config *cfg, struct ckpt_state *s, FILE
 {
     struct ckpt_location loc;
     struct ckpt_loaded loaded;
-    struct ckpt_load_options o = {!cfg->no_load_optim, !cfg->no_load_rng, cfg->finetune, 0};
+    struct ckpt_load_options o = {!cfg->no_load_optim, !cfg->no_load_rng, cfg->finetune, 0,
+                                  cfg->use_checkpoint_opt_param_scheduler};
     struct ckpt_rank r = ckpt_rank_current(cfg);
     char err[1024];
     if (r.rank != 0) out = NULL; /* Megatron's print_rank_0 */

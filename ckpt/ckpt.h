@@ -96,6 +96,8 @@ struct ckpt_load_options {
     bool load_rng;   /* not --no-load-rng */
     bool finetune;   /* weights only, iteration and consumed samples 0 */
     int64_t stage_elements; /* as in ckpt_save_options */
+    bool checkpoint_scheduler; /* --use-checkpoint-opt_param-scheduler: the saved LR/WD schedule (with
+                                  the optimizer state) in place of the flags' */
 };
 
 /* What a load did. */

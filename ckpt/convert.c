@@ -82,7 +82,7 @@ int convert_checkpoint_to_hf(const char *ckpt_dir, const char *hf_dir, uint64_t 
     }
     struct gpt_model *m = weights_model(&meta.model);
     struct ckpt_state s = {m, NULL, ckpt_dtype(meta.params_dtype), 0, 0, 0, NULL, NULL};
-    struct ckpt_load_options o = {false, false, true, 0};
+    struct ckpt_load_options o = {false, false, true, 0, false};
     struct ckpt_rank r = ckpt_rank_single();
     struct ckpt_loaded loaded;
     int rc = ckpt_load(ckpt_dir, &s, &o, &r, &loaded, err, errlen);

@@ -52,6 +52,7 @@ struct load {
     const char *path;           /* the checkpoint directory */
     struct ckpt_meta meta;
     bool optim, rng;            /* what this load takes */
+    bool scheduler;             /* the saved schedule replaces the flags' (with the optimizer state) */
     int64_t stage_elements;     /* > 0: buffers filled through a host window this long (device memory) */
     struct sources *src;        /* per model parameter */
     struct st_file *files[2];   /* model, optimizer */
@@ -563,6 +564,14 @@ static void restore_optimizer(struct load *l)
     const struct meta_optimizer *saved = &l->meta.optimizer;
     o->step = saved->step;
     o->schedule_samples = saved->schedule_samples;
+    if (l->scheduler) { /* load_state_dict's values; init_lr and the WSD anneal stay the flags' */
+        struct lr_schedule *s = &o->opt.schedule;
+        const struct lr_schedule *c = &saved->scheduler;
+        s->max_lr = c->max_lr, s->min_lr = c->min_lr, s->warmup_steps = c->warmup_steps;
+        s->decay_steps = c->decay_steps, s->decay_style = c->decay_style;
+        s->start_wd = c->start_wd, s->end_wd = c->end_wd, s->wd_incr_steps = c->wd_incr_steps;
+        s->wd_style = c->wd_style;
+    }
     if (o->opt.scaler.dynamic && saved->scaler_dynamic) {
         o->opt.scaler.scale = saved->loss_scale;
         o->opt.scaler.growth_tracker = saved->growth_tracker;
@@ -615,6 +624,10 @@ static int check_all(struct load *l, const struct ckpt_load_options *o, const st
     bool weights_only = o->finetune || l->meta.release;
     l->optim = o->load_optim && !weights_only && l->s->optimizer;
     l->rng = o->load_rng && !weights_only;
+    l->scheduler = o->checkpoint_scheduler && l->optim;
+    if (l->scheduler && !l->meta.optimizer.has_scheduler)
+        return fail(l, "it keeps no learning-rate schedule (saved before schedules were kept); drop "
+                       "--use-checkpoint-opt_param-scheduler to take the schedule from the flags");
     if (l->rng && !l->meta.has_rng)
         return fail(l, "it holds no RNG state (saved with --no-save-rng); add --no-load-rng (or --finetune)");
     if (check_weights(l) || check_model_settings(l) || (l->optim && check_optimizer(l))) return -1;

@@ -106,8 +106,17 @@ static void write_optimizer(struct sb *b, const struct ckpt_meta *m)
     sb_printf(b, "  \"optimizer\": {\"type\": \"%s\", \"step\": %" PRId64 ", \"schedule_samples\": %" PRId64 ",\n",
               o->type, o->step, o->schedule_samples);
     sb_printf(b, "    \"loss_scaler\": {\"dynamic\": %s, \"scale\": %.17g, \"growth_tracker\": %" PRId64
-              ", \"hysteresis_tracker\": %" PRId64 "}},\n",
+              ", \"hysteresis_tracker\": %" PRId64 "}",
               o->scaler_dynamic ? "true" : "false", o->loss_scale, o->growth_tracker, o->hysteresis_tracker);
+    if (o->has_scheduler) {
+        const struct lr_schedule *s = &o->scheduler;
+        sb_printf(b, ",\n    \"scheduler\": {\"max_lr\": %.17g, \"min_lr\": %.17g, \"lr_warmup_steps\": %.17g, "
+                  "\"lr_decay_steps\": %" PRId64 ", \"lr_decay_style\": \"%s\",\n      \"start_wd\": %.17g, "
+                  "\"end_wd\": %.17g, \"wd_incr_steps\": %" PRId64 ", \"wd_incr_style\": \"%s\"}",
+                  s->max_lr, s->min_lr, s->warmup_steps, s->decay_steps, lr_schedule_decay_style_name(s->decay_style),
+                  s->start_wd, s->end_wd, s->wd_incr_steps, lr_schedule_wd_style_name(s->wd_style));
+    }
+    sb_printf(b, "},\n");
 }
 
 static void write_tensors(struct sb *b, const struct ckpt_meta *m)
@@ -291,6 +300,35 @@ static int parse_model(struct parser *p, const struct json_value *o, struct mode
     return 0;
 }
 
+/* A finite number >= 0. */
+static int get_nonneg(struct parser *p, const struct json_value *obj, const char *key, double *out)
+{
+    const struct json_value *v = json_get(obj, key);
+    *out = v ? json_number(v) : NAN;
+    if (!isfinite(*out) || *out < 0.0) return bad(p, "\"%s\" is missing or not a number >= 0", key);
+    return 0;
+}
+
+/* "optimizer.scheduler", when there (older checkpoints have none). */
+static int parse_scheduler(struct parser *p, const struct json_value *s, struct meta_optimizer *opt)
+{
+    opt->has_scheduler = s != NULL;
+    if (!s) return 0;
+    if (json_type(s) != JSON_OBJECT) return bad(p, "\"optimizer.scheduler\" is not an object");
+    struct lr_schedule *c = &opt->scheduler;
+    const struct json_value *ds = json_get(s, "lr_decay_style"), *ws = json_get(s, "wd_incr_style");
+    const char *decay = ds ? json_string(ds, NULL) : NULL, *wd = ws ? json_string(ws, NULL) : NULL;
+    if (!decay || !lr_schedule_parse_decay_style(decay, &c->decay_style))
+        return bad(p, "\"lr_decay_style\" is missing or not a known style");
+    if (!wd || !lr_schedule_parse_wd_style(wd, &c->wd_style))
+        return bad(p, "\"wd_incr_style\" is missing or not a known style");
+    return get_nonneg(p, s, "max_lr", &c->max_lr) || get_nonneg(p, s, "min_lr", &c->min_lr) ||
+           get_nonneg(p, s, "lr_warmup_steps", &c->warmup_steps) ||
+           get_i64(p, s, "lr_decay_steps", 1, INT64_MAX, &c->decay_steps) ||
+           get_nonneg(p, s, "start_wd", &c->start_wd) || get_nonneg(p, s, "end_wd", &c->end_wd) ||
+           get_i64(p, s, "wd_incr_steps", 0, INT64_MAX, &c->wd_incr_steps);
+}
+
 static int parse_optimizer(struct parser *p, const struct json_value *o, struct ckpt_meta *m)
 {
     m->has_optimizer = o && json_type(o) == JSON_OBJECT;
@@ -309,9 +347,11 @@ static int parse_optimizer(struct parser *p, const struct json_value *o, struct 
     opt->loss_scale = json_number(json_get(s, "scale"));
     if (!(opt->loss_scale > 0.0) || !isfinite(opt->loss_scale))
         return bad(p, "\"optimizer.loss_scaler.scale\" is missing or not a positive number");
-    return get_bool(p, s, "dynamic", &opt->scaler_dynamic) ||
-           get_i64(p, s, "growth_tracker", 0, INT64_MAX, &opt->growth_tracker) ||
-           get_i64(p, s, "hysteresis_tracker", INT64_MIN, INT64_MAX, &opt->hysteresis_tracker);
+    if (get_bool(p, s, "dynamic", &opt->scaler_dynamic) ||
+        get_i64(p, s, "growth_tracker", 0, INT64_MAX, &opt->growth_tracker) ||
+        get_i64(p, s, "hysteresis_tracker", INT64_MIN, INT64_MAX, &opt->hysteresis_tracker))
+        return -1;
+    return parse_scheduler(p, json_get(o, "scheduler"), opt);
 }
 
 static int parse_rng(struct parser *p, const struct json_value *r, struct ckpt_meta *m)

@@ -12,6 +12,7 @@
 
 #include "ckpt/safetensors.h"
 #include "models/model_config.h"
+#include "optim/schedule.h"
 
 #define META_FORMAT "megatron-checkpoint"
 #define META_VERSION 1
@@ -40,6 +41,11 @@ struct meta_optimizer {
     bool scaler_dynamic;
     double loss_scale;
     int64_t growth_tracker, hysteresis_tracker;
+    /* "scheduler": what Megatron's OptimizerParamScheduler.state_dict keeps (max and min LR, warmup
+     * and decay steps and style, the weight-decay ramp), for --use-checkpoint-opt_param-scheduler;
+     * absent from checkpoints saved before it was written (has_scheduler false). */
+    bool has_scheduler;
+    struct lr_schedule scheduler; /* the fields above; init_lr and the WSD anneal are not kept */
 };
 
 struct ckpt_meta {

@@ -140,6 +140,8 @@ static void build_meta(const struct ckpt_state *s, const struct ckpt_save_option
         m->optimizer.loss_scale = opt->opt.scaler.scale;
         m->optimizer.growth_tracker = opt->opt.scaler.growth_tracker;
         m->optimizer.hysteresis_tracker = opt->opt.scaler.hysteresis_tracker;
+        m->optimizer.has_scheduler = true;
+        m->optimizer.scheduler = opt->opt.schedule;
     }
     m->has_rng = o->save_rng && !o->release;
     m->seed = model->cfg.seed;

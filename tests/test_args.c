@@ -326,6 +326,14 @@ static void test_attention_backends_are_accepted(void **state)
     expect_error(CMD_PRETRAIN, 1, BASE "--attention-backend cudnn", "--attention-backend");
 }
 
+/* Megatron's OptimizerParamScheduler refuses both ways of resolving a resumed schedule at once. */
+static void test_scheduler_override_and_use_checkpoint_exclude_each_other(void **state)
+{
+    (void)state;
+    expect_error(CMD_PRETRAIN, 1, BASE "--override-opt_param-scheduler --use-checkpoint-opt_param-scheduler",
+                 "both override and use-checkpoint are set");
+}
+
 /* --log-timers-to-tensorboard writes the iteration time and throughput; Megatron's per-phase
  * timers (--timing-log-level 1 and 2) are refused with it by name. */
 static void test_log_timers_to_tensorboard_refuses_phase_timers(void **state)
@@ -867,6 +875,7 @@ int main(void)
         cmocka_unit_test(test_transformer_impl_local_and_transformer_engine_are_accepted),
         cmocka_unit_test(test_attention_backends_are_accepted),
         cmocka_unit_test(test_log_timers_to_tensorboard_refuses_phase_timers),
+        cmocka_unit_test(test_scheduler_override_and_use_checkpoint_exclude_each_other),
         cmocka_unit_test(test_value_errors_are_one_line),
         cmocka_unit_test(test_values_with_control_characters_stay_on_one_line),
         cmocka_unit_test(test_heads_must_divide_hidden_unless_kv_channels_given),

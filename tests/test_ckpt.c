@@ -100,7 +100,7 @@ static void save_or_fail(const char *dir, struct ckpt_state *s, bool optim)
 static int load_staged(const char *dir, struct ckpt_state *s, bool optim, bool finetune, int64_t stage, char *err,
                        size_t errlen)
 {
-    struct ckpt_load_options o = {optim, true, finetune, stage};
+    struct ckpt_load_options o = {optim, true, finetune, stage, false};
     struct ckpt_rank r = ckpt_rank_single();
     struct ckpt_loaded loaded;
     return ckpt_load(dir, s, &o, &r, &loaded, err, errlen);
@@ -108,7 +108,7 @@ static int load_staged(const char *dir, struct ckpt_state *s, bool optim, bool f
 
 static int load(const char *dir, struct ckpt_state *s, bool optim, bool finetune, char *err, size_t errlen)
 {
-    struct ckpt_load_options o = {optim, true, finetune, 0};
+    struct ckpt_load_options o = {optim, true, finetune, 0, false};
     struct ckpt_rank r = ckpt_rank_single();
     struct ckpt_loaded loaded;
     return ckpt_load(dir, s, &o, &r, &loaded, err, errlen);
@@ -339,7 +339,7 @@ static void test_missing_or_empty_directory_holds_no_checkpoint(void **state)
     snprintf(missing, sizeof missing, "%s/nothing-here", dir);
     struct ckpt_state s = state_of(&a, DT_F32, 0);
     struct ckpt_loaded loaded;
-    struct ckpt_load_options o = {true, true, false, 0};
+    struct ckpt_load_options o = {true, true, false, 0, false};
     struct ckpt_rank r = ckpt_rank_single();
     assert_int_equal(ckpt_load(dir, &s, &o, &r, &loaded, err, sizeof err), 0);
     assert_false(loaded.where.found);
@@ -685,7 +685,7 @@ static void *rank_main(void *arg)
         j->rc = ckpt_save(j->dir, &s, &o, &cr, j->err, sizeof j->err);
     } else {
         struct ckpt_state s = state_of(&r, DT_F32, 0);
-        struct ckpt_load_options o = {true, true, false, j->stage};
+        struct ckpt_load_options o = {true, true, false, j->stage, false};
         struct ckpt_loaded loaded;
         j->rc = ckpt_load(j->dir, &s, &o, &cr, &loaded, j->err, sizeof j->err);
         if (j->rc == 0) {

@@ -211,7 +211,7 @@ static void test_converted_checkpoint_reproduces_the_fixture_logits(void **state
         mc.seq_length = (int)t;
         struct gpt_model *m = gpt_create(&mc, b, DEV_CPU, NULL, 1);
         struct ckpt_state s = {m, NULL, ckpt_dtype(meta.params_dtype), 0, 0, 0, NULL, NULL};
-        struct ckpt_load_options o = {true, true, false, 0};
+        struct ckpt_load_options o = {true, true, false, 0, false};
         struct ckpt_rank r = ckpt_rank_single();
         struct ckpt_loaded loaded;
         if (ckpt_load(ckpt, &s, &o, &r, &loaded, err, sizeof err)) fail_msg("%s", err);

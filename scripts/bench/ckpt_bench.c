@@ -214,7 +214,7 @@ static bool save_and_load(const char *ckpt_dir, struct gpt_model *m, struct opti
         printf("note: cannot write /proc/sys/vm/drop_caches (%s): the load may read part of the checkpoint from memory "
                "instead of the disk, so its rate is an upper bound\n", strerror(errno));
     fflush(stdout);
-    struct ckpt_load_options lo = {true, true, false, 0};
+    struct ckpt_load_options lo = {true, true, false, 0, false};
     struct ckpt_loaded loaded;
     t0 = now_seconds();
     cpu0 = cpu_seconds();

@@ -3,7 +3,8 @@
 # 40, print the same log and validation lines (timestamps and times removed) as one uninterrupted
 # 40-iteration run: with mock data (fp32, and fp16 with a dynamic loss scale that moves), and with
 # --data-path data made here by `megatron preprocess`; and resuming with other schedule flags and
-# --override-opt_param-scheduler follows those flags.
+# --override-opt_param-scheduler follows those flags, with --use-checkpoint-opt_param-scheduler the
+# checkpoint's schedule.
 set -euo pipefail
 MEGATRON=${MEGATRON:-./megatron}
 tmp=$(mktemp -d)
@@ -51,6 +52,12 @@ check mock --mock-data
     --override-opt_param-scheduler >"$tmp/override" 2>&1 || { cat "$tmp/override"; fail "override: run"; }
 [ "$(grep -c ' iteration .*learning rate: 2.000000E-03 |' "$tmp/override")" -eq 2 ] &&
     grep -q ' iteration       45/      50 ' "$tmp/override" || { cat "$tmp/override"; fail "override: the schedule"; }
+# --use-checkpoint-opt_param-scheduler: the checkpoint's cosine to 1e-4 over 40 iterations goes on,
+# whatever the flags say
+"$MEGATRON" pretrain "${model[@]/#40/50}" --mock-data --load "$tmp/mock" --lr 2e-3 --lr-decay-style constant \
+    --use-checkpoint-opt_param-scheduler >"$tmp/from_ckpt" 2>&1 || { cat "$tmp/from_ckpt"; fail "use-checkpoint: run"; }
+[ "$(grep -c ' iteration .*learning rate: 1.000000E-04 |' "$tmp/from_ckpt")" -eq 2 ] ||
+    { cat "$tmp/from_ckpt"; fail "use-checkpoint: the schedule"; }
 check fp16 --mock-data --fp16 --initial-loss-scale 4096 --loss-scale-window 3
 grep -q 'loss scale: 8192.0' "$tmp/fp16.a" || fail "fp16: the loss scale never moved, the test would prove little"
 
