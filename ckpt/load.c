@@ -53,6 +53,7 @@ struct load {
     struct ckpt_meta meta;
     bool optim, rng;            /* what this load takes */
     bool scheduler;             /* the saved schedule replaces the flags' (with the optimizer state) */
+    struct lr_schedule schedule; /* then: the saved values with the flags' initial rate and WSD anneal */
     int64_t stage_elements;     /* > 0: buffers filled through a host window this long (device memory) */
     struct sources *src;        /* per model parameter */
     struct st_file *files[2];   /* model, optimizer */
@@ -564,14 +565,7 @@ static void restore_optimizer(struct load *l)
     const struct meta_optimizer *saved = &l->meta.optimizer;
     o->step = saved->step;
     o->schedule_samples = saved->schedule_samples;
-    if (l->scheduler) { /* load_state_dict's values; init_lr and the WSD anneal stay the flags' */
-        struct lr_schedule *s = &o->opt.schedule;
-        const struct lr_schedule *c = &saved->scheduler;
-        s->max_lr = c->max_lr, s->min_lr = c->min_lr, s->warmup_steps = c->warmup_steps;
-        s->decay_steps = c->decay_steps, s->decay_style = c->decay_style;
-        s->start_wd = c->start_wd, s->end_wd = c->end_wd, s->wd_incr_steps = c->wd_incr_steps;
-        s->wd_style = c->wd_style;
-    }
+    if (l->scheduler) o->opt.schedule = l->schedule;
     if (o->opt.scaler.dynamic && saved->scaler_dynamic) {
         o->opt.scaler.scale = saved->loss_scale;
         o->opt.scaler.growth_tracker = saved->growth_tracker;
@@ -628,6 +622,15 @@ static int check_all(struct load *l, const struct ckpt_load_options *o, const st
     if (l->scheduler && !l->meta.optimizer.has_scheduler)
         return fail(l, "it keeps no learning-rate schedule (saved before schedules were kept); drop "
                        "--use-checkpoint-opt_param-scheduler to take the schedule from the flags");
+    if (l->scheduler) { /* load_state_dict's values; init_lr and the WSD anneal stay the flags' */
+        const struct lr_schedule *f = &l->s->optimizer->opt.schedule, *c = &l->meta.optimizer.scheduler;
+        char why[512];
+        if (!lr_schedule_init(&l->schedule, f->init_lr, c->max_lr, c->min_lr, c->warmup_steps, c->decay_steps,
+                              c->decay_style, f->wsd_decay_steps, f->wsd_style, c->start_wd, c->end_wd,
+                              c->wd_incr_steps, c->wd_style, why, sizeof why))
+            return fail(l, "its learning-rate schedule, with the flags' initial rate and WSD anneal, does not "
+                           "hold (%s); drop --use-checkpoint-opt_param-scheduler", why);
+    }
     if (l->rng && !l->meta.has_rng)
         return fail(l, "it holds no RNG state (saved with --no-save-rng); add --no-load-rng (or --finetune)");
     if (check_weights(l) || check_model_settings(l) || (l->optim && check_optimizer(l))) return -1;
