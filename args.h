@@ -72,6 +72,7 @@ struct config {
 
     /* checkpointing */
     const char *save, *load;
+    const char *pretrained_checkpoint; /* loaded as --finetune when --load holds no checkpoint */
     int64_t save_interval;
     int64_t save_retain_interval; /* -1: keep every checkpoint; else only multiples of it and the latest */
     bool finetune, no_load_optim, no_load_rng, no_save_optim, no_save_rng;

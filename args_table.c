@@ -212,7 +212,8 @@ const struct arg_spec ARGS_TABLE[] = {
     NOT_YET("--ckpt-format", T_CHOICE, M_TRAIN, G_CKPT, "Checkpoint format to use (torch, torch_dist, torch_dcp, fsdp_dtensor)."),
     NOT_YET("--async-save", T_BOOL, M_TRAIN, G_CKPT, "Apply async checkpointing save."),
     NOT_YET("--use-checkpoint-args", T_BOOL, M_TRAIN, G_CKPT, "Override model-related command-line arguments with arguments from checkpoint"),
-    NOT_YET("--pretrained-checkpoint", T_STR, M_TRAIN, G_CKPT, "Directory containing a pretrained model checkpoint for finetuning."),
+    STR("--pretrained-checkpoint", pretrained_checkpoint, M_TRAIN, G_CKPT,
+        "Directory containing a pretrained model checkpoint for finetuning."),
     INT("--save-retain-interval", save_retain_interval, NULL, M_TRAIN, G_CKPT, 1, NO,
         "Number of iterations between retained checkpoints (other checkpoints except the last checkpoint are "
         "automatically deleted)."),

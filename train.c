@@ -575,7 +575,7 @@ int pretrain_main(const struct config *cfg, FILE *out)
     t.ddp = ddp_create(t.model, t.dp, bucket, cfg->use_distributed_optimizer, cfg->overlap_grad_reduce,
                        cfg->grad_reduce_in_bf16);
     build_optimizer(&t);
-    if (cfg->load) load_checkpoint(&t);
+    if (cfg->load || cfg->pretrained_checkpoint) load_checkpoint(&t);
     if (eval) train_eval_batch_run(eval, t.model, out); /* with --skip-train: the file's batch, no datasets */
     else train_and_evaluate(&t, &mc, vocab, eod, out);
     optimizer_free(t.optimizer);

@@ -192,14 +192,26 @@ static void timestamp(char out[64])
 
 void ckpt_load_for_training(const struct config *cfg, struct ckpt_state *s, FILE *out)
 {
-    struct ckpt_location loc;
+    struct ckpt_location loc = {0};
     struct ckpt_loaded loaded;
     struct ckpt_load_options o = {!cfg->no_load_optim, !cfg->no_load_rng, cfg->finetune, 0,
                                   cfg->use_checkpoint_opt_param_scheduler};
     struct ckpt_rank r = ckpt_rank_current(cfg);
     char err[1024];
     if (r.rank != 0) out = NULL; /* Megatron's print_rank_0 */
-    if (ckpt_locate(cfg->load, &loc, err, sizeof err)) die_user("--load %s: %s", cfg->load, err);
+    const char *dir = cfg->load, *flag = "--load";
+    if (dir && ckpt_locate(dir, &loc, err, sizeof err)) die_user("--load %s: %s", dir, err);
+    if (!loc.found && cfg->pretrained_checkpoint) { /* Megatron's load_checkpoint: finetune from it */
+        if (out)
+            fprintf(out, "Checkpoint file not found in load directory %s attempting to finetune with checkpoint in %s\n",
+                    dir ? dir : "None", cfg->pretrained_checkpoint);
+        dir = cfg->pretrained_checkpoint, flag = "--pretrained-checkpoint";
+        o.finetune = true;
+        if (ckpt_locate(dir, &loc, err, sizeof err)) die_user("--pretrained-checkpoint %s: %s", dir, err);
+        if (!loc.found)
+            die_user("--pretrained-checkpoint %s: no checkpoint there (no %s), and none in --load; point it at a "
+                     "directory a run saved into", dir, CKPT_TRACKER);
+    }
     if (!loc.found) {
         if (cfg->exit_on_missing_checkpoint) /* Megatron exits too (with status 0): a scheduler sees this */
             die_user("--load %s: no checkpoint there (no %s) and --exit-on-missing-checkpoint is set; point "
@@ -209,15 +221,15 @@ void ckpt_load_for_training(const struct config *cfg, struct ckpt_state *s, FILE
             warn_user("--load %s: no checkpoint there (no %s); starting from random weights", cfg->load, CKPT_TRACKER);
         return;
     }
-    if (out) fprintf(out, " loading checkpoint from %s at iteration %" PRId64 "\n", cfg->load, loc.iteration);
+    if (out) fprintf(out, " loading checkpoint from %s at iteration %" PRId64 "\n", dir, loc.iteration);
     if (out) fflush(out);
     double start = now_seconds();
-    if (ckpt_load(cfg->load, s, &o, &r, &loaded, err, sizeof err)) die_user("--load %s: %s", cfg->load, err);
+    if (ckpt_load(dir, s, &o, &r, &loaded, err, sizeof err)) die_user("%s %s: %s", flag, dir, err);
     if (!out) return;
     print_rate(out, "checkpoint read and verified:", files_bytes(loaded.where.path, loaded.optimizer_loaded),
                now_seconds() - start);
     fprintf(out, "  successfully loaded checkpoint from %s [ t 1/%" PRId64 ", p 1/%" PRId64 " ] at iteration %" PRId64 "\n",
-            cfg->load, cfg->tensor_model_parallel_size, cfg->pipeline_model_parallel_size, s->iteration);
+            dir, cfg->tensor_model_parallel_size, cfg->pipeline_model_parallel_size, s->iteration);
     fflush(out);
 }
 

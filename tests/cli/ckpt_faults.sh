@@ -2,6 +2,7 @@
 # Faults around checkpoints, from the command line:
 #  1. --load of a missing or empty directory: one warning line, training from scratch, exit 0; with
 #     --exit-on-missing-checkpoint one error line, exit 2;
+#     --pretrained-checkpoint then finetunes from another directory (one error line if it is empty);
 #  2. a flipped byte in a checkpoint: one error line naming the tensor and the checksum, exit 2;
 #  3. flags whose shapes do not fit: one error line naming the tensor and both shapes, exit 2;
 #  4. SIGKILL at random moments of a run that saves every iteration: the latest checkpoint loads;
@@ -47,6 +48,20 @@ done
 # a checkpoint at iteration 4 to damage
 "$MEGATRON" pretrain "${model[@]}" --train-iters 6 --log-interval 1 --save "$tmp/good" --save-interval 4 --exit-interval 4 \
     >"$tmp/out" 2>&1 || { cat "$tmp/out"; fail "save"; }
+
+# --pretrained-checkpoint when --load holds nothing: Megatron's finetune from it (weights only,
+# iteration 0); and nothing there either: one error line
+"$MEGATRON" pretrain "${model[@]}" --train-iters 6 --log-interval 1 --load "$tmp/empty" --pretrained-checkpoint "$tmp/good" \
+    >"$tmp/out" 2>&1 || { cat "$tmp/out"; fail "--pretrained-checkpoint"; }
+grep -q "^Checkpoint file not found in load directory $tmp/empty attempting to finetune with checkpoint in $tmp/good\$" "$tmp/out" &&
+    grep -q "successfully loaded checkpoint from $tmp/good .* at iteration 0\$" "$tmp/out" &&
+    grep -q ' iteration        6/       6 ' "$tmp/out" || { cat "$tmp/out"; fail "--pretrained-checkpoint: finetune"; }
+"$MEGATRON" pretrain "${model[@]}" --train-iters 6 --load "$tmp/empty" --pretrained-checkpoint "$tmp/missing" \
+    >"$tmp/out" 2>"$tmp/err"
+rc=$?
+[ $rc -eq 2 ] && [ "$(wc -l <"$tmp/err")" -eq 1 ] &&
+    grep -q "^megatron: error: --pretrained-checkpoint $tmp/missing: no checkpoint there" "$tmp/err" ||
+    { cat "$tmp/err"; fail "--pretrained-checkpoint with nothing there: exit $rc"; }
 
 # expect_refusal WHAT PATTERN FLAGS...: exit 2, exactly one line, matching PATTERN
 expect_refusal() {
