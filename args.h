@@ -132,6 +132,7 @@ struct config {
     int64_t tensorboard_log_interval, tensorboard_queue_size;
     bool log_validation_ppl_to_tensorboard;
     bool log_timers_to_tensorboard; /* iteration-time and throughput at each log line */
+    bool log_loss_scale_to_tensorboard, log_world_size_to_tensorboard;
     int64_t timing_log_level; /* 0: none; 1 and 2: per-phase and communication times at each log line */
 
     /* Transformer-Engine */

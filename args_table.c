@@ -351,6 +351,10 @@ const struct arg_spec ARGS_TABLE[] = {
         "Size of the tensorboard queue for pending events and summaries before one of the 'add' calls forces a "
         "flush to disk."),
     BOOL("--log-timers-to-tensorboard", log_timers_to_tensorboard, M_TRAIN, G_LOG, "If set, write timers to tensorboard."),
+    {"--no-log-loss-scale-to-tensorboard", NULL, "log_loss_scale_to_tensorboard", T_BOOL_FALSE, NULL, M_TRAIN, G_LOG,
+     NO, NO, 0, NULL, OFF(log_loss_scale_to_tensorboard), 0, "Disable loss-scale logging to tensorboard."},
+    BOOL("--log-world-size-to-tensorboard", log_world_size_to_tensorboard, M_TRAIN, G_LOG,
+         "Enable world size logging to tensorboard."),
     BOOL("--log-validation-ppl-to-tensorboard", log_validation_ppl_to_tensorboard, M_TRAIN, G_LOG,
          "If set, write validation perplexity to tensorboard."),
     NOT_YET("--log-memory-to-tensorboard", T_BOOL, M_TRAIN, G_LOG, "Enable memory logging to tensorboard."),

@@ -198,7 +198,9 @@ static void tb_iteration(struct trainer *t, const struct step_result *r, double 
     tb_pair(t, "learning-rate", r->lr);
     tb_pair(t, "batch-size", (double)cfg->global_batch_size);
     if (!r->skipped) tb_pair(t, "lm loss", lm_loss);
-    tb_pair(t, "loss-scale", optimizer_loss_scale(t->optimizer)); /* after the step, as the log line */
+    if (cfg->log_loss_scale_to_tensorboard) /* after the step, as the log line */
+        tb_pair(t, "loss-scale", optimizer_loss_scale(t->optimizer));
+    if (cfg->log_world_size_to_tensorboard) tb_pair(t, "world-size", (double)cfg->world_size);
     if (!r->skipped) tb_pair(t, "grad-norm", r->grad_norm);
     if (!r->skipped && cfg->log_num_zeros_in_grad) tb_pair(t, "num-zeros", r->num_zeros);
     if (cfg->log_params_norm) tb_pair(t, "params-norm", params_norm);

@@ -3,9 +3,10 @@
 # against the iteration and against the consumed samples) with the values its log lines print,
 # every --tensorboard-log-interval iterations, and the validation losses (and perplexities with
 # --log-validation-ppl-to-tensorboard), and with --log-timers-to-tensorboard the iteration time
-# and throughput of each log line; under pipeline parallelism only the last rank writes; a
-# directory that cannot be made is refused in one line before training. The file is read back by
-# build/tests/test_tensorboard --dump, which checks every record's CRCs.
+# and throughput of each log line; under pipeline parallelism only the last rank writes (with
+# --log-world-size-to-tensorboard the world size, with --no-log-loss-scale-to-tensorboard no loss
+# scale); a directory that cannot be made is refused in one line before training. The file is read
+# back by build/tests/test_tensorboard --dump, which checks every record's CRCs.
 set -uo pipefail
 MEGATRON=${MEGATRON:-./megatron}
 BUILD=${BUILD:-build}
@@ -73,11 +74,16 @@ paste <(awk -F'\t' '$2 == "throughput" { print $3 }' "$tmp/scalars5") \
     fail "the run with --tensorboard-log-interval 2"
 [ "$(dump "$tmp/tb2" | awk -F'\t' '$2 == "lm loss" { print $1 }' | tr '\n' ' ')" = "2 4 6 8 10 " ] || fail "interval 2"
 
-# two pipeline stages: one file, from the last rank, with the losses
+# two pipeline stages: one file, from the last rank, with the losses; the world size and no loss
+# scale when asked
 mpirun --oversubscribe --mca pml ob1 --mca btl self,vader -np 2 "$MEGATRON" pretrain "${flags[@]}" \
-    --pipeline-model-parallel-size 2 --tensorboard-dir "$tmp/tb3" >"$tmp/log3" 2>&1 || { cat "$tmp/log3"; fail "PP=2"; }
-[ "$(ls "$tmp/tb3" | wc -l)" -eq 1 ] && [ "$(dump "$tmp/tb3" | awk -F'\t' '$2 == "lm loss"' | wc -l)" -eq 10 ] ||
+    --pipeline-model-parallel-size 2 --tensorboard-dir "$tmp/tb3" --log-world-size-to-tensorboard \
+    --no-log-loss-scale-to-tensorboard >"$tmp/log3" 2>&1 || { cat "$tmp/log3"; fail "PP=2"; }
+dump "$tmp/tb3" >"$tmp/scalars3"
+[ "$(ls "$tmp/tb3" | wc -l)" -eq 1 ] && [ "$(awk -F'\t' '$2 == "lm loss"' "$tmp/scalars3" | wc -l)" -eq 10 ] ||
     fail "PP=2: one file with 10 losses"
+[ "$(awk -F'\t' '$2 == "world-size" && $3 == 2' "$tmp/scalars3" | wc -l)" -eq 10 ] &&
+    ! grep -q 'loss-scale' "$tmp/scalars3" || fail "PP=2: world-size, or a loss-scale that was switched off"
 
 "$MEGATRON" pretrain "${flags[@]}" --tensorboard-dir /proc/no/such >"$tmp/out4" 2>"$tmp/err4"
 rc=$?
