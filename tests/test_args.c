@@ -1,73 +1,9 @@
 /* Tests of the flag table (args.c): Megatron's defaults, both value syntaxes, every validation
- * rule's one-line message, the derived fields, --help and the Megatron-style config dump. */
-#include <setjmp.h>
-#include <stdarg.h>
-#include <stddef.h>
-#include <stdint.h>
-#include <cmocka.h>
-
+ * rule's one-line message and the derived fields (what it prints: tests/test_args_output.c). */
 #include <math.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-#include <strings.h>
 
-#include "args.h"
+#include "tests/args_run.h"
 #include "train.h"
-
-/* A command line split on spaces; argv points into buf, so both live as long as the run. */
-struct run {
-    struct config cfg;
-    char *buf;
-    char *argv[256];
-    int argc;
-    char err[1024];
-    int rc;
-};
-
-static void split_line(struct run *r, const char *line)
-{
-    r->buf = strdup(line);
-    r->argc = 0;
-    for (char *tok = strtok(r->buf, " "); tok && r->argc < 256; tok = strtok(NULL, " ")) r->argv[r->argc++] = tok;
-}
-
-/* Parses only. */
-static int parse(struct run *r, enum subcommand cmd, const char *line)
-{
-    memset(r, 0, sizeof *r);
-    split_line(r, line);
-    args_defaults(&r->cfg, cmd);
-    r->rc = args_parse(&r->cfg, cmd, r->argc, r->argv, r->err, sizeof r->err);
-    return r->rc;
-}
-
-/* Parses and finalizes with world_size ranks. */
-static int run(struct run *r, enum subcommand cmd, int world_size, const char *line)
-{
-    if (parse(r, cmd, line) == 0) r->rc = args_finalize(&r->cfg, cmd, world_size, r->err, sizeof r->err);
-    return r->rc;
-}
-
-static void done(struct run *r)
-{
-    args_free(&r->cfg);
-    free(r->buf);
-}
-
-/* A failing run whose message must be one line and contain `expect`. */
-static void expect_error(enum subcommand cmd, int world_size, const char *line, const char *expect)
-{
-    struct run r;
-    run(&r, cmd, world_size, line);
-    if (r.rc == 0 || !strstr(r.err, expect)) fail_msg("'%s': got rc=%d err='%s', want '%s'", line, r.rc, r.err, expect);
-    assert_null(strchr(r.err, '\n'));
-    done(&r);
-}
-
-#define MODEL "--num-layers 2 --hidden-size 64 --num-attention-heads 4 --seq-length 32 --max-position-embeddings 64 "
-#define DATA "--mock-data --tokenizer-type NullTokenizer --vocab-size 128 --split 98,1,1 "
-#define BASE MODEL DATA "--micro-batch-size 2 --train-iters 10 --lr 3e-4 "
 
 static void test_defaults_match_megatron(void **state)
 {
@@ -315,13 +251,6 @@ static void test_attention_backends_are_accepted(void **state)
     struct run r;
     assert_int_equal(run(&r, CMD_PRETRAIN, 1, BASE), 0);
     assert_string_equal(r.cfg.attention_backend, "auto");
-    char *dump = NULL;
-    size_t len = 0;
-    FILE *f = open_memstream(&dump, &len);
-    args_print_config(f, &r.cfg);
-    fclose(f);
-    assert_non_null(strstr(dump, "  attention_backend ............................... AttnBackend.auto\n"));
-    free(dump);
     done(&r);
     expect_error(CMD_PRETRAIN, 1, BASE "--attention-backend cudnn", "--attention-backend");
 }
@@ -679,119 +608,6 @@ static void test_split_defaults_to_megatron_legacy_value_and_is_normalised(void 
     expect_error(CMD_PRETRAIN, 1, BASE "--split 1.2.3", "'1.2.3' is not a number");
 }
 
-static void test_help_lists_every_group_title_and_flag(void **state)
-{
-    (void)state;
-    static const char *const titles[] = {
-        "network size:", "regularization:", "training:", "initialization:", "learning rate:", "checkpointing:",
-        "mixed precision:", "distributed:", "validation:", "data and dataloader:", "tokenizer:", "moe:", "logging:",
-        "Transformer-Engine:", "this implementation:"};
-    for (int cmd = CMD_PRETRAIN; cmd <= CMD_PLAN; cmd++) {
-        char *text = NULL;
-        size_t len = 0;
-        FILE *f = open_memstream(&text, &len);
-        args_print_help(f, (enum subcommand)cmd);
-        fclose(f);
-        const char *names[400];
-        int n = args_flag_names((enum subcommand)cmd, names, 400);
-        assert_true(n > 0 && n <= 400);
-        for (int i = 0; i < n; i++) {
-            char needle[128];
-            snprintf(needle, sizeof needle, "  %s", names[i]);
-            if (!strstr(text, needle)) fail_msg("help of %s lacks %s", args_subcommand_name((enum subcommand)cmd), names[i]);
-        }
-        if (cmd == CMD_PRETRAIN)
-            for (size_t i = 0; i < sizeof titles / sizeof titles[0]; i++)
-                if (!strstr(text, titles[i])) fail_msg("pretrain help lacks group %s", titles[i]);
-        if (cmd == CMD_PREPROCESS)
-            assert_non_null(strstr(text, "input data:\n") && strstr(text, "output data:\n") && strstr(text, "runtime:\n"));
-        free(text);
-    }
-}
-
-static void test_help_shows_defaults_and_unsupported_marks(void **state)
-{
-    (void)state;
-    char *text = NULL;
-    size_t len = 0;
-    FILE *f = open_memstream(&text, &len);
-    args_print_help(f, CMD_PRETRAIN);
-    fclose(f);
-    assert_non_null(strstr(text, "usage: megatron pretrain"));
-    assert_non_null(strstr(text, "(default: 0.1)"));
-    assert_non_null(strstr(text, "(default: 4294967296.0)"));
-    assert_non_null(strstr(text, "[not supported yet]"));
-    assert_non_null(strstr(text, "--save-interval SAVE_INTERVAL, --persistent-save-interval"));
-    free(text);
-}
-
-static void test_help_flag_wins_over_other_arguments(void **state)
-{
-    (void)state;
-    struct run r;
-    assert_int_equal(parse(&r, CMD_PRETRAIN, "--seed 3 --help --bogus"), 0);
-    assert_true(r.cfg.help_requested);
-    done(&r);
-    assert_int_equal(parse(&r, CMD_PRETRAIN, "--bogus --help"), 0);
-    assert_true(r.cfg.help_requested);
-    done(&r);
-    assert_int_equal(parse(&r, CMD_PREPROCESS, "-h"), 0);
-    assert_true(r.cfg.help_requested);
-    done(&r);
-}
-
-static void test_print_config_matches_megatron_dump_format(void **state)
-{
-    (void)state;
-    struct run r;
-    assert_int_equal(run(&r, CMD_PRETRAIN, 1, BASE "--bf16 --data-path=x --mock-data"), -1); /* two sources */
-    done(&r);
-    assert_int_equal(run(&r, CMD_PRETRAIN, 1, BASE "--bf16"), 0);
-    char *text = NULL;
-    size_t len = 0;
-    FILE *f = open_memstream(&text, &len);
-    args_print_config(f, &r.cfg);
-    fclose(f);
-    assert_true(strncmp(text, "------------------------ arguments ------------------------\n", 60) == 0);
-    assert_non_null(strstr(text, "\n-------------------- end of arguments ---------------------\n"));
-    /* name, one space, 48 - len(name) dots, one space, value */
-    assert_non_null(strstr(text, "\n  hidden_dropout .................................. 0.1\n"));
-    assert_non_null(strstr(text, "\n  bf16 ............................................ True\n"));
-    assert_non_null(strstr(text, "\n  norm_epsilon .................................... 1e-05\n"));
-    assert_non_null(strstr(text, "\n  adam_eps ........................................ 1e-08\n"));
-    assert_non_null(strstr(text, "\n  initial_loss_scale .............................. 4294967296.0\n"));
-    assert_non_null(strstr(text, "\n  loss_scale ...................................... None\n"));
-    assert_non_null(strstr(text, "\n  data_path ....................................... None\n"));
-    assert_non_null(strstr(text, "\n  params_dtype .................................... torch.bfloat16\n"));
-    assert_non_null(strstr(text, "\n  lr .............................................. 0.0003\n"));
-    /* sorted by name, case-insensitively */
-    char *prev = NULL;
-    for (char *line = strstr(text, "\n  "); line; line = strstr(line + 1, "\n  ")) {
-        char *name = line + 3;
-        if (prev) {
-            size_t a = strcspn(prev, " "), b = strcspn(name, " ");
-            char pa[64], pb[64];
-            snprintf(pa, sizeof pa, "%.*s", (int)a, prev);
-            snprintf(pb, sizeof pb, "%.*s", (int)b, name);
-            if (strcasecmp(pa, pb) >= 0) fail_msg("%s before %s", pa, pb);
-        }
-        prev = name;
-    }
-    free(text);
-    done(&r);
-
-    assert_int_equal(parse(&r, CMD_PREPROCESS, "--json-keys text title"), 0);
-    text = NULL;
-    f = open_memstream(&text, &len);
-    args_print_config(f, &r.cfg);
-    fclose(f);
-    assert_non_null(strstr(text, "\n  json_keys ....................................... ['text', 'title']\n"));
-    assert_non_null(strstr(text, "\n  log_interval .................................... 1000\n"));
-    assert_null(strstr(text, "hidden_size"));
-    free(text);
-    done(&r);
-}
-
 static void test_preprocess_required_flags_and_partitions(void **state)
 {
     (void)state;
@@ -897,10 +713,6 @@ int main(void)
         cmocka_unit_test(test_schedule_steps_follow_megatron),
         cmocka_unit_test(test_weight_decay_increment_needs_start_and_end),
         cmocka_unit_test(test_split_defaults_to_megatron_legacy_value_and_is_normalised),
-        cmocka_unit_test(test_help_lists_every_group_title_and_flag),
-        cmocka_unit_test(test_help_shows_defaults_and_unsupported_marks),
-        cmocka_unit_test(test_help_flag_wins_over_other_arguments),
-        cmocka_unit_test(test_print_config_matches_megatron_dump_format),
         cmocka_unit_test(test_preprocess_required_flags_and_partitions),
         cmocka_unit_test(test_samples_takes_pretrain_data_flags),
         cmocka_unit_test(test_convert_needs_exactly_one_direction),
