@@ -6,10 +6,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <sys/time.h>
 #include <unistd.h>
 
+#include "ckpt/dirs.h"
 #include "util/error.h"
 
 enum { TB_FLUSH_SECONDS = 120 }; /* SummaryWriter's flush_secs */
@@ -127,24 +127,11 @@ static void write_record(struct tb_writer *w, const uint8_t *data, size_t n)
     }
 }
 
-static int mkdir_p(const char *dir)
-{
-    char *d = xstrdup(dir);
-    for (char *p = d + 1; *p; p++) {
-        if (*p != '/') continue;
-        *p = 0;
-        if (mkdir(d, 0755) != 0 && errno != EEXIST) break;
-        *p = '/';
-    }
-    int rc = mkdir(d, 0755) != 0 && errno != EEXIST ? -1 : 0;
-    free(d);
-    return rc;
-}
-
 struct tb_writer *tb_open(const char *dir, int64_t queue_size, char *err, size_t errlen)
 {
-    if (mkdir_p(dir) != 0) {
-        snprintf(err, errlen, "cannot create %s: %s", dir, strerror(errno));
+    char why[512];
+    if (dirs_mkdir_p(dir, why, sizeof why) != 0) {
+        snprintf(err, errlen, "cannot create %s (%s)", dir, why);
         return NULL;
     }
     char host[256] = "localhost";
