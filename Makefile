@@ -62,8 +62,10 @@ $(BUILD)/%.o: %.c
 $(BUILD)/%.o: %.cu
 	@mkdir -p $(dir $@)
 	$(NVCC) $(NVCCFLAGS) -I. -MMD -MP -c $< -o $@
-# The GEMM of our own uses Hopper's wgmma and TMA: built for sm_90a alone (used on such devices).
-$(BUILD)/kernels/cuda/hopper_gemm.o: kernels/cuda/hopper_gemm.cu
+# The GEMM and the attention backward of our own use Hopper's wgmma and TMA: built for sm_90a
+# alone (used on such devices).
+$(BUILD)/kernels/cuda/hopper_gemm.o $(BUILD)/kernels/cuda/flash_backward.o: \
+    $(BUILD)/kernels/cuda/%.o: kernels/cuda/%.cu
 	@mkdir -p $(dir $@)
 	$(NVCC) $(filter-out -gencode arch=%,$(NVCCFLAGS)) -gencode arch=compute_90a,code=sm_90a -I. \
 	    -MMD -MP -c $< -o $@

@@ -126,6 +126,7 @@ struct config {
     /* logging */
     bool log_throughput;
     bool calculate_per_token_loss; /* the loss is the global batch's token mean, not a mean of micro-batch means */
+    bool deterministic_mode; /* the GPU's kernels chosen for the same bits run after run (train.c) */
     bool log_params_norm; /* the L2 norm of the (main) parameters in each log line */
     bool log_num_zeros_in_grad; /* the number of zeros in the clipped main gradients, each log line */
     const char *tensorboard_dir; /* event files of the training scalars, written by the last rank */

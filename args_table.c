@@ -156,6 +156,7 @@ const struct arg_spec ARGS_TABLE[] = {
     NOT_YET("--tp-comm-overlap", T_BOOL, M_TRAIN, G_TRAIN, "Enables the overlap of Tensor parallel communication and GEMM kernels."),
     BOOL("--calculate-per-token-loss", calculate_per_token_loss, M_TRAIN, G_TRAIN, "Scale cross entropy loss by the number of non-padded tokens in the global batch."),
     NOT_YET("--profile", T_BOOL, M_TRAIN, G_TRAIN, "Enable nsys profiling."),
+    BOOL("--deterministic-mode", deterministic_mode, M_TRAIN, G_TRAIN, "Choose code that has deterministic execution. This usually means slower execution, but is good for debugging and testing."),
 
     /* initialization (_add_initialization_args) */
     INT("--seed", seed, "1234", M_TRAIN, G_INIT, 0, 4294967295.0, "Random seed used for python, numpy, pytorch, and cuda."),

@@ -415,6 +415,33 @@ static int local_rank(const struct grid *g)
     return g->rank;
 }
 
+#ifdef MEGATRON_CUDA
+/* --deterministic-mode on the GPU: every kernel chosen for the same bits run after run (the CPU
+ * backend's are so already). Attention's backward is then our own, which takes bf16, head
+ * dimension 64, no grouped query attention, no attention dropout and sequences of a multiple of
+ * 128 on a Hopper GPU: anything else is refused before the first step. */
+static void deterministic_on_gpu(const struct config *cfg)
+{
+    cuda_set_deterministic();
+    struct attention_shape s;
+    memset(&s, 0, sizeof s);
+    s.batch = cfg->micro_batch_size;
+    s.seq = cfg->seq_length / cfg->context_parallel_size;
+    s.heads = (int)(cfg->num_attention_heads / cfg->tensor_model_parallel_size);
+    s.groups = (int)(cfg->num_query_groups / cfg->tensor_model_parallel_size);
+    s.head_dim = (int)cfg->kv_channels;
+    if (!cuda_attention_flash_backward_applies(s, cfg->bf16 ? DT_BF16 : DT_F16,
+                                               (float)cfg->attention_dropout))
+        die_user("--deterministic-mode on the GPU: its attention backward takes --bf16, a head dimension "
+                 "(--kv-channels) of 64, no --group-query-attention, --attention-dropout 0 and a sequence "
+                 "length of a multiple of 128 on a Hopper (sm_90) GPU, and this run has %s, head dimension "
+                 "%d, %d query groups for %d heads, attention dropout %g, sequence %lld; change those, or "
+                 "drop --deterministic-mode (or use --device cpu, which is deterministic)",
+                 cfg->bf16 ? "bf16" : "fp16", s.head_dim, s.groups, s.heads, cfg->attention_dropout,
+                 (long long)s.seq);
+}
+#endif
+
 /* --device auto|cpu|cuda: the GPU when this build has the CUDA backend and the machine a GPU;
  * one GPU per rank, trained in bf16 or fp16, ranks talking over NCCL. */
 static enum device select_device(const struct config *cfg, const struct grid *g)
@@ -442,6 +469,7 @@ static enum device select_device(const struct config *cfg, const struct grid *g)
                  "(or use --device cpu)", g->rank, local, gpus, gpus);
 #ifdef MEGATRON_CUDA
     cuda_init(local);
+    if (cfg->deterministic_mode) deterministic_on_gpu(cfg);
 #endif
     if (g->world_size > 1) comm_nccl_init(); /* after the device is chosen: NCCL binds to it */
     return DEV_CUDA;

@@ -385,6 +385,7 @@ static int sdpa_configs(const struct sdpa_dims *m)
         const char *v = getenv("MEGATRON_ATTENTION_AUTOTUNE");
         mode = !v ? 2 : strcmp(v, "1") == 0 ? 1 : strcmp(v, "0") == 0 ? 0 : 2;
     }
+    if (cuda_ctx()->deterministic) return 1; /* no choice by timing */
     if (mode != 2) return mode == 1 ? SDPA_PLANS : 1;
     double causal_flop =
         2.0 * (double)m->B * (double)m->H * (double)m->T * (double)m->T * (double)m->D;
@@ -733,7 +734,32 @@ void cuda_attention_backward(struct tensor dqkv, struct tensor dout, struct tens
     cuda_need(op, "out", out, dt);
     check_attention(op, s, drop, qkv);
     if (!cuda_aligned16(dqkv.data)) BUG("%s: dqkv must be 16-byte aligned", op);
+    if (flash_backward_fits(s, dt, drop.p, dqkv.data, qkv.data, dout.data, out.data, probs.data)) {
+        if (s.batch * s.seq > 0)
+            flash_backward(dqkv.data, dout.data, qkv.data, (const float *)probs.data, out.data, s);
+        return;
+    }
+    if (cuda_ctx()->deterministic) /* train.c checks the model's shape before the first step */
+        BUG("%s: --deterministic-mode, and the attention backward of our own does not take this "
+            "shape", op);
     CUDA_LP_DISPATCH(dt, sdpa_backward<T>(dqkv, dout, qkv, probs, out, s, drop));
+}
+
+void cuda_set_deterministic(void) { cuda_ctx()->deterministic = true; }
+
+bool cuda_attention_force_flash_backward(bool on)
+{
+    struct cuda_context *ctx = cuda_ctx();
+    if (!ctx->hopper_gemm) return false;
+    ctx->flash_backward = on;
+    return true;
+}
+
+bool cuda_attention_flash_backward_applies(struct attention_shape s, enum dtype dt, float dropout_p)
+{
+    static const int16_t aligned[8] = {0}; /* any 16-byte aligned place: only the shape is asked */
+    const void *p = (const void *)(((uintptr_t)aligned + 15) & ~(uintptr_t)15);
+    return flash_backward_fits(s, dt, dropout_p, p, p, p, p, p);
 }
 
 /* Declared in cuda_ops.h: cuda_attention_dry_run for the 16-bit type dt (DT_BF16 or DT_F16) and

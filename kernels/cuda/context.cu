@@ -120,6 +120,8 @@ void cuda_init(int device_index)
     g_ctx.fused_mlp = g_ctx.hopper_gemm && !(mlp && strcmp(mlp, "0") == 0);
     const char *res = getenv("MEGATRON_FUSED_RESIDUAL");
     g_ctx.fused_residual = !(res && strcmp(res, "0") == 0);
+    const char *flash = getenv("MEGATRON_FLASH_BACKWARD");
+    g_ctx.flash_backward = g_ctx.hopper_gemm && flash && strcmp(flash, "1") == 0;
     g_ctx.device = device_index;
     g_ctx.ready = true;
 }

@@ -142,6 +142,10 @@ struct cuda_context {
        each kernel (one output or two, variant) that fit at once (0: not asked yet), and the
        driver's cuTensorMapEncodeTiled */
     bool hopper_gemm;
+    /* attention's backward of our own (flash_backward.cu) where it applies, instead of cuDNN's:
+       on with MEGATRON_FLASH_BACKWARD=1; its kernel's shared memory allowed once */
+    bool flash_backward, flash_smem_set;
+    bool deterministic; /* --deterministic-mode (cuda_set_deterministic) */
     int hopper_forced;
     int hopper_clusters[2][HOPPER_GEMM_VARIANTS];
     int hopper_ce_clusters[2]; /* the same for output_layer_ce.cu's two kernels */
@@ -460,6 +464,16 @@ bool hopper_gemm_fits(const void *y, const void *act, const void *x, const void 
 void hopper_gemm_forward(int v, void *y, void *act, const void *x, const void *w, const void *bias,
                          int64_t N, int64_t K, int64_t F);
 const char *hopper_gemm_variant_name(int v);
+
+/* Causal attention's backward of our own (flash_backward.cu) for attention shape s with its
+ * tensors at these places (attention.cu's layouts: dqkv and qkv [B T, 3 n 64], dout and out
+ * [B T, n 64], lse [B, n, T]), on the backend's stream; only where flash_backward_fits says it
+ * applies (this device and the switch, bf16, head dimension 64, n = g, no dropout, T % 128 == 0,
+ * 16-byte aligned tensors). */
+bool flash_backward_fits(struct attention_shape s, enum dtype dt, float dropout_p, const void *dqkv,
+                         const void *qkv, const void *dout, const void *out, const void *lse);
+void flash_backward(void *dqkv, const void *dout, const void *qkv, const float *lse,
+                    const void *out, struct attention_shape s);
 
 /* The MLP's GeLU with gelu'(pre) kept for the backward instead of pre (linear.cu), on our GEMM
  * where hopper_gelu_saved_fits: gelu_saving_grad writes dgelu = gelu'(pre) and act = gelu(pre)

@@ -288,6 +288,19 @@ enum { CUDA_HOPPER_GEMM_VARIANTS = 3, CUDA_HOPPER_GEMM_TIMED = -1, CUDA_HOPPER_G
 void cuda_linear_force_hopper_gemm(int v);
 bool cuda_linear_hopper_gemm_available(void); /* this GPU runs it */
 struct cuda_gelu_paths cuda_linear_gelu_paths(void);
+/* For the tests: attention's backward of our own (kernels/cuda/flash_backward.cu) on or off for
+ * every later call where it applies (MEGATRON_FLASH_BACKWARD=1 sets it on); false, and nothing
+ * changed, where this GPU cannot run it. cuda_attention_flash_backward_applies: whether it takes
+ * shape s on 16-bit dtype dt with attention dropout probability dropout_p (16-byte aligned
+ * tensors) when on. */
+bool cuda_attention_force_flash_backward(bool on);
+bool cuda_attention_flash_backward_applies(struct attention_shape s, enum dtype dt,
+                                           float dropout_p);
+/* --deterministic-mode: from now on nothing is chosen by timing (cuBLASLt's first algorithm for
+ * each GEMM and the untimed GeLU-backward path, cuDNN's first attention config, the residual
+ * added in the GEMM by a size rule alone) and attention's backward is our own (cuDNN's sums dQ
+ * in no fixed order). Called after cuda_init, before any op. */
+void cuda_set_deterministic(void);
 
 /* ---- checks that need no GPU ---- */
 

@@ -55,9 +55,8 @@ bool hopper_gemm_fits(const void *y, const void *act, const void *x, const void 
            ((uintptr_t)bias & 3) == 0;
 }
 
-/* The TMA map of a row-major bf16 [rows, cols] matrix in boxes of box_rows x box_cols, the
- * 128-byte swizzle. */
-static CUtensorMap tensor_map(const void *p, int64_t rows, int64_t cols, uint32_t box_rows,
+/* Declared in hopper_gemm.cuh. */
+CUtensorMap hopper_tensor_map(const void *p, int64_t rows, int64_t cols, uint32_t box_rows,
                               uint32_t box_cols)
 {
     struct cuda_context *ctx = cuda_ctx();
@@ -114,10 +113,10 @@ void hopper_gemm_forward(int v, void *y, void *act, const void *x, const void *w
                          int64_t N, int64_t K, int64_t F)
 {
     const int pn = VARIANTS[v].pn, cl = VARIANTS[v].cl, outs = act ? 2 : 1;
-    CUtensorMap map_x = tensor_map(x, N, K, hopper::PM, hopper::BK);
-    CUtensorMap map_w = tensor_map(w, F, K, (uint32_t)(pn / cl), hopper::BK);
-    CUtensorMap map_y = tensor_map(y, N, F, 64, 64);
-    CUtensorMap map_act = act ? tensor_map(act, N, F, 64, 64) : map_y;
+    CUtensorMap map_x = hopper_tensor_map(x, N, K, hopper::PM, hopper::BK);
+    CUtensorMap map_w = hopper_tensor_map(w, F, K, (uint32_t)(pn / cl), hopper::BK);
+    CUtensorMap map_y = hopper_tensor_map(y, N, F, 64, 64);
+    CUtensorMap map_act = act ? hopper_tensor_map(act, N, F, 64, 64) : map_y;
     const bf16 *b = (const bf16 *)bias;
     int n = (int)N, f = (int)F, k = (int)K;
     gelu_tanh_act gelu;
@@ -153,9 +152,9 @@ void hopper_output_layer_exp(void *probs, const void *x, const void *w, const fl
                              float *tile_sums, int64_t N, int64_t K, int64_t V)
 {
     const int v = CE_VARIANT, pn = VARIANTS[v].pn, cl = VARIANTS[v].cl;
-    CUtensorMap map_x = tensor_map(x, N, K, hopper::PM, hopper::BK);
-    CUtensorMap map_w = tensor_map(w, V, K, (uint32_t)(pn / cl), hopper::BK);
-    CUtensorMap map_p = tensor_map(probs, N, V, 64, 64);
+    CUtensorMap map_x = hopper_tensor_map(x, N, K, hopper::PM, hopper::BK);
+    CUtensorMap map_w = hopper_tensor_map(w, V, K, (uint32_t)(pn / cl), hopper::BK);
+    CUtensorMap map_p = hopper_tensor_map(probs, N, V, 64, 64);
     const bf16 *b = NULL;
     int n = (int)N, f = (int)V, k = (int)K;
     ce_exp_act act = {ref, tile_sums, hopper_output_layer_ce_tiles(V)};
@@ -168,9 +167,9 @@ void hopper_output_layer_logits_if(const int *flag, void *logits, const void *x,
                                    int64_t N, int64_t K, int64_t V)
 {
     const int v = CE_VARIANT, pn = VARIANTS[v].pn, cl = VARIANTS[v].cl;
-    CUtensorMap map_x = tensor_map(x, N, K, hopper::PM, hopper::BK);
-    CUtensorMap map_w = tensor_map(w, V, K, (uint32_t)(pn / cl), hopper::BK);
-    CUtensorMap map_y = tensor_map(logits, N, V, 64, 64);
+    CUtensorMap map_x = hopper_tensor_map(x, N, K, hopper::PM, hopper::BK);
+    CUtensorMap map_w = hopper_tensor_map(w, V, K, (uint32_t)(pn / cl), hopper::BK);
+    CUtensorMap map_y = hopper_tensor_map(logits, N, V, 64, 64);
     const bf16 *b = NULL;
     int n = (int)N, f = (int)V, k = (int)K;
     gated_logits_act act = {flag};
@@ -230,10 +229,10 @@ struct saved_call {
 static void saved_launch(const struct saved_call *c, int v)
 {
     const int pn = VARIANTS[v].pn, cl = VARIANTS[v].cl;
-    CUtensorMap map_x = tensor_map(c->x, c->N, c->K, hopper::PM, hopper::BK);
-    CUtensorMap map_w = tensor_map(c->w, c->F, c->K, (uint32_t)(pn / cl), hopper::BK);
-    CUtensorMap map_o0 = tensor_map(c->out0, c->N, c->F, 64, 64);
-    CUtensorMap map_o1 = tensor_map(c->backward ? c->dgelu : c->out1, c->N, c->F, 64, 64);
+    CUtensorMap map_x = hopper_tensor_map(c->x, c->N, c->K, hopper::PM, hopper::BK);
+    CUtensorMap map_w = hopper_tensor_map(c->w, c->F, c->K, (uint32_t)(pn / cl), hopper::BK);
+    CUtensorMap map_o0 = hopper_tensor_map(c->out0, c->N, c->F, 64, 64);
+    CUtensorMap map_o1 = hopper_tensor_map(c->backward ? c->dgelu : c->out1, c->N, c->F, 64, 64);
     const bf16 *b = (const bf16 *)c->bias;
     int n = (int)c->N, f = (int)c->F, k = (int)c->K;
     gelu_both_act both;

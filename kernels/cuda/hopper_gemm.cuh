@@ -69,6 +69,11 @@
 #define HOPPER_GEMM_TRACE(c, i, ev) ((void)0)
 #endif
 
+/* The TMA map of a row-major bf16 [rows, cols] matrix in boxes of box_rows x box_cols, the
+ * 128-byte swizzle (hopper_gemm.cu; the backend's kernels only, the probes make their own). */
+CUtensorMap hopper_tensor_map(const void *p, int64_t rows, int64_t cols, uint32_t box_rows,
+                              uint32_t box_cols);
+
 namespace hopper {
 
 /* k per stage (64 bf16: one 128-byte swizzled row) */

@@ -210,7 +210,7 @@ bool cuda_gemm_autotune(void)
         const char *v = getenv("MEGATRON_GEMM_AUTOTUNE");
         on = !(v && strcmp(v, "0") == 0);
     }
-    return on;
+    return on && !cuda_ctx()->deterministic; /* --deterministic-mode: no choice by timing */
 }
 
 /* The fastest of the heuristic's candidates for g, each run 3 times after a warm-up into buffers
@@ -508,7 +508,9 @@ bool cuda_fuses_linear_residual(struct tensor y, struct tensor x, struct tensor 
     const size_t bytes = (size_t)(N * out) * dtype_size(y.dtype);
     bool fuse = true;
     float fused_ms = 0.0f, plain_ms = 0.0f, copy_ms = 0.0f;
-    if (bytes >= (size_t)RESIDUAL_TIMED_BYTES) {
+    if (bytes >= (size_t)RESIDUAL_TIMED_BYTES && ctx->deterministic) {
+        fuse = false; /* --deterministic-mode: a rule by size alone, the same every run */
+    } else if (bytes >= (size_t)RESIDUAL_TIMED_BYTES) {
         if (cuda_capturing()) return false; /* no timing inside a capture: the unfused path */
         struct gemm_call plain = forward_call(y, x, w, tensor_none());
         struct gemm_call fused = forward_residual_call(y, x, w, b, residual);

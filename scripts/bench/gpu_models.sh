@@ -40,21 +40,10 @@ smi_stop() { # label
                              l, c / n, p / n, n }' "$OUT/smi.csv" | tee -a "$OUT/summary.txt"
 }
 
-shape() { # model -> layers hidden heads micro-batch
-    case $1 in
-    124m) echo "12 768 12 64" ;;
-    350m) echo "24 1024 16 32" ;;
-    1.5b) echo "48 1600 25 16" ;;
-    esac
-}
+source scripts/bench/gpt2_shapes.sh
 
 for model in ${MODELS:-124m 350m 1.5b}; do
-    read -r layers hidden heads mbs <<<"$(shape "$model")"
-    flags="--num-layers $layers --hidden-size $hidden --num-attention-heads $heads --seq-length 1024
-        --max-position-embeddings 1024 --micro-batch-size $mbs --global-batch-size $mbs --train-iters 30
-        --lr 1e-4 --lr-decay-style constant --mock-data --tokenizer-type NullTokenizer --vocab-size 50257
-        --log-interval 10 --log-throughput --eval-iters 0 --hidden-dropout 0 --attention-dropout 0
-        --split 1,1,1 --bf16 --device cuda"
+    gpt2_model "$model"
     for run in $(seq "${ROUNDS:-1}"); do for tune in 0 1; do
         if [ -n "${MEGATRON_B:-}" ] && [ "$tune" = 0 ]; then # two binaries: B, then A
             label=binary=B cmd=("$MEGATRON_B")

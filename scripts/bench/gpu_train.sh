@@ -13,7 +13,7 @@
 #    embeddings and no linear biases, --log-num-zeros-in-grad (mostly the untied embedding's rows
 #    of unseen tokens; bf16 gradients add a few exact zeros of their own) within 0.1% of the
 #    CPU's at every iteration. The CUDA graph of the step replays exactly what the uncaptured
-#    step does (1b).
+#    step does (1b). --deterministic-mode repeats itself bit for bit (1c).
 # 2. speed: GPT-2 124M (12 x 768, seq 1024, vocab 50304) at a given micro batch: tokens/s and
 #    TFLOP/s by Megatron's formula, MFU against 989 TFLOP/s; then torch_gpt.py on the same GPU.
 set -uo pipefail
@@ -135,6 +135,42 @@ $M pretrain $small --device cuda --bf16 --attention-dropout 0.1 --hidden-dropout
         echo "CUDA graph, attention and hidden dropout 0.1: captured, 20 steps, lm loss $(echo "$ad" | head -1) -> $(echo "$ad" | tail -1)" ||
         echo "CUDA graph, attention and hidden dropout 0.1: FAILED (see graph_attention_dropout.log)"
 } | tee -a "$OUT/graph_compare.txt"
+
+# 1c. --deterministic-mode: attention's backward of our own (head dimension 64) and no choice by
+# timing; two runs end with the same weights and optimizer state bit for bit, and the losses
+# follow the fp32 CPU's within 2%; a shape it cannot take (head dimension 32) is refused (exit 2).
+# Two default runs of the same model are compared too, for the record (cuDNN's backward sums dQ
+# with atomics: they may or may not differ).
+det="--num-layers 4 --hidden-size 512 --num-attention-heads 8 --seq-length 1024 --max-position-embeddings 1024
+    --micro-batch-size 8 --global-batch-size 8 --train-iters 20 --lr 1e-3 --lr-decay-style constant
+    --mock-data --tokenizer-type NullTokenizer --vocab-size 1024 --log-interval 1 --eval-iters 0
+    --hidden-dropout 0 --attention-dropout 0 --split 1,1,1 --save-interval 1000"
+{
+    rm -rf "$OUT"/det_*
+    for r in a b; do
+        $M pretrain $det --device cuda --bf16 --deterministic-mode --save "$OUT/det_$r" >"$OUT/det_$r.log" 2>&1
+        $M pretrain $det --device cuda --bf16 --save "$OUT/det_default_$r" >"$OUT/det_default_$r.log" 2>&1
+    done
+    $M pretrain $det --device cpu --train-iters 5 >"$OUT/det_cpu.log" 2>&1
+    same() { cmp -s "$OUT/$1/iter_0000020/model.safetensors" "$OUT/$2/iter_0000020/model.safetensors" &&
+        cmp -s "$OUT/$1/iter_0000020/optimizer.safetensors" "$OUT/$2/iter_0000020/optimizer.safetensors"; }
+    if [ "$(loss "$OUT/det_a.log" | wc -l)" -eq 20 ] && same det_a det_b && cmp -s <(strip "$OUT/det_a.log") <(strip "$OUT/det_b.log"); then
+        echo "--deterministic-mode: two runs, 20 log lines and the final weights and optimizer state bitwise alike (ok)"
+    else
+        echo "--deterministic-mode: two runs differ or failed: FAILED (see det_a.log, det_b.log)"
+    fi
+    same det_default_a det_default_b && echo "default (cuDNN's backward): two runs bitwise alike this time" ||
+        echo "default (cuDNN's backward): two runs differ in their final weights"
+    paste <(loss "$OUT/det_cpu.log") <(loss "$OUT/det_a.log" | head -5) | awk '
+        { r = ($2 - $1) / $1; if (r < 0) r = -r; if (r > worst || r != r) worst = r; n++ }
+        END { printf "--deterministic-mode, %d iterations: worst relative difference GPU bf16 vs CPU fp32 = %.4f (%s)\n",
+              n, worst, (n == 5 && worst < 0.02) ? "within 2%" : "FAILED" }'
+    $M pretrain $small --device cuda --bf16 --deterministic-mode >"$OUT/det_refused.log" 2>&1
+    rc=$?
+    [ $rc -eq 2 ] && grep -q 'error: --deterministic-mode on the GPU' "$OUT/det_refused.log" &&
+        echo "--deterministic-mode at head dimension 32: refused, exit 2 (ok)" ||
+        echo "--deterministic-mode at head dimension 32: exit $rc: FAILED (see det_refused.log)"
+} | tee "$OUT/deterministic.txt"
 
 gpt2="--num-layers 12 --hidden-size 768 --num-attention-heads 12 --seq-length 1024 --max-position-embeddings 1024
     --micro-batch-size $MBS --global-batch-size $MBS --train-iters 30 --lr 6e-4 --lr-decay-style constant

@@ -197,6 +197,7 @@ bool test_rope_matches_cpu(void);
 bool test_attention_mha_matches_cpu(void);
 bool test_attention_gqa_matches_cpu(void);
 bool test_attention_seq_not_multiple_of_128_matches_cpu(void);
+bool test_attention_flash_backward_matches_cpu(void);
 bool test_attention_dropout_repeats_per_key_and_changes_with_it(void);
 bool test_attention_dropout_is_unbiased_and_drops_p_of_the_mass(void);
 bool test_attention_dropout_backward_is_the_gradient(void);

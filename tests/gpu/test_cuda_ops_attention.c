@@ -107,6 +107,70 @@ bool test_attention_seq_not_multiple_of_128_matches_cpu(void)
     return attention_case(s);
 }
 
+/* The attention backward of our own (flash_backward.cu), switched on for the test: against the CPU
+ * as every attention case and against cuDNN's backward on the same forward; then, with
+ * --deterministic-mode's switch (last: it stays on in this process), against the CPU again and
+ * twice bitwise (each dQ element summed by one thread in one order). The shapes: the persistent
+ * loop taken (5 x 40 heads > 132 SMs), T of one key block, GPT-2's T = 1024 (8 key blocks, query
+ * blocks seeing up to 8) and T = 2048 (16). bf16 only: fp16 has nothing to check. */
+/* One forward on fresh inputs, then two backwards of it into got[0] and got[1], the first and
+ * second by ours (true) or cuDNN's. */
+static void flash_backward_twice(struct attention_shape s, bool first_ours, bool second_ours,
+                                 float *got[2])
+{
+    int64_t N = s.batch * s.seq, W = qkv_width(s), C = (int64_t)s.heads * s.head_dim;
+    int64_t rows = s.batch * s.heads * s.seq;
+    struct dropout_key nodrop = {0};
+    float *qkv = randn(N * W, 1.0f), *dout = randn(N * C, 1.0f);
+    void *gq = to_dev_lp(qkv, N * W), *gdo = to_dev_lp(dout, N * C);
+    void *go = dalloc(N * C * 2), *gl = dalloc(rows * 4), *gd = dalloc(N * W * 2);
+    int64_t ldims[3] = {s.batch, s.heads, s.seq};
+    struct tensor glse = tensor_make(gl, DT_F32, DEV_CUDA, 3, ldims);
+    cuda_attention_forward(D2(go, A.dt, N, C), glse, D2(gq, A.dt, N, W), s, nodrop);
+    for (int run = 0; run < 2; run++) {
+        cuda_attention_force_flash_backward(run == 0 ? first_ours : second_ours);
+        poison(gd, N * W, A.dt);
+        cuda_attention_backward(D2(gd, A.dt, N, W), D2(gdo, A.dt, N, C), D2(gq, A.dt, N, W), glse,
+                                D2(go, A.dt, N, C), s, nodrop);
+        got[run] = from_dev_lp(gd, N * W);
+    }
+}
+
+bool test_attention_flash_backward_matches_cpu(void)
+{
+    if (A.dt != DT_BF16 || !cuda_attention_force_flash_backward(true)) {
+        printf("   flash backward: bf16 on sm_90 only; nothing to check here\n");
+        return true;
+    }
+    const struct attention_shape shapes[] = {shape(5, 256, 40, 40, 64), shape(2, 128, 3, 3, 64),
+                                             shape(2, 1024, 24, 24, 64),
+                                             shape(1, 2048, 4, 4, 64)};
+    enum { SHAPES = sizeof shapes / sizeof shapes[0] };
+    bool ok = true;
+    float *got[2];
+    for (int k = 0; k < SHAPES; k++) {
+        struct attention_shape s = shapes[k];
+        cuda_attention_force_flash_backward(true);
+        if (!cuda_attention_flash_backward_applies(s, A.dt, 0.0f)) {
+            printf("    flash_backward_fits says no to this shape: FAIL\n");
+            return false;
+        }
+        ok &= attention_case(s);
+        flash_backward_twice(s, true, false, got);
+        ok &= close_to("dqkv, ours vs cuDNN's", got[0], got[1],
+                       s.batch * s.seq * qkv_width(s), TOL_LP);
+    }
+    cuda_set_deterministic();
+    for (int k = 0; k < SHAPES; k++) {
+        printf("   deterministic:\n");
+        ok &= attention_case(shapes[k]);
+        flash_backward_twice(shapes[k], true, true, got);
+        ok &= bitwise("dqkv, deterministic, twice", got[1], got[0],
+                      shapes[k].batch * shapes[k].seq * qkv_width(shapes[k]));
+    }
+    return ok;
+}
+
 /* ---- attention dropout (cuDNN's Philox mask: not the CPU's, so checked by its properties) ---- */
 
 /* The forward, and the backward when gd is not NULL, at key drop into the given device buffers. */

@@ -1,0 +1,466 @@
+/* Causal attention's backward of our own for head dimension 64 (sm_90a: TMA, wgmma, bulk
+ * copies), where it applies: bf16, one query head per group (n = g), no attention dropout, T a
+ * multiple of 128. Deterministic: the same inputs give the same bits, run after run (cuDNN's
+ * backward sums dQ with atomics in no fixed order). --deterministic-mode runs it; elsewhere
+ * attention.cu's cuDNN backward runs unless MEGATRON_FLASH_BACKWARD=1 (their speeds: at GPT-2
+ * 124M's shapes alike, at 1.5B's this one slower: docs/PERFORMANCE.md).
+ *
+ * The arithmetic is the flash-attention backward's: with S = q k^T, P = exp(S / sqrt(d) - lse)
+ * (lse the forward's saved natural-log statistic) and Delta = rowsum(dO * O),
+ *   dV = P^T dO, dP = dO V^T, dS = P * (dP - Delta), dQ = dS K / sqrt(d), dK = dS^T Q / sqrt(d),
+ * P and dS rounded to bf16 for their products, every sum in fp32.
+ *
+ * Where cuDNN's backward (and the usual flash-attention backward) splits a head's key blocks over
+ * CTAs and sums dQ with fp32 atomics into a zeroed buffer that a second pass converts, here one
+ * CTA takes a whole head: its key/value blocks of 128 rows in order (j), under each the query
+ * blocks of 64 rows that see them (i >= 2j, causal). A query block's dQ then has one owner
+ * (consumer i % 2, each element one thread) across the head's key blocks, so its fp32 partial
+ * sums live in a per-CTA scratch row of the head: the first key block stores them, later ones add
+ * theirs (bulk copies out of shared memory, the TMA's store and reduce-add), and the last (j =
+ * i / 2, the block holding the diagonal) loads the sum so far, adds its part, scales, rounds and
+ * writes dQ straight into dqkv. No zeroing pass, no conversion pass, one order of the sums. Delta
+ * comes from a small kernel first.
+ *
+ * CTA: three warpgroups, persistent over the heads. The third is the producer: one thread loads
+ * K_j and V_j (two buffers) and, for each step, Q_i and dO_i (64 x 64 each, the 128-byte swizzle)
+ * with lse_i and Delta_i into a ring of stages. The first two (consumers) each own 64 of the key
+ * block's 128 rows: they hold dK and dV of those rows in registers (fp32) across the block's
+ * steps, compute S^T = K Q^T and dP^T = V dO^T (wgmma, both operands in shared memory), P^T and
+ * dS^T in registers, then dV += P^T dO and dK += dS^T Q with P^T and dS^T as register operands
+ * (the accumulator layout is the A-fragment layout). dQ_i = dS K needs all 128 key rows: both
+ * consumers write dS^T (bf16) to shared memory and meet at a barrier; consumer i % 2 then
+ * multiplies it (two dS buffers by i's parity, so that writing the next step's never waits for
+ * that product). A step's S^T and dP^T are issued under the previous step's tail. */
+#include <math.h>
+#include <stdio.h>
+
+#include "kernels/cuda/cuda_common.h"
+#include "kernels/cuda/hopper_gemm.cuh"
+
+typedef __nv_bfloat16 bf16;
+
+namespace flash {
+
+using namespace hopper;
+
+enum { HD = 64, BN = 128, BM = 64, STAGES = 3, THREADS = 384 };
+
+struct smem {
+    bf16 k[2][BN * HD]; /* K_j, V_j of the key block: two buffers */
+    bf16 v[2][BN * HD];
+    bf16 q[STAGES][BM * HD]; /* a step's Q_i and dO_i */
+    bf16 dout[STAGES][BM * HD];
+    bf16 ds[2][BN * BM];   /* dS^T of a step [key row][query row], by the step's parity */
+    float dqs[2][BM * HD]; /* consumer c's dQ staging (partial sums out, the sum so far in) */
+    float lse[STAGES][BM];
+    float delta[STAGES][BM];
+    uint64_t full[STAGES], empty[STAGES], kv_full[2], kv_empty[2], dq_full[2];
+};
+
+constexpr size_t smem_bytes() { return sizeof(smem) + 1024; }
+static_assert(smem_bytes() <= 227 * 1024, "the layout fits a Hopper CTA's shared memory");
+
+/* A bulk copy of bytes (a multiple of 16) from global src to shared dst, completing on bar. */
+__device__ __forceinline__ void bulk_load(void *dst, const void *src, uint32_t bytes, uint64_t *bar)
+{
+    asm volatile("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes"
+                 " [%0], [%1], %2, [%3];" ::"r"(smem_u32(dst)),
+                 "l"(src), "r"(bytes), "r"(smem_u32(bar))
+                 : "memory");
+}
+
+#define FACC8(i) "+f"(d[i]), "+f"(d[i + 1]), "+f"(d[i + 2]), "+f"(d[i + 3]), \
+                 "+f"(d[i + 4]), "+f"(d[i + 5]), "+f"(d[i + 6]), "+f"(d[i + 7])
+#define FACC32 FACC8(0), FACC8(8), FACC8(16), FACC8(24)
+#define D32 "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, " \
+            "%18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31}"
+
+/* d[64 x 64] (+)= a[64 x 16] b[64 x 16]^T from shared memory (d zeroed first unless accumulate);
+ * TA / TB: a / b stored MN-major (transposed). The accumulator layout of wgmma_64x256's. */
+template <int TA, int TB>
+__device__ __forceinline__ void mma_ss(float *d, uint64_t da, uint64_t db, int accumulate)
+{
+    asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %34, 0;\n"
+                 "wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 " D32
+                 ", %32, %33, p, 1, 1, %35, %36;\n}\n"
+                 : FACC32
+                 : "l"(da), "l"(db), "r"(accumulate), "n"(TA), "n"(TB));
+}
+
+/* d[64 x 64] += a[64 x 16] b[64 x 16]^T, a in registers (four words: the accumulator layout's
+ * column groups 2t and 2t + 1 as bf16 pairs), b from shared memory MN-major. */
+__device__ __forceinline__ void mma_rs(float *d, const uint32_t *a, uint64_t db)
+{
+    asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, 1, 0;\n"
+                 "wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 " D32
+                 ", {%32, %33, %34, %35}, %36, p, 1, 1, 1;\n}\n"
+                 : FACC32
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(db));
+}
+
+__device__ __forceinline__ uint32_t pack_bf16(float lo, float hi)
+{
+    __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
+    return *reinterpret_cast<uint32_t *>(&v);
+}
+
+/* Both consumer warpgroups (named barrier 1). */
+__device__ __forceinline__ void consumers_sync() { asm volatile("bar.sync 1, 256;" ::: "memory"); }
+
+/* bytes from shared src to global dst, stored or (ADD) added in fp32 there, in this thread's
+   current bulk group */
+template <bool ADD>
+__device__ __forceinline__ void bulk_store(float *dst, const void *src, uint32_t bytes)
+{
+    if (ADD)
+        asm volatile("cp.reduce.async.bulk.global.shared::cta.bulk_group.add.f32 [%0], [%1], %2;"
+                     ::"l"(dst), "r"(smem_u32(src)), "r"(bytes)
+                     : "memory");
+    else
+        asm volatile("cp.async.bulk.global.shared::cta.bulk_group [%0], [%1], %2;" ::"l"(dst),
+                     "r"(smem_u32(src)), "r"(bytes)
+                     : "memory");
+}
+
+/* Every bulk group of this thread has read its shared memory. */
+__device__ __forceinline__ void bulk_wait_read_all()
+{
+    asm volatile("cp.async.bulk.wait_group.read 0;" ::: "memory");
+}
+
+/* wgmma's fence (registers written before it, read by the wgmmas after), group commit and
+   wait (at most N groups of this warpgroup still in flight) */
+__device__ __forceinline__ void wgmma_fence()
+{
+    asm volatile("wgmma.fence.sync.aligned;" ::: "memory");
+}
+__device__ __forceinline__ void wgmma_commit()
+{
+    asm volatile("wgmma.commit_group.sync.aligned;" ::: "memory");
+}
+template <int N> __device__ __forceinline__ void wgmma_wait()
+{
+    asm volatile("wgmma.wait_group.sync.aligned %0;" ::"n"(N) : "memory");
+}
+
+struct args {
+    bf16 *dqkv;         /* [B T, W] */
+    const float *lse;   /* [B, H, T] natural log */
+    const float *delta; /* [B, H, T] */
+    float *dq_acc;      /* [gridDim.x, T, 64] */
+    int T, H, W;        /* W: qkv's row (3 H 64) */
+    int items;          /* B H heads */
+    float scale;        /* 1 / sqrt(64) */
+};
+
+__global__ void __launch_bounds__(THREADS, 1)
+flash_backward_kernel(const __grid_constant__ CUtensorMap map_qkv,
+                      const __grid_constant__ CUtensorMap map_do, const args a)
+{
+    extern __shared__ unsigned char raw[];
+    smem &s = *reinterpret_cast<smem *>((reinterpret_cast<uintptr_t>(raw) + 1023) &
+                                        ~(uintptr_t)1023);
+    /* the warpgroup through a shuffle: uniform to the compiler, so that the wgmmas under a
+       consumer's branches are not serialized */
+    const int wg = __shfl_sync(0xffffffffu, (int)threadIdx.x / 128, 0), tid = threadIdx.x % 128;
+    const int T = a.T, nq = T / BM, nkv = T / BN, items = a.items;
+    if (threadIdx.x == 0) {
+        /* the empties: lane 0 of each consumer warp, after its own wait for the wgmmas */
+        for (int i = 0; i < STAGES; i++) mbar_init(&s.full[i], 1), mbar_init(&s.empty[i], 8);
+        for (int i = 0; i < 2; i++) mbar_init(&s.kv_full[i], 1), mbar_init(&s.kv_empty[i], 8);
+        for (int i = 0; i < 2; i++) mbar_init(&s.dq_full[i], 1);
+        asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
+    }
+    __syncthreads();
+    if (wg == 2) {
+        asm volatile("setmaxnreg.dec.sync.aligned.u32 24;");
+        if (tid == 0) {
+            int stage = 0, phase = 0, kvn = 0;
+            for (int item = blockIdx.x; item < items; item += gridDim.x) {
+                const int b = item / a.H, h = item % a.H, row0 = b * T;
+                const float *lse = a.lse + (int64_t)item * T, *delta = a.delta + (int64_t)item * T;
+                for (int j = 0; j < nkv; j++, kvn++) {
+                    const int buf = kvn & 1;
+                    mbar_wait(&s.kv_empty[buf], ((kvn >> 1) & 1) ^ 1);
+                    mbar_expect_tx(&s.kv_full[buf], 2 * BN * HD * 2);
+                    for (int half = 0; half < 2; half++) {
+                        const int r = row0 + j * BN + 64 * half;
+                        tma_load_2d(s.k[buf] + half * 64 * HD, &map_qkv, h * 3 * HD + HD, r,
+                                      &s.kv_full[buf]);
+                        tma_load_2d(s.v[buf] + half * 64 * HD, &map_qkv, h * 3 * HD + 2 * HD, r,
+                                      &s.kv_full[buf]);
+                    }
+                    for (int i = 2 * j; i < nq; i++) {
+                        mbar_wait(&s.empty[stage], phase ^ 1);
+                        mbar_expect_tx(&s.full[stage], 2 * BM * HD * 2 + 2 * BM * 4);
+                        tma_load_2d(s.q[stage], &map_qkv, h * 3 * HD, row0 + i * BM,
+                                      &s.full[stage]);
+                        tma_load_2d(s.dout[stage], &map_do, h * HD, row0 + i * BM,
+                                      &s.full[stage]);
+                        bulk_load(s.lse[stage], lse + i * BM, BM * 4, &s.full[stage]);
+                        bulk_load(s.delta[stage], delta + i * BM, BM * 4, &s.full[stage]);
+                        if (++stage == STAGES) stage = 0, phase ^= 1;
+                    }
+                }
+            }
+        }
+        return;
+    }
+    asm volatile("setmaxnreg.inc.sync.aligned.u32 240;");
+    const int c = wg, warp = tid / 32, lane = tid % 32;
+    const float LOG2E = 1.4426950408889634f, scale_log2 = a.scale * LOG2E;
+    /* the CTA's dQ partial sums of its head: per query block 4096 floats in its owner's
+       accumulator order (float4 k of thread tid at k 128 + tid), as in the staging (conflict-free
+       float4 accesses there; the TMA moves the 16 KB) */
+    float *dq_acc = a.dq_acc + (int64_t)blockIdx.x * T * HD;
+    float4 *dqs = reinterpret_cast<float4 *>(s.dqs[c]) + tid; /* this thread's float4 0 there */
+    /* this thread's accumulator places: rows r0 and r0 + 8 of a consumer's 64, columns
+       8 t + cq and the next */
+    const int r0 = 16 * warp + lane / 4, cq = 2 * (lane % 4);
+    float dk[32], dv[32], sc[32], dp[32], dq[32];
+    uint32_t pa[16], da[16]; /* P^T and dS^T as bf16 pairs: the register operands */
+    /* S^T = K Q^T and dP^T = V dO^T of a step (two wgmma groups) */
+    auto issue_sdp = [&](int st, int bf) {
+        const bf16 *kc = s.k[bf] + c * 64 * HD, *vc = s.v[bf] + c * 64 * HD;
+        wgmma_fence();
+#pragma unroll
+        for (int kk = 0; kk < 4; kk++)
+            mma_ss<0, 0>(sc, desc_sw128(kc + kk * 16), desc_sw128(s.q[st] + kk * 16), kk);
+        wgmma_commit();
+#pragma unroll
+        for (int kk = 0; kk < 4; kk++)
+            mma_ss<0, 0>(dp, desc_sw128(vc + kk * 16), desc_sw128(s.dout[st] + kk * 16), kk);
+        wgmma_commit();
+    };
+    int item = blockIdx.x, j = 0, i = 0, stage = 0, phase = 0, kvn = 0, buf = 0, loads = 0;
+    if (item >= items) return;
+#pragma unroll
+    for (int e = 0; e < 32; e++) dk[e] = 0.0f, dv[e] = 0.0f;
+    mbar_wait(&s.kv_full[0], 0);
+    mbar_wait(&s.full[0], 0);
+    issue_sdp(0, 0);
+    for (;;) {
+        const int b = item / a.H, h = item % a.H, row0 = b * T;
+        const bool owner = (i & 1) == c, last = i / 2 == j;
+        float *acc = dq_acc + i * (BM * HD);
+        if (owner && last && j > 0 && tid == 0) {
+            /* the sum so far of this query block's dQ into the staging, early: after this
+               thread's earlier bulk copies (the block's partial sums among them) are done */
+            bulk_wait_all();
+            mbar_expect_tx(&s.dq_full[c], BM * HD * 4);
+            bulk_load(s.dqs[c], acc, BM * HD * 4, &s.dq_full[c]);
+        }
+        const float *lse = s.lse[stage], *delta = s.delta[stage];
+        const int kv_row = j * BN + c * 64 + r0; /* this thread's first key row in the head */
+        wgmma_wait<1>();
+        fence_operands<32>(sc);
+        const bool diagonal = i <= 2 * j + 1;
+#pragma unroll
+        for (int t = 0; t < 8; t++)
+#pragma unroll
+            for (int e = 0; e < 4; e++) {
+                const int col = 8 * t + cq + (e & 1), row = kv_row + 8 * (e >> 1);
+                float p = exp2f_approx(fmaf(sc[4 * t + e], scale_log2, -lse[col] * LOG2E));
+                if (diagonal && row > i * BM + col) p = 0.0f;
+                sc[4 * t + e] = p;
+            }
+        wgmma_wait<0>();
+        fence_operands<32>(dp);
+#pragma unroll
+        for (int m = 0; m < 16; m++) {
+            const int t = m / 2, e = 2 * (m & 1), col = 8 * t + cq;
+            const float p0 = sc[4 * t + e], p1 = sc[4 * t + e + 1];
+            pa[m] = pack_bf16(p0, p1);
+            da[m] = pack_bf16(p0 * (dp[4 * t + e] - delta[col]),
+                              p1 * (dp[4 * t + e + 1] - delta[col + 1]));
+        }
+        const bf16 *qs = s.q[stage], *dos = s.dout[stage];
+        wgmma_fence();
+#pragma unroll
+        for (int kk = 0; kk < 4; kk++) mma_rs(dv, pa + 4 * kk, desc_mn_sw128(dos + kk * 16 * 64));
+#pragma unroll
+        for (int kk = 0; kk < 4; kk++) mma_rs(dk, da + 4 * kk, desc_mn_sw128(qs + kk * 16 * 64));
+        wgmma_commit();
+        /* dS^T into shared memory, the 128-byte swizzle: rows c 64 + r0 (+ 8), column group t's
+           16-byte chunk t ^ (row % 8), row % 8 = r0 % 8 */
+        {
+            unsigned char *dsb = reinterpret_cast<unsigned char *>(s.ds[i & 1]);
+#pragma unroll
+            for (int m = 0; m < 16; m++) {
+                const int t = m / 2, row = c * 64 + r0 + 8 * (m & 1);
+                *reinterpret_cast<uint32_t *>(dsb + row * 128 + ((t ^ (row & 7)) * 16) + cq * 2) =
+                    da[m];
+            }
+        }
+        fence_proxy_async();
+        consumers_sync();
+        if (owner) {
+            const bf16 *dsa = s.ds[i & 1], *kall = s.k[buf];
+#pragma unroll
+            for (int kk = 0; kk < 8; kk++)
+                mma_ss<1, 1>(dq, desc_mn_sw128(dsa + kk * 16 * 64),
+                             desc_mn_sw128(kall + kk * 16 * 64), kk);
+        }
+        wgmma_commit(); /* (empty for the other consumer: the group count stays the same) */
+        /* the next step: its S^T and dP^T under this one's tail */
+        int ni = i + 1, nj = j, nitem = item;
+        if (ni == nq) {
+            nj++, ni = 2 * nj;
+            if (nj == nkv) nitem += gridDim.x, nj = 0, ni = 0;
+        }
+        const bool has_next = nitem < items, new_kv = nj != j || nitem != item;
+        const int nstage = stage + 1 == STAGES ? 0 : stage + 1;
+        const int nphase = stage + 1 == STAGES ? phase ^ 1 : phase;
+        const int nbuf = new_kv ? buf ^ 1 : buf;
+        if (has_next) {
+            if (new_kv) mbar_wait(&s.kv_full[nbuf], ((kvn + 1) >> 1) & 1);
+            mbar_wait(&s.full[nstage], nphase);
+            issue_sdp(nstage, nbuf);
+        } else { /* two empty groups: the same count, one wait for both paths */
+            wgmma_commit();
+            wgmma_commit();
+        }
+        wgmma_wait<2>();
+        fence_operands<32>(dk);
+        fence_operands<32>(dv);
+        if (lane == 0) mbar_arrive(&s.empty[stage]);
+        if (owner) {
+            fence_operands<32>(dq);
+            if (last) { /* the sum so far (j > 0) and this part: dQ, scaled and rounded */
+                if (j > 0) mbar_wait(&s.dq_full[c], loads++ & 1);
+                bf16 *dst = a.dqkv + (int64_t)(row0 + i * BM) * a.W + h * 3 * HD;
+#pragma unroll
+                for (int t = 0; t < 8; t++) {
+                    float4 v = make_float4(dq[4 * t], dq[4 * t + 1], dq[4 * t + 2], dq[4 * t + 3]);
+                    if (j > 0) {
+                        const float4 p = dqs[t * 128];
+                        v.x += p.x, v.y += p.y, v.z += p.z, v.w += p.w;
+                    }
+                    bf16 *at = dst + (int64_t)r0 * a.W + 8 * t + cq;
+                    *reinterpret_cast<uint32_t *>(at) = pack_bf16(v.x * a.scale, v.y * a.scale);
+                    *reinterpret_cast<uint32_t *>(at + 8 * (int64_t)a.W) =
+                        pack_bf16(v.z * a.scale, v.w * a.scale);
+                }
+            } else { /* this part into the staging, and the TMA stores it (first part) or adds it */
+                if (tid == 0) bulk_wait_read_all(); /* the staging's last copy out has read it */
+                warpgroup_sync(2 + c);
+#pragma unroll
+                for (int k = 0; k < 8; k++)
+                    dqs[k * 128] =
+                        make_float4(dq[4 * k], dq[4 * k + 1], dq[4 * k + 2], dq[4 * k + 3]);
+                fence_proxy_async();
+                warpgroup_sync(2 + c);
+                if (tid == 0) {
+                    if (j == 0)
+                        bulk_store<false>(acc, s.dqs[c], BM * HD * 4);
+                    else
+                        bulk_store<true>(acc, s.dqs[c], BM * HD * 4);
+                    bulk_commit();
+                }
+            }
+        }
+        if (new_kv || !has_next) { /* the key block done: K and V free, dK and dV out */
+            if (lane == 0) mbar_arrive(&s.kv_empty[buf]);
+            bf16 *dst = a.dqkv + (int64_t)(row0 + j * BN + c * 64) * a.W + h * 3 * HD + HD;
+#pragma unroll
+            for (int t = 0; t < 8; t++)
+#pragma unroll
+                for (int rr = 0; rr < 2; rr++) {
+                    bf16 *row = dst + (int64_t)(r0 + 8 * rr) * a.W + 8 * t + cq;
+                    const int e = 4 * t + 2 * rr;
+                    *reinterpret_cast<uint32_t *>(row) =
+                        pack_bf16(dk[e] * a.scale, dk[e + 1] * a.scale);
+                    *reinterpret_cast<uint32_t *>(row + HD) = pack_bf16(dv[e], dv[e + 1]);
+                }
+#pragma unroll
+            for (int e = 0; e < 32; e++) dk[e] = 0.0f, dv[e] = 0.0f;
+            kvn++;
+        }
+        if (!has_next) {
+            if (tid == 0) bulk_wait_all(); /* no copy out still reading the staging at the exit */
+            break;
+        }
+        item = nitem, j = nj, i = ni, stage = nstage, phase = nphase, buf = nbuf;
+    }
+}
+
+/* Delta [B, H, T] = rowsum(dO * O) per head, in fp32: eight threads a (row, head), 8 columns
+ * each. */
+__global__ void delta_kernel(float *delta, const bf16 *dout, const bf16 *out, int64_t N, int T,
+                             int H)
+{
+    const int64_t g = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
+    const int64_t unit = g / 8; /* (row, head) */
+    const int part = (int)(g % 8);
+    float sum = 0.0f;
+    if (unit < N * H) {
+        const int64_t n = unit / H;
+        const int h = (int)(unit % H);
+        const int64_t at = n * (int64_t)H * HD + h * HD + part * 8;
+        const uint4 x = *reinterpret_cast<const uint4 *>(dout + at);
+        const uint4 y = *reinterpret_cast<const uint4 *>(out + at);
+        const __nv_bfloat162 *xa = reinterpret_cast<const __nv_bfloat162 *>(&x);
+        const __nv_bfloat162 *ya = reinterpret_cast<const __nv_bfloat162 *>(&y);
+#pragma unroll
+        for (int k = 0; k < 4; k++) {
+            const float2 u = __bfloat1622float2(xa[k]), v = __bfloat1622float2(ya[k]);
+            sum = fmaf(u.x, v.x, fmaf(u.y, v.y, sum));
+        }
+    }
+#pragma unroll
+    for (int o = 4; o > 0; o /= 2) sum += __shfl_xor_sync(0xffffffffu, sum, o);
+    if (unit < N * H && part == 0) {
+        const int64_t n = unit / H;
+        const int h = (int)(unit % H);
+        const int64_t b = n / T, t = n % T;
+        delta[(b * H + h) * T + t] = sum;
+    }
+}
+
+} /* namespace flash */
+
+bool flash_backward_fits(struct attention_shape s, enum dtype dt, float dropout_p, const void *dqkv,
+                         const void *qkv, const void *dout, const void *out, const void *lse)
+{
+    const struct cuda_context *ctx = cuda_ctx();
+    return ctx->hopper_gemm && (ctx->flash_backward || ctx->deterministic) && dt == DT_BF16 &&
+           dropout_p == 0.0f && s.head_dim == 64 && s.heads == s.groups && s.seq % 128 == 0 &&
+           s.seq > 0 &&
+           s.batch > 0 && s.batch * s.seq < INT32_MAX && (int64_t)s.batch * s.heads < INT32_MAX &&
+           cuda_aligned16(dqkv) && cuda_aligned16(qkv) && cuda_aligned16(dout) &&
+           cuda_aligned16(out) && cuda_aligned16(lse);
+}
+
+void flash_backward(void *dqkv, const void *dout, const void *qkv, const float *lse,
+                    const void *out, struct attention_shape s)
+{
+    struct cuda_context *ctx = cuda_ctx();
+    const int64_t N = s.batch * s.seq, H = s.heads, W = 3 * H * flash::HD;
+    const int64_t items = s.batch * H;
+    const int grid = (int)(items < ctx->sm_count ? items : ctx->sm_count);
+    const size_t delta_bytes = cuda_align256((size_t)items * s.seq * sizeof(float));
+    char *scratch = (char *)cuda_scratch(delta_bytes + (size_t)grid * s.seq * flash::HD * 4);
+    float *delta = (float *)scratch, *dq_acc = (float *)(scratch + delta_bytes);
+    const int64_t units = N * H * 8;
+    flash::delta_kernel<<<(unsigned)((units + 255) / 256), 256, 0, ctx->stream>>>(
+        delta, (const bf16 *)dout, (const bf16 *)out, N, (int)s.seq, (int)H);
+    CUDA_CHECK_LAUNCH("flash delta_kernel");
+    CUtensorMap map_qkv = hopper_tensor_map(qkv, N, W, 64, 64),
+                map_do = hopper_tensor_map(dout, N, H * flash::HD, 64, 64);
+    flash::args a;
+    a.dqkv = (bf16 *)dqkv;
+    a.lse = lse;
+    a.delta = delta;
+    a.dq_acc = dq_acc;
+    a.T = (int)s.seq, a.H = (int)H, a.W = (int)W, a.items = (int)items;
+    a.scale = 0.125f; /* 1 / sqrt(64) */
+    if (!ctx->flash_smem_set) {
+        CUDA_CHECK(cudaFuncSetAttribute(flash::flash_backward_kernel,
+                                        cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                        (int)flash::smem_bytes()));
+        ctx->flash_smem_set = true;
+    }
+    flash::flash_backward_kernel<<<(unsigned)grid, flash::THREADS, flash::smem_bytes(),
+                                   ctx->stream>>>(map_qkv, map_do, a);
+    CUDA_CHECK_LAUNCH("flash_backward_kernel");
+}
