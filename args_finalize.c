@@ -129,6 +129,9 @@ static int finalize_attention(struct config *c, char *err, size_t errlen)
     if (c->ffn_hidden_size % tp != 0)
         return args_fail(err, errlen, "--ffn-hidden-size %" PRI ": must be a multiple of --tensor-model-parallel-size = %"
                     PRI "; change one of them", c->ffn_hidden_size, tp);
+    if (c->deterministic_mode && c->use_flash_attn) /* Megatron's validate_args refuses it too */
+        return args_fail(err, errlen, "--use-flash-attn: Flash attention can not be used in deterministic mode "
+                    "(--deterministic-mode); drop one of them");
     return 0;
 }
 

@@ -255,6 +255,22 @@ static void test_attention_backends_are_accepted(void **state)
     expect_error(CMD_PRETRAIN, 1, BASE "--attention-backend cudnn", "--attention-backend");
 }
 
+/* --deterministic-mode is taken (the GPU's kernels are picked at start-up, train.c); with
+ * --use-flash-attn it is refused, as Megatron's validate_args refuses it. */
+static void test_deterministic_mode_is_taken_and_refuses_flash_attn(void **state)
+{
+    (void)state;
+    struct run r;
+    assert_int_equal(run(&r, CMD_PRETRAIN, 1, BASE "--deterministic-mode"), 0);
+    assert_true(r.cfg.deterministic_mode);
+    done(&r);
+    assert_int_equal(run(&r, CMD_PRETRAIN, 1, BASE), 0);
+    assert_false(r.cfg.deterministic_mode);
+    done(&r);
+    expect_error(CMD_PRETRAIN, 1, BASE "--deterministic-mode --use-flash-attn",
+                 "can not be used in deterministic mode");
+}
+
 /* Megatron's OptimizerParamScheduler refuses both ways of resolving a resumed schedule at once. */
 static void test_scheduler_override_and_use_checkpoint_exclude_each_other(void **state)
 {
@@ -690,6 +706,7 @@ int main(void)
         cmocka_unit_test(test_unsupported_megatron_flags_are_rejected_by_name),
         cmocka_unit_test(test_transformer_impl_local_and_transformer_engine_are_accepted),
         cmocka_unit_test(test_attention_backends_are_accepted),
+        cmocka_unit_test(test_deterministic_mode_is_taken_and_refuses_flash_attn),
         cmocka_unit_test(test_log_timers_to_tensorboard_refuses_phase_timers),
         cmocka_unit_test(test_scheduler_override_and_use_checkpoint_exclude_each_other),
         cmocka_unit_test(test_value_errors_are_one_line),

@@ -142,16 +142,16 @@ struct cuda_context {
        each kernel (one output or two, variant) that fit at once (0: not asked yet), and the
        driver's cuTensorMapEncodeTiled */
     bool hopper_gemm;
-    /* attention's backward of our own (flash_backward.cu) where it applies, instead of cuDNN's:
-       on with MEGATRON_FLASH_BACKWARD=1; its kernel's shared memory allowed once */
-    bool flash_backward, flash_smem_set;
-    bool deterministic; /* --deterministic-mode (cuda_set_deterministic) */
     int hopper_forced;
     int hopper_clusters[2][HOPPER_GEMM_VARIANTS];
     int hopper_ce_clusters[2]; /* the same for output_layer_ce.cu's two kernels */
     int hopper_saved_clusters[2][HOPPER_GEMM_VARIANTS]; /* and the saved-gelu' ones (fwd, bwd) */
     struct hopper_choice saved_choice[CUDA_SAVED_CHOICES];
     int num_saved_choices;
+    /* attention's backward of our own (flash_backward.cu) where it applies, instead of cuDNN's:
+       on with MEGATRON_FLASH_BACKWARD=1; its kernel's shared memory allowed once */
+    bool flash_backward, flash_smem_set;
+    bool deterministic; /* --deterministic-mode (cuda_set_deterministic) */
     bool fused_mlp;            /* linear.cu may keep gelu'(pre) (unless MEGATRON_FUSED_MLP=0) */
     bool fused_ce;             /* output_layer_ce.cu may fuse (unless MEGATRON_FUSED_CE=0) */
     bool fused_residual;       /* linear.cu adds a residual in the GEMM (MEGATRON_FUSED_RESIDUAL) */
