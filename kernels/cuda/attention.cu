@@ -757,9 +757,7 @@ bool cuda_attention_force_flash_backward(bool on)
 
 bool cuda_attention_flash_backward_applies(struct attention_shape s, enum dtype dt, float dropout_p)
 {
-    static const int16_t aligned[8] = {0}; /* any 16-byte aligned place: only the shape is asked */
-    const void *p = (const void *)(((uintptr_t)aligned + 15) & ~(uintptr_t)15);
-    return flash_backward_fits(s, dt, dropout_p, p, p, p, p, p);
+    return flash_backward_takes(s, dt, dropout_p);
 }
 
 /* Declared in cuda_ops.h: cuda_attention_dry_run for the 16-bit type dt (DT_BF16 or DT_F16) and

@@ -468,8 +468,9 @@ const char *hopper_gemm_variant_name(int v);
 /* Causal attention's backward of our own (flash_backward.cu) for attention shape s with its
  * tensors at these places (attention.cu's layouts: dqkv and qkv [B T, 3 n 64], dout and out
  * [B T, n 64], lse [B, n, T]), on the backend's stream; only where flash_backward_fits says it
- * applies (this device and the switch, bf16, head dimension 64, n = g, no dropout, T % 128 == 0,
- * 16-byte aligned tensors). */
+ * applies: flash_backward_takes (this device and the switch, bf16, head dimension 64, n = g, no
+ * dropout, T % 128 == 0) and 16-byte aligned tensors. */
+bool flash_backward_takes(struct attention_shape s, enum dtype dt, float dropout_p);
 bool flash_backward_fits(struct attention_shape s, enum dtype dt, float dropout_p, const void *dqkv,
                          const void *qkv, const void *dout, const void *out, const void *lse);
 void flash_backward(void *dqkv, const void *dout, const void *qkv, const float *lse,

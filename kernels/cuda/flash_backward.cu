@@ -419,16 +419,21 @@ __global__ void delta_kernel(float *delta, const bf16 *dout, const bf16 *out, in
 
 } /* namespace flash */
 
-bool flash_backward_fits(struct attention_shape s, enum dtype dt, float dropout_p, const void *dqkv,
-                         const void *qkv, const void *dout, const void *out, const void *lse)
+bool flash_backward_takes(struct attention_shape s, enum dtype dt, float dropout_p)
 {
     const struct cuda_context *ctx = cuda_ctx();
     return ctx->hopper_gemm && (ctx->flash_backward || ctx->deterministic) && dt == DT_BF16 &&
            dropout_p == 0.0f && s.head_dim == 64 && s.heads == s.groups && s.seq % 128 == 0 &&
-           s.seq > 0 &&
-           s.batch > 0 && s.batch * s.seq < INT32_MAX && (int64_t)s.batch * s.heads < INT32_MAX &&
-           cuda_aligned16(dqkv) && cuda_aligned16(qkv) && cuda_aligned16(dout) &&
-           cuda_aligned16(out) && cuda_aligned16(lse);
+           s.seq > 0 && s.batch > 0 && s.batch * s.seq < INT32_MAX &&
+           (int64_t)s.batch * s.heads < INT32_MAX;
+}
+
+bool flash_backward_fits(struct attention_shape s, enum dtype dt, float dropout_p, const void *dqkv,
+                         const void *qkv, const void *dout, const void *out, const void *lse)
+{
+    return flash_backward_takes(s, dt, dropout_p) && cuda_aligned16(dqkv) &&
+           cuda_aligned16(qkv) && cuda_aligned16(dout) && cuda_aligned16(out) &&
+           cuda_aligned16(lse);
 }
 
 void flash_backward(void *dqkv, const void *dout, const void *qkv, const float *lse,
