@@ -31,9 +31,6 @@
  * consumers write dS^T (bf16) to shared memory and meet at a barrier; consumer i % 2 then
  * multiplies it (two dS buffers by i's parity, so that writing the next step's never waits for
  * that product). A step's S^T and dP^T are issued under the previous step's tail. */
-#include <math.h>
-#include <stdio.h>
-
 #include "kernels/cuda/cuda_common.h"
 #include "kernels/cuda/hopper_gemm.cuh"
 
@@ -60,18 +57,6 @@ struct smem {
 constexpr size_t smem_bytes() { return sizeof(smem) + 1024; }
 static_assert(smem_bytes() <= 227 * 1024, "the layout fits a Hopper CTA's shared memory");
 
-/* A bulk copy of bytes (a multiple of 16) from global src to shared dst, completing on bar. */
-__device__ __forceinline__ void bulk_load(void *dst, const void *src, uint32_t bytes, uint64_t *bar)
-{
-    asm volatile("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes"
-                 " [%0], [%1], %2, [%3];" ::"r"(smem_u32(dst)),
-                 "l"(src), "r"(bytes), "r"(smem_u32(bar))
-                 : "memory");
-}
-
-#define FACC8(i) "+f"(d[i]), "+f"(d[i + 1]), "+f"(d[i + 2]), "+f"(d[i + 3]), \
-                 "+f"(d[i + 4]), "+f"(d[i + 5]), "+f"(d[i + 6]), "+f"(d[i + 7])
-#define FACC32 FACC8(0), FACC8(8), FACC8(16), FACC8(24)
 #define D32 "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, " \
             "%18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31}"
 
@@ -83,7 +68,7 @@ __device__ __forceinline__ void mma_ss(float *d, uint64_t da, uint64_t db, int a
     asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %34, 0;\n"
                  "wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 " D32
                  ", %32, %33, p, 1, 1, %35, %36;\n}\n"
-                 : FACC32
+                 : ACC16(0), ACC16(16)
                  : "l"(da), "l"(db), "r"(accumulate), "n"(TA), "n"(TB));
 }
 
@@ -94,14 +79,8 @@ __device__ __forceinline__ void mma_rs(float *d, const uint32_t *a, uint64_t db)
     asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, 1, 0;\n"
                  "wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 " D32
                  ", {%32, %33, %34, %35}, %36, p, 1, 1, 1;\n}\n"
-                 : FACC32
+                 : ACC16(0), ACC16(16)
                  : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(db));
-}
-
-__device__ __forceinline__ uint32_t pack_bf16(float lo, float hi)
-{
-    __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
-    return *reinterpret_cast<uint32_t *>(&v);
 }
 
 /* Both consumer warpgroups (named barrier 1). */
@@ -120,27 +99,6 @@ __device__ __forceinline__ void bulk_store(float *dst, const void *src, uint32_t
         asm volatile("cp.async.bulk.global.shared::cta.bulk_group [%0], [%1], %2;" ::"l"(dst),
                      "r"(smem_u32(src)), "r"(bytes)
                      : "memory");
-}
-
-/* Every bulk group of this thread has read its shared memory. */
-__device__ __forceinline__ void bulk_wait_read_all()
-{
-    asm volatile("cp.async.bulk.wait_group.read 0;" ::: "memory");
-}
-
-/* wgmma's fence (registers written before it, read by the wgmmas after), group commit and
-   wait (at most N groups of this warpgroup still in flight) */
-__device__ __forceinline__ void wgmma_fence()
-{
-    asm volatile("wgmma.fence.sync.aligned;" ::: "memory");
-}
-__device__ __forceinline__ void wgmma_commit()
-{
-    asm volatile("wgmma.commit_group.sync.aligned;" ::: "memory");
-}
-template <int N> __device__ __forceinline__ void wgmma_wait()
-{
-    asm volatile("wgmma.wait_group.sync.aligned %0;" ::"n"(N) : "memory");
 }
 
 struct args {
@@ -270,8 +228,8 @@ flash_backward_kernel(const __grid_constant__ CUtensorMap map_qkv,
         for (int m = 0; m < 16; m++) {
             const int t = m / 2, e = 2 * (m & 1), col = 8 * t + cq;
             const float p0 = sc[4 * t + e], p1 = sc[4 * t + e + 1];
-            pa[m] = pack_bf16(p0, p1);
-            da[m] = pack_bf16(p0 * (dp[4 * t + e] - delta[col]),
+            pa[m] = lp_pack2<bf16>(p0, p1);
+            da[m] = lp_pack2<bf16>(p0 * (dp[4 * t + e] - delta[col]),
                               p1 * (dp[4 * t + e + 1] - delta[col + 1]));
         }
         const bf16 *qs = s.q[stage], *dos = s.dout[stage];
@@ -337,9 +295,10 @@ flash_backward_kernel(const __grid_constant__ CUtensorMap map_qkv,
                         v.x += p.x, v.y += p.y, v.z += p.z, v.w += p.w;
                     }
                     bf16 *at = dst + (int64_t)r0 * a.W + 8 * t + cq;
-                    *reinterpret_cast<uint32_t *>(at) = pack_bf16(v.x * a.scale, v.y * a.scale);
+                    *reinterpret_cast<uint32_t *>(at) =
+                        lp_pack2<bf16>(v.x * a.scale, v.y * a.scale);
                     *reinterpret_cast<uint32_t *>(at + 8 * (int64_t)a.W) =
-                        pack_bf16(v.z * a.scale, v.w * a.scale);
+                        lp_pack2<bf16>(v.z * a.scale, v.w * a.scale);
                 }
             } else { /* this part into the staging, and the TMA stores it (first part) or adds it */
                 if (tid == 0) bulk_wait_read_all(); /* the staging's last copy out has read it */
@@ -369,8 +328,8 @@ flash_backward_kernel(const __grid_constant__ CUtensorMap map_qkv,
                     bf16 *row = dst + (int64_t)(r0 + 8 * rr) * a.W + 8 * t + cq;
                     const int e = 4 * t + 2 * rr;
                     *reinterpret_cast<uint32_t *>(row) =
-                        pack_bf16(dk[e] * a.scale, dk[e + 1] * a.scale);
-                    *reinterpret_cast<uint32_t *>(row + HD) = pack_bf16(dv[e], dv[e + 1]);
+                        lp_pack2<bf16>(dk[e] * a.scale, dk[e + 1] * a.scale);
+                    *reinterpret_cast<uint32_t *>(row + HD) = lp_pack2<bf16>(dv[e], dv[e + 1]);
                 }
 #pragma unroll
             for (int e = 0; e < 32; e++) dk[e] = 0.0f, dv[e] = 0.0f;

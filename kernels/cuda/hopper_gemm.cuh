@@ -3,8 +3,9 @@
  * output_layer_probe.cu).
  *
  * The PTX wrappers: mbarriers (a stage's "full" and "empty" handshakes), bulk tensor copies (TMA)
- * into shared memory, multicast to a cluster's CTAs and back out to global memory, wgmma over
- * operands in shared memory in the 128-byte swizzle, and the fences between them.
+ * into shared memory, multicast to a cluster's CTAs and back out to global memory, plain bulk
+ * copies, wgmma over operands in shared memory in the 128-byte swizzle (and its fence, commit and
+ * wait), and the fences between them.
  *
  * pingpong_kernel: y = x w^T (+ bias) for x [N, K] and w [F, K] (bf16, K contiguous), out0 = y
  * and, with OUTS 2, out1 = act(y rounded to bf16), both [N, F] bf16; with OUTS 3 (a measurement
@@ -361,6 +362,36 @@ __device__ __forceinline__ void bulk_wait_all()
 __device__ __forceinline__ void bulk_wait_read_but_one()
 {
     asm volatile("cp.async.bulk.wait_group.read 1;" ::: "memory");
+}
+
+/* Every bulk group of this thread has read its shared memory. */
+__device__ __forceinline__ void bulk_wait_read_all()
+{
+    asm volatile("cp.async.bulk.wait_group.read 0;" ::: "memory");
+}
+
+/* A bulk copy of bytes (a multiple of 16) from global src to shared dst, completing on bar. */
+__device__ __forceinline__ void bulk_load(void *dst, const void *src, uint32_t bytes, uint64_t *bar)
+{
+    asm volatile("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes"
+                 " [%0], [%1], %2, [%3];" ::"r"(smem_u32(dst)),
+                 "l"(src), "r"(bytes), "r"(smem_u32(bar))
+                 : "memory");
+}
+
+/* wgmma's fence (registers written before it, read by the wgmmas after), group commit and
+   wait (at most N groups of this warpgroup still in flight) */
+__device__ __forceinline__ void wgmma_fence()
+{
+    asm volatile("wgmma.fence.sync.aligned;" ::: "memory");
+}
+__device__ __forceinline__ void wgmma_commit()
+{
+    asm volatile("wgmma.commit_group.sync.aligned;" ::: "memory");
+}
+template <int N> __device__ __forceinline__ void wgmma_wait()
+{
+    asm volatile("wgmma.wait_group.sync.aligned %0;" ::"n"(N) : "memory");
 }
 
 /* A 32-bit load from shared memory at addr (volatile: kept after the barriers before it). */
