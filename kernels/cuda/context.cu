@@ -121,7 +121,8 @@ void cuda_init(int device_index)
     const char *res = getenv("MEGATRON_FUSED_RESIDUAL");
     g_ctx.fused_residual = !(res && strcmp(res, "0") == 0);
     const char *flash = getenv("MEGATRON_FLASH_BACKWARD");
-    g_ctx.flash_backward = g_ctx.hopper_gemm && flash && strcmp(flash, "1") == 0;
+    g_ctx.flash_backward = g_ctx.hopper_gemm && flash && (strcmp(flash, "1") == 0 || strcmp(flash, "2") == 0);
+    g_ctx.flash_split = g_ctx.flash_backward && strcmp(flash, "2") == 0;
     g_ctx.device = device_index;
     g_ctx.ready = true;
 }
@@ -151,6 +152,27 @@ void *cuda_scratch(size_t bytes)
     c->scratch_bytes = grown;
     count_bytes(c, grown, true);
     return c->scratch;
+}
+
+void *cuda_zeroed(size_t bytes)
+{
+    struct cuda_context *c = cuda_ctx();
+    if (bytes <= c->zeroed_bytes) return c->zeroed;
+    if (cuda_capturing())
+        BUG("cuda_zeroed: %zu bytes needed while a CUDA graph is captured (%zu held): an op of the step "
+            "ran for the first time in the capture", bytes, c->zeroed_bytes);
+    CUDA_CHECK(cudaStreamSynchronize(c->stream));
+    CUDA_CHECK(cudaFree(c->zeroed));
+    count_bytes(c, c->zeroed_bytes, false);
+    c->memory_epoch++;
+    size_t grown = cuda_align256(bytes + bytes / 4);
+    c->zeroed = NULL;
+    c->zeroed_bytes = 0;
+    CUDA_CHECK(cudaMalloc(&c->zeroed, grown));
+    CUDA_CHECK(cudaMemsetAsync(c->zeroed, 0, grown, c->stream));
+    c->zeroed_bytes = grown;
+    count_bytes(c, grown, true);
+    return c->zeroed;
 }
 
 void cuda_need(const char *op, const char *name, struct tensor t, enum dtype dt)

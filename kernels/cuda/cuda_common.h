@@ -121,6 +121,8 @@ struct cuda_context {
     size_t lt_workspace_bytes;
     void *scratch;           /* grow-only temporaries of one op (partial sums, sort buffers, ...) */
     size_t scratch_bytes;
+    void *zeroed; /* grow-only, all zero whenever an op starts (cuda_zeroed) */
+    size_t zeroed_bytes;
     uint64_t memory_epoch;   /* counts the frees of memory a captured graph may use (graph.cu) */
     struct cuda_memory memory;  /* the memory report's counts */
     struct cuda_block *blocks; /* what cuda_alloc handed out */
@@ -151,6 +153,7 @@ struct cuda_context {
     /* attention's backward of our own (flash_backward.cu) where it applies, instead of cuDNN's:
        on with MEGATRON_FLASH_BACKWARD=1; its kernel's shared memory allowed once */
     bool flash_backward, flash_smem_set;
+    bool flash_split; /* MEGATRON_FLASH_BACKWARD=2: key blocks as work items (experiment) */
     bool deterministic; /* --deterministic-mode (cuda_set_deterministic) */
     bool fused_mlp;            /* linear.cu may keep gelu'(pre) (unless MEGATRON_FUSED_MLP=0) */
     bool fused_ce;             /* output_layer_ce.cu may fuse (unless MEGATRON_FUSED_CE=0) */
@@ -166,6 +169,11 @@ struct cuda_context *cuda_ctx(void);
 /* Device scratch of at least bytes, valid until the next call of cuda_scratch. It grows (after a
  * stream sync) and never shrinks, so steady-state steps allocate nothing. */
 void *cuda_scratch(size_t bytes);
+
+/* Device memory of at least bytes, all zero when an op starts: the op that uses it leaves it zero
+ * again (accumulators that the op's last reader clears). It grows as cuda_scratch does, zeroed,
+ * and is the same memory for every op. */
+void *cuda_zeroed(size_t bytes);
 
 /* Carves consecutive 256-byte aligned pieces out of one scratch request. */
 static inline size_t cuda_align256(size_t n) { return (n + 255) & ~(size_t)255; }

@@ -48,10 +48,14 @@ struct smem {
     bf16 q[STAGES][BM * HD]; /* a step's Q_i and dO_i */
     bf16 dout[STAGES][BM * HD];
     bf16 ds[2][BN * BM];   /* dS^T of a step [key row][query row], by the step's parity */
-    float dqs[2][BM * HD]; /* consumer c's dQ staging (partial sums out, the sum so far in) */
+    float dqs[2][BM * HD];  /* consumer c's dQ staging: partial sums out */
+    float dqin[2][BM * HD]; /* and the sum so far in */
     float lse[STAGES][BM];
     float delta[STAGES][BM];
     uint64_t full[STAGES], empty[STAGES], kv_full[2], kv_empty[2], dq_full[2];
+    int kv_work[2]; /* SPLIT: the work item of each K/V buffer (-1: none left) */
+    uint64_t dq_staged[2], dq_free[2]; /* SPLIT: consumer c's staging filled / read */
+    int staged[2]; /* SPLIT: the query block (item nq + i) in consumer c's staging (-1: none left) */
 };
 
 constexpr size_t smem_bytes() { return sizeof(smem) + 1024; }
@@ -105,19 +109,71 @@ struct args {
     bf16 *dqkv;         /* [B T, W] */
     const float *lse;   /* [B, H, T] natural log */
     const float *delta; /* [B, H, T] */
-    float *dq_acc;      /* [gridDim.x, T, 64] */
+    float *dq_acc;      /* [gridDim.x, T, 64]; SPLIT: [B H, T, 64], zero, left zero */
+    int *counts;        /* SPLIT: [B H, T / 64] parts added to each query block, zero, left zero */
+    int *work;          /* SPLIT: the next work item to take, zeroed */
     int T, H, W;        /* W: qkv's row (3 H 64) */
     int items;          /* B H heads */
     float scale;        /* 1 / sqrt(64) */
 };
 
+/* SPLIT: the warp that adds consumer c's dQ partial sums into the shared sums (a.dq_acc, zero
+ * before the kernel) and counts them (a.counts); the last of a query block's i / 2 + 1 parts
+ * (key blocks 0 .. i / 2) converts the sum into dqkv and leaves the sums and count zero again. */
+__device__ __forceinline__ void dq_writer(smem &s, const args &a, int c, int lane, int nq)
+{
+    int n = 0, loads = 0;
+    for (;; n++) {
+        mbar_wait(&s.dq_staged[c], n & 1);
+        const int idx = s.staged[c];
+        if (idx < 0) break;
+        float *sum = a.dq_acc + (int64_t)idx * BM * HD;
+        int last = 0;
+        if (lane == 0) {
+            bulk_store<true>(sum, s.dqs[c], BM * HD * 4);
+            bulk_commit();
+            bulk_wait_read_all();
+            mbar_arrive(&s.dq_free[c]); /* the staging read: the consumer may fill it again */
+            bulk_wait_all();            /* added */
+            asm volatile("fence.proxy.async.global;" ::: "memory");
+            __threadfence();
+            last = atomicAdd(a.counts + idx, 1) == (idx % nq) / 2;
+            if (last) {
+                a.counts[idx] = 0;
+                __threadfence(); /* every part added before the sum is read */
+                asm volatile("fence.proxy.async.global;" ::: "memory");
+                fence_proxy_async(); /* dqin's last reads before the copy's writes */
+                mbar_expect_tx(&s.dq_full[c], BM * HD * 4);
+                bulk_load(s.dqin[c], sum, BM * HD * 4, &s.dq_full[c]);
+            }
+        }
+        if (!__shfl_sync(0xffffffffu, last, 0)) continue;
+        mbar_wait(&s.dq_full[c], loads++ & 1);
+        const int it = idx / nq, qi = idx % nq;
+        bf16 *dst = a.dqkv + (int64_t)((it / a.H) * a.T + qi * BM) * a.W + (it % a.H) * 3 * HD;
+        const float4 *in = reinterpret_cast<const float4 *>(s.dqin[c]);
+        float4 *z = reinterpret_cast<float4 *>(sum);
+        for (int e = lane; e < BM * HD / 4; e += 32) { /* float4 k of owner thread t at k 128 + t */
+            const int t = e % 128, row = 16 * (t / 32) + (t % 32) / 4, col = 8 * (e / 128) + 2 * (t % 4);
+            const float4 v = in[e];
+            bf16 *at = dst + (int64_t)row * a.W + col;
+            *reinterpret_cast<uint32_t *>(at) = lp_pack2<bf16>(v.x * a.scale, v.y * a.scale);
+            *reinterpret_cast<uint32_t *>(at + 8 * (int64_t)a.W) = lp_pack2<bf16>(v.z * a.scale, v.w * a.scale);
+            z[e] = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+        }
+        __syncwarp();
+    }
+}
+
+template <bool SPLIT>
 __global__ void __launch_bounds__(THREADS, 1)
 flash_backward_kernel(const __grid_constant__ CUtensorMap map_qkv,
                       const __grid_constant__ CUtensorMap map_do, const args a)
 {
     extern __shared__ unsigned char raw[];
-    smem &s = *reinterpret_cast<smem *>((reinterpret_cast<uintptr_t>(raw) + 1023) &
-                                        ~(uintptr_t)1023);
+    /* aligned to 1024 bytes by an offset from raw (not through an integer), so that the
+       compiler knows every access through s is to shared memory */
+    smem &s = *reinterpret_cast<smem *>(raw + ((1024 - (smem_u32(raw) & 1023)) & 1023));
     /* the warpgroup through a shuffle: uniform to the compiler, so that the wgmmas under a
        consumer's branches are not serialized */
     const int wg = __shfl_sync(0xffffffffu, (int)threadIdx.x / 128, 0), tid = threadIdx.x % 128;
@@ -126,7 +182,8 @@ flash_backward_kernel(const __grid_constant__ CUtensorMap map_qkv,
         /* the empties: lane 0 of each consumer warp, after its own wait for the wgmmas */
         for (int i = 0; i < STAGES; i++) mbar_init(&s.full[i], 1), mbar_init(&s.empty[i], 8);
         for (int i = 0; i < 2; i++) mbar_init(&s.kv_full[i], 1), mbar_init(&s.kv_empty[i], 8);
-        for (int i = 0; i < 2; i++) mbar_init(&s.dq_full[i], 1);
+        for (int i = 0; i < 2; i++)
+            mbar_init(&s.dq_full[i], 1), mbar_init(&s.dq_staged[i], 1), mbar_init(&s.dq_free[i], 1);
         asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
     }
     __syncthreads();
@@ -134,43 +191,59 @@ flash_backward_kernel(const __grid_constant__ CUtensorMap map_qkv,
         asm volatile("setmaxnreg.dec.sync.aligned.u32 24;");
         if (tid == 0) {
             int stage = 0, phase = 0, kvn = 0;
-            for (int item = blockIdx.x; item < items; item += gridDim.x) {
+            /* one key block of a head: K_j, V_j, then each step's Q_i, dO_i, lse_i, Delta_i */
+            auto load_block = [&](int item, int j) {
                 const int b = item / a.H, h = item % a.H, row0 = b * T;
                 const float *lse = a.lse + (int64_t)item * T, *delta = a.delta + (int64_t)item * T;
-                for (int j = 0; j < nkv; j++, kvn++) {
-                    const int buf = kvn & 1;
-                    mbar_wait(&s.kv_empty[buf], ((kvn >> 1) & 1) ^ 1);
-                    mbar_expect_tx(&s.kv_full[buf], 2 * BN * HD * 2);
-                    for (int half = 0; half < 2; half++) {
-                        const int r = row0 + j * BN + 64 * half;
-                        tma_load_2d(s.k[buf] + half * 64 * HD, &map_qkv, h * 3 * HD + HD, r,
-                                      &s.kv_full[buf]);
-                        tma_load_2d(s.v[buf] + half * 64 * HD, &map_qkv, h * 3 * HD + 2 * HD, r,
-                                      &s.kv_full[buf]);
-                    }
-                    for (int i = 2 * j; i < nq; i++) {
-                        mbar_wait(&s.empty[stage], phase ^ 1);
-                        mbar_expect_tx(&s.full[stage], 2 * BM * HD * 2 + 2 * BM * 4);
-                        tma_load_2d(s.q[stage], &map_qkv, h * 3 * HD, row0 + i * BM,
-                                      &s.full[stage]);
-                        tma_load_2d(s.dout[stage], &map_do, h * HD, row0 + i * BM,
-                                      &s.full[stage]);
-                        bulk_load(s.lse[stage], lse + i * BM, BM * 4, &s.full[stage]);
-                        bulk_load(s.delta[stage], delta + i * BM, BM * 4, &s.full[stage]);
-                        if (++stage == STAGES) stage = 0, phase ^= 1;
-                    }
+                const int buf = kvn & 1;
+                mbar_wait(&s.kv_empty[buf], ((kvn >> 1) & 1) ^ 1);
+                if (SPLIT) s.kv_work[buf] = item * nkv + j;
+                mbar_expect_tx(&s.kv_full[buf], 2 * BN * HD * 2);
+                for (int half = 0; half < 2; half++) {
+                    const int r = row0 + j * BN + 64 * half;
+                    tma_load_2d(s.k[buf] + half * 64 * HD, &map_qkv, h * 3 * HD + HD, r,
+                                &s.kv_full[buf]);
+                    tma_load_2d(s.v[buf] + half * 64 * HD, &map_qkv, h * 3 * HD + 2 * HD, r,
+                                &s.kv_full[buf]);
                 }
+                for (int i = 2 * j; i < nq; i++) {
+                    mbar_wait(&s.empty[stage], phase ^ 1);
+                    mbar_expect_tx(&s.full[stage], 2 * BM * HD * 2 + 2 * BM * 4);
+                    tma_load_2d(s.q[stage], &map_qkv, h * 3 * HD, row0 + i * BM, &s.full[stage]);
+                    tma_load_2d(s.dout[stage], &map_do, h * HD, row0 + i * BM, &s.full[stage]);
+                    bulk_load(s.lse[stage], lse + i * BM, BM * 4, &s.full[stage]);
+                    bulk_load(s.delta[stage], delta + i * BM, BM * 4, &s.full[stage]);
+                    if (++stage == STAGES) stage = 0, phase ^= 1;
+                }
+                kvn++;
+            };
+            if (SPLIT) {
+                for (;;) {
+                    const int w = atomicAdd(a.work, 1);
+                    if (w >= items * nkv) break;
+                    load_block(w / nkv, w % nkv);
+                }
+                const int buf = kvn & 1; /* none left: said in the next buffer */
+                mbar_wait(&s.kv_empty[buf], ((kvn >> 1) & 1) ^ 1);
+                s.kv_work[buf] = -1;
+                mbar_arrive(&s.kv_full[buf]);
+            } else {
+                for (int item = blockIdx.x; item < items; item += gridDim.x)
+                    for (int j = 0; j < nkv; j++) load_block(item, j);
             }
+        } else if (SPLIT && (tid / 32 == 1 || tid / 32 == 2)) {
+            dq_writer(s, a, tid / 32 - 1, tid % 32, nq);
         }
         return;
     }
     asm volatile("setmaxnreg.inc.sync.aligned.u32 240;");
     const int c = wg, warp = tid / 32, lane = tid % 32;
     const float LOG2E = 1.4426950408889634f, scale_log2 = a.scale * LOG2E;
-    /* the CTA's dQ partial sums of its head: per query block 4096 floats in its owner's
-       accumulator order (float4 k of thread tid at k 128 + tid), as in the staging (conflict-free
-       float4 accesses there; the TMA moves the 16 KB) */
+    /* the dQ partial sums of a head (the CTA's own; SPLIT: shared by the CTAs): per query block
+       4096 floats in its owner's accumulator order (float4 k of thread tid at k 128 + tid), as
+       in the staging (conflict-free float4 accesses there; the TMA moves the 16 KB) */
     float *dq_acc = a.dq_acc + (int64_t)blockIdx.x * T * HD;
+    const float4 *dqin = reinterpret_cast<const float4 *>(s.dqin[c]) + tid;
     float4 *dqs = reinterpret_cast<float4 *>(s.dqs[c]) + tid; /* this thread's float4 0 there */
     /* this thread's accumulator places: rows r0 and r0 + 8 of a consumer's 64, columns
        8 t + cq and the next */
@@ -190,23 +263,43 @@ flash_backward_kernel(const __grid_constant__ CUtensorMap map_qkv,
             mma_ss<0, 0>(dp, desc_sw128(vc + kk * 16), desc_sw128(s.dout[st] + kk * 16), kk);
         wgmma_commit();
     };
-    int item = blockIdx.x, j = 0, i = 0, stage = 0, phase = 0, kvn = 0, buf = 0, loads = 0;
+    int loads = 0, staged = 0; /* dq_full's completions waited for; SPLIT: blocks staged */
+    int item = blockIdx.x, j = 0, i = 0, stage = 0, phase = 0, kvn = 0, buf = 0;
+    if (SPLIT) {
+        mbar_wait(&s.kv_full[0], 0);
+        const int w = __shfl_sync(0xffffffffu, s.kv_work[0], 0); /* uniform, as wg */
+        if (w < 0) { /* no work for this CTA: none for the writers either */
+            if (tid == 0) s.staged[c] = -1, mbar_arrive(&s.dq_staged[c]);
+            return;
+        }
+        item = w / nkv, j = w % nkv, i = 2 * j;
+    }
     if (item >= items) return;
 #pragma unroll
     for (int e = 0; e < 32; e++) dk[e] = 0.0f, dv[e] = 0.0f;
-    mbar_wait(&s.kv_full[0], 0);
+    if (!SPLIT) mbar_wait(&s.kv_full[0], 0);
     mbar_wait(&s.full[0], 0);
     issue_sdp(0, 0);
     for (;;) {
         const int b = item / a.H, h = item % a.H, row0 = b * T;
-        const bool owner = (i & 1) == c, last = i / 2 == j;
-        float *acc = dq_acc + i * (BM * HD);
+        const bool owner = (i & 1) == c, last = !SPLIT && i / 2 == j;
+        /* this query block's partial sums (computed where used: registers are short) */
+        auto acc = [&]() {
+            return SPLIT ? a.dq_acc + ((int64_t)item * T + i * BM) * HD : dq_acc + i * (BM * HD);
+        };
         if (owner && last && j > 0 && tid == 0) {
-            /* the sum so far of this query block's dQ into the staging, early: after this
-               thread's earlier bulk copies (the block's partial sums among them) are done */
-            bulk_wait_all();
+            /* the sum so far of this query block's dQ, early: once this thread's bulk copy of
+               the last key block's part is done ((nq - 1 - i) / 2 copies came after it) */
+            const int after = (nq - 1 - i) / 2;
+            if (after >= 2)
+                asm volatile("cp.async.bulk.wait_group 2;" ::: "memory");
+            else if (after == 1)
+                asm volatile("cp.async.bulk.wait_group 1;" ::: "memory");
+            else
+                bulk_wait_all();
+            fence_proxy_async(); /* the receiving buffer's last reads before the copy's writes */
             mbar_expect_tx(&s.dq_full[c], BM * HD * 4);
-            bulk_load(s.dqs[c], acc, BM * HD * 4, &s.dq_full[c]);
+            bulk_load(s.dqin[c], acc(), BM * HD * 4, &s.dq_full[c]);
         }
         const float *lse = s.lse[stage], *delta = s.delta[stage];
         const int kv_row = j * BN + c * 64 + r0; /* this thread's first key row in the head */
@@ -262,16 +355,28 @@ flash_backward_kernel(const __grid_constant__ CUtensorMap map_qkv,
         wgmma_commit(); /* (empty for the other consumer: the group count stays the same) */
         /* the next step: its S^T and dP^T under this one's tail */
         int ni = i + 1, nj = j, nitem = item;
-        if (ni == nq) {
-            nj++, ni = 2 * nj;
-            if (nj == nkv) nitem += gridDim.x, nj = 0, ni = 0;
+        bool has_next;
+        if (SPLIT) {
+            has_next = true;
+            if (ni == nq) { /* the next work item, as the producer took it */
+                mbar_wait(&s.kv_full[buf ^ 1], ((kvn + 1) >> 1) & 1);
+                const int w = __shfl_sync(0xffffffffu, s.kv_work[buf ^ 1], 0);
+                has_next = w >= 0;
+                if (has_next) nitem = w / nkv, nj = w % nkv, ni = 2 * nj;
+            }
+        } else {
+            if (ni == nq) {
+                nj++, ni = 2 * nj;
+                if (nj == nkv) nitem += gridDim.x, nj = 0, ni = 0;
+            }
+            has_next = nitem < items;
         }
-        const bool has_next = nitem < items, new_kv = nj != j || nitem != item;
+        const bool new_kv = nj != j || nitem != item;
         const int nstage = stage + 1 == STAGES ? 0 : stage + 1;
         const int nphase = stage + 1 == STAGES ? phase ^ 1 : phase;
         const int nbuf = new_kv ? buf ^ 1 : buf;
         if (has_next) {
-            if (new_kv) mbar_wait(&s.kv_full[nbuf], ((kvn + 1) >> 1) & 1);
+            if (new_kv && !SPLIT) mbar_wait(&s.kv_full[nbuf], ((kvn + 1) >> 1) & 1);
             mbar_wait(&s.full[nstage], nphase);
             issue_sdp(nstage, nbuf);
         } else { /* two empty groups: the same count, one wait for both paths */
@@ -286,22 +391,24 @@ flash_backward_kernel(const __grid_constant__ CUtensorMap map_qkv,
             fence_operands<32>(dq);
             if (last) { /* the sum so far (j > 0) and this part: dQ, scaled and rounded */
                 if (j > 0) mbar_wait(&s.dq_full[c], loads++ & 1);
-                bf16 *dst = a.dqkv + (int64_t)(row0 + i * BM) * a.W + h * 3 * HD;
+                bf16 *dst = a.dqkv + (int64_t)(row0 + i * BM + r0) * a.W + h * 3 * HD + cq;
 #pragma unroll
                 for (int t = 0; t < 8; t++) {
                     float4 v = make_float4(dq[4 * t], dq[4 * t + 1], dq[4 * t + 2], dq[4 * t + 3]);
                     if (j > 0) {
-                        const float4 p = dqs[t * 128];
+                        const float4 p = dqin[t * 128];
                         v.x += p.x, v.y += p.y, v.z += p.z, v.w += p.w;
                     }
-                    bf16 *at = dst + (int64_t)r0 * a.W + 8 * t + cq;
-                    *reinterpret_cast<uint32_t *>(at) =
+                    *reinterpret_cast<uint32_t *>(dst + 8 * t) =
                         lp_pack2<bf16>(v.x * a.scale, v.y * a.scale);
-                    *reinterpret_cast<uint32_t *>(at + 8 * (int64_t)a.W) =
+                    *reinterpret_cast<uint32_t *>(dst + 8 * t + 8 * (int64_t)a.W) =
                         lp_pack2<bf16>(v.z * a.scale, v.w * a.scale);
                 }
             } else { /* this part into the staging, and the TMA stores it (first part) or adds it */
-                if (tid == 0) bulk_wait_read_all(); /* the staging's last copy out has read it */
+                if (SPLIT)
+                    mbar_wait(&s.dq_free[c], (staged & 1) ^ 1); /* the writer has read the last */
+                else if (tid == 0)
+                    bulk_wait_read_all(); /* the staging's last copy out has read it */
                 warpgroup_sync(2 + c);
 #pragma unroll
                 for (int k = 0; k < 8; k++)
@@ -309,11 +416,14 @@ flash_backward_kernel(const __grid_constant__ CUtensorMap map_qkv,
                         make_float4(dq[4 * k], dq[4 * k + 1], dq[4 * k + 2], dq[4 * k + 3]);
                 fence_proxy_async();
                 warpgroup_sync(2 + c);
-                if (tid == 0) {
+                if (SPLIT) {
+                    if (tid == 0) s.staged[c] = item * nq + i, mbar_arrive(&s.dq_staged[c]);
+                    staged++;
+                } else if (tid == 0) {
                     if (j == 0)
-                        bulk_store<false>(acc, s.dqs[c], BM * HD * 4);
+                        bulk_store<false>(acc(), s.dqs[c], BM * HD * 4);
                     else
-                        bulk_store<true>(acc, s.dqs[c], BM * HD * 4);
+                        bulk_store<true>(acc(), s.dqs[c], BM * HD * 4);
                     bulk_commit();
                 }
             }
@@ -337,6 +447,11 @@ flash_backward_kernel(const __grid_constant__ CUtensorMap map_qkv,
         }
         if (!has_next) {
             if (tid == 0) bulk_wait_all(); /* no copy out still reading the staging at the exit */
+            if (SPLIT && tid == 0) { /* none left: said to the writer */
+                mbar_wait(&s.dq_free[c], (staged & 1) ^ 1);
+                s.staged[c] = -1;
+                mbar_arrive(&s.dq_staged[c]);
+            }
             break;
         }
         item = nitem, j = nj, i = ni, stage = nstage, phase = nphase, buf = nbuf;
@@ -346,12 +461,13 @@ flash_backward_kernel(const __grid_constant__ CUtensorMap map_qkv,
 /* Delta [B, H, T] = rowsum(dO * O) per head, in fp32: eight threads a (row, head), 8 columns
  * each. */
 __global__ void delta_kernel(float *delta, const bf16 *dout, const bf16 *out, int64_t N, int T,
-                             int H)
+                             int H, int *work)
 {
     const int64_t g = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
     const int64_t unit = g / 8; /* (row, head) */
     const int part = (int)(g % 8);
     float sum = 0.0f;
+    if (g == 0 && work) *work = 0;
     if (unit < N * H) {
         const int64_t n = unit / H;
         const int h = (int)(unit % H);
@@ -400,14 +516,25 @@ void flash_backward(void *dqkv, const void *dout, const void *qkv, const float *
 {
     struct cuda_context *ctx = cuda_ctx();
     const int64_t N = s.batch * s.seq, H = s.heads, W = 3 * H * flash::HD;
-    const int64_t items = s.batch * H;
-    const int grid = (int)(items < ctx->sm_count ? items : ctx->sm_count);
+    const int64_t items = s.batch * H, nq = s.seq / flash::BM;
+    const bool split = ctx->flash_split && !ctx->deterministic;
+    const int64_t units = split ? items * (s.seq / flash::BN) : items;
+    const int grid = (int)(units < ctx->sm_count ? units : ctx->sm_count);
     const size_t delta_bytes = cuda_align256((size_t)items * s.seq * sizeof(float));
-    char *scratch = (char *)cuda_scratch(delta_bytes + (size_t)grid * s.seq * flash::HD * 4);
-    float *delta = (float *)scratch, *dq_acc = (float *)(scratch + delta_bytes);
-    const int64_t units = N * H * 8;
-    flash::delta_kernel<<<(unsigned)((units + 255) / 256), 256, 0, ctx->stream>>>(
-        delta, (const bf16 *)dout, (const bf16 *)out, N, (int)s.seq, (int)H);
+    char *scratch = (char *)cuda_scratch(delta_bytes + 256 + (split ? 0 : (size_t)grid * s.seq * flash::HD * 4));
+    float *delta = (float *)scratch;
+    int *work = (int *)(scratch + delta_bytes);
+    float *dq_acc = (float *)(scratch + delta_bytes + 256);
+    int *counts = NULL;
+    if (split) { /* kept zero between calls: each call leaves what it used zero again */
+        const size_t acc_bytes = (size_t)items * s.seq * flash::HD * 4;
+        char *zeroed = (char *)cuda_zeroed(acc_bytes + (size_t)items * nq * sizeof(int));
+        dq_acc = (float *)zeroed;
+        counts = (int *)(zeroed + acc_bytes);
+    }
+    const int64_t threads = N * H * 8;
+    flash::delta_kernel<<<(unsigned)((threads + 255) / 256), 256, 0, ctx->stream>>>(
+        delta, (const bf16 *)dout, (const bf16 *)out, N, (int)s.seq, (int)H, work);
     CUDA_CHECK_LAUNCH("flash delta_kernel");
     CUtensorMap map_qkv = hopper_tensor_map(qkv, N, W, 64, 64),
                 map_do = hopper_tensor_map(dout, N, H * flash::HD, 64, 64);
@@ -416,15 +543,24 @@ void flash_backward(void *dqkv, const void *dout, const void *qkv, const float *
     a.lse = lse;
     a.delta = delta;
     a.dq_acc = dq_acc;
+    a.counts = counts;
+    a.work = work;
     a.T = (int)s.seq, a.H = (int)H, a.W = (int)W, a.items = (int)items;
     a.scale = 0.125f; /* 1 / sqrt(64) */
     if (!ctx->flash_smem_set) {
-        CUDA_CHECK(cudaFuncSetAttribute(flash::flash_backward_kernel,
+        CUDA_CHECK(cudaFuncSetAttribute(flash::flash_backward_kernel<false>,
+                                        cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                        (int)flash::smem_bytes()));
+        CUDA_CHECK(cudaFuncSetAttribute(flash::flash_backward_kernel<true>,
                                         cudaFuncAttributeMaxDynamicSharedMemorySize,
                                         (int)flash::smem_bytes()));
         ctx->flash_smem_set = true;
     }
-    flash::flash_backward_kernel<<<(unsigned)grid, flash::THREADS, flash::smem_bytes(),
-                                   ctx->stream>>>(map_qkv, map_do, a);
+    if (split)
+        flash::flash_backward_kernel<true><<<(unsigned)grid, flash::THREADS, flash::smem_bytes(),
+                                             ctx->stream>>>(map_qkv, map_do, a);
+    else
+        flash::flash_backward_kernel<false><<<(unsigned)grid, flash::THREADS, flash::smem_bytes(),
+                                              ctx->stream>>>(map_qkv, map_do, a);
     CUDA_CHECK_LAUNCH("flash_backward_kernel");
 }

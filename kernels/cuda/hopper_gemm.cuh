@@ -621,7 +621,9 @@ __global__ void __launch_bounds__(PP_THREADS, 1)
     using smem_t = pp_smem<PN>;
     constexpr int S = smem_t::STAGES;
     extern __shared__ unsigned char smem_raw[];
-    smem_t &s = *reinterpret_cast<smem_t *>(((uintptr_t)smem_raw + 1023) & ~(uintptr_t)1023);
+    /* aligned by an offset from smem_raw (not through an integer): accesses through s stay
+       shared-memory ones to the compiler */
+    smem_t &s = *reinterpret_cast<smem_t *>(smem_raw + ((1024 - (smem_u32(smem_raw) & 1023)) & 1023));
     const int wg = threadIdx.x / 128, tid = threadIdx.x % 128;
     const uint32_t rank = CL > 1 ? cluster_rank() : 0;
     const int row_tiles = (N + PM - 1) / PM, tiles_f = (F + PN - 1) / PN;
