@@ -121,8 +121,10 @@ void cuda_init(int device_index)
     const char *res = getenv("MEGATRON_FUSED_RESIDUAL");
     g_ctx.fused_residual = !(res && strcmp(res, "0") == 0);
     const char *flash = getenv("MEGATRON_FLASH_BACKWARD");
-    g_ctx.flash_backward = g_ctx.hopper_gemm && flash && (strcmp(flash, "1") == 0 || strcmp(flash, "2") == 0);
-    g_ctx.flash_split = g_ctx.flash_backward && strcmp(flash, "2") == 0;
+    g_ctx.flash_backward = CUDA_ATTENTION_BACKWARD_OURS; /* cudnn (or 0), heads: to time those */
+    if (flash && (strcmp(flash, "cudnn") == 0 || strcmp(flash, "0") == 0))
+        g_ctx.flash_backward = CUDA_ATTENTION_BACKWARD_CUDNN;
+    if (flash && strcmp(flash, "heads") == 0) g_ctx.flash_backward = CUDA_ATTENTION_BACKWARD_HEADS;
     g_ctx.device = device_index;
     g_ctx.ready = true;
 }
@@ -173,6 +175,19 @@ void *cuda_zeroed(size_t bytes)
     c->zeroed_bytes = grown;
     count_bytes(c, grown, true);
     return c->zeroed;
+}
+
+bool cuda_zeroed_clear(void)
+{
+    struct cuda_context *c = cuda_ctx();
+    if (c->zeroed_bytes == 0) return true;
+    unsigned char *h = (unsigned char *)xmalloc(c->zeroed_bytes);
+    CUDA_CHECK(cudaStreamSynchronize(c->stream));
+    CUDA_CHECK(cudaMemcpy(h, c->zeroed, c->zeroed_bytes, cudaMemcpyDeviceToHost));
+    bool clear = true;
+    for (size_t i = 0; i < c->zeroed_bytes && clear; i++) clear = h[i] == 0;
+    free(h);
+    return clear;
 }
 
 void cuda_need(const char *op, const char *name, struct tensor t, enum dtype dt)

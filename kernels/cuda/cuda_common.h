@@ -150,10 +150,11 @@ struct cuda_context {
     int hopper_saved_clusters[2][HOPPER_GEMM_VARIANTS]; /* and the saved-gelu' ones (fwd, bwd) */
     struct hopper_choice saved_choice[CUDA_SAVED_CHOICES];
     int num_saved_choices;
-    /* attention's backward of our own (flash_backward.cu) where it applies, instead of cuDNN's:
-       on with MEGATRON_FLASH_BACKWARD=1; its kernel's shared memory allowed once */
-    bool flash_backward, flash_smem_set;
-    bool flash_split; /* MEGATRON_FLASH_BACKWARD=2: key blocks as work items (experiment) */
+    /* attention's backward where ours (flash_backward.cu) applies: enum cuda_attention_backward
+       (ours by key blocks unless MEGATRON_FLASH_BACKWARD says cudnn or heads); its kernel's shared
+       memory allowed once */
+    int flash_backward;
+    bool flash_smem_set;
     bool deterministic; /* --deterministic-mode (cuda_set_deterministic) */
     bool fused_mlp;            /* linear.cu may keep gelu'(pre) (unless MEGATRON_FUSED_MLP=0) */
     bool fused_ce;             /* output_layer_ce.cu may fuse (unless MEGATRON_FUSED_CE=0) */
@@ -475,9 +476,10 @@ const char *hopper_gemm_variant_name(int v);
 
 /* Causal attention's backward of our own (flash_backward.cu) for attention shape s with its
  * tensors at these places (attention.cu's layouts: dqkv and qkv [B T, 3 n 64], dout and out
- * [B T, n 64], lse [B, n, T]), on the backend's stream; only where flash_backward_fits says it
- * applies: flash_backward_takes (this device and the switch, bf16, head dimension 64, n = g, no
- * dropout, T % 128 == 0) and 16-byte aligned tensors. */
+ * [B T, n 64], lse [B, n, T]), on the backend's stream, by key blocks or (--deterministic-mode,
+ * or the switch) by heads; only where flash_backward_fits says it applies: flash_backward_takes
+ * (this device, the switch not on cuDNN's, bf16, head dimension 64, n = g, no dropout,
+ * T % 128 == 0) and 16-byte aligned tensors. */
 bool flash_backward_takes(struct attention_shape s, enum dtype dt, float dropout_p);
 bool flash_backward_fits(struct attention_shape s, enum dtype dt, float dropout_p, const void *dqkv,
                          const void *qkv, const void *dout, const void *out, const void *lse);

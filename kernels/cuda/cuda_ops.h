@@ -288,14 +288,23 @@ enum { CUDA_HOPPER_GEMM_VARIANTS = 3, CUDA_HOPPER_GEMM_TIMED = -1, CUDA_HOPPER_G
 void cuda_linear_force_hopper_gemm(int v);
 bool cuda_linear_hopper_gemm_available(void); /* this GPU runs it */
 struct cuda_gelu_paths cuda_linear_gelu_paths(void);
-/* For the tests: attention's backward of our own (kernels/cuda/flash_backward.cu) on or off for
- * every later call where it applies (MEGATRON_FLASH_BACKWARD=1 sets it on); false, and nothing
- * changed, where this GPU cannot run it. cuda_attention_flash_backward_applies: whether it takes
- * shape s on 16-bit dtype dt with attention dropout probability dropout_p (16-byte aligned
- * tensors) when on. */
-bool cuda_attention_force_flash_backward(bool on);
+/* Attention's backward where ours (kernels/cuda/flash_backward.cu) applies: ours by key blocks
+ * (the default), cuDNN's (MEGATRON_FLASH_BACKWARD=cudnn or 0), or ours by heads, deterministic
+ * (MEGATRON_FLASH_BACKWARD=heads; what --deterministic-mode runs whatever is set here).
+ * For the tests: cuda_attention_force_backward sets it for every later call, false (nothing
+ * changed) where this GPU cannot run ours; cuda_attention_flash_backward_applies: whether ours
+ * takes shape s on 16-bit dtype dt with attention dropout probability dropout_p (16-byte aligned
+ * tensors) unless cuDNN's is set; cuda_zeroed_clear: whether the memory the backend keeps zero
+ * between ops (ours by key blocks leaves its sums there) is all zero. */
+enum cuda_attention_backward {
+    CUDA_ATTENTION_BACKWARD_OURS,
+    CUDA_ATTENTION_BACKWARD_CUDNN,
+    CUDA_ATTENTION_BACKWARD_HEADS,
+};
+bool cuda_attention_force_backward(enum cuda_attention_backward which);
 bool cuda_attention_flash_backward_applies(struct attention_shape s, enum dtype dt,
                                            float dropout_p);
+bool cuda_zeroed_clear(void);
 /* --deterministic-mode: from now on nothing is chosen by timing (cuBLASLt's first algorithm for
  * each GEMM and the untimed GeLU-backward path, cuDNN's first attention config, the residual
  * added in the GEMM by a size rule alone) and attention's backward is our own (cuDNN's sums dQ

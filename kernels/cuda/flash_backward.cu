@@ -1,36 +1,41 @@
 /* Causal attention's backward of our own for head dimension 64 (sm_90a: TMA, wgmma, bulk
  * copies), where it applies: bf16, one query head per group (n = g), no attention dropout, T a
- * multiple of 128. Deterministic: the same inputs give the same bits, run after run (cuDNN's
- * backward sums dQ with atomics in no fixed order). --deterministic-mode runs it; elsewhere
- * attention.cu's cuDNN backward runs unless MEGATRON_FLASH_BACKWARD=1 (their speeds: at GPT-2
- * 124M's shapes alike, at 1.5B's this one slower: docs/PERFORMANCE.md).
+ * multiple of 128. attention.cu runs it instead of cuDNN's backward wherever it applies
+ * (MEGATRON_FLASH_BACKWARD=cudnn for cuDNN's, to time them; docs/PERFORMANCE.md), in one of two
+ * forms of one kernel:
+ *   by key blocks (the default): the work items are the heads' key blocks, taken in order from a
+ *     counter by persistent CTAs, so that the CTAs at work at a time share a few heads' Q and dO
+ *     in L2; dQ's parts are added into fp32 sums shared by the CTAs, and the last of a query
+ *     block's parts converts it. Not deterministic (the parts' order varies);
+ *   by heads (KEY_BLOCKS false: --deterministic-mode's): one CTA takes a whole head, its key
+ *     blocks in order; a query block's dQ then has one owner (consumer i % 2, each element one
+ *     thread) across the head, its partial sums in a per-CTA scratch row: the first key block
+ *     stores them, later ones add theirs (the TMA's bulk store and reduce-add), and the last
+ *     (j = i / 2, the block holding the diagonal) loads the sum so far, adds its part, scales,
+ *     rounds and writes dQ into dqkv. One order of the sums: the same inputs give the same bits.
  *
  * The arithmetic is the flash-attention backward's: with S = q k^T, P = exp(S / sqrt(d) - lse)
  * (lse the forward's saved natural-log statistic) and Delta = rowsum(dO * O),
  *   dV = P^T dO, dP = dO V^T, dS = P * (dP - Delta), dQ = dS K / sqrt(d), dK = dS^T Q / sqrt(d),
- * P and dS rounded to bf16 for their products, every sum in fp32.
+ * P and dS rounded to bf16 for their products, every sum in fp32. Delta comes from a small kernel
+ * first. A key block j holds 128 rows; under it, the query blocks of 64 rows that see it
+ * (i >= 2j, causal), one step each.
  *
- * Where cuDNN's backward (and the usual flash-attention backward) splits a head's key blocks over
- * CTAs and sums dQ with fp32 atomics into a zeroed buffer that a second pass converts, here one
- * CTA takes a whole head: its key/value blocks of 128 rows in order (j), under each the query
- * blocks of 64 rows that see them (i >= 2j, causal). A query block's dQ then has one owner
- * (consumer i % 2, each element one thread) across the head's key blocks, so its fp32 partial
- * sums live in a per-CTA scratch row of the head: the first key block stores them, later ones add
- * theirs (bulk copies out of shared memory, the TMA's store and reduce-add), and the last (j =
- * i / 2, the block holding the diagonal) loads the sum so far, adds its part, scales, rounds and
- * writes dQ straight into dqkv. No zeroing pass, no conversion pass, one order of the sums. Delta
- * comes from a small kernel first.
- *
- * CTA: three warpgroups, persistent over the heads. The third is the producer: one thread loads
- * K_j and V_j (two buffers) and, for each step, Q_i and dO_i (64 x 64 each, the 128-byte swizzle)
- * with lse_i and Delta_i into a ring of stages. The first two (consumers) each own 64 of the key
- * block's 128 rows: they hold dK and dV of those rows in registers (fp32) across the block's
- * steps, compute S^T = K Q^T and dP^T = V dO^T (wgmma, both operands in shared memory), P^T and
- * dS^T in registers, then dV += P^T dO and dK += dS^T Q with P^T and dS^T as register operands
- * (the accumulator layout is the A-fragment layout). dQ_i = dS K needs all 128 key rows: both
+ * CTA: three warpgroups. The third's first thread is the producer: it loads K_j and V_j (two
+ * buffers) and, for each step, Q_i and dO_i (64 x 64 each, the 128-byte swizzle) with lse_i and
+ * Delta_i into a ring of stages. The first two (consumers) each own 64 of the key block's 128 rows:
+ * they hold dK and dV of those rows in registers (fp32) across the block's steps, compute
+ * S^T = K Q^T and dP^T = V dO^T (wgmma, both operands in shared memory), P^T and dS^T in
+ * registers, then dV += P^T dO and dK += dS^T Q with P^T and dS^T as register operands (the
+ * accumulator layout is the A-fragment layout). dQ_i = dS K needs all 128 key rows: both
  * consumers write dS^T (bf16) to shared memory and meet at a barrier; consumer i % 2 then
  * multiplies it (two dS buffers by i's parity, so that writing the next step's never waits for
- * that product). A step's S^T and dP^T are issued under the previous step's tail. */
+ * that product). A step's S^T and dP^T are issued under the previous step's tail. By key blocks,
+ * the consumer puts its dQ part in shared memory and the third warpgroup's second or third warp
+ * (one for each consumer) adds it into the shared sums (the TMA's reduce-add), counts it,
+ * and, for the last part of a query block, convert the sum into dqkv and leave the sums and the
+ * count zero again (cuda_zeroed): no zeroing pass, no conversion pass, and the consumers never
+ * wait for a global round trip. */
 #include "kernels/cuda/cuda_common.h"
 #include "kernels/cuda/hopper_gemm.cuh"
 
@@ -48,14 +53,16 @@ struct smem {
     bf16 q[STAGES][BM * HD]; /* a step's Q_i and dO_i */
     bf16 dout[STAGES][BM * HD];
     bf16 ds[2][BN * BM];   /* dS^T of a step [key row][query row], by the step's parity */
-    float dqs[2][BM * HD];  /* consumer c's dQ staging: partial sums out */
-    float dqin[2][BM * HD]; /* and the sum so far in */
+    float dqs[2][BM * HD];  /* consumer c's dQ part out */
+    float dqin[2][BM * HD]; /* by heads: the sum so far in; by key blocks: a sum to convert */
     float lse[STAGES][BM];
     float delta[STAGES][BM];
     uint64_t full[STAGES], empty[STAGES], kv_full[2], kv_empty[2], dq_full[2];
-    int kv_work[2]; /* SPLIT: the work item of each K/V buffer (-1: none left) */
-    uint64_t dq_staged[2], dq_free[2]; /* SPLIT: consumer c's staging filled / read */
-    int staged[2]; /* SPLIT: the query block (item nq + i) in consumer c's staging (-1: none left) */
+    /* by key blocks: the work item (head nkv + j) in each K/V buffer; consumer c's dQ part out
+       filled and read, and its query block (head nq + i) (-1: none left) */
+    int kv_work[2];
+    uint64_t dq_staged[2], dq_free[2];
+    int staged[2];
 };
 
 constexpr size_t smem_bytes() { return sizeof(smem) + 1024; }
@@ -109,17 +116,18 @@ struct args {
     bf16 *dqkv;         /* [B T, W] */
     const float *lse;   /* [B, H, T] natural log */
     const float *delta; /* [B, H, T] */
-    float *dq_acc;      /* [gridDim.x, T, 64]; SPLIT: [B H, T, 64], zero, left zero */
-    int *counts;        /* SPLIT: [B H, T / 64] parts added to each query block, zero, left zero */
-    int *work;          /* SPLIT: the next work item to take, zeroed */
+    float *dq_acc;      /* by heads [gridDim.x, T, 64]; by key blocks [B H, T, 64], kept zero */
+    int *counts;        /* by key blocks: [B H, T / 64] parts added to a query block, kept zero */
+    int *work;          /* by key blocks: the next work item, zeroed by delta_kernel */
     int T, H, W;        /* W: qkv's row (3 H 64) */
     int items;          /* B H heads */
     float scale;        /* 1 / sqrt(64) */
 };
 
-/* SPLIT: the warp that adds consumer c's dQ partial sums into the shared sums (a.dq_acc, zero
+/* By key blocks: the warp that adds consumer c's dQ parts into the shared sums (a.dq_acc, zero
  * before the kernel) and counts them (a.counts); the last of a query block's i / 2 + 1 parts
- * (key blocks 0 .. i / 2) converts the sum into dqkv and leaves the sums and count zero again. */
+ * (key blocks 0 .. i / 2) converts the sum into dqkv and leaves the sums and count zero again.
+ * Lane 0 moves and counts; the warp converts. */
 __device__ __forceinline__ void dq_writer(smem &s, const args &a, int c, int lane, int nq)
 {
     int n = 0, loads = 0;
@@ -153,19 +161,23 @@ __device__ __forceinline__ void dq_writer(smem &s, const args &a, int c, int lan
         bf16 *dst = a.dqkv + (int64_t)((it / a.H) * a.T + qi * BM) * a.W + (it % a.H) * 3 * HD;
         const float4 *in = reinterpret_cast<const float4 *>(s.dqin[c]);
         float4 *z = reinterpret_cast<float4 *>(sum);
-        for (int e = lane; e < BM * HD / 4; e += 32) { /* float4 k of owner thread t at k 128 + t */
-            const int t = e % 128, row = 16 * (t / 32) + (t % 32) / 4, col = 8 * (e / 128) + 2 * (t % 4);
+        for (int e = lane; e < BM * HD / 4; e += 32) {
+            /* float4 k of the owner's thread t at k 128 + t: its rows r0, r0 + 8, columns from
+               8 k + cq (the consumer's accumulator places) */
+            const int t = e % 128, r0 = 16 * (t / 32) + (t % 32) / 4;
+            const int col = 8 * (e / 128) + 2 * (t % 4);
             const float4 v = in[e];
-            bf16 *at = dst + (int64_t)row * a.W + col;
+            bf16 *at = dst + (int64_t)r0 * a.W + col;
             *reinterpret_cast<uint32_t *>(at) = lp_pack2<bf16>(v.x * a.scale, v.y * a.scale);
-            *reinterpret_cast<uint32_t *>(at + 8 * (int64_t)a.W) = lp_pack2<bf16>(v.z * a.scale, v.w * a.scale);
+            *reinterpret_cast<uint32_t *>(at + 8 * (int64_t)a.W) =
+                lp_pack2<bf16>(v.z * a.scale, v.w * a.scale);
             z[e] = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
         }
-        __syncwarp();
+        __syncwarp(); /* dqin read before lane 0's next load into it */
     }
 }
 
-template <bool SPLIT>
+template <bool KEY_BLOCKS>
 __global__ void __launch_bounds__(THREADS, 1)
 flash_backward_kernel(const __grid_constant__ CUtensorMap map_qkv,
                       const __grid_constant__ CUtensorMap map_do, const args a)
@@ -182,8 +194,8 @@ flash_backward_kernel(const __grid_constant__ CUtensorMap map_qkv,
         /* the empties: lane 0 of each consumer warp, after its own wait for the wgmmas */
         for (int i = 0; i < STAGES; i++) mbar_init(&s.full[i], 1), mbar_init(&s.empty[i], 8);
         for (int i = 0; i < 2; i++) mbar_init(&s.kv_full[i], 1), mbar_init(&s.kv_empty[i], 8);
-        for (int i = 0; i < 2; i++)
-            mbar_init(&s.dq_full[i], 1), mbar_init(&s.dq_staged[i], 1), mbar_init(&s.dq_free[i], 1);
+        for (int i = 0; i < 2; i++) mbar_init(&s.dq_full[i], 1);
+        for (int i = 0; i < 2; i++) mbar_init(&s.dq_staged[i], 1), mbar_init(&s.dq_free[i], 1);
         asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
     }
     __syncthreads();
@@ -197,7 +209,7 @@ flash_backward_kernel(const __grid_constant__ CUtensorMap map_qkv,
                 const float *lse = a.lse + (int64_t)item * T, *delta = a.delta + (int64_t)item * T;
                 const int buf = kvn & 1;
                 mbar_wait(&s.kv_empty[buf], ((kvn >> 1) & 1) ^ 1);
-                if (SPLIT) s.kv_work[buf] = item * nkv + j;
+                if (KEY_BLOCKS) s.kv_work[buf] = item * nkv + j;
                 mbar_expect_tx(&s.kv_full[buf], 2 * BN * HD * 2);
                 for (int half = 0; half < 2; half++) {
                     const int r = row0 + j * BN + 64 * half;
@@ -217,7 +229,7 @@ flash_backward_kernel(const __grid_constant__ CUtensorMap map_qkv,
                 }
                 kvn++;
             };
-            if (SPLIT) {
+            if (KEY_BLOCKS) {
                 for (;;) {
                     const int w = atomicAdd(a.work, 1);
                     if (w >= items * nkv) break;
@@ -231,7 +243,7 @@ flash_backward_kernel(const __grid_constant__ CUtensorMap map_qkv,
                 for (int item = blockIdx.x; item < items; item += gridDim.x)
                     for (int j = 0; j < nkv; j++) load_block(item, j);
             }
-        } else if (SPLIT && (tid / 32 == 1 || tid / 32 == 2)) {
+        } else if (KEY_BLOCKS && (tid / 32 == 1 || tid / 32 == 2)) {
             dq_writer(s, a, tid / 32 - 1, tid % 32, nq);
         }
         return;
@@ -239,9 +251,9 @@ flash_backward_kernel(const __grid_constant__ CUtensorMap map_qkv,
     asm volatile("setmaxnreg.inc.sync.aligned.u32 240;");
     const int c = wg, warp = tid / 32, lane = tid % 32;
     const float LOG2E = 1.4426950408889634f, scale_log2 = a.scale * LOG2E;
-    /* the dQ partial sums of a head (the CTA's own; SPLIT: shared by the CTAs): per query block
-       4096 floats in its owner's accumulator order (float4 k of thread tid at k 128 + tid), as
-       in the staging (conflict-free float4 accesses there; the TMA moves the 16 KB) */
+    /* dQ's partial sums (by heads the CTA's own; by key blocks shared by the CTAs): per query
+       block 4096 floats in its owner's accumulator order (float4 k of thread tid at k 128 + tid),
+       as in dqs (conflict-free float4 accesses there; the TMA moves the 16 KB) */
     float *dq_acc = a.dq_acc + (int64_t)blockIdx.x * T * HD;
     const float4 *dqin = reinterpret_cast<const float4 *>(s.dqin[c]) + tid;
     float4 *dqs = reinterpret_cast<float4 *>(s.dqs[c]) + tid; /* this thread's float4 0 there */
@@ -263,9 +275,9 @@ flash_backward_kernel(const __grid_constant__ CUtensorMap map_qkv,
             mma_ss<0, 0>(dp, desc_sw128(vc + kk * 16), desc_sw128(s.dout[st] + kk * 16), kk);
         wgmma_commit();
     };
-    int loads = 0, staged = 0; /* dq_full's completions waited for; SPLIT: blocks staged */
+    int loads = 0, staged = 0; /* dq_full's completions waited for; KEY_BLOCKS: blocks staged */
     int item = blockIdx.x, j = 0, i = 0, stage = 0, phase = 0, kvn = 0, buf = 0;
-    if (SPLIT) {
+    if (KEY_BLOCKS) {
         mbar_wait(&s.kv_full[0], 0);
         const int w = __shfl_sync(0xffffffffu, s.kv_work[0], 0); /* uniform, as wg */
         if (w < 0) { /* no work for this CTA: none for the writers either */
@@ -277,15 +289,16 @@ flash_backward_kernel(const __grid_constant__ CUtensorMap map_qkv,
     if (item >= items) return;
 #pragma unroll
     for (int e = 0; e < 32; e++) dk[e] = 0.0f, dv[e] = 0.0f;
-    if (!SPLIT) mbar_wait(&s.kv_full[0], 0);
+    if (!KEY_BLOCKS) mbar_wait(&s.kv_full[0], 0);
     mbar_wait(&s.full[0], 0);
     issue_sdp(0, 0);
     for (;;) {
         const int b = item / a.H, h = item % a.H, row0 = b * T;
-        const bool owner = (i & 1) == c, last = !SPLIT && i / 2 == j;
+        const bool owner = (i & 1) == c, last = !KEY_BLOCKS && i / 2 == j;
         /* this query block's partial sums (computed where used: registers are short) */
         auto acc = [&]() {
-            return SPLIT ? a.dq_acc + ((int64_t)item * T + i * BM) * HD : dq_acc + i * (BM * HD);
+            return KEY_BLOCKS ? a.dq_acc + ((int64_t)item * T + i * BM) * HD
+                              : dq_acc + i * (BM * HD);
         };
         if (owner && last && j > 0 && tid == 0) {
             /* the sum so far of this query block's dQ, early: once this thread's bulk copy of
@@ -356,7 +369,7 @@ flash_backward_kernel(const __grid_constant__ CUtensorMap map_qkv,
         /* the next step: its S^T and dP^T under this one's tail */
         int ni = i + 1, nj = j, nitem = item;
         bool has_next;
-        if (SPLIT) {
+        if (KEY_BLOCKS) {
             has_next = true;
             if (ni == nq) { /* the next work item, as the producer took it */
                 mbar_wait(&s.kv_full[buf ^ 1], ((kvn + 1) >> 1) & 1);
@@ -376,7 +389,7 @@ flash_backward_kernel(const __grid_constant__ CUtensorMap map_qkv,
         const int nphase = stage + 1 == STAGES ? phase ^ 1 : phase;
         const int nbuf = new_kv ? buf ^ 1 : buf;
         if (has_next) {
-            if (new_kv && !SPLIT) mbar_wait(&s.kv_full[nbuf], ((kvn + 1) >> 1) & 1);
+            if (new_kv && !KEY_BLOCKS) mbar_wait(&s.kv_full[nbuf], ((kvn + 1) >> 1) & 1);
             mbar_wait(&s.full[nstage], nphase);
             issue_sdp(nstage, nbuf);
         } else { /* two empty groups: the same count, one wait for both paths */
@@ -405,7 +418,7 @@ flash_backward_kernel(const __grid_constant__ CUtensorMap map_qkv,
                         lp_pack2<bf16>(v.z * a.scale, v.w * a.scale);
                 }
             } else { /* this part into the staging, and the TMA stores it (first part) or adds it */
-                if (SPLIT)
+                if (KEY_BLOCKS)
                     mbar_wait(&s.dq_free[c], (staged & 1) ^ 1); /* the writer has read the last */
                 else if (tid == 0)
                     bulk_wait_read_all(); /* the staging's last copy out has read it */
@@ -416,7 +429,7 @@ flash_backward_kernel(const __grid_constant__ CUtensorMap map_qkv,
                         make_float4(dq[4 * k], dq[4 * k + 1], dq[4 * k + 2], dq[4 * k + 3]);
                 fence_proxy_async();
                 warpgroup_sync(2 + c);
-                if (SPLIT) {
+                if (KEY_BLOCKS) {
                     if (tid == 0) s.staged[c] = item * nq + i, mbar_arrive(&s.dq_staged[c]);
                     staged++;
                 } else if (tid == 0) {
@@ -447,7 +460,7 @@ flash_backward_kernel(const __grid_constant__ CUtensorMap map_qkv,
         }
         if (!has_next) {
             if (tid == 0) bulk_wait_all(); /* no copy out still reading the staging at the exit */
-            if (SPLIT && tid == 0) { /* none left: said to the writer */
+            if (KEY_BLOCKS && tid == 0) { /* none left: said to the writer */
                 mbar_wait(&s.dq_free[c], (staged & 1) ^ 1);
                 s.staged[c] = -1;
                 mbar_arrive(&s.dq_staged[c]);
@@ -497,7 +510,8 @@ __global__ void delta_kernel(float *delta, const bf16 *dout, const bf16 *out, in
 bool flash_backward_takes(struct attention_shape s, enum dtype dt, float dropout_p)
 {
     const struct cuda_context *ctx = cuda_ctx();
-    return ctx->hopper_gemm && (ctx->flash_backward || ctx->deterministic) && dt == DT_BF16 &&
+    const bool ours = ctx->flash_backward != CUDA_ATTENTION_BACKWARD_CUDNN || ctx->deterministic;
+    return ctx->hopper_gemm && ours && dt == DT_BF16 &&
            dropout_p == 0.0f && s.head_dim == 64 && s.heads == s.groups && s.seq % 128 == 0 &&
            s.seq > 0 && s.batch > 0 && s.batch * s.seq < INT32_MAX &&
            (int64_t)s.batch * s.heads < INT32_MAX;
@@ -517,20 +531,22 @@ void flash_backward(void *dqkv, const void *dout, const void *qkv, const float *
     struct cuda_context *ctx = cuda_ctx();
     const int64_t N = s.batch * s.seq, H = s.heads, W = 3 * H * flash::HD;
     const int64_t items = s.batch * H, nq = s.seq / flash::BM;
-    const bool split = ctx->flash_split && !ctx->deterministic;
-    const int64_t units = split ? items * (s.seq / flash::BN) : items;
+    const bool key_blocks =
+        !ctx->deterministic && ctx->flash_backward == CUDA_ATTENTION_BACKWARD_OURS;
+    const int64_t units = key_blocks ? items * (s.seq / flash::BN) : items;
     const int grid = (int)(units < ctx->sm_count ? units : ctx->sm_count);
     const size_t delta_bytes = cuda_align256((size_t)items * s.seq * sizeof(float));
-    char *scratch = (char *)cuda_scratch(delta_bytes + 256 + (split ? 0 : (size_t)grid * s.seq * flash::HD * 4));
+    const size_t own_sums = key_blocks ? 0 : (size_t)grid * s.seq * flash::HD * 4;
+    char *scratch = (char *)cuda_scratch(delta_bytes + 256 + own_sums);
     float *delta = (float *)scratch;
     int *work = (int *)(scratch + delta_bytes);
     float *dq_acc = (float *)(scratch + delta_bytes + 256);
     int *counts = NULL;
-    if (split) { /* kept zero between calls: each call leaves what it used zero again */
-        const size_t acc_bytes = (size_t)items * s.seq * flash::HD * 4;
-        char *zeroed = (char *)cuda_zeroed(acc_bytes + (size_t)items * nq * sizeof(int));
+    if (key_blocks) { /* the sums and counts every CTA adds to, left zero by each call */
+        const size_t sum_bytes = (size_t)items * s.seq * flash::HD * 4;
+        char *zeroed = (char *)cuda_zeroed(sum_bytes + (size_t)items * nq * sizeof(int));
         dq_acc = (float *)zeroed;
-        counts = (int *)(zeroed + acc_bytes);
+        counts = (int *)(zeroed + sum_bytes);
     }
     const int64_t threads = N * H * 8;
     flash::delta_kernel<<<(unsigned)((threads + 255) / 256), 256, 0, ctx->stream>>>(
@@ -556,7 +572,7 @@ void flash_backward(void *dqkv, const void *dout, const void *qkv, const float *
                                         (int)flash::smem_bytes()));
         ctx->flash_smem_set = true;
     }
-    if (split)
+    if (key_blocks)
         flash::flash_backward_kernel<true><<<(unsigned)grid, flash::THREADS, flash::smem_bytes(),
                                              ctx->stream>>>(map_qkv, map_do, a);
     else

@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # On the GPU machine: attention's backward of our own (kernels/cuda/flash_backward.cu) against
 # cuDNN's, in one call: its GPU op test, then for each model the step time and the attention
-# backward's time per call (MEGATRON_OP_TIMING) with cuDNN's backward (the default), ours
-# (MEGATRON_FLASH_BACKWARD=1) and --deterministic-mode (ours, and no choice by timing), in turn,
-# ROUNDS times.
+# backward's time per call (MEGATRON_OP_TIMING) with ours by key blocks (the default), cuDNN's
+# (MEGATRON_FLASH_BACKWARD=cudnn), ours by heads (=heads) and --deterministic-mode (ours by heads,
+# and no choice by timing), in turn, ROUNDS times.
 #   OUT=dir MEGATRON=./megatron TESTS=build/tests/gpu/test_cuda_ops MODELS="124m 350m 1.5b" \
 #       scripts/bench/gpu_flash.sh
 set -uo pipefail
@@ -22,11 +22,10 @@ fi
 source scripts/bench/gpt2_shapes.sh
 for model in ${MODELS:-124m}; do
     gpt2_model "$model"
-    for run in $(seq "${ROUNDS:-1}"); do for v in cudnn ours deterministic; do
+    for run in $(seq "${ROUNDS:-1}"); do for v in ours cudnn heads deterministic; do
         log="$OUT/${model}_${v}_$run.log"
-        fb=0 extra=
-        [ $v = ours ] && fb=1
-        [ $v = deterministic ] && extra=--deterministic-mode
+        fb=$v extra=
+        [ $v = deterministic ] && fb= extra=--deterministic-mode
         timeout 200 env MEGATRON_FLASH_BACKWARD=$fb "$M" pretrain $flags $extra >"$log" 2>&1
         ms=$(grep ' iteration ' "$log" | tail -1 | sed 's/.*per iteration (ms): \([0-9.]*\).*/\1/')
         loss=$(grep ' iteration ' "$log" | tail -1 | sed 's/.*lm loss: \([0-9.E+-]*\).*/\1/')

@@ -139,7 +139,7 @@ $M pretrain $small --device cuda --bf16 --attention-dropout 0.1 --hidden-dropout
 # 1c. --deterministic-mode: attention's backward of our own (head dimension 64) and no choice by
 # timing; two runs end with the same weights and optimizer state bit for bit, and the losses
 # follow the fp32 CPU's within 2%; a shape it cannot take (head dimension 32) is refused (exit 2).
-# Two default runs of the same model are compared too, for the record (cuDNN's backward sums dQ
+# Two default runs of the same model are compared too, for the record (the default backward adds dQ
 # with atomics: they may or may not differ).
 det="--num-layers 4 --hidden-size 512 --num-attention-heads 8 --seq-length 1024 --max-position-embeddings 1024
     --micro-batch-size 8 --global-batch-size 8 --train-iters 20 --lr 1e-3 --lr-decay-style constant
@@ -159,8 +159,8 @@ det="--num-layers 4 --hidden-size 512 --num-attention-heads 8 --seq-length 1024 
     else
         echo "--deterministic-mode: two runs differ or failed: FAILED (see det_a.log, det_b.log)"
     fi
-    same det_default_a det_default_b && echo "default (cuDNN's backward): two runs bitwise alike this time" ||
-        echo "default (cuDNN's backward): two runs differ in their final weights"
+    same det_default_a det_default_b && echo "default (attention's backward by key blocks): two runs bitwise alike this time" ||
+        echo "default (attention's backward by key blocks): two runs differ in their final weights"
     paste <(loss "$OUT/det_cpu.log") <(loss "$OUT/det_a.log" | head -5) | awk '
         { r = ($2 - $1) / $1; if (r < 0) r = -r; if (r > worst || r != r) worst = r; n++ }
         END { printf "--deterministic-mode, %d iterations: worst relative difference GPU bf16 vs CPU fp32 = %.4f (%s)\n",

@@ -107,16 +107,19 @@ bool test_attention_seq_not_multiple_of_128_matches_cpu(void)
     return attention_case(s);
 }
 
-/* The attention backward of our own (flash_backward.cu), switched on for the test: against the CPU
- * as every attention case and against cuDNN's backward on the same forward; then, with
- * --deterministic-mode's switch (last: it stays on in this process), against the CPU again and
- * twice bitwise (each dQ element summed by one thread in one order). The shapes: the persistent
- * loop taken (5 x 40 heads > 132 SMs), T of one key block, GPT-2's T = 1024 (8 key blocks, query
- * blocks seeing up to 8) and T = 2048 (16). bf16 only: fp16 has nothing to check. */
-/* One forward on fresh inputs, then two backwards of it into got[0] and got[1], the first and
- * second by ours (true) or cuDNN's. */
-static void flash_backward_twice(struct attention_shape s, bool first_ours, bool second_ours,
-                                 float *got[2])
+/* The attention backward of our own (flash_backward.cu) in both its forms, by key blocks (the
+ * default) and by heads (--deterministic-mode's): each against the CPU as every attention case and
+ * against cuDNN's backward on the same forward; by key blocks twice more, the two within one bf16
+ * rounding of each other (its fp32 parts of dQ are added in whatever order they come) and the
+ * memory the backend keeps zero between ops left all zero; then, with --deterministic-mode's
+ * switch (last: it stays on in this process), against the CPU again and twice bitwise (each dQ
+ * element summed by one thread in one order). The shapes: more work items than SMs (5 x 40 heads),
+ * T of one key block, GPT-2's T = 1024 (8 key blocks, query blocks seeing up to 8) and T = 2048
+ * (16). bf16 only: fp16 has nothing to check. */
+/* One forward on fresh inputs, then two backwards of it into got[0] and got[1], by first and
+ * second. */
+static void flash_backward_twice(struct attention_shape s, enum cuda_attention_backward first,
+                                 enum cuda_attention_backward second, float *got[2])
 {
     int64_t N = s.batch * s.seq, W = qkv_width(s), C = (int64_t)s.heads * s.head_dim;
     int64_t rows = s.batch * s.heads * s.seq;
@@ -128,7 +131,7 @@ static void flash_backward_twice(struct attention_shape s, bool first_ours, bool
     struct tensor glse = tensor_make(gl, DT_F32, DEV_CUDA, 3, ldims);
     cuda_attention_forward(D2(go, A.dt, N, C), glse, D2(gq, A.dt, N, W), s, nodrop);
     for (int run = 0; run < 2; run++) {
-        cuda_attention_force_flash_backward(run == 0 ? first_ours : second_ours);
+        cuda_attention_force_backward(run == 0 ? first : second);
         poison(gd, N * W, A.dt);
         cuda_attention_backward(D2(gd, A.dt, N, W), D2(gdo, A.dt, N, C), D2(gq, A.dt, N, W), glse,
                                 D2(go, A.dt, N, C), s, nodrop);
@@ -138,33 +141,47 @@ static void flash_backward_twice(struct attention_shape s, bool first_ours, bool
 
 bool test_attention_flash_backward_matches_cpu(void)
 {
-    if (A.dt != DT_BF16 || !cuda_attention_force_flash_backward(true)) {
+    if (A.dt != DT_BF16 || !cuda_attention_force_backward(CUDA_ATTENTION_BACKWARD_OURS)) {
         printf("   flash backward: bf16 on sm_90 only; nothing to check here\n");
         return true;
     }
     const struct attention_shape shapes[] = {shape(5, 256, 40, 40, 64), shape(2, 128, 3, 3, 64),
                                              shape(2, 1024, 24, 24, 64),
                                              shape(1, 2048, 4, 4, 64)};
+    const enum cuda_attention_backward forms[2] = {CUDA_ATTENTION_BACKWARD_OURS,
+                                                   CUDA_ATTENTION_BACKWARD_HEADS};
+    const char *names[2] = {"by key blocks", "by heads"};
     enum { SHAPES = sizeof shapes / sizeof shapes[0] };
+    const double one_rounding = 1.0 / 256; /* bf16's relative rounding step: 8 bits */
     bool ok = true;
     float *got[2];
     for (int k = 0; k < SHAPES; k++) {
         struct attention_shape s = shapes[k];
-        cuda_attention_force_flash_backward(true);
-        if (!cuda_attention_flash_backward_applies(s, A.dt, 0.0f)) {
-            printf("    flash_backward_fits says no to this shape: FAIL\n");
-            return false;
+        int64_t n = s.batch * s.seq * qkv_width(s);
+        for (int f = 0; f < 2; f++) {
+            cuda_attention_force_backward(forms[f]);
+            if (!cuda_attention_flash_backward_applies(s, A.dt, 0.0f)) {
+                printf("    flash_backward_fits says no to this shape: FAIL\n");
+                return false;
+            }
+            printf("   ours %s:\n", names[f]);
+            ok &= attention_case(s);
+            flash_backward_twice(s, forms[f], CUDA_ATTENTION_BACKWARD_CUDNN, got);
+            ok &= close_to("dqkv, ours vs cuDNN's", got[0], got[1], n, TOL_LP);
         }
-        ok &= attention_case(s);
-        flash_backward_twice(s, true, false, got);
-        ok &= close_to("dqkv, ours vs cuDNN's", got[0], got[1],
-                       s.batch * s.seq * qkv_width(s), TOL_LP);
+        flash_backward_twice(s, CUDA_ATTENTION_BACKWARD_OURS, CUDA_ATTENTION_BACKWARD_OURS, got);
+        ok &= close_to("dqkv, by key blocks, twice", got[1], got[0], n, one_rounding);
+        bool clear = cuda_zeroed_clear();
+        printf("    %-34s %s\n", "kept-zero memory left zero", clear ? "ok" : "FAIL");
+        ok &= clear;
     }
+    cuda_attention_force_backward(CUDA_ATTENTION_BACKWARD_OURS);
     cuda_set_deterministic();
     for (int k = 0; k < SHAPES; k++) {
         printf("   deterministic:\n");
         ok &= attention_case(shapes[k]);
-        flash_backward_twice(shapes[k], true, true, got);
+        flash_backward_twice(shapes[k], CUDA_ATTENTION_BACKWARD_OURS, CUDA_ATTENTION_BACKWARD_OURS,
+                             got);
         ok &= bitwise("dqkv, deterministic, twice", got[1], got[0],
                       shapes[k].batch * shapes[k].seq * qkv_width(shapes[k]));
     }
