@@ -514,7 +514,7 @@ bool flash_backward_takes(struct attention_shape s, enum dtype dt, float dropout
     return ctx->hopper_gemm && ours && dt == DT_BF16 &&
            dropout_p == 0.0f && s.head_dim == 64 && s.heads == s.groups && s.seq % 128 == 0 &&
            s.seq > 0 && s.batch > 0 && s.batch * s.seq < INT32_MAX &&
-           (int64_t)s.batch * s.heads < INT32_MAX;
+           (int64_t)s.batch * s.heads * (s.seq / 64) < INT32_MAX; /* query blocks: int */
 }
 
 bool flash_backward_fits(struct attention_shape s, enum dtype dt, float dropout_p, const void *dqkv,
