@@ -135,46 +135,40 @@ struct cuda_context *cuda_ctx(void)
     return &g_ctx;
 }
 
+/* The grow-only buffer *buf (*held bytes) of at least bytes: regrown a quarter larger when short
+ * (zeroed when zero), never while a CUDA graph is captured (what: the caller, for the message). */
+static void *grown_buffer(void **buf, size_t *held, size_t bytes, bool zero, const char *what)
+{
+    struct cuda_context *c = cuda_ctx();
+    if (bytes <= *held) return *buf;
+    if (cuda_capturing())
+        BUG("%s: %zu bytes needed while a CUDA graph is captured (%zu held): an op of the step "
+            "ran for the first time in the capture", what, bytes, *held);
+    /* Earlier kernels may still read the old buffer: drain the stream before freeing it. */
+    CUDA_CHECK(cudaStreamSynchronize(c->stream));
+    CUDA_CHECK(cudaFree(*buf));
+    count_bytes(c, *held, false);
+    c->memory_epoch++;
+    size_t grown = cuda_align256(bytes + bytes / 4);
+    *buf = NULL;
+    *held = 0;
+    CUDA_CHECK(cudaMalloc(buf, grown));
+    if (zero) CUDA_CHECK(cudaMemsetAsync(*buf, 0, grown, c->stream));
+    *held = grown;
+    count_bytes(c, grown, true);
+    return *buf;
+}
+
 void *cuda_scratch(size_t bytes)
 {
     struct cuda_context *c = cuda_ctx();
-    if (bytes <= c->scratch_bytes) return c->scratch;
-    if (cuda_capturing())
-        BUG("cuda_scratch: %zu bytes needed while a CUDA graph is captured (%zu held): an op of the step "
-            "ran for the first time in the capture", bytes, c->scratch_bytes);
-    /* Earlier kernels may still read the old buffer: drain the stream before freeing it. */
-    CUDA_CHECK(cudaStreamSynchronize(c->stream));
-    CUDA_CHECK(cudaFree(c->scratch));
-    count_bytes(c, c->scratch_bytes, false);
-    c->memory_epoch++;
-    size_t grown = cuda_align256(bytes + bytes / 4);
-    c->scratch = NULL;
-    c->scratch_bytes = 0;
-    CUDA_CHECK(cudaMalloc(&c->scratch, grown));
-    c->scratch_bytes = grown;
-    count_bytes(c, grown, true);
-    return c->scratch;
+    return grown_buffer(&c->scratch, &c->scratch_bytes, bytes, false, "cuda_scratch");
 }
 
 void *cuda_zeroed(size_t bytes)
 {
     struct cuda_context *c = cuda_ctx();
-    if (bytes <= c->zeroed_bytes) return c->zeroed;
-    if (cuda_capturing())
-        BUG("cuda_zeroed: %zu bytes needed while a CUDA graph is captured (%zu held): an op of the step "
-            "ran for the first time in the capture", bytes, c->zeroed_bytes);
-    CUDA_CHECK(cudaStreamSynchronize(c->stream));
-    CUDA_CHECK(cudaFree(c->zeroed));
-    count_bytes(c, c->zeroed_bytes, false);
-    c->memory_epoch++;
-    size_t grown = cuda_align256(bytes + bytes / 4);
-    c->zeroed = NULL;
-    c->zeroed_bytes = 0;
-    CUDA_CHECK(cudaMalloc(&c->zeroed, grown));
-    CUDA_CHECK(cudaMemsetAsync(c->zeroed, 0, grown, c->stream));
-    c->zeroed_bytes = grown;
-    count_bytes(c, grown, true);
-    return c->zeroed;
+    return grown_buffer(&c->zeroed, &c->zeroed_bytes, bytes, true, "cuda_zeroed");
 }
 
 bool cuda_zeroed_clear(void)
