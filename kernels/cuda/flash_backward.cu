@@ -133,7 +133,8 @@ __device__ __forceinline__ void dq_writer(smem &s, const args &a, int c, int lan
     int n = 0, loads = 0;
     for (;; n++) {
         mbar_wait(&s.dq_staged[c], n & 1);
-        const int idx = s.staged[c];
+        /* lane 0's, all lanes past the wait before lane 0 lets the consumer restage */
+        const int idx = __shfl_sync(0xffffffffu, s.staged[c], 0);
         if (idx < 0) break;
         float *sum = a.dq_acc + (int64_t)idx * BM * HD;
         int last = 0;
