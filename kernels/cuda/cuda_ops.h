@@ -307,8 +307,8 @@ bool cuda_attention_flash_backward_applies(struct attention_shape s, enum dtype 
 bool cuda_zeroed_clear(void);
 /* --deterministic-mode: from now on nothing is chosen by timing (cuBLASLt's first algorithm for
  * each GEMM and the untimed GeLU-backward path, cuDNN's first attention config, the residual
- * added in the GEMM by a size rule alone) and attention's backward is our own (cuDNN's sums dQ
- * in no fixed order). Called after cuda_init, before any op. */
+ * added in the GEMM by a size rule alone) and attention's backward is ours by heads (by key
+ * blocks, and cuDNN's, it sums dQ in no fixed order). Called after cuda_init, before any op. */
 void cuda_set_deterministic(void);
 
 /* ---- checks that need no GPU ---- */
