@@ -55,6 +55,7 @@ struct smem {
     bf16 ds[2][BN * BM];   /* dS^T of a step [key row][query row], by the step's parity */
     float dqs[2][BM * HD];  /* consumer c's dQ part out */
     float dqin[2][BM * HD]; /* by heads: the sum so far in; by key blocks: a sum to convert */
+    bf16 dqo[2][BM * HD];   /* by key blocks: writer c's dQ rows out (the TMA's 128-byte swizzle) */
     float lse[STAGES][BM];
     float delta[STAGES][BM];
     uint64_t full[STAGES], empty[STAGES], kv_full[2], kv_empty[2], dq_full[2];
@@ -128,7 +129,8 @@ struct args {
  * before the kernel) and counts them (a.counts); the last of a query block's i / 2 + 1 parts
  * (key blocks 0 .. i / 2) converts the sum into dqkv and leaves the sums and count zero again.
  * Lane 0 moves and counts; the warp converts. */
-__device__ __forceinline__ void dq_writer(smem &s, const args &a, int c, int lane, int nq)
+__device__ __forceinline__ void dq_writer(smem &s, const args &a, const CUtensorMap *map_dq, int c,
+                                          int lane, int nq)
 {
     int n = 0, loads = 0;
     for (;; n++) {
@@ -159,29 +161,39 @@ __device__ __forceinline__ void dq_writer(smem &s, const args &a, int c, int lan
         if (!__shfl_sync(0xffffffffu, last, 0)) continue;
         mbar_wait(&s.dq_full[c], loads++ & 1);
         const int it = idx / nq, qi = idx % nq;
-        bf16 *dst = a.dqkv + (int64_t)((it / a.H) * a.T + qi * BM) * a.W + (it % a.H) * 3 * HD;
         const float4 *in = reinterpret_cast<const float4 *>(s.dqin[c]);
         float4 *z = reinterpret_cast<float4 *>(sum);
+        /* dqo's last copy out has been read: lane 0 waited for it before the shuffle above */
+        unsigned char *out = reinterpret_cast<unsigned char *>(s.dqo[c]);
         for (int e = lane; e < BM * HD / 4; e += 32) {
             /* float4 k of the owner's thread t at k 128 + t: its rows r0, r0 + 8, columns from
-               8 k + cq (the consumer's accumulator places) */
+               8 k + cq (the consumer's accumulator places); into dqo at row r's 16-byte chunk
+               (col / 8) ^ (r % 8) */
             const int t = e % 128, r0 = 16 * (t / 32) + (t % 32) / 4;
             const int col = 8 * (e / 128) + 2 * (t % 4);
             const float4 v = in[e];
-            bf16 *at = dst + (int64_t)r0 * a.W + col;
-            *reinterpret_cast<uint32_t *>(at) = lp_pack2<bf16>(v.x * a.scale, v.y * a.scale);
-            *reinterpret_cast<uint32_t *>(at + 8 * (int64_t)a.W) =
+            const int at = r0 * 128 + (((col / 8) ^ (r0 & 7)) * 16) + (col % 8) * 2;
+            *reinterpret_cast<uint32_t *>(out + at) = lp_pack2<bf16>(v.x * a.scale, v.y * a.scale);
+            *reinterpret_cast<uint32_t *>(out + at + 8 * 128) =
                 lp_pack2<bf16>(v.z * a.scale, v.w * a.scale);
             z[e] = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
         }
-        __syncwarp(); /* dqin read before lane 0's next load into it */
+        fence_proxy_async(); /* dqo's writes before the copy's reads */
+        __syncwarp();        /* dqin read and dqo written before lane 0's next load and copy */
+        if (lane == 0) { /* the block's 64 rows of dQ into dqkv, one TMA copy */
+            tma_store_2d(map_dq, s.dqo[c], (it % a.H) * 3 * HD, (it / a.H) * a.T + qi * BM,
+                         l2_evict_first());
+            bulk_commit();
+        }
     }
+    if (lane == 0) bulk_wait_all(); /* dqo read before the CTA's shared memory goes */
 }
 
 template <bool KEY_BLOCKS>
 __global__ void __launch_bounds__(THREADS, 1)
 flash_backward_kernel(const __grid_constant__ CUtensorMap map_qkv,
-                      const __grid_constant__ CUtensorMap map_do, const args a)
+                      const __grid_constant__ CUtensorMap map_do,
+                      const __grid_constant__ CUtensorMap map_dq, const args a)
 {
     extern __shared__ unsigned char raw[];
     /* aligned to 1024 bytes by an offset from raw (not through an integer), so that the
@@ -245,7 +257,7 @@ flash_backward_kernel(const __grid_constant__ CUtensorMap map_qkv,
                     for (int j = 0; j < nkv; j++) load_block(item, j);
             }
         } else if (KEY_BLOCKS && (tid / 32 == 1 || tid / 32 == 2)) {
-            dq_writer(s, a, tid / 32 - 1, tid % 32, nq);
+            dq_writer(s, a, &map_dq, tid / 32 - 1, tid % 32, nq);
         }
         return;
     }
@@ -554,7 +566,8 @@ void flash_backward(void *dqkv, const void *dout, const void *qkv, const float *
         delta, (const bf16 *)dout, (const bf16 *)out, N, (int)s.seq, (int)H, work);
     CUDA_CHECK_LAUNCH("flash delta_kernel");
     CUtensorMap map_qkv = hopper_tensor_map(qkv, N, W, 64, 64),
-                map_do = hopper_tensor_map(dout, N, H * flash::HD, 64, 64);
+                map_do = hopper_tensor_map(dout, N, H * flash::HD, 64, 64),
+                map_dq = hopper_tensor_map(dqkv, N, W, 64, 64);
     flash::args a;
     a.dqkv = (bf16 *)dqkv;
     a.lse = lse;
@@ -575,9 +588,9 @@ void flash_backward(void *dqkv, const void *dout, const void *qkv, const float *
     }
     if (key_blocks)
         flash::flash_backward_kernel<true><<<(unsigned)grid, flash::THREADS, flash::smem_bytes(),
-                                             ctx->stream>>>(map_qkv, map_do, a);
+                                             ctx->stream>>>(map_qkv, map_do, map_dq, a);
     else
         flash::flash_backward_kernel<false><<<(unsigned)grid, flash::THREADS, flash::smem_bytes(),
-                                              ctx->stream>>>(map_qkv, map_do, a);
+                                              ctx->stream>>>(map_qkv, map_do, map_dq, a);
     CUDA_CHECK_LAUNCH("flash_backward_kernel");
 }
