@@ -455,19 +455,35 @@ flash_backward_kernel(const __grid_constant__ CUtensorMap map_qkv,
                 }
             }
         }
-        if (new_kv || !has_next) { /* the key block done: K and V free, dK and dV out */
-            if (lane == 0) mbar_arrive(&s.kv_empty[buf]);
-            bf16 *dst = a.dqkv + (int64_t)(row0 + j * BN + c * 64) * a.W + h * 3 * HD + HD;
+        if (new_kv || !has_next) {
+            /* the key block done: dK and dV of this consumer's 64 rows go out through its halves
+               of K's and V's buffers (the TMA's 128-byte swizzle, as they came in: row r's
+               16-byte chunk t at t ^ (r % 8)), two TMA copies; K's half only once the other
+               consumer's dQ of this step has read it (both are past their waits for it), the
+               buffers free for the producer once the copies have read them */
+            consumers_sync();
+            unsigned char *tk = reinterpret_cast<unsigned char *>(s.k[buf] + c * 64 * HD),
+                          *tv = reinterpret_cast<unsigned char *>(s.v[buf] + c * 64 * HD);
 #pragma unroll
             for (int t = 0; t < 8; t++)
 #pragma unroll
                 for (int rr = 0; rr < 2; rr++) {
-                    bf16 *row = dst + (int64_t)(r0 + 8 * rr) * a.W + 8 * t + cq;
-                    const int e = 4 * t + 2 * rr;
-                    *reinterpret_cast<uint32_t *>(row) =
+                    const int row = r0 + 8 * rr, e = 4 * t + 2 * rr;
+                    const int at = row * 128 + ((t ^ (row & 7)) * 16) + cq * 2;
+                    *reinterpret_cast<uint32_t *>(tk + at) =
                         lp_pack2<bf16>(dk[e] * a.scale, dk[e + 1] * a.scale);
-                    *reinterpret_cast<uint32_t *>(row + HD) = lp_pack2<bf16>(dv[e], dv[e + 1]);
+                    *reinterpret_cast<uint32_t *>(tv + at) = lp_pack2<bf16>(dv[e], dv[e + 1]);
                 }
+            fence_proxy_async();
+            warpgroup_sync(2 + c);
+            if (tid == 0) {
+                const int r = row0 + j * BN + c * 64;
+                tma_store_2d(&map_dq, tk, h * 3 * HD + HD, r, l2_evict_first());
+                tma_store_2d(&map_dq, tv, h * 3 * HD + 2 * HD, r, l2_evict_first());
+                bulk_commit();
+                bulk_wait_read_all();
+            }
+            if (lane == 0) mbar_arrive(&s.kv_empty[buf]);
 #pragma unroll
             for (int e = 0; e < 32; e++) dk[e] = 0.0f, dv[e] = 0.0f;
             kvn++;
