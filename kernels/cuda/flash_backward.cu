@@ -30,7 +30,9 @@
  * accumulator layout is the A-fragment layout). dQ_i = dS K needs all 128 key rows: both
  * consumers write dS^T (bf16) to shared memory and meet at a barrier; consumer i % 2 then
  * multiplies it (two dS buffers by i's parity, so that writing the next step's never waits for
- * that product). A step's S^T and dP^T are issued under the previous step's tail. By key blocks,
+ * that product). A step's S^T and dP^T are issued under the previous step's tail. At the end of
+ * a key block each consumer writes its rows of dK and dV into its halves of the block's K and V
+ * buffers and the TMA copies them into dqkv. By key blocks,
  * the consumer puts its dQ part in shared memory and the third warpgroup's second or third warp
  * (one for each consumer) adds it into the shared sums (the TMA's reduce-add), counts it,
  * and, for the last part of a query block, convert the sum into dqkv and leave the sums and the
