@@ -418,9 +418,14 @@ flash_backward_kernel(const __grid_constant__ CUtensorMap map_qkv,
         if (lane == 0) mbar_arrive(&s.empty[stage]);
         if (owner) {
             fence_operands<32>(dq);
-            if (last) { /* the sum so far (j > 0) and this part: dQ, scaled and rounded */
+            if (last) {
+                /* the sum so far (j > 0) and this part: dQ, scaled and rounded into the staging
+                   (once its last copy out has read it) in the TMA's 128-byte swizzle, and one TMA
+                   copy into dqkv */
                 if (j > 0) mbar_wait(&s.dq_full[c], loads++ & 1);
-                bf16 *dst = a.dqkv + (int64_t)(row0 + i * BM + r0) * a.W + h * 3 * HD + cq;
+                if (tid == 0) bulk_wait_read_all();
+                warpgroup_sync(2 + c);
+                unsigned char *tq = reinterpret_cast<unsigned char *>(s.dqs[c]);
 #pragma unroll
                 for (int t = 0; t < 8; t++) {
                     float4 v = make_float4(dq[4 * t], dq[4 * t + 1], dq[4 * t + 2], dq[4 * t + 3]);
@@ -428,10 +433,17 @@ flash_backward_kernel(const __grid_constant__ CUtensorMap map_qkv,
                         const float4 p = dqin[t * 128];
                         v.x += p.x, v.y += p.y, v.z += p.z, v.w += p.w;
                     }
-                    *reinterpret_cast<uint32_t *>(dst + 8 * t) =
+                    const int at = r0 * 128 + ((t ^ (r0 & 7)) * 16) + cq * 2;
+                    *reinterpret_cast<uint32_t *>(tq + at) =
                         lp_pack2<bf16>(v.x * a.scale, v.y * a.scale);
-                    *reinterpret_cast<uint32_t *>(dst + 8 * t + 8 * (int64_t)a.W) =
+                    *reinterpret_cast<uint32_t *>(tq + at + 8 * 128) =
                         lp_pack2<bf16>(v.z * a.scale, v.w * a.scale);
+                }
+                fence_proxy_async();
+                warpgroup_sync(2 + c);
+                if (tid == 0) {
+                    tma_store_2d(&map_dq, tq, h * 3 * HD, row0 + i * BM, l2_evict_first());
+                    bulk_commit();
                 }
             } else { /* this part into the staging, and the TMA stores it (first part) or adds it */
                 if (KEY_BLOCKS)
