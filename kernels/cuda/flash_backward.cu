@@ -97,6 +97,14 @@ __device__ __forceinline__ void mma_rs(float *d, const uint32_t *a, uint64_t db)
                  : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(db));
 }
 
+/* The byte offset of byte b of 16-byte chunk k of row r in a tile of 128-byte rows as the TMA's
+   128-byte swizzle lays it out (chunk k of row r at k ^ (r % 8)), as wgmma's descriptors and the
+   TMA's copies read it: the 64 x 64 bf16 tiles written here (dS^T; dQ, dK, dV on their way out). */
+__device__ __forceinline__ int sw128_at(int r, int k, int b)
+{
+    return r * 128 + ((k ^ (r & 7)) << 4) + b;
+}
+
 /* Both consumer warpgroups (named barrier 1). */
 __device__ __forceinline__ void consumers_sync() { asm volatile("bar.sync 1, 256;" ::: "memory"); }
 
@@ -170,12 +178,11 @@ __device__ __forceinline__ void dq_writer(smem &s, const args &a, const CUtensor
         unsigned char *out = reinterpret_cast<unsigned char *>(s.dqo[c]);
         for (int e = lane; e < BM * HD / 4; e += 32) {
             /* float4 k of the owner's thread t at k 128 + t: its rows r0, r0 + 8, columns from
-               8 k + cq (the consumer's accumulator places); into dqo at row r's 16-byte chunk
-               (col / 8) ^ (r % 8) */
+               8 k + cq (the consumer's accumulator places), into dqo's swizzled rows */
             const int t = e % 128, r0 = 16 * (t / 32) + (t % 32) / 4;
             const int col = 8 * (e / 128) + 2 * (t % 4);
             const float4 v = in[e];
-            const int at = r0 * 128 + (((col / 8) ^ (r0 & 7)) * 16) + (col % 8) * 2;
+            const int at = sw128_at(r0, col / 8, (col % 8) * 2);
             *reinterpret_cast<uint32_t *>(out + at) = lp_pack2<bf16>(v.x * a.scale, v.y * a.scale);
             *reinterpret_cast<uint32_t *>(out + at + 8 * 128) =
                 lp_pack2<bf16>(v.z * a.scale, v.w * a.scale);
@@ -361,15 +368,13 @@ flash_backward_kernel(const __grid_constant__ CUtensorMap map_qkv,
 #pragma unroll
         for (int kk = 0; kk < 4; kk++) mma_rs(dk, da + 4 * kk, desc_mn_sw128(qs + kk * 16 * 64));
         wgmma_commit();
-        /* dS^T into shared memory, the 128-byte swizzle: rows c 64 + r0 (+ 8), column group t's
-           16-byte chunk t ^ (row % 8), row % 8 = r0 % 8 */
+        /* dS^T into shared memory, swizzled: rows c 64 + r0 (+ 8), column group t's chunk */
         {
             unsigned char *dsb = reinterpret_cast<unsigned char *>(s.ds[i & 1]);
 #pragma unroll
             for (int m = 0; m < 16; m++) {
                 const int t = m / 2, row = c * 64 + r0 + 8 * (m & 1);
-                *reinterpret_cast<uint32_t *>(dsb + row * 128 + ((t ^ (row & 7)) * 16) + cq * 2) =
-                    da[m];
+                *reinterpret_cast<uint32_t *>(dsb + sw128_at(row, t, cq * 2)) = da[m];
             }
         }
         fence_proxy_async();
@@ -433,7 +438,7 @@ flash_backward_kernel(const __grid_constant__ CUtensorMap map_qkv,
                         const float4 p = dqin[t * 128];
                         v.x += p.x, v.y += p.y, v.z += p.z, v.w += p.w;
                     }
-                    const int at = r0 * 128 + ((t ^ (r0 & 7)) * 16) + cq * 2;
+                    const int at = sw128_at(r0, t, cq * 2); /* row r0 + 8 at + 8 128 */
                     *reinterpret_cast<uint32_t *>(tq + at) =
                         lp_pack2<bf16>(v.x * a.scale, v.y * a.scale);
                     *reinterpret_cast<uint32_t *>(tq + at + 8 * 128) =
@@ -471,10 +476,9 @@ flash_backward_kernel(const __grid_constant__ CUtensorMap map_qkv,
         }
         if (new_kv || !has_next) {
             /* the key block done: dK and dV of this consumer's 64 rows go out through its halves
-               of K's and V's buffers (the TMA's 128-byte swizzle, as they came in: row r's
-               16-byte chunk t at t ^ (r % 8)), two TMA copies; K's half only once the other
-               consumer's dQ of this step has read it (both are past their waits for it), the
-               buffers free for the producer once the copies have read them */
+               of K's and V's buffers (swizzled as they came in), two TMA copies; K's half only
+               once the other consumer's dQ of this step has read it (both are past their waits
+               for it), the buffers free for the producer once the copies have read them */
             consumers_sync();
             unsigned char *tk = reinterpret_cast<unsigned char *>(s.k[buf] + c * 64 * HD),
                           *tv = reinterpret_cast<unsigned char *>(s.v[buf] + c * 64 * HD);
@@ -483,7 +487,7 @@ flash_backward_kernel(const __grid_constant__ CUtensorMap map_qkv,
 #pragma unroll
                 for (int rr = 0; rr < 2; rr++) {
                     const int row = r0 + 8 * rr, e = 4 * t + 2 * rr;
-                    const int at = row * 128 + ((t ^ (row & 7)) * 16) + cq * 2;
+                    const int at = sw128_at(row, t, cq * 2);
                     *reinterpret_cast<uint32_t *>(tk + at) =
                         lp_pack2<bf16>(dk[e] * a.scale, dk[e + 1] * a.scale);
                     *reinterpret_cast<uint32_t *>(tv + at) = lp_pack2<bf16>(dv[e], dv[e + 1]);
