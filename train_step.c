@@ -226,7 +226,7 @@ static void step_work(struct trainer *t, struct schedule_step *step)
     double t2 = phase_clock(t);
     optimizer_queue(t->optimizer);
     ddp_gather_params(t->ddp); /* a skipped step's shards are unchanged: gathering them changes nothing */
-    device_zero(t->model->device, t->model->grads, (size_t)t->model->buffer_numel * sizeof(float));
+    gpt_zero_grads(t->model); /* the next step's first backward writes the rest */
     double t3 = phase_clock(t);
     t->phase_seconds[PHASE_FORWARD_BACKWARD] += t1 - t0;
     t->phase_seconds[PHASE_GRADS_SYNC] += t2 - t1;
@@ -276,6 +276,7 @@ struct step_result train_step(struct trainer *t, double *lm_loss)
         .loss_divisor = (double)num_micro * (double)dp,
         .ddp = t->ddp,
         .overlap_grad_reduce = cfg->overlap_grad_reduce,
+        .first_backward_writes = true,
     };
     double *tokens = xmalloc((size_t)num_micro * sizeof *tokens);
     double tokens_sum = iteration_tokens(t, batches, tokens);

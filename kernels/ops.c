@@ -95,6 +95,21 @@ void op_linear_backward(struct tensor dx, struct tensor dw, struct tensor db, st
     }
 }
 
+void op_linear_weight_grad(struct tensor dw, struct tensor dy, struct tensor x, bool accumulate)
+{
+    struct args a = {.op = "op_linear_weight_grad"};
+    add_arg(&a, "dw", dw), add_arg(&a, "dy", dy), add_arg(&a, "x", x);
+    need_tensor(&a, "dy", dy, DT_F32, 2);
+    need_tensor(&a, "dw", dw, DT_F32, 2);
+    need_tensor(&a, "x", x, DT_F32, 2);
+    need(&a, dims_are(x, dy.shape[0], dw.shape[1]), "x must be [rows of dy, columns of dw]");
+    need(&a, dw.shape[0] == dy.shape[1], "dw must have one row per column of dy");
+    switch (common_device(&a)) {
+    case DEV_CPU: cpu_linear_weight_grad(dw, dy, x, accumulate); return;
+    case DEV_CUDA: ON_CUDA(cuda_linear_weight_grad(dw, dy, x, accumulate)); return;
+    }
+}
+
 static void check_linear_gelu(struct args *a, struct tensor y, struct tensor pre, struct tensor x,
                               struct tensor w, struct tensor b)
 {
@@ -713,5 +728,18 @@ void op_zero(struct tensor x)
     switch (common_device(&a)) {
     case DEV_CPU: cpu_zero(x); return;
     case DEV_CUDA: ON_CUDA(cuda_zero(x)); return;
+    }
+}
+
+void op_zero_ranges(struct tensor x, struct tensor ranges)
+{
+    struct args a = {.op = "op_zero_ranges"};
+    add_arg(&a, "x", x), add_arg(&a, "ranges", ranges);
+    need(&a, tensor_present(x), "x is absent");
+    need_tensor(&a, "ranges", ranges, DT_I64, 2);
+    need(&a, ranges.shape[1] == 2, "ranges must be [n, 2]: (offset, length) rows");
+    switch (common_device(&a)) {
+    case DEV_CPU: cpu_zero_ranges(x, ranges); return;
+    case DEV_CUDA: ON_CUDA(cuda_zero_ranges(x, ranges)); return;
     }
 }

@@ -52,6 +52,10 @@ bool op_fuses_linear_residual(struct tensor y, struct tensor x, struct tensor w,
 /* dx[N,in] = dy . w;  dw[out,in] += dy^T . x;  db[out] += sum_n dy[n,:] */
 void op_linear_backward(struct tensor dx, struct tensor dw, struct tensor db, struct tensor dy,
                         struct tensor x, struct tensor w);
+/* dw[out,in] = dy^T . x, or dw += dy^T . x with accumulate: a linear layer's weight gradient
+ * alone. A training step's first backward writes its linear weights' gradients (no pass zeroes
+ * them first: gpt_batch.write_weight_grads), the later micro batches add theirs. */
+void op_linear_weight_grad(struct tensor dw, struct tensor dy, struct tensor x, bool accumulate);
 
 /* linear_fc1 with the GeLU after it (Megatron's bias-GeLU fusion): pre[N,out] = x . w^T + b, kept
  * for the backward, and y[N,out] = gelu(pre) (the erf form, or the tanh one when tanh_approx). */
@@ -188,6 +192,9 @@ void op_bias_dropout_add_backward(struct tensor dx, struct tensor db, struct ten
 void op_add(struct tensor y, struct tensor a, struct tensor b);
 /* x = 0 */
 void op_zero(struct tensor x);
+/* x[offset, offset + length) = 0 for every row (offset, length) of ranges ([n, 2] int64 on x's
+ * device; within x's elements, which it counts flat): the parts of a buffer zeroed in one pass. */
+void op_zero_ranges(struct tensor x, struct tensor ranges);
 /* y[n, :] = x[n, :] * s[n] for x, y [N, C] and s [N] fp32; y may alias x. */
 void op_scale_rows(struct tensor y, struct tensor x, struct tensor s);
 /* y = x (same shape and dtype); y must not overlap x. */

@@ -55,9 +55,12 @@ void attention_backward(const struct layer_ctx *ctx, const struct attention_para
 {
     const struct model_config *c = ctx->cfg;
     struct attention_shape sh = shape_of(ctx);
-    op_linear_backward(s->dcontext, grad->proj_weight, tensor_none(), dout, a->context, p->proj_weight);
+    const bool acc = !ctx->write_weight_grads;
+    op_linear_backward(s->dcontext, tensor_none(), tensor_none(), dout, a->context, p->proj_weight);
+    op_linear_weight_grad(grad->proj_weight, dout, a->context, acc);
     op_attention_backward(s->dqkv, s->dcontext, a->qkv, a->probs, a->context, sh, probs_dropout(ctx));
     if (c->position_embedding == POS_ROPE)
         op_rope_backward(s->dqkv, positions, sh, rotary_dim(c), c->rotary_base);
-    op_linear_backward(dx, grad->qkv_weight, grad->qkv_bias, s->dqkv, x, p->qkv_weight);
+    op_linear_backward(dx, tensor_none(), grad->qkv_bias, s->dqkv, x, p->qkv_weight);
+    op_linear_weight_grad(grad->qkv_weight, s->dqkv, x, acc);
 }

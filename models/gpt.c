@@ -245,6 +245,12 @@ struct gpt_model *gpt_create_stage(const struct model_config *cfg, int64_t micro
         gpt_bind_views(m, m->weights, DT_F32, &m->embedding, m->layers, &m->final_norm, &m->output_weight);
     gpt_bind_views(m, m->grads, DT_F32, &m->embedding_grad, m->layer_grads, &m->final_norm_grad,
                    &m->output_weight_grad);
+    int64_t nz;
+    int64_t *zr = gpt_grad_zero_ranges(m, &nz);
+    m->grad_zero_ranges = tensor_2d(device_alloc(dev, (size_t)(nz > 0 ? nz : 1) * 2 * sizeof(int64_t)),
+                                    DT_I64, dev, nz, 2);
+    device_copy_to(dev, m->grad_zero_ranges.data, zr, (size_t)nz * 2 * sizeof(int64_t));
+    free(zr);
     m->loss_sum = device_alloc(dev, sizeof(double));
     m->batch = micro_batch;
     m->scratch = create_shared(cfg, &m->tp, micro_batch, dev);
@@ -277,12 +283,18 @@ void gpt_free(struct gpt_model *m)
     free(m->scratch);
     device_free(m->device, m->weights);
     device_free(m->device, m->grads);
+    device_free(m->device, m->grad_zero_ranges.data);
     if (m->weights_lp) device_free(m->device, m->weights_lp);
     device_free(m->device, m->loss_sum);
     free(m->layers);
     free(m->layer_grads);
     free(m->params);
     free(m);
+}
+
+void gpt_zero_grads(struct gpt_model *m)
+{
+    op_zero_ranges(tensor_1d(m->grads, DT_F32, m->device, m->buffer_numel), m->grad_zero_ranges);
 }
 
 static struct layer_ctx make_ctx(const struct gpt_model *m, const struct gpt_batch *b)
@@ -300,6 +312,7 @@ static struct layer_ctx make_ctx(const struct gpt_model *m, const struct gpt_bat
     ctx.device_dropout_stream = b->device_dropout_stream;
     ctx.sample_offset = b->sample_offset;
     ctx.training = b->training;
+    ctx.write_weight_grads = b->write_weight_grads;
     return ctx;
 }
 

@@ -43,6 +43,11 @@ struct gpt_param {
     /* The last stage's copy (Megatron's `shared`): it starts and stays equal to the first stage's
      * tensor, so the gradient norm does not count it and checkpoints do not store it. */
     bool replica;
+    /* Its gradient is written whole by one weight-gradient GEMM before anything adds into it, in
+     * every backward of the chunk holding it: a linear layer's weight, the output layer's (the
+     * word embeddings, tied on one stage: the output layer's backward comes before the
+     * embeddings'). gpt_batch.write_weight_grads. */
+    bool grad_written;
 };
 
 /* The model chunks a pipeline rank holds (Megatron's virtual pipeline stages), each a run of
@@ -78,6 +83,7 @@ struct gpt_model {
     void *weights_lp;         /* CUDA backend: the 16-bit copy forward and backward read; else NULL */
     enum dtype activation_dtype; /* of weights_lp and the activations: gpt_activation_dtype */
     float *grads;             /* main grads, fp32, accumulated over micro batches */
+    struct tensor grad_zero_ranges; /* [n, 2] int64 on the model's device: gpt_zero_grads */
     double *loss_sum;         /* on the model's device: masked token losses summed since gpt_loss_reset */
 
     /* views into weights / grads; layers are indexed by their index in the whole model, and only
@@ -108,6 +114,10 @@ struct gpt_model *gpt_create_stage(const struct model_config *cfg, int64_t micro
                                    const struct tp_group *tp, int64_t buffer_multiple,
                                    const struct gpt_chunk_spec *chunks, int num_chunks);
 void gpt_free(struct gpt_model *m);
+/* Zeroes the gradients a step adds into: all but those of the parameters marked grad_written,
+ * which the step's first backward writes (gpt_batch.write_weight_grads). A step that sets it
+ * calls this in place of zeroing the whole buffer. */
+void gpt_zero_grads(struct gpt_model *m);
 
 /* The dtype a model on dev computes in: fp32 on the CPU backend (bf16/fp16 weights are kept there
  * as rounded fp32 values); on the CUDA backend fp16 with --fp16, else bf16. */
@@ -169,6 +179,10 @@ struct gpt_batch {
      * the output layer and final norm, then l after layer l, then -1 after the embeddings. */
     void (*on_grads_ready)(void *ctx, int stage);
     void *hook_ctx;
+    /* The backward writes the gradients of the parameters marked grad_written (the linear
+     * layers' weights) instead of adding into them: a step's first backward of each chunk, so
+     * that the step zeroes only the rest (gpt_zero_grads). false: every gradient is added. */
+    bool write_weight_grads;
 };
 
 /* The whole model (one chunk holding every layer, one slot). */

@@ -80,6 +80,7 @@ static void add_linear(struct table *t, const struct model_config *c, const char
     char name[96];
     snprintf(name, sizeof name, "%s.weight", prefix);
     add_param(t, name, out, in, split, init);
+    t->p[t->count - 1].grad_written = true; /* by its weight-gradient GEMM */
     if (c->add_bias_linear) {
         snprintf(name, sizeof name, "%s.bias", prefix);
         add_param(t, name, out, 0, split == COLUMNS ? WHOLE : split, INIT_ZEROS);
@@ -128,6 +129,8 @@ void gpt_build_params(struct gpt_model *m)
     if (pre) {
         add_param(&t, "embedding.word_embeddings.weight", c->padded_vocab_size, h, ROWS, INIT_NORMAL);
         t.p[t.count - 1].shared_embedding = split;
+        /* tied on this stage: the output layer's weight-gradient GEMM writes it first */
+        t.p[t.count - 1].grad_written = tied && post;
         if (c->position_embedding == POS_LEARNED_ABSOLUTE)
             add_param(&t, "embedding.position_embeddings.weight", c->max_position_embeddings, h, WHOLE, INIT_NORMAL);
     }
@@ -141,11 +144,27 @@ void gpt_build_params(struct gpt_model *m)
         if (!tied || split) {
             add_param(&t, "output_layer.weight", c->padded_vocab_size, h, ROWS, INIT_NORMAL);
             t.p[t.count - 1].shared_embedding = t.p[t.count - 1].replica = split;
+            t.p[t.count - 1].grad_written = true;
         }
     }
     m->params = t.p;
     m->num_params = t.count;
     m->numel = t.numel;
+}
+
+int64_t *gpt_grad_zero_ranges(const struct gpt_model *m, int64_t *count)
+{
+    int64_t n = 0, *r = xmalloc((size_t)(2 * m->num_params + 2) * sizeof *r), at = 0;
+    /* params lie in offset order, one after another */
+    for (int i = 0; i <= m->num_params; i++) {
+        bool end = i == m->num_params;
+        int64_t lo = end ? m->buffer_numel : m->params[i].offset;
+        if (!end && !m->params[i].grad_written) continue;
+        if (lo > at) r[2 * n] = at, r[2 * n + 1] = lo - at, n++;
+        if (!end) at = m->params[i].offset + m->params[i].numel;
+    }
+    *count = n;
+    return r;
 }
 
 struct gpt_param *gpt_whole_params(const struct model_config *cfg, int *count)

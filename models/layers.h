@@ -28,6 +28,7 @@ struct layer_ctx {
     const uint64_t *device_dropout_stream; /* NULL, or the same in device memory (gpt_batch's) */
     int64_t sample_offset;    /* first sequence of this micro batch within the global batch */
     bool training;
+    bool write_weight_grads;  /* linear weights' gradients written, not added (gpt_batch's) */
 };
 
 /* Dropout sites, so each draws its own stream. */

@@ -239,6 +239,7 @@ static void backward(struct schedule *s, int mb, int chunk)
     const struct gpt_chunk_spec *spec = &s->model->chunks[chunk].spec;
     int c = cell(s, mb, chunk), slot = holding(&s->acts[chunk], s->act_of[c], mb, chunk);
     struct gpt_batch g = st->batches[mb];
+    g.write_weight_grads = st->first_backward_writes && mb == 0; /* a chunk's backwards run in order */
     if (mb == s->num_micro_batches - 1 && st->ddp) { /* the chunk's last backward: its grads become final */
         if (!s->sync_started) ddp_start_grad_sync(st->ddp);
         s->sync_started = true;

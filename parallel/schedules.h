@@ -45,6 +45,9 @@ struct schedule_step {
     bool per_token_loss;                /* see struct gpt_batch */
     struct ddp *ddp;                    /* NULL: no gradient reduction to start */
     bool overlap_grad_reduce;
+    /* each chunk's first backward writes its written gradients (gpt_batch.write_weight_grads):
+       the caller zeroed only the rest (gpt_zero_grads) */
+    bool first_backward_writes;
 };
 
 /* Queues the step's forward (and backward) passes without waiting for the device: the loss of its

@@ -98,6 +98,42 @@ static void test_linear_backward_overwrites_dx_and_accumulates_dw(void **state)
     free(x), free(w), free(dy), free(dx1), free(dx2), free(dw0), free(dw1), free(db0), free(db1), free(dw2);
 }
 
+/* The weight gradient alone: written whole (what was there never read, NaN included) or added,
+ * the same bits as op_linear_backward's dw into zeros and into what is there. */
+static void test_linear_weight_grad_writes_or_adds(void **state)
+{
+    (void)state;
+    int64_t N = 37, K = 70, O = 45; /* partial blocks of the blocked GEMM */
+    float *x = frand(N * K, 51), *dy = frand(N * O, 52);
+    float *want = ffill(O * K, 0.0f), *acc = frand(O * K, 53), *want_acc = malloc((size_t)(O * K) * sizeof(float));
+    memcpy(want_acc, acc, (size_t)(O * K) * sizeof(float));
+    op_linear_backward(tensor_none(), f2(want, O, K), tensor_none(), f2(dy, N, O), f2(x, N, K), tensor_none());
+    op_linear_backward(tensor_none(), f2(want_acc, O, K), tensor_none(), f2(dy, N, O), f2(x, N, K), tensor_none());
+    float *dw = ffill(O * K, NAN);
+    op_linear_weight_grad(f2(dw, O, K), f2(dy, N, O), f2(x, N, K), false);
+    assert_memory_equal(dw, want, (size_t)(O * K) * sizeof(float));
+    op_linear_weight_grad(f2(acc, O, K), f2(dy, N, O), f2(x, N, K), true);
+    assert_memory_equal(acc, want_acc, (size_t)(O * K) * sizeof(float));
+    /* no rows: written means zero, added means unchanged */
+    float *z = ffill(O * K, NAN), *keep = ffill(O * K, 3.0f);
+    op_linear_weight_grad(f2(z, O, K), f2(dy, 0, O), f2(x, 0, K), false);
+    op_linear_weight_grad(f2(keep, O, K), f2(dy, 0, O), f2(x, 0, K), true);
+    for (int64_t i = 0; i < O * K; i++) assert_true(z[i] == 0.0f && keep[i] == 3.0f);
+    free(x), free(dy), free(want), free(acc), free(want_acc), free(dw), free(z), free(keep);
+}
+
+static void test_zero_ranges_zeroes_exactly_the_ranges(void **state)
+{
+    (void)state;
+    float *x = ffill(20, 5.0f);
+    int64_t r[6] = {0, 2, 7, 1, 10, 10};
+    op_zero_ranges(f1(x, 20), tensor_2d(r, DT_I64, DEV_CPU, 3, 2));
+    for (int64_t i = 0; i < 20; i++) assert_true(x[i] == ((i < 2 || i == 7 || i >= 10) ? 0.0f : 5.0f));
+    op_zero_ranges(f1(x, 20), tensor_2d(r, DT_I64, DEV_CPU, 0, 2)); /* none */
+    assert_true(x[3] == 5.0f);
+    free(x);
+}
+
 /* ---- embedding ---- */
 
 /* y[n] = wte[tokens[n]] + wpe[positions[n]]; in = {wte, wpe}, ids = {tokens, positions}, dim = {N, H} */
@@ -830,6 +866,8 @@ int main(void)
         cmocka_unit_test(test_linear_backward_matches_finite_differences),
         cmocka_unit_test(test_linear_backward_matches_reference_across_blocks),
         cmocka_unit_test(test_linear_backward_overwrites_dx_and_accumulates_dw),
+        cmocka_unit_test(test_linear_weight_grad_writes_or_adds),
+        cmocka_unit_test(test_zero_ranges_zeroes_exactly_the_ranges),
         cmocka_unit_test(test_embedding_forward_and_backward_match_reference),
         cmocka_unit_test(test_layernorm_matches_reference_and_finite_differences),
         cmocka_unit_test(test_rmsnorm_matches_reference_and_finite_differences),

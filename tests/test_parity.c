@@ -203,6 +203,29 @@ static void test_every_gradient_matches_reference(void **state)
     gpt_free(m);
 }
 
+/* A training step's way: only the gradients added into are zeroed (gpt_zero_grads), the backward
+ * writes the rest whole (its linear layers' weights, and the output layer's); what was in the
+ * buffer before (NaN here) reaches none of them. */
+static void test_written_weight_gradients_match_reference(void **state)
+{
+    struct fixture *fx = *state;
+    struct gpt_model *m = load_model(fx);
+    struct gpt_batch b = batch_of(fx);
+    b.write_weight_grads = true;
+    int written = 0;
+    for (int i = 0; i < m->num_params; i++) written += m->params[i].grad_written;
+    assert_true(written >= 4 * m->cfg.num_layers);
+    for (int64_t i = 0; i < m->buffer_numel; i++) m->grads[i] = NAN;
+    gpt_zero_grads(m);
+    double tokens;
+    gpt_forward(m, &b, &tokens);
+    gpt_backward(m, &b, (float)(1.0 / tokens));
+    for (int64_t i = 0; i < m->buffer_numel; i++)
+        if (isnan(m->grads[i])) fail_msg("gradient element %lld never written", (long long)i);
+    expect_params_close(fx, m, m->grads, "grad.");
+    gpt_free(m);
+}
+
 static void test_three_adamw_steps_match_reference(void **state)
 {
     struct fixture *fx = *state;
@@ -245,6 +268,7 @@ int main(int argc, char **argv)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_logits_and_loss_match_reference),
         cmocka_unit_test(test_every_gradient_matches_reference),
+        cmocka_unit_test(test_written_weight_gradients_match_reference),
         cmocka_unit_test(test_three_adamw_steps_match_reference),
     };
     return cmocka_run_group_tests(tests, setup, teardown);

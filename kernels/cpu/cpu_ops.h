@@ -16,6 +16,7 @@
 void cpu_linear_forward(struct tensor y, struct tensor x, struct tensor w, struct tensor b);
 void cpu_linear_backward(struct tensor dx, struct tensor dw, struct tensor db, struct tensor dy,
                          struct tensor x, struct tensor w);
+void cpu_linear_weight_grad(struct tensor dw, struct tensor dy, struct tensor x, bool accumulate);
 
 /* embedding.c */
 void cpu_embedding_forward(struct tensor y, struct tensor tokens, struct tensor wte,
@@ -80,6 +81,7 @@ void cpu_bias_dropout_add_backward(struct tensor dx, struct tensor db, struct te
 void cpu_add(struct tensor y, struct tensor a, struct tensor b);
 void cpu_scale_rows(struct tensor y, struct tensor x, struct tensor s);
 void cpu_zero(struct tensor x);
+void cpu_zero_ranges(struct tensor x, struct tensor ranges);
 void cpu_copy(struct tensor y, struct tensor x);
 
 /* loss.c */

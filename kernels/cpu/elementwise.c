@@ -5,6 +5,7 @@
 
 #include "kernels/cpu/cpu_ops.h"
 #include "kernels/rng.h"
+#include "util/error.h"
 
 /* Columns per task of a row sum: each task owns its columns and sums all rows in order. */
 enum { SUM_COLS = 64 };
@@ -111,5 +112,17 @@ void cpu_scale_rows(struct tensor y, struct tensor x, struct tensor s)
 }
 
 void cpu_zero(struct tensor x) { memset(x.data, 0, tensor_bytes(x)); }
+
+void cpu_zero_ranges(struct tensor x, struct tensor ranges)
+{
+    const int64_t *r = ranges.data, n = tensor_numel(x);
+    size_t es = dtype_size(x.dtype);
+    for (int64_t i = 0; i < ranges.shape[0]; i++) {
+        if (r[2 * i] < 0 || r[2 * i + 1] < 0 || r[2 * i] + r[2 * i + 1] > n)
+            BUG("cpu_zero_ranges: range %lld (+%lld) outside the %lld elements", (long long)r[2 * i],
+                (long long)r[2 * i + 1], (long long)n);
+        memset((char *)x.data + (size_t)r[2 * i] * es, 0, (size_t)r[2 * i + 1] * es);
+    }
+}
 
 void cpu_copy(struct tensor y, struct tensor x) { memcpy(y.data, x.data, tensor_bytes(x)); }

@@ -165,13 +165,16 @@ void cpu_linear_backward(struct tensor dx, struct tensor dw, struct tensor db, s
                          .overwrite = true};
         gemm_run(&g);
     }
-    if (tensor_present(dw)) {
-        int64_t in = dw.shape[1];
-        /* dw[out,in] += dy^T[out,N] . x[N,in]: A(i,k) = dy[k,i] */
-        struct gemm g = {.M = out, .N = in, .K = N, .a = dy.data, .a_is = 1, .a_ks = out,
-                         .b = x.data, .b_ks = in, .b_js = 1, .c = dw.data, .ldc = in,
-                         .overwrite = false};
-        gemm_run(&g);
-    }
+    if (tensor_present(dw)) cpu_linear_weight_grad(dw, dy, x, true);
     if (tensor_present(db)) cpu_sum_rows_acc(db.data, dy.data, N, out);
+}
+
+void cpu_linear_weight_grad(struct tensor dw, struct tensor dy, struct tensor x, bool accumulate)
+{
+    int64_t N = dy.shape[0], out = dy.shape[1], in = dw.shape[1];
+    /* dw[out,in] (+)= dy^T[out,N] . x[N,in]: A(i,k) = dy[k,i] */
+    struct gemm g = {.M = out, .N = in, .K = N, .a = dy.data, .a_is = 1, .a_ks = out,
+                     .b = x.data, .b_ks = in, .b_js = 1, .c = dw.data, .ldc = in,
+                     .overwrite = !accumulate};
+    gemm_run(&g);
 }

@@ -95,6 +95,7 @@ bool cuda_fuses_linear_residual(struct tensor y, struct tensor x, struct tensor 
                                 struct tensor b, struct tensor residual);
 void cuda_linear_backward(struct tensor dx, struct tensor dw, struct tensor db, struct tensor dy,
                           struct tensor x, struct tensor w);
+void cuda_linear_weight_grad(struct tensor dw, struct tensor dy, struct tensor x, bool accumulate);
 void cuda_linear_gelu_forward(struct tensor y, struct tensor pre, struct tensor x, struct tensor w,
                               struct tensor b, bool tanh_approx);
 void cuda_linear_dgelu_backward(struct tensor dpre, struct tensor dpre_bias, struct tensor dw,
@@ -158,6 +159,7 @@ void cuda_bias_dropout_add_backward(struct tensor dx, struct tensor db, struct t
 void cuda_add(struct tensor y, struct tensor a, struct tensor b);
 void cuda_scale_rows(struct tensor y, struct tensor x, struct tensor s);
 void cuda_zero(struct tensor x);
+void cuda_zero_ranges(struct tensor x, struct tensor ranges);
 void cuda_copy(struct tensor y, struct tensor x);
 
 void cuda_cross_entropy_forward(struct tensor losses, struct tensor logits, struct tensor targets);

@@ -451,6 +451,30 @@ void cuda_zero(struct tensor x)
     cuda_memset_zero(x.data, tensor_bytes(x));
 }
 
+/* Every block strides over each range in turn (ranges of a few thousand elements and of millions
+ * alike, in one launch); 4-byte elements. */
+static __global__ void zero_ranges_kernel(uint32_t *x, const int64_t *ranges, int64_t n)
+{
+    const int64_t stride = (int64_t)gridDim.x * blockDim.x;
+    for (int64_t r = 0; r < n; r++) {
+        const int64_t lo = ranges[2 * r], hi = lo + ranges[2 * r + 1];
+        for (int64_t i = lo + blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < hi; i += stride)
+            x[i] = 0u;
+    }
+}
+
+void cuda_zero_ranges(struct tensor x, struct tensor ranges)
+{
+    if (!tensor_present(x) || x.device != DEV_CUDA || ranges.device != DEV_CUDA)
+        BUG("cuda_zero_ranges: x and ranges must be GPU tensors");
+    if (dtype_size(x.dtype) != 4) BUG("cuda_zero_ranges: %s elements", dtype_name(x.dtype));
+    if (ranges.shape[0] == 0) return;
+    struct cuda_context *ctx = cuda_ctx();
+    zero_ranges_kernel<<<(unsigned)(4 * ctx->sm_count), 256, 0, ctx->stream>>>(
+        (uint32_t *)x.data, (const int64_t *)ranges.data, ranges.shape[0]);
+    CUDA_CHECK_LAUNCH("zero_ranges_kernel");
+}
+
 /* Any dtype, y and x alike; a device-to-device copy ordered on the backend stream. */
 void cuda_copy(struct tensor y, struct tensor x)
 {

@@ -570,16 +570,7 @@ void cuda_linear_backward(struct tensor dx, struct tensor dw, struct tensor db, 
                               .c = dx.data, .bias = NULL, .aux = NULL, .beta = 0.0f};
         gemm_run(&g);
     }
-    if (tensor_present(dw)) {
-        cuda_need(op, "dw", dw, DT_F32);
-        cuda_need(op, "x", x, dt);
-        int64_t in = dw.shape[1];
-        struct gemm_call g = {.kind = GEMM_DW, .ta = CUBLAS_OP_N, .tb = CUBLAS_OP_T, .m = in,
-                              .n = out, .k = N, .lda = in, .ldb = out, .ldc = in,
-                              .ab_type = lp, .cd_type = CUDA_R_32F, .a = x.data,
-                              .b = dy.data, .c = dw.data, .bias = NULL, .aux = NULL, .beta = 1.0f};
-        if (N > 0) gemm_run(&g);
-    }
+    if (tensor_present(dw)) cuda_linear_weight_grad(dw, dy, x, true);
     if (tensor_present(db)) {
         cuda_need(op, "db", db, DT_F32);
         bool vec = out % 8 == 0 && cuda_aligned16(dy.data);
@@ -587,6 +578,25 @@ void cuda_linear_backward(struct tensor dx, struct tensor dw, struct tensor db, 
                                  load_rows<T>{(const T *)dy.data, out, vec}, (float *)db.data, NULL,
                                  N, out));
     }
+}
+
+/* dw (fp32) = or += dy^T x: beta 0 or 1 in the GEMM's epilogue (with beta 0 it never reads dw). */
+void cuda_linear_weight_grad(struct tensor dw, struct tensor dy, struct tensor x, bool accumulate)
+{
+    const char *op = "cuda_linear_weight_grad";
+    enum dtype dt = cuda_need_lp(op, "dy", dy);
+    cuda_need(op, "dw", dw, DT_F32);
+    cuda_need(op, "x", x, dt);
+    int64_t N = dy.shape[0], out = dy.shape[1], in = dw.shape[1];
+    if (N == 0) { /* no rows: nothing to add, or a zero gradient to write */
+        if (!accumulate) cuda_zero(dw);
+        return;
+    }
+    struct gemm_call g = {.kind = GEMM_DW, .ta = CUBLAS_OP_N, .tb = CUBLAS_OP_T, .m = in, .n = out,
+                          .k = N, .lda = in, .ldb = out, .ldc = in, .ab_type = lp_cuda_type(dt),
+                          .cd_type = CUDA_R_32F, .a = x.data, .b = dy.data, .c = dw.data,
+                          .bias = NULL, .aux = NULL, .beta = accumulate ? 1.0f : 0.0f};
+    gemm_run(&g);
 }
 
 /* ---- linear layers fused with a GeLU ---- */

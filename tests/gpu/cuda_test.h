@@ -185,6 +185,7 @@ static inline struct attention_shape shape(int64_t B, int64_t T, int n, int g, i
 
 bool test_linear_matches_cpu(void);
 bool test_linear_residual_matches_cpu(void);
+bool test_linear_weight_grad_matches_cpu(void);
 bool test_linear_gelu_matches_cpu(void);
 bool test_linear_gelu_saving_grad_matches_cpu(void);
 bool test_embedding_matches_cpu_and_backward_is_bitwise(void);

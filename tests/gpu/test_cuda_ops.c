@@ -42,6 +42,7 @@ struct test {
 static const struct test TESTS[] = {
     T(test_linear_matches_cpu),
     T(test_linear_residual_matches_cpu),
+    T(test_linear_weight_grad_matches_cpu),
     T(test_linear_gelu_matches_cpu),
     T(test_linear_gelu_saving_grad_matches_cpu),
     T(test_embedding_matches_cpu_and_backward_is_bitwise),

@@ -92,6 +92,45 @@ bool test_linear_matches_cpu(void)
     return ok;
 }
 
+/* The weight gradient alone (a step's first backward writes it, the later ones add): written
+ * over NaN (beta 0: never read) and added to what is there, against the CPU's op; no rows write
+ * zeros and add nothing. */
+static bool weight_grad_case(int64_t N, int64_t in, int64_t out)
+{
+    const int64_t rows = N > 0 ? N : 1; /* allocated (no rows still needs the pointers) */
+    float *x = randn(rows * in, 1.0f), *dy = randn(rows * out, 1.0f), *dw0 = randn(out * in, 0.01f);
+    float *written = halloc((size_t)(out * in) * sizeof(float)), *added = copy_f(dw0, out * in);
+    for (int64_t i = 0; i < out * in; i++) written[i] = NAN;
+    cpu_linear_weight_grad(H2(written, out, in), H2(dy, N, out), H2(x, N, in), false);
+    cpu_linear_weight_grad(H2(added, out, in), H2(dy, N, out), H2(x, N, in), true);
+    void *gx = to_dev_lp(x, rows * in), *gdy = to_dev_lp(dy, rows * out);
+    void *gw = dalloc(out * in * 4), *ga = to_dev(dw0, out * in * 4);
+    poison(gw, out * in, DT_F32);
+    cuda_linear_weight_grad(D2(gw, DT_F32, out, in), D2(gdy, A.dt, N, out), D2(gx, A.dt, N, in),
+                            false);
+    cuda_linear_weight_grad(D2(ga, DT_F32, out, in), D2(gdy, A.dt, N, out), D2(gx, A.dt, N, in),
+                            true);
+    printf("   N=%lld in=%lld out=%lld\n", (long long)N, (long long)in, (long long)out);
+    bool ok = close_to("dw written (=, fp32)", from_dev_f32(gw, out * in), written, out * in, TOL_F32);
+    ok &= close_to("dw added (+=, fp32)", from_dev_f32(ga, out * in), added, out * in, TOL_F32);
+    return ok;
+}
+
+bool test_linear_weight_grad_matches_cpu(void)
+{
+    bool ok = weight_grad_case(256, 512, 768) & weight_grad_case(100, 72, 200) &
+              weight_grad_case(1100, 320, 1000) & weight_grad_case(0, 40, 24);
+    /* and the zeroing of a step's added gradients: exactly the ranges, in one launch */
+    int64_t n = 3000000, r[8] = {0, 5, 17, 1, 4096, 2000000, 2999990, 10};
+    float *h = randn(n, 1.0f), *want = copy_f(h, n);
+    for (int k = 0; k < 4; k++)
+        for (int64_t i = r[2 * k]; i < r[2 * k] + r[2 * k + 1]; i++) want[i] = 0.0f;
+    void *g = to_dev(h, n * 4), *gr = to_dev(r, sizeof r);
+    cuda_zero_ranges(D1(g, DT_F32, n), D2(gr, DT_I64, 4, 2));
+    ok &= bitwise("zeroed ranges, the rest kept", from_dev_f32(g, n), want, n);
+    return ok;
+}
+
 /* linear_proj or linear_fc2 with the bias-dropout-add after it (no dropout) in the GEMM:
  * y = x w^T + b + residual against the CPU's op (the GEMM, then the add); the residual, read as
  * the GEMM's C, must be left as it was. */
