@@ -48,6 +48,13 @@ namespace flash {
 using namespace hopper;
 
 enum { HD = 64, BN = 128, BM = 64, STAGES = 3, THREADS = 384 };
+/* Registers a thread after the split (setmaxnreg): the launch gives 168 x 384 (ptxas -v), the
+   third warpgroup (the producer and the dQ writers) hands some to the consumers: 40 x 128 +
+   232 x 256 = 168 x 384. (With 24 and 240 the third warpgroup's code spilled 60 bytes a thread;
+   a split asking more than the launch gives never returns from setmaxnreg.inc.) */
+enum { REGS_PRODUCER = 40, REGS_CONSUMER = 232 };
+static_assert(REGS_PRODUCER * 128 + REGS_CONSUMER * 256 <= 168 * THREADS,
+              "the split fits the registers the launch gives");
 
 struct smem {
     bf16 k[2][BN * HD]; /* K_j, V_j of the key block: two buffers */
@@ -223,7 +230,7 @@ flash_backward_kernel(const __grid_constant__ CUtensorMap map_qkv,
     }
     __syncthreads();
     if (wg == 2) {
-        asm volatile("setmaxnreg.dec.sync.aligned.u32 24;");
+        asm volatile("setmaxnreg.dec.sync.aligned.u32 %0;" ::"n"((int)REGS_PRODUCER));
         if (tid == 0) {
             int stage = 0, phase = 0, kvn = 0;
             /* one key block of a head: K_j, V_j, then each step's Q_i, dO_i, lse_i, Delta_i */
@@ -271,7 +278,7 @@ flash_backward_kernel(const __grid_constant__ CUtensorMap map_qkv,
         }
         return;
     }
-    asm volatile("setmaxnreg.inc.sync.aligned.u32 240;");
+    asm volatile("setmaxnreg.inc.sync.aligned.u32 %0;" ::"n"((int)REGS_CONSUMER));
     const int c = wg, warp = tid / 32, lane = tid % 32;
     const float LOG2E = 1.4426950408889634f, scale_log2 = a.scale * LOG2E;
     /* dQ's partial sums (by heads the CTA's own; by key blocks shared by the CTAs): per query
