@@ -612,23 +612,29 @@ void op_attention_forward(struct tensor out, struct tensor probs, struct tensor 
     }
 }
 
-void op_attention_backward(struct tensor dqkv, struct tensor dout, struct tensor qkv,
-                           struct tensor probs, struct tensor out, struct attention_shape s,
-                           struct dropout_key drop)
+void op_attention_backward(struct tensor dqkv, struct tensor db, struct tensor dout,
+                           struct tensor qkv, struct tensor probs, struct tensor out,
+                           struct attention_shape s, struct dropout_key drop)
 {
     struct args a = {.op = "op_attention_backward"};
-    add_arg(&a, "dqkv", dqkv), add_arg(&a, "dout", dout), add_arg(&a, "qkv", qkv);
-    add_arg(&a, "probs", probs), add_arg(&a, "out", out);
+    add_arg(&a, "dqkv", dqkv), add_arg(&a, "db", db), add_arg(&a, "dout", dout);
+    add_arg(&a, "qkv", qkv), add_arg(&a, "probs", probs), add_arg(&a, "out", out);
     need_attention_shape(&a, "qkv", qkv, s);
     need_attention_shape(&a, "dqkv", dqkv, s);
     need_attention_out(&a, "dout", dout, s);
     need_attention_out(&a, "out", out, s);
     need_dropout(&a, drop);
+    maybe_tensor(&a, "db", db, DT_F32, 1);
+    need(&a, !tensor_present(db) || db.shape[0] == dqkv.shape[1],
+         "db must have one entry per column of dqkv");
     enum device dev = common_device(&a);
     need_attention_probs(&a, probs, s, dev);
     switch (dev) {
-    case DEV_CPU: cpu_attention_backward(dqkv, dout, qkv, probs, out, s, drop); return;
-    case DEV_CUDA: ON_CUDA(cuda_attention_backward(dqkv, dout, qkv, probs, out, s, drop)); return;
+    case DEV_CPU:
+        cpu_attention_backward(dqkv, dout, qkv, probs, out, s, drop);
+        if (tensor_present(db)) cpu_sum_rows_acc(db.data, dqkv.data, dqkv.shape[0], dqkv.shape[1]);
+        return;
+    case DEV_CUDA: ON_CUDA(cuda_attention_backward(dqkv, db, dout, qkv, probs, out, s, drop)); return;
     }
 }
 

@@ -173,10 +173,12 @@ void op_rope_backward(struct tensor dqkv, struct tensor positions, struct attent
  * backend keeps the log-sum-exp [B, n, T] instead (fp32 in both cases). */
 void op_attention_forward(struct tensor out, struct tensor probs, struct tensor qkv,
                           struct attention_shape s, struct dropout_key drop);
-/* dqkv[N, g*(n/g+2)*d] (overwritten) from dout[N, n*d]. */
-void op_attention_backward(struct tensor dqkv, struct tensor dout, struct tensor qkv,
-                           struct tensor probs, struct tensor out, struct attention_shape s,
-                           struct dropout_key drop);
+/* dqkv[N, g*(n/g+2)*d] (overwritten) from dout[N, n*d]; with db [g*(n/g+2)*d] (optional),
+ * db += sum_n dqkv[n,:] too: linear_qkv's bias gradient, which the backend may sum as it writes
+ * dqkv (op_linear_backward's db of dqkv otherwise). */
+void op_attention_backward(struct tensor dqkv, struct tensor db, struct tensor dout,
+                           struct tensor qkv, struct tensor probs, struct tensor out,
+                           struct attention_shape s, struct dropout_key drop);
 
 /* ---- elementwise ---- */
 

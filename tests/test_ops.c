@@ -745,7 +745,8 @@ static void run_attention_embedding_loss(struct outbuf *o)
     struct tensor probs = tensor_make(take(o, 2 * 4 * 64 * 64), DT_F32, DEV_CPU, 4, pshape);
     op_rope_forward(f2(qkv, N, W), i1(pos, N), s, 8, 10000.0f);
     op_attention_forward(f2(out, N, D), probs, f2(qkv, N, W), s, drop);
-    op_attention_backward(f2(take(o, N * W), N, W), f2(dout, N, D), f2(qkv, N, W), probs, f2(out, N, D), s, drop);
+    op_attention_backward(f2(take(o, N * W), N, W), tensor_none(), f2(dout, N, D), f2(qkv, N, W), probs,
+                          f2(out, N, D), s, drop);
     float *dy = frand(N * H, 213), *logits = frand(N * V, 214);
     op_embedding_backward(f2(take(o, 50 * H), 50, H), 0, tensor_none(), f2(dy, N, H), i1(tok, N), tensor_none());
     op_cross_entropy_forward(f1(take(o, N), N), f2(logits, N, V), i1(tok, N));

@@ -130,7 +130,8 @@ static void check_attention(float p)
     assert_true(max_rel_err(probs, P, B * n * T * T, 0.0) < FWD_TOL);
     for (int64_t row = 0; row < B * n * T; row++)
         for (int64_t u = row % T + 1; u < T; u++) assert_true(probs[row * T + u] == 0.0f);
-    op_attention_backward(f2(dqkv, N, W), f2(r, N, n * d), f2(qkv, N, W), tprobs, f2(out, N, n * d), s, drop);
+    op_attention_backward(f2(dqkv, N, W), tensor_none(), f2(r, N, n * d), f2(qkv, N, W), tprobs,
+                          f2(out, N, n * d), s, drop);
     check_grad(&c, 0, N * W, dqkv, 0.0, p > 0 ? "attention dqkv with dropout" : "attention dqkv");
     free_ref(&c);
     free(qkv), free(r), free(out), free(probs), free(dqkv), free(P);

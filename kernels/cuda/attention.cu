@@ -725,9 +725,9 @@ static void sdpa_backward(struct tensor dqkv, struct tensor dout, struct tensor 
     if (m.q_packed) q_pack<T>(dq, dx, N, s, true);
 }
 
-void cuda_attention_backward(struct tensor dqkv, struct tensor dout, struct tensor qkv,
-                             struct tensor probs, struct tensor out, struct attention_shape s,
-                             struct dropout_key drop)
+void cuda_attention_backward(struct tensor dqkv, struct tensor db, struct tensor dout,
+                             struct tensor qkv, struct tensor probs, struct tensor out,
+                             struct attention_shape s, struct dropout_key drop)
 {
     const char *op = "cuda_attention_backward";
     enum dtype dt = cuda_need_lp(op, "dqkv", dqkv);
@@ -735,17 +735,23 @@ void cuda_attention_backward(struct tensor dqkv, struct tensor dout, struct tens
     cuda_need(op, "qkv", qkv, dt);
     cuda_need(op, "probs", probs, DT_F32);
     cuda_need(op, "out", out, dt);
+    cuda_maybe(op, "db", db, DT_F32);
     check_attention(op, s, drop, qkv);
     if (!cuda_aligned16(dqkv.data)) BUG("%s: dqkv must be 16-byte aligned", op);
+    float *dbp = tensor_present(db) ? (float *)db.data : NULL;
+    bool summed = false;
     if (flash_backward_fits(s, dt, drop.p, dqkv.data, qkv.data, dout.data, out.data, probs.data)) {
         if (s.batch * s.seq > 0)
-            flash_backward(dqkv.data, dout.data, qkv.data, (const float *)probs.data, out.data, s);
-        return;
+            summed = flash_backward(dqkv.data, dbp, dout.data, qkv.data, (const float *)probs.data,
+                                    out.data, s);
+    } else {
+        if (cuda_ctx()->deterministic) /* train.c checks the model's shape before the first step */
+            BUG("%s: --deterministic-mode, and the attention backward of our own does not take "
+                "this shape", op);
+        CUDA_LP_DISPATCH(dt, sdpa_backward<T>(dqkv, dout, qkv, probs, out, s, drop));
     }
-    if (cuda_ctx()->deterministic) /* train.c checks the model's shape before the first step */
-        BUG("%s: --deterministic-mode, and the attention backward of our own does not take this "
-            "shape", op);
-    CUDA_LP_DISPATCH(dt, sdpa_backward<T>(dqkv, dout, qkv, probs, out, s, drop));
+    if (dbp && !summed) /* the column sums by the linear layer's pass */
+        cuda_linear_backward(tensor_none(), tensor_none(), db, dqkv, tensor_none(), tensor_none());
 }
 
 void cuda_set_deterministic(void) { cuda_ctx()->deterministic = true; }

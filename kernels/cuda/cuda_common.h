@@ -483,7 +483,9 @@ const char *hopper_gemm_variant_name(int v);
 bool flash_backward_takes(struct attention_shape s, enum dtype dt, float dropout_p);
 bool flash_backward_fits(struct attention_shape s, enum dtype dt, float dropout_p, const void *dqkv,
                          const void *qkv, const void *dout, const void *out, const void *lse);
-void flash_backward(void *dqkv, const void *dout, const void *qkv, const float *lse,
+/* With db (fp32 [3 n 64], may be NULL) the form by key blocks also adds dqkv's column sums into
+ * it, summed as the tiles leave, and says so (true); false: db is the caller's to sum. */
+bool flash_backward(void *dqkv, float *db, const void *dout, const void *qkv, const float *lse,
                     const void *out, struct attention_shape s);
 
 /* The MLP's GeLU with gelu'(pre) kept for the backward instead of pre (linear.cu), on our GEMM

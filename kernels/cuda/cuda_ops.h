@@ -148,9 +148,9 @@ void cuda_rope_backward(struct tensor dqkv, struct tensor positions, struct atte
                         int rotary_dim, float base);
 void cuda_attention_forward(struct tensor out, struct tensor probs, struct tensor qkv,
                             struct attention_shape s, struct dropout_key drop);
-void cuda_attention_backward(struct tensor dqkv, struct tensor dout, struct tensor qkv,
-                             struct tensor probs, struct tensor out, struct attention_shape s,
-                             struct dropout_key drop);
+void cuda_attention_backward(struct tensor dqkv, struct tensor db, struct tensor dout,
+                             struct tensor qkv, struct tensor probs, struct tensor out,
+                             struct attention_shape s, struct dropout_key drop);
 
 void cuda_bias_dropout_add_forward(struct tensor y, struct tensor x, struct tensor b,
                                    struct tensor residual, struct dropout_key drop);

@@ -37,7 +37,10 @@
  * (one for each consumer) adds it into the shared sums (the TMA's reduce-add), counts it,
  * and, for the last part of a query block, convert the sum into dqkv and leave the sums and the
  * count zero again (cuda_zeroed): no zeroing pass, no conversion pass, and the consumers never
- * wait for a global round trip. */
+ * wait for a global round trip. With linear_qkv's bias gradient asked for (by key blocks), the
+ * third warpgroup's fourth warp sums the columns of each key block's dK and dV tiles on their way
+ * out, the dQ writers those of the dQ tiles they round, into partial rows of 64 rows each that
+ * cuda_colsum_reduce adds: the column sums of the bf16 dqkv written, without a pass over it. */
 #include "kernels/cuda/cuda_common.h"
 #include "kernels/cuda/hopper_gemm.cuh"
 
@@ -73,6 +76,7 @@ struct smem {
     int kv_work[2];
     uint64_t dq_staged[2], dq_free[2];
     int staged[2];
+    uint64_t tiles_ready[2]; /* by key blocks, summing: both consumers' dK and dV tiles written */
 };
 
 constexpr size_t smem_bytes() { return sizeof(smem) + 1024; }
@@ -139,8 +143,50 @@ struct args {
     int *work;          /* by key blocks: the next work item, zeroed by delta_kernel */
     int T, H, W;        /* W: qkv's row (3 H 64) */
     int items;          /* B H heads */
+    float *db_parts;    /* by key blocks: [B T / 64, W] column sums of dqkv's 64-row blocks, or
+                           NULL (no bias gradient asked for) */
     float scale;        /* 1 / sqrt(64) */
 };
+
+/* Lane l's columns 2 l and 2 l + 1 of rows [row0, row0 + 64) of a swizzled 64-column bf16 tile,
+ * summed in row order (fp32) and stored at dst[2 l], dst[2 l + 1]. */
+__device__ __forceinline__ void tile_column_sums(const unsigned char *tile, int row0, int lane,
+                                                 float *dst)
+{
+    float s0 = 0.0f, s1 = 0.0f;
+#pragma unroll 8
+    for (int r = row0; r < row0 + 64; r++) {
+        const float2 f = __bfloat1622float2(
+            *reinterpret_cast<const __nv_bfloat162 *>(tile + sw128_at(r, lane / 4, (lane % 4) * 4)));
+        s0 += f.x, s1 += f.y;
+    }
+    dst[2 * lane] = s0, dst[2 * lane + 1] = s1;
+}
+
+/* By key blocks, summing: the fourth warp of the third warpgroup. For each key block, in the
+ * consumers' order, once both have written its dK and dV tiles into the block's K and V buffers,
+ * the column sums of each 64-row half into its partial row; then it frees the buffers too (the
+ * ninth of kv_empty's arrivals). */
+__device__ __forceinline__ void kv_column_sums(smem &s, const args &a, int lane, int nkv)
+{
+    for (int n = 0;; n++) {
+        const int buf = n & 1;
+        mbar_wait(&s.kv_full[buf], (n >> 1) & 1);
+        const int w = __shfl_sync(0xffffffffu, s.kv_work[buf], 0);
+        if (w < 0) return; /* none left */
+        const int item = w / nkv, j = w % nkv, b = item / a.H, h = item % a.H;
+        mbar_wait(&s.tiles_ready[buf], (n >> 1) & 1);
+        for (int half = 0; half < 2; half++) {
+            float *dst = a.db_parts + ((int64_t)b * a.T + j * BN + half * 64) / 64 * a.W + h * 3 * HD;
+            tile_column_sums(reinterpret_cast<const unsigned char *>(s.k[buf]), half * 64, lane,
+                             dst + HD);
+            tile_column_sums(reinterpret_cast<const unsigned char *>(s.v[buf]), half * 64, lane,
+                             dst + 2 * HD);
+        }
+        __syncwarp();
+        if (lane == 0) mbar_arrive(&s.kv_empty[buf]);
+    }
+}
 
 /* By key blocks: the warp that adds consumer c's dQ parts into the shared sums (a.dq_acc, zero
  * before the kernel) and counts them (a.counts); the last of a query block's i / 2 + 1 parts
@@ -197,6 +243,10 @@ __device__ __forceinline__ void dq_writer(smem &s, const args &a, const CUtensor
         }
         fence_proxy_async(); /* dqo's writes before the copy's reads */
         __syncwarp();        /* dqin read and dqo written before lane 0's next load and copy */
+        if (a.db_parts) /* the block's column sums, of the bf16 values going out */
+            tile_column_sums(out, 0, lane,
+                             a.db_parts + ((int64_t)(it / a.H) * a.T + qi * BM) / 64 * a.W +
+                                 (it % a.H) * 3 * HD);
         if (lane == 0) { /* the block's 64 rows of dQ into dqkv, one TMA copy */
             tma_store_2d(map_dq, s.dqo[c], (it % a.H) * 3 * HD, (it / a.H) * a.T + qi * BM,
                          l2_evict_first());
@@ -223,8 +273,8 @@ flash_backward_kernel(const __grid_constant__ CUtensorMap map_qkv,
     if (threadIdx.x == 0) {
         /* the empties: lane 0 of each consumer warp, after its own wait for the wgmmas */
         for (int i = 0; i < STAGES; i++) mbar_init(&s.full[i], 1), mbar_init(&s.empty[i], 8);
-        for (int i = 0; i < 2; i++) mbar_init(&s.kv_full[i], 1), mbar_init(&s.kv_empty[i], 8);
-        for (int i = 0; i < 2; i++) mbar_init(&s.dq_full[i], 1);
+        for (int i = 0; i < 2; i++) mbar_init(&s.kv_full[i], 1), mbar_init(&s.kv_empty[i], KEY_BLOCKS && a.db_parts ? 9 : 8);
+        for (int i = 0; i < 2; i++) mbar_init(&s.dq_full[i], 1), mbar_init(&s.tiles_ready[i], 2);
         for (int i = 0; i < 2; i++) mbar_init(&s.dq_staged[i], 1), mbar_init(&s.dq_free[i], 1);
         asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
     }
@@ -275,6 +325,8 @@ flash_backward_kernel(const __grid_constant__ CUtensorMap map_qkv,
             }
         } else if (KEY_BLOCKS && (tid / 32 == 1 || tid / 32 == 2)) {
             dq_writer(s, a, &map_dq, tid / 32 - 1, tid % 32, nq);
+        } else if (KEY_BLOCKS && tid / 32 == 3 && a.db_parts) {
+            kv_column_sums(s, a, tid % 32, nkv);
         }
         return;
     }
@@ -501,6 +553,7 @@ flash_backward_kernel(const __grid_constant__ CUtensorMap map_qkv,
                 }
             fence_proxy_async();
             warpgroup_sync(2 + c);
+            if (KEY_BLOCKS && a.db_parts && tid == 0) mbar_arrive(&s.tiles_ready[buf]);
             if (tid == 0) {
                 const int r = row0 + j * BN + c * 64;
                 tma_store_2d(&map_dq, tk, h * 3 * HD + HD, r, l2_evict_first());
@@ -580,7 +633,7 @@ bool flash_backward_fits(struct attention_shape s, enum dtype dt, float dropout_
            cuda_aligned16(lse);
 }
 
-void flash_backward(void *dqkv, const void *dout, const void *qkv, const float *lse,
+bool flash_backward(void *dqkv, float *db, const void *dout, const void *qkv, const float *lse,
                     const void *out, struct attention_shape s)
 {
     struct cuda_context *ctx = cuda_ctx();
@@ -592,7 +645,9 @@ void flash_backward(void *dqkv, const void *dout, const void *qkv, const float *
     const int grid = (int)(units < ctx->sm_count ? units : ctx->sm_count);
     const size_t delta_bytes = cuda_align256((size_t)items * s.seq * sizeof(float));
     const size_t own_sums = key_blocks ? 0 : (size_t)grid * s.seq * flash::HD * 4;
-    char *scratch = (char *)cuda_scratch(delta_bytes + 256 + own_sums);
+    const bool sums = key_blocks && db; /* the bias gradient's partial rows, one per 64 rows */
+    const size_t parts = sums ? (size_t)(N / 64) * W * 4 : 0;
+    char *scratch = (char *)cuda_scratch(delta_bytes + 256 + own_sums + parts);
     float *delta = (float *)scratch;
     int *work = (int *)(scratch + delta_bytes);
     float *dq_acc = (float *)(scratch + delta_bytes + 256);
@@ -617,6 +672,7 @@ void flash_backward(void *dqkv, const void *dout, const void *qkv, const float *
     a.dq_acc = dq_acc;
     a.counts = counts;
     a.work = work;
+    a.db_parts = sums ? (float *)(scratch + delta_bytes + 256 + own_sums) : NULL;
     a.T = (int)s.seq, a.H = (int)H, a.W = (int)W, a.items = (int)items;
     a.scale = 0.125f; /* 1 / sqrt(64) */
     if (!ctx->flash_smem_set) {
@@ -635,4 +691,6 @@ void flash_backward(void *dqkv, const void *dout, const void *qkv, const float *
         flash::flash_backward_kernel<false><<<(unsigned)grid, flash::THREADS, flash::smem_bytes(),
                                               ctx->stream>>>(map_qkv, map_do, map_dq, a);
     CUDA_CHECK_LAUNCH("flash_backward_kernel");
+    if (sums) cuda_colsum_reduce(db, NULL, a.db_parts, (int)(N / 64), W);
+    return sums;
 }

@@ -160,6 +160,7 @@ struct att {
     struct attention_shape s;
     void *qkv, *out, *dout, *dqkv;
     float *lse;
+    float *db; /* NULL: the backward alone; else linear_qkv's bias gradient with it */
 };
 
 static int64_t qkv_width(struct attention_shape s)
@@ -185,6 +186,7 @@ static void att_bwd(void *a)
     int64_t C = (int64_t)t->s.heads * t->s.head_dim, ld[3] = {t->s.batch, t->s.heads, t->s.seq};
     struct dropout_key nodrop = {0};
     cuda_attention_backward(tensor_2d(t->dqkv, DT_BF16, DEV_CUDA, N, W),
+                            t->db ? tensor_1d(t->db, DT_F32, DEV_CUDA, W) : tensor_none(),
                             tensor_2d(t->dout, DT_BF16, DEV_CUDA, N, C),
                             tensor_2d(t->qkv, DT_BF16, DEV_CUDA, N, W),
                             tensor_make(t->lse, DT_F32, DEV_CUDA, 3, ld),
@@ -197,19 +199,23 @@ static void bench_attention(struct attention_shape s)
     int64_t C = (int64_t)s.heads * s.head_dim;
     struct att t = {s, dev_randn(N * W, 1.0f, 5), cuda_alloc((size_t)(N * C * 2)),
                     dev_randn(N * C, 1.0f, 6), cuda_alloc((size_t)(N * W * 2)),
-                    cuda_alloc((size_t)(s.batch * s.heads * s.seq * 4))};
+                    cuda_alloc((size_t)(s.batch * s.heads * s.seq * 4)), NULL};
     att_fwd(&t); /* builds the plans (and compiles cuDNN's kernels) outside the timings */
     att_bwd(&t);
     double tf = time_ms(att_fwd, &t), tb = time_ms(att_bwd, &t);
+    t.db = cuda_alloc((size_t)W * 4); /* the backward with the bias gradient, as a layer runs it */
+    att_bwd(&t);
+    double tbd = time_ms(att_bwd, &t);
     /* causal: half of the 2 (fwd) or 5 (bwd) T x T x d products per head */
     double fwd_flop = 2.0 * 2.0 * s.batch * s.heads * (double)s.seq * s.seq * s.head_dim / 2.0;
     double bwd_flop = 2.5 * fwd_flop;
     printf("attention B=%lld T=%lld n=%d g=%d d=%d: fwd %.3f ms %.0f TF/s | bwd %.3f ms %.0f TF/s"
-           " | fwd+bwd %.3f ms %.0f TF/s\n",
+           " | fwd+bwd %.3f ms %.0f TF/s | bwd with qkv's bias gradient %.3f ms\n",
            (long long)s.batch, (long long)s.seq, s.heads, s.groups, s.head_dim, tf,
            fwd_flop / tf / 1e9, tb, bwd_flop / tb / 1e9, tf + tb,
-           (fwd_flop + bwd_flop) / (tf + tb) / 1e9);
+           (fwd_flop + bwd_flop) / (tf + tb) / 1e9, tbd);
     cuda_free(t.qkv), cuda_free(t.out), cuda_free(t.dout), cuda_free(t.dqkv), cuda_free(t.lse);
+    cuda_free(t.db);
 }
 
 /* ---- fused ops against the sequences of ops they replace ---- */

@@ -78,14 +78,24 @@ static bool attention_case(struct attention_shape s)
     poison(go, N * C, A.dt), poison(gl, rows, DT_F32), poison(gd, N * W, A.dt);
     int64_t ldims[3] = {s.batch, s.heads, s.seq};
     struct tensor glse = tensor_make(gl, DT_F32, DEV_CUDA, 3, ldims);
+    /* linear_qkv's bias gradient with it: db += the column sums of the dqkv written */
+    float *db0 = randn(W, 0.1f);
+    void *gdb = to_dev(db0, W * 4);
     cuda_attention_forward(D2(go, A.dt, N, C), glse, D2(gq, A.dt, N, W), s, nodrop);
-    cuda_attention_backward(D2(gd, A.dt, N, W), D2(gdo, A.dt, N, C), D2(gq, A.dt, N, W),
-                            glse, D2(go, A.dt, N, C), s, nodrop);
+    cuda_attention_backward(D2(gd, A.dt, N, W), D1(gdb, DT_F32, W), D2(gdo, A.dt, N, C),
+                            D2(gq, A.dt, N, W), glse, D2(go, A.dt, N, C), s, nodrop);
     printf("   attention B=%lld T=%lld n=%d g=%d d=%d\n", (long long)s.batch, (long long)s.seq,
            s.heads, s.groups, s.head_dim);
     bool ok = close_to("out", from_dev_lp(go, N * C), out, N * C, TOL_LP);
     ok &= close_to("log-sum-exp (vs double)", from_dev_f32(gl, rows), lse, rows, TOL_F32);
-    ok &= close_to("dqkv", from_dev_lp(gd, N * W), dqkv, N * W, TOL_LP);
+    float *got = from_dev_lp(gd, N * W), *want_db = copy_f(db0, W);
+    ok &= close_to("dqkv", got, dqkv, N * W, TOL_LP);
+    for (int64_t c = 0; c < W; c++) {
+        double sum = 0.0;
+        for (int64_t n = 0; n < N; n++) sum += got[n * W + c];
+        want_db[c] = (float)(db0[c] + sum);
+    }
+    ok &= close_to("db (+= the dqkv written, summed)", from_dev_f32(gdb, W), want_db, W, 1e-6);
     return ok;
 }
 
@@ -133,8 +143,8 @@ static void flash_backward_twice(struct attention_shape s, enum cuda_attention_b
     for (int run = 0; run < 2; run++) {
         cuda_attention_force_backward(run == 0 ? first : second);
         poison(gd, N * W, A.dt);
-        cuda_attention_backward(D2(gd, A.dt, N, W), D2(gdo, A.dt, N, C), D2(gq, A.dt, N, W), glse,
-                                D2(go, A.dt, N, C), s, nodrop);
+        cuda_attention_backward(D2(gd, A.dt, N, W), tensor_none(), D2(gdo, A.dt, N, C),
+                                D2(gq, A.dt, N, W), glse, D2(go, A.dt, N, C), s, nodrop);
         got[run] = from_dev_lp(gd, N * W);
     }
 }
@@ -199,8 +209,8 @@ static void gpu_attention(void *go, void *gl, void *gd, void *gq, void *gdo,
     struct tensor glse = tensor_make(gl, DT_F32, DEV_CUDA, 3, ldims);
     cuda_attention_forward(D2(go, A.dt, N, C), glse, D2(gq, A.dt, N, W), s, drop);
     if (gd)
-        cuda_attention_backward(D2(gd, A.dt, N, W), D2(gdo, A.dt, N, C), D2(gq, A.dt, N, W), glse,
-                                D2(go, A.dt, N, C), s, drop);
+        cuda_attention_backward(D2(gd, A.dt, N, W), tensor_none(), D2(gdo, A.dt, N, C),
+                                D2(gq, A.dt, N, W), glse, D2(go, A.dt, N, C), s, drop);
 }
 
 /* got differs from ref by a relative L2 of at least 0.1: a mask drawn anew changes each output
