@@ -156,8 +156,8 @@ __device__ __forceinline__ void tile_column_sums(const unsigned char *tile, int 
     float s0 = 0.0f, s1 = 0.0f;
 #pragma unroll 8
     for (int r = row0; r < row0 + 64; r++) {
-        const float2 f = __bfloat1622float2(
-            *reinterpret_cast<const __nv_bfloat162 *>(tile + sw128_at(r, lane / 4, (lane % 4) * 4)));
+        const unsigned char *at = tile + sw128_at(r, lane / 4, (lane % 4) * 4);
+        const float2 f = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162 *>(at));
         s0 += f.x, s1 += f.y;
     }
     dst[2 * lane] = s0, dst[2 * lane + 1] = s1;
@@ -177,7 +177,8 @@ __device__ __forceinline__ void kv_column_sums(smem &s, const args &a, int lane,
         const int item = w / nkv, j = w % nkv, b = item / a.H, h = item % a.H;
         mbar_wait(&s.tiles_ready[buf], (n >> 1) & 1);
         for (int half = 0; half < 2; half++) {
-            float *dst = a.db_parts + ((int64_t)b * a.T + j * BN + half * 64) / 64 * a.W + h * 3 * HD;
+            float *dst =
+                a.db_parts + ((int64_t)b * a.T + j * BN + half * 64) / 64 * a.W + h * 3 * HD;
             tile_column_sums(reinterpret_cast<const unsigned char *>(s.k[buf]), half * 64, lane,
                              dst + HD);
             tile_column_sums(reinterpret_cast<const unsigned char *>(s.v[buf]), half * 64, lane,
@@ -271,9 +272,12 @@ flash_backward_kernel(const __grid_constant__ CUtensorMap map_qkv,
     const int wg = __shfl_sync(0xffffffffu, (int)threadIdx.x / 128, 0), tid = threadIdx.x % 128;
     const int T = a.T, nq = T / BM, nkv = T / BN, items = a.items;
     if (threadIdx.x == 0) {
-        /* the empties: lane 0 of each consumer warp, after its own wait for the wgmmas */
+        /* the empties: lane 0 of each consumer warp, after its own wait for the wgmmas (and the
+           summing warp's lane 0 for the K/V buffers, when it sums) */
+        const int kv_users = KEY_BLOCKS && a.db_parts ? 9 : 8;
         for (int i = 0; i < STAGES; i++) mbar_init(&s.full[i], 1), mbar_init(&s.empty[i], 8);
-        for (int i = 0; i < 2; i++) mbar_init(&s.kv_full[i], 1), mbar_init(&s.kv_empty[i], KEY_BLOCKS && a.db_parts ? 9 : 8);
+        for (int i = 0; i < 2; i++)
+            mbar_init(&s.kv_full[i], 1), mbar_init(&s.kv_empty[i], kv_users);
         for (int i = 0; i < 2; i++) mbar_init(&s.dq_full[i], 1), mbar_init(&s.tiles_ready[i], 2);
         for (int i = 0; i < 2; i++) mbar_init(&s.dq_staged[i], 1), mbar_init(&s.dq_free[i], 1);
         asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
