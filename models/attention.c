@@ -55,16 +55,14 @@ void attention_backward(const struct layer_ctx *ctx, const struct attention_para
 {
     const struct model_config *c = ctx->cfg;
     struct attention_shape sh = shape_of(ctx);
-    const bool acc = !ctx->write_weight_grads;
-    op_linear_backward(s->dcontext, tensor_none(), tensor_none(), dout, a->context, p->proj_weight);
-    op_linear_weight_grad(grad->proj_weight, dout, a->context, acc);
+    layer_linear_backward(ctx, s->dcontext, grad->proj_weight, tensor_none(), dout, a->context,
+                          p->proj_weight);
     /* linear_qkv's bias gradient, the column sums of dqkv: summed by the attention backward as it
        writes dqkv, unless RoPE changes dqkv after it */
     const bool rope = c->position_embedding == POS_ROPE;
     op_attention_backward(s->dqkv, rope ? tensor_none() : grad->qkv_bias, s->dcontext, a->qkv,
                           a->probs, a->context, sh, probs_dropout(ctx));
     if (rope) op_rope_backward(s->dqkv, positions, sh, rotary_dim(c), c->rotary_base);
-    op_linear_backward(dx, tensor_none(), rope ? grad->qkv_bias : tensor_none(), s->dqkv, x,
-                       p->qkv_weight);
-    op_linear_weight_grad(grad->qkv_weight, s->dqkv, x, acc);
+    layer_linear_backward(ctx, dx, grad->qkv_weight, rope ? grad->qkv_bias : tensor_none(), s->dqkv,
+                          x, p->qkv_weight);
 }

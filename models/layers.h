@@ -2,7 +2,8 @@
  * embedding.c, norm.c, attention.c, mlp.c, transformer_layer.c, lm_head.c. A layer reads its
  * parameters through views (struct *_params), saves what its backward needs in its activations
  * (struct *_acts) and calls kernels/ops.h only. Backward functions overwrite input gradients and
- * accumulate parameter gradients, as the ops do. */
+ * accumulate parameter gradients, as the ops do, except the linear layers' weight gradients on a
+ * step's first backward (layer_ctx.write_weight_grads), which they write. */
 #ifndef MEGATRON_MODELS_LAYERS_H
 #define MEGATRON_MODELS_LAYERS_H
 
@@ -30,6 +31,16 @@ struct layer_ctx {
     bool training;
     bool write_weight_grads;  /* linear weights' gradients written, not added (gpt_batch's) */
 };
+
+/* A linear layer's backward: dx = dy w and db += dy's column sums (either may be absent), then
+ * dw = or += dy^T x, as ctx->write_weight_grads says (dw may be absent). */
+static inline void layer_linear_backward(const struct layer_ctx *ctx, struct tensor dx,
+                                         struct tensor dw, struct tensor db, struct tensor dy,
+                                         struct tensor x, struct tensor w)
+{
+    op_linear_backward(dx, tensor_none(), db, dy, x, w);
+    if (tensor_present(dw)) op_linear_weight_grad(dw, dy, x, !ctx->write_weight_grads);
+}
 
 /* Dropout sites, so each draws its own stream. */
 enum dropout_site { SITE_EMBEDDING, SITE_ATTENTION_PROBS, SITE_ATTENTION_OUT, SITE_MLP_OUT };

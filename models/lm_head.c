@@ -39,17 +39,14 @@ void lm_head_backward(const struct layer_ctx *ctx, struct tensor weight, struct 
         op_cross_entropy_backward(a->logits, a->logits, labels, dlosses);
     else
         op_vocab_parallel_ce_backward(a->logits, a->logits, labels, vocab_start, a->lse, dlosses);
-    const bool acc = !ctx->write_weight_grads;
     if (!a->rows_scaled) {
-        op_linear_backward(dx_full, tensor_none(), tensor_none(), a->logits, a->input, weight);
-        if (tensor_present(dweight)) op_linear_weight_grad(dweight, a->logits, a->input, acc);
+        layer_linear_backward(ctx, dx_full, dweight, tensor_none(), a->logits, a->input, weight);
         return;
     }
     /* dlogits = diag(row_scale) probs: dweight takes probs^T (row_scale x), dx_full the rows of
        probs w scaled */
     a->rows_scaled = false;
     op_scale_rows(a->scaled_input, a->input, a->row_scale);
-    op_linear_backward(dx_full, tensor_none(), tensor_none(), a->logits, a->scaled_input, weight);
-    if (tensor_present(dweight)) op_linear_weight_grad(dweight, a->logits, a->scaled_input, acc);
+    layer_linear_backward(ctx, dx_full, dweight, tensor_none(), a->logits, a->scaled_input, weight);
     op_scale_rows(dx_full, dx_full, a->row_scale);
 }

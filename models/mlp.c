@@ -29,22 +29,20 @@ void mlp_backward(const struct layer_ctx *ctx, const struct mlp_params *p,
                   struct tensor dx, struct tensor dout, struct tensor x)
 {
     enum activation_type act = ctx->cfg->activation;
-    const bool acc = !ctx->write_weight_grads;
     if (act == ACT_SWIGLU) {
-        op_linear_backward(s->dact, tensor_none(), tensor_none(), dout, a->act, p->fc2_weight);
-        op_linear_weight_grad(grad->fc2_weight, dout, a->act, acc);
+        layer_linear_backward(ctx, s->dact, grad->fc2_weight, tensor_none(), dout, a->act,
+                              p->fc2_weight);
         op_swiglu_backward(s->dfc1, s->dact, a->fc1);
-        op_linear_backward(dx, tensor_none(), grad->fc1_bias, s->dfc1, x, p->fc1_weight);
-        op_linear_weight_grad(grad->fc1_weight, s->dfc1, x, acc);
+        layer_linear_backward(ctx, dx, grad->fc1_weight, grad->fc1_bias, s->dfc1, x, p->fc1_weight);
         return;
     }
-    op_linear_weight_grad(grad->fc2_weight, dout, a->act, acc);
+    /* fc2's weight gradient, then its input gradient through the GeLU with fc1's bias gradient */
+    op_linear_weight_grad(grad->fc2_weight, dout, a->act, !ctx->write_weight_grads);
     if (a->fc1_is_gelu_grad)
         op_linear_dgelu_backward_saved(s->dfc1, grad->fc1_bias, tensor_none(), dout, a->act,
                                        p->fc2_weight, a->fc1);
     else
         op_linear_dgelu_backward(s->dfc1, grad->fc1_bias, tensor_none(), dout, a->act,
                                  p->fc2_weight, a->fc1, act == ACT_GELU_TANH);
-    op_linear_backward(dx, tensor_none(), tensor_none(), s->dfc1, x, p->fc1_weight);
-    op_linear_weight_grad(grad->fc1_weight, s->dfc1, x, acc);
+    layer_linear_backward(ctx, dx, grad->fc1_weight, tensor_none(), s->dfc1, x, p->fc1_weight);
 }
