@@ -163,6 +163,13 @@ __device__ __forceinline__ void tile_column_sums(const unsigned char *tile, int 
     dst[2 * lane] = s0, dst[2 * lane + 1] = s1;
 }
 
+/* Head item's (b H + h) columns of the partial row of its rows [row, row + 64) (row a multiple of
+ * 64 within the sequence): where a tile's column sums go. */
+__device__ __forceinline__ float *db_part(const args &a, int item, int row)
+{
+    return a.db_parts + ((int64_t)(item / a.H) * a.T + row) / 64 * a.W + (item % a.H) * 3 * HD;
+}
+
 /* By key blocks, summing: the fourth warp of the third warpgroup. For each key block, in the
  * consumers' order, once both have written its dK and dV tiles into the block's K and V buffers,
  * the column sums of each 64-row half into its partial row; then it frees the buffers too (the
@@ -174,11 +181,10 @@ __device__ __forceinline__ void kv_column_sums(smem &s, const args &a, int lane,
         mbar_wait(&s.kv_full[buf], (n >> 1) & 1);
         const int w = __shfl_sync(0xffffffffu, s.kv_work[buf], 0);
         if (w < 0) return; /* none left */
-        const int item = w / nkv, j = w % nkv, b = item / a.H, h = item % a.H;
+        const int item = w / nkv, j = w % nkv;
         mbar_wait(&s.tiles_ready[buf], (n >> 1) & 1);
         for (int half = 0; half < 2; half++) {
-            float *dst =
-                a.db_parts + ((int64_t)b * a.T + j * BN + half * 64) / 64 * a.W + h * 3 * HD;
+            float *dst = db_part(a, item, j * BN + half * 64);
             tile_column_sums(reinterpret_cast<const unsigned char *>(s.k[buf]), half * 64, lane,
                              dst + HD);
             tile_column_sums(reinterpret_cast<const unsigned char *>(s.v[buf]), half * 64, lane,
@@ -245,9 +251,7 @@ __device__ __forceinline__ void dq_writer(smem &s, const args &a, const CUtensor
         fence_proxy_async(); /* dqo's writes before the copy's reads */
         __syncwarp();        /* dqin read and dqo written before lane 0's next load and copy */
         if (a.db_parts) /* the block's column sums, of the bf16 values going out */
-            tile_column_sums(out, 0, lane,
-                             a.db_parts + ((int64_t)(it / a.H) * a.T + qi * BM) / 64 * a.W +
-                                 (it % a.H) * 3 * HD);
+            tile_column_sums(out, 0, lane, db_part(a, it, qi * BM));
         if (lane == 0) { /* the block's 64 rows of dQ into dqkv, one TMA copy */
             tma_store_2d(map_dq, s.dqo[c], (it % a.H) * 3 * HD, (it / a.H) * a.T + qi * BM,
                          l2_evict_first());
