@@ -4,9 +4,9 @@
  * kernels/cpu/norm.c.
  *
  * The backward is one pass over the rows for widths up to 2048 (norm_backward_kernel): dx from
- * the row kept in registers (or in a shared-memory ring where those would spill), and the weight
- * and bias gradients summed in registers over a block's rows into partial rows that a second
- * small kernel adds in a fixed order, so x and dy cross memory once. Wider or unaligned rows take
+ * the row kept in registers (a wide row shared by two or four warps), and the weight and bias
+ * gradients summed in registers over a block's rows into partial rows that a second small kernel
+ * adds in a fixed order, so x and dy cross memory once. Wider or unaligned rows take
  * a dx kernel and a separate deterministic column sum (cuda_common.h).
  *
  * Fused with its neighbour in a pre-norm residual stream, the backward adds the residual branch's
@@ -233,15 +233,34 @@ template <class T> struct norm_bwd_args {
     const T *dy, *x, *w, *dres; /* dres NULL: nothing to add to dx */
     const float *mean, *rstd;   /* mean unused by RMSNorm */
     int64_t N, C;
-    int64_t rows; /* rows per block: norm_backward_rows_per_block(N) */
+    int64_t rows; /* rows per block: norm_backward_rows_per_block(N), or norm_split_rows_per_block(N) */
 };
 
-/* Blocks per SM norm_backward_kernel asks registers for: two (16 warps) while a lane's pieces and
- * sums fit in 128 registers without spilling (LayerNorm to 768 columns, RMSNorm to 1024), else
- * one; wider rows keep more bytes in flight per warp. */
-static constexpr int norm_backward_min_blocks(int pieces, bool rms)
+/* Warps that share a row in norm_backward_kernel, for ceil(C / 256) pieces of 8 columns a lane:
+ * one while a lane's pieces and sums of the whole row fit two blocks an SM without spilling (to
+ * 768 columns); else 2 or 4, each taking a span of the row. (One warp a row of 1600 columns took
+ * 251 registers, 8 warps an SM: 73% of the memory's rate under Nsight Compute, 0.102 ms for 16384
+ * rows with the residual's sums; by four warps 0.095, and 32768 rows of 1024 by two 0.105 against
+ * 0.113; H100.) */
+enum { NB_SPLIT_PIECES = 2, NB_SPLIT_BLOCKS = 256 };
+
+static constexpr __host__ __device__ int norm_backward_wpr(int64_t pieces)
 {
-    return pieces <= 3 || (rms && pieces <= 4) ? 2 : 1;
+    return pieces <= 3 ? 1 : pieces <= 2 * NB_SPLIT_PIECES ? 2 : 4;
+}
+
+/* Columns warp w of a row's WPR takes: [w s, w s + s), s = C / WPR rounded up to 8. */
+static __host__ __device__ __forceinline__ int64_t norm_backward_span(int64_t C, int wpr)
+{
+    return (C + 8 * wpr - 1) / (8 * wpr) * 8;
+}
+
+/* Rows per block with WPR > 1 (two blocks an SM): about NB_SPLIT_BLOCKS blocks, as above. */
+static int64_t norm_split_rows_per_block(int64_t N)
+{
+    int64_t rows = (N + NB_SPLIT_BLOCKS - 1) / NB_SPLIT_BLOCKS;
+    rows = (rows + NORM_WARPS - 1) / NORM_WARPS * NORM_WARPS;
+    return rows < NORM_WARPS ? NORM_WARPS : rows > NB_MAX_ROWS ? NB_MAX_ROWS : rows;
 }
 
 /* w[c, c + 8) through the read-only cache (every warp reads it for every row: an L1 hit), or
@@ -252,132 +271,57 @@ __device__ __forceinline__ uint4 norm_weight_piece(const T *w, int64_t c)
     return w ? __ldg(reinterpret_cast<const uint4 *>(w + c)) : make_uint4(0, 0, 0, 0);
 }
 
-/* Where norm_backward_kernel keeps a lane's pieces of the row between the row's two steps: in
- * registers, or (RING) in a two-row ring of shared memory filled by cp.async, the warp's next row
- * in flight while it works on this one. The ring where the row's registers and the sums would not
- * fit in 255: LayerNorm with the residual's sums over rows wider than 1536 (at 1600 columns the
- * register version spilled 172 bytes: 0.113-0.116 ms for 16384 rows against 0.102-0.103 through
- * the ring; without the residual's sums the registers were faster, 0.089 against 0.097; H100). */
-static constexpr __host__ __device__ bool norm_backward_ring(int pieces, bool rms, bool rsum)
-{
-    return !rms && rsum && pieces >= 7;
-}
-
-/* Bytes of a block's ring: NORM_WARPS warps x 2 rows x (x, dy, dres) x P pieces x 32 lanes x 16. */
-static constexpr size_t norm_backward_ring_bytes(int pieces)
-{
-    return (size_t)NORM_WARPS * 2 * 3 * pieces * 32 * sizeof(uint4);
-}
-
-__device__ __forceinline__ void cp_async16(void *smem, const void *gmem)
-{
-    unsigned s = (unsigned)__cvta_generic_to_shared(smem);
-    asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(s), "l"(gmem) : "memory");
-}
-
-__device__ __forceinline__ void cp_async_commit(void)
-{
-    asm volatile("cp.async.commit_group;\n" ::: "memory");
-}
-
-/* Waits for the lane's copies but those of the group committed last. */
-__device__ __forceinline__ void cp_async_wait_but_last(void)
-{
-    asm volatile("cp.async.wait_group 1;\n" ::: "memory");
-}
-
-/* The lane's slot for piece k of tensor t (0 x, 1 dy, 2 dres) of ring row s. */
-template <int P>
-__device__ __forceinline__ uint4 *ring_slot(uint4 *ring, int s, int t, int k, int lane)
-{
-    return ring + ((s * 3 + t) * P + k) * 32 + lane;
-}
-
-/* Starts the copies of row n's pieces into ring row s. */
-template <class T, int P>
-__device__ __forceinline__ void ring_fill(const struct norm_bwd_args<T> &a, uint4 *ring, int s,
-                                          int64_t n, int lane, bool dres)
-{
-#pragma unroll
-    for (int k = 0; k < P; k++) {
-        const int64_t c = (int64_t)lane * 8 + 256 * k;
-        if (c >= a.C) continue;
-        cp_async16(ring_slot<P>(ring, s, 0, k, lane), a.x + n * a.C + c);
-        cp_async16(ring_slot<P>(ring, s, 1, k, lane), a.dy + n * a.C + c);
-        if (dres) cp_async16(ring_slot<P>(ring, s, 2, k, lane), a.dres + n * a.C + c);
-    }
-}
-
-/* A block takes a.rows rows, one warp per row at a time. Lane l keeps pieces c = 8 l + 256 k,
- * k < P, of the row's x, dy and dres between the row's two steps (its sums, then dx), packed in
- * registers or in the ring (norm_backward_ring), and adds dy * xhat (and dy) into fp32 registers
- * over the block's rows, so dw and db cost no second read of x and dy. With RSUM it also sums
- * dres's columns (needs dx and dres): the bias gradient of the bias-dropout-add whose output
- * gradient dres is, when there is no dropout. At the end the block adds its warps' sums in warp
- * order into its partial row (one for each sum), which cuda_colsum_reduce adds up: every order
- * depends on the shape alone, and the two ways to keep a row give the same bits. The formulas and
- * their order of operations are those of layernorm_dx_kernel / rmsnorm_dx_kernel and the
+/* A block takes a.rows rows, WPR warps per row at a time (a group; NORM_WARPS / WPR groups).
+ * Warp w of a group takes the row's columns [w s, min(C, w s + s)) (norm_backward_span), lane l
+ * the pieces c = w s + 8 l + 256 k, k < P, of x, dy and dres, kept in registers between the row's
+ * two steps (its sums, then dx), and adds dy * xhat (and dy) into fp32 registers over the group's
+ * rows, so dw and db cost no second read of x and dy. With RSUM it also sums dres's columns
+ * (needs dx and dres): the bias gradient of the bias-dropout-add whose output gradient dres is,
+ * when there is no dropout. A row's two sums are its warps', added in warp order through shared
+ * memory (a named barrier for the group, once a row: the slots alternate between rows). At the
+ * end the block adds its groups' column sums in group order into its partial row (one for each
+ * sum), which cuda_colsum_reduce adds up: every order depends on the shape alone. The formulas
+ * and their order of operations are those of layernorm_dx_kernel / rmsnorm_dx_kernel and the
  * column-sum loads above. Needs C % 8 == 0 and 16-byte aligned rows; dx may alias dres (each
  * piece is read before the same lane writes it). */
-template <class T, int P, bool RMS, bool RSUM>
-static __global__ void __launch_bounds__(NORM_WARPS * 32, norm_backward_min_blocks(P, RMS))
-    norm_backward_kernel(struct norm_bwd_args<T> a)
+template <class T, int P, int WPR, bool RMS, bool RSUM>
+static __global__ void __launch_bounds__(NORM_WARPS * 32, 2) norm_backward_kernel(struct norm_bwd_args<T> a)
 {
-    constexpr bool RING = norm_backward_ring(P, RMS, RSUM);
-    extern __shared__ uint4 ring_rows[]; /* norm_backward_ring_bytes(P) when RING, else none */
-    __shared__ float red[NORM_WARPS][256];
+    constexpr int GROUPS = NORM_WARPS / WPR, COLS = WPR * P * 256; /* the widest row taken */
+    __shared__ float2 slot[GROUPS][2][WPR]; /* a row's two sums, by warp */
+    __shared__ float red[GROUPS][COLS];     /* the groups' column sums */
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-    const int64_t C = a.C, n0 = (int64_t)blockIdx.x * a.rows;
+    const int group = warp / WPR, w = warp % WPR;
+    const int64_t C = a.C, span = norm_backward_span(C, WPR);
+    const int64_t lo = w * span, hi = lo + span < C ? lo + span : C; /* this warp's columns */
+    const int64_t n0 = (int64_t)blockIdx.x * a.rows;
     const int64_t n1 = n0 + a.rows < a.N ? n0 + a.rows : a.N;
     const bool has_dres = a.dx && a.dres;
-    uint4 *ring = ring_rows + (RING ? (size_t)warp * 2 * 3 * P * 32 : 0);
     float accw[P][8], accb[P][8], accr[RSUM ? P : 1][8];
 #pragma unroll
     for (int k = 0; k < P; k++)
 #pragma unroll
         for (int i = 0; i < 8; i++) accw[k][i] = accb[k][i] = accr[RSUM ? k : 0][i] = 0.0f;
-    float r_next = 0.0f, m_next = 0.0f; /* RING: the next row's rstd and mean, loaded early */
-    if (RING) {
-        if (n0 + warp < n1) {
-            ring_fill<T, P>(a, ring, 0, n0 + warp, lane, has_dres);
-            r_next = a.rstd[n0 + warp];
-            m_next = RMS ? 0.0f : a.mean[n0 + warp];
-        }
-        cp_async_commit();
-    }
-    int s = 0; /* RING: the ring row holding row n */
-    for (int64_t n = n0 + warp; n < n1; n += NORM_WARPS, s ^= 1) {
-        uint4 xv[RING ? 1 : P], gv[RING ? 1 : P], dv[RING ? 1 : P];
-        float r, m;
-        if (RING) {
-            r = r_next, m = m_next;
-            if (n + NORM_WARPS < n1) {
-                ring_fill<T, P>(a, ring, s ^ 1, n + NORM_WARPS, lane, has_dres);
-                r_next = a.rstd[n + NORM_WARPS];
-                m_next = RMS ? 0.0f : a.mean[n + NORM_WARPS];
-            }
-            cp_async_commit();
-            cp_async_wait_but_last(); /* row n's copies have landed */
-        } else {
-            r = a.rstd[n], m = RMS ? 0.0f : a.mean[n];
+    int it = 0;
+    for (int64_t n = n0 + group; n < n1; n += GROUPS, it ^= 1) {
+        uint4 xv[P], gv[P], dv[P];
+        const float r = a.rstd[n], m = RMS ? 0.0f : a.mean[n];
 #pragma unroll
-            for (int k = 0; k < P; k++) { /* every load of the row before any math */
-                const int64_t c = (int64_t)lane * 8 + 256 * k;
-                if (c >= C) continue;
-                xv[k] = *reinterpret_cast<const uint4 *>(a.x + n * C + c);
-                gv[k] = *reinterpret_cast<const uint4 *>(a.dy + n * C + c);
-                if (has_dres) dv[k] = *reinterpret_cast<const uint4 *>(a.dres + n * C + c);
-            }
+        for (int k = 0; k < P; k++) { /* every load of the row's pieces before any math */
+            const int64_t c = lo + 256 * k + 8 * lane;
+            if (c >= hi) continue;
+            xv[k] = *reinterpret_cast<const uint4 *>(a.x + n * C + c);
+            gv[k] = *reinterpret_cast<const uint4 *>(a.dy + n * C + c);
+            if (has_dres) dv[k] = *reinterpret_cast<const uint4 *>(a.dres + n * C + c);
         }
-#define ROW_PIECE(t, arr, k) (RING ? *ring_slot<P>(ring, s, t, k, lane) : arr[RING ? 0 : k])
         float sg = 0.0f, sgx = 0.0f;
 #pragma unroll
         for (int k = 0; k < P; k++) {
-            const int64_t c = (int64_t)lane * 8 + 256 * k;
-            if (c >= C) continue;
+            const int64_t c = lo + 256 * k + 8 * lane;
+            if (c >= hi) continue;
             float v[8], g[8], wv[8];
-            lp8_unpack<T>(ROW_PIECE(0, xv, k), v);
-            lp8_unpack<T>(ROW_PIECE(1, gv, k), g);
+            lp8_unpack<T>(xv[k], v);
+            lp8_unpack<T>(gv[k], g);
             lp8_unpack<T>(norm_weight_piece(a.w, c), wv);
 #pragma unroll
             for (int i = 0; i < 8; i++) {
@@ -388,21 +332,32 @@ static __global__ void __launch_bounds__(NORM_WARPS * 32, norm_backward_min_bloc
                 accb[k][i] += g[i];
             }
         }
-        if (!a.dx) continue;
+        if (!a.dx) continue; /* the same for every warp: no barrier is skipped by some */
+        float tsg = RMS ? 0.0f : warp_sum(sg), tsgx = warp_sum(sgx);
+        if (WPR > 1) { /* the row's warps' sums, in warp order */
+            if (lane == 0) slot[group][it][w] = make_float2(tsg, tsgx);
+            asm volatile("bar.sync %0, %1;" ::"r"(1 + group), "n"(WPR * 32) : "memory");
+            tsg = tsgx = 0.0f;
+#pragma unroll
+            for (int q = 0; q < WPR; q++) {
+                const float2 e = slot[group][it][q];
+                tsg += e.x, tsgx += e.y;
+            }
+        }
         float mg = 0.0f, mgx = 0.0f, kr = 0.0f;
         if (RMS) {
-            kr = warp_sum(sgx) / (float)C * r * r * r;
+            kr = tsgx / (float)C * r * r * r;
         } else {
-            mg = warp_sum(sg) / (float)C;
-            mgx = warp_sum(sgx) / (float)C;
+            mg = tsg / (float)C;
+            mgx = tsgx / (float)C;
         }
 #pragma unroll
         for (int k = 0; k < P; k++) {
-            const int64_t c = (int64_t)lane * 8 + 256 * k;
-            if (c >= C) continue;
+            const int64_t c = lo + 256 * k + 8 * lane;
+            if (c >= hi) continue;
             float v[8], g[8], wv[8], o[8];
-            lp8_unpack<T>(ROW_PIECE(0, xv, k), v);
-            lp8_unpack<T>(ROW_PIECE(1, gv, k), g);
+            lp8_unpack<T>(xv[k], v);
+            lp8_unpack<T>(gv[k], g);
             lp8_unpack<T>(norm_weight_piece(a.w, c), wv);
 #pragma unroll
             for (int i = 0; i < 8; i++)
@@ -410,7 +365,7 @@ static __global__ void __launch_bounds__(NORM_WARPS * 32, norm_backward_min_bloc
                            : r * (g[i] * wv[i] - mg - (v[i] - m) * r * mgx);
             if (a.dres) {
                 float d[8];
-                lp8_unpack<T>(ROW_PIECE(2, dv, k), d);
+                lp8_unpack<T>(dv[k], d);
 #pragma unroll
                 for (int i = 0; i < 8; i++) {
                     o[i] += d[i];
@@ -419,7 +374,6 @@ static __global__ void __launch_bounds__(NORM_WARPS * 32, norm_backward_min_bloc
             }
             lp8_store<T>(a.dx + n * C + c, o);
         }
-#undef ROW_PIECE
     }
     if (!a.partials) return; /* the same for the whole block: no barrier below is skipped by some */
     const int nsums = (RMS ? 1 : 2) + (RSUM ? 1 : 0);
@@ -427,44 +381,36 @@ static __global__ void __launch_bounds__(NORM_WARPS * 32, norm_backward_min_bloc
     for (int o = 0; o < nsums; o++) {
 #pragma unroll
         for (int k = 0; k < P; k++) {
+            const int64_t c = lo + 256 * k + 8 * lane;
+            if (c >= hi) continue;
 #pragma unroll
-            for (int i = 0; i < 8; i++) {
-                red[warp][lane * 8 + i] = o == 0           ? accw[k][i]
-                                          : o == 1 && !RMS ? accb[k][i]
-                                                           : accr[RSUM ? k : 0][i];
-            }
-            __syncthreads();
-            const int64_t c = 256 * k + threadIdx.x;
-            if (c < C) {
-                float sum = red[0][threadIdx.x];
-                for (int w = 1; w < NORM_WARPS; w++) sum += red[w][threadIdx.x];
-                a.partials[((int64_t)o * gridDim.x + blockIdx.x) * C + c] = sum;
-            }
-            __syncthreads();
+            for (int i = 0; i < 8; i++)
+                red[group][c + i] = o == 0 ? accw[k][i] : o == 1 && !RMS ? accb[k][i] : accr[RSUM ? k : 0][i];
         }
+        __syncthreads();
+        for (int64_t c = threadIdx.x; c < C; c += NORM_WARPS * 32) {
+            float sum = red[0][c];
+            for (int g = 1; g < GROUPS; g++) sum += red[g][c];
+            a.partials[((int64_t)o * gridDim.x + blockIdx.x) * C + c] = sum;
+        }
+        __syncthreads();
     }
 }
 
-/* Launches one instantiation, with its ring's shared memory when it keeps one. */
-template <class T, int P, bool RMS, bool RSUM>
-static void launch_norm_backward_p(const struct norm_bwd_args<T> &a, unsigned blocks)
-{
-    const size_t smem = norm_backward_ring(P, RMS, RSUM) ? norm_backward_ring_bytes(P) : 0;
-    if (smem > 0)
-        CUDA_CHECK(cudaFuncSetAttribute(norm_backward_kernel<T, P, RMS, RSUM>,
-                                        cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
-    norm_backward_kernel<T, P, RMS, RSUM><<<blocks, NORM_WARPS * 32, smem, cuda_ctx()->stream>>>(a);
-}
-
-/* norm_backward_kernel with ceil(C / 256) pieces a lane */
+/* norm_backward_kernel for ceil(C / 256) pieces: one warp a row with as many pieces a lane, or
+ * several with NB_SPLIT_PIECES each (norm_backward_wpr). */
 template <class T, bool RMS, bool RSUM>
 static void launch_norm_backward(const struct norm_bwd_args<T> &a, int64_t pieces, unsigned blocks)
 {
-    switch (pieces) {
-#define NB_CASE(P) case P: launch_norm_backward_p<T, P, RMS, RSUM>(a, blocks); break;
-        NB_CASE(1) NB_CASE(2) NB_CASE(3) NB_CASE(4) NB_CASE(5) NB_CASE(6) NB_CASE(7) NB_CASE(8)
-#undef NB_CASE
-    }
+    cudaStream_t st = cuda_ctx()->stream;
+    const int wpr = norm_backward_wpr(pieces);
+#define NB_LAUNCH(P, WPR) norm_backward_kernel<T, P, WPR, RMS, RSUM><<<blocks, NORM_WARPS * 32, 0, st>>>(a)
+    if (wpr == 4) NB_LAUNCH(NB_SPLIT_PIECES, 4);
+    else if (wpr == 2) NB_LAUNCH(NB_SPLIT_PIECES, 2);
+    else if (pieces == 1) NB_LAUNCH(1, 1);
+    else if (pieces == 2) NB_LAUNCH(2, 1);
+    else NB_LAUNCH(3, 1);
+#undef NB_LAUNCH
     CUDA_CHECK_LAUNCH("norm_backward_kernel");
 }
 
@@ -481,7 +427,8 @@ static bool norm_backward_one_pass(struct norm_bwd_args<T> a, float *dw, float *
     if (!vec || pieces < 1 || pieces > NORM_MAX_PIECES) return false;
     if (a.N == 0) return true;
     CHECK(!dres_sum || (a.dx && a.dres));
-    a.rows = norm_backward_rows_per_block(a.N);
+    a.rows = norm_backward_wpr(pieces) > 1 ? norm_split_rows_per_block(a.N)
+                                                : norm_backward_rows_per_block(a.N);
     const int64_t blocks = (a.N + a.rows - 1) / a.rows;
     CHECK(blocks <= 0x7fffffff);
     const int nw = RMS ? 1 : 2, nout = nw + (dres_sum ? 1 : 0);

@@ -522,7 +522,9 @@ bool test_norm_weight_gradients_alone_match_cpu(void)
     return norm_weight_grads_case(300, 768, false, true) &
            norm_weight_grads_case(300, 768, false, false) &
            norm_weight_grads_case(37, 100, false, true) &
-           norm_weight_grads_case(300, 1024, true, true);
+           norm_weight_grads_case(300, 1024, true, true) &
+           norm_weight_grads_case(300, 1600, false, true) & /* rows by several warps each */
+           norm_weight_grads_case(200, 1600, true, true);
 }
 
 /* mid = residual + dropout(x + b) then the norm, fused, against the CPU's two ops on the same
@@ -647,7 +649,7 @@ bool test_norm_backward_add_matches_cpu(void)
            norm_backward_add_case(1000, 2048, false) & norm_backward_add_case(70, 3072, false) &
            norm_backward_add_case(300, 1600, false) & norm_backward_add_case(600, 1024, false) &
            norm_backward_add_case(300, 1024, true) & norm_backward_add_case(37, 100, true) &
-           norm_backward_add_case(520, 1280, true);
+           norm_backward_add_case(520, 1280, true) & norm_backward_add_case(37, 1000, false);
 }
 
 /* ---- activations ---- */
