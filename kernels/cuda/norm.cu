@@ -233,7 +233,7 @@ template <class T> struct norm_bwd_args {
     const T *dy, *x, *w, *dres; /* dres NULL: nothing to add to dx */
     const float *mean, *rstd;   /* mean unused by RMSNorm */
     int64_t N, C;
-    int64_t rows; /* rows per block: norm_backward_rows_per_block(N), or norm_split_rows_per_block(N) */
+    int64_t rows; /* rows per block: norm_backward_rows_per_block(N) or norm_split_rows_per_block */
 };
 
 /* Warps that share a row in norm_backward_kernel, for ceil(C / 256) pieces of 8 columns a lane:
@@ -285,7 +285,8 @@ __device__ __forceinline__ uint4 norm_weight_piece(const T *w, int64_t c)
  * column-sum loads above. Needs C % 8 == 0 and 16-byte aligned rows; dx may alias dres (each
  * piece is read before the same lane writes it). */
 template <class T, int P, int WPR, bool RMS, bool RSUM>
-static __global__ void __launch_bounds__(NORM_WARPS * 32, 2) norm_backward_kernel(struct norm_bwd_args<T> a)
+static __global__ void __launch_bounds__(NORM_WARPS * 32, 2)
+    norm_backward_kernel(struct norm_bwd_args<T> a)
 {
     constexpr int GROUPS = NORM_WARPS / WPR, COLS = WPR * P * 256; /* the widest row taken */
     __shared__ float2 slot[GROUPS][2][WPR]; /* a row's two sums, by warp */
@@ -385,7 +386,9 @@ static __global__ void __launch_bounds__(NORM_WARPS * 32, 2) norm_backward_kerne
             if (c >= hi) continue;
 #pragma unroll
             for (int i = 0; i < 8; i++)
-                red[group][c + i] = o == 0 ? accw[k][i] : o == 1 && !RMS ? accb[k][i] : accr[RSUM ? k : 0][i];
+                red[group][c + i] = o == 0           ? accw[k][i]
+                                    : o == 1 && !RMS ? accb[k][i]
+                                                     : accr[RSUM ? k : 0][i];
         }
         __syncthreads();
         for (int64_t c = threadIdx.x; c < C; c += NORM_WARPS * 32) {
@@ -404,7 +407,8 @@ static void launch_norm_backward(const struct norm_bwd_args<T> &a, int64_t piece
 {
     cudaStream_t st = cuda_ctx()->stream;
     const int wpr = norm_backward_wpr(pieces);
-#define NB_LAUNCH(P, WPR) norm_backward_kernel<T, P, WPR, RMS, RSUM><<<blocks, NORM_WARPS * 32, 0, st>>>(a)
+#define NB_LAUNCH(P, WPR)                                                                          \
+    norm_backward_kernel<T, P, WPR, RMS, RSUM><<<blocks, NORM_WARPS * 32, 0, st>>>(a)
     if (wpr == 4) NB_LAUNCH(NB_SPLIT_PIECES, 4);
     else if (wpr == 2) NB_LAUNCH(NB_SPLIT_PIECES, 2);
     else if (pieces == 1) NB_LAUNCH(1, 1);
