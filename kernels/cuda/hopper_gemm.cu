@@ -314,8 +314,49 @@ static __global__ void transpose_kernel(bf16 *t, const bf16 *a, int64_t R, int64
     }
 }
 
+/* The same for R and C multiples of 64 (16-byte aligned rows): 64 x 64 tiles, a thread moving
+ * 16 bytes at a time in and out (the 32 x 32 kernel's 2-byte accesses took 17 us for fc2's
+ * 1024 x 4096 weight on an H100, three times a copy's time). In the tile, row r's 8-element chunk
+ * k sits at chunk k ^ (r / 8 % 8): a thread's eight reads down a column (rows 8 apart) and the
+ * warp's 16-byte stores meet no bank twice. */
+__device__ __forceinline__ int transpose_at(int r, int c)
+{
+    return r * 64 + (((c / 8) ^ (r / 8 % 8)) * 8) + c % 8;
+}
+
+static __global__ void __launch_bounds__(256)
+    transpose64_kernel(bf16 *t, const bf16 *a, int64_t R, int64_t C)
+{
+    __shared__ __align__(16) bf16 tile[64 * 64];
+    const int64_t r0 = (int64_t)blockIdx.y * 64, c0 = (int64_t)blockIdx.x * 64;
+    const int row = threadIdx.x / 8, chunk = threadIdx.x % 8;
+#pragma unroll
+    for (int j = 0; j < 2; j++) { /* a's rows r0 + row (+ 32): columns c0 + 8 chunk .. + 8 */
+        const int r = row + 32 * j;
+        *reinterpret_cast<uint4 *>(&tile[transpose_at(r, 8 * chunk)]) =
+            *reinterpret_cast<const uint4 *>(a + (r0 + r) * C + c0 + 8 * chunk);
+    }
+    __syncthreads();
+#pragma unroll
+    for (int j = 0; j < 2; j++) { /* t's row c0 + cc: columns r0 + 8 chunk .. + 8 */
+        const int cc = row + 32 * j;
+        __align__(16) bf16 v[8];
+#pragma unroll
+        for (int e = 0; e < 8; e++) v[e] = tile[transpose_at(8 * chunk + e, cc)];
+        *reinterpret_cast<uint4 *>(t + (c0 + cc) * R + r0 + 8 * chunk) =
+            *reinterpret_cast<uint4 *>(v);
+    }
+}
+
 void hopper_transpose(void *t, const void *a, int64_t R, int64_t C)
 {
+    if (R % 64 == 0 && C % 64 == 0 && cuda_aligned16(t) && cuda_aligned16(a)) {
+        CHECK(C / 64 <= 0x7fffffff && R / 64 <= 65535);
+        dim3 grid((unsigned)(C / 64), (unsigned)(R / 64));
+        transpose64_kernel<<<grid, 256, 0, cuda_ctx()->stream>>>((bf16 *)t, (const bf16 *)a, R, C);
+        CUDA_CHECK_LAUNCH("transpose64_kernel");
+        return;
+    }
     CHECK((C + 31) / 32 <= 0x7fffffff && (R + 31) / 32 <= 65535);
     dim3 grid((unsigned)((C + 31) / 32), (unsigned)((R + 31) / 32)), block(32, 8);
     transpose_kernel<<<grid, block, 0, cuda_ctx()->stream>>>((bf16 *)t, (const bf16 *)a, R, C);
