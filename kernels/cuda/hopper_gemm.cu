@@ -315,10 +315,10 @@ static __global__ void transpose_kernel(bf16 *t, const bf16 *a, int64_t R, int64
 }
 
 /* The same for R and C multiples of 64 (16-byte aligned rows): 64 x 64 tiles, a thread moving
- * 16 bytes at a time in and out (the 32 x 32 kernel's 2-byte accesses took 17 us for fc2's
- * 1024 x 4096 weight on an H100, three times a copy's time). In the tile, row r's 8-element chunk
- * k sits at chunk k ^ (r / 8 % 8): a thread's eight reads down a column (rows 8 apart) and the
- * warp's 16-byte stores meet no bank twice. */
+ * 16 bytes at a time in and out (for fc2's 1600 x 6400 weight at 1.5B, 21.4 us on an H100 where
+ * the 32 x 32 kernel's 2-byte accesses took 37.5 and a copy 13.7). In the tile, row r's
+ * 8-element chunk k sits at chunk k ^ (r / 8 % 8): a thread's eight reads down a column (rows 8
+ * apart) and the warp's 16-byte stores meet no bank twice. */
 __device__ __forceinline__ int transpose_at(int r, int c)
 {
     return r * 64 + (((c / 8) ^ (r / 8 % 8)) * 8) + c % 8;
