@@ -32,14 +32,21 @@ struct layer_ctx {
     bool write_weight_grads;  /* linear weights' gradients written, not added (gpt_batch's) */
 };
 
+/* A linear layer's weight gradient: dw = or += dy^T x, as ctx->write_weight_grads says. */
+static inline void layer_weight_grad(const struct layer_ctx *ctx, struct tensor dw,
+                                     struct tensor dy, struct tensor x)
+{
+    op_linear_weight_grad(dw, dy, x, !ctx->write_weight_grads);
+}
+
 /* A linear layer's backward: dx = dy w and db += dy's column sums (either may be absent), then
- * dw = or += dy^T x, as ctx->write_weight_grads says (dw may be absent). */
+ * its weight gradient (layer_weight_grad; dw may be absent). */
 static inline void layer_linear_backward(const struct layer_ctx *ctx, struct tensor dx,
                                          struct tensor dw, struct tensor db, struct tensor dy,
                                          struct tensor x, struct tensor w)
 {
     op_linear_backward(dx, tensor_none(), db, dy, x, w);
-    if (tensor_present(dw)) op_linear_weight_grad(dw, dy, x, !ctx->write_weight_grads);
+    if (tensor_present(dw)) layer_weight_grad(ctx, dw, dy, x);
 }
 
 /* Dropout sites, so each draws its own stream. */

@@ -37,7 +37,7 @@ void mlp_backward(const struct layer_ctx *ctx, const struct mlp_params *p,
         return;
     }
     /* fc2's weight gradient, then its input gradient through the GeLU with fc1's bias gradient */
-    op_linear_weight_grad(grad->fc2_weight, dout, a->act, !ctx->write_weight_grads);
+    layer_weight_grad(ctx, grad->fc2_weight, dout, a->act);
     if (a->fc1_is_gelu_grad)
         op_linear_dgelu_backward_saved(s->dfc1, grad->fc1_bias, tensor_none(), dout, a->act,
                                        p->fc2_weight, a->fc1);
