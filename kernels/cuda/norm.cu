@@ -212,16 +212,17 @@ template <class T> struct load_rmsnorm_dw {
 
 /* ---- the backward in one pass over the rows: dx, and partial rows of dw (and db) ---- */
 
-/* Rows per block of norm_backward_kernel (one partial row of dw / db each): about NB_BLOCKS blocks,
- * about one an SM of an H100, at most NB_MAX_ROWS rows each. Fewer, longer blocks write fewer
+/* Rows per block of norm_backward_kernel (one partial row of dw / db each): about `blocks` blocks
+ * (NB_BLOCKS, about one an SM of an H100, or with rows shared by several warps NB_SPLIT_BLOCKS,
+ * two an SM), at most NB_MAX_ROWS rows each. Fewer, longer blocks write fewer
  * partial rows and end fewer times: 16384 rows of 1600 (one block an SM) took 89 us in 128 blocks
  * of 128 rows against 97 in 512 of 32; 32768 rows of 1024, 107 us in 256 blocks of 128 against
  * 112 in 512 of 64 (H100). A function of N alone, like every order of the sums. */
-enum { NB_BLOCKS = 128, NB_MAX_ROWS = 128 };
+enum { NB_BLOCKS = 128, NB_SPLIT_BLOCKS = 256, NB_MAX_ROWS = 128 };
 
-static int64_t norm_backward_rows_per_block(int64_t N)
+static int64_t norm_backward_rows_per_block(int64_t N, int64_t blocks)
 {
-    int64_t rows = (N + NB_BLOCKS - 1) / NB_BLOCKS;
+    int64_t rows = (N + blocks - 1) / blocks;
     rows = (rows + NORM_WARPS - 1) / NORM_WARPS * NORM_WARPS;
     return rows < NORM_WARPS ? NORM_WARPS : rows > NB_MAX_ROWS ? NB_MAX_ROWS : rows;
 }
@@ -233,7 +234,7 @@ template <class T> struct norm_bwd_args {
     const T *dy, *x, *w, *dres; /* dres NULL: nothing to add to dx */
     const float *mean, *rstd;   /* mean unused by RMSNorm */
     int64_t N, C;
-    int64_t rows; /* rows per block: norm_backward_rows_per_block(N) or norm_split_rows_per_block */
+    int64_t rows; /* rows per block: norm_backward_rows_per_block */
 };
 
 /* Warps that share a row in norm_backward_kernel, for ceil(C / 256) pieces of 8 columns a lane:
@@ -242,7 +243,7 @@ template <class T> struct norm_bwd_args {
  * 251 registers, 8 warps an SM: 73% of the memory's rate under Nsight Compute, 0.102 ms for 16384
  * rows with the residual's sums; by four warps 0.095, and 32768 rows of 1024 by two 0.105 against
  * 0.113; H100.) */
-enum { NB_SPLIT_PIECES = 2, NB_SPLIT_BLOCKS = 256 };
+enum { NB_SPLIT_PIECES = 2 };
 
 static constexpr __host__ __device__ int norm_backward_wpr(int64_t pieces)
 {
@@ -253,14 +254,6 @@ static constexpr __host__ __device__ int norm_backward_wpr(int64_t pieces)
 static __host__ __device__ __forceinline__ int64_t norm_backward_span(int64_t C, int wpr)
 {
     return (C + 8 * wpr - 1) / (8 * wpr) * 8;
-}
-
-/* Rows per block with WPR > 1 (two blocks an SM): about NB_SPLIT_BLOCKS blocks, as above. */
-static int64_t norm_split_rows_per_block(int64_t N)
-{
-    int64_t rows = (N + NB_SPLIT_BLOCKS - 1) / NB_SPLIT_BLOCKS;
-    rows = (rows + NORM_WARPS - 1) / NORM_WARPS * NORM_WARPS;
-    return rows < NORM_WARPS ? NORM_WARPS : rows > NB_MAX_ROWS ? NB_MAX_ROWS : rows;
 }
 
 /* w[c, c + 8) through the read-only cache (every warp reads it for every row: an L1 hit), or
@@ -431,8 +424,8 @@ static bool norm_backward_one_pass(struct norm_bwd_args<T> a, float *dw, float *
     if (!vec || pieces < 1 || pieces > NORM_MAX_PIECES) return false;
     if (a.N == 0) return true;
     CHECK(!dres_sum || (a.dx && a.dres));
-    a.rows = norm_backward_wpr(pieces) > 1 ? norm_split_rows_per_block(a.N)
-                                                : norm_backward_rows_per_block(a.N);
+    a.rows = norm_backward_rows_per_block(
+        a.N, norm_backward_wpr(pieces) > 1 ? NB_SPLIT_BLOCKS : NB_BLOCKS);
     const int64_t blocks = (a.N + a.rows - 1) / a.rows;
     CHECK(blocks <= 0x7fffffff);
     const int nw = RMS ? 1 : 2, nout = nw + (dres_sum ? 1 : 0);
