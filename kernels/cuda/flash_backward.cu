@@ -39,7 +39,7 @@
  * count zero again (cuda_zeroed): no zeroing pass, no conversion pass, and the consumers never
  * wait for a global round trip. With linear_qkv's bias gradient asked for (by key blocks), the
  * third warpgroup's fourth warp sums the columns of each key block's dK and dV tiles on their way
- * out, the dQ writers those of the dQ tiles they round, into partial rows of 64 rows each that
+ * out, and of the dQ tiles the writers round, into partial rows of 64 rows each that
  * cuda_colsum_reduce adds: the column sums of the bf16 dqkv written, without a pass over it. */
 #include "kernels/cuda/cuda_common.h"
 #include "kernels/cuda/hopper_gemm.cuh"
@@ -77,6 +77,10 @@ struct smem {
     uint64_t dq_staged[2], dq_free[2];
     int staged[2];
     uint64_t tiles_ready[2]; /* by key blocks, summing: both consumers' dK and dV tiles written */
+    /* by key blocks, summing: writer c's dQ tile converted into dqo[c] (its query block in
+       dq_out_idx[c]; -1: the writer is done), and its column sums taken (dqo[c] free again) */
+    uint64_t dq_out[2], dq_summed[2];
+    int dq_out_idx[2];
 };
 
 constexpr size_t smem_bytes() { return sizeof(smem) + 1024; }
@@ -114,6 +118,23 @@ __device__ __forceinline__ void mma_rs(float *d, const uint32_t *a, uint64_t db)
 __device__ __forceinline__ int sw128_at(int r, int k, int b)
 {
     return r * 128 + ((k ^ (r & 7)) << 4) + b;
+}
+
+/* Whether b's phase of the given parity has completed, without waiting (lane 0 asks, the warp
+ * gets the answer; where it has, every lane then waits for it too, for the acquire). */
+__device__ __forceinline__ bool mbar_done(uint64_t *b, int parity, int lane)
+{
+    uint32_t done = 0;
+    if (lane == 0)
+        asm volatile("{\n.reg .pred p;\n"
+                     "mbarrier.test_wait.parity.shared::cta.b64 p, [%1], %2;\n"
+                     "selp.u32 %0, 1, 0, p;\n}\n"
+                     : "=r"(done)
+                     : "r"(smem_u32(b)), "r"(parity)
+                     : "memory");
+    done = __shfl_sync(0xffffffffu, done, 0);
+    if (done) mbar_wait(b, parity);
+    return done != 0;
 }
 
 /* Both consumer warpgroups (named barrier 1). */
@@ -170,28 +191,52 @@ __device__ __forceinline__ float *db_part(const args &a, int item, int row)
     return a.db_parts + ((int64_t)(item / a.H) * a.T + row) / 64 * a.W + (item % a.H) * 3 * HD;
 }
 
-/* By key blocks, summing: the fourth warp of the third warpgroup. For each key block, in the
- * consumers' order, once both have written its dK and dV tiles into the block's K and V buffers,
- * the column sums of each 64-row half into its partial row; then it frees the buffers too (the
- * ninth of kv_empty's arrivals). */
-__device__ __forceinline__ void kv_column_sums(smem &s, const args &a, int lane, int nkv)
+/* By key blocks, summing: the fourth warp of the third warpgroup takes the column sums of every
+ * tile of dqkv on its way out, into its partial row, whichever is ready first: each key block's
+ * dK and dV (in the consumers' order, once both have written theirs into the block's K and V
+ * buffers, a 64-row half at a time; then it frees the buffers too, the ninth of kv_empty's
+ * arrivals) and each dQ tile a writer has converted (then dqo is the writer's again). The warp
+ * asks the barriers in turn and sleeps a little when none is ready, so that the consumer warps
+ * beside it on its scheduler keep their issue slots. */
+__device__ __forceinline__ void column_sums(smem &s, const args &a, int lane, int nkv, int nq)
 {
-    for (int n = 0;; n++) {
+    int n = 0, w = 0, conv[2] = {0, 0};
+    bool kv_done = false, block_known = false, writer_done[2] = {false, false};
+    while (!kv_done || !writer_done[0] || !writer_done[1]) {
+        bool worked = false;
         const int buf = n & 1;
-        mbar_wait(&s.kv_full[buf], (n >> 1) & 1);
-        const int w = __shfl_sync(0xffffffffu, s.kv_work[buf], 0);
-        if (w < 0) return; /* none left */
-        const int item = w / nkv, j = w % nkv;
-        mbar_wait(&s.tiles_ready[buf], (n >> 1) & 1);
-        for (int half = 0; half < 2; half++) {
-            float *dst = db_part(a, item, j * BN + half * 64);
-            tile_column_sums(reinterpret_cast<const unsigned char *>(s.k[buf]), half * 64, lane,
-                             dst + HD);
-            tile_column_sums(reinterpret_cast<const unsigned char *>(s.v[buf]), half * 64, lane,
-                             dst + 2 * HD);
+        if (!kv_done && !block_known && mbar_done(&s.kv_full[buf], (n >> 1) & 1, lane)) {
+            w = __shfl_sync(0xffffffffu, s.kv_work[buf], 0);
+            kv_done = w < 0; /* none left */
+            block_known = !kv_done;
         }
-        __syncwarp();
-        if (lane == 0) mbar_arrive(&s.kv_empty[buf]);
+        if (block_known && mbar_done(&s.tiles_ready[buf], (n >> 1) & 1, lane)) {
+            const int item = w / nkv, j = w % nkv;
+            for (int half = 0; half < 2; half++) {
+                float *dst = db_part(a, item, j * BN + half * 64);
+                tile_column_sums(reinterpret_cast<const unsigned char *>(s.k[buf]), half * 64,
+                                 lane, dst + HD);
+                tile_column_sums(reinterpret_cast<const unsigned char *>(s.v[buf]), half * 64,
+                                 lane, dst + 2 * HD);
+            }
+            __syncwarp();
+            if (lane == 0) mbar_arrive(&s.kv_empty[buf]);
+            block_known = false, n++, worked = true;
+        }
+        for (int c = 0; c < 2; c++) {
+            if (writer_done[c] || !mbar_done(&s.dq_out[c], conv[c] & 1, lane)) continue;
+            const int idx = __shfl_sync(0xffffffffu, s.dq_out_idx[c], 0);
+            conv[c]++, worked = true;
+            if (idx < 0) {
+                writer_done[c] = true;
+                continue;
+            }
+            tile_column_sums(reinterpret_cast<const unsigned char *>(s.dqo[c]), 0, lane,
+                             db_part(a, idx / nq, idx % nq * BM));
+            __syncwarp();
+            if (lane == 0) mbar_arrive(&s.dq_summed[c]);
+        }
+        if (!worked) __nanosleep(32);
     }
 }
 
@@ -203,7 +248,7 @@ __device__ __forceinline__ void kv_column_sums(smem &s, const args &a, int lane,
 __device__ __forceinline__ void dq_writer(smem &s, const args &a, const CUtensorMap *map_dq, int c,
                                           int lane, int nq)
 {
-    int n = 0, loads = 0;
+    int n = 0, loads = 0, conversions = 0;
     for (;; n++) {
         mbar_wait(&s.dq_staged[c], n & 1);
         /* lane 0's, all lanes past the wait before lane 0 lets the consumer restage */
@@ -234,7 +279,9 @@ __device__ __forceinline__ void dq_writer(smem &s, const args &a, const CUtensor
         const int it = idx / nq, qi = idx % nq;
         const float4 *in = reinterpret_cast<const float4 *>(s.dqin[c]);
         float4 *z = reinterpret_cast<float4 *>(sum);
-        /* dqo's last copy out has been read: lane 0 waited for it before the shuffle above */
+        /* dqo's last copy out has been read: lane 0 waited for it before the shuffle above;
+           its column sums taken, when summing */
+        if (a.db_parts && conversions > 0) mbar_wait(&s.dq_summed[c], (conversions - 1) & 1);
         unsigned char *out = reinterpret_cast<unsigned char *>(s.dqo[c]);
         for (int e = lane; e < BM * HD / 4; e += 32) {
             /* float4 k of the owner's thread t at k 128 + t: its rows r0, r0 + 8, columns from
@@ -250,15 +297,23 @@ __device__ __forceinline__ void dq_writer(smem &s, const args &a, const CUtensor
         }
         fence_proxy_async(); /* dqo's writes before the copy's reads */
         __syncwarp();        /* dqin read and dqo written before lane 0's next load and copy */
-        if (a.db_parts) /* the block's column sums, of the bf16 values going out */
-            tile_column_sums(out, 0, lane, db_part(a, it, qi * BM));
         if (lane == 0) { /* the block's 64 rows of dQ into dqkv, one TMA copy */
             tma_store_2d(map_dq, s.dqo[c], (it % a.H) * 3 * HD, (it / a.H) * a.T + qi * BM,
                          l2_evict_first());
             bulk_commit();
+            if (a.db_parts) /* the column sums of the bf16 values going out: the summing warp */
+                s.dq_out_idx[c] = idx, mbar_arrive(&s.dq_out[c]);
+        }
+        conversions++;
+    }
+    if (lane == 0) {
+        bulk_wait_all(); /* dqo read before the CTA's shared memory goes */
+        if (a.db_parts) { /* done: said to the summing warp once it has read the last index */
+            if (conversions > 0) mbar_wait(&s.dq_summed[c], (conversions - 1) & 1);
+            s.dq_out_idx[c] = -1;
+            mbar_arrive(&s.dq_out[c]);
         }
     }
-    if (lane == 0) bulk_wait_all(); /* dqo read before the CTA's shared memory goes */
 }
 
 template <bool KEY_BLOCKS>
@@ -284,6 +339,7 @@ flash_backward_kernel(const __grid_constant__ CUtensorMap map_qkv,
             mbar_init(&s.kv_full[i], 1), mbar_init(&s.kv_empty[i], kv_users);
         for (int i = 0; i < 2; i++) mbar_init(&s.dq_full[i], 1), mbar_init(&s.tiles_ready[i], 2);
         for (int i = 0; i < 2; i++) mbar_init(&s.dq_staged[i], 1), mbar_init(&s.dq_free[i], 1);
+        for (int i = 0; i < 2; i++) mbar_init(&s.dq_out[i], 1), mbar_init(&s.dq_summed[i], 1);
         asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
     }
     __syncthreads();
@@ -334,7 +390,7 @@ flash_backward_kernel(const __grid_constant__ CUtensorMap map_qkv,
         } else if (KEY_BLOCKS && (tid / 32 == 1 || tid / 32 == 2)) {
             dq_writer(s, a, &map_dq, tid / 32 - 1, tid % 32, nq);
         } else if (KEY_BLOCKS && tid / 32 == 3 && a.db_parts) {
-            kv_column_sums(s, a, tid % 32, nkv);
+            column_sums(s, a, tid % 32, nkv, nq);
         }
         return;
     }
