@@ -244,7 +244,9 @@ __device__ __forceinline__ void column_sums(smem &s, const args &a, int lane, in
  * before the kernel) and counts them (a.counts); the last of a query block's i / 2 + 1 parts
  * (key blocks 0 .. i / 2) converts the sum into dqkv and leaves the sums and count zero again.
  * Lane 0 moves and counts; the warp converts, into a tile in shared memory that lane 0 copies
- * into dqkv with the TMA (the lanes' own 4-byte stores made the kernel ~9% slower). */
+ * into dqkv with the TMA (the lanes' own 4-byte stores made the kernel ~9% slower) and, with the
+ * bias gradient, hands to the summing warp (column_sums), the tile's place reused only once its
+ * sums are taken (summed here, they held up the consumer's next part: docs/PERFORMANCE.md). */
 __device__ __forceinline__ void dq_writer(smem &s, const args &a, const CUtensorMap *map_dq, int c,
                                           int lane, int nq)
 {
