@@ -250,7 +250,7 @@ __device__ __forceinline__ void column_sums(smem &s, const args &a, int lane, in
 __device__ __forceinline__ void dq_writer(smem &s, const args &a, const CUtensorMap *map_dq, int c,
                                           int lane, int nq)
 {
-    int n = 0, loads = 0, conversions = 0;
+    int n = 0, loads = 0; /* loads: the dq_full completions waited for, one a conversion */
     for (;; n++) {
         mbar_wait(&s.dq_staged[c], n & 1);
         /* lane 0's, all lanes past the wait before lane 0 lets the consumer restage */
@@ -277,13 +277,13 @@ __device__ __forceinline__ void dq_writer(smem &s, const args &a, const CUtensor
             }
         }
         if (!__shfl_sync(0xffffffffu, last, 0)) continue;
+        /* dqo's last copy out has been read (lane 0 waited for it before the shuffle above),
+           and its column sums taken, when summing */
+        if (a.db_parts && loads > 0) mbar_wait(&s.dq_summed[c], (loads - 1) & 1);
         mbar_wait(&s.dq_full[c], loads++ & 1);
         const int it = idx / nq, qi = idx % nq;
         const float4 *in = reinterpret_cast<const float4 *>(s.dqin[c]);
         float4 *z = reinterpret_cast<float4 *>(sum);
-        /* dqo's last copy out has been read: lane 0 waited for it before the shuffle above;
-           its column sums taken, when summing */
-        if (a.db_parts && conversions > 0) mbar_wait(&s.dq_summed[c], (conversions - 1) & 1);
         unsigned char *out = reinterpret_cast<unsigned char *>(s.dqo[c]);
         for (int e = lane; e < BM * HD / 4; e += 32) {
             /* float4 k of the owner's thread t at k 128 + t: its rows r0, r0 + 8, columns from
@@ -306,12 +306,11 @@ __device__ __forceinline__ void dq_writer(smem &s, const args &a, const CUtensor
             if (a.db_parts) /* the column sums of the bf16 values going out: the summing warp */
                 s.dq_out_idx[c] = idx, mbar_arrive(&s.dq_out[c]);
         }
-        conversions++;
     }
     if (lane == 0) {
         bulk_wait_all(); /* dqo read before the CTA's shared memory goes */
         if (a.db_parts) { /* done: said to the summing warp once it has read the last index */
-            if (conversions > 0) mbar_wait(&s.dq_summed[c], (conversions - 1) & 1);
+            if (loads > 0) mbar_wait(&s.dq_summed[c], (loads - 1) & 1);
             s.dq_out_idx[c] = -1;
             mbar_arrive(&s.dq_out[c]);
         }
