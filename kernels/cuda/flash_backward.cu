@@ -409,8 +409,20 @@ flash_backward_kernel(const __grid_constant__ CUtensorMap map_qkv,
     const int r0 = 16 * warp + lane / 4, cq = 2 * (lane % 4);
     float dk[32], dv[32], sc[32], dp[32], dq[32];
     uint32_t pa[16], da[16]; /* P^T and dS^T as bf16 pairs: the register operands */
+    /* At a key block's first step (i = 2j) the second consumer's 64 key rows come after every
+       query row of the step: P and dS are zero there (the mask), so that consumer issues none of
+       the step's products (their groups committed empty: the counts stay the same) and writes no
+       dS^T, and the owner's dQ takes the first 64 key rows only: one consumer-step in 2 (nq - 2j)
+       of a key block's, ~6% of the products at T = 1024. (Its exp and mask still run on stale
+       scores: a branch around them makes ptxas serialize the wgmmas, C7515.) */
+    auto idle = [&](int ii, int jj) { return c == 1 && ii == 2 * jj; };
     /* S^T = K Q^T and dP^T = V dO^T of a step (two wgmma groups) */
-    auto issue_sdp = [&](int st, int bf) {
+    auto issue_sdp = [&](int st, int bf, bool none) {
+        if (none) {
+            wgmma_commit();
+            wgmma_commit();
+            return;
+        }
         const bf16 *kc = s.k[bf] + c * 64 * HD, *vc = s.v[bf] + c * 64 * HD;
         wgmma_fence();
 #pragma unroll
@@ -438,7 +450,7 @@ flash_backward_kernel(const __grid_constant__ CUtensorMap map_qkv,
     for (int e = 0; e < 32; e++) dk[e] = 0.0f, dv[e] = 0.0f;
     if (!KEY_BLOCKS) mbar_wait(&s.kv_full[0], 0);
     mbar_wait(&s.full[0], 0);
-    issue_sdp(0, 0);
+    issue_sdp(0, 0, idle(i, j));
     for (;;) {
         const int b = item / a.H, h = item % a.H, row0 = b * T;
         const bool owner = (i & 1) == c, last = !KEY_BLOCKS && i / 2 == j;
@@ -465,7 +477,7 @@ flash_backward_kernel(const __grid_constant__ CUtensorMap map_qkv,
         const int kv_row = j * BN + c * 64 + r0; /* this thread's first key row in the head */
         wgmma_wait<1>();
         fence_operands<32>(sc);
-        const bool diagonal = i <= 2 * j + 1;
+        const bool diagonal = i <= 2 * j + 1, none = idle(i, j);
 #pragma unroll
         for (int t = 0; t < 8; t++)
 #pragma unroll
@@ -486,14 +498,18 @@ flash_backward_kernel(const __grid_constant__ CUtensorMap map_qkv,
                               p1 * (dp[4 * t + e + 1] - delta[col + 1]));
         }
         const bf16 *qs = s.q[stage], *dos = s.dout[stage];
-        wgmma_fence();
+        if (!none) {
+            wgmma_fence();
 #pragma unroll
-        for (int kk = 0; kk < 4; kk++) mma_rs(dv, pa + 4 * kk, desc_mn_sw128(dos + kk * 16 * 64));
+            for (int kk = 0; kk < 4; kk++)
+                mma_rs(dv, pa + 4 * kk, desc_mn_sw128(dos + kk * 16 * 64));
 #pragma unroll
-        for (int kk = 0; kk < 4; kk++) mma_rs(dk, da + 4 * kk, desc_mn_sw128(qs + kk * 16 * 64));
+            for (int kk = 0; kk < 4; kk++)
+                mma_rs(dk, da + 4 * kk, desc_mn_sw128(qs + kk * 16 * 64));
+        }
         wgmma_commit();
         /* dS^T into shared memory, swizzled: rows c 64 + r0 (+ 8), column group t's chunk */
-        {
+        if (!none) {
             unsigned char *dsb = reinterpret_cast<unsigned char *>(s.ds[i & 1]);
 #pragma unroll
             for (int m = 0; m < 16; m++) {
@@ -506,9 +522,14 @@ flash_backward_kernel(const __grid_constant__ CUtensorMap map_qkv,
         if (owner) {
             const bf16 *dsa = s.ds[i & 1], *kall = s.k[buf];
 #pragma unroll
-            for (int kk = 0; kk < 8; kk++)
+            for (int kk = 0; kk < 4; kk++)
                 mma_ss<1, 1>(dq, desc_mn_sw128(dsa + kk * 16 * 64),
                              desc_mn_sw128(kall + kk * 16 * 64), kk);
+            if (i != 2 * j) /* the second consumer's key rows (none at a block's first step) */
+#pragma unroll
+                for (int kk = 4; kk < 8; kk++)
+                    mma_ss<1, 1>(dq, desc_mn_sw128(dsa + kk * 16 * 64),
+                                 desc_mn_sw128(kall + kk * 16 * 64), kk);
         }
         wgmma_commit(); /* (empty for the other consumer: the group count stays the same) */
         /* the next step: its S^T and dP^T under this one's tail */
@@ -536,7 +557,7 @@ flash_backward_kernel(const __grid_constant__ CUtensorMap map_qkv,
         if (has_next) {
             if (new_kv && !KEY_BLOCKS) mbar_wait(&s.kv_full[nbuf], ((kvn + 1) >> 1) & 1);
             mbar_wait(&s.full[nstage], nphase);
-            issue_sdp(nstage, nbuf);
+            issue_sdp(nstage, nbuf, idle(ni, nj));
         } else { /* two empty groups: the same count, one wait for both paths */
             wgmma_commit();
             wgmma_commit();
