@@ -413,8 +413,9 @@ flash_backward_kernel(const __grid_constant__ CUtensorMap map_qkv,
        query row of the step: P and dS are zero there (the mask), so that consumer issues none of
        the step's products (their groups committed empty: the counts stay the same) and writes no
        dS^T, and the owner's dQ takes the first 64 key rows only: one consumer-step in 2 (nq - 2j)
-       of a key block's, ~6% of the products at T = 1024. (Its exp and mask still run on stale
-       scores: a branch around them makes ptxas serialize the wgmmas, C7515.) */
+       of a key block's, ~6% of the products at T = 1024. (Its exp and mask still run, on the last
+       step's scores, or unset ones at the CTA's first step, and their results go unused: a branch
+       around them, or zeroing sc and dp before the loop, makes ptxas serialize the wgmmas, C7515.) */
     auto idle = [&](int ii, int jj) { return c == 1 && ii == 2 * jj; };
     /* S^T = K Q^T and dP^T = V dO^T of a step (two wgmma groups) */
     auto issue_sdp = [&](int st, int bf, bool none) {
