@@ -51,6 +51,8 @@ namespace flash {
 using namespace hopper;
 
 enum { HD = 64, BN = 128, BM = 64, STAGES = 3, THREADS = 384 };
+static_assert(BN == 2 * BM, "a key block is two query blocks: its steps start at i = 2j, and each "
+                            "consumer's 64 key rows are one query block's");
 /* Registers a thread after the split (setmaxnreg): the launch gives 168 x 384 (ptxas -v), the
    third warpgroup (the producer and the dQ writers) hands some to the consumers: 40 x 128 +
    232 x 256 = 168 x 384. (With 24 and 240 the third warpgroup's code spilled 60 bytes a thread;
