@@ -480,7 +480,7 @@ flash_backward_kernel(const __grid_constant__ CUtensorMap map_qkv,
         const int kv_row = j * BN + c * 64 + r0; /* this thread's first key row in the head */
         wgmma_wait<1>();
         fence_operands<32>(sc);
-        const bool diagonal = i <= 2 * j + 1, none = idle(i, j);
+        const bool diagonal = i <= 2 * j + 1, first = i == 2 * j, none = idle(i, j);
 #pragma unroll
         for (int t = 0; t < 8; t++)
 #pragma unroll
@@ -528,7 +528,7 @@ flash_backward_kernel(const __grid_constant__ CUtensorMap map_qkv,
             for (int kk = 0; kk < 4; kk++)
                 mma_ss<1, 1>(dq, desc_mn_sw128(dsa + kk * 16 * 64),
                              desc_mn_sw128(kall + kk * 16 * 64), kk);
-            if (i != 2 * j) /* the second consumer's key rows (none at a block's first step) */
+            if (!first) /* the second consumer's key rows (idle at a block's first step) */
 #pragma unroll
                 for (int kk = 4; kk < 8; kk++)
                     mma_ss<1, 1>(dq, desc_mn_sw128(dsa + kk * 16 * 64),
