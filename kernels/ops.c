@@ -296,12 +296,23 @@ void op_layernorm_forward(struct tensor y, struct tensor mean, struct tensor rst
     }
 }
 
+/* dy_row_scale: none, or fp32 with one entry per row */
+static void maybe_row_scale(struct args *a, struct tensor s, struct tensor x)
+{
+    add_arg(a, "dy_row_scale", s);
+    maybe_tensor(a, "dy_row_scale", s, DT_F32, 1);
+    need(a, !tensor_present(s) || (s.dtype == DT_F32 && s.shape[0] == x.shape[0]),
+         "dy_row_scale must be float32 with one entry per row of x");
+}
+
 void op_layernorm_backward(struct tensor dx, struct tensor dw, struct tensor db, struct tensor dy,
-                           struct tensor x, struct tensor w, struct tensor mean, struct tensor rstd)
+                           struct tensor x, struct tensor w, struct tensor mean, struct tensor rstd,
+                           struct tensor dy_row_scale)
 {
     struct args a = {.op = "op_layernorm_backward"};
     add_arg(&a, "dx", dx), add_arg(&a, "dw", dw), add_arg(&a, "db", db), add_arg(&a, "dy", dy);
     add_arg(&a, "x", x), add_arg(&a, "w", w), add_arg(&a, "mean", mean), add_arg(&a, "rstd", rstd);
+    maybe_row_scale(&a, dy_row_scale, x);
     need(&a, tensor_present(mean) && tensor_present(rstd), "mean and rstd are required");
     need_norm_args(&a, x, w, tensor_none(), mean, rstd);
     need_like_x(&a, "dy", dy, x);
@@ -311,8 +322,10 @@ void op_layernorm_backward(struct tensor dx, struct tensor dw, struct tensor db,
     need(&a, !tensor_present(dw) || dw.shape[0] == x.shape[1], "dw must be like w");
     need(&a, !tensor_present(db) || db.shape[0] == x.shape[1], "db must be like w");
     switch (common_device(&a)) {
-    case DEV_CPU: cpu_layernorm_backward(dx, dw, db, dy, x, w, mean, rstd); return;
-    case DEV_CUDA: ON_CUDA(cuda_layernorm_backward(dx, dw, db, dy, x, w, mean, rstd)); return;
+    case DEV_CPU: cpu_layernorm_backward(dx, dw, db, dy, x, w, mean, rstd, dy_row_scale); return;
+    case DEV_CUDA:
+        ON_CUDA(cuda_layernorm_backward(dx, dw, db, dy, x, w, mean, rstd, dy_row_scale));
+        return;
     }
 }
 
@@ -331,11 +344,12 @@ void op_rmsnorm_forward(struct tensor y, struct tensor rstd, struct tensor x, st
 }
 
 void op_rmsnorm_backward(struct tensor dx, struct tensor dw, struct tensor dy, struct tensor x,
-                         struct tensor w, struct tensor rstd)
+                         struct tensor w, struct tensor rstd, struct tensor dy_row_scale)
 {
     struct args a = {.op = "op_rmsnorm_backward"};
     add_arg(&a, "dx", dx), add_arg(&a, "dw", dw), add_arg(&a, "dy", dy), add_arg(&a, "x", x);
     add_arg(&a, "w", w), add_arg(&a, "rstd", rstd);
+    maybe_row_scale(&a, dy_row_scale, x);
     need(&a, tensor_present(rstd), "rstd is required");
     need_norm_args(&a, x, w, tensor_none(), rstd, tensor_none());
     need_like_x(&a, "dy", dy, x);
@@ -343,8 +357,8 @@ void op_rmsnorm_backward(struct tensor dx, struct tensor dw, struct tensor dy, s
     maybe_tensor(&a, "dw", dw, DT_F32, 1);
     need(&a, !tensor_present(dw) || dw.shape[0] == x.shape[1], "dw must be like w");
     switch (common_device(&a)) {
-    case DEV_CPU: cpu_rmsnorm_backward(dx, dw, dy, x, w, rstd); return;
-    case DEV_CUDA: ON_CUDA(cuda_rmsnorm_backward(dx, dw, dy, x, w, rstd)); return;
+    case DEV_CPU: cpu_rmsnorm_backward(dx, dw, dy, x, w, rstd, dy_row_scale); return;
+    case DEV_CUDA: ON_CUDA(cuda_rmsnorm_backward(dx, dw, dy, x, w, rstd, dy_row_scale)); return;
     }
 }
 

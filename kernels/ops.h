@@ -99,12 +99,16 @@ void op_embedding_backward(struct tensor dwte, int64_t vocab_start, struct tenso
 /* y = (x - mean) * rstd * w + b per row; saves mean[N], rstd[N] (fp32) for the backward. */
 void op_layernorm_forward(struct tensor y, struct tensor mean, struct tensor rstd, struct tensor x,
                           struct tensor w, struct tensor b, float eps);
+/* The backward for the output gradient dy, or with dy_row_scale (fp32 [N], or none) for
+ * diag(dy_row_scale) dy: an output layer's gradient given by rows (op_output_layer_cross_entropy),
+ * scaled as the rows are read. */
 void op_layernorm_backward(struct tensor dx, struct tensor dw, struct tensor db, struct tensor dy,
-                           struct tensor x, struct tensor w, struct tensor mean, struct tensor rstd);
+                           struct tensor x, struct tensor w, struct tensor mean, struct tensor rstd,
+                           struct tensor dy_row_scale);
 /* y = x * rstd * w with rstd = 1/sqrt(mean(x^2) + eps); saves rstd[N]. */
 void op_rmsnorm_forward(struct tensor y, struct tensor rstd, struct tensor x, struct tensor w, float eps);
 void op_rmsnorm_backward(struct tensor dx, struct tensor dw, struct tensor dy, struct tensor x,
-                         struct tensor w, struct tensor rstd);
+                         struct tensor w, struct tensor rstd, struct tensor dy_row_scale);
 
 /* A pre-norm residual stream's two steps in one pass over each row: Megatron's bias-dropout-add
  * mid = residual + dropout(x + b) (exactly op_bias_dropout_add_forward), then the next norm of mid

@@ -459,12 +459,14 @@ void gpt_backward_chunk(struct gpt_model *m, int chunk, int slot, const struct g
     bool hook = b->on_grads_ready != NULL;
     if (spec->post_process) {
         if (!a->head.grad_in_logits) seed_loss_gradient(m, a->dlosses, a->loss_mask, loss_scale, NULL, n);
-        lm_head_backward(&ctx, m->output_weight, m->output_weight_grad, m->embedding.vocab_start, &a->head,
-                         a->dlosses, sh->dfinal_full, a->labels);
-        /* the final norm's output fed every rank's vocabulary shard: sum their input gradients */
+        struct tensor row_scale = lm_head_backward(&ctx, m->output_weight, m->output_weight_grad,
+                                                   m->embedding.vocab_start, &a->head, a->dlosses,
+                                                   sh->dfinal_full, a->labels);
+        /* the final norm's output fed every rank's vocabulary shard: sum their input gradients
+           (given by rows only on one rank: lm_head_forward) */
         tp_reduce_to_rows(&m->tp, sh->dfinal_full, sh->dfinal);
         norm_backward(&ctx, &m->final_norm, &m->final_norm_grad, &a->final_norm, a->dhidden, sh->dfinal,
-                      a->hidden[count]);
+                      row_scale, a->hidden[count]);
         if (hook) b->on_grads_ready(b->hook_ctx, c->num_layers);
     }
     for (int64_t i = count - 1; i >= 0; i--) {

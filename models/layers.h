@@ -86,9 +86,11 @@ struct norm_acts {
 };
 void norm_forward(const struct layer_ctx *ctx, const struct norm_params *p, struct norm_acts *a,
                   struct tensor x);
+/* dout_row_scale: none, or [N] for an output gradient of diag(dout_row_scale) dout (as
+ * lm_head_backward gives it). */
 void norm_backward(const struct layer_ctx *ctx, const struct norm_params *p,
                    const struct norm_params *grad, const struct norm_acts *a, struct tensor dx,
-                   struct tensor dout, struct tensor x);
+                   struct tensor dout, struct tensor dout_row_scale, struct tensor x);
 /* The residual stream entering a pre-norm sublayer, in one op: mid = residual + dropout(x + bias)
  * (Megatron's bias-dropout-add), then the norm of mid into a. mid may alias x or residual. */
 void bias_dropout_add_norm_forward(const struct layer_ctx *ctx, const struct norm_params *p,
@@ -217,9 +219,12 @@ struct lm_head_acts {
 void lm_head_forward(const struct layer_ctx *ctx, struct tensor weight, int64_t vocab_start,
                      struct lm_head_acts *a, struct tensor labels, struct tensor dlosses);
 /* dlosses [B*T] holds d loss / d token loss; logits are overwritten by their gradient (unless the
- * forward did it); dx_full [B*T, H] receives this rank's partial input gradient (not yet reduced). */
-void lm_head_backward(const struct layer_ctx *ctx, struct tensor weight, struct tensor dweight,
-                      int64_t vocab_start, struct lm_head_acts *a, struct tensor dlosses,
-                      struct tensor dx_full, struct tensor labels);
+ * forward did it); dx_full [B*T, H] receives this rank's partial input gradient (not yet reduced),
+ * or where the gradient came by rows (rows_scaled) the input gradient is diag(row_scale) dx_full:
+ * then row_scale is returned for the final norm's backward to scale the rows as it reads them,
+ * else an absent tensor. */
+struct tensor lm_head_backward(const struct layer_ctx *ctx, struct tensor weight,
+                               struct tensor dweight, int64_t vocab_start, struct lm_head_acts *a,
+                               struct tensor dlosses, struct tensor dx_full, struct tensor labels);
 
 #endif

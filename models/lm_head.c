@@ -29,9 +29,9 @@ void lm_head_forward(const struct layer_ctx *ctx, struct tensor weight, int64_t 
     op_vocab_parallel_ce_loss(a->losses, a->lse, a->global_max, a->sum_exp, a->target_logit);
 }
 
-void lm_head_backward(const struct layer_ctx *ctx, struct tensor weight, struct tensor dweight,
-                      int64_t vocab_start, struct lm_head_acts *a, struct tensor dlosses,
-                      struct tensor dx_full, struct tensor labels)
+struct tensor lm_head_backward(const struct layer_ctx *ctx, struct tensor weight,
+                               struct tensor dweight, int64_t vocab_start, struct lm_head_acts *a,
+                               struct tensor dlosses, struct tensor dx_full, struct tensor labels)
 {
     if (a->grad_in_logits)
         a->grad_in_logits = false; /* done by the forward */
@@ -41,12 +41,13 @@ void lm_head_backward(const struct layer_ctx *ctx, struct tensor weight, struct 
         op_vocab_parallel_ce_backward(a->logits, a->logits, labels, vocab_start, a->lse, dlosses);
     if (!a->rows_scaled) {
         layer_linear_backward(ctx, dx_full, dweight, tensor_none(), a->logits, a->input, weight);
-        return;
+        return tensor_none();
     }
-    /* dlogits = diag(row_scale) probs: dweight takes probs^T (row_scale x), dx_full the rows of
-       probs w scaled */
+    /* dlogits = diag(row_scale) probs: dweight takes probs^T (row_scale x), the input gradient is
+       probs w's rows scaled (by the final norm's backward as it reads them: a pass over them
+       saved) */
     a->rows_scaled = false;
     op_scale_rows(a->scaled_input, a->input, a->row_scale);
     layer_linear_backward(ctx, dx_full, dweight, tensor_none(), a->logits, a->scaled_input, weight);
-    op_scale_rows(dx_full, dx_full, a->row_scale);
+    return a->row_scale;
 }

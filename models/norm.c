@@ -15,12 +15,13 @@ void norm_forward(const struct layer_ctx *ctx, const struct norm_params *p, stru
 
 void norm_backward(const struct layer_ctx *ctx, const struct norm_params *p,
                    const struct norm_params *grad, const struct norm_acts *a, struct tensor dx,
-                   struct tensor dout, struct tensor x)
+                   struct tensor dout, struct tensor dout_row_scale, struct tensor x)
 {
     if (ctx->cfg->normalization == NORM_RMSNORM)
-        op_rmsnorm_backward(dx, grad->weight, dout, x, p->weight, a->rstd);
+        op_rmsnorm_backward(dx, grad->weight, dout, x, p->weight, a->rstd, dout_row_scale);
     else
-        op_layernorm_backward(dx, grad->weight, grad->bias, dout, x, p->weight, a->mean, a->rstd);
+        op_layernorm_backward(dx, grad->weight, grad->bias, dout, x, p->weight, a->mean, a->rstd,
+                              dout_row_scale);
 }
 
 void bias_dropout_add_norm_forward(const struct layer_ctx *ctx, const struct norm_params *p,

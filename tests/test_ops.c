@@ -219,12 +219,23 @@ static void test_layernorm_matches_reference_and_finite_differences(void **state
     }
     float *dx = ffill(N * C, 123.0f), *dw = ffill(C, 1.0f), *db = ffill(C, 1.0f);
     op_layernorm_backward(f2(dx, N, C), f1(dw, C), f1(db, C), f2(r, N, C), f2(x, N, C), f1(w, C),
-                          f1(mean, N), f1(rstd, N));
+                          f1(mean, N), f1(rstd, N), tensor_none());
     check_grad(&c, 0, N * C, dx, 0.0, "layernorm dx");
     check_grad(&c, 1, C, dw, 1.0, "layernorm dw");
     check_grad(&c, 2, C, db, 1.0, "layernorm db");
+    /* the output gradient given by rows: diag(s) r, the loss's weights scaled the same way */
+    float *s = frand(N, 55);
+    for (int64_t n = 0; n < N; n++)
+        for (int64_t i = 0; i < C; i++) c.r[n * C + i] = (double)s[n] * r[n * C + i];
+    float *dx2 = ffill(N * C, 123.0f), *dw2 = ffill(C, 1.0f), *db2 = ffill(C, 1.0f);
+    op_layernorm_backward(f2(dx2, N, C), f1(dw2, C), f1(db2, C), f2(r, N, C), f2(x, N, C), f1(w, C),
+                          f1(mean, N), f1(rstd, N), f1(s, N));
+    check_grad(&c, 0, N * C, dx2, 0.0, "layernorm dx, dy's rows scaled");
+    check_grad(&c, 1, C, dw2, 1.0, "layernorm dw, dy's rows scaled");
+    check_grad(&c, 2, C, db2, 1.0, "layernorm db, dy's rows scaled");
     free_ref(&c);
     free(x), free(w), free(b), free(r), free(y), free(mean), free(rstd), free(dx), free(dw), free(db);
+    free(s), free(dx2), free(dw2), free(db2);
 }
 
 static void test_rmsnorm_matches_reference_and_finite_differences(void **state)
@@ -240,11 +251,21 @@ static void test_rmsnorm_matches_reference_and_finite_differences(void **state)
     c.dim[0] = N, c.dim[1] = C, c.p[0] = eps, c.r = to_double(r, N * C);
     check_forward(&c, y, "rmsnorm y");
     float *dx = ffill(N * C, 123.0f), *dw = ffill(C, 1.0f);
-    op_rmsnorm_backward(f2(dx, N, C), f1(dw, C), f2(r, N, C), f2(x, N, C), f1(w, C), f1(rstd, N));
+    op_rmsnorm_backward(f2(dx, N, C), f1(dw, C), f2(r, N, C), f2(x, N, C), f1(w, C), f1(rstd, N),
+                        tensor_none());
     check_grad(&c, 0, N * C, dx, 0.0, "rmsnorm dx");
     check_grad(&c, 1, C, dw, 1.0, "rmsnorm dw");
+    /* the output gradient given by rows, as in the layernorm test */
+    float *s = frand(N, 64);
+    for (int64_t n = 0; n < N; n++)
+        for (int64_t i = 0; i < C; i++) c.r[n * C + i] = (double)s[n] * r[n * C + i];
+    float *dx2 = ffill(N * C, 123.0f), *dw2 = ffill(C, 1.0f);
+    op_rmsnorm_backward(f2(dx2, N, C), f1(dw2, C), f2(r, N, C), f2(x, N, C), f1(w, C), f1(rstd, N),
+                        f1(s, N));
+    check_grad(&c, 0, N * C, dx2, 0.0, "rmsnorm dx, dy's rows scaled");
+    check_grad(&c, 1, C, dw2, 1.0, "rmsnorm dw, dy's rows scaled");
     free_ref(&c);
-    free(x), free(w), free(r), free(y), free(rstd), free(dx), free(dw);
+    free(x), free(w), free(r), free(y), free(rstd), free(dx), free(dw), free(s), free(dx2), free(dw2);
 }
 
 /* ---- activations ---- */
@@ -501,14 +522,15 @@ static void test_norm_backward_add_equals_backward_then_add(void **state)
         float *inplace = malloc((size_t)(N * C) * sizeof(float));
         memcpy(inplace, dres, (size_t)(N * C) * sizeof(float));
         if (rms) {
-            op_rmsnorm_backward(f2(dx2, N, C), f1(dw2, C), f2(dy, N, C), f2(x, N, C), f1(w, C), f1(rstd, N));
+            op_rmsnorm_backward(f2(dx2, N, C), f1(dw2, C), f2(dy, N, C), f2(x, N, C), f1(w, C), f1(rstd, N),
+                                tensor_none());
             op_rmsnorm_backward_add(f2(dx, N, C), f1(dw, C), f2(dy, N, C), f2(x, N, C), f1(w, C), f1(rstd, N),
                                     f2(dres, N, C), f1(rs, C));
             op_rmsnorm_backward_add(f2(inplace, N, C), tensor_none(), f2(dy, N, C), f2(x, N, C), f1(w, C),
                                     f1(rstd, N), f2(inplace, N, C), f1(rs3, C));
         } else {
             op_layernorm_backward(f2(dx2, N, C), f1(dw2, C), f1(db2, C), f2(dy, N, C), f2(x, N, C), f1(w, C),
-                                  f1(mean, N), f1(rstd, N));
+                                  f1(mean, N), f1(rstd, N), tensor_none());
             op_layernorm_backward_add(f2(dx, N, C), f1(dw, C), f1(db, C), f2(dy, N, C), f2(x, N, C), f1(w, C),
                                       f1(mean, N), f1(rstd, N), f2(dres, N, C), f1(rs, C));
             op_layernorm_backward_add(f2(inplace, N, C), tensor_none(), tensor_none(), f2(dy, N, C), f2(x, N, C),
@@ -724,10 +746,10 @@ static void run_linear_and_norms(struct outbuf *o)
     op_layernorm_forward(f2(take(o, R * C), R, C), f1(mean, R), f1(rstd, R), f2(xn, R, C), f1(wn, C),
                          f1(wn, C), 1e-5f);
     op_layernorm_backward(f2(take(o, R * C), R, C), f1(take(o, C), C), f1(take(o, C), C), f2(dyn, R, C),
-                          f2(xn, R, C), f1(wn, C), f1(mean, R), f1(rstd, R));
+                          f2(xn, R, C), f1(wn, C), f1(mean, R), f1(rstd, R), tensor_none());
     op_rmsnorm_forward(f2(take(o, R * C), R, C), f1(rstd, R), f2(xn, R, C), f1(wn, C), 1e-5f);
     op_rmsnorm_backward(f2(take(o, R * C), R, C), f1(take(o, C), C), f2(dyn, R, C), f2(xn, R, C),
-                        f1(wn, C), f1(rstd, R));
+                        f1(wn, C), f1(rstd, R), tensor_none());
     free(x), free(w), free(b), free(dy), free(xn), free(wn), free(dyn);
 }
 

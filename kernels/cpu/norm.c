@@ -4,8 +4,10 @@
  * computed in double (two passes for the variance); parameter gradients are column sums over
  * rows, split over column blocks so each sum runs in row order inside one thread. */
 #include <math.h>
+#include <stdlib.h>
 
 #include "kernels/cpu/cpu_ops.h"
+#include "util/error.h"
 
 /* Columns per task of a parameter-gradient reduction. */
 enum { NORM_COLS = 64 };
@@ -106,11 +108,24 @@ static void residual_sum(struct tensor dsum, struct tensor dres)
     if (tensor_present(dsum)) cpu_bias_dropout_add_backward(tensor_none(), dsum, dres, nodrop);
 }
 
-void cpu_layernorm_backward(struct tensor dx, struct tensor dw, struct tensor db, struct tensor dy,
-                            struct tensor x, struct tensor w, struct tensor mean, struct tensor rstd)
+/* diag(s) dy in a buffer of its own (free it with free(t.data)), or dy itself when s is absent. */
+static struct tensor rows_scaled(struct tensor dy, struct tensor s)
 {
-    if (tensor_present(dx)) layernorm_dx(dx, dy, x, w, mean, rstd, NULL);
-    if (tensor_present(dw) || tensor_present(db)) layernorm_dw_db(dw, db, dy, x, mean, rstd);
+    if (!tensor_present(s)) return dy;
+    struct tensor t = dy;
+    t.data = xmalloc((size_t)tensor_numel(dy) * sizeof(float));
+    cpu_scale_rows(t, dy, s);
+    return t;
+}
+
+void cpu_layernorm_backward(struct tensor dx, struct tensor dw, struct tensor db, struct tensor dy,
+                            struct tensor x, struct tensor w, struct tensor mean, struct tensor rstd,
+                            struct tensor dy_row_scale)
+{
+    struct tensor g = rows_scaled(dy, dy_row_scale);
+    if (tensor_present(dx)) layernorm_dx(dx, g, x, w, mean, rstd, NULL);
+    if (tensor_present(dw) || tensor_present(db)) layernorm_dw_db(dw, db, g, x, mean, rstd);
+    if (g.data != dy.data) free(g.data);
 }
 
 void cpu_layernorm_backward_add(struct tensor dx, struct tensor dw, struct tensor db,
@@ -194,10 +209,12 @@ static void rmsnorm_dw(struct tensor dw, struct tensor dy, struct tensor x, stru
 }
 
 void cpu_rmsnorm_backward(struct tensor dx, struct tensor dw, struct tensor dy, struct tensor x,
-                          struct tensor w, struct tensor rstd)
+                          struct tensor w, struct tensor rstd, struct tensor dy_row_scale)
 {
-    if (tensor_present(dx)) rmsnorm_dx(dx, dy, x, w, rstd, NULL);
-    if (tensor_present(dw)) rmsnorm_dw(dw, dy, x, rstd);
+    struct tensor g = rows_scaled(dy, dy_row_scale);
+    if (tensor_present(dx)) rmsnorm_dx(dx, g, x, w, rstd, NULL);
+    if (tensor_present(dw)) rmsnorm_dw(dw, g, x, rstd);
+    if (g.data != dy.data) free(g.data);
 }
 
 void cpu_rmsnorm_backward_add(struct tensor dx, struct tensor dw, struct tensor dy, struct tensor x,

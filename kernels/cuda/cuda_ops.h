@@ -116,11 +116,11 @@ void cuda_layernorm_forward(struct tensor y, struct tensor mean, struct tensor r
                             struct tensor x, struct tensor w, struct tensor b, float eps);
 void cuda_layernorm_backward(struct tensor dx, struct tensor dw, struct tensor db,
                              struct tensor dy, struct tensor x, struct tensor w,
-                             struct tensor mean, struct tensor rstd);
+                             struct tensor mean, struct tensor rstd, struct tensor dy_row_scale);
 void cuda_rmsnorm_forward(struct tensor y, struct tensor rstd, struct tensor x, struct tensor w,
                           float eps);
 void cuda_rmsnorm_backward(struct tensor dx, struct tensor dw, struct tensor dy, struct tensor x,
-                           struct tensor w, struct tensor rstd);
+                           struct tensor w, struct tensor rstd, struct tensor dy_row_scale);
 void cuda_bias_dropout_add_layernorm_forward(struct tensor mid, struct tensor y, struct tensor mean,
                                              struct tensor rstd, struct tensor x, struct tensor b,
                                              struct tensor residual, struct dropout_key drop,

@@ -72,12 +72,20 @@ __device__ __forceinline__ void add_residual_grad(float o[8], const T *dres, int
     for (int i = 0; i < 8; i++) o[i] += d[i];
 }
 
+/* dy's row n times dys[n] (dys NULL: dy as it is): the output layer's gradient given by rows. */
+__device__ __forceinline__ void scale_row_piece(float g[8], const float *dys, int64_t row)
+{
+    if (!dys) return;
+    const float s = dys[row];
+    for (int i = 0; i < 8; i++) g[i] *= s;
+}
+
 /* dx = rstd * (g - mean(g) - xhat * mean(g * xhat)), g = dy * w, xhat = (x - mean) * rstd;
  * plus dres when not NULL (dx may alias dres: each piece is read before it is written). */
 template <class T>
-static __global__ void layernorm_dx_kernel(T *dx, const T *dy, const T *x, const T *w,
-                                           const float *mean, const float *rstd, const T *dres,
-                                           int64_t N, int64_t C, bool vec)
+static __global__ void layernorm_dx_kernel(T *dx, const T *dy, const float *dys, const T *x,
+                                           const T *w, const float *mean, const float *rstd,
+                                           const T *dres, int64_t N, int64_t C, bool vec)
 {
     int64_t row = norm_row();
     int lane = threadIdx.x % 32;
@@ -88,6 +96,7 @@ static __global__ void layernorm_dx_kernel(T *dx, const T *dy, const T *x, const
         float v[8], g[8], wv[8];
         lp_load8<T>(xr, c, C, vec, v);
         lp_load8<T>(dyr, c, C, vec, g);
+        scale_row_piece(g, dys, row);
         lp_load8<T>(w, c, C, vec, wv);
         for (int i = 0; i < 8; i++) {
             float gi = g[i] * wv[i];
@@ -100,6 +109,7 @@ static __global__ void layernorm_dx_kernel(T *dx, const T *dy, const T *x, const
         float v[8], g[8], wv[8], o[8];
         lp_load8<T>(xr, c, C, vec, v);
         lp_load8<T>(dyr, c, C, vec, g);
+        scale_row_piece(g, dys, row);
         lp_load8<T>(w, c, C, vec, wv);
         for (int i = 0; i < 8; i++) o[i] = r * (g[i] * wv[i] - mg - (v[i] - m) * r * mgx);
         add_residual_grad(o, dres, row, c, C, vec);
@@ -110,7 +120,7 @@ static __global__ void layernorm_dx_kernel(T *dx, const T *dy, const T *x, const
 /* dw += sum_n dy * xhat, db += sum_n dy (rows too wide for norm_backward_kernel) */
 template <class T> struct load_layernorm_dw_db {
     const T *dy, *x;
-    const float *mean, *rstd;
+    const float *dys, *mean, *rstd; /* dys: dy's row scale, or NULL */
     int64_t C;
     bool vec;
     struct raw {
@@ -126,6 +136,7 @@ template <class T> struct load_layernorm_dw_db {
         float v[8];
         lp8_unpack<T>(r.v, v);
         lp8_unpack<T>(r.g, out[1]);
+        scale_row_piece(out[1], dys, n);
         float m = mean[n], rs = rstd[n];
         for (int i = 0; i < 8; i++) out[0][i] = out[1][i] * ((v[i] - m) * rs);
     }
@@ -158,9 +169,9 @@ static __global__ void rmsnorm_forward_kernel(T *y, float *rstd, const T *x, con
 
 /* dx = rstd * g - x * rstd^3 * mean(g * x), g = dy * w; plus dres when not NULL. */
 template <class T>
-static __global__ void rmsnorm_dx_kernel(T *dx, const T *dy, const T *x, const T *w,
-                                         const float *rstd, const T *dres, int64_t N, int64_t C,
-                                         bool vec)
+static __global__ void rmsnorm_dx_kernel(T *dx, const T *dy, const float *dys, const T *x,
+                                         const T *w, const float *rstd, const T *dres, int64_t N,
+                                         int64_t C, bool vec)
 {
     int64_t row = norm_row();
     int lane = threadIdx.x % 32;
@@ -171,6 +182,7 @@ static __global__ void rmsnorm_dx_kernel(T *dx, const T *dy, const T *x, const T
         float v[8], g[8], wv[8];
         lp_load8<T>(xr, c, C, vec, v);
         lp_load8<T>(dyr, c, C, vec, g);
+        scale_row_piece(g, dys, row);
         lp_load8<T>(w, c, C, vec, wv);
         for (int i = 0; i < 8; i++) sgx += g[i] * wv[i] * v[i];
     }
@@ -179,6 +191,7 @@ static __global__ void rmsnorm_dx_kernel(T *dx, const T *dy, const T *x, const T
         float v[8], g[8], wv[8], o[8];
         lp_load8<T>(xr, c, C, vec, v);
         lp_load8<T>(dyr, c, C, vec, g);
+        scale_row_piece(g, dys, row);
         lp_load8<T>(w, c, C, vec, wv);
         for (int i = 0; i < 8; i++) o[i] = r * g[i] * wv[i] - v[i] * k;
         add_residual_grad(o, dres, row, c, C, vec);
@@ -189,7 +202,7 @@ static __global__ void rmsnorm_dx_kernel(T *dx, const T *dy, const T *x, const T
 /* dw += sum_n dy * x * rstd (rows too wide for norm_backward_kernel) */
 template <class T> struct load_rmsnorm_dw {
     const T *dy, *x;
-    const float *rstd;
+    const float *dys, *rstd; /* dys: dy's row scale, or NULL */
     int64_t C;
     bool vec;
     struct raw {
@@ -205,6 +218,7 @@ template <class T> struct load_rmsnorm_dw {
         float v[8], g[8];
         lp8_unpack<T>(r.v, v);
         lp8_unpack<T>(r.g, g);
+        scale_row_piece(g, dys, n);
         float rs = rstd[n];
         for (int i = 0; i < 8; i++) out[0][i] = g[i] * (v[i] * rs);
     }
@@ -234,7 +248,8 @@ template <class T> struct norm_bwd_args {
     const T *dy, *x, *w, *dres; /* dres NULL: nothing to add to dx */
     const float *mean, *rstd;   /* mean unused by RMSNorm */
     int64_t N, C;
-    int64_t rows; /* rows per block: norm_backward_rows_per_block */
+    int64_t rows;          /* rows per block: norm_backward_rows_per_block */
+    const float *dy_scale; /* dy's row n times dy_scale[n]; NULL: dy as it is */
 };
 
 /* Warps that share a row in norm_backward_kernel, for ceil(C / 256) pieces of 8 columns a lane:
@@ -270,14 +285,16 @@ __device__ __forceinline__ uint4 norm_weight_piece(const T *w, int64_t c)
  * two steps (its sums, then dx), and adds dy * xhat (and dy) into fp32 registers over the group's
  * rows, so dw and db cost no second read of x and dy. With RSUM it also sums dres's columns
  * (needs dx and dres): the bias gradient of the bias-dropout-add whose output gradient dres is,
- * when there is no dropout. A row's two sums are its warps', added in warp order through shared
+ * when there is no dropout. With SCALE dy's row n is read times a.dy_scale[n] (the final norm
+ * under an output layer whose gradient comes by rows; a kernel of its own, so that the others'
+ * registers stay as they were). A row's two sums are its warps', added in warp order through shared
  * memory (a named barrier for the group, once a row: the slots alternate between rows). At the
  * end the block adds its groups' column sums in group order into its partial row (one for each
  * sum), which cuda_colsum_reduce adds up: every order depends on the shape alone. The formulas
  * and their order of operations are those of layernorm_dx_kernel / rmsnorm_dx_kernel and the
  * column-sum loads above. Needs C % 8 == 0 and 16-byte aligned rows; dx may alias dres (each
  * piece is read before the same lane writes it). */
-template <class T, int P, int WPR, bool RMS, bool RSUM>
+template <class T, int P, int WPR, bool RMS, bool RSUM, bool SCALE>
 static __global__ void __launch_bounds__(NORM_WARPS * 32, 2)
     norm_backward_kernel(struct norm_bwd_args<T> a)
 {
@@ -300,6 +317,7 @@ static __global__ void __launch_bounds__(NORM_WARPS * 32, 2)
     for (int64_t n = n0 + group; n < n1; n += GROUPS, it ^= 1) {
         uint4 xv[P], gv[P], dv[P];
         const float r = a.rstd[n], m = RMS ? 0.0f : a.mean[n];
+        const float sc = SCALE ? a.dy_scale[n] : 1.0f; /* dy's row scale */
 #pragma unroll
         for (int k = 0; k < P; k++) { /* every load of the row's pieces before any math */
             const int64_t c = lo + 256 * k + 8 * lane;
@@ -316,6 +334,9 @@ static __global__ void __launch_bounds__(NORM_WARPS * 32, 2)
             float v[8], g[8], wv[8];
             lp8_unpack<T>(xv[k], v);
             lp8_unpack<T>(gv[k], g);
+            if (SCALE)
+#pragma unroll
+                for (int i = 0; i < 8; i++) g[i] *= sc;
             lp8_unpack<T>(norm_weight_piece(a.w, c), wv);
 #pragma unroll
             for (int i = 0; i < 8; i++) {
@@ -352,6 +373,9 @@ static __global__ void __launch_bounds__(NORM_WARPS * 32, 2)
             float v[8], g[8], wv[8], o[8];
             lp8_unpack<T>(xv[k], v);
             lp8_unpack<T>(gv[k], g);
+            if (SCALE)
+#pragma unroll
+                for (int i = 0; i < 8; i++) g[i] *= sc;
             lp8_unpack<T>(norm_weight_piece(a.w, c), wv);
 #pragma unroll
             for (int i = 0; i < 8; i++)
@@ -395,13 +419,13 @@ static __global__ void __launch_bounds__(NORM_WARPS * 32, 2)
 
 /* norm_backward_kernel for ceil(C / 256) pieces: one warp a row with as many pieces a lane, or
  * several with NB_SPLIT_PIECES each (norm_backward_wpr). */
-template <class T, bool RMS, bool RSUM>
+template <class T, bool RMS, bool RSUM, bool SCALE>
 static void launch_norm_backward(const struct norm_bwd_args<T> &a, int64_t pieces, unsigned blocks)
 {
     cudaStream_t st = cuda_ctx()->stream;
     const int wpr = norm_backward_wpr(pieces);
 #define NB_LAUNCH(P, WPR)                                                                          \
-    norm_backward_kernel<T, P, WPR, RMS, RSUM><<<blocks, NORM_WARPS * 32, 0, st>>>(a)
+    norm_backward_kernel<T, P, WPR, RMS, RSUM, SCALE><<<blocks, NORM_WARPS * 32, 0, st>>>(a)
     if (wpr == 4) NB_LAUNCH(NB_SPLIT_PIECES, 4);
     else if (wpr == 2) NB_LAUNCH(NB_SPLIT_PIECES, 2);
     else if (pieces == 1) NB_LAUNCH(1, 1);
@@ -432,8 +456,10 @@ static bool norm_backward_one_pass(struct norm_bwd_args<T> a, float *dw, float *
     const size_t partial_bytes = (size_t)nout * blocks * a.C * sizeof(float);
     a.partials = dw || db || dres_sum ? (float *)cuda_scratch(partial_bytes) : NULL;
     if (!a.dx && !a.partials) return true;
-    if (dres_sum) launch_norm_backward<T, RMS, true>(a, pieces, (unsigned)blocks);
-    else launch_norm_backward<T, RMS, false>(a, pieces, (unsigned)blocks);
+    CHECK(!dres_sum || !a.dy_scale); /* the final norm's output gradient has no residual */
+    if (dres_sum) launch_norm_backward<T, RMS, true, false>(a, pieces, (unsigned)blocks);
+    else if (a.dy_scale) launch_norm_backward<T, RMS, false, true>(a, pieces, (unsigned)blocks);
+    else launch_norm_backward<T, RMS, false, false>(a, pieces, (unsigned)blocks);
     if (dw || db) cuda_colsum_reduce(dw, RMS ? NULL : db, a.partials, (int)blocks, a.C);
     if (dres_sum)
         cuda_colsum_reduce(dres_sum, NULL, a.partials + (size_t)nw * blocks * a.C, (int)blocks,
@@ -481,7 +507,7 @@ template <class T>
 static void layernorm_backward(const char *op, struct tensor dx, struct tensor dw, struct tensor db,
                                struct tensor dy, struct tensor x, struct tensor w,
                                struct tensor mean, struct tensor rstd, const T *dres,
-                               float *dres_sum)
+                               float *dres_sum, const float *dys)
 {
     const enum dtype dt = lp_dtype<T>::value;
     cuda_need(op, "dy", dy, dt);
@@ -499,7 +525,7 @@ static void layernorm_backward(const char *op, struct tensor dx, struct tensor d
     float *dbp = tensor_present(db) ? (float *)db.data : NULL;
     struct norm_bwd_args<T> a = {(T *)dx.data, NULL, (const T *)dy.data, (const T *)x.data,
                                  (const T *)w.data, dres, (const float *)mean.data,
-                                 (const float *)rstd.data, N, C, 0};
+                                 (const float *)rstd.data, N, C, 0, dys};
     if (!tensor_present(dx)) { /* the weight gradients only */
         a.dx = NULL;
         a.w = NULL;
@@ -512,12 +538,12 @@ static void layernorm_backward(const char *op, struct tensor dx, struct tensor d
                    cuda_aligned16(dres);
         if (N > 0)
             layernorm_dx_kernel<T><<<norm_blocks(N), NORM_WARPS * 32, 0, cuda_ctx()->stream>>>(
-                (T *)dx.data, (const T *)dy.data, (const T *)x.data, (const T *)w.data,
+                (T *)dx.data, (const T *)dy.data, dys, (const T *)x.data, (const T *)w.data,
                 (const float *)mean.data, (const float *)rstd.data, dres, N, C, vec);
         CUDA_CHECK_LAUNCH("layernorm_dx_kernel");
     }
     if (tensor_present(dw) || tensor_present(db)) {
-        struct load_layernorm_dw_db<T> ld = {(const T *)dy.data, (const T *)x.data,
+        struct load_layernorm_dw_db<T> ld = {(const T *)dy.data, (const T *)x.data, dys,
                                              (const float *)mean.data, (const float *)rstd.data, C,
                                              rows_vectorizable(C, dy.data, x.data, x.data, x.data)};
         cuda_colsum_acc<load_layernorm_dw_db<T>, 2>(ld, dwp, dbp, N, C);
@@ -526,11 +552,13 @@ static void layernorm_backward(const char *op, struct tensor dx, struct tensor d
 
 void cuda_layernorm_backward(struct tensor dx, struct tensor dw, struct tensor db,
                              struct tensor dy, struct tensor x, struct tensor w,
-                             struct tensor mean, struct tensor rstd)
+                             struct tensor mean, struct tensor rstd, struct tensor dy_row_scale)
 {
     const char *op = "cuda_layernorm_backward";
     enum dtype dt = cuda_need_lp(op, "dy", dy);
-    CUDA_LP_DISPATCH(dt, layernorm_backward<T>(op, dx, dw, db, dy, x, w, mean, rstd, NULL, NULL));
+    cuda_maybe(op, "dy_row_scale", dy_row_scale, DT_F32);
+    const float *dys = tensor_present(dy_row_scale) ? (const float *)dy_row_scale.data : NULL;
+    CUDA_LP_DISPATCH(dt, layernorm_backward<T>(op, dx, dw, db, dy, x, w, mean, rstd, NULL, NULL, dys));
 }
 
 void cuda_layernorm_backward_add(struct tensor dx, struct tensor dw, struct tensor db,
@@ -544,7 +572,7 @@ void cuda_layernorm_backward_add(struct tensor dx, struct tensor dw, struct tens
     cuda_maybe(op, "dresidual_sum", dresidual_sum, DT_F32);
     float *rs = tensor_present(dresidual_sum) ? (float *)dresidual_sum.data : NULL;
     CUDA_LP_DISPATCH(dt, layernorm_backward<T>(op, dx, dw, db, dy, x, w, mean, rstd,
-                                               (const T *)dresidual.data, rs));
+                                               (const T *)dresidual.data, rs, NULL));
 }
 
 void cuda_rmsnorm_forward(struct tensor y, struct tensor rstd, struct tensor x, struct tensor w,
@@ -571,7 +599,7 @@ void cuda_rmsnorm_forward(struct tensor y, struct tensor rstd, struct tensor x, 
 template <class T>
 static void rmsnorm_backward(const char *op, struct tensor dx, struct tensor dw, struct tensor dy,
                              struct tensor x, struct tensor w, struct tensor rstd, const T *dres,
-                             float *dres_sum)
+                             float *dres_sum, const float *dys)
 {
     const enum dtype dt = lp_dtype<T>::value;
     cuda_need(op, "dy", dy, dt);
@@ -584,7 +612,8 @@ static void rmsnorm_backward(const char *op, struct tensor dx, struct tensor dw,
         cuda_need(op, "w", w, dt);
     }
     struct norm_bwd_args<T> a = {(T *)dx.data, NULL, (const T *)dy.data, (const T *)x.data,
-                                 (const T *)w.data, dres, NULL, (const float *)rstd.data, N, C, 0};
+                                 (const T *)w.data, dres, NULL, (const float *)rstd.data, N, C, 0,
+                                 dys};
     if (!tensor_present(dx)) { /* the weight gradients only */
         a.dx = NULL;
         a.w = NULL;
@@ -599,12 +628,12 @@ static void rmsnorm_backward(const char *op, struct tensor dx, struct tensor dw,
                    cuda_aligned16(dres);
         if (N > 0)
             rmsnorm_dx_kernel<T><<<norm_blocks(N), NORM_WARPS * 32, 0, cuda_ctx()->stream>>>(
-                (T *)dx.data, (const T *)dy.data, (const T *)x.data, (const T *)w.data,
+                (T *)dx.data, (const T *)dy.data, dys, (const T *)x.data, (const T *)w.data,
                 (const float *)rstd.data, dres, N, C, vec);
         CUDA_CHECK_LAUNCH("rmsnorm_dx_kernel");
     }
     if (tensor_present(dw)) {
-        struct load_rmsnorm_dw<T> ld = {(const T *)dy.data, (const T *)x.data,
+        struct load_rmsnorm_dw<T> ld = {(const T *)dy.data, (const T *)x.data, dys,
                                         (const float *)rstd.data, C,
                                         rows_vectorizable(C, dy.data, x.data, x.data, x.data)};
         cuda_colsum_acc<load_rmsnorm_dw<T>, 1>(ld, (float *)dw.data, NULL, N, C);
@@ -612,11 +641,13 @@ static void rmsnorm_backward(const char *op, struct tensor dx, struct tensor dw,
 }
 
 void cuda_rmsnorm_backward(struct tensor dx, struct tensor dw, struct tensor dy, struct tensor x,
-                           struct tensor w, struct tensor rstd)
+                           struct tensor w, struct tensor rstd, struct tensor dy_row_scale)
 {
     const char *op = "cuda_rmsnorm_backward";
     enum dtype dt = cuda_need_lp(op, "dy", dy);
-    CUDA_LP_DISPATCH(dt, rmsnorm_backward<T>(op, dx, dw, dy, x, w, rstd, NULL, NULL));
+    cuda_maybe(op, "dy_row_scale", dy_row_scale, DT_F32);
+    const float *dys = tensor_present(dy_row_scale) ? (const float *)dy_row_scale.data : NULL;
+    CUDA_LP_DISPATCH(dt, rmsnorm_backward<T>(op, dx, dw, dy, x, w, rstd, NULL, NULL, dys));
 }
 
 void cuda_rmsnorm_backward_add(struct tensor dx, struct tensor dw, struct tensor dy,
@@ -629,5 +660,5 @@ void cuda_rmsnorm_backward_add(struct tensor dx, struct tensor dw, struct tensor
     cuda_maybe(op, "dresidual_sum", dresidual_sum, DT_F32);
     float *rs = tensor_present(dresidual_sum) ? (float *)dresidual_sum.data : NULL;
     CUDA_LP_DISPATCH(dt, rmsnorm_backward<T>(op, dx, dw, dy, x, w, rstd,
-                                             (const T *)dresidual.data, rs));
+                                             (const T *)dresidual.data, rs, NULL));
 }

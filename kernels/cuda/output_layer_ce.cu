@@ -11,8 +11,9 @@
  *   losses[n] = ref[n] - z[n, t] + log S[n]
  *   probs[n, t] -= S[n],  row_scale[n] = dlosses[n] / S[n]
  * so the logits' gradient (softmax - onehot) * dlosses is row_scale[n] * probs[n, :] (probs as
- * rounded): the backward's GEMMs read probs, the input gradient is scaled by rows after its GEMM
- * and the weight gradient's GEMM reads row_scale * x (models/lm_head.c).
+ * rounded): the backward's GEMMs read probs, the input gradient's rows are scaled as the final
+ * norm's backward reads them and the weight gradient's GEMM reads row_scale * x
+ * (models/lm_head.c).
  *
  * Why the target's logit: the exponentials must stay inside fp32's range (bf16's is the same),
  * and the target's logit is the token's loss below the row's log-sum-exp. With the margin none

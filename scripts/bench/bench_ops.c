@@ -330,7 +330,7 @@ static void layernorm_backward_add_unfused(void *a)
     struct fused *f = a;
     cuda_layernorm_backward(B2(f->dx, f->N, f->H), F1(f->dnw, f->H), F1(f->dnb, f->H),
                             B2(f->dy, f->N, f->H), B2(f->mid, f->N, f->H), B1(f->nw, f->H),
-                            F1(f->mean, f->N), F1(f->rstd, f->N));
+                            F1(f->mean, f->N), F1(f->rstd, f->N), tensor_none());
     cuda_add(B2(f->dx, f->N, f->H), B2(f->dx, f->N, f->H), B2(f->dres, f->N, f->H));
 }
 
@@ -471,7 +471,7 @@ static void ln_backward_plain(void *a)
     struct fused *f = a;
     cuda_layernorm_backward(B2(f->dx, f->N, f->H), F1(f->dnw, f->H), F1(f->dnb, f->H),
                             B2(f->dy, f->N, f->H), B2(f->mid, f->N, f->H), B1(f->nw, f->H),
-                            F1(f->mean, f->N), F1(f->rstd, f->N));
+                            F1(f->mean, f->N), F1(f->rstd, f->N), tensor_none());
 }
 
 static void rms_backward_add(void *a)

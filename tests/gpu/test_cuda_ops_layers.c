@@ -408,10 +408,20 @@ bool test_embedding_matches_cpu_and_backward_is_bitwise(void)
 
 /* ---- norms ---- */
 
-static bool layernorm_case(int64_t N, int64_t C)
+/* Rows scaled as the output layer's gradient comes (op_output_layer_cross_entropy): dy's row n
+ * times s[n], here 0.05 .. 2, or absent. */
+static float *row_scales(int64_t N, bool scaled)
+{
+    if (!scaled) return NULL;
+    float *s = randn(N, 1.0f);
+    for (int64_t n = 0; n < N; n++) s[n] = 0.05f + fminf(fabsf(s[n]), 1.95f);
+    return s;
+}
+
+static bool layernorm_case(int64_t N, int64_t C, bool scaled)
 {
     float *x = randn(N * C, 2.0f), *w = randn(C, 1.0f), *b = randn(C, 0.5f);
-    float *dy = randn(N * C, 1.0f);
+    float *dy = randn(N * C, 1.0f), *s = row_scales(N, scaled);
     float *dw0 = randn(C, 0.1f), *db0 = randn(C, 0.1f);
     for (int64_t i = 0; i < N * C; i++) x[i] += 0.5f; /* a nonzero mean */
     round_to_dtype(x, N * C, A.dt);
@@ -421,8 +431,9 @@ static bool layernorm_case(int64_t N, int64_t C)
                           H1(w, DT_F32, C), H1(b, DT_F32, C), 1e-5f);
     cpu_layernorm_backward(H2(dx, N, C), H1(dw, DT_F32, C), H1(db, DT_F32, C), H2(dy, N, C),
                            H2(x, N, C), H1(w, DT_F32, C), H1(mean, DT_F32, N),
-                           H1(rstd, DT_F32, N));
+                           H1(rstd, DT_F32, N), s ? H1(s, DT_F32, N) : tensor_none());
     void *gx = to_dev_lp(x, N * C), *gw = to_dev_lp(w, C), *gb = to_dev_lp(b, C);
+    void *gs = s ? to_dev(s, N * 4) : NULL;
     void *gdy = to_dev_lp(dy, N * C), *gy = dalloc(N * C * 2), *gdx = dalloc(N * C * 2);
     void *gm = dalloc(N * 4), *gr = dalloc(N * 4);
     void *gdw = to_dev(dw0, C * 4), *gdb = to_dev(db0, C * 4);
@@ -432,8 +443,10 @@ static bool layernorm_case(int64_t N, int64_t C)
                            D2(gx, A.dt, N, C), D1(gw, A.dt, C), D1(gb, A.dt, C), 1e-5f);
     cuda_layernorm_backward(D2(gdx, A.dt, N, C), D1(gdw, DT_F32, C), D1(gdb, DT_F32, C),
                             D2(gdy, A.dt, N, C), D2(gx, A.dt, N, C), D1(gw, A.dt, C),
-                            D1(gm, DT_F32, N), D1(gr, DT_F32, N));
-    printf("   layernorm N=%lld C=%lld\n", (long long)N, (long long)C);
+                            D1(gm, DT_F32, N), D1(gr, DT_F32, N),
+                            gs ? D1(gs, DT_F32, N) : tensor_none());
+    printf("   layernorm N=%lld C=%lld%s\n", (long long)N, (long long)C,
+           s ? ", dy's rows scaled" : "");
     bool ok = close_to("y", from_dev_lp(gy, N * C), y, N * C, TOL_LP);
     ok &= close_to("mean", from_dev_f32(gm, N), mean, N, TOL_F32);
     ok &= close_to("rstd", from_dev_f32(gr, N), rstd, N, TOL_F32);
@@ -443,24 +456,28 @@ static bool layernorm_case(int64_t N, int64_t C)
     return ok;
 }
 
-static bool rmsnorm_case(int64_t N, int64_t C)
+static bool rmsnorm_case(int64_t N, int64_t C, bool scaled)
 {
     float *x = randn(N * C, 2.0f), *w = randn(C, 1.0f), *dy = randn(N * C, 1.0f);
+    float *s = row_scales(N, scaled);
     float *dw0 = randn(C, 0.1f);
     float *y = halloc(N * C * 4), *rstd = halloc(N * 4), *dx = halloc(N * C * 4);
     float *dw = copy_f(dw0, C);
     cpu_rmsnorm_forward(H2(y, N, C), H1(rstd, DT_F32, N), H2(x, N, C), H1(w, DT_F32, C), 1e-6f);
     cpu_rmsnorm_backward(H2(dx, N, C), H1(dw, DT_F32, C), H2(dy, N, C), H2(x, N, C),
-                         H1(w, DT_F32, C), H1(rstd, DT_F32, N));
+                         H1(w, DT_F32, C), H1(rstd, DT_F32, N), s ? H1(s, DT_F32, N) : tensor_none());
     void *gx = to_dev_lp(x, N * C), *gw = to_dev_lp(w, C), *gdy = to_dev_lp(dy, N * C);
+    void *gs = s ? to_dev(s, N * 4) : NULL;
     void *gy = dalloc(N * C * 2), *gdx = dalloc(N * C * 2), *gr = dalloc(N * 4);
     void *gdw = to_dev(dw0, C * 4);
     poison(gy, N * C, A.dt), poison(gdx, N * C, A.dt), poison(gr, N, DT_F32);
     cuda_rmsnorm_forward(D2(gy, A.dt, N, C), D1(gr, DT_F32, N), D2(gx, A.dt, N, C),
                          D1(gw, A.dt, C), 1e-6f);
     cuda_rmsnorm_backward(D2(gdx, A.dt, N, C), D1(gdw, DT_F32, C), D2(gdy, A.dt, N, C),
-                          D2(gx, A.dt, N, C), D1(gw, A.dt, C), D1(gr, DT_F32, N));
-    printf("   rmsnorm N=%lld C=%lld\n", (long long)N, (long long)C);
+                          D2(gx, A.dt, N, C), D1(gw, A.dt, C), D1(gr, DT_F32, N),
+                          gs ? D1(gs, DT_F32, N) : tensor_none());
+    printf("   rmsnorm N=%lld C=%lld%s\n", (long long)N, (long long)C,
+           s ? ", dy's rows scaled" : "");
     bool ok = close_to("y", from_dev_lp(gy, N * C), y, N * C, TOL_LP);
     ok &= close_to("rstd", from_dev_f32(gr, N), rstd, N, TOL_F32);
     ok &= close_to("dx", from_dev_lp(gdx, N * C), dx, N * C, TOL_LP);
@@ -470,13 +487,19 @@ static bool rmsnorm_case(int64_t N, int64_t C)
 
 /* Widths: the one-pass backward with 1 to 8 pieces per lane (264: a last piece in lane 0 only;
  * 2048: the widest), and past it (2304) or unaligned (100): the dx kernel and column sum. Row
- * counts that leave the backward's last block of rows part full. */
+ * counts that leave the backward's last block of rows part full. The output gradient scaled by
+ * rows on every path (one warp a row, several, the dx kernel and column sum). */
 bool test_norms_match_cpu(void)
 {
-    return layernorm_case(300, 768) & layernorm_case(37, 100) & layernorm_case(257, 264) &
-           layernorm_case(1000, 2048) & layernorm_case(200, 1600) & layernorm_case(300, 1024) &
-           layernorm_case(130, 2304) & rmsnorm_case(300, 1024) & rmsnorm_case(37, 100) &
-           rmsnorm_case(200, 1600) & rmsnorm_case(129, 4096);
+    return layernorm_case(300, 768, false) & layernorm_case(37, 100, false) &
+           layernorm_case(257, 264, false) & layernorm_case(1000, 2048, false) &
+           layernorm_case(200, 1600, false) & layernorm_case(300, 1024, false) &
+           layernorm_case(130, 2304, false) & rmsnorm_case(300, 1024, false) &
+           rmsnorm_case(37, 100, false) & rmsnorm_case(200, 1600, false) &
+           rmsnorm_case(129, 4096, false) & layernorm_case(300, 768, true) &
+           layernorm_case(200, 1600, true) & layernorm_case(37, 100, true) &
+           layernorm_case(130, 2304, true) & rmsnorm_case(300, 1024, true) &
+           rmsnorm_case(37, 100, true) & rmsnorm_case(129, 4096, true);
 }
 
 /* The backward with no input gradient: dw and db alone, or dw alone. */
@@ -490,24 +513,26 @@ static bool norm_weight_grads_case(int64_t N, int64_t C, bool rms, bool with_db)
     if (rms) {
         cpu_rmsnorm_forward(H2(y, N, C), H1(rstd, DT_F32, N), H2(x, N, C), H1(w, DT_F32, C), 1e-5f);
         cpu_rmsnorm_backward(tensor_none(), H1(dw, DT_F32, C), H2(dy, N, C), H2(x, N, C),
-                             H1(w, DT_F32, C), H1(rstd, DT_F32, N));
+                             H1(w, DT_F32, C), H1(rstd, DT_F32, N), tensor_none());
     } else {
         cpu_layernorm_forward(H2(y, N, C), H1(mean, DT_F32, N), H1(rstd, DT_F32, N), H2(x, N, C),
                               H1(w, DT_F32, C), tensor_none(), 1e-5f);
         cpu_layernorm_backward(tensor_none(), H1(dw, DT_F32, C), hdb, H2(dy, N, C), H2(x, N, C),
-                               H1(w, DT_F32, C), H1(mean, DT_F32, N), H1(rstd, DT_F32, N));
+                               H1(w, DT_F32, C), H1(mean, DT_F32, N), H1(rstd, DT_F32, N),
+                               tensor_none());
     }
     void *gx = to_dev_lp(x, N * C), *gdy = to_dev_lp(dy, N * C);
     void *gm = to_dev(mean, N * 4), *gs = to_dev(rstd, N * 4);
     void *gdw = to_dev(dw0, C * 4), *gdb = to_dev(db0, C * 4);
     if (rms)
         cuda_rmsnorm_backward(tensor_none(), D1(gdw, DT_F32, C), D2(gdy, A.dt, N, C),
-                              D2(gx, A.dt, N, C), tensor_none(), D1(gs, DT_F32, N));
+                              D2(gx, A.dt, N, C), tensor_none(), D1(gs, DT_F32, N),
+                              tensor_none());
     else
         cuda_layernorm_backward(tensor_none(), D1(gdw, DT_F32, C),
                                 with_db ? D1(gdb, DT_F32, C) : tensor_none(),
                                 D2(gdy, A.dt, N, C), D2(gx, A.dt, N, C), tensor_none(),
-                                D1(gm, DT_F32, N), D1(gs, DT_F32, N));
+                                D1(gm, DT_F32, N), D1(gs, DT_F32, N), tensor_none());
     printf("   %s backward, weight gradients only%s, N=%lld C=%lld\n",
            rms ? "rmsnorm" : "layernorm", !rms && !with_db ? " (no db)" : "", (long long)N,
            (long long)C);
