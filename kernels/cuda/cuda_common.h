@@ -437,6 +437,9 @@ __global__ void __launch_bounds__(COLSUM_COLS / 8 * COLSUM_LANES, 3)
 /* dst0[c] += sum over chunks of partials[0][chunk][c], and dst1 from partials[1] when dst1 is not
  * NULL (either may be NULL), in double, in an order fixed by chunks and C (colsum.cu). */
 void cuda_colsum_reduce(float *dst0, float *dst1, const float *partials, int chunks, int64_t C);
+/* The same with a third sum, partials[2] into dst2, in the same launch. */
+void cuda_colsum_reduce3(float *dst0, float *dst1, float *dst2, const float *partials,
+                         int chunks, int64_t C);
 
 /* Runs both kernels on the backend stream; dst1 may be NULL when NOUT is 1 (then it is ignored). */
 template <class Load, int NOUT>

@@ -460,10 +460,11 @@ static bool norm_backward_one_pass(struct norm_bwd_args<T> a, float *dw, float *
     if (dres_sum) launch_norm_backward<T, RMS, true, false>(a, pieces, (unsigned)blocks);
     else if (a.dy_scale) launch_norm_backward<T, RMS, false, true>(a, pieces, (unsigned)blocks);
     else launch_norm_backward<T, RMS, false, false>(a, pieces, (unsigned)blocks);
-    if (dw || db) cuda_colsum_reduce(dw, RMS ? NULL : db, a.partials, (int)blocks, a.C);
-    if (dres_sum)
-        cuda_colsum_reduce(dres_sum, NULL, a.partials + (size_t)nw * blocks * a.C, (int)blocks,
-                           a.C);
+    /* one launch for the two or three sums (partials [nout][blocks][C], dres's last) */
+    if (RMS)
+        cuda_colsum_reduce3(dw, dres_sum, NULL, a.partials, (int)blocks, a.C);
+    else
+        cuda_colsum_reduce3(dw, db, dres_sum, a.partials, (int)blocks, a.C);
     return true;
 }
 
