@@ -80,9 +80,11 @@ static __global__ void sort_keys_kernel(int32_t *key, int32_t *value, const int3
 /* Block (i, column block): if sorted position i starts a run of equal rows, adds the run's dy rows
  * to table[row] in run order (increasing n, the sort being stable); other positions do nothing,
  * and so does the run of ids outside the table (key = rows). A thread takes 8 columns; the run's
- * rows go SCATTER_UNROLL at a time, their loads issued before any is added, so a long run (a
- * position's 64 sequences at micro batch 64) is not one load's latency per row. The additions are
- * the same, in the same order. */
+ * rows go SCATTER_UNROLL at a time, their loads (16 bytes of a row each, unpacked only as they are
+ * added) issued before any is added, so a long run (a position's 64 sequences at micro batch 64)
+ * is not one load's latency per row. The additions are the same, in the same order. (16 rows at a
+ * time, or 16 for the positions' runs alone, took 122 registers and ran slower: 213 and 172 us a
+ * call against 131 at GPT-2 124M's step; 8 rows 145.) */
 enum { SCATTER_THREADS = 128, SCATTER_UNROLL = 4 };
 
 template <class T>
@@ -106,15 +108,18 @@ static __global__ void __launch_bounds__(SCATTER_THREADS)
             in[u] = j + u < N && ids[j + u] == id;
             src[u] = in[u] ? order[j + u] : 0;
         }
-        float v[SCATTER_UNROLL][8];
+        uint4 raw[SCATTER_UNROLL];
 #pragma unroll
         for (int u = 0; u < SCATTER_UNROLL; u++)
-            if (in[u]) lp_load8<T>(dy + src[u] * H, c, H, vec, v[u]);
+            if (in[u]) raw[u] = lp_load8_raw<T>(dy + src[u] * H, c, H, vec, 0);
 #pragma unroll
         for (int u = 0; u < SCATTER_UNROLL; u++)
-            if (in[u])
+            if (in[u]) {
+                float v[8];
+                lp8_unpack<T>(raw[u], v);
 #pragma unroll
-                for (int e = 0; e < 8; e++) acc[e] += v[u][e];
+                for (int e = 0; e < 8; e++) acc[e] += v[e];
+            }
         if (!in[SCATTER_UNROLL - 1]) break;
     }
 #pragma unroll
