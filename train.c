@@ -79,6 +79,7 @@ void train_model_config(const struct config *cfg, int64_t vocab_size, struct mod
     mc->init_method_std = (float)cfg->init_method_std;
     mc->seed = (uint64_t)cfg->seed;
     mc->fp16 = cfg->fp16;
+    mc->positions_arange = !cfg->reset_position_ids; /* gpt_dataset.c's position ids */
 }
 
 static struct tokenizer *build_tokenizer(const struct config *cfg)

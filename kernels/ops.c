@@ -252,6 +252,22 @@ void op_embedding_backward(struct tensor dwte, int64_t vocab_start, struct tenso
     }
 }
 
+void op_position_embedding_backward(struct tensor dwpe, struct tensor dy, int64_t seq)
+{
+    struct args a = {.op = "op_position_embedding_backward"};
+    add_arg(&a, "dwpe", dwpe), add_arg(&a, "dy", dy);
+    need_tensor(&a, "dy", dy, DT_F32, 2);
+    need_tensor(&a, "dwpe", dwpe, DT_F32, 2);
+    need(&a, dwpe.dtype == DT_F32, "dwpe must be float32");
+    need(&a, dwpe.shape[1] == dy.shape[1], "dwpe and dy disagree on the hidden size");
+    need(&a, seq > 0 && seq <= dwpe.shape[0], "seq must be within dwpe's positions");
+    need(&a, dy.shape[0] % seq == 0, "dy's rows must be whole sequences");
+    switch (common_device(&a)) {
+    case DEV_CPU: cpu_position_embedding_backward(dwpe, dy, seq); return;
+    case DEV_CUDA: ON_CUDA(cuda_position_embedding_backward(dwpe, dy, seq)); return;
+    }
+}
+
 /* ---- normalisation ---- */
 
 /* x [N, C], w [C], optional b [C], per-row statistics [N] (each may be absent when not used). */

@@ -93,6 +93,9 @@ void op_embedding_forward(struct tensor y, struct tensor tokens, struct tensor w
  * dwpe[positions[n], :] += dy[n, :] */
 void op_embedding_backward(struct tensor dwte, int64_t vocab_start, struct tensor dwpe,
                            struct tensor dy, struct tensor tokens, struct tensor positions);
+/* dwpe[t, :] += dy[b seq + t, :] for every sequence b in order: op_embedding_backward's position
+ * gradient, bit for bit, where dy's rows are whole sequences of seq positions 0 .. seq - 1. */
+void op_position_embedding_backward(struct tensor dwpe, struct tensor dy, int64_t seq);
 
 /* ---- normalisation ---- */
 

@@ -53,7 +53,12 @@ void embedding_backward(const struct layer_ctx *ctx, const struct embedding_para
                         struct tensor positions_local)
 {
     op_bias_dropout_add_backward(dout, tensor_none(), dout, layer_hidden_dropout_key(ctx, SITE_EMBEDDING));
-    if (tensor_present(grad->position))
+    /* positions 0 .. s-1 in every sequence and this rank's rows whole sequences: summed by
+       sequence, without op_embedding_backward's sort by position (the same sums, the same bits) */
+    bool by_sequence = ctx->cfg->positions_arange && dout.shape[0] == ctx->batch * ctx->seq;
+    if (tensor_present(grad->position) && by_sequence)
+        op_position_embedding_backward(grad->position, dout, ctx->seq);
+    else if (tensor_present(grad->position))
         op_embedding_backward(grad->position, 0, tensor_none(), dout, positions_local, tensor_none());
     tp_gather_rows(ctx->tp, dout, dout_full);
     op_embedding_backward(grad->word, grad->vocab_start, tensor_none(), dout_full, tokens, tensor_none());

@@ -167,6 +167,16 @@ static void test_embedding_forward_and_backward_match_reference(void **state)
     check_grad(&c, 0, V * H, dwte, 1.0, "embedding dwte");
     check_grad(&c, 1, P * H, dwpe, 1.0, "embedding dwpe");
 
+    /* whole sequences (two of 4) with positions 0 .. 3: summed by sequence, the scatter's sums */
+    int32_t arange[8] = {0, 1, 2, 3, 0, 1, 2, 3};
+    float *by_scatter = ffill(P * H, 1.0f), *by_sequence = ffill(P * H, 1.0f);
+    op_embedding_backward(tensor_none(), 0, f2(by_scatter, P, H), f2(r, N, H), tensor_none(),
+                          i1(arange, N));
+    op_position_embedding_backward(f2(by_sequence, P, H), f2(r, N, H), 4);
+    assert_memory_equal(by_sequence, by_scatter, (size_t)(P * H) * sizeof(float));
+    assert_true(by_sequence[0] != 1.0f && by_sequence[4 * H] == 1.0f); /* rows 4 .. P untouched */
+    free(by_scatter), free(by_sequence);
+
     free(c.in[1]);
     c.in[1] = NULL;
     op_embedding_forward(f2(y, N, H), i1(tokens, N), f2(wte, V, H), 0, tensor_none(), tensor_none());

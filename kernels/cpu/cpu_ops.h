@@ -21,6 +21,7 @@ void cpu_linear_weight_grad(struct tensor dw, struct tensor dy, struct tensor x,
 /* embedding.c */
 void cpu_embedding_forward(struct tensor y, struct tensor tokens, struct tensor wte,
                            int64_t vocab_start, struct tensor wpe, struct tensor positions);
+void cpu_position_embedding_backward(struct tensor dwpe, struct tensor dy, int64_t seq);
 void cpu_embedding_backward(struct tensor dwte, int64_t vocab_start, struct tensor dwpe,
                             struct tensor dy, struct tensor tokens, struct tensor positions);
 

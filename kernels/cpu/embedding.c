@@ -82,3 +82,14 @@ void cpu_embedding_backward(struct tensor dwte, int64_t vocab_start, struct tens
         scatter_add(dwpe.data, 0, dwpe.shape[0], positions, dy.data, N, H);
     }
 }
+
+void cpu_position_embedding_backward(struct tensor dwpe, struct tensor dy, int64_t seq)
+{
+    int64_t N = dy.shape[0], H = dy.shape[1];
+    const float *g = dy.data;
+    float *table = dwpe.data;
+#pragma omp parallel for schedule(static) if (N * H >= CPU_PARALLEL_MIN_WORK)
+    for (int64_t t = 0; t < seq; t++) /* scatter_add's order for each row: n ascending */
+        for (int64_t n = t; n < N; n += seq)
+            for (int64_t h = 0; h < H; h++) table[t * H + h] += g[n * H + h];
+}

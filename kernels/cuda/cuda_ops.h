@@ -109,6 +109,7 @@ void cuda_linear_dgelu_backward_saved(struct tensor dpre, struct tensor dpre_bia
 
 void cuda_embedding_forward(struct tensor y, struct tensor tokens, struct tensor wte,
                             int64_t vocab_start, struct tensor wpe, struct tensor positions);
+void cuda_position_embedding_backward(struct tensor dwpe, struct tensor dy, int64_t seq);
 void cuda_embedding_backward(struct tensor dwte, int64_t vocab_start, struct tensor dwpe,
                              struct tensor dy, struct tensor tokens, struct tensor positions);
 

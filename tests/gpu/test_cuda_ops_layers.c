@@ -400,10 +400,32 @@ static bool embedding_case(int64_t vocab_start, int64_t vocab_total, int64_t H)
     return ok;
 }
 
+/* The position gradient summed by sequence (positions 0 .. seq - 1 in each of N / seq sequences),
+ * on both backends, against the scatter by sorted positions: the same sums, bit for bit. */
+static bool position_case(int64_t H)
+{
+    const int64_t seq = 64, N = 512, P = 100; /* P > seq: the rows past seq left as they were */
+    float *dy = randn(N * H, 1.0f), *dwpe0 = randn(P * H, 0.01f);
+    int32_t *pos = halloc(N * sizeof(int32_t));
+    for (int64_t n = 0; n < N; n++) pos[n] = (int32_t)(n % seq);
+    float *ref = copy_f(dwpe0, P * H), *cpu = copy_f(dwpe0, P * H);
+    cpu_embedding_backward(tensor_none(), 0, H2(ref, P, H), H2(dy, N, H), tensor_none(),
+                           H1(pos, DT_I32, N));
+    cpu_position_embedding_backward(H2(cpu, P, H), H2(dy, N, H), seq);
+    void *gdy = to_dev_lp(dy, N * H), *gd = to_dev(dwpe0, P * H * 4);
+    cuda_position_embedding_backward(D2(gd, DT_F32, P, H), D2(gdy, A.dt, N, H), seq);
+    printf("   position gradient by sequence, %lld sequences of %lld, hidden %lld\n",
+           (long long)(N / seq), (long long)seq, (long long)H);
+    bool ok = bitwise("dwpe, CPU, vs the scatter", cpu, ref, P * H);
+    ok &= bitwise("dwpe, GPU, vs the scatter", from_dev_f32(gd, P * H), ref, P * H);
+    return ok;
+}
+
 bool test_embedding_matches_cpu_and_backward_is_bitwise(void)
 {
     return embedding_case(0, 37, 96) & embedding_case(20, 90, 96) & embedding_case(0, 37, 100) &
-           embedding_case(0, 37, 1100);
+           embedding_case(0, 37, 1100) & position_case(96) & position_case(100) &
+           position_case(1100);
 }
 
 /* ---- norms ---- */
