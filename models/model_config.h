@@ -35,8 +35,9 @@ struct model_config {
     float init_method_std;
     uint64_t seed;
     bool fp16;              /* --fp16: the CUDA backend keeps weights and activations in fp16 (else bf16) */
-    bool positions_arange;  /* every sequence's positions are 0 .. seq_length - 1 (no --reset-position-ids):
-                               the position embedding's gradient is summed sequence by sequence */
+    bool positions_arange;  /* every sequence's positions are 0 .. seq_length - 1 (no
+                               --reset-position-ids): the position embedding's gradient is summed
+                               sequence by sequence */
 };
 
 /* Megatron's padding: the vocabulary grows to a multiple of divisible_by x TP. */

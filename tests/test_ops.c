@@ -275,7 +275,8 @@ static void test_rmsnorm_matches_reference_and_finite_differences(void **state)
     check_grad(&c, 0, N * C, dx2, 0.0, "rmsnorm dx, dy's rows scaled");
     check_grad(&c, 1, C, dw2, 1.0, "rmsnorm dw, dy's rows scaled");
     free_ref(&c);
-    free(x), free(w), free(r), free(y), free(rstd), free(dx), free(dw), free(s), free(dx2), free(dw2);
+    free(x), free(w), free(r), free(y), free(rstd), free(dx), free(dw);
+    free(s), free(dx2), free(dw2);
 }
 
 /* ---- activations ---- */
@@ -532,8 +533,8 @@ static void test_norm_backward_add_equals_backward_then_add(void **state)
         float *inplace = malloc((size_t)(N * C) * sizeof(float));
         memcpy(inplace, dres, (size_t)(N * C) * sizeof(float));
         if (rms) {
-            op_rmsnorm_backward(f2(dx2, N, C), f1(dw2, C), f2(dy, N, C), f2(x, N, C), f1(w, C), f1(rstd, N),
-                                tensor_none());
+            op_rmsnorm_backward(f2(dx2, N, C), f1(dw2, C), f2(dy, N, C), f2(x, N, C), f1(w, C),
+                                f1(rstd, N), tensor_none());
             op_rmsnorm_backward_add(f2(dx, N, C), f1(dw, C), f2(dy, N, C), f2(x, N, C), f1(w, C), f1(rstd, N),
                                     f2(dres, N, C), f1(rs, C));
             op_rmsnorm_backward_add(f2(inplace, N, C), tensor_none(), f2(dy, N, C), f2(x, N, C), f1(w, C),

@@ -29,8 +29,8 @@ void cpu_embedding_backward(struct tensor dwte, int64_t vocab_start, struct tens
 void cpu_layernorm_forward(struct tensor y, struct tensor mean, struct tensor rstd, struct tensor x,
                            struct tensor w, struct tensor b, float eps);
 void cpu_layernorm_backward(struct tensor dx, struct tensor dw, struct tensor db, struct tensor dy,
-                            struct tensor x, struct tensor w, struct tensor mean, struct tensor rstd,
-                            struct tensor dy_row_scale);
+                            struct tensor x, struct tensor w, struct tensor mean,
+                            struct tensor rstd, struct tensor dy_row_scale);
 void cpu_rmsnorm_forward(struct tensor y, struct tensor rstd, struct tensor x, struct tensor w,
                          float eps);
 void cpu_rmsnorm_backward(struct tensor dx, struct tensor dw, struct tensor dy, struct tensor x,

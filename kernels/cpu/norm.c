@@ -119,8 +119,8 @@ static struct tensor rows_scaled(struct tensor dy, struct tensor s)
 }
 
 void cpu_layernorm_backward(struct tensor dx, struct tensor dw, struct tensor db, struct tensor dy,
-                            struct tensor x, struct tensor w, struct tensor mean, struct tensor rstd,
-                            struct tensor dy_row_scale)
+                            struct tensor x, struct tensor w, struct tensor mean,
+                            struct tensor rstd, struct tensor dy_row_scale)
 {
     struct tensor g = rows_scaled(dy, dy_row_scale);
     if (tensor_present(dx)) layernorm_dx(dx, g, x, w, mean, rstd, NULL);

@@ -189,34 +189,37 @@ void cuda_embedding_backward(struct tensor dwte, int64_t vocab_start, struct ten
 
 /* Position t's 8 columns from c: table[t] + dy[t] + dy[seq + t] + ... in sequence order, as
  * scatter_runs_kernel adds a position's run (the sort being stable), SCATTER_UNROLL rows in
- * flight; every position at once, no sort. Grid (column blocks, seq). */
+ * flight; every position at once, no sort. Grid (column blocks, positions t, t + gridDim.y, ...). */
 template <class T>
 static __global__ void __launch_bounds__(SCATTER_THREADS)
     position_grad_kernel(float *table, const T *dy, int64_t N, int64_t seq, int64_t H, bool vec)
 {
-    const int64_t t = blockIdx.y, c = ((int64_t)blockIdx.x * SCATTER_THREADS + threadIdx.x) * 8;
+    const int64_t c = ((int64_t)blockIdx.x * SCATTER_THREADS + threadIdx.x) * 8;
     if (c >= H) return;
-    float *dst = table + t * H + c;
-    float acc[8];
+    for (int64_t t = blockIdx.y; t < seq; t += gridDim.y) {
+        float *dst = table + t * H + c;
+        float acc[8];
 #pragma unroll
-    for (int e = 0; e < 8; e++) acc[e] = c + e < H ? dst[e] : 0.0f;
-    for (int64_t n = t; n < N; n += SCATTER_UNROLL * seq) {
-        uint4 raw[SCATTER_UNROLL];
+        for (int e = 0; e < 8; e++) acc[e] = c + e < H ? dst[e] : 0.0f;
+        for (int64_t n = t; n < N; n += SCATTER_UNROLL * seq) {
+            uint4 raw[SCATTER_UNROLL];
 #pragma unroll
-        for (int u = 0; u < SCATTER_UNROLL; u++)
-            if (n + u * seq < N) raw[u] = lp_load8_raw<T>(dy + (n + u * seq) * H, c, H, vec, 0);
+            for (int u = 0; u < SCATTER_UNROLL; u++)
+                if (n + u * seq < N)
+                    raw[u] = lp_load8_raw<T>(dy + (n + u * seq) * H, c, H, vec, 0);
 #pragma unroll
-        for (int u = 0; u < SCATTER_UNROLL; u++)
-            if (n + u * seq < N) {
-                float v[8];
-                lp8_unpack<T>(raw[u], v);
+            for (int u = 0; u < SCATTER_UNROLL; u++)
+                if (n + u * seq < N) {
+                    float v[8];
+                    lp8_unpack<T>(raw[u], v);
 #pragma unroll
-                for (int e = 0; e < 8; e++) acc[e] += v[e];
-            }
+                    for (int e = 0; e < 8; e++) acc[e] += v[e];
+                }
+        }
+#pragma unroll
+        for (int e = 0; e < 8; e++)
+            if (c + e < H) dst[e] = acc[e];
     }
-#pragma unroll
-    for (int e = 0; e < 8; e++)
-        if (c + e < H) dst[e] = acc[e];
 }
 
 void cuda_position_embedding_backward(struct tensor dwpe, struct tensor dy, int64_t seq)
@@ -226,8 +229,9 @@ void cuda_position_embedding_backward(struct tensor dwpe, struct tensor dy, int6
     cuda_need(op, "dwpe", dwpe, DT_F32);
     int64_t N = dy.shape[0], H = dy.shape[1];
     if (N == 0 || H == 0) return;
-    CHECK(seq > 0 && seq <= 65535 && N % seq == 0);
-    dim3 grid((unsigned)((H + SCATTER_THREADS * 8 - 1) / (SCATTER_THREADS * 8)), (unsigned)seq);
+    CHECK(seq > 0 && N % seq == 0);
+    dim3 grid((unsigned)((H + SCATTER_THREADS * 8 - 1) / (SCATTER_THREADS * 8)),
+              (unsigned)(seq < 65535 ? seq : 65535));
     bool vec = H % 8 == 0 && cuda_aligned16(dy.data);
     CUDA_LP_DISPATCH(dt, position_grad_kernel<T><<<grid, SCATTER_THREADS, 0, cuda_ctx()->stream>>>(
                              (float *)dwpe.data, (const T *)dy.data, N, seq, H, vec));

@@ -559,7 +559,8 @@ void cuda_layernorm_backward(struct tensor dx, struct tensor dw, struct tensor d
     enum dtype dt = cuda_need_lp(op, "dy", dy);
     cuda_maybe(op, "dy_row_scale", dy_row_scale, DT_F32);
     const float *dys = tensor_present(dy_row_scale) ? (const float *)dy_row_scale.data : NULL;
-    CUDA_LP_DISPATCH(dt, layernorm_backward<T>(op, dx, dw, db, dy, x, w, mean, rstd, NULL, NULL, dys));
+    CUDA_LP_DISPATCH(dt, layernorm_backward<T>(op, dx, dw, db, dy, x, w, mean, rstd, NULL, NULL,
+                                               dys));
 }
 
 void cuda_layernorm_backward_add(struct tensor dx, struct tensor dw, struct tensor db,

@@ -400,11 +400,12 @@ static bool embedding_case(int64_t vocab_start, int64_t vocab_total, int64_t H)
     return ok;
 }
 
-/* The position gradient summed by sequence (positions 0 .. seq - 1 in each of N / seq sequences),
- * on both backends, against the scatter by sorted positions: the same sums, bit for bit. */
-static bool position_case(int64_t H)
+/* The position gradient summed by sequence (positions 0 .. seq - 1 in each of the sequences), on
+ * both backends, against the scatter by sorted positions: the same sums, bit for bit. More
+ * positions than a grid's 65535 rows of blocks take some blocks twice. */
+static bool position_case(int64_t seq, int64_t sequences, int64_t H)
 {
-    const int64_t seq = 64, N = 512, P = 100; /* P > seq: the rows past seq left as they were */
+    const int64_t N = seq * sequences, P = seq + 36; /* the rows past seq left as they were */
     float *dy = randn(N * H, 1.0f), *dwpe0 = randn(P * H, 0.01f);
     int32_t *pos = halloc(N * sizeof(int32_t));
     for (int64_t n = 0; n < N; n++) pos[n] = (int32_t)(n % seq);
@@ -424,8 +425,8 @@ static bool position_case(int64_t H)
 bool test_embedding_matches_cpu_and_backward_is_bitwise(void)
 {
     return embedding_case(0, 37, 96) & embedding_case(20, 90, 96) & embedding_case(0, 37, 100) &
-           embedding_case(0, 37, 1100) & position_case(96) & position_case(100) &
-           position_case(1100);
+           embedding_case(0, 37, 1100) & position_case(64, 8, 96) & position_case(64, 8, 100) &
+           position_case(64, 8, 1100) & position_case(70000, 2, 8);
 }
 
 /* ---- norms ---- */
@@ -487,7 +488,8 @@ static bool rmsnorm_case(int64_t N, int64_t C, bool scaled)
     float *dw = copy_f(dw0, C);
     cpu_rmsnorm_forward(H2(y, N, C), H1(rstd, DT_F32, N), H2(x, N, C), H1(w, DT_F32, C), 1e-6f);
     cpu_rmsnorm_backward(H2(dx, N, C), H1(dw, DT_F32, C), H2(dy, N, C), H2(x, N, C),
-                         H1(w, DT_F32, C), H1(rstd, DT_F32, N), s ? H1(s, DT_F32, N) : tensor_none());
+                         H1(w, DT_F32, C), H1(rstd, DT_F32, N),
+                         s ? H1(s, DT_F32, N) : tensor_none());
     void *gx = to_dev_lp(x, N * C), *gw = to_dev_lp(w, C), *gdy = to_dev_lp(dy, N * C);
     void *gs = s ? to_dev(s, N * 4) : NULL;
     void *gy = dalloc(N * C * 2), *gdx = dalloc(N * C * 2), *gr = dalloc(N * 4);
