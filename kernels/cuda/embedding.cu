@@ -87,6 +87,26 @@ static __global__ void sort_keys_kernel(int32_t *key, int32_t *value, const int3
  * call against 131 at GPT-2 124M's step; 8 rows 145.) */
 enum { SCATTER_THREADS = 128, SCATTER_UNROLL = 4 };
 
+/* acc += the 8 columns from c of dy's rows src[u] for which in[u], in u's order: every row's 16
+ * bytes loaded before the first is added. */
+template <class T>
+__device__ __forceinline__ void add_rows(float acc[8], const T *dy, const int64_t *src,
+                                         const bool *in, int64_t c, int64_t H, bool vec)
+{
+    uint4 raw[SCATTER_UNROLL];
+#pragma unroll
+    for (int u = 0; u < SCATTER_UNROLL; u++)
+        if (in[u]) raw[u] = lp_load8_raw<T>(dy + src[u] * H, c, H, vec, 0);
+#pragma unroll
+    for (int u = 0; u < SCATTER_UNROLL; u++)
+        if (in[u]) {
+            float v[8];
+            lp8_unpack<T>(raw[u], v);
+#pragma unroll
+            for (int e = 0; e < 8; e++) acc[e] += v[e];
+        }
+}
+
 template <class T>
 static __global__ void __launch_bounds__(SCATTER_THREADS)
     scatter_runs_kernel(float *table, int64_t rows, const int32_t *ids, const int32_t *order,
@@ -108,18 +128,7 @@ static __global__ void __launch_bounds__(SCATTER_THREADS)
             in[u] = j + u < N && ids[j + u] == id;
             src[u] = in[u] ? order[j + u] : 0;
         }
-        uint4 raw[SCATTER_UNROLL];
-#pragma unroll
-        for (int u = 0; u < SCATTER_UNROLL; u++)
-            if (in[u]) raw[u] = lp_load8_raw<T>(dy + src[u] * H, c, H, vec, 0);
-#pragma unroll
-        for (int u = 0; u < SCATTER_UNROLL; u++)
-            if (in[u]) {
-                float v[8];
-                lp8_unpack<T>(raw[u], v);
-#pragma unroll
-                for (int e = 0; e < 8; e++) acc[e] += v[e];
-            }
+        add_rows<T>(acc, dy, src, in, c, H, vec);
         if (!in[SCATTER_UNROLL - 1]) break;
     }
 #pragma unroll
@@ -202,19 +211,11 @@ static __global__ void __launch_bounds__(SCATTER_THREADS)
 #pragma unroll
         for (int e = 0; e < 8; e++) acc[e] = c + e < H ? dst[e] : 0.0f;
         for (int64_t n = t; n < N; n += SCATTER_UNROLL * seq) {
-            uint4 raw[SCATTER_UNROLL];
+            int64_t src[SCATTER_UNROLL];
+            bool in[SCATTER_UNROLL];
 #pragma unroll
-            for (int u = 0; u < SCATTER_UNROLL; u++)
-                if (n + u * seq < N)
-                    raw[u] = lp_load8_raw<T>(dy + (n + u * seq) * H, c, H, vec, 0);
-#pragma unroll
-            for (int u = 0; u < SCATTER_UNROLL; u++)
-                if (n + u * seq < N) {
-                    float v[8];
-                    lp8_unpack<T>(raw[u], v);
-#pragma unroll
-                    for (int e = 0; e < 8; e++) acc[e] += v[e];
-                }
+            for (int u = 0; u < SCATTER_UNROLL; u++) in[u] = n + u * seq < N, src[u] = n + u * seq;
+            add_rows<T>(acc, dy, src, in, c, H, vec);
         }
 #pragma unroll
         for (int e = 0; e < 8; e++)
